@@ -1,0 +1,202 @@
+"""One adapter per peer, each running the workloads on 2 worker processes with default settings.
+
+Constructing an adapter imports its library; `start` brings the workers up; `map` and `call`
+run a workload function; `stop` shuts everything down. `cold_start` (W5) goes from nothing
+running to one result.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import workloads
+
+Fn = Callable[[Any], Any]
+WORKERS = 2
+
+
+class Peer(ABC):
+    """A pool of `WORKERS` worker processes."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the pool or cluster."""
+
+    @abstractmethod
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        """Run `fn` on every item through the peer's map, results in order."""
+
+    @abstractmethod
+    def call(self, fn: Fn, x: Any) -> Any:
+        """Run `fn(x)` as one remote call and wait for its result."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Shut the pool or cluster down."""
+
+    def cold_start(self) -> None:
+        """Start from nothing running and get one result (W5)."""
+        self.start()
+        self.call(workloads.noop, 1)
+
+
+class ProcessPool(Peer):
+    """`concurrent.futures.ProcessPoolExecutor`: `executor.map` with its default chunksize."""
+
+    def start(self) -> None:
+        self._executor = ProcessPoolExecutor(WORKERS)
+
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        return list(self._executor.map(fn, items))
+
+    def call(self, fn: Fn, x: Any) -> Any:
+        return self._executor.submit(fn, x).result()
+
+    def stop(self) -> None:
+        self._executor.shutdown()
+
+
+class Joblib(Peer):
+    """joblib `Parallel(n_jobs=2)`: loky backend, automatic batching, reusable executor."""
+
+    def __init__(self) -> None:
+        import joblib
+        from joblib.externals import loky
+
+        self._joblib = joblib
+        self._loky = loky
+
+    def start(self) -> None:
+        """Nothing to do: loky starts its reusable executor on the first `Parallel` call."""
+
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        delayed = self._joblib.delayed(fn)
+        return list(self._joblib.Parallel(n_jobs=WORKERS)(delayed(x) for x in items))
+
+    def call(self, fn: Fn, x: Any) -> Any:
+        return self.map(fn, [x])[0]
+
+    def stop(self) -> None:
+        self._loky.get_reusable_executor().shutdown(wait=True)
+
+
+class IPyParallel(Peer):
+    """ipyparallel `Cluster(n=2)` started in-process, load-balanced view."""
+
+    def __init__(self) -> None:
+        import ipyparallel
+
+        self._ipp = ipyparallel
+
+    def start(self) -> None:
+        self._cluster = self._ipp.Cluster(n=WORKERS)
+        self._client = self._cluster.start_and_connect_sync()
+        self._view = self._client.load_balanced_view()
+
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        return list(self._view.map_sync(fn, items))
+
+    def call(self, fn: Fn, x: Any) -> Any:
+        return self._view.apply_sync(fn, x)
+
+    def stop(self) -> None:
+        self._client.close()
+        self._cluster.stop_cluster_sync()
+
+
+class Dask(Peer):
+    """dask.distributed `LocalCluster` with 2 single-threaded worker processes."""
+
+    def __init__(self) -> None:
+        import distributed
+
+        self._distributed = distributed
+
+    def start(self) -> None:
+        self._cluster = self._distributed.LocalCluster(
+            n_workers=WORKERS, threads_per_worker=1, processes=True
+        )
+        self._client = self._distributed.Client(self._cluster)
+
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        return list(self._client.gather(self._client.map(fn, items)))
+
+    def call(self, fn: Fn, x: Any) -> Any:
+        return self._client.submit(fn, x).result()
+
+    def stop(self) -> None:
+        self._client.close()
+        self._cluster.close()
+
+
+class Ray(Peer):
+    """ray with `num_cpus=2`: one `@ray.remote` task per input."""
+
+    def __init__(self) -> None:
+        import ray
+
+        self._ray = ray
+        self._remote: dict[Fn, Any] = {}
+
+    def start(self) -> None:
+        self._ray.init(num_cpus=WORKERS, include_dashboard=False)
+
+    def _task(self, fn: Fn) -> Any:
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(fn)
+        return self._remote[fn]
+
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        task = self._task(fn)
+        return list(self._ray.get([task.remote(x) for x in items]))
+
+    def call(self, fn: Fn, x: Any) -> Any:
+        return self._ray.get(self._task(fn).remote(x))
+
+    def stop(self) -> None:
+        self._ray.shutdown()
+
+
+class Nbscale(Peer):
+    """nbscale through its public, Modal-style API, with the default (process) launcher."""
+
+    def __init__(self) -> None:
+        import nbscale
+
+        self._nbscale = nbscale
+
+    def start(self) -> None:
+        app = self._nbscale.App("bench")
+        self._functions = {
+            fn: app.function(max_containers=WORKERS, min_containers=WORKERS)(fn)
+            for fn in (workloads.noop, workloads.sleep10ms, workloads.array_nbytes)
+        }
+
+    def map(self, fn: Fn, items: list[Any]) -> list[Any]:
+        return list(self._functions[fn].map(items))
+
+    def call(self, fn: Fn, x: Any) -> Any:
+        return self._functions[fn].remote(x)
+
+    def stop(self) -> None:
+        shutdown = getattr(self._nbscale, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    def cold_start(self) -> None:
+        """The embedded control plane and the first worker start on this first call."""
+        app = self._nbscale.App("bench")
+        app.function(max_containers=WORKERS)(workloads.noop).remote(1)
+
+
+PEERS: dict[str, type[Peer]] = {
+    "nbscale": Nbscale,
+    "ppe": ProcessPool,
+    "joblib": Joblib,
+    "ipyparallel": IPyParallel,
+    "dask": Dask,
+    "ray": Ray,
+}

@@ -1,0 +1,64 @@
+"""Per-input capture of stdout and stderr.
+
+The worker replaces ``sys.stdout``/``sys.stderr`` once with proxies that write into the
+buffer of the input running in the current thread or asyncio task (a context variable), and
+pass through to the real stream when no input is running. Concurrent inputs therefore keep
+their output apart, which is what lets the caller prefix each line with its input's index.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import sys
+from typing import Any, TextIO
+
+_current: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar(
+    "nbscale_capture", default=None
+)
+
+
+class _RoutingStream(io.TextIOBase):
+    def __init__(self, fallback: TextIO) -> None:
+        self._fallback = fallback
+
+    def write(self, text: str) -> int:
+        target = _current.get()
+        if target is None:
+            return self._fallback.write(text)
+        return target.write(text)
+
+    def flush(self) -> None:
+        if _current.get() is None:
+            self._fallback.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._fallback, "encoding", "utf-8")
+
+    def isatty(self) -> bool:
+        return False
+
+
+def install() -> None:
+    """Route this process's stdout/stderr through the per-input capture."""
+    if not isinstance(sys.stdout, _RoutingStream):
+        sys.stdout = _RoutingStream(sys.stdout)  # type: ignore[assignment]
+        sys.stderr = _RoutingStream(sys.stderr)  # type: ignore[assignment]
+
+
+def start() -> contextvars.Token[Any]:
+    """Begin capturing for the input running in this thread or task."""
+    return _current.set(io.StringIO())
+
+
+def finish(token: contextvars.Token[Any]) -> str:
+    buffer = _current.get()
+    _current.reset(token)
+    return buffer.getvalue() if buffer is not None else ""

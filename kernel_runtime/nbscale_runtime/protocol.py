@@ -1,0 +1,237 @@
+"""The wire contract between clients, the control plane and workers.
+
+Every ZeroMQ message is a multipart message:
+
+    [header, payload_0, payload_1, ...]
+
+The header is a small JSON array ``[op, field, field, ...]`` holding the fields of one of the
+frozen dataclasses below in declaration order; payload frames carry opaque bytes (pickles and
+their out-of-band buffers) that the control plane forwards without unpickling. Ops are
+kebab-case and registered once here; ``PROTOCOL_VERSION`` changes whenever a message changes
+shape, and peers refuse each other at the handshake when it differs.
+
+Batches: ``submit-inputs``, ``run-inputs`` and ``outputs`` carry many inputs at once. Their
+``items`` describe each input and where its bytes lie in the payload: ``blob`` (one frame of
+concatenated in-band pickles, addressed by offset/length) followed by the out-of-band buffer
+frames, addressed by a running count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+# Output statuses, as the worker reports them and the control plane forwards them.
+STATUS_OK = "ok"
+STATUS_ERROR = "error"  # user code raised; the payload is the pickled exception
+STATUS_TIMEOUT = "timeout"  # the attempt ran past the function's timeout
+STATUS_LOST = "lost"  # the worker died while running it
+STATUS_CANCELLED = "cancelled"
+STATUS_INIT_FAILED = "init-failed"  # the function could not be loaded on the worker
+STATUS_REJECTED = "rejected"  # the control plane refused it (e.g. version mismatch)
+STATUS_SERIALIZATION = "serialization-error"  # the result could not be pickled
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+class ProtocolError(Exception):
+    """Raised when a peer sends a frame sequence this module cannot decode."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    op: ClassVar[str] = ""
+
+
+def op(name: str) -> Any:
+    """Class decorator: a frozen slotted message dataclass registered under ``name``."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY:
+            raise RuntimeError(f"duplicate op {name!r}")
+        cls.op = name  # type: ignore[attr-defined]
+        made = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        _REGISTRY[name] = made
+        return made
+
+    return wrap
+
+
+# --- client <-> control plane ------------------------------------------------------------
+
+
+@op("hello")
+class Hello(Message):
+    protocol_version: int
+    python: str
+    cloudpickle: str
+    rid: int = 0
+
+
+@op("register-function")
+class RegisterFunction(Message):
+    """Payload: [function pickle]. Creates or finds the pool for this function + options."""
+
+    rid: int
+    function_id: str
+    name: str
+    options: dict[str, Any]
+    sys_path: list[str]
+
+
+@op("submit-inputs")
+class SubmitInputs(Message):
+    """Payload: [blob, *buffers]; items are [index, offset, length, nbufs].
+
+    The first submission of a call creates it (in ``pool_id``, of ``kind``: "map", "remote"
+    or "spawn"); ``total`` is set once the caller has no more inputs to send."""
+
+    rid: int
+    call_id: str
+    pool_id: str
+    kind: str
+    items: list[list[int]]
+    total: int | None = None
+
+
+@op("cancel-call")
+class CancelCall(Message):
+    rid: int
+    call_id: str
+
+
+@op("get-outputs")
+class GetOutputs(Message):
+    """Fetch stored outputs of a spawned call: indices in [start, end), waiting up to timeout."""
+
+    rid: int
+    call_id: str
+    start: int
+    end: int | None
+    timeout: float | None
+
+
+@op("update-autoscaler")
+class UpdateAutoscaler(Message):
+    rid: int
+    pool_id: str
+    changes: dict[str, Any]
+
+
+@op("get-stats")
+class GetStats(Message):
+    rid: int
+    pool_id: str | None
+
+
+@op("reply")
+class Reply(Message):
+    """Answer to a request: ``error`` is None on success, else [kind, message, details]."""
+
+    rid: int
+    value: Any
+    error: list[Any] | None = None
+
+
+@op("outputs")
+class Outputs(Message):
+    """Payload: [blob, *buffers]. Items are
+    [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]."""
+
+    items: list[list[Any]]
+
+
+# --- worker <-> control plane -------------------------------------------------------------
+
+
+@op("register")
+class Register(Message):
+    worker_id: str
+    pool_id: str
+    protocol_version: int
+    python: str
+    cloudpickle: str
+    pid: int
+    gpus: list[dict[str, Any]]
+
+
+@op("function-def")
+class FunctionDef(Message):
+    """Payload: [function pickle]. Sent once per worker before its first inputs."""
+
+    function_id: str
+    sys_path: list[str]
+    timeout: float
+    max_inputs: int
+    is_async: bool
+
+
+@op("get-inputs")
+class GetInputs(Message):
+    worker_id: str
+    want: int
+
+
+@op("run-inputs")
+class RunInputs(Message):
+    """Payload: [blob, *buffers]; items are [call_id, index, attempt, offset, length, nbufs]."""
+
+    items: list[list[Any]]
+
+
+@op("heartbeat")
+class Heartbeat(Message):
+    worker_id: str
+    running: list[list[Any]]  # [call_id, index] of inputs running now
+    stats: dict[str, Any]
+
+
+@op("cancel-inputs")
+class CancelInputs(Message):
+    call_id: str
+
+
+@op("shutdown")
+class Shutdown(Message):
+    reason: str
+
+
+@op("goodbye")
+class Goodbye(Message):
+    """The worker is exiting on purpose; what it did not report is not its inputs' fault.
+
+    Payload: [exception record] when ``reason`` is "init-failed"."""
+
+    worker_id: str
+    reason: str
+
+
+def encode(msg: Message, payload: Sequence[Any] = ()) -> list[Any]:
+    """Frames for ``msg``: the JSON header first, then the payload frames untouched."""
+    fields = [getattr(msg, f.name) for f in dataclasses.fields(msg)]  # type: ignore[arg-type]
+    header = json.dumps([msg.op, *fields], separators=(",", ":")).encode()
+    return [header, *payload]
+
+
+def decode(frames: Sequence[Any]) -> tuple[Message, list[Any]]:
+    """Split ``frames`` into the message and its payload frames (left as received)."""
+    if not frames:
+        raise ProtocolError("empty message")
+    raw = frames[0]
+    header = raw.bytes if hasattr(raw, "bytes") else bytes(raw)
+    try:
+        op_name, *fields = json.loads(header)
+        cls = _REGISTRY[op_name]
+        msg = cls(*fields)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"undecodable header {header[:80]!r}: {exc}") from None
+    return msg, list(frames[1:])
+
+
+def ops() -> dict[str, type[Message]]:
+    """Every registered op, for tests and documentation."""
+    return dict(_REGISTRY)

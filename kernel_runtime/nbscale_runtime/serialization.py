@@ -1,0 +1,157 @@
+"""Pickling of functions, inputs, results and exceptions for the wire.
+
+Objects are pickled with cloudpickle, protocol 5. Buffers that support out-of-band pickling
+(numpy arrays, ``pickle.PickleBuffer``) are not copied into the pickle: they travel as their
+own ZeroMQ frames. Many small objects are packed into one ``blob`` frame; each is addressed
+by ``(offset, length, nbufs)``.
+
+Loading needs only :mod:`pickle`; cloudpickle is needed to dump.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import traceback
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+import cloudpickle
+
+PICKLE_PROTOCOL = 5
+_OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers are cheaper to copy than to send apart
+
+
+class PayloadWriter:
+    """Packs many objects into ``[blob, *buffers]`` frames, reusing one pickler."""
+
+    __slots__ = ("_blob", "_buffers", "_pickler")
+
+    def __init__(self) -> None:
+        self._blob = io.BytesIO()
+        self._buffers: list[Any] = []
+        self._pickler = cloudpickle.CloudPickler(
+            self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
+        )
+
+    def _keep_buffer(self, buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < _OUT_OF_BAND_MIN:
+            return True  # serialize in-band
+        self._buffers.append(raw)
+        return False
+
+    def add(self, obj: Any) -> tuple[int, int, int]:
+        """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises."""
+        start = self._blob.tell()
+        nbufs = len(self._buffers)
+        try:
+            self._pickler.dump(obj)
+        except BaseException:
+            self._blob.seek(start)
+            self._blob.truncate()
+            del self._buffers[nbufs:]
+            raise
+        finally:
+            self._pickler.clear_memo()
+        return start, self._blob.tell() - start, len(self._buffers) - nbufs
+
+    def add_raw(self, data: bytes | memoryview, buffers: Sequence[Any] = ()) -> tuple[int, int, int]:
+        """Append an already pickled object (and its buffers) without looking inside."""
+        start = self._blob.tell()
+        self._blob.write(data)
+        self._buffers.extend(buffers)
+        return start, len(data), len(buffers)
+
+    def __len__(self) -> int:
+        return self._blob.tell()
+
+    def frames(self) -> list[Any]:
+        return [self._blob.getbuffer(), *self._buffers]
+
+
+def split_payload(
+    frames: Sequence[Any], addresses: Iterable[tuple[int, int, int]]
+) -> list[tuple[memoryview, list[Any]]]:
+    """Cut ``[blob, *buffers]`` into one ``(pickle bytes, buffers)`` pair per address."""
+    if not frames:
+        return []
+    blob = _view(frames[0])
+    buffers = frames[1:]
+    parts = []
+    next_buf = 0
+    for offset, length, nbufs in addresses:
+        parts.append((blob[offset : offset + length], list(buffers[next_buf : next_buf + nbufs])))
+        next_buf += nbufs
+    return parts
+
+
+def load(data: Any, buffers: Sequence[Any] = ()) -> Any:
+    return pickle.loads(data, buffers=[_view(b) for b in buffers])
+
+
+def dumps(obj: Any) -> bytes:
+    return cloudpickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+
+
+def _view(frame: Any) -> memoryview:
+    if hasattr(frame, "buffer"):  # zmq.Frame
+        return frame.buffer  # type: ignore[no-any-return]
+    return memoryview(frame)
+
+
+# --- exceptions ---------------------------------------------------------------------------
+
+
+def dump_exception(exc: BaseException, skip_frames: int = 0) -> bytes:
+    """Everything the caller needs to re-raise ``exc`` as its own type with remote frames.
+
+    The exception object is pickled on its own so that an unpicklable exception still sends
+    its type name, message and traceback text.
+    """
+    try:
+        exc_bytes: bytes | None = dumps(exc)
+        pickle.loads(exc_bytes)  # an exception whose __init__ rejects its args fails here
+    except Exception:
+        exc_bytes = None
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    record = {
+        "exc": exc_bytes,
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "text": "".join(traceback.format_exception(type(exc), exc, tb)),
+        "tb": traceback_to_dict(tb),
+    }
+    return pickle.dumps(record, protocol=PICKLE_PROTOCOL)
+
+
+def traceback_to_dict(tb: TracebackType | None) -> dict[str, Any] | None:
+    """A traceback as plain data in the shape ``tblib.Traceback.from_dict`` accepts."""
+    head: dict[str, Any] | None = None
+    tail: dict[str, Any] | None = None
+    while tb is not None:
+        frame = tb.tb_frame
+        node = {
+            "tb_frame": {
+                "f_globals": {"__name__": frame.f_globals.get("__name__", "?")},
+                "f_locals": {},
+                "f_code": {
+                    "co_filename": frame.f_code.co_filename,
+                    "co_name": frame.f_code.co_name,
+                },
+                "f_lineno": frame.f_lineno,
+            },
+            "tb_lineno": tb.tb_lineno,
+            "tb_next": None,
+        }
+        if tail is None:
+            head = node
+        else:
+            tail["tb_next"] = node
+        tail = node
+        tb = tb.tb_next
+    return head

@@ -1,0 +1,417 @@
+"""The worker: dials the control plane, loads one function, runs the inputs it is sent.
+
+Two sockets, two threads:
+
+- the main thread owns the *data* socket: it registers, receives the function definition and
+  batches of inputs, runs them (inline for plain sync functions, on a thread pool for
+  ``@concurrent`` sync functions, on an asyncio loop thread for async ones) and sends back
+  batches of outputs;
+- the *pulse* thread owns a second socket: it sends heartbeats, receives cancellations and
+  shutdown requests (which must get through while user code holds the main thread), enforces
+  the per-attempt timeout and exits when the parent process is gone.
+
+A stuck input cannot be interrupted safely, so on timeout the pulse thread reports it and ends
+the process: the control plane replaces the worker and requeues its other inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import zmq
+
+from . import capture, protocol
+from .protocol import (
+    STATUS_CANCELLED,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SERIALIZATION,
+    STATUS_TIMEOUT,
+)
+from .serialization import PayloadWriter, dump_exception, load, split_payload
+
+# Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
+# to hide a round trip to the control plane, small enough to keep the load balanced.
+_PREFETCH_SECONDS = 0.01
+_MAX_PREFETCH = 1000
+_FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
+
+
+class InputCancelled(BaseException):
+    """Raised inside a running input when its call is cancelled."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    pool_id: str
+    endpoint: str
+    parent_pid: int | None = None
+    heartbeat_interval: float = 1.0
+    server_public_key: str | None = None
+    public_key: str | None = None
+    secret_key: str | None = None
+
+    @classmethod
+    def from_file(cls, path: str) -> WorkerConfig:
+        with open(path) as f:
+            return cls(**json.load(f))
+
+
+@dataclass(slots=True)
+class _Input:
+    call_id: str
+    index: int
+    attempt: int
+    data: Any
+    buffers: list[Any]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.call_id, self.index)
+
+
+def _connect(ctx: zmq.Context[Any], cfg: WorkerConfig, identity: str) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity.encode())
+    sock.setsockopt(zmq.LINGER, 2000)
+    if cfg.server_public_key:
+        sock.curve_serverkey = cfg.server_public_key.encode()
+        sock.curve_publickey = (cfg.public_key or "").encode()
+        sock.curve_secretkey = (cfg.secret_key or "").encode()
+    sock.connect(cfg.endpoint)
+    return sock
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.data = _connect(self.ctx, cfg, cfg.worker_id)
+        self.fn: Any = None
+        self.timeout = 300.0
+        self.slots = 1
+        self.mode = "inline"  # "inline" | "threads" | "async"
+        self.queue: collections.deque[_Input] = collections.deque()
+        # key -> (monotonic start, attempt); read by the pulse thread for timeouts
+        self.running: dict[tuple[str, int], tuple[float, int]] = {}
+        self.inline_key: tuple[str, int] | None = None
+        self.cancelled: set[str] = set()
+        self.demand = 0  # inputs asked for and not yet received
+        self.avg_seconds: float | None = None
+        self.done: collections.deque[tuple[_Input, str, Any, float, str]] = collections.deque()
+        self.draining = False
+        self.stop_now = False
+        self.last_flush = time.perf_counter()
+        self.wake_r, self.wake_w = os.pipe()
+        self.executor: concurrent.futures.Executor | None = None
+        self.async_loop: asyncio.AbstractEventLoop | None = None
+        self.async_tasks: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
+        self.main_thread = threading.get_ident()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        capture.install()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGUSR1, self._on_cancel_signal)
+        self._send(
+            protocol.Register(
+                worker_id=self.cfg.worker_id,
+                pool_id=self.cfg.pool_id,
+                protocol_version=protocol.PROTOCOL_VERSION,
+                python=".".join(map(str, sys.version_info[:3])),
+                cloudpickle=cloudpickle.__version__,
+                pid=os.getpid(),
+                gpus=[],
+            )
+        )
+        Pulse(self).start()
+        poller = zmq.Poller()
+        poller.register(self.data, zmq.POLLIN)
+        poller.register(self.wake_r, zmq.POLLIN)
+        while not self.stop_now:
+            if self.draining and not self.running and not self.done:
+                break
+            can_start = self.queue and (self.mode == "inline" or len(self.running) < self.slots)
+            events = dict(poller.poll(0 if can_start or self.done else 100))
+            if self.wake_r in events:
+                os.read(self.wake_r, 4096)
+            if self.data in events:
+                self._receive_all()
+            self._run_some()
+            self._maybe_flush()
+            self._ask_for_inputs()
+        self._flush()
+        self._send(protocol.Goodbye(self.cfg.worker_id, "drained"))
+        self.data.close()
+        return 0
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.draining = True
+
+    def _on_cancel_signal(self, signum: int, frame: Any) -> None:
+        if self.inline_key is not None and self.inline_key[0] in self.cancelled:
+            raise InputCancelled()
+
+    # --- messages -------------------------------------------------------------------------
+
+    def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
+        self.data.send_multipart(protocol.encode(msg, payload), copy=False)
+
+    def _receive_all(self) -> None:
+        while True:
+            try:
+                frames = self.data.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            msg, payload = protocol.decode(frames)
+            if isinstance(msg, protocol.RunInputs):
+                self._accept_inputs(msg, payload)
+            elif isinstance(msg, protocol.FunctionDef):
+                self._load_function(msg, payload)
+            elif isinstance(msg, protocol.Shutdown):
+                self.draining = True
+
+    def _load_function(self, msg: protocol.FunctionDef, payload: list[Any]) -> None:
+        for path in msg.sys_path:
+            if path not in sys.path and os.path.isdir(path):
+                sys.path.append(path)
+        try:
+            self.fn = load(payload[0])
+        except BaseException as exc:
+            record = dump_exception(exc)
+            self._send(protocol.Goodbye(self.cfg.worker_id, "init-failed"), [record])
+            self.stop_now = True
+            return
+        self.timeout = msg.timeout
+        self.slots = max(1, msg.max_inputs)
+        if msg.is_async:
+            self.mode = "async"
+            self.async_loop = asyncio.new_event_loop()
+            threading.Thread(target=self.async_loop.run_forever, daemon=True).start()
+        elif self.slots > 1:
+            self.mode = "threads"
+            self.executor = concurrent.futures.ThreadPoolExecutor(self.slots)
+
+    def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
+        addresses = [(item[3], item[4], item[5]) for item in msg.items]
+        parts = split_payload(payload, addresses)
+        for item, (data, buffers) in zip(msg.items, parts):
+            self.queue.append(_Input(item[0], item[1], item[2], data, buffers))
+        self.demand = max(0, self.demand - len(msg.items))
+
+    def _ask_for_inputs(self) -> None:
+        if self.fn is None or self.draining:
+            return
+        have = len(self.queue) + len(self.running) + self.demand
+        target = self.slots
+        if self.avg_seconds is not None:
+            per_slot = _PREFETCH_SECONDS / max(self.avg_seconds, 1e-7)
+            target += min(_MAX_PREFETCH, math.ceil(per_slot * self.slots))
+        else:
+            target += self.slots  # one round of lookahead until the speed is known
+        if have < target and (self.demand == 0 or have <= target // 2):
+            want = target - have
+            self.demand += want
+            self._send(protocol.GetInputs(self.cfg.worker_id, want))
+
+    # --- running inputs ---------------------------------------------------------------------
+
+    def _run_some(self) -> None:
+        if self.fn is None:
+            return
+        if self.mode == "inline":
+            deadline = time.perf_counter() + _FLUSH_INTERVAL
+            while self.queue and not self.stop_now:
+                self._run_inline(self.queue.popleft())
+                if time.perf_counter() > deadline:
+                    break
+            return
+        while self.queue and len(self.running) < self.slots:
+            self._start_concurrent(self.queue.popleft())
+
+    def _run_inline(self, item: _Input) -> None:
+        if item.call_id in self.cancelled:
+            return
+        key = item.key
+        started = time.perf_counter()
+        self.running[key] = (time.monotonic(), item.attempt)
+        self.inline_key = key
+        token = capture.start()
+        try:
+            args, kwargs = load(item.data, item.buffers)
+            result: Any = self.fn(*args, **kwargs)
+            status = STATUS_OK
+        except InputCancelled:
+            result, status = None, STATUS_CANCELLED
+        except BaseException as exc:
+            result, status = exc, STATUS_ERROR
+        finally:
+            self.inline_key = None
+            stdout = capture.finish(token)
+            del self.running[key]
+        self._record(item, status, result, time.perf_counter() - started, stdout)
+
+    def _start_concurrent(self, item: _Input) -> None:
+        if item.call_id in self.cancelled:
+            return
+        self.running[item.key] = (time.monotonic(), item.attempt)
+        if self.mode == "async":
+            assert self.async_loop is not None
+            fut = asyncio.run_coroutine_threadsafe(self._run_async(item), self.async_loop)
+            self.async_tasks[item.key] = fut
+        else:
+            assert self.executor is not None
+            fut = self.executor.submit(self._run_threaded, item)
+        fut.add_done_callback(lambda _f: os.write(self.wake_w, b"x"))
+
+    def _run_threaded(self, item: _Input) -> None:
+        started = time.perf_counter()
+        token = capture.start()
+        try:
+            args, kwargs = load(item.data, item.buffers)
+            result: Any = self.fn(*args, **kwargs)
+            status = STATUS_OK
+        except BaseException as exc:
+            result, status = exc, STATUS_ERROR
+        stdout = capture.finish(token)
+        self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
+
+    async def _run_async(self, item: _Input) -> None:
+        started = time.perf_counter()
+        token = capture.start()
+        try:
+            args, kwargs = load(item.data, item.buffers)
+            result: Any = await self.fn(*args, **kwargs)
+            status = STATUS_OK
+        except asyncio.CancelledError:
+            result, status = None, STATUS_CANCELLED
+        except BaseException as exc:
+            result, status = exc, STATUS_ERROR
+        stdout = capture.finish(token)
+        self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
+
+    def _finish_concurrent(
+        self, item: _Input, status: str, result: Any, seconds: float, stdout: str
+    ) -> None:
+        # Runs on a pool thread or the asyncio thread: deque appends are thread-safe, and the
+        # main thread only sends what is in ``done``.
+        self.running.pop(item.key, None)
+        self.async_tasks.pop(item.key, None)
+        self._record(item, status, result, seconds, stdout)
+
+    def _record(self, item: _Input, status: str, result: Any, seconds: float, out: str) -> None:
+        self.avg_seconds = seconds if self.avg_seconds is None else (
+            0.8 * self.avg_seconds + 0.2 * seconds
+        )
+        self.done.append((item, status, result, seconds, out))
+
+    def cancel_running(self, call_id: str) -> None:
+        """Called from the pulse thread when the control plane cancels a call."""
+        self.cancelled.add(call_id)
+        if self.inline_key is not None and self.inline_key[0] == call_id:
+            signal.pthread_kill(self.main_thread, signal.SIGUSR1)
+        for key, fut in list(self.async_tasks.items()):
+            if key[0] == call_id:
+                fut.cancel()
+
+    # --- outputs ----------------------------------------------------------------------------
+
+    def _maybe_flush(self) -> None:
+        if self.done and (
+            not self.queue or time.perf_counter() - self.last_flush > _FLUSH_INTERVAL
+        ):
+            self._flush()
+
+    def _flush(self) -> None:
+        self.last_flush = time.perf_counter()
+        if not self.done:
+            return
+        writer = PayloadWriter()
+        items = []
+        while self.done:
+            item, status, result, seconds, stdout = self.done.popleft()
+            if status == STATUS_ERROR:
+                where = writer.add_raw(dump_exception(result, skip_frames=1))
+            elif status == STATUS_OK:
+                try:
+                    where = writer.add(result)
+                except Exception as exc:
+                    status = STATUS_SERIALIZATION
+                    where = writer.add_raw(dump_exception(exc))
+            else:
+                where = writer.add_raw(b"")
+            items.append(
+                [item.call_id, item.index, item.attempt, status, *where, seconds,
+                 self.cfg.worker_id, stdout]
+            )
+        self._send(protocol.Outputs(items), writer.frames())
+
+
+class Pulse(threading.Thread):
+    """Heartbeats, cancellation, timeouts and parent-death checks, off the main thread."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="nbscale-pulse", daemon=True)
+        self.worker = worker
+        self.sock = _connect(worker.ctx, worker.cfg, worker.cfg.worker_id + ":pulse")
+
+    def run(self) -> None:
+        w = self.worker
+        interval = w.cfg.heartbeat_interval
+        next_beat = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                self._send(protocol.Heartbeat(w.cfg.worker_id, [list(k) for k in w.running], {}))
+                next_beat = now + interval
+            self._check_timeouts(now)
+            if w.cfg.parent_pid is not None and os.getppid() != w.cfg.parent_pid:
+                os._exit(0)  # our control plane is gone; nobody will collect our results
+            if self.sock.poll(min(100, int(interval * 1000))):
+                msg, _ = protocol.decode(self.sock.recv_multipart())
+                if isinstance(msg, protocol.CancelInputs):
+                    w.cancel_running(msg.call_id)
+                elif isinstance(msg, protocol.Shutdown):
+                    w.draining = True
+                    os.write(w.wake_w, b"x")
+
+    def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
+        self.sock.send_multipart(protocol.encode(msg, payload))
+
+    def _check_timeouts(self, now: float) -> None:
+        w = self.worker
+        for key, (started, attempt) in list(w.running.items()):
+            if now - started > w.timeout:
+                item = [key[0], key[1], attempt, STATUS_TIMEOUT, 0, 0, 0, now - started,
+                        w.cfg.worker_id, ""]
+                self._send(protocol.Outputs([item]), [b""])
+                self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
+                self.sock.close(linger=2000)
+                os._exit(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m nbscale_runtime")
+    parser.add_argument("--config", required=True, help="path of the worker's config file")
+    args = parser.parse_args(argv)
+    cfg = WorkerConfig.from_file(args.config)
+    return Worker(cfg).run()
+
+
+__all__ = ["InputCancelled", "Worker", "WorkerConfig", "main"]

@@ -1,0 +1,195 @@
+"""The connection from this process to a control plane.
+
+``get_client()`` returns the process's one client. It connects to the control plane named
+by ``NBSCALE_CONNECTION_FILE`` (the Jupyter server extension exports it to kernels), and
+otherwise starts one embedded in this process, on the background loop, with workers as local
+subprocesses. Requests are answered by ``Reply`` messages matched by request id; outputs are
+pushed as they finish and routed to the call that is waiting for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import itertools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+import zmq
+import zmq.asyncio
+
+from nbscale_runtime import protocol
+
+from . import _config
+from ._loop import get_loop
+from .exceptions import ControlPlaneError, VersionMismatchError, from_wire
+
+log = logging.getLogger("nbscale")
+
+OutputHandler = Callable[[list[list[Any]], list[Any]], None]
+
+
+class Client:
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, mode: str) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.mode = mode  # "embedded" | "server"
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self._rids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
+        self.handlers: dict[str, OutputHandler] = {}
+        self.server_info: dict[str, Any] = {}
+        self.control_plane: Any = None  # the embedded ControlPlane, if any
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def hello(self) -> None:
+        msg = protocol.Hello(
+            protocol.PROTOCOL_VERSION,
+            ".".join(map(str, sys.version_info[:3])),
+            cloudpickle.__version__,
+        )
+        self.server_info, _ = await self.request(msg)
+
+    async def request(
+        self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()
+    ) -> tuple[Any, list[Any]]:
+        rid = next(self._rids)
+        msg = _with_rid(msg, rid)
+        future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            await self.sock.send_multipart(protocol.encode(msg, payload), copy=False)
+            return await future
+        finally:
+            self._pending.pop(rid, None)
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart(copy=False)
+            try:
+                msg, payload = protocol.decode(frames)
+            except protocol.ProtocolError as exc:
+                log.warning("nbscale: dropping a message: %s", exc)
+                continue
+            if isinstance(msg, protocol.Reply):
+                future = self._pending.get(msg.rid)
+                if future is None or future.done():
+                    continue
+                if msg.error:
+                    kind, message, details = msg.error
+                    future.set_exception(from_wire(kind, message, details))
+                else:
+                    future.set_result((msg.value, payload))
+            elif isinstance(msg, protocol.Outputs):
+                self._route_outputs(msg.items, payload)
+
+    def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
+        first = items[0][0]
+        if all(item[0] == first for item in items):
+            groups = {first: items}
+        else:
+            groups = {}
+            for item in items:
+                groups.setdefault(item[0], []).append(item)
+        for call_id, group in groups.items():
+            handler = self.handlers.get(call_id)
+            if handler is not None:
+                try:
+                    handler(group, payload)
+                except Exception:
+                    log.exception("nbscale: error handling outputs of %s", call_id)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        self.sock.close(0)
+        if self.control_plane is not None:
+            await self.control_plane.stop()
+
+
+def _with_rid(msg: protocol.Message, rid: int) -> protocol.Message:
+    import dataclasses
+
+    return dataclasses.replace(msg, rid=rid)  # type: ignore[type-var]
+
+
+_client: Client | None = None
+_client_pid: int | None = None
+_connecting: asyncio.Lock | None = None
+
+
+async def get_client() -> Client:
+    """The process's client, connecting (or starting a control plane) on first use."""
+    global _client, _client_pid, _connecting
+    if _client is not None and _client_pid == os.getpid():
+        return _client
+    if _connecting is None:
+        _connecting = asyncio.Lock()
+    async with _connecting:
+        if _client is None or _client_pid != os.getpid():
+            _client = await _connect()
+            _client_pid = os.getpid()
+    return _client
+
+
+async def _connect() -> Client:
+    ctx = zmq.asyncio.Context()
+    path = os.environ.get("NBSCALE_CONNECTION_FILE")
+    if path and os.path.exists(path):
+        with open(path) as f:
+            info = json.load(f)
+        client = Client(ctx, info["client_endpoint"], "server")
+    else:
+        from nbscale_server.control_plane import ControlPlane
+
+        cp = ControlPlane(_config.control_plane_config(), ctx=ctx)
+        cp.config.client_endpoint = f"inproc://nbscale-{os.getpid()}"
+        await cp.start()
+        client = Client(ctx, cp.client_endpoint, "embedded")
+        client.control_plane = cp
+        atexit.register(_shutdown_at_exit)
+    try:
+        await asyncio.wait_for(client.hello(), timeout=_config.get("connect_timeout"))
+    except asyncio.TimeoutError:
+        await client.close()
+        raise ControlPlaneError(
+            f"no answer from the control plane at {client.endpoint} within "
+            f"{_config.get('connect_timeout')} s"
+        ) from None
+    except VersionMismatchError:
+        await client.close()
+        raise
+    return client
+
+
+async def _shutdown() -> None:
+    global _client
+    client, _client = _client, None
+    if client is not None:
+        await client.close()
+
+
+def shutdown() -> None:
+    """Stop this process's embedded control plane and its workers (or disconnect)."""
+    if _client is not None and _client_pid == os.getpid():
+        get_loop().run(_shutdown())
+
+
+def _shutdown_at_exit() -> None:
+    client = _client
+    if client is None or _client_pid != os.getpid():
+        return
+    try:
+        get_loop().submit(_shutdown()).result(timeout=10)
+    except Exception:
+        cp = client.control_plane
+        if cp is not None:
+            with contextlib.suppress(Exception):
+                cp.stop_workers_now()

@@ -1,0 +1,108 @@
+"""Client settings: ``NBSCALE_<KEY>`` in the environment, over the config file, over defaults.
+
+The config file is ``$NBSCALE_CONFIG_FILE``, else ``~/.config/nbscale/config.json`` (a JSON
+object with the same keys, lower case). A bad value is an ``InvalidError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import InvalidError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Any
+    help: str
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value in (None, "", "none", "None") else int(value)
+
+
+def _choice(*allowed: str) -> Any:
+    def parse(value: Any) -> str:
+        if str(value) not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        Setting("connect_timeout", 10.0, float, "Seconds to wait for the control plane."),
+        Setting(
+            "max_workers", None, _optional_int,
+            "Most workers the embedded control plane runs at once (default: CPU count).",
+        ),
+        Setting(
+            "worker_transport", "ipc", _choice("ipc", "tcp"),
+            "How local workers reach the embedded control plane: ipc (private directory) "
+            "or tcp (CurveZMQ on loopback).",
+        ),
+        Setting("heartbeat_interval", 1.0, float, "Seconds between worker heartbeats."),
+        Setting("heartbeat_timeout", 15.0, float, "Seconds of silence before a worker is lost."),
+        Setting("python", None, str, "Interpreter for local worker processes (default: this one)."),
+        Setting("max_inputs_in_flight_per_map", 1000, int, "Inputs in flight per .map() call."),
+        Setting("max_pending_inputs", 2000, int, "Pending inputs per function."),
+        Setting("max_total_inputs", 25000, int, "Pending + running inputs per function."),
+        Setting("max_pending_spawn_inputs", 1_000_000, int, "Pending spawned inputs per function."),
+    ]
+}
+
+
+def _file_values() -> dict[str, Any]:
+    path = os.environ.get("NBSCALE_CONFIG_FILE") or os.path.expanduser(
+        "~/.config/nbscale/config.json"
+    )
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        try:
+            return dict(json.load(f))
+        except ValueError as exc:
+            raise InvalidError(f"{path} is not valid JSON: {exc}") from None
+
+
+def get(name: str) -> Any:
+    setting = SETTINGS[name]
+    env = os.environ.get(f"NBSCALE_{name.upper()}")
+    if env is not None:
+        raw, source = env, f"NBSCALE_{name.upper()}"
+    else:
+        values = _file_values()
+        if name not in values:
+            return setting.default
+        raw, source = values[name], "the config file"
+    try:
+        return setting.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise InvalidError(f"bad value {raw!r} for {name} (from {source}): {exc}") from None
+
+
+def control_plane_config() -> Any:
+    from nbscale_server.control_plane import ControlPlaneConfig
+    from nbscale_server.limits import Limits
+
+    limits = Limits(
+        max_pending_inputs=get("max_pending_inputs"),
+        max_total_inputs=get("max_total_inputs"),
+        max_inputs_in_flight_per_map=get("max_inputs_in_flight_per_map"),
+        max_pending_spawn_inputs=get("max_pending_spawn_inputs"),
+    )
+    return ControlPlaneConfig(
+        limits=limits,
+        max_workers_total=get("max_workers"),
+        heartbeat_interval=get("heartbeat_interval"),
+        heartbeat_timeout=get("heartbeat_timeout"),
+        worker_transport=get("worker_transport"),
+        python=get("python"),
+    )

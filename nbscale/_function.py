@@ -1,0 +1,433 @@
+"""``Function`` and ``FunctionCall``: Modal's invocation API over nbscale's control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbscale_runtime import protocol
+from nbscale_runtime.serialization import PayloadWriter, split_payload
+
+from ._aio import aio_classmethod, aio_method
+from ._client import Client, get_client
+from ._loop import get_loop
+from ._map import End, Invocation
+from ._outcomes import Output, decode
+from ._pickling import add_input, pickle_function
+from .exceptions import CallCancelledError, InvalidError
+
+Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    """A snapshot of a function's pool, as ``Function.get_current_stats()`` returns it."""
+
+    backlog: int  # inputs waiting for a worker
+    num_total_runners: int  # containers (workers) starting or running
+    num_running_inputs: int
+    input_headroom: int  # free input slots on running workers
+    containers: dict[str, int] = field(default_factory=dict)  # by state
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    status: str = ""
+
+
+def _zip_inputs(iterables: tuple[Iterable[Any], ...], kwargs: dict[str, Any] | None) -> Inputs:
+    kw = dict(kwargs or {})
+    return ((args, kw) for args in zip(*iterables))
+
+
+def _star_inputs(iterable: Iterable[Any], kwargs: dict[str, Any] | None) -> Inputs:
+    kw = dict(kwargs or {})
+    return ((tuple(args), kw) for args in iterable)
+
+
+def _print_output(out: Output, prefix: bool) -> None:
+    if not out.stdout:
+        return
+    if prefix:
+        text = "".join(f"[{out.index}] {line}" for line in out.stdout.splitlines(keepends=True))
+    else:
+        text = out.stdout
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+class Function:
+    """A function that runs on an autoscaled pool of workers. Create it with
+    ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
+    (and ``.local`` to run it here)."""
+
+    def __init__(self, raw: Callable[..., Any], name: str, options: dict[str, Any]) -> None:
+        self.raw_f = raw
+        self.name = name
+        self.options = options
+        self._pools: dict[str, str] = {}  # function id -> pool id, per client
+        self._client: Client | None = None
+
+    def __repr__(self) -> str:
+        return f"<nbscale.Function {self.name}>"
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function in this process, as a plain call."""
+        result = self.raw_f(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            return asyncio.run(result) if not _loop_running() else result
+        return result
+
+    def with_options(self, **options: Any) -> Function:
+        """A variant of this function with other settings, and a pool of its own."""
+        from ._app import validate_options
+
+        merged = validate_options({**self.options, **options}, self.raw_f)
+        return Function(self.raw_f, self.name, merged)
+
+    # --- the pool ----------------------------------------------------------------------
+
+    async def _pool_id(self, client: Client) -> str:
+        data, function_id = pickle_function(self.raw_f)
+        if self._client is not client:
+            self._pools.clear()
+            self._client = client
+        pool_id = self._pools.get(function_id)
+        if pool_id is None:
+            msg = protocol.RegisterFunction(
+                0, function_id, self.name, self.options, [p for p in sys.path if p]
+            )
+            value, _ = await client.request(msg, [data])
+            pool_id = value["pool_id"]
+            self._pools[function_id] = pool_id
+        return pool_id
+
+    async def _invocation(self, kind: str, order_outputs: bool = True) -> Invocation:
+        client = await get_client()
+        pool_id = await self._pool_id(client)
+        return Invocation(
+            client, pool_id, kind, self.name, float(self.options["timeout"]), order_outputs
+        )
+
+    # --- single calls ------------------------------------------------------------------
+
+    @aio_method
+    async def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function once on a worker and return its result (or raise its error)."""
+        inv = await self._invocation("remote")
+        writer = PayloadWriter()
+        where = add_input(writer, 0, args, kwargs)
+        try:
+            inv.total = 1
+            await inv.submit([[0, *where]], writer.frames(), total=1)
+            batch = await inv.next_batch()
+            if isinstance(batch, End):  # cancelled
+                raise CallCancelledError(f"{self.name}: the call was cancelled")
+        except asyncio.CancelledError:
+            await inv.cancel()
+            raise
+        out = batch[0]
+        _print_output(out, prefix=False)
+        if not out.ok:
+            raise out.value
+        return out.value
+
+    @aio_method
+    async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        """Start the function on a worker without waiting; returns a ``FunctionCall``."""
+        inv = await self._invocation("spawn")
+        inv.client.handlers.pop(inv.call_id, None)  # outputs stay on the control plane
+        writer = PayloadWriter()
+        where = add_input(writer, 0, args, kwargs)
+        await inv.submit([[0, *where]], writer.frames(), total=1)
+        return FunctionCall(inv.call_id)
+
+    @aio_method
+    async def spawn_map(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None
+    ) -> FunctionCall:
+        """Start the function on every input without waiting for results; returns one
+        ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
+        inv = await self._invocation("spawn")
+        inv.client.handlers.pop(inv.call_id, None)
+        inv.start_feeding(_zip_inputs(iterables, kwargs))
+        await inv.wait_fed()
+        if inv.feed_error is not None:
+            raise inv.feed_error
+        return FunctionCall(inv.call_id)
+
+    # --- maps --------------------------------------------------------------------------
+
+    @property
+    def map(self) -> _MapMethod:
+        """``f.map(*iterables, kwargs={}, order_outputs=True, return_exceptions=False)``:
+        a lazy iterator of results, streamed as they finish; ``f.map.aio(...)`` is its async
+        twin (``async for``, or ``await`` for the list)."""
+        return _MapMethod(self, _zip_inputs, star=False)
+
+    @property
+    def starmap(self) -> _MapMethod:
+        """Like ``map``, each input being a tuple of positional arguments."""
+        return _MapMethod(self, _star_inputs, star=True)
+
+    @aio_method
+    async def for_each(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
+    ) -> None:
+        """Run the function on every input and wait; results are discarded."""
+        results = MapResults(self, _zip_inputs(iterables, kwargs), False, ignore_exceptions)
+        async for _ in results.drain_on_loop():
+            pass
+
+    # --- the pool's settings and state -------------------------------------------------
+
+    @aio_method
+    async def update_autoscaler(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: float | None = None,
+    ) -> dict[str, Any]:
+        """Change the pool's autoscaler settings now; unspecified ones keep their value.
+        Returns the effective settings."""
+        client = await get_client()
+        changes = {
+            "min_containers": min_containers,
+            "max_containers": max_containers,
+            "buffer_containers": buffer_containers,
+            "scaledown_window": scaledown_window,
+        }
+        msg = protocol.UpdateAutoscaler(0, await self._pool_id(client), changes)
+        value, _ = await client.request(msg)
+        return dict(value)
+
+    @aio_method
+    async def get_current_stats(self) -> FunctionStats:
+        """Backlog, containers and running inputs of this function's pool, now."""
+        client = await get_client()
+        stats, _ = await client.request(protocol.GetStats(0, await self._pool_id(client)))
+        return FunctionStats(
+            backlog=stats["backlog"],
+            num_total_runners=stats["num_total_runners"],
+            num_running_inputs=stats["num_running_inputs"],
+            input_headroom=stats["input_headroom"],
+            containers=stats["containers"],
+            workers=stats["workers"],
+            status=stats["status"],
+        )
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _MapMethod:
+    """``f.map(...)`` (blocking iterator) with ``f.map.aio(...)`` (async iterator)."""
+
+    def __init__(self, fn: Function, make_inputs: Callable[..., Inputs], star: bool) -> None:
+        self._fn = fn
+        self._make_inputs = make_inputs
+        self._star = star
+
+    def _results(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                 order_outputs: bool, return_exceptions: bool) -> MapResults:
+        if self._star:
+            if len(args) != 1:
+                raise InvalidError("starmap takes one iterable of argument tuples")
+            inputs = self._make_inputs(args[0], kwargs)
+        else:
+            if not args:
+                raise InvalidError("map needs at least one iterable")
+            inputs = self._make_inputs(args, kwargs)
+        return MapResults(self._fn, inputs, order_outputs, return_exceptions)
+
+    def __call__(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
+        return iter(self._results(iterables, kwargs, order_outputs, return_exceptions))
+
+    def aio(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> MapResults:
+        return self._results(iterables, kwargs, order_outputs, return_exceptions)
+
+
+class MapResults:
+    """The results of one map: iterate (blocking), ``async for``, or ``await`` for a list.
+    Nothing runs until it is iterated."""
+
+    def __init__(
+        self, fn: Function, inputs: Inputs, order_outputs: bool, return_exceptions: bool
+    ) -> None:
+        self._fn = fn
+        self._inputs = inputs
+        self._order = order_outputs
+        self._return_exceptions = return_exceptions
+        self.invocation: Invocation | None = None
+
+    async def _start(self) -> Invocation:
+        inv = await self._fn._invocation("map", self._order)
+        inv.start_feeding(self._inputs)
+        self.invocation = inv
+        return inv
+
+    def _unpack(self, batch: list[Output]) -> Iterator[Any]:
+        for out in batch:
+            _print_output(out, prefix=True)
+            if not out.ok and not self._return_exceptions:
+                raise out.value
+            yield out.value
+
+    def __iter__(self) -> Iterator[Any]:
+        lt = get_loop()
+        inv = lt.run(self._start())
+        try:
+            while True:
+                batch = lt.run(inv.next_batch(), on_interrupt=inv.cancel)
+                if isinstance(batch, End):
+                    if batch.error is not None:
+                        raise batch.error
+                    return
+                yield from self._unpack(batch)
+        finally:
+            if not inv.finished:
+                lt.submit(inv.cancel())
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        lt = get_loop()
+        inv = await lt.run_aio(self._start())
+        try:
+            while True:
+                batch = await lt.run_aio(inv.next_batch())
+                if isinstance(batch, End):
+                    if batch.error is not None:
+                        raise batch.error
+                    return
+                for value in self._unpack(batch):
+                    yield value
+        finally:
+            if not inv.finished:
+                await lt.run_aio(inv.cancel())
+
+    async def drain_on_loop(self) -> AsyncIterator[Any]:
+        """Iterate on the background loop itself (for ``for_each``)."""
+        inv = await self._start()
+        try:
+            while True:
+                batch = await inv.next_batch()
+                if isinstance(batch, End):
+                    if batch.error is not None:
+                        raise batch.error
+                    return
+                for value in self._unpack(batch):
+                    yield value
+        finally:
+            if not inv.finished:
+                await inv.cancel()
+
+    def __await__(self) -> Any:
+        async def collect() -> list[Any]:
+            return [value async for value in self]
+
+        return collect().__await__()
+
+
+class FunctionCall:
+    """A handle on spawned work: ``get``, ``iter``, ``cancel``, ``num_inputs``; rebuild it in
+    another process with ``FunctionCall.from_id(call_id)``."""
+
+    def __init__(self, call_id: str) -> None:
+        self.object_id = call_id
+
+    def __repr__(self) -> str:
+        return f"<nbscale.FunctionCall {self.object_id}>"
+
+    async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
+        client = await get_client()
+        value, payload = await client.request(
+            protocol.GetOutputs(0, self.object_id, start, end, timeout)
+        )
+        items = value["items"]
+        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
+        value["outputs"] = [
+            decode(item, data, bufs, value["function"], value["timeout"])
+            for item, (data, bufs) in zip(items, parts)
+        ]
+        return value  # type: ignore[no-any-return]
+
+    @aio_method
+    async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
+        """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
+        Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
+        value = await self._fetch(index, index + 1, timeout)
+        if value["outputs"]:
+            out = value["outputs"][0]
+            _print_output(out, prefix=False)
+            if not out.ok:
+                raise out.value
+            return out.value
+        if value["cancelled"]:
+            raise CallCancelledError(f"function call {self.object_id} was cancelled")
+        raise TimeoutError(f"function call {self.object_id}: input {index} not done in {timeout} s")
+
+    def iter(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
+        """The results in input order, each as soon as it and those before it are done."""
+        agen = self.iter_on_loop(start, end)
+        lt = get_loop()
+        while True:
+            try:
+                yield lt.run(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+    async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        if end is None:
+            end = await self._num_inputs()
+        for chunk_start in range(start, end, 64):
+            value = await self._fetch(chunk_start, min(end, chunk_start + 64), None)
+            if value["cancelled"] and len(value["outputs"]) < min(end, chunk_start + 64) - chunk_start:
+                raise CallCancelledError(f"function call {self.object_id} was cancelled")
+            for out in value["outputs"]:
+                _print_output(out, prefix=True)
+                if not out.ok:
+                    raise out.value
+                yield out.value
+
+    async def _num_inputs(self) -> int:
+        value = await self._fetch(0, 0, 0)
+        return int(value["total"] if value["total"] is not None else value["submitted"])
+
+    @aio_method
+    async def num_inputs(self) -> int:
+        """How many inputs the call has."""
+        return await self._num_inputs()
+
+    @aio_method
+    async def cancel(self) -> None:
+        """Cancel the call's pending inputs and stop its running ones."""
+        client = await get_client()
+        await client.request(protocol.CancelCall(0, self.object_id))
+
+    @aio_classmethod
+    async def from_id(cls, call_id: str) -> FunctionCall:
+        """The ``FunctionCall`` with this id (raises ``NotFoundError`` if there is none)."""
+        call = cls(call_id)
+        await call._fetch(0, 0, 0)
+        return call

@@ -1,0 +1,76 @@
+"""The one background event loop of this process, and the bridges into it.
+
+All of nbscale's I/O runs as coroutines on a daemon thread's loop. Blocking calls submit a
+coroutine there and wait, which works the same from a script and from a Jupyter cell whose own
+loop is running (nothing is nested). ``.aio`` calls await the same coroutine from the caller's
+loop. Written once, exposed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Awaitable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_instance: LoopThread | None = None
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="nbscale-loop", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def in_loop(self) -> bool:
+        return threading.get_ident() == self.thread.ident
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], on_interrupt: Any = None) -> T:
+        """Run ``coro`` on the loop and block until it is done.
+
+        On KeyboardInterrupt (Ctrl-C, or "interrupt kernel" in Jupyter) the coroutine is
+        cancelled and ``on_interrupt`` (a coroutine function) runs before the interrupt
+        propagates, so that remote work is cancelled too."""
+        if self.in_loop():
+            coro.close()
+            raise RuntimeError("blocking nbscale call made from nbscale's own loop")
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            if on_interrupt is not None:
+                self.submit(on_interrupt()).result(timeout=10)
+            raise
+
+    async def run_aio(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` (which must run on this loop) from any loop."""
+        if self.in_loop():
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+
+def get_loop() -> LoopThread:
+    global _instance
+    with _lock:
+        if _instance is None or _instance.pid != os.getpid():
+            _instance = LoopThread()
+        return _instance
+
+
+def blocking(awaitable: Awaitable[T]) -> T:
+    """Shorthand: run a coroutine on the background loop and wait for it."""
+    return get_loop().run(awaitable)  # type: ignore[arg-type]

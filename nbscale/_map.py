@@ -1,0 +1,192 @@
+"""The map engine: streams a call's inputs to the control plane and its outputs back.
+
+One :class:`Invocation` per function call, living on the background loop. Its feeder pulls
+the caller's input iterator only as far as the in-flight window allows (inputs sent and not
+yet consumed by the caller), pickling chunks of inputs on a worker thread so the loop stays
+free. Outputs arrive pushed, are decoded, put in order when asked, and handed to the consumer
+in batches: one thread hop per batch, not per result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from nbscale_runtime import protocol
+from nbscale_runtime.serialization import PayloadWriter, split_payload
+
+from ._outcomes import Output, decode
+from ._pickling import add_input
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+_CHUNK = 256  # inputs per submission at most
+_PULL_BUDGET = 0.005  # seconds of iterator pulling per chunk, so slow iterators still stream
+_THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
+
+
+class End:
+    """Marks the end of an invocation's outputs; ``error`` ends it with an exception."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def new_call_id() -> str:
+    return "fc-" + uuid.uuid4().hex[:20]
+
+
+class Invocation:
+    def __init__(
+        self,
+        client: Client,
+        pool_id: str,
+        kind: str,
+        function: str,
+        timeout: float,
+        order_outputs: bool = True,
+        call_id: str | None = None,
+    ) -> None:
+        self.client = client
+        self.pool_id = pool_id
+        self.kind = kind
+        self.function = function
+        self.timeout = timeout
+        self.order_outputs = order_outputs
+        self.call_id = call_id or new_call_id()
+        limits = client.server_info.get("limits", {})
+        self.window = int(limits.get("max_inputs_in_flight_per_map", 1000))
+        self.outputs: asyncio.Queue[list[Output] | End] = asyncio.Queue()
+        self.submitted = 0
+        self.consumed = 0
+        self.received = 0
+        self.total: int | None = None
+        self.throttled_by: str | None = None  # the limit holding the map back, if any
+        self._room = asyncio.Event()
+        self._next = 0
+        self._held: dict[int, Output] = {}
+        self._feeder: asyncio.Task[None] | None = None
+        self.feed_error: BaseException | None = None
+        self.finished = False
+        client.handlers[self.call_id] = self._on_outputs
+
+    # --- inputs -----------------------------------------------------------------------
+
+    async def submit(
+        self, items: list[list[int]], frames: list[Any], total: int | None = None
+    ) -> None:
+        """Send one chunk; a map waits and resends while a limit refuses it."""
+        msg = protocol.SubmitInputs(0, self.call_id, self.pool_id, self.kind, items, total)
+        while True:
+            value, _ = await self.client.request(msg, frames)
+            if value.get("cancelled"):
+                return
+            if value["accepted"] == len(items):
+                self.throttled_by = None
+                self.submitted += len(items)
+                return
+            self.throttled_by = value.get("limit")
+            await asyncio.sleep(_THROTTLE_WAIT)
+
+    def start_feeding(self, inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        self._feeder = asyncio.ensure_future(self._feed(inputs))
+
+    async def _feed(self, inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        loop = asyncio.get_running_loop()
+        index = 0
+        bounded = self.kind == "map"
+        try:
+            while True:
+                if bounded:
+                    while self.submitted - self.consumed >= self.window:
+                        self._room.clear()
+                        await self._room.wait()
+                room = self.window - (self.submitted - self.consumed) if bounded else _CHUNK
+                items, frames, exhausted = await loop.run_in_executor(
+                    None, _pull, inputs, index, min(room, _CHUNK)
+                )
+                index += len(items)
+                total = index if exhausted else None
+                if items or exhausted:
+                    await self.submit(items, frames, total)
+                if exhausted:
+                    self.total = index
+                    self._maybe_end()
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the caller's iterator failed, or an input won't pickle
+            self.feed_error = exc
+            await self.cancel()
+            self.outputs.put_nowait(End(exc))
+
+    async def wait_fed(self) -> None:
+        if self._feeder is not None:
+            await self._feeder
+
+    # --- outputs ----------------------------------------------------------------------
+
+    def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
+        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
+        batch = []
+        for item, (data, bufs) in zip(items, parts):
+            out = decode(item, data, bufs, self.function, self.timeout)
+            if not self.order_outputs:
+                batch.append(out)
+                continue
+            self._held[out.index] = out
+            while self._next in self._held:
+                batch.append(self._held.pop(self._next))
+                self._next += 1
+        self.received += len(items)
+        if batch:
+            self.outputs.put_nowait(batch)
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        if self.total is not None and self.received >= self.total and not self.finished:
+            self.finished = True
+            self.outputs.put_nowait(End())
+            self.client.handlers.pop(self.call_id, None)
+
+    async def next_batch(self) -> list[Output] | End:
+        batch = await self.outputs.get()
+        if isinstance(batch, list):
+            self.consumed += len(batch)
+            self._room.set()
+        return batch
+
+    async def cancel(self) -> None:
+        """Cancel the call's pending and running inputs on the control plane."""
+        if self._feeder is not None and self._feeder is not asyncio.current_task():
+            self._feeder.cancel()
+        self.client.handlers.pop(self.call_id, None)
+        if not self.finished:
+            self.finished = True
+            await self.client.request(protocol.CancelCall(0, self.call_id))
+
+
+def _pull(
+    inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], start: int, n: int
+) -> tuple[list[list[int]], list[Any], bool]:
+    """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them."""
+    writer = PayloadWriter()
+    items: list[list[int]] = []
+    deadline = time.perf_counter() + _PULL_BUDGET
+    index = start
+    for _ in range(n):
+        try:
+            args, kwargs = next(inputs)
+        except StopIteration:
+            return items, writer.frames(), True
+        items.append([index, *add_input(writer, index, args, kwargs)])
+        index += 1
+        if time.perf_counter() > deadline:
+            break
+    return items, writer.frames(), False

@@ -1,0 +1,118 @@
+"""Turning one output from the wire into a value or the exception to raise.
+
+This is the one place where output statuses map to exceptions. A user exception is rebuilt as
+its own type with the remote frames as its traceback (source lines come from this process's
+line cache, so a notebook cell's lines show), and a note saying where it ran.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+from tblib import Traceback
+
+from nbscale_runtime import protocol
+from nbscale_runtime.serialization import load
+
+from .exceptions import (
+    FunctionTimeoutError,
+    RemoteError,
+    SerializationError,
+    WorkerLostError,
+    from_wire,
+)
+
+
+@dataclass(slots=True)
+class Output:
+    index: int
+    ok: bool
+    value: Any  # the result, or the exception when not ok
+    stdout: str
+    worker_id: str
+    duration: float
+    attempt: int
+
+
+def decode(item: list[Any], data: Any, buffers: list[Any], function: str, timeout: float) -> Output:
+    _call, index, attempt, status, _off, _len, _nbufs, duration, worker_id, stdout = item
+    ok = status == protocol.STATUS_OK
+    try:
+        value = _value(status, data, buffers, index, attempt, worker_id, function, timeout)
+    except Exception as exc:  # a result that cannot be unpickled here
+        ok = False
+        value = SerializationError(
+            f"{function}: the result of input {index} cannot be unpickled in the caller: {exc}"
+        )
+    return Output(index, ok, value, stdout, worker_id, duration, attempt)
+
+
+def _value(
+    status: str,
+    data: Any,
+    buffers: list[Any],
+    index: int,
+    attempt: int,
+    worker_id: str,
+    function: str,
+    timeout: float,
+) -> Any:
+    if status == protocol.STATUS_OK:
+        return load(data, buffers)
+    if status in (protocol.STATUS_ERROR, protocol.STATUS_INIT_FAILED):
+        exc = rebuild_exception(bytes(data))
+        where = "while loading the function" if status == protocol.STATUS_INIT_FAILED else (
+            f"input {index}, attempt {attempt}"
+        )
+        _note(exc, f"(raised remotely in {function} on worker {worker_id}, {where})")
+        return exc
+    if status == protocol.STATUS_TIMEOUT:
+        return FunctionTimeoutError(
+            f"{function}: input {index} ran longer than its timeout of {timeout:g} s "
+            f"(attempt {attempt}); its worker {worker_id} was replaced"
+        )
+    if status == protocol.STATUS_SERIALIZATION:
+        record = pickle.loads(bytes(data))
+        return SerializationError(
+            f"{function}: the result of input {index} cannot be pickled on the worker: "
+            f"{record['message']}"
+        )
+    info = pickle.loads(bytes(data)) if len(data) else {}
+    if status == protocol.STATUS_LOST:
+        message = info.get("message", f"the worker running input {index} was lost")
+        logs = info.get("logs", "")
+        if logs.strip():
+            message += "\nLast lines of the worker's output:\n" + logs.rstrip()
+        return WorkerLostError(message, info.get("exit_code"), logs, index)
+    if status == protocol.STATUS_REJECTED:
+        return from_wire(info.get("kind", "ControlPlaneError"), info.get("message", "rejected"))
+    return RemoteError(f"{function}: input {index} ended with status {status!r}")
+
+
+def rebuild_exception(record_bytes: bytes) -> BaseException:
+    record = pickle.loads(record_bytes)
+    exc: BaseException | None = None
+    if record["exc"] is not None:
+        try:
+            exc = pickle.loads(record["exc"])
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = RemoteError(
+            f"{record['type']}: {record['message']}\n\nRemote traceback:\n{record['text']}",
+            record["type"],
+            record["text"],
+        )
+    if record["tb"]:
+        try:
+            exc = exc.with_traceback(Traceback.from_dict(record["tb"]).as_traceback())
+        except Exception:
+            _note(exc, "Remote traceback:\n" + record["text"])
+    return exc
+
+
+def _note(exc: BaseException, text: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(text)

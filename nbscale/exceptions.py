@@ -1,0 +1,112 @@
+"""Everything nbscale raises itself.
+
+Exceptions raised by *your* function on a worker are not wrapped: they come back as their
+own type, with the remote traceback attached. The tree of nbscale's own errors:
+
+    NbscaleError
+    ├── InvalidError                  bad arguments or use of the API
+    ├── SerializationError            a function, argument or result cannot be pickled
+    ├── ResourceExhaustedError        a queue limit refused the inputs
+    ├── FunctionTimeoutError          an attempt ran past ``timeout`` (also a TimeoutError)
+    ├── WorkerLostError               the worker died while running an input
+    ├── VersionMismatchError          caller and worker cannot exchange pickles or messages
+    ├── LaunchError                   workers for the function could not be started
+    ├── NotFoundError                 no such pool or function call
+    ├── CallCancelledError            the function call was cancelled
+    ├── ControlPlaneError             the control plane cannot be reached or failed
+    └── RemoteError                   a remote exception whose type cannot be rebuilt here
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NbscaleError(Exception):
+    """Raised for errors of nbscale itself; the base of every exception below."""
+
+
+class InvalidError(NbscaleError):
+    """Raised when the API is called with bad arguments or in a way it does not support."""
+
+
+class SerializationError(NbscaleError):
+    """Raised when a function, an argument or a result cannot be pickled or unpickled."""
+
+
+class ResourceExhaustedError(NbscaleError):
+    """Raised when a queue limit refuses inputs; ``limit`` names the setting."""
+
+    def __init__(self, message: str, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class FunctionTimeoutError(NbscaleError, TimeoutError):
+    """Raised when one attempt of an input runs longer than the function's ``timeout``."""
+
+
+class WorkerLostError(NbscaleError):
+    """Raised when the worker running an input dies and no retries are left."""
+
+    def __init__(
+        self, message: str, exit_code: int | None = None, logs: str = "", index: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.logs = logs
+        self.index = index
+
+
+class VersionMismatchError(NbscaleError):
+    """Raised when the caller and a worker or the control plane use incompatible versions."""
+
+
+class LaunchError(NbscaleError):
+    """Raised when workers for a function cannot be started."""
+
+
+class NotFoundError(NbscaleError):
+    """Raised when a pool or function call id is unknown to the control plane."""
+
+
+class CallCancelledError(NbscaleError):
+    """Raised when waiting on a function call that was cancelled."""
+
+
+class ControlPlaneError(NbscaleError):
+    """Raised when the control plane cannot be reached or fails a request."""
+
+
+class RemoteError(NbscaleError):
+    """Raised for a remote exception whose type cannot be rebuilt in this process.
+
+    ``remote_type`` is the exception's qualified type name on the worker; the message ends
+    with the remote traceback."""
+
+    def __init__(self, message: str, remote_type: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+# The control plane names errors by class name on the wire (``Reply.error[0]``).
+_BY_NAME: dict[str, type[NbscaleError]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidError,
+        ResourceExhaustedError,
+        VersionMismatchError,
+        LaunchError,
+        NotFoundError,
+        ControlPlaneError,
+    )
+}
+
+
+def from_wire(kind: str, message: str, details: dict[str, Any] | None = None) -> NbscaleError:
+    """The exception for an error the control plane sent back."""
+    cls = _BY_NAME.get(kind, ControlPlaneError)
+    if cls is ResourceExhaustedError:
+        return ResourceExhaustedError(message, (details or {}).get("limit"))
+    return cls(message)

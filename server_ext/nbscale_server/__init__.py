@@ -1,0 +1,1 @@
+"""The nbscale control plane: broker, queue, limits, autoscaler and launchers."""

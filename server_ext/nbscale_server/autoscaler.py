@@ -1,0 +1,168 @@
+"""The autoscaler: a pure decision core with Modal's semantics.
+
+Given the time, a pool's load and its workers, :meth:`AutoscalerCore.decide` returns what to
+do: launch workers, stop idle ones, or nothing. It never touches a process or a container.
+
+- Under load the pool wants ``ceil((pending + running) / slots) + buffer_containers``
+  workers; without load it wants ``min_containers`` (scale to zero by default).
+- Never more than ``max_containers`` (nor the control plane's total cap), never fewer than
+  ``min_containers``.
+- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds.
+- After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
+  say why in :attr:`AutoscalerCore.status`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerSettings:
+    min_containers: int = 0
+    max_containers: int | None = None
+    buffer_containers: int = 0
+    scaledown_window: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_containers", "buffer_containers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        mx = self.max_containers
+        if mx is not None and (not isinstance(mx, int) or isinstance(mx, bool) or mx < 1):
+            raise ValueError(f"max_containers must be an int >= 1 or None, got {mx!r}")
+        if mx is not None and self.min_containers > mx:
+            raise ValueError(
+                f"min_containers ({self.min_containers}) cannot exceed "
+                f"max_containers ({mx})"
+            )
+        sw = self.scaledown_window
+        if isinstance(sw, bool) or not isinstance(sw, (int, float)) or sw <= 0:
+            raise ValueError(f"scaledown_window must be a number of seconds > 0, got {sw!r}")
+
+    def updated(self, changes: dict[str, Any]) -> AutoscalerSettings:
+        """A copy with ``changes`` applied; None leaves a setting as it is."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown autoscaler setting(s): {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """What the autoscaler needs to know of one worker."""
+
+    worker_id: str
+    state: str  # "starting" | "idle" | "busy" | "draining"
+    idle_since: float | None = None  # when it became idle, for the scaledown window
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLoad:
+    pending: int  # inputs waiting for a worker, retries waiting for their delay excluded
+    running: int  # inputs on workers
+    slots_per_worker: int = 1  # inputs one worker is meant to run at once
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchWorkers:
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopWorkers:
+    worker_ids: tuple[str, ...]
+    reason: str
+
+
+Instruction = LaunchWorkers | StopWorkers
+
+
+class AutoscalerCore:
+    def __init__(self, settings: AutoscalerSettings, total_cap: int | None = None) -> None:
+        self.settings = settings
+        self.total_cap = total_cap  # the control plane's cap, shared by all pools
+        self.status = "idle"
+        self._failures = 0
+        self._retry_at = 0.0
+
+    def desired(self, load: PoolLoad) -> int:
+        s = self.settings
+        work = load.pending + load.running
+        want = s.min_containers
+        if work:
+            want = max(want, math.ceil(work / max(1, load.slots_per_worker)) + s.buffer_containers)
+        if s.max_containers is not None:
+            want = min(want, s.max_containers)
+        return want
+
+    def decide(
+        self,
+        now: float,
+        load: PoolLoad,
+        workers: list[WorkerView],
+        room: int | None = None,
+    ) -> list[Instruction]:
+        """What to do now. ``room`` is how many more workers the total cap allows."""
+        live = [w for w in workers if w.state != "draining"]
+        want = self.desired(load)
+        if len(live) < want:
+            count = want - len(live)
+            if room is not None:
+                count = min(count, room)
+            if now < self._retry_at:
+                return []
+            if count <= 0:
+                self.status = f"waiting: the total cap of {self.total_cap} workers is reached"
+                return []
+            self.status = f"scaling up to {len(live) + count}"
+            return [LaunchWorkers(count, f"{load.pending} pending, {load.running} running")]
+        if len(live) > want:
+            window = self.settings.scaledown_window
+            expired = sorted(
+                (w for w in live if w.state == "idle" and w.idle_since is not None
+                 and now - w.idle_since >= window),
+                key=lambda w: w.idle_since or 0.0,
+            )
+            surplus = expired[: len(live) - want]
+            if surplus:
+                self.status = f"scaling down to {len(live) - len(surplus)}"
+                return [
+                    StopWorkers(
+                        tuple(w.worker_id for w in surplus),
+                        f"idle for {window:g} s (scaledown_window)",
+                    )
+                ]
+        self.status = "steady" if live else "idle"
+        return []
+
+    def next_check(self, now: float, workers: list[WorkerView]) -> float | None:
+        """When a decision could change with no new event: a backoff or an idle window ends."""
+        times = [self._retry_at] if self._retry_at > now else []
+        window = self.settings.scaledown_window
+        times += [w.idle_since + window for w in workers if w.state == "idle" and w.idle_since]
+        future = [t for t in times if t > now]
+        return min(future) if future else None
+
+    def launch_failed(self, now: float, error: str) -> float:
+        """Record a failed launch; returns the backoff before the next one, in seconds."""
+        self._failures += 1
+        delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (self._failures - 1))
+        self._retry_at = now + delay
+        self.status = f"launch failed ({error}); retrying in {delay:g} s"
+        return delay
+
+    def launch_succeeded(self) -> None:
+        self._failures = 0
+        self._retry_at = 0.0

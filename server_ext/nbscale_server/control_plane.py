@@ -1,0 +1,710 @@
+"""The control plane: a ZeroMQ broker that connects callers to autoscaled worker pools.
+
+It runs on one asyncio loop (the Jupyter server's, or a background thread's when embedded in
+a client process). Two ROUTER sockets: one for clients, one for workers. Handlers apply each
+message to the pure cores (queue, limits, autoscaler) and carry out what they return; result
+bytes pass from workers to callers without being unpickled here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import pickle
+import shutil
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import zmq
+import zmq.asyncio
+
+from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    STATUS_INIT_FAILED,
+    STATUS_LOST,
+    STATUS_REJECTED,
+)
+from nbscale_runtime.serialization import PayloadWriter, split_payload
+
+from .autoscaler import LaunchWorkers, StopWorkers
+from .launchers import Launcher, LaunchFailed, ProcessLauncher, WorkerSpec
+from .limits import Limits, admit, describe
+from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState
+from .queue import InputRecord, Outcome
+from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
+
+log = logging.getLogger("nbscale.control_plane")
+
+_TICK = 0.05  # housekeeping period, seconds
+
+
+@dataclass
+class ControlPlaneConfig:
+    limits: Limits = field(default_factory=Limits)
+    max_workers_total: int | None = None  # None: the number of CPUs
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 15.0
+    startup_timeout: float = 60.0
+    stop_grace: float = 5.0  # seconds a stopping worker gets to finish its input
+    worker_transport: str = "ipc"  # "ipc" (private directory) or "tcp" (CurveZMQ)
+    bind_host: str = "127.0.0.1"
+    client_endpoint: str | None = None  # default: ipc in the private directory
+    python: str | None = None  # the interpreter of process workers; default: this one
+
+
+class RequestError(Exception):
+    """A request the control plane refuses; ``kind`` names the client-side exception."""
+
+    def __init__(self, kind: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.details = details
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        config: ControlPlaneConfig | None = None,
+        launcher: Launcher | None = None,
+        ctx: zmq.asyncio.Context | None = None,
+    ) -> None:
+        self.config = config or ControlPlaneConfig()
+        self.ctx = ctx or zmq.asyncio.Context()
+        self.dir = private_dir()
+        self.launcher = launcher or ProcessLauncher(self.dir, self.config.python)
+        self.pools: dict[str, Pool] = {}
+        self.calls: dict[str, CallState] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.client_versions: dict[bytes, dict[str, str]] = {}
+        self.server_keys = KeyPair()
+        self.allow_list: WorkerAllowList | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.client_endpoint = ""
+        self.worker_endpoint = ""
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.clients = self.ctx.socket(zmq.ROUTER)
+        self.clients.setsockopt(zmq.LINGER, 0)
+        self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
+        self.clients.bind(self.client_endpoint)
+        self.worker_sock = self.ctx.socket(zmq.ROUTER)
+        self.worker_sock.setsockopt(zmq.LINGER, 0)
+        if cfg.worker_transport == "tcp":
+            self.allow_list = WorkerAllowList(self.ctx)
+            self.worker_sock.curve_server = True
+            self.worker_sock.curve_secretkey = self.server_keys.secret.encode()
+            self.worker_sock.curve_publickey = self.server_keys.public.encode()
+            port = self.worker_sock.bind_to_random_port(f"tcp://{cfg.bind_host}")
+            self.worker_endpoint = f"tcp://{cfg.bind_host}:{port}"
+        else:
+            self.worker_endpoint = f"ipc://{self.dir}/workers"
+            self.worker_sock.bind(self.worker_endpoint)
+        self._tasks = [
+            asyncio.ensure_future(self._serve(self.clients, self._on_client)),
+            asyncio.ensure_future(self._serve(self.worker_sock, self._on_worker)),
+            asyncio.ensure_future(self._housekeeping()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop every worker (gracefully, then by force) and close the sockets."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for w in list(self.workers.values()):
+            self._send_worker(w.worker_id, protocol.Shutdown("control plane stopping"))
+            self.launcher.stop(w.handle, graceful=True)
+        deadline = time.monotonic() + self.config.stop_grace
+        while any(self.launcher.exit_code(w.handle) is None for w in self.workers.values()):
+            if time.monotonic() > deadline:
+                for w in self.workers.values():
+                    self.launcher.stop(w.handle, graceful=False)
+                break
+            await asyncio.sleep(0.02)
+        self.stop_workers_now()
+        self.clients.close(0)
+        self.worker_sock.close(0)
+        if self.allow_list:
+            self.allow_list.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop_workers_now(self) -> None:
+        """Kill every worker without waiting: for interpreter exit, when no loop may run."""
+        for w in self.workers.values():
+            self.launcher.stop(w.handle, graceful=False)
+        for w in self.workers.values():
+            wait = getattr(self.launcher, "wait", None)
+            if wait is not None:
+                wait(w.handle, 2.0)
+        self.workers.clear()
+
+    def connection_info(self) -> dict[str, Any]:
+        return {
+            "client_endpoint": self.client_endpoint,
+            "worker_endpoint": self.worker_endpoint,
+            "launcher": self.launcher.name,
+            "pid": os.getpid(),
+        }
+
+    # --- socket plumbing ----------------------------------------------------------------
+
+    async def _serve(self, sock: zmq.asyncio.Socket, handler: Any) -> None:
+        while True:
+            frames = await sock.recv_multipart(copy=False)
+            identity = frames[0].bytes
+            try:
+                msg, payload = protocol.decode(frames[1:])
+            except protocol.ProtocolError as exc:
+                log.warning("dropping undecodable message from %r: %s", identity, exc)
+                continue
+            try:
+                handler(identity, msg, payload)
+            except Exception:
+                log.exception("error handling %s", msg.op)
+
+    def _send(self, sock: zmq.asyncio.Socket, identity: bytes, frames: list[Any]) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            sock.send_multipart([identity, *frames], copy=False)
+
+    def _send_worker(self, worker_id: str, msg: protocol.Message, payload: Any = ()) -> None:
+        target = worker_id
+        if isinstance(msg, (protocol.CancelInputs, protocol.Shutdown)):
+            target += ":pulse"  # the pulse thread hears it even while user code runs
+        self._send(self.worker_sock, target.encode(), protocol.encode(msg, payload))
+
+    def _reply(self, identity: bytes, rid: int, value: Any, payload: Any = ()) -> None:
+        self._send(self.clients, identity, protocol.encode(protocol.Reply(rid, value), payload))
+
+    # --- client requests ----------------------------------------------------------------
+
+    def _on_client(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
+        handler = getattr(self, "_handle_" + msg.op.replace("-", "_"), None)
+        rid = getattr(msg, "rid", 0)
+        if handler is None:
+            self._send_error(identity, rid, RequestError("InvalidError", f"unknown op {msg.op}"))
+            return
+        try:
+            result = handler(identity, msg, payload)
+        except RequestError as exc:
+            self._send_error(identity, rid, exc)
+            return
+        if result is not None:
+            value, frames = result
+            self._reply(identity, rid, value, frames)
+
+    def _send_error(self, identity: bytes, rid: int, exc: RequestError) -> None:
+        reply = protocol.Reply(rid, None, [exc.kind, str(exc), exc.details])
+        self._send(self.clients, identity, protocol.encode(reply))
+
+    def _handle_hello(self, identity: bytes, msg: protocol.Hello, payload: list[Any]) -> Any:
+        if msg.protocol_version != protocol.PROTOCOL_VERSION:
+            raise RequestError(
+                "VersionMismatchError",
+                f"client speaks protocol {msg.protocol_version}, the control plane "
+                f"{protocol.PROTOCOL_VERSION}: upgrade nbscale on both sides",
+            )
+        self.client_versions[identity] = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        return self.connection_info(), ()
+
+    def _handle_register_function(
+        self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
+    ) -> Any:
+        versions = self.client_versions.get(identity)
+        if versions is None:
+            raise RequestError("InvalidError", "say hello first")
+        pool_id = Pool.create(
+            msg.function_id, msg.name, b"", msg.options, [], versions, None
+        ).pool_id
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            try:
+                pool = Pool.create(
+                    msg.function_id,
+                    msg.name,
+                    bytes(payload[0].buffer if hasattr(payload[0], "buffer") else payload[0]),
+                    msg.options,
+                    msg.sys_path,
+                    versions,
+                    self._total_cap(),
+                )
+            except (TypeError, ValueError) as exc:
+                raise RequestError("InvalidError", str(exc)) from None
+            self.pools[pool_id] = pool
+        else:
+            pool.broken = None  # a caller trying again gets a fresh chance
+            pool.launch_failures = 0
+        return {"pool_id": pool_id, "launcher": self.launcher.name}, ()
+
+    def _call(self, call_id: str) -> CallState:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise RequestError("NotFoundError", f"no function call {call_id}")
+        return call
+
+    def _handle_submit_inputs(
+        self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
+    ) -> Any:
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            if msg.pool_id not in self.pools:
+                raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
+            call = CallState(msg.call_id, msg.pool_id, msg.kind, identity)
+            self.calls[msg.call_id] = call
+        if call.cancelled:
+            return {"accepted": 0, "limit": None, "cancelled": True}, ()
+        pool = self.pools[call.pool_id]
+        limits = self.config.limits
+        admission = admit(
+            limits,
+            call.kind,
+            len(msg.items),
+            pending=pool.queue.num_pending,
+            running=pool.queue.num_running,
+            spawn_pending=pool.queue.spawn_pending,
+            call_in_flight=call.in_flight,
+        )
+        if admission.limit and call.kind != "map":
+            raise RequestError(
+                "ResourceExhaustedError",
+                f"{pool.name}: over the limit of {describe(admission.limit, limits)}; "
+                "retry later or raise the limit",
+                limit=admission.limit,
+            )
+        accepted = msg.items[: admission.accepted]
+        parts = split_payload(payload, [(i[1], i[2], i[3]) for i in accepted])
+        spawned = call.kind == "spawn"
+        records = [
+            InputRecord(call.call_id, item[0], data, bufs, spawned=spawned)
+            for item, (data, bufs) in zip(accepted, parts)
+        ]
+        call.submitted += len(records)
+        if pool.broken:
+            now = time.monotonic()
+            self._deliver(pool, [(Outcome(r, pool.broken[0], True), pool.broken[1]) for r in records], now)
+        else:
+            pool.queue.submit(records)
+            self._dispatch(pool)
+            self._autoscale(pool, time.monotonic())
+        if msg.total is not None and len(records) == len(msg.items):
+            call.total = msg.total
+            self._answer_waiters(call)
+            self._maybe_finish(call)
+        return {"accepted": len(records), "limit": admission.limit}, ()
+
+    def _handle_cancel_call(
+        self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]
+    ) -> Any:
+        call = self._call(msg.call_id)
+        pool = self.pools[call.pool_id]
+        call.cancelled = True
+        for worker_id in pool.queue.cancel(call.call_id):
+            self._send_worker(worker_id, protocol.CancelInputs(call.call_id))
+        self._answer_waiters(call, force=True)
+        self._maybe_finish(call)
+        return {"cancelled": True}, ()
+
+    def _handle_get_outputs(
+        self, identity: bytes, msg: protocol.GetOutputs, payload: list[Any]
+    ) -> Any:
+        call = self._call(msg.call_id)
+        deadline = None if msg.timeout is None else time.monotonic() + msg.timeout
+        call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
+        self._answer_waiters(call)
+        return None  # answered by _answer_waiters, now or later
+
+    def _handle_update_autoscaler(
+        self, identity: bytes, msg: protocol.UpdateAutoscaler, payload: list[Any]
+    ) -> Any:
+        pool = self.pools.get(msg.pool_id)
+        if pool is None:
+            raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
+        try:
+            pool.autoscaler.settings = pool.autoscaler.settings.updated(msg.changes)
+        except (TypeError, ValueError) as exc:
+            raise RequestError("InvalidError", str(exc)) from None
+        self._autoscale(pool, time.monotonic())
+        return pool.autoscaler.settings.as_dict(), ()
+
+    def _handle_get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Any:
+        now = time.monotonic()
+        if msg.pool_id is None:
+            return {"pools": [p.stats(now) for p in self.pools.values()]}, ()
+        pool = self.pools.get(msg.pool_id)
+        if pool is None:
+            raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
+        return pool.stats(now), ()
+
+    # --- worker messages ----------------------------------------------------------------
+
+    def _on_worker(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
+        now = time.monotonic()
+        worker_id = getattr(msg, "worker_id", None)
+        if isinstance(msg, protocol.Outputs):
+            self._on_outputs(msg, payload, now)
+            return
+        w = self.workers.get(worker_id or "")
+        if w is None:
+            log.warning("message %s from unknown worker %r", msg.op, identity)
+            return
+        w.last_seen = now
+        if isinstance(msg, protocol.Register):
+            self._on_register(w, msg, now)
+        elif isinstance(msg, protocol.GetInputs):
+            w.want += msg.want
+            self._dispatch(self.pools[w.pool_id])
+        elif isinstance(msg, protocol.Goodbye):
+            w.clean_exit = True
+            w.state = "draining"
+            if msg.reason == "init-failed":
+                self._break_pool(self.pools[w.pool_id], STATUS_INIT_FAILED, bytes(payload[0].buffer), now)
+
+    def _on_register(self, w: WorkerState, msg: protocol.Register, now: float) -> None:
+        pool = self.pools[w.pool_id]
+        w.registered_at = now
+        w.pid = msg.pid
+        w.python = msg.python
+        w.gpus = msg.gpus
+        w.state, w.idle_since = "idle", now
+        pool.launch_failures = 0
+        pool.autoscaler.launch_succeeded()
+        client = pool.client_versions
+        problems = []
+        if msg.protocol_version != protocol.PROTOCOL_VERSION:
+            problems.append(f"protocol {msg.protocol_version} != {protocol.PROTOCOL_VERSION}")
+        if _minor(msg.python) != _minor(client["python"]):
+            problems.append(f"Python {msg.python} on the worker, {client['python']} in the caller")
+        if _minor(msg.cloudpickle) != _minor(client["cloudpickle"]):
+            problems.append(
+                f"cloudpickle {msg.cloudpickle} on the worker, {client['cloudpickle']} "
+                "in the caller"
+            )
+        if problems:
+            message = (
+                f"worker {w.worker_id} of {pool.name} cannot run code pickled by this caller: "
+                + "; ".join(problems)
+                + ". Use a worker environment with the same versions."
+            )
+            record = pickle.dumps({"kind": "VersionMismatchError", "message": message})
+            self._break_pool(pool, STATUS_REJECTED, record, now)
+            self._stop_worker(w, graceful=False)
+            return
+        fdef = protocol.FunctionDef(
+            function_id=pool.function_id,
+            sys_path=pool.sys_path,
+            timeout=pool.timeout,
+            max_inputs=pool.slots,
+            is_async=bool(pool.options.get("is_async")),
+        )
+        self._send_worker(w.worker_id, fdef, [pool.function])
+
+    def _on_outputs(self, msg: protocol.Outputs, payload: list[Any], now: float) -> None:
+        if not msg.items:
+            return
+        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in msg.items])
+        settled: dict[str, list[tuple[Outcome, Any, list[Any], list[Any]]]] = defaultdict(list)
+        touched: set[str] = set()
+        for item, (data, bufs) in zip(msg.items, parts):
+            call_id, index, attempt, status, *_ , worker_id, _stdout = item
+            w = self.workers.get(worker_id)
+            if w is None:
+                continue
+            w.last_seen = now
+            pool = self.pools[w.pool_id]
+            touched.add(w.worker_id)
+            outcome = pool.queue.report(worker_id, call_id, index, attempt, status, now)
+            if outcome is not None and outcome.final:
+                settled[pool.pool_id].append((outcome, data, bufs, item))
+        for pool_id, outcomes in settled.items():
+            self._deliver_items(self.pools[pool_id], outcomes, now)
+        for worker_id in touched:
+            w = self.workers[worker_id]
+            self._update_idle(w, now)
+            self._dispatch(self.pools[w.pool_id])
+
+    # --- decisions carried out ----------------------------------------------------------
+
+    def _update_idle(self, w: WorkerState, now: float) -> None:
+        if w.state in ("starting", "draining"):
+            return
+        busy = self.pools[w.pool_id].queue.running_on(w.worker_id) > 0
+        if busy:
+            w.state, w.idle_since = "busy", None
+        elif w.state != "idle":
+            w.state, w.idle_since = "idle", now
+
+    def _dispatch(self, pool: Pool) -> None:
+        """Hand pending inputs to workers that asked for them, in guided-size batches."""
+        queue = pool.queue
+        if not queue.pending:
+            return
+        ready = [w for w in pool.workers.values() if w.want > 0 and w.state in ("idle", "busy")]
+        if not ready:
+            return
+        live = sum(1 for w in pool.workers.values() if w.state in ("idle", "busy", "starting"))
+        for w in ready:
+            if not queue.pending:
+                break
+            # Guided self-scheduling: big batches while there is much work, smaller ones
+            # towards the end so that no worker is left holding a long tail.
+            share = math.ceil(len(queue.pending) / (2 * max(1, live)))
+            records = queue.take(w.worker_id, min(w.want, max(share, pool.slots)))
+            if not records:
+                continue
+            w.want -= len(records)
+            w.state, w.idle_since = "busy", None
+            writer = PayloadWriter()
+            items = []
+            for r in records:
+                offset, length, nbufs = writer.add_raw(r.data, r.buffers)
+                items.append([r.call_id, r.index, r.attempt, offset, length, nbufs])
+            self._send_worker(w.worker_id, protocol.RunInputs(items), writer.frames())
+
+    def _deliver(self, pool: Pool, outcomes: list[tuple[Outcome, bytes]], now: float) -> None:
+        """Deliver control-plane-made outcomes (lost, rejected, ...) with their payloads."""
+        rows = []
+        for outcome, data in outcomes:
+            r = outcome.record
+            item = [r.call_id, r.index, r.attempt, outcome.status, 0, 0, 0, 0.0, r.worker_id or "", ""]
+            rows.append((outcome, data, [], item))
+        self._deliver_items(pool, rows, now)
+
+    def _deliver_items(
+        self, pool: Pool, rows: list[tuple[Outcome, Any, list[Any], list[Any]]], now: float
+    ) -> None:
+        """Push final outcomes to their callers (or store them for spawned calls)."""
+        by_owner: dict[bytes, list[tuple[list[Any], Any, list[Any]]]] = defaultdict(list)
+        finished: dict[str, CallState] = {}
+        for outcome, data, bufs, item in rows:
+            call = self.calls.get(outcome.record.call_id)
+            if call is None or call.cancelled:
+                continue
+            failed = outcome.status != protocol.STATUS_OK
+            call.reported += 1
+            call.failed += failed
+            pool.failed += failed
+            pool.done += not failed
+            if call.kind == "spawn":
+                call.stored[outcome.record.index] = (item, data, bufs)
+                self._answer_waiters(call)
+            else:
+                by_owner[call.owner].append((item, data, bufs))
+            finished[call.call_id] = call
+        for owner, entries in by_owner.items():
+            writer = PayloadWriter()
+            items = []
+            for item, data, bufs in entries:
+                offset, length, nbufs = writer.add_raw(data, bufs)
+                items.append([*item[:4], offset, length, nbufs, *item[7:]])
+            self._send(self.clients, owner, protocol.encode(protocol.Outputs(items), writer.frames()))
+        for call in finished.values():
+            self._maybe_finish(call)
+
+    def _answer_waiters(self, call: CallState, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for identity, rid, start, end, deadline in call.waiters:
+            stop = end if end is not None else (call.total if call.total is not None else None)
+            wanted = range(start, stop) if stop is not None else None
+            ready = wanted is not None and all(i in call.stored for i in wanted)
+            expired = deadline is not None and now >= deadline
+            if not (ready or expired or force or call.cancelled):
+                keep.append((identity, rid, start, end, deadline))
+                continue
+            writer = PayloadWriter()
+            items = []
+            for index in sorted(i for i in call.stored if i >= start and (stop is None or i < stop)):
+                item, data, bufs = call.stored[index]
+                offset, length, nbufs = writer.add_raw(data, bufs)
+                items.append([*item[:4], offset, length, nbufs, *item[7:]])
+            pool = self.pools[call.pool_id]
+            value = {"items": items, **call.as_dict(), "function": pool.name, "timeout": pool.timeout}
+            self._reply(identity, rid, value, writer.frames())
+        call.waiters = keep
+
+    def _maybe_finish(self, call: CallState) -> None:
+        if call.finished and call.kind != "spawn":
+            self.calls.pop(call.call_id, None)
+            pool = self.pools.get(call.pool_id)
+            if pool and not call.cancelled:
+                pool.queue.forget_call(call.call_id)
+
+    def _break_pool(self, pool: Pool, status: str, payload: bytes, now: float) -> None:
+        """Every waiting input of ``pool`` fails with ``payload``; so will new ones, until the
+        function is registered again."""
+        pool.broken = (status, payload)
+        failed = list(pool.queue.pending)
+        pool.queue.pending.clear()
+        self._deliver(pool, [(Outcome(r, status, True), payload) for r in failed], now)
+
+    def _total_cap(self) -> int:
+        return self.config.max_workers_total or os.cpu_count() or 1
+
+    def _autoscale(self, pool: Pool, now: float) -> None:
+        if pool.broken or self._closing:
+            return
+        room = self._total_cap() - sum(
+            1 for w in self.workers.values() if w.state != "draining"
+        )
+        for instruction in pool.autoscaler.decide(now, pool.load(), pool.views(), room):
+            if isinstance(instruction, LaunchWorkers):
+                for _ in range(instruction.count):
+                    if not self._launch(pool, now):
+                        break
+            elif isinstance(instruction, StopWorkers):
+                for worker_id in instruction.worker_ids:
+                    self._stop_worker(pool.workers[worker_id], graceful=True)
+
+    def _launch(self, pool: Pool, now: float) -> bool:
+        worker_id = _new_id("wk")
+        config: dict[str, Any] = {
+            "worker_id": worker_id,
+            "pool_id": pool.pool_id,
+            "endpoint": self.worker_endpoint,
+            "parent_pid": os.getpid() if self.launcher.name == "process" else None,
+            "heartbeat_interval": self.config.heartbeat_interval,
+        }
+        keys = None
+        if self.allow_list is not None:
+            keys = KeyPair()
+            config.update(
+                server_public_key=self.server_keys.public,
+                public_key=keys.public,
+                secret_key=keys.secret,
+            )
+            self.allow_list.allow(keys.public)
+        config_path = os.path.join(self.dir, f"{worker_id}.json")
+        write_secret_json(config_path, config)
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, dict(pool.options))
+        try:
+            handle = self.launcher.start(spec)
+        except LaunchFailed as exc:
+            self._launch_failed(pool, str(exc), now)
+            return False
+        w = WorkerState(
+            worker_id, pool.pool_id, handle, keys.public if keys else None, config_path, now,
+            last_seen=now,
+        )
+        pool.workers[worker_id] = w
+        self.workers[worker_id] = w
+        return True
+
+    def _launch_failed(self, pool: Pool, reason: str, now: float) -> None:
+        pool.launch_failures += 1
+        pool.autoscaler.launch_failed(now, reason)
+        log.warning("%s: %s", pool.name, pool.autoscaler.status)
+        if pool.launch_failures >= MAX_LAUNCH_FAILURES:
+            message = (
+                f"{pool.name}: {pool.launch_failures} workers in a row failed to start; "
+                f"the last: {reason}"
+            )
+            record = pickle.dumps({"kind": "LaunchError", "message": message})
+            failed = list(pool.queue.pending)
+            pool.queue.pending.clear()
+            self._deliver(pool, [(Outcome(r, STATUS_REJECTED, True), record) for r in failed], now)
+
+    def _stop_worker(self, w: WorkerState, graceful: bool) -> None:
+        w.state = "draining"
+        w.want = 0
+        if graceful:
+            self._send_worker(w.worker_id, protocol.Shutdown("scaled down"))
+        self.launcher.stop(w.handle, graceful=graceful)
+
+    def _worker_gone(self, w: WorkerState, exit_code: int | None, now: float) -> None:
+        pool = self.pools[w.pool_id]
+        pool.workers.pop(w.worker_id, None)
+        self.workers.pop(w.worker_id, None)
+        if w.public_key and self.allow_list:
+            self.allow_list.revoke(w.public_key)
+        with contextlib.suppress(OSError):
+            os.unlink(w.config_path)
+        if w.registered_at is None and not w.clean_exit and w.state != "draining":
+            tail = self.launcher.logs(w.handle, 10).strip()
+            self._launch_failed(
+                pool, f"worker exited with code {exit_code} before registering:\n{tail}", now
+            )
+        at_fault = 0 if w.clean_exit else pool.slots
+        outcomes = pool.queue.worker_gone(w.worker_id, now, at_fault)
+        final = [o for o in outcomes if o.final]
+        if final:
+            tail = self.launcher.logs(w.handle, 20)
+            reason = _describe_exit(exit_code)
+            rows = []
+            for o in final:
+                info = {
+                    "message": f"worker {w.worker_id} {reason} while running input "
+                    f"{o.record.index} (attempt {o.record.attempt})",
+                    "exit_code": exit_code,
+                    "logs": tail,
+                }
+                rows.append((o, pickle.dumps(info)))
+            self._deliver(pool, rows, now)
+        self._dispatch(pool)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(_TICK)
+            now = time.monotonic()
+            try:
+                self._check_workers(now)
+                for pool in list(self.pools.values()):
+                    if pool.queue.release_delayed(now):
+                        self._dispatch(pool)
+                    self._autoscale(pool, now)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _check_workers(self, now: float) -> None:
+        cfg = self.config
+        for w in list(self.workers.values()):
+            code = self.launcher.exit_code(w.handle)
+            if code is not None:
+                self._worker_gone(w, code, now)
+            elif w.registered_at is None and now - w.launched_at > cfg.startup_timeout:
+                self.launcher.stop(w.handle, graceful=False)
+            elif w.registered_at is not None and now - w.last_seen > cfg.heartbeat_timeout:
+                log.warning("worker %s missed its heartbeats; killing it", w.worker_id)
+                self.launcher.stop(w.handle, graceful=False)
+            elif w.state == "draining" and now - w.last_seen > cfg.stop_grace:
+                self.launcher.stop(w.handle, graceful=False)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"was killed by {name}"
+    if code == 137:
+        return "was killed (exit code 137: out of memory or SIGKILL)"
+    return f"exited with code {code}"
+
+
+def versions() -> dict[str, str]:
+    return {"python": ".".join(map(str, sys.version_info[:3])), "cloudpickle": cloudpickle.__version__}

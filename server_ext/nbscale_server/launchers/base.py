@@ -1,0 +1,70 @@
+"""The launcher interface: how the control plane starts and stops workers.
+
+A launcher only moves processes or containers; when to start or stop one is the autoscaler's
+decision. Handles are plain data (``as_dict``) so that a restarted control plane can find the
+workers it started.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """Everything a launcher needs to start one worker."""
+
+    worker_id: str
+    pool_id: str
+    config_path: str  # the worker's config file (endpoint, keys), mode 0600
+    options: dict[str, Any] = field(default_factory=dict)  # cpu, memory, gpu, image, ...
+
+
+@dataclass(slots=True)
+class WorkerHandle:
+    worker_id: str
+    pool_id: str
+    launcher: str
+    ref: Any  # the launcher's own reference (a Popen, a container id)
+    log_path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        ref = getattr(self.ref, "pid", self.ref)
+        return {
+            "worker_id": self.worker_id,
+            "pool_id": self.pool_id,
+            "launcher": self.launcher,
+            "ref": ref,
+            "log_path": self.log_path,
+        }
+
+
+class Launcher(abc.ABC):
+    """Starts and stops workers of one kind (local processes, Docker containers, ...)."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def start(self, spec: WorkerSpec) -> WorkerHandle:
+        """Start a worker; raise ``LaunchFailed`` with a readable reason when it cannot."""
+
+    @abc.abstractmethod
+    def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
+        """Ask the worker to finish its current input and exit (or kill it at once)."""
+
+    @abc.abstractmethod
+    def exit_code(self, handle: WorkerHandle) -> int | None:
+        """The worker's exit code once it has exited, else None."""
+
+    @abc.abstractmethod
+    def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
+        """The last ``tail`` lines the worker wrote to stdout/stderr."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the launcher holds; workers are stopped by the control plane."""
+
+
+class LaunchFailed(Exception):
+    """Raised by a launcher that could not start a worker."""

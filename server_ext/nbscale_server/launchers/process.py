@@ -1,0 +1,65 @@
+"""Workers as local subprocesses of the control plane's interpreter."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+
+from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+
+
+class ProcessLauncher(Launcher):
+    name = "process"
+
+    def __init__(self, log_dir: str, python: str | None = None) -> None:
+        self.log_dir = log_dir
+        self.python = python or sys.executable
+
+    def start(self, spec: WorkerSpec) -> WorkerHandle:
+        log_path = os.path.join(self.log_dir, f"{spec.worker_id}.log")
+        env = dict(os.environ)
+        env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(
+                    [self.python, "-m", "nbscale_runtime", "--config", spec.config_path],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    # Own session: Ctrl-C in the terminal or kernel must not reach workers.
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise LaunchFailed(f"cannot start {self.python}: {exc}") from exc
+        return WorkerHandle(spec.worker_id, spec.pool_id, self.name, proc, log_path)
+
+    def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
+        proc: subprocess.Popen[bytes] = handle.ref
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+
+    def exit_code(self, handle: WorkerHandle) -> int | None:
+        proc: subprocess.Popen[bytes] = handle.ref
+        return proc.poll()
+
+    def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
+        if not handle.log_path:
+            return ""
+        try:
+            with open(handle.log_path, errors="replace") as f:
+                return "".join(collections.deque(f, maxlen=tail))
+        except OSError:
+            return ""
+
+    def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
+        proc: subprocess.Popen[bytes] = handle.ref
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None

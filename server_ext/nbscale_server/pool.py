@@ -1,0 +1,175 @@
+"""The control plane's records of pools, workers and calls (state only, no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .autoscaler import AutoscalerCore, AutoscalerSettings, PoolLoad, WorkerView
+from .launchers.base import WorkerHandle
+from .queue import QueueCore, RetryPolicy
+
+# How many launches in a row may fail before the pool's waiting inputs are failed.
+MAX_LAUNCH_FAILURES = 3
+
+
+def pool_id_for(function_id: str, options: dict[str, Any]) -> str:
+    key = json.dumps([function_id, options], sort_keys=True, default=str)
+    return "pl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass(slots=True)
+class WorkerState:
+    worker_id: str
+    pool_id: str
+    handle: WorkerHandle
+    public_key: str | None
+    config_path: str
+    launched_at: float
+    state: str = "starting"  # starting | idle | busy | draining
+    registered_at: float | None = None
+    last_seen: float = 0.0
+    idle_since: float | None = None
+    want: int = 0  # inputs the worker asked for and has not been sent
+    pid: int | None = None
+    clean_exit: bool = False
+    python: str = ""
+    gpus: list[dict[str, Any]] = field(default_factory=list)
+
+    def view(self) -> WorkerView:
+        return WorkerView(self.worker_id, self.state, self.idle_since)
+
+    def as_dict(self, now: float, running: int) -> dict[str, Any]:
+        return {
+            "id": self.worker_id,
+            "state": self.state,
+            "pid": self.pid,
+            "uptime": round(now - self.launched_at, 3),
+            "running_inputs": running,
+            "gpus": self.gpus,
+        }
+
+
+@dataclass(slots=True)
+class Pool:
+    pool_id: str
+    function_id: str
+    name: str
+    function: bytes
+    options: dict[str, Any]
+    sys_path: list[str]
+    client_versions: dict[str, str]
+    autoscaler: AutoscalerCore
+    queue: QueueCore
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+    broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
+    launch_failures: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @classmethod
+    def create(
+        cls,
+        function_id: str,
+        name: str,
+        function: bytes,
+        options: dict[str, Any],
+        sys_path: list[str],
+        client_versions: dict[str, str],
+        total_cap: int | None,
+    ) -> Pool:
+        settings = AutoscalerSettings(
+            min_containers=options.get("min_containers") or 0,
+            max_containers=options.get("max_containers"),
+            buffer_containers=options.get("buffer_containers") or 0,
+            scaledown_window=options.get("scaledown_window") or 60.0,
+        )
+        retries = RetryPolicy(**options["retries"]) if options.get("retries") else RetryPolicy()
+        return cls(
+            pool_id=pool_id_for(function_id, options),
+            function_id=function_id,
+            name=name,
+            function=function,
+            options=options,
+            sys_path=sys_path,
+            client_versions=client_versions,
+            autoscaler=AutoscalerCore(settings, total_cap),
+            queue=QueueCore(retries),
+        )
+
+    @property
+    def slots(self) -> int:
+        return int(self.options.get("max_inputs") or 1)
+
+    @property
+    def timeout(self) -> float:
+        return float(self.options.get("timeout") or 300)
+
+    def load(self) -> PoolLoad:
+        target = self.options.get("target_inputs") or self.slots
+        return PoolLoad(len(self.queue.pending), self.queue.num_running, int(target))
+
+    def views(self) -> list[WorkerView]:
+        return [w.view() for w in self.workers.values()]
+
+    def stats(self, now: float) -> dict[str, Any]:
+        by_state = {"starting": 0, "idle": 0, "busy": 0, "draining": 0}
+        for w in self.workers.values():
+            by_state[w.state] += 1
+        live = by_state["idle"] + by_state["busy"]
+        return {
+            "id": self.pool_id,
+            "function": self.name,
+            "function_id": self.function_id,
+            "settings": self.autoscaler.settings.as_dict(),
+            "status": self.autoscaler.status,
+            "backlog": self.queue.num_pending,
+            "num_running_inputs": self.queue.num_running,
+            "num_total_runners": len(self.workers) - by_state["draining"],
+            "input_headroom": max(0, live * self.slots - self.queue.num_running),
+            "containers": by_state,
+            "done": self.done,
+            "failed": self.failed,
+            "workers": [
+                w.as_dict(now, self.queue.running_on(w.worker_id)) for w in self.workers.values()
+            ],
+        }
+
+
+@dataclass(slots=True)
+class CallState:
+    call_id: str
+    pool_id: str
+    kind: str  # "map" | "remote" | "spawn"
+    owner: bytes  # the client socket identity that receives pushed outputs
+    total: int | None = None  # known once the caller closed its inputs
+    submitted: int = 0
+    reported: int = 0
+    failed: int = 0
+    cancelled: bool = False
+    # spawned calls keep their outputs until fetched: index -> (item, data, buffers)
+    stored: dict[int, tuple[list[Any], Any, list[Any]]] = field(default_factory=dict)
+    waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.reported
+
+    @property
+    def finished(self) -> bool:
+        return self.cancelled or (self.total is not None and self.reported >= self.total)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.call_id,
+            "pool_id": self.pool_id,
+            "kind": self.kind,
+            "total": self.total,
+            "submitted": self.submitted,
+            "done": self.reported - self.failed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "finished": self.finished,
+        }
