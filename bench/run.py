@@ -113,18 +113,25 @@ def fresh_arrays(n: int) -> list[np.ndarray]:
     return [np.full(W4_ELEMENTS, float(v)) for v in fresh_ints(n)]
 
 
+def nbytes_of(arrays: list[np.ndarray]) -> list[int]:
+    return [a.nbytes for a in arrays]
+
+
 def map_runs(
-    peer: Peer, fn: Callable[[Any], Any], make_items: Callable[[], list[Any]], repeats: int
+    peer: Peer,
+    fn: Callable[[Any], Any],
+    make_items: Callable[[], list[Any]],
+    expected: Callable[[list[Any]], list[Any]],
+    repeats: int,
 ) -> list[float]:
     """Map `fn` over new items once to warm up, then `repeats` timed times; wall times in s."""
     runs = []
     for _ in range(repeats + 1):
         items = make_items()
-        expected = [fn(x) for x in items]
         start = time.perf_counter()
         results = peer.map(fn, items)
         runs.append(time.perf_counter() - start)
-        check(results, expected)
+        check(results, expected(items))
     return runs[1:]
 
 
@@ -137,7 +144,7 @@ def call_us(peer: Peer, x: int) -> float:
 
 
 def w1_throughput(peer: Peer, settings: Settings) -> Result:
-    runs = map_runs(peer, workloads.noop, partial(fresh_ints, W1_INPUTS), settings.repeats)
+    runs = map_runs(peer, workloads.noop, partial(fresh_ints, W1_INPUTS), list, settings.repeats)
     return {"inputs_per_s": W1_INPUTS / min(runs), "runs_s": runs}
 
 
@@ -150,13 +157,14 @@ def w2_latency(peer: Peer, settings: Settings) -> Result:
 
 
 def w3_efficiency(peer: Peer, settings: Settings) -> Result:
-    runs = map_runs(peer, workloads.sleep10ms, partial(fresh_ints, W3_INPUTS), settings.repeats)
+    inputs = partial(fresh_ints, W3_INPUTS)
+    runs = map_runs(peer, workloads.sleep10ms, inputs, list, settings.repeats)
     return {"efficiency": W3_IDEAL_S / min(runs), "runs_s": runs}
 
 
 def w4_bandwidth(peer: Peer, settings: Settings) -> Result:
     arrays = partial(fresh_arrays, W4_INPUTS)
-    runs = map_runs(peer, workloads.array_nbytes, arrays, settings.repeats)
+    runs = map_runs(peer, workloads.array_nbytes, arrays, nbytes_of, settings.repeats)
     return {"mb_per_s": W4_BYTES / min(runs) / 1e6, "total_bytes": W4_BYTES, "runs_s": runs}
 
 
@@ -265,11 +273,13 @@ class Child:
             return {"error": f"subprocess exited with code {code}", "fatal": True}
         return message
 
-    def close(self, grace_s: float) -> None:
-        """Wait up to `grace_s` for a clean exit, then kill whatever is left of the subprocess."""
+    def close(self, grace_s: float) -> bool:
+        """Wait up to `grace_s` for an exit, then kill what is left; whether it exited in time."""
         try:
             self._proc.wait(grace_s)
+            exited = True
         except subprocess.TimeoutExpired:
+            exited = False
             with contextlib.suppress(psutil.NoSuchProcess):
                 for process in psutil.Process(self._proc.pid).children(recursive=True):
                     process.kill()
@@ -277,6 +287,7 @@ class Child:
             os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
         self._log.close()
+        return exited
 
 
 def run_child(name: str, args: list[str], steps: list[str], log_name: str) -> dict[str, Result]:
@@ -285,18 +296,22 @@ def run_child(name: str, args: list[str], steps: list[str], log_name: str) -> di
     child = Child(args, LOG_DIR / log_name)
     clean = False
     try:
-        for step in steps:
+        for i, step in enumerate(steps):
             start = time.perf_counter()
             message = child.receive(TIMEOUTS_S[step])
             out[step] = message.get("result", {"error": message.get("error")})
             print_progress(name, step, out[step], time.perf_counter() - start)
             if message.get("fatal"):
                 print(f"    log: {child.log_path}", flush=True)
+                skipped = [s for s in steps[i + 1 :] if s in WORKLOADS]
+                out |= {s: {"error": f"not run: {step} failed"} for s in skipped}
                 break
         else:
             clean = True
     finally:
-        child.close(EXIT_GRACE_S if clean else 0)
+        exited = child.close(EXIT_GRACE_S if clean else 0)
+    if clean and not exited:
+        out["exit"] = {"error": f"still running {EXIT_GRACE_S} s after stop; killed"}
     return out
 
 
@@ -310,16 +325,17 @@ def run_cold(name: str, runs: int) -> dict[str, Result]:
     outs = [
         run_child(name, ["--cold", name], ["W5", "stop"], f"{name}-W5-{i}.log") for i in range(runs)
     ]
-    failures = [o["W5"]["error"] for o in outs if "error" in o["W5"]]
-    seconds = [o["W5"]["seconds"] for o in outs if "seconds" in o["W5"]]
-    out = {
+    w5 = [o.pop("W5") for o in outs]
+    failures = [r["error"] for r in w5 if "error" in r]
+    seconds = [r["seconds"] for r in w5 if "seconds" in r]
+    out: dict[str, Result] = {
         "W5": {"error": failures[0]}
         if failures
         else {"seconds": statistics.median(seconds), "runs_s": seconds}
     }
-    stop_failures = [o["stop"]["error"] for o in outs if "error" in o.get("stop", {})]
-    if stop_failures:
-        out["W5 stop"] = {"error": stop_failures[0]}
+    cleanup_failures = [r["error"] for o in outs for r in o.values() if "error" in r]
+    if cleanup_failures:
+        out["W5 cleanup"] = {"error": cleanup_failures[0]}
     return out
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import cloudpickle
 import zmq
-import zmq.asyncio
 
 from nbscale_runtime import protocol
+from nbscale_server.channel import Channel, unbounded
 
 from . import _config
 from ._loop import get_loop
@@ -36,19 +36,18 @@ OutputHandler = Callable[[list[list[Any]], list[Any]], None]
 
 
 class Client:
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, mode: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, mode: str) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.mode = mode  # "embedded" | "server"
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
+        sock = unbounded(ctx.socket(zmq.DEALER))
+        sock.connect(endpoint)
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
         self.handlers: dict[str, OutputHandler] = {}
         self.server_info: dict[str, Any] = {}
         self.control_plane: Any = None  # the embedded ControlPlane, if any
-        self._reader = asyncio.ensure_future(self._read())
+        self.channel = Channel(sock, self._on_message)
 
     async def hello(self) -> None:
         msg = protocol.Hello(
@@ -66,30 +65,28 @@ class Client:
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            await self.sock.send_multipart(protocol.encode(msg, payload), copy=False)
+            self.channel.send(protocol.encode(msg, payload))
             return await future
         finally:
             self._pending.pop(rid, None)
 
-    async def _read(self) -> None:
-        while True:
-            frames = await self.sock.recv_multipart(copy=False)
-            try:
-                msg, payload = protocol.decode(frames)
-            except protocol.ProtocolError as exc:
-                log.warning("nbscale: dropping a message: %s", exc)
-                continue
-            if isinstance(msg, protocol.Reply):
-                future = self._pending.get(msg.rid)
-                if future is None or future.done():
-                    continue
-                if msg.error:
-                    kind, message, details = msg.error
-                    future.set_exception(from_wire(kind, message, details))
-                else:
-                    future.set_result((msg.value, payload))
-            elif isinstance(msg, protocol.Outputs):
-                self._route_outputs(msg.items, payload)
+    def _on_message(self, frames: list[Any]) -> None:
+        try:
+            msg, payload = protocol.decode(frames)
+        except protocol.ProtocolError as exc:
+            log.warning("nbscale: dropping a message: %s", exc)
+            return
+        if isinstance(msg, protocol.Reply):
+            future = self._pending.get(msg.rid)
+            if future is None or future.done():
+                return
+            if msg.error:
+                kind, message, details = msg.error
+                future.set_exception(from_wire(kind, message, details))
+            else:
+                future.set_result((msg.value, payload))
+        elif isinstance(msg, protocol.Outputs):
+            self._route_outputs(msg.items, payload)
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         first = items[0][0]
@@ -108,8 +105,7 @@ class Client:
                     log.exception("nbscale: error handling outputs of %s", call_id)
 
     async def close(self) -> None:
-        self._reader.cancel()
-        self.sock.close(0)
+        self.channel.close()
         if self.control_plane is not None:
             await self.control_plane.stop()
 
@@ -140,7 +136,7 @@ async def get_client() -> Client:
 
 
 async def _connect() -> Client:
-    ctx = zmq.asyncio.Context()
+    ctx: zmq.Context[Any] = zmq.Context()
     path = os.environ.get("NBSCALE_CONNECTION_FILE")
     if path and os.path.exists(path):
         with open(path) as f:

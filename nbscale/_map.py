@@ -104,7 +104,11 @@ class Invocation:
         try:
             while True:
                 if bounded:
-                    while self.submitted - self.consumed >= self.window:
+                    # Wait for a worthwhile chunk of room, not for each freed slot: sending a
+                    # few inputs per message would cap throughput at the messaging rate.
+                    while self.window - (self.submitted - self.consumed) < min(
+                        _CHUNK, self.window // 4 or 1
+                    ) and self.submitted > self.consumed:
                         self._room.clear()
                         await self._room.wait()
                 room = self.window - (self.submitted - self.consumed) if bounded else _CHUNK

@@ -24,7 +24,6 @@ from typing import Any
 
 import cloudpickle
 import zmq
-import zmq.asyncio
 
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
@@ -35,6 +34,7 @@ from nbscale_runtime.protocol import (
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 
 from .autoscaler import LaunchWorkers, StopWorkers
+from .channel import Channel, unbounded
 from .launchers import Launcher, LaunchFailed, ProcessLauncher, WorkerSpec
 from .limits import Limits, admit, describe
 from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState
@@ -49,7 +49,7 @@ _TICK = 0.05  # housekeeping period, seconds
 @dataclass
 class ControlPlaneConfig:
     limits: Limits = field(default_factory=Limits)
-    max_workers_total: int | None = None  # None: the number of CPUs
+    max_workers_total: int | None = None  # None: twice the CPUs, at least 4
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 15.0
     startup_timeout: float = 60.0
@@ -82,10 +82,10 @@ class ControlPlane:
         self,
         config: ControlPlaneConfig | None = None,
         launcher: Launcher | None = None,
-        ctx: zmq.asyncio.Context | None = None,
+        ctx: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config or ControlPlaneConfig()
-        self.ctx = ctx or zmq.asyncio.Context()
+        self.ctx = ctx or zmq.Context()
         self.dir = private_dir()
         self.launcher = launcher or ProcessLauncher(self.dir, self.config.python)
         self.pools: dict[str, Pool] = {}
@@ -104,12 +104,10 @@ class ControlPlane:
 
     async def start(self) -> None:
         cfg = self.config
-        self.clients = self.ctx.socket(zmq.ROUTER)
-        self.clients.setsockopt(zmq.LINGER, 0)
+        client_sock = unbounded(self.ctx.socket(zmq.ROUTER))
         self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
-        self.clients.bind(self.client_endpoint)
-        self.worker_sock = self.ctx.socket(zmq.ROUTER)
-        self.worker_sock.setsockopt(zmq.LINGER, 0)
+        client_sock.bind(self.client_endpoint)
+        self.worker_sock = unbounded(self.ctx.socket(zmq.ROUTER))
         if cfg.worker_transport == "tcp":
             self.allow_list = WorkerAllowList(self.ctx)
             self.worker_sock.curve_server = True
@@ -120,11 +118,9 @@ class ControlPlane:
         else:
             self.worker_endpoint = f"ipc://{self.dir}/workers"
             self.worker_sock.bind(self.worker_endpoint)
-        self._tasks = [
-            asyncio.ensure_future(self._serve(self.clients, self._on_client)),
-            asyncio.ensure_future(self._serve(self.worker_sock, self._on_worker)),
-            asyncio.ensure_future(self._housekeeping()),
-        ]
+        self.clients = Channel(client_sock, self._receiver(self._on_client))
+        self.workers_channel = Channel(self.worker_sock, self._receiver(self._on_worker))
+        self._tasks = [asyncio.ensure_future(self._housekeeping())]
 
     async def stop(self) -> None:
         """Stop every worker (gracefully, then by force) and close the sockets."""
@@ -144,8 +140,8 @@ class ControlPlane:
                 break
             await asyncio.sleep(0.02)
         self.stop_workers_now()
-        self.clients.close(0)
-        self.worker_sock.close(0)
+        self.clients.close()
+        self.workers_channel.close()
         if self.allow_list:
             self.allow_list.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -170,29 +166,26 @@ class ControlPlane:
 
     # --- socket plumbing ----------------------------------------------------------------
 
-    async def _serve(self, sock: zmq.asyncio.Socket, handler: Any) -> None:
-        while True:
-            frames = await sock.recv_multipart(copy=False)
+    def _receiver(self, handler: Any) -> Any:
+        def receive(frames: list[Any]) -> None:
             identity = frames[0].bytes
             try:
                 msg, payload = protocol.decode(frames[1:])
             except protocol.ProtocolError as exc:
                 log.warning("dropping undecodable message from %r: %s", identity, exc)
-                continue
-            try:
-                handler(identity, msg, payload)
-            except Exception:
-                log.exception("error handling %s", msg.op)
+                return
+            handler(identity, msg, payload)
 
-    def _send(self, sock: zmq.asyncio.Socket, identity: bytes, frames: list[Any]) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            sock.send_multipart([identity, *frames], copy=False)
+        return receive
+
+    def _send(self, channel: Channel, identity: bytes, frames: list[Any]) -> None:
+        channel.send([identity, *frames])
 
     def _send_worker(self, worker_id: str, msg: protocol.Message, payload: Any = ()) -> None:
         target = worker_id
         if isinstance(msg, (protocol.CancelInputs, protocol.Shutdown)):
             target += ":pulse"  # the pulse thread hears it even while user code runs
-        self._send(self.worker_sock, target.encode(), protocol.encode(msg, payload))
+        self._send(self.workers_channel, target.encode(), protocol.encode(msg, payload))
 
     def _reply(self, identity: bytes, rid: int, value: Any, payload: Any = ()) -> None:
         self._send(self.clients, identity, protocol.encode(protocol.Reply(rid, value), payload))
@@ -559,7 +552,20 @@ class ControlPlane:
         self._deliver(pool, [(Outcome(r, status, True), payload) for r in failed], now)
 
     def _total_cap(self) -> int:
-        return self.config.max_workers_total or os.cpu_count() or 1
+        return self.config.max_workers_total or max(4, 2 * (os.cpu_count() or 1))
+
+    def _reclaim_for(self, pool: Pool, now: float) -> None:
+        """The total cap is reached and ``pool`` has waiting inputs: stop idle workers that
+        other pools keep only because their scaledown window has not expired yet."""
+        for other in self.pools.values():
+            if other is pool:
+                continue
+            live = [w for w in other.workers.values() if w.state in ("idle", "busy", "starting")]
+            surplus = len(live) - other.autoscaler.desired(other.load())
+            idle = [w for w in live if w.state == "idle"]
+            for w in idle[: max(0, surplus)]:
+                self._stop_worker(w, graceful=True)
+                return
 
     def _autoscale(self, pool: Pool, now: float) -> None:
         if pool.broken or self._closing:
@@ -567,6 +573,8 @@ class ControlPlane:
         room = self._total_cap() - sum(
             1 for w in self.workers.values() if w.state != "draining"
         )
+        if room <= 0 and pool.queue.pending and not pool.workers:
+            self._reclaim_for(pool, now)
         for instruction in pool.autoscaler.decide(now, pool.load(), pool.views(), room):
             if isinstance(instruction, LaunchWorkers):
                 for _ in range(instruction.count):
