@@ -218,11 +218,11 @@ class Worker:
             return
         have = len(self.queue) + len(self.running) + self.demand
         target = self.slots
-        if self.avg_seconds is not None:
+        # Look ahead only for short inputs, where a round trip per input would cost: a long
+        # input queued here behind another could have run on an idle worker instead.
+        if self.avg_seconds is not None and self.avg_seconds < _PREFETCH_SECONDS:
             per_slot = _PREFETCH_SECONDS / max(self.avg_seconds, 1e-7)
             target += min(_MAX_PREFETCH, math.ceil(per_slot * self.slots))
-        else:
-            target += self.slots  # one round of lookahead until the speed is known
         if have < target and (self.demand == 0 or have <= target // 2):
             want = target - have
             self.demand += want

@@ -95,6 +95,7 @@ class ControlPlane:
         self.server_keys = KeyPair()
         self.allow_list: WorkerAllowList | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._waiting_calls: set[str] = set()  # calls with get-outputs waiting for a deadline
         self._wake = asyncio.Event()
         self._closing = False
         self.client_endpoint = ""
@@ -325,6 +326,8 @@ class ControlPlane:
         deadline = None if msg.timeout is None else time.monotonic() + msg.timeout
         call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
         self._answer_waiters(call)
+        if call.waiters:
+            self._waiting_calls.add(call.call_id)
         return None  # answered by _answer_waiters, now or later
 
     def _handle_update_autoscaler(
@@ -455,14 +458,19 @@ class ControlPlane:
         ready = [w for w in pool.workers.values() if w.want > 0 and w.state in ("idle", "busy")]
         if not ready:
             return
+        ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
         live = sum(1 for w in pool.workers.values() if w.state in ("idle", "busy", "starting"))
         for w in ready:
             if not queue.pending:
                 break
             # Guided self-scheduling: big batches while there is much work, smaller ones
-            # towards the end so that no worker is left holding a long tail.
-            share = math.ceil(len(queue.pending) / (2 * max(1, live)))
-            records = queue.take(w.worker_id, min(w.want, max(share, pool.slots)))
+            # towards the end, and no worker holds more than its share, so that no input
+            # waits behind a slow one while another worker is free.
+            share = max(pool.slots, math.ceil(len(queue.pending) / (2 * max(1, live))))
+            room = share - queue.running_on(w.worker_id)
+            if room <= 0:
+                continue
+            records = queue.take(w.worker_id, min(w.want, room))
             if not records:
                 continue
             w.want -= len(records)
@@ -676,6 +684,12 @@ class ControlPlane:
             now = time.monotonic()
             try:
                 self._check_workers(now)
+                for call_id in list(self._waiting_calls):
+                    call = self.calls.get(call_id)
+                    if call is not None:
+                        self._answer_waiters(call)
+                    if call is None or not call.waiters:
+                        self._waiting_calls.discard(call_id)
                 for pool in list(self.pools.values()):
                     if pool.queue.release_delayed(now):
                         self._dispatch(pool)

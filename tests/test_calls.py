@@ -1,0 +1,191 @@
+"""Every call style, end to end, on real worker subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import nbscale
+from conftest import wait_until
+
+app = nbscale.App("test-calls")
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def square(x):
+    return x * x
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def add(a, b, scale=1):
+    return (a + b) * scale
+
+
+@app.function(max_containers=2, min_containers=2, scaledown_window=5)
+def slow_then_fast(x):
+    time.sleep(0.3 if x == 0 else 0.0)
+    return x
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def pid(_=None):
+    return os.getpid()
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def shout(x):
+    print(f"hello {x}")
+    return x
+
+
+def test_map_returns_results_in_input_order():
+    assert list(square.map(range(100))) == [x * x for x in range(100)]
+
+
+def test_map_runs_on_other_processes():
+    pids = set(pid.map(range(20)))
+    assert os.getpid() not in pids
+
+
+def test_remote_returns_the_value():
+    assert square.remote(3) == 9
+    assert add.remote(1, 2, scale=10) == 30
+
+
+def test_local_runs_here():
+    assert pid.local() == os.getpid()
+
+
+def test_map_with_several_iterables_and_kwargs():
+    assert list(add.map([1, 2, 3], [10, 20, 30], kwargs={"scale": 2})) == [22, 44, 66]
+
+
+def test_starmap_unpacks_tuples():
+    assert list(add.starmap([(1, 2), (3, 4)])) == [3, 7]
+
+
+def test_unordered_map_yields_in_completion_order():
+    assert slow_then_fast.remote(1) == 1
+    wait_until(lambda: slow_then_fast.get_current_stats().containers["idle"] == 2)
+    results = list(slow_then_fast.map(range(6), order_outputs=False))
+    assert sorted(results) == list(range(6))
+    # the slow input finishes after the fast ones run by the other worker
+    assert results.index(0) > results.index(5)
+
+
+def test_empty_map_returns_nothing_quickly():
+    start = time.monotonic()
+    assert list(square.map([])) == []
+    assert time.monotonic() - start < 5
+
+
+def test_for_each_runs_every_input(tmp_path):
+    @app.function(max_containers=2, scaledown_window=5)
+    def touch(name):
+        (tmp_path / str(name)).write_text("x")
+
+    assert touch.for_each(range(5)) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1", "2", "3", "4"]
+
+
+def test_spawn_returns_a_handle_to_get_the_result_later():
+    call = square.spawn(7)
+    assert isinstance(call, nbscale.FunctionCall)
+    assert call.object_id.startswith("fc-")
+    assert call.get(timeout=30) == 49
+    assert call.num_inputs() == 1
+
+
+def test_spawn_map_returns_a_handle_with_indexed_results():
+    call = square.spawn_map(range(10))
+    assert call.num_inputs() == 10
+    assert call.get(timeout=30, index=4) == 16
+    assert list(call.iter()) == [x * x for x in range(10)]
+    assert list(call.iter(start=8)) == [64, 81]
+
+
+def test_function_call_from_id_finds_the_call():
+    call = square.spawn(5)
+    again = nbscale.FunctionCall.from_id(call.object_id)
+    assert again.get(timeout=30) == 25
+
+
+def test_get_with_short_timeout_raises_timeout_error():
+    @app.function(max_containers=1, scaledown_window=5)
+    def sleepy(x):
+        time.sleep(5)
+        return x
+
+    call = sleepy.spawn(1)
+    try:
+        start = time.monotonic()
+        try:
+            call.get(timeout=0.2)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("expected TimeoutError")
+        assert time.monotonic() - start < 3
+    finally:
+        call.cancel()
+
+
+def test_stdout_of_each_input_is_printed_with_its_index(capsys):
+    list(shout.map(range(3)))
+    out = capsys.readouterr().out
+    for i in range(3):
+        assert f"[{i}] hello {i}" in out
+
+
+def test_with_options_gets_its_own_pool():
+    variant = square.with_options(max_containers=1)
+    assert variant.remote(4) == 16
+    assert variant.get_current_stats().num_total_runners <= 1
+    assert square.get_current_stats().num_total_runners >= 0
+    assert variant._pools != square._pools
+
+
+def test_aio_twins_of_every_call():
+    async def main():
+        assert await square.remote.aio(6) == 36
+        assert [x async for x in square.map.aio(range(4))] == [0, 1, 4, 9]
+        assert await square.map.aio([2, 3]) == [4, 9]
+        assert await add.starmap.aio([(1, 1)]) == [2]
+        assert await square.for_each.aio(range(3)) is None
+        call = await square.spawn.aio(8)
+        assert await call.get.aio(timeout=30) == 64
+        many = await square.spawn_map.aio(range(3))
+        assert await many.num_inputs.aio() == 3
+        found = await nbscale.FunctionCall.from_id.aio(many.object_id)
+        assert await found.get.aio(timeout=30, index=2) == 4
+        stats = await square.get_current_stats.aio()
+        assert stats.backlog == 0
+        settings = await square.update_autoscaler.aio(scaledown_window=5)
+        assert settings["scaledown_window"] == 5
+
+    asyncio.run(main())
+
+
+def test_bare_decorator_works():
+    @app.function
+    def plain(x):
+        return x + 1
+
+    assert plain.remote(1) == 2
+
+
+def test_works_from_python_dash_c():
+    code = (
+        "import nbscale\n"
+        "app = nbscale.App('c')\n"
+        "f = app.function(max_containers=2)(lambda x: x * 3)\n"
+        "print(list(f.map(range(4))), f.remote(5))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 3, 6, 9] 15"
