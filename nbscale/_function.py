@@ -16,7 +16,7 @@ from ._aio import aio_classmethod, aio_method
 from ._client import Client, get_client
 from ._loop import get_loop
 from ._map import End, Invocation
-from ._outcomes import Output, decode
+from ._outcomes import Output, code_files_of, decode
 from ._pickling import add_input, pickle_function
 from .exceptions import CallCancelledError, InvalidError
 
@@ -67,6 +67,14 @@ class Function:
         self.options = options
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
+        self._code_files: dict[str, str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A Function used inside another remote function travels without its connection.
+        return {"raw_f": self.raw_f, "name": self.name, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["raw_f"], state["name"], state["options"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"<nbscale.Function {self.name}>"
@@ -105,8 +113,16 @@ class Function:
     async def _invocation(self, kind: str, order_outputs: bool = True) -> Invocation:
         client = await get_client()
         pool_id = await self._pool_id(client)
+        if self._code_files is None:
+            self._code_files = code_files_of(self.raw_f)
         return Invocation(
-            client, pool_id, kind, self.name, float(self.options["timeout"]), order_outputs
+            client,
+            pool_id,
+            kind,
+            self.name,
+            float(self.options["timeout"]),
+            order_outputs,
+            code_files=self._code_files,
         )
 
     # --- single calls ------------------------------------------------------------------

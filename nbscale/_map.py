@@ -52,7 +52,9 @@ class Invocation:
         timeout: float,
         order_outputs: bool = True,
         call_id: str | None = None,
+        code_files: dict[str, str] | None = None,
     ) -> None:
+        self.code_files = code_files or {}
         self.client = client
         self.pool_id = pool_id
         self.kind = kind
@@ -127,8 +129,8 @@ class Invocation:
             raise
         except Exception as exc:  # the caller's iterator failed, or an input won't pickle
             self.feed_error = exc
-            await self.cancel()
             self.outputs.put_nowait(End(exc))
+            await self.cancel()
 
     async def wait_fed(self) -> None:
         if self._feeder is not None:
@@ -140,7 +142,7 @@ class Invocation:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
         batch = []
         for item, (data, bufs) in zip(items, parts):
-            out = decode(item, data, bufs, self.function, self.timeout)
+            out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
             if not self.order_outputs:
                 batch.append(out)
                 continue
@@ -173,7 +175,8 @@ class Invocation:
         self.client.handlers.pop(self.call_id, None)
         if not self.finished:
             self.finished = True
-            await self.client.request(protocol.CancelCall(0, self.call_id))
+            if self.submitted:  # else the control plane has never heard of the call
+                await self.client.request(protocol.CancelCall(0, self.call_id))
 
 
 def _pull(

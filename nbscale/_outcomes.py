@@ -8,10 +8,13 @@ line cache, so a notebook cell's lines show), and a note saying where it ran.
 from __future__ import annotations
 
 import pickle
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from tblib import Traceback
+
+_DYNAMIC = "<dynamic-code>"  # cloudpickle's file name for code shipped by value
 
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import load
@@ -36,11 +39,22 @@ class Output:
     attempt: int
 
 
-def decode(item: list[Any], data: Any, buffers: list[Any], function: str, timeout: float) -> Output:
+def decode(
+    item: list[Any],
+    data: Any,
+    buffers: list[Any],
+    function: str,
+    timeout: float,
+    code_files: dict[str, str] | None = None,
+) -> Output:
+    """``code_files`` maps function names to their source files, for remote frames of code
+    that cloudpickle shipped by value (it renames their file to "<dynamic-code>")."""
     _call, index, attempt, status, _off, _len, _nbufs, duration, worker_id, stdout = item
     ok = status == protocol.STATUS_OK
     try:
-        value = _value(status, data, buffers, index, attempt, worker_id, function, timeout)
+        value = _value(
+            status, data, buffers, index, attempt, worker_id, function, timeout, code_files or {}
+        )
     except Exception as exc:  # a result that cannot be unpickled here
         ok = False
         value = SerializationError(
@@ -58,11 +72,12 @@ def _value(
     worker_id: str,
     function: str,
     timeout: float,
+    code_files: dict[str, str],
 ) -> Any:
     if status == protocol.STATUS_OK:
         return load(data, buffers)
     if status in (protocol.STATUS_ERROR, protocol.STATUS_INIT_FAILED):
-        exc = rebuild_exception(bytes(data))
+        exc = rebuild_exception(bytes(data), code_files)
         where = "while loading the function" if status == protocol.STATUS_INIT_FAILED else (
             f"input {index}, attempt {attempt}"
         )
@@ -91,8 +106,20 @@ def _value(
     return RemoteError(f"{function}: input {index} ended with status {status!r}")
 
 
-def rebuild_exception(record_bytes: bytes) -> BaseException:
+def rebuild_exception(
+    record_bytes: bytes, code_files: dict[str, str] | None = None
+) -> BaseException:
     record = pickle.loads(record_bytes)
+    tb = None
+    text = record["text"]
+    if record["tb"]:
+        _restore_filenames(record["tb"], code_files or {})
+        try:
+            tb = Traceback.from_dict(record["tb"]).as_traceback()
+            # Formatted here, the frames get their source lines from this process's caches.
+            text = "".join(traceback.format_tb(tb)) + f"{record['type']}: {record['message']}\n"
+        except Exception:
+            tb = None
     exc: BaseException | None = None
     if record["exc"] is not None:
         try:
@@ -101,16 +128,38 @@ def rebuild_exception(record_bytes: bytes) -> BaseException:
             exc = None
     if exc is None:
         exc = RemoteError(
-            f"{record['type']}: {record['message']}\n\nRemote traceback:\n{record['text']}",
+            f"{record['type']}: {record['message']}\n\nRemote traceback:\n{text}",
             record["type"],
-            record["text"],
+            text,
         )
-    if record["tb"]:
+    return exc.with_traceback(tb) if tb is not None else exc
+
+
+def _restore_filenames(tb: dict[str, Any] | None, code_files: dict[str, str]) -> None:
+    while tb is not None:
+        code = tb["tb_frame"]["f_code"]
+        if code["co_filename"] == _DYNAMIC and code["co_name"] in code_files:
+            code["co_filename"] = code_files[code["co_name"]]
+        tb = tb["tb_next"]
+
+
+def code_files_of(fn: Any) -> dict[str, str]:
+    """Source files of ``fn`` and of the functions it uses, by function name."""
+    import inspect
+
+    files: dict[str, str] = {}
+    todo = [fn]
+    while todo:
+        f = inspect.unwrap(todo.pop())
+        code = getattr(f, "__code__", None)
+        if code is None or code.co_name in files:
+            continue
+        files[code.co_name] = code.co_filename
         try:
-            exc = exc.with_traceback(Traceback.from_dict(record["tb"]).as_traceback())
-        except Exception:
-            _note(exc, "Remote traceback:\n" + record["text"])
-    return exc
+            todo += [v for v in inspect.getclosurevars(f).globals.values() if callable(v)]
+        except (TypeError, ValueError):
+            pass
+    return files
 
 
 def _note(exc: BaseException, text: str) -> None:

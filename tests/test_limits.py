@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nbscale_server.limits import Admission, Limits, admit, describe
 
 DEFAULTS = Limits()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nbscale_runtime.protocol import (
     STATUS_CANCELLED,
     STATUS_ERROR,
@@ -240,9 +241,7 @@ def test_worker_gone_penalises_only_the_first_input_and_requeues_rest_at_front()
     assert q.num_pending == 1  # b0
 
     outcomes = q.worker_gone("w1", now=10.0, at_fault=1)
-    assert [(o.record.key, o.status, o.final) for o in outcomes] == [
-        (("a", 0), STATUS_LOST, False)
-    ]
+    assert [(o.record.key, o.status, o.final) for o in outcomes] == [(("a", 0), STATUS_LOST, False)]
     assert q.next_retry_at() == 15.0  # the penalised one waits for its retry delay
     assert (q.num_pending, q.num_running, q.running_on("w1")) == (4, 0, 0)
 
@@ -382,11 +381,6 @@ def test_spawn_pending_through_cancel_of_partly_taken_call() -> None:
     assert q.spawn_pending == 0
 
 
-@pytest.mark.xfail(
-    reason="queue.py: a retried spawned input re-enters pending without incrementing "
-    "spawn_pending, and take() decrements it again, so the counter goes negative",
-    strict=True,
-)
 def test_spawn_pending_stays_right_through_a_retry() -> None:
     q = queue_with(1, retries=RetryPolicy(max_retries=1, initial_delay=1.0), spawned=True)
     q.take("w", 1)
@@ -396,11 +390,6 @@ def test_spawn_pending_stays_right_through_a_retry() -> None:
     assert q.spawn_pending == 0
 
 
-@pytest.mark.xfail(
-    reason="queue.py worker_gone(): unstarted spawned inputs go back to pending without "
-    "incrementing spawn_pending",
-    strict=True,
-)
 def test_spawn_pending_counts_inputs_requeued_by_worker_gone() -> None:
     q = queue_with(3, spawned=True)
     q.take("w", 3)

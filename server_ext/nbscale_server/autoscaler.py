@@ -151,7 +151,11 @@ class AutoscalerCore:
         """When a decision could change with no new event: a backoff or an idle window ends."""
         times = [self._retry_at] if self._retry_at > now else []
         window = self.settings.scaledown_window
-        times += [w.idle_since + window for w in workers if w.state == "idle" and w.idle_since]
+        times += [
+            w.idle_since + window
+            for w in workers
+            if w.state == "idle" and w.idle_since is not None
+        ]
         future = [t for t in times if t > now]
         return min(future) if future else None
 

@@ -142,13 +142,16 @@ class QueueCore:
                 record.worker_id = None
                 unstarted.append(record)
         self.pending.extendleft(reversed(unstarted))
+        self.spawn_pending += sum(1 for r in unstarted if r.spawned)
         return outcomes
 
     def cancel(self, call_id: str) -> set[str]:
         """Drop a call's inputs; returns the workers running some of them now."""
         self.cancelled_calls.add(call_id)
         kept = collections.deque(r for r in self.pending if r.call_id != call_id)
-        self.spawn_pending -= sum(1 for r in self.pending if r.spawned and r.call_id == call_id)
+        dropped = [r for r in self.pending if r.call_id == call_id]
+        dropped += [d[2] for d in self._delayed if d[2].call_id == call_id]
+        self.spawn_pending -= sum(1 for r in dropped if r.spawned)
         self.pending = kept
         self._delayed = [d for d in self._delayed if d[2].call_id != call_id]
         heapq.heapify(self._delayed)
@@ -180,6 +183,7 @@ class QueueCore:
         record.worker_id = None
         if status != STATUS_OK and status in RETRYABLE and record.attempt <= self.retries.max_retries:
             delay = self.retries.delay(record.attempt)
+            self.spawn_pending += record.spawned  # pending again until retaken
             if delay <= 0:
                 self.pending.appendleft(record)
             else:

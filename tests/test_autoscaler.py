@@ -1,0 +1,306 @@
+"""AutoscalerCore: the pure scaling decision (a fake clock of plain floats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nbscale_server.autoscaler import (
+    AutoscalerCore,
+    AutoscalerSettings,
+    LaunchWorkers,
+    PoolLoad,
+    StopWorkers,
+    WorkerView,
+)
+
+NO_LOAD = PoolLoad(pending=0, running=0)
+
+
+def idle(worker_id: str, since: float) -> WorkerView:
+    return WorkerView(worker_id, "idle", idle_since=since)
+
+
+def core(**settings: Any) -> AutoscalerCore:
+    return AutoscalerCore(AutoscalerSettings(**settings))
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"min_containers": -1},
+        {"buffer_containers": -1},
+        {"max_containers": 0},
+        {"max_containers": -3},
+        {"min_containers": 3, "max_containers": 2},
+        {"scaledown_window": 0},
+        {"scaledown_window": -5.0},
+        {"scaledown_window": "60"},
+        {"scaledown_window": None},
+        {"min_containers": True},
+        {"buffer_containers": False},
+        {"max_containers": True},
+        {"scaledown_window": True},
+        {"min_containers": 1.0},
+        {"buffer_containers": "2"},
+    ],
+)
+def test_invalid_settings_are_rejected(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        AutoscalerSettings(**bad)
+
+
+def test_valid_settings_and_defaults() -> None:
+    s = AutoscalerSettings()
+    assert s.as_dict() == {
+        "min_containers": 0,
+        "max_containers": None,
+        "buffer_containers": 0,
+        "scaledown_window": 60.0,
+    }
+    s = AutoscalerSettings(min_containers=2, max_containers=2, scaledown_window=1)
+    assert (s.min_containers, s.max_containers, s.scaledown_window) == (2, 2, 1)
+
+
+def test_min_above_max_message_names_both() -> None:
+    with pytest.raises(ValueError, match=r"min_containers \(3\).*max_containers \(2\)"):
+        AutoscalerSettings(min_containers=3, max_containers=2)
+
+
+def test_updated_applies_changes_and_none_keeps_value() -> None:
+    s = AutoscalerSettings(min_containers=1, max_containers=5, scaledown_window=30.0)
+    new = s.updated({"max_containers": 8, "min_containers": None, "scaledown_window": None})
+    assert new.as_dict() == {
+        "min_containers": 1,
+        "max_containers": 8,
+        "buffer_containers": 0,
+        "scaledown_window": 30.0,
+    }
+    assert s.max_containers == 5  # the original is untouched
+    assert s.updated({}) == s
+
+
+def test_updated_with_unknown_key_raises() -> None:
+    s = AutoscalerSettings()
+    with pytest.raises(ValueError, match="bogus"):
+        s.updated({"bogus": 1, "min_containers": 1})
+
+
+def test_updated_validates_the_result() -> None:
+    s = AutoscalerSettings(max_containers=2)
+    with pytest.raises(ValueError, match="cannot exceed"):
+        s.updated({"min_containers": 3})
+    with pytest.raises(ValueError):
+        s.updated({"scaledown_window": True})
+
+
+# --- scaling up ---------------------------------------------------------------------------
+
+
+def test_scale_to_zero_by_default() -> None:
+    a = core()
+    assert a.desired(NO_LOAD) == 0
+    assert a.decide(0.0, NO_LOAD, []) == []
+    assert a.status == "idle"
+
+
+def test_scale_up_at_once_to_ceil_load_over_slots_plus_buffer() -> None:
+    a = core(buffer_containers=2)
+    load = PoolLoad(pending=7, running=3, slots_per_worker=4)  # ceil(10 / 4) = 3
+    assert a.desired(load) == 5
+    [launch] = a.decide(0.0, load, [])
+    assert isinstance(launch, LaunchWorkers)
+    assert launch.count == 5
+    assert "7 pending" in launch.reason and "3 running" in launch.reason
+    assert "5" in a.status
+
+
+def test_starting_and_busy_workers_count_toward_desired() -> None:
+    a = core()
+    load = PoolLoad(pending=4, running=2)
+    workers = [WorkerView("s", "starting"), WorkerView("b1", "busy"), WorkerView("b2", "busy")]
+    assert a.decide(0.0, load, workers) == [LaunchWorkers(3, "4 pending, 2 running")]
+    workers += [WorkerView(f"s{i}", "starting") for i in range(3)]
+    assert a.decide(0.0, load, workers) == []
+
+
+def test_slots_per_worker_zero_is_treated_as_one() -> None:
+    assert core().desired(PoolLoad(pending=3, running=0, slots_per_worker=0)) == 3
+
+
+def test_scale_up_capped_by_max_containers() -> None:
+    a = core(max_containers=4, buffer_containers=2)
+    load = PoolLoad(pending=100, running=0)
+    assert a.desired(load) == 4
+    [launch] = a.decide(0.0, load, [WorkerView("w", "busy")])
+    assert isinstance(launch, LaunchWorkers)
+    assert launch.count == 3
+
+
+def test_scale_up_capped_by_room() -> None:
+    a = AutoscalerCore(AutoscalerSettings(), total_cap=10)
+    load = PoolLoad(pending=6, running=0)
+    [launch] = a.decide(0.0, load, [], room=2)
+    assert isinstance(launch, LaunchWorkers)
+    assert launch.count == 2
+
+    assert a.decide(0.0, load, [], room=0) == []
+    assert "total cap of 10" in a.status
+
+
+def test_min_containers_kept_with_no_load() -> None:
+    a = core(min_containers=2, scaledown_window=10.0)
+    assert a.decide(0.0, NO_LOAD, []) == [LaunchWorkers(2, "0 pending, 0 running")]
+    workers = [idle("w1", 0.0), idle("w2", 1.0)]
+    assert a.decide(1_000.0, NO_LOAD, workers) == []
+    assert a.status == "steady"
+
+
+def test_buffer_only_under_load() -> None:
+    a = core(min_containers=1, buffer_containers=3)
+    assert a.desired(NO_LOAD) == 1
+    assert a.desired(PoolLoad(pending=1, running=0)) == 4
+    assert a.desired(PoolLoad(pending=0, running=2)) == 5
+
+
+# --- scaling down -------------------------------------------------------------------------
+
+
+def test_scaledown_only_after_the_window_oldest_idle_first() -> None:
+    a = core(scaledown_window=60.0)
+    workers = [idle("w20", 20.0), idle("w5", 5.0), idle("w10", 10.0)]
+    assert a.decide(64.9, NO_LOAD, workers) == []
+
+    [stop] = a.decide(65.0, NO_LOAD, workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("w5",)
+    assert "60" in stop.reason
+
+    [stop] = a.decide(200.0, NO_LOAD, workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("w5", "w10", "w20")
+    assert "0" in a.status
+
+
+def test_scaledown_never_below_desired() -> None:
+    a = core(min_containers=1, scaledown_window=10.0)
+    workers = [idle("c", 3.0), idle("a", 1.0), idle("b", 2.0)]
+    [stop] = a.decide(100.0, NO_LOAD, workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("a", "b")
+
+    load = PoolLoad(pending=0, running=2)  # two busy elsewhere -> want 2 with 3 live
+    workers = [WorkerView("x", "busy"), WorkerView("y", "busy"), idle("z", 0.0)]
+    [stop] = a.decide(100.0, load, workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("z",)
+    workers = [WorkerView("x", "busy"), idle("y", 0.0), idle("z", 1.0)]
+    [stop] = a.decide(100.0, load, workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("y",)
+
+
+def test_busy_and_starting_workers_are_never_stopped() -> None:
+    a = core(scaledown_window=1.0)
+    workers = [
+        WorkerView("b", "busy"),
+        WorkerView("s", "starting"),
+        idle("i", 0.0),
+        WorkerView("never-idle", "idle", idle_since=None),
+    ]
+    [stop] = a.decide(1_000.0, NO_LOAD, workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("i",)
+
+
+def test_draining_workers_are_not_counted_or_stopped_again() -> None:
+    a = core(scaledown_window=1.0)
+    load = PoolLoad(pending=2, running=0)
+    draining = [WorkerView("d1", "draining"), WorkerView("d2", "draining", idle_since=0.0)]
+    assert a.decide(100.0, load, draining) == [LaunchWorkers(2, "2 pending, 0 running")]
+    assert a.decide(100.0, NO_LOAD, draining) == []
+    assert a.status == "idle"
+
+
+# --- launch failures ----------------------------------------------------------------------
+
+
+def test_launch_failure_backoff_doubles_and_caps_at_30s() -> None:
+    a = core()
+    delays = [a.launch_failed(float(t), "boom") for t in range(8)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+
+def test_no_launch_during_backoff_and_status_says_why() -> None:
+    a = core()
+    load = PoolLoad(pending=3, running=0)
+    assert a.launch_failed(100.0, "image not found") == 1.0
+    assert a.decide(100.5, load, []) == []
+    assert "launch failed" in a.status
+    assert "image not found" in a.status
+    assert "1 s" in a.status
+
+    assert a.decide(101.0, load, []) == [LaunchWorkers(3, "3 pending, 0 running")]
+
+    assert a.launch_failed(101.0, "again") == 2.0
+    assert a.decide(102.9, load, []) == []
+    assert "again" in a.status and "2 s" in a.status
+    assert a.decide(103.0, load, []) != []
+
+
+def test_launch_succeeded_resets_the_backoff() -> None:
+    a = core()
+    for t in range(4):
+        a.launch_failed(float(t), "x")
+    a.launch_succeeded()
+    load = PoolLoad(pending=1, running=0)
+    assert a.decide(3.5, load, []) == [LaunchWorkers(1, "1 pending, 0 running")]
+    assert a.launch_failed(10.0, "y") == 1.0
+
+
+def test_backoff_does_not_block_scaledown() -> None:
+    a = core(scaledown_window=5.0)
+    a.launch_failed(100.0, "x")
+    [stop] = a.decide(100.5, NO_LOAD, [idle("w", 1.0)])
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("w",)
+
+
+# --- next_check ---------------------------------------------------------------------------
+
+
+def test_next_check_none_when_nothing_will_change() -> None:
+    a = core()
+    assert a.next_check(10.0, []) is None
+    assert a.next_check(10.0, [WorkerView("b", "busy"), WorkerView("s", "starting")]) is None
+    assert a.next_check(500.0, [idle("w", 1.0)]) is None  # window already over
+
+
+def test_next_check_is_earliest_idle_window_end() -> None:
+    a = core(scaledown_window=60.0)
+    workers = [idle("late", 30.0), idle("early", 10.0), WorkerView("b", "busy")]
+    assert a.next_check(20.0, workers) == 70.0
+    assert a.next_check(75.0, workers) == 90.0
+
+
+def test_next_check_is_earliest_of_backoff_and_idle_window() -> None:
+    a = core(scaledown_window=60.0)
+    a.launch_failed(50.0, "x")
+    a.launch_failed(50.0, "x")  # retry at 52
+    workers = [idle("w", 1.0)]  # window ends at 61
+    assert a.next_check(50.0, workers) == 52.0
+    assert a.next_check(52.0, workers) == 61.0
+    a.launch_failed(52.0, "x")
+    a.launch_failed(52.0, "x")
+    a.launch_failed(52.0, "x")  # 5th failure: 16 s -> 68
+    assert a.next_check(55.0, workers) == 61.0
+    assert a.next_check(62.0, workers) == 68.0
+
+
+def test_next_check_counts_worker_idle_since_time_zero() -> None:
+    a = core(scaledown_window=60.0)
+    assert a.next_check(0.0, [idle("w", 0.0)]) == 60.0

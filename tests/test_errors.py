@@ -1,0 +1,131 @@
+"""Errors come back as the user would see them locally, and bad input fails clearly."""
+
+from __future__ import annotations
+
+import threading
+import traceback
+
+import pytest
+
+import nbscale
+
+app = nbscale.App("test-errors")
+
+
+class BadValueError(ValueError):
+    """A user exception type defined in the caller's code."""
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a}-{b}")
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def fails_on_two(x):
+    if x == 2:
+        raise Exception("ohno")
+    return x
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def raises_custom(x):
+    raise BadValueError(f"bad {x}")
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def raises_unrebuildable(x):
+    raise NeedsTwoArgs(x, x + 1)
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def identity(x):
+    return x
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def returns_lock(_):
+    return threading.Lock()
+
+
+def test_modal_return_exceptions_example_holds_exactly():
+    results = list(fails_on_two.map(range(3), return_exceptions=True))
+    assert results[:2] == [0, 1]
+    assert type(results[2]) is Exception
+    assert repr(results[2]) == "Exception('ohno')"
+
+
+def test_remote_exception_is_reraised_as_its_own_type_with_remote_frames():
+    with pytest.raises(BadValueError, match="bad 3") as info:
+        raises_custom.remote(3)
+    text = "".join(traceback.format_exception(info.value))
+    assert "raises_custom" in text  # the remote frame of the user's function
+    assert 'raise BadValueError(f"bad {x}")' in text  # with its source line
+    assert "raised remotely in raises_custom on worker wk-" in text
+
+
+def test_map_raises_the_first_failure_and_stops():
+    with pytest.raises(Exception, match="ohno"):
+        list(fails_on_two.map(range(10)))
+
+
+def test_unrebuildable_exception_becomes_remote_error_with_the_text():
+    with pytest.raises(nbscale.RemoteError) as info:
+        raises_unrebuildable.remote(1)
+    assert "NeedsTwoArgs" in str(info.value)
+    assert "1-2" in str(info.value)
+    assert "raise NeedsTwoArgs" in info.value.remote_traceback
+
+
+def test_unpicklable_closure_names_the_culprit():
+    lock = threading.Lock()
+
+    @app.function
+    def uses_lock(x):
+        with lock:
+            return x
+
+    with pytest.raises(nbscale.SerializationError, match="closure variable 'lock'"):
+        uses_lock.remote(1)
+
+
+def test_unpicklable_argument_names_the_argument_and_input():
+    with pytest.raises(nbscale.SerializationError, match="argument 0 of input 0"):
+        identity.remote(x for x in range(3))
+    with pytest.raises(nbscale.SerializationError, match="argument 0 of input 2"):
+        list(identity.map([1, 2, threading.Lock()]))
+
+
+def test_unpicklable_result_is_a_serialization_error():
+    with pytest.raises(nbscale.SerializationError, match="result of input 0 cannot be pickled"):
+        returns_lock.remote(0)
+
+
+def test_failing_input_iterator_raises_its_own_error():
+    def inputs():
+        yield 1
+        yield 2
+        raise KeyError("iterator broke")
+
+    with pytest.raises(KeyError, match="iterator broke"):
+        list(identity.map(inputs()))
+
+
+def test_invalid_settings_are_rejected_at_decoration():
+    with pytest.raises(nbscale.InvalidError, match="min_containers"):
+        app.function(min_containers=3, max_containers=1)(lambda x: x)
+    with pytest.raises(nbscale.InvalidError, match="timeout"):
+        app.function(timeout=None)(lambda x: x)
+    with pytest.raises(nbscale.InvalidError, match="backoff_coefficient"):
+        nbscale.Retries(max_retries=1, backoff_coefficient=0.5)
+    with pytest.raises(TypeError):
+        app.function(type("K", (), {}))
+
+
+def test_public_surface_is_explicit_and_sorted():
+    assert nbscale.__all__ == sorted(nbscale.__all__)
+    for name in nbscale.__all__:
+        assert hasattr(nbscale, name)
+    for name in (n for n in nbscale.__all__ if n.endswith("Error")):
+        assert issubclass(getattr(nbscale, name), nbscale.NbscaleError)
+    assert issubclass(nbscale.FunctionTimeoutError, TimeoutError)
