@@ -170,7 +170,7 @@ class Nbscale(Peer):
 
     def start(self) -> None:
         app = self._nbscale.App("bench")
-        self._functions = {
+        self._functions: dict[Fn, Any] = {
             fn: app.function(max_containers=WORKERS, min_containers=WORKERS)(fn)
             for fn in (workloads.noop, workloads.sleep10ms, workloads.array_nbytes)
         }

@@ -447,18 +447,18 @@ def csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--peers", type=csv_list(tuple(PEERS)), default=list(PEERS))
     parser.add_argument("--workloads", type=csv_list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--quick", action="store_true", help="one timed run, fewer calls")
     parser.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--cold", choices=PEERS, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser.parse_args()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main() -> None:
+    args = parse_args()
     settings = QUICK if args.quick else FULL
     if args.child:
         pool_child(args.child, args.workloads, settings)

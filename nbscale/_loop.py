@@ -49,6 +49,10 @@ class LoopThread:
             raise RuntimeError("blocking nbscale call made from nbscale's own loop")
         future = self.submit(coro)
         try:
+            # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
+            # another thread (or by ``_thread.interrupt_main``) is only seen between waits.
+            while not concurrent.futures.wait([future], timeout=0.2).done:
+                pass
             return future.result()
         except KeyboardInterrupt:
             future.cancel()

@@ -367,7 +367,10 @@ class Pulse(threading.Thread):
     def __init__(self, worker: Worker) -> None:
         super().__init__(name="nbscale-pulse", daemon=True)
         self.worker = worker
-        self.sock = _connect(worker.ctx, worker.cfg, worker.cfg.worker_id + ":pulse")
+        # A context of its own: on timeout it is terminated, which flushes the report out
+        # before the process ends, without touching the main thread's socket.
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.sock = _connect(self.ctx, worker.cfg, worker.cfg.worker_id + ":pulse")
 
     def run(self) -> None:
         w = self.worker
@@ -401,6 +404,7 @@ class Pulse(threading.Thread):
                 self._send(protocol.Outputs([item]), [b""])
                 self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
                 self.sock.close(linger=2000)
+                self.ctx.term()
                 os._exit(3)
 
 

@@ -30,15 +30,16 @@ class Channel:
         self.loop = loop or asyncio.get_running_loop()
         self._drain_scheduled = False
         self._closed = False
-        self.loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self.loop.add_reader(sock.getsockopt(zmq.FD), self.drain)
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
         if not self._drain_scheduled and not self._closed:
             self._drain_scheduled = True
-            self.loop.call_soon(self._drain)
+            self.loop.call_soon(self.drain)
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Handle every message waiting on the socket now."""
         self._drain_scheduled = False
         sock = self.sock
         while not self._closed:

@@ -699,6 +699,7 @@ class ControlPlane:
 
     def _check_workers(self, now: float) -> None:
         cfg = self.config
+        self.workers_channel.drain()  # what a worker said before it exited counts first
         for w in list(self.workers.values()):
             code = self.launcher.exit_code(w.handle)
             if code is not None:
