@@ -11,7 +11,7 @@
 """
 
 from ._app import App, concurrent
-from ._client import shutdown
+from ._client import shutdown, status
 from ._function import Function, FunctionCall, FunctionStats
 from ._retries import Retries
 from .exceptions import (
@@ -52,4 +52,5 @@ __all__ = [
     "__version__",
     "concurrent",
     "shutdown",
+    "status",
 ]

@@ -108,6 +108,7 @@ class Client:
         self.channel.close()
         if self.control_plane is not None:
             await self.control_plane.stop()
+        self.ctx.term()
 
 
 def _with_rid(msg: protocol.Message, rid: int) -> protocol.Message:
@@ -170,6 +171,21 @@ async def _shutdown() -> None:
     client, _client = _client, None
     if client is not None:
         await client.close()
+
+
+async def _status() -> dict[str, Any]:
+    client = await get_client()
+    info = dict(client.server_info)
+    stats, _ = await client.request(protocol.GetStats(0, None))
+    info["mode"] = client.mode
+    info["pools"] = stats["pools"]
+    return info
+
+
+def status() -> dict[str, Any]:
+    """Which control plane this process uses (embedded or the Jupyter server's), its
+    endpoints and launcher, and the state of every pool."""
+    return get_loop().run(_status())
 
 
 def shutdown() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -163,6 +164,9 @@ class ControlPlane:
             "worker_endpoint": self.worker_endpoint,
             "launcher": self.launcher.name,
             "pid": os.getpid(),
+            "limits": dataclasses.asdict(self.config.limits),
+            # public by nature: workers need it to verify the server; it grants nothing
+            "worker_public_key": self.server_keys.public if self.allow_list else None,
         }
 
     # --- socket plumbing ----------------------------------------------------------------

@@ -1,0 +1,116 @@
+"""Only authenticated peers are served: CurveZMQ over TCP, private ipc directories locally."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import stat
+from pathlib import Path
+
+import pytest
+import zmq
+
+import nbscale
+from conftest import wait_until
+from nbscale_runtime import protocol
+
+app = nbscale.App("test-security")
+
+
+@app.function(max_containers=1, scaledown_window=30)
+def double(x):
+    return 2 * x
+
+
+@app.function(max_containers=1, scaledown_window=30)
+def slow_double(x):
+    import time
+
+    time.sleep(1.0)
+    return 2 * x
+
+
+class _Exploit:
+    """Unpickling this creates a file: proof that someone unpickled attacker bytes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _rogue_messages(call_id: str, marker: str) -> list[list[bytes]]:
+    evil = pickle.dumps(_Exploit(marker))
+    register = protocol.Register("wk-rogue", "pl-x", protocol.PROTOCOL_VERSION, "3.11.0", "3.1", 1, [])
+    item = [call_id, 0, 1, protocol.STATUS_OK, 0, len(evil), 0, 0.0, "wk-rogue", ""]
+    outputs = protocol.Outputs([item])
+    return [protocol.encode(register), protocol.encode(outputs, [evil])]
+
+
+def _rogue_peer(ctx: zmq.Context, endpoint: str, curve_server_key: str | None) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if curve_server_key:
+        public, secret = zmq.curve_keypair()  # a key pair the control plane never issued
+        sock.curve_serverkey = curve_server_key.encode()
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+    sock.connect(endpoint)
+    return sock
+
+
+@pytest.mark.parametrize("with_curve_client", [False, True], ids=["no-key", "unknown-key"])
+def test_unauthenticated_worker_peer_gets_nothing_and_cannot_inject(
+    fresh_plane, tmp_path, with_curve_client
+):
+    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp")
+    assert list(double.map(range(5))) == [0, 2, 4, 6, 8]  # real workers authenticate fine
+    info = nbscale.status()
+    endpoint = info["worker_endpoint"]
+    assert endpoint.startswith("tcp://127.0.0.1:")  # loopback, never 0.0.0.0
+    server_key = info["worker_public_key"] if with_curve_client else None
+
+    call = slow_double.spawn(21)
+    marker = str(tmp_path / "pwned")
+    ctx = zmq.Context()
+    try:
+        sock = _rogue_peer(ctx, endpoint, server_key)
+        for frames in _rogue_messages(call.object_id, marker):
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # no connection was ever allowed: nothing could be queued
+        assert not sock.poll(1000)  # the control plane never answers it
+        sock.close()
+    finally:
+        ctx.term()
+    assert call.get(timeout=30) == 42  # the real result, not the injected one
+    assert not os.path.exists(marker)
+    assert double.remote(4) == 8  # the control plane keeps serving
+
+
+def test_worker_keys_travel_in_a_private_file_not_argv_or_environment(fresh_plane):
+    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp")
+    double.remote(1)
+    wait_until(lambda: double.get_current_stats().containers["idle"] == 1)
+    worker = double.get_current_stats().workers[0]
+    pid = worker["pid"]
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    config_path = cmdline[cmdline.index(b"--config") + 1].decode()
+    mode = stat.S_IMODE(os.stat(config_path).st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(config_path)).st_mode) == 0o700
+    secret = json.loads(Path(config_path).read_text())["secret_key"].encode()
+    assert secret and secret not in b" ".join(cmdline) and secret not in environ
+
+
+def test_local_endpoints_live_in_a_private_directory(fresh_plane):
+    fresh_plane()
+    double.remote(1)
+    endpoint = nbscale.status()["worker_endpoint"]
+    assert endpoint.startswith("ipc://")
+    directory = os.path.dirname(endpoint[len("ipc://") :])
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700

@@ -1,0 +1,67 @@
+"""``.map()`` is lazy and streams: bounded client memory for huge inputs."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+import nbscale
+
+app = nbscale.App("test-streaming")
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def inc(x):
+    return x + 1
+
+
+@pytest.mark.slow
+def test_map_of_100000_inputs_pulls_its_iterator_only_as_far_as_the_window():
+    pulled = 0
+
+    def inputs():
+        nonlocal pulled
+        for i in range(100_000):
+            pulled = i + 1
+            yield i
+
+    window = nbscale.status()["limits"]["max_inputs_in_flight_per_map"]
+    ahead = 0
+    total = 0
+    for consumed, value in enumerate(inc.map(inputs()), start=1):
+        assert value == consumed  # in order, nothing lost or repeated
+        ahead = max(ahead, pulled - consumed)
+        total = consumed
+    assert total == 100_000
+    # never more than one window (plus the chunk being pickled) pulled ahead of the consumer
+    assert ahead <= window + 256
+
+
+def test_map_does_not_start_until_iterated():
+    pulled = []
+
+    def inputs():
+        for i in range(3):
+            pulled.append(i)
+            yield i
+
+    results = inc.map(inputs())
+    time.sleep(0.3)
+    assert pulled == []
+    assert list(results) == [1, 2, 3]
+
+
+def test_results_stream_while_later_inputs_are_still_produced():
+    def slow_inputs():
+        for i in itertools.count():
+            if i == 5:
+                return
+            yield i
+            time.sleep(0.3)
+
+    start = time.monotonic()
+    first = next(iter(inc.map(slow_inputs())))
+    assert first == 1
+    assert time.monotonic() - start < 1.2  # did not wait for the whole iterator (1.5 s)
