@@ -1,13 +1,13 @@
 """nbscale: Modal-style scaling of notebook functions on your own machines.
 
-    import nbscale
-    app = nbscale.App("sweep")
+import nbscale
+app = nbscale.App("sweep")
 
-    @app.function(max_containers=8)
-    def evaluate_model(x):
-        return x ** 2
+@app.function(max_containers=8)
+def evaluate_model(x):
+    return x ** 2
 
-    list(evaluate_model.map(range(1000)))
+list(evaluate_model.map(range(1000)))
 """
 
 from ._app import App, concurrent

@@ -29,7 +29,7 @@ class _Bound(Generic[T]):
         return await get_loop().run_aio(self._fn(self._obj, *args, **kwargs))
 
 
-class aio_method(Generic[T]):  # noqa: N801 - used as a decorator, like property
+class aio_method(Generic[T]):
     """Decorator for an ``async def`` method: a blocking call plus an ``.aio`` twin."""
 
     def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]]) -> None:
@@ -42,6 +42,6 @@ class aio_method(Generic[T]):  # noqa: N801 - used as a decorator, like property
         return _Bound(self._fn, obj)
 
 
-class aio_classmethod(aio_method[T]):  # noqa: N801
+class aio_classmethod(aio_method[T]):
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         return _Bound(self._fn, owner)

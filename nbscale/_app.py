@@ -97,7 +97,7 @@ class App:
             if not callable(raw):
                 raise TypeError(f"@app.function needs a function, got {raw!r}")
             concurrency = getattr(raw, "__nbscale_concurrent__", {})
-            fn_name = name or getattr(raw, "__qualname__", getattr(raw, "__name__", "function"))
+            fn_name: str = name or getattr(raw, "__qualname__", None) or repr(raw)
             fn = Function(raw, fn_name, validate_options({**options, **concurrency}, raw))
             self.registered_functions[fn_name] = fn
             return fn

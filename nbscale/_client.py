@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -112,9 +113,7 @@ class Client:
 
 
 def _with_rid(msg: protocol.Message, rid: int) -> protocol.Message:
-    import dataclasses
-
-    return dataclasses.replace(msg, rid=rid)  # type: ignore[type-var]
+    return dataclasses.replace(msg, rid=rid)  # type: ignore[call-arg]
 
 
 _client: Client | None = None
@@ -154,7 +153,7 @@ async def _connect() -> Client:
         atexit.register(_shutdown_at_exit)
     try:
         await asyncio.wait_for(client.hello(), timeout=_config.get("connect_timeout"))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await client.close()
         raise ControlPlaneError(
             f"no answer from the control plane at {client.endpoint} within "

@@ -40,11 +40,15 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting("connect_timeout", 10.0, float, "Seconds to wait for the control plane."),
         Setting(
-            "max_workers", None, _optional_int,
+            "max_workers",
+            None,
+            _optional_int,
             "Most workers the embedded control plane runs at once (default: CPU count).",
         ),
         Setting(
-            "worker_transport", "ipc", _choice("ipc", "tcp"),
+            "worker_transport",
+            "ipc",
+            _choice("ipc", "tcp"),
             "How local workers reach the embedded control plane: ipc (private directory) "
             "or tcp (CurveZMQ on loopback).",
         ),

@@ -38,7 +38,7 @@ class FunctionStats:
 
 def _zip_inputs(iterables: tuple[Iterable[Any], ...], kwargs: dict[str, Any] | None) -> Inputs:
     kw = dict(kwargs or {})
-    return ((args, kw) for args in zip(*iterables))
+    return ((args, kw) for args in zip(*iterables, strict=False))
 
 
 def _star_inputs(iterable: Iterable[Any], kwargs: dict[str, Any] | None) -> Inputs:
@@ -254,8 +254,13 @@ class _MapMethod:
         self._make_inputs = make_inputs
         self._star = star
 
-    def _results(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
-                 order_outputs: bool, return_exceptions: bool) -> MapResults:
+    def _results(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        order_outputs: bool,
+        return_exceptions: bool,
+    ) -> MapResults:
         if self._star:
             if len(args) != 1:
                 raise InvalidError("starmap takes one iterable of argument tuples")
@@ -384,7 +389,7 @@ class FunctionCall:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
         value["outputs"] = [
             decode(item, data, bufs, value["function"], value["timeout"])
-            for item, (data, bufs) in zip(items, parts)
+            for item, (data, bufs) in zip(items, parts, strict=False)
         ]
         return value  # type: ignore[no-any-return]
 
@@ -403,22 +408,21 @@ class FunctionCall:
             raise CallCancelledError(f"function call {self.object_id} was cancelled")
         raise TimeoutError(f"function call {self.object_id}: input {index} not done in {timeout} s")
 
-    def iter(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
-        """The results in input order, each as soon as it and those before it are done."""
-        agen = self.iter_on_loop(start, end)
-        lt = get_loop()
-        while True:
-            try:
-                yield lt.run(agen.__anext__())
-            except StopAsyncIteration:
-                return
+    @property
+    def iter(self) -> _CallIter:
+        """``call.iter(start=0, end=None)``: the results in input order, each as soon as it
+        and those before it are done; ``call.iter.aio(...)`` is its async twin."""
+        return _CallIter(self)
 
     async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
         if end is None:
             end = await self._num_inputs()
         for chunk_start in range(start, end, 64):
             value = await self._fetch(chunk_start, min(end, chunk_start + 64), None)
-            if value["cancelled"] and len(value["outputs"]) < min(end, chunk_start + 64) - chunk_start:
+            if (
+                value["cancelled"]
+                and len(value["outputs"]) < min(end, chunk_start + 64) - chunk_start
+            ):
                 raise CallCancelledError(f"function call {self.object_id} was cancelled")
             for out in value["outputs"]:
                 _print_output(out, prefix=True)
@@ -442,8 +446,35 @@ class FunctionCall:
         await client.request(protocol.CancelCall(0, self.object_id))
 
     @aio_classmethod
-    async def from_id(cls, call_id: str) -> FunctionCall:
+    async def from_id(cls: type[FunctionCall], call_id: str) -> FunctionCall:  # type: ignore[misc]
         """The ``FunctionCall`` with this id (raises ``NotFoundError`` if there is none)."""
         call = cls(call_id)
         await call._fetch(0, 0, 0)
         return call
+
+
+async def _anext(agen: AsyncIterator[Any]) -> Any:
+    return await agen.__anext__()
+
+
+class _CallIter:
+    def __init__(self, call: FunctionCall) -> None:
+        self._call = call
+
+    def __call__(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
+        agen = self._call.iter_on_loop(start, end)
+        lt = get_loop()
+        while True:
+            try:
+                yield lt.run(_anext(agen))
+            except StopAsyncIteration:
+                return
+
+    async def aio(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        agen = self._call.iter_on_loop(start, end)
+        lt = get_loop()
+        while True:
+            try:
+                yield await lt.run_aio(_anext(agen))
+            except StopAsyncIteration:
+                return

@@ -108,9 +108,11 @@ class Invocation:
                 if bounded:
                     # Wait for a worthwhile chunk of room, not for each freed slot: sending a
                     # few inputs per message would cap throughput at the messaging rate.
-                    while self.window - (self.submitted - self.consumed) < min(
-                        _CHUNK, self.window // 4 or 1
-                    ) and self.submitted > self.consumed:
+                    while (
+                        self.window - (self.submitted - self.consumed)
+                        < min(_CHUNK, self.window // 4 or 1)
+                        and self.submitted > self.consumed
+                    ):
                         self._room.clear()
                         await self._room.wait()
                 room = self.window - (self.submitted - self.consumed) if bounded else _CHUNK
@@ -141,7 +143,7 @@ class Invocation:
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
         batch = []
-        for item, (data, bufs) in zip(items, parts):
+        for item, (data, bufs) in zip(items, parts, strict=False):
             out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
             if not self.order_outputs:
                 batch.append(out)

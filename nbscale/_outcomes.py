@@ -7,14 +7,13 @@ line cache, so a notebook cell's lines show), and a note saying where it ran.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from tblib import Traceback
-
-_DYNAMIC = "<dynamic-code>"  # cloudpickle's file name for code shipped by value
 
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import load
@@ -26,6 +25,8 @@ from .exceptions import (
     WorkerLostError,
     from_wire,
 )
+
+_DYNAMIC = "<dynamic-code>"  # cloudpickle's file name for code shipped by value
 
 
 @dataclass(slots=True)
@@ -78,8 +79,10 @@ def _value(
         return load(data, buffers)
     if status in (protocol.STATUS_ERROR, protocol.STATUS_INIT_FAILED):
         exc = rebuild_exception(bytes(data), code_files)
-        where = "while loading the function" if status == protocol.STATUS_INIT_FAILED else (
-            f"input {index}, attempt {attempt}"
+        where = (
+            "while loading the function"
+            if status == protocol.STATUS_INIT_FAILED
+            else (f"input {index}, attempt {attempt}")
         )
         _note(exc, f"(raised remotely in {function} on worker {worker_id}, {where})")
         return exc
@@ -155,10 +158,8 @@ def code_files_of(fn: Any) -> dict[str, str]:
         if code is None or code.co_name in files:
             continue
         files[code.co_name] = code.co_filename
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             todo += [v for v in inspect.getclosurevars(f).globals.values() if callable(v)]
-        except (TypeError, ValueError):
-            pass
     return files
 
 

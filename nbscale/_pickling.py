@@ -66,8 +66,9 @@ def _parameters(fn: Any) -> list[tuple[str, inspect.Parameter]]:
     return [(k, p) for k, p in params.items() if p.default is not inspect.Parameter.empty]
 
 
-def add_input(writer: PayloadWriter, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-              ) -> tuple[int, int, int]:
+def add_input(
+    writer: PayloadWriter, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[int, int, int]:
     """Pickle one input's ``(args, kwargs)`` into ``writer``; SerializationError names the
     argument that cannot be pickled."""
     try:

@@ -27,7 +27,9 @@ class Retries:
                 f"backoff_coefficient must be between 1.0 and 10.0, got {self.backoff_coefficient}"
             )
         if not 0.0 <= self.initial_delay <= 60.0:
-            raise InvalidError(f"initial_delay must be between 0 and 60 s, got {self.initial_delay}")
+            raise InvalidError(
+                f"initial_delay must be between 0 and 60 s, got {self.initial_delay}"
+            )
         if not 1.0 <= self.max_delay <= 60.0:
             raise InvalidError(f"max_delay must be between 1 and 60 s, got {self.max_delay}")
 

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import time
 
-import nbscale
 from conftest import wait_until
+
+import nbscale
 
 app = nbscale.App("test-calls")
 
@@ -161,6 +162,7 @@ def test_aio_twins_of_every_call():
         assert await many.num_inputs.aio() == 3
         found = await nbscale.FunctionCall.from_id.aio(many.object_id)
         assert await found.get.aio(timeout=30, index=2) == 4
+        assert [x async for x in found.iter.aio(start=1)] == [1, 4]
         stats = await square.get_current_stats.aio()
         assert stats.backlog == 0
         settings = await square.update_autoscaler.aio(scaledown_window=5)
@@ -184,8 +186,6 @@ def test_works_from_python_dash_c():
         "f = app.function(max_containers=2)(lambda x: x * 3)\n"
         "print(list(f.map(range(4))), f.remote(5))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 3, 6, 9] 15"

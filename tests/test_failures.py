@@ -7,11 +7,12 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 import nbscale
-from conftest import wait_until
 
 app = nbscale.App("test-failures")
 quick_retries = nbscale.Retries(max_retries=2, backoff_coefficient=1.0, initial_delay=0.0)
@@ -19,7 +20,7 @@ quick_retries = nbscale.Retries(max_retries=2, backoff_coefficient=1.0, initial_
 
 def _bump(path: str) -> int:
     """Count attempts in a file: returns how many there were before this one."""
-    before = int(open(path).read()) if os.path.exists(path) else 0
+    before = int(Path(path).read_text()) if os.path.exists(path) else 0
     with open(path, "w") as f:
         f.write(str(before + 1))
     return before

@@ -62,5 +62,5 @@ def test_blocking_map_remote_and_spawn_work_in_a_running_kernel(kernel):
 
 def test_top_level_await_of_the_aio_twins_in_a_kernel(kernel):
     _run(kernel, CELL)
-    out, errors = _run(kernel, AWAIT_CELL)
+    out, _errors = _run(kernel, AWAIT_CELL)
     assert "ASYNC [0, 1, 8] 64" in out

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import wait_until
 
 import nbscale
-from conftest import wait_until
 
 app = nbscale.App("test-limits")
 

@@ -7,8 +7,9 @@ import os
 import threading
 import time
 
-import nbscale
 from conftest import wait_until
+
+import nbscale
 
 app = nbscale.App("test-scaling")
 

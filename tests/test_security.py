@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import zmq
+from conftest import wait_until
 
 import nbscale
-from conftest import wait_until
 from nbscale_runtime import protocol
 
 app = nbscale.App("test-security")
@@ -43,7 +44,9 @@ class _Exploit:
 
 def _rogue_messages(call_id: str, marker: str) -> list[list[bytes]]:
     evil = pickle.dumps(_Exploit(marker))
-    register = protocol.Register("wk-rogue", "pl-x", protocol.PROTOCOL_VERSION, "3.11.0", "3.1", 1, [])
+    register = protocol.Register(
+        "wk-rogue", "pl-x", protocol.PROTOCOL_VERSION, "3.11.0", "3.1", 1, []
+    )
     item = [call_id, 0, 1, protocol.STATUS_OK, 0, len(evil), 0, 0.0, "wk-rogue", ""]
     outputs = protocol.Outputs([item])
     return [protocol.encode(register), protocol.encode(outputs, [evil])]
@@ -78,10 +81,9 @@ def test_unauthenticated_worker_peer_gets_nothing_and_cannot_inject(
     try:
         sock = _rogue_peer(ctx, endpoint, server_key)
         for frames in _rogue_messages(call.object_id, marker):
-            try:
+            # with no connection ever allowed, nothing can even be queued
+            with contextlib.suppress(zmq.Again):
                 sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # no connection was ever allowed: nothing could be queued
         assert not sock.poll(1000)  # the control plane never answers it
         sock.close()
     finally:

@@ -30,7 +30,15 @@ def other_cloudpickle_python(tmp_path_factory) -> str:
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = str(Path(venv) / "bin" / "python")
     subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"cloudpickle=={other}"],
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"cloudpickle=={other}",
+        ],
         check=True,
         timeout=240,
     )

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 PROTOCOL_VERSION = 1
 
@@ -38,6 +38,9 @@ STATUS_SERIALIZATION = "serialization-error"  # the result could not be pickled
 _REGISTRY: dict[str, type[Message]] = {}
 
 
+_M = TypeVar("_M")
+
+
 class ProtocolError(Exception):
     """Raised when a peer sends a frame sequence this module cannot decode."""
 
@@ -47,15 +50,16 @@ class Message:
     op: ClassVar[str] = ""
 
 
-def op(name: str) -> Any:
+@dataclass_transform(frozen_default=True)
+def op(name: str) -> Callable[[type[_M]], type[_M]]:
     """Class decorator: a frozen slotted message dataclass registered under ``name``."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: type[_M]) -> type[_M]:
         if name in _REGISTRY:
             raise RuntimeError(f"duplicate op {name!r}")
         cls.op = name  # type: ignore[attr-defined]
         made = dataclasses.dataclass(frozen=True, slots=True)(cls)
-        _REGISTRY[name] = made
+        _REGISTRY[name] = made  # type: ignore[assignment]
         return made
 
     return wrap

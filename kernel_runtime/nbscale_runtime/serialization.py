@@ -57,7 +57,9 @@ class PayloadWriter:
             self._pickler.clear_memo()
         return start, self._blob.tell() - start, len(self._buffers) - nbufs
 
-    def add_raw(self, data: bytes | memoryview, buffers: Sequence[Any] = ()) -> tuple[int, int, int]:
+    def add_raw(
+        self, data: bytes | memoryview, buffers: Sequence[Any] = ()
+    ) -> tuple[int, int, int]:
         """Append an already pickled object (and its buffers) without looking inside."""
         start = self._blob.tell()
         self._blob.write(data)
@@ -112,7 +114,7 @@ def dump_exception(exc: BaseException, skip_frames: int = 0) -> bytes:
     """
     try:
         exc_bytes: bytes | None = dumps(exc)
-        pickle.loads(exc_bytes)  # an exception whose __init__ rejects its args fails here
+        pickle.loads(exc_bytes or b"")  # an exception whose __init__ rejects its args fails here
     except Exception:
         exc_bytes = None
     tb = exc.__traceback__

@@ -209,7 +209,7 @@ class Worker:
     def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
         addresses = [(item[3], item[4], item[5]) for item in msg.items]
         parts = split_payload(payload, addresses)
-        for item, (data, buffers) in zip(msg.items, parts):
+        for item, (data, buffers) in zip(msg.items, parts, strict=False):
             self.queue.append(_Input(item[0], item[1], item[2], data, buffers))
         self.demand = max(0, self.demand - len(msg.items))
 
@@ -314,8 +314,8 @@ class Worker:
         self._record(item, status, result, seconds, stdout)
 
     def _record(self, item: _Input, status: str, result: Any, seconds: float, out: str) -> None:
-        self.avg_seconds = seconds if self.avg_seconds is None else (
-            0.8 * self.avg_seconds + 0.2 * seconds
+        self.avg_seconds = (
+            seconds if self.avg_seconds is None else (0.8 * self.avg_seconds + 0.2 * seconds)
         )
         self.done.append((item, status, result, seconds, out))
 
@@ -355,8 +355,16 @@ class Worker:
             else:
                 where = writer.add_raw(b"")
             items.append(
-                [item.call_id, item.index, item.attempt, status, *where, seconds,
-                 self.cfg.worker_id, stdout]
+                [
+                    item.call_id,
+                    item.index,
+                    item.attempt,
+                    status,
+                    *where,
+                    seconds,
+                    self.cfg.worker_id,
+                    stdout,
+                ]
             )
         self._send(protocol.Outputs(items), writer.frames())
 
@@ -399,8 +407,18 @@ class Pulse(threading.Thread):
         w = self.worker
         for key, (started, attempt) in list(w.running.items()):
             if now - started > w.timeout:
-                item = [key[0], key[1], attempt, STATUS_TIMEOUT, 0, 0, 0, now - started,
-                        w.cfg.worker_id, ""]
+                item = [
+                    key[0],
+                    key[1],
+                    attempt,
+                    STATUS_TIMEOUT,
+                    0,
+                    0,
+                    0,
+                    now - started,
+                    w.cfg.worker_id,
+                    "",
+                ]
                 self._send(protocol.Outputs([item]), [b""])
                 self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
                 self.sock.close(linger=2000)

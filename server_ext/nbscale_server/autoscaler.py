@@ -39,8 +39,7 @@ class AutoscalerSettings:
             raise ValueError(f"max_containers must be an int >= 1 or None, got {mx!r}")
         if mx is not None and self.min_containers > mx:
             raise ValueError(
-                f"min_containers ({self.min_containers}) cannot exceed "
-                f"max_containers ({mx})"
+                f"min_containers ({self.min_containers}) cannot exceed max_containers ({mx})"
             )
         sw = self.scaledown_window
         if isinstance(sw, bool) or not isinstance(sw, (int, float)) or sw <= 0:
@@ -131,8 +130,13 @@ class AutoscalerCore:
         if len(live) > want:
             window = self.settings.scaledown_window
             expired = sorted(
-                (w for w in live if w.state == "idle" and w.idle_since is not None
-                 and now - w.idle_since >= window),
+                (
+                    w
+                    for w in live
+                    if w.state == "idle"
+                    and w.idle_since is not None
+                    and now - w.idle_since >= window
+                ),
                 key=lambda w: w.idle_since or 0.0,
             )
             surplus = expired[: len(live) - want]
@@ -152,9 +156,7 @@ class AutoscalerCore:
         times = [self._retry_at] if self._retry_at > now else []
         window = self.settings.scaledown_window
         times += [
-            w.idle_since + window
-            for w in workers
-            if w.state == "idle" and w.idle_since is not None
+            w.idle_since + window for w in workers if w.state == "idle" and w.idle_since is not None
         ]
         future = [t for t in times if t > now]
         return min(future) if future else None

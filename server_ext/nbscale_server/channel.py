@@ -30,7 +30,7 @@ class Channel:
         self.loop = loop or asyncio.get_running_loop()
         self._drain_scheduled = False
         self._closed = False
-        self.loop.add_reader(sock.getsockopt(zmq.FD), self.drain)
+        self.loop.add_reader(sock.fileno(), self.drain)
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
@@ -69,7 +69,7 @@ class Channel:
         if self._closed:
             return
         self._closed = True
-        self.loop.remove_reader(self.sock.getsockopt(zmq.FD))
+        self.loop.remove_reader(self.sock.fileno())
         self.sock.close(0)
 
 

@@ -29,7 +29,6 @@ import zmq
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     STATUS_INIT_FAILED,
-    STATUS_LOST,
     STATUS_REJECTED,
 )
 from nbscale_runtime.serialization import PayloadWriter, split_payload
@@ -295,12 +294,14 @@ class ControlPlane:
         spawned = call.kind == "spawn"
         records = [
             InputRecord(call.call_id, item[0], data, bufs, spawned=spawned)
-            for item, (data, bufs) in zip(accepted, parts)
+            for item, (data, bufs) in zip(accepted, parts, strict=False)
         ]
         call.submitted += len(records)
         if pool.broken:
             now = time.monotonic()
-            self._deliver(pool, [(Outcome(r, pool.broken[0], True), pool.broken[1]) for r in records], now)
+            self._deliver(
+                pool, [(Outcome(r, pool.broken[0], True), pool.broken[1]) for r in records], now
+            )
         else:
             pool.queue.submit(records)
             self._dispatch(pool)
@@ -378,7 +379,9 @@ class ControlPlane:
             w.clean_exit = True
             w.state = "draining"
             if msg.reason == "init-failed":
-                self._break_pool(self.pools[w.pool_id], STATUS_INIT_FAILED, bytes(payload[0].buffer), now)
+                self._break_pool(
+                    self.pools[w.pool_id], STATUS_INIT_FAILED, bytes(payload[0].buffer), now
+                )
 
     def _on_register(self, w: WorkerState, msg: protocol.Register, now: float) -> None:
         pool = self.pools[w.pool_id]
@@ -425,8 +428,8 @@ class ControlPlane:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in msg.items])
         settled: dict[str, list[tuple[Outcome, Any, list[Any], list[Any]]]] = defaultdict(list)
         touched: set[str] = set()
-        for item, (data, bufs) in zip(msg.items, parts):
-            call_id, index, attempt, status, *_ , worker_id, _stdout = item
+        for item, (data, bufs) in zip(msg.items, parts, strict=False):
+            call_id, index, attempt, status, *_, worker_id, _stdout = item
             w = self.workers.get(worker_id)
             if w is None:
                 continue
@@ -488,10 +491,21 @@ class ControlPlane:
 
     def _deliver(self, pool: Pool, outcomes: list[tuple[Outcome, bytes]], now: float) -> None:
         """Deliver control-plane-made outcomes (lost, rejected, ...) with their payloads."""
-        rows = []
+        rows: list[tuple[Outcome, Any, list[Any], list[Any]]] = []
         for outcome, data in outcomes:
             r = outcome.record
-            item = [r.call_id, r.index, r.attempt, outcome.status, 0, 0, 0, 0.0, r.worker_id or "", ""]
+            item = [
+                r.call_id,
+                r.index,
+                r.attempt,
+                outcome.status,
+                0,
+                0,
+                0,
+                0.0,
+                r.worker_id or "",
+                "",
+            ]
             rows.append((outcome, data, [], item))
         self._deliver_items(pool, rows, now)
 
@@ -522,7 +536,9 @@ class ControlPlane:
             for item, data, bufs in entries:
                 offset, length, nbufs = writer.add_raw(data, bufs)
                 items.append([*item[:4], offset, length, nbufs, *item[7:]])
-            self._send(self.clients, owner, protocol.encode(protocol.Outputs(items), writer.frames()))
+            self._send(
+                self.clients, owner, protocol.encode(protocol.Outputs(items), writer.frames())
+            )
         for call in finished.values():
             self._maybe_finish(call)
 
@@ -539,12 +555,19 @@ class ControlPlane:
                 continue
             writer = PayloadWriter()
             items = []
-            for index in sorted(i for i in call.stored if i >= start and (stop is None or i < stop)):
+            for index in sorted(
+                i for i in call.stored if i >= start and (stop is None or i < stop)
+            ):
                 item, data, bufs = call.stored[index]
                 offset, length, nbufs = writer.add_raw(data, bufs)
                 items.append([*item[:4], offset, length, nbufs, *item[7:]])
             pool = self.pools[call.pool_id]
-            value = {"items": items, **call.as_dict(), "function": pool.name, "timeout": pool.timeout}
+            value = {
+                "items": items,
+                **call.as_dict(),
+                "function": pool.name,
+                "timeout": pool.timeout,
+            }
             self._reply(identity, rid, value, writer.frames())
         call.waiters = keep
 
@@ -582,9 +605,7 @@ class ControlPlane:
     def _autoscale(self, pool: Pool, now: float) -> None:
         if pool.broken or self._closing:
             return
-        room = self._total_cap() - sum(
-            1 for w in self.workers.values() if w.state != "draining"
-        )
+        room = self._total_cap() - sum(1 for w in self.workers.values() if w.state != "draining")
         if room <= 0 and pool.queue.pending and not pool.workers:
             self._reclaim_for(pool, now)
         for instruction in pool.autoscaler.decide(now, pool.load(), pool.views(), room):
@@ -623,7 +644,12 @@ class ControlPlane:
             self._launch_failed(pool, str(exc), now)
             return False
         w = WorkerState(
-            worker_id, pool.pool_id, handle, keys.public if keys else None, config_path, now,
+            worker_id,
+            pool.pool_id,
+            handle,
+            keys.public if keys else None,
+            config_path,
+            now,
             last_seen=now,
         )
         pool.workers[worker_id] = w
@@ -734,4 +760,7 @@ def _describe_exit(code: int | None) -> str:
 
 
 def versions() -> dict[str, str]:
-    return {"python": ".".join(map(str, sys.version_info[:3])), "cloudpickle": cloudpickle.__version__}
+    return {
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "cloudpickle": cloudpickle.__version__,
+    }

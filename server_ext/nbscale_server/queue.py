@@ -119,9 +119,9 @@ class QueueCore:
         """A worker reported an attempt's outcome; None when it is stale or cancelled."""
         on_worker = self.running.get(worker_id)
         record = on_worker.get((call_id, index)) if on_worker else None
-        if record is None or record.attempt != attempt:
+        if on_worker is None or record is None or record.attempt != attempt:
             return None
-        del on_worker[(call_id, index)]  # type: ignore[arg-type]
+        del on_worker[(call_id, index)]
         if status == STATUS_CANCELLED or call_id in self.cancelled_calls:
             return None
         return self._settle(record, status, now)
@@ -181,7 +181,11 @@ class QueueCore:
 
     def _settle(self, record: InputRecord, status: str, now: float) -> Outcome:
         record.worker_id = None
-        if status != STATUS_OK and status in RETRYABLE and record.attempt <= self.retries.max_retries:
+        if (
+            status != STATUS_OK
+            and status in RETRYABLE
+            and record.attempt <= self.retries.max_retries
+        ):
             delay = self.retries.delay(record.attempt)
             self.spawn_pending += record.spawned  # pending again until retaken
             if delay <= 0:
