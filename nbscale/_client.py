@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import dataclasses
 import itertools
 import json
 import logging
@@ -37,18 +36,27 @@ OutputHandler = Callable[[list[list[Any]], list[Any]], None]
 
 
 class Client:
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, mode: str) -> None:
+    """Talks to a control plane over ZeroMQ, or, when it is embedded in this process, through
+    a direct link that hands message objects over on the same loop."""
+
+    def __init__(self, ctx: zmq.Context[Any], endpoint: str, control_plane: Any = None) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
-        self.mode = mode  # "embedded" | "server"
-        sock = unbounded(ctx.socket(zmq.DEALER))
-        sock.connect(endpoint)
+        self.control_plane = control_plane
+        self.mode = "embedded" if control_plane is not None else "server"
+        self.channel: Channel | None = None
+        if control_plane is not None:
+            self._send = control_plane.connect_local(self._on_decoded)
+        else:
+            sock = unbounded(ctx.socket(zmq.DEALER))
+            sock.connect(endpoint)
+            self.channel = Channel(sock, self._on_message)
+            channel = self.channel
+            self._send = lambda msg, payload: channel.send(protocol.encode(msg, payload))
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
         self.handlers: dict[str, OutputHandler] = {}
         self.server_info: dict[str, Any] = {}
-        self.control_plane: Any = None  # the embedded ControlPlane, if any
-        self.channel = Channel(sock, self._on_message)
 
     async def hello(self) -> None:
         msg = protocol.Hello(
@@ -66,7 +74,7 @@ class Client:
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            self.channel.send(protocol.encode(msg, payload))
+            self._send(msg, list(payload))
             return await future
         finally:
             self._pending.pop(rid, None)
@@ -77,6 +85,9 @@ class Client:
         except protocol.ProtocolError as exc:
             log.warning("nbscale: dropping a message: %s", exc)
             return
+        self._on_decoded(msg, payload)
+
+    def _on_decoded(self, msg: protocol.Message, payload: list[Any]) -> None:
         if isinstance(msg, protocol.Reply):
             future = self._pending.get(msg.rid)
             if future is None or future.done():
@@ -106,14 +117,18 @@ class Client:
                     log.exception("nbscale: error handling outputs of %s", call_id)
 
     async def close(self) -> None:
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
         if self.control_plane is not None:
             await self.control_plane.stop()
         self.ctx.term()
 
 
 def _with_rid(msg: protocol.Message, rid: int) -> protocol.Message:
-    return dataclasses.replace(msg, rid=rid)  # type: ignore[call-arg]
+    # The message was made by the caller for this request only: stamping its id in place
+    # is safe, and much cheaper than dataclasses.replace on this hot path.
+    object.__setattr__(msg, "rid", rid)
+    return msg
 
 
 _client: Client | None = None
@@ -141,15 +156,13 @@ async def _connect() -> Client:
     if path and os.path.exists(path):
         with open(path) as f:
             info = json.load(f)
-        client = Client(ctx, info["client_endpoint"], "server")
+        client = Client(ctx, info["client_endpoint"])
     else:
         from nbscale_server.control_plane import ControlPlane
 
         cp = ControlPlane(_config.control_plane_config(), ctx=ctx)
-        cp.config.client_endpoint = f"inproc://nbscale-{os.getpid()}"
         await cp.start()
-        client = Client(ctx, cp.client_endpoint, "embedded")
-        client.control_plane = cp
+        client = Client(ctx, cp.client_endpoint, control_plane=cp)
         atexit.register(_shutdown_at_exit)
     try:
         await asyncio.wait_for(client.hello(), timeout=_config.get("connect_timeout"))

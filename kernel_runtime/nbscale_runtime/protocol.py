@@ -39,6 +39,8 @@ _REGISTRY: dict[str, type[Message]] = {}
 
 
 _M = TypeVar("_M")
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_json_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class ProtocolError(Exception):
@@ -216,8 +218,10 @@ class Goodbye(Message):
 
 def encode(msg: Message, payload: Sequence[Any] = ()) -> list[Any]:
     """Frames for ``msg``: the JSON header first, then the payload frames untouched."""
-    fields = [getattr(msg, f.name) for f in dataclasses.fields(msg)]  # type: ignore[arg-type]
-    header = json.dumps([msg.op, *fields], separators=(",", ":")).encode()
+    names = _FIELDS.get(type(msg))
+    if names is None:
+        names = _FIELDS[type(msg)] = tuple(f.name for f in dataclasses.fields(msg))  # type: ignore[arg-type]
+    header = _json_encode([msg.op, *[getattr(msg, n) for n in names]]).encode()
     return [header, *payload]
 
 

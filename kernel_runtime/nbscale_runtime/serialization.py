@@ -31,9 +31,7 @@ class PayloadWriter:
     def __init__(self) -> None:
         self._blob = io.BytesIO()
         self._buffers: list[Any] = []
-        self._pickler = cloudpickle.CloudPickler(
-            self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
-        )
+        self._pickler: cloudpickle.CloudPickler | None = None  # made on first add()
 
     def _keep_buffer(self, buf: pickle.PickleBuffer) -> bool:
         raw = buf.raw()
@@ -46,6 +44,10 @@ class PayloadWriter:
         """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises."""
         start = self._blob.tell()
         nbufs = len(self._buffers)
+        if self._pickler is None:
+            self._pickler = cloudpickle.CloudPickler(
+                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
+            )
         try:
             self._pickler.dump(obj)
         except BaseException:

@@ -17,6 +17,15 @@ import zmq
 
 log = logging.getLogger("nbscale.channel")
 
+# Plain ints and the backend's getter: pyzmq's sugar wraps EVENTS in an enum, which costs more
+# than the system call on this hot path.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def _events(sock: zmq.Socket[Any]) -> int:
+    return zmq.backend.Socket.get(sock, _EVENTS)  # type: ignore[return-value]
+
 
 class Channel:
     def __init__(
@@ -42,13 +51,8 @@ class Channel:
         """Handle every message waiting on the socket now."""
         self._drain_scheduled = False
         sock = self.sock
-        while not self._closed:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            except zmq.ZMQError:
-                return
+        while not self._closed and _events(sock) & _POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             try:
                 self.on_message(frames)
             except Exception:
@@ -63,7 +67,8 @@ class Channel:
             log.warning("dropping a message: the peer is not reading")
         except zmq.ZMQError as exc:
             log.debug("send failed: %s", exc)
-        self._schedule_drain()
+        if _events(self.sock) & _POLLIN:  # reading EVENTS also re-arms the edge
+            self._schedule_drain()
 
     def close(self) -> None:
         if self._closed:

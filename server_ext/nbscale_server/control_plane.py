@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,8 @@ from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 log = logging.getLogger("nbscale.control_plane")
 
 _TICK = 0.05  # housekeeping period, seconds
+
+Deliver = Callable[[protocol.Message, list[Any]], None]
 
 
 @dataclass
@@ -96,6 +99,7 @@ class ControlPlane:
         self.allow_list: WorkerAllowList | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._waiting_calls: set[str] = set()  # calls with get-outputs waiting for a deadline
+        self.local_clients: dict[bytes, Deliver] = {}  # clients in this process, linked direct
         self._wake = asyncio.Event()
         self._closing = False
         self.client_endpoint = ""
@@ -182,17 +186,36 @@ class ControlPlane:
 
         return receive
 
-    def _send(self, channel: Channel, identity: bytes, frames: list[Any]) -> None:
-        channel.send([identity, *frames])
-
     def _send_worker(self, worker_id: str, msg: protocol.Message, payload: Any = ()) -> None:
         target = worker_id
         if isinstance(msg, (protocol.CancelInputs, protocol.Shutdown)):
             target += ":pulse"  # the pulse thread hears it even while user code runs
-        self._send(self.workers_channel, target.encode(), protocol.encode(msg, payload))
+        self.workers_channel.send([target.encode(), *protocol.encode(msg, payload)])
+
+    def _send_client(self, identity: bytes, msg: protocol.Message, payload: Any = ()) -> None:
+        local = self.local_clients.get(identity)
+        if local is not None:
+            local(msg, list(payload))
+        else:
+            self.clients.send([identity, *protocol.encode(msg, payload)])
 
     def _reply(self, identity: bytes, rid: int, value: Any, payload: Any = ()) -> None:
-        self._send(self.clients, identity, protocol.encode(protocol.Reply(rid, value), payload))
+        self._send_client(identity, protocol.Reply(rid, value), payload)
+
+    def connect_local(self, deliver: Deliver) -> Deliver:
+        """Link a client living in this process and on this loop, without sockets: messages
+        are handed over as objects, never encoded. Returns the function that sends to us."""
+        identity = f"local-{len(self.local_clients)}".encode()
+        loop = asyncio.get_running_loop()
+
+        def to_client(msg: protocol.Message, payload: list[Any]) -> None:
+            loop.call_soon(deliver, msg, payload)
+
+        def to_us(msg: protocol.Message, payload: list[Any]) -> None:
+            loop.call_soon(self._on_client, identity, msg, payload)
+
+        self.local_clients[identity] = to_client
+        return to_us
 
     # --- client requests ----------------------------------------------------------------
 
@@ -212,8 +235,7 @@ class ControlPlane:
             self._reply(identity, rid, value, frames)
 
     def _send_error(self, identity: bytes, rid: int, exc: RequestError) -> None:
-        reply = protocol.Reply(rid, None, [exc.kind, str(exc), exc.details])
-        self._send(self.clients, identity, protocol.encode(reply))
+        self._send_client(identity, protocol.Reply(rid, None, [exc.kind, str(exc), exc.details]))
 
     def _handle_hello(self, identity: bytes, msg: protocol.Hello, payload: list[Any]) -> Any:
         if msg.protocol_version != protocol.PROTOCOL_VERSION:
@@ -536,9 +558,7 @@ class ControlPlane:
             for item, data, bufs in entries:
                 offset, length, nbufs = writer.add_raw(data, bufs)
                 items.append([*item[:4], offset, length, nbufs, *item[7:]])
-            self._send(
-                self.clients, owner, protocol.encode(protocol.Outputs(items), writer.frames())
-            )
+            self._send_client(owner, protocol.Outputs(items), writer.frames())
         for call in finished.values():
             self._maybe_finish(call)
 
@@ -589,25 +609,33 @@ class ControlPlane:
     def _total_cap(self) -> int:
         return self.config.max_workers_total or max(4, 2 * (os.cpu_count() or 1))
 
+    def _room(self) -> int:
+        """How many more workers the total cap allows now."""
+        return self._total_cap() - sum(1 for w in self.workers.values() if w.state != "draining")
+
     def _reclaim_for(self, pool: Pool, now: float) -> None:
-        """The total cap is reached and ``pool`` has waiting inputs: stop idle workers that
-        other pools keep only because their scaledown window has not expired yet."""
+        """The total cap is reached and ``pool`` has waiting inputs but no worker: stop one
+        idle worker of another pool, preferring those kept only until their scaledown window
+        ends, then those kept warm by ``min_containers`` (a pool with work must not wait
+        forever behind idle workers; the warm pool refills when there is room again)."""
+        candidates = []
         for other in self.pools.values():
             if other is pool:
                 continue
             live = [w for w in other.workers.values() if w.state in ("idle", "busy", "starting")]
             surplus = len(live) - other.autoscaler.desired(other.load())
-            idle = [w for w in live if w.state == "idle"]
-            for w in idle[: max(0, surplus)]:
-                self._stop_worker(w, graceful=True)
-                return
+            candidates += [(surplus <= 0, w) for w in live if w.state == "idle"]
+        if candidates:
+            _, victim = min(candidates, key=lambda c: c[0])
+            self._stop_worker(victim, graceful=True)
 
     def _autoscale(self, pool: Pool, now: float) -> None:
         if pool.broken or self._closing:
             return
-        room = self._total_cap() - sum(1 for w in self.workers.values() if w.state != "draining")
+        room = self._room()
         if room <= 0 and pool.queue.pending and not pool.workers:
             self._reclaim_for(pool, now)
+            room = self._room()
         for instruction in pool.autoscaler.decide(now, pool.load(), pool.views(), room):
             if isinstance(instruction, LaunchWorkers):
                 for _ in range(instruction.count):
