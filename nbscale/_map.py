@@ -10,6 +10,7 @@ in batches: one thread hop per batch, not per result.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,15 +144,19 @@ class Invocation:
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
         batch = []
-        for item, (data, bufs) in zip(items, parts, strict=False):
+        held = self._held
+        for item, (data, bufs) in zip(items, parts, strict=True):
             out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
             if not self.order_outputs:
                 batch.append(out)
-                continue
-            self._held[out.index] = out
-            while self._next in self._held:
-                batch.append(self._held.pop(self._next))
+            elif out.index == self._next and not held:  # the common case: already in order
+                batch.append(out)
                 self._next += 1
+            else:
+                held[out.index] = out
+                while self._next in held:
+                    batch.append(held.pop(self._next))
+                    self._next += 1
         self.received += len(items)
         if batch:
             self.outputs.put_nowait(batch)
@@ -188,14 +193,12 @@ def _pull(
     writer = PayloadWriter()
     items: list[list[int]] = []
     deadline = time.perf_counter() + _PULL_BUDGET
+    clock = time.perf_counter
     index = start
-    for _ in range(n):
-        try:
-            args, kwargs = next(inputs)
-        except StopIteration:
-            return items, writer.frames(), True
-        items.append([index, *add_input(writer, index, args, kwargs)])
+    for args, kwargs in itertools.islice(inputs, n):
+        offset, length, nbufs = add_input(writer, index, args, kwargs)
+        items.append([index, offset, length, nbufs])
         index += 1
-        if time.perf_counter() > deadline:
-            break
-    return items, writer.frames(), False
+        if clock() > deadline:
+            return items, writer.frames(), False
+    return items, writer.frames(), index - start < n

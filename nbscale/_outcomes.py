@@ -52,6 +52,11 @@ def decode(
     that cloudpickle shipped by value (it renames their file to "<dynamic-code>")."""
     _call, index, attempt, status, _off, _len, _nbufs, duration, worker_id, stdout = item
     ok = status == protocol.STATUS_OK
+    if ok:  # the hot path, kept short
+        try:
+            return Output(index, True, load(data, buffers), stdout, worker_id, duration, attempt)
+        except Exception:
+            pass  # fall through to the error below
     try:
         value = _value(
             status, data, buffers, index, attempt, worker_id, function, timeout, code_files or {}

@@ -13,7 +13,9 @@ import io
 import sys
 from typing import Any, TextIO
 
-_current: contextvars.ContextVar[io.StringIO | None] = contextvars.ContextVar(
+# The current input's captured text, as a list of written pieces (cheaper to start than a
+# StringIO, and most inputs print nothing).
+_current: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "nbscale_capture", default=None
 )
 
@@ -26,7 +28,8 @@ class _RoutingStream(io.TextIOBase):
         target = _current.get()
         if target is None:
             return self._fallback.write(text)
-        return target.write(text)
+        target.append(text)
+        return len(text)
 
     def flush(self) -> None:
         if _current.get() is None:
@@ -55,10 +58,10 @@ def install() -> None:
 
 def start() -> contextvars.Token[Any]:
     """Begin capturing for the input running in this thread or task."""
-    return _current.set(io.StringIO())
+    return _current.set([])
 
 
 def finish(token: contextvars.Token[Any]) -> str:
-    buffer = _current.get()
+    pieces = _current.get()
     _current.reset(token)
-    return buffer.getvalue() if buffer is not None else ""
+    return "".join(pieces) if pieces else ""

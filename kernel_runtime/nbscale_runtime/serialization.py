@@ -21,6 +21,7 @@ import cloudpickle
 
 PICKLE_PROTOCOL = 5
 _OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers are cheaper to copy than to send apart
+_NO_BUFFERS: list[Any] = []  # shared, never mutated: most objects have no buffers
 
 
 class PayloadWriter:
@@ -75,6 +76,23 @@ class PayloadWriter:
         return [self._blob.getbuffer(), *self._buffers]
 
 
+def pack(
+    parts: Sequence[tuple[Any, Sequence[Any]]],
+) -> tuple[list[Any], list[tuple[int, int, int]]]:
+    """Join already pickled objects ``(pickle bytes, buffers)`` into ``[blob, *buffers]``
+    frames; returns the frames and each object's (offset, length, nbufs)."""
+    addresses = []
+    buffers: list[Any] = []
+    offset = 0
+    for data, bufs in parts:
+        length = len(data)
+        addresses.append((offset, length, len(bufs)))
+        offset += length
+        if bufs:
+            buffers.extend(bufs)
+    return [b"".join([data for data, _ in parts]), *buffers], addresses
+
+
 def split_payload(
     frames: Sequence[Any], addresses: Iterable[tuple[int, int, int]]
 ) -> list[tuple[memoryview, list[Any]]]:
@@ -86,12 +104,19 @@ def split_payload(
     parts = []
     next_buf = 0
     for offset, length, nbufs in addresses:
-        parts.append((blob[offset : offset + length], list(buffers[next_buf : next_buf + nbufs])))
-        next_buf += nbufs
+        if nbufs:
+            parts.append(
+                (blob[offset : offset + length], list(buffers[next_buf : next_buf + nbufs]))
+            )
+            next_buf += nbufs
+        else:
+            parts.append((blob[offset : offset + length], _NO_BUFFERS))
     return parts
 
 
 def load(data: Any, buffers: Sequence[Any] = ()) -> Any:
+    if not buffers:
+        return pickle.loads(data)
     return pickle.loads(data, buffers=[_view(b) for b in buffers])
 
 

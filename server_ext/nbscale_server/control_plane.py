@@ -32,7 +32,7 @@ from nbscale_runtime.protocol import (
     STATUS_INIT_FAILED,
     STATUS_REJECTED,
 )
-from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_runtime.serialization import pack, split_payload
 
 from .autoscaler import LaunchWorkers, StopWorkers
 from .channel import Channel, unbounded
@@ -461,8 +461,10 @@ class ControlPlane:
             outcome = pool.queue.report(worker_id, call_id, index, attempt, status, now)
             if outcome is not None and outcome.final:
                 settled[pool.pool_id].append((outcome, data, bufs, item))
+        # Usually the whole batch is final and for one caller: forward it as it came.
+        whole = (msg.items, payload) if len(settled) == 1 else None
         for pool_id, outcomes in settled.items():
-            self._deliver_items(self.pools[pool_id], outcomes, now)
+            self._deliver_items(self.pools[pool_id], outcomes, now, whole)
         for worker_id in touched:
             w = self.workers[worker_id]
             self._update_idle(w, now)
@@ -504,12 +506,12 @@ class ControlPlane:
                 continue
             w.want -= len(records)
             w.state, w.idle_since = "busy", None
-            writer = PayloadWriter()
-            items = []
-            for r in records:
-                offset, length, nbufs = writer.add_raw(r.data, r.buffers)
-                items.append([r.call_id, r.index, r.attempt, offset, length, nbufs])
-            self._send_worker(w.worker_id, protocol.RunInputs(items), writer.frames())
+            frames, addresses = pack([(r.data, r.buffers) for r in records])
+            items = [
+                [r.call_id, r.index, r.attempt, *where]
+                for r, where in zip(records, addresses, strict=True)
+            ]
+            self._send_worker(w.worker_id, protocol.RunInputs(items), frames)
 
     def _deliver(self, pool: Pool, outcomes: list[tuple[Outcome, bytes]], now: float) -> None:
         """Deliver control-plane-made outcomes (lost, rejected, ...) with their payloads."""
@@ -532,9 +534,14 @@ class ControlPlane:
         self._deliver_items(pool, rows, now)
 
     def _deliver_items(
-        self, pool: Pool, rows: list[tuple[Outcome, Any, list[Any], list[Any]]], now: float
+        self,
+        pool: Pool,
+        rows: list[tuple[Outcome, Any, list[Any], list[Any]]],
+        now: float,
+        whole: tuple[list[list[Any]], list[Any]] | None = None,
     ) -> None:
-        """Push final outcomes to their callers (or store them for spawned calls)."""
+        """Push final outcomes to their callers (or store them for spawned calls). ``whole``
+        is the worker's message they all came from, forwarded untouched when it can be."""
         by_owner: dict[bytes, list[tuple[list[Any], Any, list[Any]]]] = defaultdict(list)
         finished: dict[str, CallState] = {}
         for outcome, data, bufs, item in rows:
@@ -553,12 +560,10 @@ class ControlPlane:
                 by_owner[call.owner].append((item, data, bufs))
             finished[call.call_id] = call
         for owner, entries in by_owner.items():
-            writer = PayloadWriter()
-            items = []
-            for item, data, bufs in entries:
-                offset, length, nbufs = writer.add_raw(data, bufs)
-                items.append([*item[:4], offset, length, nbufs, *item[7:]])
-            self._send_client(owner, protocol.Outputs(items), writer.frames())
+            if whole is not None and len(entries) == len(whole[0]) == len(rows):
+                self._send_client(owner, protocol.Outputs(whole[0]), whole[1])
+                continue
+            self._send_client(owner, *_outputs_message(entries))
         for call in finished.values():
             self._maybe_finish(call)
 
@@ -573,22 +578,16 @@ class ControlPlane:
             if not (ready or expired or force or call.cancelled):
                 keep.append((identity, rid, start, end, deadline))
                 continue
-            writer = PayloadWriter()
-            items = []
-            for index in sorted(
-                i for i in call.stored if i >= start and (stop is None or i < stop)
-            ):
-                item, data, bufs = call.stored[index]
-                offset, length, nbufs = writer.add_raw(data, bufs)
-                items.append([*item[:4], offset, length, nbufs, *item[7:]])
+            indices = sorted(i for i in call.stored if i >= start and (stop is None or i < stop))
+            message, frames = _outputs_message([call.stored[i] for i in indices])
             pool = self.pools[call.pool_id]
             value = {
-                "items": items,
+                "items": message.items,
                 **call.as_dict(),
                 "function": pool.name,
                 "timeout": pool.timeout,
             }
-            self._reply(identity, rid, value, writer.frames())
+            self._reply(identity, rid, value, frames)
         call.waiters = keep
 
     def _maybe_finish(self, call: CallState) -> None:
@@ -769,6 +768,18 @@ class ControlPlane:
                 self.launcher.stop(w.handle, graceful=False)
             elif w.state == "draining" and now - w.last_seen > cfg.stop_grace:
                 self.launcher.stop(w.handle, graceful=False)
+
+
+def _outputs_message(
+    entries: list[tuple[list[Any], Any, list[Any]]],
+) -> tuple[protocol.Outputs, list[Any]]:
+    """An ``outputs`` message for ``(item, data, buffers)`` entries, their bytes repacked."""
+    frames, addresses = pack([(data, bufs) for _, data, bufs in entries])
+    items = [
+        [*item[:4], *where, *item[7:]]
+        for (item, _, _), where in zip(entries, addresses, strict=True)
+    ]
+    return protocol.Outputs(items), frames
 
 
 def _describe_exit(code: int | None) -> str:
