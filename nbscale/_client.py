@@ -56,6 +56,7 @@ class Client:
         self._rids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
         self.handlers: dict[str, OutputHandler] = {}
+        self.progress_handlers: dict[str, Callable[[protocol.Progress], None]] = {}
         self.server_info: dict[str, Any] = {}
 
     async def hello(self) -> None:
@@ -99,6 +100,10 @@ class Client:
                 future.set_result((msg.value, payload))
         elif isinstance(msg, protocol.Outputs):
             self._route_outputs(msg.items, payload)
+        elif isinstance(msg, protocol.Progress):
+            on_progress = self.progress_handlers.get(msg.call_id)
+            if on_progress is not None:
+                on_progress(msg)
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         first = items[0][0]

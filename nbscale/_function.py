@@ -18,6 +18,7 @@ from ._loop import get_loop
 from ._map import End, Invocation
 from ._outcomes import Output, code_files_of, decode
 from ._pickling import add_input, pickle_function
+from ._progress import CallProgress
 from .exceptions import CallCancelledError, InvalidError
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
@@ -110,7 +111,9 @@ class Function:
             self._pools[function_id] = pool_id
         return pool_id
 
-    async def _invocation(self, kind: str, order_outputs: bool = True) -> Invocation:
+    async def _invocation(
+        self, kind: str, order_outputs: bool = True, progress: CallProgress | None = None
+    ) -> Invocation:
         client = await get_client()
         pool_id = await self._pool_id(client)
         if self._code_files is None:
@@ -123,6 +126,7 @@ class Function:
             float(self.options["timeout"]),
             order_outputs,
             code_files=self._code_files,
+            progress=progress,
         )
 
     # --- single calls ------------------------------------------------------------------
@@ -295,16 +299,22 @@ class MapResults:
     Nothing runs until it is iterated."""
 
     def __init__(
-        self, fn: Function, inputs: Inputs, order_outputs: bool, return_exceptions: bool
+        self,
+        fn: Function,
+        inputs: Inputs,
+        order_outputs: bool,
+        return_exceptions: bool,
+        progress: CallProgress | None = None,
     ) -> None:
         self._fn = fn
         self._inputs = inputs
         self._order = order_outputs
         self._return_exceptions = return_exceptions
+        self.progress = progress  # filled in while the map runs, for a live view
         self.invocation: Invocation | None = None
 
     async def _start(self) -> Invocation:
-        inv = await self._fn._invocation("map", self._order)
+        inv = await self._fn._invocation("map", self._order, self.progress)
         inv.start_feeding(self._inputs)
         self.invocation = inv
         return inv

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_server.limits import Limits, describe
 
 from ._outcomes import Output, decode
 from ._pickling import add_input
+from ._progress import CallProgress
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -54,8 +56,10 @@ class Invocation:
         order_outputs: bool = True,
         call_id: str | None = None,
         code_files: dict[str, str] | None = None,
+        progress: CallProgress | None = None,
     ) -> None:
         self.code_files = code_files or {}
+        self.progress = progress
         self.client = client
         self.pool_id = pool_id
         self.kind = kind
@@ -78,6 +82,8 @@ class Invocation:
         self.feed_error: BaseException | None = None
         self.finished = False
         client.handlers[self.call_id] = self._on_outputs
+        if progress is not None:
+            client.progress_handlers[self.call_id] = self._on_progress
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -85,7 +91,9 @@ class Invocation:
         self, items: list[list[int]], frames: list[Any], total: int | None = None
     ) -> None:
         """Send one chunk; a map waits and resends while a limit refuses it."""
-        msg = protocol.SubmitInputs(0, self.call_id, self.pool_id, self.kind, items, total)
+        msg = protocol.SubmitInputs(
+            0, self.call_id, self.pool_id, self.kind, items, total, self.progress is not None
+        )
         while True:
             value, _ = await self.client.request(msg, frames)
             if value.get("cancelled"):
@@ -93,8 +101,12 @@ class Invocation:
             if value["accepted"] == len(items):
                 self.throttled_by = None
                 self.submitted += len(items)
+                if self.progress is not None:
+                    self.progress.sent(len(items), None)
                 return
             self.throttled_by = value.get("limit")
+            if self.progress is not None:
+                self.progress.sent(0, self._describe_limit(self.throttled_by))
             await asyncio.sleep(_THROTTLE_WAIT)
 
     def start_feeding(self, inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
@@ -126,6 +138,8 @@ class Invocation:
                     await self.submit(items, frames, total)
                 if exhausted:
                     self.total = index
+                    if self.progress is not None:
+                        self.progress.total = index
                     self._maybe_end()
                     return
         except asyncio.CancelledError:
@@ -141,12 +155,35 @@ class Invocation:
 
     # --- outputs ----------------------------------------------------------------------
 
+    def _describe_limit(self, limit: str | None) -> str | None:
+        if limit is None:
+            return None
+        limits = Limits(**self.client.server_info.get("limits", {}))
+        return describe(limit, limits)
+
+    def _on_progress(self, msg: protocol.Progress) -> None:
+        assert self.progress is not None
+        for worker_id, indices in msg.running:
+            self.progress.dispatched(worker_id, indices)
+        for index, attempt, status in msg.retrying:
+            self.progress.retrying(index, attempt, f"attempt {attempt} {status}")
+
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
         batch = []
         held = self._held
         for item, (data, bufs) in zip(items, parts, strict=True):
             out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
+            if self.progress is not None:
+                self.progress.finished(
+                    out.index,
+                    out.ok,
+                    out.value,
+                    out.worker_id,
+                    out.attempt,
+                    out.duration,
+                    out.stdout,
+                )
             if not self.order_outputs:
                 batch.append(out)
             elif out.index == self._next and not held:  # the common case: already in order
@@ -167,6 +204,9 @@ class Invocation:
             self.finished = True
             self.outputs.put_nowait(End())
             self.client.handlers.pop(self.call_id, None)
+            self.client.progress_handlers.pop(self.call_id, None)
+            if self.progress is not None:
+                self.progress.close(self.total)
 
     async def next_batch(self) -> list[Output] | End:
         batch = await self.outputs.get()
@@ -180,6 +220,9 @@ class Invocation:
         if self._feeder is not None and self._feeder is not asyncio.current_task():
             self._feeder.cancel()
         self.client.handlers.pop(self.call_id, None)
+        self.client.progress_handlers.pop(self.call_id, None)
+        if self.progress is not None:
+            self.progress.close()
         if not self.finished:
             self.finished = True
             if self.submitted:  # else the control plane has never heard of the call

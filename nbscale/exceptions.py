@@ -99,6 +99,7 @@ _BY_NAME: dict[str, type[NbscaleError]] = {
         VersionMismatchError,
         LaunchError,
         NotFoundError,
+        CallCancelledError,
         ControlPlaneError,
     )
 }

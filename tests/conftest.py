@@ -35,6 +35,13 @@ def fresh_plane(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]
     nbscale.shutdown()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_control_plane_per_module() -> Iterator[None]:
+    """Pools (and their warm workers) of one test module never affect the next."""
+    yield
+    nbscale.shutdown()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_control_plane_at_end() -> Iterator[None]:
     os.environ.setdefault("NBSCALE_HEARTBEAT_INTERVAL", "0.5")

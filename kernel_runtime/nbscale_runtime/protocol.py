@@ -102,6 +102,7 @@ class SubmitInputs(Message):
     kind: str
     items: list[list[int]]
     total: int | None = None
+    progress: bool = False  # the caller wants ``progress`` messages for a live view
 
 
 @op("cancel-call")
@@ -149,6 +150,16 @@ class Outputs(Message):
     [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]."""
 
     items: list[list[Any]]
+
+
+@op("progress")
+class Progress(Message):
+    """Where a call's inputs are, for live views: ``running`` is [[worker_id, [index, ...]]]
+    handed to workers; ``retrying`` is [[index, attempt, status]] failed and queued again."""
+
+    call_id: str
+    running: list[list[Any]]
+    retrying: list[list[Any]]
 
 
 # --- worker <-> control plane -------------------------------------------------------------

@@ -33,6 +33,7 @@ import cloudpickle
 import zmq
 
 from . import capture, protocol
+from .nvml import GpuMonitor
 from .protocol import (
     STATUS_CANCELLED,
     STATUS_ERROR,
@@ -120,6 +121,7 @@ class Worker:
         self.async_loop: asyncio.AbstractEventLoop | None = None
         self.async_tasks: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
         self.main_thread = threading.get_ident()
+        self.gpu_monitor = GpuMonitor()  # no-op without NVML or GPUs
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Worker:
                 python=".".join(map(str, sys.version_info[:3])),
                 cloudpickle=cloudpickle.__version__,
                 pid=os.getpid(),
-                gpus=[],
+                gpus=self.gpu_monitor.inventory(),
             )
         )
         Pulse(self).start()
@@ -387,7 +389,8 @@ class Pulse(threading.Thread):
         while True:
             now = time.monotonic()
             if now >= next_beat:
-                self._send(protocol.Heartbeat(w.cfg.worker_id, [list(k) for k in w.running], {}))
+                running = [list(k) for k in w.running]
+                self._send(protocol.Heartbeat(w.cfg.worker_id, running, w.gpu_monitor.sample()))
                 next_beat = now + interval
             self._check_timeouts(now)
             if w.cfg.parent_pid is not None and os.getppid() != w.cfg.parent_pid:

@@ -19,10 +19,10 @@ import shutil
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 import zmq
@@ -34,10 +34,12 @@ from nbscale_runtime.protocol import (
 )
 from nbscale_runtime.serialization import pack, split_payload
 
+from . import reports
 from .autoscaler import LaunchWorkers, StopWorkers
 from .channel import Channel, unbounded
-from .launchers import Launcher, LaunchFailed, ProcessLauncher, WorkerSpec
+from .launchers import Launcher, LaunchFailed, ProcessLauncher, WorkerHandle, WorkerSpec
 from .limits import Limits, admit, describe
+from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
 from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState
 from .queue import InputRecord, Outcome
 from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
@@ -45,8 +47,10 @@ from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 log = logging.getLogger("nbscale.control_plane")
 
 _TICK = 0.05  # housekeeping period, seconds
+_GONE_KEPT = 64  # workers that exited whose logs stay reachable through worker_logs()
 
 Deliver = Callable[[protocol.Message, list[Any]], None]
+Subscriber = Callable[[ChangeEvent], None]
 
 
 @dataclass
@@ -102,6 +106,8 @@ class ControlPlane:
         self.local_clients: dict[bytes, Deliver] = {}  # clients in this process, linked direct
         self._wake = asyncio.Event()
         self._closing = False
+        self._subscribers: list[Subscriber] = []
+        self._gone: OrderedDict[str, WorkerHandle] = OrderedDict()  # recently exited workers
         self.client_endpoint = ""
         self.worker_endpoint = ""
 
@@ -271,6 +277,7 @@ class ControlPlane:
             except (TypeError, ValueError) as exc:
                 raise RequestError("InvalidError", str(exc)) from None
             self.pools[pool_id] = pool
+            self._emit("pool-added", pool_id)
         else:
             pool.broken = None  # a caller trying again gets a fresh chance
             pool.launch_failures = 0
@@ -290,6 +297,7 @@ class ControlPlane:
             if msg.pool_id not in self.pools:
                 raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
             call = CallState(msg.call_id, msg.pool_id, msg.kind, identity)
+            call.progress = msg.progress
             self.calls[msg.call_id] = call
         if call.cancelled:
             return {"accepted": 0, "limit": None, "cancelled": True}, ()
@@ -337,13 +345,7 @@ class ControlPlane:
     def _handle_cancel_call(
         self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]
     ) -> Any:
-        call = self._call(msg.call_id)
-        pool = self.pools[call.pool_id]
-        call.cancelled = True
-        for worker_id in pool.queue.cancel(call.call_id):
-            self._send_worker(worker_id, protocol.CancelInputs(call.call_id))
-        self._answer_waiters(call, force=True)
-        self._maybe_finish(call)
+        self.cancel_call(msg.call_id, requester=identity)
         return {"cancelled": True}, ()
 
     def _handle_get_outputs(
@@ -360,24 +362,118 @@ class ControlPlane:
     def _handle_update_autoscaler(
         self, identity: bytes, msg: protocol.UpdateAutoscaler, payload: list[Any]
     ) -> Any:
-        pool = self.pools.get(msg.pool_id)
-        if pool is None:
-            raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
+        return self.update_autoscaler(msg.pool_id, msg.changes)["settings"], ()
+
+    def _handle_get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Any:
+        if msg.pool_id is None:
+            return {"pools": self.list_pools()}, ()
+        return self.pool_info(msg.pool_id), ()
+
+    # --- the public API: the handlers above and the Jupyter server's REST API share it --
+    # Each raises RequestError (kind "NotFoundError" or "InvalidError") for a bad request.
+
+    def list_pools(self) -> list[PoolModel]:
+        now = time.monotonic()
+        return [reports.pool_model(p, now) for p in self.pools.values()]
+
+    def pool_info(self, pool_id: str) -> PoolModel:
+        return reports.pool_model(self._pool(pool_id), time.monotonic())
+
+    def update_autoscaler(self, pool_id: str, changes: dict[str, Any]) -> PoolModel:
+        """Change a pool's autoscaler settings (None keeps a setting) and act on them now."""
+        pool = self._pool(pool_id)
         try:
-            pool.autoscaler.settings = pool.autoscaler.settings.updated(msg.changes)
+            pool.autoscaler.settings = pool.autoscaler.settings.updated(changes)
         except (TypeError, ValueError) as exc:
             raise RequestError("InvalidError", str(exc)) from None
         self._autoscale(pool, time.monotonic())
-        return pool.autoscaler.settings.as_dict(), ()
+        self._emit("pool-updated", pool_id)
+        return self.pool_info(pool_id)
 
-    def _handle_get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Any:
-        now = time.monotonic()
-        if msg.pool_id is None:
-            return {"pools": [p.stats(now) for p in self.pools.values()]}, ()
-        pool = self.pools.get(msg.pool_id)
+    def stop_pool(self, pool_id: str) -> PoolModel:
+        """Cancel the pool's unfinished calls and stop its workers. The pool stays
+        registered, idle: the kernels that use it may call it again, and then it scales up
+        as usual."""
+        pool = self._pool(pool_id)
+        for call in [c for c in self.calls.values() if c.pool_id == pool_id and not c.finished]:
+            self.cancel_call(call.call_id)
+        pool.stopped = True
+        pool.autoscaler.status = "stopped"
+        for w in list(pool.workers.values()):
+            if w.state != "draining":
+                self._stop_worker(w, graceful=True)
+        self._emit("pool-stopped", pool_id)
+        return self.pool_info(pool_id)
+
+    def list_calls(self) -> list[CallModel]:
+        return [reports.call_model(c, self.pools[c.pool_id]) for c in self.calls.values()]
+
+    def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
+        call = self._call(call_id)
+        return reports.call_detail(call, self.pools[call.pool_id], start, limit)
+
+    def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
+        """Cancel a call's pending and running inputs. When someone other than the caller
+        cancels it (the REST API), the caller is told too: each of its unfinished inputs
+        ends with ``CallCancelledError``, so a ``.map()`` does not wait forever."""
+        call = self._call(call_id)
+        pool = self.pools[call.pool_id]
+        if requester != call.owner and call.kind != "spawn" and not call.finished:
+            self._tell_cancelled(call, pool)
+        call.cancelled = True
+        for worker_id in pool.queue.cancel(call.call_id):
+            self._send_worker(worker_id, protocol.CancelInputs(call.call_id))
+        self._answer_waiters(call, force=True)
+        self._maybe_finish(call)
+        self._emit("call-cancelled", pool.pool_id, call_id=call_id)
+        return reports.call_model(call, pool)
+
+    def worker_logs(self, worker_id: str, tail: int = 200) -> LogsModel:
+        """The last ``tail`` lines of a worker's output, also for one that exited lately."""
+        w = self.workers.get(worker_id)
+        handle = w.handle if w is not None else self._gone.get(worker_id)
+        if handle is None:
+            raise RequestError("NotFoundError", f"no container {worker_id}")
+        logs = self.launcher.logs(handle, tail)
+        return {"container_id": worker_id, "pool_id": handle.pool_id, "tail": tail, "logs": logs}
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` (on this loop) when a pool is added, changed or stopped, a
+        worker starts or stops, or a call is cancelled; returns the unsubscribe function.
+        Counts (pending, running, done) change too often for events: read them with
+        ``list_pools()``/``list_calls()``."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def _emit(self, kind: str, pool_id: str, **details: Any) -> None:
+        if not self._subscribers:
+            return
+        event = cast("ChangeEvent", {"type": kind, "pool_id": pool_id, **details})
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("an event subscriber failed")
+
+    def _pool(self, pool_id: str) -> Pool:
+        pool = self.pools.get(pool_id)
         if pool is None:
-            raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
-        return pool.stats(now), ()
+            raise RequestError("NotFoundError", f"no pool {pool_id}")
+        return pool
+
+    def _tell_cancelled(self, call: CallState, pool: Pool) -> None:
+        pending, running = pool.queue.inputs_of(call.call_id)
+        if not pending and not running:
+            return
+        record = pickle.dumps(
+            {"kind": "CallCancelledError", "message": f"{pool.name}: the call was cancelled"}
+        )
+        frames, [(offset, length, nbufs)] = pack([(record, ())])
+        items = [
+            [r.call_id, r.index, r.attempt, STATUS_REJECTED, offset, length, nbufs, 0.0, "", ""]
+            for r in pending + running
+        ]
+        self._send_client(call.owner, protocol.Outputs(items), frames)
 
     # --- worker messages ----------------------------------------------------------------
 
@@ -414,6 +510,7 @@ class ControlPlane:
         w.state, w.idle_since = "idle", now
         pool.launch_failures = 0
         pool.autoscaler.launch_succeeded()
+        self._emit("container-started", pool.pool_id, container_id=w.worker_id)
         client = pool.client_versions
         problems = []
         if msg.protocol_version != protocol.PROTOCOL_VERSION:
@@ -459,8 +556,12 @@ class ControlPlane:
             pool = self.pools[w.pool_id]
             touched.add(w.worker_id)
             outcome = pool.queue.report(worker_id, call_id, index, attempt, status, now)
-            if outcome is not None and outcome.final:
+            if outcome is None:
+                continue
+            if outcome.final:
                 settled[pool.pool_id].append((outcome, data, bufs, item))
+            else:
+                self._report_retries([outcome])
         # Usually the whole batch is final and for one caller: forward it as it came.
         whole = (msg.items, payload) if len(settled) == 1 else None
         for pool_id, outcomes in settled.items():
@@ -512,6 +613,25 @@ class ControlPlane:
                 for r, where in zip(records, addresses, strict=True)
             ]
             self._send_worker(w.worker_id, protocol.RunInputs(items), frames)
+            self._report_running(w.worker_id, records)
+
+    def _report_running(self, worker_id: str, records: list[InputRecord]) -> None:
+        """Tell callers that asked for progress which of their inputs this worker took."""
+        by_call: dict[str, list[int]] = {}
+        for r in records:
+            call = self.calls.get(r.call_id)
+            if call is not None and call.progress:
+                by_call.setdefault(r.call_id, []).append(r.index)
+        for call_id, indices in by_call.items():
+            msg = protocol.Progress(call_id, [[worker_id, indices]], [])
+            self._send_client(self.calls[call_id].owner, msg)
+
+    def _report_retries(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            call = self.calls.get(o.record.call_id)
+            if call is not None and call.progress and not o.final:
+                retry = [[o.record.index, o.record.attempt, o.status]]
+                self._send_client(call.owner, protocol.Progress(call.call_id, [], retry))
 
     def _deliver(self, pool: Pool, outcomes: list[tuple[Outcome, bytes]], now: float) -> None:
         """Deliver control-plane-made outcomes (lost, rejected, ...) with their payloads."""
@@ -631,6 +751,10 @@ class ControlPlane:
     def _autoscale(self, pool: Pool, now: float) -> None:
         if pool.broken or self._closing:
             return
+        if pool.stopped:
+            if not pool.queue.pending:
+                return
+            pool.stopped = False  # called again after a stop: it scales as usual
         room = self._room()
         if room <= 0 and pool.queue.pending and not pool.workers:
             self._reclaim_for(pool, now)
@@ -681,6 +805,7 @@ class ControlPlane:
         )
         pool.workers[worker_id] = w
         self.workers[worker_id] = w
+        self._emit("container-starting", pool.pool_id, container_id=worker_id)
         return True
 
     def _launch_failed(self, pool: Pool, reason: str, now: float) -> None:
@@ -703,11 +828,16 @@ class ControlPlane:
         if graceful:
             self._send_worker(w.worker_id, protocol.Shutdown("scaled down"))
         self.launcher.stop(w.handle, graceful=graceful)
+        self._emit("container-stopping", w.pool_id, container_id=w.worker_id)
 
     def _worker_gone(self, w: WorkerState, exit_code: int | None, now: float) -> None:
         pool = self.pools[w.pool_id]
         pool.workers.pop(w.worker_id, None)
         self.workers.pop(w.worker_id, None)
+        self._gone[w.worker_id] = w.handle
+        if len(self._gone) > _GONE_KEPT:
+            self._gone.popitem(last=False)
+        self._emit("container-stopped", pool.pool_id, container_id=w.worker_id, exit_code=exit_code)
         if w.public_key and self.allow_list:
             self.allow_list.revoke(w.public_key)
         with contextlib.suppress(OSError):
@@ -719,6 +849,7 @@ class ControlPlane:
             )
         at_fault = 0 if w.clean_exit else pool.slots
         outcomes = pool.queue.worker_gone(w.worker_id, now, at_fault)
+        self._report_retries(outcomes)
         final = [o for o in outcomes if o.final]
         if final:
             tail = self.launcher.logs(w.handle, 20)

@@ -68,6 +68,7 @@ class Pool:
     launch_failures: int = 0
     done: int = 0
     failed: int = 0
+    stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive
 
     @classmethod
     def create(
@@ -135,6 +136,8 @@ class Pool:
             "workers": [
                 w.as_dict(now, self.queue.running_on(w.worker_id)) for w in self.workers.values()
             ],
+            "gpus": [gpu for w in self.workers.values() for gpu in w.gpus],
+            "stopped": self.stopped,
         }
 
 
@@ -149,6 +152,7 @@ class CallState:
     reported: int = 0
     failed: int = 0
     cancelled: bool = False
+    progress: bool = False  # the owner wants ``progress`` messages
     # spawned calls keep their outputs until fetched: index -> (item, data, buffers)
     stored: dict[int, tuple[list[Any], Any, list[Any]]] = field(default_factory=dict)
     waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)

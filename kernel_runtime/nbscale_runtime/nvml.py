@@ -1,0 +1,67 @@
+"""The GPUs a worker sees, and how busy they are, through NVML.
+
+nvidia-ml-py is optional: without it, or without a driver, a worker simply has no GPUs.
+Inside a container only the GPUs nbscale assigned to it are visible. The worker reports the
+inventory once (``Register.gpus``) and a sample with every heartbeat (``Heartbeat.stats``);
+NVML's utilisation is itself an average over its last sampling period, so once a heartbeat
+is often enough.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GpuMonitor:
+    """Opens NVML once; every method returns nothing when there is no NVML or no GPU."""
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._handles: list[Any] = []
+        if nvml is None:
+            try:
+                import pynvml  # type: ignore[import-not-found]
+            except ImportError:
+                return
+            self._nvml = pynvml
+        try:
+            self._nvml.nvmlInit()
+            count = self._nvml.nvmlDeviceGetCount()
+            self._handles = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+        except Exception:  # no driver, no device, or a driver NVML cannot talk to
+            self._handles = []
+
+    def inventory(self) -> list[dict[str, Any]]:
+        """One dict per GPU: index, uuid, name, memory_total (bytes)."""
+        nvml = self._nvml
+        return [
+            {
+                "index": i,
+                "uuid": nvml.nvmlDeviceGetUUID(h),
+                "name": nvml.nvmlDeviceGetName(h),
+                "memory_total": int(nvml.nvmlDeviceGetMemoryInfo(h).total),
+            }
+            for i, h in enumerate(self._handles)
+        ]
+
+    def sample(self) -> dict[str, Any]:
+        """``{"gpus": [{"uuid", "utilization", "memory_used", "memory_total"}, ...]}``, or
+        ``{}`` without GPUs; utilisation is in percent."""
+        if not self._handles:
+            return {}
+        nvml = self._nvml
+        gpus = []
+        for h in self._handles:
+            try:
+                memory = nvml.nvmlDeviceGetMemoryInfo(h)
+                gpus.append(
+                    {
+                        "uuid": nvml.nvmlDeviceGetUUID(h),
+                        "utilization": int(nvml.nvmlDeviceGetUtilizationRates(h).gpu),
+                        "memory_used": int(memory.used),
+                        "memory_total": int(memory.total),
+                    }
+                )
+            except Exception:  # a GPU that fell off the bus must not stop the heartbeat
+                continue
+        return {"gpus": gpus}
