@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -74,7 +74,3 @@ def get_loop() -> LoopThread:
             _instance = LoopThread()
         return _instance
 
-
-def blocking(awaitable: Awaitable[T]) -> T:
-    """Shorthand: run a coroutine on the background loop and wait for it."""
-    return get_loop().run(awaitable)  # type: ignore[arg-type]

@@ -268,39 +268,3 @@ def test_backoff_does_not_block_scaledown() -> None:
     [stop] = a.decide(100.5, NO_LOAD, [idle("w", 1.0)])
     assert isinstance(stop, StopWorkers)
     assert stop.worker_ids == ("w",)
-
-
-# --- next_check ---------------------------------------------------------------------------
-
-
-def test_next_check_none_when_nothing_will_change() -> None:
-    a = core()
-    assert a.next_check(10.0, []) is None
-    assert a.next_check(10.0, [WorkerView("b", "busy"), WorkerView("s", "starting")]) is None
-    assert a.next_check(500.0, [idle("w", 1.0)]) is None  # window already over
-
-
-def test_next_check_is_earliest_idle_window_end() -> None:
-    a = core(scaledown_window=60.0)
-    workers = [idle("late", 30.0), idle("early", 10.0), WorkerView("b", "busy")]
-    assert a.next_check(20.0, workers) == 70.0
-    assert a.next_check(75.0, workers) == 90.0
-
-
-def test_next_check_is_earliest_of_backoff_and_idle_window() -> None:
-    a = core(scaledown_window=60.0)
-    a.launch_failed(50.0, "x")
-    a.launch_failed(50.0, "x")  # retry at 52
-    workers = [idle("w", 1.0)]  # window ends at 61
-    assert a.next_check(50.0, workers) == 52.0
-    assert a.next_check(52.0, workers) == 61.0
-    a.launch_failed(52.0, "x")
-    a.launch_failed(52.0, "x")
-    a.launch_failed(52.0, "x")  # 5th failure: 16 s -> 68
-    assert a.next_check(55.0, workers) == 61.0
-    assert a.next_check(62.0, workers) == 68.0
-
-
-def test_next_check_counts_worker_idle_since_time_zero() -> None:
-    a = core(scaledown_window=60.0)
-    assert a.next_check(0.0, [idle("w", 0.0)]) == 60.0

@@ -151,16 +151,6 @@ class AutoscalerCore:
         self.status = "steady" if live else "idle"
         return []
 
-    def next_check(self, now: float, workers: list[WorkerView]) -> float | None:
-        """When a decision could change with no new event: a backoff or an idle window ends."""
-        times = [self._retry_at] if self._retry_at > now else []
-        window = self.settings.scaledown_window
-        times += [
-            w.idle_since + window for w in workers if w.state == "idle" and w.idle_since is not None
-        ]
-        future = [t for t in times if t > now]
-        return min(future) if future else None
-
     def launch_failed(self, now: float, error: str) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds."""
         self._failures += 1

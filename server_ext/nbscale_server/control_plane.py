@@ -16,7 +16,6 @@ import math
 import os
 import pickle
 import shutil
-import sys
 import time
 import uuid
 from collections import OrderedDict, defaultdict
@@ -24,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import cloudpickle
 import zmq
 
 from nbscale_runtime import protocol
@@ -40,7 +38,7 @@ from .channel import Channel, unbounded
 from .launchers import Launcher, LaunchFailed, ProcessLauncher, WorkerHandle, WorkerSpec
 from .limits import Limits, admit, describe
 from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
-from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState
+from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
 from .queue import InputRecord, Outcome
 from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 
@@ -259,9 +257,7 @@ class ControlPlane:
         versions = self.client_versions.get(identity)
         if versions is None:
             raise RequestError("InvalidError", "say hello first")
-        pool_id = Pool.create(
-            msg.function_id, msg.name, b"", msg.options, [], versions, None
-        ).pool_id
+        pool_id = pool_id_for(msg.function_id, msg.options)
         pool = self.pools.get(pool_id)
         if pool is None:
             try:
@@ -927,10 +923,3 @@ def _describe_exit(code: int | None) -> str:
     if code == 137:
         return "was killed (exit code 137: out of memory or SIGKILL)"
     return f"exited with code {code}"
-
-
-def versions() -> dict[str, str]:
-    return {
-        "python": ".".join(map(str, sys.version_info[:3])),
-        "cloudpickle": cloudpickle.__version__,
-    }
