@@ -212,13 +212,12 @@ class ControlPlane:
         identity = f"local-{len(self.local_clients)}".encode()
         loop = asyncio.get_running_loop()
 
-        def to_client(msg: protocol.Message, payload: list[Any]) -> None:
-            loop.call_soon(deliver, msg, payload)
-
         def to_us(msg: protocol.Message, payload: list[Any]) -> None:
             loop.call_soon(self._on_client, identity, msg, payload)
 
-        self.local_clients[identity] = to_client
+        # Towards the client, hand over at once: its handlers only record what arrived
+        # (resolve a future, queue outputs) and never call back into the control plane.
+        self.local_clients[identity] = deliver
         return to_us
 
     # --- client requests ----------------------------------------------------------------
