@@ -128,3 +128,58 @@ def test_breaking_out_of_a_map_early_cancels_the_rest():
     results.close()
     wait_until(lambda: sleeps.get_current_stats().backlog == 0, timeout=5)
     wait_until(lambda: sleeps.get_current_stats().num_running_inputs == 0, timeout=10)
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def sleep_then_write(path, seconds):
+    time.sleep(seconds)
+    Path(path).write_text("finished")
+    return os.getpid()
+
+
+def test_cancel_interrupts_the_running_input_without_killing_the_worker(tmp_path):
+    marker = tmp_path / "written"
+    first_pid = sleep_then_write.remote(str(tmp_path / "warm"), 0)
+    call = sleep_then_write.spawn(str(marker), 3)
+    wait_until(lambda: sleep_then_write.get_current_stats().num_running_inputs == 1)
+    call.cancel()
+    time.sleep(4)
+    assert not marker.exists()  # the running input was stopped, not left to finish
+    assert sleep_then_write.remote(str(tmp_path / "again"), 0) == first_pid  # same worker
+
+
+def test_worker_drains_its_input_on_sigterm(tmp_path):
+    marker = tmp_path / "written"
+    call = sleep_then_write.spawn(str(marker), 1.5)
+    wait_until(lambda: sleep_then_write.get_current_stats().num_running_inputs == 1)
+    worker = sleep_then_write.get_current_stats().workers[0]
+    os.kill(worker["pid"], signal.SIGTERM)
+    assert call.get(timeout=30) == worker["pid"]  # the input finished on that worker
+    assert marker.read_text() == "finished"
+    wait_until(lambda: not _alive(worker["pid"]), timeout=10)  # and then it exited
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_hung_worker_is_detected_by_its_missing_heartbeats_and_its_input_retried(
+    fresh_plane, tmp_path
+):
+    fresh_plane(NBSCALE_HEARTBEAT_TIMEOUT="2", NBSCALE_HEARTBEAT_INTERVAL="0.2")
+    retried = sleep_then_write.with_options(retries=quick_retries)
+    call = retried.spawn(str(tmp_path / "out"), 1.0)
+    wait_until(lambda: retried.get_current_stats().num_running_inputs == 1)
+    hung = retried.get_current_stats().workers[0]["pid"]
+    os.kill(hung, signal.SIGSTOP)  # frozen: no heartbeats, no progress
+    try:
+        pid = call.get(timeout=60)
+    finally:
+        if _alive(hung):
+            os.kill(hung, signal.SIGCONT)
+    assert pid != hung  # finished on a replacement worker
+    wait_until(lambda: not _alive(hung), timeout=10)  # the frozen one was killed
