@@ -7,6 +7,8 @@ running to one result.
 
 from __future__ import annotations
 
+import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -161,9 +163,12 @@ class Ray(Peer):
 
 
 class Nbscale(Peer):
-    """nbscale through its public, Modal-style API, with the default (process) launcher."""
+    """nbscale through its public, Modal-style API, with the process launcher."""
+
+    launcher = "process"
 
     def __init__(self) -> None:
+        os.environ["NBSCALE_LAUNCHER"] = self.launcher  # never "auto": say what is measured
         import nbscale
 
         self._nbscale = nbscale
@@ -191,9 +196,45 @@ class Nbscale(Peer):
         app = self._nbscale.App("bench")
         app.function(max_containers=WORKERS)(workloads.noop).remote(1)
 
+    def scale_up(self, workers: int) -> dict[str, float]:
+        """W5-docker: seconds from an empty pool (control plane running, function
+        registered) to ``workers`` workers all registered and idle."""
+        os.environ["NBSCALE_MAX_WORKERS"] = str(workers)
+        app = self._nbscale.App("bench")
+        fn = app.function(max_containers=workers, scaledown_window=60)(workloads.noop)
+        assert fn.get_current_stats().num_total_runners == 0  # registers the pool
+        start = time.perf_counter()
+        fn.update_autoscaler(min_containers=workers)
+        while fn.get_current_stats().containers["idle"] < workers:
+            time.sleep(0.005)
+        return {"scale_s": time.perf_counter() - start}
+
+
+class NbscaleDocker(Nbscale):
+    """nbscale with the Docker launcher: a container per worker, on a bridge network."""
+
+    launcher = "docker"
+
+    def __init__(self) -> None:
+        super().__init__()
+        import cloudpickle
+
+        # Containers have nbscale's runtime, not this benchmark's modules: send their code.
+        cloudpickle.register_pickle_by_value(workloads)
+
+    def scale_up(self, workers: int) -> dict[str, float]:
+        """As for processes, plus the time to find an unchanged image already built."""
+        from nbscale._image_build import build
+
+        start = time.perf_counter()
+        build(self._nbscale.Image.from_kernel())
+        rebuild_s = time.perf_counter() - start
+        return {**super().scale_up(workers), "rebuild_s": rebuild_s}
+
 
 PEERS: dict[str, type[Peer]] = {
     "nbscale": Nbscale,
+    "nbscale-docker": NbscaleDocker,
     "ppe": ProcessPool,
     "joblib": Joblib,
     "ipyparallel": IPyParallel,

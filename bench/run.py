@@ -40,9 +40,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 TAG = "@@nbscale-bench "
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W5-docker")
 LIBRARIES = ("numpy", "joblib", "dask", "distributed", "ipyparallel", "ray", "nbscale")
 TIMEOUTS_S = {"start": 180, "W1": 180, "W2": 60, "W3": 60, "W4": 120, "W5": 120, "stop": 60}
+TIMEOUTS_S["W5-docker"] = 120
+SCALE_WORKERS = 8  # W5-docker: a pool grows from 0 to this many workers
 EXIT_GRACE_S = 30
 
 W1_INPUTS = 10_000
@@ -83,6 +85,8 @@ METRICS = (
     Metric("W3", "efficiency", "W3 efficiency (ideal/wall)", True, ">= 0.95"),
     Metric("W4", "mb_per_s", "W4 bandwidth (MB/s)", True, ">= 1,000"),
     Metric("W5", "seconds", "W5 cold start (s)", False, "<= 0.3"),
+    Metric("W5-docker", "scale_s", "W5-docker 0 -> 8 workers serving (s)", False, "docker <= 2"),
+    Metric("W5-docker", "rebuild_s", "W5-docker unchanged image (s)", False, "docker <= 0.5"),
 )
 
 
@@ -225,6 +229,18 @@ def cold_child(name: str) -> None:
     run_step("stop", peer.stop)
 
 
+def scale_child(name: str) -> None:
+    """W5-docker: import the peer's library, then time a pool growing from 0 to 8 workers."""
+    try:
+        peer = PEERS[name]()
+        result = peer.scale_up(SCALE_WORKERS)  # type: ignore[attr-defined]
+    except Exception as exc:
+        fail("W5-docker", exc, fatal=True)
+        return
+    emit("W5-docker", result=result)
+    run_step("stop", peer.stop)
+
+
 # --- Parent side: run the subprocesses with timeouts --------------------------------------------
 
 
@@ -339,12 +355,28 @@ def run_cold(name: str, runs: int) -> dict[str, Result]:
     return out
 
 
+def run_scale(name: str, runs: int) -> dict[str, Result]:
+    """W5-docker in `runs` fresh subprocesses: the median of each figure, or the first error."""
+    outs = [
+        run_child(name, ["--scale", name], ["W5-docker", "stop"], f"{name}-W5-docker-{i}.log")
+        for i in range(runs)
+    ]
+    results = [o.pop("W5-docker") for o in outs]
+    failures = [r["error"] for r in results if "error" in r]
+    if failures:
+        return {"W5-docker": {"error": failures[0]}}
+    medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    return {"W5-docker": {**medians, "runs": results}}
+
+
 def run_peer(name: str, names: list[str], quick: bool) -> dict[str, Result]:
     settings = QUICK if quick else FULL
-    pool_names = [n for n in names if n != "W5"]
+    pool_names = [n for n in names if n not in ("W5", "W5-docker")]
     out = run_pool(name, pool_names, quick) if pool_names else {}
     if "W5" in names:
         out |= run_cold(name, settings.cold_runs)
+    if "W5-docker" in names and hasattr(PEERS[name], "scale_up"):  # nbscale's launchers
+        out |= run_scale(name, settings.cold_runs)
     return out
 
 
@@ -359,7 +391,8 @@ def print_progress(name: str, step: str, result: Result, elapsed_s: float) -> No
     if "error" in result:
         summary = f"ERROR {result['error']}"
     else:
-        summary = " ".join(f"{m.key}={fmt(result[m.key])}" for m in METRICS if m.workload == step)
+        shown = [m for m in METRICS if m.workload == step and m.key in result]
+        summary = " ".join(f"{m.key}={fmt(result[m.key])}" for m in shown)
     print(f"  {name:<12} {step:<6} {elapsed_s:6.1f} s  {summary}", flush=True)
 
 
@@ -371,7 +404,7 @@ def cell(results: dict[str, Result], metric: Metric) -> str:
     number = value(results, metric)
     if number is not None:
         return fmt(number)
-    return "error" if metric.workload in results else "-"
+    return "error" if "error" in results.get(metric.workload, {}) else "-"
 
 
 def ratio(nbscale: float | None, peer: float | None, metric: Metric) -> str:
@@ -454,6 +487,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one timed run, fewer calls")
     parser.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--cold", choices=PEERS, help=argparse.SUPPRESS)
+    parser.add_argument("--scale", choices=PEERS, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -465,6 +499,9 @@ def main() -> None:
         return
     if args.cold:
         cold_child(args.cold)
+        return
+    if args.scale:
+        scale_child(args.scale)
         return
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     host, versions = machine(), library_versions()

@@ -12,12 +12,18 @@ list(evaluate_model.map(range(1000)))
 
 from ._app import App, concurrent
 from ._client import shutdown, status
+from ._config import config
 from ._function import Function, FunctionCall, FunctionStats
+from ._image import Image
+from ._ipython import load_ipython_extension, unload_ipython_extension
+from ._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
 from ._retries import Retries
+from ._views import monitor
 from .exceptions import (
     CallCancelledError,
     ControlPlaneError,
     FunctionTimeoutError,
+    ImageBuildError,
     InvalidError,
     LaunchError,
     NbscaleError,
@@ -39,6 +45,8 @@ __all__ = [
     "FunctionCall",
     "FunctionStats",
     "FunctionTimeoutError",
+    "Image",
+    "ImageBuildError",
     "InvalidError",
     "LaunchError",
     "NbscaleError",
@@ -51,6 +59,10 @@ __all__ = [
     "WorkerLostError",
     "__version__",
     "concurrent",
+    "config",
+    "load_ipython_extension",
+    "monitor",
     "shutdown",
     "status",
+    "unload_ipython_extension",
 ]

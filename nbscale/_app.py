@@ -7,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from nbscale_server.autoscaler import AutoscalerSettings
+from nbscale_server.gpus import GpuError, parse_gpu
 
 from ._function import Function
+from ._image import Image
 from ._retries import Retries
 from .exceptions import InvalidError
 
@@ -42,8 +44,27 @@ def validate_options(options: dict[str, Any], raw: Callable[..., Any]) -> dict[s
         raise InvalidError(f"max_inputs must be an int >= 1, got {max_inputs!r}")
     if target is not None and (not isinstance(target, int) or not 1 <= target <= max_inputs):
         raise InvalidError(f"target_inputs must be an int between 1 and max_inputs, got {target!r}")
+    _check_resources(out)
     out["is_async"] = inspect.iscoroutinefunction(raw)
     return out
+
+
+def _check_resources(options: dict[str, Any]) -> None:
+    """cpu, memory, gpu and image: used by Docker workers, checked for everyone."""
+    cpu, memory = options.get("cpu"), options.get("memory")
+    if cpu is not None and (isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0):
+        raise InvalidError(f"cpu must be a number of cores > 0, got {cpu!r}")
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int)):
+        raise InvalidError(f"memory must be an int of MiB, got {memory!r}")
+    if memory is not None and memory < 6:  # Docker's own minimum
+        raise InvalidError(f"memory must be at least 6 MiB, got {memory}")
+    try:
+        parse_gpu(options.get("gpu"))
+    except GpuError as exc:
+        raise InvalidError(str(exc)) from None
+    image = options.get("image")
+    if image is not None and not isinstance(image, Image):
+        raise InvalidError(f"image must be an nbscale.Image, got {image!r}")
 
 
 class App:
@@ -69,6 +90,7 @@ class App:
         cpu: float | None = None,
         memory: int | None = None,
         gpu: str | list[str] | None = None,
+        image: Image | None = None,
         name: str | None = None,
     ) -> Any:
         """Decorator: run this function on an autoscaled pool of workers.
@@ -76,7 +98,10 @@ class App:
         Use it bare (``@app.function``) or with Modal's settings: ``max_containers``,
         ``min_containers``, ``buffer_containers``, ``scaledown_window`` (seconds, default 60),
         ``retries`` (an int or ``nbscale.Retries``), ``timeout`` (seconds per attempt,
-        default 300), and the resources ``cpu``, ``memory`` (MiB) and ``gpu``."""
+        default 300), the resources ``cpu``, ``memory`` (MiB) and ``gpu`` (``"any"``,
+        ``"A100"``, ``"H100:2"`` or a list of fallbacks), and the ``image`` Docker workers
+        run in (an ``nbscale.Image``; default ``Image.from_kernel`` with what the function
+        uses). Resources and image apply to Docker workers."""
         options = {
             "max_containers": max_containers,
             "min_containers": min_containers,
@@ -87,6 +112,7 @@ class App:
             "cpu": cpu,
             "memory": memory,
             "gpu": gpu,
+            "image": image,
         }
 
         def wrap(raw: Callable[..., Any]) -> Function:

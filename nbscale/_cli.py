@@ -10,7 +10,11 @@ import threading
 import time
 from typing import Any
 
+import cloudpickle
+
 import nbscale
+
+from . import _cli_images
 
 
 def _demo_task(x: int) -> int:
@@ -28,6 +32,8 @@ def _pool_line(stats: nbscale.FunctionStats) -> str:
 
 
 def demo(inputs: int, max_containers: int, scaledown_window: float) -> int:
+    # Docker workers have nbscale's runtime, not this module: send the task's code itself.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     app = nbscale.App("demo")
     task = app.function(
         max_containers=max_containers,
@@ -84,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--max-containers", type=int, default=4)
     p_demo.add_argument("--scaledown-window", type=float, default=2.0)
     sub.add_parser("status", help="print this process's control plane and pools as JSON")
+    _cli_images.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.inputs, args.max_containers, args.scaledown_window)
+    if args.command == "images":
+        return _cli_images.run(args)
     status: dict[str, Any] = nbscale.status()
     json.dump(status, sys.stdout, indent=2)
     print()

@@ -28,7 +28,7 @@ from nbscale_server.channel import Channel, unbounded
 
 from . import _config
 from ._loop import get_loop
-from .exceptions import ControlPlaneError, VersionMismatchError, from_wire
+from .exceptions import ControlPlaneError, LaunchError, VersionMismatchError, from_wire
 
 log = logging.getLogger("nbscale")
 
@@ -157,15 +157,18 @@ async def get_client() -> Client:
 
 async def _connect() -> Client:
     ctx: zmq.Context[Any] = zmq.Context()
-    path = os.environ.get("NBSCALE_CONNECTION_FILE")
-    if path and os.path.exists(path):
-        with open(path) as f:
-            info = json.load(f)
+    info = _server_info(os.environ.get("NBSCALE_CONNECTION_FILE"))
+    if info is not None:
         client = Client(ctx, info["client_endpoint"])
     else:
         from nbscale_server.control_plane import ControlPlane
+        from nbscale_server.launchers import LaunchFailed
 
-        cp = ControlPlane(_config.control_plane_config(), ctx=ctx)
+        try:
+            cp = ControlPlane(_config.control_plane_config(), ctx=ctx)
+        except LaunchFailed as exc:  # e.g. NBSCALE_LAUNCHER=docker and no engine answers
+            ctx.term()
+            raise LaunchError(str(exc)) from None
         await cp.start()
         client = Client(ctx, cp.client_endpoint, control_plane=cp)
         atexit.register(_shutdown_at_exit)
@@ -181,6 +184,23 @@ async def _connect() -> Client:
         await client.close()
         raise
     return client
+
+
+def _server_info(path: str | None) -> dict[str, Any] | None:
+    """The connection file of a Jupyter server's control plane, or None: no file, or one
+    left behind by a server that is gone (then this process embeds its own)."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        info: dict[str, Any] = json.load(f)
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        log.warning("nbscale: %s names a control plane that is gone; starting one here", path)
+        return None
+    except PermissionError:
+        pass  # it runs, as another user
+    return info
 
 
 async def _shutdown() -> None:

@@ -1,4 +1,5 @@
-"""Client settings: ``NBSCALE_<KEY>`` in the environment, over the config file, over defaults.
+"""Client settings: ``nbscale.config(key=...)`` at run time, over ``NBSCALE_<KEY>`` in the
+environment, over the config file, over defaults.
 
 The config file is ``$NBSCALE_CONFIG_FILE``, else ``~/.config/nbscale/config.json`` (a JSON
 object with the same keys, lower case). A bad value is an ``InvalidError`` naming the key.
@@ -59,6 +60,35 @@ SETTINGS: dict[str, Setting] = {
         Setting("max_pending_inputs", 2000, int, "Pending inputs per function."),
         Setting("max_total_inputs", 25000, int, "Pending + running inputs per function."),
         Setting("max_pending_spawn_inputs", 1_000_000, int, "Pending spawned inputs per function."),
+        Setting(
+            "progress",
+            "auto",
+            _choice("auto", "widget", "text", "off"),
+            "How a .map() shows its progress: widget (live, under the notebook cell), text "
+            "(a bar on stderr), off, or auto (widget in a Jupyter kernel, text when stderr is "
+            "a terminal, else off).",
+        ),
+        Setting(
+            "launcher",
+            "auto",
+            _choice("auto", "process", "docker"),
+            "What runs workers: process (local subprocesses), docker (containers), or auto "
+            "(docker when a Docker engine answers, else process).",
+        ),
+        Setting(
+            "docker_network",
+            "bridge",
+            _choice("bridge", "host"),
+            "Docker workers' network: bridge (a network of the control plane's own) or host "
+            "(shares this machine's network; starts faster).",
+        ),
+        Setting(
+            "base_image",
+            "nbscale/base:bookworm",
+            str,
+            "The base of Image.debian_slim() and Image.from_kernel() (scripts/docker-setup "
+            "builds the default one offline).",
+        ),
     ]
 }
 
@@ -76,8 +106,13 @@ def _file_values() -> dict[str, Any]:
             raise InvalidError(f"{path} is not valid JSON: {exc}") from None
 
 
+_runtime: dict[str, Any] = {}  # set with nbscale.config(...), over everything else
+
+
 def get(name: str) -> Any:
     setting = SETTINGS[name]
+    if name in _runtime:
+        return _runtime[name]
     env = os.environ.get(f"NBSCALE_{name.upper()}")
     if env is not None:
         raw, source = env, f"NBSCALE_{name.upper()}"
@@ -90,6 +125,25 @@ def get(name: str) -> Any:
         return setting.parse(raw)
     except (TypeError, ValueError) as exc:
         raise InvalidError(f"bad value {raw!r} for {name} (from {source}): {exc}") from None
+
+
+def config(**settings: Any) -> dict[str, Any]:
+    """Set client settings for this process, over the environment and the config file:
+    ``nbscale.config(progress="text")``; ``None`` drops a setting back to its usual source.
+    Returns every setting's value now. The embedded control plane's settings apply to the
+    next one started (after ``nbscale.shutdown()``)."""
+    for name, value in settings.items():
+        setting = SETTINGS.get(name)
+        if setting is None:
+            raise InvalidError(f"no setting {name!r}; the settings are: {', '.join(SETTINGS)}")
+        if value is None:
+            _runtime.pop(name, None)
+            continue
+        try:
+            _runtime[name] = setting.parse(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidError(f"bad value {value!r} for {name}: {exc}") from None
+    return {name: get(name) for name in SETTINGS}
 
 
 def control_plane_config() -> Any:
@@ -109,4 +163,6 @@ def control_plane_config() -> Any:
         heartbeat_timeout=get("heartbeat_timeout"),
         worker_transport=get("worker_transport"),
         python=get("python"),
+        launcher=get("launcher"),
+        docker_network=get("docker_network"),
     )

@@ -19,6 +19,8 @@ from ._map import End, Invocation
 from ._outcomes import Output, code_files_of, decode
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
+from ._views import LiveMap, MapView, open_view
+from ._views.live import REFRESH_INTERVAL
 from .exceptions import CallCancelledError, InvalidError
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
@@ -103,13 +105,25 @@ class Function:
             self._client = client
         pool_id = self._pools.get(function_id)
         if pool_id is None:
+            options = await self._wire_options(client)
             msg = protocol.RegisterFunction(
-                0, function_id, self.name, self.options, [p for p in sys.path if p]
+                0, function_id, self.name, options, [p for p in sys.path if p]
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]
             self._pools[function_id] = pool_id
         return pool_id
+
+    async def _wire_options(self, client: Client) -> dict[str, Any]:
+        """The options as the control plane takes them: for Docker workers the image is the
+        tag of the built image (built here, off the loop, when it does not exist yet); for
+        worker processes there is none."""
+        if client.server_info.get("launcher") != "docker":
+            return {**self.options, "image": None}
+        from ._image_build import build, image_for
+
+        image = image_for(self.raw_f, self.options.get("image"))
+        return {**self.options, "image": await asyncio.to_thread(build, image)}
 
     async def _invocation(
         self, kind: str, order_outputs: bool = True, progress: CallProgress | None = None
@@ -190,17 +204,11 @@ class Function:
         """Like ``map``, each input being a tuple of positional arguments."""
         return _MapMethod(self, _star_inputs, star=True)
 
-    @aio_method
-    async def for_each(
-        self,
-        *iterables: Iterable[Any],
-        kwargs: dict[str, Any] | None = None,
-        ignore_exceptions: bool = False,
-    ) -> None:
-        """Run the function on every input and wait; results are discarded."""
-        results = MapResults(self, _zip_inputs(iterables, kwargs), False, ignore_exceptions)
-        async for _ in results.drain_on_loop():
-            pass
+    @property
+    def for_each(self) -> _ForEachMethod:
+        """``f.for_each(*iterables, kwargs={}, ignore_exceptions=False)``: run the function
+        on every input and wait; results are discarded. ``f.for_each.aio(...)`` awaits."""
+        return _ForEachMethod(self)
 
     # --- the pool's settings and state -------------------------------------------------
 
@@ -294,6 +302,33 @@ class _MapMethod:
         return self._results(iterables, kwargs, order_outputs, return_exceptions)
 
 
+class _ForEachMethod:
+    """``f.for_each(...)`` consumes a map in the caller's thread, which also drives its live
+    view; ``f.for_each.aio(...)`` is its async twin."""
+
+    def __init__(self, fn: Function) -> None:
+        self._fn = fn
+
+    def __call__(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
+    ) -> None:
+        for _ in MapResults(self._fn, _zip_inputs(iterables, kwargs), False, ignore_exceptions):
+            pass
+
+    async def aio(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
+    ) -> None:
+        results = MapResults(self._fn, _zip_inputs(iterables, kwargs), False, ignore_exceptions)
+        async for _ in results:
+            pass
+
+
 class MapResults:
     """The results of one map: iterate (blocking), ``async for``, or ``await`` for a list.
     Nothing runs until it is iterated."""
@@ -305,13 +340,25 @@ class MapResults:
         order_outputs: bool,
         return_exceptions: bool,
         progress: CallProgress | None = None,
+        view: MapView | None = None,
     ) -> None:
         self._fn = fn
         self._inputs = inputs
         self._order = order_outputs
         self._return_exceptions = return_exceptions
         self.progress = progress  # filled in while the map runs, for a live view
+        self._view = view  # None: the one the ``progress`` setting picks, if any
         self.invocation: Invocation | None = None
+
+    def _live(self) -> LiveMap | None:
+        """The live view of this map, or None when progress is off: then nothing runs per
+        batch or per input that would not run without views."""
+        view = self._view if self._view is not None else open_view()
+        if view is None:
+            return None
+        if self.progress is None:
+            self.progress = CallProgress(self._fn.name)
+        return LiveMap(view, self.progress)
 
     async def _start(self) -> Invocation:
         inv = await self._fn._invocation("map", self._order, self.progress)
@@ -328,50 +375,66 @@ class MapResults:
 
     def __iter__(self) -> Iterator[Any]:
         lt = get_loop()
+        live = self._live()
         inv = lt.run(self._start())
+        if live is not None:
+            live.start(inv)
+        error: BaseException | None = None
         try:
             while True:
-                batch = lt.run(inv.next_batch(), on_interrupt=inv.cancel)
+                batch: list[Output] | End | None
+                if live is None:
+                    batch = lt.run(inv.next_batch(), on_interrupt=inv.cancel)
+                else:  # wake up to redraw the view even while no result arrives
+                    batch = lt.run(inv.next_batch_within(REFRESH_INTERVAL), on_interrupt=inv.cancel)
+                    live.step(force=isinstance(batch, End))
+                    if batch is None:
+                        continue
                 if isinstance(batch, End):
                     if batch.error is not None:
                         raise batch.error
                     return
                 yield from self._unpack(batch)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if not inv.finished:
                 lt.submit(inv.cancel())
+            if live is not None:
+                live.close(error)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         lt = get_loop()
+        live = self._live()
         inv = await lt.run_aio(self._start())
+        if live is not None:
+            live.start(inv)
+        error: BaseException | None = None
         try:
             while True:
-                batch = await lt.run_aio(inv.next_batch())
+                batch: list[Output] | End | None
+                if live is None:
+                    batch = await lt.run_aio(inv.next_batch())
+                else:
+                    batch = await lt.run_aio(inv.next_batch_within(REFRESH_INTERVAL))
+                    await live.step_aio(force=isinstance(batch, End))
+                    if batch is None:
+                        continue
                 if isinstance(batch, End):
                     if batch.error is not None:
                         raise batch.error
                     return
                 for value in self._unpack(batch):
                     yield value
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if not inv.finished:
                 await lt.run_aio(inv.cancel())
-
-    async def drain_on_loop(self) -> AsyncIterator[Any]:
-        """Iterate on the background loop itself (for ``for_each``)."""
-        inv = await self._start()
-        try:
-            while True:
-                batch = await inv.next_batch()
-                if isinstance(batch, End):
-                    if batch.error is not None:
-                        raise batch.error
-                    return
-                for value in self._unpack(batch):
-                    yield value
-        finally:
-            if not inv.finished:
-                await inv.cancel()
+            if live is not None:
+                live.close(error)
 
     def __await__(self) -> Any:
         async def collect() -> list[Any]:

@@ -23,6 +23,7 @@ from nbscale_server.limits import Limits, describe
 from ._outcomes import Output, decode
 from ._pickling import add_input
 from ._progress import CallProgress
+from .exceptions import CallCancelledError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -96,8 +97,8 @@ class Invocation:
         )
         while True:
             value, _ = await self.client.request(msg, frames)
-            if value.get("cancelled"):
-                return
+            if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
+                raise CallCancelledError(f"{self.function}: the call was cancelled")
             if value["accepted"] == len(items):
                 self.throttled_by = None
                 self.submitted += len(items)
@@ -214,6 +215,18 @@ class Invocation:
             self.consumed += len(batch)
             self._room.set()
         return batch
+
+    async def next_batch_within(self, timeout: float) -> list[Output] | End | None:
+        """``next_batch``, or None when nothing arrives within ``timeout`` seconds, so that a
+        consumer with a live view wakes to redraw it while slow inputs run. (An output that
+        arrives as the wait times out stays queued: ``Queue.get`` loses nothing when
+        cancelled.)"""
+        if not self.outputs.empty():
+            return await self.next_batch()
+        try:
+            return await asyncio.wait_for(self.next_batch(), timeout)
+        except TimeoutError:
+            return None
 
     async def cancel(self) -> None:
         """Cancel the call's pending and running inputs on the control plane."""

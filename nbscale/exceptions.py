@@ -11,6 +11,7 @@ own type, with the remote traceback attached. The tree of nbscale's own errors:
     ├── WorkerLostError               the worker died while running an input
     ├── VersionMismatchError          caller and worker cannot exchange pickles or messages
     ├── LaunchError                   workers for the function could not be started
+    ├── ImageBuildError               a worker image could not be built
     ├── NotFoundError                 no such pool or function call
     ├── CallCancelledError            the function call was cancelled
     ├── ControlPlaneError             the control plane cannot be reached or failed
@@ -64,6 +65,10 @@ class VersionMismatchError(NbscaleError):
 
 class LaunchError(NbscaleError):
     """Raised when workers for a function cannot be started."""
+
+
+class ImageBuildError(NbscaleError):
+    """Raised when a worker image (``nbscale.Image``) cannot be built."""
 
 
 class NotFoundError(NbscaleError):

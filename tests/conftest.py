@@ -1,15 +1,20 @@
 """Shared fixtures: each test module gets the process's embedded control plane, and tests
-that need other settings get a fresh one with those settings (and stop it afterwards)."""
+that need other settings get a fresh one with those settings (and stop it afterwards).
+``nbscale_ext`` gives a test pytest-jupyter's server with the control plane in it instead."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import nbscale
+
+# jp_fetch, jp_ws_fetch, jp_serverapp, ... for the Jupyter server extension's tests
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:
@@ -45,5 +50,56 @@ def _fresh_control_plane_per_module() -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def _stop_control_plane_at_end() -> Iterator[None]:
     os.environ.setdefault("NBSCALE_HEARTBEAT_INTERVAL", "0.5")
+    # Worker processes unless a test asks for Docker (docker_plane), even where an engine runs.
+    os.environ.setdefault("NBSCALE_LAUNCHER", "process")
     yield
     nbscale.shutdown()
+
+
+@pytest.fixture(scope="module")
+def docker_plane() -> Iterator[Any]:
+    """For a module of Docker tests: a fresh embedded control plane whose workers are
+    containers (NBSCALE_LAUNCHER=docker); yields a docker SDK client. Fails, never skips,
+    when no engine answers (scripts/test starts one), and fails when any container or
+    network of nbscale is left on the engine afterwards."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"no Docker engine answers ({exc}); run scripts/docker-setup as root")
+    nbscale.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NBSCALE_LAUNCHER", "docker")
+        yield client
+        nbscale.shutdown()
+    ours = {"label": "nbscale.server"}
+    left = [c.name for c in client.containers.list(all=True, filters=ours)]
+    left += [n.name for n in client.networks.list(filters=ours)]
+    assert not left, f"left behind on the Docker engine: {left}"
+
+
+@pytest.fixture
+def jp_server_config() -> dict[str, Any]:
+    """pytest-jupyter's server: nbscale enabled, no request without authentication, and an
+    extension that fails to start fails the test."""
+    return {
+        "ServerApp": {
+            # pytest-jupyter adds terminals unless told not to; their socket is undecorated
+            "jpserver_extensions": {"nbscale_server": True, "jupyter_server_terminals": False},
+            "allow_unauthenticated_access": False,
+            "reraise_server_extension_failures": True,
+        },
+        "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+    }
+
+
+@pytest.fixture
+def nbscale_ext(jp_serverapp: Any, jp_asyncio_loop: Any) -> Iterator[Any]:
+    """The NbScale extension of ``jp_serverapp``, started as a running server starts it
+    (pytest-jupyter does not); this process's nbscale client then uses its control plane."""
+    nbscale.shutdown()
+    jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
+    yield jp_serverapp.extension_manager.extension_points["nbscale"].app
+    nbscale.shutdown()  # before pytest-jupyter stops the server and its extensions

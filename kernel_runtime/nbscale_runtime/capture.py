@@ -1,8 +1,8 @@
 """Per-input capture of stdout and stderr.
 
-The worker replaces ``sys.stdout``/``sys.stderr`` once with proxies that write into the
-buffer of the input running in the current thread or asyncio task (a context variable), and
-pass through to the real stream when no input is running. Concurrent inputs therefore keep
+The worker replaces ``sys.stdout``/``sys.stderr`` once with proxies that also write into the
+buffer of the input running in the current thread or asyncio task (a context variable); the
+text always reaches the real stream, which is the worker's log, too. Concurrent inputs keep
 their output apart, which is what lets the caller prefix each line with its input's index.
 """
 
@@ -26,14 +26,13 @@ class _RoutingStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         target = _current.get()
-        if target is None:
-            return self._fallback.write(text)
-        target.append(text)
-        return len(text)
+        if target is not None:
+            target.append(text)  # goes back to the caller with the input's result
+        # and to the worker's own log too, where `nbscale logs` and the sidebar read it
+        return self._fallback.write(text)
 
     def flush(self) -> None:
-        if _current.get() is None:
-            self._fallback.flush()
+        self._fallback.flush()
 
     def writable(self) -> bool:
         return True

@@ -35,7 +35,7 @@ from nbscale_runtime.serialization import pack, split_payload
 from . import reports
 from .autoscaler import LaunchWorkers, StopWorkers
 from .channel import Channel, unbounded
-from .launchers import Launcher, LaunchFailed, ProcessLauncher, WorkerHandle, WorkerSpec
+from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, make_launcher
 from .limits import Limits, admit, describe
 from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
 from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
@@ -63,6 +63,8 @@ class ControlPlaneConfig:
     bind_host: str = "127.0.0.1"
     client_endpoint: str | None = None  # default: ipc in the private directory
     python: str | None = None  # the interpreter of process workers; default: this one
+    launcher: str = "process"  # "process", "docker" or "auto" (docker when an engine answers)
+    docker_network: str = "bridge"  # Docker workers: "bridge" (our own network) or "host"
 
 
 class RequestError(Exception):
@@ -92,7 +94,13 @@ class ControlPlane:
         self.config = config or ControlPlaneConfig()
         self.ctx = ctx or zmq.Context()
         self.dir = private_dir()
-        self.launcher = launcher or ProcessLauncher(self.dir, self.config.python)
+        try:
+            self.launcher = launcher or make_launcher(
+                self.config.launcher, self.dir, self.config.python, self.config.docker_network
+            )
+        except LaunchFailed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.pools: dict[str, Pool] = {}
         self.calls: dict[str, CallState] = {}
         self.workers: dict[str, WorkerState] = {}
@@ -117,13 +125,17 @@ class ControlPlane:
         self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
         client_sock.bind(self.client_endpoint)
         self.worker_sock = unbounded(self.ctx.socket(zmq.ROUTER))
-        if cfg.worker_transport == "tcp":
+        # Containers cannot share our private directory: their launcher names the address
+        # they reach us at (a bridge gateway or loopback), always with CurveZMQ.
+        bind_host = self.launcher.worker_bind_host()
+        if cfg.worker_transport == "tcp" or bind_host is not None:
+            bind_host = bind_host or cfg.bind_host
             self.allow_list = WorkerAllowList(self.ctx)
             self.worker_sock.curve_server = True
             self.worker_sock.curve_secretkey = self.server_keys.secret.encode()
             self.worker_sock.curve_publickey = self.server_keys.public.encode()
-            port = self.worker_sock.bind_to_random_port(f"tcp://{cfg.bind_host}")
-            self.worker_endpoint = f"tcp://{cfg.bind_host}:{port}"
+            port = self.worker_sock.bind_to_random_port(f"tcp://{bind_host}")
+            self.worker_endpoint = f"tcp://{bind_host}:{port}"
         else:
             self.worker_endpoint = f"ipc://{self.dir}/workers"
             self.worker_sock.bind(self.worker_endpoint)
@@ -164,6 +176,7 @@ class ControlPlane:
             if wait is not None:
                 wait(w.handle, 2.0)
         self.workers.clear()
+        self.launcher.close()  # removes what is left: containers, their network
 
     def connection_info(self) -> dict[str, Any]:
         return {
@@ -340,7 +353,12 @@ class ControlPlane:
     def _handle_cancel_call(
         self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]
     ) -> Any:
-        self.cancel_call(msg.call_id, requester=identity)
+        cancelled_before = msg.call_id not in self.calls and any(
+            msg.call_id in p.queue.cancelled_calls for p in self.pools.values()
+        )
+        # A caller cancelling a call the REST API cancelled (and forgot) already: nothing to do.
+        if not cancelled_before:
+            self.cancel_call(msg.call_id, requester=identity)
         return {"cancelled": True}, ()
 
     def _handle_get_outputs(
@@ -381,8 +399,8 @@ class ControlPlane:
             pool.autoscaler.settings = pool.autoscaler.settings.updated(changes)
         except (TypeError, ValueError) as exc:
             raise RequestError("InvalidError", str(exc)) from None
-        self._autoscale(pool, time.monotonic())
         self._emit("pool-updated", pool_id)
+        self._autoscale(pool, time.monotonic())
         return self.pool_info(pool_id)
 
     def stop_pool(self, pool_id: str) -> PoolModel:
@@ -488,6 +506,8 @@ class ControlPlane:
         elif isinstance(msg, protocol.GetInputs):
             w.want += msg.want
             self._dispatch(self.pools[w.pool_id])
+        elif isinstance(msg, protocol.Heartbeat):
+            w.stats = msg.stats  # GPU utilisation and memory, when the worker has GPUs
         elif isinstance(msg, protocol.Goodbye):
             w.clean_exit = True
             w.state = "draining"
@@ -807,7 +827,9 @@ class ControlPlane:
         pool.launch_failures += 1
         pool.autoscaler.launch_failed(now, reason)
         log.warning("%s: %s", pool.name, pool.autoscaler.status)
-        if pool.launch_failures >= MAX_LAUNCH_FAILURES:
+        # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
+        serving = any(w.state in ("idle", "busy") for w in pool.workers.values())
+        if pool.launch_failures >= MAX_LAUNCH_FAILURES and not serving:
             message = (
                 f"{pool.name}: {pool.launch_failures} workers in a row failed to start; "
                 f"the last: {reason}"
@@ -837,18 +859,18 @@ class ControlPlane:
             self.allow_list.revoke(w.public_key)
         with contextlib.suppress(OSError):
             os.unlink(w.config_path)
+        # What the launcher knows beyond the code (out of memory, never started, ...).
+        reason = self.launcher.exit_reason(w.handle) or _describe_exit(exit_code)
         if w.registered_at is None and not w.clean_exit and w.state != "draining":
             tail = self.launcher.logs(w.handle, 10).strip()
-            self._launch_failed(
-                pool, f"worker exited with code {exit_code} before registering:\n{tail}", now
-            )
+            said = f":\n{tail}" if tail else ""
+            self._launch_failed(pool, f"worker {reason} before registering{said}", now)
         at_fault = 0 if w.clean_exit else pool.slots
         outcomes = pool.queue.worker_gone(w.worker_id, now, at_fault)
         self._report_retries(outcomes)
         final = [o for o in outcomes if o.final]
         if final:
             tail = self.launcher.logs(w.handle, 20)
-            reason = _describe_exit(exit_code)
             rows = []
             for o in final:
                 info = {

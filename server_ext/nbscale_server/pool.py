@@ -37,6 +37,7 @@ class WorkerState:
     clean_exit: bool = False
     python: str = ""
     gpus: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)  # the last heartbeat's sample
 
     def view(self) -> WorkerView:
         return WorkerView(self.worker_id, self.state, self.idle_since)
@@ -49,6 +50,7 @@ class WorkerState:
             "uptime": round(now - self.launched_at, 3),
             "running_inputs": running,
             "gpus": self.gpus,
+            "stats": self.stats,
         }
 
 

@@ -90,6 +90,16 @@ class QueueCore:
     def running_on(self, worker_id: str) -> int:
         return len(self.running.get(worker_id, ()))
 
+    def inputs_of(self, call_id: str) -> tuple[list[InputRecord], list[InputRecord]]:
+        """A call's (pending, running) inputs, retries waiting for their delay counted as
+        pending. A scan of the queue: for status pages, never for the hot path."""
+        pending = [r for r in self.pending if r.call_id == call_id]
+        pending += [d[2] for d in self._delayed if d[2].call_id == call_id]
+        running = [
+            r for inputs in self.running.values() for r in inputs.values() if r.call_id == call_id
+        ]
+        return pending, running
+
     # --- events -------------------------------------------------------------------------
 
     def submit(self, records: list[InputRecord]) -> None:

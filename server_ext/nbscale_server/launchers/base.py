@@ -31,7 +31,7 @@ class WorkerHandle:
     log_path: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        ref = getattr(self.ref, "pid", self.ref)
+        ref = getattr(self.ref, "pid", None) or getattr(self.ref, "id", None) or self.ref
         return {
             "worker_id": self.worker_id,
             "pool_id": self.pool_id,
@@ -61,6 +61,18 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         """The last ``tail`` lines the worker wrote to stdout/stderr."""
+
+    def exit_reason(self, handle: WorkerHandle) -> str | None:
+        """Why an exited worker ended, when the launcher knows more than its exit code
+        (e.g. "ran out of memory ..."); phrased to follow "worker wk-...". None: say what
+        the exit code says."""
+        return None
+
+    def worker_bind_host(self) -> str | None:
+        """The address the control plane must bind its worker socket to (over TCP, with
+        CurveZMQ) for this launcher's workers to reach it, or None when they share this
+        machine's file system and ``ipc://`` works."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the launcher holds; workers are stopped by the control plane."""

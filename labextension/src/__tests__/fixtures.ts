@@ -1,0 +1,57 @@
+/** Models as the server sends them, with only what a test changes spelled out. */
+
+import { ICall, IContainer, IPool } from '../models';
+
+export function pool(overrides: Partial<IPool> = {}): IPool {
+  return {
+    id: 'pl-000000000001',
+    function: 'evaluate_model',
+    function_id: 'f00d',
+    settings: {
+      min_containers: 0,
+      max_containers: 8,
+      buffer_containers: 1,
+      scaledown_window: 60
+    },
+    status: 'idle',
+    backlog: 0,
+    num_running_inputs: 0,
+    num_total_runners: 0,
+    input_headroom: 0,
+    containers: { starting: 0, idle: 0, busy: 0, draining: 0 },
+    done: 0,
+    failed: 0,
+    workers: [],
+    gpus: [],
+    stopped: false,
+    ...overrides
+  };
+}
+
+export function container(overrides: Partial<IContainer> = {}): IContainer {
+  return {
+    id: 'wk-00000001',
+    state: 'busy',
+    pid: 4242,
+    uptime: 12.5,
+    running_inputs: 1,
+    gpus: [],
+    ...overrides
+  };
+}
+
+export function call(overrides: Partial<ICall> = {}): ICall {
+  return {
+    id: 'fc-000000000001',
+    pool_id: 'pl-000000000001',
+    function: 'evaluate_model',
+    kind: 'map',
+    total: 100,
+    submitted: 100,
+    done: 0,
+    failed: 0,
+    cancelled: false,
+    finished: false,
+    ...overrides
+  };
+}

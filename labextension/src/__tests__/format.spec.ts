@@ -1,0 +1,176 @@
+import {
+  callProgress,
+  describeEvent,
+  formatBounds,
+  formatBytes,
+  formatContainers,
+  formatCount,
+  formatDuration,
+  formatGpu,
+  formatGpuCount,
+  formatSettings,
+  isCancellable,
+  plural,
+  shortId
+} from '../format';
+import { call, pool } from './fixtures';
+
+describe('formatDuration', () => {
+  it.each([
+    [0, '0s'],
+    [45.9, '45s'],
+    [65, '1m 05s'],
+    [3599, '59m 59s'],
+    [3600 * 2 + 4 * 60, '2h 04m'],
+    [86400 * 3 + 7200, '3d 2h'],
+    [-1, '–'],
+    [NaN, '–']
+  ])('%s s is %s', (seconds, text) => {
+    expect(formatDuration(seconds)).toBe(text);
+  });
+});
+
+describe('formatBytes and counts', () => {
+  it('uses binary units', () => {
+    expect(formatBytes(512)).toBe('512 B');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(40 * 1024 ** 3)).toBe('40.0 GiB');
+  });
+
+  it('separates thousands', () => {
+    expect(formatCount(0)).toBe('0');
+    expect(formatCount(999)).toBe('999');
+    expect(formatCount(1234567)).toBe('1,234,567');
+  });
+
+  it('says one and many', () => {
+    expect(plural(1, 'input')).toBe('1 input');
+    expect(plural(2000, 'input')).toBe('2,000 inputs');
+  });
+});
+
+describe('callProgress', () => {
+  it('fills the bar with finished inputs over the total', () => {
+    const p = callProgress(call({ total: 200, done: 40, failed: 10 }));
+    expect(p.fraction).toBeCloseTo(0.25);
+    expect(p.label).toBe('50 / 200 · 10 failed');
+    expect(p.state).toBe('running');
+  });
+
+  it('has no fraction while the total is unknown', () => {
+    const p = callProgress(call({ total: null, submitted: 30, done: 5 }));
+    expect(p.fraction).toBeNull();
+    expect(p.label).toBe('5 of 30+');
+  });
+
+  it('tells done, failed and cancelled calls apart', () => {
+    expect(callProgress(call({ done: 100, finished: true })).state).toBe(
+      'done'
+    );
+    expect(
+      callProgress(call({ done: 99, failed: 1, finished: true })).state
+    ).toBe('failed');
+    const cancelled = callProgress(
+      call({ done: 3, cancelled: true, finished: true })
+    );
+    expect(cancelled.state).toBe('cancelled');
+    expect(cancelled.label).toBe('3 / 100 · cancelled');
+  });
+
+  it('offers cancel only for calls still running', () => {
+    expect(isCancellable(call())).toBe(true);
+    expect(isCancellable(call({ finished: true }))).toBe(false);
+    expect(isCancellable(call({ cancelled: true }))).toBe(false);
+  });
+});
+
+describe('pools', () => {
+  it('lists containers by state, busiest first, without empty states', () => {
+    expect(
+      formatContainers({ starting: 1, idle: 2, busy: 3, draining: 0 })
+    ).toBe('3 busy · 2 idle · 1 starting');
+    expect(
+      formatContainers({ starting: 0, idle: 0, busy: 0, draining: 0 })
+    ).toBe('no containers');
+  });
+
+  it('puts the size against the bounds', () => {
+    expect(formatBounds(pool({ num_total_runners: 3 }))).toBe(
+      '3 of max 8 (min 0, buffer 1)'
+    );
+    const uncapped = pool();
+    uncapped.settings.max_containers = null;
+    expect(formatBounds(uncapped)).toBe('0 of no max (min 0, buffer 1)');
+  });
+
+  it('words the settings', () => {
+    expect(
+      formatSettings({
+        min_containers: 1,
+        max_containers: null,
+        buffer_containers: 0,
+        scaledown_window: 90
+      })
+    ).toBe('min 1 · max ∞ · buffer 0 · scaledown 1m 30s');
+  });
+});
+
+describe('GPUs', () => {
+  it('shows what NVML reported', () => {
+    expect(
+      formatGpu({
+        index: 0,
+        name: 'NVIDIA A100',
+        utilization: 35,
+        memory_used: 10 * 1024 ** 3,
+        memory_total: 40 * 1024 ** 3
+      })
+    ).toBe('0: NVIDIA A100 · 35% · 10.0 GiB / 40.0 GiB');
+    expect(formatGpu({ uuid: 'GPU-1', memory_total: 1024 ** 3 })).toBe(
+      'GPU-1 · 1.0 GiB'
+    );
+  });
+
+  it('counts a pool GPUs by model', () => {
+    expect(formatGpuCount([])).toBe('no GPU');
+    expect(
+      formatGpuCount([{ name: 'A100' }, { name: 'A100' }, { name: 'T4' }])
+    ).toBe('2 × A100, 1 × T4');
+  });
+});
+
+describe('describeEvent', () => {
+  it('words each kind of event', () => {
+    expect(
+      describeEvent({
+        type: 'container-stopped',
+        pool_id: 'pl-1',
+        container_id: 'wk-1',
+        exit_code: 137
+      })
+    ).toBe('wk-1 stopped (exit 137)');
+    expect(
+      describeEvent({
+        type: 'container-stopped',
+        pool_id: 'pl-1',
+        container_id: 'wk-1',
+        exit_code: null
+      })
+    ).toBe('wk-1 stopped');
+    expect(describeEvent({ type: 'pool-stopped', pool_id: 'pl-1' })).toBe(
+      'pool pl-1 stopped'
+    );
+    expect(
+      describeEvent({
+        type: 'call-cancelled',
+        pool_id: 'pl-1',
+        call_id: 'fc-9'
+      })
+    ).toBe('call fc-9 cancelled');
+  });
+
+  it('shortens ids', () => {
+    expect(shortId('wk-1a2b3c4d5e6f')).toBe('wk-1a2b3c');
+    expect(shortId('wk-1')).toBe('wk-1');
+  });
+});

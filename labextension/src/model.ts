@@ -1,0 +1,265 @@
+/**
+ * The sidebar's live model: the `events` WebSocket pushes changes into a `ClusterState`;
+ * while the socket is down, a `Poll` reads the REST API instead, backing off while the
+ * server does not answer. The poll stands by while the page is hidden.
+ */
+
+import { ServerConnection } from '@jupyterlab/services';
+import { Poll } from '@lumino/polling';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import {
+  ConnectionStatus,
+  describeStatus,
+  statusOfFailure
+} from './connection';
+import {
+  EventsMessage,
+  IAutoscalerChanges,
+  ICall,
+  ILogs,
+  IPool
+} from './models';
+import { eventsUrl, requestAPI } from './request';
+import { ClusterState } from './state';
+
+export interface IModelOptions {
+  /** Seconds between two reads of the REST API while the WebSocket is down. */
+  refreshInterval: number;
+  serverSettings?: ServerConnection.ISettings;
+}
+
+/** Seconds to wait before trying the WebSocket again after it failed. */
+const SOCKET_RETRY = 15;
+
+export class SidebarModel {
+  constructor(options: IModelOptions) {
+    this._settings = options.serverSettings ?? ServerConnection.makeSettings();
+    this._poll = new Poll({
+      auto: true,
+      factory: () => this._tick(),
+      frequency: {
+        interval: options.refreshInterval * 1000,
+        backoff: true,
+        max: 60 * 1000
+      },
+      name: 'nbscale:sidebar',
+      standby: 'when-hidden'
+    });
+  }
+
+  readonly state = new ClusterState();
+
+  /** Emitted when the state or the connection status changed. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get status(): ConnectionStatus {
+    return this._status;
+  }
+
+  /** The one sentence to show for a failed connection; null while connected. */
+  get message(): string | null {
+    return describeStatus(this._status, this._detail);
+  }
+
+  get isDisposed(): boolean {
+    return this._poll.isDisposed;
+  }
+
+  /** Read the server now. */
+  async refresh(): Promise<void> {
+    await this._poll.refresh();
+    await this._poll.tick;
+  }
+
+  /** Change the seconds between two reads while polling. */
+  setRefreshInterval(seconds: number): void {
+    this._poll.frequency = {
+      ...this._poll.frequency,
+      interval: seconds * 1000
+    };
+  }
+
+  /** `PATCH pools/{id}`: change a pool's autoscaler settings. */
+  async updateAutoscaler(
+    poolId: string,
+    changes: IAutoscalerChanges
+  ): Promise<IPool> {
+    const pool = await requestAPI<IPool>(
+      `pools/${encodeURIComponent(poolId)}`,
+      { method: 'PATCH', body: JSON.stringify(changes) },
+      this._settings
+    );
+    this.state.putPool(pool, Date.now());
+    this._changed.emit();
+    return pool;
+  }
+
+  /** `DELETE pools/{id}`: cancel the pool's calls and stop its containers. */
+  async stopPool(poolId: string): Promise<IPool> {
+    const pool = await requestAPI<IPool>(
+      `pools/${encodeURIComponent(poolId)}`,
+      { method: 'DELETE' },
+      this._settings
+    );
+    this.state.putPool(pool, Date.now());
+    this._changed.emit();
+    return pool;
+  }
+
+  /** `DELETE calls/{id}`: cancel a call's pending and running inputs. */
+  async cancelCall(callId: string): Promise<ICall> {
+    const call = await requestAPI<ICall>(
+      `calls/${encodeURIComponent(callId)}`,
+      { method: 'DELETE' },
+      this._settings
+    );
+    this.state.putCall(call, Date.now());
+    this._changed.emit();
+    return call;
+  }
+
+  /** `GET containers/{id}/logs`: a container's last lines of output. */
+  async logs(containerId: string, tail = 100): Promise<ILogs> {
+    return requestAPI<ILogs>(
+      `containers/${encodeURIComponent(containerId)}/logs?tail=${tail}`,
+      {},
+      this._settings
+    );
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._poll.dispose();
+    this._closeSocket();
+    Signal.clearData(this);
+  }
+
+  /**
+   * One tick of the poll. While the socket is open it only moves the charts on; otherwise
+   * it reads pools and calls over REST and, when that works, tries the socket again.
+   * A failure rejects, so that the poll backs off.
+   */
+  private async _tick(): Promise<void> {
+    if (this._socket?.readyState === WebSocket.OPEN) {
+      this.state.sample(Date.now());
+      this._changed.emit();
+      return;
+    }
+    let pools: IPool[];
+    let calls: ICall[];
+    try {
+      [pools, calls] = await Promise.all([
+        requestAPI<IPool[]>('pools', {}, this._settings),
+        requestAPI<ICall[]>('calls', {}, this._settings)
+      ]);
+    } catch (error) {
+      this._fail(error);
+      throw error;
+    }
+    const now = Date.now();
+    this.state.setPools(pools, now);
+    this.state.setCalls(calls, now);
+    if (this._status !== 'live') {
+      this._setStatus('polling');
+    }
+    this._changed.emit();
+    this._openSocket();
+  }
+
+  private _fail(error: unknown): void {
+    const status =
+      error instanceof ServerConnection.ResponseError
+        ? error.response.status
+        : null;
+    const next = statusOfFailure(status);
+    const detail =
+      error instanceof ServerConnection.ResponseError
+        ? `${error.response.status} ${error.response.statusText}`.trim()
+        : '';
+    // Say it once: the panel shows one sentence, the console one line per change.
+    if (next !== this._status) {
+      console.warn(`nbscale: ${describeStatus(next, detail)}`);
+    }
+    this._detail = detail;
+    this._setStatus(next);
+  }
+
+  private _setStatus(status: ConnectionStatus): void {
+    if (status !== this._status) {
+      this._status = status;
+      this._changed.emit();
+    }
+  }
+
+  private _openSocket(): void {
+    const now = Date.now();
+    if (this._socket !== null || now < this._socketRetryAt) {
+      return;
+    }
+    let socket: WebSocket;
+    try {
+      socket = new this._settings.WebSocket(eventsUrl(this._settings));
+    } catch {
+      this._socketRetryAt = now + SOCKET_RETRY * 1000;
+      return;
+    }
+    this._socket = socket;
+    socket.onmessage = (event: MessageEvent) => this._onMessage(event);
+    socket.onclose = () => {
+      if (this._socket !== socket) {
+        return;
+      }
+      this._socket = null;
+      if (this._status === 'live') {
+        // It was working: read over REST at once and try the socket again on the next tick.
+        this._setStatus('polling');
+        void this._poll.refresh();
+      } else {
+        this._socketRetryAt = Date.now() + SOCKET_RETRY * 1000;
+      }
+    };
+  }
+
+  private _closeSocket(): void {
+    const socket = this._socket;
+    this._socket = null;
+    if (socket !== null) {
+      socket.onmessage = null;
+      socket.onclose = null;
+      socket.close();
+    }
+  }
+
+  private _onMessage(event: MessageEvent): void {
+    let message: EventsMessage;
+    try {
+      message = JSON.parse(String(event.data)) as EventsMessage;
+    } catch (error) {
+      console.warn('nbscale: an events message is not JSON', error);
+      return;
+    }
+    const now = Date.now();
+    if (message.type === 'snapshot') {
+      this.state.applySnapshot(message, now);
+    } else if (message.type === 'changes') {
+      this.state.applyChanges(message, now);
+    } else {
+      return;
+    }
+    this._setStatus('live');
+    this._changed.emit();
+  }
+
+  private _settings: ServerConnection.ISettings;
+  private _poll: Poll;
+  private _socket: WebSocket | null = null;
+  private _socketRetryAt = 0;
+  private _status: ConnectionStatus = 'connecting';
+  private _detail = '';
+  private _changed = new Signal<this, void>(this);
+}

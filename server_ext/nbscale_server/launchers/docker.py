@@ -1,0 +1,459 @@
+"""Workers as Docker containers: one hardened container per worker, on a network of its own.
+
+- Every container runs ``python3 -m nbscale_runtime --config /run/nbscale/worker.json`` in an
+  image built by ``nbscale.Image`` (never pulled at launch: a missing image is an error). Its
+  config file, which holds its CurveZMQ keys, is bind-mounted read-only; keys never appear in
+  the environment or argv, where ``docker inspect`` and ``/proc`` would show them.
+- Hardened: a non-root user, a read-only root with a tmpfs ``/tmp``, every capability
+  dropped, no-new-privileges, a pids limit, never the Docker socket; ``init=True`` so SIGTERM
+  reaches Python (as PID 1 it would ignore it); cpu, memory and shm limits from the
+  function's ``cpu=``/``memory=``; GPUs by UUID (``gpus.py``), so none is shared.
+- Workers reach the control plane over TCP + CurveZMQ: by default on a user bridge network of
+  the control plane's own, the worker socket bound to its gateway; with ``network="host"``
+  (faster to start) on 127.0.0.1. Never 0.0.0.0.
+- Docker calls run on a few daemon threads, never on the control plane's loop. One thread
+  follows the engine's ``die`` events: when a container exits, its exit code, OOM flag and
+  last log lines are recorded and the container is removed (logs use json-file with
+  rotation, so they survive until then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..gpus import GpuError, GpuInfo, choose, discover, parse_gpu
+from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from .docker_engine import (
+    LABEL_GPUS,
+    LABEL_POOL,
+    LABEL_SERVER,
+    LABEL_WORKER,
+    connect,
+    create_network,
+    owner_labels,
+    reap_orphans,
+    unreachable_message,
+)
+
+log = logging.getLogger("nbscale.docker")
+
+CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
+COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
+CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
+EXIT_NOT_STARTED = 125  # what `docker run` exits with when the container could not start
+EXIT_LOST = 255  # the engine stopped answering: the container's fate is unknown
+_THREADS = 8  # Docker calls in parallel: starts are bound by the engine, not by us
+_LOGS_KEPT = 200  # lines of an exited container's output kept after it is removed
+_PIDS_LIMIT = 4096
+_TMP_SIZE = "1g"
+_NO_GPU_RUNTIME = "could not select device driver"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerExit:
+    code: int
+    reason: str | None  # what the exit code alone does not say
+    logs: str
+
+
+@dataclass(eq=False)
+class Container:
+    """A launched worker's container, as the launcher's threads and the control plane see
+    it (the ``ref`` of its ``WorkerHandle``)."""
+
+    worker_id: str
+    name: str
+    memory: int | None  # MiB
+    gpus: list[str]
+    id: str | None = None
+    started: threading.Event = field(default_factory=threading.Event)  # created or failed
+    exit: ContainerExit | None = None
+    exited: threading.Event = field(default_factory=threading.Event)
+    signalled: str | None = None  # the last signal sent, so repeated stops send nothing
+
+
+class _Threads:
+    """A few daemon threads running Docker calls. Not a ThreadPoolExecutor: it refuses work
+    once the interpreter is exiting, which is exactly when containers must still be
+    stopped."""
+
+    def __init__(self, count: int) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
+        self._queue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"nbscale-docker-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            fn, future = job
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                log.debug("docker call failed", exc_info=True)
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+def container_user() -> str:
+    """Never root: the host user when that is not root, else a fixed unprivileged uid."""
+    uid = os.getuid()
+    return f"{CONTAINER_UID}:{CONTAINER_UID}" if uid == 0 else f"{uid}:{os.getgid()}"
+
+
+def gpu_device_requests(uuids: list[str]) -> list[dict[str, Any]]:
+    """Docker's request for exactly these GPUs (``--gpus '"device=UUID,..."'``)."""
+    if not uuids:
+        return []
+    import docker
+
+    return [docker.types.DeviceRequest(device_ids=list(uuids), capabilities=[["gpu"]])]
+
+
+def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict[str, Any]:
+    """The ``create_host_config`` arguments for a worker: limits, hardening, logs, GPUs."""
+    options = spec.options
+    memory = options.get("memory")
+    shm_mib = max(64, int(memory) // 2) if memory else 1024
+    host: dict[str, Any] = {
+        "init": True,
+        "binds": {spec.config_path: {"bind": CONFIG_IN_CONTAINER, "mode": "ro"}},
+        "network_mode": network,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={_TMP_SIZE},mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": _PIDS_LIMIT,
+        "shm_size": f"{shm_mib}m",
+        "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+    }
+    if memory:
+        host["mem_limit"] = host["memswap_limit"] = f"{int(memory)}m"
+    if options.get("cpu"):
+        host["nano_cpus"] = int(float(options["cpu"]) * 1e9)
+    if gpus:
+        host["device_requests"] = gpu_device_requests(gpus)
+    return host
+
+
+def describe_exit(state: dict[str, Any], memory: int | None) -> str | None:
+    """What a container's final state says beyond its exit code (``State`` of inspect)."""
+    if state.get("OOMKilled"):
+        limit = f" (memory limit {memory} MiB)" if memory else ""
+        return f"ran out of memory{limit} and was killed (exit code {state.get('ExitCode')})"
+    return None
+
+
+def missing_image_message(image: str) -> str:
+    return (
+        f"image {image!r} is not on this Docker host: build it with nbscale.Image "
+        "(`nbscale images build` builds the default one); nbscale never pulls images "
+        "when it starts workers"
+    )
+
+
+def start_error_message(exc: BaseException, image: str) -> str:
+    text = str(getattr(exc, "explanation", None) or exc)
+    if _NO_GPU_RUNTIME in text:
+        return (
+            "Docker here cannot expose GPUs: install nvidia-container-toolkit and restart "
+            "Docker (nvidia-ctk runtime configure --runtime=docker)"
+        )
+    return f"Docker could not start a container of {image}: {text}"
+
+
+class DockerLauncher(Launcher):
+    name = "docker"
+
+    def __init__(
+        self, network: str = "bridge", client: Any = None, gpus: list[GpuInfo] | None = None
+    ) -> None:
+        """``network``: "bridge" (a network of this control plane's own) or "host";
+        ``gpus``: the GPUs to assign (default: what NVML finds, on the first GPU request)."""
+        if network not in ("bridge", "host"):
+            raise LaunchFailed(f"Docker network must be 'bridge' or 'host', got {network!r}")
+        self.client = client or connect()
+        self.api = self.client.api
+        self.server_id = "sv-" + uuid.uuid4().hex[:12]
+        self.labels = owner_labels(self.server_id)
+        reap_orphans(self.api)
+        self._lock = threading.Lock()
+        self._containers: dict[str, Container] = {}  # live ones, by worker id
+        self._images: set[str] = set()  # images seen on the engine
+        self._gpu_inventory = gpus
+        self._closed = False
+        self.network_id: str | None = None
+        if network == "host":
+            self.network, self.bind_host = "host", "127.0.0.1"
+        else:
+            self.network = f"nbscale-{self.server_id}"
+            self.network_id, self.bind_host = create_network(self.api, self.network, self.labels)
+        self._threads = _Threads(_THREADS)
+        self._events: Any = None
+        self._watcher = threading.Thread(target=self._watch, name="nbscale-docker-events")
+        self._watcher.daemon = True
+        self._watching = threading.Event()
+        self._watcher.start()
+        self._watching.wait(5.0)
+
+    def worker_bind_host(self) -> str | None:
+        return self.bind_host
+
+    # --- starting -----------------------------------------------------------------------
+
+    def start(self, spec: WorkerSpec) -> WorkerHandle:
+        if self._closed:
+            raise LaunchFailed("the Docker launcher is closed")
+        image = spec.options.get("image")
+        if not image:
+            raise LaunchFailed("no image for this function (the nbscale client builds one)")
+        self._check_image(image)
+        gpus = self._reserve_gpus(spec.options.get("gpu"))
+        if os.getuid() == 0:  # the file is 0600: let the container's user read it
+            os.chown(spec.config_path, CONTAINER_UID, CONTAINER_UID)
+        memory = spec.options.get("memory")
+        container = Container(
+            spec.worker_id, f"nbscale-{spec.worker_id}", int(memory) if memory else None, gpus
+        )
+        with self._lock:
+            self._containers[spec.worker_id] = container
+        self._threads.submit(lambda: self._create_and_start(container, spec, image))
+        return WorkerHandle(spec.worker_id, spec.pool_id, self.name, container)
+
+    def _check_image(self, image: str) -> None:
+        """Fail at once, with what to do, when the image is missing: never pull at launch."""
+        if image in self._images:
+            return
+        import docker
+
+        try:
+            self.api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            raise LaunchFailed(missing_image_message(image)) from None
+        except Exception as exc:
+            raise LaunchFailed(unreachable_message(exc)) from None
+        self._images.add(image)
+
+    def _reserve_gpus(self, request: Any) -> list[str]:
+        try:
+            wanted = parse_gpu(request)
+            if not wanted:
+                return []
+            if self._gpu_inventory is None:
+                self._gpu_inventory = discover()
+            return choose(wanted, self._gpu_inventory, self._gpus_taken())
+        except GpuError as exc:
+            raise LaunchFailed(str(exc)) from None
+        except Exception as exc:  # listing the GPUs other containers hold failed
+            raise LaunchFailed(unreachable_message(exc)) from None
+
+    def _gpus_taken(self) -> set[str]:
+        """GPUs held by live containers: ours, and those of other control planes."""
+        with self._lock:
+            taken = {u for c in self._containers.values() for u in c.gpus}
+        for other in self.api.containers(filters={"label": [LABEL_GPUS]}):
+            taken.update(filter(None, other.get("Labels", {}).get(LABEL_GPUS, "").split(",")))
+        return taken
+
+    def _create_and_start(self, c: Container, spec: WorkerSpec, image: str) -> None:
+        import docker
+
+        labels = {
+            **self.labels,
+            LABEL_POOL: spec.pool_id,
+            LABEL_WORKER: spec.worker_id,
+        }
+        if c.gpus:
+            labels[LABEL_GPUS] = ",".join(c.gpus)
+        environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        if c.gpus:
+            environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+        try:
+            host_config = self.api.create_host_config(
+                **host_config_options(spec, self.network, c.gpus)
+            )
+            created = self.api.create_container(
+                image,
+                COMMAND,
+                name=c.name,
+                user=container_user(),
+                environment=environment,
+                labels=labels,
+                host_config=host_config,
+                detach=True,
+            )
+            c.id = created["Id"]
+            self.api.start(c.id)
+        except Exception as exc:
+            if c.id is not None:  # a failed start leaves a Created container behind
+                with contextlib.suppress(Exception):
+                    self.api.remove_container(c.id, force=True)
+            if isinstance(exc, docker.errors.ImageNotFound):  # removed since we checked
+                self._images.discard(image)
+                reason = f"could not start ({missing_image_message(image)})"
+            else:
+                reason = f"could not start ({start_error_message(exc, image)})"
+            self._record_exit(c, ContainerExit(EXIT_NOT_STARTED, reason, ""))
+        finally:
+            c.started.set()
+
+    # --- exits --------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Follow the engine's ``die`` events for our containers, reconnecting (from the
+        last event seen) when the stream breaks."""
+        since = time.time() - 1
+        filters = {
+            "type": ["container"],
+            "event": ["die"],
+            "label": [f"{LABEL_SERVER}={self.server_id}"],
+        }
+        while not self._closed:
+            try:
+                self._events = self.api.events(since=f"{since:.9f}", filters=filters, decode=True)
+                self._watching.set()
+                for event in self._events:
+                    since = event.get("timeNano", since * 1e9) / 1e9
+                    attributes = event.get("Actor", {}).get("Attributes", {})
+                    with self._lock:
+                        c = self._containers.get(attributes.get(LABEL_WORKER, ""))
+                    if c is not None:
+                        self._threads.submit(functools.partial(self._collect, c))
+            except Exception:
+                if not self._closed:
+                    log.debug("docker events stream broke; reconnecting", exc_info=True)
+                    time.sleep(0.5)
+            self._watching.set()
+
+    def _collect(self, c: Container) -> None:
+        """Record an exited container's code, reason and last lines, then remove it."""
+        if c.exit is not None or c.id is None:
+            return
+        import docker
+
+        try:
+            state = self.api.inspect_container(c.id)["State"]
+            if state.get("Running"):
+                return  # a stale event, or a kill that did not take
+            logs = self.api.logs(c.id, tail=_LOGS_KEPT).decode(errors="replace")
+            exit = ContainerExit(int(state["ExitCode"]), describe_exit(state, c.memory), logs)
+        except docker.errors.NotFound:
+            exit = ContainerExit(EXIT_LOST, "was removed by someone else", "")
+        except Exception as exc:
+            exit = ContainerExit(EXIT_LOST, f"was lost: {unreachable_message(exc)}", "")
+        self._record_exit(c, exit)
+        with contextlib.suppress(Exception):
+            self.api.remove_container(c.id, force=True)
+
+    def _record_exit(self, c: Container, exit: ContainerExit) -> None:
+        with self._lock:
+            if c.exit is None:
+                c.exit = exit
+            self._containers.pop(c.worker_id, None)
+        c.exited.set()
+
+    # --- stopping -----------------------------------------------------------------------
+
+    def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
+        c: Container = handle.ref
+        signal = "SIGTERM" if graceful else "SIGKILL"
+        if c.exit is not None or c.signalled in (signal, "SIGKILL"):
+            return
+        c.signalled = signal
+        self._threads.submit(lambda: self._signal(c, signal))
+
+    def _signal(self, c: Container, signal: str) -> None:
+        import docker
+
+        c.started.wait()
+        if c.id is None or c.exit is not None:
+            return
+        try:
+            self.api.kill(c.id, signal=signal)
+        except docker.errors.APIError:  # not running any more (or gone): collect it now
+            self._collect(c)
+        except Exception as exc:
+            self._record_exit(
+                c, ContainerExit(EXIT_LOST, f"was lost: {unreachable_message(exc)}", "")
+            )
+
+    def exit_code(self, handle: WorkerHandle) -> int | None:
+        c: Container = handle.ref
+        return c.exit.code if c.exit is not None else None
+
+    def exit_reason(self, handle: WorkerHandle) -> str | None:
+        c: Container = handle.ref
+        return c.exit.reason if c.exit is not None else None
+
+    def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
+        c: Container = handle.ref
+        if c.exit is not None:
+            text = c.exit.logs
+        elif c.id is not None:
+            try:
+                text = self.api.logs(c.id, tail=tail).decode(errors="replace")
+            except Exception:
+                return ""
+        else:
+            return ""
+        lines = text.splitlines(keepends=True)
+        return "".join(lines[-tail:]) if tail > 0 else ""
+
+    def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
+        c: Container = handle.ref
+        c.exited.wait(timeout)
+        return self.exit_code(handle)
+
+    def close(self) -> None:
+        """Remove every container this control plane started, then its network."""
+        if self._closed:
+            return
+        with self._lock:
+            pending = list(self._containers.values())
+        for c in pending:
+            c.started.wait(30)
+        self._closed = True
+        with contextlib.suppress(Exception):
+            if self._events is not None:
+                self._events.close()
+        try:
+            ours = self.api.containers(
+                all=True, filters={"label": [f"{LABEL_SERVER}={self.server_id}"]}
+            )
+        except Exception:
+            ours = []
+        removals = [
+            self._threads.submit(functools.partial(self.api.remove_container, c["Id"], force=True))
+            for c in ours
+        ]
+        for future in removals:
+            with contextlib.suppress(Exception):
+                future.result(timeout=30)
+        for c in pending:
+            self._record_exit(c, ContainerExit(137, "was removed as the control plane stopped", ""))
+        if self.network_id is not None:
+            with contextlib.suppress(Exception):
+                self.api.remove_network(self.network_id)
+        self._threads.close()

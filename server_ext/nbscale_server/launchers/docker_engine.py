@@ -1,0 +1,156 @@
+"""The Docker engine as the Docker launcher sees it: reaching it, and what nbscale owns there.
+
+Everything nbscale creates on an engine carries labels: ``nbscale.server`` (the control
+plane), ``nbscale.pool``, ``nbscale.worker``, and ``nbscale.host`` + ``nbscale.owner`` (this
+machine's name and the control plane process's pid and start time). A control plane that
+crashed cannot clean up after itself, so every new one removes the containers and networks
+whose owner process on this host is gone (:func:`reap_orphans`); those of live control
+planes, and of other hosts sharing the engine, are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from typing import Any
+
+import psutil
+
+from .base import LaunchFailed
+
+log = logging.getLogger("nbscale.docker")
+
+LABEL_SERVER = "nbscale.server"
+LABEL_POOL = "nbscale.pool"
+LABEL_WORKER = "nbscale.worker"
+LABEL_HOST = "nbscale.host"
+LABEL_OWNER = "nbscale.owner"
+LABEL_GPUS = "nbscale.gpus"
+
+_DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or f"unix://{_DEFAULT_SOCKET}"
+
+
+def engine_reachable(timeout: float = 2.0) -> bool:
+    """Whether a Docker engine answers, cheaply: a local socket is asked ``GET /_ping``
+    directly, so choosing the process launcher on a machine without Docker costs no import
+    of the docker SDK; other addresses (tcp://, ssh://) go through the SDK."""
+    address = engine_address()
+    if address.startswith("unix://"):
+        return _ping_unix_socket(address.removeprefix("unix://"), timeout) is None
+    try:
+        import docker
+
+        docker.DockerClient(base_url=address, timeout=int(timeout) or 1).ping()
+    except Exception:
+        return False
+    return True
+
+
+def _ping_unix_socket(path: str, timeout: float) -> str | None:
+    """None when the engine on the socket at ``path`` answers its ping, else why not."""
+    if not os.path.exists(path):
+        return f"no socket {path}"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            answer = sock.recv(1024)
+    except OSError as exc:
+        return str(exc)
+    status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+    return None if status.split()[1:2] == ["200"] else f"it answered {status!r}"
+
+
+def connect(timeout: int = 60) -> Any:
+    """A docker SDK client for the engine at $DOCKER_HOST (or the local socket); raises
+    ``LaunchFailed`` saying what to do when the SDK is missing or the engine is silent."""
+    try:
+        import docker
+    except ImportError:
+        raise LaunchFailed(
+            "Docker workers need the docker package: pip install 'nbscale[docker]' "
+            "(or run workers as local processes with NBSCALE_LAUNCHER=process)"
+        ) from None
+    address = engine_address()
+    if address.startswith("unix://"):  # the SDK would leak its socket on a failed connect
+        problem = _ping_unix_socket(address.removeprefix("unix://"), 5.0)
+        if problem is not None:
+            raise LaunchFailed(unreachable_message(problem))
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:
+        raise LaunchFailed(unreachable_message(exc)) from None
+    return client
+
+
+def unreachable_message(problem: BaseException | str) -> str:
+    text = str(problem)
+    detail = text.splitlines()[0] if text else type(problem).__name__
+    return (
+        f"cannot reach the Docker engine at {engine_address()} ({detail}). Start Docker "
+        "(scripts/docker-setup does, as root), point DOCKER_HOST at a running engine, or run "
+        "workers as local processes with NBSCALE_LAUNCHER=process"
+    )
+
+
+def owner_labels(server_id: str) -> dict[str, str]:
+    """The labels that tie a container or network to this control plane process."""
+    me = psutil.Process()
+    return {
+        LABEL_SERVER: server_id,
+        LABEL_HOST: socket.gethostname(),
+        LABEL_OWNER: f"{me.pid}:{me.create_time():.2f}",
+    }
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process named by an ``nbscale.owner`` label ("pid:start time") runs."""
+    try:
+        pid_text, started_text = (owner or "").split(":")
+        pid, started = int(pid_text), float(started_text)
+        return abs(psutil.Process(pid).create_time() - started) < 0.5
+    except (ValueError, psutil.Error):
+        return False
+
+
+def reap_orphans(api: Any) -> int:
+    """Remove the containers, then the networks, that control planes of this host left
+    behind when they died; returns how many containers went."""
+    mine = {"label": [f"{LABEL_HOST}={socket.gethostname()}"]}
+    removed = 0
+    for container in api.containers(all=True, filters=mine):
+        if not owner_alive(container.get("Labels", {}).get(LABEL_OWNER)):
+            with contextlib.suppress(Exception):
+                api.remove_container(container["Id"], force=True)
+                removed += 1
+    for network in api.networks(filters=mine):
+        if not owner_alive((network.get("Labels") or {}).get(LABEL_OWNER)):
+            with contextlib.suppress(Exception):
+                api.remove_network(network["Id"])
+    if removed:
+        log.warning("removed %d worker container(s) left by a control plane that died", removed)
+    return removed
+
+
+def create_network(api: Any, name: str, labels: dict[str, str]) -> tuple[str, str]:
+    """A user bridge network for one control plane's workers: (network id, gateway IP).
+
+    The control plane binds its worker socket to the gateway, an address of this host that
+    only the host and containers can reach, never to 0.0.0.0."""
+    created = api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+    network_id = created["Id"]
+    try:
+        configs = api.inspect_network(network_id)["IPAM"]["Config"] or []
+        gateway = next(c["Gateway"] for c in configs if c.get("Gateway"))
+    except (StopIteration, KeyError):
+        api.remove_network(network_id)
+        raise LaunchFailed(f"Docker network {name} has no IPv4 gateway to bind to") from None
+    return network_id, gateway

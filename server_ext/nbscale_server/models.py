@@ -1,0 +1,184 @@
+"""The JSON models of the control plane's API, in one place.
+
+The REST API under ``/nbscale/api/`` and the ``events`` WebSocket send exactly these shapes,
+and the control plane's public methods return them; a TypeScript client mirrors them as
+``I*`` interfaces. A field added here is a field every client can rely on.
+
+Routes (all authenticated with the Jupyter server's token or login):
+
+- ``GET pools`` -> ``list[PoolModel]``
+- ``GET pools/{id}`` -> ``PoolModel``
+- ``PATCH pools/{id}`` with ``AutoscalerChanges`` -> ``PoolModel``
+- ``DELETE pools/{id}`` -> ``PoolModel`` (the pool stopped: calls cancelled, workers stopping)
+- ``GET calls`` -> ``list[CallModel]``
+- ``GET calls/{id}?start=0&limit=1000`` -> ``CallDetailModel``
+- ``DELETE calls/{id}`` -> ``CallModel`` (cancelled)
+- ``GET containers/{id}/logs?tail=200`` -> ``LogsModel``
+- ``WS events`` -> a ``SnapshotMessage``, then ``ChangesMessage``s
+- errors -> ``ErrorModel`` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+
+class AutoscalerSettingsModel(TypedDict):
+    """A pool's autoscaler settings (Modal's names and meanings)."""
+
+    min_containers: int  # workers kept running even without work
+    max_containers: int | None  # at most this many workers; None: the total cap only
+    buffer_containers: int  # extra idle workers kept while there is work
+    scaledown_window: float  # seconds a worker stays idle before it is stopped
+
+
+class AutoscalerChanges(TypedDict, total=False):
+    """The body of ``PATCH pools/{id}``: the settings to change; others keep their value."""
+
+    min_containers: int
+    max_containers: int
+    buffer_containers: int
+    scaledown_window: float
+
+
+class ContainersByState(TypedDict):
+    starting: int  # launched, not registered yet
+    idle: int
+    busy: int  # running at least one input
+    draining: int  # told to stop; finishing its input
+
+
+class ContainerModel(TypedDict):
+    """One worker (a process or a container) of a pool."""
+
+    id: str  # "wk-..."
+    state: Literal["starting", "idle", "busy", "draining"]
+    pid: int | None  # the worker's process id where it runs, once registered
+    uptime: float  # seconds since launch
+    running_inputs: int
+    gpus: list[dict[str, Any]]  # as NVML reports them on the worker: index, uuid, name, memory
+    # the last heartbeat's sample: {"gpus": [{uuid, utilization (%), memory_used,
+    # memory_total (bytes)}]} for a worker with GPUs, else {}
+    stats: dict[str, Any]
+
+
+class PoolModel(TypedDict):
+    """One function's autoscaled pool. Counts use Modal's names, as in
+    ``Function.get_current_stats()``: ``backlog`` is the inputs pending (waiting for a
+    worker), ``num_running_inputs`` those on workers now."""
+
+    id: str  # "pl-..."
+    function: str  # the function's name
+    function_id: str  # the hash of its pickled definition
+    settings: AutoscalerSettingsModel
+    status: str  # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+    backlog: int
+    num_running_inputs: int
+    num_total_runners: int  # workers starting or running (draining ones excluded)
+    input_headroom: int  # free input slots on running workers
+    containers: ContainersByState
+    done: int  # inputs finished successfully, since the pool was created
+    failed: int  # inputs finished with an error
+    workers: list[ContainerModel]
+    gpus: list[dict[str, Any]]  # the GPUs of all its workers
+    stopped: bool  # stopped by ``DELETE pools/{id}``; it starts again when called again
+
+
+class CallModel(TypedDict):
+    """One function call: a ``.map()``, ``.remote()`` or ``.spawn()``/``.spawn_map()``.
+    Calls whose results stream to a kernel are listed until they finish; spawned calls
+    stay, with their results, until the server stops."""
+
+    id: str  # "fc-..."
+    pool_id: str
+    function: str
+    kind: Literal["map", "remote", "spawn"]
+    total: int | None  # known once the caller sent its last input
+    submitted: int  # inputs received so far
+    done: int
+    failed: int
+    cancelled: bool
+    finished: bool
+
+
+InputStatus = Literal["pending", "running", "finished", "done", "failed", "cancelled"]
+
+
+class InputModel(TypedDict):
+    """One input of a call. ``finished`` is a streamed (map/remote) input whose result went
+    to its caller: the control plane counts those as done or failed without keeping which
+    index was which, so that a map stays cheap; spawned inputs say ``done`` or ``failed``."""
+
+    index: int
+    status: InputStatus
+    attempt: int  # attempts started so far (retries included); 0 if never run or not known
+    worker_id: NotRequired[str]  # for running inputs
+
+
+class CallDetailModel(CallModel):
+    """``GET calls/{id}``: the call, its counts, and the status of inputs
+    ``start`` .. ``start + limit`` (query parameters; inputs not yet submitted are absent)."""
+
+    pending: int
+    running: int
+    start: int
+    inputs: list[InputModel]
+
+
+class LogsModel(TypedDict):
+    """The last lines a worker wrote to stdout and stderr (also for recently gone ones)."""
+
+    container_id: str
+    pool_id: str
+    tail: int
+    logs: str
+
+
+EventType = Literal[
+    "pool-added",
+    "pool-updated",
+    "pool-stopped",
+    "container-starting",
+    "container-started",
+    "container-stopping",
+    "container-stopped",
+    "call-cancelled",
+]
+
+
+class ChangeEvent(TypedDict):
+    """Something that happened, as the control plane reports it to its subscribers."""
+
+    type: EventType
+    pool_id: str
+    container_id: NotRequired[str]
+    call_id: NotRequired[str]
+    exit_code: NotRequired[int | None]  # for container-stopped
+
+
+class SnapshotMessage(TypedDict):
+    """The first message on the ``events`` WebSocket: everything, once."""
+
+    type: Literal["snapshot"]
+    pools: list[PoolModel]
+    calls: list[CallModel]
+
+
+class ChangesMessage(TypedDict):
+    """Then, at most a few times a second, what changed since the last message: pools and
+    calls whose counts or states moved (whole models), calls no longer listed, and the
+    events in between (``events_dropped`` counts those left out of a burst)."""
+
+    type: Literal["changes"]
+    pools: list[PoolModel]
+    calls: list[CallModel]
+    calls_removed: list[str]
+    events: list[ChangeEvent]
+    events_dropped: int
+
+
+class ErrorModel(TypedDict):
+    """Any error: ``message`` says what was wrong; ``reason`` is the HTTP reason."""
+
+    message: str
+    reason: str | None

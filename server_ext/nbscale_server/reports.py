@@ -1,0 +1,66 @@
+"""The API's models built from the control plane's records: pure functions, no I/O.
+
+Per-input status is computed when asked, by scanning the call's pool queue, so that the hot
+path (50,000 inputs/s through one control plane) keeps only counters.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from nbscale_runtime.protocol import STATUS_OK
+
+from .models import CallDetailModel, CallModel, InputModel, InputStatus, PoolModel
+from .pool import CallState, Pool
+
+
+def pool_model(pool: Pool, now: float) -> PoolModel:
+    return cast("PoolModel", pool.stats(now))
+
+
+def call_model(call: CallState, pool: Pool) -> CallModel:
+    model = cast("CallModel", call.as_dict())
+    model["function"] = pool.name
+    return model
+
+
+def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDetailModel:
+    """The call with the status of inputs ``start`` .. ``start + limit`` (those submitted)."""
+    pending, running = pool.queue.inputs_of(call.call_id)
+    end = min(start + limit, call.submitted)
+    active: dict[int, InputModel] = {}
+    for r in pending:
+        active[r.index] = {"index": r.index, "status": "pending", "attempt": r.attempt}
+    for r in running:
+        active[r.index] = {
+            "index": r.index,
+            "status": "running",
+            "attempt": r.attempt,
+            "worker_id": r.worker_id or "",
+        }
+    inputs: list[InputModel] = []
+    for index in range(max(0, start), end):
+        model = active.get(index)
+        if model is None:
+            model = {"index": index, "status": _settled(call, index), "attempt": 0}
+            stored = call.stored.get(index)
+            if stored is not None:
+                model["attempt"] = int(stored[0][2])
+        inputs.append(model)
+    return {
+        **call_model(call, pool),
+        "pending": len(pending),
+        "running": len(running),
+        "start": max(0, start),
+        "inputs": inputs,
+    }
+
+
+def _settled(call: CallState, index: int) -> InputStatus:
+    """The status of an input of ``call`` that is neither pending nor running."""
+    stored = call.stored.get(index)
+    if stored is not None:
+        return "done" if stored[0][3] == STATUS_OK else "failed"
+    if call.cancelled:
+        return "cancelled"
+    return "finished"

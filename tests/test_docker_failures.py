@@ -1,0 +1,187 @@
+"""Docker workers failing: killed mid-input, out of memory, a missing image, no engine, and a
+control plane that crashed (the next one cleans up)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import cloudpickle
+import pytest
+from conftest import wait_until
+
+import nbscale
+from nbscale._image_build import build
+
+pytestmark = pytest.mark.docker
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack this module
+
+app = nbscale.App("test-docker-failures")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _docker(docker_plane):
+    return docker_plane
+
+
+@app.function(max_containers=1, scaledown_window=5, retries=2)
+def slow(x):
+    time.sleep(3)
+    return x + 1
+
+
+@app.function(max_containers=1, memory=64)
+def hog(megabytes):
+    data = b"x" * (megabytes * 2**20)  # written, so the pages are really used
+    return len(data)
+
+
+def test_container_killed_mid_input_is_retried(docker_plane):
+    call = slow.spawn(1)
+    wait_until(lambda: slow.get_current_stats().num_running_inputs == 1, timeout=30)
+    (worker,) = slow.get_current_stats().workers
+    docker_plane.containers.get(f"nbscale-{worker['id']}").kill()
+    assert call.get(timeout=60) == 2  # retried on a new container
+    workers = slow.get_current_stats().workers
+    assert [w["id"] for w in workers] != [worker["id"]]
+    wait_until(lambda: not docker_plane.containers.list(all=True, filters={"name": worker["id"]}))
+
+
+def test_out_of_memory_is_named_in_the_error():
+    with pytest.raises(nbscale.WorkerLostError) as info:
+        hog.remote(512)
+    error = info.value
+    assert "ran out of memory (memory limit 64 MiB)" in str(error)
+    assert error.exit_code == 137
+    assert hog.remote(1) == 2**20  # a small input still runs, on a new container
+
+
+def test_missing_image_fails_fast_without_pulling(docker_plane):
+    image = nbscale.Image.from_kernel().env({"NBSCALE_TEST": "doomed"})
+    tag = build(image)
+
+    @app.function(image=image, scaledown_window=1, name="doomed")
+    def doomed(x):
+        return x
+
+    assert doomed.remote(1) == 1
+    wait_until(lambda: doomed.get_current_stats().num_total_runners == 0, timeout=30)
+    docker_plane.images.remove(tag, force=True)
+    started = time.monotonic()
+    with pytest.raises(nbscale.LaunchError) as info:
+        doomed.remote(2)
+    assert time.monotonic() - started < 20  # three tries with backoff, no pull
+    assert f"image {tag!r} is not on this Docker host" in str(info.value)
+    assert "never pulls" in str(info.value)
+
+
+def test_missing_base_image_is_a_clear_build_error(monkeypatch):
+    monkeypatch.setenv("NBSCALE_BASE_IMAGE", "nbscale/no-such-base:never")
+    with pytest.raises(nbscale.ImageBuildError, match="is not on this Docker host: run "):
+        build(nbscale.Image.from_kernel())
+
+
+def test_no_docker_engine_is_a_clear_error(fresh_plane):
+    fresh_plane(NBSCALE_LAUNCHER="docker", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    with pytest.raises(nbscale.LaunchError) as info:
+        slow.remote(1)
+    message = str(info.value)
+    assert "cannot reach the Docker engine at unix:///nonexistent/docker.sock" in message
+    assert "NBSCALE_LAUNCHER=process" in message
+
+
+CRASHING_PLANE = """
+import os, sys, time
+import nbscale
+app = nbscale.App("crash")
+
+@app.function(min_containers=2, max_containers=2)
+def f(x):
+    return x
+
+f.remote(0)
+while f.get_current_stats().containers["idle"] < 2:
+    time.sleep(0.05)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_next_control_plane_removes_what_a_crashed_one_left(docker_plane, fresh_plane):
+    env = {**os.environ, "NBSCALE_LAUNCHER": "docker"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CRASHING_PLANE)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up
+        proc.wait()
+        proc.stdout.close()
+    owner = {"label": "nbscale.owner"}
+    orphans = [
+        c
+        for c in docker_plane.containers.list(all=True, filters=owner)
+        if c.labels["nbscale.owner"].startswith(f"{proc.pid}:")
+    ]
+    networks = [
+        n
+        for n in docker_plane.networks.list(filters=owner)
+        if n.attrs["Labels"]["nbscale.owner"].startswith(f"{proc.pid}:")
+    ]
+    assert len(orphans) == 2 and len(networks) == 1
+    fresh_plane(NBSCALE_LAUNCHER="docker")
+    assert nbscale.status()["launcher"] == "docker"  # a new control plane starts
+    for container in orphans:
+        with pytest.raises(Exception, match="404"):
+            container.reload()
+    with pytest.raises(Exception, match="404"):
+        networks[0].reload()
+
+
+def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_plane, tmp_path):
+    """This engine has no NVIDIA runtime and this host no GPU: an inventory of two stands in
+    for NVML, and Docker's refusal of the GPU request is the real one."""
+    from nbscale_server.gpus import GpuInfo
+    from nbscale_server.launchers import LaunchFailed, WorkerSpec
+    from nbscale_server.launchers.docker import DockerLauncher
+
+    tag = build(nbscale.Image.from_kernel())
+    other = docker_plane.containers.run(  # another control plane's container holds GPU-a
+        tag, ["sleep", "60"], detach=True, labels={"nbscale.gpus": "GPU-a"}
+    )
+    inventory = [
+        GpuInfo(0, "GPU-a", "NVIDIA A100-SXM4-80GB", 80 * 2**30),
+        GpuInfo(1, "GPU-b", "NVIDIA A100-SXM4-80GB", 80 * 2**30),
+    ]
+    launcher = DockerLauncher(network="host", gpus=inventory)
+    try:
+        config = tmp_path / "wk-gpu.json"
+        config.write_text("{}")
+
+        def spec(worker_id, gpu):
+            return WorkerSpec(worker_id, "pl-gpu", str(config), {"gpu": gpu, "image": tag})
+
+        handle = launcher.start(spec("wk-gpu1", "A100"))
+        assert handle.ref.gpus == ["GPU-b"]  # GPU-a is taken
+        assert launcher.wait(handle, 30) == 125
+        reason = launcher.exit_reason(handle) or ""
+        assert "Docker here cannot expose GPUs: install nvidia-container-toolkit" in reason
+        assert not docker_plane.containers.list(all=True, filters={"name": "nbscale-wk-gpu1"})
+        # GPU-b is free again; GPU-a is still taken
+        with pytest.raises(LaunchFailed, match="not enough free GPUs: 2 requested, 1 free"):
+            launcher.start(spec("wk-gpu2", "A100:2"))
+        with pytest.raises(LaunchFailed, match=r"no GPU matches 'H100' \(found: 2 x A100-80GB\)"):
+            launcher.start(spec("wk-gpu3", "H100"))
+    finally:
+        launcher.close()
+        other.remove(force=True)

@@ -1,0 +1,160 @@
+"""``nbscale.Image``: the Dockerfile each method emits, the kernel mirror and the content-hash
+tag, without a Docker engine."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import sys
+
+import numpy as np
+import pytest
+
+import nbscale
+from nbscale import _kernel_env
+from nbscale._image_build import image_tag, plan, platform_tags
+
+PLATFORMS = platform_tags("x86_64", (2, 36))
+
+
+def test_from_kernel_pins_this_kernels_versions():
+    image = nbscale.Image.from_kernel()
+    assert image.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert image.base == "nbscale/base:bookworm"
+    dockerfile = plan(image).dockerfile
+    for dist in ("pyzmq", "cloudpickle", "tblib", "numpy"):
+        assert f"{dist}=={metadata.version(dist)}" in dockerfile
+    assert dockerfile.startswith("FROM nbscale/base:bookworm\n")
+    assert "COPY .nbscale/runtime /opt/nbscale/runtime/nbscale_runtime" in dockerfile
+    assert "venv --system-site-packages /opt/venv" in dockerfile
+
+
+def test_from_kernel_mirrors_requested_packages_with_their_requirements():
+    image = nbscale.Image.from_kernel("pytest")
+    pins = plan(image).dockerfile
+    assert f"pytest=={metadata.version('pytest')}" in pins
+    assert f"pluggy=={metadata.version('pluggy')}" in pins  # pytest requires it
+    with pytest.raises(nbscale.InvalidError, match="not installed in this kernel"):
+        nbscale.Image.from_kernel("no-such-distribution-here")
+
+
+def test_base_image_is_a_setting(monkeypatch):
+    monkeypatch.setenv("NBSCALE_BASE_IMAGE", "registry.example/python:3.11")
+    assert nbscale.Image.debian_slim().base == "registry.example/python:3.11"
+
+
+def test_every_method_emits_its_dockerfile_lines(tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("hello")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.txt").write_text("a")
+    image = (
+        nbscale.Image.debian_slim("3.11")
+        .apt_install("git", ["curl"])
+        .pip_install("six==1.17.0")
+        .run_commands("echo one", "echo 'two'")
+        .env({"GREETING": 'say "hi"'})
+        .workdir("/srv")
+        .add_local_dir(str(tmp_path / "pkg"), "/srv/pkg")
+        .add_local_file(str(data), "/srv/")
+    )
+    p = plan(image)
+    lines = p.dockerfile.splitlines()
+    assert (
+        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+        "--no-install-recommends git curl && rm -rf /var/lib/apt/lists/*"
+    ) in lines
+    assert "COPY .nbscale/wheels-2 /tmp/nbscale-wheels-2" in lines
+    assert (
+        "RUN python3 -m pip install --no-index --find-links /tmp/nbscale-wheels-2 six==1.17.0 "
+        "&& rm -rf /tmp/nbscale-wheels-2"
+    ) in lines
+    assert [line for line in lines if "echo" in line] == ["RUN echo one", "RUN echo 'two'"]
+    assert 'ENV GREETING="say \\"hi\\""' in lines
+    assert "WORKDIR /srv" in lines
+    assert "COPY .nbscale/local-6 /srv/pkg" in lines
+    assert "COPY .nbscale/local-7/data.txt /srv/data.txt" in lines
+    assert p.wheels[".nbscale/wheels-2"] == ("six==1.17.0",)
+    assert p.copies[".nbscale/local-7/data.txt"] == str(data)
+    assert repr(image).startswith("<nbscale.Image debian_slim(3.11).apt_install(2)")
+
+
+def test_registry_and_dockerfile_bases(tmp_path):
+    assert plan(nbscale.Image.from_registry("python:3.11-slim")).dockerfile.startswith(
+        "FROM python:3.11-slim\n"
+    )
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python:3.11-slim AS base\nUSER nobody\n")
+    image = nbscale.Image.from_dockerfile(str(dockerfile))
+    assert image.context_dir == str(tmp_path)
+    text = plan(image).dockerfile
+    assert text.startswith("FROM python:3.11-slim AS base\nUSER nobody\nUSER root\n")
+
+
+def test_local_python_source_goes_on_the_workers_path(tmp_path, monkeypatch):
+    (tmp_path / "mymod.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = plan(nbscale.Image.from_kernel().add_local_python_source("mymod"))
+    assert "COPY .nbscale/local-2/mymod.py /opt/nbscale/src/mymod.py" in p.dockerfile
+    assert "PYTHONPATH=/opt/nbscale/runtime:/opt/nbscale/src" in p.dockerfile
+    with pytest.raises(nbscale.InvalidError, match="cannot find module"):
+        nbscale.Image.from_kernel().add_local_python_source("no_such_module_here")
+
+
+def test_bad_arguments_are_invalid(tmp_path):
+    image = nbscale.Image.from_kernel()
+    with pytest.raises(nbscale.InvalidError):
+        image.workdir("relative")
+    with pytest.raises(nbscale.InvalidError):
+        image.env({"A": 1})  # type: ignore[dict-item]
+    with pytest.raises(nbscale.InvalidError):
+        image.add_local_dir(str(tmp_path / "missing"), "/x")
+    with pytest.raises(nbscale.InvalidError):
+        image.add_local_file(__file__, "relative/path")
+    with pytest.raises(nbscale.InvalidError):
+        nbscale.Image.debian_slim("three")
+    with pytest.raises(nbscale.InvalidError, match=r"must be an nbscale\.Image"):
+        nbscale.App("x").function(image="python:3.11")(lambda: None)
+
+
+def test_tag_is_a_content_hash(tmp_path):
+    data = tmp_path / "data.txt"
+    data.write_text("one")
+    image = nbscale.Image.from_kernel().add_local_file(str(data), "/srv/data.txt")
+    tag = image_tag(plan(image), "sha256:base", PLATFORMS)
+    assert tag.startswith("nbscale/worker:") and len(tag.split(":")[1]) == 16
+    assert image_tag(plan(image), "sha256:base", PLATFORMS) == tag  # unchanged: same tag
+    data.write_text("two")
+    assert image_tag(plan(image), "sha256:base", PLATFORMS) != tag  # a file changed
+    data.write_text("one")
+    assert image_tag(plan(image), "sha256:other", PLATFORMS) != tag  # the base changed
+    assert image_tag(plan(image.env({"A": "1"})), "sha256:base", PLATFORMS) != tag
+
+
+def test_platform_tags_cover_manylinux_up_to_the_glibc():
+    tags = platform_tags("x86_64", (2, 36))
+    assert tags[0] == "manylinux_2_36_x86_64"
+    assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"} <= set(tags)
+    assert "manylinux_2_37_x86_64" not in tags
+    assert "manylinux2014_aarch64" in platform_tags("aarch64", (2, 28))
+
+
+def _uses_numpy_global(x):
+    return np.sum(x)
+
+
+def test_the_default_image_mirrors_what_the_function_uses():
+    def imports_inside(x):
+        import pytest  # noqa: F401 - what matters is that it is imported
+
+        return x
+
+    array = np.zeros(3)
+
+    def closes_over_an_array():
+        return array.sum()
+
+    assert _kernel_env.distributions_used_by(_uses_numpy_global) == []  # by reference here
+    assert "pytest" in _kernel_env.modules_used_by(imports_inside)
+    assert _kernel_env.distributions_used_by(imports_inside) == ["pytest"]
+    assert _kernel_env.distributions_used_by(closes_over_an_array) == ["numpy"]
+    assert _kernel_env.modules_used_by(lambda: sys.path) == set()  # standard library

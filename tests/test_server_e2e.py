@@ -1,0 +1,269 @@
+"""A real ``jupyter server`` process hosting the control plane, with kernels it started.
+
+The server runs as a subprocess (random port, token), kernels are started through its REST
+API and driven with jupyter_client over their connection files, and what they do is watched
+through nbscale's REST API and its events WebSocket, as the sidebar would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import tornado.httpclient
+import tornado.websocket
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+pytestmark = pytest.mark.slow
+
+SETUP = """
+import time, nbscale
+app = nbscale.App("e2e")
+
+@app.function(max_containers=2, scaledown_window=60)
+def work(x):
+    time.sleep(0.4)
+    return x * x
+
+call = work.spawn(21)
+print("MODE", nbscale.status()["mode"])
+print("SPAWNED", call.object_id)
+"""
+
+MAP = "print('RESULT', list(work.map(range(16))))"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Kernel:
+    """A kernel the server started, driven over its connection file."""
+
+    def __init__(self, connection_file: Path) -> None:
+        self.client = AsyncKernelClient(connection_file=str(connection_file))
+        self.client.load_connection_file()
+        self.client.start_channels()
+
+    @classmethod
+    async def connect(cls, connection_file: Path) -> Kernel:
+        kernel = cls(connection_file)
+        await kernel.client.wait_for_ready(timeout=60)
+        return kernel
+
+    async def run(self, code: str, timeout: float = 60) -> str:
+        """Run a cell; its stdout, or the test fails with the cell's traceback."""
+        out: list[str] = []
+        errors: list[str] = []
+
+        def on_output(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                errors.append("\n".join(msg["content"]["traceback"]))
+
+        reply = await self.client.execute_interactive(code, timeout=timeout, output_hook=on_output)
+        assert reply["content"]["status"] == "ok", errors
+        return "".join(out)
+
+    def close(self) -> None:
+        self.client.stop_channels()
+
+
+class Server:
+    """``jupyter server`` in a subprocess, with its own runtime and config directories."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = _free_port()
+        self.token = os.urandom(16).hex()
+        self.runtime_dir = tmp / "runtime"
+        config_dir = tmp / "config"
+        config_dir.mkdir()
+        (config_dir / "jupyter_server_config.json").write_text(
+            json.dumps(
+                {
+                    "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
+                    "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+                }
+            )
+        )
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
+        env["JUPYTER_CONFIG_DIR"] = str(config_dir)
+        env.pop("NBSCALE_CONNECTION_FILE", None)
+        self.log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "server",
+                "--no-browser",
+                "--allow-root",
+                f"--port={self.port}",
+                "--port-retries=0",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={tmp}",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            assert self.proc.poll() is None, (tmp / "server.log").read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        try:
+            self.request("GET", "nbscale/api/pools")
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=20) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    async def start_kernel(self) -> tuple[str, Kernel]:
+        started = await asyncio.to_thread(self.request, "POST", "api/kernels", {"name": "python3"})
+        kernel_id = started["id"]
+        return kernel_id, await Kernel.connect(self.runtime_dir / f"kernel-{kernel_id}.json")
+
+    def workers(self) -> list[psutil.Process]:
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        return [p for p in children if "nbscale_runtime" in " ".join(p.cmdline())]
+
+    async def events(self) -> tornado.websocket.WebSocketClientConnection:
+        req = tornado.httpclient.HTTPRequest(
+            f"ws://127.0.0.1:{self.port}/nbscale/api/events",
+            headers={"Authorization": f"token {self.token}"},
+        )
+        return await tornado.websocket.websocket_connect(req)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.request("POST", "api/shutdown")
+                self.proc.wait(30)
+            except (urllib.error.URLError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    yield s
+    s.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+    return result
+
+
+async def test_a_kernel_maps_through_the_server_and_the_api_shows_it(server):
+    kernel_id, kernel = await server.start_kernel()
+    try:
+        out = await kernel.run(SETUP)
+        assert "MODE server" in out
+        spawned = re.search(r"SPAWNED (fc-\w+)", out)[1]
+        ws = await server.events()
+        assert json.loads(await ws.read_message())["type"] == "snapshot"
+
+        mapping = asyncio.ensure_future(kernel.run(MAP))
+
+        async def map_pending() -> Any:
+            pools = await asyncio.to_thread(server.request, "GET", "nbscale/api/pools")
+            pool = next((p for p in pools if p["function"] == "work"), None)
+            busy = pool and pool["backlog"] > 0 and pool["containers"]["busy"] > 0
+            return pool if busy else None
+
+        pool = await eventually(map_pending)
+        assert pool["settings"]["max_containers"] == 2
+        calls = await asyncio.to_thread(server.request, "GET", "nbscale/api/calls")
+        [map_call] = [c for c in calls if c["kind"] == "map"]
+
+        async def inputs_pending_and_running() -> bool:
+            path = f"nbscale/api/calls/{map_call['id']}"
+            detail = await asyncio.to_thread(server.request, "GET", path)
+            return {"pending", "running"} <= {i["status"] for i in detail["inputs"]}
+
+        await eventually(inputs_pending_and_running)
+
+        async def progress_pushed() -> bool:
+            message = json.loads(await asyncio.wait_for(ws.read_message(), 10))
+            return any(c["id"] == map_call["id"] and c["done"] > 0 for c in message["calls"])
+
+        await eventually(progress_pushed)
+        out = await mapping
+        assert f"RESULT {[x * x for x in range(16)]}" in out
+        ws.close()
+
+        # A restart loses neither the pool, its workers, nor the spawned call.
+        workers = {p.pid for p in server.workers()}
+        assert workers
+        kernel.close()
+        await asyncio.to_thread(server.request, "POST", f"api/kernels/{kernel_id}/restart")
+        kernel = await Kernel.connect(server.runtime_dir / f"kernel-{kernel_id}.json")
+        code = f"import nbscale; print('GOT', nbscale.FunctionCall.from_id({spawned!r}).get())"
+        assert "GOT 441" in await kernel.run(code)
+        assert workers <= {p.pid for p in server.workers()}
+        pools = await asyncio.to_thread(server.request, "GET", "nbscale/api/pools")
+        assert [p["done"] for p in pools if p["function"] == "work"] == [17]
+    finally:
+        kernel.close()
+
+
+async def test_stopping_the_server_stops_every_worker(server):
+    _, kernel = await server.start_kernel()
+    try:
+        await kernel.run(SETUP + MAP)
+    finally:
+        kernel.close()
+    workers = server.workers()
+    assert workers
+    [connection_file] = server.runtime_dir.glob("nbscale-*.json")
+    endpoint = json.loads(connection_file.read_text())["worker_endpoint"]
+    private_dir = os.path.dirname(endpoint.removeprefix("ipc://"))
+
+    await asyncio.to_thread(server.stop)
+    assert server.proc.returncode is not None
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert alive == []
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if any(private_dir in arg for arg in p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+    assert not connection_file.exists()
+    assert not os.path.exists(private_dir)

@@ -1,0 +1,445 @@
+"""The JupyterLab sidebar (``labextension/``): its TypeScript unit tests and lint, its
+packaging, and a real JupyterLab in headless Chromium watching and steering a real map.
+
+The browser tests start ``jupyter lab`` in a subprocess (random port, token, its own runtime,
+settings and workspace directories) with the extension as installed by ``pip install``, run
+maps from client subprocesses that use the server's control plane (its connection file), and
+drive Debian's Chromium through Playwright. Screenshots of the panel land in
+``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until
+
+import nbscale
+
+ROOT = Path(__file__).resolve().parent.parent
+LABEXT = ROOT / "labextension"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# A client of the server's control plane: maps `slow_square` over range(n), each input
+# sleeping a while. print() output goes back to the caller; what is written to the worker's
+# own stdout (as C libraries do) lands in the container's log, which the panel shows.
+CLIENT = """
+import os, sys, time
+import nbscale
+
+n, pause, max_containers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+app = nbscale.App("sidebar")
+
+@app.function(max_containers=max_containers, scaledown_window=60)
+def slow_square(x):
+    os.write(1, f"low-level output for input {x}\\n".encode())
+    time.sleep(pause)
+    return x * x
+
+print("MODE", nbscale.status()["mode"], flush=True)
+try:
+    results = list(slow_square.map(range(n)))
+except nbscale.CallCancelledError:
+    print("CANCELLED", flush=True)
+else:
+    print("RESULTS", len(results), results == [x * x for x in range(n)], flush=True)
+"""
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _jlpm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    jlpm = shutil.which("jlpm")
+    assert jlpm, "jlpm comes with the jupyterlab package (pip install -e '.[test]')"
+    return _run([jlpm, *args], LABEXT, timeout)
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> None:
+    """The labextension's npm packages (the build hook of `pip install -e .` installs them;
+    a checkout whose built assets were already there may not have them yet)."""
+    if not (LABEXT / "node_modules" / ".bin" / "jest").exists():
+        result = _jlpm("install", "--immutable")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_typescript_unit_tests_pass(node_modules: None) -> None:
+    """jest: models, state, formatting, validation and chart geometry."""
+    result = _jlpm("test", "--ci")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert re.search(r"Tests:\s+\d+ passed, \d+ total", output), output
+
+
+def test_typescript_is_formatted_and_lint_free(node_modules: None) -> None:
+    """prettier and eslint with the extension template's rules (strict TypeScript)."""
+    result = _jlpm("lint:check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_labextension_is_installed_and_enabled() -> None:
+    """`pip install` put the prebuilt sidebar where JupyterLab looks, and it is enabled."""
+    [paths] = nbscale._jupyter_labextension_paths()
+    built = Path(nbscale.__file__).parent / paths["src"]
+    assert (built / "package.json").is_file(), "the labextension was not built"
+    assert (built / "static" / "style.js").is_file()
+    assert paths["dest"] == "nbscale"
+    result = _run([sys.executable, "-m", "jupyter", "labextension", "list"], ROOT, 60)
+    listing = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+    assert re.search(r"^\s+nbscale v\S+ enabled OK", listing, re.MULTILINE), listing
+
+
+# --- the browser tests ----------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Lab:
+    """`jupyter lab` in a subprocess, with its own runtime, settings and workspace dirs."""
+
+    def __init__(self, tmp: Path, server_extension: bool = True) -> None:
+        self.tmp = tmp
+        self.port = _free_port()
+        self.token = os.urandom(16).hex()
+        self.runtime_dir = tmp / "runtime"
+        config_dir = tmp / "config"
+        settings_dir = tmp / "settings"
+        config_dir.mkdir()
+        config: dict[str, Any] = {"NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4}}
+        if not server_extension:
+            config["ServerApp"] = {"jpserver_extensions": {"nbscale_server": False}}
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
+        # No news or update pop-ups over the panel (nor their network requests).
+        notification = settings_dir / "@jupyterlab" / "apputils-extension"
+        notification.mkdir(parents=True)
+        (notification / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
+        env["JUPYTER_CONFIG_DIR"] = str(config_dir)
+        env.pop("NBSCALE_CONNECTION_FILE", None)
+        self.log_path = tmp / "lab.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--port-retries=0",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={tmp}",
+                f"--LabApp.user_settings_dir={settings_dir}",
+                f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+                "--LabApp.expose_app_in_browser=True",
+                "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while not self._ready():
+            assert self.proc.poll() is None, self.log_path.read_text()
+            assert time.monotonic() < deadline, "JupyterLab did not start"
+            time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/lab?token={self.token}"
+
+    def _ready(self) -> bool:
+        try:
+            self.request("GET", "api/status")
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=20) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def api(self, path: str) -> Any:
+        """GET a route of the nbscale REST API."""
+        return self.request("GET", f"nbscale/api/{path}")
+
+    def start_map(self, n: int, pause: float, max_containers: int) -> subprocess.Popen[str]:
+        """A client process mapping over ``n`` inputs through this server's control plane."""
+        [connection_file] = self.runtime_dir.glob("nbscale-*.json")
+        script = self.tmp / "client.py"
+        script.write_text(CLIENT)
+        env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection_file))
+        return subprocess.Popen(
+            [sys.executable, str(script), str(n), str(pause), str(max_containers)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.request("POST", "api/shutdown")
+                self.proc.wait(30)
+            except (urllib.error.URLError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"the client did not finish:\n{out}")
+    return out
+
+
+# pytest-jupyter's autouse fixtures take the running event loop and, after each test, clean
+# up an in-process Jupyter server on it and close it. Here the servers are subprocesses and
+# the running loop is Playwright's (its sync API runs one for the module): leave it be.
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> None:
+    return None
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "scripts/test installs Debian's chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def _open_sidebar(page: Any, lab: Lab) -> Any:
+    page.goto(lab.url)
+    tab = page.locator("li[data-id='nbscale-sidebar']")
+    tab.wait_for()
+    tab.click()
+    panel = page.locator("#nbscale-sidebar")
+    panel.wait_for()
+    return panel
+
+
+def _shot(target: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    target.screenshot(path=str(ARTIFACTS / f"sidebar-{name}.png"))
+
+
+def _stat(card: Any, name: str) -> int:
+    return int(card.locator(f"[data-stat='{name}']").get_attribute("data-value"))
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(420)
+def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any) -> None:
+    lab = Lab(tmp_path)
+    client = cancelled = None
+    try:
+        panel = _open_sidebar(page, lab)
+        panel.locator(".nbscale-Status[data-status='live']").wait_for()
+        assert "No pools yet" in panel.inner_text()
+        _shot(panel, "1-empty")
+
+        # A map of 40 inputs on at most one container: the pool appears, with a backlog.
+        n = 40
+        client = lab.start_map(n, pause=0.4, max_containers=1)
+        panel.locator(".nbscale-Pool", has_text="slow_square").wait_for()
+        pool_id = panel.locator(".nbscale-Pool").get_attribute("data-pool-id")
+        card = panel.locator(f".nbscale-Pool[data-pool-id='{pool_id}']")
+        seen: dict[str, set[int]] = {"runners": set(), "backlog": set(), "done": set()}
+
+        def watch() -> None:
+            seen["runners"].add(_stat(card, "num_total_runners"))
+            seen["backlog"].add(_stat(card, "backlog"))
+            seen["done"].add(_stat(card, "done"))
+
+        def one_busy_container() -> bool:
+            watch()
+            return _stat(card, "num_total_runners") == 1 and _stat(card, "backlog") > 0
+
+        wait_until(one_busy_container, timeout=60, every=0.2)
+        call_row = panel.locator(".nbscale-Call", has_text="slow_square")
+        call_row.wait_for()
+        assert call_row.locator(".nbscale-Cancel").is_visible()
+        _shot(panel, "2-running")
+
+        # The autoscaler form refuses a bad max beside its field, then raises it to 3.
+        card.locator(".nbscale-Edit").click()
+        form = card.locator(".nbscale-Form")
+        form.locator("input[name='max_containers']").fill("0")
+        assert "1 or more" in form.locator(".nbscale-Form-error").inner_text()
+        assert form.locator(".nbscale-Save").is_disabled()
+        _shot(panel, "3-invalid-max")
+        form.locator("input[name='max_containers']").fill("3")
+        form.locator(".nbscale-Save").click()
+        form.wait_for(state="detached")
+        assert lab.api(f"pools/{pool_id}")["settings"]["max_containers"] == 3
+
+        # ... and it takes effect: the pool grows past its old max of one.
+        def scaled_up_past_the_old_max() -> bool:
+            return lab.api(f"pools/{pool_id}")["num_total_runners"] > 1
+
+        def more_containers_shown() -> bool:
+            watch()
+            return _stat(card, "num_total_runners") > 1
+
+        wait_until(scaled_up_past_the_old_max, timeout=60, every=0.2)
+        wait_until(more_containers_shown, timeout=30, every=0.2)
+        assert "max 3" in card.locator(".nbscale-Pool-settings").inner_text()
+        _shot(panel, "4-scaled-up")
+
+        # Every result arrives; the panel counts them all.
+        def all_done() -> bool:
+            watch()
+            return _stat(card, "done") == n
+
+        wait_until(all_done, timeout=120, every=0.2)
+        out = _finish(client)
+        assert f"RESULTS {n} True" in out and "MODE server" in out, out
+        # The panel moved with the pool: its size, its backlog and its result count.
+        assert len(seen["runners"]) >= 2, seen
+        assert len(seen["backlog"]) >= 2 and max(seen["backlog"]) > 0, seen
+        assert any(0 < done < n for done in seen["done"]), seen
+        call_row.locator(".nbscale-Call-label").filter(has_text=f"{n} / {n}").wait_for()
+        assert call_row.locator(".nbscale-Cancel").count() == 0
+
+        # A container's recent output, on click.
+        card.locator(".nbscale-Container").first.click()
+        logs = card.locator(".nbscale-Logs pre")
+        logs.filter(has_text="low-level output for input").wait_for()
+        _shot(panel, "5-finished-with-logs")
+
+        # Cancel from the panel: the client's map ends with CallCancelledError.
+        cancelled = lab.start_map(400, pause=0.4, max_containers=2)
+        running = panel.locator(".nbscale-Call[data-state='running']")
+        running.wait_for()
+        call_id = running.get_attribute("data-call-id")
+        [listed] = [c for c in lab.api("calls") if c["id"] == call_id]
+
+        def second_map_under_way() -> bool:
+            label = running.locator(".nbscale-Call-label")
+            return int(label.get_attribute("data-done")) > 0
+
+        wait_until(second_map_under_way, timeout=60, every=0.2)
+        running.locator(".nbscale-Cancel").click()
+        panel.locator(f".nbscale-Call[data-call-id='{call_id}'][data-state='cancelled']").wait_for()
+        out = _finish(cancelled)
+        assert "CANCELLED" in out, out
+        calls = lab.api("calls")
+        assert call_id not in {c["id"] for c in calls if not c["cancelled"]}, calls
+
+        def cancelled_inputs_gone() -> bool:
+            pool = lab.api(f"pools/{listed['pool_id']}")
+            return pool["backlog"] == 0 and pool["num_running_inputs"] == 0
+
+        wait_until(cancelled_inputs_gone, timeout=30, every=0.2)
+        assert lab.api(f"pools/{listed['pool_id']}")["done"] < 400
+        _shot(panel, "6-cancelled")
+
+        # The same panel in the dark theme.
+        page.evaluate(
+            "() => window.jupyterapp.commands.execute("
+            "'apputils:change-theme', {theme: 'JupyterLab Dark'})"
+        )
+        page.locator("body[data-jp-theme-name='JupyterLab Dark']").wait_for(state="attached")
+        page.wait_for_timeout(500)  # let the theme's CSS apply
+        _shot(panel, "7-dark")
+        _shot(page, "8-whole-page-dark")
+    finally:
+        for proc in (client, cancelled):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        lab.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_the_sidebar_says_once_when_the_server_extension_is_missing(
+    tmp_path: Path, page: Any
+) -> None:
+    lab = Lab(tmp_path, server_extension=False)
+    warnings: list[str] = []
+    page.on(
+        "console",
+        lambda m: warnings.append(m.text) if m.text.startswith("nbscale:") else None,
+    )
+    try:
+        panel = _open_sidebar(page, lab)
+        message = panel.locator(".nbscale-Message")
+        message.wait_for()
+        assert message.inner_text().startswith(
+            "The nbscale server extension is not running in this Jupyter server"
+        )
+        page.wait_for_timeout(3000)  # the poll retries, and says nothing new
+        assert panel.locator(".nbscale-Message").count() == 1
+        assert panel.locator(".nbscale-Pool").count() == 0
+        assert len(warnings) == 1, warnings
+        _shot(panel, "9-no-server-extension")
+    finally:
+        lab.stop()
