@@ -245,8 +245,10 @@ def scale_child(name: str) -> None:
 
 
 def child_env() -> dict[str, str]:
-    """Let the subprocess and every worker it starts import `workloads` by name."""
+    """Let the subprocess and every worker it starts import `workloads` by name; no live
+    progress views (they would time themselves, not the peers)."""
     env = dict(os.environ)
+    env["NBSCALE_PROGRESS"] = "off"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH")]))
     return env
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
 from ._image import Image
 from ._image_build import build, list_images
+from .exceptions import NbscaleError
 
 
 def add_parser(sub: Any) -> None:
@@ -26,12 +28,16 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.images_command == "build":
-        started = time.monotonic()
-        tag = build(Image.from_kernel(*args.packages))
-        print(f"{tag} ready ({time.monotonic() - started:.2f} s)")
-        return 0
-    rows = list_images()
+    try:
+        if args.images_command == "build":
+            started = time.monotonic()
+            tag = build(Image.from_kernel(*args.packages))
+            print(f"{tag} ready ({time.monotonic() - started:.2f} s)")
+            return 0
+        rows = list_images()
+    except NbscaleError as exc:  # no engine, no base image, a failed step: say it plainly
+        print(f"nbscale images: {exc}", file=sys.stderr)
+        return 1
     print(f"{'TAG':<32} {'PYTHON':<7} {'SIZE':>8}  {'CREATED':<17} DESCRIPTION")
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))

@@ -58,7 +58,6 @@ class Image:
     context_dir: str | None = None  # from_dockerfile: its build context
     layers: tuple[Layer, ...] = ()
     description: str = ""
-    default_base: bool = False  # the base is NBSCALE_BASE_IMAGE, made by docker-setup
 
     def __repr__(self) -> str:
         return f"<nbscale.Image {self.description}>"
@@ -76,7 +75,6 @@ class Image:
             python_version=version,
             glibc=BOOKWORM_GLIBC,
             description=f"debian_slim({version})",
-            default_base=True,
         )
 
     @staticmethod

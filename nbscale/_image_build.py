@@ -9,6 +9,7 @@ platform, copies the files, and runs the build, printing each step as it starts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,8 @@ from . import _kernel_env
 from ._image import SOURCE_DIR, Image, Layer
 from .exceptions import ImageBuildError
 
-REPOSITORY = "nbscale/worker"
+LOCAL_NAMESPACE = "nbscale"  # images made on this host (scripts/docker-setup, builds)
+REPOSITORY = f"{LOCAL_NAMESPACE}/worker"
 LABEL_IMAGE = "nbscale.image"
 LABEL_DESCRIPTION = "nbscale.image.description"
 LABEL_PYTHON = "nbscale.python"
@@ -145,7 +147,10 @@ def platform_tags(arch: str, glibc: tuple[int, int]) -> list[str]:
     return tags + [f"{name}_{arch}" for m, name in legacy.items() if m <= minor]
 
 
+@functools.cache
 def docker_client() -> Any:
+    """The process's client for builds (kept: a connection costs more than the check that
+    an image is up to date)."""
     from nbscale_server.launchers import LaunchFailed
     from nbscale_server.launchers.docker_engine import connect
 
@@ -156,8 +161,9 @@ def docker_client() -> Any:
 
 
 def _base_id(client: Any, image: Image) -> str:
-    """The base image's id (so a rebuilt base rebuilds its images), checking that the
-    offline base exists and has the Python the image wants."""
+    """The base image's id (so a rebuilt base rebuilds its images), checking that a base
+    made on this host exists (others are pulled by the build) and that its Python is the
+    one the image wants."""
     import docker
 
     if image.base is None:
@@ -165,7 +171,7 @@ def _base_id(client: Any, image: Image) -> str:
     try:
         info = client.api.inspect_image(image.base)
     except docker.errors.ImageNotFound:
-        if image.default_base:
+        if image.base.startswith(f"{LOCAL_NAMESPACE}/"):  # made on this host, never pulled
             raise ImageBuildError(
                 f"the base image {image.base} is not on this Docker host: run "
                 "scripts/docker-setup (it builds one offline with debootstrap), or set "
@@ -197,12 +203,19 @@ def build(image: Image, client: Any = None, out: Output = _print) -> str:
     """Build ``image`` unless an image with its tag exists; returns the tag."""
     client = client or docker_client()
     p = plan(image)
-    base_id = _base_id(client, image)
-    arch = str(client.info().get("Architecture") or os.uname().machine)
-    platforms = platform_tags(arch, image.glibc)
-    tag = image_tag(p, base_id, platforms)
-    if exists(client, tag):
-        return tag
+    try:
+        base_id = _base_id(client, image)
+        arch = str(client.info().get("Architecture") or os.uname().machine)
+        platforms = platform_tags(arch, image.glibc)
+        tag = image_tag(p, base_id, platforms)
+        if exists(client, tag):
+            return tag
+    except ImageBuildError:
+        raise
+    except Exception as exc:  # the engine stopped answering
+        from nbscale_server.launchers.docker_engine import unreachable_message
+
+        raise ImageBuildError(unreachable_message(exc)) from None
     started = time.monotonic()
     out(f"nbscale: building worker image {tag} ({image.description})")
     with tempfile.TemporaryDirectory(prefix="nbscale-build-") as context:

@@ -70,6 +70,17 @@ class Invocation:
         self.call_id = call_id or new_call_id()
         limits = client.server_info.get("limits", {})
         self.window = int(limits.get("max_inputs_in_flight_per_map", 1000))
+        # A chunk is admitted whole or not at all: never make one bigger than a limit could
+        # ever admit, or a throttled map would wait for room that cannot come.
+        self.chunk = max(
+            1,
+            min(
+                _CHUNK,
+                self.window,
+                int(limits.get("max_pending_inputs", _CHUNK)),
+                int(limits.get("max_total_inputs", _CHUNK)),
+            ),
+        )
         self.outputs: asyncio.Queue[list[Output] | End] = asyncio.Queue()
         self.submitted = 0
         self.consumed = 0
@@ -124,14 +135,14 @@ class Invocation:
                     # few inputs per message would cap throughput at the messaging rate.
                     while (
                         self.window - (self.submitted - self.consumed)
-                        < min(_CHUNK, self.window // 4 or 1)
+                        < min(self.chunk, self.window // 4 or 1)
                         and self.submitted > self.consumed
                     ):
                         self._room.clear()
                         await self._room.wait()
-                room = self.window - (self.submitted - self.consumed) if bounded else _CHUNK
+                room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
                 items, frames, exhausted = await loop.run_in_executor(
-                    None, _pull, inputs, index, min(room, _CHUNK)
+                    None, _pull, inputs, index, min(room, self.chunk)
                 )
                 index += len(items)
                 total = index if exhausted else None

@@ -1,9 +1,7 @@
 """Managing pools from a kernel (``%nbscale pools | scale | stop | logs``).
 
-Pools are named by id (``pl-...``) or by function name. Scaling goes through the wire
-protocol's ``update-autoscaler`` request, so it works with any control plane. Stopping a pool
-and reading a container's logs have no wire request yet: they work with the control plane
-embedded in this process (its public methods, called on its loop), and say so otherwise.
+Pools are named by id (``pl-...``) or by function name. Every action is a wire request, so it
+works the same with an embedded control plane and with the Jupyter server's.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from nbscale_server.models import PoolModel
 
 from ._client import get_client
 from ._loop import get_loop
-from .exceptions import ControlPlaneError, InvalidError, NbscaleError, NotFoundError, from_wire
+from .exceptions import InvalidError, NotFoundError
 
 
 async def _pools() -> list[PoolModel]:
@@ -56,24 +54,10 @@ def scale(ref: str, **changes: int | float | None) -> dict[str, Any]:
     return get_loop().run(_scale(find_pool(ref)["id"], changes))
 
 
-async def _on_embedded_plane(what: str, method: str, *args: Any) -> Any:
+async def _request(msg: protocol.Message) -> Any:
     client = await get_client()
-    plane = client.control_plane
-    if plane is None:
-        raise ControlPlaneError(
-            f"{what} is only available with the control plane embedded in this kernel: the "
-            "wire protocol has no request for it yet (use the JupyterLab sidebar or the "
-            "server's REST API instead)"
-        )
-    try:
-        return getattr(plane, method)(*args)
-    except NbscaleError:
-        raise
-    except Exception as exc:  # the control plane's RequestError: kind names our exception
-        kind = getattr(exc, "kind", None)
-        if kind is None:
-            raise
-        raise from_wire(kind, str(exc)) from None
+    value, _ = await client.request(msg)
+    return value
 
 
 def stop(ref: str | None = None) -> list[str]:
@@ -81,7 +65,7 @@ def stop(ref: str | None = None) -> list[str]:
     ids of the pools stopped."""
     ids = [find_pool(ref)["id"]] if ref is not None else [p["id"] for p in pools()]
     for pool_id in ids:
-        get_loop().run(_on_embedded_plane("stopping a pool", "stop_pool", pool_id))
+        get_loop().run(_request(protocol.StopPool(0, pool_id)))
     return ids
 
 
@@ -89,9 +73,9 @@ def logs(ref: str, tail: int = 200) -> str:
     """The last output lines of a container (``wk-...``), or of every container running a
     call (``fc-...``), with the call's counts first."""
     if not ref.startswith("fc-"):
-        model = get_loop().run(_on_embedded_plane("reading logs", "worker_logs", ref, tail))
+        model = get_loop().run(_request(protocol.GetLogs(0, ref, tail)))
         return str(model["logs"])
-    call = get_loop().run(_on_embedded_plane("reading a call", "call_info", ref))
+    call = get_loop().run(_request(protocol.GetCall(0, ref)))
     lines = [
         f"{call['id']} ({call['function']}, {call['kind']}): {call['done']} done, "
         f"{call['failed']} failed, {call['running']} running, {call['pending']} pending"
@@ -99,6 +83,6 @@ def logs(ref: str, tail: int = 200) -> str:
     ]
     workers = sorted({i["worker_id"] for i in call["inputs"] if i.get("worker_id")})
     for worker_id in workers:
-        model = get_loop().run(_on_embedded_plane("reading logs", "worker_logs", worker_id, tail))
+        model = get_loop().run(_request(protocol.GetLogs(0, worker_id, tail)))
         lines += [f"--- {worker_id}", str(model["logs"]).rstrip()]
     return "\n".join(lines)

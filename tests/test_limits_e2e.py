@@ -42,3 +42,9 @@ def test_map_over_the_limits_is_throttled_and_completes(fresh_plane):
     fresh_plane(NBSCALE_MAX_PENDING_INPUTS="5", NBSCALE_MAX_INPUTS_IN_FLIGHT_PER_MAP="4")
     fast = nap.with_options(max_containers=2)
     assert list(fast.map([0.01] * 40)) == [0.01] * 40
+
+
+def test_map_under_a_pending_limit_smaller_than_its_chunks_completes(fresh_plane):
+    fresh_plane(NBSCALE_MAX_PENDING_INPUTS="4")
+    fast = nap.with_options(max_containers=2)
+    assert list(fast.map([0.0] * 24)) == [0.0] * 24

@@ -268,7 +268,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
     page = context.new_page()
     page.set_default_timeout(60_000)
     yield page
@@ -295,7 +295,7 @@ def _stat(card: Any, name: str) -> int:
 
 
 @pytest.mark.browser
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(300)
 def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any) -> None:
     lab = Lab(tmp_path)
     client = cancelled = None
@@ -318,13 +318,14 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
             seen["backlog"].add(_stat(card, "backlog"))
             seen["done"].add(_stat(card, "done"))
 
-        def one_busy_container() -> bool:
+        def one_container_and_a_backlog() -> bool:
             watch()
             return _stat(card, "num_total_runners") == 1 and _stat(card, "backlog") > 0
 
-        wait_until(one_busy_container, timeout=60, every=0.2)
-        call_row = panel.locator(".nbscale-Call", has_text="slow_square")
-        call_row.wait_for()
+        wait_until(one_container_and_a_backlog, timeout=60, every=0.2)
+        panel.locator(".nbscale-Call", has_text="slow_square").wait_for()
+        first_call = panel.locator(".nbscale-Call").get_attribute("data-call-id")
+        call_row = panel.locator(f".nbscale-Call[data-call-id='{first_call}']")
         assert call_row.locator(".nbscale-Cancel").is_visible()
         _shot(panel, "2-running")
 
@@ -400,6 +401,17 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
         wait_until(cancelled_inputs_gone, timeout=30, every=0.2)
         assert lab.api(f"pools/{listed['pool_id']}")["done"] < 400
         _shot(panel, "6-cancelled")
+
+        # Stop the first pool from the panel, through its confirmation dialog.
+        card.locator(".nbscale-Stop").click()
+        page.locator(".jp-Dialog-button", has_text="Stop pool").click()
+
+        def pool_stopped() -> bool:
+            pool = lab.api(f"pools/{pool_id}")
+            return pool["stopped"] and pool["num_total_runners"] == 0
+
+        wait_until(pool_stopped, timeout=30, every=0.2)
+        panel.locator(f".nbscale-Pool.nbscale-mod-stopped[data-pool-id='{pool_id}']").wait_for()
 
         # The same panel in the dark theme.
         page.evaluate(

@@ -135,6 +135,33 @@ class GetStats(Message):
     pool_id: str | None
 
 
+@op("stop-pool")
+class StopPool(Message):
+    """Cancel a pool's calls and stop its workers (it scales up again on new inputs)."""
+
+    rid: int
+    pool_id: str
+
+
+@op("get-call")
+class GetCall(Message):
+    """A call's progress and per-input status, ``limit`` inputs from ``start``."""
+
+    rid: int
+    call_id: str
+    start: int = 0
+    limit: int = 1000
+
+
+@op("get-logs")
+class GetLogs(Message):
+    """The last ``tail`` lines a worker wrote."""
+
+    rid: int
+    worker_id: str
+    tail: int = 200
+
+
 @op("reply")
 class Reply(Message):
     """Answer to a request: ``error`` is None on success, else [kind, message, details]."""

@@ -151,16 +151,17 @@ export function formatGpuCount(gpus: IGpu[]): string {
   return Array.from(counts, ([name, n]) => `${n} × ${name}`).join(', ');
 }
 
-/** A lifecycle event in words: "wk-1a2b stopped (exit 1)". */
+/** A lifecycle event in words, with short ids: "wk-1a2b3c4d stopped (exit 1)". */
 export function describeEvent(event: IChangeEvent): string {
-  const container = event.container_id ?? 'a container';
+  const pool = shortId(event.pool_id, 11);
+  const container = shortId(event.container_id ?? 'a container', 11);
   switch (event.type) {
     case 'pool-added':
-      return `pool ${event.pool_id} added`;
+      return `pool ${pool} added`;
     case 'pool-updated':
-      return `pool ${event.pool_id} settings changed`;
+      return `pool ${pool} settings changed`;
     case 'pool-stopped':
-      return `pool ${event.pool_id} stopped`;
+      return `pool ${pool} stopped`;
     case 'container-starting':
       return `${container} starting`;
     case 'container-started':
@@ -173,7 +174,7 @@ export function describeEvent(event: IChangeEvent): string {
       return `${container} stopped${exit}`;
     }
     case 'call-cancelled':
-      return `call ${event.call_id ?? ''} cancelled`;
+      return `call ${shortId(event.call_id ?? '', 11)} cancelled`;
   }
 }
 

@@ -4,7 +4,6 @@
  */
 
 import {
-  ILabShell,
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
@@ -38,11 +37,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description:
     'A sidebar with nbscale pools, containers and calls: live, with autoscaler controls.',
   autoStart: true,
-  requires: [ILabShell],
   optional: [ISettingRegistry, ICommandPalette, ILayoutRestorer],
   activate: async (
     app: JupyterFrontEnd,
-    labShell: ILabShell,
     settingRegistry: ISettingRegistry | null,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null
@@ -69,7 +66,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const panel = new NbscalePanel(model, app.commands);
     panel.title.icon = nbscaleIcon;
     panel.title.caption = 'nbscale: pools, containers and calls';
-    labShell.add(panel, 'left', { rank: 450 });
+    app.shell.add(panel, 'left', { rank: 450 });
     restorer?.add(panel, panel.id);
 
     const { commands } = app;
@@ -77,7 +74,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'Show nbscale Pools',
       caption: 'Open the nbscale sidebar',
       icon: nbscaleIcon,
-      execute: () => labShell.activateById(panel.id)
+      execute: () => app.shell.activateById(panel.id)
     });
     commands.addCommand(CommandIDs.refresh, {
       label: 'Refresh nbscale Pools',

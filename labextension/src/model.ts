@@ -68,10 +68,13 @@ export class SidebarModel {
     return this._poll.isDisposed;
   }
 
-  /** Read the server now. */
+  /** Read the pools and calls over REST now (a failure shows as the status). */
   async refresh(): Promise<void> {
-    await this._poll.refresh();
-    await this._poll.tick;
+    try {
+      await this._read();
+    } catch {
+      // _read() set the status, which the panel shows.
+    }
   }
 
   /** Change the seconds between two reads while polling. */
@@ -150,6 +153,12 @@ export class SidebarModel {
       this._changed.emit();
       return;
     }
+    await this._read();
+    this._openSocket();
+  }
+
+  /** `GET pools` and `GET calls` into the state; on failure, set the status and throw. */
+  private async _read(): Promise<void> {
     let pools: IPool[];
     let calls: ICall[];
     try {
@@ -168,7 +177,6 @@ export class SidebarModel {
       this._setStatus('polling');
     }
     this._changed.emit();
-    this._openSocket();
   }
 
   private _fail(error: unknown): void {

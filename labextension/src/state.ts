@@ -194,6 +194,8 @@ export class ClusterState {
 
   private _putCall(call: ICall, now: number): void {
     const entry = this._calls.get(call.id);
+    // Calls first seen in the same message (a snapshot lists them oldest first) get
+    // increasing fractions of a millisecond, so that the newest still sorts first.
     this._calls.set(call.id, {
       call,
       gone: false,

@@ -377,6 +377,15 @@ class ControlPlane:
     ) -> Any:
         return self.update_autoscaler(msg.pool_id, msg.changes)["settings"], ()
 
+    def _handle_stop_pool(self, identity: bytes, msg: protocol.StopPool, payload: Any) -> Any:
+        return self.stop_pool(msg.pool_id), ()
+
+    def _handle_get_call(self, identity: bytes, msg: protocol.GetCall, payload: Any) -> Any:
+        return self.call_info(msg.call_id, msg.start, msg.limit), ()
+
+    def _handle_get_logs(self, identity: bytes, msg: protocol.GetLogs, payload: Any) -> Any:
+        return self.worker_logs(msg.worker_id, msg.tail), ()
+
     def _handle_get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Any:
         if msg.pool_id is None:
             return {"pools": self.list_pools()}, ()

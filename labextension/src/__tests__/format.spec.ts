@@ -140,15 +140,15 @@ describe('GPUs', () => {
 });
 
 describe('describeEvent', () => {
-  it('words each kind of event', () => {
+  it('words each kind of event, with short ids', () => {
     expect(
       describeEvent({
         type: 'container-stopped',
         pool_id: 'pl-1',
-        container_id: 'wk-1',
+        container_id: 'wk-1a2b3c4d5e6f',
         exit_code: 137
       })
-    ).toBe('wk-1 stopped (exit 137)');
+    ).toBe('wk-1a2b3c4d stopped (exit 137)');
     expect(
       describeEvent({
         type: 'container-stopped',
@@ -157,9 +157,9 @@ describe('describeEvent', () => {
         exit_code: null
       })
     ).toBe('wk-1 stopped');
-    expect(describeEvent({ type: 'pool-stopped', pool_id: 'pl-1' })).toBe(
-      'pool pl-1 stopped'
-    );
+    expect(
+      describeEvent({ type: 'pool-stopped', pool_id: 'pl-0123456789ab' })
+    ).toBe('pool pl-01234567 stopped');
     expect(
       describeEvent({
         type: 'call-cancelled',
