@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -103,6 +104,46 @@ def test_typescript_is_formatted_and_lint_free(node_modules: None) -> None:
     """prettier and eslint with the extension template's rules (strict TypeScript)."""
     result = _jlpm("lint:check")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Each JSON model of the server (server_ext/nbscale_server/models.py) and its TypeScript
+# mirror (labextension/src/models.ts).
+MIRRORS = {
+    "AutoscalerSettingsModel": "IAutoscalerSettings",
+    "AutoscalerChanges": "IAutoscalerChanges",
+    "ContainersByState": "IContainersByState",
+    "ContainerModel": "IContainer",
+    "PoolModel": "IPool",
+    "CallModel": "ICall",
+    "InputModel": "IInput",
+    "InputRefModel": "IInputRef",
+    "CallDetailModel": "ICallDetail",
+    "LogsModel": "ILogs",
+    "ChangeEvent": "IChangeEvent",
+    "SnapshotMessage": "ISnapshotMessage",
+    "ChangesMessage": "IChangesMessage",
+    "ErrorModel": "IError",
+}
+
+
+def _ts_fields(source: str, interface: str) -> set[str]:
+    """The field names of a TypeScript interface (and of the one it extends)."""
+    pattern = rf"export interface {interface} (?:extends (\w+) )?\{{(.*?)\n\}}"
+    match = re.search(pattern, source, re.DOTALL)
+    assert match, f"no interface {interface} in models.ts"
+    fields = set(re.findall(r"^  (\w+)\??:", match[2], re.MULTILINE))
+    return fields | (_ts_fields(source, match[1]) if match[1] else set())
+
+
+def test_the_typescript_models_mirror_the_server_models() -> None:
+    from nbscale_server import models
+
+    typed_dicts = {name for name, value in vars(models).items() if typing.is_typeddict(value)}
+    assert typed_dicts == set(MIRRORS), "a server model without a TypeScript mirror, or gone"
+    source = (LABEXT / "src" / "models.ts").read_text()
+    for model, interface in MIRRORS.items():
+        fields = set(typing.get_type_hints(getattr(models, model)))
+        assert _ts_fields(source, interface) == fields, f"{interface} against {model}"
 
 
 def test_the_labextension_is_installed_and_enabled() -> None:

@@ -7,8 +7,10 @@ import {
   IAutoscalerSettings,
   ICall,
   IChangeEvent,
+  IContainer,
   IContainersByState,
   IGpu,
+  IInputRef,
   IPool
 } from './models';
 
@@ -120,8 +122,30 @@ export function formatSettings(settings: IAutoscalerSettings): string {
   );
 }
 
+/** A GPU with what the worker's last heartbeat sampled of it, where it did. */
+export interface IGpuUse extends IGpu {
+  utilization?: number;
+  memory_used?: number;
+}
+
+/** A container's GPUs, each joined (by uuid) with its last sample. */
+export function gpuUse(container: IContainer): IGpuUse[] {
+  const samples = container.stats.gpus ?? [];
+  return container.gpus.map(gpu => {
+    const sample = samples.find(s => s.uuid === gpu.uuid);
+    return sample === undefined
+      ? gpu
+      : {
+          ...gpu,
+          utilization: sample.utilization,
+          memory_used: sample.memory_used,
+          memory_total: sample.memory_total
+        };
+  });
+}
+
 /** One GPU: "0: A100 · 35% · 10.2 GiB / 40.0 GiB", with what NVML reported. */
-export function formatGpu(gpu: IGpu): string {
+export function formatGpu(gpu: IGpuUse): string {
   const parts: string[] = [];
   const name = gpu.name ?? gpu.uuid ?? 'GPU';
   parts.push(gpu.index !== undefined ? `${gpu.index}: ${name}` : name);
@@ -149,6 +173,31 @@ export function formatGpuCount(gpus: IGpu[]): string {
     counts.set(name, (counts.get(name) ?? 0) + 1);
   }
   return Array.from(counts, ([name, n]) => `${n} × ${name}`).join(', ');
+}
+
+/** What a pool asks for: "image nbscale/ml:3f2a · GPU A100:2", "GPU H100 or A100". */
+export function formatRequest(
+  image: string | null,
+  gpu: string | string[] | null
+): string {
+  const parts: string[] = [];
+  if (image !== null) {
+    parts.push(`image ${image}`);
+  }
+  if (gpu !== null) {
+    parts.push(`GPU ${Array.isArray(gpu) ? gpu.join(' or ') : gpu}`);
+  }
+  return parts.join(' · ');
+}
+
+/** The inputs a worker holds: "input 3 (fc-1a2b)", "input 3 (fc-1a2b) + 4 queued", "–". */
+export function formatWorkerInputs(count: number, inputs: IInputRef[]): string {
+  if (count === 0 || inputs.length === 0) {
+    return count > 0 ? `${count} running` : '–';
+  }
+  const first = inputs[0];
+  const head = `input ${first.index} (${shortId(first.call_id, 7)})`;
+  return count > 1 ? `${head} + ${count - 1} queued` : head;
 }
 
 /** A lifecycle event in words, with short ids: "wk-1a2b3c4d stopped (exit 1)". */

@@ -43,17 +43,31 @@ export interface IContainersByState {
 
 export type ContainerState = keyof IContainersByState;
 
-/**
- * A GPU as NVML reports it on a worker. The server sends NVML's inventory (index, uuid,
- * name, memory_total in bytes) and, where sampled, utilisation (percent) and memory used.
- */
+/** A GPU of a worker, as NVML's inventory describes it (memory in bytes). */
 export interface IGpu {
   index?: number;
   uuid?: string;
   name?: string;
   memory_total?: number;
-  memory_used?: number;
-  utilization?: number;
+}
+
+/** One GPU in a worker's last heartbeat sample (utilisation in percent, memory in bytes). */
+export interface IGpuSample {
+  uuid: string;
+  utilization: number;
+  memory_used: number;
+  memory_total: number;
+}
+
+/** A worker's last heartbeat sample: `{gpus: [...]}` for a worker with GPUs, else `{}`. */
+export interface IContainerStats {
+  gpus?: IGpuSample[];
+}
+
+/** An input of a call, by position. */
+export interface IInputRef {
+  call_id: string;
+  index: number;
 }
 
 /** One worker (a process or a container) of a pool. */
@@ -66,7 +80,12 @@ export interface IContainer {
   /** Seconds since launch. */
   uptime: number;
   running_inputs: number;
+  /** The first few inputs it holds, the running one first. */
+  inputs: IInputRef[];
+  /** Its GPUs, as NVML reports them on the worker. */
   gpus: IGpu[];
+  /** The last heartbeat's sample. */
+  stats: IContainerStats;
 }
 
 /**
@@ -97,6 +116,10 @@ export interface IPool {
   workers: IContainer[];
   /** The GPUs of all its workers. */
   gpus: IGpu[];
+  /** The image its containers run; null for local processes or the default image. */
+  image: string | null;
+  /** The GPU request, in Modal's syntax ("A100:2", or a list of fallbacks). */
+  gpu: string | string[] | null;
   /** Stopped by `DELETE pools/{id}`; it starts again when called again. */
   stopped: boolean;
 }

@@ -10,7 +10,7 @@ import { ReactWidget, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { chartGeometry, chartWindow } from './chart';
-import { isFailure } from './connection';
+import { ConnectionStatus, isFailure } from './connection';
 import {
   callProgress,
   describeEvent,
@@ -20,7 +20,10 @@ import {
   formatDuration,
   formatGpu,
   formatGpuCount,
+  formatRequest,
   formatSettings,
+  formatWorkerInputs,
+  gpuUse,
   isCancellable,
   shortId
 } from './format';
@@ -88,7 +91,7 @@ interface ISidebarProps {
   commands: CommandRegistry;
 }
 
-const STATUS_LABEL: Record<string, string> = {
+const STATUS_LABEL: Record<ConnectionStatus, string> = {
   connecting: 'connecting',
   live: 'live',
   polling: 'polling',
@@ -223,6 +226,11 @@ function PoolCard(props: IPoolProps): JSX.Element {
         </span>
         <span className="nbscale-Pool-gpus">{formatGpuCount(pool.gpus)}</span>
       </div>
+      {(pool.image !== null || pool.gpu !== null) && (
+        <div className="nbscale-Pool-line nbscale-Pool-request">
+          {formatRequest(pool.image, pool.gpu)}
+        </div>
+      )}
       <div className="nbscale-Pool-line nbscale-Pool-containers">
         {formatContainers(pool.containers)}
       </div>
@@ -473,11 +481,9 @@ function ContainerRows(props: {
           </span>
         </td>
         <td>{formatDuration(worker.uptime)}</td>
-        <td>
-          {worker.running_inputs > 0 ? `${worker.running_inputs} running` : '–'}
-        </td>
+        <td>{formatWorkerInputs(worker.running_inputs, worker.inputs)}</td>
       </tr>
-      {worker.gpus.map((gpu, i) => (
+      {gpuUse(worker).map((gpu, i) => (
         <tr key={gpu.uuid ?? i} className="nbscale-Gpu">
           <td colSpan={4}>{formatGpu(gpu)}</td>
         </tr>

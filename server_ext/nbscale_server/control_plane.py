@@ -9,6 +9,7 @@ bytes pass from workers to callers without being unpickled here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -45,6 +46,7 @@ from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 log = logging.getLogger("nbscale.control_plane")
 
 _TICK = 0.05  # housekeeping period, seconds
+_FINISHED_CALLS_KEPT = 50  # finished maps and remotes the API still lists
 _GONE_KEPT = 64  # workers that exited whose logs stay reachable through worker_logs()
 
 Deliver = Callable[[protocol.Message, list[Any]], None]
@@ -108,7 +110,8 @@ class ControlPlane:
         self.server_keys = KeyPair()
         self.allow_list: WorkerAllowList | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._waiting_calls: set[str] = set()  # calls with get-outputs waiting for a deadline
+        self._waiting_calls: set[str] = set()
+        self.finished_calls: collections.OrderedDict[str, CallState] = collections.OrderedDict()  # calls with get-outputs waiting for a deadline
         self.local_clients: dict[bytes, Deliver] = {}  # clients in this process, linked direct
         self._wake = asyncio.Event()
         self._closing = False
@@ -292,7 +295,7 @@ class ControlPlane:
         return {"pool_id": pool_id, "launcher": self.launcher.name}, ()
 
     def _call(self, call_id: str) -> CallState:
-        call = self.calls.get(call_id)
+        call = self.calls.get(call_id) or self.finished_calls.get(call_id)
         if call is None:
             raise RequestError("NotFoundError", f"no function call {call_id}")
         return call
@@ -427,8 +430,12 @@ class ControlPlane:
         self._emit("pool-stopped", pool_id)
         return self.pool_info(pool_id)
 
+    def listed_calls(self) -> dict[str, CallState]:
+        """The calls the API lists: those running, then the latest finished maps."""
+        return {**self.calls, **self.finished_calls}
+
     def list_calls(self) -> list[CallModel]:
-        return [reports.call_model(c, self.pools[c.pool_id]) for c in self.calls.values()]
+        return [reports.call_model(c, self.pools[c.pool_id]) for c in self.listed_calls().values()]
 
     def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
         call = self._call(call_id)
@@ -440,6 +447,8 @@ class ControlPlane:
         ends with ``CallCancelledError``, so a ``.map()`` does not wait forever."""
         call = self._call(call_id)
         pool = self.pools[call.pool_id]
+        if call.call_id in self.finished_calls:
+            return reports.call_model(call, pool)  # finished already: nothing to cancel
         if requester != call.owner and call.kind != "spawn" and not call.finished:
             self._tell_cancelled(call, pool)
         call.cancelled = True
@@ -736,7 +745,11 @@ class ControlPlane:
 
     def _maybe_finish(self, call: CallState) -> None:
         if call.finished and call.kind != "spawn":
-            self.calls.pop(call.call_id, None)
+            if self.calls.pop(call.call_id, None) is not None:
+                # kept a while, read-only, so views see a finished call's final counts
+                self.finished_calls[call.call_id] = call
+                while len(self.finished_calls) > _FINISHED_CALLS_KEPT:
+                    self.finished_calls.popitem(last=False)
             pool = self.pools.get(call.pool_id)
             if pool and not call.cancelled:
                 pool.queue.forget_call(call.call_id)

@@ -93,7 +93,7 @@ class EventHub:
                 pools.append(model)
         calls: list[CallModel] = []
         seen = set()
-        for call_id, call in self.plane.calls.items():
+        for call_id, call in self.plane.listed_calls().items():
             seen.add(call_id)
             key = _call_signature(call)
             if self._calls.get(call_id) != key:
@@ -124,7 +124,7 @@ class EventHub:
     def _start(self) -> None:
         # What the first listener's snapshot shows is the baseline of the first changes.
         self._pools = {p["id"]: _pool_signature(p) for p in self.plane.list_pools()}
-        self._calls = {i: _call_signature(c) for i, c in self.plane.calls.items()}
+        self._calls = {i: _call_signature(c) for i, c in self.plane.listed_calls().items()}
         self._unsubscribe = self.plane.subscribe(self._on_event)
         self._task = asyncio.ensure_future(self._run())
 

@@ -48,6 +48,11 @@ class ContainersByState(TypedDict):
     draining: int  # told to stop; finishing its input
 
 
+class InputRefModel(TypedDict):
+    call_id: str
+    index: int
+
+
 class ContainerModel(TypedDict):
     """One worker (a process or a container) of a pool."""
 
@@ -56,6 +61,7 @@ class ContainerModel(TypedDict):
     pid: int | None  # the worker's process id where it runs, once registered
     uptime: float  # seconds since launch
     running_inputs: int
+    inputs: list[InputRefModel]  # the first few inputs it holds, the running one first
     gpus: list[dict[str, Any]]  # as NVML reports them on the worker: index, uuid, name, memory
     # the last heartbeat's sample: {"gpus": [{uuid, utilization (%), memory_used,
     # memory_total (bytes)}]} for a worker with GPUs, else {}
@@ -81,6 +87,8 @@ class PoolModel(TypedDict):
     failed: int  # inputs finished with an error
     workers: list[ContainerModel]
     gpus: list[dict[str, Any]]  # the GPUs of all its workers
+    image: str | None  # the image its containers run; None for local processes/the default
+    gpu: str | list[str] | None  # the GPU request, in Modal's syntax ("A100:2", a list)
     stopped: bool  # stopped by ``DELETE pools/{id}``; it starts again when called again
 
 

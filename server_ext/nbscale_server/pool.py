@@ -13,6 +13,7 @@ from .queue import QueueCore, RetryPolicy
 
 # How many launches in a row may fail before the pool's waiting inputs are failed.
 MAX_LAUNCH_FAILURES = 3
+_INPUTS_SHOWN = 8  # a worker's inputs listed in its model (it may hold many more queued)
 
 
 def pool_id_for(function_id: str, options: dict[str, Any]) -> str:
@@ -42,13 +43,15 @@ class WorkerState:
     def view(self) -> WorkerView:
         return WorkerView(self.worker_id, self.state, self.idle_since)
 
-    def as_dict(self, now: float, running: int) -> dict[str, Any]:
+    def as_dict(self, now: float, running: list[tuple[str, int]]) -> dict[str, Any]:
+        """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
         return {
             "id": self.worker_id,
             "state": self.state,
             "pid": self.pid,
             "uptime": round(now - self.launched_at, 3),
-            "running_inputs": running,
+            "running_inputs": len(running),
+            "inputs": [{"call_id": c, "index": i} for c, i in running[:_INPUTS_SHOWN]],
             "gpus": self.gpus,
             "stats": self.stats,
         }
@@ -136,8 +139,11 @@ class Pool:
             "done": self.done,
             "failed": self.failed,
             "workers": [
-                w.as_dict(now, self.queue.running_on(w.worker_id)) for w in self.workers.values()
+                w.as_dict(now, list(self.queue.running.get(w.worker_id, {})))
+                for w in self.workers.values()
             ],
+            "image": self.options.get("image"),
+            "gpu": self.options.get("gpu"),
             "gpus": [gpu for w in self.workers.values() for gpu in w.gpus],
             "stopped": self.stopped,
         }

@@ -23,6 +23,8 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
     failed: 0,
     workers: [],
     gpus: [],
+    image: null,
+    gpu: null,
     stopped: false,
     ...overrides
   };
@@ -35,7 +37,9 @@ export function container(overrides: Partial<IContainer> = {}): IContainer {
     pid: 4242,
     uptime: 12.5,
     running_inputs: 1,
+    inputs: [{ call_id: 'fc-000000000001', index: 3 }],
     gpus: [],
+    stats: {},
     ...overrides
   };
 }

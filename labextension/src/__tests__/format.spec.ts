@@ -8,12 +8,15 @@ import {
   formatDuration,
   formatGpu,
   formatGpuCount,
+  formatRequest,
   formatSettings,
+  formatWorkerInputs,
+  gpuUse,
   isCancellable,
   plural,
   shortId
 } from '../format';
-import { call, pool } from './fixtures';
+import { call, container, pool } from './fixtures';
 
 describe('formatDuration', () => {
   it.each([
@@ -131,6 +134,31 @@ describe('GPUs', () => {
     );
   });
 
+  it('joins each GPU of a container with its last sample', () => {
+    const gib = 1024 ** 3;
+    const worker = container({
+      gpus: [
+        { index: 0, uuid: 'GPU-a', name: 'A100', memory_total: 40 * gib },
+        { index: 1, uuid: 'GPU-b', name: 'A100', memory_total: 40 * gib }
+      ],
+      stats: {
+        gpus: [
+          {
+            uuid: 'GPU-b',
+            utilization: 80,
+            memory_used: 20 * gib,
+            memory_total: 40 * gib
+          }
+        ]
+      }
+    });
+    expect(gpuUse(worker).map(formatGpu)).toEqual([
+      '0: A100 · 40.0 GiB',
+      '1: A100 · 80% · 20.0 GiB / 40.0 GiB'
+    ]);
+    expect(gpuUse(container())).toEqual([]);
+  });
+
   it('counts a pool GPUs by model', () => {
     expect(formatGpuCount([])).toBe('no GPU');
     expect(
@@ -172,5 +200,29 @@ describe('describeEvent', () => {
   it('shortens ids', () => {
     expect(shortId('wk-1a2b3c4d5e6f')).toBe('wk-1a2b3c');
     expect(shortId('wk-1')).toBe('wk-1');
+  });
+});
+
+describe('formatRequest', () => {
+  it('names the image and the GPU request, fallbacks joined', () => {
+    expect(formatRequest('nbscale/ml:3f2a', 'A100:2')).toBe(
+      'image nbscale/ml:3f2a · GPU A100:2'
+    );
+    expect(formatRequest(null, ['H100', 'A100'])).toBe('GPU H100 or A100');
+    expect(formatRequest(null, null)).toBe('');
+  });
+});
+
+describe('formatWorkerInputs', () => {
+  it('shows the running input and how many wait behind it', () => {
+    const inputs = [
+      { call_id: 'fc-1a2b3c4d5e', index: 3 },
+      { call_id: 'fc-1a2b3c4d5e', index: 4 }
+    ];
+    expect(formatWorkerInputs(0, [])).toBe('–');
+    expect(formatWorkerInputs(1, inputs.slice(0, 1))).toMatch(/^input 3 \(fc-/);
+    expect(formatWorkerInputs(5, inputs)).toMatch(
+      /^input 3 \(fc-.*\) \+ 4 queued$/
+    );
   });
 });

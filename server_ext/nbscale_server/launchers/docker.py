@@ -163,6 +163,8 @@ def describe_exit(state: dict[str, Any], memory: int | None) -> str | None:
     if state.get("OOMKilled"):
         limit = f" (memory limit {memory} MiB)" if memory else ""
         return f"ran out of memory{limit} and was killed (exit code {state.get('ExitCode')})"
+    if state.get("ExitCode") == 137:  # Docker knows it was not the memory limit
+        return "was killed by SIGKILL (exit code 137; not out of memory)"
     return None
 
 
