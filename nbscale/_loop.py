@@ -73,4 +73,3 @@ def get_loop() -> LoopThread:
         if _instance is None or _instance.pid != os.getpid():
             _instance = LoopThread()
         return _instance
-

@@ -16,7 +16,6 @@ the process: the control plane replaces the worker and requeues its other inputs
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import json
@@ -27,10 +26,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import zmq
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import capture, protocol
 from .nvml import GpuMonitor
@@ -202,6 +204,8 @@ class Worker:
         self.slots = max(1, msg.max_inputs)
         if msg.is_async:
             self.mode = "async"
+            import asyncio  # here: most workers never need it, and it costs 30 ms to import
+
             self.async_loop = asyncio.new_event_loop()
             threading.Thread(target=self.async_loop.run_forever, daemon=True).start()
         elif self.slots > 1:
@@ -273,6 +277,8 @@ class Worker:
         self.running[item.key] = (time.monotonic(), item.attempt)
         if self.mode == "async":
             assert self.async_loop is not None
+            import asyncio
+
             fut = asyncio.run_coroutine_threadsafe(self._run_async(item), self.async_loop)
             self.async_tasks[item.key] = fut
         else:
@@ -293,6 +299,8 @@ class Worker:
         self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
 
     async def _run_async(self, item: _Input) -> None:
+        import asyncio
+
         started = time.perf_counter()
         token = capture.start()
         try:

@@ -110,8 +110,9 @@ class ControlPlane:
         self.server_keys = KeyPair()
         self.allow_list: WorkerAllowList | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._waiting_calls: set[str] = set()
-        self.finished_calls: collections.OrderedDict[str, CallState] = collections.OrderedDict()  # calls with get-outputs waiting for a deadline
+        self._waiting_calls: set[str] = set()  # calls with get-outputs waiting for a deadline
+        # finished maps and remotes, kept a while so the API can show how they ended
+        self.finished_calls: collections.OrderedDict[str, CallState] = collections.OrderedDict()
         self.local_clients: dict[bytes, Deliver] = {}  # clients in this process, linked direct
         self._wake = asyncio.Event()
         self._closing = False
