@@ -49,6 +49,9 @@ from .serialization import PayloadWriter, dump_exception, load, split_payload
 # to hide a round trip to the control plane, small enough to keep the load balanced.
 _PREFETCH_SECONDS = 0.01
 _MAX_PREFETCH = 1000
+# Inputs shorter than this keep one more queued per slot, so the next starts without a round
+# trip; one that waits behind another waits at most this long.
+_ONE_AHEAD_BELOW = 0.1
 _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
 
 
@@ -226,9 +229,12 @@ class Worker:
         target = self.slots
         # Look ahead only for short inputs, where a round trip per input would cost: a long
         # input queued here behind another could have run on an idle worker instead.
-        if self.avg_seconds is not None and self.avg_seconds < _PREFETCH_SECONDS:
-            per_slot = _PREFETCH_SECONDS / max(self.avg_seconds, 1e-7)
+        avg = self.avg_seconds
+        if avg is not None and avg < _PREFETCH_SECONDS:
+            per_slot = _PREFETCH_SECONDS / max(avg, 1e-7)
             target += min(_MAX_PREFETCH, math.ceil(per_slot * self.slots))
+        elif avg is not None and avg < _ONE_AHEAD_BELOW:
+            target += self.slots
         if have < target and (self.demand == 0 or have <= target // 2):
             want = target - have
             self.demand += want
