@@ -174,9 +174,11 @@ class Reply(Message):
 @op("outputs")
 class Outputs(Message):
     """Payload: [blob, *buffers]. Items are
-    [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]."""
+    [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout].
+    From a worker, ``want`` asks for that many more inputs (saving a ``get-inputs``)."""
 
     items: list[list[Any]]
+    want: int = 0
 
 
 @op("progress")

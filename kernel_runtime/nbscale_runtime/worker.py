@@ -223,8 +223,14 @@ class Worker:
         self.demand = max(0, self.demand - len(msg.items))
 
     def _ask_for_inputs(self) -> None:
+        want = self._more_wanted()
+        if want:
+            self._send(protocol.GetInputs(self.cfg.worker_id, want))
+
+    def _more_wanted(self) -> int:
+        """How many more inputs to ask for now (counted as asked for)."""
         if self.fn is None or self.draining:
-            return
+            return 0
         have = len(self.queue) + len(self.running) + self.demand
         target = self.slots
         # Look ahead only for short inputs, where a round trip per input would cost: a long
@@ -238,7 +244,8 @@ class Worker:
         if have < target and (self.demand == 0 or have <= target // 2):
             want = target - have
             self.demand += want
-            self._send(protocol.GetInputs(self.cfg.worker_id, want))
+            return want
+        return 0
 
     # --- running inputs ---------------------------------------------------------------------
 
@@ -382,7 +389,7 @@ class Worker:
                     stdout,
                 ]
             )
-        self._send(protocol.Outputs(items), writer.frames())
+        self._send(protocol.Outputs(items, self._more_wanted()), writer.frames())
 
 
 class Pulse(threading.Thread):

@@ -600,6 +600,9 @@ class ControlPlane:
         whole = (msg.items, payload) if len(settled) == 1 else None
         for pool_id, outcomes in settled.items():
             self._deliver_items(self.pools[pool_id], outcomes, now, whole)
+        sender = self.workers.get(msg.items[0][8])
+        if msg.want and sender is not None:  # the worker's next request, riding along
+            sender.want += msg.want
         for worker_id in touched:
             w = self.workers[worker_id]
             self._update_idle(w, now)
