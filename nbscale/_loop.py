@@ -51,9 +51,12 @@ class LoopThread:
         try:
             # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
             # another thread (or by ``_thread.interrupt_main``) is only seen between waits.
-            while not concurrent.futures.wait([future], timeout=0.2).done:
-                pass
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=0.2)
+                except TimeoutError:
+                    if future.done():  # the coroutine's own TimeoutError
+                        raise
         except KeyboardInterrupt:
             future.cancel()
             if on_interrupt is not None:
