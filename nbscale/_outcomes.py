@@ -89,7 +89,8 @@ def _value(
             if status == protocol.STATUS_INIT_FAILED
             else (f"input {index}, attempt {attempt}")
         )
-        _note(exc, f"(raised remotely in {function} on worker {worker_id}, {where})")
+        on = f" on worker {worker_id}" if worker_id else ""
+        _note(exc, f"(raised remotely in {function}{on}, {where})")
         return exc
     if status == protocol.STATUS_TIMEOUT:
         return FunctionTimeoutError(
