@@ -11,12 +11,7 @@ import asyncio
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +21,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_process import JupyterProcess
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +40,6 @@ print("SPAWNED", call.object_id)
 """
 
 MAP = "print('RESULT', list(work.map(range(16))))"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Kernel:
@@ -85,68 +75,15 @@ class Kernel:
         self.client.stop_channels()
 
 
-class Server:
-    """``jupyter server`` in a subprocess, with its own runtime and config directories."""
+class Server(JupyterProcess):
+    """``jupyter server`` in a subprocess, with the nbscale extension."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.token = os.urandom(16).hex()
-        self.runtime_dir = tmp / "runtime"
-        config_dir = tmp / "config"
-        config_dir.mkdir()
-        (config_dir / "jupyter_server_config.json").write_text(
-            json.dumps(
-                {
-                    "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
-                    "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
-                }
-            )
-        )
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
-        env["JUPYTER_CONFIG_DIR"] = str(config_dir)
-        env.pop("NBSCALE_CONNECTION_FILE", None)
-        self.log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter",
-                "server",
-                "--no-browser",
-                "--allow-root",
-                f"--port={self.port}",
-                "--port-retries=0",
-                f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={tmp}",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while not self._ready():
-            assert self.proc.poll() is None, (tmp / "server.log").read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
-
-    def _ready(self) -> bool:
-        try:
-            self.request("GET", "nbscale/api/pools")
-        except (urllib.error.URLError, ConnectionError):
-            return False
-        return True
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}"},
-        )
-        with urllib.request.urlopen(req, timeout=20) as response:
-            text = response.read()
-        return json.loads(text) if text else None
+        config = {
+            "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
+            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+        }
+        super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools")
 
     async def start_kernel(self) -> tuple[str, Kernel]:
         started = await asyncio.to_thread(self.request, "POST", "api/kernels", {"name": "python3"})
@@ -163,16 +100,6 @@ class Server:
             headers={"Authorization": f"token {self.token}"},
         )
         return await tornado.websocket.websocket_connect(req)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.request("POST", "api/shutdown")
-                self.proc.wait(30)
-            except (urllib.error.URLError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
 
 
 @pytest.fixture

@@ -14,19 +14,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import typing
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_until
+from jupyter_process import JupyterProcess
 
 import nbscale
 
@@ -161,88 +158,34 @@ def test_the_labextension_is_installed_and_enabled() -> None:
 # --- the browser tests ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Lab:
-    """`jupyter lab` in a subprocess, with its own runtime, settings and workspace dirs."""
+class Lab(JupyterProcess):
+    """`jupyter lab` in a subprocess, with its own settings and workspace dirs."""
 
     def __init__(self, tmp: Path, server_extension: bool = True) -> None:
-        self.tmp = tmp
-        self.port = _free_port()
-        self.token = os.urandom(16).hex()
-        self.runtime_dir = tmp / "runtime"
-        config_dir = tmp / "config"
-        settings_dir = tmp / "settings"
-        config_dir.mkdir()
         config: dict[str, Any] = {"NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4}}
         if not server_extension:
             config["ServerApp"] = {"jpserver_extensions": {"nbscale_server": False}}
-        (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
+        settings_dir = tmp / "settings"
         # No news or update pop-ups over the panel (nor their network requests).
         notification = settings_dir / "@jupyterlab" / "apputils-extension"
         notification.mkdir(parents=True)
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
-        env["JUPYTER_CONFIG_DIR"] = str(config_dir)
-        env.pop("NBSCALE_CONNECTION_FILE", None)
-        self.log_path = tmp / "lab.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyterlab",
-                "--no-browser",
-                "--allow-root",
-                "--ip=127.0.0.1",
-                f"--port={self.port}",
-                "--port-retries=0",
-                f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={tmp}",
-                f"--LabApp.user_settings_dir={settings_dir}",
-                f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-                "--LabApp.expose_app_in_browser=True",
-                "--LabApp.news_url=None",
-                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 90
-        while not self._ready():
-            assert self.proc.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, "JupyterLab did not start"
-            time.sleep(0.2)
+        app = [
+            "jupyterlab",
+            "--ip=127.0.0.1",
+            f"--LabApp.user_settings_dir={settings_dir}",
+            f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        super().__init__(tmp, app, config, "api/status", start_timeout=90)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/lab?token={self.token}"
-
-    def _ready(self) -> bool:
-        try:
-            self.request("GET", "api/status")
-        except (urllib.error.URLError, ConnectionError):
-            return False
-        return True
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {self.token}"},
-        )
-        with urllib.request.urlopen(req, timeout=20) as response:
-            text = response.read()
-        return json.loads(text) if text else None
 
     def api(self, path: str) -> Any:
         """GET a route of the nbscale REST API."""
@@ -261,16 +204,6 @@ class Lab:
             stderr=subprocess.STDOUT,
             text=True,
         )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.request("POST", "api/shutdown")
-                self.proc.wait(30)
-            except (urllib.error.URLError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:

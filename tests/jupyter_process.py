@@ -1,0 +1,97 @@
+"""A Jupyter server application (``jupyter server``, ``jupyter lab``) in a subprocess, for the
+end-to-end suites: its own runtime and config directories, a free port and a random token."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JupyterProcess:
+    def __init__(
+        self,
+        tmp: Path,
+        app: list[str],
+        config: dict[str, Any],
+        ready_path: str,
+        start_timeout: float = 60,
+    ) -> None:
+        """Start ``python -m <app...>`` with ``config`` as its jupyter_server_config.json and
+        wait until ``GET ready_path`` answers."""
+        self.tmp = tmp
+        self.port = free_port()
+        self.token = os.urandom(16).hex()
+        self.runtime_dir = tmp / "runtime"
+        config_dir = tmp / "config"
+        config_dir.mkdir()
+        (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
+        env["JUPYTER_CONFIG_DIR"] = str(config_dir)
+        env.pop("NBSCALE_CONNECTION_FILE", None)  # the server's own, not an outer one
+        self.log_path = tmp / f"{app[0]}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                *app,
+                "--no-browser",
+                "--allow-root",
+                f"--port={self.port}",
+                "--port-retries=0",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={tmp}",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + start_timeout
+        while not self._ready(ready_path):
+            assert self.proc.poll() is None, self.log_path.read_text()
+            assert time.monotonic() < deadline, f"{' '.join(app)} did not start"
+            time.sleep(0.2)
+
+    def _ready(self, path: str) -> bool:
+        try:
+            self.request("GET", path)
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """An authenticated request to the server; the decoded JSON answer."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=20) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.request("POST", "api/shutdown")
+                self.proc.wait(30)
+            except (urllib.error.URLError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
