@@ -31,12 +31,7 @@ def validate_options(options: dict[str, Any], raw: Callable[..., Any]) -> dict[s
     parsed = Retries.parse(retries)
     out["retries"] = parsed.as_dict() if parsed else None
     try:
-        AutoscalerSettings(
-            min_containers=out.get("min_containers") or 0,
-            max_containers=out.get("max_containers"),
-            buffer_containers=out.get("buffer_containers") or 0,
-            scaledown_window=out.get("scaledown_window") or 60.0,
-        )
+        AutoscalerSettings.from_options(out)
     except ValueError as exc:
         raise InvalidError(str(exc)) from None
     max_inputs, target = out.get("max_inputs") or 1, out.get("target_inputs")

@@ -86,12 +86,7 @@ class Pool:
         client_versions: dict[str, str],
         total_cap: int | None,
     ) -> Pool:
-        settings = AutoscalerSettings(
-            min_containers=options.get("min_containers") or 0,
-            max_containers=options.get("max_containers"),
-            buffer_containers=options.get("buffer_containers") or 0,
-            scaledown_window=options.get("scaledown_window") or 60.0,
-        )
+        settings = AutoscalerSettings.from_options(options)
         retries = RetryPolicy(**options["retries"]) if options.get("retries") else RetryPolicy()
         return cls(
             pool_id=pool_id_for(function_id, options),
