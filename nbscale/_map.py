@@ -86,7 +86,6 @@ class Invocation:
         self.consumed = 0
         self.received = 0
         self.total: int | None = None
-        self.throttled_by: str | None = None  # the limit holding the map back, if any
         self._room = asyncio.Event()
         self._next = 0
         self._held: dict[int, Output] = {}
@@ -111,14 +110,12 @@ class Invocation:
             if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
                 raise CallCancelledError(f"{self.function}: the call was cancelled")
             if value["accepted"] == len(items):
-                self.throttled_by = None
                 self.submitted += len(items)
                 if self.progress is not None:
                     self.progress.sent(len(items), None)
                 return
-            self.throttled_by = value.get("limit")
-            if self.progress is not None:
-                self.progress.sent(0, self._describe_limit(self.throttled_by))
+            if self.progress is not None:  # say which limit holds the map back
+                self.progress.sent(0, self._describe_limit(value.get("limit")))
             await asyncio.sleep(_THROTTLE_WAIT)
 
     def start_feeding(self, inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:

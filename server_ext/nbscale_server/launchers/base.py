@@ -1,8 +1,8 @@
 """The launcher interface: how the control plane starts and stops workers.
 
 A launcher only moves processes or containers; when to start or stop one is the autoscaler's
-decision. Handles are plain data (``as_dict``) so that a restarted control plane can find the
-workers it started.
+decision. A restarted control plane finds the workers a previous one left through the
+launcher itself (Docker labels), not through saved handles.
 """
 
 from __future__ import annotations
@@ -29,16 +29,6 @@ class WorkerHandle:
     launcher: str
     ref: Any  # the launcher's own reference (a Popen, a container id)
     log_path: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        ref = getattr(self.ref, "pid", None) or getattr(self.ref, "id", None) or self.ref
-        return {
-            "worker_id": self.worker_id,
-            "pool_id": self.pool_id,
-            "launcher": self.launcher,
-            "ref": ref,
-            "log_path": self.log_path,
-        }
 
 
 class Launcher(abc.ABC):
