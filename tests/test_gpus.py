@@ -8,8 +8,17 @@ from types import SimpleNamespace
 import pytest
 
 import nbscale
-from nbscale_runtime.nvml import GpuMonitor
-from nbscale_server.gpus import GpuError, GpuInfo, GpuRequest, choose, describe, discover, parse_gpu
+from nbscale_runtime.nvml import GpuMonitor, cuda_visible
+from nbscale_server.gpus import (
+    GpuAllocator,
+    GpuError,
+    GpuInfo,
+    GpuRequest,
+    choose,
+    describe,
+    discover,
+    parse_gpu,
+)
 from nbscale_server.launchers import WorkerSpec
 from nbscale_server.launchers.docker import (
     gpu_device_requests,
@@ -199,6 +208,34 @@ def test_worker_reports_its_gpus_and_their_load():
     }
     assert GpuMonitor(fake_nvml([], driver=False)).sample() == {}
     assert GpuMonitor(fake_nvml([], driver=False)).inventory() == []
+
+
+def test_cuda_visible_devices_reads_indexes_and_uuids():
+    assert cuda_visible(None, 3, "GPU-x")  # unset: every GPU
+    assert not cuda_visible("", 0, "GPU-x")  # empty: none
+    assert cuda_visible("1,GPU-x", 0, "GPU-x")
+    assert cuda_visible("0, 2", 2, "GPU-y")
+    assert not cuda_visible("0,GPU-z", 1, "GPU-y")
+
+
+def test_a_worker_reports_only_the_gpus_it_was_given():
+    """NVML ignores CUDA_VISIBLE_DEVICES, so the monitor applies it (process workers)."""
+    given = GpuMonitor(fake_nvml(A100_80), cuda_visible_devices=A100_80[1].uuid)
+    assert [g["uuid"] for g in given.inventory()] == [A100_80[1].uuid]
+    assert [g["uuid"] for g in given.sample()["gpus"]] == [A100_80[1].uuid]
+    assert GpuMonitor(fake_nvml(A100_80), cuda_visible_devices="").inventory() == []
+
+
+def test_allocator_reads_the_inventory_only_for_a_gpu_request(monkeypatch):
+    calls = []
+    monkeypatch.setattr("nbscale_server.gpus.discover", lambda: calls.append(1) or A100_80)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the control plane's own restriction
+    allocator = GpuAllocator()
+    assert allocator.assign(None, set()) == [] and not calls
+    assert allocator.assign("a100", set()) == [A100_80[1].uuid]
+    with pytest.raises(GpuError, match="not enough free GPUs: 1 requested, 0 free"):
+        allocator.assign("a100", {A100_80[1].uuid})
+    assert calls == [1]
 
 
 def test_docker_request_names_the_assigned_uuids():

@@ -1,7 +1,9 @@
 """The GPUs a worker sees, and how busy they are, through NVML.
 
 nvidia-ml-py is optional: without it, or without a driver, a worker simply has no GPUs.
-Inside a container only the GPUs nbscale assigned to it are visible. The worker reports the
+Only the GPUs nbscale assigned to the worker count: a container sees no others, and a local
+process is told its own by ``CUDA_VISIBLE_DEVICES`` (which NVML ignores, so it is applied
+here too). The worker reports the
 inventory once (``Register.gpus``) and a sample with every heartbeat (``Heartbeat.stats``);
 NVML's utilisation is itself an average over its last sampling period, so once a heartbeat
 is often enough.
@@ -9,15 +11,28 @@ is often enough.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+
+def cuda_visible(value: str | None, index: int, uuid: str) -> bool:
+    """Whether ``CUDA_VISIBLE_DEVICES=value`` lets CUDA see GPU ``index``/``uuid``: unset
+    means every GPU, and each comma-separated entry is an index or a UUID."""
+    if value is None:
+        return True
+    entries = {e.strip() for e in value.split(",") if e.strip()}
+    return str(index) in entries or uuid in entries
 
 
 class GpuMonitor:
     """Opens NVML once; every method returns nothing when there is no NVML or no GPU."""
 
-    def __init__(self, nvml: Any = None) -> None:
+    def __init__(self, nvml: Any = None, cuda_visible_devices: str | None = None) -> None:
+        """``cuda_visible_devices``: default, the environment's ``CUDA_VISIBLE_DEVICES``."""
         self._nvml = nvml
         self._handles: list[Any] = []
+        if cuda_visible_devices is None:
+            cuda_visible_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         if nvml is None:
             try:
                 import pynvml  # type: ignore[import-not-found]
@@ -27,7 +42,12 @@ class GpuMonitor:
         try:
             self._nvml.nvmlInit()
             count = self._nvml.nvmlDeviceGetCount()
-            self._handles = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            handles = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            self._handles = [
+                h
+                for i, h in enumerate(handles)
+                if cuda_visible(cuda_visible_devices, i, self._nvml.nvmlDeviceGetUUID(h))
+            ]
         except Exception:  # no driver, no device, or a driver NVML cannot talk to
             self._handles = []
 

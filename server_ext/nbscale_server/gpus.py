@@ -8,17 +8,21 @@ inventory minus the ones already taken, and every refusal is a :class:`GpuError`
 says what to do. :func:`discover` is the thin NVML part (nvidia-ml-py, an optional
 dependency), which takes the NVML module as an argument so tests can hand it a fake.
 
-nbscale assigns GPUs itself, by UUID, so two containers never share one: Docker keeps no
-allocation state, and ``count=1`` requests would all land on GPU 0.
+nbscale assigns GPUs itself, by UUID (:class:`GpuAllocator`), so two workers never share
+one: Docker keeps no allocation state, CUDA none across processes, and ``count=1`` requests
+would all land on GPU 0.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from nbscale_runtime.nvml import cuda_visible
 
 # Modal's types. A plain type may be served by a better GPU of the same family, as on Modal:
 # "H100" by an H200 too ("H100!" pins it), "B200+" by a B300.
@@ -175,3 +179,24 @@ def discover(nvml: Any = None) -> list[GpuInfo]:
         return gpus
     finally:
         nvml.nvmlShutdown()
+
+
+class GpuAllocator:
+    """Assigns GPUs to workers by UUID, from the GPUs this host lets the control plane see
+    (its own ``CUDA_VISIBLE_DEVICES`` narrows them, as it would for CUDA)."""
+
+    def __init__(self, inventory: list[GpuInfo] | None = None) -> None:
+        """``inventory``: default, what NVML finds, read on the first GPU request so that a
+        host without GPUs never needs NVML."""
+        self._inventory = inventory
+
+    def assign(self, request: Any, taken: set[str]) -> list[str]:
+        """The UUIDs for ``gpu=request`` (none for ``None``) that are not in ``taken``;
+        raises :class:`GpuError` saying why there are none."""
+        wanted = parse_gpu(request)
+        if not wanted:
+            return []
+        if self._inventory is None:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            self._inventory = [g for g in discover() if cuda_visible(visible, g.index, g.uuid)]
+        return choose(wanted, self._inventory, taken)

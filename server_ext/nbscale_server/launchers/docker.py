@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..gpus import GpuError, GpuInfo, choose, discover, parse_gpu
+from ..gpus import GpuAllocator, GpuError, GpuInfo
 from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .docker_engine import (
     LABEL_GPUS,
@@ -204,7 +204,7 @@ class DockerLauncher(Launcher):
         self._lock = threading.Lock()
         self._containers: dict[str, Container] = {}  # live ones, by worker id
         self._images: set[str] = set()  # images seen on the engine
-        self._gpu_inventory = gpus
+        self._gpus = GpuAllocator(gpus)
         self._closed = False
         self.network_id: str | None = None
         if network == "host":
@@ -259,13 +259,10 @@ class DockerLauncher(Launcher):
         self._images.add(image)
 
     def _reserve_gpus(self, request: Any) -> list[str]:
+        if request is None:
+            return []
         try:
-            wanted = parse_gpu(request)
-            if not wanted:
-                return []
-            if self._gpu_inventory is None:
-                self._gpu_inventory = discover()
-            return choose(wanted, self._gpu_inventory, self._gpus_taken())
+            return self._gpus.assign(request, self._gpus_taken())
         except GpuError as exc:
             raise LaunchFailed(str(exc)) from None
         except Exception as exc:  # listing the GPUs other containers hold failed

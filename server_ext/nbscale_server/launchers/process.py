@@ -1,4 +1,9 @@
-"""Workers as local subprocesses of the control plane's interpreter."""
+"""Workers as local subprocesses of the control plane's interpreter.
+
+GPUs are assigned by UUID through ``CUDA_VISIBLE_DEVICES``, as the Docker launcher assigns
+them to containers: a worker sees the GPUs its function asked for and no others, and no two
+live workers share one.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +13,29 @@ import signal
 import subprocess
 import sys
 
+from ..gpus import GpuAllocator, GpuError, GpuInfo
 from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 
 
 class ProcessLauncher(Launcher):
     name = "process"
 
-    def __init__(self, log_dir: str, python: str | None = None) -> None:
+    def __init__(
+        self, log_dir: str, python: str | None = None, gpus: list[GpuInfo] | None = None
+    ) -> None:
+        """``gpus``: the GPUs to assign (default: what NVML finds, on the first request)."""
         self.log_dir = log_dir
         self.python = python or sys.executable
+        self._gpus = GpuAllocator(gpus)
+        self._gpus_held: dict[str, tuple[subprocess.Popen[bytes], list[str]]] = {}
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         log_path = os.path.join(self.log_dir, f"{spec.worker_id}.log")
         env = dict(os.environ)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
         env["PYTHONUNBUFFERED"] = "1"
+        gpus = self._assign_gpus(spec.options.get("gpu"))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # "" hides every GPU, as on Modal
         try:
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
@@ -37,7 +50,21 @@ class ProcessLauncher(Launcher):
                 )
         except OSError as exc:
             raise LaunchFailed(f"cannot start {self.python}: {exc}") from exc
+        if gpus:
+            self._gpus_held[spec.worker_id] = (proc, gpus)
         return WorkerHandle(spec.worker_id, spec.pool_id, self.name, proc, log_path)
+
+    def _assign_gpus(self, request: object) -> list[str]:
+        if request is None:
+            return []
+        for worker_id, (proc, _) in list(self._gpus_held.items()):
+            if proc.poll() is not None:  # exited: its GPUs are free again
+                del self._gpus_held[worker_id]
+        taken = {uuid for _, uuids in self._gpus_held.values() for uuid in uuids}
+        try:
+            return self._gpus.assign(request, taken)
+        except GpuError as exc:
+            raise LaunchFailed(str(exc)) from None
 
     def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
         proc: subprocess.Popen[bytes] = handle.ref
