@@ -14,6 +14,7 @@ from nbscale_runtime.serialization import PayloadWriter, split_payload
 
 from ._aio import aio_classmethod, aio_method
 from ._client import Client, get_client
+from ._fingerprint import fingerprint, frozen, same
 from ._loop import get_loop
 from ._map import End, Invocation
 from ._outcomes import Output, code_files_of, decode
@@ -71,6 +72,7 @@ class Function:
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
+        self._pickled: tuple[tuple[Any, ...], tuple[bytes, str]] | None = None  # see _pickle
 
     def __getstate__(self) -> dict[str, Any]:
         # A Function used inside another remote function travels without its connection.
@@ -98,8 +100,17 @@ class Function:
 
     # --- the pool ----------------------------------------------------------------------
 
+    def _pickle(self) -> tuple[bytes, str]:
+        """The function's pickle and content id, reused while nothing it holds can differ."""
+        fp = fingerprint(self.raw_f)
+        if fp is not None and self._pickled is not None and same(fp, self._pickled[0]):
+            return self._pickled[1]
+        pickled = pickle_function(self.raw_f)
+        self._pickled = (fp, pickled) if fp is not None and frozen(fp) else None
+        return pickled
+
     async def _pool_id(self, client: Client) -> str:
-        data, function_id = pickle_function(self.raw_f)
+        data, function_id = self._pickle()
         if self._client is not client:
             self._pools.clear()
             self._client = client

@@ -189,3 +189,26 @@ def test_works_from_python_dash_c():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 3, 6, 9] 15"
+
+
+def test_globals_changed_between_calls_reach_the_workers():
+    """As when a notebook cell changes what a function uses: a rebound number (its pickle is
+    reused until then) and a dict changed in place (pickled again on every call)."""
+    code = (
+        "import nbscale\n"
+        "app = nbscale.App('g')\n"
+        "FACTOR, TABLE = 3, {'bias': 1}\n"
+        "@app.function\n"
+        "def offset(x):\n"
+        "    return x + FACTOR\n"
+        "@app.function\n"
+        "def scale(x):\n"
+        "    return x * FACTOR * TABLE['bias']\n"
+        "before = offset.remote(1), offset.remote(1), scale.remote(2)\n"
+        "FACTOR = 5\n"
+        "TABLE['bias'] = 10\n"
+        "print(*before, offset.remote(1), scale.remote(2))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["4", "4", "6", "6", "100"]

@@ -43,6 +43,7 @@ from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
 from .queue import InputRecord, Outcome
 from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 
+_CPUS = os.cpu_count() or 1  # read once: it is a file read, and _room() runs per submission
 log = logging.getLogger("nbscale.control_plane")
 
 _TICK = 0.05  # housekeeping period, seconds
@@ -227,13 +228,14 @@ class ControlPlane:
         """Link a client living in this process and on this loop, without sockets: messages
         are handed over as objects, never encoded. Returns the function that sends to us."""
         identity = f"local-{len(self.local_clients)}".encode()
-        loop = asyncio.get_running_loop()
 
         def to_us(msg: protocol.Message, payload: list[Any]) -> None:
-            loop.call_soon(self._on_client, identity, msg, payload)
+            self._on_client(identity, msg, payload)
 
-        # Towards the client, hand over at once: its handlers only record what arrived
-        # (resolve a future, queue outputs) and never call back into the control plane.
+        # Both ways, hand over at once: a request is handled within the client's send (its
+        # reply resolves the future before the client awaits it, saving two loop turns), and
+        # the client's handlers only record what arrived (resolve a future, queue outputs),
+        # never calling back into the control plane.
         self.local_clients[identity] = deliver
         return to_us
 
@@ -767,7 +769,7 @@ class ControlPlane:
         self._deliver(pool, [(Outcome(r, status, True), payload) for r in failed], now)
 
     def _total_cap(self) -> int:
-        return self.config.max_workers_total or max(4, 2 * (os.cpu_count() or 1))
+        return self.config.max_workers_total or max(4, 2 * _CPUS)
 
     def _room(self) -> int:
         """How many more workers the total cap allows now."""
