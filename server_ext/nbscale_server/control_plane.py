@@ -13,7 +13,6 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import pickle
 import shutil
@@ -583,6 +582,10 @@ class ControlPlane:
         parts = split_payload(payload, [(i[4], i[5], i[6]) for i in msg.items])
         settled: dict[str, list[tuple[Outcome, Any, list[Any], list[Any]]]] = defaultdict(list)
         touched: set[str] = set()
+        sender = self.workers.get(msg.items[0][8])
+        if sender is not None:
+            seconds = sum(item[7] for item in msg.items)
+            self.pools[sender.pool_id].observe_durations(seconds, len(msg.items))
         for item, (data, bufs) in zip(msg.items, parts, strict=False):
             call_id, index, attempt, status, *_, worker_id, _stdout = item
             w = self.workers.get(worker_id)
@@ -602,7 +605,6 @@ class ControlPlane:
         whole = (msg.items, payload) if len(settled) == 1 else None
         for pool_id, outcomes in settled.items():
             self._deliver_items(self.pools[pool_id], outcomes, now, whole)
-        sender = self.workers.get(msg.items[0][8])
         if msg.want and sender is not None:  # the worker's next request, riding along
             sender.want += msg.want
         for worker_id in touched:
@@ -631,13 +633,10 @@ class ControlPlane:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
         live = sum(1 for w in pool.workers.values() if w.state in ("idle", "busy", "starting"))
+        share = pool.share(len(queue.pending), live)  # one split of what is pending now
         for w in ready:
             if not queue.pending:
                 break
-            # Guided self-scheduling: big batches while there is much work, smaller ones
-            # towards the end, and no worker holds more than its share, so that no input
-            # waits behind a slow one while another worker is free.
-            share = max(pool.slots, math.ceil(len(queue.pending) / (2 * max(1, live))))
             room = share - queue.running_on(w.worker_id)
             if room <= 0:
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,11 @@ from .queue import QueueCore, RetryPolicy
 
 # How many launches in a row may fail before the pool's waiting inputs are failed.
 MAX_LAUNCH_FAILURES = 3
+# Each dispatch to a worker carries at least this much estimated work, so that short inputs
+# travel hundreds per message (a message costs tens of microseconds), while inputs longer
+# than this still go one by one.
+_BATCH_SECONDS = 0.001
+_MAX_BATCH_FLOOR = 1000
 _INPUTS_SHOWN = 8  # a worker's inputs listed in its model (it may hold many more queued)
 
 
@@ -74,6 +80,7 @@ class Pool:
     done: int = 0
     failed: int = 0
     stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive
+    input_seconds: float | None = None  # moving average of how long an attempt runs
 
     @classmethod
     def create(
@@ -107,6 +114,24 @@ class Pool:
     @property
     def timeout(self) -> float:
         return float(self.options.get("timeout") or 300)
+
+    def observe_durations(self, total_seconds: float, count: int) -> None:
+        mean = total_seconds / count
+        old = self.input_seconds
+        self.input_seconds = mean if old is None else 0.8 * old + 0.2 * mean
+
+    def share(self, pending: int, live: int) -> int:
+        """How many inputs one worker may hold. Guided self-scheduling: big batches while
+        there is much work, smaller ones towards the end, and no worker holds more than its
+        share, so that no input waits behind a slow one while another worker is free. Short
+        inputs go in batches of about a millisecond of work, but never more than an even
+        split of what is pending: a batch must not keep work from an idle worker."""
+        live = max(1, live)
+        floor = 1
+        if self.input_seconds is not None:
+            floor = min(_MAX_BATCH_FLOOR, int(_BATCH_SECONDS / max(self.input_seconds, 1e-7)))
+            floor = min(floor, math.ceil(pending / live))
+        return max(self.slots, floor, math.ceil(pending / (2 * live)))
 
     def load(self) -> PoolLoad:
         target = self.options.get("target_inputs") or self.slots

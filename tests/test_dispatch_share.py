@@ -1,0 +1,40 @@
+"""How many inputs the control plane hands one worker at a time (pure)."""
+
+from __future__ import annotations
+
+from nbscale_server.pool import Pool
+
+
+def pool(seconds_per_input: float | None = None, **options) -> Pool:
+    p = Pool.create("fn-test", "f", b"", options, [], {}, None)
+    if seconds_per_input is not None:
+        p.observe_durations(seconds_per_input * 10, 10)
+    return p
+
+
+def test_guided_shares_shrink_as_the_work_runs_out():
+    p = pool()  # nothing measured yet
+    assert [p.share(pending, live=2) for pending in (400, 100, 8, 1)] == [100, 25, 2, 1]
+
+
+def test_short_inputs_travel_a_millisecond_of_work_per_message():
+    p = pool(seconds_per_input=10e-6)
+    assert p.share(pending=256, live=2) == 100  # 1 ms of 10 us inputs
+    assert p.share(pending=100_000, live=2) == 25_000  # guided share, above the floor
+
+
+def test_a_batch_never_keeps_work_from_another_worker():
+    """Six short inputs and two workers: three each, never all six on one."""
+    assert pool(seconds_per_input=1e-6).share(pending=6, live=2) == 3
+
+
+def test_long_inputs_and_concurrent_slots():
+    assert pool(seconds_per_input=2.0).share(pending=3, live=2) == 1
+    assert pool(seconds_per_input=2.0, max_inputs=8).share(pending=3, live=2) == 8
+
+
+def test_the_estimate_follows_the_inputs_as_they_change():
+    p = pool(seconds_per_input=1e-6)
+    for _ in range(20):
+        p.observe_durations(0.5, 1)  # inputs became slow
+    assert p.share(pending=40, live=4) == 5
