@@ -143,6 +143,8 @@ def test_decode_accepts_frame_objects_and_defaults_missing_trailing_fields() -> 
         [b'["hello"]'],  # missing required fields
         [b'["cancel-call", 1, "c", "extra"]'],  # too many fields
         [b'["cancel-call", 1, "c"', b"payload"],
+        [b'["cancel-call", 1, "c"] ["x"]'],  # trailing data
+        [b'["cancel-call", 1, "\xff"]'],  # not UTF-8
     ],
 )
 def test_decode_garbage_raises_protocol_error(frames: list[bytes]) -> None:
