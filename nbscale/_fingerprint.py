@@ -13,6 +13,7 @@ fingerprint and is pickled every time, as before.
 from __future__ import annotations
 
 import types
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,10 @@ except ImportError:  # pragma: no cover
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range, type(Ellipsis))
 _ABSENT = object()  # a name the function's globals do not bind (a builtin, an attribute)
 _HEAD = 8  # the function's own parts that lead a fingerprint; the values it uses follow
-_names_cache: dict[types.CodeType, tuple[str, ...]] = {}
+# Per code object, weakly: functions redefined cell after cell must not pile up here.
+_names_cache: weakref.WeakKeyDictionary[types.CodeType, tuple[str, ...]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:

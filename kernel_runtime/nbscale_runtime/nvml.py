@@ -3,10 +3,9 @@
 nvidia-ml-py is optional: without it, or without a driver, a worker simply has no GPUs.
 Only the GPUs nbscale assigned to the worker count: a container sees no others, and a local
 process is told its own by ``CUDA_VISIBLE_DEVICES`` (which NVML ignores, so it is applied
-here too). The worker reports the
-inventory once (``Register.gpus``) and a sample with every heartbeat (``Heartbeat.stats``);
-NVML's utilisation is itself an average over its last sampling period, so once a heartbeat
-is often enough.
+here too). The worker reports the inventory once (``Register.gpus``) and a sample with every
+heartbeat (``Heartbeat.stats``); NVML's utilisation is itself an average over its last
+sampling period, so once a heartbeat is often enough.
 """
 
 from __future__ import annotations
