@@ -47,27 +47,45 @@ class LoopThread:
         if self.in_loop():
             coro.close()
             raise RuntimeError("blocking nbscale call made from nbscale's own loop")
-        future = self.submit(coro)
+        # A bare lock released by the coroutine's last step, rather than a concurrent
+        # Future: one loop turn and a condition variable less per call (~10 us).
+        done = threading.Lock()
+        done.acquire()
+        outcome: list[Any] = []
+        tasks: list[asyncio.Task[None]] = []
+        self.loop.call_soon_threadsafe(
+            lambda: tasks.append(self.loop.create_task(_settle(coro, outcome, done)))
+        )
         try:
             # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
             # another thread (or by ``_thread.interrupt_main``) is only seen between waits.
-            while True:
-                try:
-                    return future.result(timeout=0.2)
-                except TimeoutError:
-                    if future.done():  # the coroutine's own TimeoutError
-                        raise
+            while not done.acquire(timeout=0.2):
+                pass
         except KeyboardInterrupt:
-            future.cancel()
+            self.loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # created by now
             if on_interrupt is not None:
                 self.submit(on_interrupt()).result(timeout=10)
             raise
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     async def run_aio(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` (which must run on this loop) from any loop."""
         if self.in_loop():
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
+
+
+async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:
+    """Run ``coro``, keep ``(ok, result or exception)`` in ``outcome``, release ``done``."""
+    try:
+        outcome.append((True, await coro))
+    except BaseException as exc:  # handed to the waiting thread, which raises it
+        outcome.append((False, exc))
+    finally:
+        done.release()
 
 
 def get_loop() -> LoopThread:
