@@ -50,8 +50,8 @@ SETTINGS: dict[str, Setting] = {
             "worker_transport",
             "ipc",
             _choice("ipc", "tcp"),
-            "How local workers reach the embedded control plane: ipc (private directory) "
-            "or tcp (CurveZMQ on loopback).",
+            "How local workers reach the embedded control plane: ipc (a Unix socket in a "
+            "private directory) or tcp (CurveZMQ on loopback).",
         ),
         Setting("heartbeat_interval", 1.0, float, "Seconds between worker heartbeats."),
         Setting("heartbeat_timeout", 15.0, float, "Seconds of silence before a worker is lost."),

@@ -1,4 +1,5 @@
-"""Only authenticated peers are served: CurveZMQ over TCP, private ipc directories locally."""
+"""Only authenticated peers are served: CurveZMQ over TCP; locally, a Unix socket in a private
+directory."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import json
 import os
 import pickle
+import socket
 import stat
 from pathlib import Path
 
@@ -113,6 +115,18 @@ def test_local_endpoints_live_in_a_private_directory(fresh_plane):
     fresh_plane()
     double.remote(1)
     endpoint = nbscale.status()["worker_endpoint"]
-    assert endpoint.startswith("ipc://")
-    directory = os.path.dirname(endpoint[len("ipc://") :])
+    assert endpoint.startswith("unix://")  # a Unix socket, reachable through its directory
+    directory = os.path.dirname(endpoint[len("unix://") :])
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+def test_garbage_on_the_local_worker_socket_is_dropped_and_serving_goes_on(fresh_plane):
+    fresh_plane()
+    assert double.remote(1) == 2
+    path = nbscale.status()["worker_endpoint"][len("unix://") :]
+    for junk in (b"\xff" * 64, b"\x01\x00\x00\x00\x03\x00\x00\x00\x00\x00\x00\x00wk-1"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
+            peer.connect(path)
+            peer.sendall(junk)  # a frame count past any limit; an identity, then garbage
+            peer.sendall(b"\x01\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00[nul]")
+    assert double.remote(2) == 4

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import asyncio
 
 from . import capture, protocol
+from .link import Link, connect
 from .nvml import GpuMonitor
 from .protocol import (
     STATUS_CANCELLED,
@@ -53,7 +54,6 @@ _MAX_PREFETCH = 1000
 # trip; one that waits behind another waits at most this long.
 _ONE_AHEAD_BELOW = 0.1
 _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the enums cost on a hot path
 
 
 class InputCancelled(BaseException):
@@ -90,23 +90,17 @@ class _Input:
         return (self.call_id, self.index)
 
 
-def _connect(ctx: zmq.Context[Any], cfg: WorkerConfig, identity: str) -> zmq.Socket[Any]:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, identity.encode())
-    sock.setsockopt(zmq.LINGER, 2000)
+def _connect(cfg: WorkerConfig, identity: str) -> Link:
+    keys = None
     if cfg.server_public_key:
-        sock.curve_serverkey = cfg.server_public_key.encode()
-        sock.curve_publickey = (cfg.public_key or "").encode()
-        sock.curve_secretkey = (cfg.secret_key or "").encode()
-    sock.connect(cfg.endpoint)
-    return sock
+        keys = (cfg.server_public_key, cfg.public_key or "", cfg.secret_key or "")
+    return connect(cfg.endpoint, identity, keys)
 
 
 class Worker:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.data = _connect(self.ctx, cfg, cfg.worker_id)
+        self.data = _connect(cfg, cfg.worker_id)
         self.fn: Any = None
         self.timeout = 300.0
         self.slots = 1
@@ -147,8 +141,15 @@ class Worker:
             )
         )
         Pulse(self).start()
+        try:
+            self._serve()
+        except ConnectionError:  # the control plane closed our connection: it is gone
+            return 0
+        return 0
+
+    def _serve(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.data, zmq.POLLIN)
+        poller.register(self.data.pollable, zmq.POLLIN)
         poller.register(self.wake_r, zmq.POLLIN)
         while not self.stop_now:
             if self.draining and not self.running and not self.done:
@@ -157,7 +158,7 @@ class Worker:
             events = dict(poller.poll(0 if can_start or self.done else 100))
             if self.wake_r in events:
                 os.read(self.wake_r, 4096)
-            if self.data in events:
+            if self.data.pollable in events:
                 self._receive_all()
             self._run_some()
             self._maybe_flush()
@@ -165,7 +166,6 @@ class Worker:
         self._flush()
         self._send(protocol.Goodbye(self.cfg.worker_id, "drained"))
         self.data.close()
-        return 0
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.draining = True
@@ -177,13 +177,10 @@ class Worker:
     # --- messages -------------------------------------------------------------------------
 
     def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
-        self.data.send_multipart(protocol.encode(msg, payload), copy=False)
+        self.data.send(protocol.encode(msg, payload))
 
     def _receive_all(self) -> None:
-        sock = self.data
-        # Ask before reading: a zmq.Again raised per message costs more than the read.
-        while zmq.backend.Socket.get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        for frames in self.data.receive():
             msg, payload = protocol.decode(frames)
             if isinstance(msg, protocol.RunInputs):
                 self._accept_inputs(msg, payload)
@@ -398,12 +395,17 @@ class Pulse(threading.Thread):
     def __init__(self, worker: Worker) -> None:
         super().__init__(name="nbscale-pulse", daemon=True)
         self.worker = worker
-        # A context of its own: on timeout it is terminated, which flushes the report out
-        # before the process ends, without touching the main thread's socket.
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.sock = _connect(self.ctx, worker.cfg, worker.cfg.worker_id + ":pulse")
+        # A connection of its own: on timeout it is closed, which flushes the report out
+        # before the process ends, without touching the main thread's.
+        self.link = _connect(worker.cfg, worker.cfg.worker_id + ":pulse")
 
     def run(self) -> None:
+        try:
+            self._beat()
+        except ConnectionError:  # the control plane closed our connection: it is gone
+            os._exit(0)
+
+    def _beat(self) -> None:
         w = self.worker
         interval = w.cfg.heartbeat_interval
         next_beat = 0.0
@@ -416,8 +418,10 @@ class Pulse(threading.Thread):
             self._check_timeouts(now)
             if w.cfg.parent_pid is not None and os.getppid() != w.cfg.parent_pid:
                 os._exit(0)  # our control plane is gone; nobody will collect our results
-            if self.sock.poll(min(100, int(interval * 1000))):
-                msg, _ = protocol.decode(self.sock.recv_multipart())
+            if not self.link.poll(min(100, int(interval * 1000))):
+                continue
+            for frames in self.link.receive():
+                msg, _ = protocol.decode(frames)
                 if isinstance(msg, protocol.CancelInputs):
                     w.cancel_running(msg.call_id)
                 elif isinstance(msg, protocol.Shutdown):
@@ -425,7 +429,7 @@ class Pulse(threading.Thread):
                     os.write(w.wake_w, b"x")
 
     def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
-        self.sock.send_multipart(protocol.encode(msg, payload))
+        self.link.send(protocol.encode(msg, payload))
 
     def _check_timeouts(self, now: float) -> None:
         w = self.worker
@@ -445,8 +449,7 @@ class Pulse(threading.Thread):
                 ]
                 self._send(protocol.Outputs([item]), [b""])
                 self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
-                self.sock.close(linger=2000)
-                self.ctx.term()
+                self.link.close()
                 os._exit(3)
 
 

@@ -107,7 +107,7 @@ class NbScale(ExtensionApp):
     worker_transport = Enum(
         ["ipc", "tcp"],
         default_value="ipc",
-        help="How workers reach the control plane: 'ipc' (sockets in a private 0700 "
+        help="How workers reach the control plane: 'ipc' (a Unix socket in a private 0700 "
         "directory) or 'tcp' (CurveZMQ with a per-worker key, bound to `bind_host`).",
     ).tag(config=True)
 

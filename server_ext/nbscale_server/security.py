@@ -1,7 +1,9 @@
 """Who may talk to the control plane, and the files that say so.
 
-- Local workers and clients reach the control plane through ``ipc://`` endpoints inside a
-  private directory (mode 0700): the file system is the authentication, at no cost per byte.
+- Local workers and clients reach the control plane through sockets inside a private
+  directory (mode 0700): a Unix socket for workers (``unix://``, see
+  ``nbscale_runtime.stream``), ZeroMQ ``ipc://`` for clients. The file system is the
+  authentication, at no cost per byte.
 - Over TCP, the worker endpoint is a CurveZMQ server: only workers whose public key the
   control plane generated and put on its allow-list complete the handshake (libzmq's ZAP), so
   a peer with a wrong or no key never gets a frame delivered, let alone unpickled.

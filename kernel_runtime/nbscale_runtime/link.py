@@ -1,0 +1,69 @@
+"""A worker's connection to its control plane, whichever the transport: a Unix stream
+socket for local worker processes (``unix://``, see ``stream.py``), ZeroMQ over TCP with
+CurveZMQ for containers (``tcp://``). Both offer the same few calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import zmq
+
+from .stream import StreamLink
+
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the enums cost on a hot path
+
+
+class Link(Protocol):
+    pollable: Any  # what zmq.Poller watches for incoming messages
+
+    def send(self, frames: Sequence[Any]) -> None: ...
+
+    def receive(self) -> list[list[Any]]:
+        """Every message that has arrived, without waiting."""
+        ...
+
+    def poll(self, timeout_ms: int) -> bool: ...
+
+    def close(self) -> None:
+        """Close, after what was sent is on its way."""
+        ...
+
+
+class ZmqLink:
+    def __init__(self, endpoint: str, identity: str, keys: tuple[str, str, str] | None) -> None:
+        """``keys``: the server's public key and ours (public, secret), for CurveZMQ."""
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity.encode())
+        sock.setsockopt(zmq.LINGER, 2000)
+        if keys is not None:
+            sock.curve_serverkey = keys[0].encode()
+            sock.curve_publickey = keys[1].encode()
+            sock.curve_secretkey = keys[2].encode()
+        sock.connect(endpoint)
+        self.sock = self.pollable = sock
+
+    def send(self, frames: Sequence[Any]) -> None:
+        self.sock.send_multipart(frames, copy=False)
+
+    def receive(self) -> list[list[Any]]:
+        sock = self.sock
+        messages = []
+        # Ask before reading: a zmq.Again raised per message costs more than the read.
+        while zmq.backend.Socket.get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
+            messages.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        return messages
+
+    def poll(self, timeout_ms: int) -> bool:
+        return bool(self.sock.poll(timeout_ms))
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()  # waits (up to the linger) for queued messages to leave
+
+
+def connect(endpoint: str, identity: str, keys: tuple[str, str, str] | None = None) -> Link:
+    if endpoint.startswith("unix://"):
+        return StreamLink(endpoint[len("unix://") :], identity)
+    return ZmqLink(endpoint, identity, keys)

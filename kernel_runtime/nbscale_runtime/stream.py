@@ -1,0 +1,194 @@
+"""Multipart messages over a Unix stream socket: how local worker processes talk to their
+control plane.
+
+ZeroMQ hands every message to an I/O thread on each side, so a round trip between the
+control plane and a worker wakes six threads; on small machines those wake-ups were most of
+a ``.remote()``'s latency. A Unix socket in the control plane's private (0700) directory
+wakes two, and authenticates the same way ZeroMQ's ``ipc://`` did: by file permissions.
+Docker workers, which cannot share that directory, keep ZeroMQ over TCP with CurveZMQ.
+
+On the wire a message is ``u32 n``, then ``n`` times ``u64 length``, then the ``n`` frames.
+Frames are read into buffers of their own (large ones straight from the socket, with no
+staging copy) and written with ``sendmsg``, so a big numpy buffer is never joined into a
+larger one.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import select
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+_COUNT = struct.Struct("<I")
+_LENGTH = struct.Struct("<Q")
+_MAX_FRAMES = 1 << 20  # a peer announcing more is broken
+_CHUNK = 256 * 1024  # bytes asked of the socket per read
+_IOV_MAX = 512  # buffers per sendmsg, under the system's IOV_MAX (1024 on Linux)
+
+
+class StreamClosed(ConnectionError):
+    """The peer closed the connection."""
+
+
+class FrameReader:
+    """Turns bytes read from a stream back into messages (lists of frames)."""
+
+    def __init__(self) -> None:
+        self._staged = bytearray()  # read, not yet parsed
+        self._lengths: list[int] | None = None  # of the message being read
+        self._frames: list[Any] = []
+        self._big: bytearray | None = None  # a frame larger than what is staged, filling
+        self._big_filled = 0
+        self.messages: collections.deque[list[Any]] = collections.deque()
+
+    def read_from(self, sock: socket.socket) -> bool:
+        """Read what ``sock`` (non-blocking) has now; complete messages go to
+        ``messages``. Returns whether anything was read; raises StreamClosed at the end."""
+        got = False
+        while True:
+            try:
+                if self._big is not None:
+                    view = memoryview(self._big)[self._big_filled :]
+                    n = sock.recv_into(view)
+                    if n:
+                        self._big_filled += n
+                        if self._big_filled == len(self._big):
+                            self._frames.append(self._big)
+                            self._big = None
+                            self._parse()
+                else:
+                    data = sock.recv(_CHUNK)
+                    n = len(data)
+                    if n:
+                        self._staged += data
+                        self._parse()
+            except (BlockingIOError, InterruptedError):
+                return got
+            if n == 0:
+                raise StreamClosed("the peer closed the connection")
+            got = True
+
+    @property
+    def inside_large_frame(self) -> bool:
+        return self._big is not None
+
+    def _parse(self) -> None:
+        staged = self._staged
+        pos = 0
+        while True:
+            if self._lengths is None:
+                if len(staged) - pos < _COUNT.size:
+                    break
+                (count,) = _COUNT.unpack_from(staged, pos)
+                if count > _MAX_FRAMES:
+                    raise StreamClosed(f"a message of {count} frames: the peer is broken")
+                if len(staged) - pos < _COUNT.size + count * _LENGTH.size:
+                    break
+                pos += _COUNT.size
+                self._lengths = [_LENGTH.unpack_from(staged, pos + i * 8)[0] for i in range(count)]
+                pos += count * _LENGTH.size
+                self._frames = []
+            lengths = self._lengths
+            while len(self._frames) < len(lengths):
+                length = lengths[len(self._frames)]
+                available = len(staged) - pos
+                if available >= length:
+                    self._frames.append(bytes(staged[pos : pos + length]))
+                    pos += length
+                    continue
+                # The rest of this frame is still in the socket: read it in place.
+                self._big = bytearray(length)
+                self._big[:available] = staged[pos:]
+                self._big_filled = available
+                del staged[:]
+                return
+            self.messages.append(self._frames)
+            self._lengths = None
+            self._frames = []
+        del staged[:pos]
+
+
+def _prefix(frames: Sequence[Any]) -> bytes:
+    lengths = [memoryview(f).nbytes for f in frames]
+    return struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths)
+
+
+class FrameWriter:
+    """Writes messages to a non-blocking stream socket; what the socket does not take now
+    waits in order (as views of the caller's buffers, never copies) for ``flush``."""
+
+    def __init__(self) -> None:
+        self.pending: collections.deque[memoryview] = collections.deque()
+
+    def write(self, sock: socket.socket, frames: Sequence[Any]) -> bool:
+        """Queue one message and send what the socket takes; True when all is sent."""
+        self.pending.append(memoryview(_prefix(frames)))
+        self.pending.extend(memoryview(f).cast("B") for f in frames if memoryview(f).nbytes)
+        return self.flush(sock)
+
+    def flush(self, sock: socket.socket) -> bool:
+        pending = self.pending
+        while pending:
+            batch = [pending[i] for i in range(min(len(pending), _IOV_MAX))]
+            try:
+                sent = sock.sendmsg(batch)
+            except (BlockingIOError, InterruptedError):
+                return False
+            while sent:
+                head = pending[0]
+                if sent >= head.nbytes:
+                    sent -= head.nbytes
+                    pending.popleft()
+                else:
+                    pending[0] = head[sent:]
+                    sent = 0
+        return True
+
+
+class StreamLink:
+    """One end of a connection, for a thread that may block: the worker's side."""
+
+    def __init__(self, path: str, identity: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pollable = self.sock.fileno()  # zmq.Poller reports plain descriptors by number
+        self.sock.connect(path)
+        self.sock.setblocking(False)
+        self.reader = FrameReader()
+        self.writer = FrameWriter()
+        self.send([identity.encode()])  # who we are, before anything else
+
+    def send(self, frames: Sequence[Any]) -> None:
+        if not self.writer.write(self.sock, frames):
+            while not self.writer.flush(self.sock):
+                select.select([], [self.sock], [])
+
+    def receive(self) -> list[list[Any]]:
+        """Every message that has arrived, without waiting (except for the rest of a large
+        frame already arriving: one poll turn per socket buffer of it would cost more)."""
+        self.reader.read_from(self.sock)
+        while self.reader.inside_large_frame:
+            select.select([self.sock], [], [])
+            self.reader.read_from(self.sock)
+        messages = list(self.reader.messages)
+        self.reader.messages.clear()
+        return messages
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` for a message; whether one is there."""
+        if self.reader.messages:
+            return True
+        ready, _, _ = select.select([self.sock], [], [], timeout_ms / 1000)
+        if ready:
+            self.reader.read_from(self.sock)
+        return bool(self.reader.messages)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError as exc:  # pragma: no cover - closing twice
+            if exc.errno != errno.EBADF:
+                raise

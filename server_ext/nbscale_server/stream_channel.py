@@ -1,0 +1,139 @@
+"""The control plane's end of its local workers' Unix socket (``nbscale_runtime.stream``),
+driven by the asyncio loop, with the interface of a ROUTER ``Channel``: ``on_message`` gets
+``[identity, *frames]`` and ``send`` takes the same, so the control plane does not care
+which transport a worker uses.
+
+Each connection names itself in its first message (the worker id, or ``<id>:pulse``);
+the socket lives in the control plane's private directory, so only this user can connect.
+A message for an identity that is not connected is dropped, as a ROUTER socket does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from nbscale_runtime.stream import FrameReader, FrameWriter, StreamClosed
+
+log = logging.getLogger("nbscale.stream_channel")
+
+
+class _Peer:
+    __slots__ = ("identity", "reader", "sock", "writer", "writing")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.identity: bytes | None = None
+        self.reader = FrameReader()
+        self.writer = FrameWriter()
+        self.writing = False  # waiting for the socket to take more
+
+
+class StreamChannel:
+    def __init__(
+        self,
+        path: str,
+        on_message: Callable[[list[Any]], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.path = path
+        self.on_message = on_message
+        self.loop = loop or asyncio.get_running_loop()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self._peers: dict[bytes, _Peer] = {}  # by identity
+        self._all: set[_Peer] = set()
+        self._closed = False
+        self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            peer = _Peer(sock)
+            self._all.add(peer)
+            self.loop.add_reader(sock.fileno(), self._readable, peer)
+
+    def _readable(self, peer: _Peer) -> None:
+        closed = False
+        try:
+            peer.reader.read_from(peer.sock)
+        except (StreamClosed, OSError):
+            closed = True  # but first handle what it sent before it went
+        messages = peer.reader.messages
+        while messages:
+            frames = messages.popleft()
+            if peer.identity is None:
+                peer.identity = bytes(frames[0])
+                self._peers[peer.identity] = peer  # a reconnecting worker replaces itself
+                continue
+            try:
+                self.on_message([peer.identity, *frames])
+            except Exception:
+                log.exception("error handling a message")
+        if closed:
+            self._drop(peer)
+
+    def drain(self) -> None:
+        """Handle every message waiting on any connection now."""
+        for peer in list(self._all):
+            self._readable(peer)
+
+    def send(self, frames: list[Any]) -> None:
+        """``frames[0]`` names the peer; the rest is the message."""
+        if self._closed:
+            return
+        peer = self._peers.get(bytes(frames[0]))
+        if peer is None:
+            return
+        try:
+            done = peer.writer.write(peer.sock, frames[1:])
+        except OSError as exc:
+            log.debug("send to %r failed: %s", peer.identity, exc)
+            self._drop(peer)
+            return
+        if not done and not peer.writing:
+            peer.writing = True
+            self.loop.add_writer(peer.sock.fileno(), self._writable, peer)
+
+    def _writable(self, peer: _Peer) -> None:
+        try:
+            done = peer.writer.flush(peer.sock)
+        except OSError:
+            self._drop(peer)
+            return
+        if done:
+            peer.writing = False
+            self.loop.remove_writer(peer.sock.fileno())
+
+    def _drop(self, peer: _Peer) -> None:
+        if peer not in self._all:
+            return
+        self._all.discard(peer)
+        if peer.identity is not None and self._peers.get(peer.identity) is peer:
+            del self._peers[peer.identity]
+        self.loop.remove_reader(peer.sock.fileno())
+        if peer.writing:
+            self.loop.remove_writer(peer.sock.fileno())
+        peer.sock.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for peer in list(self._all):
+            self._drop(peer)
+        self.loop.remove_reader(self.listener.fileno())
+        self.listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
