@@ -43,6 +43,8 @@ class FrameReader:
         self._frames: list[Any] = []
         self._big: bytearray | None = None  # a frame larger than what is staged, filling
         self._big_filled = 0
+        # Reads land here first: recv(n) would allocate (and map) n fresh bytes per call.
+        self._landing = memoryview(bytearray(_CHUNK))
         self.messages: collections.deque[list[Any]] = collections.deque()
 
     def read_from(self, sock: socket.socket) -> bool:
@@ -61,10 +63,9 @@ class FrameReader:
                             self._big = None
                             self._parse()
                 else:
-                    data = sock.recv(_CHUNK)
-                    n = len(data)
+                    n = sock.recv_into(self._landing)
                     if n:
-                        self._staged += data
+                        self._staged += self._landing[:n]
                         self._parse()
             except (BlockingIOError, InterruptedError):
                 return got
@@ -78,6 +79,15 @@ class FrameReader:
 
     def _parse(self) -> None:
         staged = self._staged
+        with memoryview(staged) as view:  # released before ``staged`` is resized below
+            pos = self._parse_view(view)
+            if pos < 0:  # all of it went to a large frame
+                pos = len(staged)
+        del staged[:pos]
+
+    def _parse_view(self, staged: memoryview) -> int:
+        """Parse complete messages from ``staged``; returns how far it got, or -1 when the
+        rest went into a large frame."""
         pos = 0
         while True:
             if self._lengths is None:
@@ -104,12 +114,11 @@ class FrameReader:
                 self._big = bytearray(length)
                 self._big[:available] = staged[pos:]
                 self._big_filled = available
-                del staged[:]
-                return
+                return -1
             self.messages.append(self._frames)
             self._lengths = None
             self._frames = []
-        del staged[:pos]
+        return pos
 
 
 def _prefix(frames: Sequence[Any]) -> bytes:
