@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import json
 import math
 import os
@@ -141,10 +142,8 @@ class Worker:
             )
         )
         Pulse(self).start()
-        try:
+        with contextlib.suppress(ConnectionError):  # the control plane closed us: it is gone
             self._serve()
-        except ConnectionError:  # the control plane closed our connection: it is gone
-            return 0
         return 0
 
     def _serve(self) -> None:
