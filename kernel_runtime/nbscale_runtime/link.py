@@ -11,7 +11,15 @@ import zmq
 
 from .stream import StreamLink
 
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the enums cost on a hot path
+# Plain ints and the backend's getter: pyzmq's sugar wraps EVENTS in an enum, which costs more
+# than the system call on these hot paths.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def has_input(sock: zmq.Socket[Any]) -> bool:
+    """Whether a message waits on ``sock`` (reading EVENTS also re-arms its edge-triggered
+    descriptor)."""
+    return bool(zmq.backend.Socket.get(sock, _EVENTS) & _POLLIN)  # type: ignore[operator]
 
 
 class Link(Protocol):
@@ -51,7 +59,7 @@ class ZmqLink:
         sock = self.sock
         messages = []
         # Ask before reading: a zmq.Again raised per message costs more than the read.
-        while zmq.backend.Socket.get(sock, _EVENTS) & _POLLIN:  # type: ignore[operator]
+        while has_input(sock):
             messages.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
         return messages
 

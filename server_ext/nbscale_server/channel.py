@@ -15,16 +15,9 @@ from typing import Any
 
 import zmq
 
+from nbscale_runtime.link import has_input
+
 log = logging.getLogger("nbscale.channel")
-
-# Plain ints and the backend's getter: pyzmq's sugar wraps EVENTS in an enum, which costs more
-# than the system call on this hot path.
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
-
-
-def _events(sock: zmq.Socket[Any]) -> int:
-    return zmq.backend.Socket.get(sock, _EVENTS)  # type: ignore[return-value]
 
 
 class Channel:
@@ -51,7 +44,7 @@ class Channel:
         """Handle every message waiting on the socket now."""
         self._drain_scheduled = False
         sock = self.sock
-        while not self._closed and _events(sock) & _POLLIN:
+        while not self._closed and has_input(sock):
             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             try:
                 self.on_message(frames)
@@ -67,7 +60,7 @@ class Channel:
             log.warning("dropping a message: the peer is not reading")
         except zmq.ZMQError as exc:
             log.debug("send failed: %s", exc)
-        if _events(self.sock) & _POLLIN:  # reading EVENTS also re-arms the edge
+        if has_input(self.sock):  # a send can consume the edge: look again
             self._schedule_drain()
 
     def close(self) -> None:
