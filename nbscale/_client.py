@@ -24,6 +24,7 @@ import cloudpickle
 import zmq
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import OUT_CALL_ID
 from nbscale_server.channel import Channel, unbounded
 
 from . import _config
@@ -106,13 +107,13 @@ class Client:
                 on_progress(msg)
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
-        first = items[0][0]
-        if all(item[0] == first for item in items):
+        first = items[0][OUT_CALL_ID]
+        if all(item[OUT_CALL_ID] == first for item in items):
             groups = {first: items}
         else:
             groups = {}
             for item in items:
-                groups.setdefault(item[0], []).append(item)
+                groups.setdefault(item[OUT_CALL_ID], []).append(item)
         for call_id, group in groups.items():
             handler = self.handlers.get(call_id)
             if handler is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 
 from ._aio import aio_classmethod, aio_method
@@ -470,7 +471,7 @@ class FunctionCall:
             protocol.GetOutputs(0, self.object_id, start, end, timeout)
         )
         items = value["items"]
-        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         value["outputs"] = [
             decode(item, data, bufs, value["function"], value["timeout"])
             for item, (data, bufs) in zip(items, parts, strict=False)

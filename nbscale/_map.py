@@ -18,6 +18,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    OUT_WHERE,
+    PROGRESS_INDICES,
+    PROGRESS_WORKER_ID,
+    RETRY_ATTEMPT,
+    RETRY_INDEX,
+    RETRY_STATUS,
+)
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 from nbscale_server.limits import Limits, describe
 
@@ -183,13 +191,16 @@ class Invocation:
 
     def _on_progress(self, msg: protocol.Progress) -> None:
         assert self.progress is not None
-        for worker_id, indices in msg.running:
-            self.progress.dispatched(worker_id, indices)
-        for index, attempt, status in msg.retrying:
-            self.progress.retrying(index, attempt, f"attempt {attempt} {status}")
+        for row in msg.running:
+            self.progress.dispatched(row[PROGRESS_WORKER_ID], row[PROGRESS_INDICES])
+        for row in msg.retrying:
+            attempt = row[RETRY_ATTEMPT]
+            self.progress.retrying(
+                row[RETRY_INDEX], attempt, f"attempt {attempt} {row[RETRY_STATUS]}"
+            )
 
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
-        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         batch = []
         held = self._held
         for item, (data, bufs) in zip(items, parts, strict=True):

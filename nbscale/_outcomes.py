@@ -16,6 +16,14 @@ from typing import Any
 from tblib import Traceback
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    OUT_ATTEMPT,
+    OUT_DURATION,
+    OUT_INDEX,
+    OUT_STATUS,
+    OUT_STDOUT,
+    OUT_WORKER_ID,
+)
 from nbscale_runtime.serialization import load
 
 from .exceptions import (
@@ -50,7 +58,8 @@ def decode(
 ) -> Output:
     """``code_files`` maps function names to their source files, for remote frames of code
     that cloudpickle shipped by value (it renames their file to "<dynamic-code>")."""
-    _call, index, attempt, status, _off, _len, _nbufs, duration, worker_id, stdout = item
+    index, attempt, status = item[OUT_INDEX], item[OUT_ATTEMPT], item[OUT_STATUS]
+    duration, worker_id, stdout = item[OUT_DURATION], item[OUT_WORKER_ID], item[OUT_STDOUT]
     ok = status == protocol.STATUS_OK
     if ok:  # the hot path, kept short
         try:
@@ -111,7 +120,8 @@ def _value(
             message += "\nLast lines of the worker's output:\n" + logs.rstrip()
         return WorkerLostError(message, info.get("exit_code"), logs, index)
     if status == protocol.STATUS_REJECTED:
-        return from_wire(info.get("kind", "ControlPlaneError"), info.get("message", "rejected"))
+        kind = info.get("kind", protocol.ERROR_CONTROL_PLANE)
+        return from_wire(kind, info.get("message", "rejected"))
     return RemoteError(f"{function}: input {index} ended with status {status!r}")
 
 

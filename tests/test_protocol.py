@@ -152,6 +152,38 @@ def test_decode_garbage_raises_protocol_error(frames: list[bytes]) -> None:
         protocol.decode(frames)
 
 
+# --- batch rows and error kinds ------------------------------------------------------------
+
+
+def test_output_rows_are_read_back_by_their_column_names() -> None:
+    row = protocol.output_row("fc-1", 7, 2, protocol.STATUS_ERROR, (10, 20, 1), 0.5, "wk-1", "hi")
+    assert row[protocol.OUT_CALL_ID] == "fc-1"
+    assert row[protocol.OUT_INDEX] == 7
+    assert row[protocol.OUT_ATTEMPT] == 2
+    assert row[protocol.OUT_STATUS] == protocol.STATUS_ERROR
+    assert row[protocol.OUT_WHERE] == [10, 20, 1]
+    assert row[protocol.OUT_DURATION] == 0.5
+    assert row[protocol.OUT_WORKER_ID] == "wk-1"
+    assert row[protocol.OUT_STDOUT] == "hi"
+    assert len(row) == protocol.OUT_STDOUT + 1
+    # a row is a plain list, as it travels: no per-row object on either side
+    msg, _ = protocol.decode(protocol.encode(protocol.Outputs([row])))
+    assert msg.items == [row]  # type: ignore[attr-defined]
+
+
+def test_every_error_kind_becomes_the_client_exception_of_that_name() -> None:
+    from nbscale.exceptions import _BY_NAME, NbscaleError, ResourceExhaustedError, from_wire
+
+    assert set(_BY_NAME) == protocol.ERROR_KINDS
+    for kind in protocol.ERROR_KINDS:
+        exc = from_wire(kind, "what happened", {"limit": "max_pending_inputs"})
+        assert isinstance(exc, NbscaleError)
+        assert type(exc).__name__ == kind and str(exc) == "what happened"
+    exhausted = from_wire(protocol.ERROR_RESOURCE_EXHAUSTED, "m", {"limit": "max_total_inputs"})
+    assert isinstance(exhausted, ResourceExhaustedError)
+    assert exhausted.limit == "max_total_inputs"
+
+
 # --- payloads -----------------------------------------------------------------------------
 
 

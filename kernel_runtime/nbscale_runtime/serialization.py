@@ -94,7 +94,7 @@ def pack(
 
 
 def split_payload(
-    frames: Sequence[Any], addresses: Iterable[tuple[int, int, int]]
+    frames: Sequence[Any], addresses: Iterable[Sequence[int]]
 ) -> list[tuple[memoryview, list[Any]]]:
     """Cut ``[blob, *buffers]`` into one ``(pickle bytes, buffers)`` pair per address."""
     if not frames:

@@ -27,8 +27,24 @@ import zmq
 
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
+    ERROR_CALL_CANCELLED,
+    ERROR_INVALID,
+    ERROR_LAUNCH,
+    ERROR_NOT_FOUND,
+    ERROR_RESOURCE_EXHAUSTED,
+    ERROR_VERSION_MISMATCH,
+    OUT_ATTEMPT,
+    OUT_CALL_ID,
+    OUT_DURATION,
+    OUT_INDEX,
+    OUT_STATUS,
+    OUT_WHERE,
+    OUT_WORKER_ID,
     STATUS_INIT_FAILED,
     STATUS_REJECTED,
+    SUBMIT_INDEX,
+    SUBMIT_WHERE,
+    output_row,
 )
 from nbscale_runtime.serialization import pack, split_payload
 
@@ -248,7 +264,7 @@ class ControlPlane:
         handler = getattr(self, "_handle_" + msg.op.replace("-", "_"), None)
         rid = getattr(msg, "rid", 0)
         if handler is None:
-            self._send_error(identity, rid, RequestError("InvalidError", f"unknown op {msg.op}"))
+            self._send_error(identity, rid, RequestError(ERROR_INVALID, f"unknown op {msg.op}"))
             return
         try:
             result = handler(identity, msg, payload)
@@ -265,7 +281,7 @@ class ControlPlane:
     def _handle_hello(self, identity: bytes, msg: protocol.Hello, payload: list[Any]) -> Any:
         if msg.protocol_version != protocol.PROTOCOL_VERSION:
             raise RequestError(
-                "VersionMismatchError",
+                ERROR_VERSION_MISMATCH,
                 f"client speaks protocol {msg.protocol_version}, the control plane "
                 f"{protocol.PROTOCOL_VERSION}: upgrade nbscale on both sides",
             )
@@ -277,7 +293,7 @@ class ControlPlane:
     ) -> Any:
         versions = self.client_versions.get(identity)
         if versions is None:
-            raise RequestError("InvalidError", "say hello first")
+            raise RequestError(ERROR_INVALID, "say hello first")
         pool_id = pool_id_for(msg.function_id, msg.options)
         pool = self.pools.get(pool_id)
         if pool is None:
@@ -292,7 +308,7 @@ class ControlPlane:
                     self._total_cap(),
                 )
             except (TypeError, ValueError) as exc:
-                raise RequestError("InvalidError", str(exc)) from None
+                raise RequestError(ERROR_INVALID, str(exc)) from None
             self.pools[pool_id] = pool
             self._emit("pool-added", pool_id)
         else:
@@ -303,7 +319,7 @@ class ControlPlane:
     def _call(self, call_id: str) -> CallState:
         call = self.calls.get(call_id) or self.finished_calls.get(call_id)
         if call is None:
-            raise RequestError("NotFoundError", f"no function call {call_id}")
+            raise RequestError(ERROR_NOT_FOUND, f"no function call {call_id}")
         return call
 
     def _handle_submit_inputs(
@@ -312,7 +328,7 @@ class ControlPlane:
         call = self.calls.get(msg.call_id)
         if call is None:
             if msg.pool_id not in self.pools:
-                raise RequestError("NotFoundError", f"no pool {msg.pool_id}")
+                raise RequestError(ERROR_NOT_FOUND, f"no pool {msg.pool_id}")
             call = CallState(msg.call_id, msg.pool_id, msg.kind, identity)
             call.progress = msg.progress
             self.calls[msg.call_id] = call
@@ -331,16 +347,16 @@ class ControlPlane:
         )
         if admission.limit and call.kind != "map":
             raise RequestError(
-                "ResourceExhaustedError",
+                ERROR_RESOURCE_EXHAUSTED,
                 f"{pool.name}: over the limit of {describe(admission.limit, limits)}; "
                 "retry later or raise the limit",
                 limit=admission.limit,
             )
         accepted = msg.items[: admission.accepted]
-        parts = split_payload(payload, [(i[1], i[2], i[3]) for i in accepted])
+        parts = split_payload(payload, [i[SUBMIT_WHERE] for i in accepted])
         spawned = call.kind == "spawn"
         records = [
-            InputRecord(call.call_id, item[0], data, bufs, spawned=spawned)
+            InputRecord(call.call_id, item[SUBMIT_INDEX], data, bufs, spawned=spawned)
             for item, (data, bufs) in zip(accepted, parts, strict=False)
         ]
         call.submitted += len(records)
@@ -416,7 +432,7 @@ class ControlPlane:
         try:
             pool.autoscaler.settings = pool.autoscaler.settings.updated(changes)
         except (TypeError, ValueError) as exc:
-            raise RequestError("InvalidError", str(exc)) from None
+            raise RequestError(ERROR_INVALID, str(exc)) from None
         self._emit("pool-updated", pool_id)
         self._autoscale(pool, time.monotonic())
         return self.pool_info(pool_id)
@@ -470,7 +486,7 @@ class ControlPlane:
         w = self.workers.get(worker_id)
         handle = w.handle if w is not None else self._gone.get(worker_id)
         if handle is None:
-            raise RequestError("NotFoundError", f"no container {worker_id}")
+            raise RequestError(ERROR_NOT_FOUND, f"no container {worker_id}")
         logs = self.launcher.logs(handle, tail)
         return {"container_id": worker_id, "pool_id": handle.pool_id, "tail": tail, "logs": logs}
 
@@ -495,7 +511,7 @@ class ControlPlane:
     def _pool(self, pool_id: str) -> Pool:
         pool = self.pools.get(pool_id)
         if pool is None:
-            raise RequestError("NotFoundError", f"no pool {pool_id}")
+            raise RequestError(ERROR_NOT_FOUND, f"no pool {pool_id}")
         return pool
 
     def _tell_cancelled(self, call: CallState, pool: Pool) -> None:
@@ -503,11 +519,11 @@ class ControlPlane:
         if not pending and not running:
             return
         record = pickle.dumps(
-            {"kind": "CallCancelledError", "message": f"{pool.name}: the call was cancelled"}
+            {"kind": ERROR_CALL_CANCELLED, "message": f"{pool.name}: the call was cancelled"}
         )
-        frames, [(offset, length, nbufs)] = pack([(record, ())])
+        frames, [where] = pack([(record, ())])
         items = [
-            [r.call_id, r.index, r.attempt, STATUS_REJECTED, offset, length, nbufs, 0.0, "", ""]
+            output_row(r.call_id, r.index, r.attempt, STATUS_REJECTED, where)
             for r in pending + running
         ]
         self._send_client(call.owner, protocol.Outputs(items), frames)
@@ -567,7 +583,7 @@ class ControlPlane:
                 + "; ".join(problems)
                 + ". Use a worker environment with the same versions."
             )
-            record = pickle.dumps({"kind": "VersionMismatchError", "message": message})
+            record = pickle.dumps({"kind": ERROR_VERSION_MISMATCH, "message": message})
             self._break_pool(pool, STATUS_REJECTED, record, now)
             self._stop_worker(w, graceful=False)
             return
@@ -583,22 +599,29 @@ class ControlPlane:
     def _on_outputs(self, msg: protocol.Outputs, payload: list[Any], now: float) -> None:
         if not msg.items:
             return
-        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in msg.items])
+        parts = split_payload(payload, [i[OUT_WHERE] for i in msg.items])
         settled: dict[str, list[tuple[Outcome, Any, list[Any], list[Any]]]] = defaultdict(list)
         touched: set[str] = set()
-        sender = self.workers.get(msg.items[0][8])
+        sender = self.workers.get(msg.items[0][OUT_WORKER_ID])
         if sender is not None:
-            seconds = sum(item[7] for item in msg.items)
+            seconds = sum(item[OUT_DURATION] for item in msg.items)
             self.pools[sender.pool_id].observe_durations(seconds, len(msg.items))
         for item, (data, bufs) in zip(msg.items, parts, strict=False):
-            call_id, index, attempt, status, *_, worker_id, _stdout = item
+            worker_id = item[OUT_WORKER_ID]
             w = self.workers.get(worker_id)
             if w is None:
                 continue
             w.last_seen = now
             pool = self.pools[w.pool_id]
             touched.add(w.worker_id)
-            outcome = pool.queue.report(worker_id, call_id, index, attempt, status, now)
+            outcome = pool.queue.report(
+                worker_id,
+                item[OUT_CALL_ID],
+                item[OUT_INDEX],
+                item[OUT_ATTEMPT],
+                item[OUT_STATUS],
+                now,
+            )
             if outcome is None:
                 continue
             if outcome.final:
@@ -680,18 +703,8 @@ class ControlPlane:
         rows: list[tuple[Outcome, Any, list[Any], list[Any]]] = []
         for outcome, data in outcomes:
             r = outcome.record
-            item = [
-                r.call_id,
-                r.index,
-                r.attempt,
-                outcome.status,
-                0,
-                0,
-                0,
-                0.0,
-                r.worker_id or "",
-                "",
-            ]
+            item = output_row(r.call_id, r.index, r.attempt, outcome.status, (0, 0, 0))
+            item[OUT_WORKER_ID] = r.worker_id or ""
             rows.append((outcome, data, [], item))
         self._deliver_items(pool, rows, now)
 
@@ -865,7 +878,7 @@ class ControlPlane:
                 f"{pool.name}: {pool.launch_failures} workers in a row failed to start; "
                 f"the last: {reason}"
             )
-            record = pickle.dumps({"kind": "LaunchError", "message": message})
+            record = pickle.dumps({"kind": ERROR_LAUNCH, "message": message})
             failed = list(pool.queue.pending)
             pool.queue.pending.clear()
             self._deliver(pool, [(Outcome(r, STATUS_REJECTED, True), record) for r in failed], now)
@@ -954,10 +967,11 @@ def _outputs_message(
 ) -> tuple[protocol.Outputs, list[Any]]:
     """An ``outputs`` message for ``(item, data, buffers)`` entries, their bytes repacked."""
     frames, addresses = pack([(data, bufs) for _, data, bufs in entries])
-    items = [
-        [*item[:4], *where, *item[7:]]
-        for (item, _, _), where in zip(entries, addresses, strict=True)
-    ]
+    items = []
+    for (item, _, _), where in zip(entries, addresses, strict=True):
+        row = list(item)
+        row[OUT_WHERE] = where
+        items.append(row)
     return protocol.Outputs(items), frames
 
 

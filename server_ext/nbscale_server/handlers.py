@@ -20,6 +20,8 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
+from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_RESOURCE_EXHAUSTED
+
 from .control_plane import ControlPlane, RequestError
 from .models import ErrorModel
 
@@ -31,7 +33,7 @@ AUTH_RESOURCE = "nbscale"
 API = "/nbscale/api"
 
 # The control plane's refusals (RequestError.kind) as HTTP statuses; any other kind is 400.
-_STATUS = {"InvalidError": 400, "NotFoundError": 404, "ResourceExhaustedError": 429}
+_STATUS = {ERROR_INVALID: 400, ERROR_NOT_FOUND: 404, ERROR_RESOURCE_EXHAUSTED: 429}
 _MAX_PAGE = 10_000  # inputs or log lines in one response
 _MAX_INDEX = 2**53  # what JSON numbers hold exactly
 
