@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -12,12 +13,15 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_server.options import FunctionOptions
 
 from ._aio import aio_classmethod, aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
+from ._image import Image
 from ._loop import get_loop
 from ._map import End, Invocation
+from ._options import check_image, function_options
 from ._outcomes import Output, code_files_of, decode
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
@@ -66,10 +70,17 @@ class Function:
     ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
     (and ``.local`` to run it here)."""
 
-    def __init__(self, raw: Callable[..., Any], name: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        raw: Callable[..., Any],
+        name: str,
+        options: FunctionOptions,
+        image: Image | None = None,
+    ) -> None:
         self.raw_f = raw
         self.name = name
         self.options = options
+        self.image = image  # built into the tag ``options.image`` when Docker runs workers
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
@@ -77,10 +88,17 @@ class Function:
 
     def __getstate__(self) -> dict[str, Any]:
         # A Function used inside another remote function travels without its connection.
-        return {"raw_f": self.raw_f, "name": self.name, "options": self.options}
+        return {
+            "raw_f": self.raw_f,
+            "name": self.name,
+            "options": self.options,
+            "image": self.image,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["raw_f"], state["name"], state["options"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["raw_f"], state["name"], state["options"], state["image"]
+        )
 
     def __repr__(self) -> str:
         return f"<nbscale.Function {self.name}>"
@@ -92,12 +110,16 @@ class Function:
             return asyncio.run(result) if not _loop_running() else result
         return result
 
-    def with_options(self, **options: Any) -> Function:
+    def with_options(self, **settings: Any) -> Function:
         """A variant of this function with other settings, and a pool of its own."""
-        from ._app import validate_options
+        return self.with_settings(settings, variant=True)
 
-        merged = validate_options({**self.options, **options}, self.raw_f)
-        return Function(self.raw_f, self.name, merged)
+    def with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
+        """This function with ``settings`` changed; a ``variant`` gets a pool of its own
+        even where only its autoscaler settings differ."""
+        image = check_image(settings.pop("image", self.image))
+        options = function_options(self.raw_f, settings, self.options, variant=variant)
+        return Function(self.raw_f, self.name, options, image)
 
     # --- the pool ----------------------------------------------------------------------
 
@@ -119,23 +141,23 @@ class Function:
         if pool_id is None:
             options = await self._wire_options(client)
             msg = protocol.RegisterFunction(
-                0, function_id, self.name, options, [p for p in sys.path if p]
+                0, function_id, self.name, options.to_wire(), [p for p in sys.path if p]
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]
             self._pools[function_id] = pool_id
         return pool_id
 
-    async def _wire_options(self, client: Client) -> dict[str, Any]:
+    async def _wire_options(self, client: Client) -> FunctionOptions:
         """The options as the control plane takes them: for Docker workers the image is the
         tag of the built image (built here, off the loop, when it does not exist yet); for
         worker processes there is none."""
         if client.server_info.get("launcher") != "docker":
-            return {**self.options, "image": None}
+            return self.options
         from ._image_build import build, image_for
 
-        image = image_for(self.raw_f, self.options.get("image"))
-        return {**self.options, "image": await asyncio.to_thread(build, image)}
+        tag = await asyncio.to_thread(build, image_for(self.raw_f, self.image))
+        return dataclasses.replace(self.options, image=tag)
 
     async def _invocation(
         self, kind: str, order_outputs: bool = True, progress: CallProgress | None = None
@@ -149,7 +171,7 @@ class Function:
             pool_id,
             kind,
             self.name,
-            float(self.options["timeout"]),
+            self.options.timeout,
             order_outputs,
             code_files=self._code_files,
             progress=progress,

@@ -87,18 +87,13 @@ class Invocation:
         self.timeout = timeout
         self.order_outputs = order_outputs
         self.call_id = call_id or new_call_id()
-        limits = client.server_info.get("limits", {})
-        self.window = int(limits.get("max_inputs_in_flight_per_map", 1000))
+        self.limits = Limits(**client.server_info.get("limits", {}))
+        self.window = self.limits.max_inputs_in_flight_per_map
         # A chunk is admitted whole or not at all: never make one bigger than a limit could
         # ever admit, or a throttled map would wait for room that cannot come.
+        limits = self.limits
         self.chunk = max(
-            1,
-            min(
-                _CHUNK,
-                self.window,
-                int(limits.get("max_pending_inputs", _CHUNK)),
-                int(limits.get("max_total_inputs", _CHUNK)),
-            ),
+            1, min(_CHUNK, self.window, limits.max_pending_inputs, limits.max_total_inputs)
         )
         self.outputs: asyncio.Queue[list[Output] | End] = asyncio.Queue()
         self.submitted = 0
@@ -184,10 +179,7 @@ class Invocation:
     # --- outputs ----------------------------------------------------------------------
 
     def _describe_limit(self, limit: str | None) -> str | None:
-        if limit is None:
-            return None
-        limits = Limits(**self.client.server_info.get("limits", {}))
-        return describe(limit, limits)
+        return None if limit is None else describe(limit, self.limits)
 
     def _on_progress(self, msg: protocol.Progress) -> None:
         assert self.progress is not None

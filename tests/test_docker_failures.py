@@ -154,6 +154,7 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
     from nbscale_server.gpus import GpuInfo
     from nbscale_server.launchers import LaunchFailed, WorkerSpec
     from nbscale_server.launchers.docker import DockerLauncher
+    from nbscale_server.options import FunctionOptions
 
     tag = build(nbscale.Image.from_kernel())
     other = docker_plane.containers.run(  # another control plane's container holds GPU-a
@@ -169,7 +170,7 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
         config.write_text("{}")
 
         def spec(worker_id, gpu):
-            return WorkerSpec(worker_id, "pl-gpu", str(config), {"gpu": gpu, "image": tag})
+            return WorkerSpec(worker_id, "pl-gpu", str(config), FunctionOptions(gpu=gpu, image=tag))
 
         handle = launcher.start(spec("wk-gpu1", "A100"))
         assert handle.ref.gpus == ["GPU-b"]  # GPU-a is taken

@@ -19,6 +19,7 @@ from nbscale_server.launchers.docker import (
     host_config_options,
 )
 from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
+from nbscale_server.options import FunctionOptions
 
 BOGUS = "unix:///nonexistent/docker.sock"
 
@@ -83,7 +84,9 @@ def test_status_names_the_launcher(fresh_plane):
 
 
 def test_containers_are_hardened_and_limited():
-    spec = WorkerSpec("wk-1", "pl-1", "/tmp/nbscale-x/wk-1.json", {"cpu": 1.5, "memory": 512})
+    spec = WorkerSpec(
+        "wk-1", "pl-1", "/tmp/nbscale-x/wk-1.json", FunctionOptions(cpu=1.5, memory=512)
+    )
     host = host_config_options(spec, "nbscale-sv-1", [])
     assert host["init"] is True
     assert host["read_only"] is True
@@ -99,7 +102,7 @@ def test_containers_are_hardened_and_limited():
     assert host["log_config"]["type"] == "json-file"
     assert host["log_config"]["config"]["max-file"] == "3"
     assert "docker.sock" not in str(host)
-    plain = host_config_options(WorkerSpec("wk-2", "pl-1", "/x.json", {}), "host", [])
+    plain = host_config_options(WorkerSpec("wk-2", "pl-1", "/x.json"), "host", [])
     assert "mem_limit" not in plain and "nano_cpus" not in plain
     user = container_user()
     assert not user.startswith("0:")

@@ -12,6 +12,7 @@ import pytest
 
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.events import EventHub
+from nbscale_server.options import FunctionOptions
 from nbscale_server.pool import CallState, Pool
 
 VERSIONS = {"python": "3.11.0", "cloudpickle": "3.0.0"}
@@ -33,7 +34,7 @@ class RecordingSink:
 def plane() -> Iterator[ControlPlane]:
     """A control plane that is never started: its records, without sockets or workers."""
     cp = ControlPlane()
-    pool = Pool.create("fn-1", "f", b"", {}, [], VERSIONS, None)
+    pool = Pool.create("fn-1", "f", b"", FunctionOptions(), [], VERSIONS, None)
     cp.pools[pool.pool_id] = pool
     cp.calls["fc-1"] = CallState("fc-1", pool.pool_id, "map", b"owner", submitted=10)
     yield cp

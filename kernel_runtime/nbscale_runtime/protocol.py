@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -151,7 +151,8 @@ class Hello(Message):
 
 @op("register-function")
 class RegisterFunction(Message):
-    """Payload: [function pickle]. Creates or finds the pool for this function + options."""
+    """Payload: [function pickle]. Creates or finds the pool for this function + options
+    (``nbscale_server.options.FunctionOptions`` in its versioned wire form)."""
 
     rid: int
     function_id: str

@@ -45,16 +45,6 @@ class AutoscalerSettings:
         if isinstance(sw, bool) or not isinstance(sw, (int, float)) or sw <= 0:
             raise ValueError(f"scaledown_window must be a number of seconds > 0, got {sw!r}")
 
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> AutoscalerSettings:
-        """The settings in a function's options (``@app.function(...)``); None is default."""
-        return cls(
-            min_containers=options.get("min_containers") or 0,
-            max_containers=options.get("max_containers"),
-            buffer_containers=options.get("buffer_containers") or 0,
-            scaledown_window=options.get("scaledown_window") or 60.0,
-        )
-
     def updated(self, changes: dict[str, Any]) -> AutoscalerSettings:
         """A copy with ``changes`` applied; None leaves a setting as it is."""
         known = {f.name for f in fields(self)}

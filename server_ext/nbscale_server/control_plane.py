@@ -54,7 +54,8 @@ from .channel import Channel, unbounded
 from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, make_launcher
 from .limits import Limits, admit, describe
 from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
-from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
+from .options import FunctionOptions
+from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState
 from .queue import InputRecord, Outcome
 from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 from .stream_channel import StreamChannel
@@ -294,21 +295,22 @@ class ControlPlane:
         versions = self.client_versions.get(identity)
         if versions is None:
             raise RequestError(ERROR_INVALID, "say hello first")
-        pool_id = pool_id_for(msg.function_id, msg.options)
+        try:
+            options = FunctionOptions.from_wire(msg.options)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(ERROR_INVALID, str(exc)) from None
+        pool_id = options.pool_id(msg.function_id)
         pool = self.pools.get(pool_id)
         if pool is None:
-            try:
-                pool = Pool.create(
-                    msg.function_id,
-                    msg.name,
-                    bytes(payload[0].buffer if hasattr(payload[0], "buffer") else payload[0]),
-                    msg.options,
-                    msg.sys_path,
-                    versions,
-                    self._total_cap(),
-                )
-            except (TypeError, ValueError) as exc:
-                raise RequestError(ERROR_INVALID, str(exc)) from None
+            pool = Pool.create(
+                msg.function_id,
+                msg.name,
+                bytes(payload[0].buffer if hasattr(payload[0], "buffer") else payload[0]),
+                options,
+                msg.sys_path,
+                versions,
+                self._total_cap(),
+            )
             self.pools[pool_id] = pool
             self._emit("pool-added", pool_id)
         else:
@@ -592,7 +594,7 @@ class ControlPlane:
             sys_path=pool.sys_path,
             timeout=pool.timeout,
             max_inputs=pool.slots,
-            is_async=bool(pool.options.get("is_async")),
+            is_async=pool.options.is_async,
         )
         self._send_worker(w.worker_id, fdef, [pool.function])
 
@@ -847,7 +849,7 @@ class ControlPlane:
             self.allow_list.allow(keys.public)
         config_path = os.path.join(self.dir, f"{worker_id}.json")
         write_secret_json(config_path, config)
-        spec = WorkerSpec(worker_id, pool.pool_id, config_path, dict(pool.options))
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options)
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:

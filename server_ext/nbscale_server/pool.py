@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .autoscaler import AutoscalerCore, AutoscalerSettings, PoolLoad, WorkerView
+from .autoscaler import AutoscalerCore, PoolLoad, WorkerView
 from .launchers.base import WorkerHandle
-from .queue import QueueCore, RetryPolicy
+from .options import FunctionOptions
+from .queue import QueueCore
 
 # How many launches in a row may fail before the pool's waiting inputs are failed.
 MAX_LAUNCH_FAILURES = 3
@@ -20,11 +19,6 @@ MAX_LAUNCH_FAILURES = 3
 _BATCH_SECONDS = 0.001
 _MAX_BATCH_FLOOR = 1000
 _INPUTS_SHOWN = 8  # a worker's inputs listed in its model (it may hold many more queued)
-
-
-def pool_id_for(function_id: str, options: dict[str, Any]) -> str:
-    key = json.dumps([function_id, options], sort_keys=True, default=str)
-    return "pl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 @dataclass(slots=True)
@@ -69,7 +63,7 @@ class Pool:
     function_id: str
     name: str
     function: bytes
-    options: dict[str, Any]
+    options: FunctionOptions
     sys_path: list[str]
     client_versions: dict[str, str]
     autoscaler: AutoscalerCore
@@ -88,32 +82,30 @@ class Pool:
         function_id: str,
         name: str,
         function: bytes,
-        options: dict[str, Any],
+        options: FunctionOptions,
         sys_path: list[str],
         client_versions: dict[str, str],
         total_cap: int | None,
     ) -> Pool:
-        settings = AutoscalerSettings.from_options(options)
-        retries = RetryPolicy(**options["retries"]) if options.get("retries") else RetryPolicy()
         return cls(
-            pool_id=pool_id_for(function_id, options),
+            pool_id=options.pool_id(function_id),
             function_id=function_id,
             name=name,
             function=function,
             options=options,
             sys_path=sys_path,
             client_versions=client_versions,
-            autoscaler=AutoscalerCore(settings, total_cap),
-            queue=QueueCore(retries),
+            autoscaler=AutoscalerCore(options.autoscaler_settings(), total_cap),
+            queue=QueueCore(options.retries),
         )
 
     @property
     def slots(self) -> int:
-        return int(self.options.get("max_inputs") or 1)
+        return self.options.max_inputs
 
     @property
     def timeout(self) -> float:
-        return float(self.options.get("timeout") or 300)
+        return self.options.timeout
 
     def observe_durations(self, total_seconds: float, count: int) -> None:
         mean = total_seconds / count
@@ -134,8 +126,8 @@ class Pool:
         return max(self.slots, floor, math.ceil(pending / (2 * live)))
 
     def load(self) -> PoolLoad:
-        target = self.options.get("target_inputs") or self.slots
-        return PoolLoad(len(self.queue.pending), self.queue.num_running, int(target))
+        target = self.options.slots_target
+        return PoolLoad(len(self.queue.pending), self.queue.num_running, target)
 
     def views(self) -> list[WorkerView]:
         return [w.view() for w in self.workers.values()]
@@ -162,8 +154,8 @@ class Pool:
                 w.as_dict(now, list(self.queue.running.get(w.worker_id, {})))
                 for w in self.workers.values()
             ],
-            "image": self.options.get("image"),
-            "gpu": self.options.get("gpu"),
+            "image": self.options.image,
+            "gpu": list(gpu) if isinstance(gpu := self.options.gpu, tuple) else gpu,
             "gpus": [gpu for w in self.workers.values() for gpu in w.gpus],
             "stopped": self.stopped,
         }

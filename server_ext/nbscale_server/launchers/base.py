@@ -11,6 +11,8 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..options import FunctionOptions
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
@@ -19,7 +21,7 @@ class WorkerSpec:
     worker_id: str
     pool_id: str
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
-    options: dict[str, Any] = field(default_factory=dict)  # cpu, memory, gpu, image, ...
+    options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
 
 
 @dataclass(slots=True)

@@ -1,0 +1,142 @@
+"""A function's options: one frozen ``FunctionOptions``, validated once, from the decorator
+to the launcher.
+
+``@app.function(...)`` builds it; it travels to the control plane in a versioned wire form
+(``to_wire``/``from_wire``: a dict with ``version`` and every field, decoded strictly, so a
+peer with another shape is refused instead of guessed at); the pool, the autoscaler and the
+launchers read its attributes. The defaults live here (and the autoscaler's in
+``AutoscalerSettings``), nowhere else.
+
+Autoscaler settings are kept as given: None means "not said". The control plane can then
+tell an explicit setting, which re-registering the function applies to its pool, from a
+default, which leaves the pool's current setting (one made from the sidebar, say) alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .autoscaler import AutoscalerSettings
+from .gpus import GpuError, parse_gpu
+from .queue import RetryPolicy
+
+WIRE_VERSION = 1
+DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
+MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
+MIN_MEMORY = 6  # MiB: Docker's own minimum
+AUTOSCALER_FIELDS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionOptions:
+    timeout: float = DEFAULT_TIMEOUT
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    max_inputs: int = 1  # inputs one worker runs at once (``@nbscale.concurrent``)
+    target_inputs: int | None = None  # what the autoscaler aims for per worker; None: max
+    cpu: float | None = None  # cores (a Docker worker's limit)
+    memory: int | None = None  # MiB (a Docker worker's limit)
+    gpu: str | tuple[str, ...] | None = None  # Modal's syntax: "A100:2", or fallbacks
+    image: str | None = None  # the worker image's tag; None for worker processes
+    is_async: bool = False
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window: float | None = None
+    variant: bool = False  # made by ``with_options``: a pool of its own for these settings
+
+    def __post_init__(self) -> None:
+        t = self.timeout
+        if not _is_number(t) or not 0 < t <= MAX_TIMEOUT:
+            raise ValueError(
+                f"timeout must be a number of seconds in (0, {MAX_TIMEOUT}], got {t!r}"
+            )
+        if not isinstance(self.retries, RetryPolicy):
+            raise ValueError(f"retries must be a retry policy, got {self.retries!r}")
+        if not _is_int(self.max_inputs) or self.max_inputs < 1:
+            raise ValueError(f"max_inputs must be an int >= 1, got {self.max_inputs!r}")
+        target = self.target_inputs
+        if target is not None and (not _is_int(target) or not 1 <= target <= self.max_inputs):
+            raise ValueError(
+                f"target_inputs must be an int between 1 and max_inputs, got {target!r}"
+            )
+        if self.cpu is not None and (not _is_number(self.cpu) or self.cpu <= 0):
+            raise ValueError(f"cpu must be a number of cores > 0, got {self.cpu!r}")
+        if self.memory is not None and not _is_int(self.memory):
+            raise ValueError(f"memory must be an int of MiB, got {self.memory!r}")
+        if self.memory is not None and self.memory < MIN_MEMORY:
+            raise ValueError(f"memory must be at least {MIN_MEMORY} MiB, got {self.memory}")
+        if isinstance(self.gpu, list):  # a list of fallbacks, kept immutable
+            object.__setattr__(self, "gpu", tuple(self.gpu))
+        try:
+            parse_gpu(self.gpu)
+        except GpuError as exc:
+            raise ValueError(str(exc)) from None
+        if self.image is not None and (not isinstance(self.image, str) or not self.image):
+            raise ValueError(f"image must be an image tag, got {self.image!r}")
+        if not isinstance(self.is_async, bool) or not isinstance(self.variant, bool):
+            raise ValueError("is_async and variant must be booleans")
+        self.autoscaler_settings()  # raises ValueError for bad autoscaler settings
+
+    # --- what the control plane reads -------------------------------------------------
+
+    @property
+    def slots_target(self) -> int:
+        """The inputs per worker the autoscaler plans for."""
+        return self.target_inputs or self.max_inputs
+
+    def autoscaler_settings(self) -> AutoscalerSettings:
+        """The autoscaler settings, defaults filled in for those not said."""
+        return AutoscalerSettings().updated(self.explicit_autoscaler())
+
+    def explicit_autoscaler(self) -> dict[str, Any]:
+        """The autoscaler settings that were said (not None)."""
+        said = {name: getattr(self, name) for name in AUTOSCALER_FIELDS}
+        return {name: value for name, value in said.items() if value is not None}
+
+    def pool_id(self, function_id: str) -> str:
+        """The id of the pool of this function with these options."""
+        wire = self.to_wire()
+        key = json.dumps([function_id, wire], sort_keys=True)
+        return "pl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    # --- the wire form ------------------------------------------------------------------
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = {f.name: getattr(self, f.name) for f in fields(self)}
+        wire["retries"] = dataclasses.asdict(self.retries)
+        if isinstance(self.gpu, tuple):
+            wire["gpu"] = list(self.gpu)
+        return {"version": WIRE_VERSION, **wire}
+
+    @classmethod
+    def from_wire(cls, wire: object) -> FunctionOptions:
+        """The options sent by ``to_wire``; raises ValueError for anything else."""
+        if not isinstance(wire, dict):
+            raise ValueError(f"function options must be a JSON object, got {type(wire).__name__}")
+        if wire.get("version") != WIRE_VERSION:
+            raise ValueError(
+                f"function options of version {wire.get('version')!r}, this control plane "
+                f"reads version {WIRE_VERSION}: upgrade nbscale on both sides"
+            )
+        values = {k: v for k, v in wire.items() if k != "version"}
+        names = {f.name for f in fields(cls)}
+        if set(values) != names:
+            unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+            raise ValueError(f"function options: unknown {unknown}, missing {missing}")
+        retries = values["retries"]
+        retry_names = {f.name for f in fields(RetryPolicy)}
+        if not isinstance(retries, dict) or set(retries) != retry_names:
+            raise ValueError(f"function options: bad retries {retries!r}")
+        return cls(**{**values, "retries": RetryPolicy(**retries)})
