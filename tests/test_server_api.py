@@ -81,7 +81,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0)
 async def _register(fn: Any) -> str:
     """Create ``fn``'s pool without running anything (its stats register it)."""
     await asyncio.to_thread(fn.get_current_stats)
-    return next(p.pool_id for p in _plane().pools.values() if p.name == fn.name)
+    return next(p.pool_id for p in _plane().records.pools.values() if p.name == fn.name)
 
 
 _current: dict[str, Any] = {}

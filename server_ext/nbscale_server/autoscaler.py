@@ -15,6 +15,7 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -162,3 +163,17 @@ class AutoscalerCore:
     def launch_succeeded(self) -> None:
         self._failures = 0
         self._retry_at = 0.0
+
+
+def reclaim(others: Sequence[tuple[int, Sequence[WorkerView]]], count: int) -> list[str]:
+    """Idle workers of other pools to stop, at most ``count``, so that a pool held back by
+    the total cap can grow. ``others`` holds, per other pool, how many workers it wants and
+    its workers. Those kept only until their scaledown window ends (their pool has more
+    than it wants) go first, then those kept warm by ``min_containers`` (the warm pool
+    refills when there is room again); the longest idle first; never a busy one."""
+    candidates = []
+    for desired, workers in others:
+        live = [w for w in workers if w.state != "draining"]
+        warm = len(live) - desired <= 0
+        candidates += [(warm, w.idle_since or 0.0, w.worker_id) for w in live if w.state == "idle"]
+    return [worker_id for *_, worker_id in sorted(candidates)[:count]]

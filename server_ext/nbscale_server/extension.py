@@ -163,7 +163,7 @@ class NbScale(ExtensionApp):
         plane = ControlPlane(self.control_plane_config(), ctx=zmq.Context())
         await plane.start()
         self.control_plane = plane
-        self.hub = EventHub(plane, self.events_interval)
+        self.hub = EventHub(plane.api, self.events_interval)
         info = {**plane.connection_info(), "jupyter_server_url": serverapp.connection_url}
         self.publication = Publication(serverapp.runtime_dir, info)
         self.log.info(

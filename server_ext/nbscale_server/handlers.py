@@ -1,9 +1,10 @@
 """The REST and WebSocket API under ``<base_url>/nbscale/api/`` (models in ``models.py``).
 
 Every handler is authenticated by the Jupyter server (token or login) and authorized on the
-``nbscale`` resource. Handlers only parse the request and call one public method of the
-control plane; ``_run`` is the one place where its refusals become HTTP errors: 400 for bad
-input, 404 for an unknown id, 429 for a limit. A user mistake is never a bare 500.
+``nbscale`` resource. Handlers only parse the request and call one admin method of the
+control plane's API (``api.py``); ``_run`` is the one place where its refusals become HTTP
+errors: 400 for bad input, 404 for an unknown id, 429 for a limit. A user mistake is never a
+bare 500.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tornado import web, websocket
 
 from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_RESOURCE_EXHAUSTED
 
-from .control_plane import ControlPlane, RequestError
+from .api import Api
+from .errors import RequestError
 from .models import ErrorModel
 
 if TYPE_CHECKING:
@@ -55,11 +57,11 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(_STATUS.get(exc.kind, 400), "%s", str(exc)) from None
 
     @property
-    def plane(self) -> ControlPlane:
+    def api(self) -> Api:
         plane = self.nbscale.control_plane
         if plane is None:
             raise web.HTTPError(503, "%s", "the nbscale control plane is not running")
-        return plane
+        return plane.api
 
     def _int_argument(self, name: str, default: int, minimum: int, maximum: int) -> int:
         raw = self.get_query_argument(name, str(default))
@@ -93,7 +95,7 @@ class PoolsHandler(_Handler):
     @authorized
     async def get(self) -> None:
         """Every pool: ``list[PoolModel]``."""
-        self._reply(self.plane.list_pools())
+        self._reply(self.api.list_pools())
 
 
 class PoolHandler(_Handler):
@@ -101,7 +103,7 @@ class PoolHandler(_Handler):
     @authorized
     async def get(self, pool_id: str) -> None:
         """One pool: ``PoolModel``."""
-        self._reply(self._run(self.plane.pool_info, pool_id))
+        self._reply(self._run(self.api.pool_info, pool_id))
 
     @web.authenticated
     @authorized
@@ -110,13 +112,13 @@ class PoolHandler(_Handler):
         changes = self.get_json_body()
         if not isinstance(changes, dict):
             raise web.HTTPError(400, "%s", "the body must be a JSON object of autoscaler settings")
-        self._reply(self._run(self.plane.update_autoscaler, pool_id, changes))
+        self._reply(self._run(self.api.update_autoscaler, pool_id, changes))
 
     @web.authenticated
     @authorized
     async def delete(self, pool_id: str) -> None:
         """Stop the pool: cancel its calls and stop its workers; returns the ``PoolModel``."""
-        self._reply(self._run(self.plane.stop_pool, pool_id))
+        self._reply(self._run(self.api.stop_pool, pool_id))
 
 
 class CallsHandler(_Handler):
@@ -124,7 +126,7 @@ class CallsHandler(_Handler):
     @authorized
     async def get(self) -> None:
         """Every listed call: ``list[CallModel]``."""
-        self._reply(self.plane.list_calls())
+        self._reply(self.api.list_calls())
 
 
 class CallHandler(_Handler):
@@ -134,13 +136,13 @@ class CallHandler(_Handler):
         """One call with per-input status: ``CallDetailModel`` (``?start=&limit=``)."""
         start = self._int_argument("start", 0, 0, _MAX_INDEX)
         limit = self._int_argument("limit", 1000, 1, _MAX_PAGE)
-        self._reply(self._run(self.plane.call_info, call_id, start, limit))
+        self._reply(self._run(self.api.call_info, call_id, start, limit))
 
     @web.authenticated
     @authorized
     async def delete(self, call_id: str) -> None:
         """Cancel the call; returns its ``CallModel``."""
-        self._reply(self._run(self.plane.cancel_call, call_id))
+        self._reply(self._run(self.api.cancel_call, call_id))
 
 
 class LogsHandler(_Handler):
@@ -149,7 +151,7 @@ class LogsHandler(_Handler):
     async def get(self, container_id: str) -> None:
         """The last lines a worker wrote: ``LogsModel`` (``?tail=200``)."""
         tail = self._int_argument("tail", 200, 1, _MAX_PAGE)
-        self._reply(self._run(self.plane.worker_logs, container_id, tail))
+        self._reply(self._run(self.api.worker_logs, container_id, tail))
 
 
 class EventsHandler(

@@ -1,4 +1,11 @@
-"""The control plane's records of pools, workers and calls (state only, no I/O)."""
+"""The control plane's records of pools, workers and calls (state only, no I/O).
+
+A worker's states and the events that move it between them are here, as methods of
+``WorkerState``; the rooms of the control plane call them and never set ``state`` by hand:
+
+    starting --registered--> idle <--took inputs / settled--> busy
+    any      --drain-------> draining (told to stop, or said goodbye) --exit--> gone
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbscale_runtime.protocol import ERROR_NOT_FOUND
+
 from .autoscaler import AutoscalerCore, PoolLoad, WorkerView
+from .errors import RequestError
 from .launchers.base import WorkerHandle
 from .options import FunctionOptions
 from .queue import QueueCore
@@ -42,6 +52,47 @@ class WorkerState:
 
     def view(self) -> WorkerView:
         return WorkerView(self.worker_id, self.state, self.idle_since)
+
+    @property
+    def serving(self) -> bool:
+        """Registered and not told to stop: it may be sent inputs."""
+        return self.state == "idle" or self.state == "busy"
+
+    def registered(self, now: float, pid: int, python: str, gpus: list[dict[str, Any]]) -> None:
+        self.registered_at = now
+        self.pid, self.python, self.gpus = pid, python, gpus
+        self.state, self.idle_since = "idle", now
+
+    def took_inputs(self) -> None:
+        self.state, self.idle_since = "busy", None
+
+    def settled(self, running: int, now: float) -> None:
+        """Some of its inputs ended; ``running`` it still holds."""
+        if not self.serving:
+            return
+        if running:
+            self.state, self.idle_since = "busy", None
+        elif self.state != "idle":
+            self.state, self.idle_since = "idle", now
+
+    def drain(self) -> None:
+        """Told to stop (or leaving): it gets no more inputs."""
+        self.state = "draining"
+        self.want = 0
+
+    def overdue(
+        self, now: float, startup_timeout: float, heartbeat_timeout: float, stop_grace: float
+    ) -> str | None:
+        """Why it must be killed now, if it must: it never registered, went silent, or
+        outstayed its stop."""
+        if self.registered_at is None:
+            if now - self.launched_at > startup_timeout:
+                return f"did not register within {startup_timeout:g} s"
+        elif now - self.last_seen > heartbeat_timeout:
+            return f"missed its heartbeats for {heartbeat_timeout:g} s"
+        if self.state == "draining" and now - self.last_seen > stop_grace:
+            return f"did not stop within {stop_grace:g} s"
+        return None
 
     def as_dict(self, now: float, running: list[tuple[str, int]]) -> dict[str, Any]:
         """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
@@ -197,3 +248,17 @@ class CallState:
             "cancelled": self.cancelled,
             "finished": self.finished,
         }
+
+
+@dataclass(slots=True)
+class Records:
+    """The pools and workers of one control plane, which its rooms share."""
+
+    pools: dict[str, Pool] = field(default_factory=dict)
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+
+    def pool(self, pool_id: str) -> Pool:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            raise RequestError(ERROR_NOT_FOUND, f"no pool {pool_id}")
+        return pool
