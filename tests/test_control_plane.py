@@ -13,6 +13,7 @@ from fakes import Harness
 
 import nbscale
 from nbscale_runtime import protocol
+from nbscale_server.limits import Limits
 from nbscale_server.options import FunctionOptions
 from nbscale_server.queue import RetryPolicy
 
@@ -251,5 +252,75 @@ def test_a_worker_of_another_python_breaks_the_pool_until_registered_again():
         assert h.caller.outputs[again] == []
         [fresh] = h.workers()
         assert fresh is not worker
+    finally:
+        h.close()
+
+
+# --- broken pools ---------------------------------------------------------------------------
+
+
+def test_a_broken_pool_fails_every_waiting_input_once_delayed_retries_included():
+    h = Harness(auto=False)
+    try:
+        options = FunctionOptions(
+            max_containers=2, retries=RetryPolicy(max_retries=1, initial_delay=5.0)
+        )
+        pool = h.caller.register(fail_on_two, options)
+        call = h.caller.submit(pool, [2, 5])
+        first, second = h.workers(pool)
+        first.register()
+        first.ask(1)
+        first.finish()  # input 0 (x=2) fails: its retry waits 5 s
+        assert h.pool(pool)["backlog"] == 2  # the retry and input 1
+        second.register(python="3.8.10")  # cannot run this caller's pickles: the pool breaks
+        outcomes = h.caller.values(call)
+        assert sorted(outcomes) == [0, 1]
+        assert all(isinstance(e, nbscale.VersionMismatchError) for e in outcomes.values())
+        assert h.pool(pool)["backlog"] == 0
+        first.ask(1)
+        h.tick(6.0)
+        assert first.held == []  # the retry was dropped with the rest
+        assert len(h.caller.outputs[call]) == 2  # each input's outcome reported once
+    finally:
+        h.close()
+
+
+def test_a_broken_pool_gives_back_its_pending_spawns_room():
+    h = Harness(auto=False, limits=Limits(max_pending_spawn_inputs=5))
+    try:
+        pool = h.caller.register(square, FunctionOptions(max_containers=1))
+        spawned = h.caller.submit(pool, range(5), kind="spawn")
+        [worker] = h.workers(pool)
+        worker.register(python="3.8.10")
+        assert len(h.plane.delivery.call(spawned).stored) == 5  # all failed, stored
+        h.tick()
+        h.caller.register(square, FunctionOptions(max_containers=1))  # a fresh chance
+        h.caller.submit(pool, range(5), kind="spawn")  # room for 5 pending spawns again
+        assert h.pool(pool)["backlog"] == 5
+    finally:
+        h.close()
+
+
+def test_launch_failures_fail_delayed_retries_too():
+    h = Harness(auto=False)
+    try:
+        options = FunctionOptions(
+            max_containers=1, retries=RetryPolicy(max_retries=1, initial_delay=5.0)
+        )
+        pool = h.caller.register(fail_on_two, options)
+        call = h.caller.submit(pool, [2, 5])
+        [worker] = h.workers(pool)
+        worker.register()
+        worker.ask(1)
+        worker.finish()  # input 0 fails: retried in 5 s
+        worker.die(1)  # the worker goes; every relaunch fails
+        h.launcher.fail_next(3, "no such image")
+        h.tick()
+        h.tick(1.1)
+        h.tick(2.1)
+        outcomes = h.caller.values(call)
+        assert sorted(outcomes) == [0, 1]
+        assert all(isinstance(e, nbscale.LaunchError) for e in outcomes.values())
+        assert h.pool(pool)["backlog"] == 0
     finally:
         h.close()

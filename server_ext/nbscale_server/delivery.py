@@ -334,8 +334,7 @@ class Delivery:
 
     def fail_waiting(self, pool: Pool, status: str, payload: bytes) -> None:
         """Every input of ``pool`` waiting for a worker fails with ``payload``."""
-        failed = list(pool.queue.pending)
-        pool.queue.pending.clear()
+        failed = pool.queue.fail_pending()
         self.deliver_made(pool, [(Outcome(r, status, True), payload) for r in failed])
 
     def _deliver(

@@ -191,6 +191,15 @@ class QueueCore:
                 busy.add(worker_id)
         return busy
 
+    def fail_pending(self) -> list[InputRecord]:
+        """Take every input waiting for a worker, retries waiting for their delay included,
+        to fail them all (a broken pool, launches that keep failing); running inputs stay."""
+        records = list(self.pending) + [d[2] for d in sorted(self._delayed)]
+        self.pending.clear()
+        self._delayed.clear()
+        self.spawn_pending -= sum(1 for r in records if r.spawned)
+        return records
+
     def forget_call(self, call_id: str) -> None:
         """The call is finished and its record gone: stop remembering it was cancelled."""
         self.cancelled_calls.discard(call_id)
