@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from nbscale_server.autoscaler import (
+    MAX_LAUNCH_FAILURES,
     AutoscalerCore,
     AutoscalerSettings,
     LaunchWorkers,
@@ -252,11 +253,22 @@ def test_no_launch_during_backoff_and_status_says_why() -> None:
     assert a.decide(103.0, load, []) != []
 
 
-def test_launch_succeeded_resets_the_backoff() -> None:
+def test_the_launch_failure_budget_is_counted_here_once() -> None:
+    a = core()
+    for t in range(MAX_LAUNCH_FAILURES - 1):
+        a.launch_failed(float(t), "x")
+    assert a.launch_failures == MAX_LAUNCH_FAILURES - 1 and not a.out_of_launches
+    a.launch_failed(10.0, "x")
+    assert a.out_of_launches
+    a.reset_launch_failures()
+    assert a.launch_failures == 0 and not a.out_of_launches
+
+
+def test_reset_launch_failures_resets_the_backoff() -> None:
     a = core()
     for t in range(4):
         a.launch_failed(float(t), "x")
-    a.launch_succeeded()
+    a.reset_launch_failures()
     load = PoolLoad(pending=1, running=0)
     assert a.decide(3.5, load, []) == [LaunchWorkers(1, "1 pending, 0 running")]
     assert a.launch_failed(10.0, "y") == 1.0

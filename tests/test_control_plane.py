@@ -111,6 +111,24 @@ def test_launch_failures_back_off_then_fail_the_waiting_inputs(h):
     assert "is not on this Docker host" in str(errors[0])
 
 
+def test_registering_again_after_failed_launches_starts_afresh(h):
+    """Launch failures are counted once, by the autoscaler: registering the function again
+    forgets them all, its backoff included."""
+    h.launcher.fail_next(3)
+    pool = h.caller.register(square)
+    failed = h.caller.submit(pool, [1])
+    h.tick(1.1)
+    h.tick(2.1)
+    assert isinstance(h.caller.values(failed)[0], nbscale.LaunchError)
+    h.caller.register(square)
+    call = h.caller.submit(pool, [2])
+    assert len(h.launcher.workers) == 1  # launched at once: no backoff left over
+    assert run_all(h, call, 1) == {0: 4}
+    h.launcher.fail_next(1)
+    h.caller.submit(pool, [3, 4])  # one more worker wanted; its launch fails
+    assert "retrying in 1 s" in h.pool(pool)["status"]  # counted from one again
+
+
 def test_a_worker_that_never_registers_is_killed_and_counted_as_a_failed_launch():
     h = Harness(auto=False, startup_timeout=60.0)
     try:

@@ -112,7 +112,7 @@ class Api:
             self.outbox.emit("pool-added", pool_id)
         else:
             pool.broken = None  # a caller trying again gets a fresh chance
-            pool.launch_failures = 0
+            pool.autoscaler.reset_launch_failures()
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
 
     def _submit_inputs(

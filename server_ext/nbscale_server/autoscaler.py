@@ -9,7 +9,9 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   ``min_containers``.
 - Scale up at once; scale down only workers idle for ``scaledown_window`` seconds.
 - After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
-  say why in :attr:`AutoscalerCore.status`.
+  say why in :attr:`AutoscalerCore.status`; after ``MAX_LAUNCH_FAILURES`` in a row, the
+  pool's waiting inputs are failed (:attr:`AutoscalerCore.out_of_launches`). This core is
+  the one that counts launch failures.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
+# Launches in a row that may fail before the pool's waiting inputs are failed.
+MAX_LAUNCH_FAILURES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +156,16 @@ class AutoscalerCore:
         self.status = "steady" if live else "idle"
         return []
 
+    @property
+    def launch_failures(self) -> int:
+        """Launches that failed in a row."""
+        return self._failures
+
+    @property
+    def out_of_launches(self) -> bool:
+        """So many launches failed in a row that waiting inputs should fail, not wait."""
+        return self._failures >= MAX_LAUNCH_FAILURES
+
     def launch_failed(self, now: float, error: str) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds."""
         self._failures += 1
@@ -160,7 +174,8 @@ class AutoscalerCore:
         self.status = f"launch failed ({error}); retrying in {delay:g} s"
         return delay
 
-    def launch_succeeded(self) -> None:
+    def reset_launch_failures(self) -> None:
+        """A worker registered, or the function was registered again: start afresh."""
         self._failures = 0
         self._retry_at = 0.0
 

@@ -34,7 +34,7 @@ from .config import ControlPlaneConfig
 from .delivery import Delivery, rejection
 from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .outbox import Outbox
-from .pool import MAX_LAUNCH_FAILURES, Pool, Records, WorkerState
+from .pool import Pool, Records, WorkerState
 from .security import KeyPair, WorkerAllowList, write_secret_json
 
 log = logging.getLogger("nbscale.control_plane")
@@ -145,14 +145,14 @@ class Fleet:
         return True
 
     def _launch_failed(self, pool: Pool, reason: str, now: float) -> None:
-        pool.launch_failures += 1
-        pool.autoscaler.launch_failed(now, reason)
-        log.warning("%s: %s", pool.name, pool.autoscaler.status)
+        autoscaler = pool.autoscaler
+        autoscaler.launch_failed(now, reason)
+        log.warning("%s: %s", pool.name, autoscaler.status)
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
         serving = any(w.serving for w in pool.workers.values())
-        if pool.launch_failures >= MAX_LAUNCH_FAILURES and not serving:
+        if autoscaler.out_of_launches and not serving:
             message = (
-                f"{pool.name}: {pool.launch_failures} workers in a row failed to start; "
+                f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to start; "
                 f"the last: {reason}"
             )
             self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
@@ -200,8 +200,7 @@ class Fleet:
     ) -> None:
         pool = self.records.pools[w.pool_id]
         w.registered(now, msg.pid, msg.python, msg.gpus)
-        pool.launch_failures = 0
-        pool.autoscaler.launch_succeeded()
+        pool.autoscaler.reset_launch_failures()
         self.outbox.emit("container-started", pool.pool_id, container_id=w.worker_id)
         problems = incompatibilities(
             msg.protocol_version, msg.python, msg.cloudpickle, pool.client_versions

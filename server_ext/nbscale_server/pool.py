@@ -21,8 +21,6 @@ from .launchers.base import WorkerHandle
 from .options import FunctionOptions
 from .queue import QueueCore
 
-# How many launches in a row may fail before the pool's waiting inputs are failed.
-MAX_LAUNCH_FAILURES = 3
 # Each dispatch to a worker carries at least this much estimated work, so that short inputs
 # travel hundreds per message (a message costs tens of microseconds), while inputs longer
 # than this still go one by one.
@@ -121,7 +119,6 @@ class Pool:
     queue: QueueCore
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
-    launch_failures: int = 0
     done: int = 0
     failed: int = 0
     stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive
