@@ -89,7 +89,7 @@ def test_the_total_cap_holds_every_pool(h):
     h.caller.submit(pool, range(10))
     assert h.pool(pool)["num_total_runners"] == 4
     h.tick()
-    assert h.pool(pool)["status"] == "waiting: the total cap of 4 workers is reached"
+    assert h.pool(pool)["status"] == "waiting: 4 of 4 workers in use: square 4 busy"
 
 
 # --- launch failures ------------------------------------------------------------------------

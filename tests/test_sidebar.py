@@ -111,6 +111,8 @@ MIRRORS = {
     "ContainersByState": "IContainersByState",
     "ContainerModel": "IContainer",
     "PoolModel": "IPool",
+    "CapHolderModel": "ICapHolder",
+    "PoolEventModel": "IPoolEvent",
     "CallModel": "ICall",
     "InputModel": "IInput",
     "InputRefModel": "IInputRef",

@@ -88,6 +88,22 @@ export interface IContainer {
   stats: IContainerStats;
 }
 
+/** One pool's workers that count against the total cap (`max_workers_total`). */
+export interface ICapHolder {
+  pool_id: string;
+  function: string;
+  starting: number;
+  idle: number;
+  busy: number;
+}
+
+/** Something that happened to a pool (settings changed and by whom, workers reclaimed, ...). */
+export interface IPoolEvent {
+  /** Seconds since the epoch. */
+  time: number;
+  message: string;
+}
+
 /**
  * One function's autoscaled pool. `backlog` is the inputs pending (waiting for a worker),
  * `num_running_inputs` those on workers now, as in `Function.get_current_stats()`.
@@ -122,6 +138,10 @@ export interface IPool {
   gpu: string | string[] | null;
   /** Stopped by `DELETE pools/{id}`; it starts again when called again. */
   stopped: boolean;
+  /** While the total cap keeps the pool from the workers it wants: the pools holding it. */
+  cap_holders: ICapHolder[];
+  /** Its latest events, oldest first. */
+  events: IPoolEvent[];
 }
 
 export type CallKind = 'map' | 'remote' | 'spawn';

@@ -9,6 +9,7 @@ which the caller receives as the exception it names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -109,10 +110,15 @@ class Api:
                 self.fleet.total_cap(),
             )
             self.records.pools[pool_id] = pool
+            settings = _describe(options.explicit_autoscaler()) or "the default settings"
+            pool.note(f"registered with {settings}", time.time())
             self.outbox.emit("pool-added", pool_id)
         else:
             pool.broken = None  # a caller trying again gets a fresh chance
             pool.autoscaler.reset_launch_failures()
+            pool.options = options
+            # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
+            self._apply(pool, options.explicit_autoscaler(), "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
 
     def _submit_inputs(
@@ -136,7 +142,8 @@ class Api:
     def _update_autoscaler(
         self, identity: bytes, msg: protocol.UpdateAutoscaler, payload: list[Any]
     ) -> Answer:
-        return self.update_autoscaler(msg.pool_id, msg.changes)["settings"], ()
+        model = self.update_autoscaler(msg.pool_id, msg.changes, by="update_autoscaler")
+        return model["settings"], ()
 
     def _stop_pool(self, identity: bytes, msg: protocol.StopPool, payload: list[Any]) -> Answer:
         return self.stop_pool(msg.pool_id), ()
@@ -162,16 +169,28 @@ class Api:
     def pool_info(self, pool_id: str) -> PoolModel:
         return reports.pool_model(self.records.pool(pool_id), self.clock())
 
-    def update_autoscaler(self, pool_id: str, changes: dict[str, Any]) -> PoolModel:
-        """Change a pool's autoscaler settings (None keeps a setting) and act on them now."""
+    def update_autoscaler(
+        self, pool_id: str, changes: dict[str, Any], by: str = "the REST API"
+    ) -> PoolModel:
+        """Change a pool's autoscaler settings (None keeps a setting) and act on them now;
+        ``by`` says who, in the pool's event log."""
         pool = self.records.pool(pool_id)
+        self._apply(pool, changes, by)
+        return self.pool_info(pool_id)
+
+    def _apply(self, pool: Pool, changes: dict[str, Any], by: str) -> None:
+        """Apply settings ``changes``; what moved is noted, announced and acted on now."""
+        old = pool.autoscaler.settings
         try:
-            pool.autoscaler.settings = pool.autoscaler.settings.updated(changes)
+            new = pool.autoscaler.settings = old.updated(changes)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
-        self.outbox.emit("pool-updated", pool_id)
-        self.fleet.autoscale(pool, self.clock())
-        return self.pool_info(pool_id)
+        before, after = old.as_dict(), new.as_dict()
+        moved = [f"{k} {before[k]} -> {after[k]}" for k in after if before[k] != after[k]]
+        if moved:
+            pool.note(f"{', '.join(moved)} (set by {by})", time.time())
+            self.outbox.emit("pool-updated", pool.pool_id)
+            self.fleet.autoscale(pool, self.clock())
 
     def stop_pool(self, pool_id: str) -> PoolModel:
         """Cancel the pool's unfinished calls and stop its workers. The pool stays
@@ -183,6 +202,7 @@ class Api:
             self.cancel_call(call.call_id)
         pool.stopped = True
         pool.autoscaler.status = "stopped"
+        pool.note("stopped: its calls cancelled, its workers stopping", time.time())
         for w in list(pool.workers.values()):
             if w.state != "draining":
                 self.fleet.stop_worker(w, graceful=True)
@@ -222,3 +242,7 @@ class Api:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """See ``Outbox.subscribe``."""
         return self.outbox.subscribe(callback)
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in settings.items())

@@ -79,6 +79,26 @@ class PoolLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class CapHolder:
+    """One pool's share of the total cap: its workers that count against it."""
+
+    pool_id: str
+    function: str
+    starting: int
+    idle: int
+    busy: int
+
+    @property
+    def workers(self) -> int:
+        return self.starting + self.idle + self.busy
+
+    def describe(self) -> str:
+        """``evaluate_model 3 busy, 1 idle``"""
+        counts = [(self.busy, "busy"), (self.idle, "idle"), (self.starting, "starting")]
+        return self.function + " " + ", ".join(f"{n} {what}" for n, what in counts if n)
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchWorkers:
     count: int
     reason: str
@@ -117,8 +137,10 @@ class AutoscalerCore:
         load: PoolLoad,
         workers: list[WorkerView],
         room: int | None = None,
+        holders: Sequence[CapHolder] = (),
     ) -> list[Instruction]:
-        """What to do now. ``room`` is how many more workers the total cap allows."""
+        """What to do now. ``room`` is how many more workers the total cap allows, and
+        ``holders`` the pools whose workers fill it (to say so while it holds this one)."""
         live = [w for w in workers if w.state != "draining"]
         want = self.desired(load)
         if len(live) < want:
@@ -128,10 +150,13 @@ class AutoscalerCore:
             if now < self._retry_at:
                 return []
             if count <= 0:
-                self.status = f"waiting: the total cap of {self.total_cap} workers is reached"
+                self.status = self._waiting_for_cap(holders)
                 return []
             self.status = f"scaling up to {len(live) + count}"
             return [LaunchWorkers(count, f"{load.pending} pending, {load.running} running")]
+        mx = self.settings.max_containers
+        if mx is not None and len(live) > mx:
+            return [self._drain_to(mx, live)]
         if len(live) > want:
             window = self.settings.scaledown_window
             expired = sorted(
@@ -155,6 +180,27 @@ class AutoscalerCore:
                 ]
         self.status = "steady" if live else "idle"
         return []
+
+    def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:
+        """Above ``max_containers`` (it was lowered): stop the surplus now, those starting
+        first, then the idle (longest idle first), then busy ones, which finish their
+        current input before they stop."""
+        rank = {"starting": 0, "idle": 1, "busy": 2}
+        order = sorted(live, key=lambda w: (rank.get(w.state, 1), w.idle_since or 0.0))
+        self.status = f"draining to {mx} (max_containers)"
+        surplus = tuple(w.worker_id for w in order[: len(live) - mx])
+        return StopWorkers(surplus, f"above max_containers={mx}")
+
+    def _waiting_for_cap(self, holders: Sequence[CapHolder]) -> str:
+        if not holders:
+            return f"waiting: the total cap of {self.total_cap} workers is reached"
+        used = sum(h.workers for h in holders)
+        held = ", ".join(h.describe() for h in holders)
+        return f"waiting: {used} of {self.total_cap} workers in use: {held}"
+
+    def may_launch(self, now: float) -> bool:
+        """Not backing off after a failed launch."""
+        return now >= self._retry_at
 
     @property
     def launch_failures(self) -> int:
@@ -180,15 +226,27 @@ class AutoscalerCore:
         self._retry_at = 0.0
 
 
-def reclaim(others: Sequence[tuple[int, Sequence[WorkerView]]], count: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class OtherPool:
+    """Another pool, as reclaiming sees it."""
+
+    desired: int  # the workers it wants now
+    waiting: bool  # it has inputs waiting too: its idle workers are about to be busy
+    workers: Sequence[WorkerView]
+
+
+def reclaim(others: Sequence[OtherPool], count: int) -> list[str]:
     """Idle workers of other pools to stop, at most ``count``, so that a pool held back by
-    the total cap can grow. ``others`` holds, per other pool, how many workers it wants and
-    its workers. Those kept only until their scaledown window ends (their pool has more
-    than it wants) go first, then those kept warm by ``min_containers`` (the warm pool
-    refills when there is room again); the longest idle first; never a busy one."""
+    the total cap can grow. Those kept only until their scaledown window ends (their pool
+    has more than it wants) go first, then those kept warm by ``min_containers`` (the warm
+    pool refills when there is room again); the longest idle first. Never a busy worker,
+    nor one of a pool that has inputs waiting itself."""
     candidates = []
-    for desired, workers in others:
-        live = [w for w in workers if w.state != "draining"]
-        warm = len(live) - desired <= 0
-        candidates += [(warm, w.idle_since or 0.0, w.worker_id) for w in live if w.state == "idle"]
+    for other in others:
+        if other.waiting:
+            continue
+        live = [w for w in other.workers if w.state != "draining"]
+        warm = len(live) <= other.desired
+        idle = [w for w in live if w.state == "idle"]
+        candidates += [(warm, w.idle_since or 0.0, w.worker_id) for w in idle]
     return [worker_id for *_, worker_id in sorted(candidates)[:count]]

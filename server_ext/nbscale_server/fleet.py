@@ -15,6 +15,7 @@ import logging
 import os
 import pickle
 import signal
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from nbscale_runtime.protocol import (
     STATUS_REJECTED,
 )
 
-from .autoscaler import LaunchWorkers, StopWorkers, reclaim
+from .autoscaler import CapHolder, LaunchWorkers, OtherPool, StopWorkers, reclaim
 from .compatibility import incompatibilities
 from .config import ControlPlaneConfig
 from .delivery import Delivery, rejection
@@ -84,11 +85,22 @@ class Fleet:
             if not pool.queue.pending:
                 return
             pool.stopped = False  # called again after a stop: it scales as usual
+        autoscaler = pool.autoscaler
+        load = pool.load()
+        short = autoscaler.desired(load) - pool.live_workers()  # workers it wants and lacks
         room = self.room()
-        if room <= 0 and pool.queue.pending and not pool.workers:
-            self._reclaim_for(pool, 1)
+        holders: tuple[CapHolder, ...] = ()
+        if short > room and load.pending and autoscaler.may_launch(now):  # held by the cap
+            self._reclaim_for(pool, short - max(0, room))
             room = self.room()
-        for instruction in pool.autoscaler.decide(now, pool.load(), pool.views(), room):
+            if short > room:
+                holders = self._cap_holders()
+        instructions = autoscaler.decide(now, load, pool.views(), room, holders)
+        pool.cap_holders = holders
+        if holders and not instructions and pool.last_event() != autoscaler.status:
+            pool.note(autoscaler.status, time.time())  # who holds the cap, when it changes
+        for instruction in instructions:
+            pool.note(f"{autoscaler.status}: {instruction.reason}", time.time())
             if isinstance(instruction, LaunchWorkers):
                 for _ in range(instruction.count):
                     if not self._launch(pool, now):
@@ -99,13 +111,35 @@ class Fleet:
 
     def _reclaim_for(self, pool: Pool, count: int) -> None:
         """Stop up to ``count`` idle workers of other pools to make room for ``pool``."""
+        pools = self.records.pools
         others = [
-            (other.autoscaler.desired(other.load()), other.views())
-            for other in self.records.pools.values()
-            if other is not pool
+            OtherPool(other.autoscaler.desired(other.load()), bool(other.queue.pending), views)
+            for other in pools.values()
+            if other is not pool and (views := other.views())
         ]
-        for worker_id in reclaim(others, count):
-            self.stop_worker(self.records.workers[worker_id], graceful=True)
+        victims = [self.records.workers[worker_id] for worker_id in reclaim(others, count)]
+        cap = self.total_cap()
+        for w in victims:
+            why = f"to make room for {pool.name} (the total cap of {cap} workers is in use)"
+            pools[w.pool_id].note(f"stopping idle worker {w.worker_id} {why}", time.time())
+            self.stop_worker(w, graceful=True)
+        if victims:
+            owners = sorted({pools[w.pool_id].name for w in victims})
+            taken = f"stopping {len(victims)} idle worker(s) of {', '.join(owners)}"
+            pool.note(f"{taken} to make room under the total cap of {cap}", time.time())
+
+    def _cap_holders(self) -> tuple[CapHolder, ...]:
+        """Every pool's workers that count against the total cap, the largest share first."""
+        holders = []
+        for p in self.records.pools.values():
+            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            for w in p.workers.values():
+                count[w.state] += 1
+            if count["starting"] + count["idle"] + count["busy"]:
+                holders.append(
+                    CapHolder(p.pool_id, p.name, count["starting"], count["idle"], count["busy"])
+                )
+        return tuple(sorted(holders, key=lambda h: -h.workers))
 
     # --- launching and stopping ---------------------------------------------------------
 
@@ -155,6 +189,7 @@ class Fleet:
                 f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to start; "
                 f"the last: {reason}"
             )
+            pool.note(message, time.time())
             self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
 
     def stop_worker(self, w: WorkerState, graceful: bool) -> None:
@@ -211,6 +246,7 @@ class Fleet:
                 + "; ".join(problems)
                 + ". Use a worker environment with the same versions."
             )
+            pool.note(message, time.time())
             record = rejection(ERROR_VERSION_MISMATCH, message)
             self.delivery.break_pool(pool, STATUS_REJECTED, record)
             self.stop_worker(w, graceful=False)
@@ -236,6 +272,7 @@ class Fleet:
         w.drain()
         if msg.reason == "init-failed":
             pool = self.records.pools[w.pool_id]
+            pool.note(f"worker {w.worker_id} could not load the function", time.time())
             self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
 
     # --- exits and timeouts (the housekeeping tick) -------------------------------------

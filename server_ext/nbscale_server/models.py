@@ -68,6 +68,24 @@ class ContainerModel(TypedDict):
     stats: dict[str, Any]
 
 
+class CapHolderModel(TypedDict):
+    """One pool's workers that count against the total cap (``max_workers_total``)."""
+
+    pool_id: str
+    function: str
+    starting: int
+    idle: int
+    busy: int
+
+
+class PoolEventModel(TypedDict):
+    """Something that happened to a pool: settings changed (and by whom), workers launched,
+    stopped or reclaimed for another pool, launches failing, the pool stopped."""
+
+    time: float  # seconds since the epoch
+    message: str
+
+
 class PoolModel(TypedDict):
     """One function's autoscaled pool. Counts use Modal's names, as in
     ``Function.get_current_stats()``: ``backlog`` is the inputs pending (waiting for a
@@ -90,6 +108,10 @@ class PoolModel(TypedDict):
     image: str | None  # the image its containers run; None for local processes/the default
     gpu: str | list[str] | None  # the GPU request, in Modal's syntax ("A100:2", a list)
     stopped: bool  # stopped by ``DELETE pools/{id}``; it starts again when called again
+    # while the total cap keeps the pool from the workers it wants: the pools holding it
+    # (this one included); empty otherwise
+    cap_holders: list[CapHolderModel]
+    events: list[PoolEventModel]  # its latest events, oldest first
 
 
 class CallModel(TypedDict):

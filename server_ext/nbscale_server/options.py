@@ -29,6 +29,18 @@ DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
 MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
 MIN_MEMORY = 6  # MiB: Docker's own minimum
 AUTOSCALER_FIELDS = ("min_containers", "max_containers", "buffer_containers", "scaledown_window")
+# What shapes a worker or what becomes of its inputs: the function's pool is one per value.
+_WORKER_FIELDS = (
+    "timeout",
+    "retries",
+    "max_inputs",
+    "target_inputs",
+    "cpu",
+    "memory",
+    "gpu",
+    "image",
+    "is_async",
+)
 
 
 def _is_number(value: object) -> bool:
@@ -106,9 +118,12 @@ class FunctionOptions:
         return {name: value for name, value in said.items() if value is not None}
 
     def pool_id(self, function_id: str) -> str:
-        """The id of the pool of this function with these options."""
+        """The id of the pool of this function with these options: its code and what shapes
+        its workers, not its autoscaler settings (registering it again with other settings
+        changes its pool's), unless it is a ``with_options`` variant."""
+        names = _WORKER_FIELDS + (AUTOSCALER_FIELDS if self.variant else ())
         wire = self.to_wire()
-        key = json.dumps([function_id, wire], sort_keys=True)
+        key = json.dumps([function_id, {n: wire[n] for n in names}, self.variant], sort_keys=True)
         return "pl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     # --- the wire form ------------------------------------------------------------------

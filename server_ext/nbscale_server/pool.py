@@ -9,13 +9,14 @@ A worker's states and the events that move it between them are here, as methods 
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbscale_runtime.protocol import ERROR_NOT_FOUND
 
-from .autoscaler import AutoscalerCore, PoolLoad, WorkerView
+from .autoscaler import AutoscalerCore, CapHolder, PoolLoad, WorkerView
 from .errors import RequestError
 from .launchers.base import WorkerHandle
 from .options import FunctionOptions
@@ -27,6 +28,7 @@ from .queue import QueueCore
 _BATCH_SECONDS = 0.001
 _MAX_BATCH_FLOOR = 1000
 _INPUTS_SHOWN = 8  # a worker's inputs listed in its model (it may hold many more queued)
+_EVENTS_KEPT = 50  # a pool's latest events, in its model
 
 
 @dataclass(slots=True)
@@ -123,6 +125,12 @@ class Pool:
     failed: int = 0
     stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive
     input_seconds: float | None = None  # moving average of how long an attempt runs
+    # while the total cap holds the pool back: the pools whose workers fill it
+    cap_holders: tuple[CapHolder, ...] = ()
+    # what happened to it, for people: (wall-clock time, text), the latest _EVENTS_KEPT
+    events: collections.deque[tuple[float, str]] = field(
+        default_factory=lambda: collections.deque(maxlen=_EVENTS_KEPT)
+    )
 
     @classmethod
     def create(
@@ -173,6 +181,17 @@ class Pool:
             floor = min(floor, math.ceil(pending / live))
         return max(self.slots, floor, math.ceil(pending / (2 * live)))
 
+    def note(self, message: str, at: float) -> None:
+        """Add to the pool's event log (``at``: seconds since the epoch)."""
+        self.events.append((at, message))
+
+    def last_event(self) -> str | None:
+        return self.events[-1][1] if self.events else None
+
+    def live_workers(self) -> int:
+        """Its workers that count against the total cap (all but those draining)."""
+        return sum(1 for w in self.workers.values() if w.state != "draining")
+
     def load(self) -> PoolLoad:
         target = self.options.slots_target
         return PoolLoad(len(self.queue.pending), self.queue.num_running, target)
@@ -206,6 +225,17 @@ class Pool:
             "gpu": list(gpu) if isinstance(gpu := self.options.gpu, tuple) else gpu,
             "gpus": [gpu for w in self.workers.values() for gpu in w.gpus],
             "stopped": self.stopped,
+            "cap_holders": [
+                {
+                    "pool_id": h.pool_id,
+                    "function": h.function,
+                    "starting": h.starting,
+                    "idle": h.idle,
+                    "busy": h.busy,
+                }
+                for h in self.cap_holders
+            ],
+            "events": [{"time": at, "message": message} for at, message in self.events],
         }
 
 
