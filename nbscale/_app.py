@@ -89,7 +89,7 @@ def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable
 
     def wrap(fn: Any) -> Any:
         if isinstance(fn, Function):
-            return fn.with_settings(settings)
+            return fn._with_settings(settings)
         fn.__nbscale_concurrent__ = settings
         return fn
 

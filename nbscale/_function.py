@@ -112,9 +112,9 @@ class Function:
 
     def with_options(self, **settings: Any) -> Function:
         """A variant of this function with other settings, and a pool of its own."""
-        return self.with_settings(settings, variant=True)
+        return self._with_settings(settings, variant=True)
 
-    def with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
+    def _with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
         """This function with ``settings`` changed; a ``variant`` gets a pool of its own
         even where only its autoscaler settings differ."""
         image = check_image(settings.pop("image", self.image))
