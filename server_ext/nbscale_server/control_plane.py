@@ -20,7 +20,6 @@ import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import zmq
@@ -36,11 +35,12 @@ from . import reports
 from .autoscaler import LaunchWorkers, StopWorkers
 from .channel import Channel, unbounded
 from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, make_launcher
-from .limits import Limits, admit, describe
+from .limits import admit, describe
 from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
 from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
 from .queue import InputRecord, Outcome
 from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
+from .settings import ControlPlaneConfig
 from .stream_channel import StreamChannel
 
 _CPUS = os.cpu_count() or 1  # read once: it is a file read, and _room() runs per submission
@@ -52,22 +52,6 @@ _GONE_KEPT = 64  # workers that exited whose logs stay reachable through worker_
 
 Deliver = Callable[[protocol.Message, list[Any]], None]
 Subscriber = Callable[[ChangeEvent], None]
-
-
-@dataclass
-class ControlPlaneConfig:
-    limits: Limits = field(default_factory=Limits)
-    max_workers_total: int | None = None  # None: twice the CPUs, at least 4
-    heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 15.0
-    startup_timeout: float = 60.0
-    stop_grace: float = 5.0  # seconds a stopping worker gets to finish its input
-    worker_transport: str = "ipc"  # "ipc" (Unix socket, private directory) or "tcp" (CurveZMQ)
-    bind_host: str = "127.0.0.1"
-    client_endpoint: str | None = None  # default: ipc in the private directory
-    python: str | None = None  # the interpreter of process workers; default: this one
-    launcher: str = "process"  # "process", "docker" or "auto" (docker when an engine answers)
-    docker_network: str = "bridge"  # Docker workers: "bridge" (our own network) or "host"
 
 
 class RequestError(Exception):
