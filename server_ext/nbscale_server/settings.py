@@ -36,7 +36,7 @@ _NONE_WORDS = ("", "none", "null")  # how a file or a variable says "no value" (
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    name: str  # the server's trait and ControlPlaneConfig's field
+    name: str  # the server's trait, ControlPlaneConfig's field, and the client's key
     kind: type[int] | type[float] | type[str]  # what a value parses to
     default: Any
     scope: Scope
@@ -44,7 +44,7 @@ class Setting:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     default_text: str | None = None  # what a None default means ("this interpreter")
-    client_name: str | None = None  # the client's key, where it differs from ``name``
+    client_name: str | None = None  # the client's key, where it differs (max_workers)
     server_default: Any = _SAME  # the server's default, where it differs
 
     @property
