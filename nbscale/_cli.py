@@ -14,7 +14,7 @@ import cloudpickle
 
 import nbscale
 
-from . import _cli_images
+from . import _cli_config, _cli_images
 
 
 def _demo_task(x: int) -> int:
@@ -91,11 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--scaledown-window", type=float, default=2.0)
     sub.add_parser("status", help="print this process's control plane and pools as JSON")
     _cli_images.add_parser(sub)
+    _cli_config.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.inputs, args.max_containers, args.scaledown_window)
     if args.command == "images":
         return _cli_images.run(args)
+    if args.command == "config":
+        return _cli_config.run(args)
     status: dict[str, Any] = nbscale.status()
     json.dump(status, sys.stdout, indent=2)
     print()

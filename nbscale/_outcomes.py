@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import traceback
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,8 @@ def rebuild_exception(
             record["type"],
             text,
         )
+    if tb is not None and record.get("frames_left_out"):
+        _note(exc, f"({record['frames_left_out']} remote frames left out of the traceback)")
     return exc.with_traceback(tb) if tb is not None else exc
 
 
@@ -163,10 +166,12 @@ def _restore_filenames(tb: dict[str, Any] | None, code_files: dict[str, str]) ->
 
 
 def code_files_of(fn: Any) -> dict[str, str]:
-    """Source files of ``fn`` and of the functions it uses, by function name."""
+    """Source files of ``fn`` and of the functions it uses, by function name; and of the
+    code nested in them (comprehensions, lambdas) where their name says which file."""
     import inspect
 
     files: dict[str, str] = {}
+    nested: dict[str, set[str]] = {}  # "<listcomp>" may be in many functions, many files
     todo = [fn]
     while todo:
         f = inspect.unwrap(todo.pop())
@@ -174,9 +179,19 @@ def code_files_of(fn: Any) -> dict[str, str]:
         if code is None or code.co_name in files:
             continue
         files[code.co_name] = code.co_filename
+        for inner in _nested_code(code):
+            nested.setdefault(inner.co_name, set()).add(inner.co_filename)
         with contextlib.suppress(TypeError, ValueError):
             todo += [v for v in inspect.getclosurevars(f).globals.values() if callable(v)]
+    for name, filenames in nested.items():
+        if len(filenames) == 1:
+            files.setdefault(name, filenames.pop())
     return files
+
+
+def _nested_code(code: types.CodeType) -> list[types.CodeType]:
+    inner = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return inner + [deeper for c in inner for deeper in _nested_code(c)]
 
 
 def _note(exc: BaseException, text: str) -> None:

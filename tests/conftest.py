@@ -4,9 +4,12 @@ that need other settings get a fresh one with those settings (and stop it afterw
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,6 +18,16 @@ import nbscale
 
 # jp_fetch, jp_ws_fetch, jp_serverapp, ... for the Jupyter server extension's tests
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+def load_gen_contracts() -> ModuleType:
+    """``scripts/gen-contracts`` as a module, for tests that point it at other files."""
+    path = str(Path(__file__).resolve().parent.parent / "scripts" / "gen-contracts")
+    loader = importlib.machinery.SourceFileLoader("gen_contracts", path)
+    module = ModuleType(loader.name)
+    module.__file__ = path
+    loader.exec_module(module)
+    return module
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:

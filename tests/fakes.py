@@ -36,10 +36,10 @@ from nbscale_runtime.protocol import (
     output_row,
 )
 from nbscale_runtime.serialization import PayloadWriter, dump_exception, load, split_payload
-from nbscale_server.config import ControlPlaneConfig
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from nbscale_server.options import FunctionOptions
+from nbscale_server.settings import ControlPlaneConfig
 
 VERSIONS = {"python": ".".join(map(str, sys.version_info[:3])), "cloudpickle": "3.1.1"}
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-from nbscale._config import SETTINGS
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +25,3 @@ def test_demo_maps_over_a_pool_that_grows_and_shrinks():
     sizes = [int(n) for n in re.findall(r"pool (\d+) workers", out)]
     assert max(sizes) >= 2  # it scaled up
     assert sizes[-1] == 0  # and back to zero
-
-
-def test_every_client_setting_is_documented_in_the_readme():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for name, setting in SETTINGS.items():
-        assert setting.help
-        assert f"NBSCALE_{name.upper()}" in readme, name

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import tblib
 
+from nbscale._outcomes import rebuild_exception
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import (
+    MAX_FRAMES,
     PayloadWriter,
     dump_exception,
     load,
@@ -353,6 +355,31 @@ def test_dump_exception_record_for_nested_raise() -> None:
     with pytest.raises(ValueError, match="bad value 5") as again:
         raise exc.with_traceback(tb)
     assert "_inner" in _tb_names(again.value.__traceback__)
+
+
+def _descend(n: int) -> None:
+    if n == 0:
+        raise ValueError("at the bottom")
+    _descend(n - 1)
+
+
+def test_a_deep_traceback_keeps_its_outer_and_inner_frames() -> None:
+    """A traceback deeper than the stack allows to nest (tblib's dicts nest per frame)."""
+    with pytest.raises(ValueError) as info:
+        _descend(800)
+    record = pickle.loads(dump_exception(info.value))
+    names = _dict_names(record["tb"])
+    assert len(names) == MAX_FRAMES
+    assert names[0] == "test_a_deep_traceback_keeps_its_outer_and_inner_frames"
+    assert names[1:] == ["_descend"] * (MAX_FRAMES - 1)
+    assert record["frames_left_out"] == 802 - MAX_FRAMES
+    innermost = record["tb"]
+    while innermost["tb_next"] is not None:
+        innermost = innermost["tb_next"]
+    assert innermost["tb_lineno"] == _descend.__code__.co_firstlineno + 2
+    exc = rebuild_exception(dump_exception(info.value))
+    assert type(exc) is ValueError and _tb_names(exc.__traceback__) == names
+    assert exc.__notes__ == [f"({802 - MAX_FRAMES} remote frames left out of the traceback)"]
 
 
 def test_dump_exception_skip_frames_drops_leading_frames() -> None:

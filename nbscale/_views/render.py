@@ -7,7 +7,7 @@ and the summary that stays in a saved notebook, so that all three say the same t
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbscale_server.models import PoolModel
@@ -53,7 +53,7 @@ def counts_line(p: CallProgress) -> str:
     return " · ".join(parts)
 
 
-def gpus_text(gpus: Sequence[dict[str, Any]]) -> str:
+def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
     """``2 x NVIDIA A100 (35% busy)`` from the GPUs a pool's workers report."""
     if not gpus:
         return ""

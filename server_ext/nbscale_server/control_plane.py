@@ -34,13 +34,13 @@ from nbscale_runtime import protocol
 
 from .api import Api
 from .channel import Channel, unbounded
-from .config import ControlPlaneConfig
 from .delivery import Delivery
 from .fleet import Fleet
 from .launchers import Launcher, LaunchFailed, make_launcher
 from .outbox import Deliver, Outbox
 from .pool import Records
 from .security import WorkerAllowList, private_dir
+from .settings import ControlPlaneConfig
 from .stream_channel import StreamChannel
 
 log = logging.getLogger("nbscale.control_plane")

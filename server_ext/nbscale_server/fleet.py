@@ -31,12 +31,12 @@ from nbscale_runtime.protocol import (
 
 from .autoscaler import CapHolder, LaunchWorkers, OtherPool, StopWorkers, reclaim
 from .compatibility import incompatibilities
-from .config import ControlPlaneConfig
 from .delivery import Delivery, rejection
 from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
 from .security import KeyPair, WorkerAllowList, write_secret_json
+from .settings import ControlPlaneConfig
 
 log = logging.getLogger("nbscale.control_plane")
 
