@@ -189,7 +189,7 @@ class AutoscalerCore:
         order = sorted(live, key=lambda w: (rank.get(w.state, 1), w.idle_since or 0.0))
         self.status = f"draining to {mx} (max_containers)"
         surplus = tuple(w.worker_id for w in order[: len(live) - mx])
-        return StopWorkers(surplus, f"above max_containers={mx}")
+        return StopWorkers(surplus, f"stopping {len(surplus)}, busy ones after their input")
 
     def _waiting_for_cap(self, holders: Sequence[CapHolder]) -> str:
         if not holders:
