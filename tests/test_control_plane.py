@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fakes import Harness
+from fakes import FakeWorker, Harness
 
 import nbscale
 from nbscale_runtime import protocol
@@ -31,6 +31,14 @@ def fail_on_two(x: int) -> int:
 @pytest.fixture
 def h() -> Iterator[Harness]:
     harness = Harness(max_workers_total=4)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def manual() -> Iterator[Harness]:
+    """A harness whose workers do only what the test tells them."""
+    harness = Harness(auto=False)
     yield harness
     harness.close()
 
@@ -251,56 +259,57 @@ def test_a_spawned_calls_wait_for_outputs_ends_at_its_timeout(h):
 # --- versions -------------------------------------------------------------------------------
 
 
-def test_a_worker_of_another_python_breaks_the_pool_until_registered_again():
-    h = Harness(auto=False)
-    try:
-        pool = h.caller.register(square, FunctionOptions(max_containers=1))
-        call = h.caller.submit(pool, [1, 2])
-        [worker] = h.workers()
-        worker.register(python="3.8.10")
-        errors = list(h.caller.values(call).values())
-        assert len(errors) == 2 and isinstance(errors[0], nbscale.VersionMismatchError)
-        assert "Python 3.8.10 on the worker" in str(errors[0])
-        assert worker.stop == "kill"
-        late = h.caller.submit(pool, [3])
-        assert isinstance(h.caller.values(late)[0], nbscale.VersionMismatchError)
-        h.tick()  # the killed worker exits
-        h.caller.register(square, FunctionOptions(max_containers=1))  # a fresh chance
-        again = h.caller.submit(pool, [4])
-        assert h.caller.outputs[again] == []
-        [fresh] = h.workers()
-        assert fresh is not worker
-    finally:
-        h.close()
+def test_a_worker_of_another_python_breaks_the_pool_until_registered_again(manual):
+    h = manual
+    pool = h.caller.register(square, FunctionOptions(max_containers=1))
+    call = h.caller.submit(pool, [1, 2])
+    [worker] = h.workers()
+    worker.register(python="3.8.10")
+    errors = list(h.caller.values(call).values())
+    assert len(errors) == 2 and isinstance(errors[0], nbscale.VersionMismatchError)
+    assert "Python 3.8.10 on the worker" in str(errors[0])
+    assert worker.stop == "kill"
+    late = h.caller.submit(pool, [3])
+    assert isinstance(h.caller.values(late)[0], nbscale.VersionMismatchError)
+    h.tick()  # the killed worker exits
+    h.caller.register(square, FunctionOptions(max_containers=1))  # a fresh chance
+    again = h.caller.submit(pool, [4])
+    assert h.caller.outputs[again] == []
+    [fresh] = h.workers()
+    assert fresh is not worker
 
 
 # --- broken pools ---------------------------------------------------------------------------
 
 
-def test_a_broken_pool_fails_every_waiting_input_once_delayed_retries_included():
-    h = Harness(auto=False)
-    try:
-        options = FunctionOptions(
-            max_containers=2, retries=RetryPolicy(max_retries=1, initial_delay=5.0)
-        )
-        pool = h.caller.register(fail_on_two, options)
-        call = h.caller.submit(pool, [2, 5])
-        first, second = h.workers(pool)
-        first.register()
-        first.ask(1)
-        first.finish()  # input 0 (x=2) fails: its retry waits 5 s
-        assert h.pool(pool)["backlog"] == 2  # the retry and input 1
-        second.register(python="3.8.10")  # cannot run this caller's pickles: the pool breaks
-        outcomes = h.caller.values(call)
-        assert sorted(outcomes) == [0, 1]
-        assert all(isinstance(e, nbscale.VersionMismatchError) for e in outcomes.values())
-        assert h.pool(pool)["backlog"] == 0
-        first.ask(1)
-        h.tick(6.0)
-        assert first.held == []  # the retry was dropped with the rest
-        assert len(h.caller.outputs[call]) == 2  # each input's outcome reported once
-    finally:
-        h.close()
+def a_retry_waiting(h: Harness, max_containers: int) -> tuple[str, str, FakeWorker]:
+    """A pool whose first worker failed input 0 (its retry waits 5 s), input 1 pending;
+    returns the pool, the call and that worker."""
+    retries = RetryPolicy(max_retries=1, initial_delay=5.0)
+    pool = h.caller.register(
+        fail_on_two, FunctionOptions(max_containers=max_containers, retries=retries)
+    )
+    call = h.caller.submit(pool, [2, 5])
+    worker = h.workers(pool)[0]
+    worker.register()
+    worker.ask(1)
+    worker.finish()  # x=2 raises
+    assert h.pool(pool)["backlog"] == 2  # the retry and input 1
+    return pool, call, worker
+
+
+def test_a_broken_pool_fails_every_waiting_input_once_delayed_retries_included(manual):
+    pool, call, first = a_retry_waiting(manual, max_containers=2)
+    second = manual.workers(pool)[1]
+    second.register(python="3.8.10")  # cannot run this caller's pickles: the pool breaks
+    outcomes = manual.caller.values(call)
+    assert sorted(outcomes) == [0, 1]
+    assert all(isinstance(e, nbscale.VersionMismatchError) for e in outcomes.values())
+    assert manual.pool(pool)["backlog"] == 0
+    first.ask(1)
+    manual.tick(6.0)
+    assert first.held == []  # the retry was dropped with the rest
+    assert len(manual.caller.outputs[call]) == 2  # each input's outcome reported once
 
 
 def test_a_broken_pool_gives_back_its_pending_spawns_room():
@@ -319,26 +328,14 @@ def test_a_broken_pool_gives_back_its_pending_spawns_room():
         h.close()
 
 
-def test_launch_failures_fail_delayed_retries_too():
-    h = Harness(auto=False)
-    try:
-        options = FunctionOptions(
-            max_containers=1, retries=RetryPolicy(max_retries=1, initial_delay=5.0)
-        )
-        pool = h.caller.register(fail_on_two, options)
-        call = h.caller.submit(pool, [2, 5])
-        [worker] = h.workers(pool)
-        worker.register()
-        worker.ask(1)
-        worker.finish()  # input 0 fails: retried in 5 s
-        worker.die(1)  # the worker goes; every relaunch fails
-        h.launcher.fail_next(3, "no such image")
-        h.tick()
-        h.tick(1.1)
-        h.tick(2.1)
-        outcomes = h.caller.values(call)
-        assert sorted(outcomes) == [0, 1]
-        assert all(isinstance(e, nbscale.LaunchError) for e in outcomes.values())
-        assert h.pool(pool)["backlog"] == 0
-    finally:
-        h.close()
+def test_launch_failures_fail_delayed_retries_too(manual):
+    pool, call, worker = a_retry_waiting(manual, max_containers=1)
+    worker.die(1)  # the worker goes; every relaunch fails
+    manual.launcher.fail_next(3, "no such image")
+    manual.tick()
+    manual.tick(1.1)
+    manual.tick(2.1)
+    outcomes = manual.caller.values(call)
+    assert sorted(outcomes) == [0, 1]
+    assert all(isinstance(e, nbscale.LaunchError) for e in outcomes.values())
+    assert manual.pool(pool)["backlog"] == 0

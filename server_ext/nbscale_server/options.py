@@ -51,7 +51,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionOptions:
     timeout: float = DEFAULT_TIMEOUT
     retries: RetryPolicy = field(default_factory=RetryPolicy)
