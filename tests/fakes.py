@@ -7,10 +7,12 @@ the real wire protocol (messages encoded and decoded, payloads pickled) through 
 control plane's own receivers; the caller is linked in-process as the embedded client is;
 time is a number the test moves; housekeeping runs when the test calls ``tick``.
 
-A fake worker does only what the test tells it (``register``, ``ask``, ``finish``,
-``fail``, ``hang``, ``die``), except in ``auto`` mode (the default), where on each tick it
-registers when started and asks for inputs while it has none, as a real worker does, and
-leaves when told to stop once it has nothing left to run.
+A fake worker runs inputs only when the test says so (``finish``, or ``finish(error=...)``
+to fail them), and hangs or dies on command (``hang``, ``die``). In ``auto`` mode (the
+default) it does the rest on each tick, as a real worker does: it registers once started,
+asks for inputs while it has none, heartbeats, reports inputs cancelled while running, and
+leaves when told to stop once it has nothing left to run; otherwise the test also calls
+``register``, ``ask`` and ``heartbeat`` itself.
 """
 
 from __future__ import annotations
@@ -132,9 +134,12 @@ class FakeWorker:
         running = [[h[0], h[1]] for h in self.held[: self.options.max_inputs]]
         self.send(protocol.Heartbeat(self.worker_id, running, {}))
 
-    def finish(self, n: int | None = None, want: int = 0) -> list[int]:
+    def finish(
+        self, n: int | None = None, want: int = 0, error: Exception | None = None
+    ) -> list[int]:
         """Run its first ``n`` held inputs (all by default) and report them in one batch;
-        returns their indices; ``want`` asks for more inputs in the same message."""
+        returns their indices; ``want`` asks for more inputs in the same message. With
+        ``error``, each of them raises it instead of running."""
         count = len(self.held) if n is None else min(n, len(self.held))
         done, self.held = self.held[:count], self.held[count:]
         writer = PayloadWriter()
@@ -142,6 +147,8 @@ class FakeWorker:
         assert self.fn is not None, "the worker has no function yet"
         for call_id, index, attempt, args, kwargs in done:
             try:
+                if error is not None:
+                    raise error
                 where = writer.add(self.fn(*args, **kwargs))
                 status = STATUS_OK
             except Exception as exc:

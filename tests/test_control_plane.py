@@ -198,7 +198,18 @@ def test_a_silent_worker_is_killed_after_the_heartbeat_timeout_and_its_input_ret
         h.close()
 
 
-# --- retries --------------------------------------------------------------------------------
+# --- errors and retries ---------------------------------------------------------------------
+
+
+def test_an_error_on_a_worker_reaches_the_caller_as_its_own_type(h):
+    pool = h.caller.register(square, FunctionOptions(max_containers=1))
+    call = h.caller.submit(pool, [3])
+    h.tick(steps=2)
+    [worker] = h.workers(pool)
+    worker.finish(error=KeyError("gone"))
+    [out] = h.caller.outputs[call]
+    assert isinstance(out.value, KeyError) and out.attempt == 1 and not out.ok
+    assert (h.pool(pool)["failed"], h.pool(pool)["done"]) == (1, 0)
 
 
 def test_a_failed_input_is_retried_after_its_delay_not_before(h):
