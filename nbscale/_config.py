@@ -73,7 +73,8 @@ SETTINGS: dict[str, Setting] = {
             "auto",
             _choice("auto", "process", "docker"),
             "What runs workers: process (local subprocesses), docker (containers), or auto "
-            "(docker when a Docker engine answers, else process).",
+            "(docker when Docker can serve: the engine answers and the base image exists or "
+            "can be pulled now; else process, saying why).",
         ),
         Setting(
             "docker_network",
@@ -86,8 +87,8 @@ SETTINGS: dict[str, Setting] = {
             "base_image",
             "nbscale/base:bookworm",
             str,
-            "The base of Image.debian_slim() and Image.from_kernel() (scripts/docker-setup "
-            "builds the default one offline).",
+            "The base of Image.debian_slim() and Image.from_kernel(); `nbscale images base` "
+            "makes it.",
         ),
     ]
 }
@@ -165,4 +166,5 @@ def control_plane_config() -> Any:
         python=get("python"),
         launcher=get("launcher"),
         docker_network=get("docker_network"),
+        base_image=get("base_image"),
     )

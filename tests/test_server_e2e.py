@@ -81,7 +81,7 @@ class Server(JupyterProcess):
     def __init__(self, tmp: Path) -> None:
         config = {
             "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
-            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
         }
         super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools")
 

@@ -106,6 +106,7 @@ def test_typescript_is_formatted_and_lint_free(node_modules: None) -> None:
 # Each JSON model of the server (server_ext/nbscale_server/models.py) and its TypeScript
 # mirror (labextension/src/models.ts).
 MIRRORS = {
+    "StatusModel": "IStatus",
     "AutoscalerSettingsModel": "IAutoscalerSettings",
     "AutoscalerChanges": "IAutoscalerChanges",
     "ContainersByState": "IContainersByState",
@@ -162,7 +163,9 @@ class Lab(JupyterProcess):
     """`jupyter lab` in a subprocess, with its own settings and workspace dirs."""
 
     def __init__(self, tmp: Path, server_extension: bool = True) -> None:
-        config: dict[str, Any] = {"NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4}}
+        config: dict[str, Any] = {
+            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"}
+        }
         if not server_extension:
             config["ServerApp"] = {"jpserver_extensions": {"nbscale_server": False}}
         settings_dir = tmp / "settings"

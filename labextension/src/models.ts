@@ -3,6 +3,7 @@
  * `server_ext/nbscale_server/models.py` field for field (snake_case, as sent).
  *
  * Routes, relative to `<base_url>/nbscale/api/`:
+ * - `GET status` -> `IStatus`
  * - `GET pools` -> `IPool[]`; `GET|PATCH|DELETE pools/{id}` -> `IPool`
  *   (PATCH body: `IAutoscalerChanges`; DELETE stops the pool)
  * - `GET calls` -> `ICall[]`; `GET calls/{id}` -> `ICallDetail`; `DELETE calls/{id}` -> `ICall`
@@ -10,6 +11,17 @@
  * - WebSocket `events` -> an `ISnapshotMessage`, then `IChangesMessage`s
  * - errors -> `IError` with 400, 404 or 429
  */
+
+/**
+ * The control plane itself: nbscale's version, and what runs its workers and why
+ * (`launcher_reason`, e.g. "Docker engine found, but no base image nbscale/base:bookworm:
+ * run `nbscale images base`").
+ */
+export interface IStatus {
+  version: string;
+  launcher: 'process' | 'docker';
+  launcher_reason: string;
+}
 
 /** A pool's autoscaler settings (Modal's names and meanings). */
 export interface IAutoscalerSettings {

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import zmq
 
-from nbscale_runtime import protocol
+from nbscale_runtime import __version__, protocol
 from nbscale_runtime.protocol import (
     STATUS_INIT_FAILED,
     STATUS_REJECTED,
@@ -35,7 +35,14 @@ from nbscale_runtime.serialization import pack, split_payload
 from . import reports
 from .autoscaler import LaunchWorkers, StopWorkers
 from .channel import Channel, unbounded
-from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, make_launcher
+from .launchers import (
+    Launcher,
+    LauncherChoice,
+    LaunchFailed,
+    WorkerHandle,
+    WorkerSpec,
+    start_launcher,
+)
 from .limits import Limits, admit, describe
 from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
 from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
@@ -66,8 +73,9 @@ class ControlPlaneConfig:
     bind_host: str = "127.0.0.1"
     client_endpoint: str | None = None  # default: ipc in the private directory
     python: str | None = None  # the interpreter of process workers; default: this one
-    launcher: str = "process"  # "process", "docker" or "auto" (docker when an engine answers)
+    launcher: str = "process"  # "process", "docker" or "auto" (launchers/selection.py)
     docker_network: str = "bridge"  # Docker workers: "bridge" (our own network) or "host"
+    base_image: str | None = None  # what default worker images build on, checked by "auto"
 
 
 class RequestError(Exception):
@@ -97,13 +105,19 @@ class ControlPlane:
         self.config = config or ControlPlaneConfig()
         self.ctx = ctx or zmq.Context()
         self.dir = private_dir()
-        try:
-            self.launcher = launcher or make_launcher(
-                self.config.launcher, self.dir, self.config.python, self.config.docker_network
-            )
-        except LaunchFailed:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise
+        cfg = self.config
+        if launcher is not None:
+            choice = LauncherChoice(launcher.name, "given to the control plane")
+        else:
+            try:  # decided once, here: auto probes Docker (launchers/selection.py)
+                launcher, choice = start_launcher(
+                    cfg.launcher, self.dir, cfg.python, cfg.docker_network, cfg.base_image
+                )
+            except LaunchFailed:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+        self.launcher = launcher
+        self.launcher_choice = choice
         self.pools: dict[str, Pool] = {}
         self.calls: dict[str, CallState] = {}
         self.workers: dict[str, WorkerState] = {}
@@ -190,7 +204,9 @@ class ControlPlane:
         return {
             "client_endpoint": self.client_endpoint,
             "worker_endpoint": self.worker_endpoint,
+            "version": __version__,
             "launcher": self.launcher.name,
+            "launcher_reason": self.launcher_choice.reason,  # why this launcher, in a line
             "pid": os.getpid(),
             "limits": dataclasses.asdict(self.config.limits),
             # public by nature: workers need it to verify the server; it grants nothing

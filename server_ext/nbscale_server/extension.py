@@ -36,11 +36,12 @@ class NbScale(ExtensionApp):
 
     launcher = Enum(
         ["process", "docker", "auto"],
-        default_value="process",
+        default_value="auto",
         help="How workers are started: 'process' runs each as a local subprocess of the "
         "server's Python (see `python`); 'docker' runs each in a container of its own "
-        "(kernels build the images: nbscale.Image); 'auto' is docker when a Docker engine "
-        "answers, else process.",
+        "(kernels build the images: nbscale.Image); 'auto' is docker when Docker can serve "
+        "(the engine answers and the base image, NBSCALE_BASE_IMAGE, exists or can be pulled "
+        "now), else process; the sidebar and nbscale.status() say which and why.",
     ).tag(config=True)
 
     docker_network = Enum(
@@ -136,6 +137,8 @@ class NbScale(ExtensionApp):
 
     def control_plane_config(self) -> ControlPlaneConfig:
         """The traits, as the control plane's settings."""
+        from nbscale._config import get as client_setting
+
         return ControlPlaneConfig(
             limits=Limits(
                 max_pending_inputs=self.max_pending_inputs,
@@ -153,6 +156,8 @@ class NbScale(ExtensionApp):
             python=self.python,
             launcher=self.launcher,
             docker_network=self.docker_network,
+            # the client setting the kernels build their images on, so "auto" checks theirs
+            base_image=client_setting("base_image"),
         )
 
     def initialize_handlers(self) -> None:
@@ -167,9 +172,11 @@ class NbScale(ExtensionApp):
         info = {**plane.connection_info(), "jupyter_server_url": serverapp.connection_url}
         self.publication = Publication(serverapp.runtime_dir, info)
         self.log.info(
-            "nbscale control plane at %s (connection file %s)",
+            "nbscale control plane at %s (connection file %s); workers: %s (%s)",
             plane.client_endpoint,
             self.publication.path,
+            plane.launcher.name,
+            plane.launcher_choice.reason,
         )
 
     async def stop_extension(self) -> None:

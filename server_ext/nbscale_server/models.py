@@ -6,6 +6,7 @@ and the control plane's public methods return them; a TypeScript client mirrors 
 
 Routes (all authenticated with the Jupyter server's token or login):
 
+- ``GET status`` -> ``StatusModel``
 - ``GET pools`` -> ``list[PoolModel]``
 - ``GET pools/{id}`` -> ``PoolModel``
 - ``PATCH pools/{id}`` with ``AutoscalerChanges`` -> ``PoolModel``
@@ -21,6 +22,16 @@ Routes (all authenticated with the Jupyter server's token or login):
 from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
+
+
+class StatusModel(TypedDict):
+    """The control plane itself: nbscale's version, and what runs its workers and why, as
+    ``nbscale.status()`` says it (``launcher_reason``: e.g. "Docker engine found, but no
+    base image nbscale/base:bookworm: run `nbscale images base`")."""
+
+    version: str
+    launcher: Literal["process", "docker"]
+    launcher_reason: str
 
 
 class AutoscalerSettingsModel(TypedDict):
