@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbscale
 
@@ -25,6 +25,9 @@ from . import _config, _kernel_env
 from ._loop import get_loop
 from ._views.render import workers_line, workers_text
 from .exceptions import NbscaleError
+
+if TYPE_CHECKING:
+    from nbscale_server.launchers.selection import DockerFacts
 
 PACKAGES = ("pyzmq", "cloudpickle", "docker", "nvidia-ml-py", "jupyterlab", "ipykernel")
 _TIMEOUT = 5.0  # seconds any one question (to Docker, to a control plane) may take
@@ -111,12 +114,17 @@ def _workers() -> list[Finding]:
         workers = Finding("workers", f"{said} [launcher={requested}]")
     except LaunchFailed as exc:
         workers = Finding("workers", f"launcher={requested}, but {exc}", True)
-    return [workers, *_docker(facts.engine, facts.engine_problem, base, requested == "docker")]
+    return [workers, *_docker(facts, base, requested == "docker")]
 
 
-def _docker(engine: str, problem: str | None, base: str, needed: bool) -> list[Finding]:
-    if problem is not None:
-        return [Finding("docker", f"no engine answers at {engine} ({problem})", needed)]
+def _docker(facts: DockerFacts, base: str, needed: bool) -> list[Finding]:
+    engine = facts.engine
+    if facts.engine_problem is not None:
+        return [
+            Finding("docker", f"no engine answers at {engine} ({facts.engine_problem})", needed)
+        ]
+    if facts.sdk_problem is not None:
+        return [Finding("docker", f"the docker package does not import: {facts.sdk_problem}", True)]
     import docker
 
     from ._base_image import base_python
