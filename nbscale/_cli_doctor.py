@@ -147,11 +147,12 @@ def _docker(facts: DockerFacts, base: str, needed: bool) -> list[Finding]:
         return [Finding("docker", f"engine at {engine} stopped answering: {exc}", needed)]
     finally:
         client.close()
-    if rows:
-        newest = rows[0]
+    tagged = [row for row in rows if not row["tag"].startswith("<none>")]
+    if tagged:
+        newest = tagged[0]
         age = _age(time.time() - newest["created"])
         images = (
-            f"{len(rows)} built by nbscale; newest {newest['tag']} (Python {newest['python']}, "
+            f"{len(tagged)} built by nbscale; newest {newest['tag']} (Python {newest['python']}, "
             f"{newest['size_mb']} MB, {age} ago)"
         )
     else:

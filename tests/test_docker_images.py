@@ -71,8 +71,8 @@ def test_the_first_map_shows_its_image_build_in_its_view(docker_plane):
     finally:
         nbscale.shutdown()  # its container stops, so the image can go
         built = [re.match(r"built (nbscale/worker:\w+) in ", line) for line in view.lines]
-        for match in filter(None, built):
-            docker_plane.api.remove_image(match[1])
+        for match in filter(None, built):  # by id, with its tag: nothing dangling is left
+            docker_plane.api.remove_image(docker_plane.images.get(match[1]).id, force=True)
     assert view.lines[0] == "shown"
     building = [line for line in view.lines if line.startswith("building worker image ")]
     assert building and "(from_kernel().env(" in building[0]
