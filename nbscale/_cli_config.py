@@ -19,6 +19,7 @@ def add_parser(sub: Any) -> None:
         "(NBSCALE_<KEY>, the config file, or the default)",
     )
     p_config.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p_config.set_defaults(run=run)
 
 
 def _rows() -> list[dict[str, Any]]:

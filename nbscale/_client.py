@@ -187,6 +187,22 @@ async def _connect() -> Client:
     return client
 
 
+async def hello(info: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """What the control plane of a connection file's ``info`` says of itself (version,
+    launcher and why), asked over its socket without staying connected; raises
+    ``ControlPlaneError`` when it does not answer within ``timeout`` seconds."""
+    client = Client(zmq.Context(), info["client_endpoint"])
+    try:
+        await asyncio.wait_for(client.hello(), timeout)
+    except TimeoutError:
+        raise ControlPlaneError(
+            f"no answer from the control plane at {client.endpoint} within {timeout:g} s"
+        ) from None
+    finally:
+        await client.close()
+    return client.server_info
+
+
 def _server_info(path: str | None) -> dict[str, Any] | None:
     """The connection file of a Jupyter server's control plane, or None: no file, or one
     left behind by a server that is gone (then this process embeds its own)."""

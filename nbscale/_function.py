@@ -30,6 +30,7 @@ from ._views.live import REFRESH_INTERVAL
 from .exceptions import CallCancelledError, InvalidError
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
+BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,16 @@ class Function:
         self._pickled = (fp, pickled) if fp is not None and frozen(fp) else None
         return pickled
 
-    async def _pool_id(self, client: Client) -> str:
+    async def _pool_id(self, client: Client, on_build: BuildOutput | None = None) -> str:
+        """The function's pool on ``client``'s control plane, registered on first use (for
+        Docker workers, after its image is built; ``on_build`` gets the build's steps)."""
         data, function_id = self._pickle()
         if self._client is not client:
             self._pools.clear()
             self._client = client
         pool_id = self._pools.get(function_id)
         if pool_id is None:
-            options = await self._wire_options(client)
+            options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
                 0, function_id, self.name, options.to_wire(), [p for p in sys.path if p]
             )
@@ -148,22 +151,29 @@ class Function:
             self._pools[function_id] = pool_id
         return pool_id
 
-    async def _wire_options(self, client: Client) -> FunctionOptions:
+    async def _wire_options(
+        self, client: Client, on_build: BuildOutput | None = None
+    ) -> FunctionOptions:
         """The options as the control plane takes them: for Docker workers the image is the
-        tag of the built image (built here, off the loop, when it does not exist yet); for
-        worker processes there is none."""
+        tag of the built image (built here, off the loop, when it does not exist yet, its
+        steps printed or given to ``on_build``); for worker processes there is none."""
         if client.server_info.get("launcher") != "docker":
             return self.options
-        from ._image_build import build, image_for
+        from ._image_build import build, image_for, print_step
 
-        tag = await asyncio.to_thread(build, image_for(self.raw_f, self.image))
+        image = image_for(self.raw_f, self.image)
+        tag = await asyncio.to_thread(build, image, None, on_build or print_step)
         return dataclasses.replace(self.options, image=tag)
 
     async def _invocation(
-        self, kind: str, order_outputs: bool = True, progress: CallProgress | None = None
+        self,
+        kind: str,
+        order_outputs: bool = True,
+        progress: CallProgress | None = None,
+        on_build: BuildOutput | None = None,
     ) -> Invocation:
         client = await get_client()
-        pool_id = await self._pool_id(client)
+        pool_id = await self._pool_id(client, on_build)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
         return Invocation(
@@ -394,8 +404,9 @@ class MapResults:
             self.progress = CallProgress(self._fn.name)
         return LiveMap(view, self.progress)
 
-    async def _start(self) -> Invocation:
-        inv = await self._fn._invocation("map", self._order, self.progress)
+    async def _start(self, live: LiveMap | None) -> Invocation:
+        on_build = live.preparing if live is not None else None  # an image build's steps
+        inv = await self._fn._invocation("map", self._order, self.progress, on_build)
         inv.start_feeding(self._inputs)
         self.invocation = inv
         return inv
@@ -410,7 +421,14 @@ class MapResults:
     def __iter__(self) -> Iterator[Any]:
         lt = get_loop()
         live = self._live()
-        inv = lt.run(self._start())
+        if live is not None:
+            live.show()
+        try:
+            inv = lt.run(self._start(live))
+        except BaseException as exc:  # e.g. its image could not be built: the view says so
+            if live is not None:
+                live.close(exc)
+            raise
         if live is not None:
             live.start(inv)
         error: BaseException | None = None
@@ -441,7 +459,14 @@ class MapResults:
     async def __aiter__(self) -> AsyncIterator[Any]:
         lt = get_loop()
         live = self._live()
-        inv = await lt.run_aio(self._start())
+        if live is not None:
+            live.show()
+        try:
+            inv = await lt.run_aio(self._start(live))
+        except BaseException as exc:
+            if live is not None:
+                live.close(exc)
+            raise
         if live is not None:
             live.start(inv)
         error: BaseException | None = None

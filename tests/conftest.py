@@ -104,7 +104,7 @@ def jp_server_config() -> dict[str, Any]:
             "allow_unauthenticated_access": False,
             "reraise_server_extension_failures": True,
         },
-        "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+        "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
     }
 
 

@@ -191,5 +191,5 @@ def test_demo_prints_the_docker_launcher():
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "launcher: docker, control plane: embedded" in proc.stdout
+    assert "workers: Docker containers (launcher=docker)" in proc.stdout
     assert "done: 20 results" in proc.stdout

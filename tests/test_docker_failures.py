@@ -81,9 +81,17 @@ def test_missing_image_fails_fast_without_pulling(docker_plane):
 
 
 def test_missing_base_image_is_a_clear_build_error(monkeypatch):
+    from nbscale import _base_image
+
     monkeypatch.setenv("NBSCALE_BASE_IMAGE", "nbscale/no-such-base:never")
-    with pytest.raises(nbscale.ImageBuildError, match="is not on this Docker host: run "):
+    # as here, where no registry answers (elsewhere the base would be pulled and made)
+    monkeypatch.setattr(_base_image, "base_registry_problem", lambda python: "no such host")
+    with pytest.raises(nbscale.ImageBuildError) as info:
         build(nbscale.Image.from_kernel())
+    assert str(info.value) == (
+        "no base image nbscale/no-such-base:never on this Docker host: run "
+        "`nbscale images base` (no registry answers to pull one from: no such host)"
+    )
 
 
 def test_no_docker_engine_is_a_clear_error(fresh_plane):

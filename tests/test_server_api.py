@@ -111,6 +111,7 @@ def ext(nbscale_ext: Any) -> Any:
 
 
 ROUTES = [
+    ("GET", ("status",)),
     ("GET", ("pools",)),
     ("GET", ("pools", "pl-x")),
     ("PATCH", ("pools", "pl-x")),
@@ -139,8 +140,17 @@ async def test_until_the_server_loop_starts_it_the_api_says_it_is_not_running(jp
     assert code == 503 and "not running" in error["message"]
 
 
+async def test_status_says_the_version_and_what_runs_workers_and_why(jp_fetch, ext):
+    status = await _json(jp_fetch, "status")
+    assert status == {
+        "version": nbscale.__version__,
+        "launcher": "process",
+        "launcher_reason": "launcher=process",  # jp_server_config's setting
+    }
+
+
 async def test_unknown_ids_are_404_with_a_message(jp_fetch, ext):
-    for method, parts in ROUTES[1:]:
+    for method, parts in ROUTES[2:]:
         if len(parts) == 1:
             continue
         body = "{}" if method == "PATCH" else None

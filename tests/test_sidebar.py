@@ -149,7 +149,9 @@ class Lab(JupyterProcess):
     """`jupyter lab` in a subprocess, with its own settings and workspace dirs."""
 
     def __init__(self, tmp: Path, server_extension: bool = True) -> None:
-        config: dict[str, Any] = {"NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4}}
+        config: dict[str, Any] = {
+            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"}
+        }
         if not server_extension:
             config["ServerApp"] = {"jpserver_extensions": {"nbscale_server": False}}
         settings_dir = tmp / "settings"

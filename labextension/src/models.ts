@@ -12,6 +12,7 @@
  *
  * Routes (all authenticated with the Jupyter server's token or login):
  *
+ * - `GET status` -> `StatusModel`
  * - `GET pools` -> `list[PoolModel]`
  * - `GET pools/{id}` -> `PoolModel`
  * - `PATCH pools/{id}` with `AutoscalerChanges` -> `PoolModel`
@@ -33,6 +34,7 @@ export type ApiModel =
   | InputStatus
   | EventType
   | EventsMessage
+  | IStatus
   | IAutoscalerSettings
   | IAutoscalerChanges
   | IContainersByState
@@ -317,6 +319,16 @@ export interface IChangeEvent {
    * for container-stopped
    */
   exit_code?: number | null;
+}
+/**
+ * The control plane itself: nbscale's version, and what runs its workers and why, as
+ * `nbscale.status()` says it (`launcher_reason`: e.g. "Docker engine found, but no
+ * base image nbscale/base:bookworm: run `nbscale images base`").
+ */
+export interface IStatus {
+  version: string;
+  launcher: 'process' | 'docker';
+  launcher_reason: string;
 }
 /**
  * The body of `PATCH pools/{id}`: the settings to change; others keep their value.

@@ -36,8 +36,24 @@ def _rate(per_second: float) -> str:
     return f"{per_second:,.0f}/s" if per_second >= 100 else f"{per_second:.3g}/s"
 
 
+def workers_text(info: Mapping[str, Any]) -> str:
+    """``local processes (no Docker engine answers at ...)``: what runs the workers of a
+    control plane, and why, from its connection info (as ``nbscale.status()`` gives it)."""
+    kind = "Docker containers" if info.get("launcher") == "docker" else "local processes"
+    reason = info.get("launcher_reason")
+    return f"{kind} ({reason})" if reason else kind
+
+
+def workers_line(info: Mapping[str, Any]) -> str:
+    """``workers: local processes (...)``, the line the demo and the widget show."""
+    return f"workers: {workers_text(info)}"
+
+
 def counts_line(p: CallProgress) -> str:
-    """``42/100 done · 3 failed · 4 running · 51 pending · 12.3/s · ETA 4.0 s``."""
+    """``42/100 done · 3 failed · 4 running · 51 pending · 12.3/s · ETA 4.0 s``, or what
+    the call waits for before its first input goes out (``building worker image ...``)."""
+    if p.preparing is not None:
+        return p.preparing
     of = f"{p.total:,}" if p.total is not None else f"{p.submitted:,}+"
     parts = [f"{p.done:,}/{of} done"]
     if p.failed:
@@ -68,9 +84,10 @@ def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
-def pool_line(pool: PoolModel | None, throttled_by: str | None) -> str:
+def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
     """``pool: 4 containers (1 starting, 3 busy, 0 idle) · 12 waiting · GPUs: ... ·
-    throttled by ...``; what the autoscaler is doing comes last."""
+    throttled by ...``, then what the autoscaler is doing, then ``workers`` (what runs them
+    and why) when given."""
     parts = []
     if pool is not None:
         c = pool["containers"]
@@ -86,6 +103,8 @@ def pool_line(pool: PoolModel | None, throttled_by: str | None) -> str:
         parts.append(f"throttled by the limit of {throttled_by}")
     if pool is not None and pool["status"]:
         parts.append(pool["status"])
+    if workers:
+        parts.append(workers)
     return " · ".join(parts)
 
 

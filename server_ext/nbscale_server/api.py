@@ -162,6 +162,10 @@ class Api:
     # --- the admin methods: the requests above and the REST API share them --------------
     # Each raises RequestError (kind NotFoundError or InvalidError) for a bad request.
 
+    def connection_info(self) -> dict[str, Any]:
+        """What a client learns at hello: endpoints, version, launcher and why, limits."""
+        return self._connection_info()
+
     def list_pools(self) -> list[PoolModel]:
         now = self.clock()
         return [reports.pool_model(p, now) for p in self.records.pools.values()]

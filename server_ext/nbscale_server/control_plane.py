@@ -30,13 +30,13 @@ from typing import Any
 
 import zmq
 
-from nbscale_runtime import protocol
+from nbscale_runtime import __version__, protocol
 
 from .api import Api
 from .channel import Channel, unbounded
 from .delivery import Delivery
 from .fleet import Fleet
-from .launchers import Launcher, LaunchFailed, make_launcher
+from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
 from .outbox import Deliver, Outbox
 from .pool import Records
 from .security import WorkerAllowList, private_dir
@@ -62,13 +62,19 @@ class ControlPlane:
         self.config = config or ControlPlaneConfig()
         self.ctx = ctx or zmq.Context()
         self.dir = private_dir()
-        try:
-            self.launcher = launcher or make_launcher(
-                self.config.launcher, self.dir, self.config.python, self.config.docker_network
-            )
-        except LaunchFailed:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise
+        cfg = self.config
+        if launcher is not None:
+            choice = LauncherChoice(launcher.name, "given to the control plane")
+        else:
+            try:  # decided once, here: auto probes Docker (launchers/selection.py)
+                launcher, choice = start_launcher(
+                    cfg.launcher, self.dir, cfg.python, cfg.docker_network, cfg.base_image
+                )
+            except LaunchFailed:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+        self.launcher = launcher
+        self.launcher_choice = choice
         self.clock = clock
         self.records = Records()
         self.outbox = Outbox()
@@ -156,7 +162,9 @@ class ControlPlane:
         return {
             "client_endpoint": self.client_endpoint,
             "worker_endpoint": self.worker_endpoint,
+            "version": __version__,
             "launcher": self.launcher.name,
+            "launcher_reason": self.launcher_choice.reason,  # why this launcher, in a line
             "pid": os.getpid(),
             "limits": dataclasses.asdict(self.config.limits),
             # public by nature: workers need it to verify the server; it grants nothing

@@ -57,9 +57,11 @@ class NbScale(ExtensionApp):
         info = {**plane.connection_info(), "jupyter_server_url": serverapp.connection_url}
         self.publication = Publication(serverapp.runtime_dir, info)
         self.log.info(
-            "nbscale control plane at %s (connection file %s)",
+            "nbscale control plane at %s (connection file %s); workers: %s (%s)",
             plane.client_endpoint,
             self.publication.path,
+            plane.launcher.name,
+            plane.launcher_choice.reason,
         )
 
     async def stop_extension(self) -> None:

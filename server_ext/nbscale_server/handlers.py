@@ -25,7 +25,7 @@ from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_RESOU
 
 from .api import Api
 from .errors import RequestError
-from .models import ErrorModel
+from .models import ErrorModel, StatusModel
 
 if TYPE_CHECKING:
     from .events import EventHub
@@ -88,6 +88,20 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
         error: ErrorModel = {"message": message, "reason": exc.reason or responses.get(status_code)}
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(error))
+
+
+class StatusHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The control plane's version and launcher, and why that launcher: ``StatusModel``."""
+        info = self.api.connection_info()
+        status: StatusModel = {
+            "version": info["version"],
+            "launcher": info["launcher"],
+            "launcher_reason": info["launcher_reason"],
+        }
+        self._reply(status)
 
 
 class PoolsHandler(_Handler):
@@ -199,6 +213,7 @@ class EventsHandler(
 def routes() -> list[tuple[str, type[Any]]]:
     """The URL patterns, relative to the server's base URL."""
     return [
+        (rf"{API}/status", StatusHandler),
         (rf"{API}/pools", PoolsHandler),
         (rf"{API}/pools/(?P<pool_id>[^/]+)", PoolHandler),
         (rf"{API}/calls", CallsHandler),

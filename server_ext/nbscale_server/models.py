@@ -8,6 +8,7 @@ docstrings and field comments become their documentation.
 
 Routes (all authenticated with the Jupyter server's token or login):
 
+- ``GET status`` -> ``StatusModel``
 - ``GET pools`` -> ``list[PoolModel]``
 - ``GET pools/{id}`` -> ``PoolModel``
 - ``PATCH pools/{id}`` with ``AutoscalerChanges`` -> ``PoolModel``
@@ -23,6 +24,16 @@ Routes (all authenticated with the Jupyter server's token or login):
 from __future__ import annotations
 
 from typing import Literal, NotRequired, TypedDict
+
+
+class StatusModel(TypedDict):
+    """The control plane itself: nbscale's version, and what runs its workers and why, as
+    ``nbscale.status()`` says it (``launcher_reason``: e.g. "Docker engine found, but no
+    base image nbscale/base:bookworm: run `nbscale images base`")."""
+
+    version: str
+    launcher: Literal["process", "docker"]
+    launcher_reason: str
 
 
 class AutoscalerSettingsModel(TypedDict):

@@ -121,14 +121,6 @@ SETTINGS: dict[str, Setting] = _table(
         "terminal, else off).",
         choices=("auto", "widget", "text", "off"),
     ),
-    Setting(
-        "base_image",
-        str,
-        "nbscale/base:bookworm",
-        "client",
-        "The base of Image.debian_slim() and Image.from_kernel() (scripts/docker-setup builds "
-        "the default one offline).",
-    ),
     # --- read by the control plane (the embedded one's from the client) -------------------
     Setting(
         "launcher",
@@ -137,10 +129,18 @@ SETTINGS: dict[str, Setting] = _table(
         "control plane",
         "What runs workers: process (local subprocesses, of the python setting's "
         "interpreter), docker (a container each; kernels build the images: nbscale.Image), "
-        "or auto (docker when a Docker engine answers, else process); "
-        'nbscale.status()["launcher"] says which.',
+        "or auto (docker when Docker can serve: the engine answers, the docker package "
+        "imports and the base image exists or can be pulled now; else process); "
+        'nbscale.status()["launcher"] and ["launcher_reason"] say which and why.',
         choices=("process", "docker", "auto"),
-        server_default="process",
+    ),
+    Setting(
+        "base_image",
+        str,
+        "nbscale/base:bookworm",
+        "control plane",
+        "The base of Image.debian_slim() and Image.from_kernel(); `nbscale images base` "
+        "makes it, and the auto launcher checks that it exists.",
     ),
     Setting(
         "docker_network",
@@ -289,6 +289,7 @@ class ControlPlaneConfig:
     python: str | None = _server_default("python")
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
+    base_image: str = _server_default("base_image")
     client_endpoint: str | None = None  # default: ipc in the control plane's private directory
 
 

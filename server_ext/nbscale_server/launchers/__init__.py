@@ -2,13 +2,14 @@
 
 from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .process import ProcessLauncher
-from .selection import make_launcher
+from .selection import LauncherChoice, start_launcher
 
 __all__ = [
     "LaunchFailed",
     "Launcher",
+    "LauncherChoice",
     "ProcessLauncher",
     "WorkerHandle",
     "WorkerSpec",
-    "make_launcher",
+    "start_launcher",
 ]
