@@ -159,8 +159,15 @@ async def get_client() -> Client:
 async def _connect() -> Client:
     ctx: zmq.Context[Any] = zmq.Context()
     info = _server_info(os.environ.get("NBSCALE_CONNECTION_FILE"))
+    failure = os.environ.get("NBSCALE_CONNECTION_ERROR")
     if info is not None:
         client = Client(ctx, info["client_endpoint"])
+    elif failure:  # the Jupyter server meant to host it and could not: say so, loudly
+        ctx.term()
+        raise ControlPlaneError(
+            f"{failure}. Fix that and restart the server, or unset NBSCALE_CONNECTION_ERROR "
+            "to run a control plane in this process"
+        )
     else:
         from nbscale_server.control_plane import ControlPlane
         from nbscale_server.launchers import LaunchFailed
@@ -170,6 +177,9 @@ async def _connect() -> Client:
         except LaunchFailed as exc:  # e.g. NBSCALE_LAUNCHER=docker and no engine answers
             ctx.term()
             raise LaunchError(str(exc)) from None
+        except BaseException:  # a bad setting, a full disk: no context left behind
+            ctx.term()
+            raise
         await cp.start()
         client = Client(ctx, cp.client_endpoint, control_plane=cp)
         atexit.register(_shutdown_at_exit)
@@ -208,8 +218,11 @@ def _server_info(path: str | None) -> dict[str, Any] | None:
     left behind by a server that is gone (then this process embeds its own)."""
     if not path or not os.path.exists(path):
         return None
-    with open(path) as f:
-        info: dict[str, Any] = json.load(f)
+    try:
+        with open(path) as f:
+            info: dict[str, Any] = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ControlPlaneError(f"cannot read the connection file {path}: {exc}") from None
     try:
         os.kill(info["pid"], 0)
     except ProcessLookupError:

@@ -32,7 +32,7 @@ from nbscale_server.limits import Limits, describe
 from ._outcomes import Output, decode
 from ._pickling import add_input
 from ._progress import CallProgress
-from .exceptions import CallCancelledError
+from .exceptions import CallCancelledError, InvalidError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -106,6 +106,8 @@ class Invocation:
         self._feeder: asyncio.Task[None] | None = None
         self.feed_error: BaseException | None = None
         self.finished = False
+        max_mib = client.server_info.get("max_input_mib")
+        self.max_input = None if max_mib is None else int(max_mib) << 20
         client.handlers[self.call_id] = self._on_outputs
         if progress is not None:
             client.progress_handlers[self.call_id] = self._on_progress
@@ -116,6 +118,8 @@ class Invocation:
         self, items: list[list[int]], frames: list[Any], total: int | None = None
     ) -> None:
         """Send one chunk; a map waits and resends while a limit refuses it."""
+        if self.max_input is not None:
+            check_input_sizes(items, frames, self.max_input, self.function)
         msg = protocol.SubmitInputs(
             0, self.call_id, self.pool_id, self.kind, items, total, self.progress is not None
         )
@@ -280,3 +284,19 @@ def _pull(
         if clock() > deadline:
             return items, writer.frames(), False
     return items, writer.frames(), index - start < n
+
+
+def check_input_sizes(items: list[list[int]], frames: list[Any], limit: int, name: str) -> None:
+    """Refuse an input over ``limit`` bytes (pickle and buffers) with a clear error, before
+    the control plane drops a connection that sends it."""
+    if sum(memoryview(f).nbytes for f in frames) <= limit:
+        return
+    buffers, at = frames[1:], 0
+    for index, _, length, nbufs in items:
+        size = length + sum(memoryview(b).nbytes for b in buffers[at : at + nbufs])
+        at += nbufs
+        if size > limit:
+            raise InvalidError(
+                f"{name}: input {index} is {size / 2**20:,.1f} MiB, over the limit of "
+                f"{limit >> 20} MiB (the max_input_mib setting)"
+            )

@@ -1,5 +1,7 @@
 """A Jupyter server application (``jupyter server``, ``jupyter lab``) in a subprocess, for the
-end-to-end suites: its own runtime and config directories, a free port and a random token."""
+end-to-end suites: its own runtime, data and config directories, a free port and a random
+token. Started again in the same ``tmp``, it finds what the last one left there (its data
+directory holds nbscale's store of spawned calls)."""
 
 from __future__ import annotations
 
@@ -29,21 +31,25 @@ class JupyterProcess:
         config: dict[str, Any],
         ready_path: str,
         start_timeout: float = 60,
+        runtime_dir: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         """Start ``python -m <app...>`` with ``config`` as its jupyter_server_config.json and
         wait until ``GET ready_path`` answers."""
         self.tmp = tmp
         self.port = free_port()
         self.token = os.urandom(16).hex()
-        self.runtime_dir = tmp / "runtime"
+        self.runtime_dir = runtime_dir or tmp / "runtime"
+        self.data_dir = tmp / "data"
         config_dir = tmp / "config"
-        config_dir.mkdir()
+        config_dir.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
         env["JUPYTER_CONFIG_DIR"] = str(config_dir)
+        env["JUPYTER_DATA_DIR"] = str(self.data_dir)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # the server's own, not an outer one
         self.log_path = tmp / f"{app[0]}.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -55,6 +61,7 @@ class JupyterProcess:
                 "--port-retries=0",
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={tmp}",
+                *args,
             ],
             env=env,
             stdout=self._log,
@@ -85,6 +92,23 @@ class JupyterProcess:
         with urllib.request.urlopen(req, timeout=20) as response:
             text = response.read()
         return json.loads(text) if text else None
+
+    def request_status(self, path: str) -> tuple[int, Any]:
+        """``(status, decoded JSON body)`` of a request that may fail (GET)."""
+        try:
+            return 200, self.request("GET", path)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def connection_file(self) -> Path:
+        """The connection file this server's nbscale control plane published."""
+        return self.runtime_dir / f"nbscale-{self.proc.pid}.json"
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would end it: nothing of it cleans up."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

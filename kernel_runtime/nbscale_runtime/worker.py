@@ -73,6 +73,7 @@ class WorkerConfig:
     endpoint: str
     parent_pid: int | None = None
     heartbeat_interval: float = 1.0
+    max_result_mib: int | None = None  # a bigger result fails, as not serializable
     server_public_key: str | None = None
     public_key: str | None = None
     secret_key: str | None = None
@@ -128,6 +129,7 @@ class Worker:
         self.async_tasks: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
         self.main_thread = threading.get_ident()
         self.gpu_monitor = GpuMonitor()  # no-op without NVML or GPUs
+        self.max_result = None if cfg.max_result_mib is None else cfg.max_result_mib << 20
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -374,7 +376,7 @@ class Worker:
                 where = writer.add_raw(dump_exception(result, skip_frames=1))
             elif status == STATUS_OK:
                 try:
-                    where = writer.add(result)
+                    where = writer.add(result, self.max_result)
                 except Exception as exc:
                     status = STATUS_SERIALIZATION
                     where = writer.add_raw(dump_exception(exc))

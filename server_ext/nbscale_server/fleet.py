@@ -151,6 +151,7 @@ class Fleet:
             "endpoint": self.endpoint,
             "parent_pid": os.getpid() if self.launcher.name == "process" else None,
             "heartbeat_interval": self.config.heartbeat_interval,
+            "max_result_mib": self.config.max_input_mib,
         }
         keys = None
         if self.allow_list is not None:
@@ -162,7 +163,16 @@ class Fleet:
             )
             self.allow_list.allow(keys.public)
         config_path = os.path.join(self.dir, f"{worker_id}.json")
-        write_secret_json(config_path, config)
+        try:
+            write_secret_json(config_path, config)
+        except OSError as exc:  # a full disk fails this launch, not the housekeeping
+            if keys is not None and self.allow_list is not None:
+                self.allow_list.revoke(keys.public)
+            with contextlib.suppress(OSError):
+                os.unlink(config_path)
+            why = exc.strerror or str(exc)
+            self._launch_failed(pool, f"cannot write the worker's config {config_path}: {why}", now)
+            return False
         spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options)
         try:
             handle = self.launcher.start(spec)

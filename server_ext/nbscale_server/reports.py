@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import cast
 
-from nbscale_runtime.protocol import OUT_ATTEMPT, OUT_STATUS, STATUS_OK
-
 from .models import CallDetailModel, CallModel, InputModel, InputStatus, PoolModel
 from .pool import CallState, Pool
 
@@ -18,15 +16,14 @@ def pool_model(pool: Pool, now: float) -> PoolModel:
     return cast("PoolModel", pool.stats(now))
 
 
-def call_model(call: CallState, pool: Pool) -> CallModel:
-    model = cast("CallModel", call.as_dict())
-    model["function"] = pool.name
-    return model
+def call_model(call: CallState) -> CallModel:
+    return cast("CallModel", call.as_dict())
 
 
-def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDetailModel:
-    """The call with the status of inputs ``start`` .. ``start + limit`` (those submitted)."""
-    pending, running = pool.queue.inputs_of(call.call_id)
+def call_detail(call: CallState, pool: Pool | None, start: int, limit: int) -> CallDetailModel:
+    """The call with the status of inputs ``start`` .. ``start + limit`` (those submitted);
+    ``pool``: its pool, None for a stored call whose pool is gone (none of it runs)."""
+    pending, running = pool.queue.inputs_of(call.call_id) if pool else ([], [])
     end = min(start + limit, call.submitted)
     active: dict[int, InputModel] = {}
     for r in pending:
@@ -42,13 +39,13 @@ def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDeta
     for index in range(max(0, start), end):
         model = active.get(index)
         if model is None:
-            model = {"index": index, "status": _settled(call, index), "attempt": 0}
-            stored = call.stored.get(index)
-            if stored is not None:
-                model["attempt"] = int(stored[0][OUT_ATTEMPT])
+            settled = call.outcomes.get(index) if call.outcomes is not None else None
+            model = {"index": index, "status": _settled(call, settled), "attempt": 0}
+            if settled is not None:
+                model["attempt"] = settled[1]
         inputs.append(model)
     return {
-        **call_model(call, pool),
+        **call_model(call),
         "pending": len(pending),
         "running": len(running),
         "start": max(0, start),
@@ -56,11 +53,10 @@ def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDeta
     }
 
 
-def _settled(call: CallState, index: int) -> InputStatus:
+def _settled(call: CallState, settled: tuple[bool, int] | None) -> InputStatus:
     """The status of an input of ``call`` that is neither pending nor running."""
-    stored = call.stored.get(index)
-    if stored is not None:
-        return "done" if stored[0][OUT_STATUS] == STATUS_OK else "failed"
+    if settled is not None:
+        return "done" if settled[0] else "failed"
     if call.cancelled:
         return "cancelled"
     return "finished"

@@ -20,6 +20,7 @@ Where a setting applies (its ``scope``):
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ class Setting:
         if raw is None or isinstance(raw, bool) or (self.kind is int and _fractional(raw)):
             raise ValueError(f"expected {expected}")
         value: float = int(raw) if self.kind is int else float(raw)
+        if not math.isfinite(value):
+            raise ValueError(f"expected {expected}, got {raw!r}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"must be at least {self.minimum:g}")
         return value
@@ -252,7 +255,62 @@ SETTINGS: dict[str, Setting] = _table(
         "The Python interpreter that runs process workers.",
         default_text="the control plane's own",
     ),
+    Setting(
+        "max_input_mib",
+        int,
+        1024,
+        "control plane",
+        "Largest input or result, in MiB: a bigger one fails with a clear error, and a "
+        "connection that announces a message over twice as large is dropped.",
+        minimum=1,
+    ),
+    Setting(
+        "worker_log_mib",
+        int,
+        16,
+        "control plane",
+        "Size in MiB at which a process worker's log file is rotated (the part before is "
+        "kept as <log>.1).",
+        minimum=1,
+    ),
+    Setting(
+        "spawn_retention_days",
+        float,
+        7.0,
+        "control plane",
+        "Days a finished spawned call's results are kept (as on Modal); after that, "
+        "FunctionCall.from_id and .get raise NotFoundError.",
+        minimum=0.0,
+    ),
+    Setting(
+        "spawn_memory_calls",
+        int,
+        10_000,
+        "control plane",
+        "Finished spawned calls the embedded control plane keeps in memory, with their "
+        "results; beyond it (or spawn_memory_mib) the oldest are dropped. A Jupyter "
+        "server's control plane keeps them on disk instead (store_path).",
+        minimum=1,
+    ),
+    Setting(
+        "spawn_memory_mib",
+        int,
+        1024,
+        "control plane",
+        "MiB of spawned calls' results the embedded control plane keeps in memory; beyond "
+        "it the oldest finished calls are dropped.",
+        minimum=1,
+    ),
     # --- read by the Jupyter server extension alone ---------------------------------------
+    Setting(
+        "store_path",
+        str,
+        None,
+        "server",
+        "The SQLite file (WAL) that keeps spawned calls' inputs and results across "
+        "restarts of the server, for spawn_retention_days.",
+        default_text="nbscale.db in the Jupyter data directory",
+    ),
     Setting(
         "events_interval",
         float,
@@ -290,7 +348,18 @@ class ControlPlaneConfig:
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
     base_image: str = _server_default("base_image")
+    max_input_mib: int = _server_default("max_input_mib")
+    worker_log_mib: int = _server_default("worker_log_mib")
+    spawn_retention_days: float = _server_default("spawn_retention_days")
+    spawn_memory_calls: int = _server_default("spawn_memory_calls")
+    spawn_memory_mib: int = _server_default("spawn_memory_mib")
     client_endpoint: str | None = None  # default: ipc in the control plane's private directory
+    store_path: str | None = None  # the SQLite store (a Jupyter server's); None: in memory
+
+    @property
+    def max_message_bytes(self) -> int:
+        """What a peer may announce in one message before it is dropped."""
+        return 2 * self.max_input_mib << 20
 
 
 def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:

@@ -167,6 +167,7 @@ def start_launcher(
     python: str | None = None,
     docker_network: str = "bridge",
     base_image: str | None = None,
+    log_max_bytes: int = 16 << 20,
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker unless ``process`` is asked for) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
@@ -184,4 +185,4 @@ def start_launcher(
             if requested != "auto":
                 raise
             choice = LauncherChoice("process", f"Docker engine found, but {exc}")
-    return ProcessLauncher(log_dir, python), choice
+    return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes), choice
