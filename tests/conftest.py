@@ -30,6 +30,20 @@ def load_gen_contracts() -> ModuleType:
     return module
 
 
+def worker_logs(worker_id: str, after: int | None = None, tail: int = 50) -> Any:
+    """What ``GET containers/{id}/logs?tail=&after=`` answers, from the embedded control
+    plane (on its loop)."""
+    from nbscale._client import get_client
+    from nbscale._loop import get_loop
+
+    async def read() -> Any:
+        plane = (await get_client()).control_plane
+        assert plane is not None, "an embedded control plane"
+        return plane.api.worker_logs(worker_id, tail, after)
+
+    return get_loop().run(read())
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:
     """Poll ``predicate`` until it is true; fail the test with a message on timeout."""
     deadline = time.monotonic() + timeout
