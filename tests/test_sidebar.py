@@ -161,9 +161,16 @@ class Lab(JupyterProcess):
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
+        # This checkout's sidebar, ahead of any installed copy (the first one found wins).
+        built = ROOT / "nbscale" / "labextension"
+        assert (built / "package.json").is_file(), "build it: cd labextension && jlpm build"
+        extensions = tmp / "labextensions"
+        extensions.mkdir()
+        (extensions / "nbscale").symlink_to(built)
         app = [
             "jupyterlab",
             "--ip=127.0.0.1",
+            f"--LabApp.extra_labextensions_path={extensions}",
             f"--LabApp.user_settings_dir={settings_dir}",
             f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
             "--LabApp.expose_app_in_browser=True",

@@ -115,7 +115,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.cancelCall, {
       label: 'Cancel Call',
       caption: "Cancel a call's pending and running inputs (args: id)",
-      execute: args => model.cancelCall(idArgument(args))
+      execute: async args => {
+        const id = idArgument(args);
+        const call = model.state.call(id)?.call;
+        const what = call === undefined ? id : `${call.function}.${call.kind}`;
+        const result = await showDialog({
+          title: 'Cancel this call?',
+          body:
+            `Cancelling ${what} (${id}) drops its pending inputs and stops its ` +
+            'running ones; the results it has not delivered are lost, and a kernel ' +
+            'waiting on it gets CallCancelledError.',
+          buttons: [
+            Dialog.cancelButton({ label: 'Keep running' }),
+            Dialog.warnButton({ label: 'Cancel call' })
+          ]
+        });
+        if (result.button.accept) {
+          await model.cancelCall(id);
+        }
+      }
     });
 
     palette?.addItem({ command: CommandIDs.open, category: 'nbscale' });

@@ -1,6 +1,6 @@
 /** Models as the server sends them, with only what a test changes spelled out. */
 
-import { ICall, IContainer, IPool } from '../models';
+import { ICall, IContainer, ILogLine, ILogs, IPool } from '../models';
 
 export function pool(overrides: Partial<IPool> = {}): IPool {
   return {
@@ -35,6 +35,8 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
 export function container(overrides: Partial<IContainer> = {}): IContainer {
   return {
     id: 'wk-00000001',
+    name: null,
+    image: null,
     state: 'busy',
     pid: 4242,
     uptime: 12.5,
@@ -58,6 +60,28 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     failed: 0,
     cancelled: false,
     finished: false,
+    ...overrides
+  };
+}
+
+export function logLine(text: string, index: number | null = 0): ILogLine {
+  return {
+    time: index === null ? null : 1_700_000_000 + (index ?? 0),
+    call_id: index === null ? null : 'fc-0123456789ab00000001',
+    index,
+    text
+  };
+}
+
+export function logs(overrides: Partial<ILogs> = {}): ILogs {
+  return {
+    container_id: 'wk-00000001',
+    pool_id: 'pl-000000000001',
+    tail: 200,
+    logs: '',
+    lines: [],
+    cursor: 0,
+    skipped: false,
     ...overrides
   };
 }
