@@ -227,7 +227,16 @@ export function describeEvent(event: IChangeEvent): string {
   }
 }
 
-/** A short id for narrow columns: "wk-1a2b3c4d5e6f" -> "wk-1a2b3c". */
+/**
+ * A short id for narrow columns: "wk-1a2b3c4d5e6f" -> "wk-1a2b3c". A call id is "fc-",
+ * 12 hex digits of the process that made it, then an 8-digit counter: its short form keeps
+ * what tells calls apart, the process's first digits and the counter ("fc-1b61…0003").
+ */
 export function shortId(id: string, length = 9): string {
+  const call = /^fc-([0-9a-f]{12})([0-9a-f]{8})$/.exec(id);
+  if (call !== null) {
+    const counter = call[2].replace(/^0+(?=[0-9a-f]{4})/, '');
+    return `fc-${call[1].slice(0, 4)}…${counter}`;
+  }
   return id.length > length ? id.slice(0, length) : id;
 }

@@ -201,6 +201,17 @@ describe('describeEvent', () => {
     expect(shortId('wk-1a2b3c4d5e6f')).toBe('wk-1a2b3c');
     expect(shortId('wk-1')).toBe('wk-1');
   });
+
+  it('keeps the counter of a call id: two calls of one kernel never look alike', () => {
+    const first = shortId('fc-1b61edf8a9c000000000', 11);
+    const second = shortId('fc-1b61edf8a9c000000001', 11);
+    expect(first).toBe('fc-1b61…0000');
+    expect(second).toBe('fc-1b61…0001');
+    expect(shortId('fc-1b61edf8a9c0000123ab')).toBe('fc-1b61…123ab');
+    expect(
+      formatWorkerInputs(1, [{ call_id: 'fc-1b61edf8a9c00000002a', index: 3 }])
+    ).toBe('input 3 (fc-1b61…002a)');
+  });
 });
 
 describe('formatRequest', () => {
