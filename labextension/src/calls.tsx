@@ -10,7 +10,7 @@ import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { CommandIDs } from './commands';
-import { callProgress, fromIdCode, isCancellable, shortCallId } from './format';
+import { callProgress, fromIdCode, isCancellable, shortId } from './format';
 import { ICallEntry } from './state';
 
 /** How long the copy button says "copied" (ms). */
@@ -37,7 +37,7 @@ export function CallRow(props: {
         </span>
         <span className="nbscale-Call-kind">.{call.kind}</span>
         <span className="nbscale-Id" title={call.id}>
-          {shortCallId(call.id)}
+          {shortId(call.id)}
         </span>
       </div>
       <div

@@ -16,7 +16,7 @@ import {
   formatWorkerInputs,
   gpuUse,
   liveUptime,
-  shortCallId
+  shortId
 } from './format';
 import { ILogView, LOG_POLL_INTERVAL } from './logs';
 import { IContainer, IPool } from './models';
@@ -169,7 +169,7 @@ function ContainerLogs(props: {
                   title={
                     line.call_id === null
                       ? 'outside any input'
-                      : `input ${line.index} of ${shortCallId(line.call_id)}`
+                      : `input ${line.index} of ${shortId(line.call_id)}`
                   }
                 >
                   {line.index === null ? '' : `#${line.index}`}

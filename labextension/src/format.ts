@@ -210,7 +210,7 @@ export function describeWorkerInputs(
     return count > 0 ? `${plural(count, 'input')} running` : 'no input';
   }
   const first = inputs[0];
-  const head = `input ${first.index} of ${shortCallId(first.call_id)}`;
+  const head = `input ${first.index} of ${shortId(first.call_id)}`;
   return count > 1 ? `${head}, ${count - 1} more queued` : head;
 }
 
@@ -281,18 +281,6 @@ export function fromIdCode(callId: string): string {
   return `nbscale.FunctionCall.from_id("${callId}")`;
 }
 
-/**
- * A call id for a narrow column, keeping the part that differs: the ids of one kernel's
- * calls ("fc-" + 12 hex digits of the process + an 8-digit counter) share their start,
- * so "fc-1b61…000003" keeps a little of each.
- */
-export function shortCallId(id: string): string {
-  const match = /^fc-([0-9a-f]{4})[0-9a-f]{8}[0-9a-f]{2}([0-9a-f]{6})$/.exec(
-    id
-  );
-  return match === null ? shortId(id, 14) : `fc-${match[1]}…${match[2]}`;
-}
-
 /** A log line's time, local: "14:03:07". */
 export function formatClock(seconds: number): string {
   const d = new Date(seconds * 1000);
@@ -323,11 +311,20 @@ export function describeEvent(event: IChangeEvent): string {
       return `${container} stopped${exit}`;
     }
     case 'call-cancelled':
-      return `call ${shortCallId(event.call_id ?? '')} cancelled`;
+      return `call ${shortId(event.call_id ?? '')} cancelled`;
   }
 }
 
-/** A short id for narrow columns: "wk-1a2b3c4d5e6f" -> "wk-1a2b3c". */
+/**
+ * A short id for narrow columns: "wk-1a2b3c4d5e6f" -> "wk-1a2b3c". A call id is "fc-",
+ * 12 hex digits of the process that made it, then an 8-digit counter: its short form keeps
+ * what tells calls apart, the process's first digits and the counter ("fc-1b61…0003").
+ */
 export function shortId(id: string, length = 9): string {
+  const call = /^fc-([0-9a-f]{12})([0-9a-f]{8})$/.exec(id);
+  if (call !== null) {
+    const counter = call[2].replace(/^0+(?=[0-9a-f]{4})/, '');
+    return `fc-${call[1].slice(0, 4)}…${counter}`;
+  }
   return id.length > length ? id.slice(0, length) : id;
 }

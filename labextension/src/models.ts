@@ -35,6 +35,7 @@ export type ApiModel =
   | EventType
   | EventsMessage
   | IStatus
+  | IOwner
   | IAutoscalerSettings
   | IAutoscalerChanges
   | IContainersByState
@@ -145,6 +146,7 @@ export interface IPool {
    * its latest events, oldest first
    */
   events: IPoolEvent[];
+  owner: IOwner;
 }
 /**
  * A pool's autoscaler settings (Modal's names and meanings).
@@ -278,6 +280,33 @@ export interface IPoolEvent {
   message: string;
 }
 /**
+ * Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
+ * knows it) or a script. Pools are per owner: two notebooks that define the same function
+ * get pools of their own.
+ */
+export interface IOwner {
+  /**
+   * the Jupyter kernel's id; None outside a kernel
+   */
+  kernel_id: string | null;
+  /**
+   * the notebook's path relative to the server root; None if unknown
+   */
+  notebook: string | null;
+  /**
+   * a label: the notebook's or script's file name, "kernel 1b61edf8", "pid 42"
+   */
+  name: string;
+  /**
+   * the process id of the client
+   */
+  pid: number;
+  /**
+   * the host name of the client
+   */
+  host: string;
+}
+/**
  * One function call: a `.map()`, `.remote()` or `.spawn()`/`.spawn_map()`.
  * Calls whose results stream to a kernel are listed until they finish; spawned calls
  * stay, with their results, until the server stops.
@@ -302,6 +331,7 @@ export interface ICall {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  owner: IOwner;
 }
 /**
  * Then, at most a few times a second, what changed since the last message: pools and
@@ -389,6 +419,7 @@ export interface ICallDetail {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  owner: IOwner;
   pending: number;
   running: number;
   start: number;

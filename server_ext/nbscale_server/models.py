@@ -36,6 +36,18 @@ class StatusModel(TypedDict):
     launcher_reason: str
 
 
+class OwnerModel(TypedDict):
+    """Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
+    knows it) or a script. Pools are per owner: two notebooks that define the same function
+    get pools of their own."""
+
+    kernel_id: str | None  # the Jupyter kernel's id; None outside a kernel
+    notebook: str | None  # the notebook's path relative to the server root; None if unknown
+    name: str  # a label: the notebook's or script's file name, "kernel 1b61edf8", "pid 42"
+    pid: int  # the process id of the client
+    host: str  # the host name of the client
+
+
 class AutoscalerSettingsModel(TypedDict):
     """A pool's autoscaler settings (Modal's names and meanings)."""
 
@@ -155,6 +167,7 @@ class PoolModel(TypedDict):
     # (this one included); empty otherwise
     cap_holders: list[CapHolderModel]
     events: list[PoolEventModel]  # its latest events, oldest first
+    owner: OwnerModel  # the kernel or script that created it
 
 
 CallKind = Literal["map", "remote", "spawn"]
@@ -175,6 +188,7 @@ class CallModel(TypedDict):
     failed: int
     cancelled: bool
     finished: bool
+    owner: OwnerModel  # the kernel or script that made the call
 
 
 InputStatus = Literal["pending", "running", "finished", "done", "failed", "cancelled"]

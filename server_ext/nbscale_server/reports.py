@@ -31,7 +31,7 @@ def pool_model(pool: Pool, now: float) -> PoolModel:
 
 def call_model(call: CallState, pool: Pool) -> CallModel:
     model = cast("CallModel", call.as_dict())
-    model["function"] = pool.name
+    model["function"] = call.function or pool.name
     return model
 
 

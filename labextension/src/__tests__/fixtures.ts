@@ -1,6 +1,17 @@
 /** Models as the server sends them, with only what a test changes spelled out. */
 
-import { ICall, IContainer, ILogLine, ILogs, IPool } from '../models';
+import { ICall, IContainer, ILogLine, ILogs, IOwner, IPool } from '../models';
+
+export function owner(overrides: Partial<IOwner> = {}): IOwner {
+  return {
+    kernel_id: '1b61edf8-0000-4000-8000-000000000001',
+    notebook: 'sweep.ipynb',
+    name: 'sweep.ipynb',
+    pid: 4242,
+    host: 'box',
+    ...overrides
+  };
+}
 
 export function pool(overrides: Partial<IPool> = {}): IPool {
   return {
@@ -28,6 +39,7 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
     stopped: false,
     cap_holders: [],
     events: [],
+    owner: owner(),
     ...overrides
   };
 }
@@ -60,6 +72,7 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     failed: 0,
     cancelled: false,
     finished: false,
+    owner: owner(),
     ...overrides
   };
 }
