@@ -47,9 +47,17 @@ class LogLine:
     text: str
 
 
+# The last second formatted, (second, text): strftime is most of a prefix's cost (1.2 µs).
+_second: tuple[int, str] = (-1, "")
+
+
 def line_prefix(at: float, call_id: str | None, index: int) -> str:
     """``2025-01-02T03:04:05.678Z fc-...#17 `` (``-`` for no input)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+    global _second
+    second, stamp = _second
+    if second != int(at):
+        second, stamp = int(at), time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+        _second = (second, stamp)
     label = NO_INPUT if call_id is None else f"{call_id}#{index}"
     return f"{stamp}.{int(at * 1000) % 1000:03d}Z {label} "
 

@@ -4,6 +4,7 @@
  * wrapping a cell; a click opens the container's details and follows its output.
  */
 
+import { ServerConnection } from '@jupyterlab/services';
 import * as React from 'react';
 
 import {
@@ -206,6 +207,10 @@ function useFollowedLogs(
         if (!stopped) {
           setError(reason instanceof Error ? reason.message : String(reason));
         }
+        // The server forgot the container (gone a while ago): nothing more will come.
+        stopped ||=
+          reason instanceof ServerConnection.ResponseError &&
+          reason.response.status === 404;
       }
       if (!stopped) {
         timer = window.setTimeout(() => void poll(), LOG_POLL_INTERVAL);

@@ -12,6 +12,7 @@ import {
   IContainersByState,
   IGpu,
   IInputRef,
+  IOwner,
   IPool,
   IStatus
 } from './models';
@@ -254,16 +255,37 @@ export function describeContainer(container: IContainer): string {
   return parts.join(' · ');
 }
 
-/** The pools that fill the total cap: "square: 2 busy · other: 1 idle, 1 starting". */
-export function formatCapHolders(holders: ICapHolder[]): string {
+/**
+ * The pools that fill the total cap, with their owners where `ownerOf` knows them:
+ * "square (sweep.ipynb): 2 busy · other: 1 idle, 1 starting".
+ */
+export function formatCapHolders(
+  holders: ICapHolder[],
+  ownerOf: (poolId: string) => IOwner | undefined = () => undefined
+): string {
   return holders
     .map(holder => {
       const states = (['busy', 'idle', 'starting'] as const)
         .filter(state => holder[state] > 0)
         .map(state => `${holder[state]} ${state}`);
-      return `${holder.function}: ${states.join(', ') || 'none'}`;
+      const owner = ownerOf(holder.pool_id);
+      const whose = owner === undefined ? '' : ` (${ownerName(owner)})`;
+      return `${holder.function}${whose}: ${states.join(', ') || 'none'}`;
     })
     .join(' · ');
+}
+
+/** What to call an owner: its notebook's path, else its own label ("client.py"). */
+export function ownerName(owner: IOwner): string {
+  return owner.notebook ?? owner.name;
+}
+
+/** The rest of who an owner is: "kernel 1b61edf8 · pid 4242 on box". */
+export function describeOwner(owner: IOwner): string {
+  const kernel = owner.kernel_id
+    ? `kernel ${owner.kernel_id.split('-')[0].slice(0, 8)} · `
+    : '';
+  return `${kernel}pid ${owner.pid}${owner.host ? ` on ${owner.host}` : ''}`;
 }
 
 const LAUNCHERS: Record<IStatus['launcher'], string> = {

@@ -12,6 +12,7 @@ import { chartGeometry, chartWindow } from './chart';
 import { CommandIDs } from './commands';
 import { ContainerList } from './containers';
 import {
+  describeOwner,
   formatBounds,
   formatCapHolders,
   formatClock,
@@ -19,6 +20,7 @@ import {
   formatGpuCount,
   formatRequest,
   formatSettings,
+  ownerName,
   shortId
 } from './format';
 import { IPool } from './models';
@@ -83,9 +85,13 @@ function PoolCard(props: Omit<IPoolsProps, 'pools'> & { pool: IPool }) {
       className={`nbscale-Pool nbscale-mod-${activity}`}
       data-pool-id={pool.id}
       data-activity={activity}
+      data-owner={ownerName(pool.owner)}
     >
       <div className="nbscale-Pool-title">
-        <span className="nbscale-Pool-function" title={pool.function_id}>
+        <span
+          className="nbscale-Pool-function"
+          title={`${pool.function} (${pool.function_id}), owned by ${ownerName(pool.owner)}: ${describeOwner(pool.owner)}`}
+        >
           {pool.function}
         </span>
         <span className="nbscale-Id" title={pool.id}>
@@ -100,7 +106,11 @@ function PoolCard(props: Omit<IPoolsProps, 'pools'> & { pool: IPool }) {
           className="nbscale-Pool-capHolders"
           title="The pools whose containers fill the total cap (max_workers_total)"
         >
-          cap held by {formatCapHolders(pool.cap_holders)}
+          cap held by{' '}
+          {formatCapHolders(
+            pool.cap_holders,
+            id => model.state.pool(id)?.owner
+          )}
         </div>
       )}
       <div className="nbscale-Pool-inputs">
@@ -125,7 +135,10 @@ function PoolCard(props: Omit<IPoolsProps, 'pools'> & { pool: IPool }) {
         <span className="nbscale-Pool-gpus">{formatGpuCount(pool.gpus)}</span>
       </div>
       {(pool.image !== null || pool.gpu !== null) && (
-        <div className="nbscale-Pool-line nbscale-Pool-request">
+        <div
+          className="nbscale-Pool-line nbscale-Pool-request"
+          title={formatRequest(pool.image, pool.gpu)}
+        >
           {formatRequest(pool.image, pool.gpu)}
         </div>
       )}

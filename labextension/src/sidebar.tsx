@@ -1,9 +1,10 @@
 /**
- * The nbscale panel in JupyterLab's left sidebar: what runs the workers, the pools (with
- * their containers and chart), recent calls, and the last lifecycle events, re-rendered on
- * each change of the model and every second while shown (uptimes tick, the chart moves on,
- * stopped pools fold away). Buttons run the plugin's commands, so the panel and the command
- * palette act alike.
+ * The nbscale panel in JupyterLab's left sidebar: what runs the workers, then the pools
+ * (with their containers and chart) and calls of each notebook or script, the current
+ * notebook's first (or only its own), and the last lifecycle events; re-rendered on each
+ * change of the model or of the current notebook, and every second while shown (uptimes
+ * tick, the chart moves on, stopped pools fold away). Buttons run the plugin's commands,
+ * so the panel and the command palette act alike.
  */
 
 import { CommandRegistry } from '@lumino/commands';
@@ -11,12 +12,13 @@ import { Message } from '@lumino/messaging';
 import { ReactWidget, refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { CallRow } from './calls';
+import { groupByOwner } from './arrange';
 import { CommandIDs } from './commands';
 import { ConnectionStatus, isFailure } from './connection';
+import { CurrentKernel } from './current';
 import { describeEvent, formatCount, formatLauncher } from './format';
 import { SidebarModel } from './model';
-import { PoolList } from './pools';
+import { OwnerFilter, OwnerSection } from './owners';
 
 export { CommandIDs };
 
@@ -25,13 +27,19 @@ const CLOCK_INTERVAL = 1000;
 
 /** The sidebar widget. */
 export class NbscalePanel extends ReactWidget {
-  constructor(model: SidebarModel, commands: CommandRegistry) {
+  constructor(
+    model: SidebarModel,
+    commands: CommandRegistry,
+    current: CurrentKernel = new CurrentKernel(null)
+  ) {
     super();
     this._model = model;
     this._commands = commands;
+    this._current = current;
     this.id = 'nbscale-sidebar';
     this.addClass('nbscale-Sidebar');
     model.changed.connect(this._onChanged, this);
+    current.changed.connect(this._onChanged, this);
     this._clock = window.setInterval(() => this._onChanged(), CLOCK_INTERVAL);
   }
 
@@ -42,6 +50,7 @@ export class NbscalePanel extends ReactWidget {
   dispose(): void {
     window.clearInterval(this._clock);
     this._model.changed.disconnect(this._onChanged, this);
+    this._current.changed.disconnect(this._onChanged, this);
     super.dispose();
   }
 
@@ -52,7 +61,12 @@ export class NbscalePanel extends ReactWidget {
 
   protected render(): JSX.Element {
     return (
-      <Sidebar model={this._model} commands={this._commands} now={Date.now()} />
+      <Sidebar
+        model={this._model}
+        commands={this._commands}
+        current={this._current}
+        now={Date.now()}
+      />
     );
   }
 
@@ -65,12 +79,14 @@ export class NbscalePanel extends ReactWidget {
 
   private _model: SidebarModel;
   private _commands: CommandRegistry;
+  private _current: CurrentKernel;
   private _clock: number;
 }
 
 interface ISidebarProps {
   model: SidebarModel;
   commands: CommandRegistry;
+  current: CurrentKernel;
   /** The time of this rendering (ms). */
   now: number;
 }
@@ -85,10 +101,13 @@ const STATUS_LABEL: Record<ConnectionStatus, string> = {
 };
 
 function Sidebar(props: ISidebarProps): JSX.Element {
-  const { model, commands, now } = props;
+  const { model, commands, current, now } = props;
+  const [onlyCurrent, setOnlyCurrent] = React.useState(false);
   const state = model.state;
   const failed = isFailure(model.status);
   const server = model.serverStatus;
+  const groups = groupByOwner(state.pools, state.calls, current.kernelId);
+  const shown = onlyCurrent ? groups.filter(group => group.current) : groups;
   return (
     <div className="nbscale-Sidebar-content">
       <header className="nbscale-Sidebar-header">
@@ -130,39 +149,32 @@ function Sidebar(props: ISidebarProps): JSX.Element {
         </div>
       ) : (
         <>
-          <section className="nbscale-Section">
-            <h3>Pools</h3>
-            {state.pools.length === 0 ? (
-              <p className="nbscale-Empty">
-                {model.status === 'connecting'
-                  ? 'Connecting…'
-                  : 'No pools yet: call a function of an nbscale.App (f.remote, f.map) to start one.'}
-              </p>
-            ) : (
-              <PoolList
-                pools={state.pools}
+          <OwnerFilter
+            onlyCurrent={onlyCurrent}
+            currentName={current.kernelId === null ? null : current.name}
+            onChange={setOnlyCurrent}
+          />
+          {groups.length === 0 ? (
+            <p className="nbscale-Empty">
+              {model.status === 'connecting'
+                ? 'Connecting…'
+                : 'No pools yet: call a function of an nbscale.App (f.remote, f.map) to start one.'}
+            </p>
+          ) : shown.length === 0 ? (
+            <p className="nbscale-Empty">
+              No pools nor calls of {current.name ?? 'this notebook'} yet.
+            </p>
+          ) : (
+            shown.map(group => (
+              <OwnerSection
+                key={group.key}
+                group={group}
                 model={model}
                 commands={commands}
                 now={now}
               />
-            )}
-          </section>
-          <section className="nbscale-Section">
-            <h3>Calls</h3>
-            {state.calls.length === 0 ? (
-              <p className="nbscale-Empty">No calls.</p>
-            ) : (
-              <ul className="nbscale-Calls">
-                {state.calls.map(entry => (
-                  <CallRow
-                    key={entry.call.id}
-                    entry={entry}
-                    commands={commands}
-                  />
-                ))}
-              </ul>
-            )}
-          </section>
+            ))
+          )}
           <EventList model={model} />
         </>
       )}
