@@ -211,6 +211,13 @@ def test_the_panel_holds_at_760_px_orders_pools_and_streams_logs(tmp_path: Path,
         toggle.click()
         _card(panel, stopped).wait_for()
         assert toggle.inner_text() == "hide 1 stopped"
+        # ... with its event log, newest first: its stop, then what came before.
+        _card(panel, stopped).locator(".nbscale-ShowEvents").click()
+        events = _card(panel, stopped).locator(".nbscale-PoolEvents li")
+        assert "stopped: its calls cancelled" in events.first.inner_text()
+        assert re.match(r"\d\d:\d\d:\d\d ", events.first.inner_text())
+        _card(panel, stopped).scroll_into_view_if_needed()
+        shot(page, "760-stopped-shown-with-events")
     finally:
         _stop(client)
         lab.stop()
@@ -263,8 +270,10 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
     finally:
         _stop(client)
         lab.stop()
-    left = engine.containers.list(all=True, filters={"label": "nbscale.server"})
-    assert not left, f"left behind on the Docker engine: {[c.name for c in left]}"
+    ours = {"label": "nbscale.server"}
+    left = [c.name for c in engine.containers.list(all=True, filters=ours)]
+    left += [n.name for n in engine.networks.list(filters=ours)]
+    assert not left, f"left behind on the Docker engine: {left}"
 
 
 NOTEBOOK_CELL = """\
