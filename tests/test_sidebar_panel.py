@@ -256,7 +256,11 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
         row = panel.locator(".nbscale-Container")
         row.first.wait_for(timeout=120_000)
         [worker] = [w for p in lab.api("pools") for w in p["workers"]]
-        [container] = engine.containers.list(filters={"label": f"nbscale.worker={worker['id']}"})
+        ours = {"label": f"nbscale.worker={worker['id']}"}
+        # The row shows a worker as soon as it is launched; its container is created a moment
+        # later, on the launcher's thread.
+        wait_until(lambda: engine.containers.list(filters=ours), timeout=60)
+        [container] = engine.containers.list(filters=ours)
         name = row.first.locator(".nbscale-Container-name")
         assert name.inner_text() == container.name == f"nbscale-{worker['id']}"
         assert "pid" not in name.inner_text()  # the pid inside a container says nothing
