@@ -17,9 +17,11 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
 
 from . import reports
+from .callers import Callers
 from .delivery import Delivery
 from .errors import RequestError
 from .fleet import Fleet
+from .liveness import Liveness
 from .models import CallDetailModel, CallModel, LogsModel, PoolModel
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
@@ -36,6 +38,7 @@ class Api:
         outbox: Outbox,
         delivery: Delivery,
         fleet: Fleet,
+        liveness: Liveness,
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
     ) -> None:
@@ -43,11 +46,14 @@ class Api:
         self.outbox = outbox
         self.delivery = delivery
         self.fleet = fleet
+        self.liveness = liveness
         self.clock = clock
         self._connection_info = connection_info
-        self.client_versions: dict[bytes, dict[str, str]] = {}
+        self.callers = Callers()
+        self._next_callers_check = 0.0
         self.handlers: dict[type[protocol.Message], Handler] = {
             protocol.Hello: self._hello,
+            protocol.Ping: self._ping,
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.CancelCall: self._cancel_call,
@@ -61,6 +67,7 @@ class Api:
 
     def handle(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
         """Answer one request from the caller ``identity``."""
+        self.callers.heard(identity, self.clock())
         handler = self.handlers.get(type(msg))
         rid = getattr(msg, "rid", 0)
         try:
@@ -83,13 +90,17 @@ class Api:
                 f"client speaks protocol {msg.protocol_version}, the control plane "
                 f"{protocol.PROTOCOL_VERSION}: upgrade nbscale on both sides",
             )
-        self.client_versions[identity] = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        versions = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        self.callers.hello(identity, versions, msg.pid, msg.host, self.clock())
         return self._connection_info(), ()
+
+    def _ping(self, identity: bytes, msg: protocol.Ping, payload: list[Any]) -> Answer:
+        return {}, ()  # heard (in ``handle``): that is all a ping is for
 
     def _register_function(
         self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
     ) -> Answer:
-        versions = self.client_versions.get(identity)
+        versions = self.callers.versions(identity)
         if versions is None:
             raise RequestError(ERROR_INVALID, "say hello first")
         try:
@@ -226,7 +237,31 @@ class Api:
 
     def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
         call = self.delivery.call(call_id)
-        return reports.call_detail(call, self.records.pools[call.pool_id], start, limit)
+        pool = self.records.pools[call.pool_id]
+        # running: what its workers say they run; the rest they hold waits there, pending
+        started = {r.key for w in pool.workers.values() for r in self.liveness.running(w)}
+        return reports.call_detail(call, pool, start, limit, started)
+
+    def check_callers(self, now: float, grace: float) -> None:
+        """Cancel the maps and remotes of callers that are gone (checked once a second):
+        nobody waits for their results. Spawned calls stay: they outlive their caller."""
+        if now < self._next_callers_check:
+            return
+        self._next_callers_check = now + 1.0
+        for identity in self.callers.identities():
+            if identity in self.outbox.local_clients:
+                continue  # in this process: gone only with it
+            why = self.callers.gone(identity, now, grace)
+            if why is None:
+                continue
+            self.callers.forget(identity)
+            calls = self.delivery.calls.values()
+            for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
+                if not call.finished:
+                    pool = self.records.pools[call.pool_id]
+                    note = f"cancelled {call.kind} {call.call_id}: its caller {why}"
+                    pool.note(note, time.time())
+                    self.delivery.cancel(call, requester=None)
 
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
