@@ -155,8 +155,9 @@ def test_containers_are_hardened_and_limited(docker_plane):
     assert host["LogConfig"]["Type"] == "json-file"
     labels = container.labels
     assert {"nbscale.server", "nbscale.pool", "nbscale.worker"} <= set(labels)
-    mounts = container.attrs["Mounts"]
-    assert [(m["Destination"], m["RW"]) for m in mounts] == [("/run/nbscale/worker.json", False)]
+    mounts = sorted((m["Destination"], m["RW"]) for m in container.attrs["Mounts"])
+    # its config (keys) read-only; its register (which inputs it runs) shared read-write
+    assert mounts == [("/run/nbscale/register", True), ("/run/nbscale/worker.json", False)]
 
 
 def test_pool_scales_up_and_down_in_docker(docker_plane):
