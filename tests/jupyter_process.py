@@ -5,6 +5,7 @@ directory holds nbscale's store of spawned calls)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -13,8 +14,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
+import tornado.httpclient
+import tornado.websocket
+from jupyter_client.asynchronous.client import AsyncKernelClient
 
 
 def free_port() -> int:
@@ -33,11 +40,12 @@ class JupyterProcess:
         start_timeout: float = 60,
         runtime_dir: Path | None = None,
         args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         """Start ``python -m <app...>`` with ``config`` as its jupyter_server_config.json and
         wait until ``GET ready_path`` answers."""
         self.tmp = tmp
-        self.port = free_port()
+        self.port = port or free_port()
         self.token = os.urandom(16).hex()
         self.runtime_dir = runtime_dir or tmp / "runtime"
         self.data_dir = tmp / "data"
@@ -68,10 +76,14 @@ class JupyterProcess:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + start_timeout
-        while not self._ready(ready_path):
-            assert self.proc.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, f"{' '.join(app)} did not start"
-            time.sleep(0.2)
+        try:
+            while not self._ready(ready_path):
+                assert self.proc.poll() is None, self.log_path.read_text()
+                assert time.monotonic() < deadline, f"{' '.join(app)} did not start"
+                time.sleep(0.2)
+        except BaseException:  # no server left running by a test that failed to start it
+            self.kill()
+            raise
 
     def _ready(self, path: str) -> bool:
         try:
@@ -100,8 +112,9 @@ class JupyterProcess:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    @property
     def connection_file(self) -> Path:
-        """The connection file this server's nbscale control plane published."""
+        """The connection file of this server's control plane (what kernels are given)."""
         return self.runtime_dir / f"nbscale-{self.proc.pid}.json"
 
     def kill(self) -> None:
@@ -119,3 +132,74 @@ class JupyterProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
+
+
+class Kernel:
+    """A kernel the server started, driven over its connection file."""
+
+    def __init__(self, connection_file: Path) -> None:
+        self.client = AsyncKernelClient(connection_file=str(connection_file))
+        self.client.load_connection_file()
+        self.client.start_channels()
+
+    @classmethod
+    async def connect(cls, connection_file: Path) -> Kernel:
+        kernel = cls(connection_file)
+        await kernel.client.wait_for_ready(timeout=60)
+        return kernel
+
+    async def run(self, code: str, timeout: float = 60) -> str:
+        """Run a cell; its stdout, or the test fails with the cell's traceback."""
+        out: list[str] = []
+        errors: list[str] = []
+
+        def on_output(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                errors.append("\n".join(msg["content"]["traceback"]))
+
+        reply = await self.client.execute_interactive(code, timeout=timeout, output_hook=on_output)
+        assert reply["content"]["status"] == "ok", errors
+        return "".join(out)
+
+    def close(self) -> None:
+        self.client.stop_channels()
+
+
+class Server(JupyterProcess):
+    """``jupyter server`` in a subprocess, with the nbscale extension; ``settings`` go to
+    ``c.NbScale`` over the defaults of the tests. A server started again with the same
+    ``tmp`` and ``port`` is the same server restarted."""
+
+    def __init__(self, tmp: Path, port: int | None = None, **settings: Any) -> None:
+        nbscale = {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"}
+        config = {
+            "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
+            "NbScale": {**nbscale, **settings},
+        }
+        super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools", port=port)
+
+    async def start_kernel(self) -> tuple[str, Kernel]:
+        started = await asyncio.to_thread(self.request, "POST", "api/kernels", {"name": "python3"})
+        kernel_id = started["id"]
+        return kernel_id, await Kernel.connect(self.runtime_dir / f"kernel-{kernel_id}.json")
+
+    def workers(self) -> list[psutil.Process]:
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        return [p for p in children if "nbscale_runtime" in " ".join(p.cmdline())]
+
+    async def events(self) -> tornado.websocket.WebSocketClientConnection:
+        req = tornado.httpclient.HTTPRequest(
+            f"ws://127.0.0.1:{self.port}/nbscale/api/events",
+            headers={"Authorization": f"token {self.token}"},
+        )
+        return await tornado.websocket.websocket_connect(req)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+    return result

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fill
-from jupyter_process import JupyterProcess
-from test_server_e2e import Kernel
+from jupyter_process import JupyterProcess, Kernel
 
 import nbscale
 from nbscale.exceptions import LaunchError
@@ -53,7 +52,8 @@ def test_a_full_disk_fails_launches_with_the_path_and_running_pools_go_on(
     fill(tmp)
     with pytest.raises(LaunchError, match="No space left on device") as failed:
         cold.remote(1)
-    assert re.search(rf"{tmp}/nbscale-\w+/wk-\w+\.(json|log)", str(failed.value)), failed.value
+    named = rf"{tmp}/nbscale-\w+/wk-\w+\.(json|log|register)"
+    assert re.search(named, str(failed.value)), failed.value
     # Housekeeping goes on for every other pool, and a worker whose log is full keeps
     # running its input: its output reaches the caller, with a note.
     assert warm.remote(2) == 2

@@ -55,7 +55,7 @@ def start(tmp: Path) -> JupyterProcess:
 def client(server: JupyterProcess, code: str, timeout: float = 300) -> Any:
     """Run ``code`` (after FUNCTION) as a client of ``server``; its last line of output, as
     JSON."""
-    env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(server.connection_file()))
+    env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(server.connection_file))
     env["NBSCALE_PROGRESS"] = "off"
     script = FUNCTION + textwrap.dedent(code)
     out = subprocess.run(
@@ -86,9 +86,9 @@ def test_spawned_calls_survive_a_crash_of_the_server(tmp_path: Path, servers: li
         print(json.dumps([c.object_id for c in calls]))
         """,
     )
-    old_info = json.loads(first.connection_file().read_text())
+    old_info = json.loads(first.connection_file.read_text())
     old_dir = Path(old_info["client_endpoint"][len("ipc://") :]).parent
-    old_file = first.connection_file()
+    old_file = first.connection_file
     first.kill()
     assert old_file.exists() and old_dir.exists()  # a crash leaves them behind
 

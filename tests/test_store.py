@@ -41,7 +41,9 @@ def a_pool() -> Pool:
 
 
 def a_call(call_id: str, seq: int, total: int | None = 1) -> CallState:
-    call = CallState(call_id, a_pool().pool_id, "spawn", b"owner", "square", 300.0, seq, total)
+    call = CallState(
+        call_id, a_pool().pool_id, "spawn", b"owner", "square", 300.0, seq=seq, total=total
+    )
     call.outcomes = Outcomes()
     return call
 

@@ -9,6 +9,7 @@ which the caller receives as the exception it names.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,15 +18,19 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
 
 from . import reports
+from .callers import Callers
 from .delivery import Delivery
 from .errors import RequestError
 from .fleet import Fleet
-from .models import CallDetailModel, CallModel, LogsModel, PoolModel
+from .liveness import Liveness
+from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
+from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
 
 CALLS_PAGE = 500  # calls listed when no limit is asked for (a WebSocket's first message too)
+log = logging.getLogger("nbscale.control_plane")
 
 Answer = tuple[Any, Any] | None  # (reply value, reply payload), or None: answered later
 Handler = Callable[[bytes, Any, list[Any]], Answer]
@@ -38,6 +43,7 @@ class Api:
         outbox: Outbox,
         delivery: Delivery,
         fleet: Fleet,
+        liveness: Liveness,
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
     ) -> None:
@@ -45,11 +51,16 @@ class Api:
         self.outbox = outbox
         self.delivery = delivery
         self.fleet = fleet
+        self.liveness = liveness
         self.clock = clock
         self._connection_info = connection_info
-        self.client_versions: dict[bytes, dict[str, str]] = {}
+        self.callers = Callers()
+        self._next_callers_check = 0.0
+        # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
+        self.resolve_owner: Callable[[OwnerModel], None] | None = None
         self.handlers: dict[type[protocol.Message], Handler] = {
             protocol.Hello: self._hello,
+            protocol.Ping: self._ping,
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.CancelCall: self._cancel_call,
@@ -63,6 +74,7 @@ class Api:
 
     def handle(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
         """Answer one request from the caller ``identity``."""
+        self.callers.heard(identity, self.clock())
         handler = self.handlers.get(type(msg))
         rid = getattr(msg, "rid", 0)
         try:
@@ -85,20 +97,38 @@ class Api:
                 f"client speaks protocol {msg.protocol_version}, the control plane "
                 f"{protocol.PROTOCOL_VERSION}: upgrade nbscale on both sides",
             )
-        self.client_versions[identity] = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        try:
+            owner = owner_from_wire(msg.owner)
+        except ValueError as exc:
+            raise RequestError(ERROR_INVALID, str(exc)) from None
+        versions = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        self.callers.hello(identity, versions, owner["pid"], owner["host"], self.clock())
+        self.records.owners[identity] = owner
+        self._resolve(owner)
         return self._connection_info(), ()
+
+    def _ping(self, identity: bytes, msg: protocol.Ping, payload: list[Any]) -> Answer:
+        return {}, ()  # heard (in ``handle``): that is all a ping is for
+
+    def _resolve(self, owner: OwnerModel) -> None:
+        if self.resolve_owner is not None:
+            try:
+                self.resolve_owner(owner)
+            except Exception:
+                log.exception("could not resolve the notebook of %s", owner["name"])
 
     def _register_function(
         self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
     ) -> Answer:
-        versions = self.client_versions.get(identity)
+        versions = self.callers.versions(identity)
         if versions is None:
             raise RequestError(ERROR_INVALID, "say hello first")
         try:
             options = FunctionOptions.from_wire(msg.options)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
-        pool_id = options.pool_id(msg.function_id)
+        owner = self.records.owners.get(identity) or unknown_owner()
+        pool_id = options.pool_id(msg.function_id, owner_key(owner))
         pool = self.records.pools.get(pool_id)
         if pool is None:
             function = payload[0]
@@ -110,6 +140,7 @@ class Api:
                 msg.sys_path,
                 versions,
                 self.fleet.total_cap(),
+                owner,
             )
             self.records.pools[pool_id] = pool
             settings = _describe(options.explicit_autoscaler()) or "the default settings"
@@ -119,6 +150,9 @@ class Api:
             pool.broken = None  # a caller trying again gets a fresh chance
             pool.autoscaler.reset_launch_failures()
             pool.options = options
+            pool.name = msg.name  # a cell's pool takes the name of the cell run last
+            pool.owner = owner  # the same kernel, maybe restarted (a new pid)
+            self._resolve(owner)  # the notebook may have been renamed since
             # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
             self._apply(pool, options.explicit_autoscaler(), "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
@@ -228,15 +262,39 @@ class Api:
         for stored in self.delivery.store.finished_calls(limit, before):
             calls.setdefault(stored.call_id, stored)
         newest = sorted(calls.values(), key=lambda c: c.seq, reverse=True)[:limit]
-        return [reports.call_model(c) for c in newest]
+        return [self.call_model(c) for c in newest]
 
     def call_model(self, call: CallState) -> CallModel:
-        return reports.call_model(call)
+        return reports.call_model(call, self.records.pools.get(call.pool_id))
 
     def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
         call = self.delivery.call(call_id)
-        pool = self.records.pools.get(call.pool_id)
-        return reports.call_detail(call, pool, start, limit)
+        pool = self.records.pools.get(call.pool_id)  # None: a stored call of an earlier run
+        # running: what its workers say they run; the rest they hold waits there, pending
+        workers = pool.workers.values() if pool is not None else ()
+        started = {r.key for w in workers for r in self.liveness.running(w)}
+        return reports.call_detail(call, pool, start, limit, started)
+
+    def check_callers(self, now: float, grace: float) -> None:
+        """Cancel the maps and remotes of callers that are gone (checked once a second):
+        nobody waits for their results. Spawned calls stay: they outlive their caller."""
+        if now < self._next_callers_check:
+            return
+        self._next_callers_check = now + 1.0
+        for identity in self.callers.identities():
+            if identity in self.outbox.local_clients:
+                continue  # in this process: gone only with it
+            why = self.callers.gone(identity, now, grace)
+            if why is None:
+                continue
+            self.callers.forget(identity)
+            calls = self.delivery.calls.values()
+            for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
+                if not call.finished:
+                    pool = self.records.pools[call.pool_id]
+                    note = f"cancelled {call.kind} {call.call_id}: its caller {why}"
+                    pool.note(note, time.time())
+                    self.delivery.cancel(call, requester=None)
 
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
@@ -245,13 +303,14 @@ class Api:
             self.delivery.cancel(call, requester)
         return self.call_model(call)
 
-    def worker_logs(self, worker_id: str, tail: int = 200) -> LogsModel:
-        """The last ``tail`` lines of a worker's output, also for one that exited lately."""
+    def worker_logs(self, worker_id: str, tail: int = 200, after: int | None = None) -> LogsModel:
+        """The last ``tail`` lines of a worker's output, also for one that exited lately, or
+        the lines since the cursor ``after`` of an earlier answer."""
         handle = self.fleet.handle(worker_id)
         if handle is None:
             raise RequestError(ERROR_NOT_FOUND, f"no container {worker_id}")
-        logs = self.fleet.launcher.logs(handle, tail)
-        return {"container_id": worker_id, "pool_id": handle.pool_id, "tail": tail, "logs": logs}
+        chunk = self.fleet.launcher.follow_logs(handle, after, tail)
+        return reports.logs_model(handle, tail, chunk)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """See ``Outbox.subscribe``."""

@@ -116,6 +116,8 @@ class Delivery:
             pool = self.records.pool(msg.pool_id)
             call = CallState(msg.call_id, msg.pool_id, msg.kind, identity, pool.name, pool.timeout)
             call.seq = self._new_seq()
+            if identity in self.records.owners:
+                call.owner_info = self.records.owners[identity]
             call.progress = msg.progress
             self.calls[msg.call_id] = call
         if call.cancelled:
@@ -204,11 +206,11 @@ class Delivery:
             return
         if self.calls.pop(call.call_id, None) is not None:
             if call.kind == "spawn":
-                self.spawned.closed(call)  # its summary and outputs stay in the store
-            # kept a while, read-only, so views see a finished call's final counts
-            self.finished_calls[call.call_id] = call
-            while len(self.finished_calls) > _FINISHED_CALLS_KEPT:
-                self.finished_calls.popitem(last=False)
+                self.spawned.closed(call)  # the store keeps it, and says when it dropped it
+            else:  # kept a while, read-only, so views see a finished call's final counts
+                self.finished_calls[call.call_id] = call
+                while len(self.finished_calls) > _FINISHED_CALLS_KEPT:
+                    self.finished_calls.popitem(last=False)
         pool = self.records.pools.get(call.pool_id)
         if pool and not call.cancelled:
             pool.queue.forget_call(call.call_id)
@@ -256,7 +258,8 @@ class Delivery:
                 [r.call_id, r.index, r.attempt, *where]  # a run-inputs row (RUN_*)
                 for r, where in zip(records, addresses, strict=True)
             ]
-            self.outbox.send_worker(w.worker_id, protocol.RunInputs(items), frames)
+            confirm = records[0].suspect  # then alone: the worker says when it starts it
+            self.outbox.send_worker(w.worker_id, protocol.RunInputs(items, confirm), frames)
             self._report_running(w.worker_id, records)
 
     def _report_running(self, worker_id: str, records: list[InputRecord]) -> None:

@@ -15,8 +15,10 @@ with its type, default, bounds and help.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import posixpath
 import sqlite3
 from typing import Any
 
@@ -30,6 +32,7 @@ from .discovery import Publication, announce_failure
 from .events import EventHub
 from .handlers import routes
 from .launchers import LaunchFailed
+from .models import OwnerModel
 from .settings import ControlPlaneConfig, Setting
 from .store_writer import StoreError
 
@@ -47,6 +50,7 @@ class NbScale(ExtensionApp):
     failure: str | None = None  # why the control plane could not start, if it could not
     hub: EventHub | None = None
     publication: Publication | None = None
+    _lookups: set[asyncio.Task[None]]  # notebook look-ups under way (owners.py)
 
     def control_plane_config(self) -> ControlPlaneConfig:
         """The traits, as the control plane's settings."""
@@ -81,6 +85,8 @@ class NbScale(ExtensionApp):
                 await plane.stop()
                 plane.ctx.term()
             return
+        self._lookups = set()
+        plane.api.resolve_owner = self._resolve_owner
         self.control_plane = plane
         self.hub = EventHub(plane.api, self.events_interval)
         self.log.info(
@@ -90,6 +96,28 @@ class NbScale(ExtensionApp):
             plane.launcher.name,
             plane.launcher_choice.reason,
         )
+
+    def _resolve_owner(self, owner: OwnerModel) -> None:
+        """Fill in the notebook of a kernel's pools and calls, from the sessions (soon)."""
+        if owner["kernel_id"] is not None:
+            task = asyncio.ensure_future(self._find_notebook(owner))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+
+    async def _find_notebook(self, owner: OwnerModel) -> None:
+        if self.serverapp is None:
+            return
+        try:
+            sessions = await self.serverapp.session_manager.list_sessions()
+        except Exception as exc:  # the sessions database closed as the server stops
+            self.log.debug("nbscale: no sessions to name %s: %s", owner["name"], exc)
+            return
+        for session in sessions:
+            kernel = session.get("kernel") or {}
+            if kernel.get("id") == owner["kernel_id"] and session.get("path"):
+                owner["notebook"] = session["path"]
+                owner["name"] = posixpath.basename(session["path"])
+                return
 
     async def stop_extension(self) -> None:
         """Withdraw the connection file, then stop every worker and close the sockets."""

@@ -177,6 +177,7 @@ class SpawnedCalls:
             if pool is None:
                 continue
             records.pools[pool.pool_id] = pool
+            call.pool_id = pool.pool_id  # the same, unless a new version names pools anew
             self.calls[call.call_id] = call
             if unfinished.inputs:
                 pool.queue.submit(unfinished.inputs)
@@ -206,6 +207,7 @@ class SpawnedCalls:
             stored.sys_path,
             stored.client_versions,
             total_cap,
+            stored.owner,
         )
 
     def _abandon(self, unfinished: Unfinished, why: str) -> None:

@@ -38,15 +38,18 @@ from .store_writer import Operation, StoreError, Writer, connect, pack, unpack
 
 _CALL_COLUMNS = (
     "call_id, seq, pool_id, function, timeout, total, submitted, reported, failed, cancelled, "
-    "outcomes"
+    "made_by, outcomes"
 )
 
 
 def _summary(row: tuple[Any, ...]) -> CallState:
     call_id, seq, pool_id, function, timeout, total = row[:6]
-    call = CallState(call_id, pool_id, "spawn", b"", function, timeout, seq, total)
-    call.submitted, call.reported, call.failed, cancelled, outcomes = row[6:11]
+    call = CallState(
+        call_id, pool_id, "spawn", b"", function=function, timeout=timeout, seq=seq, total=total
+    )
+    call.submitted, call.reported, call.failed, cancelled, made_by, outcomes = row[6:12]
     call.cancelled = bool(cancelled)
+    call.owner_info = json.loads(made_by)
     call.outcomes = Outcomes(outcomes or b"")
     return call
 
@@ -103,11 +106,12 @@ class SqliteStore(SpawnStore):
                     wire,
                     json.dumps(pool.sys_path),
                     json.dumps(pool.client_versions),
+                    json.dumps(pool.owner),
                 )
             ]
             rows["call"] = [
                 (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
-                 call.total)
+                 json.dumps(call.owner_info), call.total)
             ]  # fmt: skip
         elif call.total is not None:
             rows["total"] = [(call.total, call.call_id)]
@@ -141,10 +145,11 @@ class SqliteStore(SpawnStore):
     def closed(self, call: CallState) -> None:
         self._known_calls.discard(call.call_id)
         outcomes = bytes(call.outcomes.raw) if call.outcomes is not None else b""
+        made_by = json.dumps(call.owner_info)  # its notebook is known by now
         values = (call.total, call.submitted, call.reported, call.failed, int(call.cancelled))
         op = Operation(self._next())
         op.rows = {
-            "close": [(*values, outcomes, time.time(), call.call_id)],
+            "close": [(*values, made_by, outcomes, time.time(), call.call_id)],
             "inputs-dropped": [(call.call_id,)],
         }
         self._unwritten_calls[call.call_id] = (op.number, call)
@@ -290,13 +295,13 @@ class SqliteStore(SpawnStore):
     def _pool(self, pool_id: str) -> StoredPool | None:
         rows = self._read(
             f"pool {pool_id}",
-            "SELECT pool_id, function_id, name, function, options, sys_path, client_versions "
-            "FROM pools WHERE pool_id = ?",
+            "SELECT pool_id, function_id, name, function, options, sys_path, client_versions, "
+            "owner FROM pools WHERE pool_id = ?",
             (pool_id,),
         )
         if not rows:
             return None
-        pool_id, function_id, name, function, options, sys_path, versions = rows[0]
+        pool_id, function_id, name, function, options, sys_path, versions, owner = rows[0]
         return StoredPool(
             pool_id,
             function_id,
@@ -305,6 +310,7 @@ class SqliteStore(SpawnStore):
             json.loads(options),
             json.loads(sys_path),
             json.loads(versions),
+            json.loads(owner),
         )
 
     def _resume(self, call: CallState) -> list[InputRecord]:

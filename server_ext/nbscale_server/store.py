@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .models import OwnerModel
 from .pool import CallState, Pool
 from .queue import InputRecord
 
@@ -44,6 +45,7 @@ class StoredPool:
     options: dict[str, Any]  # FunctionOptions.to_wire()
     sys_path: list[str]
     client_versions: dict[str, str]
+    owner: OwnerModel  # who made it: a pool's id includes its owner
 
 
 @dataclass(slots=True)

@@ -35,7 +35,8 @@ MIGRATIONS: dict[int, str] = {
         function BLOB NOT NULL,
         options TEXT NOT NULL,          -- FunctionOptions.to_wire(), JSON
         sys_path TEXT NOT NULL,         -- JSON
-        client_versions TEXT NOT NULL   -- JSON
+        client_versions TEXT NOT NULL,  -- JSON
+        owner TEXT NOT NULL             -- who made it (models.OwnerModel), JSON
     );
     CREATE TABLE spawned_calls (
         call_id TEXT PRIMARY KEY,
@@ -44,6 +45,7 @@ MIGRATIONS: dict[int, str] = {
         function TEXT NOT NULL,
         timeout REAL NOT NULL,
         owner TEXT NOT NULL,            -- "pid:start time" of the control plane running it
+        made_by TEXT NOT NULL,          -- who made the call (models.OwnerModel), JSON
         total INTEGER,
         submitted INTEGER NOT NULL DEFAULT 0,
         reported INTEGER NOT NULL DEFAULT 0,
@@ -125,15 +127,15 @@ def unpack(payload: bytes, parts: str) -> tuple[memoryview, list[memoryview]]:
 # --- the writer ---------------------------------------------------------------------------
 
 _SQL = {
-    "pool": "INSERT OR IGNORE INTO pools VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "pool": "INSERT OR IGNORE INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "call": "INSERT OR IGNORE INTO spawned_calls (call_id, seq, pool_id, function, timeout, "
-    "owner, total) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "owner, made_by, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "total": "UPDATE spawned_calls SET total = ? WHERE call_id = ?",
     "input": "INSERT OR REPLACE INTO spawned_inputs VALUES (?, ?, ?, ?)",
     "output": "INSERT OR REPLACE INTO spawned_outputs VALUES (?, ?, ?, ?, ?)",
     "input-done": "DELETE FROM spawned_inputs WHERE call_id = ? AND idx = ?",
     "close": "UPDATE spawned_calls SET total = ?, submitted = ?, reported = ?, failed = ?, "
-    "cancelled = ?, outcomes = ?, finished = ? WHERE call_id = ?",
+    "cancelled = ?, made_by = ?, outcomes = ?, finished = ? WHERE call_id = ?",
     "inputs-dropped": "DELETE FROM spawned_inputs WHERE call_id = ?",
     "claim": "UPDATE spawned_calls SET owner = ? WHERE call_id = ?",
 }

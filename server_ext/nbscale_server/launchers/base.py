@@ -23,6 +23,7 @@ class WorkerSpec:
     pool_id: str
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
     options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
+    register_path: str | None = None  # its register file, for launchers that share it
 
 
 @dataclass(slots=True)
@@ -32,6 +33,17 @@ class WorkerHandle:
     launcher: str
     ref: Any  # the launcher's own reference (a Popen, a container id)
     log_path: str | None = None
+    name: str | None = None  # what the launcher's own tools call it (a container's name)
+    image: str | None = None  # the image it runs, for a container
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Lines of a worker's output and where they end, to follow it (``Launcher.follow_logs``)."""
+
+    text: str  # whole lines
+    cursor: int | None  # pass back as ``after`` for the lines that follow; None: cannot follow
+    skipped: bool = False  # more lines came after ``after`` than were returned: the oldest left out
 
 
 class Launcher(abc.ABC):
@@ -55,6 +67,12 @@ class Launcher(abc.ABC):
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         """The last ``tail`` lines the worker wrote to stdout/stderr."""
 
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
+        """The lines written since the cursor ``after`` (None: the last ``limit``), at most
+        ``limit`` of them (the latest), and the cursor to follow from. A launcher that cannot
+        follow returns the last lines and no cursor, and its readers read them again."""
+        return LogChunk(self.logs(handle, limit), None)
+
     def exit_reason(self, handle: WorkerHandle) -> str | None:
         """Why an exited worker ended, when the launcher knows more than its exit code
         (e.g. "ran out of memory ..."); phrased to follow "worker wk-...". None: say what
@@ -64,6 +82,24 @@ class Launcher(abc.ABC):
     def housekeep(self, now: float) -> None:  # noqa: B027 - optional hook
         """Called on every housekeeping tick (``now``: the control plane's clock), for what
         a launcher watches itself (memory limits, log sizes)."""
+
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
+        """Whose fault an exited worker's end was, when the launcher knows: ``losses.USER``
+        (it ran out of memory), ``losses.INFRASTRUCTURE`` (removed by someone else, lost
+        with its engine, preempted or cancelled by a scheduler); None: judge by the signal
+        that ended it (``losses.cause_of_loss``)."""
+        return None
+
+    def exit_signal(self, handle: WorkerHandle) -> int | None:
+        """The signal that ended an exited worker, if one did (a process's negative code)."""
+        code = self.exit_code(handle)
+        return -code if code is not None and code < 0 else None
+
+    def register_in_worker(self, path: str) -> str | None:
+        """Where the worker sees its register file (``nbscale_runtime.register``), made at
+        ``path`` on this host; None when the worker cannot share this host's files (it then
+        tells its starts through its messages)."""
+        return path
 
     def worker_bind_host(self) -> str | None:
         """The address the control plane must bind its worker socket to (over TCP, with

@@ -36,9 +36,19 @@ from dataclasses import dataclass
 
 import psutil
 
+from .. import losses
 from ..gpus import GpuAllocator, GpuError, GpuInfo
-from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, out_of_memory, tail_lines
+from .base import (
+    Launcher,
+    LaunchFailed,
+    LogChunk,
+    WorkerHandle,
+    WorkerSpec,
+    out_of_memory,
+    tail_lines,
+)
 from .cgroups import Cgroups, WorkerCgroup
+from .logs import follow_file
 
 _MEMORY_CHECK = 0.1  # seconds between two samples of a watched worker's resident memory
 _LOG_CHECK = 1.0  # seconds between two looks at the log files' sizes
@@ -195,13 +205,28 @@ class ProcessLauncher(Launcher):
             return out_of_memory(worker.memory_mib, "was killed")
         return None
 
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
+        """Out of its memory limit: the user's loss, as in Docker (else judged by signal)."""
+        worker = self._workers.get(handle.worker_id)
+        if worker is not None and worker.out_of_memory and worker.memory_mib:
+            return losses.USER
+        return None
+
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         """The last ``tail`` lines, from the rotated part too when the current one is short."""
-        text = tail_lines(handle.log_path, tail)
+        text = self.follow_logs(handle, None, tail).text
         lines = text.count("\n")
         if lines < tail and handle.log_path:
             text = tail_lines(handle.log_path + ".1", tail - lines) + text
         return text
+
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
+        """By byte offset; a rotation truncates the log, and a reader whose cursor is then
+        past its end gets the latest lines again (``follow_file``)."""
+        if not handle.log_path:
+            return LogChunk("", None)
+        exited = self.exit_code(handle) is not None
+        return follow_file(handle.log_path, after, limit, complete=exited)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         proc: subprocess.Popen[bytes] = handle.ref
