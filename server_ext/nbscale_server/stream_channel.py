@@ -123,7 +123,7 @@ class StreamChannel:
             done = peer.writer.write(peer.sock, frames[1:])
         except OSError as exc:
             log.debug("send to %r failed: %s", peer.identity, exc)
-            self._drop(peer)
+            self._gone(peer)
             return
         if not done and not peer.writing:
             peer.writing = True
@@ -133,11 +133,19 @@ class StreamChannel:
         try:
             done = peer.writer.flush(peer.sock)
         except OSError:
-            self._drop(peer)
+            self._gone(peer)
             return
         if done:
             peer.writing = False
             self.loop.remove_writer(peer.sock.fileno())
+
+    def _gone(self, peer: _Peer) -> None:
+        """A peer that cannot be written to has closed: what it sent before it went (a
+        worker's last outputs and goodbye) is handled first, then it is dropped."""
+        if peer.identity is not None and self._peers.get(peer.identity) is peer:
+            del self._peers[peer.identity]  # nothing more is sent to it meanwhile
+        self._readable(peer)
+        self._drop(peer)
 
     def _drop(self, peer: _Peer) -> None:
         if peer not in self._all:
