@@ -10,17 +10,42 @@ def evaluate_model(x):
 list(evaluate_model.map(range(1000)))
 """
 
+import sys
+
 from nbscale_runtime import __version__
 
+from . import exception, functions
 from ._app import App, concurrent
+from ._app_run import enable_output
 from ._client import shutdown, status
 from ._config import config
+from ._entrypoint import LocalEntrypoint
 from ._function import Function, FunctionCall, FunctionStats
 from ._image import Image
 from ._ipython import load_ipython_extension, unload_ipython_extension
 from ._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
+from ._modal_name import answer_to_modal
+from ._owner import is_local
 from ._retries import Retries
+from ._unsupported import (
+    CloudBucketMount,
+    Cron,
+    Mount,
+    NetworkFileSystem,
+    Period,
+    Proxy,
+    Sandbox,
+    Tunnel,
+    asgi_app,
+    fastapi_endpoint,
+    forward,
+    interact,
+    web_endpoint,
+    web_server,
+    wsgi_app,
+)
 from ._views import monitor
+from .exception import Error
 from .exceptions import (
     CallCancelledError,
     ControlPlaneError,
@@ -40,7 +65,10 @@ from .exceptions import (
 __all__ = [
     "App",
     "CallCancelledError",
+    "CloudBucketMount",
     "ControlPlaneError",
+    "Cron",
+    "Error",
     "Function",
     "FunctionCall",
     "FunctionStats",
@@ -49,20 +77,40 @@ __all__ = [
     "ImageBuildError",
     "InvalidError",
     "LaunchError",
+    "LocalEntrypoint",
+    "Mount",
     "NbscaleError",
+    "NetworkFileSystem",
     "NotFoundError",
+    "Period",
+    "Proxy",
     "RemoteError",
     "ResourceExhaustedError",
     "Retries",
+    "Sandbox",
     "SerializationError",
+    "Tunnel",
     "VersionMismatchError",
     "WorkerLostError",
     "__version__",
+    "asgi_app",
     "concurrent",
     "config",
+    "enable_output",
+    "exception",
+    "fastapi_endpoint",
+    "forward",
+    "functions",
+    "interact",
+    "is_local",
     "load_ipython_extension",
     "monitor",
     "shutdown",
     "status",
     "unload_ipython_extension",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
 ]
+
+answer_to_modal(sys.modules[__name__])  # `from modal.exception import ...` in ported programs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import glob
 import itertools
 import json
 import logging
@@ -220,6 +221,42 @@ def _server_info(path: str | None) -> dict[str, Any] | None:
     except PermissionError:
         pass  # it runs, as another user
     return info
+
+
+def server_connection_files() -> list[tuple[str, dict[str, Any]]]:
+    """The connection files of Jupyter servers' control planes that run on this machine,
+    with what they hold: the one ``NBSCALE_CONNECTION_FILE`` names, else those in the
+    Jupyter runtime directory, the newest first. Files left by servers that are gone are
+    skipped."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    named = os.environ.get("NBSCALE_CONNECTION_FILE")
+    found = glob.glob(os.path.join(jupyter_runtime_dir(), "nbscale-*.json"))
+    paths = [named] if named else sorted(found, key=_modified, reverse=True)
+    live = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                info = json.load(f)
+            os.kill(int(info["pid"]), 0)
+        except PermissionError:
+            pass  # it runs, as another user
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable, or left by a server that is gone
+        live.append((path, info))
+    return live
+
+
+def _modified(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0
+
+
+def is_current(client: Client) -> bool:
+    """Whether ``client`` is still this process's connection (not shut down since)."""
+    return client is _client and _client_pid == os.getpid()
 
 
 async def _shutdown() -> None:

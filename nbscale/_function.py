@@ -8,7 +8,7 @@ import inspect
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_WHERE
@@ -28,6 +28,9 @@ from ._progress import CallProgress
 from ._views import LiveMap, MapView, open_view
 from ._views.live import REFRESH_INTERVAL
 from .exceptions import CallCancelledError, InvalidError
+
+if TYPE_CHECKING:
+    from ._app import App
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
@@ -77,18 +80,21 @@ class Function:
         name: str,
         options: FunctionOptions,
         image: Image | None = None,
+        app: App | None = None,
     ) -> None:
         self.raw_f = raw
         self.name = name
         self.options = options
         self.image = image  # built into the tag ``options.image`` when Docker runs workers
+        self.app = app  # its ``app.run()`` scopes this function's pools and spawned calls
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
         self._pickled: tuple[tuple[Any, ...], tuple[bytes, str]] | None = None  # see _pickle
 
     def __getstate__(self) -> dict[str, Any]:
-        # A Function used inside another remote function travels without its connection.
+        # A Function used inside another remote function travels without its connection
+        # (and without its app, whose run is this process's).
         return {
             "raw_f": self.raw_f,
             "name": self.name,
@@ -120,7 +126,7 @@ class Function:
         even where only its autoscaler settings differ."""
         image = check_image(settings.pop("image", self.image))
         options = function_options(self.raw_f, settings, self.options, variant=variant)
-        return Function(self.raw_f, self.name, options, image)
+        return Function(self.raw_f, self.name, options, image, self.app)
 
     # --- the pool ----------------------------------------------------------------------
 
@@ -142,6 +148,11 @@ class Function:
             self._client = client
         pool_id = self._pools.get(function_id)
         if pool_id is None:
+            if self.options.secrets or self.options.volumes:
+                raise InvalidError(
+                    f"{self.name}: secrets= and volumes= are not supported yet (they are "
+                    "coming: nbscale.Secret, nbscale.Volume); remove them to run it"
+                )
             options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
                 0, function_id, self.name, options.to_wire(), [p for p in sys.path if p]
@@ -174,6 +185,9 @@ class Function:
     ) -> Invocation:
         client = await get_client()
         pool_id = await self._pool_id(client, on_build)
+        run = self.app.running if self.app is not None else None
+        if run is not None:
+            run.used_pool(pool_id)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
         return Invocation(
@@ -218,7 +232,7 @@ class Function:
         writer = PayloadWriter()
         where = add_input(writer, 0, args, kwargs)
         await inv.submit([[0, *where]], writer.frames(), total=1)
-        return FunctionCall(inv.call_id)
+        return self._spawned(inv.call_id)
 
     @aio_method
     async def spawn_map(
@@ -232,7 +246,13 @@ class Function:
         await inv.wait_fed()
         if inv.feed_error is not None:
             raise inv.feed_error
-        return FunctionCall(inv.call_id)
+        return self._spawned(inv.call_id)
+
+    def _spawned(self, call_id: str) -> FunctionCall:
+        run = self.app.running if self.app is not None else None
+        if run is not None:
+            run.spawned_call(call_id)
+        return FunctionCall(call_id)
 
     # --- maps --------------------------------------------------------------------------
 
@@ -529,6 +549,21 @@ class FunctionCall:
     async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
         """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
         Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
+        return await self._get(timeout, index)
+
+    @aio_classmethod
+    async def gather(cls: type[FunctionCall], *calls: FunctionCall) -> list[Any]:  # type: ignore[misc]
+        """The results of ``calls`` (each its first input's), in their order, once all are
+        done, as ``asyncio.gather``: the first failure is raised; the other calls keep
+        running (cancel them if they must not)."""
+        waits = [asyncio.ensure_future(call._get(None, 0)) for call in calls]
+        try:
+            return list(await asyncio.gather(*waits))
+        finally:
+            for wait in waits:  # the waits left after a failure, not the calls
+                wait.cancel()
+
+    async def _get(self, timeout: float | None, index: int) -> Any:
         value = await self._fetch(index, index + 1, timeout)
         if value["outputs"]:
             out = value["outputs"][0]
