@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from engine_leftovers import left_on_engine
 
 import nbscale
 
@@ -101,9 +102,7 @@ def docker_plane() -> Iterator[Any]:
         mp.setenv("NBSCALE_LAUNCHER", "docker")
         yield client
         nbscale.shutdown()
-    ours = {"label": "nbscale.server"}
-    left = [c.name for c in client.containers.list(all=True, filters=ours)]
-    left += [n.name for n in client.networks.list(filters=ours)]
+    left = left_on_engine(client)
     assert not left, f"left behind on the Docker engine: {left}"
 
 
