@@ -2,16 +2,15 @@
 pools' settings and the entrypoint that starts the work.
 
 An app holds defaults that each of its functions inherits unless the function says
-otherwise (``image``, ``include_source``; ``secrets`` and ``volumes`` add to the app's, as
-on Modal). Modal's keywords that nbscale cannot honour are refused with the reason
-(``_unsupported.py``).
+otherwise (``image``, ``include_source``). Modal's keywords that nbscale cannot honour (yet:
+``secrets=`` and ``volumes=`` are to come) are refused with the reason (``_unsupported.py``).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from nbscale_server.options import DEFAULT_TIMEOUT
 
@@ -19,7 +18,8 @@ from ._app_run import AppRun
 from ._entrypoint import LocalEntrypoint
 from ._function import Function
 from ._image import Image
-from ._options import check_image, function_options, secrets_of, volumes_of
+from ._not_yet import refuse_class, refuse_deploy
+from ._options import check_image, function_options
 from ._pickling import send_source
 from ._retries import Retries
 from ._unsupported import check_keywords, not_supported
@@ -31,16 +31,14 @@ class App:
 
     ``image`` is the default worker image of its functions; ``include_source`` (default
     None, meaning True) sends the module that defines a function along with it, so that
-    workers need not have it; ``secrets`` and ``volumes`` are held for every function
-    (they are coming: a function that has any cannot run yet). ``tags`` are kept."""
+    workers need not have it. ``tags`` are kept. ``secrets`` and ``volumes`` are not
+    supported yet: empty ones are accepted, others refused."""
 
     def __init__(
         self,
         name: str | None = None,
         *,
         image: Image | None = None,
-        secrets: Sequence[Any] = (),
-        volumes: Mapping[str, Any] | None = None,
         include_source: bool | None = None,
         tags: Mapping[str, str] | None = None,
         **modal_only: Any,
@@ -52,8 +50,6 @@ class App:
             raise InvalidError(f"include_source must be True or False, got {include_source!r}")
         self.name = name or "default"
         self.image = check_image(image)
-        self.secrets = secrets_of(secrets)
-        self.volumes = dict(volumes_of(volumes or {}))
         self.include_source = include_source is not False  # None (Modal's default): True
         self.tags = dict(tags or {})
         self.registered_functions: dict[str, Function] = {}
@@ -77,8 +73,6 @@ class App:
         memory: int | None = None,
         gpu: str | list[str] | None = None,
         image: Image | None = None,
-        secrets: Sequence[Any] = (),
-        volumes: Mapping[str, Any] | None = None,
         include_source: bool | None = None,
         serialized: bool = False,
         nonpreemptible: bool = False,
@@ -99,7 +93,7 @@ class App:
         ``serialized=True`` sends the function by value, as nbscale does for functions of
         notebooks, scripts and (``include_source``) your own modules; ``nonpreemptible``
         and ``restrict_modal_access`` are accepted (nothing preempts your workers, and they
-        are never clients). ``secrets`` and ``volumes`` add to the app's."""
+        are never clients)."""
         check_keywords(modal_only, "@app.function")
         settings = {
             "max_containers": max_containers,
@@ -111,8 +105,6 @@ class App:
             "cpu": cpu,
             "memory": memory,
             "gpu": gpu,
-            "secrets": (*self.secrets, *secrets_of(secrets)),
-            "volumes": {**self.volumes, **dict(volumes_of(volumes or {}))},
         }
         check_image(image)
         for flag, value in (
@@ -187,6 +179,14 @@ class App:
         if not isinstance(detach, bool):
             raise InvalidError(f"detach must be True or False, got {detach!r}")
         return AppRun(self, detach)
+
+    def cls(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not supported yet: ``@app.cls`` raises ``InvalidError`` with what to do instead."""
+        refuse_class()
+
+    def deploy(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not supported yet: ``app.deploy()`` raises ``InvalidError``."""
+        refuse_deploy()
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[Any], Any]:

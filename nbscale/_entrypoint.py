@@ -20,6 +20,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._loop import loop_running
 from .exceptions import InvalidError
 
 if TYPE_CHECKING:
@@ -50,17 +51,9 @@ class LocalEntrypoint:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         result = self.raw_f(*args, **kwargs)
-        if inspect.iscoroutine(result) and not _loop_running():
+        if inspect.iscoroutine(result) and not loop_running():
             return asyncio.run(result)
         return result
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def takes_raw_arguments(fn: Callable[..., Any]) -> bool:

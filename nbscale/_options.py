@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from nbscale_server.options import FunctionOptions
@@ -33,10 +33,6 @@ def function_options(
     if unknown:
         raise InvalidError(f"unknown function setting(s): {', '.join(sorted(unknown))}")
     changes = dict(settings)
-    if "secrets" in changes:
-        changes["secrets"] = secrets_of(changes["secrets"])
-    if "volumes" in changes:
-        changes["volumes"] = volumes_of(changes["volumes"])
     if "retries" in changes:
         parsed = Retries.parse(changes["retries"])
         changes["retries"] = parsed.policy() if parsed is not None else RetryPolicy()
@@ -46,24 +42,6 @@ def function_options(
         return dataclasses.replace(base or FunctionOptions(), **changes)
     except ValueError as exc:
         raise InvalidError(str(exc)) from None
-
-
-def secrets_of(secrets: object) -> tuple[Any, ...]:
-    """``secrets=``: a list (Modal's ``Sequence[Secret]``), kept as given."""
-    if isinstance(secrets, (str, bytes)) or not isinstance(secrets, Sequence):
-        raise InvalidError(f"secrets must be a list, got {secrets!r}")
-    return tuple(secrets)
-
-
-def volumes_of(volumes: object) -> tuple[tuple[str, Any], ...]:
-    """``volumes=``: a dict from an absolute path in the worker to a volume."""
-    if not isinstance(volumes, Mapping):
-        raise InvalidError(f"volumes must be a dict of path to volume, got {volumes!r}")
-    pairs = tuple(sorted(((str(path), v) for path, v in volumes.items()), key=lambda p: p[0]))
-    for path, _ in pairs:
-        if not path.startswith("/"):
-            raise InvalidError(f"a volume's path must be an absolute path, got {path!r}")
-    return pairs
 
 
 def check_image(image: object) -> Image | None:

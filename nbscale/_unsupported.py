@@ -19,7 +19,10 @@ _OWN_MACHINES = "functions run on your own machines"
 _NO_WEB = "there is no web ingress: serve your app with a web server of your own"
 _NO_SCHEDULER = "there is no scheduler: start the script from cron or a systemd timer"
 _NO_SANDBOX = "it runs functions, not sandboxes: use subprocess inside a function"
-_VOLUMES_COMING = "volumes= (nbscale.Volume) are coming; until then share a directory"
+_SHARE_A_DIRECTORY = (
+    "until then, give workers a directory they all see (process workers share this disk)"
+)
+_VOLUMES_COMING = f"volumes= (nbscale.Volume) are to come; {_SHARE_A_DIRECTORY}"
 
 # Modal keywords of @app.function (and App) that nbscale cannot honour, with why.
 UNSUPPORTED_KEYWORDS: dict[str, str] = {
@@ -39,6 +42,9 @@ UNSUPPORTED_KEYWORDS: dict[str, str] = {
     "env": "not yet (it comes with secrets=): for Docker workers, use Image.env({...})",
     "single_use_containers": "not yet: a worker runs many inputs",
     "is_generator": "not yet: generator functions (remote_gen) are to come",
+    "secrets": "not yet: nbscale.Secret is to come; until then workers inherit the "
+    "environment of the process that starts them, and Docker workers take Image.env({...})",
+    "volumes": f"not yet: nbscale.Volume is to come; {_SHARE_A_DIRECTORY}",
 }
 
 # Names Modal retired in 1.0, and what replaced them (Modal itself refuses them since 1.4).

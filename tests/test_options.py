@@ -71,24 +71,12 @@ def test_the_wire_form_round_trips_with_its_version():
         ({"max_containers": 0}, "max_containers"),
         ({"min_containers": 3, "max_containers": 2}, "min_containers"),
         ({"is_async": "yes"}, "is_async"),
-        ({"secrets": "API_KEY"}, "secrets"),
-        ({"volumes": {"/data": "v"}}, "volumes"),
-        ({"volumes": [["data", "v"]]}, "absolute path"),
-        ({"volumes": [["/data", "v"], ["/data", "w"]]}, "two volumes at one path"),
     ],
 )
 def test_the_wire_form_is_decoded_strictly(change: dict[str, Any], message: str):
     wire = {**FunctionOptions().to_wire(), **change}
     with pytest.raises(ValueError, match=message):
         FunctionOptions.from_wire(wire)
-
-
-def test_secrets_and_volumes_travel_as_given_and_shape_the_pool():
-    options = FunctionOptions(secrets=("s1", "s2"), volumes=(("/data", "v"),))
-    wire = options.to_wire()
-    assert (wire["secrets"], wire["volumes"]) == (["s1", "s2"], [["/data", "v"]])
-    assert FunctionOptions.from_wire(wire) == options
-    assert options.pool_id("fn-1") != FunctionOptions().pool_id("fn-1")
 
 
 def test_a_missing_field_is_refused():

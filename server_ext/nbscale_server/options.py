@@ -7,10 +7,6 @@ peer with another shape is refused instead of guessed at); the pool, the autosca
 launchers read its attributes. The defaults live here (and the autoscaler's in
 ``AutoscalerSettings``), nowhere else.
 
-``secrets`` and ``volumes`` (``App(secrets=, volumes=)``, ``@app.function(...)``) are held
-as given, opaque, for the secrets and volumes to come: a client refuses to run a function
-that has any until workers can receive them.
-
 Autoscaler settings are kept as given: None means "not said". The control plane can then
 tell an explicit setting, which re-registering the function applies to its pool, from a
 default, which leaves the pool's current setting (one made from the sidebar, say) alone.
@@ -28,7 +24,7 @@ from .autoscaler import AutoscalerSettings
 from .gpus import GpuError, parse_gpu
 from .queue import RetryPolicy
 
-WIRE_VERSION = 2  # 2: secrets and volumes
+WIRE_VERSION = 1
 DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
 MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
 MIN_MEMORY = 6  # MiB: Docker's own minimum
@@ -43,8 +39,6 @@ _WORKER_FIELDS = (
     "memory",
     "gpu",
     "image",
-    "secrets",
-    "volumes",
     "is_async",
 )
 
@@ -57,19 +51,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_volumes(volumes: object) -> None:
-    if not isinstance(volumes, tuple) or not all(
-        isinstance(pair, tuple) and len(pair) == 2 for pair in volumes
-    ):
-        raise ValueError(f"volumes must be (path, volume) pairs, got {volumes!r}")
-    paths = [path for path, _ in volumes]
-    for path in paths:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ValueError(f"a volume's path must be an absolute path, got {path!r}")
-    if len(set(paths)) != len(paths):
-        raise ValueError(f"two volumes at one path: {sorted(paths)}")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionOptions:
     timeout: float = DEFAULT_TIMEOUT
@@ -80,8 +61,6 @@ class FunctionOptions:
     memory: int | None = None  # MiB (a Docker worker's limit)
     gpu: str | tuple[str, ...] | None = None  # Modal's syntax: "A100:2", or fallbacks
     image: str | None = None  # the worker image's tag; None for worker processes
-    secrets: tuple[Any, ...] = ()  # opaque for now (see the module's docstring)
-    volumes: tuple[tuple[str, Any], ...] = ()  # (absolute path in the worker, volume)
     is_async: bool = False
     min_containers: int | None = None
     max_containers: int | None = None
@@ -118,9 +97,6 @@ class FunctionOptions:
             raise ValueError(str(exc)) from None
         if self.image is not None and (not isinstance(self.image, str) or not self.image):
             raise ValueError(f"image must be an image tag, got {self.image!r}")
-        if not isinstance(self.secrets, tuple):
-            raise ValueError(f"secrets must be a tuple, got {self.secrets!r}")
-        _check_volumes(self.volumes)
         if not isinstance(self.is_async, bool) or not isinstance(self.variant, bool):
             raise ValueError("is_async and variant must be booleans")
         self.autoscaler_settings()  # raises ValueError for bad autoscaler settings
@@ -159,8 +135,6 @@ class FunctionOptions:
         wire["retries"] = dataclasses.asdict(self.retries)
         if isinstance(self.gpu, tuple):
             wire["gpu"] = list(self.gpu)
-        wire["secrets"] = list(self.secrets)
-        wire["volumes"] = [list(pair) for pair in self.volumes]
         return {"version": WIRE_VERSION, **wire}
 
     @classmethod
@@ -182,16 +156,4 @@ class FunctionOptions:
         retry_names = {f.name for f in fields(RetryPolicy)}
         if not isinstance(retries, dict) or set(retries) != retry_names:
             raise ValueError(f"function options: bad retries {retries!r}")
-        secrets, volumes = values["secrets"], values["volumes"]
-        if not isinstance(secrets, list) or not isinstance(volumes, list):
-            raise ValueError("function options: secrets and volumes must be lists")
-        if not all(isinstance(pair, list) and len(pair) == 2 for pair in volumes):
-            raise ValueError(f"function options: bad volumes {volumes!r}")
-        return cls(
-            **{
-                **values,
-                "retries": RetryPolicy(**retries),
-                "secrets": tuple(secrets),
-                "volumes": tuple((path, volume) for path, volume in volumes),
-            }
-        )
+        return cls(**{**values, "retries": RetryPolicy(**retries)})

@@ -1,0 +1,82 @@
+"""Modal's names for what nbscale does not have *yet*: shared ``Dict`` and ``Queue``,
+``Secret`` and ``Volume`` (all to be hosted by the control plane's store), deployed apps
+(``Function.from_name``, ``Cls.from_name``, ``app.deploy()``) and classes (``@app.cls`` with
+``@modal.enter`` and ``@modal.method``). Each raises ``InvalidError`` naming the feature, so
+that a ported program stops at the line that uses it, rather than with an
+``AttributeError``. They are replaced one by one as the features arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from ._unsupported import _refuser, _refusing_classmethod, _Unsupported, not_supported
+
+_STORE = "not yet: the control plane's store that will hold it is to come"
+_DEPLOY = "not yet: deployed apps are to come; until then import the function's module and call it"
+_CLASSES = (
+    "not yet: classes (@app.cls, with @modal.enter and @modal.method) are to come; until "
+    "then load what a worker needs once in a module-level cache of an @app.function"
+)
+
+
+class Dict(_Unsupported):
+    """Not supported by nbscale yet: a dict shared by the kernel and its workers."""
+
+    feature, why = "modal.Dict", f"{_STORE}; until then pass data as arguments and results"
+    from_name = ephemeral = _refusing_classmethod()
+
+
+class Queue(_Unsupported):
+    """Not supported by nbscale yet: a queue shared by the kernel and its workers."""
+
+    feature, why = "modal.Queue", f"{_STORE}; until then use .map or .spawn_map"
+    from_name = ephemeral = _refusing_classmethod()
+
+
+class Secret(_Unsupported):
+    """Not supported by nbscale yet: environment variables given to workers at start."""
+
+    feature = "modal.Secret"
+    why = (
+        f"{_STORE}; until then workers inherit the environment of the process that starts "
+        "them, and Docker workers take Image.env({...})"
+    )
+    from_name = from_dict = from_dotenv = from_local_environ = _refusing_classmethod()
+
+
+class Volume(_Unsupported):
+    """Not supported by nbscale yet: a named directory every worker mounts."""
+
+    feature = "modal.Volume"
+    why = f"{_STORE}; until then give workers a directory they all see"
+    from_name = ephemeral = _refusing_classmethod()
+
+
+class Cls(_Unsupported):
+    """Not supported by nbscale yet: classes whose methods run on workers."""
+
+    feature, why = "modal.Cls", _CLASSES
+    from_name = _refusing_classmethod()
+
+
+def refuse_from_name(cls: Any, *args: Any, **kwargs: Any) -> NoReturn:
+    """``Function.from_name``: looking up a deployed function."""
+    raise not_supported("modal.Function.from_name", _DEPLOY)
+
+
+def refuse_class(*args: Any, **kwargs: Any) -> NoReturn:
+    """``@app.cls``."""
+    raise not_supported("@app.cls", _CLASSES)
+
+
+def refuse_deploy(*args: Any, **kwargs: Any) -> NoReturn:
+    """``app.deploy()``."""
+    raise not_supported("app.deploy()", _DEPLOY)
+
+
+enter = _refuser("@modal.enter", _CLASSES)
+exit = _refuser("@modal.exit", _CLASSES)  # Modal's name, shadowing the builtin here only
+method = _refuser("@modal.method", _CLASSES)
+parameter = _refuser("modal.parameter", _CLASSES)
+batched = _refuser("@modal.batched", "not yet: batched inputs are to come")
