@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except ScriptError as exc:  # the user's own code raised: its traceback, as Python shows it
-        _cli_run.print_script_error(exc)
+        refused = None if args.debug else _cli_run.refusal(exc)
+        if refused is not None:  # what nbscale refused is said in one line
+            print(error_text(refused), file=sys.stderr)
+        else:
+            _cli_run.print_script_error(exc)
         return EXIT_ERROR
     except NbscaleError as exc:
         if args.debug:

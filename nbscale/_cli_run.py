@@ -117,6 +117,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def refusal(error: ScriptError) -> InvalidError | None:
+    """When nbscale refused what the script asked (an ``InvalidError``: a Modal feature it
+    does not have, a bad setting), that refusal prefixed with the script's line that asked,
+    to print in one line; None for any other exception, shown with its traceback."""
+    exc = error.error
+    if not isinstance(exc, InvalidError):
+        return None
+    own = os.path.dirname(os.path.abspath(__file__))
+    where = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        filename = frame.f_code.co_filename
+        if not _is_ours(filename, own):
+            where = f"{os.path.relpath(filename)}:{line}"
+    return InvalidError(f"{where}: {exc}") if where else exc
+
+
 def print_script_error(error: ScriptError) -> None:
     """The script's own exception, with its traceback from the script's first frame on
     (nbscale run's frames left out), as ``python FILE.py`` would print it."""

@@ -172,6 +172,36 @@ def run_program(name: str, launcher: str, runtime_dir: Path) -> None:
     program.check(proc.stdout + proc.stderr, load(name))
 
 
+# --- scripts run with `python FILE.py` -------------------------------------------------
+
+
+def check_run_from_script(out: str, program: ModuleType) -> None:
+    square = program.square.local
+    assert f"remote {square(7)}" in lines(out)
+    assert "squaring 7" in lines(out)  # what the worker printed
+    assert "is_local True" in lines(out)  # here, not on a worker
+    assert f"squares {[square(i) for i in range(6)]}" in lines(out)  # main(n=6), called
+
+
+SCRIPTS: dict[str, Callable[[str, ModuleType], None]] = {
+    "run_from_script": check_run_from_script,
+}
+
+
+def run_script(name: str, launcher: str, runtime_dir: Path) -> None:
+    """Run the program with ``python FILE.py``, as a user does, and check what it printed."""
+    proc = subprocess.run(
+        [sys.executable, f"{name}.py"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=run_env(launcher, runtime_dir),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    SCRIPTS[name](proc.stdout + proc.stderr, load(name))
+
+
 # --- the notebook ------------------------------------------------------------------------
 
 

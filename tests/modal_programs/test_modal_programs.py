@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from programs import PROGRAMS, check_notebook, run_notebook, run_program
+from programs import PROGRAMS, SCRIPTS, check_notebook, run_notebook, run_program, run_script
 from servers import check_batch_detach
 
 pytestmark = pytest.mark.slow
@@ -16,6 +16,11 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_program(name: str, tmp_path: Path) -> None:
     run_program(name, "process", tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_script(name: str, tmp_path: Path) -> None:
+    run_script(name, "process", tmp_path)
 
 
 def test_notebook_with_app_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from programs import PROGRAMS, check_notebook, run_notebook, run_program
+from programs import PROGRAMS, SCRIPTS, check_notebook, run_notebook, run_program, run_script
 from servers import check_batch_detach
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(420)]  # first builds of images
@@ -18,6 +18,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(420)]  # first builds of i
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
 def test_program(name: str, tmp_path: Path, docker_plane: Any) -> None:
     run_program(name, "docker", tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_script(name: str, tmp_path: Path, docker_plane: Any) -> None:
+    run_script(name, "docker", tmp_path)
 
 
 def test_notebook_with_app_run(monkeypatch: pytest.MonkeyPatch, docker_plane: Any) -> None:
