@@ -49,6 +49,7 @@ from ._views import monitor
 from .exception import Error
 from .exceptions import (
     CallCancelledError,
+    ConnectionLostError,
     ControlPlaneError,
     FunctionTimeoutError,
     ImageBuildError,
@@ -68,6 +69,7 @@ __all__ = [
     "CallCancelledError",
     "CloudBucketMount",
     "Cls",
+    "ConnectionLostError",
     "ControlPlaneError",
     "Cron",
     "Dict",

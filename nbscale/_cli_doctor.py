@@ -223,13 +223,15 @@ def _jupyter() -> list[Finding]:
 def _control_plane() -> Finding:
     """The control plane a kernel here would use: the Jupyter server's, found by its
     connection file (``NBSCALE_CONNECTION_FILE``, or the Jupyter runtime directory)."""
-    from ._client import hello, server_connection_files
+    from ._client import hello
+    from ._discovery import server_connection_files
 
-    for path, info in server_connection_files():
+    for server in server_connection_files():
+        info = server.info
         try:
             said = get_loop().run(hello(info, _TIMEOUT))
         except NbscaleError as exc:
-            return Finding("control plane", f"{path}: {exc}", True)
+            return Finding("control plane", f"{server.path}: {exc}", True)
         return Finding(
             "control plane",
             f"the Jupyter server's (pid {info['pid']}, nbscale {said.get('version', '?')}) "

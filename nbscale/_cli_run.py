@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _config
 from ._app_run import DETACH_NEEDS_SERVER
-from ._client import server_connection_files
+from ._discovery import server_connection_files
 from ._entrypoint import parse_arguments
 from ._script import ScriptError, choose, load, split_ref
 from .exceptions import InvalidError
@@ -84,9 +84,8 @@ def _use_server(detach: bool) -> dict[str, Any] | None:
         if detach:
             raise InvalidError(f"--detach: {DETACH_NEEDS_SERVER}")
         return None
-    path, info = found[0]
-    os.environ["NBSCALE_CONNECTION_FILE"] = path
-    return info
+    os.environ["NBSCALE_CONNECTION_FILE"] = found[0].path
+    return found[0].info
 
 
 def run(args: argparse.Namespace) -> int:

@@ -190,8 +190,8 @@ class Function:
             inv.total = 1
             await inv.submit([[0, *where]], writer.frames(), total=1)
             batch = await inv.next_batch()
-            if isinstance(batch, End):  # cancelled
-                raise CallCancelledError(f"{self.name}: the call was cancelled")
+            if isinstance(batch, End):  # cancelled, or the connection lost
+                raise batch.error or CallCancelledError(f"{self.name}: the call was cancelled")
         except asyncio.CancelledError:
             await inv.cancel()
             raise
@@ -205,7 +205,7 @@ class Function:
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
         inv = await self._invocation("spawn")
-        inv.client.handlers.pop(inv.call_id, None)  # outputs stay on the control plane
+        inv._forget()  # outputs stay on the control plane
         writer = PayloadWriter()
         where = add_input(writer, 0, args, kwargs)
         await inv.submit([[0, *where]], writer.frames(), total=1)
@@ -218,7 +218,7 @@ class Function:
         """Start the function on every input without waiting for results; returns one
         ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
         inv = await self._invocation("spawn")
-        inv.client.handlers.pop(inv.call_id, None)
+        inv._forget()
         inv.start_feeding(zip_inputs(iterables, kwargs))
         await inv.wait_fed()
         if inv.feed_error is not None:

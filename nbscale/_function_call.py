@@ -17,6 +17,8 @@ from ._loop import get_loop
 from ._outcomes import decode, print_output
 from .exceptions import CallCancelledError
 
+_ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
+
 
 class FunctionCall:
     """A handle on spawned work: ``get``, ``iter``, ``cancel``, ``num_inputs``; rebuild it in
@@ -30,9 +32,17 @@ class FunctionCall:
 
     async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
         client = await get_client()
-        value, payload = await client.request(
-            protocol.GetOutputs(0, self.object_id, start, end, timeout)
-        )
+        request = client.request(protocol.GetOutputs(0, self.object_id, start, end, timeout))
+        if timeout is None:
+            value, payload = await request
+        else:  # honoured here too, should the control plane not answer in time
+            try:
+                value, payload = await asyncio.wait_for(request, timeout + _ANSWER_GRACE)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"function call {self.object_id}: no answer from {client.describe()} "
+                    f"within its timeout of {timeout:g} s"
+                ) from None
         items = value["items"]
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         value["outputs"] = [

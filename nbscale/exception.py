@@ -24,6 +24,7 @@ from nbscale_runtime.worker import InputCancelled
 
 from .exceptions import (
     CallCancelledError,
+    ConnectionLostError,
     ControlPlaneError,
     FunctionTimeoutError,
     ImageBuildError,
@@ -46,6 +47,7 @@ InputCancellation = InputCancelled
 
 __all__ = [
     "CallCancelledError",
+    "ConnectionLostError",
     "ControlPlaneError",
     "DeserializationError",
     "Error",

@@ -56,7 +56,8 @@ export type ApiModel =
   | ISnapshotMessage
   | IChangesMessage
   | IError;
-export type ContainerState = 'starting' | 'idle' | 'busy' | 'draining';
+export type ContainerState =
+  'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
@@ -179,6 +180,10 @@ export interface IContainersByState {
    * running at least one input
    */
   busy: number;
+  /**
+   * alive, running an input, but silent past the heartbeat timeout (user code holding the GIL): left alone until that input's timeout
+   */
+  unresponsive: number;
   /**
    * told to stop; finishing its input
    */
@@ -391,7 +396,7 @@ export interface IInput {
    */
   attempt: number;
   /**
-   * for running inputs
+   * for inputs on a worker: running, or queued there (pending)
    */
   worker_id?: string;
 }
