@@ -25,7 +25,20 @@ from ._image import Image
 from ._ipython import load_ipython_extension, unload_ipython_extension
 from ._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
 from ._modal_name import answer_to_modal
-from ._not_yet import Cls, Dict, Queue, Secret, Volume, batched, enter, exit, method, parameter
+from ._not_yet import (
+    Cls,
+    Dict,
+    Queue,
+    Secret,
+    Volume,
+    batched,
+    current_function_call_id,
+    current_input_id,
+    enter,
+    exit,
+    method,
+    parameter,
+)
 from ._owner import is_local
 from ._retries import Retries
 from ._unsupported import (
@@ -105,6 +118,8 @@ __all__ = [
     "batched",
     "concurrent",
     "config",
+    "current_function_call_id",
+    "current_input_id",
     "enable_output",
     "enter",
     "exception",

@@ -23,7 +23,7 @@ from ._image import Image
 from ._loop import loop_running
 from ._map import End, Invocation
 from ._map_results import ForEachMethod, MapMethod, star_inputs, zip_inputs
-from ._not_yet import refuse_from_name
+from ._not_yet import refuse_from_name, refuse_remote_gen
 from ._options import check_image, function_options
 from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
@@ -55,6 +55,7 @@ class Function:
     (and ``.local`` to run it here)."""
 
     from_name = classmethod(refuse_from_name)  # deployed apps are to come
+    remote_gen = staticmethod(refuse_remote_gen)  # generators are to come
 
     def __init__(
         self,

@@ -1,7 +1,8 @@
 """Modal's names for what nbscale does not have *yet*: shared ``Dict`` and ``Queue``,
 ``Secret`` and ``Volume`` (all to be hosted by the control plane's store), deployed apps
-(``Function.from_name``, ``Cls.from_name``, ``app.deploy()``) and classes (``@app.cls`` with
-``@modal.enter`` and ``@modal.method``). Each raises ``InvalidError`` naming the feature, so
+(``Function.from_name``, ``Cls.from_name``, ``app.deploy()``), classes (``@app.cls`` with
+``@modal.enter`` and ``@modal.method``), generators, batching and a worker's context
+(``current_input_id``). Each raises ``InvalidError`` naming the feature, so
 that a ported program stops at the line that uses it, rather than with an
 ``AttributeError``. They are replaced one by one as the features arrive.
 """
@@ -80,3 +81,12 @@ exit = _refuser("@modal.exit", _CLASSES)  # Modal's name, shadowing the builtin 
 method = _refuser("@modal.method", _CLASSES)
 parameter = _refuser("modal.parameter", _CLASSES)
 batched = _refuser("@modal.batched", "not yet: batched inputs are to come")
+current_input_id = _refuser("modal.current_input_id", "not yet: a worker's context is to come")
+current_function_call_id = _refuser(
+    "modal.current_function_call_id", "not yet: a worker's context is to come"
+)
+
+
+def refuse_remote_gen(*args: Any, **kwargs: Any) -> NoReturn:
+    """``f.remote_gen(...)``."""
+    raise not_supported("Function.remote_gen", "not yet: generator functions are to come")

@@ -158,3 +158,22 @@ def test_the_default_image_mirrors_what_the_function_uses():
     assert _kernel_env.distributions_used_by(imports_inside) == ["pytest"]
     assert _kernel_env.distributions_used_by(closes_over_an_array) == ["numpy"]
     assert _kernel_env.modules_used_by(lambda: sys.path) == set()  # standard library
+
+
+def test_modals_other_installers_give_the_same_wheels(tmp_path):
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# pinned\nsix==1.17.0  # for the example\n\nidna\n")
+    base = nbscale.Image.debian_slim("3.11")
+    pip = plan(base.pip_install("six==1.17.0", "idna", "tblib")).dockerfile
+    assert plan(base.uv_pip_install("six==1.17.0", "idna", "tblib")).dockerfile == pip
+    from_file = base.uv_pip_install("tblib", requirements=[str(reqs)])
+    assert plan(from_file).wheels[".nbscale/wheels-1"] == ("tblib", "six==1.17.0", "idna")
+    from_file = base.pip_install_from_requirements(str(reqs))
+    assert plan(from_file).wheels[".nbscale/wheels-1"] == ("six==1.17.0", "idna")
+    reqs.write_text("six\n--index-url https://example.org/simple\n")
+    with pytest.raises(nbscale.InvalidError, match=r"requirements.txt:2: '--index-url"):
+        base.pip_install_from_requirements(str(reqs))
+    with pytest.raises(nbscale.InvalidError, match="cannot read the requirements file"):
+        base.uv_pip_install(requirements=[str(tmp_path / "missing.txt")])
+    with pytest.raises(nbscale.InvalidError, match=r"Image.imports\(\) is not supported"):
+        base.imports()

@@ -9,7 +9,7 @@ import nbscale as modal
 
 app = modal.App(
     "example-basic-grid-search",
-    image=modal.Image.debian_slim().pip_install("numpy>=2"),
+    image=modal.Image.debian_slim().uv_pip_install("numpy>=2"),
 )
 
 
