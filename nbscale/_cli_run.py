@@ -66,6 +66,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars, no lines of nbscale's"
     )
+    p.add_argument(
+        "-m",
+        dest="module",
+        action="store_true",
+        help="the script is a module's dotted name (pkg.sweep::main), as `modal run -m`",
+    )
     p.add_argument("ref", metavar="FILE.py[::NAME]", help="the script (or a module's name)")
     p.add_argument(
         "args",
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         _config.config(progress="off")
     server = _use_server(args.detach)
-    module = load(source)
+    module = load(source, as_module=args.module)
     target = choose(module, name, source)
     if "--detach" in argv and "detach" not in inspect.signature(target.raw).parameters:
         args.run_parser.error(f"--detach goes before the script: nbscale run --detach {source}")

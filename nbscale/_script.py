@@ -81,12 +81,15 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return source, name or None
 
 
-def load(source: str) -> ModuleType:
-    """Import ``source`` (a file ``FILE.py``, or a module's dotted name) as ``modal run``
-    does. An exception the script raises is a ``ScriptError``."""
+def load(source: str, *, as_module: bool = False) -> ModuleType:
+    """Import ``source`` (a file ``FILE.py``, or a module's dotted name, which
+    ``as_module`` insists on) as ``modal run`` does. An exception the script raises is a
+    ``ScriptError``."""
     if "" not in sys.path:
         sys.path.insert(0, "")  # the working directory, as for `python -m`
-    if not source.endswith(".py") and os.sep not in source:
+    if as_module and (source.endswith(".py") or os.sep in source):
+        raise InvalidError(f"-m takes a module's dotted name, not a file: {source}")
+    if as_module or (not source.endswith(".py") and os.sep not in source):
         try:
             return importlib.import_module(source)
         except ModuleNotFoundError as exc:
@@ -101,7 +104,8 @@ def load(source: str) -> ModuleType:
     name = inspect.getmodulename(path) or os.path.basename(path)
     if name in sys.modules or name in sys.stdlib_module_names:
         raise InvalidError(
-            f"{source}: a module named {name!r} is imported already; rename the file"
+            f"{source}: a module named {name!r} exists already (imported here, or in the "
+            "standard library), which the script would hide: rename the file"
         )
     sys.path.insert(0, os.path.dirname(path))
     spec = importlib.util.spec_from_file_location(name, path)

@@ -57,6 +57,16 @@ def test_a_function_named_runs_on_a_worker(tmp_path: Path) -> None:
     assert "remote" not in proc.stdout  # imported as a module: its __main__ block did not run
 
 
+def test_a_module_by_its_dotted_name(tmp_path: Path) -> None:
+    env = run_env("process", tmp_path)
+    proc = nbscale_run("-m", "spawn_gather", "--n", "3", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "gathered [0, 1, 8]" in lines(proc.stdout)
+    proc = nbscale_run("-m", "spawn_gather.py", env=env)
+    assert proc.returncode == 1
+    assert "-m takes a module's dotted name, not a file: spawn_gather.py" in proc.stderr
+
+
 def test_detach_without_a_jupyter_server_is_refused(tmp_path: Path) -> None:
     # tmp_path is the run's Jupyter runtime directory: no server runs there.
     proc = nbscale_run("--detach", "batch_detach.py", env=run_env("process", tmp_path))
