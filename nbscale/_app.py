@@ -55,6 +55,7 @@ class App:
         self.registered_functions: dict[str, Function] = {}
         self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
         self.running: AppRun | None = None  # set while ``with app.run():`` is open
+        self.included: list[App] = []  # app.include(other)
 
     def __repr__(self) -> str:
         return f"<nbscale.App {self.name!r}>"
@@ -180,13 +181,39 @@ class App:
             raise InvalidError(f"detach must be True or False, got {detach!r}")
         return AppRun(self, detach)
 
+    def include(self, other_app: App, /, inherit_tags: bool = True) -> App:
+        """Modal's ``app.include(other_app)``: the other app's functions are this app's too
+        (``nbscale run`` finds them, ``with app.run():`` scopes them), for an app split
+        across files. Returns this app."""
+        if not isinstance(other_app, App):
+            raise InvalidError(f"app.include takes an nbscale.App, got {other_app!r}")
+        if self in other_app.with_included():
+            raise InvalidError(f"{other_app!r} includes {self!r} already")
+        self.registered_functions.update(other_app.registered_functions)
+        self.included.append(other_app)
+        if inherit_tags:
+            self.tags = {**other_app.tags, **self.tags}
+        return self
+
+    def with_included(self) -> list[App]:
+        """This app and those it includes, theirs too."""
+        found = [self]
+        for app in found:
+            found += [other for other in app.included if other not in found]
+        return found
+
+    @classmethod
+    def lookup(cls, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not supported yet: ``App.lookup`` (a deployed app) raises ``InvalidError``."""
+        refuse_deploy("App.lookup")
+
     def cls(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Not supported yet: ``@app.cls`` raises ``InvalidError`` with what to do instead."""
         refuse_class()
 
     def deploy(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Not supported yet: ``app.deploy()`` raises ``InvalidError``."""
-        refuse_deploy()
+        refuse_deploy("app.deploy()")
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[Any], Any]:

@@ -57,17 +57,21 @@ class AppRun:
     # --- the span ----------------------------------------------------------------------
 
     async def _start(self) -> None:
-        if self.app.running is not None:
-            raise InvalidError(f"app {self.app.name!r} is running already")
+        apps = self.app.with_included()
+        for app in apps:
+            if app.running is not None:
+                raise InvalidError(f"app {app.name!r} is running already")
         client = await get_client()
         if self.detach and client.mode != "server":
             raise InvalidError(DETACH_NEEDS_SERVER)
         self._client = client
-        self.app.running = self
+        for app in apps:  # the functions of an included app are this run's too
+            app.running = self
 
     async def _end(self) -> None:
-        if self.app.running is self:
-            self.app.running = None
+        for app in self.app.with_included():
+            if app.running is self:
+                app.running = None
         client = self._client
         if client is None or not is_current(client) or self.detach:
             return

@@ -104,6 +104,12 @@ class Function:
         """A variant of this function with other settings, and a pool of its own."""
         return self._with_settings(settings, variant=True)
 
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Function:
+        """A variant whose workers run up to ``max_inputs`` inputs at once, with a pool of
+        its own (``@nbscale.concurrent`` as a call, as Modal's ``with_concurrency``)."""
+        settings = {"max_inputs": max_inputs, "target_inputs": target_inputs}
+        return self._with_settings(settings, variant=True)
+
     def _with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
         """This function with ``settings`` changed; a ``variant`` gets a pool of its own
         even where only its autoscaler settings differ."""

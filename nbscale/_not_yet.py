@@ -71,9 +71,9 @@ def refuse_class(*args: Any, **kwargs: Any) -> NoReturn:
     raise not_supported("@app.cls", _CLASSES)
 
 
-def refuse_deploy(*args: Any, **kwargs: Any) -> NoReturn:
-    """``app.deploy()``."""
-    raise not_supported("app.deploy()", _DEPLOY)
+def refuse_deploy(feature: str) -> NoReturn:
+    """``app.deploy()``, ``App.lookup``."""
+    raise not_supported(feature, _DEPLOY)
 
 
 enter = _refuser("@modal.enter", _CLASSES)

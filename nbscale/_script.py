@@ -136,11 +136,17 @@ def _candidates(apps: dict[str, App]) -> list[tuple[str, Target]]:
         for var, app in apps.items()
         for name, entrypoint in app.registered_entrypoints.items()
     ]
-    found += [
-        (f"{var}.{name}", Target(name, function=function))
+    functions = [
+        (var, name, function)
         for var, app in apps.items()
         for name, function in app.registered_functions.items()
     ]
+    functions.sort(key=lambda row: row[2].app is not apps[row[0]])  # by its own app first
+    seen: set[int] = set()  # a function of an included app is listed once
+    for var, name, function in functions:
+        if id(function) not in seen:
+            seen.add(id(function))
+            found.append((f"{var}.{name}", Target(name, function=function)))
     return found
 
 

@@ -60,6 +60,29 @@ def test_leaving_the_run_stops_the_pools_it_used_and_cancels_its_spawned_calls()
     assert square.remote(4) == 16  # a stopped pool starts again when called
 
 
+def test_a_run_scopes_the_functions_of_the_apps_it_includes():
+    stage = nbscale.App("test-app-run-stage", tags={"team": "ml"})
+    negate = stage.function(scaledown_window=60, name="negate")(lambda x: -x)
+    parent = nbscale.App("test-app-run-parent")
+    assert parent.include(stage) is parent and parent.tags == {"team": "ml"}
+    assert parent.registered_functions["negate"] is negate
+    with parent.run():
+        assert negate.remote(2) == -2
+        assert stage.running is parent.running is not None
+    assert stopped("negate") and stage.running is None
+    with pytest.raises(nbscale.InvalidError, match="includes"):
+        stage.include(parent)
+
+
+def test_with_concurrency_is_a_variant_whose_workers_take_several_inputs():
+    variant = slow.with_concurrency(max_inputs=4)
+    assert (variant.options.max_inputs, variant.options.variant) == (4, True)
+    assert slow.options.max_inputs == 1
+    assert list(variant.map([0.1] * 4)) == [0.1] * 4
+    headroom = variant.get_current_stats().input_headroom  # its idle workers take four each
+    assert headroom > 0 and headroom % 4 == 0
+
+
 def test_an_interrupted_run_stops_its_pools_too():
     with pytest.raises(KeyError), app.run():
         square.remote(5)

@@ -145,6 +145,16 @@ def check_concurrent_inputs(out: str, program: ModuleType) -> None:
     assert 2 <= int(most.rsplit(" ", 1)[1]) <= 4  # several at once, never past max_inputs
 
 
+COMPOSED_TEXT = "  Hello World hello  nbscale "
+
+
+def check_composed_app(out: str, program: ModuleType) -> None:
+    words = [program.normalize.local(w) for w in COMPOSED_TEXT.split()]
+    assert f"words {words}" in lines(out)
+    assert f"counts {program.count.local(words)}" in lines(out)
+    assert "tags {'stage': 'normalize'}" in lines(out)  # inherited from the included app
+
+
 @dataclass(frozen=True)
 class Program:
     args: tuple[str, ...]
@@ -161,6 +171,7 @@ PROGRAMS: dict[str, Program] = {
     "async_map": Program((), check_async_map),
     "parallel_map": Program((), check_parallel_map),
     "concurrent_inputs": Program((), check_concurrent_inputs),
+    "composed_app": Program(("--text", COMPOSED_TEXT), check_composed_app),
 }
 
 
