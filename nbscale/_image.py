@@ -19,12 +19,31 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any
 
 from . import _config, _kernel_env
+from ._unsupported import refuser
 from .exceptions import InvalidError
+
+_NO_TOP_LEVEL = (
+    "a module's top level does not run on workers (functions travel by value): import the "
+    "package inside the function that uses it"
+)
+_NO_RUN_FUNCTION = (
+    "not yet: run the setup with run_commands (python -c ...), or once per worker from the "
+    "function (a module-level cache)"
+)
+_NO_DOCKERFILE_COMMANDS = "not yet: use run_commands, or a Dockerfile with from_dockerfile"
+_NO_CONDA = "no conda environments: use pip_install or apt_install, or a conda base image"
+_EXPORT = (
+    "not yet: export a requirements file (poetry export, uv export) and use "
+    "pip_install_from_requirements"
+)
+_NO_PRIVATE_REPOS = "not yet: pip_install a wheel or a URL that this host can download"
+_PULL_IT = "there is no registry login: pull the image on the Docker host, then from_registry"
 
 # The glibc of the bases, for choosing manylinux wheels: Debian bookworm has 2.36; for an
 # image of unknown origin, 2.28 is what current distributions all have.
@@ -151,13 +170,25 @@ class Image:
         described = f"pip_install_from_requirements({requirements_txt})"
         return self._with(Layer("pip", names), described) if names else self
 
-    def imports(self) -> NoReturn:
-        """Not supported: see the error."""
-        raise InvalidError(
-            "Image.imports() is not supported by nbscale: a module's top level does not run "
-            "on workers (functions travel by value), so import the package inside the "
-            "function that uses it"
-        )
+    def pip_install_from_pyproject(
+        self, pyproject_toml: str, optional_dependencies: Iterable[str] = ()
+    ) -> Image:
+        """Install the ``[project] dependencies`` of a pyproject.toml of this host, and
+        those of the named ``optional_dependencies`` groups."""
+        names = _pyproject_dependencies(pyproject_toml, tuple(optional_dependencies))
+        described = f"pip_install_from_pyproject({pyproject_toml})"
+        return self._with(Layer("pip", names), described) if names else self
+
+    # Modal's image methods that nbscale lacks: each raises InvalidError naming itself.
+    imports = refuser("Image.imports()", _NO_TOP_LEVEL)
+    run_function = refuser("Image.run_function", _NO_RUN_FUNCTION)
+    dockerfile_commands = refuser("Image.dockerfile_commands", _NO_DOCKERFILE_COMMANDS)
+    micromamba = micromamba_install = refuser("Image.micromamba", _NO_CONDA)
+    poetry_install_from_file = refuser("Image.poetry_install_from_file", _EXPORT)
+    uv_sync = refuser("Image.uv_sync", _EXPORT)
+    pip_install_private_repos = refuser("Image.pip_install_private_repos", _NO_PRIVATE_REPOS)
+    from_aws_ecr = from_gcp_artifact_registry = refuser("Image.from_aws_ecr", _PULL_IT)
+    from_name = from_id = refuser("Image.from_name", "there are no Modal-hosted images")
 
     def apt_install(self, *packages: str | Iterable[str]) -> Image:
         """Install Debian packages (this build step needs the image's apt sources)."""
@@ -261,6 +292,23 @@ def _requirements(path: str) -> tuple[str, ...]:
             )
         found.append(text)
     return tuple(found)
+
+
+def _pyproject_dependencies(path: str, groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The requirement strings of a pyproject.toml's ``[project]`` table."""
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            project = tomllib.load(f).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidError(f"cannot read the pyproject file {path}: {exc}") from None
+    optional = project.get("optional-dependencies", {})
+    missing = [group for group in groups if group not in optional]
+    if missing:
+        raise InvalidError(f"{path} has no optional dependencies {', '.join(missing)}")
+    found = [*project.get("dependencies", ())]
+    for group in groups:
+        found += optional[group]
+    return _strings((found,), "pip_install_from_pyproject")
 
 
 def _copy(source: str, target: str) -> Layer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from ._unsupported import _refuser, _refusing_classmethod, _Unsupported, not_supported
+from ._unsupported import Unsupported, not_supported, refuser, refusing_classmethod
 
 _STORE = "not yet: the control plane's store that will hold it is to come"
 _DEPLOY = "not yet: deployed apps are to come; until then import the function's module and call it"
@@ -21,21 +21,21 @@ _CLASSES = (
 )
 
 
-class Dict(_Unsupported):
+class Dict(Unsupported):
     """Not supported by nbscale yet: a dict shared by the kernel and its workers."""
 
     feature, why = "modal.Dict", f"{_STORE}; until then pass data as arguments and results"
-    from_name = ephemeral = _refusing_classmethod()
+    from_name = ephemeral = refusing_classmethod()
 
 
-class Queue(_Unsupported):
+class Queue(Unsupported):
     """Not supported by nbscale yet: a queue shared by the kernel and its workers."""
 
     feature, why = "modal.Queue", f"{_STORE}; until then use .map or .spawn_map"
-    from_name = ephemeral = _refusing_classmethod()
+    from_name = ephemeral = refusing_classmethod()
 
 
-class Secret(_Unsupported):
+class Secret(Unsupported):
     """Not supported by nbscale yet: environment variables given to workers at start."""
 
     feature = "modal.Secret"
@@ -43,22 +43,22 @@ class Secret(_Unsupported):
         f"{_STORE}; until then workers inherit the environment of the process that starts "
         "them, and Docker workers take Image.env({...})"
     )
-    from_name = from_dict = from_dotenv = from_local_environ = _refusing_classmethod()
+    from_name = from_dict = from_dotenv = from_local_environ = refusing_classmethod()
 
 
-class Volume(_Unsupported):
+class Volume(Unsupported):
     """Not supported by nbscale yet: a named directory every worker mounts."""
 
     feature = "modal.Volume"
     why = f"{_STORE}; until then give workers a directory they all see"
-    from_name = ephemeral = _refusing_classmethod()
+    from_name = ephemeral = refusing_classmethod()
 
 
-class Cls(_Unsupported):
+class Cls(Unsupported):
     """Not supported by nbscale yet: classes whose methods run on workers."""
 
     feature, why = "modal.Cls", _CLASSES
-    from_name = _refusing_classmethod()
+    from_name = refusing_classmethod()
 
 
 def refuse_from_name(cls: Any, *args: Any, **kwargs: Any) -> NoReturn:
@@ -76,13 +76,13 @@ def refuse_deploy(feature: str) -> NoReturn:
     raise not_supported(feature, _DEPLOY)
 
 
-enter = _refuser("@modal.enter", _CLASSES)
-exit = _refuser("@modal.exit", _CLASSES)  # Modal's name, shadowing the builtin here only
-method = _refuser("@modal.method", _CLASSES)
-parameter = _refuser("modal.parameter", _CLASSES)
-batched = _refuser("@modal.batched", "not yet: batched inputs are to come")
-current_input_id = _refuser("modal.current_input_id", "not yet: a worker's context is to come")
-current_function_call_id = _refuser(
+enter = refuser("@modal.enter", _CLASSES)
+exit = refuser("@modal.exit", _CLASSES)  # Modal's name, shadowing the builtin here only
+method = refuser("@modal.method", _CLASSES)
+parameter = refuser("modal.parameter", _CLASSES)
+batched = refuser("@modal.batched", "not yet: batched inputs are to come")
+current_input_id = refuser("modal.current_input_id", "not yet: a worker's context is to come")
+current_function_call_id = refuser(
     "modal.current_function_call_id", "not yet: a worker's context is to come"
 )
 

@@ -87,7 +87,7 @@ def check_keywords(given: Mapping[str, Any], where: str) -> None:
 # --- Modal's top-level names for what nbscale does not have ----------------------------
 
 
-def _refuser(feature: str, why: str) -> Any:
+def refuser(feature: str, why: str) -> Any:
     def refuse(*args: Any, **kwargs: Any) -> NoReturn:
         raise not_supported(feature, why)
 
@@ -95,23 +95,23 @@ def _refuser(feature: str, why: str) -> Any:
     return refuse
 
 
-web_endpoint = _refuser("@modal.web_endpoint", _NO_WEB)
-fastapi_endpoint = _refuser("@modal.fastapi_endpoint", _NO_WEB)
-asgi_app = _refuser("@modal.asgi_app", _NO_WEB)
-wsgi_app = _refuser("@modal.wsgi_app", _NO_WEB)
-web_server = _refuser("@modal.web_server", _NO_WEB)
-forward = _refuser("modal.forward", _NO_WEB)
-interact = _refuser("modal.interact", "workers have no terminal to interact with")
+web_endpoint = refuser("@modal.web_endpoint", _NO_WEB)
+fastapi_endpoint = refuser("@modal.fastapi_endpoint", _NO_WEB)
+asgi_app = refuser("@modal.asgi_app", _NO_WEB)
+wsgi_app = refuser("@modal.wsgi_app", _NO_WEB)
+web_server = refuser("@modal.web_server", _NO_WEB)
+forward = refuser("modal.forward", _NO_WEB)
+interact = refuser("modal.interact", "workers have no terminal to interact with")
 
 
-def _refusing_classmethod() -> Any:
-    def refuse(cls: type[_Unsupported], *args: Any, **kwargs: Any) -> NoReturn:
+def refusing_classmethod() -> Any:
+    def refuse(cls: type[Unsupported], *args: Any, **kwargs: Any) -> NoReturn:
         raise not_supported(cls.feature, cls.why)
 
     return classmethod(refuse)
 
 
-class _Unsupported:
+class Unsupported:
     """A Modal class nbscale does not have: making one, or calling its constructors, raises
     ``InvalidError`` with the reason."""
 
@@ -122,54 +122,54 @@ class _Unsupported:
         raise not_supported(self.feature, self.why)
 
 
-class Sandbox(_Unsupported):
+class Sandbox(Unsupported):
     """Not supported by nbscale: it runs functions, not sandboxes."""
 
     feature, why = "modal.Sandbox", _NO_SANDBOX
-    create = from_id = from_name = list = _refusing_classmethod()
+    create = from_id = from_name = list = refusing_classmethod()
 
 
-class Cron(_Unsupported):
+class Cron(Unsupported):
     """Not supported by nbscale: it has no scheduler."""
 
     feature, why = "modal.Cron", _NO_SCHEDULER
 
 
-class Period(_Unsupported):
+class Period(Unsupported):
     """Not supported by nbscale: it has no scheduler."""
 
     feature, why = "modal.Period", _NO_SCHEDULER
 
 
-class NetworkFileSystem(_Unsupported):
+class NetworkFileSystem(Unsupported):
     """Not supported by nbscale: volumes are to come."""
 
     feature, why = "modal.NetworkFileSystem", _VOLUMES_COMING
-    from_name = ephemeral = _refusing_classmethod()
+    from_name = ephemeral = refusing_classmethod()
 
 
-class CloudBucketMount(_Unsupported):
+class CloudBucketMount(Unsupported):
     """Not supported by nbscale: workers read buckets with your own client library."""
 
     feature = "modal.CloudBucketMount"
     why = f"{_OWN_MACHINES}: read the bucket with its client library inside the function"
 
 
-class Mount(_Unsupported):
+class Mount(Unsupported):
     """Not supported by nbscale (Modal 1.0 removed it too)."""
 
     feature, why = "modal.Mount", UNSUPPORTED_KEYWORDS["mounts"]
-    from_local_dir = from_local_file = from_local_python_packages = _refusing_classmethod()
+    from_local_dir = from_local_file = from_local_python_packages = refusing_classmethod()
 
 
-class Proxy(_Unsupported):
+class Proxy(Unsupported):
     """Not supported by nbscale: workers use your own network."""
 
     feature, why = "modal.Proxy", UNSUPPORTED_KEYWORDS["proxy"]
-    from_name = _refusing_classmethod()
+    from_name = refusing_classmethod()
 
 
-class Tunnel(_Unsupported):
+class Tunnel(Unsupported):
     """Not supported by nbscale: it has no web ingress."""
 
     feature, why = "modal.Tunnel", _NO_WEB

@@ -105,7 +105,6 @@ UNSUPPORTED = [
     (lambda: nbscale.batched(max_batch_size=4, wait_ms=10), "@modal.batched", "not yet"),
     (lambda: nbscale.current_input_id(), "modal.current_input_id", "not yet"),
     (lambda: nbscale.App("a").function(print).remote_gen(1), "Function.remote_gen", "not yet"),
-    (lambda: nbscale.Image.debian_slim().imports(), "Image.imports()", "inside the function"),
 ]
 
 
