@@ -33,7 +33,8 @@ as `modal run` does. The entrypoint's parameters are its --flags:
 
   nbscale run sweep.py --n 100 --dry-run
 
-A script with several entrypoints or functions needs ::NAME (nbscale run sweep.py::main).
+A script with several entrypoints or functions needs ::NAME (nbscale run sweep.py::main);
+a module of a package is named by its dotted name (nbscale run -m pkg.sweep::main).
 The Jupyter server's control plane is used when one runs here (its sidebar shows the run),
 else one in this process, which ends with it.
 """
