@@ -60,7 +60,10 @@ class AppRun:
         apps = self.app.with_included()
         for app in apps:
             if app.running is not None:
-                raise InvalidError(f"app {app.name!r} is running already")
+                raise InvalidError(
+                    f"app {app.name!r} is running already: a run cannot open inside another "
+                    "(nbscale run runs the local entrypoint inside app.run() already)"
+                )
         client = await get_client()
         if self.detach and client.mode != "server":
             raise InvalidError(DETACH_NEEDS_SERVER)
