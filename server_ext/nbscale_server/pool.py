@@ -46,6 +46,7 @@ class WorkerState:
     state: str = "starting"  # starting | idle | busy | unresponsive | draining
     registered_at: float | None = None
     last_seen: float = 0.0
+    ponged_at: float | None = None  # when we last answered its heartbeat
     idle_since: float | None = None
     want: int = 0  # inputs the worker asked for and has not been sent
     pid: int | None = None
