@@ -102,6 +102,7 @@ class Delivery:
                 call.owner_info = self.records.owners[identity]
             call.progress = msg.progress
             self.calls[msg.call_id] = call
+            self._link_parent(call, msg.parent)
         if call.cancelled:
             return {"accepted": 0, "limit": None, "cancelled": True}, None
         pool = self.records.pools[call.pool_id]
@@ -157,6 +158,19 @@ class Delivery:
         self.answer_waiters(call, force=True)
         self.maybe_finish(call)
         self.outbox.emit("call-cancelled", pool.pool_id, call_id=call.call_id)
+        for child_id in call.children:  # down the call graph: nobody waits for them now
+            child = self.calls.get(child_id)
+            if child is not None and not child.finished:
+                self.cancel(child, requester=None)
+
+    def _link_parent(self, call: CallState, parent: list[Any] | None) -> None:
+        """Record the input whose code made ``call`` (a nested call, from a worker)."""
+        if not parent:
+            return
+        call.parent = (str(parent[0]), int(parent[1]))
+        parent_call = self.calls.get(call.parent[0]) or self.finished_calls.get(call.parent[0])
+        if parent_call is not None:
+            parent_call.children.append(call.call_id)
 
     def maybe_finish(self, call: CallState) -> None:
         if call.finished and call.kind != "spawn":
@@ -228,7 +242,7 @@ class Delivery:
         if not ready:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
-        live = sum(1 for w in pool.workers.values() if w.state != "draining")
+        live = sum(1 for w in pool.workers.values() if w.counted)
         share = pool.share(len(queue.pending), live)  # one split of what is pending now
         for w in ready:
             if not queue.pending:

@@ -232,14 +232,32 @@ class QueueCore:
                 else:
                     outcomes.append(self._settle(record, STATUS_LOST, now))
             else:
-                record.attempt -= 1
-                record.worker_id = None
                 record.suspect = record.suspect or unknown
                 unstarted.append(record)
+        self._requeue_unstarted(unstarted)
+        return outcomes
+
+    def give_back(self, worker_id: str, running: Collection[tuple[str, int]]) -> list[InputRecord]:
+        """A worker lends its slot: the inputs it holds but does not run (``running``:
+        their (call id, index)) go back to the front of the queue untouched; returns them."""
+        on_worker = self.running.get(worker_id, {})
+        unstarted = [r for key, r in on_worker.items() if key not in running]
+        for record in unstarted:
+            del on_worker[record.key]
+        if worker_id in self.alone and not on_worker:
+            self.alone.discard(worker_id)
+        self._requeue_unstarted(unstarted)
+        return unstarted
+
+    def _requeue_unstarted(self, unstarted: list[InputRecord]) -> None:
+        """Inputs a worker held without starting them: pending again, at the front, as if
+        never taken."""
+        for record in unstarted:
+            record.attempt -= 1
+            record.worker_id = None
         self.pending.extendleft(reversed(unstarted))
         self.spawn_pending += sum(1 for r in unstarted if r.spawned)
         self.suspects_pending += sum(1 for r in unstarted if r.suspect)
-        return outcomes
 
     def cancel(self, call_id: str) -> set[str]:
         """Drop a call's inputs; returns the workers running some of them now."""

@@ -1,0 +1,106 @@
+"""Calls made from inside workers: their callers, and the slots their workers lend.
+
+Code running on a worker that calls a function (``.remote``, ``.map``, ``.spawn``,
+``FunctionCall.from_id``...) reaches this control plane over a connection of its worker's
+own, named ``<worker id>:client`` (``nbscale_runtime.nested``), on the workers' channel:
+the Unix socket in the private directory, or CurveZMQ with the worker's allow-listed key.
+So the control plane knows the worker behind each nested caller, and with it:
+
+- its owner: the owner of the worker's pool (the kernel or script whose call started it),
+  so a nested call uses the same pools, limits and call ids as a call made there;
+- its image, on Docker, for a function that names none: the worker's own (a container
+  cannot build images, and its caller's image already holds the code it runs);
+- whether it is gone: when its worker is (nobody waits for its maps then).
+
+A worker whose input blocks on nested calls lends its slot (``on_lend_slot``): it keeps
+its input but is sent nothing more, the inputs it held without running them go back to
+the queue, and it counts against neither ``max_containers`` nor the total cap until it
+rejoins, so that a function calling itself with ``max_containers=1`` completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from nbscale_runtime import protocol
+from nbscale_runtime.nested import CLIENT_SUFFIX
+
+from .delivery import Delivery
+from .models import OwnerModel
+from .options import FunctionOptions
+from .outbox import Outbox
+from .pool import Records, WorkerState
+
+_SUFFIX = CLIENT_SUFFIX.encode()
+
+
+def nested_worker_id(identity: bytes) -> str | None:
+    """The worker behind a caller's identity, when the caller is code on a worker."""
+    if identity.endswith(_SUFFIX):
+        return identity[: -len(_SUFFIX)].decode(errors="replace")
+    return None
+
+
+class Nesting:
+    def __init__(self, records: Records, outbox: Outbox, delivery: Delivery) -> None:
+        self.records = records
+        self.outbox = outbox
+        self.delivery = delivery
+        self._workers_seen: dict[bytes, str] = {}  # nested callers' identity -> worker id
+
+    # --- nested callers -----------------------------------------------------------------
+
+    def owner(self, identity: bytes) -> OwnerModel | None:
+        """The owner of a nested caller's worker's pool; None for a caller that is not on
+        a worker (or on one the control plane does not know)."""
+        worker_id = nested_worker_id(identity)
+        w = self.records.workers.get(worker_id) if worker_id else None
+        if w is None:
+            return None
+        self._workers_seen[identity] = w.worker_id
+        return self.records.pools[w.pool_id].owner
+
+    def knows(self, identity: bytes) -> bool:
+        """Whether ``identity`` is a nested caller that said hello."""
+        return identity in self._workers_seen
+
+    def gone(self, identity: bytes) -> str | None:
+        """Why a nested caller is gone (its worker is), or None while it is there."""
+        worker_id = self._workers_seen.get(identity)
+        if worker_id is None:
+            return None
+        w = self.records.workers.get(worker_id)
+        if w is None:
+            del self._workers_seen[identity]
+            return f"is gone (its worker {worker_id} exited)"
+        return None
+
+    def options_for(
+        self, identity: bytes, options: FunctionOptions, docker: bool
+    ) -> FunctionOptions:
+        """A nested caller's function options: on Docker, without an image, its worker's."""
+        worker_id = nested_worker_id(identity)
+        w = self.records.workers.get(worker_id) if worker_id else None
+        if not docker or w is None or options.image is not None:
+            return options
+        return dataclasses.replace(options, image=self.records.pools[w.pool_id].options.image)
+
+    # --- slots lent while an input waits on its children ----------------------------------
+
+    def on_lend_slot(
+        self, w: WorkerState, msg: protocol.LendSlot, payload: list[Any], now: float
+    ) -> None:
+        pool = self.records.pools[w.pool_id]
+        running = {(row[0], row[1]) for row in msg.running}
+        taken = pool.queue.give_back(w.worker_id, running)
+        if w.serving:
+            w.lend()
+        # after every run-inputs sent before: the worker drops what was taken back
+        self.outbox.send_worker(w.worker_id, protocol.SlotLent([list(r.key) for r in taken]))
+        self.delivery.dispatch(pool)
+
+    def on_rejoin(
+        self, w: WorkerState, msg: protocol.Rejoin, payload: list[Any], now: float
+    ) -> None:
+        w.rejoin()
