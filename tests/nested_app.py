@@ -8,6 +8,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 from conftest import wait_until
 
 import nbscale
@@ -143,3 +144,18 @@ def check_recursive_fan_out() -> None:
 def check_self_call_with_one_container() -> None:
     assert countdown.spawn(3).get(timeout=180) == 3
     assert _my_pool("countdown")["done"] == 4  # every level on this control plane
+
+
+@app.function(max_containers=1, scaledown_window=5, timeout=120)
+@nbscale.concurrent(max_inputs=2)
+def concurrent_countdown(n):
+    return 0 if n == 0 else concurrent_countdown.remote(n - 1) + 1
+
+
+def check_unlendable_deadlock_fails_fast() -> None:
+    # two slots, one worker: levels 3 and 2 fill both and wait on level 1, which nothing
+    # can ever run (a @concurrent worker keeps running its other inputs: it cannot lend)
+    started = time.monotonic()
+    with pytest.raises(nbscale.DeadlockError, match="deadlock"):
+        concurrent_countdown.remote(3)
+    assert time.monotonic() - started < 60

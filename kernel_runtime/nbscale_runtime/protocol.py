@@ -46,6 +46,7 @@ ERROR_VERSION_MISMATCH = "VersionMismatchError"
 ERROR_LAUNCH = "LaunchError"
 ERROR_CALL_CANCELLED = "CallCancelledError"
 ERROR_CONTROL_PLANE = "ControlPlaneError"
+ERROR_DEADLOCK = "DeadlockError"
 ERROR_KINDS = frozenset(
     {
         ERROR_INVALID,
@@ -55,6 +56,7 @@ ERROR_KINDS = frozenset(
         ERROR_LAUNCH,
         ERROR_CALL_CANCELLED,
         ERROR_CONTROL_PLANE,
+        ERROR_DEADLOCK,
     }
 )
 

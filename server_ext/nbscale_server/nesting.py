@@ -15,22 +15,28 @@ So the control plane knows the worker behind each nested caller, and with it:
 A worker whose input blocks on nested calls lends its slot (``on_lend_slot``): it keeps
 its input but is sent nothing more, the inputs it held without running them go back to
 the queue, and it counts against neither ``max_containers`` nor the total cap until it
-rejoins, so that a function calling itself with ``max_containers=1`` completes.
+rejoins, so that a function calling itself with ``max_containers=1`` completes. Where a
+worker cannot lend (``@concurrent``: its other inputs keep running), a pool whose every
+slot waits on calls to that same pool, at its ``max_containers``, is a deadlock: the
+nested calls waiting there fail at once with ``DeadlockError`` (``check_deadlock``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from nbscale_runtime import protocol
 from nbscale_runtime.nested import CLIENT_SUFFIX
+from nbscale_runtime.protocol import ERROR_DEADLOCK, STATUS_REJECTED
 
-from .delivery import Delivery
+from .delivery import Delivery, rejection
 from .models import OwnerModel
 from .options import FunctionOptions
 from .outbox import Outbox
-from .pool import Records, WorkerState
+from .pool import CallState, Pool, Records, WorkerState
+from .queue import Outcome
 
 _SUFFIX = CLIENT_SUFFIX.encode()
 
@@ -104,3 +110,41 @@ class Nesting:
         self, w: WorkerState, msg: protocol.Rejoin, payload: list[Any], now: float
     ) -> None:
         w.rejoin()
+
+    # --- deadlocks where slots cannot be lent -----------------------------------------------
+
+    def check_deadlock(self, pool: Pool) -> None:
+        """Fail the nested calls waiting in ``pool`` when none of them can ever run: the pool
+        is at its ``max_containers``, every slot of its workers runs an input that waits on
+        calls to this same pool only, and none of those workers lent its slot."""
+        mx = pool.autoscaler.settings.max_containers
+        counted = [w for w in pool.workers.values() if w.counted]
+        if not pool.queue.pending or mx is None or len(counted) < mx:
+            return
+        running = [r for w in counted for r in pool.queue.running.get(w.worker_id, {}).values()]
+        if not running or len(running) < len(counted) * pool.slots:
+            return
+        waiting_on: dict[tuple[str, int], list[CallState]] = {}
+        for call in self.delivery.calls.values():
+            if call.parent is not None and not call.finished and call.kind != "spawn":
+                waiting_on.setdefault(call.parent, []).append(call)
+        stuck: set[str] = set()
+        for record in running:
+            children = waiting_on.get(record.key)
+            if not children or any(c.pool_id != pool.pool_id for c in children):
+                return  # this input runs, or waits on another pool, which may progress
+            stuck.update(c.call_id for c in children)
+        failed = pool.queue.fail_pending(stuck)
+        if not failed:
+            return
+        message = (
+            f"{pool.name}: deadlock: all {len(running)} input slot(s) of its "
+            f"max_containers={mx} worker(s) run inputs that wait on calls to {pool.name} "
+            "itself, and a worker lends its slot only while a plain (sync, one input at a "
+            "time) function waits; raise max_containers or max_inputs, or nest fewer levels"
+        )
+        pool.note(message, time.time())
+        payload = rejection(ERROR_DEADLOCK, message)
+        self.delivery.deliver_made(
+            pool, [(Outcome(r, STATUS_REJECTED, True), payload) for r in failed]
+        )

@@ -278,13 +278,21 @@ class QueueCore:
                 busy.add(worker_id)
         return busy
 
-    def fail_pending(self) -> list[InputRecord]:
-        """Take every input waiting for a worker, retries waiting for their delay included,
-        to fail them all (a broken pool, launches that keep failing); running inputs stay."""
-        records = list(self.pending) + [d[2] for d in sorted(self._delayed)]
-        self.pending.clear()
-        self._delayed.clear()
-        self.suspects_pending = 0
+    def fail_pending(self, calls: Collection[str] | None = None) -> list[InputRecord]:
+        """Take every input waiting for a worker (of ``calls`` only, when given), retries
+        waiting for their delay included, to fail them all (a broken pool, launches that
+        keep failing, a deadlock); running inputs stay."""
+        delayed = [d[2] for d in sorted(self._delayed)]
+        records = list(self.pending) + delayed
+        if calls is not None:
+            records = [r for r in records if r.call_id in calls]
+            self.pending = collections.deque(r for r in self.pending if r.call_id not in calls)
+            self._delayed = [d for d in self._delayed if d[2].call_id not in calls]
+            heapq.heapify(self._delayed)
+        else:
+            self.pending.clear()
+            self._delayed.clear()
+        self.suspects_pending = sum(1 for r in self.pending if r.suspect)  # of pending only
         self.spawn_pending -= sum(1 for r in records if r.spawned)
         return records
 
