@@ -13,6 +13,7 @@ list(evaluate_model.map(range(1000)))
 from nbscale_runtime import __version__
 
 from ._app import App, concurrent
+from ._call_graph import InputInfo
 from ._client import shutdown, status
 from ._config import config
 from ._function import Function, FunctionCall, FunctionStats
@@ -51,6 +52,7 @@ __all__ = [
     "FunctionTimeoutError",
     "Image",
     "ImageBuildError",
+    "InputInfo",
     "InvalidError",
     "LaunchError",
     "NbscaleError",

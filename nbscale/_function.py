@@ -17,6 +17,7 @@ from nbscale_server.options import FunctionOptions
 
 from . import _nested
 from ._aio import aio_classmethod, aio_method
+from ._call_graph import InputInfo, call_graph
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
 from ._image import Image
@@ -587,6 +588,11 @@ class FunctionCall:
     async def num_inputs(self) -> int:
         """How many inputs the call has."""
         return await self._num_inputs()
+
+    @aio_method
+    async def get_call_graph(self) -> list[InputInfo]:
+        """The call's inputs, each with the inputs of the calls its code made (Modal's)."""
+        return await call_graph(await get_client(), self.object_id)
 
     @aio_method
     async def cancel(self) -> None:

@@ -33,6 +33,12 @@ def outer_remote(x):
 
 
 @app.function(scaledown_window=5)
+async def async_outer(x):
+    value, _ = await inner.remote.aio(x)
+    return value + 2
+
+
+@app.function(scaledown_window=5)
 def outer_map(n):
     return sum(value for value, _ in inner.map(range(n)))
 
@@ -106,6 +112,11 @@ def check_nested_remote() -> None:
     assert _my_pool("inner")["done"] >= 1
 
 
+def check_nested_call_from_async_code() -> None:
+    assert async_outer.remote(4) == 42
+    assert _my_pool("inner")["done"] >= 1
+
+
 def check_nested_map() -> None:
     assert list(outer_map.map([3, 5])) == [30, 100]
     assert _my_pool("inner")["done"] >= 8
@@ -139,6 +150,13 @@ def check_cancelling_a_parent_cancels_its_children() -> None:
 def check_recursive_fan_out() -> None:
     assert tree.remote(2) == 7  # three levels: 1 + 2 + 4
     assert _my_pool("tree")["done"] == 7
+    # the call graph of a spawned root: its input, the map it made, that map's inputs
+    root = tree.spawn(1)
+    assert root.get(timeout=120) == 3
+    [top] = root.get_call_graph()
+    assert (top.function_name, top.status, len(top.children)) == ("tree", "done", 2)
+    assert all(child.children == [] for child in top.children)
+    assert {child.function_call_id for child in top.children} != {root.object_id}
 
 
 def check_self_call_with_one_container() -> None:

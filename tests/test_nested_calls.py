@@ -10,6 +10,10 @@ def test_nested_remote_reaches_the_callers_control_plane():
     nested_app.check_nested_remote()
 
 
+def test_nested_call_from_async_code():
+    nested_app.check_nested_call_from_async_code()
+
+
 def test_nested_map_and_stats():
     nested_app.check_nested_map()
 
