@@ -13,6 +13,7 @@ import nbscale
 from nbscale._pickling import add_input
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import PayloadWriter
+from nbscale_server.nesting import DEADLOCK_GRACE
 from nbscale_server.options import FunctionOptions
 
 
@@ -95,6 +96,8 @@ def test_a_pool_whose_unlendable_slots_all_wait_on_itself_fails_the_waiting_call
     child = submit_child(h, pool, "fc-child", (parent, 0), 1)
     other = submit_child(h, pool, "fc-other", (parent, 1), 1)
     h.tick()
+    assert child not in h.caller.outputs  # not yet: a worker that can lend does so at once
+    h.tick(DEADLOCK_GRACE)
     for call_id in (child, other):
         [error] = h.caller.values(call_id).values()
         assert isinstance(error, nbscale.DeadlockError)
@@ -113,5 +116,6 @@ def test_no_deadlock_while_a_slot_is_free_or_a_parent_waits_on_another_pool(manu
     child = submit_child(h, pool, "fc-child", (parent, 0), 1)
     submit_child(h, elsewhere, "fc-elsewhere", (parent, 1), 1)
     h.tick()
+    h.tick(DEADLOCK_GRACE)
     assert child not in h.caller.outputs  # still waiting: the other pool may free a slot
     assert h.pool(pool)["backlog"] == 1

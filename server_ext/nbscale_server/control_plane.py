@@ -252,7 +252,7 @@ class ControlPlane:
             if pool.queue.release_delayed(now):
                 self.delivery.dispatch(pool)
             self.fleet.autoscale(pool, now)
-            self.nesting.check_deadlock(pool)
+            self.nesting.check_deadlock(pool, now)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -39,6 +39,9 @@ from .pool import CallState, Pool, Records, WorkerState
 from .queue import Outcome
 
 _SUFFIX = CLIENT_SUFFIX.encode()
+# How long a pool must look deadlocked before its nested calls fail: a worker that can
+# lend its slot does so within tens of milliseconds of blocking.
+DEADLOCK_GRACE = 3.0
 
 
 def nested_worker_id(identity: bytes) -> str | None:
@@ -54,6 +57,7 @@ class Nesting:
         self.outbox = outbox
         self.delivery = delivery
         self._workers_seen: dict[bytes, str] = {}  # nested callers' identity -> worker id
+        self._stuck_since: dict[str, float] = {}  # pools that look deadlocked, since when
 
     # --- nested callers -----------------------------------------------------------------
 
@@ -113,17 +117,44 @@ class Nesting:
 
     # --- deadlocks where slots cannot be lent -----------------------------------------------
 
-    def check_deadlock(self, pool: Pool) -> None:
-        """Fail the nested calls waiting in ``pool`` when none of them can ever run: the pool
-        is at its ``max_containers``, every slot of its workers runs an input that waits on
-        calls to this same pool only, and none of those workers lent its slot."""
+    def check_deadlock(self, pool: Pool, now: float) -> None:
+        """Fail the nested calls waiting in ``pool`` when none of them can ever run: for
+        ``DEADLOCK_GRACE`` seconds, the pool is at its ``max_containers``, every slot of its
+        workers runs an input that waits on calls to this same pool only, and none of those
+        workers lent its slot."""
+        stuck = self._stuck_calls(pool)
+        if not stuck:
+            self._stuck_since.pop(pool.pool_id, None)
+            return
+        since = self._stuck_since.setdefault(pool.pool_id, now)
+        if now - since < DEADLOCK_GRACE:
+            return
+        del self._stuck_since[pool.pool_id]
+        failed = pool.queue.fail_pending(stuck)
+        if not failed:
+            return
+        mx = pool.autoscaler.settings.max_containers
+        message = (
+            f"{pool.name}: deadlock: all input slots of its max_containers={mx} worker(s) "
+            f"run inputs that wait on calls to {pool.name} itself, and a worker lends its "
+            "slot only while a plain (sync, one input at a time) function waits; raise "
+            "max_containers or max_inputs, or nest fewer levels"
+        )
+        pool.note(message, time.time())
+        payload = rejection(ERROR_DEADLOCK, message)
+        self.delivery.deliver_made(
+            pool, [(Outcome(r, STATUS_REJECTED, True), payload) for r in failed]
+        )
+
+    def _stuck_calls(self, pool: Pool) -> set[str]:
+        """The nested calls waiting in ``pool`` that no slot of it can run, as things are."""
         mx = pool.autoscaler.settings.max_containers
         counted = [w for w in pool.workers.values() if w.counted]
         if not pool.queue.pending or mx is None or len(counted) < mx:
-            return
+            return set()
         running = [r for w in counted for r in pool.queue.running.get(w.worker_id, {}).values()]
         if not running or len(running) < len(counted) * pool.slots:
-            return
+            return set()
         waiting_on: dict[tuple[str, int], list[CallState]] = {}
         for call in self.delivery.calls.values():
             if call.parent is not None and not call.finished and call.kind != "spawn":
@@ -132,19 +163,6 @@ class Nesting:
         for record in running:
             children = waiting_on.get(record.key)
             if not children or any(c.pool_id != pool.pool_id for c in children):
-                return  # this input runs, or waits on another pool, which may progress
+                return set()  # this input runs, or waits on another pool, which may progress
             stuck.update(c.call_id for c in children)
-        failed = pool.queue.fail_pending(stuck)
-        if not failed:
-            return
-        message = (
-            f"{pool.name}: deadlock: all {len(running)} input slot(s) of its "
-            f"max_containers={mx} worker(s) run inputs that wait on calls to {pool.name} "
-            "itself, and a worker lends its slot only while a plain (sync, one input at a "
-            "time) function waits; raise max_containers or max_inputs, or nest fewer levels"
-        )
-        pool.note(message, time.time())
-        payload = rejection(ERROR_DEADLOCK, message)
-        self.delivery.deliver_made(
-            pool, [(Outcome(r, STATUS_REJECTED, True), payload) for r in failed]
-        )
+        return stuck
