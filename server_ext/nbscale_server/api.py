@@ -167,6 +167,8 @@ class Api:
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
     ) -> Answer:
         value, grown = self.delivery.submit(identity, msg, payload)
+        if msg.parent:
+            self.nesting.link_parent(msg.call_id, msg.parent)
         if grown is not None:
             self.fleet.autoscale(grown, self.clock())
         return value, ()

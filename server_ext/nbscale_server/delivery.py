@@ -102,7 +102,6 @@ class Delivery:
                 call.owner_info = self.records.owners[identity]
             call.progress = msg.progress
             self.calls[msg.call_id] = call
-            self._link_parent(call, msg.parent)
         if call.cancelled:
             return {"accepted": 0, "limit": None, "cancelled": True}, None
         pool = self.records.pools[call.pool_id]
@@ -162,15 +161,6 @@ class Delivery:
             child = self.calls.get(child_id)
             if child is not None and not child.finished:
                 self.cancel(child, requester=None)
-
-    def _link_parent(self, call: CallState, parent: list[Any] | None) -> None:
-        """Record the input whose code made ``call`` (a nested call, from a worker)."""
-        if not parent:
-            return
-        call.parent = (str(parent[0]), int(parent[1]))
-        parent_call = self.calls.get(call.parent[0]) or self.finished_calls.get(call.parent[0])
-        if parent_call is not None:
-            parent_call.children.append(call.call_id)
 
     def maybe_finish(self, call: CallState) -> None:
         if call.finished and call.kind != "spawn":

@@ -96,6 +96,19 @@ class Nesting:
             return options
         return dataclasses.replace(options, image=self.records.pools[w.pool_id].options.image)
 
+    def link_parent(self, call_id: str, parent: list[Any]) -> None:
+        """Record the input whose code made a call (the call graph), once."""
+        call = self.delivery.calls.get(call_id)
+        if call is None or call.parent is not None:
+            return
+        call.parent = (str(parent[0]), int(parent[1]))
+        delivery = self.delivery
+        parent_call = delivery.calls.get(call.parent[0]) or delivery.finished_calls.get(
+            call.parent[0]
+        )
+        if parent_call is not None:
+            parent_call.children.append(call_id)
+
     # --- slots lent while an input waits on its children ----------------------------------
 
     def on_lend_slot(
