@@ -17,6 +17,7 @@ from nbscale_runtime import __version__
 from . import exception, functions
 from ._app import App, concurrent
 from ._app_run import enable_output
+from ._call_graph import InputInfo
 from ._client import shutdown, status
 from ._config import config
 from ._entrypoint import LocalEntrypoint
@@ -64,6 +65,7 @@ from .exceptions import (
     CallCancelledError,
     ConnectionLostError,
     ControlPlaneError,
+    DeadlockError,
     FunctionTimeoutError,
     ImageBuildError,
     InvalidError,
@@ -85,6 +87,7 @@ __all__ = [
     "ConnectionLostError",
     "ControlPlaneError",
     "Cron",
+    "DeadlockError",
     "Dict",
     "Error",
     "Function",
@@ -93,6 +96,7 @@ __all__ = [
     "FunctionTimeoutError",
     "Image",
     "ImageBuildError",
+    "InputInfo",
     "InvalidError",
     "LaunchError",
     "LocalEntrypoint",

@@ -74,7 +74,7 @@ class Fleet:
 
     def room(self) -> int:
         """How many more workers the total cap allows now."""
-        live = sum(1 for w in self.records.workers.values() if w.state != "draining")
+        live = sum(1 for w in self.records.workers.values() if w.counted)
         return self.total_cap() - live
 
     def autoscale(self, pool: Pool, now: float) -> None:
@@ -131,7 +131,7 @@ class Fleet:
         """Every pool's workers that count against the total cap, the largest share first."""
         holders = []
         for p in self.records.pools.values():
-            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0, "lent": 0}
             for w in p.workers.values():
                 count[w.view().state] += 1
             if count["starting"] + count["idle"] + count["busy"]:
