@@ -12,10 +12,13 @@ list(evaluate_model.map(range(1000)))
 
 from nbscale_runtime import __version__
 
-from ._app import App, concurrent
+from ._app import App, batched, concurrent
 from ._client import shutdown, status
+from ._cls import Cls, Obj, enter, exit, method, parameter
 from ._config import config
-from ._function import Function, FunctionCall, FunctionStats
+from ._context import current_function_call_id, current_input_id, is_local
+from ._function import Function, FunctionStats
+from ._function_call import FunctionCall
 from ._image import Image
 from ._ipython import load_ipython_extension, unload_ipython_extension
 from ._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
@@ -41,6 +44,7 @@ from .exceptions import (
 __all__ = [
     "App",
     "CallCancelledError",
+    "Cls",
     "ConnectionLostError",
     "ControlPlaneError",
     "Function",
@@ -53,6 +57,7 @@ __all__ = [
     "LaunchError",
     "NbscaleError",
     "NotFoundError",
+    "Obj",
     "RemoteError",
     "ResourceExhaustedError",
     "Retries",
@@ -60,10 +65,18 @@ __all__ = [
     "VersionMismatchError",
     "WorkerLostError",
     "__version__",
+    "batched",
     "concurrent",
     "config",
+    "current_function_call_id",
+    "current_input_id",
+    "enter",
+    "exit",
+    "is_local",
     "load_ipython_extension",
+    "method",
     "monitor",
+    "parameter",
     "shutdown",
     "status",
     "unload_ipython_extension",

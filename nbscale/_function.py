@@ -11,18 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import OUT_WHERE
-from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_runtime.serialization import PayloadWriter
 from nbscale_server.options import FunctionOptions
 
-from ._aio import aio_classmethod, aio_method
+from ._aio import aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
+from ._function_call import FunctionCall
+from ._generators import RemoteGenMethod
 from ._image import Image
 from ._loop import get_loop
 from ._map import End, Invocation
 from ._options import check_image, function_options
-from ._outcomes import Output, code_files_of, decode
+from ._outcomes import Output, code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
 from ._views import LiveMap, MapView, open_view
@@ -30,7 +31,6 @@ from ._views.live import REFRESH_INTERVAL
 from .exceptions import CallCancelledError, InvalidError
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
-_ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
 BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
@@ -57,16 +57,6 @@ def _star_inputs(iterable: Iterable[Any], kwargs: dict[str, Any] | None) -> Inpu
     return ((tuple(args), kw) for args in iterable)
 
 
-def _print_output(out: Output, prefix: bool) -> None:
-    if not out.stdout:
-        return
-    if prefix:
-        text = "".join(f"[{out.index}] {line}" for line in out.stdout.splitlines(keepends=True))
-    else:
-        text = out.stdout
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
 class Function:
     """A function that runs on an autoscaled pool of workers. Create it with
     ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
@@ -81,6 +71,9 @@ class Function:
     ) -> None:
         self.raw_f = raw
         self.name = name
+        self.pool_label = name  # the pool's name (a class's methods share their object's)
+        self.is_generator = inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)
+        self._prefix: tuple[Any, ...] = ()  # before each input's arguments (a method's name)
         self.options = options
         self.image = image  # built into the tag ``options.image`` when Docker runs workers
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
@@ -145,7 +138,7 @@ class Function:
         if pool_id is None:
             options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
-                0, function_id, self.name, options.to_wire(), [p for p in sys.path if p]
+                0, function_id, self.pool_label, options.to_wire(), [p for p in sys.path if p]
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]
@@ -172,12 +165,13 @@ class Function:
         order_outputs: bool = True,
         progress: CallProgress | None = None,
         on_build: BuildOutput | None = None,
+        factory: type[Invocation] = Invocation,
     ) -> Invocation:
         client = await get_client()
         pool_id = await self._pool_id(client, on_build)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
-        return Invocation(
+        return factory(
             client,
             pool_id,
             kind,
@@ -188,14 +182,27 @@ class Function:
             progress=progress,
         )
 
+    def _inputs(self, inputs: Inputs) -> Inputs:
+        """The inputs as the worker takes them (a method's name first)."""
+        prefix = self._prefix
+        return inputs if not prefix else ((prefix + args, kwargs) for args, kwargs in inputs)
+
+    def _refuse_generator(self, how: str) -> None:
+        if self.is_generator:
+            raise InvalidError(
+                f"{self.name} is a generator function: {how} would not stream what it yields; "
+                f"iterate {self.name}.remote_gen(...) instead"
+            )
+
     # --- single calls ------------------------------------------------------------------
 
     @aio_method
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function once on a worker and return its result (or raise its error)."""
+        self._refuse_generator(".remote()")
         inv = await self._invocation("remote")
         writer = PayloadWriter()
-        where = add_input(writer, 0, args, kwargs)
+        where = add_input(writer, 0, self._prefix + args, kwargs)
         try:
             inv.total = 1
             await inv.submit([[0, *where]], writer.frames(), total=1)
@@ -206,7 +213,7 @@ class Function:
             await inv.cancel()
             raise
         out = batch[0]
-        _print_output(out, prefix=False)
+        print_output(out, prefix=False)
         if not out.ok:
             raise out.value
         return out.value
@@ -214,10 +221,11 @@ class Function:
     @aio_method
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
+        self._refuse_generator(".spawn()")
         inv = await self._invocation("spawn")
         inv._forget()  # outputs stay on the control plane
         writer = PayloadWriter()
-        where = add_input(writer, 0, args, kwargs)
+        where = add_input(writer, 0, self._prefix + args, kwargs)
         await inv.submit([[0, *where]], writer.frames(), total=1)
         return FunctionCall(inv.call_id)
 
@@ -227,13 +235,20 @@ class Function:
     ) -> FunctionCall:
         """Start the function on every input without waiting for results; returns one
         ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
+        self._refuse_generator(".spawn_map()")
         inv = await self._invocation("spawn")
         inv._forget()
-        inv.start_feeding(_zip_inputs(iterables, kwargs))
+        inv.start_feeding(self._inputs(_zip_inputs(iterables, kwargs)))
         await inv.wait_fed()
         if inv.feed_error is not None:
             raise inv.feed_error
         return FunctionCall(inv.call_id)
+
+    @property
+    def remote_gen(self) -> RemoteGenMethod:
+        """``f.remote_gen(*args, **kwargs)``: run a generator function on a worker and
+        iterate its values as it yields them; ``async for`` over ``f.remote_gen.aio(...)``."""
+        return RemoteGenMethod(self)
 
     # --- maps --------------------------------------------------------------------------
 
@@ -318,6 +333,7 @@ class _MapMethod:
         order_outputs: bool,
         return_exceptions: bool,
     ) -> MapResults:
+        self._fn._refuse_generator(".map()")
         if self._star:
             if len(args) != 1:
                 raise InvalidError("starmap takes one iterable of argument tuples")
@@ -334,7 +350,10 @@ class _MapMethod:
         kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True,
         return_exceptions: bool = False,
+        wrap_returned_exceptions: bool | None = None,
     ) -> Iterator[Any]:
+        """``wrap_returned_exceptions`` is accepted for Modal's programs: exceptions are
+        returned bare either way, as Modal 1.4 does."""
         return iter(self._results(iterables, kwargs, order_outputs, return_exceptions))
 
     def aio(
@@ -343,6 +362,7 @@ class _MapMethod:
         kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True,
         return_exceptions: bool = False,
+        wrap_returned_exceptions: bool | None = None,
     ) -> MapResults:
         return self._results(iterables, kwargs, order_outputs, return_exceptions)
 
@@ -360,6 +380,7 @@ class _ForEachMethod:
         kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
     ) -> None:
+        self._fn._refuse_generator(".for_each()")
         for _ in MapResults(self._fn, _zip_inputs(iterables, kwargs), False, ignore_exceptions):
             pass
 
@@ -369,6 +390,7 @@ class _ForEachMethod:
         kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
     ) -> None:
+        self._fn._refuse_generator(".for_each()")
         results = MapResults(self._fn, _zip_inputs(iterables, kwargs), False, ignore_exceptions)
         async for _ in results:
             pass
@@ -388,7 +410,7 @@ class MapResults:
         view: MapView | None = None,
     ) -> None:
         self._fn = fn
-        self._inputs = inputs
+        self._inputs = fn._inputs(inputs)
         self._order = order_outputs
         self._return_exceptions = return_exceptions
         self.progress = progress  # filled in while the map runs, for a live view
@@ -414,7 +436,7 @@ class MapResults:
 
     def _unpack(self, batch: list[Output]) -> Iterator[Any]:
         for out in batch:
-            _print_output(out, prefix=True)
+            print_output(out, prefix=True)
             if not out.ok and not self._return_exceptions:
                 raise out.value
             yield out.value
@@ -501,121 +523,3 @@ class MapResults:
             return [value async for value in self]
 
         return collect().__await__()
-
-
-class FunctionCall:
-    """A handle on spawned work: ``get``, ``iter``, ``cancel``, ``num_inputs``; rebuild it in
-    another process with ``FunctionCall.from_id(call_id)``."""
-
-    def __init__(self, call_id: str) -> None:
-        self.object_id = call_id
-
-    def __repr__(self) -> str:
-        return f"<nbscale.FunctionCall {self.object_id}>"
-
-    async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
-        client = await get_client()
-        request = client.request(protocol.GetOutputs(0, self.object_id, start, end, timeout))
-        if timeout is None:
-            value, payload = await request
-        else:  # honoured here too, should the control plane not answer in time
-            try:
-                value, payload = await asyncio.wait_for(request, timeout + _ANSWER_GRACE)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"function call {self.object_id}: no answer from {client.describe()} "
-                    f"within its timeout of {timeout:g} s"
-                ) from None
-        items = value["items"]
-        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
-        value["outputs"] = [
-            decode(item, data, bufs, value["function"], value["timeout"])
-            for item, (data, bufs) in zip(items, parts, strict=False)
-        ]
-        return value  # type: ignore[no-any-return]
-
-    @aio_method
-    async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
-        """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
-        Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
-        value = await self._fetch(index, index + 1, timeout)
-        if value["outputs"]:
-            out = value["outputs"][0]
-            _print_output(out, prefix=False)
-            if not out.ok:
-                raise out.value
-            return out.value
-        if value["cancelled"]:
-            raise CallCancelledError(f"function call {self.object_id} was cancelled")
-        raise TimeoutError(f"function call {self.object_id}: input {index} not done in {timeout} s")
-
-    @property
-    def iter(self) -> _CallIter:
-        """``call.iter(start=0, end=None)``: the results in input order, each as soon as it
-        and those before it are done; ``call.iter.aio(...)`` is its async twin."""
-        return _CallIter(self)
-
-    async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
-        if end is None:
-            end = await self._num_inputs()
-        for chunk_start in range(start, end, 64):
-            value = await self._fetch(chunk_start, min(end, chunk_start + 64), None)
-            if (
-                value["cancelled"]
-                and len(value["outputs"]) < min(end, chunk_start + 64) - chunk_start
-            ):
-                raise CallCancelledError(f"function call {self.object_id} was cancelled")
-            for out in value["outputs"]:
-                _print_output(out, prefix=True)
-                if not out.ok:
-                    raise out.value
-                yield out.value
-
-    async def _num_inputs(self) -> int:
-        value = await self._fetch(0, 0, 0)
-        return int(value["total"] if value["total"] is not None else value["submitted"])
-
-    @aio_method
-    async def num_inputs(self) -> int:
-        """How many inputs the call has."""
-        return await self._num_inputs()
-
-    @aio_method
-    async def cancel(self) -> None:
-        """Cancel the call's pending inputs and stop its running ones."""
-        client = await get_client()
-        await client.request(protocol.CancelCall(0, self.object_id))
-
-    @aio_classmethod
-    async def from_id(cls: type[FunctionCall], call_id: str) -> FunctionCall:  # type: ignore[misc]
-        """The ``FunctionCall`` with this id (raises ``NotFoundError`` if there is none)."""
-        call = cls(call_id)
-        await call._fetch(0, 0, 0)
-        return call
-
-
-async def _anext(agen: AsyncIterator[Any]) -> Any:
-    return await agen.__anext__()
-
-
-class _CallIter:
-    def __init__(self, call: FunctionCall) -> None:
-        self._call = call
-
-    def __call__(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
-        agen = self._call.iter_on_loop(start, end)
-        lt = get_loop()
-        while True:
-            try:
-                yield lt.run(_anext(agen))
-            except StopAsyncIteration:
-                return
-
-    async def aio(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
-        agen = self._call.iter_on_loop(start, end)
-        lt = get_loop()
-        while True:
-            try:
-                yield await lt.run_aio(_anext(agen))
-            except StopAsyncIteration:
-                return
