@@ -298,7 +298,8 @@ class Fleet:
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
             self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
         elif msg.reason == "enter-failed":
-            self._enter_failed(w, bytes(payload[0].buffer))
+            frame = payload[0]
+            self._enter_failed(w, bytes(getattr(frame, "buffer", frame)))
 
     def _enter_failed(self, w: WorkerState, record: bytes) -> None:
         """A class's ``@enter`` raised on ``w``: another worker tries, and after
