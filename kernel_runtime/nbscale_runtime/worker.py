@@ -271,7 +271,12 @@ class Worker:
             return
         self.timeout = msg.timeout
         self.slots = max(1, msg.max_inputs)
-        if msg.is_async:
+        batched = batching.settings_of(self.fn)
+        if batched:  # its batches run on this thread; a slot per input of the largest
+            self.mode = "batched"
+            self.batcher = batching.Batcher(self, batched)
+            self.slots = max(self.slots, *(size for size, _ in batched.values()))
+        elif msg.is_async:
             self.mode = "async"
             import asyncio  # here: most workers never need it, and it costs 30 ms to import
 
@@ -280,11 +285,6 @@ class Worker:
         elif self.slots > 1:
             self.mode = "threads"
             self.executor = concurrent.futures.ThreadPoolExecutor(self.slots)
-        batched = batching.settings_of(self.fn)
-        if batched:  # its batches run on this thread; a slot per input of the largest
-            self.mode = "batched"
-            self.batcher = batching.Batcher(self, batched)
-            self.slots = max(self.slots, *(size for size, _ in batched.values()))
         self.slot_writers = [self.register.slot(n) for n in range(self.slots)]
         self.free_slots = list(range(self.slots - 1, -1, -1))
         if isinstance(self.fn, ClassService):
@@ -301,7 +301,7 @@ class Worker:
         except BaseException as exc:
             record = dump_exception(exc, skip_runtime=True)
             self._send(protocol.Goodbye(self.cfg.worker_id, "enter-failed"), [record])
-            self.stop_now = True
+            self.fn, self.stop_now = None, True  # it asks for nothing and runs nothing
         finally:
             self.starting_until = None
 
