@@ -22,6 +22,7 @@ from nbscale_server.options import FunctionOptions
 
 from ._function import Function
 from ._image import Image
+from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._pickling import pickle_function
 from .exceptions import InvalidError
@@ -80,6 +81,8 @@ def _members(cls: type, attribute: str) -> list[str]:
 class Cls:
     """A class declared with ``@app.cls(...)``; call it with its parameters to get an
     object whose methods run remotely."""
+
+    from_name = classmethod(refuse_from_name)  # deployed apps are to come
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
-"""Where code runs: ``nbscale.current_input_id()``, ``current_function_call_id()`` and
-``is_local()``, as in Modal. In a worker they read which input runs in this thread or
-asyncio task (``nbscale_runtime.capture``); elsewhere they say None (and True)."""
+"""Which input runs here: ``nbscale.current_input_id()`` and ``current_function_call_id()``,
+as in Modal. In a worker they read which input runs in this thread or asyncio task
+(``nbscale_runtime.capture``); elsewhere they say None. (``is_local`` is in ``_owner.py``.)"""
 
 from __future__ import annotations
 
@@ -22,8 +22,3 @@ def current_function_call_id() -> str | None:
     id ``FunctionCall.from_id`` takes."""
     current = capture.current_input()
     return None if current is None else current[0]
-
-
-def is_local() -> bool:
-    """Whether this code runs in the caller's process rather than on a worker."""
-    return not capture.installed()

@@ -1,4 +1,5 @@
-"""``FunctionCall``: a handle on spawned work, rebuilt anywhere from its id."""
+"""``FunctionCall``: a handle on spawned work (``get``, ``iter``, ``gather``, ``cancel``),
+which any process connected to the same control plane can rebuild from its id."""
 
 from __future__ import annotations
 
@@ -54,6 +55,21 @@ class FunctionCall:
     async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
         """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
         Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
+        return await self._get(timeout, index)
+
+    @aio_classmethod
+    async def gather(cls: type[FunctionCall], *calls: FunctionCall) -> list[Any]:  # type: ignore[misc]
+        """The results of ``calls`` (each its first input's), in their order, once all are
+        done, as ``asyncio.gather``: the first failure is raised; the other calls keep
+        running (cancel them if they must not)."""
+        waits = [asyncio.ensure_future(call._get(None, 0)) for call in calls]
+        try:
+            return list(await asyncio.gather(*waits))
+        finally:
+            for wait in waits:  # the waits left after a failure, not the calls
+                wait.cancel()
+
+    async def _get(self, timeout: float | None, index: int) -> Any:
         value = await self._fetch(index, index + 1, timeout)
         if value["outputs"]:
             out = value["outputs"][0]

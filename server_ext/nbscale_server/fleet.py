@@ -296,10 +296,10 @@ class Fleet:
         if msg.reason == "init-failed":
             pool = self.records.pools[w.pool_id]
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
-            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
+            # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
+            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
         elif msg.reason == "enter-failed":
-            frame = payload[0]
-            self._enter_failed(w, bytes(getattr(frame, "buffer", frame)))
+            self._enter_failed(w, bytes(payload[0]))
 
     def _enter_failed(self, w: WorkerState, record: bytes) -> None:
         """A class's ``@enter`` raised on ``w``: another worker tries, and after
