@@ -15,31 +15,20 @@ import sys
 from nbscale_runtime import __version__
 
 from . import exception, functions
-from ._app import App, concurrent
+from ._app import App, batched, concurrent
 from ._app_run import enable_output
 from ._call_graph import InputInfo
 from ._client import shutdown, status
+from ._cls import Cls, Obj, enter, exit, method, parameter
 from ._config import config
+from ._context import current_function_call_id, current_input_id
 from ._entrypoint import LocalEntrypoint
 from ._function import Function, FunctionCall, FunctionStats
 from ._image import Image
 from ._ipython import load_ipython_extension, unload_ipython_extension
 from ._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
 from ._modal_name import answer_to_modal
-from ._not_yet import (
-    Cls,
-    Dict,
-    Queue,
-    Secret,
-    Volume,
-    batched,
-    current_function_call_id,
-    current_input_id,
-    enter,
-    exit,
-    method,
-    parameter,
-)
+from ._not_yet import Dict, Queue, Secret, Volume
 from ._owner import is_local
 from ._retries import Retries
 from ._unsupported import (
@@ -104,6 +93,7 @@ __all__ = [
     "NbscaleError",
     "NetworkFileSystem",
     "NotFoundError",
+    "Obj",
     "Period",
     "Proxy",
     "Queue",

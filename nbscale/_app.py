@@ -12,13 +12,15 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from nbscale_runtime.batching import ATTRIBUTE as BATCHED
 from nbscale_server.options import DEFAULT_TIMEOUT
 
 from ._app_run import AppRun
+from ._cls import Cls, make_cls
 from ._entrypoint import LocalEntrypoint
 from ._function import Function
 from ._image import Image
-from ._not_yet import refuse_class, refuse_deploy
+from ._not_yet import refuse_deploy
 from ._options import check_image, function_options
 from ._pickling import send_source
 from ._retries import Retries
@@ -53,6 +55,7 @@ class App:
         self.include_source = include_source is not False  # None (Modal's default): True
         self.tags = dict(tags or {})
         self.registered_functions: dict[str, Function] = {}
+        self.registered_classes: dict[str, Cls] = {}
         self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
         self.running: AppRun | None = None  # set while ``with app.run():`` is open
         self.included: list[App] = []  # app.include(other)
@@ -129,8 +132,12 @@ class App:
             if not callable(raw):
                 raise TypeError(f"@app.function needs a function, got {raw!r}")
             concurrency = getattr(raw, "__nbscale_concurrent__", {})
+            batched = getattr(raw, BATCHED, None)
+            if batched and concurrency:
+                raise InvalidError(f"{raw.__qualname__}: @batched and @concurrent do not combine")
+            batching = {"max_inputs": batched[0]} if batched else {}
             fn_name: str = name or getattr(raw, "__qualname__", None) or repr(raw)
-            options = function_options(raw, {**settings, **concurrency})
+            options = function_options(raw, {**settings, **concurrency, **batching})
             if by_value:
                 send_source(raw)
             fn = Function(raw, fn_name, options, image or self.image, app=self)
@@ -207,13 +214,89 @@ class App:
         """Not supported yet: ``App.lookup`` (a deployed app) raises ``InvalidError``."""
         refuse_deploy("App.lookup")
 
-    def cls(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Not supported yet: ``@app.cls`` raises ``InvalidError`` with what to do instead."""
-        refuse_class()
+    def cls(
+        self,
+        _cls: type | None = None,
+        *,
+        max_containers: int | None = None,
+        min_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: float | None = None,
+        retries: int | Retries | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        startup_timeout: float | None = None,
+        cpu: float | None = None,
+        memory: int | None = None,
+        gpu: str | list[str] | None = None,
+        image: Image | None = None,
+        include_source: bool | None = None,
+        **modal_only: Any,
+    ) -> Any:
+        """Decorator: serve this class on autoscaled pools, one per set of its
+        ``nbscale.parameter()`` values. Each worker builds one instance and runs its
+        ``@nbscale.enter()`` methods before its first input (within ``startup_timeout``
+        seconds, default ``timeout``), its ``@nbscale.method()`` methods on inputs, and its
+        ``@nbscale.exit()`` methods when it stops. The settings are ``@app.function``'s."""
+        check_keywords(modal_only, "@app.cls")
+        settings = {
+            "max_containers": max_containers,
+            "min_containers": min_containers,
+            "buffer_containers": buffer_containers,
+            "scaledown_window": scaledown_window,
+            "retries": retries,
+            "timeout": timeout,
+            "cpu": cpu,
+            "memory": memory,
+            "gpu": gpu,
+        }
+        check_image(image)
+
+        by_value = self.include_source if include_source is None else bool(include_source)
+
+        def wrap(user_cls: type) -> Cls:
+            made = make_cls(user_cls, settings, image or self.image, startup_timeout)
+            if by_value:
+                send_source(user_cls)
+            self.registered_classes[made.name] = made
+            return made
+
+        return wrap(_cls) if _cls is not None else wrap
 
     def deploy(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Not supported yet: ``app.deploy()`` raises ``InvalidError``."""
         refuse_deploy("app.deploy()")
+
+
+def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[Any], Any]:
+    """Dynamic batching: the function (or ``@app.cls`` method) takes lists and returns a list
+    as long, one result per input; callers still pass single inputs (``.remote(x)``,
+    ``.map(xs)``). A worker runs a batch when ``max_batch_size`` inputs wait (at most 1000)
+    or when the oldest has waited ``wait_ms`` milliseconds (at most 600,000)."""
+    if not isinstance(max_batch_size, int) or not 1 <= max_batch_size <= 1000:
+        raise InvalidError(f"max_batch_size must be an int from 1 to 1000, got {max_batch_size!r}")
+    if not isinstance(wait_ms, int) or not 0 <= wait_ms <= 600_000:
+        raise InvalidError(f"wait_ms must be an int from 0 to 600000, got {wait_ms!r}")
+
+    def wrap(fn: Any) -> Any:
+        raw = fn.raw_f if isinstance(fn, Function) else fn
+        if inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw):
+            raise InvalidError(f"{raw.__qualname__}: a @batched function cannot be a generator")
+        defaults = [
+            p.name
+            for p in inspect.signature(raw).parameters.values()
+            if p.default is not inspect.Parameter.empty
+        ]
+        if defaults:
+            raise InvalidError(
+                f"{raw.__qualname__}: a @batched function takes no default arguments "
+                f"({', '.join(defaults)} has one): each argument is a list of the batch's values"
+            )
+        setattr(raw, BATCHED, (max_batch_size, wait_ms))
+        if isinstance(fn, Function):
+            return fn._with_settings({"max_inputs": max_batch_size})
+        return fn
+
+    return wrap
 
 
 def concurrent(*, max_inputs: int, target_inputs: int | None = None) -> Callable[[Any], Any]:

@@ -20,16 +20,17 @@ from ._aio import aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
 from ._function_call import FunctionCall
+from ._generators import RemoteGenMethod
 from ._image import Image
 from ._loop import loop_running
 from ._map import End, Invocation
-from ._map_results import ForEachMethod, MapMethod, star_inputs, zip_inputs
-from ._not_yet import refuse_from_name, refuse_remote_gen
+from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
+from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
-from .exceptions import CallCancelledError
+from .exceptions import CallCancelledError, InvalidError
 
 if TYPE_CHECKING:
     from ._app import App
@@ -56,7 +57,6 @@ class Function:
     (and ``.local`` to run it here)."""
 
     from_name = classmethod(refuse_from_name)  # deployed apps are to come
-    remote_gen = staticmethod(refuse_remote_gen)  # generators are to come
 
     def __init__(
         self,
@@ -68,6 +68,9 @@ class Function:
     ) -> None:
         self.raw_f = raw
         self.name = name
+        self.pool_label = name  # the pool's name (a class's methods share their object's)
+        self.is_generator = inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)
+        self._prefix: tuple[Any, ...] = ()  # before each input's arguments (a method's name)
         self.options = options
         self.image = image  # built into the tag ``options.image`` when Docker runs workers
         self.app = app  # its ``app.run()`` scopes this function's pools and spawned calls
@@ -147,7 +150,7 @@ class Function:
         if pool_id is None:
             options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
-                0, function_id, self.name, options.to_wire(), [p for p in sys.path if p]
+                0, function_id, self.pool_label, options.to_wire(), [p for p in sys.path if p]
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]
@@ -174,6 +177,7 @@ class Function:
         order_outputs: bool = True,
         progress: CallProgress | None = None,
         on_build: BuildOutput | None = None,
+        factory: type[Invocation] = Invocation,
     ) -> Invocation:
         client = await get_client()
         pool_id = await self._pool_id(client, on_build)
@@ -182,7 +186,7 @@ class Function:
             run.used_pool(pool_id)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
-        return Invocation(
+        return factory(
             client,
             pool_id,
             kind,
@@ -193,14 +197,27 @@ class Function:
             progress=progress,
         )
 
+    def _inputs(self, inputs: Inputs) -> Inputs:
+        """The inputs as the worker takes them (a method's name first)."""
+        prefix = self._prefix
+        return inputs if not prefix else ((prefix + args, kwargs) for args, kwargs in inputs)
+
+    def _refuse_generator(self, how: str) -> None:
+        if self.is_generator:
+            raise InvalidError(
+                f"{self.name} is a generator function: {how} would not stream what it yields; "
+                f"iterate {self.name}.remote_gen(...) instead"
+            )
+
     # --- single calls ------------------------------------------------------------------
 
     @aio_method
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function once on a worker and return its result (or raise its error)."""
+        self._refuse_generator(".remote()")
         inv = await self._invocation("remote")
         writer = PayloadWriter()
-        where = add_input(writer, 0, args, kwargs)
+        where = add_input(writer, 0, self._prefix + args, kwargs)
         try:
             inv.total = 1
             await inv.submit([[0, *where]], writer.frames(), total=1)
@@ -219,10 +236,11 @@ class Function:
     @aio_method
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
+        self._refuse_generator(".spawn()")
         inv = await self._invocation("spawn")
         inv._forget()  # outputs stay on the control plane
         writer = PayloadWriter()
-        where = add_input(writer, 0, args, kwargs)
+        where = add_input(writer, 0, self._prefix + args, kwargs)
         await inv.submit([[0, *where]], writer.frames(), total=1)
         return self._spawned(inv.call_id)
 
@@ -232,9 +250,10 @@ class Function:
     ) -> FunctionCall:
         """Start the function on every input without waiting for results; returns one
         ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
+        self._refuse_generator(".spawn_map()")
         inv = await self._invocation("spawn")
         inv._forget()
-        inv.start_feeding(zip_inputs(iterables, kwargs))
+        inv.start_feeding(self._inputs(zip_inputs(iterables, kwargs)))
         await inv.wait_fed()
         if inv.feed_error is not None:
             raise inv.feed_error
@@ -245,6 +264,12 @@ class Function:
         if run is not None:
             run.spawned_call(call_id)
         return FunctionCall(call_id)
+
+    @property
+    def remote_gen(self) -> RemoteGenMethod:
+        """``f.remote_gen(*args, **kwargs)``: run a generator function on a worker and
+        iterate its values as it yields them; ``async for`` over ``f.remote_gen.aio(...)``."""
+        return RemoteGenMethod(self)
 
     # --- maps --------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class MapMethod:
         order_outputs: bool,
         return_exceptions: bool,
     ) -> MapResults:
+        self._fn._refuse_generator(".map()")
         if self._star:
             if len(args) != 1:
                 raise InvalidError("starmap takes one iterable of argument tuples")
@@ -62,7 +63,10 @@ class MapMethod:
         kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True,
         return_exceptions: bool = False,
+        wrap_returned_exceptions: bool | None = None,
     ) -> Iterator[Any]:
+        """``wrap_returned_exceptions`` is accepted for Modal's programs: exceptions are
+        returned bare either way, as Modal 1.4 does."""
         return iter(self._results(iterables, kwargs, order_outputs, return_exceptions))
 
     def aio(
@@ -71,6 +75,7 @@ class MapMethod:
         kwargs: dict[str, Any] | None = None,
         order_outputs: bool = True,
         return_exceptions: bool = False,
+        wrap_returned_exceptions: bool | None = None,
     ) -> MapResults:
         return self._results(iterables, kwargs, order_outputs, return_exceptions)
 
@@ -88,6 +93,7 @@ class ForEachMethod:
         kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
     ) -> None:
+        self._fn._refuse_generator(".for_each()")
         for _ in MapResults(self._fn, zip_inputs(iterables, kwargs), False, ignore_exceptions):
             pass
 
@@ -97,6 +103,7 @@ class ForEachMethod:
         kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
     ) -> None:
+        self._fn._refuse_generator(".for_each()")
         results = MapResults(self._fn, zip_inputs(iterables, kwargs), False, ignore_exceptions)
         async for _ in results:
             pass
@@ -116,7 +123,7 @@ class MapResults:
         view: MapView | None = None,
     ) -> None:
         self._fn = fn
-        self._inputs = inputs
+        self._inputs = fn._inputs(inputs)
         self._order = order_outputs
         self._return_exceptions = return_exceptions
         self.progress = progress  # filled in while the map runs, for a live view

@@ -36,6 +36,16 @@ def function_options(
     if "retries" in changes:
         parsed = Retries.parse(changes["retries"])
         changes["retries"] = parsed.policy() if parsed is not None else RetryPolicy()
+    if (
+        (inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw))
+        and changes.get("retries") is not None
+        and changes["retries"].max_retries > 0
+    ):
+        name = getattr(raw, "__qualname__", "a generator")
+        raise InvalidError(
+            f"{name} is a generator function: generators cannot be retried (the values they "
+            "yielded already reached the caller)"
+        )
     changes["is_async"] = inspect.iscoroutinefunction(raw)
     changes["variant"] = variant or (base is not None and base.variant)
     try:

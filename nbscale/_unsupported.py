@@ -41,7 +41,7 @@ UNSUPPORTED_KEYWORDS: dict[str, str] = {
     "(or c.NbScale.startup_timeout in the Jupyter server)",
     "env": "not yet (it comes with secrets=): for Docker workers, use Image.env({...})",
     "single_use_containers": "not yet: a worker runs many inputs",
-    "is_generator": "not yet: generator functions (remote_gen) are to come",
+    "is_generator": "a generator function is recognised as one (def with yield): drop it",
     "secrets": "not yet: nbscale.Secret is to come; until then workers inherit the "
     "environment of the process that starts them, and Docker workers take Image.env({...})",
     "volumes": f"not yet: nbscale.Volume is to come; {_SHARE_A_DIRECTORY}",

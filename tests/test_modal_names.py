@@ -96,15 +96,8 @@ UNSUPPORTED = [
     (lambda: nbscale.Secret.from_dict({"K": "v"}), "modal.Secret", "not yet"),
     (lambda: nbscale.Volume.from_name("v"), "modal.Volume", "not yet"),
     (lambda: nbscale.Function.from_name("app", "f"), "modal.Function.from_name", "not yet"),
-    (lambda: nbscale.Cls.from_name("app", "C"), "modal.Cls", "not yet"),
-    (lambda: nbscale.App("a").cls(gpu="any"), "@app.cls", "not yet"),
+    (lambda: nbscale.Cls.from_name("app", "C"), "modal.Cls.from_name", "not yet"),
     (lambda: nbscale.App("a").deploy(), "app.deploy()", "not yet"),
-    (lambda: nbscale.enter()(print), "@modal.enter", "@app.cls"),
-    (lambda: nbscale.method()(print), "@modal.method", "@app.cls"),
-    (lambda: nbscale.parameter(default=1), "modal.parameter", "@app.cls"),
-    (lambda: nbscale.batched(max_batch_size=4, wait_ms=10), "@modal.batched", "not yet"),
-    (lambda: nbscale.current_input_id(), "modal.current_input_id", "not yet"),
-    (lambda: nbscale.App("a").function(print).remote_gen(1), "Function.remote_gen", "not yet"),
 ]
 
 

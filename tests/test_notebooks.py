@@ -109,3 +109,14 @@ def test_parameter_sweep_plots_its_results():
     assert any(line.startswith("✔ fit: 48 inputs · 48 done") for line in summaries(cells))
     pngs = [o for cell in cells for o in cell.outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 1
+
+
+def test_model_loaded_once_per_container():
+    cells = execute("05-model-per-container.ipynb")
+    out = text(cells)
+    accuracy = re.search(r"accuracy: (\S+)", out)
+    assert accuracy is not None and float(accuracy.group(1)) > 0.9
+    assert re.search(r"containers: [12], loads per container: \[1\]", out)
+    sizes = re.search(r"batch sizes seen: \[(\d+)", out)
+    assert sizes is not None and 1 < int(sizes.group(1)) <= 16
+    assert "same labels: True" in out

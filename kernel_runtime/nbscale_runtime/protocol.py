@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -36,6 +36,9 @@ STATUS_CANCELLED = "cancelled"
 STATUS_INIT_FAILED = "init-failed"  # the function could not be loaded on the worker
 STATUS_REJECTED = "rejected"  # the control plane refused it (e.g. version mismatch)
 STATUS_SERIALIZATION = "serialization-error"  # the result could not be pickled
+STATUS_ENTER_FAILED = "enter-failed"  # a class's @enter raised on every start tried
+# A value a generator yielded: not final, the input runs on; its final row follows.
+STATUS_YIELD = "yield"
 
 # Error kinds: the client exception (``nbscale.exceptions``, by class name) that a refused
 # request (``Reply.error[0]``) or a rejected input's record (``{"kind", "message"}``) becomes.
@@ -74,7 +77,8 @@ RUN_INDEX = 1
 RUN_ATTEMPT = 2
 RUN_WHERE = slice(3, 6)
 
-# outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]
+# outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout,
+#           stderr]
 OUT_CALL_ID = 0
 OUT_INDEX = 1
 OUT_ATTEMPT = 2
@@ -83,6 +87,7 @@ OUT_WHERE = slice(4, 7)
 OUT_DURATION = 7  # seconds the attempt ran
 OUT_WORKER_ID = 8  # "" when no worker ran it (rejected by the control plane)
 OUT_STDOUT = 9  # what the attempt printed
+OUT_STDERR = 10  # what it wrote to stderr
 
 # progress ``running``: [worker_id, [index, ...]]; ``retrying``: [index, attempt, status]
 PROGRESS_WORKER_ID = 0
@@ -101,10 +106,23 @@ def output_row(
     duration: float = 0.0,
     worker_id: str = "",
     stdout: str = "",
+    stderr: str = "",
 ) -> list[Any]:
     """An ``outputs`` row; ``where`` is its (offset, length, nbufs) in the payload."""
     offset, length, nbufs = where
-    return [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]
+    return [
+        call_id,
+        index,
+        attempt,
+        status,
+        offset,
+        length,
+        nbufs,
+        duration,
+        worker_id,
+        stdout,
+        stderr,
+    ]
 
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -393,7 +411,9 @@ class Shutdown(Message):
 class Goodbye(Message):
     """The worker is exiting on purpose; what it did not report is not its inputs' fault.
 
-    Payload: [exception record] when ``reason`` is "init-failed"."""
+    Payload: [exception record] when ``reason`` is "init-failed" (the function could not be
+    loaded) or "enter-failed" (a class's ``@enter`` raised, or outlived its startup
+    timeout)."""
 
     worker_id: str
     reason: str

@@ -4,7 +4,8 @@ code runs.
 It sends heartbeats (with the inputs running now), hears cancellations and shutdowns while
 user code holds the main thread, ends the process when an input outlives its timeout (a
 stuck input cannot be interrupted safely: it reports the timeout and exits, and the control
-plane replaces the worker), and exits when the control plane is gone: its parent process
+plane replaces the worker), likewise when a class's ``@enter`` outlives its startup timeout,
+and exits when the control plane is gone: its parent process
 died (local processes), or its heartbeats got no answer for ``heartbeat_timeout`` seconds
 (containers, which have no parent to watch, and to which a dead control plane says nothing
 over TCP). While user code holds the GIL this thread cannot run at all; the control plane
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .protocol import STATUS_TIMEOUT, output_row
+from .serialization import dump_exception
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -81,6 +83,16 @@ class Pulse(threading.Thread):
 
     def _check_timeouts(self, now: float) -> None:
         w = self.worker
+        until = w.starting_until
+        if until is not None and now > until:  # a class's @enter outlived its startup timeout
+            fn = w.fn
+            error = TimeoutError(
+                f"@enter of {fn.cls.__qualname__} did not finish within its startup_timeout "
+                f"of {fn.startup_timeout:g} s"
+            )
+            self._send(protocol.Goodbye(w.cfg.worker_id, "enter-failed"), [dump_exception(error)])
+            self.link.close()
+            os._exit(3)
         for key, (started, attempt, _) in list(w.running.items()):
             if now - started > w.timeout:
                 row = output_row(

@@ -32,6 +32,7 @@ from nbscale_runtime.protocol import (
     OUT_WORKER_ID,
     STATUS_OK,
     STATUS_REJECTED,
+    STATUS_YIELD,
     SUBMIT_INDEX,
     SUBMIT_WHERE,
     output_row,
@@ -41,6 +42,7 @@ from nbscale_runtime.serialization import pack, split_payload
 from .errors import RequestError
 from .limits import Limits, admit, describe
 from .outbox import Outbox
+from .outputs import Entry, keep_printed, outputs_message, with_earlier_printed
 from .pool import CallState, Pool, Records, WorkerState
 from .queue import InputRecord, Outcome
 
@@ -48,8 +50,6 @@ _FINISHED_CALLS_KEPT = 50  # finished maps and remotes the API still lists
 
 # A final outcome on its way to a caller: (outcome, pickle bytes, buffers, outputs row)
 Settled = tuple[Outcome, Any, list[Any], list[Any]]
-# An output as stored or repacked: (outputs row, pickle bytes, buffers)
-Entry = tuple[list[Any], Any, list[Any]]
 
 
 def rejection(kind: str, message: str) -> bytes:
@@ -221,7 +221,9 @@ class Delivery:
         self, w: WorkerState, msg: protocol.GetInputs, payload: list[Any], now: float
     ) -> None:
         w.want += msg.want
-        self.dispatch(self.records.pools[w.pool_id])
+        pool = self.records.pools[w.pool_id]
+        pool.enter_failures = 0  # a worker that asks for inputs has started
+        self.dispatch(pool)
 
     def dispatch(self, pool: Pool) -> None:
         """Hand pending inputs to workers that asked for them, in guided-size batches."""
@@ -269,6 +271,8 @@ class Delivery:
 
     def on_outputs(self, msg: protocol.Outputs, payload: list[Any], now: float) -> None:
         items = msg.items
+        if items and any(item[OUT_STATUS] == STATUS_YIELD for item in items):
+            items, payload = self._forward_yields(items, payload, now)
         if not items:
             return
         workers = self.records.workers
@@ -301,6 +305,7 @@ class Delivery:
             if outcome.final:
                 settled[pool.pool_id].append((outcome, data, bufs, item))
             else:
+                keep_printed(outcome.record, item)
                 self.report_retries([outcome])
         # Usually the whole batch is final and for one caller: forward it as it came.
         whole = (items, payload) if len(settled) == 1 else None
@@ -313,6 +318,34 @@ class Delivery:
             pool = pools[w.pool_id]
             w.settled(pool.queue.running_on(worker_id), now)
             self.dispatch(pool)
+
+    def _forward_yields(
+        self, items: list[list[Any]], payload: list[Any], now: float
+    ) -> tuple[list[list[Any]], list[Any]]:
+        """Send the values generators yielded to their callers (those of the attempt a
+        worker holds now); returns the other rows, repacked."""
+        by_owner: dict[bytes, list[Entry]] = defaultdict(list)
+        rest: list[Entry] = []
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
+        for item, (data, bufs) in zip(items, parts, strict=False):
+            if item[OUT_STATUS] != STATUS_YIELD:
+                rest.append((item, data, bufs))
+                continue
+            w = self.records.workers.get(item[OUT_WORKER_ID])
+            call = self.calls.get(item[OUT_CALL_ID])
+            if w is None or call is None or call.cancelled or call.kind == "spawn":
+                continue
+            w.last_seen = now
+            held = self.records.pools[w.pool_id].queue.running.get(w.worker_id, {})
+            record = held.get((item[OUT_CALL_ID], item[OUT_INDEX]))
+            if record is not None and record.attempt == item[OUT_ATTEMPT]:
+                by_owner[call.owner].append((item, data, bufs))
+        for owner, entries in by_owner.items():
+            self.outbox.send_client(owner, *outputs_message(entries))
+        if not rest:
+            return [], []
+        msg, frames = outputs_message(rest)
+        return msg.items, frames
 
     def report_retries(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
@@ -354,10 +387,13 @@ class Delivery:
         is the worker's message they all came from, forwarded untouched when it can be."""
         by_owner: dict[bytes, list[Entry]] = defaultdict(list)
         finished: dict[str, CallState] = {}
-        for outcome, data, bufs, item in rows:
+        for outcome, data, bufs, row in rows:
             call = self.calls.get(outcome.record.call_id)
             if call is None or call.cancelled:
                 continue
+            item = with_earlier_printed(outcome.record, row)
+            if item is not row:  # the row changed: the worker's message cannot go as it came
+                whole = None
             failed = outcome.status != STATUS_OK
             call.reported += 1
             call.failed += failed
@@ -388,14 +424,3 @@ class Delivery:
             for r in pending + running
         ]
         self.outbox.send_client(call.owner, protocol.Outputs(items), frames)
-
-
-def outputs_message(entries: list[Entry]) -> tuple[protocol.Outputs, list[Any]]:
-    """An ``outputs`` message for ``(row, data, buffers)`` entries, their bytes repacked."""
-    frames, addresses = pack([(data, bufs) for _, data, bufs in entries])
-    items = []
-    for (item, _, _), where in zip(entries, addresses, strict=True):
-        row = list(item)
-        row[OUT_WHERE] = where
-        items.append(row)
-    return protocol.Outputs(items), frames

@@ -24,6 +24,7 @@ from nbscale_runtime import protocol, register
 from nbscale_runtime.protocol import (
     ERROR_LAUNCH,
     ERROR_VERSION_MISMATCH,
+    STATUS_ENTER_FAILED,
     STATUS_INIT_FAILED,
     STATUS_REJECTED,
 )
@@ -36,6 +37,8 @@ from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
 from .security import KeyPair, WorkerAllowList, write_secret_json
 from .settings import ControlPlaneConfig
+
+MAX_ENTER_FAILURES = 3  # starts in a row whose @enter raised before a pool is broken
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -300,6 +303,22 @@ class Fleet:
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
             # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
             self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
+        elif msg.reason == "enter-failed":
+            self._enter_failed(w, bytes(payload[0]))
+
+    def _enter_failed(self, w: WorkerState, record: bytes) -> None:
+        """A class's ``@enter`` raised on ``w``: another worker tries, and after
+        ``MAX_ENTER_FAILURES`` such starts in a row the pool is broken with that error (its
+        waiting inputs fail with the ``@enter`` traceback) rather than crash-looping."""
+        pool = self.records.pools[w.pool_id]
+        pool.enter_failures += 1
+        pool.note(  # the error itself reaches the callers (never unpickled here)
+            f"worker {w.worker_id}: its @enter raised ({pool.enter_failures} of "
+            f"{MAX_ENTER_FAILURES} starts in a row before the pool is broken)",
+            time.time(),
+        )
+        if pool.enter_failures >= MAX_ENTER_FAILURES:
+            self.delivery.break_pool(pool, STATUS_ENTER_FAILED, record)
 
     # --- exits -------------------------------------------------------------------------
 

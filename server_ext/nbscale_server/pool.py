@@ -164,6 +164,7 @@ class Pool:
     owner: OwnerModel = field(default_factory=unknown_owner)  # who created it
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
+    enter_failures: int = 0  # workers in a row whose class @enter raised
     done: int = 0
     failed: int = 0
     stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive

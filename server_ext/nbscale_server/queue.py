@@ -85,6 +85,7 @@ class InputRecord:
     infrastructure_streak: int = 0  # such losses in a row
     suspect: bool = False  # on a worker that died, maybe what killed it: runs alone
     confirmed: bool = False  # its worker said it starts it (suspects only)
+    earlier_printed: tuple[str, str] = ("", "")  # (stdout, stderr) of retried attempts
 
     @property
     def key(self) -> tuple[str, int]:

@@ -226,7 +226,8 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         5.0,
         "control plane",
-        "Seconds a stopping worker gets to finish its input before it is killed.",
+        "Seconds a stopping worker gets to finish its input (and an @app.cls class's @exit) "
+        "before it is killed.",
         minimum=0.0,
     ),
     Setting(
