@@ -212,9 +212,10 @@ class AutoscalerCore:
         """So many launches failed in a row that waiting inputs should fail, not wait."""
         return self._failures >= MAX_LAUNCH_FAILURES
 
-    def launch_failed(self, now: float, error: str) -> float:
-        """Record a failed launch; returns the backoff before the next one, in seconds."""
-        self._failures += 1
+    def launch_failed(self, now: float, error: str, lasting: bool = False) -> float:
+        """Record a failed launch; returns the backoff before the next one, in seconds.
+        A ``lasting`` failure (no GPU on this host) runs out of launches at once."""
+        self._failures = max(self._failures + 1, MAX_LAUNCH_FAILURES if lasting else 0)
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (self._failures - 1))
         self._retry_at = now + delay
         self.status = f"launch failed ({error}); retrying in {delay:g} s"

@@ -167,7 +167,7 @@ class Fleet:
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:
-            self._launch_failed(pool, str(exc), now)
+            self._launch_failed(pool, str(exc), now, lasting=exc.lasting)
             return False
         public_key = keys.public if keys else None
         w = WorkerState(
@@ -178,19 +178,27 @@ class Fleet:
         self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
         return True
 
-    def _launch_failed(self, pool: Pool, reason: str, now: float) -> None:
+    def _launch_failed(self, pool: Pool, reason: str, now: float, lasting: bool = False) -> None:
+        """``lasting``: trying again cannot help (no GPU on this host), so the waiting
+        inputs fail now rather than after the backoff."""
         autoscaler = pool.autoscaler
-        autoscaler.launch_failed(now, reason)
+        autoscaler.launch_failed(now, reason, lasting)
         log.warning("%s: %s", pool.name, autoscaler.status)
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
         serving = any(w.serving for w in pool.workers.values())
         if autoscaler.out_of_launches and not serving:
             message = (
-                f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to start; "
-                f"the last: {reason}"
+                f"{pool.name}: cannot start a worker: {reason}"
+                if lasting
+                else f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to "
+                f"start; the last: {reason}"
             )
             pool.note(message, time.time())
-            self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
+            record = rejection(ERROR_LAUNCH, message)
+            if lasting:  # so will new inputs, at once, until the function is registered again
+                self.delivery.break_pool(pool, STATUS_REJECTED, record)
+            else:
+                self.delivery.fail_waiting(pool, STATUS_REJECTED, record)
 
     def stop_worker(self, w: WorkerState, graceful: bool) -> None:
         w.drain()
