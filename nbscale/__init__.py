@@ -23,6 +23,7 @@ from ._retries import Retries
 from ._views import monitor
 from .exceptions import (
     CallCancelledError,
+    CallDetachedError,
     ControlPlaneError,
     FunctionTimeoutError,
     ImageBuildError,
@@ -40,6 +41,7 @@ from .exceptions import (
 __all__ = [
     "App",
     "CallCancelledError",
+    "CallDetachedError",
     "ControlPlaneError",
     "Function",
     "FunctionCall",

@@ -21,15 +21,14 @@ from ._fingerprint import fingerprint, frozen, same
 from ._image import Image
 from ._loop import get_loop
 from ._map import End, Invocation
+from ._map_results import ForEachMethod, MapMethod, star_inputs, zip_inputs
 from ._options import check_image, function_options
-from ._outcomes import Output, code_files_of, decode
+from ._outcomes import code_files_of, decode, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
-from ._views import LiveMap, MapView, open_view
-from ._views.live import REFRESH_INTERVAL
-from .exceptions import CallCancelledError, InvalidError
+from ._tracebacks import hidden, install
+from .exceptions import CallCancelledError
 
-Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
@@ -44,26 +43,6 @@ class FunctionStats:
     containers: dict[str, int] = field(default_factory=dict)  # by state
     workers: list[dict[str, Any]] = field(default_factory=list)
     status: str = ""
-
-
-def _zip_inputs(iterables: tuple[Iterable[Any], ...], kwargs: dict[str, Any] | None) -> Inputs:
-    kw = dict(kwargs or {})
-    return ((args, kw) for args in zip(*iterables, strict=False))
-
-
-def _star_inputs(iterable: Iterable[Any], kwargs: dict[str, Any] | None) -> Inputs:
-    kw = dict(kwargs or {})
-    return ((tuple(args), kw) for args in iterable)
-
-
-def _print_output(out: Output, prefix: bool) -> None:
-    if not out.stdout:
-        return
-    if prefix:
-        text = "".join(f"[{out.index}] {line}" for line in out.stdout.splitlines(keepends=True))
-    else:
-        text = out.stdout
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 class Function:
@@ -172,6 +151,7 @@ class Function:
         progress: CallProgress | None = None,
         on_build: BuildOutput | None = None,
     ) -> Invocation:
+        install()  # a notebook's tracebacks leave nbscale's frames out
         client = await get_client()
         pool_id = await self._pool_id(client, on_build)
         if self._code_files is None:
@@ -192,6 +172,7 @@ class Function:
     @aio_method
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function once on a worker and return its result (or raise its error)."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         inv = await self._invocation("remote")
         writer = PayloadWriter()
         where = add_input(writer, 0, args, kwargs)
@@ -205,7 +186,7 @@ class Function:
             await inv.cancel()
             raise
         out = batch[0]
-        _print_output(out, prefix=False)
+        print_output(out, prefix=False)
         if not out.ok:
             raise out.value
         return out.value
@@ -226,9 +207,10 @@ class Function:
     ) -> FunctionCall:
         """Start the function on every input without waiting for results; returns one
         ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         inv = await self._invocation("spawn")
         inv.client.handlers.pop(inv.call_id, None)
-        inv.start_feeding(_zip_inputs(iterables, kwargs))
+        inv.start_feeding(zip_inputs(iterables, kwargs))
         await inv.wait_fed()
         if inv.feed_error is not None:
             raise inv.feed_error
@@ -237,22 +219,22 @@ class Function:
     # --- maps --------------------------------------------------------------------------
 
     @property
-    def map(self) -> _MapMethod:
+    def map(self) -> MapMethod:
         """``f.map(*iterables, kwargs={}, order_outputs=True, return_exceptions=False)``:
         a lazy iterator of results, streamed as they finish; ``f.map.aio(...)`` is its async
         twin (``async for``, or ``await`` for the list)."""
-        return _MapMethod(self, _zip_inputs, star=False)
+        return MapMethod(self, zip_inputs, star=False)
 
     @property
-    def starmap(self) -> _MapMethod:
+    def starmap(self) -> MapMethod:
         """Like ``map``, each input being a tuple of positional arguments."""
-        return _MapMethod(self, _star_inputs, star=True)
+        return MapMethod(self, star_inputs, star=True)
 
     @property
-    def for_each(self) -> _ForEachMethod:
+    def for_each(self) -> ForEachMethod:
         """``f.for_each(*iterables, kwargs={}, ignore_exceptions=False)``: run the function
         on every input and wait; results are discarded. ``f.for_each.aio(...)`` awaits."""
-        return _ForEachMethod(self)
+        return ForEachMethod(self)
 
     # --- the pool's settings and state -------------------------------------------------
 
@@ -302,206 +284,6 @@ def _loop_running() -> bool:
     return True
 
 
-class _MapMethod:
-    """``f.map(...)`` (blocking iterator) with ``f.map.aio(...)`` (async iterator)."""
-
-    def __init__(self, fn: Function, make_inputs: Callable[..., Inputs], star: bool) -> None:
-        self._fn = fn
-        self._make_inputs = make_inputs
-        self._star = star
-
-    def _results(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        order_outputs: bool,
-        return_exceptions: bool,
-    ) -> MapResults:
-        if self._star:
-            if len(args) != 1:
-                raise InvalidError("starmap takes one iterable of argument tuples")
-            inputs = self._make_inputs(args[0], kwargs)
-        else:
-            if not args:
-                raise InvalidError("map needs at least one iterable")
-            inputs = self._make_inputs(args, kwargs)
-        return MapResults(self._fn, inputs, order_outputs, return_exceptions)
-
-    def __call__(
-        self,
-        *iterables: Iterable[Any],
-        kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = True,
-        return_exceptions: bool = False,
-    ) -> Iterator[Any]:
-        return iter(self._results(iterables, kwargs, order_outputs, return_exceptions))
-
-    def aio(
-        self,
-        *iterables: Iterable[Any],
-        kwargs: dict[str, Any] | None = None,
-        order_outputs: bool = True,
-        return_exceptions: bool = False,
-    ) -> MapResults:
-        return self._results(iterables, kwargs, order_outputs, return_exceptions)
-
-
-class _ForEachMethod:
-    """``f.for_each(...)`` consumes a map in the caller's thread, which also drives its live
-    view; ``f.for_each.aio(...)`` is its async twin."""
-
-    def __init__(self, fn: Function) -> None:
-        self._fn = fn
-
-    def __call__(
-        self,
-        *iterables: Iterable[Any],
-        kwargs: dict[str, Any] | None = None,
-        ignore_exceptions: bool = False,
-    ) -> None:
-        for _ in MapResults(self._fn, _zip_inputs(iterables, kwargs), False, ignore_exceptions):
-            pass
-
-    async def aio(
-        self,
-        *iterables: Iterable[Any],
-        kwargs: dict[str, Any] | None = None,
-        ignore_exceptions: bool = False,
-    ) -> None:
-        results = MapResults(self._fn, _zip_inputs(iterables, kwargs), False, ignore_exceptions)
-        async for _ in results:
-            pass
-
-
-class MapResults:
-    """The results of one map: iterate (blocking), ``async for``, or ``await`` for a list.
-    Nothing runs until it is iterated."""
-
-    def __init__(
-        self,
-        fn: Function,
-        inputs: Inputs,
-        order_outputs: bool,
-        return_exceptions: bool,
-        progress: CallProgress | None = None,
-        view: MapView | None = None,
-    ) -> None:
-        self._fn = fn
-        self._inputs = inputs
-        self._order = order_outputs
-        self._return_exceptions = return_exceptions
-        self.progress = progress  # filled in while the map runs, for a live view
-        self._view = view  # None: the one the ``progress`` setting picks, if any
-        self.invocation: Invocation | None = None
-
-    def _live(self) -> LiveMap | None:
-        """The live view of this map, or None when progress is off: then nothing runs per
-        batch or per input that would not run without views."""
-        view = self._view if self._view is not None else open_view()
-        if view is None:
-            return None
-        if self.progress is None:
-            self.progress = CallProgress(self._fn.name)
-        return LiveMap(view, self.progress)
-
-    async def _start(self, live: LiveMap | None) -> Invocation:
-        on_build = live.preparing if live is not None else None  # an image build's steps
-        inv = await self._fn._invocation("map", self._order, self.progress, on_build)
-        inv.start_feeding(self._inputs)
-        self.invocation = inv
-        return inv
-
-    def _unpack(self, batch: list[Output]) -> Iterator[Any]:
-        for out in batch:
-            _print_output(out, prefix=True)
-            if not out.ok and not self._return_exceptions:
-                raise out.value
-            yield out.value
-
-    def __iter__(self) -> Iterator[Any]:
-        lt = get_loop()
-        live = self._live()
-        if live is not None:
-            live.show()
-        try:
-            inv = lt.run(self._start(live))
-        except BaseException as exc:  # e.g. its image could not be built: the view says so
-            if live is not None:
-                live.close(exc)
-            raise
-        if live is not None:
-            live.start(inv)
-        error: BaseException | None = None
-        try:
-            while True:
-                batch: list[Output] | End | None
-                if live is None:
-                    batch = lt.run(inv.next_batch(), on_interrupt=inv.cancel)
-                else:  # wake up to redraw the view even while no result arrives
-                    batch = lt.run(inv.next_batch_within(REFRESH_INTERVAL), on_interrupt=inv.cancel)
-                    live.step(force=isinstance(batch, End))
-                    if batch is None:
-                        continue
-                if isinstance(batch, End):
-                    if batch.error is not None:
-                        raise batch.error
-                    return
-                yield from self._unpack(batch)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if not inv.finished:
-                lt.submit(inv.cancel())
-            if live is not None:
-                live.close(error)
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        lt = get_loop()
-        live = self._live()
-        if live is not None:
-            live.show()
-        try:
-            inv = await lt.run_aio(self._start(live))
-        except BaseException as exc:
-            if live is not None:
-                live.close(exc)
-            raise
-        if live is not None:
-            live.start(inv)
-        error: BaseException | None = None
-        try:
-            while True:
-                batch: list[Output] | End | None
-                if live is None:
-                    batch = await lt.run_aio(inv.next_batch())
-                else:
-                    batch = await lt.run_aio(inv.next_batch_within(REFRESH_INTERVAL))
-                    await live.step_aio(force=isinstance(batch, End))
-                    if batch is None:
-                        continue
-                if isinstance(batch, End):
-                    if batch.error is not None:
-                        raise batch.error
-                    return
-                for value in self._unpack(batch):
-                    yield value
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            if not inv.finished:
-                await lt.run_aio(inv.cancel())
-            if live is not None:
-                live.close(error)
-
-    def __await__(self) -> Any:
-        async def collect() -> list[Any]:
-            return [value async for value in self]
-
-        return collect().__await__()
-
-
 class FunctionCall:
     """A handle on spawned work: ``get``, ``iter``, ``cancel``, ``num_inputs``; rebuild it in
     another process with ``FunctionCall.from_id(call_id)``."""
@@ -529,10 +311,11 @@ class FunctionCall:
     async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
         """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
         Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         value = await self._fetch(index, index + 1, timeout)
         if value["outputs"]:
             out = value["outputs"][0]
-            _print_output(out, prefix=False)
+            print_output(out, prefix=False)
             if not out.ok:
                 raise out.value
             return out.value
@@ -547,6 +330,7 @@ class FunctionCall:
         return _CallIter(self)
 
     async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if end is None:
             end = await self._num_inputs()
         for chunk_start in range(start, end, 64):
@@ -557,7 +341,7 @@ class FunctionCall:
             ):
                 raise CallCancelledError(f"function call {self.object_id} was cancelled")
             for out in value["outputs"]:
-                _print_output(out, prefix=True)
+                print_output(out, prefix=True)
                 if not out.ok:
                     raise out.value
                 yield out.value
@@ -594,6 +378,7 @@ class _CallIter:
         self._call = call
 
     def __call__(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         agen = self._call.iter_on_loop(start, end)
         lt = get_loop()
         while True:
@@ -603,6 +388,7 @@ class _CallIter:
                 return
 
     async def aio(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         agen = self._call.iter_on_loop(start, end)
         lt = get_loop()
         while True:

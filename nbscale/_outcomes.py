@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import sys
 import traceback
 import types
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from nbscale_runtime.protocol import (
 )
 from nbscale_runtime.serialization import load
 
+from ._tracebacks import install
 from .exceptions import (
     FunctionTimeoutError,
     RemoteError,
@@ -47,6 +49,17 @@ class Output:
     worker_id: str
     duration: float
     attempt: int
+
+
+def print_output(out: Output, prefix: bool) -> None:
+    """Print what an input printed on its worker; ``prefix``: each line with its index."""
+    if not out.stdout:
+        return
+    if prefix:
+        text = "".join(f"[{out.index}] {line}" for line in out.stdout.splitlines(keepends=True))
+    else:
+        text = out.stdout
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def decode(
@@ -197,3 +210,4 @@ def _nested_code(code: types.CodeType) -> list[types.CodeType]:
 def _note(exc: BaseException, text: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(text)
+        install()  # for a shell that does not show notes itself

@@ -161,9 +161,16 @@ class Lab(JupyterProcess):
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
+        # The labextension of this checkout (built by `jlpm build` or the editable install)
+        # comes before the one installed in the environment, which may be another's.
+        extensions = tmp / "labextensions"
+        extensions.mkdir()
+        if (ROOT / "nbscale" / "labextension" / "package.json").exists():
+            (extensions / "nbscale").symlink_to(ROOT / "nbscale" / "labextension")
         app = [
             "jupyterlab",
             "--ip=127.0.0.1",
+            f"--LabApp.extra_labextensions_path={extensions}",
             f"--LabApp.user_settings_dir={settings_dir}",
             f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
             "--LabApp.expose_app_in_browser=True",

@@ -55,12 +55,30 @@ def install() -> None:
         sys.stderr = _RoutingStream(sys.stderr)  # type: ignore[assignment]
 
 
-def start() -> contextvars.Token[Any]:
-    """Begin capturing for the input running in this thread or task."""
-    return _current.set([])
+# What each running input printed so far, by (call id, index): the worker's pulse thread
+# reads it to stream a running input's output to its caller.
+_running: dict[tuple[str, int], list[str]] = {}
 
 
-def finish(token: contextvars.Token[Any]) -> str:
+def start(key: tuple[str, int] | None = None) -> contextvars.Token[Any]:
+    """Begin capturing for the input running in this thread or task (``key``: its call id
+    and index, under which :func:`so_far` finds what it printed while it runs)."""
+    pieces: list[str] = []
+    if key is not None:
+        _running[key] = pieces
+    return _current.set(pieces)
+
+
+def finish(token: contextvars.Token[Any], key: tuple[str, int] | None = None) -> str:
     pieces = _current.get()
     _current.reset(token)
+    if key is not None:
+        _running.pop(key, None)
     return "".join(pieces) if pieces else ""
+
+
+def so_far(key: tuple[str, int]) -> list[str]:
+    """What the running input ``key`` printed so far, as written pieces (a copy: safe to
+    read from another thread while it prints)."""
+    pieces = _running.get(key)
+    return list(pieces) if pieces else []

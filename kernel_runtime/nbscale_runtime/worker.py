@@ -60,6 +60,8 @@ _MAX_PREFETCH = 1000
 # trip; one that waits behind another waits at most this long.
 _ONE_AHEAD_BELOW = 0.1
 _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
+_STREAM_INTERVAL = 0.5  # seconds between two reports of running inputs and their output
+_STREAM_CHARS = 8_000  # of a running input's new output, per report
 
 
 class InputCancelled(BaseException):
@@ -271,7 +273,7 @@ class Worker:
         started = time.perf_counter()
         self.running[key] = (time.monotonic(), item.attempt)
         self.inline_key = key
-        token = capture.start()
+        token = capture.start(key)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = self.fn(*args, **kwargs)
@@ -282,7 +284,7 @@ class Worker:
             result, status = exc, STATUS_ERROR
         finally:
             self.inline_key = None
-            stdout = capture.finish(token)
+            stdout = capture.finish(token, key)
             del self.running[key]
         self._record(item, status, result, time.perf_counter() - started, stdout)
 
@@ -303,21 +305,21 @@ class Worker:
 
     def _run_threaded(self, item: _Input) -> None:
         started = time.perf_counter()
-        token = capture.start()
+        token = capture.start(item.key)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = self.fn(*args, **kwargs)
             status = STATUS_OK
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
-        stdout = capture.finish(token)
+        stdout = capture.finish(token, item.key)
         self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
 
     async def _run_async(self, item: _Input) -> None:
         import asyncio
 
         started = time.perf_counter()
-        token = capture.start()
+        token = capture.start(item.key)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = await self.fn(*args, **kwargs)
@@ -326,7 +328,7 @@ class Worker:
             result, status = None, STATUS_CANCELLED
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
-        stdout = capture.finish(token)
+        stdout = capture.finish(token, item.key)
         self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
 
     def _finish_concurrent(
@@ -401,6 +403,7 @@ class Pulse(threading.Thread):
     def __init__(self, worker: Worker) -> None:
         super().__init__(name="nbscale-pulse", daemon=True)
         self.worker = worker
+        self.reported: dict[tuple[str, int], int] = {}  # running inputs told of: pieces sent
         # A connection of its own: on timeout it is closed, which flushes the report out
         # before the process ends, without touching the main thread's.
         self.link = _connect(worker.cfg, worker.cfg.worker_id + ":pulse")
@@ -414,13 +417,16 @@ class Pulse(threading.Thread):
     def _beat(self) -> None:
         w = self.worker
         interval = w.cfg.heartbeat_interval
-        next_beat = 0.0
+        next_beat = next_stream = 0.0
         while True:
             now = time.monotonic()
             if now >= next_beat:
                 running = [list(k) for k in w.running]
                 self._send(protocol.Heartbeat(w.cfg.worker_id, running, w.gpu_monitor.sample()))
                 next_beat = now + interval
+            if now >= next_stream:
+                self._stream(now)
+                next_stream = now + _STREAM_INTERVAL
             self._check_timeouts(now)
             if w.cfg.parent_pid is not None and os.getppid() != w.cfg.parent_pid:
                 os._exit(0)  # our control plane is gone; nobody will collect our results
@@ -436,6 +442,25 @@ class Pulse(threading.Thread):
 
     def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
         self.link.send(protocol.encode(msg, payload))
+
+    def _stream(self, now: float) -> None:
+        """Tell the control plane of inputs running now that it was not told of, and of
+        what running inputs printed since: one message now and then, whatever the rate of
+        inputs (a fast input is seen running only if it runs at that moment)."""
+        w = self.worker
+        wall = time.time() - now
+        rows = []
+        running = list(w.running.items())
+        for key, (started, attempt) in running:
+            pieces = capture.so_far(key)
+            sent = self.reported.get(key)
+            text = "".join(pieces[sent or 0 :])[-_STREAM_CHARS:]
+            if sent is None or text:
+                rows.append([key[0], key[1], attempt, wall + started, text])
+                self.reported[key] = len(pieces)
+        self.reported = {k: self.reported[k] for k, _ in running if k in self.reported}
+        if rows:
+            self._send(protocol.Streaming(w.cfg.worker_id, rows))
 
     def _check_timeouts(self, now: float) -> None:
         w = self.worker

@@ -224,6 +224,8 @@ export function describeEvent(event: IChangeEvent): string {
     }
     case 'call-cancelled':
       return `call ${shortId(event.call_id ?? '', 11)} cancelled`;
+    case 'call-detached':
+      return `call ${shortId(event.call_id ?? '', 11)} detached from its notebook`;
   }
 }
 

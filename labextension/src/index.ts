@@ -14,6 +14,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 
 import iconSvg from '../style/icon.svg';
 import { IAutoscalerChanges } from './models';
+import { mapViewPlugin } from './mapview';
 import { SidebarModel } from './model';
 import { CommandIDs, NbscalePanel } from './sidebar';
 
@@ -123,4 +124,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, mapViewPlugin];

@@ -26,6 +26,7 @@ from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
+from .watching import Watching
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -42,11 +43,13 @@ class Api:
         fleet: Fleet,
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
+        watching: Watching | None = None,
     ) -> None:
         self.records = records
         self.outbox = outbox
         self.delivery = delivery
         self.fleet = fleet
+        self.watching = watching or Watching(delivery, outbox)
         self.clock = clock
         self._connection_info = connection_info
         self.client_versions: dict[bytes, dict[str, str]] = {}
@@ -57,6 +60,7 @@ class Api:
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.CancelCall: self._cancel_call,
+            protocol.DetachCall: self._detach_call,
             protocol.GetOutputs: self._get_outputs,
             protocol.UpdateAutoscaler: self._update_autoscaler,
             protocol.StopPool: self._stop_pool,
@@ -159,6 +163,10 @@ class Api:
             self.cancel_call(msg.call_id, requester=identity)
         return {"cancelled": True}, ()
 
+    def _detach_call(self, identity: bytes, msg: protocol.DetachCall, payload: list[Any]) -> Answer:
+        self.watching.on_detach_call(msg, payload)
+        return {"detached": True}, ()
+
     def _get_outputs(self, identity: bytes, msg: protocol.GetOutputs, payload: list[Any]) -> Answer:
         self.delivery.wait_for_outputs(identity, msg)
         return None  # answered by the delivery, now or later
@@ -257,6 +265,18 @@ class Api:
         call = self.delivery.call(call_id)
         if call.call_id not in self.delivery.finished_calls:  # else nothing to cancel
             self.delivery.cancel(call, requester)
+        return self.call_model(call)
+
+    def detach_call(self, call_id: str) -> CallModel:
+        """Detach a running map from its caller, which stops waiting: the call runs on and
+        keeps its results, for ``FunctionCall.from_id`` (see ``watching.py``)."""
+        call = self.delivery.call(call_id)
+        if call.kind != "map":
+            raise RequestError(ERROR_INVALID, f"{call_id} is a {call.kind} call: only maps detach")
+        if call.finished:
+            raise RequestError(ERROR_INVALID, f"{call_id} has ended: nothing to detach")
+        if not call.detached:
+            self.watching.detach(call)
         return self.call_model(call)
 
     def worker_logs(self, worker_id: str, tail: int = 200) -> LogsModel:

@@ -9,6 +9,7 @@ only on those below it:
     api       what callers and the REST API may ask (one table: message type -> handler)
     fleet     workers from launch to exit: autoscaling, the total cap, versions, timeouts
     delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
+    watching  running inputs' output to the callers that watch them; detached calls
     outbox    every message sent: to workers, replies, refusals, change events
     pool      the records they share (pools, workers, calls), over the pure cores
               (queue, autoscaler, limits, options, compatibility)
@@ -42,6 +43,7 @@ from .pool import Records
 from .security import WorkerAllowList, private_dir
 from .settings import ControlPlaneConfig
 from .stream_channel import StreamChannel
+from .watching import Watching
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -82,14 +84,22 @@ class ControlPlane:
         self.fleet = Fleet(
             self.records, self.outbox, self.delivery, self.launcher, self.config, clock, self.dir
         )
+        self.watching = Watching(self.delivery, self.outbox)
         self.api = Api(
-            self.records, self.outbox, self.delivery, self.fleet, clock, self.connection_info
+            self.records,
+            self.outbox,
+            self.delivery,
+            self.fleet,
+            clock,
+            self.connection_info,
+            self.watching,
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
             protocol.GetInputs: self.delivery.on_get_inputs,
             protocol.Heartbeat: self.fleet.on_heartbeat,
             protocol.Goodbye: self.fleet.on_goodbye,
+            protocol.Streaming: self.watching.on_streaming,
         }
         # What the channels call with ``[identity, header, *payload]``, decoded and routed.
         self.receive_from_worker = self._receiver(self.on_worker)

@@ -70,6 +70,7 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     failed: 0,
     cancelled: false,
     finished: false,
+    detached: false,
     owner: owner(),
     ...overrides
   };
