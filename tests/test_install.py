@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_leftovers import left_on_engine
 
 import nbscale
 
@@ -195,9 +196,7 @@ def _nothing_left_on_the_engine() -> None:
 
     client = docker.from_env()
     try:
-        ours = {"label": "nbscale.server"}
-        left = [c.name for c in client.containers.list(all=True, filters=ours)]
-        left += [n.name for n in client.networks.list(filters=ours)]
+        left = left_on_engine(client)
     finally:
         client.close()
     assert not left, f"left behind on the Docker engine: {left}"

@@ -17,10 +17,8 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import wait_until
-from test_sidebar import (  # noqa: F401 (the jp_ overrides are autouse fixtures)
+from sidebar_lab import (  # noqa: F401 - the jp_ fixtures, used by name
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     Lab,
     jp_asyncio_loop,
     jp_server_cleanup,
@@ -48,16 +46,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     server = Lab(tmp_path_factory.mktemp("lab"))
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -273,7 +273,7 @@ class Worker:
         started = time.perf_counter()
         self.running[key] = (time.monotonic(), item.attempt)
         self.inline_key = key
-        token = capture.start(key)
+        token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = self.fn(*args, **kwargs)
@@ -284,7 +284,7 @@ class Worker:
             result, status = exc, STATUS_ERROR
         finally:
             self.inline_key = None
-            stdout = capture.finish(token, key)
+            stdout = capture.finish(token)
             del self.running[key]
         self._record(item, status, result, time.perf_counter() - started, stdout)
 
@@ -305,21 +305,21 @@ class Worker:
 
     def _run_threaded(self, item: _Input) -> None:
         started = time.perf_counter()
-        token = capture.start(item.key)
+        token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = self.fn(*args, **kwargs)
             status = STATUS_OK
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
-        stdout = capture.finish(token, item.key)
+        stdout = capture.finish(token)
         self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
 
     async def _run_async(self, item: _Input) -> None:
         import asyncio
 
         started = time.perf_counter()
-        token = capture.start(item.key)
+        token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = await self.fn(*args, **kwargs)
@@ -328,7 +328,7 @@ class Worker:
             result, status = None, STATUS_CANCELLED
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
-        stdout = capture.finish(token, item.key)
+        stdout = capture.finish(token)
         self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
 
     def _finish_concurrent(

@@ -22,7 +22,7 @@
  * - `DELETE calls/{id}` -> `CallModel` (cancelled)
  * - `POST calls/{id}/detach` -> `CallModel` (a map detached from its caller: the caller
  *   stops waiting, the call runs on and keeps its results for `FunctionCall.from_id`)
- * - `GET containers/{id}/logs?tail=200` -> `LogsModel`
+ * - `GET containers/{id}/logs?tail=200&after=CURSOR` -> `LogsModel`
  * - `WS events` -> a `SnapshotMessage`, then `ChangesMessage`s
  * - errors -> `ErrorModel` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
  */
@@ -52,6 +52,7 @@ export type ApiModel =
   | ICall
   | IInput
   | ICallDetail
+  | ILogLine
   | ILogs
   | IChangeEvent
   | ISnapshotMessage
@@ -199,9 +200,17 @@ export interface IContainer {
    * "wk-..."
    */
   id: string;
+  /**
+   * what its launcher's tools call it: the Docker container's name ("nbscale-wk-..."); None for a local process (its pid says which)
+   */
+  name: string | null;
+  /**
+   * the image a container runs; None for a local process
+   */
+  image: string | null;
   state: ContainerState;
   /**
-   * the worker's process id where it runs, once registered
+   * the worker's process id where it runs (in its container), once registered
    */
   pid: number | null;
   /**
@@ -433,13 +442,52 @@ export interface ICallDetail {
   inputs: IInput[];
 }
 /**
- * The last lines a worker wrote to stdout and stderr (also for recently gone ones).
+ * One line of a worker's output, with when and by which input it was written where the
+ * worker's Python wrote it (output written below Python, by a C library, has neither).
+ */
+export interface ILogLine {
+  /**
+   * seconds since the epoch
+   */
+  time: number | null;
+  /**
+   * the input's call
+   */
+  call_id: string | null;
+  /**
+   * the input's index in its call
+   */
+  index: number | null;
+  /**
+   * without the newline
+   */
+  text: string;
+}
+/**
+ * What a worker wrote to stdout and stderr (also for recently gone ones): its last
+ * `tail` lines or, with `?after=` a cursor from an earlier answer, the lines written
+ * since (at most `tail`, the latest).
  */
 export interface ILogs {
   container_id: string;
   pool_id: string;
   tail: number;
+  /**
+   * the lines as the worker's log holds them
+   */
   logs: string;
+  /**
+   * the same lines, read
+   */
+  lines: ILogLine[];
+  /**
+   * pass as `?after=` to get the lines written since; None: this launcher cannot follow a log, so read the last lines again
+   */
+  cursor: number | null;
+  /**
+   * more lines came since `after` than `tail`: the oldest were left out
+   */
+  skipped: boolean;
 }
 /**
  * Where a map's inputs are; done + failed + cancelled + running + pending is `total`

@@ -279,13 +279,14 @@ class Api:
             self.watching.detach(call)
         return self.call_model(call)
 
-    def worker_logs(self, worker_id: str, tail: int = 200) -> LogsModel:
-        """The last ``tail`` lines of a worker's output, also for one that exited lately."""
+    def worker_logs(self, worker_id: str, tail: int = 200, after: int | None = None) -> LogsModel:
+        """The last ``tail`` lines of a worker's output, also for one that exited lately, or
+        the lines since the cursor ``after`` of an earlier answer."""
         handle = self.fleet.handle(worker_id)
         if handle is None:
             raise RequestError(ERROR_NOT_FOUND, f"no container {worker_id}")
-        logs = self.fleet.launcher.logs(handle, tail)
-        return {"container_id": worker_id, "pool_id": handle.pool_id, "tail": tail, "logs": logs}
+        chunk = self.fleet.launcher.follow_logs(handle, after, tail)
+        return reports.logs_model(handle, tail, chunk)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """See ``Outbox.subscribe``."""

@@ -18,7 +18,7 @@ Routes (all authenticated with the Jupyter server's token or login):
 - ``DELETE calls/{id}`` -> ``CallModel`` (cancelled)
 - ``POST calls/{id}/detach`` -> ``CallModel`` (a map detached from its caller: the caller
   stops waiting, the call runs on and keeps its results for ``FunctionCall.from_id``)
-- ``GET containers/{id}/logs?tail=200`` -> ``LogsModel``
+- ``GET containers/{id}/logs?tail=200&after=CURSOR`` -> ``LogsModel``
 - ``WS events`` -> a ``SnapshotMessage``, then ``ChangesMessage``s
 - errors -> ``ErrorModel`` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
 """
@@ -112,8 +112,12 @@ class ContainerModel(TypedDict):
     """One worker (a process or a container) of a pool."""
 
     id: str  # "wk-..."
+    # what its launcher's tools call it: the Docker container's name ("nbscale-wk-...");
+    # None for a local process (its pid says which)
+    name: str | None
+    image: str | None  # the image a container runs; None for a local process
     state: ContainerState
-    pid: int | None  # the worker's process id where it runs, once registered
+    pid: int | None  # the worker's process id where it runs (in its container), once registered
     uptime: float  # seconds since launch
     running_inputs: int
     inputs: list[InputRefModel]  # the first few inputs it holds, the running one first
@@ -215,13 +219,30 @@ class CallDetailModel(CallModel):
     inputs: list[InputModel]
 
 
+class LogLineModel(TypedDict):
+    """One line of a worker's output, with when and by which input it was written where the
+    worker's Python wrote it (output written below Python, by a C library, has neither)."""
+
+    time: float | None  # seconds since the epoch
+    call_id: str | None  # the input's call
+    index: int | None  # the input's index in its call
+    text: str  # without the newline
+
+
 class LogsModel(TypedDict):
-    """The last lines a worker wrote to stdout and stderr (also for recently gone ones)."""
+    """What a worker wrote to stdout and stderr (also for recently gone ones): its last
+    ``tail`` lines or, with ``?after=`` a cursor from an earlier answer, the lines written
+    since (at most ``tail``, the latest)."""
 
     container_id: str
     pool_id: str
     tail: int
-    logs: str
+    logs: str  # the lines as the worker's log holds them
+    lines: list[LogLineModel]  # the same lines, read
+    # pass as ``?after=`` to get the lines written since; None: this launcher cannot follow
+    # a log, so read the last lines again
+    cursor: int | None
+    skipped: bool  # more lines came since ``after`` than ``tail``: the oldest were left out
 
 
 EventType = Literal[

@@ -100,6 +100,8 @@ class WorkerState:
         """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
         return {
             "id": self.worker_id,
+            "name": self.handle.name,
+            "image": self.handle.image,
             "state": self.state,
             "pid": self.pid,
             "uptime": round(now - self.launched_at, 3),

@@ -1,6 +1,6 @@
 /** Models as the server sends them, with only what a test changes spelled out. */
 
-import { ICall, IContainer, IOwner, IPool } from '../models';
+import { ICall, IContainer, ILogLine, ILogs, IOwner, IPool } from '../models';
 
 export function owner(overrides: Partial<IOwner> = {}): IOwner {
   return {
@@ -47,6 +47,8 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
 export function container(overrides: Partial<IContainer> = {}): IContainer {
   return {
     id: 'wk-00000001',
+    name: null,
+    image: null,
     state: 'busy',
     pid: 4242,
     uptime: 12.5,
@@ -72,6 +74,28 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     finished: false,
     detached: false,
     owner: owner(),
+    ...overrides
+  };
+}
+
+export function logLine(text: string, index: number | null = 0): ILogLine {
+  return {
+    time: index === null ? null : 1_700_000_000 + (index ?? 0),
+    call_id: index === null ? null : 'fc-0123456789ab00000001',
+    index,
+    text
+  };
+}
+
+export function logs(overrides: Partial<ILogs> = {}): ILogs {
+  return {
+    container_id: 'wk-00000001',
+    pool_id: 'pl-000000000001',
+    tail: 200,
+    logs: '',
+    lines: [],
+    cursor: 0,
+    skipped: false,
     ...overrides
   };
 }

@@ -7,14 +7,14 @@ live workers share one.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import subprocess
 import sys
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
-from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
+from .logs import follow_file
 
 
 class ProcessLauncher(Launcher):
@@ -76,13 +76,13 @@ class ProcessLauncher(Launcher):
         return proc.poll()
 
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
+        return self.follow_logs(handle, None, tail).text
+
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
         if not handle.log_path:
-            return ""
-        try:
-            with open(handle.log_path, errors="replace") as f:
-                return "".join(collections.deque(f, maxlen=tail))
-        except OSError:
-            return ""
+            return LogChunk("", None)
+        exited = self.exit_code(handle) is not None
+        return follow_file(handle.log_path, after, limit, complete=exited)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         proc: subprocess.Popen[bytes] = handle.ref
