@@ -207,10 +207,12 @@ class CallProgress:
                 row = self.active.pop(index, None) or InputRow(index, status)
                 self._leave_worker(row)
                 row.status, row.worker_id, row.attempt = status, worker_id, attempt
-                row.duration, row.summary = duration, short_repr(value)
+                # a cancelled input whose worker never said how long it ran has no time
+                took = None if status == "cancelled" and not duration else duration
+                row.duration, row.summary = took, short_repr(value)
                 row.output, row.traceback = tail(output), tb
                 run = row.attempt_on(worker_id, attempt)
-                run.worker_id, run.duration = worker_id, duration  # the worker that said so
+                run.worker_id, run.duration = worker_id, took  # the worker that said so
                 run.outcome = {"done": "ok", "failed": "error"}.get(status, status)
                 if status == "done":
                     self.done += 1

@@ -233,6 +233,11 @@ def test_the_views_cancel_button_stops_a_blocking_map_and_shows_it_cancelled(pag
     assert re.search(r"· \d+ done · \d+ cancelled in ", final["summary"]), final
     assert "failed" not in final["summary"]
     assert view.locator(".nbscale-MapView-segment[data-name='failed']").count() == 0
+    # the bar says how much ran (not 100 %); a cancelled input has no time of its own
+    done = int(re.search(r"· (\d+) done", final["summary"]).group(1))
+    assert final["percent"] == f"{done * 100 // 400}%", final
+    times = view.locator(".nbscale-MapView-row[data-status='cancelled'] td:nth-child(5)")
+    assert times.count() > 0 and set(times.all_inner_texts()) == {""}
     error = panel.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     text = error.inner_text()
     assert "CallCancelledError: square: the call was cancelled" in text
@@ -319,6 +324,8 @@ def test_a_map_cut_short_by_a_kernel_restart_leaves_a_summary_saying_so(page, la
     final = view_state(view)
     assert final["status"] == "lost", final
     assert "cut short: the kernel stopped before the map ended" in final["summary"]
+    done = int(re.search(r"· (\d+) done", final["summary"]).group(1))
+    assert final["percent"] == f"{done * 100 // 300}%", final  # of what ran
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     bundle = saved_view(lab, "restart.ipynb")
     assert "cut short" in bundle["text/html"] and bundle[MAP]["final"]

@@ -27,7 +27,8 @@ def ended(index: int, status: str, worker: str = "wk-1", attempt: int = 1) -> tu
     if status == "cancelled":
         value = CallCancelledError("f: the call was cancelled")
     tb = "Traceback ...\nValueError: bad\n" if status == "failed" else ""
-    return (index, status, value, worker, attempt, 0.0012, f"printed by {index}\n", tb)
+    took = 0.0 if status == "cancelled" else 0.0012  # as the control plane cancels them
+    return (index, status, value, worker, attempt, took, f"printed by {index}\n", tb)
 
 
 def check(snap: Snapshot, slots: int, workers: dict[str, list[int]]) -> None:
@@ -41,7 +42,7 @@ def check(snap: Snapshot, slots: int, workers: dict[str, list[int]]) -> None:
     if c.total is None:
         assert percent is None and snap.eta is None
     else:
-        assert percent == pytest.approx(100 * c.completed / c.total if c.total else 100)
+        assert percent == pytest.approx(100 * (c.done + c.failed) / c.total if c.total else 100)
     state = map_state(snap, None, CALL)
     assert state["counts"]["done"] + state["counts"]["failed"] == c.done + c.failed
     assert json.loads(json.dumps(state)) == state  # plain JSON, as the display sends it
@@ -96,7 +97,7 @@ def test_counts_add_up_at_every_refresh_whatever_the_order_of_events(seed):
     c = snap.counts
     assert c.total == n and c.completed == n and c.running == c.pending == 0
     assert snap.finished and snap.eta is None  # no ETA once it ended
-    assert render.percent(c) == 100.0
+    assert render.percent(c) == pytest.approx(100 * (c.done + c.failed) / n if n else 100)
     assert "ETA" not in render.counts_line(snap)
 
 
@@ -151,6 +152,11 @@ def test_cancelled_inputs_are_cancelled_never_failed():
         f"({render._rate(snap.rate)}) · cancelled"
     )
     assert "failed" not in map_html(state)
+    # the bar says how much ran: 29 of 400, not 100 %; a cancelled input never ran, so
+    # it has no time
+    assert state["percent"] == pytest.approx(100 * 29 / 400) and ">7%<" in map_html(state)
+    [row] = [r for r in state["rows"] if r["index"] == 99]
+    assert row["status"] == "cancelled" and row["time"] == "" and row["duration"] is None
 
 
 def test_durations_have_a_precision_that_fits():

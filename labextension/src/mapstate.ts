@@ -114,7 +114,9 @@ export function cutShort(state: IMapState, call: ICall | null): IMapState {
     final: true,
     outcome,
     counts,
-    percent: total > 0 ? 100 : state.percent,
+    // of the inputs that ran: the rest never will
+    percent:
+      total > 0 ? (100 * (counts.done + counts.failed)) / total : state.percent,
     eta: null,
     summary,
     rows

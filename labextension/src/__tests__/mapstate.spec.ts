@@ -118,7 +118,8 @@ describe('cutShort', () => {
     expect(final.final).toBe(true);
     expect(final.status).toBe('lost');
     expect(final.eta).toBeNull();
-    expect(final.percent).toBe(100); // every input is over: done, failed or cancelled
+    expect(final.percent).toBeCloseTo(15.3); // the inputs that ran, not the cancelled
+    expect(percentLabel(final)).toBe('15%');
     expect(final.counts).toMatchObject({
       done: 300,
       failed: 6,
