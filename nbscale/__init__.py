@@ -24,6 +24,7 @@ from ._views import monitor
 from .exceptions import (
     CallCancelledError,
     CallDetachedError,
+    ConnectionLostError,
     ControlPlaneError,
     FunctionTimeoutError,
     ImageBuildError,
@@ -42,6 +43,7 @@ __all__ = [
     "App",
     "CallCancelledError",
     "CallDetachedError",
+    "ConnectionLostError",
     "ControlPlaneError",
     "Function",
     "FunctionCall",

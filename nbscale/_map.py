@@ -117,10 +117,31 @@ class Invocation:
         self.detached = False
         self._detaching: asyncio.Future[None] | None = None
         client.handlers[self.call_id] = self._on_outputs
+        client.lost_handlers[self.call_id] = self._on_lost
         if progress is not None:
             client.progress_handlers[self.call_id] = self._on_progress
         if kind == "map":
             client.detach_handlers[self.call_id] = self._on_detach
+
+    def _forget(self) -> None:
+        """Stop receiving anything for this call."""
+        client = self.client
+        client.handlers.pop(self.call_id, None)
+        client.progress_handlers.pop(self.call_id, None)
+        client.lost_handlers.pop(self.call_id, None)
+        client.detach_handlers.pop(self.call_id, None)
+
+    def _on_lost(self, error: BaseException) -> None:
+        """The connection to the control plane is lost: the call ends with ``error``."""
+        if self.finished:
+            return
+        self.finished = True
+        self._forget()
+        if self._feeder is not None:
+            self._feeder.cancel()
+        if self.progress is not None:
+            self.progress.close()
+        self.outputs.put_nowait(End(error))
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -182,6 +203,8 @@ class Invocation:
             raise
         except Exception as exc:  # the caller's iterator failed, or an input won't pickle
             self.feed_error = exc
+            if self.finished:  # the connection was lost: that already ended the call
+                return
             self.outputs.put_nowait(End(exc))
             await self.cancel()
 
@@ -243,11 +266,9 @@ class Invocation:
         if self.total is not None and self.received >= self.total and not self.finished:
             self.finished = True
             self.outputs.put_nowait(End())
-            self.client.handlers.pop(self.call_id, None)
-            self.client.progress_handlers.pop(self.call_id, None)
+            self._forget()
             if self.progress is not None:
                 self.progress.close(self.total)
-            self.client.detach_handlers.pop(self.call_id, None)
 
     # --- detaching --------------------------------------------------------------------
 
@@ -260,9 +281,7 @@ class Invocation:
         results went to the consumer and give back those that did not, then stop waiting
         (the consumer gets ``CallDetachedError``) while the feeder sends the rest."""
         self.detached = self.finished = True
-        self.client.handlers.pop(self.call_id, None)
-        self.client.progress_handlers.pop(self.call_id, None)
-        self.client.detach_handlers.pop(self.call_id, None)
+        self._forget()
         if self.order_outputs:
             delivered = [[0, self._next]] if self._next else []
         else:
@@ -311,9 +330,7 @@ class Invocation:
         """Cancel the call's pending and running inputs on the control plane."""
         if self._feeder is not None and self._feeder is not asyncio.current_task():
             self._feeder.cancel()
-        self.client.handlers.pop(self.call_id, None)
-        self.client.progress_handlers.pop(self.call_id, None)
-        self.client.detach_handlers.pop(self.call_id, None)
+        self._forget()
         if self.progress is not None:
             self.progress.close(cancelled=True)
         if not self.finished:

@@ -16,6 +16,7 @@ own type, with the remote traceback attached. The tree of nbscale's own errors:
     ├── CallCancelledError            the function call was cancelled
     ├── CallDetachedError             a blocking map was detached: it runs on, unwatched
     ├── ControlPlaneError             the control plane cannot be reached or failed
+    │   └── ConnectionLostError       it was reached, then lost (also a ConnectionError)
     └── RemoteError                   a remote exception whose type cannot be rebuilt here
 """
 
@@ -49,7 +50,9 @@ class FunctionTimeoutError(NbscaleError, TimeoutError):
 
 
 class WorkerLostError(NbscaleError):
-    """Raised when the worker running an input dies and no retries are left."""
+    """Raised when the worker running an input dies and no retries are left (a loss that
+    was the user's: the input crashed it or ran out of memory), or when the infrastructure
+    lost it too many times in a row (killed from outside; not counted against retries)."""
 
     def __init__(
         self, message: str, exit_code: int | None = None, logs: str = "", index: int | None = None
@@ -93,6 +96,19 @@ class CallDetachedError(NbscaleError):
 
 class ControlPlaneError(NbscaleError):
     """Raised when the control plane cannot be reached or fails a request."""
+
+
+class ConnectionLostError(ControlPlaneError, ConnectionError):
+    """Raised when the control plane this process used is gone (its process died, or it
+    stopped answering) while a call waited on it, or when no restarted one can be found.
+    ``endpoint`` is where it was; ``server_url`` the Jupyter server's URL, when known."""
+
+    def __init__(
+        self, message: str, endpoint: str | None = None, server_url: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.server_url = server_url
 
 
 class RemoteError(NbscaleError):

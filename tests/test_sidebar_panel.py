@@ -275,7 +275,7 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
     finally:
         _stop(client)
         lab.stop()
-    left = left_on_engine(engine)
+    left = left_on_engine(engine, lab.proc.pid)
     assert not left, f"left behind on the Docker engine: {left}"
 
 

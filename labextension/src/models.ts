@@ -63,7 +63,8 @@ export type ApiModel =
   | IMapFailure
   | IMapState
   | IError;
-export type ContainerState = 'starting' | 'idle' | 'busy' | 'draining';
+export type ContainerState =
+  'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
@@ -187,6 +188,10 @@ export interface IContainersByState {
    * running at least one input
    */
   busy: number;
+  /**
+   * alive, running an input, but silent past the heartbeat timeout (user code holding the GIL): left alone until that input's timeout
+   */
+  unresponsive: number;
   /**
    * told to stop; finishing its input
    */
@@ -403,7 +408,7 @@ export interface IInput {
    */
   attempt: number;
   /**
-   * for running inputs
+   * for inputs on a worker: running, or queued there (pending)
    */
   worker_id?: string;
 }

@@ -11,7 +11,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nbscale_server.models import PoolModel
+from nbscale_server.models import ContainersByState, PoolModel
 
 from .._progress import Counts, Snapshot
 
@@ -98,16 +98,21 @@ def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+def by_state(c: ContainersByState) -> str:
+    """``1 starting, 3 busy, 0 idle`` (and how many are unresponsive, when some are)."""
+    text = f"{c['starting']} starting, {c['busy']} busy, {c['idle']} idle"
+    unresponsive = c.get("unresponsive", 0)
+    return f"{text}, {unresponsive} unresponsive" if unresponsive else text
+
+
 def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
     """``pool: 4 containers (1 starting, 3 busy, 0 idle) · GPUs: ... · throttled by ...``,
     then what the autoscaler is doing, then ``workers`` (what runs them and why) when given.
     The pool's backlog is not repeated: the map's own counts say what of it is the map's."""
     parts = []
     if pool is not None:
-        c = pool["containers"]
         parts.append(
-            f"pool: {pool['num_total_runners']} containers "
-            f"({c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
+            f"pool: {pool['num_total_runners']} containers ({by_state(pool['containers'])})"
         )
         gpus = gpus_text(pool["gpus"])
         if gpus:
@@ -130,11 +135,10 @@ _COLUMNS = ("pool", "function", "containers", "waiting", "running", "done", "fai
 
 
 def pool_cells(pool: PoolModel) -> tuple[str, ...]:
-    c = pool["containers"]
     cap = pool["settings"]["max_containers"]
     containers = (
         f"{pool['num_total_runners']}/{cap if cap is not None else '∞'} "
-        f"({c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
+        f"({by_state(pool['containers'])})"
     )
     return (
         pool["id"],

@@ -98,15 +98,33 @@ describe('callProgress', () => {
 describe('pools', () => {
   it('lists containers by state, busiest first, without empty states', () => {
     expect(
-      formatContainers({ starting: 1, idle: 2, busy: 3, draining: 0 })
-    ).toBe('3 busy · 2 idle · 1 starting');
+      formatContainers({
+        starting: 1,
+        idle: 2,
+        busy: 3,
+        unresponsive: 1,
+        draining: 0
+      })
+    ).toBe('3 busy · 1 unresponsive · 2 idle · 1 starting');
     expect(
-      formatContainers({ starting: 0, idle: 0, busy: 0, draining: 0 })
+      formatContainers({
+        starting: 0,
+        idle: 0,
+        busy: 0,
+        unresponsive: 0,
+        draining: 0
+      })
     ).toBe('no containers');
   });
 
   it('puts the size against the bounds', () => {
-    const containers = { starting: 1, idle: 0, busy: 2, draining: 1 };
+    const containers = {
+      starting: 1,
+      idle: 0,
+      busy: 2,
+      unresponsive: 0,
+      draining: 1
+    };
     expect(formatBounds(pool({ num_total_runners: 3, containers }))).toBe(
       '3 of max 8: 2 busy · 1 starting · 1 draining'
     );

@@ -22,6 +22,7 @@ class WorkerSpec:
     pool_id: str
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
     options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
+    register_path: str | None = None  # its register file, for launchers that share it
 
 
 @dataclass(slots=True)
@@ -76,6 +77,24 @@ class Launcher(abc.ABC):
         (e.g. "ran out of memory ..."); phrased to follow "worker wk-...". None: say what
         the exit code says."""
         return None
+
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
+        """Whose fault an exited worker's end was, when the launcher knows: ``losses.USER``
+        (it ran out of memory), ``losses.INFRASTRUCTURE`` (removed by someone else, lost
+        with its engine, preempted or cancelled by a scheduler); None: judge by the signal
+        that ended it (``losses.cause_of_loss``)."""
+        return None
+
+    def exit_signal(self, handle: WorkerHandle) -> int | None:
+        """The signal that ended an exited worker, if one did (a process's negative code)."""
+        code = self.exit_code(handle)
+        return -code if code is not None and code < 0 else None
+
+    def register_in_worker(self, path: str) -> str | None:
+        """Where the worker sees its register file (``nbscale_runtime.register``), made at
+        ``path`` on this host; None when the worker cannot share this host's files (it then
+        tells its starts through its messages)."""
+        return path
 
     def worker_bind_host(self) -> str | None:
         """The address the control plane must bind its worker socket to (over TCP, with
