@@ -276,7 +276,8 @@ class Api:
 
     def check_callers(self, now: float, grace: float) -> None:
         """Cancel the maps and remotes of callers that are gone (checked once a second):
-        nobody waits for their results. Spawned calls stay: they outlive their caller."""
+        nobody waits for their results. Spawned and detached calls stay: they outlive their
+        caller (a detached map with the inputs it was sent)."""
         if now < self._next_callers_check:
             return
         self._next_callers_check = now + 1.0
@@ -289,11 +290,19 @@ class Api:
             self.callers.forget(identity)
             calls = self.delivery.calls.values()
             for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
-                if not call.finished:
-                    pool = self.records.pools[call.pool_id]
-                    note = f"cancelled {call.kind} {call.call_id}: its caller {why}"
+                if call.finished:
+                    continue
+                pool = self.records.pools[call.pool_id]
+                if call.detached:
+                    self.watching.orphan(call)
+                    note = (
+                        f"{call.call_id} runs on detached: its caller {why}; "
+                        f"its {call.submitted:,} inputs sent stay"
+                    )
                     pool.note(note, time.time())
-                    self.delivery.cancel(call, requester=None)
+                    continue
+                pool.note(f"cancelled {call.kind} {call.call_id}: its caller {why}", time.time())
+                self.delivery.cancel(call, requester=None)
 
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""

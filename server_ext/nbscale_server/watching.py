@@ -53,3 +53,11 @@ class Watching:
             call.stored[item[OUT_INDEX]] = (item, data, bufs)
         self.delivery.answer_waiters(call)
         self.delivery.maybe_finish(call)
+
+    def orphan(self, call: CallState) -> None:
+        """A detached call's caller is gone: no more inputs will come, so the call ends with
+        those it was sent (``from_id`` waits for no others)."""
+        if call.total is None:
+            call.total = call.submitted
+            self.delivery.answer_waiters(call)
+            self.delivery.maybe_finish(call)
