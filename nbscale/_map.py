@@ -14,7 +14,6 @@ import itertools
 import os
 import secrets
 import time
-import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from nbscale_server.limits import Limits, describe
 from ._outcomes import Output, decode
 from ._pickling import add_input
 from ._progress import CallProgress
+from ._tracebacks import format_text
 from .exceptions import CallCancelledError, CallDetachedError
 
 if TYPE_CHECKING:
@@ -383,7 +383,7 @@ def _ended(out: Output) -> tuple[int, str, Any, str, int, float, str, str]:
             "",
         )
     status = "cancelled" if isinstance(out.value, CallCancelledError) else "failed"
-    text = "".join(traceback.format_exception(out.value)) if status == "failed" else ""
+    text = format_text(out.value) if status == "failed" else ""  # its cells named as in IPython
     return (
         out.index,
         status,

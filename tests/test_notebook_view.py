@@ -279,6 +279,8 @@ def test_a_rows_drill_down_streams_its_output_and_shows_a_failures_traceback(pag
     text = traceback.inner_text()
     assert "raise ValueError(f'bad {x}')" in text and "ValueError: bad 1" in text
     assert "raised remotely in chatty on worker wk-" in text
+    # the cell named as the notebook's own tracebacks name it, not the kernel's file for it
+    assert "Cell In[2], line 7, in chatty" in text and "ipykernel_" not in text, text
     assert "step 7 of input 1" in view.locator(".nbscale-MapView-output").inner_text()
     shot(panel, "8-drill-down-failure")
 

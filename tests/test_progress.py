@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import nbscale
 from nbscale._map_results import MapResults, zip_inputs
@@ -73,6 +74,31 @@ def test_progress_counts_rows_attempts_and_retries_of_a_real_map():
     kept = progress.row(99)
     assert kept is not None and kept.output == "ok 99\n" and kept.attempts[0].duration
     assert snap.rate > 0
+
+
+class QuietView:
+    """A map view that shows nothing: a map that has one keeps a progress model."""
+
+    def show(self, snap: Any) -> None:
+        pass
+
+    def draw(self, snap: Any, pool: Any, call: Any) -> None:
+        pass
+
+    def finish(self, snap: Any, pool: Any, call: Any, outcome: Any) -> None:
+        pass
+
+
+def test_the_outputs_kept_follow_the_setting_and_every_failure_stays(monkeypatch):
+    monkeypatch.setenv("NBSCALE_PROGRESS_OUTPUTS_KEPT", "5")
+    inputs = zip_inputs((range(40),), None)
+    results = MapResults(sometimes, inputs, True, True, None, QuietView())
+    assert len(list(results)) == 40
+    progress = results.progress
+    assert progress is not None
+    assert len(progress.recent) == 5  # the latest results' output, as the setting says
+    assert all(row.output == f"ok {row.index}\n" for row in progress.recent)
+    assert sorted(row.index for row in progress.failures) == [3, 13, 23, 33]
 
 
 def test_a_running_inputs_output_streams_to_its_view_before_it_ends():
