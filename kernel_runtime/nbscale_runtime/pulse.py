@@ -1,15 +1,15 @@
 """The worker's pulse: a thread with a connection of its own, off the main thread where user
 code runs.
 
-It sends heartbeats (with the inputs running now), reports now and then which inputs run
-and what they printed so far (for the per-input drill-down), hears cancellations and shutdowns while
-user code holds the main thread, ends the process when an input outlives its timeout (a
-stuck input cannot be interrupted safely: it reports the timeout and exits, and the control
-plane replaces the worker), and exits when the control plane is gone: its parent process
-died (local processes), or its heartbeats got no answer for ``heartbeat_timeout`` seconds
-(containers, which have no parent to watch, and to which a dead control plane says nothing
-over TCP). While user code holds the GIL this thread cannot run at all; the control plane
-then judges the worker by its register (``liveness.py`` on its side).
+It sends heartbeats (with the inputs running now), reports now and then which inputs run and
+what they printed so far (for the per-input drill-down), hears cancellations and shutdowns
+while user code holds the main thread, ends the process when an input outlives its timeout
+(a stuck input cannot be interrupted safely: it reports the timeout and exits, and the
+control plane replaces the worker), and exits when the control plane is gone: its parent
+process died (local processes), or its heartbeats got no answer for ``heartbeat_timeout``
+seconds (containers, which have no parent to watch, and to which a dead control plane says
+nothing over TCP). While user code holds the GIL this thread cannot run at all; the control
+plane then judges the worker by its register (``liveness.py`` on its side).
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   inputs after ``MAX_LAUNCH_FAILURES`` in a row; transient ones (workers killed from outside
   before they registered: a launch storm) only after ``MAX_TRANSIENT_LAUNCH_FAILURES``
   (:attr:`AutoscalerCore.out_of_launches`); one that cannot be waited out (no GPU on this
-  host) at once. This core is the one that counts launch
-  failures; ``losses.launch_failure_is_transient`` tells the two kinds apart.
+  host) at once. This core is the one that counts launch failures;
+  ``losses.launch_failure_is_transient`` tells the first two kinds apart.
 """
 
 from __future__ import annotations
