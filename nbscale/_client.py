@@ -309,6 +309,11 @@ async def hello(info: dict[str, Any], timeout: float) -> dict[str, Any]:
     return client.server_info
 
 
+def is_current(client: Client) -> bool:
+    """Whether ``client`` is still this process's connection (not shut down since)."""
+    return client is _client and _client_pid == os.getpid()
+
+
 async def _shutdown() -> None:
     global _client
     client, _client = _client, None

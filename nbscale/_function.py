@@ -1,4 +1,5 @@
-"""``Function`` and ``FunctionCall``: Modal's invocation API over nbscale's control plane."""
+"""``Function``: Modal's invocation API over nbscale's control plane (its maps are in
+``_map_results.py``, the handle on spawned work in ``_function_call.py``)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,33 @@ import asyncio
 import dataclasses
 import inspect
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import OUT_WHERE
-from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_runtime.serialization import PayloadWriter
 from nbscale_server.options import FunctionOptions
 
-from ._aio import aio_classmethod, aio_method
+from ._aio import aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
+from ._function_call import FunctionCall
 from ._image import Image
-from ._loop import get_loop
+from ._loop import loop_running
 from ._map import End, Invocation
 from ._map_results import ForEachMethod, MapMethod, star_inputs, zip_inputs
+from ._not_yet import refuse_from_name, refuse_remote_gen
 from ._options import check_image, function_options
-from ._outcomes import code_files_of, decode, print_output
+from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
 from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError
 
-_ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
+if TYPE_CHECKING:
+    from ._app import App
+
 BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
@@ -51,24 +55,30 @@ class Function:
     ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
     (and ``.local`` to run it here)."""
 
+    from_name = classmethod(refuse_from_name)  # deployed apps are to come
+    remote_gen = staticmethod(refuse_remote_gen)  # generators are to come
+
     def __init__(
         self,
         raw: Callable[..., Any],
         name: str,
         options: FunctionOptions,
         image: Image | None = None,
+        app: App | None = None,
     ) -> None:
         self.raw_f = raw
         self.name = name
         self.options = options
         self.image = image  # built into the tag ``options.image`` when Docker runs workers
+        self.app = app  # its ``app.run()`` scopes this function's pools and spawned calls
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
         self._pickled: tuple[tuple[Any, ...], tuple[bytes, str]] | None = None  # see _pickle
 
     def __getstate__(self) -> dict[str, Any]:
-        # A Function used inside another remote function travels without its connection.
+        # A Function used inside another remote function travels without its connection
+        # (and without its app, whose run is this process's).
         return {
             "raw_f": self.raw_f,
             "name": self.name,
@@ -88,11 +98,17 @@ class Function:
         """Run the function in this process, as a plain call."""
         result = self.raw_f(*args, **kwargs)
         if inspect.iscoroutine(result):
-            return asyncio.run(result) if not _loop_running() else result
+            return asyncio.run(result) if not loop_running() else result
         return result
 
     def with_options(self, **settings: Any) -> Function:
         """A variant of this function with other settings, and a pool of its own."""
+        return self._with_settings(settings, variant=True)
+
+    def with_concurrency(self, *, max_inputs: int, target_inputs: int | None = None) -> Function:
+        """A variant whose workers run up to ``max_inputs`` inputs at once, with a pool of
+        its own (``@nbscale.concurrent`` as a call, as Modal's ``with_concurrency``)."""
+        settings = {"max_inputs": max_inputs, "target_inputs": target_inputs}
         return self._with_settings(settings, variant=True)
 
     def _with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
@@ -100,7 +116,7 @@ class Function:
         even where only its autoscaler settings differ."""
         image = check_image(settings.pop("image", self.image))
         options = function_options(self.raw_f, settings, self.options, variant=variant)
-        return Function(self.raw_f, self.name, options, image)
+        return Function(self.raw_f, self.name, options, image, self.app)
 
     # --- the pool ----------------------------------------------------------------------
 
@@ -155,6 +171,9 @@ class Function:
         install()  # a notebook's tracebacks leave nbscale's frames out
         client = await get_client()
         pool_id = await self._pool_id(client, on_build)
+        run = self.app.running if self.app is not None else None
+        if run is not None:
+            run.used_pool(pool_id)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
         return Invocation(
@@ -200,7 +219,7 @@ class Function:
         writer = PayloadWriter()
         where = add_input(writer, 0, args, kwargs)
         await inv.submit([[0, *where]], writer.frames(), total=1)
-        return FunctionCall(inv.call_id)
+        return self._spawned(inv.call_id)
 
     @aio_method
     async def spawn_map(
@@ -215,7 +234,13 @@ class Function:
         await inv.wait_fed()
         if inv.feed_error is not None:
             raise inv.feed_error
-        return FunctionCall(inv.call_id)
+        return self._spawned(inv.call_id)
+
+    def _spawned(self, call_id: str) -> FunctionCall:
+        run = self.app.running if self.app is not None else None
+        if run is not None:
+            run.spawned_call(call_id)
+        return FunctionCall(call_id)
 
     # --- maps --------------------------------------------------------------------------
 
@@ -275,133 +300,3 @@ class Function:
             workers=stats["workers"],
             status=stats["status"],
         )
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-class FunctionCall:
-    """A handle on spawned work: ``get``, ``iter``, ``cancel``, ``num_inputs``; rebuild it in
-    another process with ``FunctionCall.from_id(call_id)``."""
-
-    def __init__(self, call_id: str) -> None:
-        self.object_id = call_id
-
-    def __repr__(self) -> str:
-        return f"<nbscale.FunctionCall {self.object_id}>"
-
-    async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
-        client = await get_client()
-        request = client.request(protocol.GetOutputs(0, self.object_id, start, end, timeout))
-        if timeout is None:
-            value, payload = await request
-        else:  # honoured here too, should the control plane not answer in time
-            try:
-                value, payload = await asyncio.wait_for(request, timeout + _ANSWER_GRACE)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"function call {self.object_id}: no answer from {client.describe()} "
-                    f"within its timeout of {timeout:g} s"
-                ) from None
-        items = value["items"]
-        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
-        value["outputs"] = [
-            decode(item, data, bufs, value["function"], value["timeout"])
-            for item, (data, bufs) in zip(items, parts, strict=False)
-        ]
-        return value  # type: ignore[no-any-return]
-
-    @aio_method
-    async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
-        """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
-        Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
-        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
-        value = await self._fetch(index, index + 1, timeout)
-        if value["outputs"]:
-            out = value["outputs"][0]
-            print_output(out, prefix=False)
-            if not out.ok:
-                raise out.value
-            return out.value
-        if value["cancelled"]:
-            raise CallCancelledError(f"function call {self.object_id} was cancelled")
-        raise TimeoutError(f"function call {self.object_id}: input {index} not done in {timeout} s")
-
-    @property
-    def iter(self) -> _CallIter:
-        """``call.iter(start=0, end=None)``: the results in input order, each as soon as it
-        and those before it are done; ``call.iter.aio(...)`` is its async twin."""
-        return _CallIter(self)
-
-    async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
-        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
-        if end is None:
-            end = await self._num_inputs()
-        for chunk_start in range(start, end, 64):
-            value = await self._fetch(chunk_start, min(end, chunk_start + 64), None)
-            if (
-                value["cancelled"]
-                and len(value["outputs"]) < min(end, chunk_start + 64) - chunk_start
-            ):
-                raise CallCancelledError(f"function call {self.object_id} was cancelled")
-            for out in value["outputs"]:
-                print_output(out, prefix=True)
-                if not out.ok:
-                    raise out.value
-                yield out.value
-
-    async def _num_inputs(self) -> int:
-        value = await self._fetch(0, 0, 0)
-        return int(value["total"] if value["total"] is not None else value["submitted"])
-
-    @aio_method
-    async def num_inputs(self) -> int:
-        """How many inputs the call has."""
-        return await self._num_inputs()
-
-    @aio_method
-    async def cancel(self) -> None:
-        """Cancel the call's pending inputs and stop its running ones."""
-        client = await get_client()
-        await client.request(protocol.CancelCall(0, self.object_id))
-
-    @aio_classmethod
-    async def from_id(cls: type[FunctionCall], call_id: str) -> FunctionCall:  # type: ignore[misc]
-        """The ``FunctionCall`` with this id (raises ``NotFoundError`` if there is none)."""
-        call = cls(call_id)
-        await call._fetch(0, 0, 0)
-        return call
-
-
-async def _anext(agen: AsyncIterator[Any]) -> Any:
-    return await agen.__anext__()
-
-
-class _CallIter:
-    def __init__(self, call: FunctionCall) -> None:
-        self._call = call
-
-    def __call__(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
-        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
-        agen = self._call.iter_on_loop(start, end)
-        lt = get_loop()
-        while True:
-            try:
-                yield lt.run(_anext(agen))
-            except StopAsyncIteration:
-                return
-
-    async def aio(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
-        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
-        agen = self._call.iter_on_loop(start, end)
-        lt = get_loop()
-        while True:
-            try:
-                yield await lt.run_aio(_anext(agen))
-            except StopAsyncIteration:
-                return

@@ -99,3 +99,12 @@ def get_loop() -> LoopThread:
         if _instance is None or _instance.pid != os.getpid():
             _instance = LoopThread()
         return _instance
+
+
+def loop_running() -> bool:
+    """Whether an asyncio event loop runs in this thread (a Jupyter kernel's does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

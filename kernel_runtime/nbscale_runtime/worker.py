@@ -70,6 +70,11 @@ _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
 _PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
 
 
+# Set in a worker's environment (to its id), and so in its children's: ``nbscale.is_local()``
+# reads it.
+WORKER_ID_ENV = "NBSCALE_WORKER_ID"
+
+
 class InputCancelled(BaseException):
     """Raised inside a running input when its call is cancelled."""
 
@@ -453,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of the worker's config file")
     args = parser.parse_args(argv)
     cfg = WorkerConfig.from_file(args.config)
+    os.environ[WORKER_ID_ENV] = cfg.worker_id
     return Worker(cfg).run()
 
 
-__all__ = ["InputCancelled", "Worker", "WorkerConfig", "main"]
+__all__ = ["WORKER_ID_ENV", "InputCancelled", "Worker", "WorkerConfig", "main"]

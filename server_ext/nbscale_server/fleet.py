@@ -304,7 +304,8 @@ class Fleet:
         if msg.reason == "init-failed":
             pool = self.records.pools[w.pool_id]
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
-            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
+            # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
+            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
 
     # --- exits -------------------------------------------------------------------------
 
