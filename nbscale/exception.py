@@ -24,6 +24,7 @@ from nbscale_runtime.worker import InputCancelled
 
 from .exceptions import (
     CallCancelledError,
+    CallDetachedError,
     ConnectionLostError,
     ControlPlaneError,
     FunctionTimeoutError,
@@ -47,6 +48,7 @@ InputCancellation = InputCancelled
 
 __all__ = [
     "CallCancelledError",
+    "CallDetachedError",
     "ConnectionLostError",
     "ControlPlaneError",
     "DeserializationError",
