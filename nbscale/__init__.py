@@ -17,6 +17,7 @@ from nbscale_runtime import __version__
 from . import exception, functions
 from ._app import App, concurrent
 from ._app_run import enable_output
+from ._call_graph import InputInfo
 from ._client import shutdown, status
 from ._config import config
 from ._entrypoint import LocalEntrypoint
@@ -65,6 +66,7 @@ from .exceptions import (
     CallDetachedError,
     ConnectionLostError,
     ControlPlaneError,
+    DeadlockError,
     FunctionTimeoutError,
     ImageBuildError,
     InvalidError,
@@ -87,6 +89,7 @@ __all__ = [
     "ConnectionLostError",
     "ControlPlaneError",
     "Cron",
+    "DeadlockError",
     "Dict",
     "Error",
     "Function",
@@ -95,6 +98,7 @@ __all__ = [
     "FunctionTimeoutError",
     "Image",
     "ImageBuildError",
+    "InputInfo",
     "InvalidError",
     "LaunchError",
     "LocalEntrypoint",

@@ -15,6 +15,7 @@ from nbscale_runtime import protocol
 from nbscale_runtime.serialization import PayloadWriter
 from nbscale_server.options import FunctionOptions
 
+from . import _nested
 from ._aio import aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
@@ -75,21 +76,25 @@ class Function:
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
         self._pickled: tuple[tuple[Any, ...], tuple[bytes, str]] | None = None  # see _pickle
+        self._sent_id: str | None = None  # the id its caller knew it by (on a worker)
 
     def __getstate__(self) -> dict[str, Any]:
         # A Function used inside another remote function travels without its connection
         # (and without its app, whose run is this process's).
+        # Its id too, so that a nested call finds the pool its caller registered.
         return {
             "raw_f": self.raw_f,
             "name": self.name,
             "options": self.options,
             "image": self.image,
+            "function_id": _nested.id_to_send(self, lambda: self._pickle()[1]),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
             state["raw_f"], state["name"], state["options"], state["image"]
         )
+        self._sent_id = _nested.id_received(state.get("function_id"))
 
     def __repr__(self) -> str:
         return f"<nbscale.Function {self.name}>"
@@ -125,7 +130,10 @@ class Function:
         fp = fingerprint(self.raw_f)
         if fp is not None and self._pickled is not None and same(fp, self._pickled[0]):
             return self._pickled[1]
-        pickled = pickle_function(self.raw_f)
+        with _nested.pickling(self):
+            pickled = pickle_function(self.raw_f)
+        if self._sent_id is not None:
+            pickled = (pickled[0], self._sent_id)
         self._pickled = (fp, pickled) if fp is not None and frozen(fp) else None
         return pickled
 
@@ -153,8 +161,8 @@ class Function:
         """The options as the control plane takes them: for Docker workers the image is the
         tag of the built image (built here, off the loop, when it does not exist yet, its
         steps printed or given to ``on_build``); for worker processes there is none."""
-        if client.server_info.get("launcher") != "docker":
-            return self.options
+        if client.server_info.get("launcher") != "docker" or client.mode == "worker":
+            return self.options  # a worker's: its control plane gives it the worker's image
         from ._image_build import build, image_for, print_step
 
         image = image_for(self.raw_f, self.image)

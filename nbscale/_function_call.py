@@ -12,6 +12,7 @@ from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import split_payload
 
 from ._aio import aio_classmethod, aio_method
+from ._call_graph import InputInfo, call_graph
 from ._client import get_client
 from ._loop import get_loop
 from ._outcomes import decode, print_output
@@ -115,6 +116,11 @@ class FunctionCall:
     async def num_inputs(self) -> int:
         """How many inputs the call has."""
         return await self._num_inputs()
+
+    @aio_method
+    async def get_call_graph(self) -> list[InputInfo]:
+        """The call's inputs, each with the inputs of the calls its code made (Modal's)."""
+        return await call_graph(await get_client(), self.object_id)
 
     @aio_method
     async def cancel(self) -> None:

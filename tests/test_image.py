@@ -24,7 +24,10 @@ def test_from_kernel_pins_this_kernels_versions():
     for dist in ("pyzmq", "cloudpickle", "tblib", "numpy"):
         assert f"{dist}=={metadata.version(dist)}" in dockerfile
     assert dockerfile.startswith("FROM nbscale/base:bookworm\n")
-    assert "COPY .nbscale/runtime /opt/nbscale/runtime/nbscale_runtime" in dockerfile
+    assert "COPY .nbscale/nbscale_runtime /opt/nbscale/runtime/nbscale_runtime" in dockerfile
+    # the client too, for functions that call functions
+    assert "COPY .nbscale/nbscale /opt/nbscale/runtime/nbscale\n" in dockerfile
+    assert "COPY .nbscale/nbscale_server /opt/nbscale/runtime/nbscale_server" in dockerfile
     assert "venv --system-site-packages /opt/venv" in dockerfile
 
 
