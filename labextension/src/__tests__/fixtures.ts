@@ -74,6 +74,8 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     finished: false,
     detached: false,
     owner: owner(),
+    parent: null,
+    children: [],
     ...overrides
   };
 }
