@@ -52,6 +52,7 @@ from ._views import monitor
 from .exception import Error
 from .exceptions import (
     CallCancelledError,
+    CallDetachedError,
     ConnectionLostError,
     ControlPlaneError,
     DeadlockError,
@@ -71,6 +72,7 @@ from .exceptions import (
 __all__ = [
     "App",
     "CallCancelledError",
+    "CallDetachedError",
     "CloudBucketMount",
     "Cls",
     "ConnectionLostError",

@@ -64,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
     print(workers_line(info), flush=True)
     start = time.monotonic()
     mapped = MapResults(
-        task, zip_inputs((range(inputs),), None), False, False, None, TextBar(sys.stdout)
+        task,
+        zip_inputs((range(inputs),), None),
+        False,
+        False,
+        None,
+        TextBar(sys.stdout),
+        total=inputs,
     )
     results = list(mapped)
     elapsed = time.monotonic() - start

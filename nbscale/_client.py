@@ -89,6 +89,7 @@ class Client:
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
         self.handlers: dict[str, OutputHandler] = {}
         self.progress_handlers: dict[str, Callable[[protocol.Progress], None]] = {}
+        self.detach_handlers: dict[str, Callable[[protocol.Detach], None]] = {}
         # calls waiting for outputs: told when the connection is lost
         self.lost_handlers: dict[str, Callable[[BaseException], None]] = {}
         self.server_info: dict[str, Any] = {}
@@ -153,6 +154,10 @@ class Client:
             on_progress = self.progress_handlers.get(msg.call_id)
             if on_progress is not None:
                 on_progress(msg)
+        elif isinstance(msg, protocol.Detach):
+            on_detach = self.detach_handlers.get(msg.call_id)
+            if on_detach is not None:
+                on_detach(msg)
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         first = items[0][OUT_CALL_ID]

@@ -30,6 +30,7 @@ from ._options import check_image, function_options
 from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
+from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError, InvalidError
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class Function:
         on_build: BuildOutput | None = None,
         factory: type[Invocation] = Invocation,
     ) -> Invocation:
+        install()  # a notebook's tracebacks leave nbscale's frames out
         client = await get_client()
         pool_id = await self._pool_id(client, on_build)
         run = self.app.running if self.app is not None else None
@@ -214,6 +216,7 @@ class Function:
     @aio_method
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function once on a worker and return its result (or raise its error)."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         self._refuse_generator(".remote()")
         inv = await self._invocation("remote")
         writer = PayloadWriter()
@@ -250,6 +253,7 @@ class Function:
     ) -> FunctionCall:
         """Start the function on every input without waiting for results; returns one
         ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         self._refuse_generator(".spawn_map()")
         inv = await self._invocation("spawn")
         inv._forget()

@@ -16,6 +16,7 @@ from ._call_graph import InputInfo, call_graph
 from ._client import get_client
 from ._loop import get_loop
 from ._outcomes import decode, print_output
+from ._tracebacks import hidden
 from .exceptions import CallCancelledError
 
 _ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
@@ -56,6 +57,7 @@ class FunctionCall:
     async def get(self, timeout: float | None = None, *, index: int = 0) -> Any:
         """The result of input ``index``, waiting up to ``timeout`` seconds (None: forever).
         Raises ``TimeoutError`` if it is not ready in time, or the input's own exception."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         return await self._get(timeout, index)
 
     @aio_classmethod
@@ -71,6 +73,7 @@ class FunctionCall:
                 wait.cancel()
 
     async def _get(self, timeout: float | None, index: int) -> Any:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         value = await self._fetch(index, index + 1, timeout)
         if value["outputs"]:
             out = value["outputs"][0]
@@ -89,6 +92,7 @@ class FunctionCall:
         return _CallIter(self)
 
     async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if end is None:
             end = await self._num_inputs()
         for chunk_start in range(start, end, 64):
@@ -141,6 +145,7 @@ class _CallIter:
         self._call = call
 
     def __call__(self, *, start: int = 0, end: int | None = None) -> Iterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         agen = self._call.iter_on_loop(start, end)
         lt = get_loop()
         while True:
@@ -150,6 +155,7 @@ class _CallIter:
                 return
 
     async def aio(self, *, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         agen = self._call.iter_on_loop(start, end)
         lt = get_loop()
         while True:

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ._tracebacks import hidden
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
@@ -48,6 +50,7 @@ class LoopThread:
         On KeyboardInterrupt (Ctrl-C, or "interrupt kernel" in Jupyter) the coroutine is
         cancelled and ``on_interrupt`` (a coroutine function) runs before the interrupt
         propagates, so that remote work is cancelled too."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if self.in_loop():
             coro.close()
             raise RuntimeError("blocking nbscale call made from nbscale's own loop")
@@ -84,6 +87,7 @@ class LoopThread:
 
     async def run_aio(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` (which must run on this loop) from any loop."""
+        __tracebackhide__ = hidden()
         if self.in_loop():
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
@@ -91,6 +95,7 @@ class LoopThread:
 
 async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:
     """Run ``coro``, keep ``(ok, result or exception)`` in ``outcome``, release ``done``."""
+    __tracebackhide__ = hidden()
     try:
         outcome.append((True, await coro))
     except BaseException as exc:  # handed to the waiting thread, which raises it

@@ -1,16 +1,23 @@
-"""A map's call: ``f.map``, ``f.starmap`` and ``f.for_each`` with their ``.aio`` twins, and
-``MapResults``, which runs one map as it is iterated (blocking, ``async for`` or ``await``)
-and drives its live view."""
+"""``f.map``, ``f.starmap`` and ``f.for_each``: the map's public face, and its live view.
+
+``MapResults`` is one map's results: iterate it (blocking), ``async for`` it or ``await`` it.
+The consumer drives the map's view (``_views``): it wakes a few times a second to redraw
+even when no result arrives. The view knows the map's total beforehand when the inputs have
+a ``len()`` (or the caller says ``total=``): then it shows a percentage and an ETA, which
+without a known total it does not (tqdm's rule).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _config
 from ._loop import get_loop
 from ._map import End, Invocation
 from ._outcomes import Output, print_output
 from ._progress import CallProgress
+from ._tracebacks import hidden, install
 from ._views import LiveMap, MapView, open_view
 from ._views.live import REFRESH_INTERVAL
 from .exceptions import InvalidError
@@ -31,6 +38,22 @@ def star_inputs(iterable: Iterable[Any], kwargs: dict[str, Any] | None) -> Input
     return ((tuple(args), kw) for args in iterable)
 
 
+def known_total(iterables: Iterable[Any], total: int | None) -> int | None:
+    """The number of inputs, known before they run: ``total=`` when given, else the
+    shortest ``len()`` of the iterables (zip stops there) when every one has a length."""
+    if total is not None:
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise InvalidError(f"total must be a number of inputs (an int >= 0), got {total!r}")
+        return total
+    lengths = []
+    for it in iterables:
+        try:
+            lengths.append(len(it))
+        except TypeError:  # a generator, an iterator: no length without consuming it
+            return None
+    return min(lengths) if lengths else None
+
+
 class MapMethod:
     """``f.map(...)`` (blocking iterator) with ``f.map.aio(...)`` (async iterator)."""
 
@@ -45,6 +68,7 @@ class MapMethod:
         kwargs: dict[str, Any] | None,
         order_outputs: bool,
         return_exceptions: bool,
+        total: int | None,
     ) -> MapResults:
         self._fn._refuse_generator(".map()")
         if self._star:
@@ -55,7 +79,8 @@ class MapMethod:
             if not args:
                 raise InvalidError("map needs at least one iterable")
             inputs = self._make_inputs(args, kwargs)
-        return MapResults(self._fn, inputs, order_outputs, return_exceptions)
+        count = known_total(args, total)
+        return MapResults(self._fn, inputs, order_outputs, return_exceptions, total=count)
 
     def __call__(
         self,
@@ -64,10 +89,12 @@ class MapMethod:
         order_outputs: bool = True,
         return_exceptions: bool = False,
         wrap_returned_exceptions: bool | None = None,
+        total: int | None = None,
     ) -> Iterator[Any]:
         """``wrap_returned_exceptions`` is accepted for Modal's programs: exceptions are
-        returned bare either way, as Modal 1.4 does."""
-        return iter(self._results(iterables, kwargs, order_outputs, return_exceptions))
+        returned bare either way, as Modal 1.4 does. ``total``: the number of inputs, for the
+        view, when they have no ``len()``."""
+        return iter(self._results(iterables, kwargs, order_outputs, return_exceptions, total))
 
     def aio(
         self,
@@ -76,8 +103,9 @@ class MapMethod:
         order_outputs: bool = True,
         return_exceptions: bool = False,
         wrap_returned_exceptions: bool | None = None,
+        total: int | None = None,
     ) -> MapResults:
-        return self._results(iterables, kwargs, order_outputs, return_exceptions)
+        return self._results(iterables, kwargs, order_outputs, return_exceptions, total)
 
 
 class ForEachMethod:
@@ -87,14 +115,27 @@ class ForEachMethod:
     def __init__(self, fn: Function) -> None:
         self._fn = fn
 
+    def _results(
+        self,
+        iterables: tuple[Iterable[Any], ...],
+        kwargs: dict[str, Any] | None,
+        ignore_exceptions: bool,
+        total: int | None,
+    ) -> MapResults:
+        inputs = zip_inputs(iterables, kwargs)
+        count = known_total(iterables, total)
+        return MapResults(self._fn, inputs, False, ignore_exceptions, total=count)
+
     def __call__(
         self,
         *iterables: Iterable[Any],
         kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
+        total: int | None = None,
     ) -> None:
+        __tracebackhide__ = hidden()
         self._fn._refuse_generator(".for_each()")
-        for _ in MapResults(self._fn, zip_inputs(iterables, kwargs), False, ignore_exceptions):
+        for _ in self._results(iterables, kwargs, ignore_exceptions, total):
             pass
 
     async def aio(
@@ -102,10 +143,11 @@ class ForEachMethod:
         *iterables: Iterable[Any],
         kwargs: dict[str, Any] | None = None,
         ignore_exceptions: bool = False,
+        total: int | None = None,
     ) -> None:
+        __tracebackhide__ = hidden()
         self._fn._refuse_generator(".for_each()")
-        results = MapResults(self._fn, zip_inputs(iterables, kwargs), False, ignore_exceptions)
-        async for _ in results:
+        async for _ in self._results(iterables, kwargs, ignore_exceptions, total):
             pass
 
 
@@ -121,11 +163,14 @@ class MapResults:
         return_exceptions: bool,
         progress: CallProgress | None = None,
         view: MapView | None = None,
+        *,
+        total: int | None = None,
     ) -> None:
         self._fn = fn
         self._inputs = fn._inputs(inputs)
         self._order = order_outputs
         self._return_exceptions = return_exceptions
+        self._total = total
         self.progress = progress  # filled in while the map runs, for a live view
         self._view = view  # None: the one the ``progress`` setting picks, if any
         self.invocation: Invocation | None = None
@@ -137,7 +182,14 @@ class MapResults:
         if view is None:
             return None
         if self.progress is None:
-            self.progress = CallProgress(self._fn.name)
+            self.progress = CallProgress(
+                self._fn.name,
+                self._total,
+                self._fn.options.max_inputs,
+                _config.get("progress_outputs_kept"),
+            )
+        elif self.progress.total is None:
+            self.progress.total = self._total
         return LiveMap(view, self.progress)
 
     async def _start(self, live: LiveMap | None) -> Invocation:
@@ -148,6 +200,7 @@ class MapResults:
         return inv
 
     def _unpack(self, batch: list[Output]) -> Iterator[Any]:
+        __tracebackhide__ = hidden()
         for out in batch:
             print_output(out, prefix=True)
             if not out.ok and not self._return_exceptions:
@@ -155,6 +208,8 @@ class MapResults:
             yield out.value
 
     def __iter__(self) -> Iterator[Any]:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
+        install()  # a notebook's tracebacks then leave all of nbscale's frames out
         lt = get_loop()
         live = self._live()
         if live is not None:
@@ -193,6 +248,8 @@ class MapResults:
                 live.close(error)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
+        __tracebackhide__ = hidden()
+        install()
         lt = get_loop()
         live = self._live()
         if live is not None:
@@ -233,6 +290,7 @@ class MapResults:
 
     def __await__(self) -> Any:
         async def collect() -> list[Any]:
+            __tracebackhide__ = hidden()
             return [value async for value in self]
 
         return collect().__await__()

@@ -29,6 +29,7 @@ from nbscale_runtime.protocol import (
 )
 from nbscale_runtime.serialization import load
 
+from ._tracebacks import install
 from .exceptions import (
     FunctionTimeoutError,
     RemoteError,
@@ -217,3 +218,4 @@ def _nested_code(code: types.CodeType) -> list[types.CodeType]:
 def _note(exc: BaseException, text: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(text)
+        install()  # for a shell that does not show notes itself

@@ -24,6 +24,7 @@ from nbscale_runtime.worker import InputCancelled
 
 from .exceptions import (
     CallCancelledError,
+    CallDetachedError,
     ConnectionLostError,
     ControlPlaneError,
     DeadlockError,
@@ -48,6 +49,7 @@ InputCancellation = InputCancelled
 
 __all__ = [
     "CallCancelledError",
+    "CallDetachedError",
     "ConnectionLostError",
     "ControlPlaneError",
     "DeadlockError",

@@ -14,6 +14,7 @@ own type, with the remote traceback attached. The tree of nbscale's own errors:
     ├── ImageBuildError               a worker image could not be built
     ├── NotFoundError                 no such pool or function call
     ├── CallCancelledError            the function call was cancelled
+    ├── CallDetachedError             a blocking map was detached: it runs on, unwatched
     ├── DeadlockError                 nested calls wait on a pool that every one of them fills
     ├── ControlPlaneError             the control plane cannot be reached or failed
     │   └── ConnectionLostError       it was reached, then lost (also a ConnectionError)
@@ -81,6 +82,17 @@ class NotFoundError(NbscaleError):
 
 class CallCancelledError(NbscaleError):
     """Raised when waiting on a function call that was cancelled."""
+
+
+class CallDetachedError(NbscaleError):
+    """Raised in a blocking ``.map()`` detached from its view (its Detach button): the call
+    stops waiting while its other inputs keep running; ``resume`` is the
+    ``nbscale.FunctionCall.from_id(...)`` line that gets their results."""
+
+    def __init__(self, message: str, call_id: str = "", resume: str = "") -> None:
+        super().__init__(message)
+        self.call_id = call_id
+        self.resume = resume
 
 
 class DeadlockError(NbscaleError):

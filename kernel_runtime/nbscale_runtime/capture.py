@@ -139,17 +139,26 @@ def installed() -> bool:
     return isinstance(sys.stdout, _RoutingStream)
 
 
+# What each running input printed so far, by (call id, index): the worker's pulse thread
+# reads it to stream a running input's output to its caller.
+_running: dict[tuple[str, int], list[str]] = {}
+
+
 def start(call_id: str, index: int) -> contextvars.Token[Any]:
-    """Begin capturing for the input running in this thread or task."""
-    return _current.set(([], [], call_id, index))
+    """Begin capturing for the input running in this thread or task (:func:`so_far` finds
+    what it printed to stdout while it runs)."""
+    pieces: list[str] = []
+    _running[(call_id, index)] = pieces
+    return _current.set((pieces, [], call_id, index))
 
 
 def finish(token: contextvars.Token[Any]) -> tuple[str, str]:
     """What the input wrote to stdout and to stderr, and the capture ended."""
     current = _current.get()
     _current.reset(token)
-    if current is None or not (current[0] or current[1]):
+    if current is None:
         return "", ""
+    _running.pop((current[2], current[3]), None)
     return "".join(current[0]), "".join(current[1])
 
 
@@ -157,3 +166,10 @@ def current_input() -> tuple[str, int] | None:
     """The call id and index of the input running in this thread or task, if any."""
     current = _current.get()
     return None if current is None else (current[2], current[3])
+
+
+def so_far(key: tuple[str, int]) -> list[str]:
+    """What the running input ``key`` printed to stdout so far, as written pieces (a copy:
+    safe to read from another thread while it prints)."""
+    pieces = _running.get(key)
+    return list(pieces) if pieces else []

@@ -96,6 +96,15 @@ RETRY_INDEX = 0
 RETRY_ATTEMPT = 1
 RETRY_STATUS = 2
 
+# streaming (a worker's, and progress ``streaming``): an input running now, when it started
+# (seconds since the epoch) and what it printed since the last report:
+# [call_id, index, attempt, started_at, text]
+STREAM_CALL_ID = 0
+STREAM_INDEX = 1
+STREAM_ATTEMPT = 2
+STREAM_STARTED = 3
+STREAM_TEXT = 4
+
 
 def output_row(
     call_id: str,
@@ -294,11 +303,34 @@ class Outputs(Message):
 class Progress(Message):
     """Where a call's inputs are, for live views: ``running`` rows (``PROGRESS_*``) say which
     inputs were handed to which worker; ``retrying`` rows (``RETRY_*``) those that failed an
-    attempt and are queued again."""
+    attempt and are queued again; ``streaming`` rows (``STREAM_*``) those a worker runs now,
+    since when, and what they printed lately."""
 
     call_id: str
     running: list[list[Any]]
     retrying: list[list[Any]]
+    streaming: list[list[Any]] = dataclasses.field(default_factory=list)
+
+
+@op("detach")
+class Detach(Message):
+    """To a call's caller: the call was detached (from the REST API). Its outputs are kept
+    on the control plane from now on; the caller stops waiting and says, with
+    ``detach-call``, which results it already has."""
+
+    call_id: str
+
+
+@op("detach-call")
+class DetachCall(Message):
+    """A detached call's caller, once: ``delivered`` ([start, end) ranges of indices) are
+    the inputs whose results it returned to its user; ``items`` (``OUT_*`` rows, payload
+    [blob, *buffers]) are results it received but did not return, to keep with the rest."""
+
+    rid: int
+    call_id: str
+    delivered: list[list[int]]
+    items: list[list[Any]]
 
 
 # --- worker <-> control plane -------------------------------------------------------------
@@ -362,6 +394,15 @@ class Heartbeat(Message):
     worker_id: str
     running: list[list[Any]]  # [call_id, index, attempt] of inputs running now
     stats: dict[str, Any]
+
+
+@op("streaming")
+class Streaming(Message):
+    """From a worker's pulse, now and then (never per input): ``rows`` (``STREAM_*``) are
+    inputs it runs now that it had not reported yet, or that printed since."""
+
+    worker_id: str
+    rows: list[list[Any]]
 
 
 @op("pong")

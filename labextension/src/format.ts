@@ -335,6 +335,8 @@ export function describeEvent(event: IChangeEvent): string {
     }
     case 'call-cancelled':
       return `call ${shortId(event.call_id ?? '')} cancelled`;
+    case 'call-detached':
+      return `call ${shortId(event.call_id ?? '')} detached from its notebook`;
   }
 }
 

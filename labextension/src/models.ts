@@ -20,6 +20,8 @@
  * - `GET calls` -> `list[CallModel]`
  * - `GET calls/{id}?start=0&limit=1000` -> `CallDetailModel`
  * - `DELETE calls/{id}` -> `CallModel` (cancelled)
+ * - `POST calls/{id}/detach` -> `CallModel` (a map detached from its caller: the caller
+ *   stops waiting, the call runs on and keeps its results for `FunctionCall.from_id`)
  * - `GET containers/{id}/logs?tail=200&after=CURSOR` -> `LogsModel`
  * - `WS events` -> a `SnapshotMessage`, then `ChangesMessage`s
  * - errors -> `ErrorModel` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
@@ -55,6 +57,11 @@ export type ApiModel =
   | IChangeEvent
   | ISnapshotMessage
   | IChangesMessage
+  | IMapCounts
+  | IMapAttempt
+  | IMapRow
+  | IMapFailure
+  | IMapState
   | IError;
 export type ContainerState =
   'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
@@ -69,7 +76,8 @@ export type EventType =
   | 'container-started'
   | 'container-stopping'
   | 'container-stopped'
-  | 'call-cancelled';
+  | 'call-cancelled'
+  | 'call-detached';
 export type EventsMessage = ISnapshotMessage | IChangesMessage;
 
 /**
@@ -339,6 +347,10 @@ export interface ICall {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  /**
+   * detached from its caller (`POST calls/{id}/detach`): it runs on, its results kept
+   */
+  detached: boolean;
   owner: IOwner;
   /**
    * the call graph: the input whose code made this call on a worker (None: called from a kernel or script), and the calls this call's inputs made (cancelled with it)
@@ -432,6 +444,10 @@ export interface ICallDetail {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  /**
+   * detached from its caller (`POST calls/{id}/detach`): it runs on, its results kept
+   */
+  detached: boolean;
   owner: IOwner;
   /**
    * the call graph: the input whose code made this call on a worker (None: called from a kernel or script), and the calls this call's inputs made (cancelled with it)
@@ -490,6 +506,138 @@ export interface ILogs {
    * more lines came since `after` than `tail`: the oldest were left out
    */
   skipped: boolean;
+}
+/**
+ * Where a map's inputs are; done + failed + cancelled + running + pending is `total`
+ * when it is known, else `submitted`.
+ */
+export interface IMapCounts {
+  /**
+   * from len() of the inputs, total=, or once they ran out
+   */
+  total: number | null;
+  submitted: number;
+  done: number;
+  failed: number;
+  cancelled: number;
+  running: number;
+  pending: number;
+  retries: number;
+}
+/**
+ * One attempt of an input.
+ */
+export interface IMapAttempt {
+  number: number;
+  worker: string;
+  /**
+   * seconds after the map started, as the worker reported it
+   */
+  start: number | null;
+  duration: number | null;
+  /**
+   * running | ok | error | timeout | lost | cancelled | ...
+   */
+  outcome: string;
+}
+/**
+ * One input in the view's table, with its drill-down.
+ */
+export interface IMapRow {
+  index: number;
+  /**
+   * pending | queued | running | retrying | done | failed | cancelled
+   */
+  status: string;
+  worker: string;
+  attempt: number;
+  duration: number | null;
+  /**
+   * the duration in words ("1.2 ms")
+   */
+  time: string;
+  /**
+   * a short repr of its result or exception
+   */
+  summary: string;
+  /**
+   * the tail of what it printed (streamed while it runs)
+   */
+  output: string;
+  /**
+   * a failure's, as text
+   */
+  traceback: string;
+  attempts: IMapAttempt[];
+}
+export interface IMapFailure {
+  index: number;
+  /**
+   * the exception's short repr
+   */
+  line: string;
+}
+/**
+ * A map's view: its counts, its pool, its rows; `final` once it ended.
+ */
+export interface IMapState {
+  version: number;
+  function: string;
+  /**
+   * None until its inputs go out
+   */
+  call_id: string | null;
+  /**
+   * whose control plane runs it: "server" (the Jupyter server's: the view's Cancel and Detach buttons work) or "embedded" (the kernel's own); None before it starts
+   */
+  control_plane: string | null;
+  kernel_id: string | null;
+  /**
+   * preparing | running, then done | failed | cancelled | interrupted | stopped | detached, or lost (the kernel stopped before the map ended: the browser says so)
+   */
+  status: string;
+  final: boolean;
+  /**
+   * how an unfinished map ended, in words
+   */
+  outcome: string | null;
+  counts: IMapCounts;
+  /**
+   * of the inputs over; None while the total is unknown
+   */
+  percent: number | null;
+  /**
+   * inputs finished per second
+   */
+  rate: number;
+  /**
+   * seconds
+   */
+  elapsed: number;
+  /**
+   * seconds left; None without a total, and once it ended
+   */
+  eta: number | null;
+  /**
+   * seconds since the epoch
+   */
+  started: number;
+  counts_text: string;
+  pool_text: string;
+  throttled: boolean;
+  /**
+   * the line that stays, once it ended
+   */
+  summary: string | null;
+  /**
+   * a detached map's FunctionCall.from_id(...) line
+   */
+  resume: string | null;
+  rows: IMapRow[];
+  /**
+   * the first ones, for the summary
+   */
+  failures: IMapFailure[];
 }
 /**
  * Any error: `message` says what was wrong; `reason` is the HTTP reason.

@@ -29,6 +29,7 @@ from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
+from .watching import Watching
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -47,12 +48,14 @@ class Api:
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
         nesting: Nesting,
+        watching: Watching | None = None,
     ) -> None:
         self.records = records
         self.outbox = outbox
         self.delivery = delivery
         self.fleet = fleet
         self.liveness = liveness
+        self.watching = watching or Watching(delivery, outbox)
         self.clock = clock
         self._connection_info = connection_info
         self.nesting = nesting
@@ -66,6 +69,7 @@ class Api:
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.CancelCall: self._cancel_call,
+            protocol.DetachCall: self._detach_call,
             protocol.GetOutputs: self._get_outputs,
             protocol.UpdateAutoscaler: self._update_autoscaler,
             protocol.StopPool: self._stop_pool,
@@ -179,6 +183,10 @@ class Api:
             self.cancel_call(msg.call_id, requester=identity)
         return {"cancelled": True}, ()
 
+    def _detach_call(self, identity: bytes, msg: protocol.DetachCall, payload: list[Any]) -> Answer:
+        self.watching.on_detach_call(msg, payload)
+        return {"detached": True}, ()
+
     def _get_outputs(self, identity: bytes, msg: protocol.GetOutputs, payload: list[Any]) -> Answer:
         self.delivery.wait_for_outputs(identity, msg)
         return None  # answered by the delivery, now or later
@@ -277,7 +285,8 @@ class Api:
 
     def check_callers(self, now: float, grace: float) -> None:
         """Cancel the maps and remotes of callers that are gone (checked once a second):
-        nobody waits for their results. Spawned calls stay: they outlive their caller."""
+        nobody waits for their results. Spawned and detached calls stay: they outlive their
+        caller (a detached map with the inputs it was sent)."""
         if now < self._next_callers_check:
             return
         self._next_callers_check = now + 1.0
@@ -293,17 +302,37 @@ class Api:
             self.callers.forget(identity)
             calls = self.delivery.calls.values()
             for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
-                if not call.finished:
-                    pool = self.records.pools[call.pool_id]
-                    note = f"cancelled {call.kind} {call.call_id}: its caller {why}"
+                if call.finished:
+                    continue
+                pool = self.records.pools[call.pool_id]
+                if call.detached:
+                    self.watching.orphan(call)
+                    note = (
+                        f"{call.call_id} runs on detached: its caller {why}; "
+                        f"its {call.submitted:,} inputs sent stay"
+                    )
                     pool.note(note, time.time())
-                    self.delivery.cancel(call, requester=None)
+                    continue
+                pool.note(f"cancelled {call.kind} {call.call_id}: its caller {why}", time.time())
+                self.delivery.cancel(call, requester=None)
 
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
         call = self.delivery.call(call_id)
         if call.call_id not in self.delivery.finished_calls:  # else nothing to cancel
             self.delivery.cancel(call, requester)
+        return self.call_model(call)
+
+    def detach_call(self, call_id: str) -> CallModel:
+        """Detach a running map from its caller, which stops waiting: the call runs on and
+        keeps its results, for ``FunctionCall.from_id`` (see ``watching.py``)."""
+        call = self.delivery.call(call_id)
+        if call.kind != "map":
+            raise RequestError(ERROR_INVALID, f"{call_id} is a {call.kind} call: only maps detach")
+        if call.finished:
+            raise RequestError(ERROR_INVALID, f"{call_id} has ended: nothing to detach")
+        if not call.detached:
+            self.watching.detach(call)
         return self.call_model(call)
 
     def worker_logs(self, worker_id: str, tail: int = 200, after: int | None = None) -> LogsModel:

@@ -13,8 +13,9 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   refuses, the worker exits with an error before registering) fail the pool's waiting
   inputs after ``MAX_LAUNCH_FAILURES`` in a row; transient ones (workers killed from outside
   before they registered: a launch storm) only after ``MAX_TRANSIENT_LAUNCH_FAILURES``
-  (:attr:`AutoscalerCore.out_of_launches`). This core is the one that counts launch
-  failures; ``losses.launch_failure_is_transient`` tells the two kinds apart.
+  (:attr:`AutoscalerCore.out_of_launches`); one that cannot be waited out (no GPU on this
+  host) at once. This core is the one that counts launch failures;
+  ``losses.launch_failure_is_transient`` tells the first two kinds apart.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class AutoscalerCore:
         self.total_cap = total_cap  # the control plane's cap, shared by all pools
         self.status = "idle"
         self._failures = 0  # in a row, of either kind
-        self._lasting = 0  # of those, the ones that will recur
+        self._recurring = 0  # of those, the ones that will recur
         self._retry_at = 0.0
 
     def desired(self, load: PoolLoad) -> int:
@@ -222,22 +223,28 @@ class AutoscalerCore:
     def out_of_launches(self) -> bool:
         """So many launches failed in a row that waiting inputs should fail, not wait."""
         return (
-            self._lasting >= MAX_LAUNCH_FAILURES or self._failures >= MAX_TRANSIENT_LAUNCH_FAILURES
+            self._recurring >= MAX_LAUNCH_FAILURES
+            or self._failures >= MAX_TRANSIENT_LAUNCH_FAILURES
         )
 
     def why_out_of_launches(self) -> str:
-        if self._lasting >= MAX_LAUNCH_FAILURES:
-            return f"{self._lasting} workers in a row failed to start"
+        if self._recurring >= MAX_LAUNCH_FAILURES:
+            return f"{self._recurring} workers in a row failed to start"
         return (
             f"{self._failures} workers in a row were lost before they registered "
             "(killed from outside, or lost with their host)"
         )
 
-    def launch_failed(self, now: float, error: str, transient: bool = False) -> float:
+    def launch_failed(
+        self, now: float, error: str, transient: bool = False, lasting: bool = False
+    ) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds.
-        ``transient``: it may well work next time (``losses.launch_failure_is_transient``)."""
+        ``transient``: it may well work next time (``losses.launch_failure_is_transient``).
+        ``lasting``: trying again cannot help (no GPU on this host): out of launches at once."""
         self._failures += 1
-        self._lasting += not transient
+        self._recurring += not transient
+        if lasting:
+            self._recurring = max(self._recurring, MAX_LAUNCH_FAILURES)
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (self._failures - 1))
         self._retry_at = now + delay
         self.status = f"launch failed ({error}); retrying in {delay:g} s"
@@ -245,7 +252,7 @@ class AutoscalerCore:
 
     def reset_launch_failures(self) -> None:
         """A worker registered, or the function was registered again: start afresh."""
-        self._failures = self._lasting = 0
+        self._failures = self._recurring = 0
         self._retry_at = 0.0
 
 

@@ -11,6 +11,7 @@ only on those below it:
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
     delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
+    watching  running inputs' output to the callers that watch them; detached calls
     outbox    every message sent: to workers, replies, refusals, change events
     pool      the records they share (pools, workers, calls), over the pure cores
               (queue, autoscaler, limits, options, compatibility)
@@ -46,6 +47,7 @@ from .pool import Records
 from .security import WorkerAllowList, private_dir
 from .settings import ControlPlaneConfig
 from .stream_channel import StreamChannel
+from .watching import Watching
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -89,6 +91,7 @@ class ControlPlane:
         self.liveness = Liveness(
             self.records, self.fleet, self.delivery, self.launcher, self.config, clock
         )
+        self.watching = Watching(self.delivery, self.outbox)
         self.nesting = Nesting(self.records, self.outbox, self.delivery)
         self.api = Api(
             self.records,
@@ -99,6 +102,7 @@ class ControlPlane:
             clock,
             self.connection_info,
             self.nesting,
+            self.watching,
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
@@ -108,6 +112,7 @@ class ControlPlane:
             protocol.Started: self.fleet.on_started,
             protocol.LendSlot: self.nesting.on_lend_slot,
             protocol.Rejoin: self.nesting.on_rejoin,
+            protocol.Streaming: self.watching.on_streaming,
         }
         # What the channels call with ``[identity, header, *payload]``, decoded and routed.
         self.receive_from_worker = self._receiver(self.on_worker)

@@ -21,6 +21,7 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     ERROR_CALL_CANCELLED,
+    ERROR_INVALID,
     ERROR_NOT_FOUND,
     ERROR_RESOURCE_EXHAUSTED,
     OUT_ATTEMPT,
@@ -149,7 +150,7 @@ class Delivery:
         cancels it (the REST API), the caller is told too: each of its unfinished inputs
         ends with ``CallCancelledError``, so a ``.map()`` does not wait forever."""
         pool = self.records.pools[call.pool_id]
-        if requester != call.owner and call.kind != "spawn" and not call.finished:
+        if requester != call.owner and not call.keeps_outputs and not call.finished:
             self._tell_cancelled(call, pool)
         call.cancelled = True
         for worker_id in pool.queue.cancel(call.call_id):
@@ -163,7 +164,7 @@ class Delivery:
                 self.cancel(child, requester=None)
 
     def maybe_finish(self, call: CallState) -> None:
-        if call.finished and call.kind != "spawn":
+        if call.finished and not call.keeps_outputs:
             if self.calls.pop(call.call_id, None) is not None:
                 # kept a while, read-only, so views see a finished call's final counts
                 self.finished_calls[call.call_id] = call
@@ -178,6 +179,12 @@ class Delivery:
     def wait_for_outputs(self, identity: bytes, msg: protocol.GetOutputs) -> None:
         """Answer ``get-outputs`` once the outputs asked for are stored (or at its timeout)."""
         call = self.call(msg.call_id)
+        if msg.end == msg.start + 1 and call.delivered_before(msg.start):
+            raise RequestError(
+                ERROR_INVALID,
+                f"the result of input {msg.start} of {call.call_id} went to its caller "
+                "before the call was detached",
+            )
         deadline = None if msg.timeout is None else self.clock() + msg.timeout
         call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
         self.answer_waiters(call)
@@ -198,7 +205,11 @@ class Delivery:
         keep = []
         for identity, rid, start, end, deadline in call.waiters:
             stop = end if end is not None else call.total
-            ready = stop is not None and all(i in call.stored for i in range(start, stop))
+            if stop is not None and call.total is not None:
+                stop = min(stop, call.total)  # no wait for inputs the call will never have
+            ready = stop is not None and all(
+                i in call.stored or call.delivered_before(i) for i in range(start, stop)
+            )
             expired = deadline is not None and now >= deadline
             if not (ready or expired or force or call.cancelled):
                 keep.append((identity, rid, start, end, deadline))
@@ -399,7 +410,7 @@ class Delivery:
             call.failed += failed
             pool.failed += failed
             pool.done += not failed
-            if call.kind == "spawn":
+            if call.keeps_outputs:
                 call.stored[outcome.record.index] = (item, data, bufs)
                 self.answer_waiters(call)
             else:

@@ -177,7 +177,7 @@ class Fleet:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:
             self._remove_files(config_path, shared)
-            self.launch_failed(pool, str(exc), now, transient=False)
+            self.launch_failed(pool, str(exc), now, transient=False, lasting=exc.lasting)
             return False
         public_key = keys.public if keys else None
         w = WorkerState(
@@ -189,19 +189,30 @@ class Fleet:
         self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
         return True
 
-    def launch_failed(self, pool: Pool, reason: str, now: float, transient: bool) -> None:
+    def launch_failed(
+        self, pool: Pool, reason: str, now: float, transient: bool, lasting: bool = False
+    ) -> None:
         """A worker could not start: back off; fail the waiting inputs once the pool looks
-        broken for good (``AutoscalerCore.out_of_launches``)."""
+        broken for good (``AutoscalerCore.out_of_launches``). ``lasting``: trying again
+        cannot help (no GPU on this host), so they fail now rather than after the backoff."""
         autoscaler = pool.autoscaler
-        autoscaler.launch_failed(now, reason, transient)
+        autoscaler.launch_failed(now, reason, transient, lasting)
         log.warning("%s: %s", pool.name, autoscaler.status)
         pool.note(autoscaler.status, time.time())
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
         serving = any(w.serving for w in pool.workers.values())
         if autoscaler.out_of_launches and not serving:
-            message = f"{pool.name}: {autoscaler.why_out_of_launches()}; the last: {reason}"
+            message = (
+                f"{pool.name}: cannot start a worker: {reason}"
+                if lasting
+                else f"{pool.name}: {autoscaler.why_out_of_launches()}; the last: {reason}"
+            )
             pool.note(message, time.time())
-            self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
+            record = rejection(ERROR_LAUNCH, message)
+            if lasting:  # so will new inputs, at once, until the function is registered again
+                self.delivery.break_pool(pool, STATUS_REJECTED, record)
+            else:
+                self.delivery.fail_waiting(pool, STATUS_REJECTED, record)
 
     def stop_worker(self, w: WorkerState, graceful: bool) -> None:
         w.drain()

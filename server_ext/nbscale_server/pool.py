@@ -308,6 +308,19 @@ class CallState:
     # spawned calls keep their outputs until fetched: index -> (item, data, buffers)
     stored: dict[int, tuple[list[Any], Any, list[Any]]] = field(default_factory=dict)
     waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)
+    # detached (from the REST API): its outputs are stored from then on, as a spawned
+    # call's; ``delivered`` are the [start, end) ranges whose results went to its caller
+    detached: bool = False
+    delivered: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def keeps_outputs(self) -> bool:
+        """Its outputs are stored for ``get-outputs`` (spawned, or detached since)."""
+        return self.kind == "spawn" or self.detached
+
+    def delivered_before(self, index: int) -> bool:
+        """Input ``index``'s result went to the caller before the call was detached."""
+        return any(start <= index < end for start, end in self.delivered)
 
     @property
     def in_flight(self) -> int:
@@ -328,6 +341,7 @@ class CallState:
             "failed": self.failed,
             "cancelled": self.cancelled,
             "finished": self.finished,
+            "detached": self.detached,
             "owner": dict(self.owner_info),
             "parent": _input_ref(self.parent),
             "children": list(self.children),

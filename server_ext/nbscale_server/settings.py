@@ -32,12 +32,14 @@ Scope = Literal["client", "control plane", "server"]
 _LIMITS = Limits()  # Modal's admission limits (limits.py) are the defaults
 _SAME: Any = object()  # a server default that is the client's
 _NONE_WORDS = ("", "none", "null")  # how a file or a variable says "no value" (a None default)
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str  # the server's trait, ControlPlaneConfig's field, and the client's key
-    kind: type[int] | type[float] | type[str]  # what a value parses to
+    kind: type[bool] | type[int] | type[float] | type[str]  # what a value parses to
     default: Any
     scope: Scope
     help: str
@@ -84,6 +86,11 @@ class Setting:
             if raw is None or isinstance(raw, bool | int | float):
                 raise ValueError("expected a string")
             return str(raw)
+        if self.kind is bool:
+            word = str(raw).strip().lower()
+            if isinstance(raw, bool) or word in _TRUE_WORDS + _FALSE_WORDS:
+                return raw if isinstance(raw, bool) else word in _TRUE_WORDS
+            raise ValueError("expected true or false (1/0, yes/no, on/off)")
         expected = "an integer" if self.kind is int else "a number"
         if raw is None or isinstance(raw, bool) or (self.kind is int and _fractional(raw)):
             raise ValueError(f"expected {expected}")
@@ -117,10 +124,27 @@ SETTINGS: dict[str, Setting] = _table(
         str,
         "auto",
         "client",
-        "How a .map() shows its progress: widget (live, under the notebook cell), text (a bar "
-        "on stderr), off, or auto (widget in a Jupyter kernel, text when stderr is a "
-        "terminal, else off).",
+        "How a .map() shows its progress: widget (a live view under the notebook cell, with "
+        "Cancel and Detach buttons in JupyterLab), text (a bar on stderr), off, or auto "
+        "(widget in a Jupyter kernel, text when stderr is a terminal, else off).",
         choices=("auto", "widget", "text", "off"),
+    ),
+    Setting(
+        "progress_outputs_kept",
+        int,
+        100,
+        "client",
+        "How many finished inputs' output (what they printed) a map's view keeps for its "
+        "per-input drill-down, besides every failed input's.",
+        minimum=0,
+    ),
+    Setting(
+        "debug",
+        bool,
+        False,
+        "client",
+        "Show nbscale's own frames in the tracebacks of remote errors (and IPython's for "
+        "the magics); by default a traceback shows only your code, local and remote.",
     ),
     # --- read by the control plane (the embedded one's from the client) -------------------
     Setting(
@@ -313,6 +337,8 @@ def _shown(setting: Setting, value: Any) -> str:
         return setting.default_text or "none"
     if isinstance(value, str):
         return f"`{value}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

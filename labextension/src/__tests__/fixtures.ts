@@ -72,7 +72,10 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     failed: 0,
     cancelled: false,
     finished: false,
+    detached: false,
     owner: owner(),
+    parent: null,
+    children: [],
     ...overrides
   };
 }

@@ -107,4 +107,10 @@ class Launcher(abc.ABC):
 
 
 class LaunchFailed(Exception):
-    """Raised by a launcher that could not start a worker."""
+    """Raised by a launcher that could not start a worker; ``lasting`` when trying again
+    cannot help (the host has no GPU of the kind asked for): the pool's waiting inputs then
+    fail at once instead of after the launch backoff."""
+
+    def __init__(self, message: str, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting

@@ -285,7 +285,7 @@ class DockerLauncher(Launcher):
         try:
             return self._gpus.assign(request, self._gpus_taken())
         except GpuError as exc:
-            raise LaunchFailed(str(exc)) from None
+            raise LaunchFailed(str(exc), lasting=exc.lasting) from None
         except Exception as exc:  # listing the GPUs other containers hold failed
             raise LaunchFailed(unreachable_message(exc)) from None
 

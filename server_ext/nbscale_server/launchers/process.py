@@ -64,7 +64,7 @@ class ProcessLauncher(Launcher):
         try:
             return self._gpus.assign(request, taken)
         except GpuError as exc:
-            raise LaunchFailed(str(exc)) from None
+            raise LaunchFailed(str(exc), lasting=exc.lasting) from None
 
     def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
         proc: subprocess.Popen[bytes] = handle.ref
