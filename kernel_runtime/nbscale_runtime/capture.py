@@ -24,9 +24,10 @@ from typing import Any, TextIO
 
 # The current input's captured text, as lists of written pieces for stdout and stderr
 # (cheaper to start than a StringIO, and most inputs print nothing), with the input's call
-# id and index: a tuple, so that an input that prints nothing costs little more than the
-# bare lists, not a label. It also says which input runs: ``current_input``.
-_Current = tuple[list[str], list[str], str, int]
+# id and index, and both streams' pieces in order (what the running input's view streams): a
+# tuple, so that an input that prints nothing costs little more than the bare lists, not a
+# label. It also says which input runs: ``current_input``.
+_Current = tuple[list[str], list[str], str, int, list[str]]  # stdout, stderr, call, index, both
 _current: contextvars.ContextVar[_Current | None] = contextvars.ContextVar(
     "nbscale_capture", default=None
 )
@@ -92,6 +93,7 @@ class _RoutingStream(io.TextIOBase):
         current = _current.get()
         if current is not None:
             current[self._stream].append(text)  # type: ignore[union-attr]  # back to the caller
+            current[4].append(text)  # both streams in order, for the running input's view
         # and to the worker's own log too, where `nbscale logs` and the sidebar read it
         if text:
             self._fallback.write(self._stamped(text, current))
@@ -104,7 +106,7 @@ class _RoutingStream(io.TextIOBase):
         if not self._line_start and "\n" not in body:
             self._line_start = ends
             return text  # the rest of a line already begun (print's own "\n", say)
-        prefix = line_prefix(time.time(), *(current[2:] if current else (None, 0)))
+        prefix = line_prefix(time.time(), *(current[2:4] if current else (None, 0)))
         stamped = body.replace("\n", "\n" + prefix) + ("\n" if ends else "")
         head = prefix if self._line_start else ""
         self._line_start = ends
@@ -146,10 +148,10 @@ _running: dict[tuple[str, int], list[str]] = {}
 
 def start(call_id: str, index: int) -> contextvars.Token[Any]:
     """Begin capturing for the input running in this thread or task (:func:`so_far` finds
-    what it printed to stdout while it runs)."""
-    pieces: list[str] = []
-    _running[(call_id, index)] = pieces
-    return _current.set((pieces, [], call_id, index))
+    what it printed while it runs)."""
+    printed: list[str] = []  # stdout and stderr together, as written
+    _running[(call_id, index)] = printed
+    return _current.set(([], [], call_id, index, printed))
 
 
 def finish(token: contextvars.Token[Any]) -> tuple[str, str]:
@@ -169,7 +171,7 @@ def current_input() -> tuple[str, int] | None:
 
 
 def so_far(key: tuple[str, int]) -> list[str]:
-    """What the running input ``key`` printed to stdout so far, as written pieces (a copy:
-    safe to read from another thread while it prints)."""
+    """What the running input ``key`` printed so far (stdout and stderr), as written pieces
+    (a copy: safe to read from another thread while it prints)."""
     pieces = _running.get(key)
     return list(pieces) if pieces else []
