@@ -8,6 +8,7 @@ from typing import Any
 
 from nbscale_server.autoscaler import AutoscalerSettings
 from nbscale_server.gpus import GpuError, parse_gpu
+from nbscale_server.launchers.slurm_job import check_function_options
 
 from ._function import Function
 from ._image import Image
@@ -57,6 +58,11 @@ def _check_resources(options: dict[str, Any]) -> None:
         parse_gpu(options.get("gpu"))
     except GpuError as exc:
         raise InvalidError(str(exc)) from None
+    if options.get("slurm") is not None:
+        try:
+            check_function_options(options["slurm"])
+        except ValueError as exc:
+            raise InvalidError(str(exc)) from None
     image = options.get("image")
     if image is not None and not isinstance(image, Image):
         raise InvalidError(f"image must be an nbscale.Image, got {image!r}")
@@ -87,6 +93,7 @@ class App:
         gpu: str | list[str] | None = None,
         image: Image | None = None,
         name: str | None = None,
+        slurm: dict[str, Any] | None = None,
     ) -> Any:
         """Decorator: run this function on an autoscaled pool of workers.
 
@@ -96,7 +103,9 @@ class App:
         default 300), the resources ``cpu``, ``memory`` (MiB) and ``gpu`` (``"any"``,
         ``"A100"``, ``"H100:2"`` or a list of fallbacks), and the ``image`` Docker workers
         run in (an ``nbscale.Image``; default ``Image.from_kernel`` with what the function
-        uses). Resources and image apply to Docker workers."""
+        uses). Resources and image apply to Docker workers; resources and ``slurm`` (a
+        dict of ``partition``, ``account``, ``qos``, ``time``, ``sbatch_args``,
+        ``drain_seconds``, over the control plane's settings) to Slurm workers."""
         options = {
             "max_containers": max_containers,
             "min_containers": min_containers,
@@ -108,6 +117,7 @@ class App:
             "memory": memory,
             "gpu": gpu,
             "image": image,
+            "slurm": slurm,
         }
 
         def wrap(raw: Callable[..., Any]) -> Function:

@@ -27,6 +27,13 @@ def _optional_int(value: Any) -> int | None:
     return None if value in (None, "", "none", "None") else int(value)
 
 
+def _flag(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+        raise ValueError("expected true or false (1/0, yes/no)")
+    return text in ("1", "true", "yes", "on")
+
+
 def _choice(*allowed: str) -> Any:
     def parse(value: Any) -> str:
         if str(value) not in allowed:
@@ -71,9 +78,10 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "launcher",
             "auto",
-            _choice("auto", "process", "docker"),
-            "What runs workers: process (local subprocesses), docker (containers), or auto "
-            "(docker when a Docker engine answers, else process).",
+            _choice("auto", "process", "docker", "slurm"),
+            "What runs workers: process (local subprocesses), docker (containers), slurm (one "
+            "Slurm batch job each), or auto (docker when a Docker engine answers, else "
+            "process).",
         ),
         Setting(
             "docker_network",
@@ -88,6 +96,45 @@ SETTINGS: dict[str, Setting] = {
             str,
             "The base of Image.debian_slim() and Image.from_kernel() (scripts/docker-setup "
             "builds the default one offline).",
+        ),
+        # --- workers on other hosts (Slurm): nbscale_server.remote reads these ---
+        Setting(
+            "worker_address",
+            "127.0.0.1",
+            str,
+            "Where Slurm workers reach the control plane: an IP, host or interface name "
+            "(e.g. ib0) of this host; 0.0.0.0 only with allow_all_interfaces.",
+        ),
+        Setting(
+            "allow_all_interfaces",
+            False,
+            _flag,
+            "Let worker_address be 0.0.0.0 or :: (every interface; CurveZMQ still applies).",
+        ),
+        Setting(
+            "shared_dir",
+            None,
+            str,
+            "A directory every node sees, for Slurm workers' 0600 config files and job "
+            "output (default: ~/.nbscale/jobs).",
+        ),
+        Setting("slurm_partition", None, str, "Slurm partition of worker jobs (--partition)."),
+        Setting("slurm_account", None, str, "Slurm account of worker jobs (--account)."),
+        Setting("slurm_qos", None, str, "Slurm QOS of worker jobs (--qos)."),
+        Setting("slurm_time", None, str, "Walltime of worker jobs (--time), e.g. 4:00:00."),
+        Setting(
+            "slurm_gpu_types",
+            None,
+            str,
+            "Modal GPU names as the cluster's gres types, e.g. A100=a100,H100=h100 (default: "
+            "the name in lower case; gpu='any' asks for --gres=gpu:N).",
+        ),
+        Setting("slurm_sbatch_args", None, str, "More sbatch arguments, e.g. '--constraint=ib'."),
+        Setting(
+            "slurm_drain_seconds",
+            120,
+            int,
+            "Seconds before its walltime a worker job is told to drain (--signal=B:TERM@N).",
         ),
     ]
 }
@@ -149,7 +196,12 @@ def config(**settings: Any) -> dict[str, Any]:
 def control_plane_config() -> Any:
     from nbscale_server.control_plane import ControlPlaneConfig
     from nbscale_server.limits import Limits
+    from nbscale_server.remote import SETTING_NAMES, RemoteWorkers
 
+    try:
+        remote = RemoteWorkers.from_settings({name: get(name) for name in SETTING_NAMES})
+    except ValueError as exc:
+        raise InvalidError(f"bad Slurm or remote-worker setting: {exc}") from None
     limits = Limits(
         max_pending_inputs=get("max_pending_inputs"),
         max_total_inputs=get("max_total_inputs"),
@@ -165,4 +217,5 @@ def control_plane_config() -> Any:
         python=get("python"),
         launcher=get("launcher"),
         docker_network=get("docker_network"),
+        remote=remote,
     )

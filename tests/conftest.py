@@ -14,7 +14,7 @@ import pytest
 import nbscale
 
 # jp_fetch, jp_ws_fetch, jp_serverapp, ... for the Jupyter server extension's tests
-pytest_plugins = ("pytest_jupyter.jupyter_server",)
+pytest_plugins = ("pytest_jupyter.jupyter_server", "slurm_cluster")  # slurm_*: Slurm suites
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:

@@ -40,6 +40,7 @@ from .limits import Limits, admit, describe
 from .models import CallDetailModel, CallModel, ChangeEvent, LogsModel, PoolModel
 from .pool import MAX_LAUNCH_FAILURES, CallState, Pool, WorkerState, pool_id_for
 from .queue import InputRecord, Outcome
+from .remote import RemoteWorkers, bind_worker_socket
 from .security import KeyPair, WorkerAllowList, private_dir, write_secret_json
 from .stream_channel import StreamChannel
 
@@ -66,8 +67,9 @@ class ControlPlaneConfig:
     bind_host: str = "127.0.0.1"
     client_endpoint: str | None = None  # default: ipc in the private directory
     python: str | None = None  # the interpreter of process workers; default: this one
-    launcher: str = "process"  # "process", "docker" or "auto" (docker when an engine answers)
+    launcher: str = "process"  # "process", "docker", "slurm" or "auto" (docker when it answers)
     docker_network: str = "bridge"  # Docker workers: "bridge" (our own network) or "host"
+    remote: RemoteWorkers = field(default_factory=RemoteWorkers)  # Slurm workers: where, how
 
 
 class RequestError(Exception):
@@ -99,7 +101,11 @@ class ControlPlane:
         self.dir = private_dir()
         try:
             self.launcher = launcher or make_launcher(
-                self.config.launcher, self.dir, self.config.python, self.config.docker_network
+                self.config.launcher,
+                self.dir,
+                self.config.python,
+                self.config.docker_network,
+                self.config.remote,
             )
         except LaunchFailed:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -141,8 +147,7 @@ class ControlPlane:
             worker_sock.curve_server = True
             worker_sock.curve_secretkey = self.server_keys.secret.encode()
             worker_sock.curve_publickey = self.server_keys.public.encode()
-            port = worker_sock.bind_to_random_port(f"tcp://{bind_host}")
-            self.worker_endpoint = f"tcp://{bind_host}:{port}"
+            self.worker_endpoint = bind_worker_socket(worker_sock, bind_host)
             self.workers_channel = Channel(worker_sock, on_worker)
         else:  # a Unix socket in the private directory: half the thread wake-ups of ZeroMQ
             path = os.path.join(self.dir, "workers")
@@ -832,9 +837,11 @@ class ControlPlane:
                 secret_key=keys.secret,
             )
             self.allow_list.allow(keys.public)
-        config_path = os.path.join(self.dir, f"{worker_id}.json")
+        # Remote workers read it from a directory their hosts share (the launcher's).
+        config_dir = self.launcher.worker_config_dir() or self.dir
+        config_path = os.path.join(config_dir, f"{worker_id}.json")
         write_secret_json(config_path, config)
-        spec = WorkerSpec(worker_id, pool.pool_id, config_path, dict(pool.options))
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, dict(pool.options), pool.name)
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:

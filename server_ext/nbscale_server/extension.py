@@ -17,13 +17,14 @@ from typing import Any
 
 import zmq
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Integer, Unicode
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode
 
 from .control_plane import ControlPlane, ControlPlaneConfig
 from .discovery import Publication
 from .events import EventHub
 from .handlers import routes
 from .limits import Limits
+from .remote import SETTING_NAMES, RemoteWorkers
 
 _LIMITS = Limits()
 
@@ -35,12 +36,13 @@ class NbScale(ExtensionApp):
     description = "Modal-style .map() over autoscaled worker pools, hosted by this server."
 
     launcher = Enum(
-        ["process", "docker", "auto"],
+        ["process", "docker", "slurm", "auto"],
         default_value="process",
         help="How workers are started: 'process' runs each as a local subprocess of the "
         "server's Python (see `python`); 'docker' runs each in a container of its own "
-        "(kernels build the images: nbscale.Image); 'auto' is docker when a Docker engine "
-        "answers, else process.",
+        "(kernels build the images: nbscale.Image); 'slurm' submits one Slurm batch job "
+        "each (see worker_address, shared_dir and the slurm_* settings); 'auto' is docker "
+        "when a Docker engine answers, else process.",
     ).tag(config=True)
 
     docker_network = Enum(
@@ -123,6 +125,64 @@ class NbScale(ExtensionApp):
         help="The Python interpreter that runs process workers (default: the server's).",
     ).tag(config=True)
 
+    # --- workers on other hosts (Slurm): nbscale_server.remote reads these ---
+    worker_address = Unicode(
+        "127.0.0.1",
+        help="Where Slurm workers reach the control plane (CurveZMQ, per-worker keys): an "
+        "IP, host or interface name of this host that the nodes can reach, e.g. 'ib0'. "
+        "0.0.0.0 and :: are refused unless allow_all_interfaces is True.",
+    ).tag(config=True)
+
+    allow_all_interfaces = Bool(
+        False,
+        help="Let worker_address be 0.0.0.0 or :: (every network interface of this host; "
+        "workers still need their CurveZMQ key).",
+    ).tag(config=True)
+
+    shared_dir = Unicode(
+        None,
+        allow_none=True,
+        help="A directory every node sees, for Slurm workers' config files (mode 0600: "
+        "their keys) and job output (default: ~/.nbscale/jobs).",
+    ).tag(config=True)
+
+    slurm_partition = Unicode(
+        None, allow_none=True, help="The Slurm partition of worker jobs (--partition)."
+    ).tag(config=True)
+
+    slurm_account = Unicode(
+        None, allow_none=True, help="The Slurm account worker jobs are charged to (--account)."
+    ).tag(config=True)
+
+    slurm_qos = Unicode(
+        None, allow_none=True, help="The Slurm quality of service of worker jobs (--qos)."
+    ).tag(config=True)
+
+    slurm_time = Unicode(
+        None,
+        allow_none=True,
+        help="The walltime of worker jobs (--time), e.g. '4:00:00' (default: the partition's).",
+    ).tag(config=True)
+
+    slurm_gpu_types = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        help="Modal GPU names as this cluster's gres types, e.g. {'A100': 'a100'}: gpu='A100:2' "
+        "asks for --gres=gpu:a100:2 (default: the name in lower case; 'any': --gres=gpu:N).",
+    ).tag(config=True)
+
+    slurm_sbatch_args = List(
+        Unicode(), help="More sbatch arguments for worker jobs, e.g. ['--constraint=ib']."
+    ).tag(config=True)
+
+    slurm_drain_seconds = Integer(
+        120,
+        min=0,
+        max=65535,
+        help="Seconds before its walltime a worker job is told to stop taking inputs and "
+        "drain (--signal=B:TERM@N).",
+    ).tag(config=True)
+
     events_interval = Float(
         0.25,
         min=0.02,
@@ -153,6 +213,9 @@ class NbScale(ExtensionApp):
             python=self.python,
             launcher=self.launcher,
             docker_network=self.docker_network,
+            remote=RemoteWorkers.from_settings(
+                {name: getattr(self, name) for name in SETTING_NAMES}
+            ),
         )
 
     def initialize_handlers(self) -> None:

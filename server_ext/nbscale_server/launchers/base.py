@@ -2,14 +2,20 @@
 
 A launcher only moves processes or containers; when to start or stop one is the autoscaler's
 decision. A restarted control plane finds the workers a previous one left through the
-launcher itself (Docker labels), not through saved handles.
+launcher itself (Docker labels, Slurm job comments), not through saved handles.
+
+Launchers whose workers wait in a scheduler's queue (Slurm) say so through
+:meth:`Launcher.worker_status` ("pending", with the scheduler's reason), and say which exits
+the infrastructure caused (:meth:`Launcher.infrastructure_loss`); the defaults suit
+launchers whose workers start at once.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +26,7 @@ class WorkerSpec:
     pool_id: str
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
     options: dict[str, Any] = field(default_factory=dict)  # cpu, memory, gpu, image, ...
+    pool_name: str = ""  # the function's name, for names people read (Slurm's job name)
 
 
 @dataclass(slots=True)
@@ -29,6 +36,17 @@ class WorkerHandle:
     launcher: str
     ref: Any  # the launcher's own reference (a Popen, a container id)
     log_path: str | None = None
+
+
+WorkerPhase = Literal["pending", "running", "exited"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """Where a launched worker is, as its launcher knows it."""
+
+    phase: WorkerPhase  # pending: queued by a scheduler, waiting for resources (not failing)
+    reason: str | None = None  # the scheduler's word for why it waits: "Resources", "Priority"
 
 
 class Launcher(abc.ABC):
@@ -58,6 +76,24 @@ class Launcher(abc.ABC):
         the exit code says."""
         return None
 
+    def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
+        """Whether the worker waits in a scheduler's queue, runs, or has exited. The
+        default suits launchers whose workers start at once: running until it has an exit
+        code."""
+        return WorkerStatus("exited" if self.exit_code(handle) is not None else "running")
+
+    def infrastructure_loss(self, handle: WorkerHandle) -> bool:
+        """Whether an exited worker was ended by the infrastructure, not by its own code:
+        its job cancelled by someone else, preempted, past its walltime, its node lost. Its
+        inputs are then no failure of the user's function. Default: never."""
+        return False
+
+    def worker_config_dir(self) -> str | None:
+        """The directory worker config files must be written to for this launcher's workers
+        to read them (one the cluster's nodes share), or None: the control plane's private
+        directory."""
+        return None
+
     def worker_bind_host(self) -> str | None:
         """The address the control plane must bind its worker socket to (over TCP, with
         CurveZMQ) for this launcher's workers to reach it, or None when they share this
@@ -66,6 +102,17 @@ class Launcher(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the launcher holds; workers are stopped by the control plane."""
+
+
+def tail_lines(path: str | None, tail: int) -> str:
+    """The last ``tail`` lines of the text file at ``path`` ("" when it cannot be read)."""
+    if not path or tail <= 0:
+        return ""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(collections.deque(f, maxlen=tail))
+    except OSError:
+        return ""
 
 
 class LaunchFailed(Exception):

@@ -7,14 +7,13 @@ live workers share one.
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import subprocess
 import sys
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
-from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, tail_lines
 
 
 class ProcessLauncher(Launcher):
@@ -76,13 +75,7 @@ class ProcessLauncher(Launcher):
         return proc.poll()
 
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
-        if not handle.log_path:
-            return ""
-        try:
-            with open(handle.log_path, errors="replace") as f:
-                return "".join(collections.deque(f, maxlen=tail))
-        except OSError:
-            return ""
+        return tail_lines(handle.log_path, tail)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         proc: subprocess.Popen[bytes] = handle.ref

@@ -1,0 +1,143 @@
+"""What Slurm says about worker jobs, read: ``squeue`` and ``scontrol show job`` output,
+and what a job's end means for nbscale. Pure: no Slurm command runs here.
+
+A job is *pending* while Slurm holds it in the queue (with its reason: ``Resources``,
+``Priority``, ``QOSMaxJobsPerUserLimit``...), *running* once its batch step has started,
+and *exited* in a final state. The final state says whose doing the end was: cancelled by
+someone else, preempted, past its walltime, its node lost or never booted are losses of the
+infrastructure, not failures of the user's function.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .base import WorkerPhase
+
+# squeue's fields, "|"-separated: job id, state, reason, comment (last: it is free text).
+SQUEUE_FORMAT = "%i|%T|%r|%k"
+
+_PENDING = {
+    "PENDING",
+    "CONFIGURING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "RESV_DEL_HOLD",
+    "SUSPENDED",  # holds its node but runs nothing: not serving
+}
+FINAL = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "SPECIAL_EXIT",
+    "TIMEOUT",
+}
+# Ends caused by the cluster rather than the worker's code (CANCELLED: when not ours).
+_INFRASTRUCTURE = {"BOOT_FAIL", "DEADLINE", "NODE_FAIL", "PREEMPTED", "REVOKED", "TIMEOUT"}
+_SAYS = {
+    "BOOT_FAIL": "could not start: its node failed to boot",
+    "CANCELLED": "was cancelled in Slurm",
+    "DEADLINE": "passed its deadline in Slurm",
+    "FAILED": "failed",
+    "NODE_FAIL": "lost its node",
+    "OUT_OF_MEMORY": "ran out of memory and was killed by Slurm",
+    "PREEMPTED": "was preempted by Slurm",
+    "REVOKED": "was revoked by Slurm",
+    "TIMEOUT": "reached its walltime",
+}
+EXIT_LOST = 255  # the job left Slurm's records before its end was seen
+_FIELD = re.compile(r"(?:^|\s)(JobState|Reason|ExitCode)=(\S*)")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One row of ``squeue``."""
+
+    job_id: str
+    state: str  # PENDING, RUNNING, COMPLETED, ...
+    reason: str | None  # None where Slurm says "None"
+    comment: str
+
+    @property
+    def phase(self) -> WorkerPhase:
+        return phase_of(self.state)
+
+
+def phase_of(state: str) -> WorkerPhase:
+    base = state.split()[0].rstrip("+") if state else ""
+    if base in FINAL:
+        return "exited"
+    return "pending" if base in _PENDING else "running"
+
+
+def parse_squeue(text: str) -> dict[str, QueueEntry]:
+    """``squeue -h -o SQUEUE_FORMAT`` output, by job id."""
+    entries = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|", 3)
+        if len(parts) != 4 or not parts[0]:
+            continue
+        job_id, state, reason, comment = parts
+        entries[job_id] = QueueEntry(job_id, state, _none(reason), comment)
+    return entries
+
+
+def parse_scontrol_job(text: str) -> dict[str, str]:
+    """JobState, Reason and ExitCode from ``scontrol show job -o <id>``."""
+    return dict(_FIELD.findall(text))
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    """How a worker's job ended, in nbscale's terms."""
+
+    code: int  # the worker's exit code; -N when a signal N ended it
+    reason: str | None  # what the code does not say, phrased to follow "worker wk-..."
+    infrastructure: bool  # ended by the cluster, not by the worker's code
+
+
+def job_end(job_id: str, state: str, exit_code: str, reason: str | None, ours: bool) -> JobEnd:
+    """The end of job ``job_id`` from Slurm's ``State``, ``ExitCode`` ("code:signal") and
+    ``Reason``; ``ours``: whether this control plane cancelled it."""
+    base = state.split()[0].rstrip("+") if state else "UNKNOWN"
+    code_text, _, signal_text = (exit_code or "0:0").partition(":")
+    code = _int(code_text)
+    signal = _int(signal_text)
+    worker_code = -signal if signal else code
+    if base == "COMPLETED":
+        return JobEnd(worker_code, None, False)
+    if base == "CANCELLED" and ours:
+        return JobEnd(worker_code or -15, None, False)
+    says = _SAYS.get(base, f"ended in Slurm state {base}")
+    details = f"Slurm job {job_id}: State={base} ExitCode={exit_code or '?'}"
+    if _none(reason or "None"):
+        details += f" Reason={reason}"
+    infrastructure = base in _INFRASTRUCTURE or base == "CANCELLED"
+    if not worker_code:  # the worker may have exited cleanly on Slurm's signal: not a success
+        worker_code = -15 if infrastructure else 1
+    return JobEnd(worker_code, f"{says} ({details})", infrastructure)
+
+
+def lost(job_id: str) -> JobEnd:
+    """The end of a job Slurm no longer knows (purged, or its controller's state lost)."""
+    return JobEnd(EXIT_LOST, f"left Slurm's records without a trace (Slurm job {job_id})", True)
+
+
+def _none(text: str) -> str | None:
+    text = text.strip()
+    return None if text in ("", "None", "(null)") else text
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0

@@ -1,0 +1,200 @@
+"""The pure parts of the Slurm launcher: sbatch command lines, GPU requests in Modal's syntax,
+job comments, squeue/scontrol output and what a job's end means; and where remote workers
+may reach the control plane. No Slurm needed (the real cluster: test_slurm_*.py)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import nbscale
+from nbscale_server.launchers.slurm_job import (
+    JobComment,
+    SlurmOptions,
+    batch_script,
+    gres_for,
+    job_name,
+    options_from_settings,
+    sbatch_command,
+)
+from nbscale_server.launchers.slurm_queue import (
+    JobEnd,
+    job_end,
+    lost,
+    parse_scontrol_job,
+    parse_squeue,
+)
+from nbscale_server.remote import (
+    RemoteWorkers,
+    WorkerAddressError,
+    dial_host,
+    resolve_worker_address,
+)
+
+COMMENT = JobComment("sv-1", "wk-2", "pl-3", "node7", "123:456.78")
+
+
+def command(options: dict, slurm: SlurmOptions | None = None) -> list[str]:
+    return sbatch_command(options, slurm or SlurmOptions(), "nbscale-f", COMMENT, "/s/wk-2.log")
+
+
+def test_a_worker_job_asks_for_the_functions_resources():
+    args = command({"cpu": 1.5, "memory": 2048, "gpu": "A100:2"})
+    assert args[:2] == ["sbatch", "--parsable"]
+    assert "--cpus-per-task=2" in args  # rounded up: Slurm counts whole CPUs
+    assert "--mem=2048M" in args
+    assert "--gres=gpu:a100:2" in args
+    assert "--signal=B:TERM@120" in args
+    assert "--no-requeue" in args
+    assert "--output=/s/wk-2.log" in args
+    assert f"--comment={COMMENT}" in args
+    assert not any(a.startswith(("--partition", "--time", "--account", "--qos")) for a in args)
+
+
+def test_function_slurm_options_override_the_settings():
+    settings = SlurmOptions(partition="cpu", account="lab", time="1:00:00", sbatch_args=("-x",))
+    args = command({"slurm": {"partition": "gpu", "qos": "high", "drain_seconds": 30}}, settings)
+    assert "--partition=gpu" in args and "--account=lab" in args and "--qos=high" in args
+    assert "--time=1:00:00" in args and "--signal=B:TERM@30" in args and args[-1] == "-x"
+
+
+@pytest.mark.parametrize(
+    ("gpu", "types", "gres"),
+    [
+        ("any", {}, "gpu:1"),
+        ("any:3", {}, "gpu:3"),
+        ("A100:2", {}, "gpu:a100:2"),
+        ("A100-80GB", {}, "gpu:a100-80gb:1"),
+        ("H100!", {}, "gpu:h100:1"),
+        ("A100:2", {"A100": "fake"}, "gpu:fake:2"),
+        ("a100", {"A100": "nvidia_a100"}, "gpu:nvidia_a100:1"),
+        (["H100", "A100"], {}, "gpu:h100:1"),  # Slurm queues for one type: the first
+        (None, {}, None),
+    ],
+)
+def test_gpus_in_modal_syntax_become_gres(gpu, types, gres):
+    assert gres_for(gpu, types) == gres
+
+
+def test_bad_requests_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="count"):
+        gres_for("A100:0", {})
+    with pytest.raises(ValueError, match="walltime"):
+        SlurmOptions(time="two hours")
+    with pytest.raises(ValueError, match="no key 'partiton'"):
+        SlurmOptions().updated({"partiton": "gpu"})
+    with pytest.raises(nbscale.InvalidError, match="no key 'gpu_types'"):
+        nbscale.App("x").function(slurm={"gpu_types": {}})(lambda: None)
+
+
+def test_settings_are_read_from_flat_names():
+    options = options_from_settings(
+        {
+            "slurm_partition": "gpu",
+            "slurm_gpu_types": "A100=a100, H100=h100",
+            "slurm_sbatch_args": "--constraint=ib --exclusive",
+            "slurm_time": None,
+        }
+    )
+    assert options == SlurmOptions(
+        partition="gpu",
+        gpu_types={"A100": "a100", "H100": "h100"},
+        sbatch_args=("--constraint=ib", "--exclusive"),
+    )
+    with pytest.raises(ValueError, match="NAME=TYPE"):
+        options_from_settings({"slurm_gpu_types": "A100"})
+    assert RemoteWorkers.from_settings({}) == RemoteWorkers()
+
+
+def test_the_batch_script_names_the_config_file_and_no_secret():
+    script = batch_script("/shared/env/bin/python", "/shared/jobs/sv-1/wk-2.json")
+    assert script.splitlines()[-1] == (
+        "exec /shared/env/bin/python -m nbscale_runtime --config /shared/jobs/sv-1/wk-2.json"
+    )
+    assert "'/a b/python'" in batch_script("/a b/python", "/c")  # quoted for the shell
+
+
+def test_job_names_and_comments():
+    assert job_name("evaluate_model") == "nbscale-evaluate_model"
+    assert job_name("<lambda>") == "nbscale-lambda"
+    assert JobComment.parse(str(COMMENT)) == COMMENT
+    assert JobComment.parse("someone else's job") is None
+    assert JobComment.parse("nbscale;server=sv-1") is None
+
+
+def test_squeue_and_scontrol_output_is_read():
+    entries = parse_squeue(f"12|PENDING|Resources|{COMMENT}\n13|RUNNING|None|(null)\n")
+    assert entries["12"].phase == "pending" and entries["12"].reason == "Resources"
+    assert entries["13"].phase == "running" and entries["13"].reason is None
+    assert JobComment.parse(entries["12"].comment) == COMMENT
+    fields = parse_scontrol_job(
+        "JobId=12 JobName=x JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15"
+    )
+    assert fields == {"JobState": "TIMEOUT", "Reason": "TimeLimit", "ExitCode": "0:15"}
+
+
+def test_job_ends_say_whose_doing_they_were():
+    assert job_end("1", "COMPLETED", "0:0", None, ours=False) == JobEnd(0, None, False)
+    timeout = job_end("2", "TIMEOUT", "0:15", "TimeLimit", ours=False)
+    assert timeout.infrastructure and timeout.code == -15
+    assert (
+        timeout.reason
+        == "reached its walltime (Slurm job 2: State=TIMEOUT ExitCode=0:15 Reason=TimeLimit)"
+    )
+    failed = job_end("3", "FAILED", "1:0", "NonZeroExitCode", ours=False)
+    assert failed.code == 1 and not failed.infrastructure
+    assert "State=FAILED ExitCode=1:0 Reason=NonZeroExitCode" in (failed.reason or "")
+    assert job_end("4", "CANCELLED", "0:0", None, ours=False).infrastructure  # someone else
+    assert job_end("4", "CANCELLED", "0:0", None, ours=True) == JobEnd(-15, None, False)
+    for state in ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL"):
+        assert job_end("5", state, "0:0", None, ours=False).infrastructure
+    oom = job_end("6", "OUT_OF_MEMORY", "0:125", None, ours=False)
+    assert "ran out of memory" in (oom.reason or "") and not oom.infrastructure
+    assert lost("7").infrastructure and "Slurm job 7" in (lost("7").reason or "")
+
+
+def test_worker_address_is_loopback_an_interface_or_a_host_never_all_unasked():
+    assert resolve_worker_address("127.0.0.1") == "127.0.0.1"
+    assert resolve_worker_address("lo") == "127.0.0.1"  # an interface's name
+    assert resolve_worker_address("localhost") in ("127.0.0.1", "::1")
+    assert resolve_worker_address("[::1]") == "::1"
+    for everywhere in ("0.0.0.0", "::", "*"):
+        with pytest.raises(WorkerAddressError, match="allow_all_interfaces"):
+            resolve_worker_address(everywhere)
+    assert resolve_worker_address("0.0.0.0", allow_all_interfaces=True) == "0.0.0.0"
+    with pytest.raises(WorkerAddressError, match="neither an IP address"):
+        resolve_worker_address("no-such-host.invalid")
+    assert dial_host("::1") == "[::1]"
+    assert dial_host("0.0.0.0") == socket.gethostbyname(socket.gethostname())
+
+
+def test_server_traits_and_client_settings_reach_the_control_plane(monkeypatch):
+    from nbscale import _config
+    from nbscale_server.extension import NbScale
+
+    server = NbScale(
+        launcher="slurm",
+        worker_address="lo",
+        shared_dir="/shared/jobs",
+        slurm_partition="gpu",
+        slurm_gpu_types={"A100": "a100"},
+        slurm_sbatch_args=["--constraint=ib"],
+    ).control_plane_config()
+    assert server.launcher == "slurm"
+    assert server.remote == RemoteWorkers(
+        worker_address="lo",
+        shared_dir="/shared/jobs",
+        slurm=SlurmOptions(
+            partition="gpu", gpu_types={"A100": "a100"}, sbatch_args=("--constraint=ib",)
+        ),
+    )
+    monkeypatch.setenv("NBSCALE_LAUNCHER", "slurm")
+    monkeypatch.setenv("NBSCALE_SLURM_TIME", "2:00:00")
+    monkeypatch.setenv("NBSCALE_ALLOW_ALL_INTERFACES", "yes")
+    client = _config.control_plane_config()
+    assert client.launcher == "slurm" and client.remote.slurm.time == "2:00:00"
+    assert client.remote.allow_all_interfaces
+    monkeypatch.setenv("NBSCALE_SLURM_TIME", "soon")
+    with pytest.raises(nbscale.InvalidError, match="not a Slurm walltime"):
+        _config.control_plane_config()
