@@ -18,6 +18,7 @@ import workloads
 
 Fn = Callable[[Any], Any]
 WORKERS = 2
+SLURM_SETUP_DIR = "/var/lib/nbscale-slurm"  # where scripts/slurm-setup writes its cluster
 
 
 class Peer(ABC):
@@ -232,9 +233,23 @@ class NbscaleDocker(Nbscale):
         return {**super().scale_up(workers), "rebuild_s": rebuild_s}
 
 
+class NbscaleSlurm(Nbscale):
+    """nbscale with the Slurm launcher: a batch job per worker (W5 here is W5-slurm)."""
+
+    launcher = "slurm"
+
+    def __init__(self) -> None:
+        # scripts/slurm-setup's cluster, unless SLURM_CONF names another
+        conf = os.path.join(os.environ.get("NBSCALE_SLURM_DIR", SLURM_SETUP_DIR), "slurm.conf")
+        if "SLURM_CONF" not in os.environ and os.path.exists(conf):
+            os.environ["SLURM_CONF"] = conf
+        super().__init__()
+
+
 PEERS: dict[str, type[Peer]] = {
     "nbscale": Nbscale,
     "nbscale-docker": NbscaleDocker,
+    "nbscale-slurm": NbscaleSlurm,
     "ppe": ProcessPool,
     "joblib": Joblib,
     "ipyparallel": IPyParallel,
