@@ -174,6 +174,10 @@ def test_every_interface_is_refused_unless_allowed(fresh_plane):
     fresh_plane(NBSCALE_WORKER_ADDRESS="0.0.0.0")
     with pytest.raises(nbscale.LaunchError, match="allow_all_interfaces"):
         square.remote(1)
+    fresh_plane(NBSCALE_WORKER_ADDRESS="0.0.0.0", NBSCALE_ALLOW_ALL_INTERFACES="1")
+    assert square.remote(2) == 4  # workers dial this host's own address
+    endpoint = nbscale.status()["worker_endpoint"]
+    assert not endpoint.startswith(("tcp://0.0.0.0", "tcp://127."))
 
 
 def test_a_killed_control_plane_leaves_jobs_the_next_one_cancels(slurm_plane):

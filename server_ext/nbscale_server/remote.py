@@ -112,8 +112,19 @@ def dial_host(bind_ip: str) -> str:
     """The host part of the endpoint workers dial for a socket bound to ``bind_ip``: every
     interface means this host's own address."""
     if bind_ip in _ALL_INTERFACES:
-        bind_ip = socket.gethostbyname(socket.gethostname())
+        bind_ip = _outward_ip()
     return f"[{bind_ip}]" if ":" in bind_ip else bind_ip
+
+
+def _outward_ip() -> str:
+    """This host's address on its default route (not the 127.0.1.1 that Debian's
+    /etc/hosts gives the host name): connecting a UDP socket sends nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.254.254.254", 9))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return socket.gethostbyname(socket.gethostname())
 
 
 def bind_worker_socket(sock: Any, bind_ip: str) -> str:

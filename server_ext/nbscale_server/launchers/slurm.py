@@ -44,7 +44,14 @@ from ..remote import (
 from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, WorkerStatus, tail_lines
 from .daemon_threads import DaemonThreads
 from .owner import owner_alive, owner_tag
-from .slurm_job import JobComment, SlurmOptions, batch_script, job_name, sbatch_command
+from .slurm_job import (
+    JobComment,
+    SlurmOptions,
+    batch_script,
+    job_environment,
+    job_name,
+    sbatch_command,
+)
 from .slurm_queue import (
     SQUEUE_FORMAT,
     JobEnd,
@@ -53,6 +60,7 @@ from .slurm_queue import (
     parse_scontrol_job,
     parse_squeue,
     phase_of,
+    slurm_error,
 )
 
 log = logging.getLogger("nbscale.slurm")
@@ -62,7 +70,7 @@ _THREADS = 4  # sbatch/scancel calls in parallel
 _COMMAND_TIMEOUT = 60.0  # seconds a Slurm command may take (slurmctld can be busy)
 _POLL_INTERVAL = 1.0
 _URGENT_POLL_INTERVAL = 0.2  # while a stop is under way, so the control plane sees the exit
-_MISSES_BEFORE_LOST = 2  # polls a job may be absent from squeue (its record purged) before
+_MISSES_BEFORE_LOST = 2  # polls in a row without a job in squeue before it counts as lost
 _LOG_FILES_KEPT = 256  # output files of ended jobs kept for %nbscale logs
 _CLOSE_WAIT = 15.0  # seconds close() waits for its jobs to leave the queue
 
@@ -114,7 +122,7 @@ class SlurmLauncher(Launcher):
         self.server_id = "sv-" + uuid.uuid4().hex[:12]
         self.host = socket.gethostname()
         self.owner = owner_tag()
-        self._env = _job_environment()
+        self._env = job_environment(os.environ)
         self.reap_orphans()
         shared = shared_dir or default_shared_dir()
         try:
@@ -176,30 +184,31 @@ class SlurmLauncher(Launcher):
         try:
             done = self._run(args, stdin=script)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            self._record_end(
-                job, JobEnd(EXIT_NOT_SUBMITTED, f"could not be submitted ({exc})", True)
-            )
-            return
-        finally:
-            job.submitted.set()
-        if done.returncode != 0:
-            reason = f"could not be submitted to Slurm ({_say(done.stderr)})"
-            self._record_end(job, JobEnd(EXIT_NOT_SUBMITTED, reason, False))
-            return
-        job.job_id = done.stdout.strip().split(";")[0]  # "id" or "id;cluster"
-        job.state = "PENDING"
-        if job.signalled is not None:  # stopped while being submitted
+            end: JobEnd | None = JobEnd(EXIT_NOT_SUBMITTED, f"could not be submitted ({exc})", True)
+        else:
+            end = None
+            if done.returncode != 0:
+                reason = f"could not be submitted to Slurm ({slurm_error(done.stderr)})"
+                end = JobEnd(EXIT_NOT_SUBMITTED, reason, False)
+            else:
+                job.job_id = done.stdout.strip().split(";")[0]  # "id" or "id;cluster"
+                job.state = "PENDING"
+        if end is not None:
+            self._record_end(job, end)
+        job.submitted.set()  # after job_id is known: stop() and close() wait for it
+        if job.job_id is not None and job.signalled is not None:  # stopped meanwhile
             self._cancel(job)
 
     # --- what Slurm says ----------------------------------------------------------------
 
     def _poll(self) -> None:
+        urgent = False
         while not self._closed:
+            self._wake.wait(_URGENT_POLL_INTERVAL if urgent else _POLL_INTERVAL)
+            self._wake.clear()
             with self._lock:
                 live = [j for j in self._jobs.values() if j.job_id is not None and j.end is None]
             urgent = any(j.signalled for j in live)
-            self._wake.wait(_URGENT_POLL_INTERVAL if urgent else _POLL_INTERVAL)
-            self._wake.clear()
             if live and not self._closed:
                 try:
                     self._update(live)
@@ -210,7 +219,7 @@ class SlurmLauncher(Launcher):
         ids = ",".join(j.job_id for j in jobs if j.job_id)
         done = self._run(["squeue", "-h", "--states=all", "-j", ids, "-o", SQUEUE_FORMAT])
         if done.returncode != 0 and "Invalid job id" not in done.stderr:
-            log.warning("squeue failed: %s", _say(done.stderr))
+            log.warning("squeue failed: %s", slurm_error(done.stderr))
             return  # Slurm is busy or down: the jobs' fate is unknown, not ended
         entries = parse_squeue(done.stdout)
         for job in jobs:
@@ -269,7 +278,7 @@ class SlurmLauncher(Launcher):
         if job.end is not None:
             return WorkerStatus("exited")
         if job.state == "SUBMITTING":
-            return WorkerStatus("pending", "Submitting")
+            return WorkerStatus("pending")
         phase = phase_of(job.state)
         return WorkerStatus(phase, job.reason if phase == "pending" else None)
 
@@ -311,7 +320,7 @@ class SlurmLauncher(Launcher):
         job.cancelled = True
         done = self._run(["scancel", job.job_id or ""])
         if done.returncode != 0:
-            log.warning("scancel %s failed: %s", job.job_id, _say(done.stderr))
+            log.warning("scancel %s failed: %s", job.job_id, slurm_error(done.stderr))
         self._wake.set()
 
     def reap_orphans(self) -> list[str]:
@@ -322,7 +331,7 @@ class SlurmLauncher(Launcher):
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise LaunchFailed(f"cannot reach Slurm: {exc}") from None
         if done.returncode != 0:
-            raise LaunchFailed(f"cannot reach Slurm: squeue says {_say(done.stderr)}")
+            raise LaunchFailed(f"cannot reach Slurm: squeue says {slurm_error(done.stderr)}")
         orphans = []
         for entry in parse_squeue(done.stdout).values():
             comment = JobComment.parse(entry.comment)
@@ -390,22 +399,3 @@ def launcher_for(python: str | None, remote: RemoteWorkers | None) -> SlurmLaunc
     return SlurmLauncher(
         python, remote.slurm, remote.worker_address, remote.allow_all_interfaces, remote.shared_dir
     )
-
-
-def _job_environment() -> dict[str, str]:
-    """The environment sbatch runs with, and so the job's (``--export=ALL``, Slurm's
-    default): this process's, less what must not reach a worker: the kernel's connection
-    file, and the ``SLURM_*`` variables of a job this control plane may itself run in."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith("SLURM_") and k != "SLURM_CONF") and k != "NBSCALE_CONNECTION_FILE"
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _say(stderr: str) -> str:
-    """Slurm's error lines, without the tool's "sbatch: error: " prefixes."""
-    lines = [line.split("error: ", 1)[-1].strip() for line in stderr.splitlines() if line.strip()]
-    return "; ".join(lines) or "no error message"

@@ -228,3 +228,16 @@ def sbatch_command(
             args.append(f"--{flag}={value}")
     args.extend(slurm.sbatch_args)
     return args
+
+
+def job_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment sbatch runs with, and so the job's (``--export=ALL``, Slurm's
+    default): ``environ`` less what must not reach a worker: a kernel's connection file, and
+    the ``SLURM_*`` variables of a job the control plane may itself run in."""
+    env = {
+        k: v
+        for k, v in environ.items()
+        if not (k.startswith("SLURM_") and k != "SLURM_CONF") and k != "NBSCALE_CONNECTION_FILE"
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -141,3 +141,9 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         return 0
+
+
+def slurm_error(stderr: str) -> str:
+    """A Slurm command's error lines, without the tool's "sbatch: error: " prefixes."""
+    lines = [line.split("error: ", 1)[-1].strip() for line in stderr.splitlines() if line.strip()]
+    return "; ".join(lines) or "no error message"
