@@ -198,7 +198,7 @@ class Nbscale(Peer):
         app.function(max_containers=WORKERS)(workloads.noop).remote(1)
 
     def scale_up(self, workers: int) -> dict[str, float]:
-        """W5-docker: seconds from an empty pool (control plane running, function
+        """W5-scale: seconds from an empty pool (control plane running, function
         registered) to ``workers`` workers all registered and idle."""
         os.environ["NBSCALE_MAX_WORKERS"] = str(workers)
         app = self._nbscale.App("bench")

@@ -10,6 +10,8 @@ def evaluate_model(x):
 list(evaluate_model.map(range(1000)))
 """
 
+from nbscale_runtime import __version__
+
 from ._app import App, concurrent
 from ._client import shutdown, status
 from ._config import config
@@ -34,8 +36,6 @@ from .exceptions import (
     VersionMismatchError,
     WorkerLostError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "App",

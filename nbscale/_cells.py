@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from nbscale_runtime.cells import picklable, run_cell
+from nbscale_server.options import DEFAULT_TIMEOUT
 
 from ._app import App
 from ._function import Function
@@ -79,7 +80,7 @@ class CellOptions:
     image: Image | None = None
     cpu: float | None = None
     memory: int | None = None
-    timeout: float = 300
+    timeout: float = DEFAULT_TIMEOUT
     max_containers: int | None = None
 
 

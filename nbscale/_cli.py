@@ -1,102 +1,81 @@
-"""The ``nbscale`` command: ``nbscale demo`` shows a real map on an autoscaled pool."""
+"""The ``nbscale`` command: ``demo``, ``doctor``, ``status`` and ``images``.
+
+An nbscale error ends a command with one line on stderr that says what went wrong and what
+to do, never a traceback (``--debug`` adds it). The exit codes are ``EXIT_CODES``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
-import threading
-import time
+import traceback
 from typing import Any
-
-import cloudpickle
 
 import nbscale
 
-from . import _cli_images
+from . import _cli_config, _cli_demo, _cli_doctor, _cli_images
+from .exceptions import NbscaleError
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # an nbscale error (or, for doctor, a problem found)
+EXIT_USAGE = 2  # a bad command line (argparse's own)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+
+EPILOG = """\
+exit codes:
+  0    done
+  1    an nbscale error, printed in one line with what to do (--debug adds the
+       traceback); for doctor: a problem found
+  2    a bad command line
+  130  interrupted (Ctrl-C)
+"""
 
 
-def _demo_task(x: int) -> int:
-    time.sleep(random.uniform(0.02, 0.12))  # stands in for real work
-    return x * x
+def error_text(exc: BaseException) -> str:
+    """``nbscale: error: <what went wrong: what to do>``; the lines a message carries after
+    its first (a failed build's last output lines) follow, indented."""
+    first, *rest = (str(exc) or type(exc).__name__).splitlines()
+    return "\n".join([f"nbscale: error: {first}", *(f"  {line}" for line in rest)])
 
 
-def _pool_line(stats: nbscale.FunctionStats) -> str:
-    c = stats.containers
-    return (
-        f"pool {stats.num_total_runners} workers "
-        f"({c['starting']} starting, {c['busy']} busy, {c['idle']} idle) · "
-        f"{stats.backlog} pending"
-    )
-
-
-def demo(inputs: int, max_containers: int, scaledown_window: float) -> int:
-    # Docker workers have nbscale's runtime, not this module: send the task's code itself.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    app = nbscale.App("demo")
-    task = app.function(
-        max_containers=max_containers,
-        buffer_containers=1,
-        scaledown_window=scaledown_window,
-        name="square",
-    )(_demo_task)
-    info = nbscale.status()
-    print(
-        f"nbscale demo: {inputs} inputs on up to {max_containers} workers "
-        f"(launcher: {info['launcher']}, control plane: {info['mode']})"
-    )
-    start = time.monotonic()
-    done = 0
-    finished = threading.Event()
-
-    def watch() -> None:  # print the pool whenever it changes, as it grows and shrinks
-        shown = ""
-        while not finished.wait(0.1):
-            line = _pool_line(task.get_current_stats())
-            if line != shown:
-                shown = line
-                print(f"[{100 * done // inputs:3d}%] {done}/{inputs} done · {line}", flush=True)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    results = []
-    for value in task.map(range(inputs), order_outputs=False):
-        results.append(value)
-        done += 1
-    finished.set()
-    watcher.join()
-    total = sum(results)
-    elapsed = time.monotonic() - start
-    assert sorted(results) == [x * x for x in range(inputs)]
-    print(f"done: {inputs} results in {elapsed:.1f} s (sum of squares {total})")
-    print(f"the pool scales back to zero after {scaledown_window:g} s idle:", flush=True)
-    deadline = time.monotonic() + scaledown_window + 10
-    while time.monotonic() < deadline:
-        stats = task.get_current_stats()
-        print(f"       {_pool_line(stats)}", flush=True)
-        if stats.num_total_runners == 0:
-            break
-        time.sleep(1.0)
-    nbscale.shutdown()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nbscale", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="run a .map() over an autoscaled pool and watch it")
-    p_demo.add_argument("--inputs", type=int, default=200)
-    p_demo.add_argument("--max-containers", type=int, default=4)
-    p_demo.add_argument("--scaledown-window", type=float, default=2.0)
-    sub.add_parser("status", help="print this process's control plane and pools as JSON")
-    _cli_images.add_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.inputs, args.max_containers, args.scaledown_window)
-    if args.command == "images":
-        return _cli_images.run(args)
+def _status(args: argparse.Namespace) -> int:
     status: dict[str, Any] = nbscale.status()
     json.dump(status, sys.stdout, indent=2)
     print()
-    return 0
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="nbscale",
+        description="Modal-style .map() over an autoscaled pool of workers on your machines.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"nbscale {nbscale.__version__}")
+    top.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _cli_demo.add_parser(sub)
+    _cli_doctor.add_parser(sub)
+    sub.add_parser(
+        "status", help="print this process's control plane and pools as JSON"
+    ).set_defaults(run=_status)
+    _cli_images.add_parser(sub)
+    _cli_config.add_parser(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # a bad command line exits with EXIT_USAGE
+    try:
+        code: int = args.run(args)
+    except NbscaleError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(error_text(exc), file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\nnbscale: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code

@@ -1,4 +1,4 @@
-"""``nbscale images build`` and ``nbscale images list``: worker images on this Docker host."""
+"""``nbscale images base|build|list``: the worker images on this Docker host."""
 
 from __future__ import annotations
 
@@ -7,14 +7,24 @@ import sys
 import time
 from typing import Any
 
-from ._image import Image
-from ._image_build import build, list_images
-from .exceptions import NbscaleError
+from . import _config, _kernel_env
+from ._views.text import StatusLine
 
 
 def add_parser(sub: Any) -> None:
-    p_images = sub.add_parser("images", help="build or list Docker worker images")
-    images = p_images.add_subparsers(dest="images_command", required=True)
+    p_images = sub.add_parser("images", help="make, build or list Docker worker images")
+    images = p_images.add_subparsers(dest="images_command", required=True, metavar="COMMAND")
+    p_base = images.add_parser(
+        "base",
+        help="make the worker base image (NBSCALE_BASE_IMAGE): pull python:X.Y-slim-bookworm "
+        "when a registry answers, else build it offline with debootstrap (as root)",
+    )
+    p_base.add_argument("--force", action="store_true", help="remake it even if it is there")
+    p_base.add_argument("--offline", action="store_true", help="do not try a registry")
+    p_base.add_argument(
+        "--mirror", help="the Debian mirror for debootstrap (default: the one apt uses)"
+    )
+    p_base.set_defaults(run=_base)
     p_build = images.add_parser(
         "build",
         help="build the default worker image (Image.from_kernel) unless it is up to date",
@@ -24,20 +34,45 @@ def add_parser(sub: Any) -> None:
         nargs="*",
         help="also mirror these installed distributions at this environment's versions",
     )
-    images.add_parser("list", help="list the worker images nbscale built")
+    p_build.set_defaults(run=_build)
+    images.add_parser("list", help="list the worker images nbscale built").set_defaults(run=_list)
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        if args.images_command == "build":
-            started = time.monotonic()
-            tag = build(Image.from_kernel(*args.packages))
-            print(f"{tag} ready ({time.monotonic() - started:.2f} s)")
-            return 0
-        rows = list_images()
-    except NbscaleError as exc:  # no engine, no base image, a failed step: say it plainly
-        print(f"nbscale images: {exc}", file=sys.stderr)
-        return 1
+def _base(args: argparse.Namespace) -> int:
+    from ._base_image import make_base
+    from ._image_build import docker_client
+
+    tag, python = _config.get("base_image"), _kernel_env.python_minor()
+    started = time.monotonic()
+    line = StatusLine(sys.stdout)
+    how = make_base(
+        docker_client(),
+        tag,
+        python,
+        line.update,
+        force=args.force,
+        offline=args.offline,
+        mirror=args.mirror,
+    )
+    line.finish(f"{tag} ready: Python {python}, {how} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from ._image import Image
+    from ._image_build import build
+
+    started = time.monotonic()
+    line = StatusLine(sys.stdout)
+    tag = build(Image.from_kernel(*args.packages), out=line.update)
+    line.finish(f"{tag} ready ({time.monotonic() - started:.2f} s)")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ._image_build import list_images
+
+    rows = list_images()
     print(f"{'TAG':<32} {'PYTHON':<7} {'SIZE':>8}  {'CREATED':<17} DESCRIPTION")
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))

@@ -24,6 +24,7 @@ import cloudpickle
 import zmq
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import OUT_CALL_ID
 from nbscale_server.channel import Channel, unbounded
 
 from . import _config
@@ -106,13 +107,13 @@ class Client:
                 on_progress(msg)
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
-        first = items[0][0]
-        if all(item[0] == first for item in items):
+        first = items[0][OUT_CALL_ID]
+        if all(item[OUT_CALL_ID] == first for item in items):
             groups = {first: items}
         else:
             groups = {}
             for item in items:
-                groups.setdefault(item[0], []).append(item)
+                groups.setdefault(item[OUT_CALL_ID], []).append(item)
         for call_id, group in groups.items():
             handler = self.handlers.get(call_id)
             if handler is not None:
@@ -184,6 +185,22 @@ async def _connect() -> Client:
         await client.close()
         raise
     return client
+
+
+async def hello(info: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """What the control plane of a connection file's ``info`` says of itself (version,
+    launcher and why), asked over its socket without staying connected; raises
+    ``ControlPlaneError`` when it does not answer within ``timeout`` seconds."""
+    client = Client(zmq.Context(), info["client_endpoint"])
+    try:
+        await asyncio.wait_for(client.hello(), timeout)
+    except TimeoutError:
+        raise ControlPlaneError(
+            f"no answer from the control plane at {client.endpoint} within {timeout:g} s"
+        ) from None
+    finally:
+        await client.close()
+    return client.server_info
 
 
 def _server_info(path: str | None) -> dict[str, Any] | None:

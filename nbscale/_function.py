@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -10,13 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_server.options import FunctionOptions
 
 from ._aio import aio_classmethod, aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
+from ._image import Image
 from ._loop import get_loop
 from ._map import End, Invocation
+from ._options import check_image, function_options
 from ._outcomes import Output, code_files_of, decode
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
@@ -25,6 +30,7 @@ from ._views.live import REFRESH_INTERVAL
 from .exceptions import CallCancelledError, InvalidError
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
+BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class FunctionStats:
     """A snapshot of a function's pool, as ``Function.get_current_stats()`` returns it."""
 
     backlog: int  # inputs waiting for a worker
-    num_total_runners: int  # containers (workers) starting or running
+    num_total_runners: int  # containers (workers) waiting for resources, starting or running
     num_running_inputs: int
     input_headroom: int  # free input slots on running workers
     containers: dict[str, int] = field(default_factory=dict)  # by state
@@ -65,10 +71,17 @@ class Function:
     ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
     (and ``.local`` to run it here)."""
 
-    def __init__(self, raw: Callable[..., Any], name: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        raw: Callable[..., Any],
+        name: str,
+        options: FunctionOptions,
+        image: Image | None = None,
+    ) -> None:
         self.raw_f = raw
         self.name = name
         self.options = options
+        self.image = image  # built into the tag ``options.image`` when Docker runs workers
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
@@ -76,10 +89,17 @@ class Function:
 
     def __getstate__(self) -> dict[str, Any]:
         # A Function used inside another remote function travels without its connection.
-        return {"raw_f": self.raw_f, "name": self.name, "options": self.options}
+        return {
+            "raw_f": self.raw_f,
+            "name": self.name,
+            "options": self.options,
+            "image": self.image,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["raw_f"], state["name"], state["options"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["raw_f"], state["name"], state["options"], state["image"]
+        )
 
     def __repr__(self) -> str:
         return f"<nbscale.Function {self.name}>"
@@ -91,12 +111,16 @@ class Function:
             return asyncio.run(result) if not _loop_running() else result
         return result
 
-    def with_options(self, **options: Any) -> Function:
+    def with_options(self, **settings: Any) -> Function:
         """A variant of this function with other settings, and a pool of its own."""
-        from ._app import validate_options
+        return self._with_settings(settings, variant=True)
 
-        merged = validate_options({**self.options, **options}, self.raw_f)
-        return Function(self.raw_f, self.name, merged)
+    def _with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
+        """This function with ``settings`` changed; a ``variant`` gets a pool of its own
+        even where only its autoscaler settings differ."""
+        image = check_image(settings.pop("image", self.image))
+        options = function_options(self.raw_f, settings, self.options, variant=variant)
+        return Function(self.raw_f, self.name, options, image)
 
     # --- the pool ----------------------------------------------------------------------
 
@@ -109,38 +133,47 @@ class Function:
         self._pickled = (fp, pickled) if fp is not None and frozen(fp) else None
         return pickled
 
-    async def _pool_id(self, client: Client) -> str:
+    async def _pool_id(self, client: Client, on_build: BuildOutput | None = None) -> str:
+        """The function's pool on ``client``'s control plane, registered on first use (for
+        Docker workers, after its image is built; ``on_build`` gets the build's steps)."""
         data, function_id = self._pickle()
         if self._client is not client:
             self._pools.clear()
             self._client = client
         pool_id = self._pools.get(function_id)
         if pool_id is None:
-            options = await self._wire_options(client)
+            options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
-                0, function_id, self.name, options, [p for p in sys.path if p]
+                0, function_id, self.name, options.to_wire(), [p for p in sys.path if p]
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]
             self._pools[function_id] = pool_id
         return pool_id
 
-    async def _wire_options(self, client: Client) -> dict[str, Any]:
+    async def _wire_options(
+        self, client: Client, on_build: BuildOutput | None = None
+    ) -> FunctionOptions:
         """The options as the control plane takes them: for Docker workers the image is the
-        tag of the built image (built here, off the loop, when it does not exist yet); for
-        worker processes there is none."""
+        tag of the built image (built here, off the loop, when it does not exist yet, its
+        steps printed or given to ``on_build``); for worker processes there is none."""
         if client.server_info.get("launcher") != "docker":
-            return {**self.options, "image": None}
-        from ._image_build import build, image_for
+            return self.options
+        from ._image_build import build, image_for, print_step
 
-        image = image_for(self.raw_f, self.options.get("image"))
-        return {**self.options, "image": await asyncio.to_thread(build, image)}
+        image = image_for(self.raw_f, self.image)
+        tag = await asyncio.to_thread(build, image, None, on_build or print_step)
+        return dataclasses.replace(self.options, image=tag)
 
     async def _invocation(
-        self, kind: str, order_outputs: bool = True, progress: CallProgress | None = None
+        self,
+        kind: str,
+        order_outputs: bool = True,
+        progress: CallProgress | None = None,
+        on_build: BuildOutput | None = None,
     ) -> Invocation:
         client = await get_client()
-        pool_id = await self._pool_id(client)
+        pool_id = await self._pool_id(client, on_build)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
         return Invocation(
@@ -148,7 +181,7 @@ class Function:
             pool_id,
             kind,
             self.name,
-            float(self.options["timeout"]),
+            self.options.timeout,
             order_outputs,
             code_files=self._code_files,
             progress=progress,
@@ -371,8 +404,9 @@ class MapResults:
             self.progress = CallProgress(self._fn.name)
         return LiveMap(view, self.progress)
 
-    async def _start(self) -> Invocation:
-        inv = await self._fn._invocation("map", self._order, self.progress)
+    async def _start(self, live: LiveMap | None) -> Invocation:
+        on_build = live.preparing if live is not None else None  # an image build's steps
+        inv = await self._fn._invocation("map", self._order, self.progress, on_build)
         inv.start_feeding(self._inputs)
         self.invocation = inv
         return inv
@@ -387,7 +421,14 @@ class MapResults:
     def __iter__(self) -> Iterator[Any]:
         lt = get_loop()
         live = self._live()
-        inv = lt.run(self._start())
+        if live is not None:
+            live.show()
+        try:
+            inv = lt.run(self._start(live))
+        except BaseException as exc:  # e.g. its image could not be built: the view says so
+            if live is not None:
+                live.close(exc)
+            raise
         if live is not None:
             live.start(inv)
         error: BaseException | None = None
@@ -418,7 +459,14 @@ class MapResults:
     async def __aiter__(self) -> AsyncIterator[Any]:
         lt = get_loop()
         live = self._live()
-        inv = await lt.run_aio(self._start())
+        if live is not None:
+            live.show()
+        try:
+            inv = await lt.run_aio(self._start(live))
+        except BaseException as exc:
+            if live is not None:
+                live.close(exc)
+            raise
         if live is not None:
             live.start(inv)
         error: BaseException | None = None
@@ -470,7 +518,7 @@ class FunctionCall:
             protocol.GetOutputs(0, self.object_id, start, end, timeout)
         )
         items = value["items"]
-        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         value["outputs"] = [
             decode(item, data, bufs, value["function"], value["timeout"])
             for item, (data, bufs) in zip(items, parts, strict=False)

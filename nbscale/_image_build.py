@@ -25,26 +25,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbscale_runtime
+from nbscale_server.launchers.docker_engine import LABEL_PYTHON, LOCAL_NAMESPACE
 
 from . import _kernel_env
 from ._image import SOURCE_DIR, Image, Layer
 from .exceptions import ImageBuildError
 
-LOCAL_NAMESPACE = "nbscale"  # images made on this host (scripts/docker-setup, builds)
 REPOSITORY = f"{LOCAL_NAMESPACE}/worker"
 LABEL_IMAGE = "nbscale.image"
 LABEL_DESCRIPTION = "nbscale.image.description"
-LABEL_PYTHON = "nbscale.python"
 VENV = "/opt/venv"
 RUNTIME_DIR = "/opt/nbscale/runtime"
 _CONTEXT = ".nbscale"  # our part of the build context
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".git", ".ipynb_checkpoints")
 
-Output = Callable[[str], None]
+Output = Callable[[str], None]  # gets a build's steps, one line each
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
+def print_step(line: str) -> None:
+    """The default output of a build: each step printed (under the cell, in a notebook)."""
+    print(f"nbscale: {line}", flush=True)
 
 
 @dataclass
@@ -160,31 +160,36 @@ def docker_client() -> Any:
         raise ImageBuildError(str(exc)) from None
 
 
-def _base_id(client: Any, image: Image) -> str:
-    """The base image's id (so a rebuilt base rebuilds its images), checking that a base
-    made on this host exists (others are pulled by the build) and that its Python is the
-    one the image wants."""
+def _base_id(client: Any, image: Image, out: Output) -> str:
+    """The base image's id (so a rebuilt base rebuilds its images), checking that it has
+    the Python the image wants. A missing base of this host's own (``nbscale/...``) is made
+    now when a registry answers (the base's Python image is pulled), else the error says
+    to run ``nbscale images base``; other bases are pulled by the build."""
     import docker
+
+    from ._base_image import base_registry_problem, pull_base
 
     if image.base is None:
         return ""
     try:
         info = client.api.inspect_image(image.base)
     except docker.errors.ImageNotFound:
-        if image.base.startswith(f"{LOCAL_NAMESPACE}/"):  # made on this host, never pulled
+        if not image.base.startswith(f"{LOCAL_NAMESPACE}/"):
+            return image.base  # a registry image: the build pulls it
+        problem = base_registry_problem(image.python_version)
+        if problem is not None:
             raise ImageBuildError(
-                f"the base image {image.base} is not on this Docker host: run "
-                "scripts/docker-setup (it builds one offline with debootstrap), or set "
-                "NBSCALE_BASE_IMAGE to an image with Python, e.g. "
-                f"python:{image.python_version}-slim-bookworm from a registry"
+                f"no base image {image.base} on this Docker host: run `nbscale images base` "
+                f"(no registry answers to pull one from: {problem})"
             ) from None
-        return image.base  # a registry image: the build pulls it
+        pull_base(client, image.base, image.python_version, out)
+        info = client.api.inspect_image(image.base)
     python = ((info.get("Config") or {}).get("Labels") or {}).get(LABEL_PYTHON)
     if python and python != image.python_version:
         raise ImageBuildError(
             f"the base image {image.base} has Python {python}, not {image.python_version}: "
-            "workers need the caller's Python minor version; set NBSCALE_BASE_IMAGE to a "
-            f"base with Python {image.python_version}"
+            "workers need the caller's Python minor version; run `nbscale images base` to "
+            f"remake it, or set NBSCALE_BASE_IMAGE to a base with Python {image.python_version}"
         )
     return str(info["Id"])
 
@@ -199,12 +204,13 @@ def exists(client: Any, tag: str) -> bool:
     return True
 
 
-def build(image: Image, client: Any = None, out: Output = _print) -> str:
-    """Build ``image`` unless an image with its tag exists; returns the tag."""
+def build(image: Image, client: Any = None, out: Output = print_step) -> str:
+    """Build ``image`` unless an image with its tag exists; returns the tag. ``out`` gets
+    each step as a line."""
     client = client or docker_client()
     p = plan(image)
     try:
-        base_id = _base_id(client, image)
+        base_id = _base_id(client, image, out)
         arch = str(client.info().get("Architecture") or os.uname().machine)
         platforms = platform_tags(arch, image.glibc)
         tag = image_tag(p, base_id, platforms)
@@ -217,11 +223,12 @@ def build(image: Image, client: Any = None, out: Output = _print) -> str:
 
         raise ImageBuildError(unreachable_message(exc)) from None
     started = time.monotonic()
-    out(f"nbscale: building worker image {tag} ({image.description})")
+    step = f"building worker image {tag} ({image.description})"
+    out(step)
     with tempfile.TemporaryDirectory(prefix="nbscale-build-") as context:
-        _make_context(p, context, platforms, out)
-        _run_build(client, context, tag, image, out)
-    out(f"nbscale: built {tag} in {time.monotonic() - started:.1f} s")
+        _make_context(p, context, platforms, lambda line: out(f"{step}: {line}"))
+        _run_build(client, context, tag, image, lambda line: out(f"{step}: {line}"))
+    out(f"built {tag} in {time.monotonic() - started:.1f} s")
     return tag
 
 
@@ -236,7 +243,7 @@ def _make_context(p: BuildPlan, context: str, platforms: list[str], out: Output)
         else:
             shutil.copy2(source, target)
     for where, requirements in p.wheels.items():
-        out(f"nbscale: downloading wheels for {', '.join(requirements)}")
+        out(f"downloading wheels for {', '.join(requirements)}")
         _download(requirements, os.path.join(context, where), p.image.python_version, platforms)
     with open(os.path.join(context, _CONTEXT, "Dockerfile"), "w") as f:
         f.write(p.dockerfile)
@@ -303,7 +310,7 @@ def _run_build(client: Any, context: str, tag: str, image: Image, out: Output) -
                 if line.strip():
                     recent.append(line)
                 if line.startswith("Step "):
-                    out(f"  {line}")
+                    out(line)
     except ImageBuildError:
         raise
     except Exception as exc:

@@ -65,10 +65,8 @@ def _applies(marker: str) -> bool:
         return True
     if "extra" in marker:
         return False
-    try:
-        from packaging.markers import InvalidMarker, Marker
-    except ImportError:  # without packaging, keep it: pip skips what does not apply
-        return True
+    from packaging.markers import InvalidMarker, Marker
+
     try:
         return Marker(marker).evaluate()
     except InvalidMarker:

@@ -20,6 +20,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
 
+from nbscale_server.options import DEFAULT_TIMEOUT
+
 from . import _pools
 from ._cells import CellOptions, cell_frames, cell_function, cell_names, namespace_for
 from ._client import status
@@ -86,7 +88,11 @@ class NbScaleMagics(Magics):
     @magic_arguments.argument("--cpu", type=float, metavar="N", help="CPU cores per worker")
     @magic_arguments.argument("--memory", type=int, metavar="MB", help="memory per worker (MiB)")
     @magic_arguments.argument(
-        "--timeout", type=float, default=300.0, metavar="S", help="seconds per run (300)"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds per run ({DEFAULT_TIMEOUT:g})",
     )
     @magic_arguments.argument(
         "--pull", metavar="A,B", help="names to bring back (default: all the cell assigns)"

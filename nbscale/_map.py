@@ -18,6 +18,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    OUT_WHERE,
+    PROGRESS_INDICES,
+    PROGRESS_WORKER_ID,
+    RETRY_ATTEMPT,
+    RETRY_INDEX,
+    RETRY_STATUS,
+)
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 from nbscale_server.limits import Limits, describe
 
@@ -79,18 +87,13 @@ class Invocation:
         self.timeout = timeout
         self.order_outputs = order_outputs
         self.call_id = call_id or new_call_id()
-        limits = client.server_info.get("limits", {})
-        self.window = int(limits.get("max_inputs_in_flight_per_map", 1000))
+        self.limits = Limits(**client.server_info.get("limits", {}))
+        self.window = self.limits.max_inputs_in_flight_per_map
         # A chunk is admitted whole or not at all: never make one bigger than a limit could
         # ever admit, or a throttled map would wait for room that cannot come.
+        limits = self.limits
         self.chunk = max(
-            1,
-            min(
-                _CHUNK,
-                self.window,
-                int(limits.get("max_pending_inputs", _CHUNK)),
-                int(limits.get("max_total_inputs", _CHUNK)),
-            ),
+            1, min(_CHUNK, self.window, limits.max_pending_inputs, limits.max_total_inputs)
         )
         self.outputs: asyncio.Queue[list[Output] | End] = asyncio.Queue()
         self.submitted = 0
@@ -176,20 +179,20 @@ class Invocation:
     # --- outputs ----------------------------------------------------------------------
 
     def _describe_limit(self, limit: str | None) -> str | None:
-        if limit is None:
-            return None
-        limits = Limits(**self.client.server_info.get("limits", {}))
-        return describe(limit, limits)
+        return None if limit is None else describe(limit, self.limits)
 
     def _on_progress(self, msg: protocol.Progress) -> None:
         assert self.progress is not None
-        for worker_id, indices in msg.running:
-            self.progress.dispatched(worker_id, indices)
-        for index, attempt, status in msg.retrying:
-            self.progress.retrying(index, attempt, f"attempt {attempt} {status}")
+        for row in msg.running:
+            self.progress.dispatched(row[PROGRESS_WORKER_ID], row[PROGRESS_INDICES])
+        for row in msg.retrying:
+            attempt = row[RETRY_ATTEMPT]
+            self.progress.retrying(
+                row[RETRY_INDEX], attempt, f"attempt {attempt} {row[RETRY_STATUS]}"
+            )
 
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
-        parts = split_payload(payload, [(i[4], i[5], i[6]) for i in items])
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         batch = []
         held = self._held
         for item, (data, bufs) in zip(items, parts, strict=True):

@@ -10,12 +10,21 @@ from __future__ import annotations
 import contextlib
 import pickle
 import traceback
+import types
 from dataclasses import dataclass
 from typing import Any
 
 from tblib import Traceback
 
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    OUT_ATTEMPT,
+    OUT_DURATION,
+    OUT_INDEX,
+    OUT_STATUS,
+    OUT_STDOUT,
+    OUT_WORKER_ID,
+)
 from nbscale_runtime.serialization import load
 
 from .exceptions import (
@@ -50,7 +59,8 @@ def decode(
 ) -> Output:
     """``code_files`` maps function names to their source files, for remote frames of code
     that cloudpickle shipped by value (it renames their file to "<dynamic-code>")."""
-    _call, index, attempt, status, _off, _len, _nbufs, duration, worker_id, stdout = item
+    index, attempt, status = item[OUT_INDEX], item[OUT_ATTEMPT], item[OUT_STATUS]
+    duration, worker_id, stdout = item[OUT_DURATION], item[OUT_WORKER_ID], item[OUT_STDOUT]
     ok = status == protocol.STATUS_OK
     if ok:  # the hot path, kept short
         try:
@@ -111,7 +121,8 @@ def _value(
             message += "\nLast lines of the worker's output:\n" + logs.rstrip()
         return WorkerLostError(message, info.get("exit_code"), logs, index)
     if status == protocol.STATUS_REJECTED:
-        return from_wire(info.get("kind", "ControlPlaneError"), info.get("message", "rejected"))
+        kind = info.get("kind", protocol.ERROR_CONTROL_PLANE)
+        return from_wire(kind, info.get("message", "rejected"))
     return RemoteError(f"{function}: input {index} ended with status {status!r}")
 
 
@@ -141,6 +152,8 @@ def rebuild_exception(
             record["type"],
             text,
         )
+    if tb is not None and record.get("frames_left_out"):
+        _note(exc, f"({record['frames_left_out']} remote frames left out of the traceback)")
     return exc.with_traceback(tb) if tb is not None else exc
 
 
@@ -153,10 +166,12 @@ def _restore_filenames(tb: dict[str, Any] | None, code_files: dict[str, str]) ->
 
 
 def code_files_of(fn: Any) -> dict[str, str]:
-    """Source files of ``fn`` and of the functions it uses, by function name."""
+    """Source files of ``fn`` and of the functions it uses, by function name; and of the
+    code nested in them (comprehensions, lambdas) where their name says which file."""
     import inspect
 
     files: dict[str, str] = {}
+    nested: dict[str, set[str]] = {}  # "<listcomp>" may be in many functions, many files
     todo = [fn]
     while todo:
         f = inspect.unwrap(todo.pop())
@@ -164,9 +179,19 @@ def code_files_of(fn: Any) -> dict[str, str]:
         if code is None or code.co_name in files:
             continue
         files[code.co_name] = code.co_filename
+        for inner in _nested_code(code):
+            nested.setdefault(inner.co_name, set()).add(inner.co_filename)
         with contextlib.suppress(TypeError, ValueError):
             todo += [v for v in inspect.getclosurevars(f).globals.values() if callable(v)]
+    for name, filenames in nested.items():
+        if len(filenames) == 1:
+            files.setdefault(name, filenames.pop())
     return files
+
+
+def _nested_code(code: types.CodeType) -> list[types.CodeType]:
+    inner = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return inner + [deeper for c in inner for deeper in _nested_code(c)]
 
 
 def _note(exc: BaseException, text: str) -> None:

@@ -46,6 +46,8 @@ class CallProgress:
     failed: int = 0
     retries: int = 0
     throttled_by: str | None = None  # the limit holding the call back, as text
+    preparing: str | None = None  # what the call waits for before its inputs go out
+    workers: str = ""  # what runs the workers, and why (render.workers_line)
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None
     running: dict[int, InputRow] = field(default_factory=dict)
@@ -58,6 +60,11 @@ class CallProgress:
     version: int = 0  # bumped on every change, so views can skip redraws
 
     # --- updates (background loop) ------------------------------------------------------
+
+    def prepare(self, step: str | None) -> None:
+        """What the call waits for now (an image build's step; None once inputs can go)."""
+        self.preparing = step
+        self.version += 1
 
     def sent(self, count: int, throttled_by: str | None) -> None:
         self.submitted += count

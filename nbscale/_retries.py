@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+
+from nbscale_server.queue import RetryPolicy
 
 from .exceptions import InvalidError
 
@@ -20,18 +21,16 @@ class Retries:
     max_delay: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise InvalidError(f"max_retries must be an int >= 0, got {self.max_retries!r}")
-        if not 1.0 <= self.backoff_coefficient <= 10.0:
-            raise InvalidError(
-                f"backoff_coefficient must be between 1.0 and 10.0, got {self.backoff_coefficient}"
+        self.policy()  # the policy's own checks, with Modal's ranges
+
+    def policy(self) -> RetryPolicy:
+        """The policy the control plane applies."""
+        try:
+            return RetryPolicy(
+                self.max_retries, self.backoff_coefficient, self.initial_delay, self.max_delay
             )
-        if not 0.0 <= self.initial_delay <= 60.0:
-            raise InvalidError(
-                f"initial_delay must be between 0 and 60 s, got {self.initial_delay}"
-            )
-        if not 1.0 <= self.max_delay <= 60.0:
-            raise InvalidError(f"max_delay must be between 1 and 60 s, got {self.max_delay}")
+        except ValueError as exc:
+            raise InvalidError(str(exc)) from None
 
     @classmethod
     def parse(cls, value: int | Retries | None) -> Retries | None:
@@ -41,6 +40,3 @@ class Retries:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidError(f"retries must be an int or nbscale.Retries, got {value!r}")
         return cls(max_retries=value, backoff_coefficient=1.0, initial_delay=1.0)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

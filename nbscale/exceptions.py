@@ -95,7 +95,8 @@ class RemoteError(NbscaleError):
         self.remote_traceback = remote_traceback
 
 
-# The control plane names errors by class name on the wire (``Reply.error[0]``).
+# The control plane names errors by class name on the wire (``Reply.error[0]``, a rejected
+# input's record): ``nbscale_runtime.protocol.ERROR_KINDS``, each of them a class here.
 _BY_NAME: dict[str, type[NbscaleError]] = {
     cls.__name__: cls
     for cls in (

@@ -4,9 +4,12 @@ that need other settings get a fresh one with those settings (and stop it afterw
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,6 +18,16 @@ import nbscale
 
 # jp_fetch, jp_ws_fetch, jp_serverapp, ... for the Jupyter server extension's tests
 pytest_plugins = ("pytest_jupyter.jupyter_server", "slurm_cluster")  # slurm_*: Slurm suites
+
+
+def load_gen_contracts() -> ModuleType:
+    """``scripts/gen-contracts`` as a module, for tests that point it at other files."""
+    path = str(Path(__file__).resolve().parent.parent / "scripts" / "gen-contracts")
+    loader = importlib.machinery.SourceFileLoader("gen_contracts", path)
+    module = ModuleType(loader.name)
+    module.__file__ = path
+    loader.exec_module(module)
+    return module
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:
@@ -91,7 +104,7 @@ def jp_server_config() -> dict[str, Any]:
             "allow_unauthenticated_access": False,
             "reraise_server_extension_failures": True,
         },
-        "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+        "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
     }
 
 

@@ -7,12 +7,16 @@ from typing import Any
 import pytest
 
 from nbscale_server.autoscaler import (
+    MAX_LAUNCH_FAILURES,
     AutoscalerCore,
     AutoscalerSettings,
+    CapHolder,
     LaunchWorkers,
+    OtherPool,
     PoolLoad,
     StopWorkers,
     WorkerView,
+    reclaim,
 )
 
 NO_LOAD = PoolLoad(pending=0, running=0)
@@ -252,11 +256,22 @@ def test_no_launch_during_backoff_and_status_says_why() -> None:
     assert a.decide(103.0, load, []) != []
 
 
-def test_launch_succeeded_resets_the_backoff() -> None:
+def test_the_launch_failure_budget_is_counted_here_once() -> None:
+    a = core()
+    for t in range(MAX_LAUNCH_FAILURES - 1):
+        a.launch_failed(float(t), "x")
+    assert a.launch_failures == MAX_LAUNCH_FAILURES - 1 and not a.out_of_launches
+    a.launch_failed(10.0, "x")
+    assert a.out_of_launches
+    a.reset_launch_failures()
+    assert a.launch_failures == 0 and not a.out_of_launches
+
+
+def test_reset_launch_failures_resets_the_backoff() -> None:
     a = core()
     for t in range(4):
         a.launch_failed(float(t), "x")
-    a.launch_succeeded()
+    a.reset_launch_failures()
     load = PoolLoad(pending=1, running=0)
     assert a.decide(3.5, load, []) == [LaunchWorkers(1, "1 pending, 0 running")]
     assert a.launch_failed(10.0, "y") == 1.0
@@ -268,3 +283,55 @@ def test_backoff_does_not_block_scaledown() -> None:
     [stop] = a.decide(100.5, NO_LOAD, [idle("w", 1.0)])
     assert isinstance(stop, StopWorkers)
     assert stop.worker_ids == ("w",)
+
+
+# --- a lowered max, the total cap, reclaiming ---------------------------------------------
+
+
+def test_above_a_lowered_max_the_surplus_stops_now_starting_then_idle_then_busy() -> None:
+    a = core(max_containers=2, scaledown_window=60.0)
+    workers = [
+        WorkerView("busy", "busy"),
+        idle("idle-new", 99.0),
+        WorkerView("starting", "starting"),
+        idle("idle-old", 10.0),
+        WorkerView("gone", "draining"),
+    ]
+    [stop] = a.decide(100.0, PoolLoad(pending=0, running=1), workers)
+    assert isinstance(stop, StopWorkers)
+    assert stop.worker_ids == ("starting", "idle-old")  # not waiting for the window
+    assert a.status == "draining to 2 (max_containers)"
+    [stop] = core(max_containers=1).decide(100.0, NO_LOAD, [WorkerView("b", "busy")] * 2)
+    assert stop.worker_ids == ("b",)  # a busy one too: it finishes its input first
+
+
+def test_the_status_names_who_holds_the_total_cap() -> None:
+    a = AutoscalerCore(AutoscalerSettings(max_containers=4), total_cap=4)
+    holders = [CapHolder("pl-1", "evaluate_model", 0, 0, 3), CapHolder("pl-2", "tick", 0, 1, 0)]
+    load = PoolLoad(pending=5, running=3)
+    assert a.decide(0.0, load, [WorkerView("w", "busy")] * 3, room=0, holders=holders) == []
+    assert a.status == "waiting: 4 of 4 workers in use: evaluate_model 3 busy, tick 1 idle"
+    assert a.decide(0.0, load, [WorkerView("w", "busy")] * 3, room=0) == []
+    assert a.status == "waiting: the total cap of 4 workers is reached"
+
+
+def _other(desired: int, *workers: WorkerView, waiting: bool = False) -> OtherPool:
+    return OtherPool(desired, waiting, list(workers))
+
+
+def test_reclaim_takes_surplus_before_warm_workers_and_the_longest_idle_first() -> None:
+    others = [
+        _other(1, idle("warm", 1.0)),  # kept by min_containers: last
+        _other(0, idle("late", 50.0), idle("early", 20.0), WorkerView("b", "busy")),
+    ]
+    assert reclaim(others, 1) == ["early"]
+    assert reclaim(others, 2) == ["early", "late"]
+    assert reclaim(others, 9) == ["early", "late", "warm"]  # never the busy one
+
+
+def test_reclaim_spares_pools_with_inputs_waiting_and_draining_workers() -> None:
+    others = [
+        _other(0, idle("about-to-work", 1.0), waiting=True),
+        _other(0, WorkerView("d", "draining", 1.0)),
+    ]
+    assert reclaim(others, 3) == []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from nbscale_server.options import FunctionOptions
 from nbscale_server.pool import Pool
 
 
 def pool(seconds_per_input: float | None = None, **options) -> Pool:
-    p = Pool.create("fn-test", "f", b"", options, [], {}, None)
+    p = Pool.create("fn-test", "f", b"", FunctionOptions(**options), [], {}, None)
     if seconds_per_input is not None:
         p.observe_durations(seconds_per_input * 10, 10)
     return p

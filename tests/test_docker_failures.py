@@ -81,9 +81,17 @@ def test_missing_image_fails_fast_without_pulling(docker_plane):
 
 
 def test_missing_base_image_is_a_clear_build_error(monkeypatch):
+    from nbscale import _base_image
+
     monkeypatch.setenv("NBSCALE_BASE_IMAGE", "nbscale/no-such-base:never")
-    with pytest.raises(nbscale.ImageBuildError, match="is not on this Docker host: run "):
+    # as here, where no registry answers (elsewhere the base would be pulled and made)
+    monkeypatch.setattr(_base_image, "base_registry_problem", lambda python: "no such host")
+    with pytest.raises(nbscale.ImageBuildError) as info:
         build(nbscale.Image.from_kernel())
+    assert str(info.value) == (
+        "no base image nbscale/no-such-base:never on this Docker host: run "
+        "`nbscale images base` (no registry answers to pull one from: no such host)"
+    )
 
 
 def test_no_docker_engine_is_a_clear_error(fresh_plane):
@@ -154,6 +162,7 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
     from nbscale_server.gpus import GpuInfo
     from nbscale_server.launchers import LaunchFailed, WorkerSpec
     from nbscale_server.launchers.docker import DockerLauncher
+    from nbscale_server.options import FunctionOptions
 
     tag = build(nbscale.Image.from_kernel())
     other = docker_plane.containers.run(  # another control plane's container holds GPU-a
@@ -169,7 +178,7 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
         config.write_text("{}")
 
         def spec(worker_id, gpu):
-            return WorkerSpec(worker_id, "pl-gpu", str(config), {"gpu": gpu, "image": tag})
+            return WorkerSpec(worker_id, "pl-gpu", str(config), FunctionOptions(gpu=gpu, image=tag))
 
         handle = launcher.start(spec("wk-gpu1", "A100"))
         assert handle.ref.gpus == ["GPU-b"]  # GPU-a is taken

@@ -3,15 +3,21 @@ worker, and the ``nbscale images`` commands."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
+import uuid
+from typing import Any
 
 import cloudpickle
 import pytest
 
 import nbscale
+from nbscale._function import MapResults, _zip_inputs
 from nbscale._image_build import build
+from nbscale._progress import CallProgress
+from nbscale._views import render
 
 pytestmark = pytest.mark.docker
 
@@ -30,6 +36,51 @@ def test_an_unchanged_image_is_not_rebuilt(capsys):
     assert build(nbscale.Image.from_kernel()) == tag
     assert time.monotonic() - started < 2.0  # about 0.1 s; see bench/ for the figure
     assert capsys.readouterr().out == ""  # nothing built, nothing said
+
+
+class StepsSeen:
+    """A map view that keeps the lines it showed, starting with when it was put up."""
+
+    def __init__(self) -> None:
+        self.lines = ["shown"]
+
+    def show(self, progress: CallProgress) -> None:
+        self.lines = ["shown"]
+
+    def draw(self, progress: CallProgress, pool: Any) -> None:
+        self.lines.append(render.counts_line(progress))
+
+    def finish(self, progress: CallProgress, pool: Any, outcome: str | None) -> None:
+        self.lines.append(render.summary_text(progress, outcome))
+
+
+def test_the_first_map_shows_its_image_build_in_its_view(docker_plane):
+    """Never a silent wait: a map whose image must be built first shows the build's steps
+    in its view (widget or text bar), then its inputs."""
+    image = nbscale.Image.from_kernel().env({"NBSCALE_TEST_RUN": uuid.uuid4().hex})
+    app = nbscale.App("test-image-progress")
+
+    @app.function(image=image, scaledown_window=2)
+    def one(x):
+        return x
+
+    view = StepsSeen()
+    results = MapResults(one, _zip_inputs(([7],), None), True, False, None, view)
+    try:
+        assert list(results) == [7]
+    finally:
+        nbscale.shutdown()  # its container stops, so the image can go
+        built = [re.match(r"built (nbscale/worker:\w+) in ", line) for line in view.lines]
+        for match in filter(None, built):  # by id, with its tag: nothing dangling is left
+            docker_plane.api.remove_image(docker_plane.images.get(match[1]).id, force=True)
+    assert view.lines[0] == "shown"
+    building = [line for line in view.lines if line.startswith("building worker image ")]
+    assert building and "(from_kernel().env(" in building[0]
+    assert any(": Step " in line for line in building), view.lines
+    assert any(line.startswith("built nbscale/worker:") for line in view.lines), view.lines
+    first_input = next(i for i, line in enumerate(view.lines) if "/1 done" in line)
+    assert first_input > view.lines.index(building[-1])
+    assert re.search(r"\.one: 1 inputs · 1 done in [\d.]+ s \([\d.]+/s\)$", view.lines[-1])
 
 
 def test_every_layer_is_there_for_the_worker(tmp_path, monkeypatch):
@@ -82,21 +133,20 @@ def test_every_layer_is_there_for_the_worker(tmp_path, monkeypatch):
     }
 
 
+def _images(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "nbscale", "images", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 def test_images_commands():
-    built = subprocess.run(
-        [sys.executable, "-m", "nbscale", "images", "build"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    base = _images("base")
+    assert base.returncode == 0, base.stderr
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert base.stdout.startswith(f"nbscale/base:bookworm ready: Python {python}, already there (")
+    built = _images("build", timeout=300)
     assert built.returncode == 0, built.stderr
     tag, ready = built.stdout.splitlines()[-1].split()[:2]
     assert tag.startswith("nbscale/worker:") and ready == "ready"
-    listed = subprocess.run(
-        [sys.executable, "-m", "nbscale", "images", "list"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listed = _images("list")
     assert listed.returncode == 0, listed.stderr
     assert tag in listed.stdout and "from_kernel()" in listed.stdout

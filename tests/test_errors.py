@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import linecache
 import threading
 import traceback
 
@@ -48,6 +49,15 @@ def returns_lock(_):
     return threading.Lock()
 
 
+@app.function(max_containers=1, scaledown_window=5)
+def recurses(n):
+    return recurses_locally(n)
+
+
+def recurses_locally(n):
+    return recurses_locally(n + 1)
+
+
 def test_modal_return_exceptions_example_holds_exactly():
     results = list(fails_on_two.map(range(3), return_exceptions=True))
     assert results[:2] == [0, 1]
@@ -62,6 +72,50 @@ def test_remote_exception_is_reraised_as_its_own_type_with_remote_frames():
     assert "raises_custom" in text  # the remote frame of the user's function
     assert 'raise BadValueError(f"bad {x}")' in text  # with its source line
     assert "raised remotely in raises_custom on worker wk-" in text
+
+
+# A notebook cell: code the worker gets by value (cloudpickle names its file
+# "<dynamic-code>") and whose lines only the caller's line cache has, as IPython keeps them.
+CELL = "<ipython-input-7-nbscale>"
+CELL_SOURCE = """\
+def cell_helper(values):
+    ratios = [10 / v for v in values]
+    return ratios
+
+
+def from_a_cell(values):
+    return cell_helper(values)
+"""
+
+
+def test_frames_of_code_from_a_notebook_cell_show_the_cell_lines():
+    linecache.cache[CELL] = (len(CELL_SOURCE), None, CELL_SOURCE.splitlines(True), CELL)
+    namespace = {"__name__": "a_notebook_cell"}  # not importable: pickled by value
+    exec(compile(CELL_SOURCE, CELL, "exec"), namespace)
+    from_a_cell = app.function(name="from_a_cell")(namespace["from_a_cell"])
+    with pytest.raises(ZeroDivisionError) as info:
+        from_a_cell.remote([5, 0])
+    frames = traceback.extract_tb(info.value.__traceback__)
+    remote = [(f.filename, f.lineno, f.name, f.line) for f in frames if f.filename == CELL]
+    assert remote == [
+        (CELL, 7, "from_a_cell", "return cell_helper(values)"),
+        (CELL, 2, "cell_helper", "ratios = [10 / v for v in values]"),
+        (CELL, 2, "<listcomp>", "ratios = [10 / v for v in values]"),
+    ]
+
+
+def test_a_remote_recursion_error_comes_back_with_its_outer_and_inner_frames():
+    """Its thousand frames once overflowed the stack while being sent: the worker died and
+    the caller got a WorkerLostError."""
+    with pytest.raises(RecursionError) as info:
+        recurses.remote(0)
+    frames = traceback.extract_tb(info.value.__traceback__)
+    names = [f.name for f in frames]
+    assert "recurses" in names and names[-1] == "recurses_locally"
+    assert frames[-1].line == "return recurses_locally(n + 1)"
+    notes = info.value.__notes__
+    assert any(n.endswith("remote frames left out of the traceback)") for n in notes), notes
+    assert recurses_locally.__name__ in "".join(traceback.format_exception(info.value))
 
 
 def test_map_raises_the_first_failure_and_stops():

@@ -25,6 +25,7 @@ from nbscale_server.launchers.docker import (
     host_config_options,
     start_error_message,
 )
+from nbscale_server.options import FunctionOptions
 
 GiB = 1024**3
 
@@ -248,7 +249,7 @@ def test_docker_request_names_the_assigned_uuids():
         "Options": {},
     }
     assert gpu_device_requests([]) == []
-    spec = WorkerSpec("wk-1", "pl-1", "/run/x.json", {"gpu": "A100"})
+    spec = WorkerSpec("wk-1", "pl-1", "/run/x.json", FunctionOptions(gpu="A100"))
     host = host_config_options(spec, "nbscale-net", ["GPU-aaa"])
     assert host["device_requests"][0]["DeviceIDs"] == ["GPU-aaa"]
     assert "device_requests" not in host_config_options(spec, "nbscale-net", [])

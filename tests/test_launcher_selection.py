@@ -3,6 +3,7 @@ hardening, limits, ownership labels. No Docker engine needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -10,8 +11,8 @@ import threading
 import pytest
 
 import nbscale
-from nbscale import _config
-from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec, make_launcher
+from nbscale import _config, _kernel_env
+from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
 from nbscale_server.launchers.docker import (
     CONFIG_IN_CONTAINER,
     container_user,
@@ -19,6 +20,15 @@ from nbscale_server.launchers.docker import (
     host_config_options,
 )
 from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
+from nbscale_server.launchers.selection import (
+    DockerFacts,
+    LauncherChoice,
+    base_source,
+    choose_launcher,
+    probe_docker,
+    start_launcher,
+)
+from nbscale_server.options import FunctionOptions
 
 BOGUS = "unix:///nonexistent/docker.sock"
 
@@ -33,22 +43,113 @@ def test_launcher_setting_is_checked(monkeypatch):
         _config.get("docker_network")
 
 
-def test_auto_falls_back_to_processes_without_an_engine(monkeypatch, tmp_path):
+FACTS = DockerFacts(engine="unix:///var/run/docker.sock", python="3.11")
+READY = dataclasses.replace(
+    FACTS, base_image="nbscale/base:bookworm", base_present=True, base_python="3.11"
+)
+
+
+def test_process_and_slurm_are_chosen_without_asking_docker():
+    assert choose_launcher("process", None) == LauncherChoice("process", "launcher=process")
+    assert choose_launcher("slurm", None) == LauncherChoice("slurm", "launcher=slurm")
+    with pytest.raises(LaunchFailed, match="unknown launcher 'podman': choose one of auto"):
+        choose_launcher("podman", None)
+
+
+def test_auto_without_an_engine_uses_processes():
+    facts = dataclasses.replace(FACTS, engine_problem="no socket /var/run/docker.sock")
+    choice = choose_launcher("auto", facts)
+    assert choice == LauncherChoice(
+        "process", "no Docker engine answers at unix:///var/run/docker.sock"
+    )
+
+
+def test_auto_without_the_docker_package_uses_processes():
+    facts = dataclasses.replace(FACTS, sdk_problem="ModuleNotFoundError: No module named 'docker'")
+    choice = choose_launcher("auto", facts)
+    assert choice.kind == "process"
+    assert choice.reason.startswith("Docker engine found, but the docker package does not import")
+    assert choice.reason.endswith("pip install docker")
+
+
+def test_auto_without_a_base_image_uses_processes_and_names_the_fix():
+    facts = dataclasses.replace(
+        FACTS, base_image="nbscale/base:bookworm", registry_problem="no such host"
+    )
+    assert choose_launcher("auto", facts) == LauncherChoice(
+        "process",
+        "Docker engine found, but no base image nbscale/base:bookworm: run `nbscale images base`",
+    )
+
+
+def test_auto_with_a_base_of_another_python_uses_processes():
+    facts = dataclasses.replace(READY, base_python="3.12")
+    choice = choose_launcher("auto", facts)
+    assert choice.kind == "process"
+    assert "has Python 3.12, not 3.11: run `nbscale images base`" in choice.reason
+
+
+def test_auto_uses_docker_when_it_can_serve():
+    assert choose_launcher("auto", READY) == LauncherChoice(
+        "docker", "Docker engine at unix:///var/run/docker.sock, base image nbscale/base:bookworm"
+    )
+    unlabelled = dataclasses.replace(READY, base_python="")  # e.g. a registry image
+    assert choose_launcher("auto", unlabelled).kind == "docker"
+
+
+def test_auto_uses_docker_when_a_registry_can_give_the_missing_base():
+    facts = dataclasses.replace(FACTS, base_image="nbscale/base:bookworm")  # registry answers
+    choice = choose_launcher("auto", facts)
+    assert choice.kind == "docker"
+    assert "the first map makes the base image nbscale/base:bookworm from " in choice.reason
+    assert choice.reason.endswith("python:3.11-slim-bookworm")
+
+
+def test_a_missing_base_of_this_host_is_made_from_python_slim_others_pulled_as_named():
+    assert base_source("nbscale/base:bookworm", "3.12") == "python:3.12-slim-bookworm"
+    assert base_source("ghcr.io/me/base:1", "3.12") == "ghcr.io/me/base:1"
+    facts = dataclasses.replace(FACTS, base_image="ghcr.io/me/base:1")
+    assert choose_launcher("auto", facts).reason.endswith("pulls the base image ghcr.io/me/base:1")
+
+
+def test_explicit_docker_fails_loudly_without_engine_or_sdk():
+    no_engine = dataclasses.replace(FACTS, engine_problem="connection refused")
+    with pytest.raises(LaunchFailed) as info:
+        choose_launcher("docker", no_engine)
+    assert "cannot reach the Docker engine" in str(info.value)
+    assert "(connection refused)" in str(info.value)
+    no_sdk = dataclasses.replace(FACTS, sdk_problem="ModuleNotFoundError: docker")
+    with pytest.raises(LaunchFailed, match=r"docker package \(ModuleNotFoundError: docker\)"):
+        choose_launcher("docker", no_sdk)
+
+
+def test_explicit_docker_without_a_base_says_so_and_leaves_it_to_the_build():
+    facts = dataclasses.replace(FACTS, base_image="nbscale/base:x", registry_problem="offline")
+    assert choose_launcher("docker", facts) == LauncherChoice(
+        "docker", "launcher=docker; no base image nbscale/base:x: run `nbscale images base`"
+    )
+    assert choose_launcher("docker", READY) == LauncherChoice("docker", "launcher=docker")
+
+
+def test_the_probe_stops_at_a_silent_engine(monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", BOGUS)
     assert not engine_reachable()
-    assert isinstance(make_launcher("auto", str(tmp_path)), ProcessLauncher)
-    assert isinstance(make_launcher("process", str(tmp_path)), ProcessLauncher)
+    facts = probe_docker("nbscale/base:bookworm", "3.11")
+    assert facts.engine == BOGUS
+    assert facts.engine_problem == "no socket /nonexistent/docker.sock"
+    assert facts.base_image is None  # not asked about
+    assert choose_launcher("auto", facts).kind == "process"
 
 
-def test_docker_without_an_engine_says_what_to_do(monkeypatch, tmp_path):
+def test_start_launcher(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", BOGUS)
+    launcher, choice = start_launcher("auto", str(tmp_path), base_image="nbscale/base:bookworm")
+    assert isinstance(launcher, ProcessLauncher) and choice.kind == "process"
     with pytest.raises(LaunchFailed) as info:
-        make_launcher("docker", str(tmp_path))
+        start_launcher("docker", str(tmp_path))
     message = str(info.value)
     assert f"cannot reach the Docker engine at {BOGUS}" in message
     assert "NBSCALE_LAUNCHER=process" in message
-    with pytest.raises(LaunchFailed, match="unknown launcher"):
-        make_launcher("podman", str(tmp_path))
 
 
 def test_engine_ping_reads_the_answer(monkeypatch, tmp_path):
@@ -77,13 +178,18 @@ def test_engine_ping_reads_the_answer(monkeypatch, tmp_path):
         server.close()
 
 
-def test_status_names_the_launcher(fresh_plane):
+def test_status_names_the_launcher_and_why(fresh_plane):
     fresh_plane(NBSCALE_LAUNCHER="auto", DOCKER_HOST=BOGUS)
-    assert nbscale.status()["launcher"] == "process"
+    info = nbscale.status()
+    assert info["launcher"] == "process"
+    assert info["launcher_reason"] == f"no Docker engine answers at {BOGUS}"
+    assert info["version"] == nbscale.__version__
 
 
 def test_containers_are_hardened_and_limited():
-    spec = WorkerSpec("wk-1", "pl-1", "/tmp/nbscale-x/wk-1.json", {"cpu": 1.5, "memory": 512})
+    spec = WorkerSpec(
+        "wk-1", "pl-1", "/tmp/nbscale-x/wk-1.json", FunctionOptions(cpu=1.5, memory=512)
+    )
     host = host_config_options(spec, "nbscale-sv-1", [])
     assert host["init"] is True
     assert host["read_only"] is True
@@ -99,7 +205,7 @@ def test_containers_are_hardened_and_limited():
     assert host["log_config"]["type"] == "json-file"
     assert host["log_config"]["config"]["max-file"] == "3"
     assert "docker.sock" not in str(host)
-    plain = host_config_options(WorkerSpec("wk-2", "pl-1", "/x.json", {}), "host", [])
+    plain = host_config_options(WorkerSpec("wk-2", "pl-1", "/x.json"), "host", [])
     assert "mem_limit" not in plain and "nano_cpus" not in plain
     user = container_user()
     assert not user.startswith("0:")
@@ -124,3 +230,18 @@ def test_ownership_labels_name_a_live_process():
     assert not owner_alive("999999999:1.00")
     assert not owner_alive(None)
     assert not owner_alive("garbage")
+
+
+@pytest.mark.docker
+def test_the_probe_reads_the_engine_and_the_base_image():
+    """Against the real engine (scripts/docker-setup made the base image)."""
+    python = _kernel_env.python_minor()
+    facts = probe_docker(_config.get("base_image"), python)
+    assert facts.engine_problem is None and facts.sdk_problem is None
+    assert facts.base_present and facts.base_python == python
+    assert choose_launcher("auto", facts).kind == "docker"
+    missing = probe_docker("nbscale/base:no-such-tag", python)
+    assert missing.engine_problem is None and not missing.base_present
+    # offline (no registry answers), processes; with a registry, Docker pulls the base
+    expected = "process" if missing.registry_problem else "docker"
+    assert choose_launcher("auto", missing).kind == expected

@@ -56,6 +56,7 @@ def widgets(cells: list[Any]) -> int:
 def test_getting_started():
     cells = execute("01-getting-started.ipynb")
     out = text(cells)
+    assert re.search(r"workers: (process|docker) \(.+\)", out)  # which, and why
     assert "squares: " + str([x**2 for x in range(20)]) in out
     assert "sum of squares: 2470" in out
     assert "awaited: [0, 1, 4, 9, 16]" in out

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import tblib
 
+from nbscale._outcomes import rebuild_exception
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import (
+    MAX_FRAMES,
     PayloadWriter,
     dump_exception,
     load,
@@ -150,6 +152,38 @@ def test_decode_accepts_frame_objects_and_defaults_missing_trailing_fields() -> 
 def test_decode_garbage_raises_protocol_error(frames: list[bytes]) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(frames)
+
+
+# --- batch rows and error kinds ------------------------------------------------------------
+
+
+def test_output_rows_are_read_back_by_their_column_names() -> None:
+    row = protocol.output_row("fc-1", 7, 2, protocol.STATUS_ERROR, (10, 20, 1), 0.5, "wk-1", "hi")
+    assert row[protocol.OUT_CALL_ID] == "fc-1"
+    assert row[protocol.OUT_INDEX] == 7
+    assert row[protocol.OUT_ATTEMPT] == 2
+    assert row[protocol.OUT_STATUS] == protocol.STATUS_ERROR
+    assert row[protocol.OUT_WHERE] == [10, 20, 1]
+    assert row[protocol.OUT_DURATION] == 0.5
+    assert row[protocol.OUT_WORKER_ID] == "wk-1"
+    assert row[protocol.OUT_STDOUT] == "hi"
+    assert len(row) == protocol.OUT_STDOUT + 1
+    # a row is a plain list, as it travels: no per-row object on either side
+    msg, _ = protocol.decode(protocol.encode(protocol.Outputs([row])))
+    assert msg.items == [row]  # type: ignore[attr-defined]
+
+
+def test_every_error_kind_becomes_the_client_exception_of_that_name() -> None:
+    from nbscale.exceptions import _BY_NAME, NbscaleError, ResourceExhaustedError, from_wire
+
+    assert set(_BY_NAME) == protocol.ERROR_KINDS
+    for kind in protocol.ERROR_KINDS:
+        exc = from_wire(kind, "what happened", {"limit": "max_pending_inputs"})
+        assert isinstance(exc, NbscaleError)
+        assert type(exc).__name__ == kind and str(exc) == "what happened"
+    exhausted = from_wire(protocol.ERROR_RESOURCE_EXHAUSTED, "m", {"limit": "max_total_inputs"})
+    assert isinstance(exhausted, ResourceExhaustedError)
+    assert exhausted.limit == "max_total_inputs"
 
 
 # --- payloads -----------------------------------------------------------------------------
@@ -321,6 +355,31 @@ def test_dump_exception_record_for_nested_raise() -> None:
     with pytest.raises(ValueError, match="bad value 5") as again:
         raise exc.with_traceback(tb)
     assert "_inner" in _tb_names(again.value.__traceback__)
+
+
+def _descend(n: int) -> None:
+    if n == 0:
+        raise ValueError("at the bottom")
+    _descend(n - 1)
+
+
+def test_a_deep_traceback_keeps_its_outer_and_inner_frames() -> None:
+    """A traceback deeper than the stack allows to nest (tblib's dicts nest per frame)."""
+    with pytest.raises(ValueError) as info:
+        _descend(800)
+    record = pickle.loads(dump_exception(info.value))
+    names = _dict_names(record["tb"])
+    assert len(names) == MAX_FRAMES
+    assert names[0] == "test_a_deep_traceback_keeps_its_outer_and_inner_frames"
+    assert names[1:] == ["_descend"] * (MAX_FRAMES - 1)
+    assert record["frames_left_out"] == 802 - MAX_FRAMES
+    innermost = record["tb"]
+    while innermost["tb_next"] is not None:
+        innermost = innermost["tb_next"]
+    assert innermost["tb_lineno"] == _descend.__code__.co_firstlineno + 2
+    exc = rebuild_exception(dump_exception(info.value))
+    assert type(exc) is ValueError and _tb_names(exc.__traceback__) == names
+    assert exc.__notes__ == [f"({802 - MAX_FRAMES} remote frames left out of the traceback)"]
 
 
 def test_dump_exception_skip_frames_drops_leading_frames() -> None:

@@ -396,3 +396,16 @@ def test_spawn_pending_counts_inputs_requeued_by_worker_gone() -> None:
     q.worker_gone("w", now=0.0, at_fault=1)
     assert q.num_pending == 2
     assert q.spawn_pending == 2
+
+
+def test_fail_pending_takes_every_waiting_input_with_its_counts() -> None:
+    q = queue_with(5, retries=RetryPolicy(max_retries=1, initial_delay=3.0), spawned=True)
+    q.take("w", 1)
+    q.report("w", "a", 0, 1, STATUS_ERROR, now=0.0)  # its retry waits 3 s
+    [running] = q.take("w", 1)
+    assert (q.num_pending, q.spawn_pending, q.next_retry_at()) == (4, 4, 3.0)
+    failed = q.fail_pending()
+    assert keys(failed) == [("a", 2), ("a", 3), ("a", 4), ("a", 0)]
+    assert (q.num_pending, q.spawn_pending, q.next_retry_at()) == (0, 0, None)
+    assert q.release_delayed(10.0) == 0  # the retry is gone with the rest
+    assert q.running_on("w") == 1 and running.key == ("a", 1)  # running inputs stay

@@ -14,11 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jsonschema
 import pytest
 import tornado.httpclient
 import tornado.websocket
 
 import nbscale
+from nbscale_server.schema import schema
+
+_API_SCHEMA = schema()
 
 app = nbscale.App("test-server-api")
 
@@ -59,6 +63,14 @@ async def _json(fetch: Any, *parts: str, **kwargs: Any) -> Any:
     return json.loads(response.body)
 
 
+def conforms(value: Any, model: str) -> Any:
+    """``value`` as models.py declares ``model`` (its TypeScript name: "IPool"), no more, no
+    less: the sidebar's types are generated from it."""
+    ref = {"$defs": _API_SCHEMA["$defs"], "$ref": f"#/$defs/{model}"}
+    jsonschema.validate(value, ref, cls=jsonschema.Draft202012Validator)
+    return value
+
+
 async def _status_of(fetch: Any, *parts: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
     with pytest.raises(tornado.httpclient.HTTPClientError) as info:
         await fetch("nbscale", "api", *parts, **kwargs)
@@ -81,7 +93,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0)
 async def _register(fn: Any) -> str:
     """Create ``fn``'s pool without running anything (its stats register it)."""
     await asyncio.to_thread(fn.get_current_stats)
-    return next(p.pool_id for p in _plane().pools.values() if p.name == fn.name)
+    return next(p.pool_id for p in _plane().records.pools.values() if p.name == fn.name)
 
 
 _current: dict[str, Any] = {}
@@ -99,6 +111,7 @@ def ext(nbscale_ext: Any) -> Any:
 
 
 ROUTES = [
+    ("GET", ("status",)),
     ("GET", ("pools",)),
     ("GET", ("pools", "pl-x")),
     ("PATCH", ("pools", "pl-x")),
@@ -127,14 +140,23 @@ async def test_until_the_server_loop_starts_it_the_api_says_it_is_not_running(jp
     assert code == 503 and "not running" in error["message"]
 
 
+async def test_status_says_the_version_and_what_runs_workers_and_why(jp_fetch, ext):
+    status = await _json(jp_fetch, "status")
+    assert status == {
+        "version": nbscale.__version__,
+        "launcher": "process",
+        "launcher_reason": "launcher=process",  # jp_server_config's setting
+    }
+
+
 async def test_unknown_ids_are_404_with_a_message(jp_fetch, ext):
-    for method, parts in ROUTES[1:]:
+    for method, parts in ROUTES[2:]:
         if len(parts) == 1:
             continue
         body = "{}" if method == "PATCH" else None
         code, error = await _status_of(jp_fetch, *parts, method=method, body=body)
         assert code == 404, (method, parts)
-        assert "x" in error["message"] and error["reason"] == "Not Found"
+        assert "x" in conforms(error, "IError")["message"] and error["reason"] == "Not Found"
 
 
 async def test_bad_input_is_400_never_500(jp_fetch, ext):
@@ -169,15 +191,15 @@ async def test_a_running_map_is_reported_by_pools_calls_and_logs(jp_fetch, ext):
             return pool
         return None
 
-    pool = await eventually(busy_pool)
+    pool = conforms(await eventually(busy_pool), "IPool")
     assert pool["settings"]["max_containers"] == 2
     assert pool["num_running_inputs"] >= 1 and pool["gpus"] == []
     assert set(pool["containers"]) == {"starting", "idle", "busy", "draining"}
 
     calls = await _json(jp_fetch, "calls")
-    call = next(c for c in calls if c["pool_id"] == pool["id"])
+    call = conforms(next(c for c in calls if c["pool_id"] == pool["id"]), "ICall")
     assert call["kind"] == "map" and call["function"] == "slow"
-    detail = await _json(jp_fetch, "calls", call["id"])
+    detail = conforms(await _json(jp_fetch, "calls", call["id"]), "ICallDetail")
     statuses = {i["status"] for i in detail["inputs"]}
     assert "running" in statuses
     running = next(i for i in detail["inputs"] if i["status"] == "running")
@@ -188,7 +210,7 @@ async def test_a_running_map_is_reported_by_pools_calls_and_logs(jp_fetch, ext):
         logs = await _json(jp_fetch, "containers", running["worker_id"], "logs")
         return logs if "slow input" in logs["logs"] else None
 
-    logs = await eventually(logged)
+    logs = conforms(await eventually(logged), "ILogs")
     assert logs["pool_id"] == pool["id"] and logs["tail"] == 200
 
     assert await results == [x * 10 for x in range(12)]
@@ -200,7 +222,7 @@ async def test_patch_and_delete_a_pool_with_events_pushed(jp_fetch, jp_ws_fetch,
     pool_id = await _register(idle)
     ws = await jp_ws_fetch("nbscale", "api", "events")
     try:
-        snapshot = json.loads(await ws.read_message())
+        snapshot = conforms(json.loads(await ws.read_message()), "ISnapshotMessage")
         assert snapshot["type"] == "snapshot"
         assert pool_id in [p["id"] for p in snapshot["pools"]]
 
@@ -218,14 +240,14 @@ async def test_patch_and_delete_a_pool_with_events_pushed(jp_fetch, jp_ws_fetch,
 
         async def started() -> bool:
             message = json.loads(await asyncio.wait_for(ws.read_message(), 10))
-            assert message["type"] == "changes"
+            assert conforms(message, "IChangesMessage")["type"] == "changes"
             seen.extend(e["type"] for e in message["events"] if e["pool_id"] == pool_id)
             return "container-started" in seen
 
         await eventually(started)
         assert seen[:3] == ["pool-updated", "container-starting", "container-started"]
 
-        stopped = await _json(jp_fetch, "pools", pool_id, method="DELETE")
+        stopped = conforms(await _json(jp_fetch, "pools", pool_id, method="DELETE"), "IPool")
         assert stopped["stopped"] and stopped["status"] == "stopped"
 
         stopped_ids: list[str] = []
@@ -305,7 +327,7 @@ async def test_a_spawned_call_reports_each_input(jp_fetch, ext):
         detail = await _json(jp_fetch, "calls", call.object_id)
         return detail if detail["finished"] else None
 
-    detail = await eventually(finished)
+    detail = conforms(await eventually(finished), "ICallDetail")
     assert detail["kind"] == "spawn" and detail["total"] == 4
     assert [i["status"] for i in detail["inputs"]] == ["done", "done", "failed", "done"]
     page = await _json(jp_fetch, "calls", call.object_id, params={"start": "1", "limit": "2"})

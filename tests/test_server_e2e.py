@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,8 @@ import tornado.httpclient
 import tornado.websocket
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_process import JupyterProcess
+
+import nbscale
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +85,7 @@ class Server(JupyterProcess):
     def __init__(self, tmp: Path) -> None:
         config = {
             "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
-            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4},
+            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
         }
         super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools")
 
@@ -194,3 +198,20 @@ async def test_stopping_the_server_stops_every_worker(server):
     assert leftovers == []
     assert not connection_file.exists()
     assert not os.path.exists(private_dir)
+
+
+def test_doctor_reaches_the_servers_control_plane(server):
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(server.runtime_dir)}
+    env.pop("NBSCALE_CONNECTION_FILE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbscale", "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    [line] = [line for line in proc.stdout.splitlines() if "control plane" in line]
+    assert line == (
+        f"  control plane  the Jupyter server's (pid {server.proc.pid}, nbscale "
+        f"{nbscale.__version__}) answers; workers: local processes (launcher=process)"
+    )

@@ -12,6 +12,7 @@ import pytest
 
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.events import EventHub
+from nbscale_server.options import FunctionOptions
 from nbscale_server.pool import CallState, Pool
 
 VERSIONS = {"python": "3.11.0", "cloudpickle": "3.0.0"}
@@ -33,16 +34,16 @@ class RecordingSink:
 def plane() -> Iterator[ControlPlane]:
     """A control plane that is never started: its records, without sockets or workers."""
     cp = ControlPlane()
-    pool = Pool.create("fn-1", "f", b"", {}, [], VERSIONS, None)
-    cp.pools[pool.pool_id] = pool
-    cp.calls["fc-1"] = CallState("fc-1", pool.pool_id, "map", b"owner", submitted=10)
+    pool = Pool.create("fn-1", "f", b"", FunctionOptions(), [], VERSIONS, None)
+    cp.records.pools[pool.pool_id] = pool
+    cp.delivery.calls["fc-1"] = CallState("fc-1", pool.pool_id, "map", b"owner", submitted=10)
     yield cp
     shutil.rmtree(cp.dir, ignore_errors=True)
     cp.ctx.term()
 
 
 async def test_changes_hold_only_what_moved(plane):
-    hub = EventHub(plane, interval=60)
+    hub = EventHub(plane.api, interval=60)
     sink = RecordingSink()
     hub.add(sink)
     [snapshot] = sink.messages
@@ -50,29 +51,29 @@ async def test_changes_hold_only_what_moved(plane):
     assert [c["id"] for c in snapshot["calls"]] == ["fc-1"]
     assert hub.changes() is None
 
-    pool = next(iter(plane.pools.values()))
-    plane.calls["fc-1"].reported = 4
+    pool = next(iter(plane.records.pools.values()))
+    plane.delivery.calls["fc-1"].reported = 4
     pool.done = 4
     changes = hub.changes()
     assert [c["done"] for c in changes["calls"]] == [4]
     assert [p["done"] for p in changes["pools"]] == [4]
     assert hub.changes() is None
 
-    del plane.calls["fc-1"]
-    plane._emit("pool-stopped", pool.pool_id)
+    del plane.delivery.calls["fc-1"]
+    plane.outbox.emit("pool-stopped", pool.pool_id)
     changes = hub.changes()
     assert changes["calls_removed"] == ["fc-1"]
     assert changes["events"] == [{"type": "pool-stopped", "pool_id": pool.pool_id}]
 
     hub.close()
-    assert sink.closed and plane._subscribers == []
+    assert sink.closed and plane.outbox.subscribers == 0
 
 
 async def test_a_burst_of_changes_is_one_message_per_interval(plane):
-    hub = EventHub(plane, interval=0.05)
+    hub = EventHub(plane.api, interval=0.05)
     sink = RecordingSink()
     hub.add(sink)
-    call = plane.calls["fc-1"]
+    call = plane.delivery.calls["fc-1"]
     started = time.monotonic()
     while time.monotonic() - started < 0.5:
         call.reported += 1
@@ -85,10 +86,10 @@ async def test_a_burst_of_changes_is_one_message_per_interval(plane):
 
 
 async def test_events_beyond_the_cap_are_counted_not_sent(plane):
-    hub = EventHub(plane, interval=60, max_events=3)
+    hub = EventHub(plane.api, interval=60, max_events=3)
     hub.add(RecordingSink())
     for _ in range(5):
-        plane._emit("container-starting", "pl-x", container_id="wk-x")
+        plane.outbox.emit("container-starting", "pl-x", container_id="wk-x")
     changes = hub.changes()
     assert len(changes["events"]) == 3 and changes["events_dropped"] == 2
     hub.close()

@@ -14,6 +14,7 @@ import pytest
 
 import nbscale
 import nbscale_server
+from nbscale._config import SETTINGS
 from nbscale_server.discovery import ENV_VAR
 from nbscale_server.extension import NbScale
 
@@ -49,7 +50,11 @@ def test_the_installed_package_enables_the_extension():
     output = result.stdout + result.stderr
     lines = [line for line in output.splitlines() if "nbscale_server" in line]
     assert any("enabled" in line for line in lines), output
-    assert any("OK" in line for line in lines), output
+    assert any(f"nbscale_server {nbscale.__version__} " in line and "OK" in line for line in lines)
+
+
+def test_auto_is_the_default_launcher_here_as_in_kernels():
+    assert NbScale().launcher == "auto" == SETTINGS["launcher"].default
 
 
 @pytest.fixture

@@ -16,13 +16,12 @@ import re
 import shutil
 import subprocess
 import sys
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import load_gen_contracts, wait_until
 from jupyter_process import JupyterProcess
 
 import nbscale
@@ -103,44 +102,32 @@ def test_typescript_is_formatted_and_lint_free(node_modules: None) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# Each JSON model of the server (server_ext/nbscale_server/models.py) and its TypeScript
-# mirror (labextension/src/models.ts).
-MIRRORS = {
-    "AutoscalerSettingsModel": "IAutoscalerSettings",
-    "AutoscalerChanges": "IAutoscalerChanges",
-    "ContainersByState": "IContainersByState",
-    "ContainerModel": "IContainer",
-    "PoolModel": "IPool",
-    "CallModel": "ICall",
-    "InputModel": "IInput",
-    "InputRefModel": "IInputRef",
-    "CallDetailModel": "ICallDetail",
-    "LogsModel": "ILogs",
-    "ChangeEvent": "IChangeEvent",
-    "SnapshotMessage": "ISnapshotMessage",
-    "ChangesMessage": "IChangesMessage",
-    "ErrorModel": "IError",
-}
-
-
-def _ts_fields(source: str, interface: str) -> set[str]:
-    """The field names of a TypeScript interface (and of the one it extends)."""
-    pattern = rf"export interface {interface} (?:extends (\w+) )?\{{(.*?)\n\}}"
-    match = re.search(pattern, source, re.DOTALL)
-    assert match, f"no interface {interface} in models.ts"
-    fields = set(re.findall(r"^  (\w+)\??:", match[2], re.MULTILINE))
-    return fields | (_ts_fields(source, match[1]) if match[1] else set())
-
-
-def test_the_typescript_models_mirror_the_server_models() -> None:
-    from nbscale_server import models
-
-    typed_dicts = {name for name, value in vars(models).items() if typing.is_typeddict(value)}
-    assert typed_dicts == set(MIRRORS), "a server model without a TypeScript mirror, or gone"
+def test_the_typescript_models_are_generated_from_the_server_models(node_modules: None) -> None:
+    """labextension/src/models.ts is what scripts/gen-contracts makes of models.py now
+    (JSON Schema, json-schema-to-typescript, prettier), with the names the sidebar uses."""
+    result = _run(
+        [sys.executable, str(ROOT / "scripts" / "gen-contracts"), "--check", "models"], ROOT, 120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
     source = (LABEXT / "src" / "models.ts").read_text()
-    for model, interface in MIRRORS.items():
-        fields = set(typing.get_type_hints(getattr(models, model)))
-        assert _ts_fields(source, interface) == fields, f"{interface} against {model}"
+    assert source.startswith("/**\n * GENERATED from server_ext/nbscale_server/models.py")
+    for interface in ("IPool", "IContainer", "ICall", "ICallDetail", "IChangesMessage"):
+        assert f"export interface {interface} {{" in source
+
+
+def test_a_hand_edited_model_fails_the_check(
+    node_modules: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """A field added to models.ts by hand (one the server does not send) is caught."""
+    gen = load_gen_contracts()
+    edited = tmp_path / "models.ts"
+    committed = (LABEXT / "src" / "models.ts").read_text()
+    edited.write_text(committed.replace("  backlog: number;", "  backlog: number;\n  x: 1;"))
+    monkeypatch.setattr(gen, "MODELS_TS", edited)
+    monkeypatch.setattr(gen, "ROOT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["gen-contracts", "--check", "models"])
+    assert gen.main() == 1
+    assert "-  x: 1;" in capsys.readouterr().out
 
 
 def test_the_labextension_is_installed_and_enabled() -> None:
@@ -162,7 +149,9 @@ class Lab(JupyterProcess):
     """`jupyter lab` in a subprocess, with its own settings and workspace dirs."""
 
     def __init__(self, tmp: Path, server_extension: bool = True) -> None:
-        config: dict[str, Any] = {"NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4}}
+        config: dict[str, Any] = {
+            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"}
+        }
         if not server_extension:
             config["ServerApp"] = {"jpserver_extensions": {"nbscale_server": False}}
         settings_dir = tmp / "settings"

@@ -129,7 +129,7 @@ def test_a_gpu_request_beyond_the_two_devices_waits_on_resources_while_others_se
     plane = _client._client.control_plane
 
     def statuses() -> list[tuple[str, str | None]]:  # as the launcher polled them
-        found = [plane.launcher.worker_status(w.handle) for w in plane.workers.values()]
+        found = [plane.launcher.worker_status(w.handle) for w in plane.records.workers.values()]
         return sorted((s.phase, s.reason or "") for s in found)
 
     wait_until(lambda: statuses() == [("pending", "Resources"), ("running", ""), ("running", "")])

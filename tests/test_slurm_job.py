@@ -4,6 +4,8 @@ may reach the control plane. No Slurm needed (the real cluster: test_slurm_*.py)
 
 from __future__ import annotations
 
+from typing import Any
+
 import psutil
 import pytest
 
@@ -14,7 +16,6 @@ from nbscale_server.launchers.slurm_job import (
     batch_script,
     gres_for,
     job_name,
-    options_from_settings,
     sbatch_command,
 )
 from nbscale_server.launchers.slurm_queue import (
@@ -24,22 +25,20 @@ from nbscale_server.launchers.slurm_queue import (
     parse_scontrol_job,
     parse_squeue,
 )
-from nbscale_server.remote import (
-    RemoteWorkers,
-    WorkerAddressError,
-    dial_host,
-    resolve_worker_address,
-)
+from nbscale_server.options import FunctionOptions
+from nbscale_server.remote import WorkerAddressError, dial_host, resolve_worker_address
+from nbscale_server.settings import ControlPlaneConfig
 
 COMMENT = JobComment("sv-1", "wk-2", "pl-3", "node7", "123:456.78")
 
 
-def command(options: dict, slurm: SlurmOptions | None = None) -> list[str]:
-    return sbatch_command(options, slurm or SlurmOptions(), "nbscale-f", COMMENT, "/s/wk-2.log")
+def command(slurm: SlurmOptions | None = None, **options: Any) -> list[str]:
+    function = FunctionOptions(**options)
+    return sbatch_command(function, slurm or SlurmOptions(), "nbscale-f", COMMENT, "/s/wk-2.log")
 
 
 def test_a_worker_job_asks_for_the_functions_resources():
-    args = command({"cpu": 1.5, "memory": 2048, "gpu": "A100:2"})
+    args = command(cpu=1.5, memory=2048, gpu="A100:2")
     assert args[:2] == ["sbatch", "--parsable"]
     assert "--cpus-per-task=2" in args  # rounded up: Slurm counts whole CPUs
     assert "--mem=2048M" in args
@@ -53,9 +52,12 @@ def test_a_worker_job_asks_for_the_functions_resources():
 
 def test_function_slurm_options_override_the_settings():
     settings = SlurmOptions(partition="cpu", account="lab", time="1:00:00", sbatch_args=("-x",))
-    args = command({"slurm": {"partition": "gpu", "qos": "high", "drain_seconds": 30}}, settings)
+    function = {"partition": "gpu", "qos": "high", "drain_seconds": 30, "sbatch_args": "-y 1"}
+    options = nbscale.App("x").function(slurm=function)(lambda: None).options
+    args = sbatch_command(options, settings, "nbscale-f", COMMENT, "/s/wk-2.log")
     assert "--partition=gpu" in args and "--account=lab" in args and "--qos=high" in args
-    assert "--time=1:00:00" in args and "--signal=B:TERM@30" in args and args[-1] == "-x"
+    assert "--time=1:00:00" in args and "--signal=B:TERM@30" in args
+    assert args[-3:] == ["-x", "-y", "1"]  # the function's after the setting's: they win
 
 
 @pytest.mark.parametrize(
@@ -79,31 +81,59 @@ def test_gpus_in_modal_syntax_become_gres(gpu, types, gres):
 def test_bad_requests_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="count"):
         gres_for("A100:0", {})
-    with pytest.raises(ValueError, match="walltime"):
-        SlurmOptions(time="two hours")
-    with pytest.raises(ValueError, match="no key 'partiton'"):
-        SlurmOptions().updated({"partiton": "gpu"})
-    with pytest.raises(nbscale.InvalidError, match="no key 'gpu_types'"):
-        nbscale.App("x").function(slurm={"gpu_types": {}})(lambda: None)
+    app = nbscale.App("x")
+    bad = {
+        "walltime": {"time": "two hours"},
+        "no key 'partiton'": {"partiton": "gpu"},
+        "no key 'gpu_types'": {"gpu_types": {}},  # the cluster's: a setting only
+        "without spaces": {"partition": "gpu a100"},
+        "drain_seconds must be an int": {"drain_seconds": 1e9},
+        "list of strings": {"sbatch_args": [1]},
+        "takes a dict": "gpu",
+    }
+    for message, slurm in bad.items():
+        with pytest.raises(nbscale.InvalidError, match=message):
+            app.function(slurm=slurm)(lambda: None)
+    f = app.function(slurm={"partition": "gpu"})(lambda: None)
+    with pytest.raises(nbscale.InvalidError, match="walltime"):
+        f.with_options(slurm={"time": "soon"})
 
 
-def test_settings_are_read_from_flat_names():
-    options = options_from_settings(
-        {
-            "slurm_partition": "gpu",
-            "slurm_gpu_types": "A100=a100, H100=h100",
-            "slurm_sbatch_args": "--constraint=ib --exclusive",
-            "slurm_time": None,
-        }
+def test_slurm_options_are_options_of_the_function():
+    """They are validated once into FunctionOptions, travel in its wire form, and make the
+    function's pool (another partition is another pool)."""
+    f = nbscale.App("x").function(slurm={"partition": "gpu", "sbatch_args": ["--exclusive"]})(
+        lambda: None
+    )
+    assert f.options.slurm_partition == "gpu" and f.options.slurm_sbatch_args == ("--exclusive",)
+    assert FunctionOptions.from_wire(f.options.to_wire()) == f.options
+    g = f.with_options(slurm={"time": "30"})  # the keys it names change; the others stay
+    assert (g.options.slurm_partition, g.options.slurm_time) == ("gpu", "30")
+    gpu, cpu = FunctionOptions(slurm_partition="gpu"), FunctionOptions(slurm_partition="cpu")
+    assert gpu.pool_id("fn-1") != cpu.pool_id("fn-1") != FunctionOptions().pool_id("fn-1")
+
+
+def test_settings_are_read_from_the_control_plane_config():
+    options = SlurmOptions.from_settings(
+        ControlPlaneConfig(
+            slurm_partition="gpu",
+            slurm_gpu_types="A100=a100, H100=h100",
+            slurm_sbatch_args="--constraint=ib --exclusive",
+            slurm_time=None,
+            slurm_drain_seconds=60,
+        )
     )
     assert options == SlurmOptions(
         partition="gpu",
         gpu_types={"A100": "a100", "H100": "h100"},
         sbatch_args=("--constraint=ib", "--exclusive"),
+        drain_seconds=60,
     )
-    with pytest.raises(ValueError, match="NAME=TYPE"):
-        options_from_settings({"slurm_gpu_types": "A100"})
-    assert RemoteWorkers.from_settings({}) == RemoteWorkers()
+    assert SlurmOptions.from_settings(ControlPlaneConfig()) == SlurmOptions()
+    with pytest.raises(ValueError, match=r"slurm_gpu_types: .*NAME=TYPE"):
+        SlurmOptions.from_settings(ControlPlaneConfig(slurm_gpu_types="A100"))
+    with pytest.raises(ValueError, match=r"slurm_drain_seconds: .*0\.\.65535"):
+        SlurmOptions.from_settings(ControlPlaneConfig(slurm_drain_seconds=70000))
 
 
 def test_the_batch_script_names_the_config_file_and_no_secret():
@@ -179,23 +209,23 @@ def test_server_traits_and_client_settings_reach_the_control_plane(monkeypatch):
         worker_address="lo",
         shared_dir="/shared/jobs",
         slurm_partition="gpu",
-        slurm_gpu_types={"A100": "a100"},
-        slurm_sbatch_args=["--constraint=ib"],
+        slurm_gpu_types="A100=a100",
+        slurm_sbatch_args="--constraint=ib",
     ).control_plane_config()
-    assert server.launcher == "slurm"
-    assert server.remote == RemoteWorkers(
-        worker_address="lo",
-        shared_dir="/shared/jobs",
-        slurm=SlurmOptions(
-            partition="gpu", gpu_types={"A100": "a100"}, sbatch_args=("--constraint=ib",)
-        ),
+    assert (server.launcher, server.worker_address, server.shared_dir) == (
+        "slurm",
+        "lo",
+        "/shared/jobs",
+    )
+    assert SlurmOptions.from_settings(server) == SlurmOptions(
+        partition="gpu", gpu_types={"A100": "a100"}, sbatch_args=("--constraint=ib",)
     )
     monkeypatch.setenv("NBSCALE_LAUNCHER", "slurm")
     monkeypatch.setenv("NBSCALE_SLURM_TIME", "2:00:00")
     monkeypatch.setenv("NBSCALE_ALLOW_ALL_INTERFACES", "yes")
     client = _config.control_plane_config()
-    assert client.launcher == "slurm" and client.remote.slurm.time == "2:00:00"
-    assert client.remote.allow_all_interfaces
-    monkeypatch.setenv("NBSCALE_SLURM_TIME", "soon")
-    with pytest.raises(nbscale.InvalidError, match="not a Slurm walltime"):
+    assert client.launcher == "slurm" and client.slurm_time == "2:00:00"
+    assert client.allow_all_interfaces is True
+    monkeypatch.setenv("NBSCALE_ALLOW_ALL_INTERFACES", "perhaps")
+    with pytest.raises(nbscale.InvalidError, match=r"NBSCALE_ALLOW_ALL_INTERFACES.*true or false"):
         _config.control_plane_config()

@@ -16,6 +16,7 @@ import pytest
 from conftest import wait_until
 from slurm_cluster import job_fields, nbscale_jobs
 
+from nbscale._options import function_options
 from nbscale_server.launchers import LaunchFailed, WorkerSpec
 from nbscale_server.launchers.slurm import SlurmLauncher
 from nbscale_server.launchers.slurm_job import JobComment
@@ -53,7 +54,8 @@ def worker_spec(launcher: SlurmLauncher, **options) -> tuple[WorkerSpec, str]:
         "secret_key": keys.secret,
     }
     write_secret_json(path, config)
-    return WorkerSpec(worker_id, "pl-test", path, options, "launcher_test"), keys.secret
+    spec = WorkerSpec(worker_id, "pl-test", path, function_options(None, options), "launcher_test")
+    return spec, keys.secret
 
 
 def phase(launcher, handle):
@@ -186,16 +188,6 @@ def test_jobs_of_a_killed_control_plane_are_cancelled_by_the_next(launcher, tmp_
         assert phase(launcher, live) != "exited"
     finally:
         successor.close()
-
-
-def test_every_interface_is_refused_unless_allowed(slurm_cluster, tmp_path):
-    with pytest.raises(LaunchFailed, match="allow_all_interfaces"):
-        SlurmLauncher(worker_address="0.0.0.0", shared_dir=str(tmp_path))
-    allowed = SlurmLauncher(
-        worker_address="0.0.0.0", allow_all_interfaces=True, shared_dir=str(tmp_path)
-    )
-    assert allowed.worker_bind_host() == "0.0.0.0"
-    allowed.close()
 
 
 def test_no_slurm_is_a_clear_error(monkeypatch, tmp_path):

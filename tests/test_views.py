@@ -23,7 +23,7 @@ from nbscale._function import MapResults, _zip_inputs
 from nbscale._progress import CallProgress
 from nbscale._views import choice, render
 from nbscale._views.live import REFRESH_INTERVAL
-from nbscale._views.text import TextBar
+from nbscale._views.text import StatusLine, TextBar
 from nbscale._views.widget import MapWidget
 
 app = nbscale.App("test-views")
@@ -193,16 +193,64 @@ def test_the_widget_says_which_limit_throttles_the_map(fresh_plane):
 
 def test_the_text_bar_on_stderr(progress_setting, capsys):
     nbscale.config(progress="text")
-    assert list(slow.map(range(12), return_exceptions=True))[:3] == [0, 2, 4]
+    assert list(slow.map(range(40), return_exceptions=True))[:3] == [0, 2, 4]  # over 1 s
     err = capsys.readouterr().err
-    assert "\rslow [" in err and "% · " in err
-    assert err.endswith("\n")
-    assert "slow: 12 inputs · 11 done · 1 failed in " in err.splitlines()[-1]
+    assert "\r" not in err  # not a terminal: a line per update
+    assert err.startswith("slow: starting\n") and "\nslow [" in err and "% · " in err
+    assert "slow: 40 inputs · 36 done · 4 failed in " in err.splitlines()[-1]
     stream = io.StringIO()
     bar = TextBar(stream)
     progress = CallProgress("f", total=10, submitted=10, done=5)
     bar.draw(progress, None)
-    assert stream.getvalue().startswith("\rf [##########..........]  50% · 5/10 done")
+    line = stream.getvalue()
+    assert line.startswith("f [##########..........]  50% · 5/10 done · ") and line.endswith("\n")
+    assert "\r" not in line
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_status_line_is_redrawn_in_place_and_never_wraps(monkeypatch):
+    line = StatusLine(Terminal())
+    monkeypatch.setattr(line, "_columns", lambda: 30)  # a terminal 30 columns wide
+    line.update("building worker image")
+    line.update("a much longer line that would wrap on a terminal of 30 columns")
+    line.update("short")
+    line.finish("done: the line that stays, whatever its length")
+    out = line.stream.getvalue()
+    assert out == (
+        "\rbuilding worker image"
+        "\ra much longer line that woul…"  # 29 columns: cut, never wrapped
+        "\rshort"
+        + " " * 24  # what was longer is blanked out
+        + "\rdone: the line that stays, whatever its length\n"
+    )
+
+
+def test_piped_status_lines_come_a_few_a_second_and_the_last_one_is_never_held_back():
+    stream = io.StringIO()
+    line = StatusLine(stream, interval=0.3)
+    for i in range(100):  # a burst: the first is written, the rest wait for the interval
+        line.update(f"step {i}")
+    line.update("step 99")  # unchanged: nothing new to say
+    assert stream.getvalue() == "step 0\n"
+    wait_until(lambda: stream.getvalue() == "step 0\nstep 99\n", timeout=5)  # the timer's
+    time.sleep(0.4)
+    assert stream.getvalue() == "step 0\nstep 99\n"  # and only once
+    line.update("step 100")
+    line.update("step 101")
+    line.finish("finished")  # the summary replaces what was waiting
+    assert stream.getvalue().splitlines() == ["step 0", "step 99", "step 100", "finished"]
+
+
+def test_the_widget_says_what_runs_the_workers_and_why(comm_messages):
+    view = MapWidget()
+    assert list(_map(fast, 3, view)) == [0, 1, 2]
+    info = nbscale.status()
+    assert info["launcher_reason"] == "launcher=process"  # conftest's setting
+    assert view.pool.value.endswith("workers: local processes (launcher=process)</span>")
 
 
 def test_for_each_and_async_maps_drive_the_view_too(progress_setting, capsys):

@@ -13,7 +13,9 @@ shape, and peers refuse each other at the handshake when it differs.
 Batches: ``submit-inputs``, ``run-inputs`` and ``outputs`` carry many inputs at once. Their
 ``items`` describe each input and where its bytes lie in the payload: ``blob`` (one frame of
 concatenated in-band pickles, addressed by offset/length) followed by the out-of-band buffer
-frames, addressed by a running count.
+frames, addressed by a running count. Rows travel as plain JSON lists (no per-row object to
+build or parse); their columns are named by the ``SUBMIT_*``, ``RUN_*``, ``OUT_*`` and
+``PROGRESS_*`` constants below, and every reader indexes rows by those names.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -34,6 +36,74 @@ STATUS_CANCELLED = "cancelled"
 STATUS_INIT_FAILED = "init-failed"  # the function could not be loaded on the worker
 STATUS_REJECTED = "rejected"  # the control plane refused it (e.g. version mismatch)
 STATUS_SERIALIZATION = "serialization-error"  # the result could not be pickled
+
+# Error kinds: the client exception (``nbscale.exceptions``, by class name) that a refused
+# request (``Reply.error[0]``) or a rejected input's record (``{"kind", "message"}``) becomes.
+ERROR_INVALID = "InvalidError"
+ERROR_NOT_FOUND = "NotFoundError"
+ERROR_RESOURCE_EXHAUSTED = "ResourceExhaustedError"
+ERROR_VERSION_MISMATCH = "VersionMismatchError"
+ERROR_LAUNCH = "LaunchError"
+ERROR_CALL_CANCELLED = "CallCancelledError"
+ERROR_CONTROL_PLANE = "ControlPlaneError"
+ERROR_KINDS = frozenset(
+    {
+        ERROR_INVALID,
+        ERROR_NOT_FOUND,
+        ERROR_RESOURCE_EXHAUSTED,
+        ERROR_VERSION_MISMATCH,
+        ERROR_LAUNCH,
+        ERROR_CALL_CANCELLED,
+        ERROR_CONTROL_PLANE,
+    }
+)
+
+# --- the columns of batch rows --------------------------------------------------------------
+# A ``*_WHERE`` slice is the row's (offset, length, nbufs) address in the payload, as
+# ``serialization.split_payload`` takes it.
+
+# submit-inputs: [index, offset, length, nbufs]
+SUBMIT_INDEX = 0
+SUBMIT_WHERE = slice(1, 4)
+
+# run-inputs: [call_id, index, attempt, offset, length, nbufs]
+RUN_CALL_ID = 0
+RUN_INDEX = 1
+RUN_ATTEMPT = 2
+RUN_WHERE = slice(3, 6)
+
+# outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]
+OUT_CALL_ID = 0
+OUT_INDEX = 1
+OUT_ATTEMPT = 2
+OUT_STATUS = 3
+OUT_WHERE = slice(4, 7)
+OUT_DURATION = 7  # seconds the attempt ran
+OUT_WORKER_ID = 8  # "" when no worker ran it (rejected by the control plane)
+OUT_STDOUT = 9  # what the attempt printed
+
+# progress ``running``: [worker_id, [index, ...]]; ``retrying``: [index, attempt, status]
+PROGRESS_WORKER_ID = 0
+PROGRESS_INDICES = 1
+RETRY_INDEX = 0
+RETRY_ATTEMPT = 1
+RETRY_STATUS = 2
+
+
+def output_row(
+    call_id: str,
+    index: int,
+    attempt: int,
+    status: str,
+    where: Sequence[int],
+    duration: float = 0.0,
+    worker_id: str = "",
+    stdout: str = "",
+) -> list[Any]:
+    """An ``outputs`` row; ``where`` is its (offset, length, nbufs) in the payload."""
+    offset, length, nbufs = where
+    return [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]
+
 
 _REGISTRY: dict[str, type[Message]] = {}
 
@@ -81,7 +151,8 @@ class Hello(Message):
 
 @op("register-function")
 class RegisterFunction(Message):
-    """Payload: [function pickle]. Creates or finds the pool for this function + options."""
+    """Payload: [function pickle]. Creates or finds the pool for this function + options
+    (``nbscale_server.options.FunctionOptions`` in its versioned wire form)."""
 
     rid: int
     function_id: str
@@ -92,7 +163,7 @@ class RegisterFunction(Message):
 
 @op("submit-inputs")
 class SubmitInputs(Message):
-    """Payload: [blob, *buffers]; items are [index, offset, length, nbufs].
+    """Payload: [blob, *buffers]; items are ``SUBMIT_*`` rows.
 
     The first submission of a call creates it (in ``pool_id``, of ``kind``: "map", "remote"
     or "spawn"); ``total`` is set once the caller has no more inputs to send."""
@@ -174,8 +245,7 @@ class Reply(Message):
 
 @op("outputs")
 class Outputs(Message):
-    """Payload: [blob, *buffers]. Items are
-    [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout].
+    """Payload: [blob, *buffers]. Items are ``OUT_*`` rows (see ``output_row``).
     From a worker, ``want`` asks for that many more inputs (saving a ``get-inputs``)."""
 
     items: list[list[Any]]
@@ -184,8 +254,9 @@ class Outputs(Message):
 
 @op("progress")
 class Progress(Message):
-    """Where a call's inputs are, for live views: ``running`` is [[worker_id, [index, ...]]]
-    handed to workers; ``retrying`` is [[index, attempt, status]] failed and queued again."""
+    """Where a call's inputs are, for live views: ``running`` rows (``PROGRESS_*``) say which
+    inputs were handed to which worker; ``retrying`` rows (``RETRY_*``) those that failed an
+    attempt and are queued again."""
 
     call_id: str
     running: list[list[Any]]
@@ -225,7 +296,7 @@ class GetInputs(Message):
 
 @op("run-inputs")
 class RunInputs(Message):
-    """Payload: [blob, *buffers]; items are [call_id, index, attempt, offset, length, nbufs]."""
+    """Payload: [blob, *buffers]; items are ``RUN_*`` rows."""
 
     items: list[list[Any]]
 

@@ -5,7 +5,8 @@ Objects are pickled with cloudpickle, protocol 5. Buffers that support out-of-ba
 own ZeroMQ frames. Many small objects are packed into one ``blob`` frame; each is addressed
 by ``(offset, length, nbufs)``.
 
-Loading needs only :mod:`pickle`; cloudpickle is needed to dump.
+Loading needs only :mod:`pickle`; cloudpickle is needed to dump, and tblib to send a
+traceback.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from types import TracebackType
 from typing import Any
 
 import cloudpickle
+from tblib import Traceback
 
 PICKLE_PROTOCOL = 5
 _OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers are cheaper to copy than to send apart
 _NO_BUFFERS: list[Any] = []  # shared, never mutated: most objects have no buffers
+MAX_FRAMES = 100  # frames of a remote traceback sent (the outermost and innermost halves)
 
 
 class PayloadWriter:
@@ -94,7 +97,7 @@ def pack(
 
 
 def split_payload(
-    frames: Sequence[Any], addresses: Iterable[tuple[int, int, int]]
+    frames: Sequence[Any], addresses: Iterable[Sequence[int]]
 ) -> list[tuple[memoryview, list[Any]]]:
     """Cut ``[blob, *buffers]`` into one ``(pickle bytes, buffers)`` pair per address."""
     if not frames:
@@ -137,7 +140,8 @@ def dump_exception(exc: BaseException, skip_frames: int = 0) -> bytes:
     """Everything the caller needs to re-raise ``exc`` as its own type with remote frames.
 
     The exception object is pickled on its own so that an unpicklable exception still sends
-    its type name, message and traceback text.
+    its type name, message and traceback text. The frames travel as tblib's plain dicts
+    (``tblib.Traceback.from_dict`` rebuilds them), with no locals.
     """
     try:
         exc_bytes: bytes | None = dumps(exc)
@@ -148,39 +152,34 @@ def dump_exception(exc: BaseException, skip_frames: int = 0) -> bytes:
     for _ in range(skip_frames):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
+    frames, left_out = traceback_record(tb)
     record = {
         "exc": exc_bytes,
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
         "message": str(exc),
         "text": "".join(traceback.format_exception(type(exc), exc, tb)),
-        "tb": traceback_to_dict(tb),
+        "tb": frames,
+        "frames_left_out": left_out,
     }
     return pickle.dumps(record, protocol=PICKLE_PROTOCOL)
 
 
-def traceback_to_dict(tb: TracebackType | None) -> dict[str, Any] | None:
-    """A traceback as plain data in the shape ``tblib.Traceback.from_dict`` accepts."""
-    head: dict[str, Any] | None = None
-    tail: dict[str, Any] | None = None
-    while tb is not None:
-        frame = tb.tb_frame
-        node = {
-            "tb_frame": {
-                "f_globals": {"__name__": frame.f_globals.get("__name__", "?")},
-                "f_locals": {},
-                "f_code": {
-                    "co_filename": frame.f_code.co_filename,
-                    "co_name": frame.f_code.co_name,
-                },
-                "f_lineno": frame.f_lineno,
-            },
-            "tb_lineno": tb.tb_lineno,
-            "tb_next": None,
-        }
-        if tail is None:
-            head = node
-        else:
-            tail["tb_next"] = node
-        tail = node
-        tb = tb.tb_next
-    return head
+def traceback_record(tb: TracebackType | None) -> tuple[dict[str, Any] | None, int]:
+    """``tb`` as tblib's plain dict, its middle left out past ``MAX_FRAMES`` frames; and
+    how many frames were left out.
+
+    tblib's dict nests one level per frame, and making it, pickling it and rebuilding it
+    each recurse once per level: a RecursionError's thousand frames would overflow the
+    stack while being sent (the worker died instead of reporting it). The frames kept are
+    the outermost and the innermost, where the call started and where it failed.
+    """
+    if tb is None:
+        return None, 0
+    head = Traceback(tb)
+    nodes = [head]
+    while nodes[-1].tb_next is not None:
+        nodes.append(nodes[-1].tb_next)
+    left_out = max(0, len(nodes) - MAX_FRAMES)
+    if left_out:
+        nodes[MAX_FRAMES // 2 - 1].tb_next = nodes[-(MAX_FRAMES // 2)]
+    return head.as_dict(), left_out

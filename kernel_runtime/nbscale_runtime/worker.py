@@ -39,11 +39,16 @@ from . import capture, protocol
 from .link import Link, connect
 from .nvml import GpuMonitor
 from .protocol import (
+    RUN_ATTEMPT,
+    RUN_CALL_ID,
+    RUN_INDEX,
+    RUN_WHERE,
     STATUS_CANCELLED,
     STATUS_ERROR,
     STATUS_OK,
     STATUS_SERIALIZATION,
     STATUS_TIMEOUT,
+    output_row,
 )
 from .serialization import PayloadWriter, dump_exception, load, split_payload
 
@@ -212,10 +217,11 @@ class Worker:
             self.executor = concurrent.futures.ThreadPoolExecutor(self.slots)
 
     def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
-        addresses = [(item[3], item[4], item[5]) for item in msg.items]
-        parts = split_payload(payload, addresses)
+        parts = split_payload(payload, [item[RUN_WHERE] for item in msg.items])
         for item, (data, buffers) in zip(msg.items, parts, strict=False):
-            self.queue.append(_Input(item[0], item[1], item[2], data, buffers))
+            self.queue.append(
+                _Input(item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT], data, buffers)
+            )
         self.demand = max(0, self.demand - len(msg.items))
 
     def _ask_for_inputs(self) -> None:
@@ -361,6 +367,7 @@ class Worker:
             return
         writer = PayloadWriter()
         items = []
+        worker_id = self.cfg.worker_id
         while self.done:
             item, status, result, seconds, stdout = self.done.popleft()
             if status == STATUS_ERROR:
@@ -374,16 +381,16 @@ class Worker:
             else:
                 where = writer.add_raw(b"")
             items.append(
-                [
+                output_row(
                     item.call_id,
                     item.index,
                     item.attempt,
                     status,
-                    *where,
+                    where,
                     seconds,
-                    self.cfg.worker_id,
+                    worker_id,
                     stdout,
-                ]
+                )
             )
         self._send(protocol.Outputs(items, self._more_wanted()), writer.frames())
 
@@ -434,19 +441,16 @@ class Pulse(threading.Thread):
         w = self.worker
         for key, (started, attempt) in list(w.running.items()):
             if now - started > w.timeout:
-                item = [
+                row = output_row(
                     key[0],
                     key[1],
                     attempt,
                     STATUS_TIMEOUT,
-                    0,
-                    0,
-                    0,
+                    (0, 0, 0),
                     now - started,
                     w.cfg.worker_id,
-                    "",
-                ]
-                self._send(protocol.Outputs([item]), [b""])
+                )
+                self._send(protocol.Outputs([row]), [b""])
                 self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
                 self.link.close()
                 os._exit(3)

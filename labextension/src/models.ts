@@ -1,177 +1,63 @@
 /**
- * The JSON models of the nbscale server API, mirroring
- * `server_ext/nbscale_server/models.py` field for field (snake_case, as sent).
+ * GENERATED from server_ext/nbscale_server/models.py by scripts/gen-contracts: do not
+ * edit; edit models.py and run scripts/gen-contracts.
  *
- * Routes, relative to `<base_url>/nbscale/api/`:
- * - `GET pools` -> `IPool[]`; `GET|PATCH|DELETE pools/{id}` -> `IPool`
- *   (PATCH body: `IAutoscalerChanges`; DELETE stops the pool)
- * - `GET calls` -> `ICall[]`; `GET calls/{id}` -> `ICallDetail`; `DELETE calls/{id}` -> `ICall`
- * - `GET containers/{id}/logs?tail=200` -> `ILogs`
- * - WebSocket `events` -> an `ISnapshotMessage`, then `IChangesMessage`s
- * - errors -> `IError` with 400, 404 or 429
+ * The JSON models of the control plane's API, in one place.
+ *
+ * The REST API under `/nbscale/api/` and the `events` WebSocket send exactly these shapes,
+ * and the control plane's public methods return them. A field added here is a field every
+ * client can rely on. The sidebar's TypeScript types (`labextension/src/models.ts`, `I*`
+ * interfaces) are generated from this module (`schema.py`, then `scripts/gen-contracts`):
+ * docstrings and field comments become their documentation.
+ *
+ * Routes (all authenticated with the Jupyter server's token or login):
+ *
+ * - `GET status` -> `StatusModel`
+ * - `GET pools` -> `list[PoolModel]`
+ * - `GET pools/{id}` -> `PoolModel`
+ * - `PATCH pools/{id}` with `AutoscalerChanges` -> `PoolModel`
+ * - `DELETE pools/{id}` -> `PoolModel` (the pool stopped: calls cancelled, workers stopping)
+ * - `GET calls` -> `list[CallModel]`
+ * - `GET calls/{id}?start=0&limit=1000` -> `CallDetailModel`
+ * - `DELETE calls/{id}` -> `CallModel` (cancelled)
+ * - `GET containers/{id}/logs?tail=200` -> `LogsModel`
+ * - `WS events` -> a `SnapshotMessage`, then `ChangesMessage`s
+ * - errors -> `ErrorModel` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
  */
-
-/** A pool's autoscaler settings (Modal's names and meanings). */
-export interface IAutoscalerSettings {
-  /** Workers kept running even without work. */
-  min_containers: number;
-  /** At most this many workers; null: the server's total cap only. */
-  max_containers: number | null;
-  /** Extra idle workers kept while there is work. */
-  buffer_containers: number;
-  /** Seconds a worker stays idle before it is stopped. */
-  scaledown_window: number;
-}
-
-/** The body of `PATCH pools/{id}`: the settings to change; others keep their value. */
-export interface IAutoscalerChanges {
-  min_containers?: number;
-  max_containers?: number;
-  buffer_containers?: number;
-  scaledown_window?: number;
-}
-
-export interface IContainersByState {
-  /** Launched, not registered yet. */
-  starting: number;
-  idle: number;
-  /** Running at least one input. */
-  busy: number;
-  /** Told to stop; finishing its input. */
-  draining: number;
-}
-
-export type ContainerState = keyof IContainersByState;
-
-/** A GPU of a worker, as NVML's inventory describes it (memory in bytes). */
-export interface IGpu {
-  index?: number;
-  uuid?: string;
-  name?: string;
-  memory_total?: number;
-}
-
-/** One GPU in a worker's last heartbeat sample (utilisation in percent, memory in bytes). */
-export interface IGpuSample {
-  uuid: string;
-  utilization: number;
-  memory_used: number;
-  memory_total: number;
-}
-
-/** A worker's last heartbeat sample: `{gpus: [...]}` for a worker with GPUs, else `{}`. */
-export interface IContainerStats {
-  gpus?: IGpuSample[];
-}
-
-/** An input of a call, by position. */
-export interface IInputRef {
-  call_id: string;
-  index: number;
-}
-
-/** One worker (a process or a container) of a pool. */
-export interface IContainer {
-  /** "wk-..." */
-  id: string;
-  state: ContainerState;
-  /** The worker's process id where it runs, once registered. */
-  pid: number | null;
-  /** Seconds since launch. */
-  uptime: number;
-  running_inputs: number;
-  /** The first few inputs it holds, the running one first. */
-  inputs: IInputRef[];
-  /** Its GPUs, as NVML reports them on the worker. */
-  gpus: IGpu[];
-  /** The last heartbeat's sample. */
-  stats: IContainerStats;
-}
 
 /**
- * One function's autoscaled pool. `backlog` is the inputs pending (waiting for a worker),
- * `num_running_inputs` those on workers now, as in `Function.get_current_stats()`.
+ * Any JSON model of the nbscale API.
  */
-export interface IPool {
-  /** "pl-..." */
-  id: string;
-  /** The function's name. */
-  function: string;
-  /** The hash of its pickled definition. */
-  function_id: string;
-  settings: IAutoscalerSettings;
-  /** What the autoscaler is doing and why ("scaling up to 3", "stopped", ...). */
-  status: string;
-  backlog: number;
-  num_running_inputs: number;
-  /** Workers starting or running (draining ones excluded). */
-  num_total_runners: number;
-  /** Free input slots on running workers. */
-  input_headroom: number;
-  containers: IContainersByState;
-  /** Inputs finished successfully since the pool was created. */
-  done: number;
-  /** Inputs finished with an error. */
-  failed: number;
-  workers: IContainer[];
-  /** The GPUs of all its workers. */
-  gpus: IGpu[];
-  /** The image its containers run; null for local processes or the default image. */
-  image: string | null;
-  /** The GPU request, in Modal's syntax ("A100:2", or a list of fallbacks). */
-  gpu: string | string[] | null;
-  /** Stopped by `DELETE pools/{id}`; it starts again when called again. */
-  stopped: boolean;
-}
-
+export type ApiModel =
+  | ContainerState
+  | CallKind
+  | InputStatus
+  | EventType
+  | EventsMessage
+  | IStatus
+  | IAutoscalerSettings
+  | IAutoscalerChanges
+  | IContainersByState
+  | IInputRef
+  | IGpu
+  | IGpuSample
+  | IContainerStats
+  | IContainer
+  | ICapHolder
+  | IPoolEvent
+  | IPool
+  | ICall
+  | IInput
+  | ICallDetail
+  | ILogs
+  | IChangeEvent
+  | ISnapshotMessage
+  | IChangesMessage
+  | IError;
+export type ContainerState = 'starting' | 'idle' | 'busy' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
-
-/** One function call: a `.map()`, `.remote()` or `.spawn()`/`.spawn_map()`. */
-export interface ICall {
-  /** "fc-..." */
-  id: string;
-  pool_id: string;
-  function: string;
-  kind: CallKind;
-  /** Known once the caller sent its last input. */
-  total: number | null;
-  /** Inputs received so far. */
-  submitted: number;
-  done: number;
-  failed: number;
-  cancelled: boolean;
-  finished: boolean;
-}
-
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
-
-/** One input of a call. */
-export interface IInput {
-  index: number;
-  status: InputStatus;
-  /** Attempts started so far (retries included); 0 while never run. */
-  attempt: number;
-  /** For running inputs. */
-  worker_id?: string;
-}
-
-/** `GET calls/{id}`: the call, its counts and the status of inputs `start` .. `start + limit`. */
-export interface ICallDetail extends ICall {
-  pending: number;
-  running: number;
-  start: number;
-  inputs: IInput[];
-}
-
-/** The last lines a worker wrote to stdout and stderr (also for recently gone ones). */
-export interface ILogs {
-  container_id: string;
-  pool_id: string;
-  tail: number;
-  logs: string;
-}
-
 export type EventType =
   | 'pool-added'
   | 'pool-updated'
@@ -181,25 +67,238 @@ export type EventType =
   | 'container-stopping'
   | 'container-stopped'
   | 'call-cancelled';
+export type EventsMessage = ISnapshotMessage | IChangesMessage;
 
-/** Something that happened, as the control plane reports it to its subscribers. */
-export interface IChangeEvent {
-  type: EventType;
-  pool_id: string;
-  container_id?: string;
-  call_id?: string;
-  /** For container-stopped. */
-  exit_code?: number | null;
-}
-
-/** The first message on the `events` WebSocket: everything, once. */
+/**
+ * The first message on the `events` WebSocket: everything, once.
+ */
 export interface ISnapshotMessage {
   type: 'snapshot';
   pools: IPool[];
   calls: ICall[];
 }
-
-/** Then, at most a few times a second, what changed since the last message. */
+/**
+ * One function's autoscaled pool. Counts use Modal's names, as in
+ * `Function.get_current_stats()`: `backlog` is the inputs pending (waiting for a
+ * worker), `num_running_inputs` those on workers now.
+ */
+export interface IPool {
+  /**
+   * "pl-..."
+   */
+  id: string;
+  /**
+   * the function's name
+   */
+  function: string;
+  /**
+   * the hash of its pickled definition
+   */
+  function_id: string;
+  settings: IAutoscalerSettings;
+  /**
+   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+   */
+  status: string;
+  backlog: number;
+  num_running_inputs: number;
+  /**
+   * workers starting or running (draining ones excluded)
+   */
+  num_total_runners: number;
+  /**
+   * free input slots on running workers
+   */
+  input_headroom: number;
+  containers: IContainersByState;
+  /**
+   * inputs finished successfully, since the pool was created
+   */
+  done: number;
+  /**
+   * inputs finished with an error
+   */
+  failed: number;
+  workers: IContainer[];
+  /**
+   * the GPUs of all its workers
+   */
+  gpus: IGpu[];
+  /**
+   * the image its containers run; None for local processes/the default
+   */
+  image: string | null;
+  /**
+   * the GPU request, in Modal's syntax ("A100:2", a list)
+   */
+  gpu: string | string[] | null;
+  /**
+   * stopped by `DELETE pools/{id}`; it starts again when called again
+   */
+  stopped: boolean;
+  /**
+   * while the total cap keeps the pool from the workers it wants: the pools holding it (this one included); empty otherwise
+   */
+  cap_holders: ICapHolder[];
+  /**
+   * its latest events, oldest first
+   */
+  events: IPoolEvent[];
+}
+/**
+ * A pool's autoscaler settings (Modal's names and meanings).
+ */
+export interface IAutoscalerSettings {
+  /**
+   * workers kept running even without work
+   */
+  min_containers: number;
+  /**
+   * at most this many workers; None: the total cap only
+   */
+  max_containers: number | null;
+  /**
+   * extra idle workers kept while there is work
+   */
+  buffer_containers: number;
+  /**
+   * seconds a worker stays idle before it is stopped
+   */
+  scaledown_window: number;
+}
+export interface IContainersByState {
+  /**
+   * launched, not registered yet
+   */
+  starting: number;
+  idle: number;
+  /**
+   * running at least one input
+   */
+  busy: number;
+  /**
+   * told to stop; finishing its input
+   */
+  draining: number;
+}
+/**
+ * One worker (a process or a container) of a pool.
+ */
+export interface IContainer {
+  /**
+   * "wk-..."
+   */
+  id: string;
+  state: ContainerState;
+  /**
+   * the worker's process id where it runs, once registered
+   */
+  pid: number | null;
+  /**
+   * seconds since launch
+   */
+  uptime: number;
+  running_inputs: number;
+  /**
+   * the first few inputs it holds, the running one first
+   */
+  inputs: IInputRef[];
+  gpus: IGpu[];
+  stats: IContainerStats;
+}
+export interface IInputRef {
+  call_id: string;
+  index: number;
+}
+/**
+ * A GPU of a worker, as NVML's inventory on the worker describes it.
+ */
+export interface IGpu {
+  index?: number;
+  uuid?: string;
+  name?: string;
+  /**
+   * bytes
+   */
+  memory_total?: number;
+}
+/**
+ * A worker's last heartbeat sample: `{"gpus": [...]}` for a worker with GPUs, else
+ * `{}`.
+ */
+export interface IContainerStats {
+  gpus?: IGpuSample[];
+}
+/**
+ * One GPU in a worker's last heartbeat sample.
+ */
+export interface IGpuSample {
+  uuid: string;
+  /**
+   * percent
+   */
+  utilization: number;
+  /**
+   * bytes
+   */
+  memory_used: number;
+  /**
+   * bytes
+   */
+  memory_total: number;
+}
+/**
+ * One pool's workers that count against the total cap (`max_workers_total`).
+ */
+export interface ICapHolder {
+  pool_id: string;
+  function: string;
+  starting: number;
+  idle: number;
+  busy: number;
+}
+/**
+ * Something that happened to a pool: settings changed (and by whom), workers launched,
+ * stopped or reclaimed for another pool, launches failing, the pool stopped.
+ */
+export interface IPoolEvent {
+  /**
+   * seconds since the epoch
+   */
+  time: number;
+  message: string;
+}
+/**
+ * One function call: a `.map()`, `.remote()` or `.spawn()`/`.spawn_map()`.
+ * Calls whose results stream to a kernel are listed until they finish; spawned calls
+ * stay, with their results, until the server stops.
+ */
+export interface ICall {
+  /**
+   * "fc-..."
+   */
+  id: string;
+  pool_id: string;
+  function: string;
+  kind: CallKind;
+  /**
+   * known once the caller sent its last input
+   */
+  total: number | null;
+  /**
+   * inputs received so far
+   */
+  submitted: number;
+  done: number;
+  failed: number;
+  cancelled: boolean;
+  finished: boolean;
+}
+/**
+ * Then, at most a few times a second, what changed since the last message: pools and
+ * calls whose counts or states moved (whole models), calls no longer listed, and the
+ * events in between (`events_dropped` counts those left out of a burst).
+ */
 export interface IChangesMessage {
   type: 'changes';
   pools: IPool[];
@@ -208,10 +307,96 @@ export interface IChangesMessage {
   events: IChangeEvent[];
   events_dropped: number;
 }
-
-export type EventsMessage = ISnapshotMessage | IChangesMessage;
-
-/** Any error: `message` says what was wrong; `reason` is the HTTP reason. */
+/**
+ * Something that happened, as the control plane reports it to its subscribers.
+ */
+export interface IChangeEvent {
+  type: EventType;
+  pool_id: string;
+  container_id?: string;
+  call_id?: string;
+  /**
+   * for container-stopped
+   */
+  exit_code?: number | null;
+}
+/**
+ * The control plane itself: nbscale's version, and what runs its workers and why, as
+ * `nbscale.status()` says it (`launcher_reason`: e.g. "Docker engine found, but no
+ * base image nbscale/base:bookworm: run `nbscale images base`").
+ */
+export interface IStatus {
+  version: string;
+  launcher: 'process' | 'docker' | 'slurm';
+  launcher_reason: string;
+}
+/**
+ * The body of `PATCH pools/{id}`: the settings to change; others keep their value.
+ */
+export interface IAutoscalerChanges {
+  min_containers?: number;
+  max_containers?: number;
+  buffer_containers?: number;
+  scaledown_window?: number;
+}
+/**
+ * One input of a call. `finished` is a streamed (map/remote) input whose result went
+ * to its caller: the control plane counts those as done or failed without keeping which
+ * index was which, so that a map stays cheap; spawned inputs say `done` or `failed`.
+ */
+export interface IInput {
+  index: number;
+  status: InputStatus;
+  /**
+   * attempts started so far (retries included); 0 if never run or not known
+   */
+  attempt: number;
+  /**
+   * for running inputs
+   */
+  worker_id?: string;
+}
+/**
+ * `GET calls/{id}`: the call, its counts, and the status of inputs
+ * `start` .. `start + limit` (query parameters; inputs not yet submitted are absent).
+ */
+export interface ICallDetail {
+  /**
+   * "fc-..."
+   */
+  id: string;
+  pool_id: string;
+  function: string;
+  kind: CallKind;
+  /**
+   * known once the caller sent its last input
+   */
+  total: number | null;
+  /**
+   * inputs received so far
+   */
+  submitted: number;
+  done: number;
+  failed: number;
+  cancelled: boolean;
+  finished: boolean;
+  pending: number;
+  running: number;
+  start: number;
+  inputs: IInput[];
+}
+/**
+ * The last lines a worker wrote to stdout and stderr (also for recently gone ones).
+ */
+export interface ILogs {
+  container_id: string;
+  pool_id: string;
+  tail: number;
+  logs: string;
+}
+/**
+ * Any error: `message` says what was wrong; `reason` is the HTTP reason.
+ */
 export interface IError {
   message: string;
   reason: string | null;

@@ -18,6 +18,7 @@ from nbscale_server.models import PoolModel
 from .._loop import get_loop
 from .._progress import CallProgress
 from ..exceptions import NbscaleError
+from . import render
 
 if TYPE_CHECKING:
     from .._map import Invocation
@@ -63,9 +64,22 @@ class LiveMap:
         self._next_poll = 0.0
         self._closed = False
 
-    def start(self, inv: Invocation) -> None:
-        self._inv = inv
+    def show(self) -> None:
+        """Put the view on screen, before the map starts (which may build an image)."""
         self.view.show(self.progress)
+
+    def preparing(self, step: str) -> None:
+        """Show what the map waits for before its first input goes out: an image build's
+        steps, reported from the build's thread while the caller waits. Each is drawn (a
+        build has a few dozen at most; a skipped one could stay on screen for minutes)."""
+        self.progress.prepare(step)
+        self.view.draw(self.progress, self.pool)
+
+    def start(self, inv: Invocation) -> None:
+        """The map started: from now on the pool's state is polled for the view."""
+        self._inv = inv
+        self.progress.prepare(None)
+        self.progress.workers = render.workers_line(inv.client.server_info)
 
     def _due(self, force: bool) -> tuple[bool, bool]:
         """Whether to redraw now, and whether to ask for the pool's state first."""

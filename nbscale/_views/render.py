@@ -7,7 +7,7 @@ and the summary that stays in a saved notebook, so that all three say the same t
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbscale_server.models import PoolModel
@@ -36,8 +36,27 @@ def _rate(per_second: float) -> str:
     return f"{per_second:,.0f}/s" if per_second >= 100 else f"{per_second:.3g}/s"
 
 
+_WORKER_KINDS = {"docker": "Docker containers", "slurm": "Slurm jobs"}
+
+
+def workers_text(info: Mapping[str, Any]) -> str:
+    """``local processes (no Docker engine answers at ...)``: what runs the workers of a
+    control plane, and why, from its connection info (as ``nbscale.status()`` gives it)."""
+    kind = _WORKER_KINDS.get(str(info.get("launcher")), "local processes")
+    reason = info.get("launcher_reason")
+    return f"{kind} ({reason})" if reason else kind
+
+
+def workers_line(info: Mapping[str, Any]) -> str:
+    """``workers: local processes (...)``, the line the demo and the widget show."""
+    return f"workers: {workers_text(info)}"
+
+
 def counts_line(p: CallProgress) -> str:
-    """``42/100 done · 3 failed · 4 running · 51 pending · 12.3/s · ETA 4.0 s``."""
+    """``42/100 done · 3 failed · 4 running · 51 pending · 12.3/s · ETA 4.0 s``, or what
+    the call waits for before its first input goes out (``building worker image ...``)."""
+    if p.preparing is not None:
+        return p.preparing
     of = f"{p.total:,}" if p.total is not None else f"{p.submitted:,}+"
     parts = [f"{p.done:,}/{of} done"]
     if p.failed:
@@ -53,7 +72,7 @@ def counts_line(p: CallProgress) -> str:
     return " · ".join(parts)
 
 
-def gpus_text(gpus: Sequence[dict[str, Any]]) -> str:
+def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
     """``2 x NVIDIA A100 (35% busy)`` from the GPUs a pool's workers report."""
     if not gpus:
         return ""
@@ -68,9 +87,10 @@ def gpus_text(gpus: Sequence[dict[str, Any]]) -> str:
     return text
 
 
-def pool_line(pool: PoolModel | None, throttled_by: str | None) -> str:
+def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
     """``pool: 4 containers (1 starting, 3 busy, 0 idle) · 12 waiting · GPUs: ... ·
-    throttled by ...``; what the autoscaler is doing comes last."""
+    throttled by ...``, then what the autoscaler is doing, then ``workers`` (what runs them
+    and why) when given."""
     parts = []
     if pool is not None:
         c = pool["containers"]
@@ -86,6 +106,8 @@ def pool_line(pool: PoolModel | None, throttled_by: str | None) -> str:
         parts.append(f"throttled by the limit of {throttled_by}")
     if pool is not None and pool["status"]:
         parts.append(pool["status"])
+    if workers:
+        parts.append(workers)
     return " · ".join(parts)
 
 

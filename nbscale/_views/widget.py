@@ -79,10 +79,10 @@ class MapWidget:
         self.title.value = f"<b>{html.escape(progress.function)}</b>.map" + (
             " · <span style='color:#ef6c00'>throttled</span>" if throttled else ""
         )
-        self.counts.value = f"<span style='{_MONO}'>{render.counts_line(progress)}</span>"
-        self.pool.value = (
-            f"<span style='{_MONO}'>{html.escape(render.pool_line(pool, throttled))}</span>"
-        )
+        counts = html.escape(render.counts_line(progress))
+        self.counts.value = f"<span style='{_MONO}'>{counts}</span>"
+        line = render.pool_line(pool, throttled, progress.workers)
+        self.pool.value = f"<span style='{_MONO}'>{html.escape(line)}</span>"
         self.table.value = render.rows_html(render.shown_rows(progress))
 
     def finish(self, progress: CallProgress, pool: PoolModel | None, outcome: str | None) -> None:

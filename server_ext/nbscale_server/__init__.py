@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from nbscale_runtime import __version__
+
+__all__ = ["__version__"]
+
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     """Where Jupyter finds the extension. The import is deferred so that kernels, which

@@ -9,17 +9,22 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   ``min_containers``.
 - Scale up at once; scale down only workers idle for ``scaledown_window`` seconds.
 - After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
-  say why in :attr:`AutoscalerCore.status`.
+  say why in :attr:`AutoscalerCore.status`; after ``MAX_LAUNCH_FAILURES`` in a row, the
+  pool's waiting inputs are failed (:attr:`AutoscalerCore.out_of_launches`). This core is
+  the one that counts launch failures.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
+# Launches in a row that may fail before the pool's waiting inputs are failed.
+MAX_LAUNCH_FAILURES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +49,6 @@ class AutoscalerSettings:
         sw = self.scaledown_window
         if isinstance(sw, bool) or not isinstance(sw, (int, float)) or sw <= 0:
             raise ValueError(f"scaledown_window must be a number of seconds > 0, got {sw!r}")
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> AutoscalerSettings:
-        """The settings in a function's options (``@app.function(...)``); None is default."""
-        return cls(
-            min_containers=options.get("min_containers") or 0,
-            max_containers=options.get("max_containers"),
-            buffer_containers=options.get("buffer_containers") or 0,
-            scaledown_window=options.get("scaledown_window") or 60.0,
-        )
 
     def updated(self, changes: dict[str, Any]) -> AutoscalerSettings:
         """A copy with ``changes`` applied; None leaves a setting as it is."""
@@ -81,6 +76,26 @@ class PoolLoad:
     pending: int  # inputs waiting for a worker, retries waiting for their delay excluded
     running: int  # inputs on workers
     slots_per_worker: int = 1  # inputs one worker is meant to run at once
+
+
+@dataclass(frozen=True, slots=True)
+class CapHolder:
+    """One pool's share of the total cap: its workers that count against it."""
+
+    pool_id: str
+    function: str
+    starting: int
+    idle: int
+    busy: int
+
+    @property
+    def workers(self) -> int:
+        return self.starting + self.idle + self.busy
+
+    def describe(self) -> str:
+        """``evaluate_model 3 busy, 1 idle``"""
+        counts = [(self.busy, "busy"), (self.idle, "idle"), (self.starting, "starting")]
+        return self.function + " " + ", ".join(f"{n} {what}" for n, what in counts if n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +137,10 @@ class AutoscalerCore:
         load: PoolLoad,
         workers: list[WorkerView],
         room: int | None = None,
+        holders: Sequence[CapHolder] = (),
     ) -> list[Instruction]:
-        """What to do now. ``room`` is how many more workers the total cap allows."""
+        """What to do now. ``room`` is how many more workers the total cap allows, and
+        ``holders`` the pools whose workers fill it (to say so while it holds this one)."""
         live = [w for w in workers if w.state != "draining"]
         want = self.desired(load)
         if len(live) < want:
@@ -133,10 +150,13 @@ class AutoscalerCore:
             if now < self._retry_at:
                 return []
             if count <= 0:
-                self.status = f"waiting: the total cap of {self.total_cap} workers is reached"
+                self.status = self._waiting_for_cap(holders)
                 return []
             self.status = f"scaling up to {len(live) + count}"
             return [LaunchWorkers(count, f"{load.pending} pending, {load.running} running")]
+        mx = self.settings.max_containers
+        if mx is not None and len(live) > mx:
+            return [self._drain_to(mx, live)]
         if len(live) > want:
             window = self.settings.scaledown_window
             expired = sorted(
@@ -161,6 +181,37 @@ class AutoscalerCore:
         self.status = "steady" if live else "idle"
         return []
 
+    def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:
+        """Above ``max_containers`` (it was lowered): stop the surplus now, those starting
+        first, then the idle (longest idle first), then busy ones, which finish their
+        current input before they stop."""
+        rank = {"starting": 0, "idle": 1, "busy": 2}
+        order = sorted(live, key=lambda w: (rank.get(w.state, 1), w.idle_since or 0.0))
+        self.status = f"draining to {mx} (max_containers)"
+        surplus = tuple(w.worker_id for w in order[: len(live) - mx])
+        return StopWorkers(surplus, f"stopping {len(surplus)}, busy ones after their input")
+
+    def _waiting_for_cap(self, holders: Sequence[CapHolder]) -> str:
+        if not holders:
+            return f"waiting: the total cap of {self.total_cap} workers is reached"
+        used = sum(h.workers for h in holders)
+        held = ", ".join(h.describe() for h in holders)
+        return f"waiting: {used} of {self.total_cap} workers in use: {held}"
+
+    def may_launch(self, now: float) -> bool:
+        """Not backing off after a failed launch."""
+        return now >= self._retry_at
+
+    @property
+    def launch_failures(self) -> int:
+        """Launches that failed in a row."""
+        return self._failures
+
+    @property
+    def out_of_launches(self) -> bool:
+        """So many launches failed in a row that waiting inputs should fail, not wait."""
+        return self._failures >= MAX_LAUNCH_FAILURES
+
     def launch_failed(self, now: float, error: str) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds."""
         self._failures += 1
@@ -169,6 +220,33 @@ class AutoscalerCore:
         self.status = f"launch failed ({error}); retrying in {delay:g} s"
         return delay
 
-    def launch_succeeded(self) -> None:
+    def reset_launch_failures(self) -> None:
+        """A worker registered, or the function was registered again: start afresh."""
         self._failures = 0
         self._retry_at = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OtherPool:
+    """Another pool, as reclaiming sees it."""
+
+    desired: int  # the workers it wants now
+    waiting: bool  # it has inputs waiting too: its idle workers are about to be busy
+    workers: Sequence[WorkerView]
+
+
+def reclaim(others: Sequence[OtherPool], count: int) -> list[str]:
+    """Idle workers of other pools to stop, at most ``count``, so that a pool held back by
+    the total cap can grow. Those kept only until their scaledown window ends (their pool
+    has more than it wants) go first, then those kept warm by ``min_containers`` (the warm
+    pool refills when there is room again); the longest idle first. Never a busy worker,
+    nor one of a pool that has inputs waiting itself."""
+    candidates = []
+    for other in others:
+        if other.waiting:
+            continue
+        live = [w for w in other.workers if w.state != "draining"]
+        warm = len(live) <= other.desired
+        idle = [w for w in live if w.state == "idle"]
+        candidates += [(warm, w.idle_since or 0.0, w.worker_id) for w in idle]
+    return [worker_id for *_, worker_id in sorted(candidates)[:count]]

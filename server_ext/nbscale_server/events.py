@@ -16,8 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import reports
-from .control_plane import ControlPlane
+from .api import Api
 from .models import CallModel, ChangeEvent, ChangesMessage, PoolModel, SnapshotMessage
 from .pool import CallState
 
@@ -44,8 +43,8 @@ def _call_signature(call: CallState) -> tuple[Any, ...]:
 
 
 class EventHub:
-    def __init__(self, plane: ControlPlane, interval: float = 0.25, max_events: int = 200):
-        self.plane = plane
+    def __init__(self, api: Api, interval: float = 0.25, max_events: int = 200):
+        self.api = api
         self.interval = interval
         self.max_events = max_events  # per message; a burst beyond it is counted, not sent
         self.sinks: list[Sink] = []
@@ -79,26 +78,26 @@ class EventHub:
     def snapshot(self) -> SnapshotMessage:
         return {
             "type": "snapshot",
-            "pools": self.plane.list_pools(),
-            "calls": self.plane.list_calls(),
+            "pools": self.api.list_pools(),
+            "calls": self.api.list_calls(),
         }
 
     def changes(self) -> ChangesMessage | None:
         """What changed since the last call (or the start), or None for nothing."""
         pools: list[PoolModel] = []
-        for model in self.plane.list_pools():
+        for model in self.api.list_pools():
             signature = _pool_signature(model)
             if self._pools.get(model["id"]) != signature:
                 self._pools[model["id"]] = signature
                 pools.append(model)
         calls: list[CallModel] = []
         seen = set()
-        for call_id, call in self.plane.listed_calls().items():
+        for call_id, call in self.api.listed_calls().items():
             seen.add(call_id)
             key = _call_signature(call)
             if self._calls.get(call_id) != key:
                 self._calls[call_id] = key
-                calls.append(reports.call_model(call, self.plane.pools[call.pool_id]))
+                calls.append(self.api.call_model(call))
         removed = [call_id for call_id in self._calls if call_id not in seen]
         for call_id in removed:
             del self._calls[call_id]
@@ -123,9 +122,9 @@ class EventHub:
 
     def _start(self) -> None:
         # What the first listener's snapshot shows is the baseline of the first changes.
-        self._pools = {p["id"]: _pool_signature(p) for p in self.plane.list_pools()}
-        self._calls = {i: _call_signature(c) for i, c in self.plane.listed_calls().items()}
-        self._unsubscribe = self.plane.subscribe(self._on_event)
+        self._pools = {p["id"]: _pool_signature(p) for p in self.api.list_pools()}
+        self._calls = {i: _call_signature(c) for i, c in self.api.listed_calls().items()}
+        self._unsubscribe = self.api.subscribe(self._on_event)
         self._task = asyncio.ensure_future(self._run())
 
     def _stop(self) -> None:

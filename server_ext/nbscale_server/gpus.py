@@ -5,7 +5,7 @@ A request is what ``@app.function(gpu=...)`` says: ``"any"``, a type (``"A100"``
 optionally a count (``"H100:2"``), or a list of such strings tried in order (fallbacks).
 The core is pure: :func:`parse_gpu` reads a request, :func:`choose` picks GPU UUIDs from an
 inventory minus the ones already taken, and every refusal is a :class:`GpuError` whose text
-says what to do. :func:`discover` is the thin NVML part (nvidia-ml-py, an optional
+says what to do. :func:`discover` is the thin NVML part (nvidia-ml-py, a base
 dependency), which takes the NVML module as an argument so tests can hand it a fake.
 
 nbscale assigns GPUs itself, by UUID (:class:`GpuAllocator`), so two workers never share
@@ -158,7 +158,7 @@ def discover(nvml: Any = None) -> list[GpuInfo]:
             import pynvml as nvml  # type: ignore[import-not-found,no-redef]
         except ImportError:
             raise GpuError(
-                "cannot look for GPUs: nvidia-ml-py is not installed (pip install 'nbscale[gpu]')"
+                "cannot look for GPUs: nvidia-ml-py is not installed (pip install nvidia-ml-py)"
             ) from None
     try:
         nvml.nvmlInit()

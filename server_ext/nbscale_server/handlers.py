@@ -1,9 +1,10 @@
 """The REST and WebSocket API under ``<base_url>/nbscale/api/`` (models in ``models.py``).
 
 Every handler is authenticated by the Jupyter server (token or login) and authorized on the
-``nbscale`` resource. Handlers only parse the request and call one public method of the
-control plane; ``_run`` is the one place where its refusals become HTTP errors: 400 for bad
-input, 404 for an unknown id, 429 for a limit. A user mistake is never a bare 500.
+``nbscale`` resource. Handlers only parse the request and call one admin method of the
+control plane's API (``api.py``); ``_run`` is the one place where its refusals become HTTP
+errors: 400 for bad input, 404 for an unknown id, 429 for a limit. A user mistake is never a
+bare 500.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
-from .control_plane import ControlPlane, RequestError
-from .models import ErrorModel
+from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_RESOURCE_EXHAUSTED
+
+from .api import Api
+from .errors import RequestError
+from .models import ErrorModel, StatusModel
 
 if TYPE_CHECKING:
     from .events import EventHub
@@ -31,7 +35,7 @@ AUTH_RESOURCE = "nbscale"
 API = "/nbscale/api"
 
 # The control plane's refusals (RequestError.kind) as HTTP statuses; any other kind is 400.
-_STATUS = {"InvalidError": 400, "NotFoundError": 404, "ResourceExhaustedError": 429}
+_STATUS = {ERROR_INVALID: 400, ERROR_NOT_FOUND: 404, ERROR_RESOURCE_EXHAUSTED: 429}
 _MAX_PAGE = 10_000  # inputs or log lines in one response
 _MAX_INDEX = 2**53  # what JSON numbers hold exactly
 
@@ -53,11 +57,11 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(_STATUS.get(exc.kind, 400), "%s", str(exc)) from None
 
     @property
-    def plane(self) -> ControlPlane:
+    def api(self) -> Api:
         plane = self.nbscale.control_plane
         if plane is None:
             raise web.HTTPError(503, "%s", "the nbscale control plane is not running")
-        return plane
+        return plane.api
 
     def _int_argument(self, name: str, default: int, minimum: int, maximum: int) -> int:
         raw = self.get_query_argument(name, str(default))
@@ -86,12 +90,26 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
         self.finish(json.dumps(error))
 
 
+class StatusHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The control plane's version and launcher, and why that launcher: ``StatusModel``."""
+        info = self.api.connection_info()
+        status: StatusModel = {
+            "version": info["version"],
+            "launcher": info["launcher"],
+            "launcher_reason": info["launcher_reason"],
+        }
+        self._reply(status)
+
+
 class PoolsHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
         """Every pool: ``list[PoolModel]``."""
-        self._reply(self.plane.list_pools())
+        self._reply(self.api.list_pools())
 
 
 class PoolHandler(_Handler):
@@ -99,7 +117,7 @@ class PoolHandler(_Handler):
     @authorized
     async def get(self, pool_id: str) -> None:
         """One pool: ``PoolModel``."""
-        self._reply(self._run(self.plane.pool_info, pool_id))
+        self._reply(self._run(self.api.pool_info, pool_id))
 
     @web.authenticated
     @authorized
@@ -108,13 +126,13 @@ class PoolHandler(_Handler):
         changes = self.get_json_body()
         if not isinstance(changes, dict):
             raise web.HTTPError(400, "%s", "the body must be a JSON object of autoscaler settings")
-        self._reply(self._run(self.plane.update_autoscaler, pool_id, changes))
+        self._reply(self._run(self.api.update_autoscaler, pool_id, changes))
 
     @web.authenticated
     @authorized
     async def delete(self, pool_id: str) -> None:
         """Stop the pool: cancel its calls and stop its workers; returns the ``PoolModel``."""
-        self._reply(self._run(self.plane.stop_pool, pool_id))
+        self._reply(self._run(self.api.stop_pool, pool_id))
 
 
 class CallsHandler(_Handler):
@@ -122,7 +140,7 @@ class CallsHandler(_Handler):
     @authorized
     async def get(self) -> None:
         """Every listed call: ``list[CallModel]``."""
-        self._reply(self.plane.list_calls())
+        self._reply(self.api.list_calls())
 
 
 class CallHandler(_Handler):
@@ -132,13 +150,13 @@ class CallHandler(_Handler):
         """One call with per-input status: ``CallDetailModel`` (``?start=&limit=``)."""
         start = self._int_argument("start", 0, 0, _MAX_INDEX)
         limit = self._int_argument("limit", 1000, 1, _MAX_PAGE)
-        self._reply(self._run(self.plane.call_info, call_id, start, limit))
+        self._reply(self._run(self.api.call_info, call_id, start, limit))
 
     @web.authenticated
     @authorized
     async def delete(self, call_id: str) -> None:
         """Cancel the call; returns its ``CallModel``."""
-        self._reply(self._run(self.plane.cancel_call, call_id))
+        self._reply(self._run(self.api.cancel_call, call_id))
 
 
 class LogsHandler(_Handler):
@@ -147,7 +165,7 @@ class LogsHandler(_Handler):
     async def get(self, container_id: str) -> None:
         """The last lines a worker wrote: ``LogsModel`` (``?tail=200``)."""
         tail = self._int_argument("tail", 200, 1, _MAX_PAGE)
-        self._reply(self._run(self.plane.worker_logs, container_id, tail))
+        self._reply(self._run(self.api.worker_logs, container_id, tail))
 
 
 class EventsHandler(
@@ -195,6 +213,7 @@ class EventsHandler(
 def routes() -> list[tuple[str, type[Any]]]:
     """The URL patterns, relative to the server's base URL."""
     return [
+        (rf"{API}/status", StatusHandler),
         (rf"{API}/pools", PoolsHandler),
         (rf"{API}/pools/(?P<pool_id>[^/]+)", PoolHandler),
         (rf"{API}/calls", CallsHandler),

@@ -1,11 +1,14 @@
 """The JSON models of the control plane's API, in one place.
 
 The REST API under ``/nbscale/api/`` and the ``events`` WebSocket send exactly these shapes,
-and the control plane's public methods return them; a TypeScript client mirrors them as
-``I*`` interfaces. A field added here is a field every client can rely on.
+and the control plane's public methods return them. A field added here is a field every
+client can rely on. The sidebar's TypeScript types (``labextension/src/models.ts``, ``I*``
+interfaces) are generated from this module (``schema.py``, then ``scripts/gen-contracts``):
+docstrings and field comments become their documentation.
 
 Routes (all authenticated with the Jupyter server's token or login):
 
+- ``GET status`` -> ``StatusModel``
 - ``GET pools`` -> ``list[PoolModel]``
 - ``GET pools/{id}`` -> ``PoolModel``
 - ``PATCH pools/{id}`` with ``AutoscalerChanges`` -> ``PoolModel``
@@ -20,7 +23,17 @@ Routes (all authenticated with the Jupyter server's token or login):
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict
+
+
+class StatusModel(TypedDict):
+    """The control plane itself: nbscale's version, and what runs its workers and why, as
+    ``nbscale.status()`` says it (``launcher_reason``: e.g. "Docker engine found, but no
+    base image nbscale/base:bookworm: run `nbscale images base`")."""
+
+    version: str
+    launcher: Literal["process", "docker", "slurm"]
+    launcher_reason: str
 
 
 class AutoscalerSettingsModel(TypedDict):
@@ -53,19 +66,63 @@ class InputRefModel(TypedDict):
     index: int
 
 
+ContainerState = Literal["starting", "idle", "busy", "draining"]
+
+
+class GpuModel(TypedDict, total=False):
+    """A GPU of a worker, as NVML's inventory on the worker describes it."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_total: int  # bytes
+
+
+class GpuSampleModel(TypedDict):
+    """One GPU in a worker's last heartbeat sample."""
+
+    uuid: str
+    utilization: int  # percent
+    memory_used: int  # bytes
+    memory_total: int  # bytes
+
+
+class ContainerStatsModel(TypedDict, total=False):
+    """A worker's last heartbeat sample: ``{"gpus": [...]}`` for a worker with GPUs, else
+    ``{}``."""
+
+    gpus: list[GpuSampleModel]
+
+
 class ContainerModel(TypedDict):
     """One worker (a process or a container) of a pool."""
 
     id: str  # "wk-..."
-    state: Literal["starting", "idle", "busy", "draining"]
+    state: ContainerState
     pid: int | None  # the worker's process id where it runs, once registered
     uptime: float  # seconds since launch
     running_inputs: int
     inputs: list[InputRefModel]  # the first few inputs it holds, the running one first
-    gpus: list[dict[str, Any]]  # as NVML reports them on the worker: index, uuid, name, memory
-    # the last heartbeat's sample: {"gpus": [{uuid, utilization (%), memory_used,
-    # memory_total (bytes)}]} for a worker with GPUs, else {}
-    stats: dict[str, Any]
+    gpus: list[GpuModel]
+    stats: ContainerStatsModel
+
+
+class CapHolderModel(TypedDict):
+    """One pool's workers that count against the total cap (``max_workers_total``)."""
+
+    pool_id: str
+    function: str
+    starting: int
+    idle: int
+    busy: int
+
+
+class PoolEventModel(TypedDict):
+    """Something that happened to a pool: settings changed (and by whom), workers launched,
+    stopped or reclaimed for another pool, launches failing, the pool stopped."""
+
+    time: float  # seconds since the epoch
+    message: str
 
 
 class PoolModel(TypedDict):
@@ -86,10 +143,17 @@ class PoolModel(TypedDict):
     done: int  # inputs finished successfully, since the pool was created
     failed: int  # inputs finished with an error
     workers: list[ContainerModel]
-    gpus: list[dict[str, Any]]  # the GPUs of all its workers
+    gpus: list[GpuModel]  # the GPUs of all its workers
     image: str | None  # the image its containers run; None for local processes/the default
     gpu: str | list[str] | None  # the GPU request, in Modal's syntax ("A100:2", a list)
     stopped: bool  # stopped by ``DELETE pools/{id}``; it starts again when called again
+    # while the total cap keeps the pool from the workers it wants: the pools holding it
+    # (this one included); empty otherwise
+    cap_holders: list[CapHolderModel]
+    events: list[PoolEventModel]  # its latest events, oldest first
+
+
+CallKind = Literal["map", "remote", "spawn"]
 
 
 class CallModel(TypedDict):
@@ -100,7 +164,7 @@ class CallModel(TypedDict):
     id: str  # "fc-..."
     pool_id: str
     function: str
-    kind: Literal["map", "remote", "spawn"]
+    kind: CallKind
     total: int | None  # known once the caller sent its last input
     submitted: int  # inputs received so far
     done: int
@@ -183,6 +247,9 @@ class ChangesMessage(TypedDict):
     calls_removed: list[str]
     events: list[ChangeEvent]
     events_dropped: int
+
+
+EventsMessage = SnapshotMessage | ChangesMessage
 
 
 class ErrorModel(TypedDict):

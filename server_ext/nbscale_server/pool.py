@@ -1,30 +1,34 @@
-"""The control plane's records of pools, workers and calls (state only, no I/O)."""
+"""The control plane's records of pools, workers and calls (state only, no I/O).
+
+A worker's states and the events that move it between them are here, as methods of
+``WorkerState``; the rooms of the control plane call them and never set ``state`` by hand:
+
+    starting --registered--> idle <--took inputs / settled--> busy
+    any      --drain-------> draining (told to stop, or said goodbye) --exit--> gone
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import collections
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .autoscaler import AutoscalerCore, AutoscalerSettings, PoolLoad, WorkerView
-from .launchers.base import WorkerHandle
-from .queue import QueueCore, RetryPolicy
+from nbscale_runtime.protocol import ERROR_NOT_FOUND
 
-# How many launches in a row may fail before the pool's waiting inputs are failed.
-MAX_LAUNCH_FAILURES = 3
+from .autoscaler import AutoscalerCore, CapHolder, PoolLoad, WorkerView
+from .errors import RequestError
+from .launchers.base import WorkerHandle
+from .options import FunctionOptions
+from .queue import QueueCore
+
 # Each dispatch to a worker carries at least this much estimated work, so that short inputs
 # travel hundreds per message (a message costs tens of microseconds), while inputs longer
 # than this still go one by one.
 _BATCH_SECONDS = 0.001
 _MAX_BATCH_FLOOR = 1000
 _INPUTS_SHOWN = 8  # a worker's inputs listed in its model (it may hold many more queued)
-
-
-def pool_id_for(function_id: str, options: dict[str, Any]) -> str:
-    key = json.dumps([function_id, options], sort_keys=True, default=str)
-    return "pl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+_EVENTS_KEPT = 50  # a pool's latest events, in its model
 
 
 @dataclass(slots=True)
@@ -49,6 +53,47 @@ class WorkerState:
     def view(self) -> WorkerView:
         return WorkerView(self.worker_id, self.state, self.idle_since)
 
+    @property
+    def serving(self) -> bool:
+        """Registered and not told to stop: it may be sent inputs."""
+        return self.state == "idle" or self.state == "busy"
+
+    def registered(self, now: float, pid: int, python: str, gpus: list[dict[str, Any]]) -> None:
+        self.registered_at = now
+        self.pid, self.python, self.gpus = pid, python, gpus
+        self.state, self.idle_since = "idle", now
+
+    def took_inputs(self) -> None:
+        self.state, self.idle_since = "busy", None
+
+    def settled(self, running: int, now: float) -> None:
+        """Some of its inputs ended; ``running`` it still holds."""
+        if not self.serving:
+            return
+        if running:
+            self.state, self.idle_since = "busy", None
+        elif self.state != "idle":
+            self.state, self.idle_since = "idle", now
+
+    def drain(self) -> None:
+        """Told to stop (or leaving): it gets no more inputs."""
+        self.state = "draining"
+        self.want = 0
+
+    def overdue(
+        self, now: float, startup_timeout: float, heartbeat_timeout: float, stop_grace: float
+    ) -> str | None:
+        """Why it must be killed now, if it must: it never registered, went silent, or
+        outstayed its stop."""
+        if self.registered_at is None:
+            if now - self.launched_at > startup_timeout:
+                return f"did not register within {startup_timeout:g} s"
+        elif now - self.last_seen > heartbeat_timeout:
+            return f"missed its heartbeats for {heartbeat_timeout:g} s"
+        if self.state == "draining" and now - self.last_seen > stop_grace:
+            return f"did not stop within {stop_grace:g} s"
+        return None
+
     def as_dict(self, now: float, running: list[tuple[str, int]]) -> dict[str, Any]:
         """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
         return {
@@ -69,18 +114,23 @@ class Pool:
     function_id: str
     name: str
     function: bytes
-    options: dict[str, Any]
+    options: FunctionOptions
     sys_path: list[str]
     client_versions: dict[str, str]
     autoscaler: AutoscalerCore
     queue: QueueCore
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
-    launch_failures: int = 0
     done: int = 0
     failed: int = 0
     stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive
     input_seconds: float | None = None  # moving average of how long an attempt runs
+    # while the total cap holds the pool back: the pools whose workers fill it
+    cap_holders: tuple[CapHolder, ...] = ()
+    # what happened to it, for people: (wall-clock time, text), the latest _EVENTS_KEPT
+    events: collections.deque[tuple[float, str]] = field(
+        default_factory=lambda: collections.deque(maxlen=_EVENTS_KEPT)
+    )
 
     @classmethod
     def create(
@@ -88,32 +138,30 @@ class Pool:
         function_id: str,
         name: str,
         function: bytes,
-        options: dict[str, Any],
+        options: FunctionOptions,
         sys_path: list[str],
         client_versions: dict[str, str],
         total_cap: int | None,
     ) -> Pool:
-        settings = AutoscalerSettings.from_options(options)
-        retries = RetryPolicy(**options["retries"]) if options.get("retries") else RetryPolicy()
         return cls(
-            pool_id=pool_id_for(function_id, options),
+            pool_id=options.pool_id(function_id),
             function_id=function_id,
             name=name,
             function=function,
             options=options,
             sys_path=sys_path,
             client_versions=client_versions,
-            autoscaler=AutoscalerCore(settings, total_cap),
-            queue=QueueCore(retries),
+            autoscaler=AutoscalerCore(options.autoscaler_settings(), total_cap),
+            queue=QueueCore(options.retries),
         )
 
     @property
     def slots(self) -> int:
-        return int(self.options.get("max_inputs") or 1)
+        return self.options.max_inputs
 
     @property
     def timeout(self) -> float:
-        return float(self.options.get("timeout") or 300)
+        return self.options.timeout
 
     def observe_durations(self, total_seconds: float, count: int) -> None:
         mean = total_seconds / count
@@ -133,9 +181,20 @@ class Pool:
             floor = min(floor, math.ceil(pending / live))
         return max(self.slots, floor, math.ceil(pending / (2 * live)))
 
+    def note(self, message: str, at: float) -> None:
+        """Add to the pool's event log (``at``: seconds since the epoch)."""
+        self.events.append((at, message))
+
+    def last_event(self) -> str | None:
+        return self.events[-1][1] if self.events else None
+
+    def live_workers(self) -> int:
+        """Its workers that count against the total cap (all but those draining)."""
+        return sum(1 for w in self.workers.values() if w.state != "draining")
+
     def load(self) -> PoolLoad:
-        target = self.options.get("target_inputs") or self.slots
-        return PoolLoad(len(self.queue.pending), self.queue.num_running, int(target))
+        target = self.options.slots_target
+        return PoolLoad(len(self.queue.pending), self.queue.num_running, target)
 
     def views(self) -> list[WorkerView]:
         return [w.view() for w in self.workers.values()]
@@ -162,10 +221,21 @@ class Pool:
                 w.as_dict(now, list(self.queue.running.get(w.worker_id, {})))
                 for w in self.workers.values()
             ],
-            "image": self.options.get("image"),
-            "gpu": self.options.get("gpu"),
+            "image": self.options.image,
+            "gpu": list(gpu) if isinstance(gpu := self.options.gpu, tuple) else gpu,
             "gpus": [gpu for w in self.workers.values() for gpu in w.gpus],
             "stopped": self.stopped,
+            "cap_holders": [
+                {
+                    "pool_id": h.pool_id,
+                    "function": h.function,
+                    "starting": h.starting,
+                    "idle": h.idle,
+                    "busy": h.busy,
+                }
+                for h in self.cap_holders
+            ],
+            "events": [{"time": at, "message": message} for at, message in self.events],
         }
 
 
@@ -205,3 +275,17 @@ class CallState:
             "cancelled": self.cancelled,
             "finished": self.finished,
         }
+
+
+@dataclass(slots=True)
+class Records:
+    """The pools and workers of one control plane, which its rooms share."""
+
+    pools: dict[str, Pool] = field(default_factory=dict)
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+
+    def pool(self, pool_id: str) -> Pool:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            raise RequestError(ERROR_NOT_FOUND, f"no pool {pool_id}")
+        return pool

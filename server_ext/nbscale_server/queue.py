@@ -27,14 +27,33 @@ from nbscale_runtime.protocol import (
 
 # Outcomes a worker reports that count as a failed attempt and may be retried.
 RETRYABLE = frozenset({STATUS_ERROR, STATUS_TIMEOUT, STATUS_LOST})
+# Modal's bounds of a retry policy: (setting, lowest, highest)
+_RETRY_RANGES = (
+    ("backoff_coefficient", 1.0, 10.0),
+    ("initial_delay", 0.0, 60.0),
+    ("max_delay", 1.0, 60.0),
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """Modal's ``Retries``, with its ranges (``nbscale.Retries`` is the public face)."""
+
     max_retries: int = 0
     backoff_coefficient: float = 2.0
     initial_delay: float = 1.0
     max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        n = self.max_retries
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {n!r}")
+        for name, low, high in _RETRY_RANGES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value}")
 
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
@@ -171,6 +190,15 @@ class QueueCore:
                 del inputs[key]
                 busy.add(worker_id)
         return busy
+
+    def fail_pending(self) -> list[InputRecord]:
+        """Take every input waiting for a worker, retries waiting for their delay included,
+        to fail them all (a broken pool, launches that keep failing); running inputs stay."""
+        records = list(self.pending) + [d[2] for d in sorted(self._delayed)]
+        self.pending.clear()
+        self._delayed.clear()
+        self.spawn_pending -= sum(1 for r in records if r.spawned)
+        return records
 
     def forget_call(self, call_id: str) -> None:
         """The call is finished and its record gone: stop remembering it was cancelled."""

@@ -1,11 +1,13 @@
-"""Workers on other hosts: the address they reach the control plane at, and the directory
-they share with it.
+"""Workers beyond this process's file system: the address they reach the control plane at,
+and the directory they share with it.
 
-- Remote workers (Slurm jobs, later Kubernetes Pods) dial the control plane's worker socket
+- Workers that cannot share the control plane's private directory (containers, Slurm jobs,
+  later Kubernetes Pods; local processes with the tcp transport) dial its worker socket
   over TCP, always with CurveZMQ and the per-worker allow-list (``security.py``). The
   operator chooses the address (``worker_address``: an IP, a host name or an interface name
-  such as ``ib0``); loopback is the default, and every interface (``0.0.0.0``, ``::``) is
-  refused unless ``allow_all_interfaces`` says so.
+  such as ``ib0``; ``bind_host`` is its deprecated old name); without one it is the
+  launcher's own (the Docker network's gateway) or loopback. Every interface (``0.0.0.0``,
+  ``::``) is refused unless ``allow_all_interfaces`` says so.
 - A worker's keys reach it in its config file, mode 0600, in a directory of mode 0700 that
   the nodes see (``shared_dir``, by default under the home directory, which clusters share);
   the job itself only names the file's path.
@@ -19,54 +21,15 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
 
 from .launchers.owner import owner_alive, owner_tag
-from .launchers.slurm_job import SlurmOptions, options_from_settings
 
+LOOPBACK = "127.0.0.1"
 _ALL_INTERFACES = {"0.0.0.0", "::", "*"}
 _OWNER_FILE = "owner.json"
-
-
-# The settings of remote launchers, as the client's config table and the server's traits
-# name them (flat, for NBSCALE_<NAME> variables); RemoteWorkers.from_settings reads them.
-SETTING_NAMES = (
-    "worker_address",
-    "allow_all_interfaces",
-    "shared_dir",
-    "slurm_partition",
-    "slurm_account",
-    "slurm_qos",
-    "slurm_time",
-    "slurm_gpu_types",
-    "slurm_sbatch_args",
-    "slurm_drain_seconds",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteWorkers:
-    """How workers on other hosts reach the control plane, and how Slurm runs them."""
-
-    worker_address: str = "127.0.0.1"
-    allow_all_interfaces: bool = False
-    shared_dir: str | None = None  # default: default_shared_dir()
-    slurm: SlurmOptions = field(default_factory=SlurmOptions)
-
-    @classmethod
-    def from_settings(cls, values: Mapping[str, Any]) -> RemoteWorkers:
-        """From flat settings (``SETTING_NAMES``; None or missing: the default). Raises
-        ``ValueError`` naming a bad value."""
-        return cls(
-            worker_address=values.get("worker_address") or "127.0.0.1",
-            allow_all_interfaces=bool(values.get("allow_all_interfaces")),
-            shared_dir=values.get("shared_dir") or None,
-            slurm=options_from_settings(values),
-        )
 
 
 class WorkerAddressError(ValueError):

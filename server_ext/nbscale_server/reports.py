@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from nbscale_runtime.protocol import STATUS_OK
+from nbscale_runtime.protocol import OUT_ATTEMPT, OUT_STATUS, STATUS_OK
 
 from .models import CallDetailModel, CallModel, InputModel, InputStatus, PoolModel
 from .pool import CallState, Pool
@@ -45,7 +45,7 @@ def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDeta
             model = {"index": index, "status": _settled(call, index), "attempt": 0}
             stored = call.stored.get(index)
             if stored is not None:
-                model["attempt"] = int(stored[0][2])
+                model["attempt"] = int(stored[0][OUT_ATTEMPT])
         inputs.append(model)
     return {
         **call_model(call, pool),
@@ -60,7 +60,7 @@ def _settled(call: CallState, index: int) -> InputStatus:
     """The status of an input of ``call`` that is neither pending nor running."""
     stored = call.stored.get(index)
     if stored is not None:
-        return "done" if stored[0][3] == STATUS_OK else "failed"
+        return "done" if stored[0][OUT_STATUS] == STATUS_OK else "failed"
     if call.cancelled:
         return "cancelled"
     return "finished"

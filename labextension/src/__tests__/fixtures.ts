@@ -26,6 +26,8 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
     image: null,
     gpu: null,
     stopped: false,
+    cap_holders: [],
+    events: [],
     ...overrides
   };
 }

@@ -17,6 +17,8 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..options import FunctionOptions
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
@@ -25,7 +27,7 @@ class WorkerSpec:
     worker_id: str
     pool_id: str
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
-    options: dict[str, Any] = field(default_factory=dict)  # cpu, memory, gpu, image, ...
+    options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
     pool_name: str = ""  # the function's name, for names people read (Slurm's job name)
 
 
@@ -95,9 +97,10 @@ class Launcher(abc.ABC):
         return None
 
     def worker_bind_host(self) -> str | None:
-        """The address the control plane must bind its worker socket to (over TCP, with
-        CurveZMQ) for this launcher's workers to reach it, or None when they share this
-        machine's file system and ``ipc://`` works."""
+        """The address the control plane binds its worker socket to (over TCP, with
+        CurveZMQ) for this launcher's workers to reach it, unless the ``worker_address``
+        setting names one; None when they share this machine's file system and ``ipc://``
+        works."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -99,8 +99,8 @@ def gpu_device_requests(uuids: list[str]) -> list[dict[str, Any]]:
 def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict[str, Any]:
     """The ``create_host_config`` arguments for a worker: limits, hardening, logs, GPUs."""
     options = spec.options
-    memory = options.get("memory")
-    shm_mib = max(64, int(memory) // 2) if memory else 1024
+    memory = options.memory
+    shm_mib = max(64, memory // 2) if memory else 1024
     host: dict[str, Any] = {
         "init": True,
         "binds": {spec.config_path: {"bind": CONFIG_IN_CONTAINER, "mode": "ro"}},
@@ -114,9 +114,9 @@ def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict
         "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
     }
     if memory:
-        host["mem_limit"] = host["memswap_limit"] = f"{int(memory)}m"
-    if options.get("cpu"):
-        host["nano_cpus"] = int(float(options["cpu"]) * 1e9)
+        host["mem_limit"] = host["memswap_limit"] = f"{memory}m"
+    if options.cpu:
+        host["nano_cpus"] = int(options.cpu * 1e9)
     if gpus:
         host["device_requests"] = gpu_device_requests(gpus)
     return host
@@ -192,16 +192,15 @@ class DockerLauncher(Launcher):
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         if self._closed:
             raise LaunchFailed("the Docker launcher is closed")
-        image = spec.options.get("image")
+        image = spec.options.image
         if not image:
             raise LaunchFailed("no image for this function (the nbscale client builds one)")
         self._check_image(image)
-        gpus = self._reserve_gpus(spec.options.get("gpu"))
+        gpus = self._reserve_gpus(spec.options.gpu)
         if os.getuid() == 0:  # the file is 0600: let the container's user read it
             os.chown(spec.config_path, CONTAINER_UID, CONTAINER_UID)
-        memory = spec.options.get("memory")
         container = Container(
-            spec.worker_id, f"nbscale-{spec.worker_id}", int(memory) if memory else None, gpus
+            spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
         )
         with self._lock:
             self._containers[spec.worker_id] = container

@@ -27,6 +27,8 @@ LABEL_WORKER = "nbscale.worker"
 LABEL_HOST = "nbscale.host"
 LABEL_OWNER = "nbscale.owner"
 LABEL_GPUS = "nbscale.gpus"
+LABEL_PYTHON = "nbscale.python"  # on images nbscale made: their Python's minor version
+LOCAL_NAMESPACE = "nbscale"  # images made on this host (base, workers), never pulled as named
 
 _DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -35,20 +37,41 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or f"unix://{_DEFAULT_SOCKET}"
 
 
-def engine_reachable(timeout: float = 2.0) -> bool:
-    """Whether a Docker engine answers, cheaply: a local socket is asked ``GET /_ping``
-    directly, so choosing the process launcher on a machine without Docker costs no import
-    of the docker SDK; other addresses (tcp://, ssh://) go through the SDK."""
+def engine_problem(timeout: float = 2.0) -> str | None:
+    """None when a Docker engine answers, else why not; cheap: a local socket is asked
+    ``GET /_ping`` directly, so choosing the process launcher on a machine without Docker
+    costs no import of the docker SDK; other addresses (tcp://, ssh://) go through the SDK."""
     address = engine_address()
     if address.startswith("unix://"):
-        return _ping_unix_socket(address.removeprefix("unix://"), timeout) is None
+        return _ping_unix_socket(address.removeprefix("unix://"), timeout)
     try:
         import docker
 
         docker.DockerClient(base_url=address, timeout=int(timeout) or 1).ping()
-    except Exception:
-        return False
-    return True
+    except Exception as exc:
+        return first_line(exc)
+    return None
+
+
+def engine_reachable(timeout: float = 2.0) -> bool:
+    """Whether a Docker engine answers (see :func:`engine_problem`)."""
+    return engine_problem(timeout) is None
+
+
+def first_line(problem: BaseException | str) -> str:
+    """The first line of an error (the docker SDK's carry the engine's explanation)."""
+    text = str(getattr(problem, "explanation", None) or problem)
+    return text.splitlines()[0] if text.strip() else type(problem).__name__
+
+
+def registry_problem(api: Any, image: str) -> str | None:
+    """None when the engine can pull ``image`` now (its registry answers, through the
+    engine's own mirrors and proxy), else why not; bounded by ``api``'s timeout."""
+    try:
+        api.inspect_distribution(image)
+    except Exception as exc:
+        return first_line(exc)
+    return None
 
 
 def _ping_unix_socket(path: str, timeout: float) -> str | None:
@@ -73,10 +96,7 @@ def connect(timeout: int = 60) -> Any:
     try:
         import docker
     except ImportError:
-        raise LaunchFailed(
-            "Docker workers need the docker package: pip install 'nbscale[docker]' "
-            "(or run workers as local processes with NBSCALE_LAUNCHER=process)"
-        ) from None
+        raise LaunchFailed(sdk_missing_message()) from None
     address = engine_address()
     if address.startswith("unix://"):  # the SDK would leak its socket on a failed connect
         problem = _ping_unix_socket(address.removeprefix("unix://"), 5.0)
@@ -90,13 +110,18 @@ def connect(timeout: int = 60) -> Any:
     return client
 
 
-def unreachable_message(problem: BaseException | str) -> str:
-    text = str(problem)
-    detail = text.splitlines()[0] if text else type(problem).__name__
+def sdk_missing_message(problem: str = "not installed") -> str:
     return (
-        f"cannot reach the Docker engine at {engine_address()} ({detail}). Start Docker "
-        "(scripts/docker-setup does, as root), point DOCKER_HOST at a running engine, or run "
-        "workers as local processes with NBSCALE_LAUNCHER=process"
+        f"Docker workers need the docker package ({problem}): pip install docker "
+        "(or run workers as local processes with NBSCALE_LAUNCHER=process)"
+    )
+
+
+def unreachable_message(problem: BaseException | str) -> str:
+    return (
+        f"cannot reach the Docker engine at {engine_address()} ({first_line(problem)}). "
+        "Start Docker (systemctl start docker, or dockerd as root), point DOCKER_HOST at a "
+        "running engine, or run workers as local processes with NBSCALE_LAUNCHER=process"
     )
 
 

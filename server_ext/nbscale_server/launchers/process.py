@@ -33,7 +33,7 @@ class ProcessLauncher(Launcher):
         env = dict(os.environ)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
         env["PYTHONUNBUFFERED"] = "1"
-        gpus = self._assign_gpus(spec.options.get("gpu"))
+        gpus = self._assign_gpus(spec.options.gpu)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # "" hides every GPU, as on Modal
         try:
             with open(log_path, "wb") as log:

@@ -33,14 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..remote import (
-    RemoteWorkers,
-    WorkerAddressError,
-    default_shared_dir,
-    make_job_dir,
-    remove_orphan_job_dirs,
-    resolve_worker_address,
-)
+from ..remote import LOOPBACK, default_shared_dir, make_job_dir, remove_orphan_job_dirs
 from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, WorkerStatus, tail_lines
 from .daemon_threads import DaemonThreads
 from .owner import owner_alive, owner_tag
@@ -100,23 +93,17 @@ class SlurmLauncher(Launcher):
         self,
         python: str | None = None,
         options: SlurmOptions | None = None,
-        worker_address: str = "127.0.0.1",
-        allow_all_interfaces: bool = False,
         shared_dir: str | None = None,
     ) -> None:
         """``python``: the interpreter jobs run the worker with (a path the nodes see;
-        default this one); ``options``: the cluster-wide job options; ``worker_address``:
-        where workers reach the control plane; ``shared_dir``: a directory the nodes see,
-        for worker config files and job output."""
+        default this one); ``options``: the control plane's job options (its ``slurm_*``
+        settings); ``shared_dir``: a directory the nodes see, for worker config files and
+        job output."""
         if shutil.which("sbatch") is None:
             raise LaunchFailed(
                 "Slurm's sbatch is not on PATH: run the control plane on a host of the "
                 "cluster (a login node), or choose another launcher (NBSCALE_LAUNCHER)"
             )
-        try:
-            self.bind_host = resolve_worker_address(worker_address, allow_all_interfaces)
-        except WorkerAddressError as exc:
-            raise LaunchFailed(str(exc)) from None
         self.python = python or sys.executable
         self.options = options or SlurmOptions()
         self.server_id = "sv-" + uuid.uuid4().hex[:12]
@@ -140,7 +127,7 @@ class SlurmLauncher(Launcher):
         self._poller.start()
 
     def worker_bind_host(self) -> str | None:
-        return self.bind_host
+        return LOOPBACK  # workers dial over TCP: on a cluster, worker_address names where
 
     def worker_config_dir(self) -> str | None:
         return self.dir
@@ -391,11 +378,3 @@ class SlurmLauncher(Launcher):
                 return
             time.sleep(0.1)
         log.warning("Slurm jobs %s were still in the queue %s s after scancel", ids, _CLOSE_WAIT)
-
-
-def launcher_for(python: str | None, remote: RemoteWorkers | None) -> SlurmLauncher:
-    """A Slurm launcher with the control plane's remote-worker settings."""
-    remote = remote or RemoteWorkers()
-    return SlurmLauncher(
-        python, remote.slurm, remote.worker_address, remote.allow_all_interfaces, remote.shared_dir
-    )

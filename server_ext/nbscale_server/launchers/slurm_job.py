@@ -24,26 +24,28 @@ walltime signal reaches it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..gpus import GpuError, parse_gpu
+from ..options import SLURM_KEYS, FunctionOptions, slurm_option
+from ..settings import SETTINGS
 
 COMMENT_PREFIX = "nbscale"
-_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _NAME_MAX = 64
-# What a function may set in slurm={...}; gpu_types is the cluster's, so config only.
-FUNCTION_KEYS = ("partition", "account", "qos", "time", "sbatch_args", "drain_seconds")
 
 
 @dataclass(frozen=True, slots=True)
 class SlurmOptions:
-    """Where and how long worker jobs run; ``None`` leaves a choice to the cluster."""
+    """Where and how long worker jobs run; ``None`` leaves a choice to the cluster. The
+    control plane's ``slurm_*`` settings (:meth:`from_settings`), with a function's
+    ``slurm={...}`` over them (:meth:`for_function`)."""
 
     partition: str | None = None
     account: str | None = None
@@ -51,68 +53,37 @@ class SlurmOptions:
     time: str | None = None  # walltime, in Slurm's formats: "30", "4:00:00", "1-12"
     gpu_types: Mapping[str, str] = field(default_factory=dict)  # Modal name -> gres type
     sbatch_args: tuple[str, ...] = ()  # e.g. ("--constraint=ib", "--reservation=lab")
-    drain_seconds: int = 120  # the worker is asked to drain this long before its walltime
+    drain_seconds: int = SETTINGS["slurm_drain_seconds"].default  # before the walltime
 
-    def __post_init__(self) -> None:
-        for name in ("partition", "account", "qos"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"slurm {name} must be a non-empty string, got {value!r}")
-        if self.time is not None and (
-            not isinstance(self.time, str) or not _TIME.fullmatch(self.time)
-        ):
-            raise ValueError(
-                f"slurm time {self.time!r} is not a Slurm walltime: use minutes ('30'), "
-                "'HH:MM:SS', or 'D-HH[:MM[:SS]]'"
-            )
-        drain = self.drain_seconds
-        if isinstance(drain, bool) or not isinstance(drain, int) or not 0 <= drain <= 65535:
-            raise ValueError(f"slurm drain_seconds must be an int in 0..65535, got {drain!r}")
-        if isinstance(self.sbatch_args, str) or not all(
-            isinstance(a, str) for a in self.sbatch_args
-        ):
-            raise ValueError(f"slurm sbatch_args must be a list of strings: {self.sbatch_args!r}")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.gpu_types.items()):
-            raise ValueError(f"slurm gpu_types must map names to names: {self.gpu_types!r}")
+    @classmethod
+    def from_settings(cls, settings: Any) -> SlurmOptions:
+        """From an object with the ``slurm_*`` settings as attributes (``ControlPlaneConfig``);
+        raises ValueError naming a bad setting."""
+        values: dict[str, Any] = {}
+        for key in SLURM_KEYS:
+            value = getattr(settings, f"slurm_{key}", None)
+            if value is not None:
+                try:
+                    values[key] = slurm_option(key, value)
+                except ValueError as exc:
+                    raise ValueError(f"setting slurm_{key}: {exc}") from None
+        gpu_types = getattr(settings, "slurm_gpu_types", None)
+        if gpu_types:
+            try:
+                values["gpu_types"] = parse_gpu_types(gpu_types)
+            except ValueError as exc:
+                raise ValueError(f"setting slurm_gpu_types: {exc}") from None
+        return cls(**values)
 
-    def updated(self, overrides: Mapping[str, Any] | None) -> SlurmOptions:
-        """These options with a function's ``slurm={...}`` over them."""
-        if not overrides:
-            return self
-        changes = check_function_options(overrides)
-        return replace(self, **changes)
-
-
-def check_function_options(overrides: Any) -> dict[str, Any]:
-    """A function's ``slurm={...}``, checked: raises ``ValueError`` naming a bad key or
-    value. Returns it with ``sbatch_args`` as a tuple."""
-    if not isinstance(overrides, Mapping):
-        raise ValueError(f"slurm= takes a dict such as {{'partition': 'gpu'}}, got {overrides!r}")
-    unknown = sorted(set(overrides) - set(FUNCTION_KEYS))
-    if unknown:
-        raise ValueError(
-            f"slurm= has no key {unknown[0]!r}; the keys are: {', '.join(FUNCTION_KEYS)}"
-        )
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if "sbatch_args" in changes and not isinstance(changes["sbatch_args"], str):
-        changes["sbatch_args"] = tuple(changes["sbatch_args"])
-    SlurmOptions(**changes)  # validates
-    return changes
-
-
-def options_from_settings(values: Mapping[str, Any]) -> SlurmOptions:
-    """:class:`SlurmOptions` from flat settings named ``slurm_<field>`` (unset ones: None)."""
-    known = {f.name for f in fields(SlurmOptions)}
-    kwargs = {
-        name: values[f"slurm_{name}"] for name in known if values.get(f"slurm_{name}") is not None
-    }
-    if isinstance(kwargs.get("sbatch_args"), str):
-        kwargs["sbatch_args"] = tuple(shlex.split(kwargs["sbatch_args"]))
-    elif "sbatch_args" in kwargs:
-        kwargs["sbatch_args"] = tuple(kwargs["sbatch_args"])
-    if isinstance(kwargs.get("gpu_types"), str):
-        kwargs["gpu_types"] = parse_gpu_types(kwargs["gpu_types"])
-    return SlurmOptions(**kwargs)
+    def for_function(self, options: FunctionOptions) -> SlurmOptions:
+        """These options with a function's over them; its ``sbatch_args`` come after these
+        (sbatch takes an option's last value)."""
+        changes: dict[str, Any] = {}
+        for key in SLURM_KEYS:
+            value = getattr(options, f"slurm_{key}")
+            if value is not None:
+                changes[key] = self.sbatch_args + value if key == "sbatch_args" else value
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 def parse_gpu_types(text: str) -> dict[str, str]:
@@ -192,16 +163,15 @@ def batch_script(python: str, config_path: str) -> str:
 
 
 def sbatch_command(
-    options: Mapping[str, Any],
+    options: FunctionOptions,
     slurm: SlurmOptions,
     name: str,
     comment: JobComment,
     log_path: str,
 ) -> list[str]:
-    """``sbatch`` arguments for one worker; the batch script goes to its standard input.
-    ``options``: the function's (cpu, memory, gpu, slurm). Raises ``ValueError`` for a
-    request Slurm cannot be asked."""
-    slurm = slurm.updated(options.get("slurm"))
+    """``sbatch`` arguments for one worker of a function with ``options``; the batch script
+    goes to its standard input. Raises ``ValueError`` for a request Slurm cannot be asked."""
+    slurm = slurm.for_function(options)
     args = [
         "sbatch",
         "--parsable",
@@ -213,13 +183,11 @@ def sbatch_command(
         "--no-requeue",
         f"--signal=B:TERM@{slurm.drain_seconds}",
     ]
-    cpu = options.get("cpu")
-    if cpu:
-        args.append(f"--cpus-per-task={math.ceil(float(cpu))}")
-    memory = options.get("memory")
-    if memory:
-        args.append(f"--mem={int(memory)}M")
-    gres = gres_for(options.get("gpu"), slurm.gpu_types)
+    if options.cpu:
+        args.append(f"--cpus-per-task={math.ceil(options.cpu)}")
+    if options.memory:
+        args.append(f"--mem={options.memory}M")
+    gres = gres_for(options.gpu, slurm.gpu_types)
     if gres:
         args.append(f"--gres={gres}")
     for flag in ("partition", "account", "qos", "time"):

@@ -1,0 +1,252 @@
+"""The control plane's API: what callers may ask, and the admin methods that the REST API
+(``handlers.py``), the events feed (``events.py``) and the callers' own requests share.
+
+``Api.handlers`` is the one table from a request's message type to the method that answers
+it. A method returns ``(value, payload)`` for the reply, or
+None when the reply comes later (``get-outputs``); a refusal is a ``RequestError`` raised,
+which the caller receives as the exception it names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nbscale_runtime import protocol
+from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
+
+from . import reports
+from .delivery import Delivery
+from .errors import RequestError
+from .fleet import Fleet
+from .models import CallDetailModel, CallModel, LogsModel, PoolModel
+from .options import FunctionOptions
+from .outbox import Outbox, Subscriber
+from .pool import CallState, Pool, Records
+
+Answer = tuple[Any, Any] | None  # (reply value, reply payload), or None: answered later
+Handler = Callable[[bytes, Any, list[Any]], Answer]
+
+
+class Api:
+    def __init__(
+        self,
+        records: Records,
+        outbox: Outbox,
+        delivery: Delivery,
+        fleet: Fleet,
+        clock: Callable[[], float],
+        connection_info: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.records = records
+        self.outbox = outbox
+        self.delivery = delivery
+        self.fleet = fleet
+        self.clock = clock
+        self._connection_info = connection_info
+        self.client_versions: dict[bytes, dict[str, str]] = {}
+        self.handlers: dict[type[protocol.Message], Handler] = {
+            protocol.Hello: self._hello,
+            protocol.RegisterFunction: self._register_function,
+            protocol.SubmitInputs: self._submit_inputs,
+            protocol.CancelCall: self._cancel_call,
+            protocol.GetOutputs: self._get_outputs,
+            protocol.UpdateAutoscaler: self._update_autoscaler,
+            protocol.StopPool: self._stop_pool,
+            protocol.GetCall: self._get_call,
+            protocol.GetLogs: self._get_logs,
+            protocol.GetStats: self._get_stats,
+        }
+
+    def handle(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
+        """Answer one request from the caller ``identity``."""
+        handler = self.handlers.get(type(msg))
+        rid = getattr(msg, "rid", 0)
+        try:
+            if handler is None:
+                raise RequestError(ERROR_INVALID, f"{msg.op} is not a request")
+            answer = handler(identity, msg, payload)
+        except RequestError as exc:
+            self.outbox.refuse(identity, rid, exc)
+            return
+        if answer is not None:
+            value, frames = answer
+            self.outbox.reply(identity, rid, value, frames)
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _hello(self, identity: bytes, msg: protocol.Hello, payload: list[Any]) -> Answer:
+        if msg.protocol_version != protocol.PROTOCOL_VERSION:
+            raise RequestError(
+                ERROR_VERSION_MISMATCH,
+                f"client speaks protocol {msg.protocol_version}, the control plane "
+                f"{protocol.PROTOCOL_VERSION}: upgrade nbscale on both sides",
+            )
+        self.client_versions[identity] = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        return self._connection_info(), ()
+
+    def _register_function(
+        self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
+    ) -> Answer:
+        versions = self.client_versions.get(identity)
+        if versions is None:
+            raise RequestError(ERROR_INVALID, "say hello first")
+        try:
+            options = FunctionOptions.from_wire(msg.options)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(ERROR_INVALID, str(exc)) from None
+        pool_id = options.pool_id(msg.function_id)
+        pool = self.records.pools.get(pool_id)
+        if pool is None:
+            function = payload[0]
+            pool = Pool.create(
+                msg.function_id,
+                msg.name,
+                bytes(function.buffer if hasattr(function, "buffer") else function),
+                options,
+                msg.sys_path,
+                versions,
+                self.fleet.total_cap(),
+            )
+            self.records.pools[pool_id] = pool
+            settings = _describe(options.explicit_autoscaler()) or "the default settings"
+            pool.note(f"registered with {settings}", time.time())
+            self.outbox.emit("pool-added", pool_id)
+        else:
+            pool.broken = None  # a caller trying again gets a fresh chance
+            pool.autoscaler.reset_launch_failures()
+            pool.options = options
+            # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
+            self._apply(pool, options.explicit_autoscaler(), "registering the function again")
+        return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
+
+    def _submit_inputs(
+        self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
+    ) -> Answer:
+        value, grown = self.delivery.submit(identity, msg, payload)
+        if grown is not None:
+            self.fleet.autoscale(grown, self.clock())
+        return value, ()
+
+    def _cancel_call(self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]) -> Answer:
+        # A caller cancelling a call the REST API cancelled (and forgot) already: nothing to do.
+        if not self.delivery.cancelled_before(msg.call_id):
+            self.cancel_call(msg.call_id, requester=identity)
+        return {"cancelled": True}, ()
+
+    def _get_outputs(self, identity: bytes, msg: protocol.GetOutputs, payload: list[Any]) -> Answer:
+        self.delivery.wait_for_outputs(identity, msg)
+        return None  # answered by the delivery, now or later
+
+    def _update_autoscaler(
+        self, identity: bytes, msg: protocol.UpdateAutoscaler, payload: list[Any]
+    ) -> Answer:
+        model = self.update_autoscaler(msg.pool_id, msg.changes, by="update_autoscaler")
+        return model["settings"], ()
+
+    def _stop_pool(self, identity: bytes, msg: protocol.StopPool, payload: list[Any]) -> Answer:
+        return self.stop_pool(msg.pool_id), ()
+
+    def _get_call(self, identity: bytes, msg: protocol.GetCall, payload: list[Any]) -> Answer:
+        return self.call_info(msg.call_id, msg.start, msg.limit), ()
+
+    def _get_logs(self, identity: bytes, msg: protocol.GetLogs, payload: list[Any]) -> Answer:
+        return self.worker_logs(msg.worker_id, msg.tail), ()
+
+    def _get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Answer:
+        if msg.pool_id is None:
+            return {"pools": self.list_pools()}, ()
+        return self.pool_info(msg.pool_id), ()
+
+    # --- the admin methods: the requests above and the REST API share them --------------
+    # Each raises RequestError (kind NotFoundError or InvalidError) for a bad request.
+
+    def connection_info(self) -> dict[str, Any]:
+        """What a client learns at hello: endpoints, version, launcher and why, limits."""
+        return self._connection_info()
+
+    def list_pools(self) -> list[PoolModel]:
+        now = self.clock()
+        return [reports.pool_model(p, now) for p in self.records.pools.values()]
+
+    def pool_info(self, pool_id: str) -> PoolModel:
+        return reports.pool_model(self.records.pool(pool_id), self.clock())
+
+    def update_autoscaler(
+        self, pool_id: str, changes: dict[str, Any], by: str = "the REST API"
+    ) -> PoolModel:
+        """Change a pool's autoscaler settings (None keeps a setting) and act on them now;
+        ``by`` says who, in the pool's event log."""
+        pool = self.records.pool(pool_id)
+        self._apply(pool, changes, by)
+        return self.pool_info(pool_id)
+
+    def _apply(self, pool: Pool, changes: dict[str, Any], by: str) -> None:
+        """Apply settings ``changes``; what moved is noted, announced and acted on now."""
+        old = pool.autoscaler.settings
+        try:
+            new = pool.autoscaler.settings = old.updated(changes)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(ERROR_INVALID, str(exc)) from None
+        before, after = old.as_dict(), new.as_dict()
+        moved = [f"{k} {before[k]} -> {after[k]}" for k in after if before[k] != after[k]]
+        if moved:
+            pool.note(f"{', '.join(moved)} (set by {by})", time.time())
+            self.outbox.emit("pool-updated", pool.pool_id)
+            self.fleet.autoscale(pool, self.clock())
+
+    def stop_pool(self, pool_id: str) -> PoolModel:
+        """Cancel the pool's unfinished calls and stop its workers. The pool stays
+        registered, idle: the kernels that use it may call it again, and then it scales up
+        as usual."""
+        pool = self.records.pool(pool_id)
+        calls = self.delivery.calls.values()
+        for call in [c for c in calls if c.pool_id == pool_id and not c.finished]:
+            self.cancel_call(call.call_id)
+        pool.stopped = True
+        pool.autoscaler.status = "stopped"
+        pool.note("stopped: its calls cancelled, its workers stopping", time.time())
+        for w in list(pool.workers.values()):
+            if w.state != "draining":
+                self.fleet.stop_worker(w, graceful=True)
+        self.outbox.emit("pool-stopped", pool_id)
+        return self.pool_info(pool_id)
+
+    def listed_calls(self) -> dict[str, CallState]:
+        """The calls the API lists: those running, then the latest finished maps."""
+        return self.delivery.listed_calls()
+
+    def list_calls(self) -> list[CallModel]:
+        pools = self.records.pools
+        return [reports.call_model(c, pools[c.pool_id]) for c in self.listed_calls().values()]
+
+    def call_model(self, call: CallState) -> CallModel:
+        return reports.call_model(call, self.records.pools[call.pool_id])
+
+    def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
+        call = self.delivery.call(call_id)
+        return reports.call_detail(call, self.records.pools[call.pool_id], start, limit)
+
+    def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
+        """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
+        call = self.delivery.call(call_id)
+        if call.call_id not in self.delivery.finished_calls:  # else nothing to cancel
+            self.delivery.cancel(call, requester)
+        return self.call_model(call)
+
+    def worker_logs(self, worker_id: str, tail: int = 200) -> LogsModel:
+        """The last ``tail`` lines of a worker's output, also for one that exited lately."""
+        handle = self.fleet.handle(worker_id)
+        if handle is None:
+            raise RequestError(ERROR_NOT_FOUND, f"no container {worker_id}")
+        logs = self.fleet.launcher.logs(handle, tail)
+        return {"container_id": worker_id, "pool_id": handle.pool_id, "tail": tail, "logs": logs}
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """See ``Outbox.subscribe``."""
+        return self.outbox.subscribe(callback)
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in settings.items())

@@ -1,0 +1,394 @@
+"""Delivery: inputs in, inputs out to workers, outputs back to their callers.
+
+It keeps the call registry (running calls, the latest finished ones, spawned calls' stored
+outputs and who waits for them), admits submissions under the limits, hands pending inputs
+to the workers that asked for them (``dispatch``), and settles what workers report: an
+output goes to its caller, or is stored for a spawned call, or its input is retried, as the
+pool's ``QueueCore`` decides. It never starts or stops a worker (that is the fleet's job).
+
+Result bytes pass from worker to caller without being unpickled here; a batch that is
+final and for one caller is forwarded as it came.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    ERROR_CALL_CANCELLED,
+    ERROR_NOT_FOUND,
+    ERROR_RESOURCE_EXHAUSTED,
+    OUT_ATTEMPT,
+    OUT_CALL_ID,
+    OUT_DURATION,
+    OUT_INDEX,
+    OUT_STATUS,
+    OUT_WHERE,
+    OUT_WORKER_ID,
+    STATUS_OK,
+    STATUS_REJECTED,
+    SUBMIT_INDEX,
+    SUBMIT_WHERE,
+    output_row,
+)
+from nbscale_runtime.serialization import pack, split_payload
+
+from .errors import RequestError
+from .limits import Limits, admit, describe
+from .outbox import Outbox
+from .pool import CallState, Pool, Records, WorkerState
+from .queue import InputRecord, Outcome
+
+_FINISHED_CALLS_KEPT = 50  # finished maps and remotes the API still lists
+
+# A final outcome on its way to a caller: (outcome, pickle bytes, buffers, outputs row)
+Settled = tuple[Outcome, Any, list[Any], list[Any]]
+# An output as stored or repacked: (outputs row, pickle bytes, buffers)
+Entry = tuple[list[Any], Any, list[Any]]
+
+
+def rejection(kind: str, message: str) -> bytes:
+    """The payload of an input the control plane rejects: the client raises the exception
+    named ``kind`` (a ``protocol.ERROR_*``) with ``message``."""
+    return pickle.dumps({"kind": kind, "message": message})
+
+
+class Delivery:
+    def __init__(
+        self, records: Records, outbox: Outbox, limits: Limits, clock: Callable[[], float]
+    ) -> None:
+        self.records = records
+        self.outbox = outbox
+        self.limits = limits
+        self.clock = clock
+        self.calls: dict[str, CallState] = {}
+        # finished maps and remotes, kept a while so the API can show how they ended
+        self.finished_calls: collections.OrderedDict[str, CallState] = collections.OrderedDict()
+        self._waiting: set[str] = set()  # calls with get-outputs waiting for a deadline
+
+    # --- the call registry --------------------------------------------------------------
+
+    def call(self, call_id: str) -> CallState:
+        call = self.calls.get(call_id) or self.finished_calls.get(call_id)
+        if call is None:
+            raise RequestError(ERROR_NOT_FOUND, f"no function call {call_id}")
+        return call
+
+    def listed_calls(self) -> dict[str, CallState]:
+        """The calls the API lists: those running, then the latest finished maps."""
+        return {**self.calls, **self.finished_calls}
+
+    def cancelled_before(self, call_id: str) -> bool:
+        """Cancelled (by the REST API) and forgotten since."""
+        return call_id not in self.calls and any(
+            call_id in p.queue.cancelled_calls for p in self.records.pools.values()
+        )
+
+    def submit(
+        self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
+    ) -> tuple[dict[str, Any], Pool | None]:
+        """Admit a chunk of a call's inputs (the first chunk opens the call); returns the
+        reply and the pool that got new pending inputs, if one did."""
+        call = self.calls.get(msg.call_id)
+        if call is None:
+            self.records.pool(msg.pool_id)
+            call = CallState(msg.call_id, msg.pool_id, msg.kind, identity)
+            call.progress = msg.progress
+            self.calls[msg.call_id] = call
+        if call.cancelled:
+            return {"accepted": 0, "limit": None, "cancelled": True}, None
+        pool = self.records.pools[call.pool_id]
+        queue = pool.queue
+        admission = admit(
+            self.limits,
+            call.kind,
+            len(msg.items),
+            pending=queue.num_pending,
+            running=queue.num_running,
+            spawn_pending=queue.spawn_pending,
+            call_in_flight=call.in_flight,
+        )
+        if admission.limit and call.kind != "map":
+            raise RequestError(
+                ERROR_RESOURCE_EXHAUSTED,
+                f"{pool.name}: over the limit of {describe(admission.limit, self.limits)}; "
+                "retry later or raise the limit",
+                limit=admission.limit,
+            )
+        accepted = msg.items[: admission.accepted]
+        parts = split_payload(payload, [i[SUBMIT_WHERE] for i in accepted])
+        spawned = call.kind == "spawn"
+        records = [
+            InputRecord(call.call_id, item[SUBMIT_INDEX], data, bufs, spawned=spawned)
+            for item, (data, bufs) in zip(accepted, parts, strict=False)
+        ]
+        call.submitted += len(records)
+        grown = None
+        if pool.broken:
+            status, reason = pool.broken
+            self.deliver_made(pool, [(Outcome(r, status, True), reason) for r in records])
+        elif records:
+            queue.submit(records)
+            self.dispatch(pool)
+            grown = pool
+        if msg.total is not None and len(records) == len(msg.items):
+            call.total = msg.total
+            self.answer_waiters(call)
+            self.maybe_finish(call)
+        return {"accepted": len(records), "limit": admission.limit}, grown
+
+    def cancel(self, call: CallState, requester: bytes | None) -> None:
+        """Cancel a call's pending and running inputs. When someone other than the caller
+        cancels it (the REST API), the caller is told too: each of its unfinished inputs
+        ends with ``CallCancelledError``, so a ``.map()`` does not wait forever."""
+        pool = self.records.pools[call.pool_id]
+        if requester != call.owner and call.kind != "spawn" and not call.finished:
+            self._tell_cancelled(call, pool)
+        call.cancelled = True
+        for worker_id in pool.queue.cancel(call.call_id):
+            self.outbox.send_worker(worker_id, protocol.CancelInputs(call.call_id))
+        self.answer_waiters(call, force=True)
+        self.maybe_finish(call)
+        self.outbox.emit("call-cancelled", pool.pool_id, call_id=call.call_id)
+
+    def maybe_finish(self, call: CallState) -> None:
+        if call.finished and call.kind != "spawn":
+            if self.calls.pop(call.call_id, None) is not None:
+                # kept a while, read-only, so views see a finished call's final counts
+                self.finished_calls[call.call_id] = call
+                while len(self.finished_calls) > _FINISHED_CALLS_KEPT:
+                    self.finished_calls.popitem(last=False)
+            pool = self.records.pools.get(call.pool_id)
+            if pool and not call.cancelled:
+                pool.queue.forget_call(call.call_id)
+
+    # --- spawned calls' outputs, fetched ------------------------------------------------
+
+    def wait_for_outputs(self, identity: bytes, msg: protocol.GetOutputs) -> None:
+        """Answer ``get-outputs`` once the outputs asked for are stored (or at its timeout)."""
+        call = self.call(msg.call_id)
+        deadline = None if msg.timeout is None else self.clock() + msg.timeout
+        call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
+        self.answer_waiters(call)
+        if call.waiters:
+            self._waiting.add(call.call_id)
+
+    def answer_waiting(self) -> None:
+        """Answer the waiters whose deadline passed (the housekeeping tick)."""
+        for call_id in list(self._waiting):
+            call = self.calls.get(call_id)
+            if call is not None:
+                self.answer_waiters(call)
+            if call is None or not call.waiters:
+                self._waiting.discard(call_id)
+
+    def answer_waiters(self, call: CallState, force: bool = False) -> None:
+        now = self.clock()
+        keep = []
+        for identity, rid, start, end, deadline in call.waiters:
+            stop = end if end is not None else call.total
+            ready = stop is not None and all(i in call.stored for i in range(start, stop))
+            expired = deadline is not None and now >= deadline
+            if not (ready or expired or force or call.cancelled):
+                keep.append((identity, rid, start, end, deadline))
+                continue
+            indices = sorted(i for i in call.stored if i >= start and (stop is None or i < stop))
+            message, frames = outputs_message([call.stored[i] for i in indices])
+            pool = self.records.pools[call.pool_id]
+            value = {
+                "items": message.items,
+                **call.as_dict(),
+                "function": pool.name,
+                "timeout": pool.timeout,
+            }
+            self.outbox.reply(identity, rid, value, frames)
+        call.waiters = keep
+
+    # --- inputs to workers --------------------------------------------------------------
+
+    def on_get_inputs(
+        self, w: WorkerState, msg: protocol.GetInputs, payload: list[Any], now: float
+    ) -> None:
+        w.want += msg.want
+        self.dispatch(self.records.pools[w.pool_id])
+
+    def dispatch(self, pool: Pool) -> None:
+        """Hand pending inputs to workers that asked for them, in guided-size batches."""
+        queue = pool.queue
+        if not queue.pending:
+            return
+        ready = [w for w in pool.workers.values() if w.want > 0 and w.serving]
+        if not ready:
+            return
+        ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
+        live = sum(1 for w in pool.workers.values() if w.state != "draining")
+        share = pool.share(len(queue.pending), live)  # one split of what is pending now
+        for w in ready:
+            if not queue.pending:
+                break
+            room = share - queue.running_on(w.worker_id)
+            if room <= 0:
+                continue
+            records = queue.take(w.worker_id, min(w.want, room))
+            if not records:
+                continue
+            w.want -= len(records)
+            w.took_inputs()
+            frames, addresses = pack([(r.data, r.buffers) for r in records])
+            items = [
+                [r.call_id, r.index, r.attempt, *where]  # a run-inputs row (RUN_*)
+                for r, where in zip(records, addresses, strict=True)
+            ]
+            self.outbox.send_worker(w.worker_id, protocol.RunInputs(items), frames)
+            self._report_running(w.worker_id, records)
+
+    def _report_running(self, worker_id: str, records: list[InputRecord]) -> None:
+        """Tell callers that asked for progress which of their inputs this worker took."""
+        by_call: dict[str, list[int]] = {}
+        for r in records:
+            call = self.calls.get(r.call_id)
+            if call is not None and call.progress:
+                by_call.setdefault(r.call_id, []).append(r.index)
+        for call_id, indices in by_call.items():
+            msg = protocol.Progress(call_id, [[worker_id, indices]], [])
+            self.outbox.send_client(self.calls[call_id].owner, msg)
+
+    # --- outputs from workers -----------------------------------------------------------
+
+    def on_outputs(self, msg: protocol.Outputs, payload: list[Any], now: float) -> None:
+        items = msg.items
+        if not items:
+            return
+        workers = self.records.workers
+        pools = self.records.pools
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
+        settled: dict[str, list[Settled]] = defaultdict(list)
+        touched: set[str] = set()
+        sender = workers.get(items[0][OUT_WORKER_ID])
+        if sender is not None:
+            seconds = sum(item[OUT_DURATION] for item in items)
+            pools[sender.pool_id].observe_durations(seconds, len(items))
+        for item, (data, bufs) in zip(items, parts, strict=False):
+            worker_id = item[OUT_WORKER_ID]
+            w = workers.get(worker_id)
+            if w is None:
+                continue
+            w.last_seen = now
+            pool = pools[w.pool_id]
+            touched.add(worker_id)
+            outcome = pool.queue.report(
+                worker_id,
+                item[OUT_CALL_ID],
+                item[OUT_INDEX],
+                item[OUT_ATTEMPT],
+                item[OUT_STATUS],
+                now,
+            )
+            if outcome is None:
+                continue
+            if outcome.final:
+                settled[pool.pool_id].append((outcome, data, bufs, item))
+            else:
+                self.report_retries([outcome])
+        # Usually the whole batch is final and for one caller: forward it as it came.
+        whole = (items, payload) if len(settled) == 1 else None
+        for pool_id, outcomes in settled.items():
+            self._deliver(pools[pool_id], outcomes, whole)
+        if msg.want and sender is not None:  # the worker's next request, riding along
+            sender.want += msg.want
+        for worker_id in touched:
+            w = workers[worker_id]
+            pool = pools[w.pool_id]
+            w.settled(pool.queue.running_on(worker_id), now)
+            self.dispatch(pool)
+
+    def report_retries(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            call = self.calls.get(o.record.call_id)
+            if call is not None and call.progress and not o.final:
+                retry = [[o.record.index, o.record.attempt, o.status]]  # RETRY_* rows
+                self.outbox.send_client(call.owner, protocol.Progress(call.call_id, [], retry))
+
+    # --- outcomes the control plane makes -----------------------------------------------
+
+    def deliver_made(self, pool: Pool, outcomes: list[tuple[Outcome, bytes]]) -> None:
+        """Deliver control-plane-made final outcomes (lost, rejected, ...) with payloads."""
+        rows: list[Settled] = []
+        for outcome, data in outcomes:
+            r = outcome.record
+            row = output_row(r.call_id, r.index, r.attempt, outcome.status, (0, 0, 0))
+            row[OUT_WORKER_ID] = r.worker_id or ""
+            rows.append((outcome, data, [], row))
+        self._deliver(pool, rows)
+
+    def break_pool(self, pool: Pool, status: str, payload: bytes) -> None:
+        """Every waiting input of ``pool`` fails with ``payload``; so will new ones, until the
+        function is registered again."""
+        pool.broken = (status, payload)
+        self.fail_waiting(pool, status, payload)
+
+    def fail_waiting(self, pool: Pool, status: str, payload: bytes) -> None:
+        """Every input of ``pool`` waiting for a worker fails with ``payload``."""
+        failed = pool.queue.fail_pending()
+        self.deliver_made(pool, [(Outcome(r, status, True), payload) for r in failed])
+
+    def _deliver(
+        self,
+        pool: Pool,
+        rows: list[Settled],
+        whole: tuple[list[list[Any]], list[Any]] | None = None,
+    ) -> None:
+        """Push final outcomes to their callers (or store them for spawned calls). ``whole``
+        is the worker's message they all came from, forwarded untouched when it can be."""
+        by_owner: dict[bytes, list[Entry]] = defaultdict(list)
+        finished: dict[str, CallState] = {}
+        for outcome, data, bufs, item in rows:
+            call = self.calls.get(outcome.record.call_id)
+            if call is None or call.cancelled:
+                continue
+            failed = outcome.status != STATUS_OK
+            call.reported += 1
+            call.failed += failed
+            pool.failed += failed
+            pool.done += not failed
+            if call.kind == "spawn":
+                call.stored[outcome.record.index] = (item, data, bufs)
+                self.answer_waiters(call)
+            else:
+                by_owner[call.owner].append((item, data, bufs))
+            finished[call.call_id] = call
+        for owner, entries in by_owner.items():
+            if whole is not None and len(entries) == len(whole[0]) == len(rows):
+                self.outbox.send_client(owner, protocol.Outputs(whole[0]), whole[1])
+                continue
+            self.outbox.send_client(owner, *outputs_message(entries))
+        for call in finished.values():
+            self.maybe_finish(call)
+
+    def _tell_cancelled(self, call: CallState, pool: Pool) -> None:
+        pending, running = pool.queue.inputs_of(call.call_id)
+        if not pending and not running:
+            return
+        record = rejection(ERROR_CALL_CANCELLED, f"{pool.name}: the call was cancelled")
+        frames, [where] = pack([(record, ())])
+        items = [
+            output_row(r.call_id, r.index, r.attempt, STATUS_REJECTED, where)
+            for r in pending + running
+        ]
+        self.outbox.send_client(call.owner, protocol.Outputs(items), frames)
+
+
+def outputs_message(entries: list[Entry]) -> tuple[protocol.Outputs, list[Any]]:
+    """An ``outputs`` message for ``(row, data, buffers)`` entries, their bytes repacked."""
+    frames, addresses = pack([(data, bufs) for _, data, bufs in entries])
+    items = []
+    for (item, _, _), where in zip(entries, addresses, strict=True):
+        row = list(item)
+        row[OUT_WHERE] = where
+        items.append(row)
+    return protocol.Outputs(items), frames

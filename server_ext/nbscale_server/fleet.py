@@ -1,0 +1,347 @@
+"""The fleet: every worker of every pool, from launch to exit.
+
+It launches workers when a pool's autoscaler says so (within the total cap, reclaiming idle
+workers of other pools when the cap holds a pool back), registers them (checking that they
+can run their callers' pickles), stops them, notices when they exit, go silent or overstay
+a stop, and hands their unfinished inputs back to delivery. The decisions themselves are
+the pure cores' (``AutoscalerCore``, ``reclaim``, ``WorkerState.overdue``,
+``incompatibilities``); this room carries them out with the launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    ERROR_LAUNCH,
+    ERROR_VERSION_MISMATCH,
+    STATUS_INIT_FAILED,
+    STATUS_REJECTED,
+)
+
+from .autoscaler import CapHolder, LaunchWorkers, OtherPool, StopWorkers, reclaim
+from .compatibility import incompatibilities
+from .delivery import Delivery, rejection
+from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from .outbox import Outbox
+from .pool import Pool, Records, WorkerState
+from .security import KeyPair, WorkerAllowList, write_secret_json
+from .settings import ControlPlaneConfig
+
+log = logging.getLogger("nbscale.control_plane")
+
+_CPUS = os.cpu_count() or 1  # read once: it is a file read, and room() runs per submission
+_GONE_KEPT = 64  # workers that exited whose logs stay reachable through handle()
+
+
+class Fleet:
+    def __init__(
+        self,
+        records: Records,
+        outbox: Outbox,
+        delivery: Delivery,
+        launcher: Launcher,
+        config: ControlPlaneConfig,
+        clock: Callable[[], float],
+        work_dir: str,
+    ) -> None:
+        self.records = records
+        self.outbox = outbox
+        self.delivery = delivery
+        self.launcher = launcher
+        self.config = config
+        self.clock = clock
+        self.dir = work_dir  # the private directory: workers' config files live here
+        self.server_keys = KeyPair()
+        self.allow_list: WorkerAllowList | None = None  # set when workers come over TCP
+        self.endpoint = ""  # where workers reach us, set once the channel is bound
+        self.closing = False
+        self._gone: OrderedDict[str, WorkerHandle] = OrderedDict()  # recently exited workers
+
+    # --- capacity -----------------------------------------------------------------------
+
+    def total_cap(self) -> int:
+        return self.config.max_workers_total or max(4, 2 * _CPUS)
+
+    def room(self) -> int:
+        """How many more workers the total cap allows now."""
+        live = sum(1 for w in self.records.workers.values() if w.state != "draining")
+        return self.total_cap() - live
+
+    def autoscale(self, pool: Pool, now: float) -> None:
+        if pool.broken or self.closing:
+            return
+        if pool.stopped:
+            if not pool.queue.pending:
+                return
+            pool.stopped = False  # called again after a stop: it scales as usual
+        autoscaler = pool.autoscaler
+        load = pool.load()
+        short = autoscaler.desired(load) - pool.live_workers()  # workers it wants and lacks
+        room = self.room()
+        holders: tuple[CapHolder, ...] = ()
+        if short > room and load.pending and autoscaler.may_launch(now):  # held by the cap
+            self._reclaim_for(pool, short - max(0, room))
+            room = self.room()
+            if short > room:
+                holders = self._cap_holders()
+        instructions = autoscaler.decide(now, load, pool.views(), room, holders)
+        pool.cap_holders = holders
+        if holders and not instructions and pool.last_event() != autoscaler.status:
+            pool.note(autoscaler.status, time.time())  # who holds the cap, when it changes
+        for instruction in instructions:
+            pool.note(f"{autoscaler.status}: {instruction.reason}", time.time())
+            if isinstance(instruction, LaunchWorkers):
+                for _ in range(instruction.count):
+                    if not self._launch(pool, now):
+                        break
+            elif isinstance(instruction, StopWorkers):
+                for worker_id in instruction.worker_ids:
+                    self.stop_worker(pool.workers[worker_id], graceful=True)
+
+    def _reclaim_for(self, pool: Pool, count: int) -> None:
+        """Stop up to ``count`` idle workers of other pools to make room for ``pool``."""
+        pools = self.records.pools
+        others = [
+            OtherPool(other.autoscaler.desired(other.load()), bool(other.queue.pending), views)
+            for other in pools.values()
+            if other is not pool and (views := other.views())
+        ]
+        victims = [self.records.workers[worker_id] for worker_id in reclaim(others, count)]
+        cap = self.total_cap()
+        for w in victims:
+            why = f"to make room for {pool.name} (the total cap of {cap} workers is in use)"
+            pools[w.pool_id].note(f"stopping idle worker {w.worker_id} {why}", time.time())
+            self.stop_worker(w, graceful=True)
+        if victims:
+            owners = sorted({pools[w.pool_id].name for w in victims})
+            taken = f"stopping {len(victims)} idle worker(s) of {', '.join(owners)}"
+            pool.note(f"{taken} to make room under the total cap of {cap}", time.time())
+
+    def _cap_holders(self) -> tuple[CapHolder, ...]:
+        """Every pool's workers that count against the total cap, the largest share first."""
+        holders = []
+        for p in self.records.pools.values():
+            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            for w in p.workers.values():
+                count[w.state] += 1
+            if count["starting"] + count["idle"] + count["busy"]:
+                holders.append(
+                    CapHolder(p.pool_id, p.name, count["starting"], count["idle"], count["busy"])
+                )
+        return tuple(sorted(holders, key=lambda h: -h.workers))
+
+    # --- launching and stopping ---------------------------------------------------------
+
+    def _launch(self, pool: Pool, now: float) -> bool:
+        worker_id = f"wk-{uuid.uuid4().hex[:12]}"
+        config: dict[str, Any] = {
+            "worker_id": worker_id,
+            "pool_id": pool.pool_id,
+            "endpoint": self.endpoint,
+            "parent_pid": os.getpid() if self.launcher.name == "process" else None,
+            "heartbeat_interval": self.config.heartbeat_interval,
+        }
+        keys = None
+        if self.allow_list is not None:
+            keys = KeyPair()
+            config.update(
+                server_public_key=self.server_keys.public,
+                public_key=keys.public,
+                secret_key=keys.secret,
+            )
+            self.allow_list.allow(keys.public)
+        # Remote workers read it from a directory their hosts share (the launcher's).
+        config_dir = self.launcher.worker_config_dir() or self.dir
+        config_path = os.path.join(config_dir, f"{worker_id}.json")
+        write_secret_json(config_path, config)
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, pool.name)
+        try:
+            handle = self.launcher.start(spec)
+        except LaunchFailed as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(config_path)
+            self._launch_failed(pool, str(exc), now)
+            return False
+        public_key = keys.public if keys else None
+        w = WorkerState(
+            worker_id, pool.pool_id, handle, public_key, config_path, now, last_seen=now
+        )
+        pool.workers[worker_id] = w
+        self.records.workers[worker_id] = w
+        self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
+        return True
+
+    def _launch_failed(self, pool: Pool, reason: str, now: float) -> None:
+        autoscaler = pool.autoscaler
+        autoscaler.launch_failed(now, reason)
+        log.warning("%s: %s", pool.name, autoscaler.status)
+        # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
+        serving = any(w.serving for w in pool.workers.values())
+        if autoscaler.out_of_launches and not serving:
+            message = (
+                f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to start; "
+                f"the last: {reason}"
+            )
+            pool.note(message, time.time())
+            self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
+
+    def stop_worker(self, w: WorkerState, graceful: bool) -> None:
+        w.drain()
+        if graceful:
+            self.outbox.send_worker(w.worker_id, protocol.Shutdown("scaled down"))
+        self.launcher.stop(w.handle, graceful=graceful)
+        self.outbox.emit("container-stopping", w.pool_id, container_id=w.worker_id)
+
+    def stop_all(self, graceful: bool) -> None:
+        """Ask every worker to stop (the control plane is stopping), or kill them all."""
+        for w in list(self.records.workers.values()):
+            if graceful:
+                self.outbox.send_worker(w.worker_id, protocol.Shutdown("control plane stopping"))
+            self.launcher.stop(w.handle, graceful=graceful)
+
+    def all_exited(self) -> bool:
+        return all(
+            self.launcher.exit_code(w.handle) is not None for w in self.records.workers.values()
+        )
+
+    def kill_all(self) -> None:
+        """Kill every worker and wait briefly for each; release what the launcher holds."""
+        workers = self.records.workers
+        for w in workers.values():
+            self.launcher.stop(w.handle, graceful=False)
+        for w in workers.values():
+            wait = getattr(self.launcher, "wait", None)
+            if wait is not None:
+                wait(w.handle, 2.0)
+        workers.clear()
+        self.launcher.close()  # removes what is left: containers, their network
+
+    def handle(self, worker_id: str) -> WorkerHandle | None:
+        """A worker's handle, also for one that exited lately (for its logs)."""
+        w = self.records.workers.get(worker_id)
+        return w.handle if w is not None else self._gone.get(worker_id)
+
+    # --- what workers say ---------------------------------------------------------------
+
+    def on_register(
+        self, w: WorkerState, msg: protocol.Register, payload: list[Any], now: float
+    ) -> None:
+        pool = self.records.pools[w.pool_id]
+        w.registered(now, msg.pid, msg.python, msg.gpus)
+        pool.autoscaler.reset_launch_failures()
+        self.outbox.emit("container-started", pool.pool_id, container_id=w.worker_id)
+        problems = incompatibilities(
+            msg.protocol_version, msg.python, msg.cloudpickle, pool.client_versions
+        )
+        if problems:
+            message = (
+                f"worker {w.worker_id} of {pool.name} cannot run code pickled by this caller: "
+                + "; ".join(problems)
+                + ". Use a worker environment with the same versions."
+            )
+            pool.note(message, time.time())
+            record = rejection(ERROR_VERSION_MISMATCH, message)
+            self.delivery.break_pool(pool, STATUS_REJECTED, record)
+            self.stop_worker(w, graceful=False)
+            return
+        fdef = protocol.FunctionDef(
+            function_id=pool.function_id,
+            sys_path=pool.sys_path,
+            timeout=pool.timeout,
+            max_inputs=pool.slots,
+            is_async=pool.options.is_async,
+        )
+        self.outbox.send_worker(w.worker_id, fdef, [pool.function])
+
+    def on_heartbeat(
+        self, w: WorkerState, msg: protocol.Heartbeat, payload: list[Any], now: float
+    ) -> None:
+        w.stats = msg.stats  # GPU utilisation and memory, when the worker has GPUs
+
+    def on_goodbye(
+        self, w: WorkerState, msg: protocol.Goodbye, payload: list[Any], now: float
+    ) -> None:
+        w.clean_exit = True
+        w.drain()
+        if msg.reason == "init-failed":
+            pool = self.records.pools[w.pool_id]
+            pool.note(f"worker {w.worker_id} could not load the function", time.time())
+            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
+
+    # --- exits and timeouts (the housekeeping tick) -------------------------------------
+
+    def check_workers(self, now: float) -> None:
+        cfg = self.config
+        for w in list(self.records.workers.values()):
+            code = self.launcher.exit_code(w.handle)
+            if code is not None:
+                self._worker_gone(w, code, now)
+                continue
+            why = w.overdue(now, cfg.startup_timeout, cfg.heartbeat_timeout, cfg.stop_grace)
+            if why is not None:
+                log.warning("worker %s %s; killing it", w.worker_id, why)
+                self.launcher.stop(w.handle, graceful=False)
+
+    def _worker_gone(self, w: WorkerState, exit_code: int | None, now: float) -> None:
+        pool = self.records.pools[w.pool_id]
+        pool.workers.pop(w.worker_id, None)
+        self.records.workers.pop(w.worker_id, None)
+        self._gone[w.worker_id] = w.handle
+        if len(self._gone) > _GONE_KEPT:
+            self._gone.popitem(last=False)
+        self.outbox.emit(
+            "container-stopped", pool.pool_id, container_id=w.worker_id, exit_code=exit_code
+        )
+        if w.public_key and self.allow_list:
+            self.allow_list.revoke(w.public_key)
+        with contextlib.suppress(OSError):
+            os.unlink(w.config_path)
+        # What the launcher knows beyond the code (out of memory, never started, ...).
+        reason = self.launcher.exit_reason(w.handle) or describe_exit(exit_code)
+        if w.registered_at is None and not w.clean_exit and w.state != "draining":
+            tail = self.launcher.logs(w.handle, 10).strip()
+            said = f":\n{tail}" if tail else ""
+            self._launch_failed(pool, f"worker {reason} before registering{said}", now)
+        at_fault = 0 if w.clean_exit else pool.slots
+        outcomes = pool.queue.worker_gone(w.worker_id, now, at_fault)
+        self.delivery.report_retries(outcomes)
+        final = [o for o in outcomes if o.final]
+        if final:
+            tail = self.launcher.logs(w.handle, 20)
+            rows = []
+            for o in final:
+                info = {
+                    "message": f"worker {w.worker_id} {reason} while running input "
+                    f"{o.record.index} (attempt {o.record.attempt})",
+                    "exit_code": exit_code,
+                    "logs": tail,
+                }
+                rows.append((o, pickle.dumps(info)))
+            self.delivery.deliver_made(pool, rows)
+        self.delivery.dispatch(pool)
+
+
+def describe_exit(code: int | None) -> str:
+    """How a worker ended, following "worker wk-...": its exit code in words."""
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"was killed by {name}"
+    if code == 137:
+        return "was killed (exit code 137: out of memory or SIGKILL)"
+    return f"exited with code {code}"

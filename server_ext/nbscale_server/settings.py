@@ -1,0 +1,452 @@
+"""Every nbscale setting, declared once: its name, type, default, help and where it applies.
+
+The other copies are derived from this table, and a test fails when one drifts:
+
+- the client's ``nbscale.config(key=...)``, ``NBSCALE_<KEY>`` and config file
+  (``nbscale/_config.py``), and ``nbscale config``, which shows each value and its source;
+- the server extension's traits, ``c.NbScale.<name>`` (``extension.py``);
+- ``ControlPlaneConfig``, what the control plane gets from either side;
+- the README's settings table (``python -m nbscale_server.settings --markdown`` prints it;
+  ``scripts/gen-contracts`` rewrites it in place).
+
+Where a setting applies (its ``scope``):
+
+- ``client``: the nbscale client in a kernel or script reads it;
+- ``control plane``: the control plane reads it; the embedded one (a client without a Jupyter
+  server) takes it from the client's settings, the Jupyter server's from its traits;
+- ``server``: the Jupyter server extension alone reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .limits import Limits
+
+Scope = Literal["client", "control plane", "server"]
+
+_LIMITS = Limits()  # Modal's admission limits (limits.py) are the defaults
+_SAME: Any = object()  # a server default that is the client's
+_NONE_WORDS = ("", "none", "null")  # how a file or a variable says "no value" (a None default)
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # the server's trait, ControlPlaneConfig's field, and the client's key
+    kind: type[bool] | type[int] | type[float] | type[str]  # what a value parses to
+    default: Any
+    scope: Scope
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    default_text: str | None = None  # what a None default means ("this interpreter")
+    client_name: str | None = None  # the client's key, where it differs (max_workers)
+    server_default: Any = _SAME  # the server's default, where it differs
+
+    @property
+    def key(self) -> str | None:
+        """The client's name: ``nbscale.config(key=...)``; None for a server-only setting."""
+        return None if self.scope == "server" else (self.client_name or self.name)
+
+    @property
+    def env(self) -> str | None:
+        return None if self.key is None else f"NBSCALE_{self.key.upper()}"
+
+    @property
+    def trait(self) -> str | None:
+        """The server's name: ``c.NbScale.<trait>``; None for a client-only setting."""
+        return None if self.scope == "client" else self.name
+
+    @property
+    def trait_default(self) -> Any:
+        return self.default if self.server_default is _SAME else self.server_default
+
+    @property
+    def full_help(self) -> str:
+        """The help, and what an unset (None) default means."""
+        if self.default_text is None:
+            return self.help
+        return f"{self.help} None (the default): {self.default_text}."
+
+    def parse(self, raw: Any) -> Any:
+        """A value from a variable (text), a JSON file or Python; ValueError says why not."""
+        if self.default is None and (raw is None or str(raw).strip().lower() in _NONE_WORDS):
+            return None
+        if self.choices:
+            if str(raw) not in self.choices:
+                raise ValueError(f"expected one of {', '.join(self.choices)}")
+            return str(raw)
+        if self.kind is bool:
+            word = str(raw).strip().lower()
+            if word not in _TRUE_WORDS + _FALSE_WORDS:
+                raise ValueError("expected true or false (1/0, yes/no, on/off)")
+            return word in _TRUE_WORDS
+        if self.kind is str:
+            if raw is None or isinstance(raw, bool | int | float):
+                raise ValueError("expected a string")
+            return str(raw)
+        expected = "an integer" if self.kind is int else "a number"
+        if raw is None or isinstance(raw, bool) or (self.kind is int and _fractional(raw)):
+            raise ValueError(f"expected {expected}")
+        value: float = int(raw) if self.kind is int else float(raw)
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be at least {self.minimum:g}")
+        return value
+
+
+def _fractional(raw: Any) -> bool:
+    return isinstance(raw, float) and not raw.is_integer()
+
+
+def _table(*settings: Setting) -> dict[str, Setting]:
+    return {s.name: s for s in settings}
+
+
+SETTINGS: dict[str, Setting] = _table(
+    # --- read by the client ---------------------------------------------------------------
+    Setting(
+        "connect_timeout",
+        float,
+        10.0,
+        "client",
+        "Seconds a client waits for the control plane to answer.",
+        minimum=0.1,
+    ),
+    Setting(
+        "progress",
+        str,
+        "auto",
+        "client",
+        "How a .map() shows its progress: widget (live, under the notebook cell), text (a bar "
+        "on stderr), off, or auto (widget in a Jupyter kernel, text when stderr is a "
+        "terminal, else off).",
+        choices=("auto", "widget", "text", "off"),
+    ),
+    # --- read by the control plane (the embedded one's from the client) -------------------
+    Setting(
+        "launcher",
+        str,
+        "auto",
+        "control plane",
+        "What runs workers: process (local subprocesses, of the python setting's "
+        "interpreter), docker (a container each; kernels build the images: nbscale.Image), "
+        "slurm (a Slurm batch job each: see the Slurm settings below), or auto (docker when "
+        "Docker can serve: the engine answers, the docker package imports and the base "
+        "image exists or can be pulled now; else process; never slurm); "
+        'nbscale.status()["launcher"] and ["launcher_reason"] say which and why.',
+        choices=("process", "docker", "slurm", "auto"),
+    ),
+    Setting(
+        "base_image",
+        str,
+        "nbscale/base:bookworm",
+        "control plane",
+        "The base of Image.debian_slim() and Image.from_kernel(); `nbscale images base` "
+        "makes it, and the auto launcher checks that it exists.",
+    ),
+    Setting(
+        "docker_network",
+        str,
+        "bridge",
+        "control plane",
+        "Docker workers' network: bridge (a network of the control plane's own, the worker "
+        "socket bound to its gateway) or host (loopback; starts faster).",
+        choices=("bridge", "host"),
+    ),
+    Setting(
+        "max_workers_total",
+        int,
+        None,
+        "control plane",
+        "Most workers running at once, over all pools (and, in the server, all kernels).",
+        minimum=1,
+        default_text="twice the CPU count, at least 4",
+        client_name="max_workers",
+    ),
+    Setting(
+        "max_pending_inputs",
+        int,
+        _LIMITS.max_pending_inputs,
+        "control plane",
+        "Inputs per function waiting for a worker; over it, .remote() raises "
+        "ResourceExhaustedError and .map() waits.",
+        minimum=1,
+    ),
+    Setting(
+        "max_total_inputs",
+        int,
+        _LIMITS.max_total_inputs,
+        "control plane",
+        "Inputs per function pending or running at once.",
+        minimum=1,
+    ),
+    Setting(
+        "max_inputs_in_flight_per_map",
+        int,
+        _LIMITS.max_inputs_in_flight_per_map,
+        "control plane",
+        "Inputs one .map() call has sent and not yet got back.",
+        minimum=1,
+    ),
+    Setting(
+        "max_pending_spawn_inputs",
+        int,
+        _LIMITS.max_pending_spawn_inputs,
+        "control plane",
+        "Inputs per function from .spawn()/.spawn_map() waiting for a worker.",
+        minimum=1,
+    ),
+    Setting(
+        "heartbeat_interval",
+        float,
+        1.0,
+        "control plane",
+        "Seconds between a worker's heartbeats.",
+        minimum=0.01,
+    ),
+    Setting(
+        "heartbeat_timeout",
+        float,
+        15.0,
+        "control plane",
+        "Seconds without a word from a worker before it counts as lost (its inputs are "
+        "retried elsewhere).",
+        minimum=0.1,
+    ),
+    Setting(
+        "startup_timeout",
+        float,
+        60.0,
+        "control plane",
+        "Seconds a new worker gets to register before it is killed.",
+        minimum=0.1,
+    ),
+    Setting(
+        "stop_grace",
+        float,
+        5.0,
+        "control plane",
+        "Seconds a stopping worker gets to finish its input before it is killed.",
+        minimum=0.0,
+    ),
+    Setting(
+        "worker_transport",
+        str,
+        "ipc",
+        "control plane",
+        "How local workers reach the control plane: ipc (a Unix socket in a private 0700 "
+        "directory) or tcp (CurveZMQ with a per-worker key, on worker_address). Containers "
+        "and Slurm jobs always use tcp.",
+        choices=("ipc", "tcp"),
+    ),
+    Setting(
+        "worker_address",
+        str,
+        None,
+        "control plane",
+        "Where workers that dial over TCP (containers, Slurm jobs, tcp transport) reach the "
+        "control plane: an IP address, host name or network interface name (e.g. ib0, the "
+        "cluster's network) of this host; always CurveZMQ with per-worker keys. 0.0.0.0 and "
+        ":: (every interface) are refused unless allow_all_interfaces is set.",
+        default_text="loopback (127.0.0.1), or the Docker network's gateway for Docker "
+        "workers on the bridge network",
+    ),
+    Setting(
+        "allow_all_interfaces",
+        bool,
+        False,
+        "control plane",
+        "Let worker_address be 0.0.0.0 or :: (every network interface of this host; workers "
+        "still need their CurveZMQ key).",
+    ),
+    Setting(
+        "bind_host",
+        str,
+        None,
+        "control plane",
+        "Deprecated: the old name of worker_address, still read when worker_address is not set.",
+        default_text="worker_address decides",
+    ),
+    Setting(
+        "python",
+        str,
+        None,
+        "control plane",
+        "The Python interpreter that runs process workers and Slurm jobs (for Slurm: a path "
+        "every node sees, with nbscale installed; checked when a worker registers).",
+        default_text="the control plane's own",
+    ),
+    # --- read by the Slurm launcher ----------------------------------------------------
+    Setting(
+        "shared_dir",
+        str,
+        None,
+        "control plane",
+        "A directory every node of the cluster sees, for Slurm workers' config files (mode "
+        "0600, in a 0700 directory: their keys) and job output.",
+        default_text="~/.nbscale/jobs",
+    ),
+    Setting(
+        "slurm_partition",
+        str,
+        None,
+        "control plane",
+        "The partition of worker jobs (--partition); a function's slurm={'partition': ...} "
+        "comes first.",
+        default_text="the cluster's default",
+    ),
+    Setting(
+        "slurm_account",
+        str,
+        None,
+        "control plane",
+        "The account worker jobs are charged to (--account).",
+        default_text="yours by default",
+    ),
+    Setting(
+        "slurm_qos",
+        str,
+        None,
+        "control plane",
+        "The quality of service of worker jobs (--qos).",
+        default_text="the cluster's default",
+    ),
+    Setting(
+        "slurm_time",
+        str,
+        None,
+        "control plane",
+        "The walltime of worker jobs (--time): minutes, HH:MM:SS or D-HH:MM.",
+        default_text="the partition's",
+    ),
+    Setting(
+        "slurm_gpu_types",
+        str,
+        None,
+        "control plane",
+        "Modal GPU names as the cluster's gres types, e.g. A100=a100,H100=h100_80g: "
+        "gpu='A100:2' asks for --gres=gpu:a100:2; gpu='any:2' for --gres=gpu:2.",
+        default_text="the name in lower case",
+    ),
+    Setting(
+        "slurm_sbatch_args",
+        str,
+        None,
+        "control plane",
+        "More sbatch arguments for every worker job, as a shell would split them, e.g. "
+        "--constraint=ib --reservation=lab.",
+        default_text="none",
+    ),
+    Setting(
+        "slurm_drain_seconds",
+        int,
+        120,
+        "control plane",
+        "Seconds before its walltime a worker job is told to stop taking inputs and drain "
+        "(--signal=B:TERM@N).",
+        minimum=0,
+    ),
+    # --- read by the Jupyter server extension alone ---------------------------------------
+    Setting(
+        "events_interval",
+        float,
+        0.25,
+        "server",
+        "Seconds between two messages on the events WebSocket: changes in between are "
+        "coalesced into one message.",
+        minimum=0.02,
+    ),
+)
+
+CLIENT_SETTINGS = {s.key: s for s in SETTINGS.values() if s.key is not None}
+SERVER_SETTINGS = {s.trait: s for s in SETTINGS.values() if s.trait is not None}
+_LIMIT_NAMES = frozenset(f.name for f in dataclasses.fields(Limits))
+
+
+def _server_default(name: str) -> Any:
+    return SETTINGS[name].trait_default
+
+
+@dataclass
+class ControlPlaneConfig:
+    """What the control plane runs with: the settings of scope "control plane", plus where
+    the clients' endpoint is (the embedded mode and tests pick it; not a user setting)."""
+
+    limits: Limits = field(default_factory=Limits)
+    max_workers_total: int | None = _server_default("max_workers_total")
+    heartbeat_interval: float = _server_default("heartbeat_interval")
+    heartbeat_timeout: float = _server_default("heartbeat_timeout")
+    startup_timeout: float = _server_default("startup_timeout")
+    stop_grace: float = _server_default("stop_grace")
+    worker_transport: str = _server_default("worker_transport")
+    worker_address: str | None = _server_default("worker_address")
+    allow_all_interfaces: bool = _server_default("allow_all_interfaces")
+    bind_host: str | None = _server_default("bind_host")  # deprecated: worker_address
+    python: str | None = _server_default("python")
+    launcher: str = _server_default("launcher")
+    docker_network: str = _server_default("docker_network")
+    base_image: str = _server_default("base_image")
+    shared_dir: str | None = _server_default("shared_dir")
+    slurm_partition: str | None = _server_default("slurm_partition")
+    slurm_account: str | None = _server_default("slurm_account")
+    slurm_qos: str | None = _server_default("slurm_qos")
+    slurm_time: str | None = _server_default("slurm_time")
+    slurm_gpu_types: str | None = _server_default("slurm_gpu_types")
+    slurm_sbatch_args: str | None = _server_default("slurm_sbatch_args")
+    slurm_drain_seconds: int = _server_default("slurm_drain_seconds")
+    client_endpoint: str | None = None  # default: ipc in the control plane's private directory
+
+
+def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:
+    """The control plane's settings, each read with ``value`` (the client's settings or
+    the server's traits)."""
+    rows = [s for s in SETTINGS.values() if s.scope == "control plane"]
+    limits = Limits(**{s.name: value(s) for s in rows if s.name in _LIMIT_NAMES})
+    others = {s.name: value(s) for s in rows if s.name not in _LIMIT_NAMES}
+    return ControlPlaneConfig(limits=limits, **others)
+
+
+# --- the README's table ---------------------------------------------------------------------
+
+
+def _shown(setting: Setting, value: Any) -> str:
+    if value is None:
+        return setting.default_text or "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"`{value}`"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _default_cell(setting: Setting) -> str:
+    shown = _shown(setting, setting.default)
+    if setting.scope != "client" and setting.trait_default != setting.default:
+        shown += f" (server: {_shown(setting, setting.trait_default)})"
+    return shown
+
+
+def markdown(settings: Iterable[Setting] = SETTINGS.values()) -> str:
+    """The README's settings table: one row per setting, with both sides' names."""
+    lines = [
+        "| client: `NBSCALE_<KEY>` | server: `c.NbScale.<name>` | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for s in settings:
+        env = f"`{s.env}`" if s.env else "—"
+        trait = f"`{s.trait}`" if s.trait else "—"
+        meaning = s.help.replace("|", "\\|")
+        lines.append(f"| {env} | {trait} | {_default_cell(s)} | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m nbscale_server.settings --markdown")
+    sys.stdout.write(markdown())

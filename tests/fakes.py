@@ -1,0 +1,389 @@
+"""A fake launcher, fake workers, a fake caller and a fake clock, to test the control plane's
+own decisions with no process, no socket and no sleep.
+
+The control plane is the real one (``ControlPlane``, its rooms and cores). Only what lies
+at its edges is fake: workers are in-process objects that the launcher "starts", speaking
+the real wire protocol (messages encoded and decoded, payloads pickled) through the
+control plane's own receivers; the caller is linked in-process as the embedded client is;
+time is a number the test moves; housekeeping runs when the test calls ``tick``.
+
+A fake worker runs inputs only when the test says so (``finish``, or ``finish(error=...)``
+to fail them), and hangs or dies on command (``hang``, ``die``). In ``auto`` mode (the
+default) it does the rest on each tick, as a real worker does: it registers once started,
+asks for inputs while it has none, heartbeats, reports inputs cancelled while running, and
+leaves when told to stop once it has nothing left to run; otherwise the test also calls
+``register``, ``ask`` and ``heartbeat`` itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import cloudpickle
+
+from nbscale._outcomes import Output, decode
+from nbscale._pickling import add_input
+from nbscale_runtime import protocol
+from nbscale_runtime.protocol import (
+    RUN_ATTEMPT,
+    RUN_CALL_ID,
+    RUN_INDEX,
+    RUN_WHERE,
+    STATUS_ERROR,
+    STATUS_OK,
+    output_row,
+)
+from nbscale_runtime.serialization import PayloadWriter, dump_exception, load, split_payload
+from nbscale_server.control_plane import ControlPlane
+from nbscale_server.launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from nbscale_server.options import FunctionOptions
+from nbscale_server.settings import ControlPlaneConfig
+
+VERSIONS = {"python": ".".join(map(str, sys.version_info[:3])), "cloudpickle": "3.1.1"}
+
+
+class FakeClock:
+    """The control plane's clock: time moves only when the test says so."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeWorker:
+    """One worker, in-process. ``held`` are the inputs it was sent and has not reported,
+    as (call id, index, attempt, args, kwargs), the first ones running."""
+
+    def __init__(self, launcher: FakeLauncher, spec: WorkerSpec, auto: bool) -> None:
+        self.launcher = launcher
+        self.worker_id = spec.worker_id
+        self.pool_id = spec.pool_id
+        self.options = spec.options
+        self.auto = auto
+        self.registered = False
+        self.fn: Callable[..., Any] | None = None
+        self.held: list[tuple[str, int, int, tuple[Any, ...], dict[str, Any]]] = []
+        self.asked = 0  # inputs asked for and not yet sent
+        self.cancelled: list[str] = []  # calls the control plane cancelled
+        self.interrupted: list[tuple[str, int, int, Any, Any]] = []  # cancelled while running
+        self.stop: str | None = None  # "graceful" or "kill", as the launcher was told
+        self.shutdown = False  # a Shutdown message arrived
+        self.hung = False
+        self.exit_code: int | None = None
+        self.log: list[str] = [f"worker {spec.worker_id} starting"]
+
+    def __repr__(self) -> str:
+        return f"<FakeWorker {self.worker_id} held={len(self.held)} exit={self.exit_code}>"
+
+    # --- what the control plane sends ---------------------------------------------------
+
+    def receive(self, msg: protocol.Message, payload: list[Any]) -> None:
+        if isinstance(msg, protocol.FunctionDef):
+            self.fn = load(payload[0])
+        elif isinstance(msg, protocol.RunInputs):
+            parts = split_payload(payload, [row[RUN_WHERE] for row in msg.items])
+            for row, (data, bufs) in zip(msg.items, parts, strict=True):
+                args, kwargs = load(data, bufs)
+                self.held.append((row[RUN_CALL_ID], row[RUN_INDEX], row[RUN_ATTEMPT], args, kwargs))
+            self.asked = max(0, self.asked - len(msg.items))
+        elif isinstance(msg, protocol.CancelInputs):
+            # Those running end as cancelled (reported on its next step); the rest are dropped.
+            self.cancelled.append(msg.call_id)
+            slots = self.options.max_inputs
+            self.interrupted += [h for h in self.held[:slots] if h[0] == msg.call_id]
+            self.held = [h for h in self.held if h[0] != msg.call_id]
+        elif isinstance(msg, protocol.Shutdown):
+            self.shutdown = True
+
+    # --- what it says, when the test tells it -------------------------------------------
+
+    def send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
+        frames = [self.worker_id.encode(), *protocol.encode(msg, payload)]
+        self.launcher.plane.receive_from_worker(frames)
+
+    def register(self, **versions: str) -> None:
+        v = {**VERSIONS, **versions}
+        self.send(
+            protocol.Register(
+                self.worker_id,
+                self.pool_id,
+                protocol.PROTOCOL_VERSION,
+                v["python"],
+                v["cloudpickle"],
+                4242,
+                [],
+            )
+        )
+        self.registered = True
+
+    def ask(self, n: int | None = None) -> None:
+        n = self.options.max_inputs if n is None else n
+        self.asked += n
+        self.send(protocol.GetInputs(self.worker_id, n))
+
+    def heartbeat(self) -> None:
+        running = [[h[0], h[1]] for h in self.held[: self.options.max_inputs]]
+        self.send(protocol.Heartbeat(self.worker_id, running, {}))
+
+    def finish(
+        self, n: int | None = None, want: int = 0, error: Exception | None = None
+    ) -> list[int]:
+        """Run its first ``n`` held inputs (all by default) and report them in one batch;
+        returns their indices; ``want`` asks for more inputs in the same message. With
+        ``error``, each of them raises it instead of running."""
+        count = len(self.held) if n is None else min(n, len(self.held))
+        done, self.held = self.held[:count], self.held[count:]
+        writer = PayloadWriter()
+        rows = []
+        assert self.fn is not None, "the worker has no function yet"
+        for call_id, index, attempt, args, kwargs in done:
+            try:
+                if error is not None:
+                    raise error
+                where = writer.add(self.fn(*args, **kwargs))
+                status = STATUS_OK
+            except Exception as exc:
+                where, status = writer.add_raw(dump_exception(exc)), STATUS_ERROR
+            rows.append(output_row(call_id, index, attempt, status, where, 0.01, self.worker_id))
+        self.asked += want
+        self.send(protocol.Outputs(rows, want), writer.frames())
+        return [row[protocol.OUT_INDEX] for row in rows]
+
+    def goodbye(self, reason: str = "drained", payload: Iterable[Any] = ()) -> None:
+        self.send(protocol.Goodbye(self.worker_id, reason), list(payload))
+
+    def hang(self) -> None:
+        """Stop answering (and heartbeating), as a worker stuck in C code does."""
+        self.hung = True
+
+    def die(self, exit_code: int = -9) -> None:
+        """Exit now, without a word (killed, crashed)."""
+        self.exit_code = exit_code
+        self.log.append(f"worker {self.worker_id} died ({exit_code})")
+
+    # --- a tick of its own life, in auto mode -------------------------------------------
+
+    def step(self) -> None:
+        if self.exit_code is not None or self.hung:
+            return
+        if self.interrupted:
+            rows = [
+                output_row(c, i, a, protocol.STATUS_CANCELLED, (0, 0, 0), 0.0, self.worker_id)
+                for c, i, a, _, _ in self.interrupted
+            ]
+            self.interrupted = []
+            self.send(protocol.Outputs(rows), [b""])
+        if self.stop == "kill":
+            self.die(-9)
+            return
+        if (self.stop == "graceful" or self.shutdown) and not self.held:
+            if self.registered:
+                self.goodbye("drained")
+            self.exit_code = 0
+            return
+        if not self.auto:
+            return
+        if not self.registered:
+            self.register()
+        if self.fn is not None and not self.held and not self.asked and not self.shutdown:
+            self.ask()
+        self.heartbeat()
+
+
+class FakeLauncher(Launcher):
+    """Starts ``FakeWorker``s; ``fail_next(n, reason)`` makes the next ``n`` starts fail."""
+
+    name = "fake"
+
+    def __init__(self, auto: bool = True) -> None:
+        self.auto = auto
+        self.plane: ControlPlane  # set by the harness
+        self.workers: dict[str, FakeWorker] = {}  # every worker started, by id
+        self._failures: list[str] = []
+
+    def fail_next(self, n: int, reason: str = "no such image") -> None:
+        self._failures += [reason] * n
+
+    def start(self, spec: WorkerSpec) -> WorkerHandle:
+        if self._failures:
+            raise LaunchFailed(self._failures.pop(0))
+        worker = FakeWorker(self, spec, self.auto)
+        self.workers[spec.worker_id] = worker
+        return WorkerHandle(spec.worker_id, spec.pool_id, self.name, worker)
+
+    def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
+        worker: FakeWorker = handle.ref
+        if worker.stop != "kill":
+            worker.stop = "graceful" if graceful else "kill"
+
+    def exit_code(self, handle: WorkerHandle) -> int | None:
+        worker: FakeWorker = handle.ref
+        return worker.exit_code
+
+    def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
+        worker: FakeWorker = handle.ref
+        return "\n".join(worker.log[-tail:])
+
+
+class FakeWire:
+    """The workers' channel: delivers what the control plane sends to the fake workers."""
+
+    def __init__(self, launcher: FakeLauncher) -> None:
+        self.launcher = launcher
+
+    def send(self, frames: list[Any]) -> None:
+        worker_id = bytes(frames[0]).decode().partition(":")[0]
+        msg, payload = protocol.decode(frames[1:])
+        worker = self.launcher.workers.get(worker_id)
+        if worker is not None and worker.exit_code is None:
+            worker.receive(msg, payload)
+
+    def drain(self) -> None:
+        """Nothing waits: fake workers' messages are handled as they are sent."""
+
+    def close(self) -> None:
+        pass
+
+
+class RequestRefused(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class FakeCaller:
+    """A caller linked in-process, as the embedded client is; requests are answered within
+    the send. Outputs arrive decoded by the client's own ``decode``, in ``outputs``."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self._send = plane.connect_local(self._deliver)
+        self._rids = itertools.count(1)
+        self._replies: dict[int, tuple[protocol.Reply, list[Any]]] = {}
+        self.outputs: dict[str, list[Output]] = {}  # by call id, in arrival order
+        self.progress: list[protocol.Progress] = []
+        self.request(
+            protocol.Hello(protocol.PROTOCOL_VERSION, VERSIONS["python"], VERSIONS["cloudpickle"])
+        )
+
+    def _deliver(self, msg: protocol.Message, payload: list[Any]) -> None:
+        if isinstance(msg, protocol.Reply):
+            self._replies[msg.rid] = (msg, payload)
+        elif isinstance(msg, protocol.Outputs):
+            parts = split_payload(payload, [row[protocol.OUT_WHERE] for row in msg.items])
+            for row, (data, bufs) in zip(msg.items, parts, strict=True):
+                out = decode(row, data, bufs, "f", 300.0)
+                self.outputs.setdefault(row[protocol.OUT_CALL_ID], []).append(out)
+        elif isinstance(msg, protocol.Progress):
+            self.progress.append(msg)
+
+    def send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> int:
+        """Send a request; returns its id, for ``answer``."""
+        rid = next(self._rids)
+        object.__setattr__(msg, "rid", rid)
+        self._send(msg, list(payload))
+        return rid
+
+    def answer(self, rid: int) -> protocol.Reply | None:
+        """The reply to request ``rid``, or None while there is none."""
+        reply = self._replies.pop(rid, None)
+        return None if reply is None else reply[0]
+
+    def request(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> Any:
+        """Send a request and return the value of its reply (answered within the send)."""
+        reply = self.answer(self.send(msg, payload))
+        assert reply is not None, f"{msg.op} was not answered at once"
+        if reply.error:
+            raise RequestRefused(reply.error[0], reply.error[1])
+        return reply.value
+
+    def register(
+        self, fn: Callable[..., Any], options: FunctionOptions | None = None, name: str = ""
+    ) -> str:
+        """Register ``fn``; returns its pool id."""
+        options = options or FunctionOptions()
+        msg = protocol.RegisterFunction(
+            0, f"fn-{fn.__name__}", name or fn.__name__, options.to_wire(), []
+        )
+        return str(self.request(msg, [cloudpickle.dumps(fn)])["pool_id"])
+
+    def submit(
+        self,
+        pool_id: str,
+        inputs: Iterable[Any],
+        kind: str = "map",
+        call_id: str | None = None,
+        start: int = 0,
+        last: bool = True,
+    ) -> str:
+        """Submit ``inputs`` (one argument each) as a call of ``kind``; returns its id."""
+        call_id = call_id or f"fc-{next(_call_numbers)}"
+        writer = PayloadWriter()
+        items = []
+        for index, x in enumerate(inputs, start):
+            items.append([index, *add_input(writer, index, (x,), {})])
+        total = start + len(items) if last else None
+        value = self.request(
+            protocol.SubmitInputs(0, call_id, pool_id, kind, items, total, progress=True),
+            writer.frames(),
+        )
+        assert value["accepted"] == len(items), value
+        self.outputs.setdefault(call_id, [])
+        return call_id
+
+    def cancel(self, call_id: str) -> None:
+        self.request(protocol.CancelCall(0, call_id))
+
+    def update_autoscaler(self, pool_id: str, **changes: Any) -> dict[str, Any]:
+        return dict(self.request(protocol.UpdateAutoscaler(0, pool_id, changes)))
+
+    def values(self, call_id: str) -> dict[int, Any]:
+        """The call's outputs so far: index -> value (or the exception)."""
+        return {out.index: out.value for out in self.outputs[call_id]}
+
+
+_call_numbers = itertools.count(1)
+
+
+class Harness:
+    """A real control plane over a fake launcher, a fake clock and a fake caller."""
+
+    def __init__(self, auto: bool = True, **config: Any) -> None:
+        self.clock = FakeClock()
+        self.launcher = FakeLauncher(auto)
+        self.plane = ControlPlane(ControlPlaneConfig(**config), self.launcher, clock=self.clock)
+        self.launcher.plane = self.plane
+        self.plane.outbox.attach(FakeWire(self.launcher))
+        self.caller = FakeCaller(self.plane)
+
+    def close(self) -> None:
+        shutil.rmtree(self.plane.dir, ignore_errors=True)
+        self.plane.ctx.term()
+
+    def tick(self, seconds: float = 0.0, steps: int = 1) -> None:
+        """Let ``seconds`` pass, then, ``steps`` times: every worker acts, then the control
+        plane's housekeeping runs."""
+        self.clock.advance(seconds)
+        for _ in range(steps):
+            for worker in list(self.launcher.workers.values()):
+                worker.step()
+            self.plane.tick()
+
+    def workers(self, pool_id: str | None = None) -> list[FakeWorker]:
+        """The workers not exited (of one pool), in launch order."""
+        return [
+            w
+            for w in self.launcher.workers.values()
+            if w.exit_code is None and (pool_id is None or w.pool_id == pool_id)
+        ]
+
+    def pool(self, pool_id: str) -> dict[str, Any]:
+        return dict(self.plane.api.pool_info(pool_id))
