@@ -8,7 +8,9 @@ control plane's own receivers; the caller is linked in-process as the embedded c
 time is a number the test moves; housekeeping runs when the test calls ``tick``.
 
 A fake worker runs inputs only when the test says so (``finish``, or ``finish(error=...)``
-to fail them), and hangs or dies on command (``hang``, ``die``). In ``auto`` mode (the
+to fail them), and hangs or dies on command (``hang``, ``die``). One the launcher was told
+to queue (``queue_next``) waits, as a pending Slurm job does, doing nothing until the test
+lets it run (``run``); stopped while queued, it leaves at once. In ``auto`` mode (the
 default) it does the rest on each tick, as a real worker does: it registers once started,
 asks for inputs while it has none, heartbeats, reports inputs cancelled while running, and
 leaves when told to stop once it has nothing left to run; otherwise the test also calls
@@ -40,6 +42,7 @@ from nbscale_runtime.protocol import (
 from nbscale_runtime.serialization import PayloadWriter, dump_exception, load, split_payload
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from nbscale_server.launchers.base import WorkerStatus
 from nbscale_server.options import FunctionOptions
 from nbscale_server.settings import ControlPlaneConfig
 
@@ -78,6 +81,8 @@ class FakeWorker:
         self.stop: str | None = None  # "graceful" or "kill", as the launcher was told
         self.shutdown = False  # a Shutdown message arrived
         self.hung = False
+        self.queued = False  # waiting in the launcher's queue, with ``reason``
+        self.reason: str | None = None
         self.exit_code: int | None = None
         self.log: list[str] = [f"worker {spec.worker_id} starting"]
 
@@ -165,6 +170,10 @@ class FakeWorker:
         """Stop answering (and heartbeating), as a worker stuck in C code does."""
         self.hung = True
 
+    def run(self) -> None:
+        """Leave the queue: resources were found."""
+        self.queued = False
+
     def die(self, exit_code: int = -9) -> None:
         """Exit now, without a word (killed, crashed)."""
         self.exit_code = exit_code
@@ -174,6 +183,10 @@ class FakeWorker:
 
     def step(self) -> None:
         if self.exit_code is not None or self.hung:
+            return
+        if self.queued:
+            if self.stop is not None:  # a queued job is cancelled: nothing ran
+                self.die(-15)
             return
         if self.interrupted:
             rows = [
@@ -209,16 +222,29 @@ class FakeLauncher(Launcher):
         self.plane: ControlPlane  # set by the harness
         self.workers: dict[str, FakeWorker] = {}  # every worker started, by id
         self._failures: list[str] = []
+        self._queued: list[str | None] = []  # the reasons the next starts wait for
 
     def fail_next(self, n: int, reason: str = "no such image") -> None:
         self._failures += [reason] * n
+
+    def queue_next(self, n: int, reason: str | None = "Resources") -> None:
+        """The next ``n`` workers started wait in a queue, for ``reason``, until ``run``."""
+        self._queued += [reason] * n
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         if self._failures:
             raise LaunchFailed(self._failures.pop(0))
         worker = FakeWorker(self, spec, self.auto)
+        if self._queued:
+            worker.queued, worker.reason = True, self._queued.pop(0)
         self.workers[spec.worker_id] = worker
         return WorkerHandle(spec.worker_id, spec.pool_id, self.name, worker)
+
+    def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
+        worker: FakeWorker = handle.ref
+        if worker.exit_code is not None:
+            return WorkerStatus("exited")
+        return WorkerStatus("pending", worker.reason) if worker.queued else WorkerStatus("running")
 
     def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
         worker: FakeWorker = handle.ref

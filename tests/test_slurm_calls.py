@@ -6,6 +6,7 @@ a killed control plane's jobs cancelled by the next one. Nothing is left in the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,11 @@ def on_gpu(seconds):
     return os.environ["SLURM_JOB_ID"]
 
 
+@app.function(gpu="any", max_containers=1, scaledown_window=2)
+def gpu_late(x):
+    return x
+
+
 @app.function(max_containers=1, scaledown_window=5, retries=2)
 def slow(x):
     time.sleep(3)
@@ -70,6 +76,7 @@ def slow(x):
 
 @app.function(max_containers=1, scaledown_window=5)
 def stuck(x):
+    os.write(2, f"stuck on input {x}\n".encode())  # below the per-input capture: the job's file
     time.sleep(60)
     return x
 
@@ -119,23 +126,41 @@ def test_pool_scales_up_and_down_in_squeue():
 
 
 def test_a_gpu_request_beyond_the_two_devices_waits_on_resources_while_others_serve():
-    call = on_gpu.spawn_map([2] * 6)
+    call = on_gpu.spawn_map([3] * 6)
 
     def two_run_one_waits() -> bool:
         states = sorted((e.state, e.reason or "") for e in pool_jobs("on_gpu"))
         return states == [("PENDING", "Resources"), ("RUNNING", ""), ("RUNNING", "")]
 
     wait_until(two_run_one_waits, timeout=60)
-    plane = _client._client.control_plane
 
-    def statuses() -> list[tuple[str, str | None]]:  # as the launcher polled them
-        found = [plane.launcher.worker_status(w.handle) for w in plane.records.workers.values()]
-        return sorted((s.phase, s.reason or "") for s in found)
+    def shown_waiting() -> bool:  # as get_current_stats() and GET pools show the pool
+        stats = on_gpu.get_current_stats()
+        reasons = [w["waiting_reason"] for w in stats.workers if w["state"] == "waiting"]
+        said = "1 waiting for resources (reason: Resources)" in stats.status
+        return stats.containers["busy"] == 2 and reasons == ["Resources"] and said
 
-    wait_until(lambda: statuses() == [("pending", "Resources"), ("running", ""), ("running", "")])
+    wait_until(shown_waiting, timeout=30)
     served_by = set(call.iter())
     running = {e.job_id for e in pool_jobs("on_gpu") if e.state == "RUNNING"}
     assert len(served_by) == 2 and (not running or served_by >= running)
+
+
+def test_a_job_pending_past_the_pending_timeout_fails_the_call_naming_slurms_reason(
+    fresh_plane,
+):
+    fresh_plane(NBSCALE_PENDING_TIMEOUT="4")
+    holding = on_gpu.spawn_map([60, 60])
+    wait_until(lambda: [e.state for e in pool_jobs("on_gpu")] == ["RUNNING"] * 2, timeout=60)
+    started = time.monotonic()
+    with pytest.raises(nbscale.LaunchError) as failed:
+        gpu_late.remote(1)
+    assert time.monotonic() - started >= 4
+    message = str(failed.value)
+    assert "waited 4 s for resources without starting" in message
+    assert "reason: Resources" in message and "pending_timeout" in message
+    wait_until(lambda: not pool_jobs("gpu_late"), timeout=20)  # its job was cancelled
+    holding.cancel()
 
 
 def test_a_busy_workers_job_cancelled_in_slurm_has_its_input_retried():
@@ -147,13 +172,35 @@ def test_a_busy_workers_job_cancelled_in_slurm_has_its_input_retried():
     wait_until(lambda: busy not in {e.job_id for e in pool_jobs("slow")}, timeout=20)
 
 
-def test_a_cancelled_job_is_named_in_the_error():
+def test_a_cancelled_job_is_named_in_the_error_with_its_last_lines_once():
     call = stuck.spawn(1)
     wait_until(lambda: stuck.get_current_stats().num_running_inputs == 1, timeout=60)
     (busy,) = [e.job_id for e in pool_jobs("stuck") if e.state == "RUNNING"]
     subprocess.run(["scancel", busy], check=True)
-    with pytest.raises(nbscale.WorkerLostError, match=f"cancelled in Slurm \\(Slurm job {busy}: "):
+    with pytest.raises(nbscale.WorkerLostError) as lost:
         call.get(timeout=60)
+    message = str(lost.value)
+    assert f"was cancelled in Slurm (Slurm job {busy}: State=CANCELLED ExitCode=" in message
+    assert "while running input 0 (attempt 1)" in message
+    _, _, tail = message.partition("\nLast lines of the worker's output:\n")
+    assert "stuck on input 1" in tail and f"JOB {busy}" in tail  # slurmstepd's CANCELLED line
+    assert message.count("stuck on input 1") == 1 and message.count("State=CANCELLED") == 1
+    assert lost.value.logs.strip() and lost.value.logs.rstrip() == tail
+    # What the launcher says of this exit, for the queue to tell it from the user's failures.
+    plane = _client._client.control_plane
+    (worker_id,) = re.findall(r"worker (wk-\w+) was cancelled", message)
+    assert plane.launcher.infrastructure_loss(plane.fleet.handle(worker_id))
+
+
+def test_a_job_that_fails_before_registering_gives_slurms_words_and_its_output(fresh_plane):
+    fresh_plane(NBSCALE_PYTHON="/nonexistent/python3")  # not a path the nodes have
+    with pytest.raises(nbscale.LaunchError) as failed:
+        square.remote(1)
+    message = str(failed.value)
+    assert "3 workers in a row failed to start" in message
+    assert "State=FAILED ExitCode=127:0" in message  # Slurm's own words, once
+    assert message.count("State=FAILED") == 1
+    assert "before registering:" in message and "/nonexistent/python3" in message
 
 
 @pytest.mark.timeout(180)

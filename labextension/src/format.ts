@@ -91,17 +91,22 @@ export function isCancellable(call: ICall): boolean {
   return !call.cancelled && !call.finished;
 }
 
-/** Containers by state, busiest first, leaving out empty states: "2 busy · 1 idle". */
+/** Containers by state, busiest first, leaving out empty states: "2 busy · 1 idle".
+ * Those queued by a scheduler (Slurm) are "waiting for resources". */
 export function formatContainers(containers: IContainersByState): string {
   const order: (keyof IContainersByState)[] = [
     'busy',
     'idle',
     'starting',
+    'waiting',
     'draining'
   ];
   const parts = order
     .filter(state => containers[state] > 0)
-    .map(state => `${containers[state]} ${state}`);
+    .map(
+      state =>
+        `${containers[state]} ${state === 'waiting' ? 'waiting for resources' : state}`
+    );
   return parts.length > 0 ? parts.join(' · ') : 'no containers';
 }
 
@@ -213,6 +218,8 @@ export function describeEvent(event: IChangeEvent): string {
       return `pool ${pool} stopped`;
     case 'container-starting':
       return `${container} starting`;
+    case 'container-waiting':
+      return `${container} waiting for resources`;
     case 'container-started':
       return `${container} started`;
     case 'container-stopping':

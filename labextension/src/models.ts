@@ -54,7 +54,8 @@ export type ApiModel =
   | ISnapshotMessage
   | IChangesMessage
   | IError;
-export type ContainerState = 'starting' | 'idle' | 'busy' | 'draining';
+export type ContainerState =
+  'waiting' | 'starting' | 'idle' | 'busy' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
@@ -63,6 +64,7 @@ export type EventType =
   | 'pool-updated'
   | 'pool-stopped'
   | 'container-starting'
+  | 'container-waiting'
   | 'container-started'
   | 'container-stopping'
   | 'container-stopped'
@@ -97,13 +99,13 @@ export interface IPool {
   function_id: string;
   settings: IAutoscalerSettings;
   /**
-   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...), and how many workers wait for resources, with the scheduler's reasons ("; 1 waiting for resources (reason: Resources)")
    */
   status: string;
   backlog: number;
   num_running_inputs: number;
   /**
-   * workers starting or running (draining ones excluded)
+   * workers waiting, starting or running (not draining ones)
    */
   num_total_runners: number;
   /**
@@ -168,7 +170,11 @@ export interface IAutoscalerSettings {
 }
 export interface IContainersByState {
   /**
-   * launched, not registered yet
+   * queued by a scheduler (a pending Slurm job): waiting for resources
+   */
+  waiting: number;
+  /**
+   * launched (running, for a Slurm job), not registered yet
    */
   starting: number;
   idle: number;
@@ -190,6 +196,10 @@ export interface IContainer {
    */
   id: string;
   state: ContainerState;
+  /**
+   * while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
+   */
+  waiting_reason: string | null;
   /**
    * the worker's process id where it runs, once registered
    */
@@ -253,6 +263,7 @@ export interface IGpuSample {
 export interface ICapHolder {
   pool_id: string;
   function: string;
+  waiting: number;
   starting: number;
   idle: number;
   busy: number;

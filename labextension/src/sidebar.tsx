@@ -476,8 +476,16 @@ function ContainerRows(props: {
           )}
         </td>
         <td>
-          <span className={`nbscale-State nbscale-State-${worker.state}`}>
+          <span
+            className={`nbscale-State nbscale-State-${worker.state}`}
+            title={
+              worker.waiting_reason
+                ? `queued for resources; the scheduler's reason: ${worker.waiting_reason}`
+                : undefined
+            }
+          >
             {worker.state}
+            {worker.waiting_reason ? ` (${worker.waiting_reason})` : ''}
           </span>
         </td>
         <td>{formatDuration(worker.uptime)}</td>

@@ -89,15 +89,11 @@ def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
 
 def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
     """``pool: 4 containers (1 starting, 3 busy, 0 idle) · 12 waiting · GPUs: ... ·
-    throttled by ...``, then what the autoscaler is doing, then ``workers`` (what runs them
-    and why) when given."""
+    throttled by ...``, then what the autoscaler is doing (and why workers wait for
+    resources), then ``workers`` (what runs them and why) when given."""
     parts = []
     if pool is not None:
-        c = pool["containers"]
-        parts.append(
-            f"pool: {pool['num_total_runners']} containers "
-            f"({c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
-        )
+        parts.append(f"pool: {pool['num_total_runners']} containers {_by_state(pool)}")
         parts.append(f"{pool['backlog']:,} waiting")
         gpus = gpus_text(pool["gpus"])
         if gpus:
@@ -155,13 +151,17 @@ def rows_html(rows: Sequence[InputRow]) -> str:
 _COLUMNS = ("pool", "function", "containers", "waiting", "running", "done", "failed", "GPUs")
 
 
-def pool_cells(pool: PoolModel) -> tuple[str, ...]:
+def _by_state(pool: PoolModel) -> str:
+    """``(1 waiting for resources, 1 starting, 3 busy, 0 idle)``: the first only when some
+    wait in a scheduler's queue."""
     c = pool["containers"]
+    waiting = f"{c['waiting']} waiting for resources, " if c.get("waiting") else ""
+    return f"({waiting}{c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
+
+
+def pool_cells(pool: PoolModel) -> tuple[str, ...]:
     cap = pool["settings"]["max_containers"]
-    containers = (
-        f"{pool['num_total_runners']}/{cap if cap is not None else '∞'} "
-        f"({c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
-    )
+    containers = f"{pool['num_total_runners']}/{cap if cap is not None else '∞'} {_by_state(pool)}"
     return (
         pool["id"],
         pool["function"],

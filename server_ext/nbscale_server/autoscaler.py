@@ -7,7 +7,10 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   workers; without load it wants ``min_containers`` (scale to zero by default).
 - Never more than ``max_containers`` (nor the control plane's total cap), never fewer than
   ``min_containers``.
-- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds.
+- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds, except
+  those still waiting in a scheduler's queue (Slurm's), which a pool that wants fewer stops
+  at once: they are not warm, and would only start later to do nothing. Waiting workers
+  count as launched (no second job is submitted for the same work), never as serving.
 - After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
   say why in :attr:`AutoscalerCore.status`; after ``MAX_LAUNCH_FAILURES`` in a row, the
   pool's waiting inputs are failed (:attr:`AutoscalerCore.out_of_launches`). This core is
@@ -67,7 +70,7 @@ class WorkerView:
     """What the autoscaler needs to know of one worker."""
 
     worker_id: str
-    state: str  # "starting" | "idle" | "busy" | "draining"
+    state: str  # "waiting" | "starting" | "idle" | "busy" | "draining"
     idle_since: float | None = None  # when it became idle, for the scaledown window
 
 
@@ -87,14 +90,16 @@ class CapHolder:
     starting: int
     idle: int
     busy: int
+    waiting: int = 0  # queued by a scheduler
 
     @property
     def workers(self) -> int:
-        return self.starting + self.idle + self.busy
+        return self.waiting + self.starting + self.idle + self.busy
 
     def describe(self) -> str:
         """``evaluate_model 3 busy, 1 idle``"""
         counts = [(self.busy, "busy"), (self.idle, "idle"), (self.starting, "starting")]
+        counts.append((self.waiting, "waiting"))
         return self.function + " " + ", ".join(f"{n} {what}" for n, what in counts if n)
 
 
@@ -158,6 +163,12 @@ class AutoscalerCore:
         if mx is not None and len(live) > mx:
             return [self._drain_to(mx, live)]
         if len(live) > want:
+            # The latest launched first: the earlier ones are further ahead in the queue.
+            queued = [w for w in live if w.state == "waiting"][::-1][: len(live) - want]
+            if queued:
+                self.status = f"scaling down to {len(live) - len(queued)}"
+                ids = tuple(w.worker_id for w in queued)
+                return [StopWorkers(ids, "no longer needed while waiting for resources")]
             window = self.settings.scaledown_window
             expired = sorted(
                 (
@@ -182,10 +193,10 @@ class AutoscalerCore:
         return []
 
     def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:
-        """Above ``max_containers`` (it was lowered): stop the surplus now, those starting
-        first, then the idle (longest idle first), then busy ones, which finish their
-        current input before they stop."""
-        rank = {"starting": 0, "idle": 1, "busy": 2}
+        """Above ``max_containers`` (it was lowered): stop the surplus now, those waiting in
+        a queue first, then those starting, then the idle (longest idle first), then busy
+        ones, which finish their current input before they stop."""
+        rank = {"waiting": 0, "starting": 1, "idle": 2, "busy": 3}
         order = sorted(live, key=lambda w: (rank.get(w.state, 1), w.idle_since or 0.0))
         self.status = f"draining to {mx} (max_containers)"
         surplus = tuple(w.worker_id for w in order[: len(live) - mx])
@@ -212,9 +223,11 @@ class AutoscalerCore:
         """So many launches failed in a row that waiting inputs should fail, not wait."""
         return self._failures >= MAX_LAUNCH_FAILURES
 
-    def launch_failed(self, now: float, error: str) -> float:
-        """Record a failed launch; returns the backoff before the next one, in seconds."""
-        self._failures += 1
+    def launch_failed(self, now: float, error: str, *, final: bool = False) -> float:
+        """Record a failed launch; returns the backoff before the next one, in seconds.
+        ``final``: one that launching again would not mend soon (a worker that waited out
+        its pending timeout in a queue): the pool is out of launches at once."""
+        self._failures = max(self._failures + 1, MAX_LAUNCH_FAILURES if final else 0)
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (self._failures - 1))
         self._retry_at = now + delay
         self.status = f"launch failed ({error}); retrying in {delay:g} s"

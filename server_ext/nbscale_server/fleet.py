@@ -1,9 +1,11 @@
 """The fleet: every worker of every pool, from launch to exit.
 
 It launches workers when a pool's autoscaler says so (within the total cap, reclaiming idle
-workers of other pools when the cap holds a pool back), registers them (checking that they
-can run their callers' pickles), stops them, notices when they exit, go silent or overstay
-a stop, and hands their unfinished inputs back to delivery. The decisions themselves are
+workers of other pools when the cap holds a pool back), follows those that wait in a
+scheduler's queue (Slurm's: "waiting for resources", with its reason, until they run or
+their pending timeout ends the wait), registers them (checking that they can run their
+callers' pickles), stops them, notices when they exit, go silent or overstay a stop, and
+hands their unfinished inputs back to delivery. The decisions themselves are
 the pure cores' (``AutoscalerCore``, ``reclaim``, ``WorkerState.overdue``,
 ``incompatibilities``); this room carries them out with the launcher.
 """
@@ -132,13 +134,14 @@ class Fleet:
         """Every pool's workers that count against the total cap, the largest share first."""
         holders = []
         for p in self.records.pools.values():
-            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            count = {"waiting": 0, "starting": 0, "idle": 0, "busy": 0, "draining": 0}
             for w in p.workers.values():
                 count[w.state] += 1
-            if count["starting"] + count["idle"] + count["busy"]:
-                holders.append(
-                    CapHolder(p.pool_id, p.name, count["starting"], count["idle"], count["busy"])
-                )
+            holder = CapHolder(
+                p.pool_id, p.name, count["starting"], count["idle"], count["busy"], count["waiting"]
+            )
+            if holder.workers:
+                holders.append(holder)
         return tuple(sorted(holders, key=lambda h: -h.workers))
 
     # --- launching and stopping ---------------------------------------------------------
@@ -180,19 +183,23 @@ class Fleet:
         pool.workers[worker_id] = w
         self.records.workers[worker_id] = w
         self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
+        self._follow_queue(w, now)
         return True
 
-    def _launch_failed(self, pool: Pool, reason: str, now: float) -> None:
+    def _launch_failed(self, pool: Pool, reason: str, now: float, final: bool = False) -> None:
         autoscaler = pool.autoscaler
-        autoscaler.launch_failed(now, reason)
+        autoscaler.launch_failed(now, reason, final=final)
         log.warning("%s: %s", pool.name, autoscaler.status)
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
+        # Waiting workers serve nothing: they do not keep a pool from being broken.
         serving = any(w.serving for w in pool.workers.values())
         if autoscaler.out_of_launches and not serving:
             message = (
                 f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to start; "
                 f"the last: {reason}"
             )
+            if final:
+                message = f"{pool.name}: {reason}"
             pool.note(message, time.time())
             self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
 
@@ -238,6 +245,7 @@ class Fleet:
         self, w: WorkerState, msg: protocol.Register, payload: list[Any], now: float
     ) -> None:
         pool = self.records.pools[w.pool_id]
+        self._started(w, now)
         w.registered(now, msg.pid, msg.python, msg.gpus)
         pool.autoscaler.reset_launch_failures()
         self.outbox.emit("container-started", pool.pool_id, container_id=w.worker_id)
@@ -288,10 +296,50 @@ class Fleet:
             if code is not None:
                 self._worker_gone(w, code, now)
                 continue
+            self._follow_queue(w, now)
+            if w.waited_too_long(now, cfg.pending_timeout):
+                self._pending_timeout(w, now)
+                continue
             why = w.overdue(now, cfg.startup_timeout, cfg.heartbeat_timeout, cfg.stop_grace)
             if why is not None:
                 log.warning("worker %s %s; killing it", w.worker_id, why)
                 self.launcher.stop(w.handle, graceful=False)
+
+    def _follow_queue(self, w: WorkerState, now: float) -> None:
+        """Until it registers: whether it waits in a scheduler's queue (and why), or runs.
+        The launcher answers from what it last heard (Slurm's: a poll of its own thread)."""
+        if w.registered_at is not None or w.state not in ("waiting", "starting"):
+            return
+        status = self.launcher.worker_status(w.handle)
+        if status.phase == "pending":
+            if w.state != "waiting" or w.waiting_reason != status.reason:
+                w.queued(status.reason)
+                self.outbox.emit("container-waiting", w.pool_id, container_id=w.worker_id)
+        else:
+            self._started(w, now)
+
+    def _started(self, w: WorkerState, now: float) -> None:
+        """It runs (its launcher says so, or it registered before the launcher noticed)."""
+        if w.state == "waiting":
+            waited = now - w.launched_at
+            pool = self.records.pools[w.pool_id]
+            pool.note(f"worker {w.worker_id} started after {waited:.0f} s waiting", time.time())
+            self.outbox.emit("container-starting", w.pool_id, container_id=w.worker_id)
+        w.started(now)
+
+    def _pending_timeout(self, w: WorkerState, now: float) -> None:
+        """A worker waited ``pending_timeout`` in the queue: cancel it, and count it as a
+        launch failure that fails the pool's waiting inputs (unless others serve them)."""
+        pool = self.records.pools[w.pool_id]
+        timeout = self.config.pending_timeout
+        why = f"the scheduler's reason: {w.waiting_reason}" if w.waiting_reason else "no reason"
+        reason = (
+            f"worker {w.worker_id} waited {timeout:g} s for resources without starting "
+            f"({why}); it was cancelled (pending_timeout)"
+        )
+        log.warning("%s: %s", pool.name, reason)
+        self.stop_worker(w, graceful=False)  # draining: its exit is no second failure
+        self._launch_failed(pool, reason, now, final=True)
 
     def _worker_gone(self, w: WorkerState, exit_code: int | None, now: float) -> None:
         pool = self.records.pools[w.pool_id]

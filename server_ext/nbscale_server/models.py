@@ -55,7 +55,8 @@ class AutoscalerChanges(TypedDict, total=False):
 
 
 class ContainersByState(TypedDict):
-    starting: int  # launched, not registered yet
+    waiting: int  # queued by a scheduler (a pending Slurm job): waiting for resources
+    starting: int  # launched (running, for a Slurm job), not registered yet
     idle: int
     busy: int  # running at least one input
     draining: int  # told to stop; finishing its input
@@ -66,7 +67,7 @@ class InputRefModel(TypedDict):
     index: int
 
 
-ContainerState = Literal["starting", "idle", "busy", "draining"]
+ContainerState = Literal["waiting", "starting", "idle", "busy", "draining"]
 
 
 class GpuModel(TypedDict, total=False):
@@ -99,6 +100,8 @@ class ContainerModel(TypedDict):
 
     id: str  # "wk-..."
     state: ContainerState
+    # while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
+    waiting_reason: str | None
     pid: int | None  # the worker's process id where it runs, once registered
     uptime: float  # seconds since launch
     running_inputs: int
@@ -112,6 +115,7 @@ class CapHolderModel(TypedDict):
 
     pool_id: str
     function: str
+    waiting: int
     starting: int
     idle: int
     busy: int
@@ -134,10 +138,13 @@ class PoolModel(TypedDict):
     function: str  # the function's name
     function_id: str  # the hash of its pickled definition
     settings: AutoscalerSettingsModel
-    status: str  # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+    # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...), and how many
+    # workers wait for resources, with the scheduler's reasons ("; 1 waiting for resources
+    # (reason: Resources)")
+    status: str
     backlog: int
     num_running_inputs: int
-    num_total_runners: int  # workers starting or running (draining ones excluded)
+    num_total_runners: int  # workers waiting, starting or running (not draining ones)
     input_headroom: int  # free input slots on running workers
     containers: ContainersByState
     done: int  # inputs finished successfully, since the pool was created
@@ -211,6 +218,7 @@ EventType = Literal[
     "pool-updated",
     "pool-stopped",
     "container-starting",
+    "container-waiting",
     "container-started",
     "container-stopping",
     "container-stopped",

@@ -224,7 +224,18 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         60.0,
         "control plane",
-        "Seconds a new worker gets to register before it is killed.",
+        "Seconds a new worker gets to register before it is killed, counted from when it "
+        "starts running (a Slurm job: once it leaves the queue).",
+        minimum=0.1,
+    ),
+    Setting(
+        "pending_timeout",
+        float,
+        3600.0,
+        "control plane",
+        "Seconds a worker may wait in a scheduler's queue for resources (a pending Slurm "
+        "job) before it is cancelled and counts as a launch failure: the function's waiting "
+        "inputs then fail with LaunchError naming the scheduler's reason.",
         minimum=0.1,
     ),
     Setting(
@@ -383,6 +394,7 @@ class ControlPlaneConfig:
     heartbeat_interval: float = _server_default("heartbeat_interval")
     heartbeat_timeout: float = _server_default("heartbeat_timeout")
     startup_timeout: float = _server_default("startup_timeout")
+    pending_timeout: float = _server_default("pending_timeout")
     stop_grace: float = _server_default("stop_grace")
     worker_transport: str = _server_default("worker_transport")
     worker_address: str | None = _server_default("worker_address")

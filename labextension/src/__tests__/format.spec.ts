@@ -90,10 +90,31 @@ describe('callProgress', () => {
 describe('pools', () => {
   it('lists containers by state, busiest first, without empty states', () => {
     expect(
-      formatContainers({ starting: 1, idle: 2, busy: 3, draining: 0 })
+      formatContainers({
+        waiting: 0,
+        starting: 1,
+        idle: 2,
+        busy: 3,
+        draining: 0
+      })
     ).toBe('3 busy · 2 idle · 1 starting');
     expect(
-      formatContainers({ starting: 0, idle: 0, busy: 0, draining: 0 })
+      formatContainers({
+        waiting: 2,
+        starting: 0,
+        idle: 0,
+        busy: 1,
+        draining: 0
+      })
+    ).toBe('1 busy · 2 waiting for resources');
+    expect(
+      formatContainers({
+        waiting: 0,
+        starting: 0,
+        idle: 0,
+        busy: 0,
+        draining: 0
+      })
     ).toBe('no containers');
   });
 
@@ -185,6 +206,13 @@ describe('describeEvent', () => {
         exit_code: null
       })
     ).toBe('wk-1 stopped');
+    expect(
+      describeEvent({
+        type: 'container-waiting',
+        pool_id: 'pl-1',
+        container_id: 'wk-2'
+      })
+    ).toBe('wk-2 waiting for resources');
     expect(
       describeEvent({ type: 'pool-stopped', pool_id: 'pl-0123456789ab' })
     ).toBe('pool pl-01234567 stopped');
