@@ -5,12 +5,15 @@ jobs of a control plane that was killed, cancelled by the next one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import wait_until
@@ -110,9 +113,23 @@ def test_stopping_cancels_exactly_that_job(launcher):
     assert job_fields(launcher.job_id(first))["JobState"] == "CANCELLED"
 
 
+def catches_sigterm(job_id: str | None) -> bool:
+    """Whether the job's worker process is up and has its SIGTERM handler (before that, a
+    SIGTERM ends it like any process: there is nothing to drain yet)."""
+    listed = subprocess.run(["scontrol", "listpids", job_id or ""], capture_output=True, text=True)
+    for line in listed.stdout.splitlines()[1:]:
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{line.split()[0]}/status").read_text()
+            (caught,) = re.findall(r"^SigCgt:\s*(\w+)", status, re.M)
+            if int(caught, 16) & (1 << (signal.SIGTERM - 1)):
+                return True
+    return False
+
+
 def test_a_graceful_stop_lets_the_worker_drain_and_exit(launcher):
     handle = launcher.start(worker_spec(launcher)[0])
     wait_until(lambda: phase(launcher, handle) == "running", timeout=30)
+    wait_until(lambda: catches_sigterm(launcher.job_id(handle)), timeout=30)
     launcher.stop(handle, graceful=True)  # SIGTERM to the worker, which drains and exits
     assert launcher.wait(handle, 30) == 0
     assert job_fields(launcher.job_id(handle))["JobState"] == "COMPLETED"

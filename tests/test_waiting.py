@@ -81,7 +81,8 @@ def test_a_queued_worker_waits_with_its_reason_and_outlives_the_startup_timeout(
     serve(h)
     assert h.caller.values(call) == {0: 0, 1: 1, 2: 4}
     assert h.pool(pool)["workers"][0]["waiting_reason"] is None
-    assert any("started after 60 s waiting" in e["message"] for e in h.pool(pool)["events"])
+    events = [e["message"] for e in h.pool(pool)["events"]]
+    assert any("started after 60 s waiting (Resources)" in e for e in events)
 
 
 def test_the_startup_timeout_counts_from_when_the_job_runs():
@@ -204,3 +205,17 @@ def test_waiting_workers_no_longer_needed_go_at_once_idle_ones_after_the_window(
     assert queued.stop is not None  # not warm: no reason to keep its place in the queue
     h.tick(steps=2)
     assert containers(h, pool) == {"waiting": 0, "starting": 0, "idle": 1, "busy": 0, "draining": 0}
+
+
+def test_a_job_queued_a_moment_without_a_reason_leaves_no_note(h):
+    """Every Slurm job is queued for a moment before it runs: that is shown, but only a wait
+    the scheduler explained is worth a line in the pool's event log."""
+    h.launcher.queue_next(1, None)
+    pool = h.caller.register(square)
+    call = h.caller.submit(pool, [3])
+    h.tick()
+    assert h.pool(pool)["status"].endswith("; 1 waiting for resources")
+    one_queued(h, pool).run()
+    serve(h)
+    assert h.caller.values(call) == {0: 9}
+    assert not any("started after" in e["message"] for e in h.pool(pool)["events"])

@@ -321,9 +321,10 @@ class Fleet:
     def _started(self, w: WorkerState, now: float) -> None:
         """It runs (its launcher says so, or it registered before the launcher noticed)."""
         if w.state == "waiting":
-            waited = now - w.launched_at
-            pool = self.records.pools[w.pool_id]
-            pool.note(f"worker {w.worker_id} started after {waited:.0f} s waiting", time.time())
+            if w.waiting_reason:  # a wait the scheduler explained, not a job's first moment
+                waited = f"{now - w.launched_at:.0f} s waiting ({w.waiting_reason})"
+                note = f"worker {w.worker_id} started after {waited}"
+                self.records.pools[w.pool_id].note(note, time.time())
             self.outbox.emit("container-starting", w.pool_id, container_id=w.worker_id)
         w.started(now)
 
