@@ -29,6 +29,7 @@ from nbscale_server.channel import Channel, unbounded
 
 from . import _config
 from ._loop import get_loop
+from ._owner import is_mine, this_owner
 from .exceptions import ControlPlaneError, LaunchError, VersionMismatchError, from_wire
 
 log = logging.getLogger("nbscale")
@@ -65,6 +66,7 @@ class Client:
             protocol.PROTOCOL_VERSION,
             ".".join(map(str, sys.version_info[:3])),
             cloudpickle.__version__,
+            owner=this_owner(),
         )
         self.server_info, _ = await self.request(msg)
 
@@ -227,19 +229,22 @@ async def _shutdown() -> None:
         await client.close()
 
 
-async def _status() -> dict[str, Any]:
+async def _status(all_pools: bool = False) -> dict[str, Any]:
     client = await get_client()
     info = dict(client.server_info)
     stats, _ = await client.request(protocol.GetStats(0, None))
     info["mode"] = client.mode
-    info["pools"] = stats["pools"]
+    pools = stats["pools"]
+    info["pools"] = pools if all_pools else [p for p in pools if is_mine(p["owner"])]
+    info["other_pools"] = len(pools) - len(info["pools"])
     return info
 
 
-def status() -> dict[str, Any]:
+def status(all_pools: bool = False) -> dict[str, Any]:
     """Which control plane this process uses (embedded or the Jupyter server's), its
-    endpoints and launcher, and the state of every pool."""
-    return get_loop().run(_status())
+    endpoints and launcher, and the state of this kernel's (or process's) pools, or of every
+    pool with ``all_pools=True``; ``other_pools`` counts those left out."""
+    return get_loop().run(_status(all_pools))
 
 
 def shutdown() -> None:

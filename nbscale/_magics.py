@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from IPython.core import magic_arguments
-from IPython.core.error import UsageError
+from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
 from IPython.display import display
@@ -27,19 +27,24 @@ from ._cells import CellOptions, cell_frames, cell_function, cell_names, namespa
 from ._client import status
 from ._function import Function
 from ._image import Image
+from ._owner import is_mine
 from ._views import render
-from .exceptions import NbscaleError
+from .exceptions import InvalidError, NbscaleError, NotFoundError
 
 
 def _line_parser() -> MagicArgumentParser:
     parser = MagicArgumentParser(
-        "%nbscale", description="Show and manage this kernel's nbscale pools."
+        "nbscale", description="Show and manage this kernel's nbscale pools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("status", help="the control plane in use and its pools")
-    sub.add_parser("pools", help="a table of the pools")
-    stop = sub.add_parser("stop", help="stop a pool (all pools without POOL)")
+    status = sub.add_parser("status", help="the control plane in use and this kernel's pools")
+    status.add_argument("--all", action="store_true", help="every kernel's pools")
+    pools = sub.add_parser("pools", help="a table of this kernel's pools")
+    pools.add_argument("--all", action="store_true", help="every kernel's pools")
+    stop = sub.add_parser("stop", help="stop a pool (this kernel's pools without POOL)")
     stop.add_argument("pool", nargs="?", metavar="POOL", help="pool id or function name")
+    stop.add_argument("--all", action="store_true", help="every kernel's pools (asks first)")
+    stop.add_argument("--yes", action="store_true", help="with --all: do not ask")
     logs = sub.add_parser("logs", help="a container's (wk-...) or a call's (fc-...) logs")
     logs.add_argument("ref", metavar="CALL_OR_CONTAINER")
     logs.add_argument("--tail", type=int, default=200, help="lines per container")
@@ -55,6 +60,23 @@ def _line_parser() -> MagicArgumentParser:
 _LINE_PARSER = _line_parser()
 
 
+def _usage_line(parser: MagicArgumentParser, magic: str = "%nbscale") -> str:
+    """``usage: %nbscale logs [--tail TAIL] CALL_OR_CONTAINER``, on one line (``magic``
+    replaces the parser's own first word)."""
+    words = parser.format_usage().replace("::", "").split()
+    return "usage: " + " ".join([magic, *words[1:]])
+
+
+def _usage(line: str) -> str:
+    """The usage line of the line magic's command in ``line`` (or of the line magic)."""
+    words = line.split()
+    for action in _LINE_PARSER._subparsers._group_actions if _LINE_PARSER._subparsers else ():
+        choices = getattr(action, "choices", None) or {}
+        if words and words[0] in choices:
+            return _usage_line(choices[words[0]])
+    return _usage_line(_LINE_PARSER)
+
+
 def _unquote(value: Any) -> Any:
     """IPython splits a magic's line keeping quotes; here quotes only group, as in a shell
     (``--map "[1, 2]"``; a string literal is ``--map "'ab'"``)."""
@@ -68,7 +90,8 @@ def _parse(parser: MagicArgumentParser, line: str) -> argparse.Namespace:
     try:
         args = parser.parse_argstring(line)
     except UsageError as exc:
-        raise UsageError(f"{exc}\n{parser.format_usage().strip()}") from None
+        usage = _usage(line) if parser is _LINE_PARSER else _usage_line(parser, "%%nbscale")
+        raise UsageError(f"{exc}\n{usage}") from None
     return argparse.Namespace(**{k: _unquote(v) for k, v in vars(args).items()})
 
 
@@ -118,8 +141,10 @@ class NbScaleMagics(Magics):
         if cell is None:
             try:
                 return self._line(line)
+            except (InvalidError, NotFoundError) as exc:  # a bad argument: say which, and how
+                raise UsageError(f"{exc}\n{_usage(line)}") from None
             except NbscaleError as exc:  # the message says it all: no frames of nbscale
-                raise exc.with_traceback(None) from None
+                raise UsageError(str(exc)) from None
         args = _parse(self.nbscale.parser, line)  # type: ignore[attr-defined]
         return self._cell(line, args, cell)
 
@@ -208,21 +233,22 @@ class NbScaleMagics(Magics):
     def _line(self, line: str) -> None:
         args = _parse(_LINE_PARSER, line)
         if args.command == "status":
-            info = status()
+            info = status(all_pools=args.all)
+            others = info["other_pools"]
             print(
                 f"nbscale {info['mode']} control plane · launcher {info['launcher']} · "
                 f"{len(info['pools'])} pools"
+                + (f" (and {others} of other kernels: --all)" if others else "")
             )
             print(render.pools_text(info["pools"]))
         elif args.command == "pools":
-            found = _pools.pools()
+            found = _pools.pools(all_pools=args.all)
             display(
                 {"text/plain": render.pools_text(found), "text/html": render.pools_html(found)},
                 raw=True,
             )
         elif args.command == "stop":
-            stopped = _pools.stop(args.pool)
-            print(f"stopped {', '.join(stopped)}" if stopped else "no pools to stop")
+            self._stop(args)
         elif args.command == "logs":
             print(_pools.logs(args.ref, args.tail))
         else:
@@ -234,8 +260,45 @@ class NbScaleMagics(Magics):
             }
             if all(v is None for v in changes.values()):
                 raise UsageError(
-                    "scale needs --max, --min, --buffer or --scaledown-window\n"
-                    + _LINE_PARSER.format_usage().strip()
+                    "scale needs --max, --min, --buffer or --scaledown-window\n" + _usage("scale")
                 )
             settings = _pools.scale(args.pool, **changes)
             print(", ".join(f"{k}={v}" for k, v in settings.items()))
+
+    def _stop(self, args: argparse.Namespace) -> None:
+        """``stop``: this kernel's pools; ``stop POOL``: one; ``stop --all``: every
+        kernel's, once the user says yes (or with ``--yes``)."""
+        if args.pool is not None and args.all:
+            raise UsageError("give POOL or --all, not both\n" + _usage("stop"))
+        if not args.all:
+            stopped = _pools.stop(args.pool)
+            if stopped:
+                print(f"stopped {', '.join(stopped)}")
+            else:
+                others = _pools.pools(all_pools=True)
+                print(
+                    "no pools of this kernel to stop"
+                    + (f" (other kernels': {_pools.owners_text(others)}; --all)" if others else "")
+                )
+            return
+        found = _pools.pools(all_pools=True)
+        if not found:
+            print("no pools to stop")
+            return
+        others = [p for p in found if not is_mine(p["owner"])]
+        if others and not args.yes:
+            question = (
+                f"Stop all {len(found)} pools, {len(others)} of them of other kernels "
+                f"({_pools.owners_text(others)})? Their running calls are cancelled. [y/N] "
+            )
+            try:
+                answer = input(question)
+            except (StdinNotImplementedError, EOFError):
+                raise UsageError(
+                    "stop --all stops other kernels' pools and cannot ask here: add --yes"
+                ) from None
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing stopped")
+                return
+        stopped = _pools.stop_pools([p["id"] for p in found])
+        print(f"stopped {', '.join(stopped)}")

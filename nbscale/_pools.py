@@ -1,7 +1,9 @@
 """Managing pools from a kernel (``%nbscale pools | scale | stop | logs``).
 
-Pools are named by id (``pl-...``) or by function name. Every action is a wire request, so it
-works the same with an embedded control plane and with the Jupyter server's.
+Pools are named by id (``pl-...``) or by function name. A name means one of this kernel's
+own pools (``_owner.py``): another notebook's pool is reached by its id, or with
+``all_pools``. Every action is a wire request, so it works the same with an embedded
+control plane and with the Jupyter server's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from nbscale_server.models import PoolModel
 
 from ._client import get_client
 from ._loop import get_loop
+from ._owner import is_mine
 from .exceptions import InvalidError, NotFoundError
 
 
@@ -22,24 +25,41 @@ async def _pools() -> list[PoolModel]:
     return list(value["pools"])
 
 
-def pools() -> list[PoolModel]:
-    """Every pool of the control plane this process uses."""
-    return get_loop().run(_pools())
+def pools(all_pools: bool = False) -> list[PoolModel]:
+    """This kernel's (or process's) pools, or every pool of its control plane."""
+    found = get_loop().run(_pools())
+    return found if all_pools else [p for p in found if is_mine(p["owner"])]
 
 
-def find_pool(ref: str) -> PoolModel:
-    """The pool with id ``ref``, or the one pool of the function named ``ref``."""
-    found = pools()
+def owners_text(pools: list[PoolModel]) -> str:
+    """``sweep.ipynb (2), train.py (1)``: whose pools these are, and how many each."""
+    names: dict[str, int] = {}
+    for p in pools:
+        names[p["owner"]["name"]] = names.get(p["owner"]["name"], 0) + 1
+    return ", ".join(f"{name} ({n})" for name, n in names.items())
+
+
+def find_pool(ref: str, all_pools: bool = False) -> PoolModel:
+    """The pool with id ``ref``, or this kernel's one pool of the function named ``ref``
+    (any kernel's with ``all_pools``)."""
+    found = get_loop().run(_pools())
     by_id = [p for p in found if p["id"] == ref]
     if by_id:
         return by_id[0]
-    by_name = [p for p in found if p["function"] == ref]
+    named = [p for p in found if p["function"] == ref]
+    by_name = named if all_pools else [p for p in named if is_mine(p["owner"])]
     if len(by_name) == 1:
         return by_name[0]
     if by_name:
-        ids = ", ".join(p["id"] for p in by_name)
+        ids = ", ".join(f"{p['id']} ({p['owner']['name']})" for p in by_name)
         raise InvalidError(f"{ref} has {len(by_name)} pools ({ids}): name one by its id")
-    raise NotFoundError(f"no pool {ref!r} (pools: {', '.join(p['id'] for p in found) or 'none'})")
+    if named:
+        raise NotFoundError(
+            f"no pool {ref!r} of this kernel; pools of others have that name "
+            f"({owners_text(named)}): name one by its id"
+        )
+    mine = [p["id"] for p in found if all_pools or is_mine(p["owner"])]
+    raise NotFoundError(f"no pool {ref!r} (pools: {', '.join(mine) or 'none'})")
 
 
 async def _scale(pool_id: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -60,13 +80,19 @@ async def _request(msg: protocol.Message) -> Any:
     return value
 
 
-def stop(ref: str | None = None) -> list[str]:
-    """Stop one pool (or every pool): cancel its calls and stop its workers. Returns the
-    ids of the pools stopped."""
-    ids = [find_pool(ref)["id"]] if ref is not None else [p["id"] for p in pools()]
-    for pool_id in ids:
+def stop_pools(pool_ids: list[str]) -> list[str]:
+    """Stop these pools: cancel their calls and stop their workers. Returns their ids."""
+    for pool_id in pool_ids:
         get_loop().run(_request(protocol.StopPool(0, pool_id)))
-    return ids
+    return pool_ids
+
+
+def stop(ref: str | None = None) -> list[str]:
+    """Stop one pool (by id, or this kernel's by function name), or every pool of this
+    kernel: cancel their calls and stop their workers. Returns the ids of the pools
+    stopped. Other kernels' pools are stopped only by id, or by ``stop_pools``."""
+    ids = [find_pool(ref)["id"]] if ref is not None else [p["id"] for p in pools()]
+    return stop_pools(ids)
 
 
 def logs(ref: str, tail: int = 200) -> str:

@@ -30,6 +30,20 @@ def load_gen_contracts() -> ModuleType:
     return module
 
 
+def worker_logs(worker_id: str, after: int | None = None, tail: int = 50) -> Any:
+    """What ``GET containers/{id}/logs?tail=&after=`` answers, from the embedded control
+    plane (on its loop)."""
+    from nbscale._client import get_client
+    from nbscale._loop import get_loop
+
+    async def read() -> Any:
+        plane = (await get_client()).control_plane
+        assert plane is not None, "an embedded control plane"
+        return plane.api.worker_logs(worker_id, tail, after)
+
+    return get_loop().run(read())
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:
     """Poll ``predicate`` until it is true; fail the test with a message on timeout."""
     deadline = time.monotonic() + timeout
@@ -116,3 +130,25 @@ def nbscale_ext(jp_serverapp: Any, jp_asyncio_loop: Any) -> Iterator[Any]:
     jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
     yield jp_serverapp.extension_manager.extension_points["nbscale"].app
     nbscale.shutdown()  # before pytest-jupyter stops the server and its extensions
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, through Playwright's sync API (the browser tests)."""
+    from playwright.sync_api import sync_playwright
+    from sidebar_lab import CHROMIUM, CHROMIUM_ARGS
+
+    assert os.path.exists(CHROMIUM), "scripts/test installs Debian's chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()

@@ -290,14 +290,17 @@ class FakeCaller:
     """A caller linked in-process, as the embedded client is; requests are answered within
     the send. Outputs arrive decoded by the client's own ``decode``, in ``outputs``."""
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: ControlPlane, owner: dict[str, Any] | None = None) -> None:
+        """``owner``: who it says it is at hello (kernel_id, name, pid, host)."""
         self._send = plane.connect_local(self._deliver)
         self._rids = itertools.count(1)
         self._replies: dict[int, tuple[protocol.Reply, list[Any]]] = {}
         self.outputs: dict[str, list[Output]] = {}  # by call id, in arrival order
         self.progress: list[protocol.Progress] = []
         self.request(
-            protocol.Hello(protocol.PROTOCOL_VERSION, VERSIONS["python"], VERSIONS["cloudpickle"])
+            protocol.Hello(
+                protocol.PROTOCOL_VERSION, VERSIONS["python"], VERSIONS["cloudpickle"], 0, owner
+            )
         )
 
     def _deliver(self, msg: protocol.Message, payload: list[Any]) -> None:

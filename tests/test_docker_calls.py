@@ -11,7 +11,7 @@ import time
 
 import cloudpickle
 import pytest
-from conftest import wait_until
+from conftest import wait_until, worker_logs
 
 import nbscale
 
@@ -81,6 +81,12 @@ def inside():
 def hold(seconds):
     time.sleep(seconds)
     return os.uname().nodename
+
+
+@app.function(max_containers=1, scaledown_window=30)
+def chatty(x):
+    print(f"working on {x}")
+    return x
 
 
 def pool_containers(client, function):
@@ -173,6 +179,26 @@ def test_stats_list_each_container_with_its_gpus():
     square.remote(1)
     workers = square.get_current_stats().workers
     assert workers and all(w["gpus"] == [] and w["stats"] == {} for w in workers)
+
+
+def test_a_container_is_named_and_its_log_followed_by_docker_timestamps(docker_plane):
+    assert chatty.remote(1) == 1
+    [pool] = [p for p in nbscale.status()["pools"] if p["function"] == "chatty"]
+    [worker] = pool["workers"]
+    (container,) = pool_containers(docker_plane, "chatty")
+    container.reload()  # its full inspection
+    # the name and image `docker ps` shows, not the pid inside the container
+    assert worker["name"] == container.name == f"nbscale-{worker['id']}"
+    assert worker["image"] == pool["image"] and pool["image"].startswith("nbscale/")
+    first = worker_logs(worker["id"])
+    [line] = [line for line in first["lines"] if line["text"] == "working on 1"]
+    assert line["index"] == 0 and line["call_id"].startswith("fc-") and line["time"] > 0
+    assert isinstance(first["cursor"], int) and first["cursor"] < 2**53
+    assert list(chatty.map([7, 8])) == [7, 8]
+    since = worker_logs(worker["id"], first["cursor"])
+    texts = [(line["index"], line["text"]) for line in since["lines"]]
+    assert texts == [(0, "working on 7"), (1, "working on 8")]
+    assert worker_logs(worker["id"], since["cursor"])["lines"] == []
 
 
 def test_host_network_fast_path(fresh_plane):

@@ -165,8 +165,13 @@ def test_line_magics_status_pools_scale_logs_and_stop(ip):
     worker = pool["workers"][0]["id"]
     result, out = run(ip, f"%nbscale logs {worker}")
     assert result.success and marker in out.stdout
+    # a bad argument: the message and the command's usage line, no traceback
     result, out = run(ip, "%nbscale logs fc-nothing")
-    assert isinstance(result.error_in_exec, nbscale.NotFoundError)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "no function call fc-nothing" in out.stderr
+    assert "usage: %nbscale logs [--tail TAIL] CALL_OR_CONTAINER" in out.stderr
+    result, out = run(ip, "%nbscale logs nope")
+    assert "usage: %nbscale logs" in out.stderr and "Traceback" not in out.stdout + out.stderr
 
     result, out = run(ip, f"%nbscale stop {pool['id']}")
     assert result.success and f"stopped {pool['id']}" in out.stdout
@@ -174,7 +179,8 @@ def test_line_magics_status_pools_scale_logs_and_stop(ip):
     result, out = run(ip, "%nbscale stop")
     assert result.success and "stopped pl-" in out.stdout
     result, out = run(ip, "%nbscale stop no-such-pool")
-    assert isinstance(result.error_in_exec, nbscale.NotFoundError)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "no pool 'no-such-pool'" in out.stderr and "usage: %nbscale stop" in out.stderr
 
 
 def test_what_a_cell_reads_and_assigns():

@@ -212,8 +212,23 @@ async def test_a_running_map_is_reported_by_pools_calls_and_logs(jp_fetch, ext):
 
     logs = conforms(await eventually(logged), "ILogs")
     assert logs["pool_id"] == pool["id"] and logs["tail"] == 200
+    # written below Python (os.write): the text as it is, with no time nor input
+    [line] = [line for line in logs["lines"] if line["text"].startswith("slow input")][:1]
+    assert line["time"] is None and line["index"] is None
 
     assert await results == [x * 10 for x in range(12)]
+    # following the log from the cursor: only what came since, nothing twice
+    since = await _json(
+        jp_fetch, "containers", running["worker_id"], "logs", params={"after": logs["cursor"]}
+    )
+    conforms(since, "ILogs")
+    before = {line["text"] for line in logs["lines"] if "slow input" in line["text"]}
+    after = {line["text"] for line in since["lines"] if "slow input" in line["text"]}
+    assert after and not before & after and since["cursor"] > logs["cursor"]
+    code, error = await _status_of(
+        jp_fetch, "containers", running["worker_id"], "logs", params={"after": "-1"}
+    )
+    assert code == 400 and "after must be in 0.." in error["message"]
     done = await _json(jp_fetch, "pools", pool["id"])
     assert done["done"] >= 12 and done["backlog"] == 0
 

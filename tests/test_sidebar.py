@@ -1,70 +1,39 @@
 """The JupyterLab sidebar (``labextension/``): its TypeScript unit tests and lint, its
-packaging, and a real JupyterLab in headless Chromium watching and steering a real map.
+packaging, and a real JupyterLab in headless Chromium watching and steering a real map
+(``test_sidebar_panel.py`` has the panel's layout, ordering, logs and groups).
 
 The browser tests start ``jupyter lab`` in a subprocess (random port, token, its own runtime,
-settings and workspace directories) with the extension as installed by ``pip install``, run
-maps from client subprocesses that use the server's control plane (its connection file), and
-drive Debian's Chromium through Playwright. Screenshots of the panel land in
+settings and workspace directories) with this checkout's built sidebar, run maps from client
+subprocesses that use the server's control plane (its connection file), and drive Debian's
+Chromium through Playwright (``sidebar_lab.py``). Screenshots of the panel land in
 ``tests/artifacts/``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import load_gen_contracts, wait_until
-from jupyter_process import JupyterProcess
+from sidebar_lab import (  # noqa: F401 - the jp_ fixtures, used by name
+    ROOT,
+    Lab,
+    finish,
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    open_sidebar,
+    shot,
+    stat,
+)
 
 import nbscale
 
-ROOT = Path(__file__).resolve().parent.parent
 LABEXT = ROOT / "labextension"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-# A client of the server's control plane: maps `slow_square` over range(n), each input
-# sleeping a while. print() output goes back to the caller; what is written to the worker's
-# own stdout (as C libraries do) lands in the container's log, which the panel shows.
-CLIENT = """
-import os, sys, time
-import nbscale
-
-n, pause, max_containers = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-app = nbscale.App("sidebar")
-
-@app.function(max_containers=max_containers, scaledown_window=60)
-def slow_square(x):
-    os.write(1, f"low-level output for input {x}\\n".encode())
-    time.sleep(pause)
-    return x * x
-
-print("MODE", nbscale.status()["mode"], flush=True)
-try:
-    results = list(slow_square.map(range(n)))
-except nbscale.CallCancelledError:
-    print("CANCELLED", flush=True)
-else:
-    print("RESULTS", len(results), results == [x * x for x in range(n)], flush=True)
-"""
 
 
 def _run(cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -145,128 +114,16 @@ def test_the_labextension_is_installed_and_enabled() -> None:
 # --- the browser tests ----------------------------------------------------------------
 
 
-class Lab(JupyterProcess):
-    """`jupyter lab` in a subprocess, with its own settings and workspace dirs."""
-
-    def __init__(self, tmp: Path, server_extension: bool = True) -> None:
-        config: dict[str, Any] = {
-            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"}
-        }
-        if not server_extension:
-            config["ServerApp"] = {"jpserver_extensions": {"nbscale_server": False}}
-        settings_dir = tmp / "settings"
-        # No news or update pop-ups over the panel (nor their network requests).
-        notification = settings_dir / "@jupyterlab" / "apputils-extension"
-        notification.mkdir(parents=True)
-        (notification / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False})
-        )
-        app = [
-            "jupyterlab",
-            "--ip=127.0.0.1",
-            f"--LabApp.user_settings_dir={settings_dir}",
-            f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-        super().__init__(tmp, app, config, "api/status", start_timeout=90)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/lab?token={self.token}"
-
-    def api(self, path: str) -> Any:
-        """GET a route of the nbscale REST API."""
-        return self.request("GET", f"nbscale/api/{path}")
-
-    def start_map(self, n: int, pause: float, max_containers: int) -> subprocess.Popen[str]:
-        """A client process mapping over ``n`` inputs through this server's control plane."""
-        [connection_file] = self.runtime_dir.glob("nbscale-*.json")
-        script = self.tmp / "client.py"
-        script.write_text(CLIENT)
-        env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection_file))
-        return subprocess.Popen(
-            [sys.executable, str(script), str(n), str(pause), str(max_containers)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"the client did not finish:\n{out}")
-    return out
-
-
-# pytest-jupyter's autouse fixtures take the running event loop and, after each test, clean
-# up an in-process Jupyter server on it and close it. Here the servers are subprocesses and
-# the running loop is Playwright's (its sync API runs one for the module): leave it be.
-@pytest.fixture(autouse=True)
-def jp_asyncio_loop() -> None:
-    return None
-
-
-@pytest.fixture(autouse=True)
-def jp_server_cleanup() -> None:
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert os.path.exists(CHROMIUM), "scripts/test installs Debian's chromium"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 1400})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    yield page
-    context.close()
-
-
-def _open_sidebar(page: Any, lab: Lab) -> Any:
-    page.goto(lab.url)
-    tab = page.locator("li[data-id='nbscale-sidebar']")
-    tab.wait_for()
-    tab.click()
-    panel = page.locator("#nbscale-sidebar")
-    panel.wait_for()
-    return panel
-
-
-def _shot(target: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    target.screenshot(path=str(ARTIFACTS / f"sidebar-{name}.png"))
-
-
-def _stat(card: Any, name: str) -> int:
-    return int(card.locator(f"[data-stat='{name}']").get_attribute("data-value"))
-
-
 @pytest.mark.browser
 @pytest.mark.timeout(300)
 def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any) -> None:
     lab = Lab(tmp_path)
     client = cancelled = None
     try:
-        panel = _open_sidebar(page, lab)
+        panel = open_sidebar(page, lab)
         panel.locator(".nbscale-Status[data-status='live']").wait_for()
         assert "No pools yet" in panel.inner_text()
-        _shot(panel, "1-empty")
+        shot(panel, "1-empty")
 
         # A map of 40 inputs on at most one container: the pool appears, with a backlog.
         n = 40
@@ -277,20 +134,20 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
         seen: dict[str, set[int]] = {"runners": set(), "backlog": set(), "done": set()}
 
         def watch() -> None:
-            seen["runners"].add(_stat(card, "num_total_runners"))
-            seen["backlog"].add(_stat(card, "backlog"))
-            seen["done"].add(_stat(card, "done"))
+            seen["runners"].add(stat(card, "num_total_runners"))
+            seen["backlog"].add(stat(card, "backlog"))
+            seen["done"].add(stat(card, "done"))
 
         def one_container_and_a_backlog() -> bool:
             watch()
-            return _stat(card, "num_total_runners") == 1 and _stat(card, "backlog") > 0
+            return stat(card, "num_total_runners") == 1 and stat(card, "backlog") > 0
 
         wait_until(one_container_and_a_backlog, timeout=60, every=0.2)
         panel.locator(".nbscale-Call", has_text="slow_square").wait_for()
         first_call = panel.locator(".nbscale-Call").get_attribute("data-call-id")
         call_row = panel.locator(f".nbscale-Call[data-call-id='{first_call}']")
         assert call_row.locator(".nbscale-Cancel").is_visible()
-        _shot(panel, "2-running")
+        shot(panel, "2-running")
 
         # The autoscaler form refuses a bad max beside its field, then raises it to 3.
         card.locator(".nbscale-Edit").click()
@@ -298,7 +155,7 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
         form.locator("input[name='max_containers']").fill("0")
         assert "1 or more" in form.locator(".nbscale-Form-error").inner_text()
         assert form.locator(".nbscale-Save").is_disabled()
-        _shot(panel, "3-invalid-max")
+        shot(panel, "3-invalid-max")
         form.locator("input[name='max_containers']").fill("3")
         form.locator(".nbscale-Save").click()
         form.wait_for(state="detached")
@@ -310,20 +167,20 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
 
         def more_containers_shown() -> bool:
             watch()
-            return _stat(card, "num_total_runners") > 1
+            return stat(card, "num_total_runners") > 1
 
         wait_until(scaled_up_past_the_old_max, timeout=60, every=0.2)
         wait_until(more_containers_shown, timeout=30, every=0.2)
         assert "max 3" in card.locator(".nbscale-Pool-settings").inner_text()
-        _shot(panel, "4-scaled-up")
+        shot(panel, "4-scaled-up")
 
         # Every result arrives; the panel counts them all.
         def all_done() -> bool:
             watch()
-            return _stat(card, "done") == n
+            return stat(card, "done") == n
 
         wait_until(all_done, timeout=120, every=0.2)
-        out = _finish(client)
+        out = finish(client)
         assert f"RESULTS {n} True" in out and "MODE server" in out, out
         # The panel moved with the pool: its size, its backlog and its result count.
         assert len(seen["runners"]) >= 2, seen
@@ -334,9 +191,9 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
 
         # A container's recent output, on click.
         card.locator(".nbscale-Container").first.click()
-        logs = card.locator(".nbscale-Logs pre")
+        logs = card.locator(".nbscale-Logs-lines")
         logs.filter(has_text="low-level output for input").wait_for()
-        _shot(panel, "5-finished-with-logs")
+        shot(panel, "5-finished-with-logs")
 
         # Cancel from the panel: the client's map ends with CallCancelledError.
         cancelled = lab.start_map(400, pause=0.4, max_containers=2)
@@ -351,8 +208,9 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
 
         wait_until(second_map_under_way, timeout=60, every=0.2)
         running.locator(".nbscale-Cancel").click()
+        page.locator(".jp-Dialog-button", has_text="Cancel call").click()
         panel.locator(f".nbscale-Call[data-call-id='{call_id}'][data-state='cancelled']").wait_for()
-        out = _finish(cancelled)
+        out = finish(cancelled)
         assert "CANCELLED" in out, out
         calls = lab.api("calls")
         assert call_id not in {c["id"] for c in calls if not c["cancelled"]}, calls
@@ -363,7 +221,7 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
 
         wait_until(cancelled_inputs_gone, timeout=30, every=0.2)
         assert lab.api(f"pools/{listed['pool_id']}")["done"] < 400
-        _shot(panel, "6-cancelled")
+        shot(panel, "6-cancelled")
 
         # Stop the first pool from the panel, through its confirmation dialog.
         card.locator(".nbscale-Stop").click()
@@ -383,8 +241,8 @@ def test_the_sidebar_follows_and_steers_a_running_map(tmp_path: Path, page: Any)
         )
         page.locator("body[data-jp-theme-name='JupyterLab Dark']").wait_for(state="attached")
         page.wait_for_timeout(500)  # let the theme's CSS apply
-        _shot(panel, "7-dark")
-        _shot(page, "8-whole-page-dark")
+        shot(panel, "7-dark")
+        shot(page, "8-whole-page-dark")
     finally:
         for proc in (client, cancelled):
             if proc is not None and proc.poll() is None:
@@ -405,7 +263,7 @@ def test_the_sidebar_says_once_when_the_server_extension_is_missing(
         lambda m: warnings.append(m.text) if m.text.startswith("nbscale:") else None,
     )
     try:
-        panel = _open_sidebar(page, lab)
+        panel = open_sidebar(page, lab)
         message = panel.locator(".nbscale-Message")
         message.wait_for()
         assert message.inner_text().startswith(
@@ -415,6 +273,6 @@ def test_the_sidebar_says_once_when_the_server_extension_is_missing(
         assert panel.locator(".nbscale-Message").count() == 1
         assert panel.locator(".nbscale-Pool").count() == 0
         assert len(warnings) == 1, warnings
-        _shot(panel, "9-no-server-extension")
+        shot(panel, "9-no-server-extension")
     finally:
         lab.stop()

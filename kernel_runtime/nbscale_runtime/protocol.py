@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -143,10 +143,15 @@ def op(name: str) -> Callable[[type[_M]], type[_M]]:
 
 @op("hello")
 class Hello(Message):
+    """A client's first request. ``owner`` says who it is (``models.OwnerModel`` less
+    ``notebook``): its kernel id (or None), pid, host and a label; the pools and calls it
+    creates are recorded as its own."""
+
     protocol_version: int
     python: str
     cloudpickle: str
     rid: int = 0
+    owner: dict[str, Any] | None = None
 
 
 @op("register-function")

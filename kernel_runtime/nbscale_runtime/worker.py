@@ -271,7 +271,7 @@ class Worker:
         started = time.perf_counter()
         self.running[key] = (time.monotonic(), item.attempt)
         self.inline_key = key
-        token = capture.start()
+        token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = self.fn(*args, **kwargs)
@@ -303,7 +303,7 @@ class Worker:
 
     def _run_threaded(self, item: _Input) -> None:
         started = time.perf_counter()
-        token = capture.start()
+        token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = self.fn(*args, **kwargs)
@@ -317,7 +317,7 @@ class Worker:
         import asyncio
 
         started = time.perf_counter()
-        token = capture.start()
+        token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
             result: Any = await self.fn(*args, **kwargs)

@@ -1,6 +1,8 @@
 /**
  * The geometry of a pool's chart: pool size and pending inputs over the last minutes, as
- * SVG polyline points. Pure, so the jest tests check the numbers without a DOM.
+ * SVG polyline points, each series on a y scale of its own (3 containers beside 40,000
+ * pending inputs would otherwise lie flat on the axis). Pure, so the jest tests check the
+ * numbers without a DOM.
  */
 
 import { ISample } from './state';
@@ -10,23 +12,28 @@ export interface IChartGeometry {
   size: string;
   /** `points` attribute of the pending-inputs polyline. */
   pending: string;
-  /** The value at the top of the chart. */
-  top: number;
+  /** The value at the top of the chart for the pool size... */
+  topSize: number;
+  /** ... and for the pending inputs. */
+  topPending: number;
   /** Seconds the x axis spans. */
   span: number;
 }
 
 /**
  * Scale `samples` into a `width` x `height` box: time runs from `now - window` (left) to
- * `now` (right); both series share the y axis, from 0 to the largest value (at least 1).
- * The last value is held to `now`, so a series that stopped changing runs to the edge.
+ * `now` (right); each series has its own y axis, from 0 (bottom) to its largest value in
+ * the window (at least 1; top), `inset` inside the box so that a line along an edge stays
+ * visible. The last value is held to `now`, so a series that stopped changing runs to the
+ * edge.
  */
 export function chartGeometry(
   samples: ISample[],
   now: number,
   window: number,
   width: number,
-  height: number
+  height: number,
+  inset = 1.5
 ): IChartGeometry {
   const start = now - window;
   const visible = samples.filter(s => s.t >= start);
@@ -39,15 +46,21 @@ export function chartGeometry(
   if (last !== undefined && last.t < now) {
     visible.push({ ...last, t: now });
   }
-  const top = Math.max(1, ...visible.map(s => Math.max(s.size, s.pending)));
   const x = (t: number) => round(((t - start) / window) * width);
-  const y = (v: number) => round(height - (v / top) * height);
-  const line = (pick: (s: ISample) => number) =>
-    visible.map(s => `${x(s.t)},${y(pick(s))}`).join(' ');
+  const span = height - 2 * inset;
+  const top = (pick: (s: ISample) => number) =>
+    Math.max(1, ...visible.map(pick));
+  const line = (pick: (s: ISample) => number, max: number) =>
+    visible
+      .map(s => `${x(s.t)},${round(inset + span - (pick(s) / max) * span)}`)
+      .join(' ');
+  const topSize = top(s => s.size);
+  const topPending = top(s => s.pending);
   return {
-    size: line(s => s.size),
-    pending: line(s => s.pending),
-    top,
+    size: line(s => s.size, topSize),
+    pending: line(s => s.pending, topPending),
+    topSize,
+    topPending,
     span: window / 1000
   };
 }

@@ -6,12 +6,15 @@
 import {
   IAutoscalerSettings,
   ICall,
+  ICapHolder,
   IChangeEvent,
   IContainer,
   IContainersByState,
   IGpu,
   IInputRef,
-  IPool
+  IOwner,
+  IPool,
+  IStatus
 } from './models';
 
 /** Seconds as "45s", "3m 05s", "2h 04m" or "3d 2h". */
@@ -110,11 +113,11 @@ export function formatContainers(containers: IContainersByState): string {
   return parts.length > 0 ? parts.join(' · ') : 'no containers';
 }
 
-/** A pool's size against its bounds: "3 of max 8 (min 0, buffer 1)". */
+/** A pool's size against its max, and its containers: "3 of max 8: 2 busy · 1 idle". */
 export function formatBounds(pool: IPool): string {
   const s = pool.settings;
   const max = s.max_containers === null ? 'no max' : `max ${s.max_containers}`;
-  return `${pool.num_total_runners} of ${max} (min ${s.min_containers}, buffer ${s.buffer_containers})`;
+  return `${pool.num_total_runners} of ${max}: ${formatContainers(pool.containers)}`;
 }
 
 /** The autoscaler settings in one line. */
@@ -195,14 +198,122 @@ export function formatRequest(
   return parts.join(' · ');
 }
 
-/** The inputs a worker holds: "input 3 (fc-1a2b)", "input 3 (fc-1a2b) + 4 queued", "–". */
+/** The inputs a worker holds, in a narrow column: "#3", "#3 +4" (4 queued behind), "–". */
 export function formatWorkerInputs(count: number, inputs: IInputRef[]): string {
   if (count === 0 || inputs.length === 0) {
     return count > 0 ? `${count} running` : '–';
   }
+  const head = `#${inputs[0].index}`;
+  return count > 1 ? `${head} +${count - 1}` : head;
+}
+
+/** The same in words, with the calls: "input 3 of fc-1a2b…000001, 4 more queued". */
+export function describeWorkerInputs(
+  count: number,
+  inputs: IInputRef[]
+): string {
+  if (count === 0 || inputs.length === 0) {
+    return count > 0 ? `${plural(count, 'input')} running` : 'no input';
+  }
   const first = inputs[0];
-  const head = `input ${first.index} (${shortId(first.call_id, 7)})`;
-  return count > 1 ? `${head} + ${count - 1} queued` : head;
+  const head = `input ${first.index} of ${shortId(first.call_id)}`;
+  return count > 1 ? `${head}, ${count - 1} more queued` : head;
+}
+
+/**
+ * A container's uptime now: the server's figure when its pool was last received, plus the
+ * time since, so that uptimes tick between updates (the server sends a pool again when
+ * something changes, not as its uptimes grow).
+ */
+export function liveUptime(
+  container: IContainer,
+  received: number | undefined,
+  now: number
+): number {
+  return received === undefined
+    ? container.uptime
+    : container.uptime + Math.max(0, now - received) / 1000;
+}
+
+/** What a row calls a container: its Docker name, else its worker id. */
+export function containerName(container: IContainer): string {
+  return container.name ?? container.id;
+}
+
+/** A container in full: "container nbscale-wk-1a2b · image nbscale/worker:3f2a · pid 7 in it". */
+export function describeContainer(container: IContainer): string {
+  const parts: string[] = [];
+  if (container.name !== null) {
+    parts.push(`container ${container.name}`);
+    if (container.image !== null) {
+      parts.push(`image ${container.image}`);
+    }
+    if (container.pid !== null) {
+      parts.push(`pid ${container.pid} in it`);
+    }
+  } else {
+    parts.push(`process ${container.id}`);
+    if (container.pid !== null) {
+      parts.push(`pid ${container.pid}`);
+    }
+  }
+  return parts.join(' · ');
+}
+
+/**
+ * The pools that fill the total cap, with their owners where `ownerOf` knows them:
+ * "square (sweep.ipynb): 2 busy · other: 1 idle, 1 starting".
+ */
+export function formatCapHolders(
+  holders: ICapHolder[],
+  ownerOf: (poolId: string) => IOwner | undefined = () => undefined
+): string {
+  return holders
+    .map(holder => {
+      const states = (['busy', 'idle', 'starting', 'waiting'] as const)
+        .filter(state => holder[state] > 0)
+        .map(state => `${holder[state]} ${state}`);
+      const owner = ownerOf(holder.pool_id);
+      const whose = owner === undefined ? '' : ` (${ownerName(owner)})`;
+      return `${holder.function}${whose}: ${states.join(', ') || 'none'}`;
+    })
+    .join(' · ');
+}
+
+/** What to call an owner: its notebook's path, else its own label ("client.py"). */
+export function ownerName(owner: IOwner): string {
+  return owner.notebook ?? owner.name;
+}
+
+/** The rest of who an owner is: "kernel 1b61edf8 · pid 4242 on box". */
+export function describeOwner(owner: IOwner): string {
+  const kernel = owner.kernel_id
+    ? `kernel ${owner.kernel_id.split('-')[0].slice(0, 8)} · `
+    : '';
+  return `${kernel}pid ${owner.pid}${owner.host ? ` on ${owner.host}` : ''}`;
+}
+
+const LAUNCHERS: Record<IStatus['launcher'], string> = {
+  process: 'local processes',
+  docker: 'Docker containers',
+  slurm: 'Slurm jobs'
+};
+
+/** What runs the workers, in words: "Docker containers". */
+export function formatLauncher(status: IStatus): string {
+  return LAUNCHERS[status.launcher] ?? status.launcher;
+}
+
+/** The line that gets a call's results in another kernel (`FunctionCall.from_id`). */
+export function fromIdCode(callId: string): string {
+  return `nbscale.FunctionCall.from_id("${callId}")`;
+}
+
+/** A log line's time, local: "14:03:07". */
+export function formatClock(seconds: number): string {
+  const d = new Date(seconds * 1000);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 /** A lifecycle event in words, with short ids: "wk-1a2b3c4d stopped (exit 1)". */
@@ -230,11 +341,20 @@ export function describeEvent(event: IChangeEvent): string {
       return `${container} stopped${exit}`;
     }
     case 'call-cancelled':
-      return `call ${shortId(event.call_id ?? '', 11)} cancelled`;
+      return `call ${shortId(event.call_id ?? '')} cancelled`;
   }
 }
 
-/** A short id for narrow columns: "wk-1a2b3c4d5e6f" -> "wk-1a2b3c". */
+/**
+ * A short id for narrow columns: "wk-1a2b3c4d5e6f" -> "wk-1a2b3c". A call id is "fc-",
+ * 12 hex digits of the process that made it, then an 8-digit counter: its short form keeps
+ * what tells calls apart, the process's first digits and the counter ("fc-1b61…0003").
+ */
 export function shortId(id: string, length = 9): string {
+  const call = /^fc-([0-9a-f]{12})([0-9a-f]{8})$/.exec(id);
+  if (call !== null) {
+    const counter = call[2].replace(/^0+(?=[0-9a-f]{4})/, '');
+    return `fc-${call[1].slice(0, 4)}…${counter}`;
+  }
   return id.length > length ? id.slice(0, length) : id;
 }

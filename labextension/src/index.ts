@@ -4,6 +4,7 @@
  */
 
 import {
+  ILabShell,
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
@@ -14,6 +15,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 
 import iconSvg from '../style/icon.svg';
 import { IAutoscalerChanges } from './models';
+import { CurrentKernel } from './current';
 import { SidebarModel } from './model';
 import { CommandIDs, NbscalePanel } from './sidebar';
 
@@ -37,12 +39,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description:
     'A sidebar with nbscale pools, containers and calls: live, with autoscaler controls.',
   autoStart: true,
-  optional: [ISettingRegistry, ICommandPalette, ILayoutRestorer],
+  optional: [ISettingRegistry, ICommandPalette, ILayoutRestorer, ILabShell],
   activate: async (
     app: JupyterFrontEnd,
     settingRegistry: ISettingRegistry | null,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    labShell: ILabShell | null
   ) => {
     let settings: ISettingRegistry.ISettings | null = null;
     if (settingRegistry !== null) {
@@ -63,7 +66,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       model.setRefreshInterval(refreshInterval())
     );
 
-    const panel = new NbscalePanel(model, app.commands);
+    const panel = new NbscalePanel(
+      model,
+      app.commands,
+      new CurrentKernel(labShell)
+    );
     panel.title.icon = nbscaleIcon;
     panel.title.caption = 'nbscale: pools, containers and calls';
     app.shell.add(panel, 'left', { rank: 450 });
@@ -115,7 +122,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(CommandIDs.cancelCall, {
       label: 'Cancel Call',
       caption: "Cancel a call's pending and running inputs (args: id)",
-      execute: args => model.cancelCall(idArgument(args))
+      execute: async args => {
+        const id = idArgument(args);
+        const call = model.state.call(id)?.call;
+        const what = call === undefined ? id : `${call.function}.${call.kind}`;
+        const result = await showDialog({
+          title: 'Cancel this call?',
+          body:
+            `Cancelling ${what} (${id}) drops its pending inputs and stops its ` +
+            'running ones; the results it has not delivered are lost, and a kernel ' +
+            'waiting on it gets CallCancelledError.',
+          buttons: [
+            Dialog.cancelButton({ label: 'Keep running' }),
+            Dialog.warnButton({ label: 'Cancel call' })
+          ]
+        });
+        if (result.button.accept) {
+          await model.cancelCall(id);
+        }
+      }
     });
 
     palette?.addItem({ command: CommandIDs.open, category: 'nbscale' });

@@ -13,12 +13,14 @@ import {
   describeStatus,
   statusOfFailure
 } from './connection';
+import { followLogs, ILogView, logsQuery } from './logs';
 import {
   EventsMessage,
   IAutoscalerChanges,
   ICall,
   ILogs,
-  IPool
+  IPool,
+  IStatus
 } from './models';
 import { eventsUrl, requestAPI } from './request';
 import { ClusterState } from './state';
@@ -62,6 +64,11 @@ export class SidebarModel {
   /** The one sentence to show for a failed connection; null while connected. */
   get message(): string | null {
     return describeStatus(this._status, this._detail);
+  }
+
+  /** The control plane's version and launcher, and why that launcher (`GET status`). */
+  get serverStatus(): IStatus | null {
+    return this._serverStatus;
   }
 
   get isDisposed(): boolean {
@@ -124,13 +131,21 @@ export class SidebarModel {
     return call;
   }
 
-  /** `GET containers/{id}/logs`: a container's last lines of output. */
-  async logs(containerId: string, tail = 100): Promise<ILogs> {
-    return requestAPI<ILogs>(
-      `containers/${encodeURIComponent(containerId)}/logs?tail=${tail}`,
+  /**
+   * `GET containers/{id}/logs`: a container's last `tail` lines for a first `view` (null),
+   * then the lines written since, appended to it.
+   */
+  async followLogs(
+    containerId: string,
+    view: ILogView | null,
+    tail = 200
+  ): Promise<ILogView> {
+    const answer = await requestAPI<ILogs>(
+      `containers/${encodeURIComponent(containerId)}/logs?${logsQuery(view, tail)}`,
       {},
       this._settings
     );
+    return followLogs(view, answer);
   }
 
   dispose(): void {
@@ -176,7 +191,27 @@ export class SidebarModel {
     if (this._status !== 'live') {
       this._setStatus('polling');
     }
+    this._loadServerStatus();
     this._changed.emit();
+  }
+
+  /** `GET status`, once per connection: the launcher is decided when the server starts. */
+  private _loadServerStatus(): void {
+    if (this._serverStatus !== null || this._serverStatusLoading) {
+      return;
+    }
+    this._serverStatusLoading = true;
+    requestAPI<IStatus>('status', {}, this._settings)
+      .then(status => {
+        this._serverStatus = status;
+        this._changed.emit();
+      })
+      .catch(() => {
+        // The next read or snapshot asks again; the pools say what matters meanwhile.
+      })
+      .finally(() => {
+        this._serverStatusLoading = false;
+      });
   }
 
   private _fail(error: unknown): void {
@@ -194,6 +229,7 @@ export class SidebarModel {
       console.warn(`nbscale: ${describeStatus(next, detail)}`);
     }
     this._detail = detail;
+    this._serverStatus = null; // a restarted server may have decided otherwise
     this._setStatus(next);
   }
 
@@ -254,6 +290,7 @@ export class SidebarModel {
     const now = Date.now();
     if (message.type === 'snapshot') {
       this.state.applySnapshot(message, now);
+      this._loadServerStatus();
     } else if (message.type === 'changes') {
       this.state.applyChanges(message, now);
     } else {
@@ -268,6 +305,8 @@ export class SidebarModel {
   private _socket: WebSocket | null = null;
   private _socketRetryAt = 0;
   private _status: ConnectionStatus = 'connecting';
+  private _serverStatus: IStatus | null = null;
+  private _serverStatusLoading = false;
   private _detail = '';
   private _changed = new Signal<this, void>(this);
 }

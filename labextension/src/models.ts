@@ -20,7 +20,7 @@
  * - `GET calls` -> `list[CallModel]`
  * - `GET calls/{id}?start=0&limit=1000` -> `CallDetailModel`
  * - `DELETE calls/{id}` -> `CallModel` (cancelled)
- * - `GET containers/{id}/logs?tail=200` -> `LogsModel`
+ * - `GET containers/{id}/logs?tail=200&after=CURSOR` -> `LogsModel`
  * - `WS events` -> a `SnapshotMessage`, then `ChangesMessage`s
  * - errors -> `ErrorModel` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
  */
@@ -35,6 +35,7 @@ export type ApiModel =
   | EventType
   | EventsMessage
   | IStatus
+  | IOwner
   | IAutoscalerSettings
   | IAutoscalerChanges
   | IContainersByState
@@ -49,6 +50,7 @@ export type ApiModel =
   | ICall
   | IInput
   | ICallDetail
+  | ILogLine
   | ILogs
   | IChangeEvent
   | ISnapshotMessage
@@ -146,6 +148,7 @@ export interface IPool {
    * its latest events, oldest first
    */
   events: IPoolEvent[];
+  owner: IOwner;
 }
 /**
  * A pool's autoscaler settings (Modal's names and meanings).
@@ -195,13 +198,21 @@ export interface IContainer {
    * "wk-..."
    */
   id: string;
+  /**
+   * what its launcher's tools call it: the Docker container's name ("nbscale-wk-..."); None for a local process (its pid says which)
+   */
+  name: string | null;
+  /**
+   * the image a container runs; None for a local process
+   */
+  image: string | null;
   state: ContainerState;
   /**
    * while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
    */
   waiting_reason: string | null;
   /**
-   * the worker's process id where it runs, once registered
+   * the worker's process id where it runs (in its container), once registered
    */
   pid: number | null;
   /**
@@ -280,6 +291,33 @@ export interface IPoolEvent {
   message: string;
 }
 /**
+ * Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
+ * knows it) or a script. Pools are per owner: two notebooks that define the same function
+ * get pools of their own.
+ */
+export interface IOwner {
+  /**
+   * the Jupyter kernel's id; None outside a kernel
+   */
+  kernel_id: string | null;
+  /**
+   * the notebook's path relative to the server root; None if unknown
+   */
+  notebook: string | null;
+  /**
+   * a label: the notebook's or script's file name, "kernel 1b61edf8", "pid 42"
+   */
+  name: string;
+  /**
+   * the process id of the client
+   */
+  pid: number;
+  /**
+   * the host name of the client
+   */
+  host: string;
+}
+/**
  * One function call: a `.map()`, `.remote()` or `.spawn()`/`.spawn_map()`.
  * Calls whose results stream to a kernel are listed until they finish; spawned calls
  * stay, with their results, until the server stops.
@@ -304,6 +342,7 @@ export interface ICall {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  owner: IOwner;
 }
 /**
  * Then, at most a few times a second, what changed since the last message: pools and
@@ -391,19 +430,59 @@ export interface ICallDetail {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  owner: IOwner;
   pending: number;
   running: number;
   start: number;
   inputs: IInput[];
 }
 /**
- * The last lines a worker wrote to stdout and stderr (also for recently gone ones).
+ * One line of a worker's output, with when and by which input it was written where the
+ * worker's Python wrote it (output written below Python, by a C library, has neither).
+ */
+export interface ILogLine {
+  /**
+   * seconds since the epoch
+   */
+  time: number | null;
+  /**
+   * the input's call
+   */
+  call_id: string | null;
+  /**
+   * the input's index in its call
+   */
+  index: number | null;
+  /**
+   * without the newline
+   */
+  text: string;
+}
+/**
+ * What a worker wrote to stdout and stderr (also for recently gone ones): its last
+ * `tail` lines or, with `?after=` a cursor from an earlier answer, the lines written
+ * since (at most `tail`, the latest).
  */
 export interface ILogs {
   container_id: string;
   pool_id: string;
   tail: number;
+  /**
+   * the lines as the worker's log holds them
+   */
   logs: string;
+  /**
+   * the same lines, read
+   */
+  lines: ILogLine[];
+  /**
+   * pass as `?after=` to get the lines written since; None: this launcher cannot follow a log, so read the last lines again
+   */
+  cursor: number | null;
+  /**
+   * more lines came since `after` than `tail`: the oldest were left out
+   */
+  skipped: boolean;
 }
 /**
  * Any error: `message` says what was wrong; `reason` is the HTTP reason.

@@ -72,6 +72,22 @@ export class ClusterState {
     return this._calls.get(id);
   }
 
+  /**
+   * When the pool's model last came from the server (ms): its containers' uptimes were
+   * true then. The server sends a pool again when it changes, not as its uptimes grow.
+   */
+  received(poolId: string): number | undefined {
+    return this._received.get(poolId);
+  }
+
+  /**
+   * Since when a stopped pool has been stopped (ms): the time of its last event (its
+   * stop is one), else when the sidebar first saw it stopped; undefined while it runs.
+   */
+  stoppedSince(poolId: string): number | undefined {
+    return this._stoppedSince.get(poolId);
+  }
+
   /** The samples of a pool's chart, oldest first. */
   history(poolId: string): ISample[] {
     return this._history.get(poolId) ?? [];
@@ -101,7 +117,7 @@ export class ClusterState {
   /** Take the pools and calls that moved, the calls no longer listed and the events. */
   applyChanges(message: IChangesMessage, now: number): void {
     for (const pool of message.pools) {
-      this._pools.set(pool.id, pool);
+      this._putPool(pool, now);
     }
     for (const call of message.calls) {
       this._putCall(call, now);
@@ -126,10 +142,12 @@ export class ClusterState {
       if (!ids.has(id)) {
         this._pools.delete(id);
         this._history.delete(id);
+        this._received.delete(id);
+        this._stoppedSince.delete(id);
       }
     }
     for (const pool of pools) {
-      this._pools.set(pool.id, pool);
+      this._putPool(pool, now);
     }
     this._updated = now;
     this.sample(now);
@@ -152,7 +170,7 @@ export class ClusterState {
 
   /** Update one pool from a reply (`PATCH` or `DELETE pools/{id}`). */
   putPool(pool: IPool, now: number): void {
-    this._pools.set(pool.id, pool);
+    this._putPool(pool, now);
     this._updated = now;
     this.sample(now);
   }
@@ -189,6 +207,18 @@ export class ClusterState {
         samples.shift();
       }
       this._history.set(pool.id, samples);
+    }
+  }
+
+  private _putPool(pool: IPool, now: number): void {
+    this._pools.set(pool.id, pool);
+    this._received.set(pool.id, now);
+    if (!pool.stopped) {
+      this._stoppedSince.delete(pool.id);
+    } else if (!this._stoppedSince.has(pool.id)) {
+      const last = pool.events[pool.events.length - 1];
+      const since = last === undefined ? now : Math.min(now, last.time * 1000);
+      this._stoppedSince.set(pool.id, since);
     }
   }
 
@@ -231,6 +261,8 @@ export class ClusterState {
   private _pools = new Map<string, IPool>();
   private _calls = new Map<string, ICallEntry>();
   private _history = new Map<string, ISample[]>();
+  private _received = new Map<string, number>();
+  private _stoppedSince = new Map<string, number>();
   private _events: IEventEntry[] = [];
   private _eventsDropped = 0;
   private _updated: number | null = null;

@@ -65,7 +65,7 @@ class PoolMonitor:
             self._stop_with("the control plane was shut down")
             return
         try:
-            info = _client.status()
+            info = _client.status(all_pools=True)
         except NbscaleError as exc:
             self._stop_with(f"cannot reach the control plane: {exc}")
             return

@@ -9,6 +9,7 @@ which the caller receives as the exception it names.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +21,13 @@ from . import reports
 from .delivery import Delivery
 from .errors import RequestError
 from .fleet import Fleet
-from .models import CallDetailModel, CallModel, LogsModel, PoolModel
+from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
+from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
+
+log = logging.getLogger("nbscale.control_plane")
 
 Answer = tuple[Any, Any] | None  # (reply value, reply payload), or None: answered later
 Handler = Callable[[bytes, Any, list[Any]], Answer]
@@ -46,6 +50,8 @@ class Api:
         self.clock = clock
         self._connection_info = connection_info
         self.client_versions: dict[bytes, dict[str, str]] = {}
+        # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
+        self.resolve_owner: Callable[[OwnerModel], None] | None = None
         self.handlers: dict[type[protocol.Message], Handler] = {
             protocol.Hello: self._hello,
             protocol.RegisterFunction: self._register_function,
@@ -83,8 +89,21 @@ class Api:
                 f"client speaks protocol {msg.protocol_version}, the control plane "
                 f"{protocol.PROTOCOL_VERSION}: upgrade nbscale on both sides",
             )
+        try:
+            owner = owner_from_wire(msg.owner)
+        except ValueError as exc:
+            raise RequestError(ERROR_INVALID, str(exc)) from None
         self.client_versions[identity] = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        self.records.owners[identity] = owner
+        self._resolve(owner)
         return self._connection_info(), ()
+
+    def _resolve(self, owner: OwnerModel) -> None:
+        if self.resolve_owner is not None:
+            try:
+                self.resolve_owner(owner)
+            except Exception:
+                log.exception("could not resolve the notebook of %s", owner["name"])
 
     def _register_function(
         self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
@@ -96,7 +115,8 @@ class Api:
             options = FunctionOptions.from_wire(msg.options)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
-        pool_id = options.pool_id(msg.function_id)
+        owner = self.records.owners.get(identity) or unknown_owner()
+        pool_id = options.pool_id(msg.function_id, owner_key(owner))
         pool = self.records.pools.get(pool_id)
         if pool is None:
             function = payload[0]
@@ -108,6 +128,7 @@ class Api:
                 msg.sys_path,
                 versions,
                 self.fleet.total_cap(),
+                owner,
             )
             self.records.pools[pool_id] = pool
             settings = _describe(options.explicit_autoscaler()) or "the default settings"
@@ -117,6 +138,9 @@ class Api:
             pool.broken = None  # a caller trying again gets a fresh chance
             pool.autoscaler.reset_launch_failures()
             pool.options = options
+            pool.name = msg.name  # a cell's pool takes the name of the cell run last
+            pool.owner = owner  # the same kernel, maybe restarted (a new pid)
+            self._resolve(owner)  # the notebook may have been renamed since
             # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
             self._apply(pool, options.explicit_autoscaler(), "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
@@ -235,13 +259,14 @@ class Api:
             self.delivery.cancel(call, requester)
         return self.call_model(call)
 
-    def worker_logs(self, worker_id: str, tail: int = 200) -> LogsModel:
-        """The last ``tail`` lines of a worker's output, also for one that exited lately."""
+    def worker_logs(self, worker_id: str, tail: int = 200, after: int | None = None) -> LogsModel:
+        """The last ``tail`` lines of a worker's output, also for one that exited lately, or
+        the lines since the cursor ``after`` of an earlier answer."""
         handle = self.fleet.handle(worker_id)
         if handle is None:
             raise RequestError(ERROR_NOT_FOUND, f"no container {worker_id}")
-        logs = self.fleet.launcher.logs(handle, tail)
-        return {"container_id": worker_id, "pool_id": handle.pool_id, "tail": tail, "logs": logs}
+        chunk = self.fleet.launcher.follow_logs(handle, after, tail)
+        return reports.logs_model(handle, tail, chunk)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """See ``Outbox.subscribe``."""

@@ -96,8 +96,10 @@ class Delivery:
         reply and the pool that got new pending inputs, if one did."""
         call = self.calls.get(msg.call_id)
         if call is None:
-            self.records.pool(msg.pool_id)
-            call = CallState(msg.call_id, msg.pool_id, msg.kind, identity)
+            pool = self.records.pool(msg.pool_id)
+            call = CallState(msg.call_id, msg.pool_id, msg.kind, identity, pool.name)
+            if identity in self.records.owners:
+                call.owner_info = self.records.owners[identity]
             call.progress = msg.progress
             self.calls[msg.call_id] = call
         if call.cancelled:
@@ -203,7 +205,7 @@ class Delivery:
             value = {
                 "items": message.items,
                 **call.as_dict(),
-                "function": pool.name,
+                "function": call.function or pool.name,
                 "timeout": pool.timeout,
             }
             self.outbox.reply(identity, rid, value, frames)

@@ -15,6 +15,8 @@ with its type, default, bounds and help.
 
 from __future__ import annotations
 
+import asyncio
+import posixpath
 from typing import Any
 
 import zmq
@@ -26,6 +28,7 @@ from .control_plane import ControlPlane
 from .discovery import Publication
 from .events import EventHub
 from .handlers import routes
+from .models import OwnerModel
 from .settings import ControlPlaneConfig, Setting
 
 
@@ -40,6 +43,7 @@ class NbScale(ExtensionApp):
     control_plane: ControlPlane | None = None
     hub: EventHub | None = None
     publication: Publication | None = None
+    _lookups: set[asyncio.Task[None]]  # notebook look-ups under way (owners.py)
 
     def control_plane_config(self) -> ControlPlaneConfig:
         """The traits, as the control plane's settings."""
@@ -52,6 +56,8 @@ class NbScale(ExtensionApp):
         """Start the control plane on the server's running loop, then tell kernels."""
         plane = ControlPlane(self.control_plane_config(), ctx=zmq.Context())
         await plane.start()
+        self._lookups = set()
+        plane.api.resolve_owner = self._resolve_owner
         self.control_plane = plane
         self.hub = EventHub(plane.api, self.events_interval)
         info = {**plane.connection_info(), "jupyter_server_url": serverapp.connection_url}
@@ -63,6 +69,28 @@ class NbScale(ExtensionApp):
             plane.launcher.name,
             plane.launcher_choice.reason,
         )
+
+    def _resolve_owner(self, owner: OwnerModel) -> None:
+        """Fill in the notebook of a kernel's pools and calls, from the sessions (soon)."""
+        if owner["kernel_id"] is not None:
+            task = asyncio.ensure_future(self._find_notebook(owner))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+
+    async def _find_notebook(self, owner: OwnerModel) -> None:
+        if self.serverapp is None:
+            return
+        try:
+            sessions = await self.serverapp.session_manager.list_sessions()
+        except Exception as exc:  # the sessions database closed as the server stops
+            self.log.debug("nbscale: no sessions to name %s: %s", owner["name"], exc)
+            return
+        for session in sessions:
+            kernel = session.get("kernel") or {}
+            if kernel.get("id") == owner["kernel_id"] and session.get("path"):
+                owner["notebook"] = session["path"]
+                owner["name"] = posixpath.basename(session["path"])
+                return
 
     async def stop_extension(self) -> None:
         """Withdraw the connection file, then stop every worker and close the sockets."""

@@ -163,9 +163,13 @@ class LogsHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self, container_id: str) -> None:
-        """The last lines a worker wrote: ``LogsModel`` (``?tail=200``)."""
+        """The last lines a worker wrote, or those since a cursor: ``LogsModel``
+        (``?tail=200&after=CURSOR``)."""
         tail = self._int_argument("tail", 200, 1, _MAX_PAGE)
-        self._reply(self._run(self.api.worker_logs, container_id, tail))
+        after = None
+        if self.get_query_argument("after", None) is not None:
+            after = self._int_argument("after", 0, 0, _MAX_INDEX)
+        self._reply(self._run(self.api.worker_logs, container_id, tail, after))
 
 
 class EventsHandler(

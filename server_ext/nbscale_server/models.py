@@ -16,7 +16,7 @@ Routes (all authenticated with the Jupyter server's token or login):
 - ``GET calls`` -> ``list[CallModel]``
 - ``GET calls/{id}?start=0&limit=1000`` -> ``CallDetailModel``
 - ``DELETE calls/{id}`` -> ``CallModel`` (cancelled)
-- ``GET containers/{id}/logs?tail=200`` -> ``LogsModel``
+- ``GET containers/{id}/logs?tail=200&after=CURSOR`` -> ``LogsModel``
 - ``WS events`` -> a ``SnapshotMessage``, then ``ChangesMessage``s
 - errors -> ``ErrorModel`` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
 """
@@ -34,6 +34,18 @@ class StatusModel(TypedDict):
     version: str
     launcher: Literal["process", "docker", "slurm"]
     launcher_reason: str
+
+
+class OwnerModel(TypedDict):
+    """Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
+    knows it) or a script. Pools are per owner: two notebooks that define the same function
+    get pools of their own."""
+
+    kernel_id: str | None  # the Jupyter kernel's id; None outside a kernel
+    notebook: str | None  # the notebook's path relative to the server root; None if unknown
+    name: str  # a label: the notebook's or script's file name, "kernel 1b61edf8", "pid 42"
+    pid: int  # the process id of the client
+    host: str  # the host name of the client
 
 
 class AutoscalerSettingsModel(TypedDict):
@@ -99,10 +111,14 @@ class ContainerModel(TypedDict):
     """One worker (a process or a container) of a pool."""
 
     id: str  # "wk-..."
+    # what its launcher's tools call it: the Docker container's name ("nbscale-wk-...");
+    # None for a local process (its pid says which)
+    name: str | None
+    image: str | None  # the image a container runs; None for a local process
     state: ContainerState
     # while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
     waiting_reason: str | None
-    pid: int | None  # the worker's process id where it runs, once registered
+    pid: int | None  # the worker's process id where it runs (in its container), once registered
     uptime: float  # seconds since launch
     running_inputs: int
     inputs: list[InputRefModel]  # the first few inputs it holds, the running one first
@@ -158,6 +174,7 @@ class PoolModel(TypedDict):
     # (this one included); empty otherwise
     cap_holders: list[CapHolderModel]
     events: list[PoolEventModel]  # its latest events, oldest first
+    owner: OwnerModel  # the kernel or script that created it
 
 
 CallKind = Literal["map", "remote", "spawn"]
@@ -178,6 +195,7 @@ class CallModel(TypedDict):
     failed: int
     cancelled: bool
     finished: bool
+    owner: OwnerModel  # the kernel or script that made the call
 
 
 InputStatus = Literal["pending", "running", "finished", "done", "failed", "cancelled"]
@@ -204,13 +222,30 @@ class CallDetailModel(CallModel):
     inputs: list[InputModel]
 
 
+class LogLineModel(TypedDict):
+    """One line of a worker's output, with when and by which input it was written where the
+    worker's Python wrote it (output written below Python, by a C library, has neither)."""
+
+    time: float | None  # seconds since the epoch
+    call_id: str | None  # the input's call
+    index: int | None  # the input's index in its call
+    text: str  # without the newline
+
+
 class LogsModel(TypedDict):
-    """The last lines a worker wrote to stdout and stderr (also for recently gone ones)."""
+    """What a worker wrote to stdout and stderr (also for recently gone ones): its last
+    ``tail`` lines or, with ``?after=`` a cursor from an earlier answer, the lines written
+    since (at most ``tail``, the latest)."""
 
     container_id: str
     pool_id: str
     tail: int
-    logs: str
+    logs: str  # the lines as the worker's log holds them
+    lines: list[LogLineModel]  # the same lines, read
+    # pass as ``?after=`` to get the lines written since; None: this launcher cannot follow
+    # a log, so read the last lines again
+    cursor: int | None
+    skipped: bool  # more lines came since ``after`` than ``tail``: the oldest were left out
 
 
 EventType = Literal[

@@ -183,13 +183,15 @@ class FunctionOptions:
         said = {name: getattr(self, name) for name in AUTOSCALER_FIELDS}
         return {name: value for name, value in said.items() if value is not None}
 
-    def pool_id(self, function_id: str) -> str:
-        """The id of the pool of this function with these options: its code and what shapes
-        its workers, not its autoscaler settings (registering it again with other settings
-        changes its pool's), unless it is a ``with_options`` variant."""
+    def pool_id(self, function_id: str, owner: str = "") -> str:
+        """The id of the pool of this function with these options for this ``owner``
+        (``owners.owner_key``): its code and what shapes its workers, not its autoscaler
+        settings (registering it again with other settings changes its pool's), unless it
+        is a ``with_options`` variant."""
         names = _WORKER_FIELDS + (AUTOSCALER_FIELDS if self.variant else ())
         wire = self.to_wire()
-        key = json.dumps([function_id, {n: wire[n] for n in names}, self.variant], sort_keys=True)
+        parts = [function_id, {n: wire[n] for n in names}, self.variant, owner]
+        key = json.dumps(parts, sort_keys=True)
         return "pl-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
     # --- the wire form ------------------------------------------------------------------

@@ -25,7 +25,9 @@ from nbscale_runtime.protocol import ERROR_NOT_FOUND
 from .autoscaler import AutoscalerCore, CapHolder, PoolLoad, WorkerView
 from .errors import RequestError
 from .launchers.base import WorkerHandle
+from .models import OwnerModel
 from .options import FunctionOptions
+from .owners import owner_key, unknown_owner
 from .queue import QueueCore
 
 # Each dispatch to a worker carries at least this much estimated work, so that short inputs
@@ -122,6 +124,8 @@ class WorkerState:
         """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
         return {
             "id": self.worker_id,
+            "name": self.handle.name,
+            "image": self.handle.image,
             "state": self.state,
             "waiting_reason": self.waiting_reason,
             "pid": self.pid,
@@ -144,6 +148,7 @@ class Pool:
     client_versions: dict[str, str]
     autoscaler: AutoscalerCore
     queue: QueueCore
+    owner: OwnerModel = field(default_factory=unknown_owner)  # who created it
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
     done: int = 0
@@ -167,9 +172,11 @@ class Pool:
         sys_path: list[str],
         client_versions: dict[str, str],
         total_cap: int | None,
+        owner: OwnerModel | None = None,
     ) -> Pool:
+        owner = owner or unknown_owner()
         return cls(
-            pool_id=options.pool_id(function_id),
+            pool_id=options.pool_id(function_id, owner_key(owner)),
             function_id=function_id,
             name=name,
             function=function,
@@ -178,6 +185,7 @@ class Pool:
             client_versions=client_versions,
             autoscaler=AutoscalerCore(options.autoscaler_settings(), total_cap),
             queue=QueueCore(options.retries),
+            owner=owner,
         )
 
     @property
@@ -264,6 +272,7 @@ class Pool:
                 for h in self.cap_holders
             ],
             "events": [{"time": at, "message": message} for at, message in self.events],
+            "owner": dict(self.owner),
         }
 
 
@@ -284,6 +293,8 @@ class CallState:
     pool_id: str
     kind: str  # "map" | "remote" | "spawn"
     owner: bytes  # the client socket identity that receives pushed outputs
+    function: str = ""  # the pool's name when the call was made (cells rename their pool)
+    owner_info: OwnerModel = field(default_factory=unknown_owner)  # who made it
     total: int | None = None  # known once the caller closed its inputs
     submitted: int = 0
     reported: int = 0
@@ -313,6 +324,7 @@ class CallState:
             "failed": self.failed,
             "cancelled": self.cancelled,
             "finished": self.finished,
+            "owner": dict(self.owner_info),
         }
 
 
@@ -322,6 +334,8 @@ class Records:
 
     pools: dict[str, Pool] = field(default_factory=dict)
     workers: dict[str, WorkerState] = field(default_factory=dict)
+    # who each client is (by socket identity), as it said at hello
+    owners: dict[bytes, OwnerModel] = field(default_factory=dict)
 
     def pool(self, pool_id: str) -> Pool:
         pool = self.pools.get(pool_id)

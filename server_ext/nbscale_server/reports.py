@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from typing import cast
 
+from nbscale_runtime.capture import parse_line
 from nbscale_runtime.protocol import OUT_ATTEMPT, OUT_STATUS, STATUS_OK
 
-from .models import CallDetailModel, CallModel, InputModel, InputStatus, PoolModel
+from .launchers.base import LogChunk, WorkerHandle
+from .launchers.logs import split_lines
+from .models import (
+    CallDetailModel,
+    CallModel,
+    InputModel,
+    InputStatus,
+    LogLineModel,
+    LogsModel,
+    PoolModel,
+)
 from .pool import CallState, Pool
 
 
@@ -20,7 +31,7 @@ def pool_model(pool: Pool, now: float) -> PoolModel:
 
 def call_model(call: CallState, pool: Pool) -> CallModel:
     model = cast("CallModel", call.as_dict())
-    model["function"] = pool.name
+    model["function"] = call.function or pool.name
     return model
 
 
@@ -64,3 +75,20 @@ def _settled(call: CallState, index: int) -> InputStatus:
     if call.cancelled:
         return "cancelled"
     return "finished"
+
+
+def logs_model(handle: WorkerHandle, tail: int, chunk: LogChunk) -> LogsModel:
+    """A worker's output, each line read for its time and input."""
+    lines: list[LogLineModel] = [
+        {"time": line.time, "call_id": line.call_id, "index": line.index, "text": line.text}
+        for line in map(parse_line, split_lines(chunk.text))
+    ]
+    return {
+        "container_id": handle.worker_id,
+        "pool_id": handle.pool_id,
+        "tail": tail,
+        "logs": chunk.text,
+        "lines": lines,
+        "cursor": chunk.cursor,
+        "skipped": chunk.skipped,
+    }

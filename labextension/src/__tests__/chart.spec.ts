@@ -2,7 +2,7 @@ import { chartGeometry, chartWindow } from '../chart';
 import { describeStatus, isFailure, statusOfFailure } from '../connection';
 
 describe('chartGeometry', () => {
-  it('maps time to x and values to y, sharing one scale', () => {
+  it('maps time to x and each series to a y scale of its own', () => {
     const g = chartGeometry(
       [
         { t: 0, size: 0, pending: 10 },
@@ -11,13 +11,44 @@ describe('chartGeometry', () => {
       10_000,
       10_000,
       100,
-      20
+      20,
+      0
     );
-    expect(g.top).toBe(10);
+    expect(g.topSize).toBe(5);
+    expect(g.topPending).toBe(10);
     // The last value is held to now, at the right edge.
-    expect(g.size).toBe('0,20 50,10 100,10');
+    expect(g.size).toBe('0,20 50,0 100,0');
     expect(g.pending).toBe('0,0 50,20 100,20');
     expect(g.span).toBe(10);
+  });
+
+  it('keeps a few containers visible beside thousands of pending inputs', () => {
+    // One scale put 3 containers at 0.1% of the height: a line on the axis.
+    const g = chartGeometry(
+      [
+        { t: 0, size: 1, pending: 40_000 },
+        { t: 5000, size: 3, pending: 20_000 }
+      ],
+      10_000,
+      10_000,
+      100,
+      20,
+      0
+    );
+    expect(g.size).toBe('0,13.3 50,0 100,0');
+    expect(g.pending).toBe('0,0 50,10 100,10');
+  });
+
+  it('draws lines along the edges inside the box', () => {
+    const g = chartGeometry(
+      [{ t: 0, size: 2, pending: 0 }],
+      10_000,
+      10_000,
+      100,
+      20
+    );
+    expect(g.size).toBe('0,1.5 100,1.5');
+    expect(g.pending).toBe('0,18.5 100,18.5');
   });
 
   it('carries the value from before the window to its left edge', () => {
@@ -29,7 +60,8 @@ describe('chartGeometry', () => {
       20_000,
       10_000,
       100,
-      20
+      20,
+      0
     );
     expect(g.size).toBe('0,10 50,0 100,0');
   });
@@ -37,7 +69,8 @@ describe('chartGeometry', () => {
   it('draws nothing without samples and never divides by zero', () => {
     const g = chartGeometry([], 1000, 1000, 100, 20);
     expect(g.size).toBe('');
-    expect(g.top).toBe(1);
+    expect(g.topSize).toBe(1);
+    expect(g.topPending).toBe(1);
   });
 });
 

@@ -1,6 +1,17 @@
 /** Models as the server sends them, with only what a test changes spelled out. */
 
-import { ICall, IContainer, IPool } from '../models';
+import { ICall, IContainer, ILogLine, ILogs, IOwner, IPool } from '../models';
+
+export function owner(overrides: Partial<IOwner> = {}): IOwner {
+  return {
+    kernel_id: '1b61edf8-0000-4000-8000-000000000001',
+    notebook: 'sweep.ipynb',
+    name: 'sweep.ipynb',
+    pid: 4242,
+    host: 'box',
+    ...overrides
+  };
+}
 
 export function pool(overrides: Partial<IPool> = {}): IPool {
   return {
@@ -28,6 +39,7 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
     stopped: false,
     cap_holders: [],
     events: [],
+    owner: owner(),
     ...overrides
   };
 }
@@ -35,6 +47,8 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
 export function container(overrides: Partial<IContainer> = {}): IContainer {
   return {
     id: 'wk-00000001',
+    name: null,
+    image: null,
     state: 'busy',
     waiting_reason: null,
     pid: 4242,
@@ -59,6 +73,29 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     failed: 0,
     cancelled: false,
     finished: false,
+    owner: owner(),
+    ...overrides
+  };
+}
+
+export function logLine(text: string, index: number | null = 0): ILogLine {
+  return {
+    time: index === null ? null : 1_700_000_000 + (index ?? 0),
+    call_id: index === null ? null : 'fc-0123456789ab00000001',
+    index,
+    text
+  };
+}
+
+export function logs(overrides: Partial<ILogs> = {}): ILogs {
+  return {
+    container_id: 'wk-00000001',
+    pool_id: 'pl-000000000001',
+    tail: 200,
+    logs: '',
+    lines: [],
+    cursor: 0,
+    skipped: false,
     ...overrides
   };
 }

@@ -1,18 +1,26 @@
 import {
   callProgress,
+  containerName,
+  describeContainer,
   describeEvent,
+  describeWorkerInputs,
   formatBounds,
   formatBytes,
+  formatCapHolders,
+  formatClock,
   formatContainers,
   formatCount,
   formatDuration,
   formatGpu,
   formatGpuCount,
+  formatLauncher,
   formatRequest,
   formatSettings,
   formatWorkerInputs,
+  fromIdCode,
   gpuUse,
   isCancellable,
+  liveUptime,
   plural,
   shortId
 } from '../format';
@@ -119,12 +127,19 @@ describe('pools', () => {
   });
 
   it('puts the size against the bounds', () => {
-    expect(formatBounds(pool({ num_total_runners: 3 }))).toBe(
-      '3 of max 8 (min 0, buffer 1)'
+    const containers = {
+      waiting: 0,
+      starting: 1,
+      idle: 0,
+      busy: 2,
+      draining: 1
+    };
+    expect(formatBounds(pool({ num_total_runners: 3, containers }))).toBe(
+      '3 of max 8: 2 busy · 1 starting · 1 draining'
     );
     const uncapped = pool();
     uncapped.settings.max_containers = null;
-    expect(formatBounds(uncapped)).toBe('0 of no max (min 0, buffer 1)');
+    expect(formatBounds(uncapped)).toBe('0 of no max: no containers');
   });
 
   it('words the settings', () => {
@@ -229,6 +244,19 @@ describe('describeEvent', () => {
     expect(shortId('wk-1a2b3c4d5e6f')).toBe('wk-1a2b3c');
     expect(shortId('wk-1')).toBe('wk-1');
   });
+
+  it('keeps the counter of a call id: two calls of one kernel never look alike', () => {
+    const first = shortId('fc-1b61edf8a9c000000000', 11);
+    const second = shortId('fc-1b61edf8a9c000000001', 11);
+    expect(first).toBe('fc-1b61…0000');
+    expect(second).toBe('fc-1b61…0001');
+    expect(shortId('fc-1b61edf8a9c0000123ab')).toBe('fc-1b61…123ab');
+    expect(
+      describeWorkerInputs(1, [
+        { call_id: 'fc-1b61edf8a9c00000002a', index: 3 }
+      ])
+    ).toBe('input 3 of fc-1b61…002a');
+  });
 });
 
 describe('formatRequest', () => {
@@ -242,15 +270,90 @@ describe('formatRequest', () => {
 });
 
 describe('formatWorkerInputs', () => {
-  it('shows the running input and how many wait behind it', () => {
+  it('shows the running input and how many wait behind it, in a narrow column', () => {
     const inputs = [
-      { call_id: 'fc-1a2b3c4d5e', index: 3 },
-      { call_id: 'fc-1a2b3c4d5e', index: 4 }
+      { call_id: 'fc-0123456789ab00000001', index: 3 },
+      { call_id: 'fc-0123456789ab00000001', index: 4 }
     ];
     expect(formatWorkerInputs(0, [])).toBe('–');
-    expect(formatWorkerInputs(1, inputs.slice(0, 1))).toMatch(/^input 3 \(fc-/);
-    expect(formatWorkerInputs(5, inputs)).toMatch(
-      /^input 3 \(fc-.*\) \+ 4 queued$/
+    expect(formatWorkerInputs(2, [])).toBe('2 running');
+    expect(formatWorkerInputs(1, inputs.slice(0, 1))).toBe('#3');
+    expect(formatWorkerInputs(5, inputs)).toBe('#3 +4');
+    expect(describeWorkerInputs(5, inputs)).toBe(
+      'input 3 of fc-0123…0001, 4 more queued'
     );
+    expect(describeWorkerInputs(0, [])).toBe('no input');
+  });
+});
+
+describe('containers', () => {
+  it('names a Docker container and its image, a process by id and pid', () => {
+    const docker = container({
+      id: 'wk-7a4dbd73bd8e',
+      name: 'nbscale-wk-7a4dbd73bd8e',
+      image: 'nbscale/worker:d6d9',
+      pid: 7
+    });
+    expect(containerName(docker)).toBe('nbscale-wk-7a4dbd73bd8e');
+    expect(describeContainer(docker)).toBe(
+      'container nbscale-wk-7a4dbd73bd8e · image nbscale/worker:d6d9 · pid 7 in it'
+    );
+    const process = container({ id: 'wk-1', pid: 4242 });
+    expect(containerName(process)).toBe('wk-1');
+    expect(describeContainer(process)).toBe('process wk-1 · pid 4242');
+  });
+
+  it('ticks uptimes from when the pool was received', () => {
+    const worker = container({ uptime: 12.5 });
+    expect(liveUptime(worker, 1000, 4000)).toBe(15.5);
+    expect(liveUptime(worker, 5000, 4000)).toBe(12.5);
+    expect(liveUptime(worker, undefined, 4000)).toBe(12.5);
+  });
+});
+
+describe('the control plane and its calls', () => {
+  it('says who holds the total cap', () => {
+    expect(
+      formatCapHolders([
+        {
+          pool_id: 'pl-1',
+          function: 'square',
+          waiting: 0,
+          starting: 0,
+          idle: 0,
+          busy: 2
+        },
+        {
+          pool_id: 'pl-2',
+          function: 'other',
+          waiting: 3,
+          starting: 1,
+          idle: 1,
+          busy: 0
+        }
+      ])
+    ).toBe('square: 2 busy · other: 1 idle, 1 starting, 3 waiting');
+  });
+
+  it('names the launcher', () => {
+    const status = { version: '0.1.0', launcher_reason: 'because' };
+    expect(formatLauncher({ ...status, launcher: 'slurm' })).toBe('Slurm jobs');
+    expect(formatLauncher({ ...status, launcher: 'docker' })).toBe(
+      'Docker containers'
+    );
+    expect(formatLauncher({ ...status, launcher: 'process' })).toBe(
+      'local processes'
+    );
+  });
+
+  it('writes the line that gets a call from another kernel', () => {
+    expect(fromIdCode('fc-1b61edf8a9c000000003')).toBe(
+      'nbscale.FunctionCall.from_id("fc-1b61edf8a9c000000003")'
+    );
+  });
+
+  it('shows a log time on the local clock', () => {
+    const at = new Date(2025, 0, 2, 3, 4, 5).getTime() / 1000;
+    expect(formatClock(at)).toBe('03:04:05');
   });
 });

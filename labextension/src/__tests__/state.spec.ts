@@ -142,6 +142,34 @@ describe('ClusterState', () => {
     expect(state.eventsDropped).toBe(5);
   });
 
+  it('remembers when each pool came, for uptimes that tick in between', () => {
+    const state = new ClusterState();
+    state.applySnapshot(
+      { type: 'snapshot', pools: [pool(), pool({ id: 'pl-2' })], calls: [] },
+      1000
+    );
+    // Only the pool that changed comes again: the other's uptimes date from 1000.
+    state.applyChanges(changes({ pools: [pool({ backlog: 3 })] }), 5000);
+    expect(state.received('pl-000000000001')).toBe(5000);
+    expect(state.received('pl-2')).toBe(1000);
+  });
+
+  it('knows since when a pool is stopped: its stop event, or first seen', () => {
+    const state = new ClusterState();
+    state.setPools([pool()], 1000);
+    expect(state.stoppedSince('pl-000000000001')).toBeUndefined();
+    const events = [{ time: 2, message: 'stopped: its calls cancelled' }];
+    state.putPool(pool({ stopped: true, events }), 9000);
+    expect(state.stoppedSince('pl-000000000001')).toBe(2000);
+    state.putPool(pool({ stopped: true, events: [] }), 12_000);
+    expect(state.stoppedSince('pl-000000000001')).toBe(2000);
+    // called again: running; stopped again later, with no event: when seen
+    state.putPool(pool(), 13_000);
+    expect(state.stoppedSince('pl-000000000001')).toBeUndefined();
+    state.putPool(pool({ stopped: true }), 14_000);
+    expect(state.stoppedSince('pl-000000000001')).toBe(14_000);
+  });
+
   describe('history', () => {
     it('samples size and backlog, about a second apart, the last point live', () => {
       const state = new ClusterState();

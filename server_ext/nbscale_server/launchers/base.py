@@ -13,7 +13,6 @@ launchers whose workers start at once.
 from __future__ import annotations
 
 import abc
-import collections
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +37,17 @@ class WorkerHandle:
     launcher: str
     ref: Any  # the launcher's own reference (a Popen, a container id)
     log_path: str | None = None
+    name: str | None = None  # what the launcher's own tools call it (a container's name)
+    image: str | None = None  # the image it runs, for a container
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Lines of a worker's output and where they end, to follow it (``Launcher.follow_logs``)."""
+
+    text: str  # whole lines
+    cursor: int | None  # pass back as ``after`` for the lines that follow; None: cannot follow
+    skipped: bool = False  # more lines came after ``after`` than were returned: the oldest left out
 
 
 WorkerPhase = Literal["pending", "running", "exited"]
@@ -72,6 +82,12 @@ class Launcher(abc.ABC):
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         """The last ``tail`` lines the worker wrote to stdout/stderr."""
 
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
+        """The lines written since the cursor ``after`` (None: the last ``limit``), at most
+        ``limit`` of them (the latest), and the cursor to follow from. A launcher that cannot
+        follow returns the last lines and no cursor, and its readers read them again."""
+        return LogChunk(self.logs(handle, limit), None)
+
     def exit_reason(self, handle: WorkerHandle) -> str | None:
         """Why an exited worker ended, when the launcher knows more than its exit code
         (e.g. "ran out of memory ..."); phrased to follow "worker wk-...". None: say what
@@ -105,17 +121,6 @@ class Launcher(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the launcher holds; workers are stopped by the control plane."""
-
-
-def tail_lines(path: str | None, tail: int) -> str:
-    """The last ``tail`` lines of the text file at ``path`` ("" when it cannot be read)."""
-    if not path or tail <= 0:
-        return ""
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(collections.deque(f, maxlen=tail))
-    except OSError:
-        return ""
 
 
 class LaunchFailed(Exception):

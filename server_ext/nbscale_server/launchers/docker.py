@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
-from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
 from .daemon_threads import DaemonThreads
 from .docker_engine import (
     LABEL_GPUS,
@@ -43,6 +43,7 @@ from .docker_engine import (
     reap_orphans,
     unreachable_message,
 )
+from .logs import follow_stamped
 
 log = logging.getLogger("nbscale.docker")
 
@@ -62,7 +63,7 @@ _NO_GPU_RUNTIME = "could not select device driver"
 class ContainerExit:
     code: int
     reason: str | None  # what the exit code alone does not say
-    logs: str
+    logs: str  # its last lines, with Docker's timestamps
 
 
 @dataclass(eq=False)
@@ -205,7 +206,9 @@ class DockerLauncher(Launcher):
         with self._lock:
             self._containers[spec.worker_id] = container
         self._threads.submit(lambda: self._create_and_start(container, spec, image))
-        return WorkerHandle(spec.worker_id, spec.pool_id, self.name, container)
+        return WorkerHandle(
+            spec.worker_id, spec.pool_id, self.name, container, name=container.name, image=image
+        )
 
     def _check_image(self, image: str) -> None:
         """Fail at once, with what to do, when the image is missing: never pull at launch."""
@@ -319,7 +322,7 @@ class DockerLauncher(Launcher):
             state = self.api.inspect_container(c.id)["State"]
             if state.get("Running"):
                 return  # a stale event, or a kill that did not take
-            logs = self.api.logs(c.id, tail=_LOGS_KEPT).decode(errors="replace")
+            logs = self.api.logs(c.id, tail=_LOGS_KEPT, timestamps=True).decode(errors="replace")
             exit = ContainerExit(int(state["ExitCode"]), describe_exit(state, c.memory), logs)
         except docker.errors.NotFound:
             exit = ContainerExit(EXIT_LOST, "was removed by someone else", "")
@@ -370,18 +373,26 @@ class DockerLauncher(Launcher):
         return c.exit.reason if c.exit is not None else None
 
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
+        return self.follow_logs(handle, None, tail).text
+
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
+        """By Docker's timestamps: the cursor is the last line's, in microseconds."""
         c: Container = handle.ref
         if c.exit is not None:
-            text = c.exit.logs
+            stamped = c.exit.logs
         elif c.id is not None:
+            query: dict[str, Any] = {}  # after 0: nothing seen yet, so all of it
+            if after is None:
+                query["tail"] = limit
+            elif after > 0:  # a millisecond early: `since` is a float; repeats are dropped
+                query["since"] = after / 1e6 - 0.001
             try:
-                text = self.api.logs(c.id, tail=tail).decode(errors="replace")
+                stamped = self.api.logs(c.id, timestamps=True, **query).decode(errors="replace")
             except Exception:
-                return ""
+                return LogChunk("", after or 0)
         else:
-            return ""
-        lines = text.splitlines(keepends=True)
-        return "".join(lines[-tail:]) if tail > 0 else ""
+            return LogChunk("", after or 0)  # not created yet: everything, next time
+        return follow_stamped(stamped, after, limit)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         c: Container = handle.ref

@@ -13,7 +13,8 @@ import subprocess
 import sys
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
-from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, tail_lines
+from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
+from .logs import follow_file
 
 
 class ProcessLauncher(Launcher):
@@ -75,7 +76,13 @@ class ProcessLauncher(Launcher):
         return proc.poll()
 
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
-        return tail_lines(handle.log_path, tail)
+        return self.follow_logs(handle, None, tail).text
+
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
+        if not handle.log_path:
+            return LogChunk("", None)
+        exited = self.exit_code(handle) is not None
+        return follow_file(handle.log_path, after, limit, complete=exited)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         proc: subprocess.Popen[bytes] = handle.ref

@@ -34,8 +34,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..remote import LOOPBACK, default_shared_dir, make_job_dir, remove_orphan_job_dirs
-from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec, WorkerStatus, tail_lines
+from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec, WorkerStatus
 from .daemon_threads import DaemonThreads
+from .logs import follow_file
 from .owner import owner_alive, owner_tag
 from .slurm_job import (
     JobComment,
@@ -275,7 +276,11 @@ class SlurmLauncher(Launcher):
         return job.job_id
 
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
-        return tail_lines(handle.log_path, tail)
+        return self.follow_logs(handle, None, tail).text
+
+    def follow_logs(self, handle: WorkerHandle, after: int | None, limit: int) -> LogChunk:
+        job: SlurmJob = handle.ref
+        return follow_file(job.log_path, after, limit, complete=job.end is not None)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         job: SlurmJob = handle.ref
