@@ -3,7 +3,8 @@
 - Each worker is one job (``slurm_job.py`` writes its command line and script), submitted
   with ``sbatch --parsable`` on a daemon thread, never on the control plane's loop. Its
   config file (endpoint and keys, mode 0600) and its output file live in this control
-  plane's job directory under ``shared_dir``, which the nodes must see.
+  plane's job directory under ``shared_dir``, which the nodes must see; workers dial the
+  control plane's ``worker_address`` (loopback unless set: only jobs on this node reach it).
 - One poller thread asks ``squeue`` about every live job in one call (about once a second,
   five times a second while a stop is under way), and ``scontrol show job`` about each job
   that ended, for its ``State``/``ExitCode``/``Reason`` (``slurm_queue.py`` reads them). A
