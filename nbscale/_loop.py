@@ -12,13 +12,17 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _instance: LoopThread | None = None
+# On a worker: lends the worker's slot while a blocking call waits, and returns what
+# rejoins (or None where it cannot lend); see ``_nested.py``.
+on_block: Callable[[], Callable[[], None] | None] | None = None
+_LEND_AFTER = 0.05  # seconds a call blocks before its worker lends its slot
 
 
 class LoopThread:
@@ -56,16 +60,23 @@ class LoopThread:
         self.loop.call_soon_threadsafe(
             lambda: tasks.append(self.loop.create_task(_settle(coro, outcome, done)))
         )
+        rejoin = None
         try:
+            finished = done.acquire(timeout=_LEND_AFTER)
+            if not finished and on_block is not None:
+                rejoin = on_block()
             # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
             # another thread (or by ``_thread.interrupt_main``) is only seen between waits.
-            while not done.acquire(timeout=0.2):
-                pass
-        except KeyboardInterrupt:
+            while not finished:
+                finished = done.acquire(timeout=0.2)
+        except BaseException as exc:  # Ctrl-C, or on a worker, this input cancelled
             self.loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # created by now
-            if on_interrupt is not None:
+            if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
                 self.submit(on_interrupt()).result(timeout=10)
             raise
+        finally:
+            if rejoin is not None:
+                rejoin()
         ok, value = outcome[0]
         if not ok:
             raise value
@@ -94,3 +105,12 @@ def get_loop() -> LoopThread:
         if _instance is None or _instance.pid != os.getpid():
             _instance = LoopThread()
         return _instance
+
+
+def loop_running() -> bool:
+    """Whether an asyncio event loop runs in this thread (a Jupyter kernel's does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

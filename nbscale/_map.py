@@ -29,6 +29,7 @@ from nbscale_runtime.protocol import (
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 from nbscale_server.limits import Limits, describe
 
+from . import _nested
 from ._outcomes import Output, decode
 from ._pickling import add_input
 from ._progress import CallProgress
@@ -137,7 +138,14 @@ class Invocation:
     ) -> None:
         """Send one chunk; a map waits and resends while a limit refuses it."""
         msg = protocol.SubmitInputs(
-            0, self.call_id, self.pool_id, self.kind, items, total, self.progress is not None
+            0,
+            self.call_id,
+            self.pool_id,
+            self.kind,
+            items,
+            total,
+            self.progress is not None,
+            parent=_nested.parent(),  # on a worker: the input whose code makes this call
         )
         while True:
             value, _ = await self.client.request(msg, frames)

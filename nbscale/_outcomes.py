@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import sys
 import traceback
 import types
 from dataclasses import dataclass
@@ -197,3 +198,15 @@ def _nested_code(code: types.CodeType) -> list[types.CodeType]:
 def _note(exc: BaseException, text: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(text)
+
+
+def print_output(out: Output, prefix: bool) -> None:
+    """What an input printed, written to this process's stdout (``[index]`` before each
+    line for a map's inputs)."""
+    if not out.stdout:
+        return
+    if prefix:
+        text = "".join(f"[{out.index}] {line}" for line in out.stdout.splitlines(keepends=True))
+    else:
+        text = out.stdout
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")

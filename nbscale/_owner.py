@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from nbscale_runtime.worker import WORKER_ID_ENV
 from nbscale_server.owners import short_kernel_id
 
 _KERNEL_FILE = re.compile(r"kernel-(.+)\.json$")
@@ -76,3 +77,9 @@ def is_mine(owner: Mapping[str, Any] | None, me: Mapping[str, Any] | None = None
         me["pid"],
         me["host"],
     )
+
+
+def is_local() -> bool:
+    """True here, in a kernel or a script; False in a worker (and the processes it starts)
+    running your function, as Modal's ``modal.is_local()``."""
+    return WORKER_ID_ENV not in os.environ

@@ -14,6 +14,7 @@ own type, with the remote traceback attached. The tree of nbscale's own errors:
     ├── ImageBuildError               a worker image could not be built
     ├── NotFoundError                 no such pool or function call
     ├── CallCancelledError            the function call was cancelled
+    ├── DeadlockError                 nested calls wait on a pool that every one of them fills
     ├── ControlPlaneError             the control plane cannot be reached or failed
     │   └── ConnectionLostError       it was reached, then lost (also a ConnectionError)
     └── RemoteError                   a remote exception whose type cannot be rebuilt here
@@ -82,6 +83,12 @@ class CallCancelledError(NbscaleError):
     """Raised when waiting on a function call that was cancelled."""
 
 
+class DeadlockError(NbscaleError):
+    """Raised when a nested call can never run: every slot of its pool holds an input
+    that waits on calls to that same pool, and the pool may not grow (``max_containers``)
+    nor lend its slots (``@concurrent`` workers run several inputs at once)."""
+
+
 class ControlPlaneError(NbscaleError):
     """Raised when the control plane cannot be reached or fails a request."""
 
@@ -122,6 +129,7 @@ _BY_NAME: dict[str, type[NbscaleError]] = {
         LaunchError,
         NotFoundError,
         CallCancelledError,
+        DeadlockError,
         ControlPlaneError,
     )
 }

@@ -98,12 +98,11 @@ def docker_plane() -> Iterator[Any]:
     except Exception as exc:
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/docker-setup as root")
     nbscale.shutdown()
-    began = time.time()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NBSCALE_LAUNCHER", "docker")
         yield client
         nbscale.shutdown()
-    left = left_on_engine(client, began)
+    left = left_on_engine(client)
     assert not left, f"left behind on the Docker engine: {left}"
 
 

@@ -139,6 +139,10 @@ class FakeWorker:
             self._sync_register()
         elif isinstance(msg, protocol.Shutdown):
             self.shutdown = True
+        elif isinstance(msg, protocol.SlotLent):  # it lent its slot: these were taken back
+            taken = {(call_id, index) for call_id, index in msg.taken}
+            self.held = [h for h in self.held if (h[0], h[1]) not in taken]
+            self.asked = 0
 
     # --- what it says, when the test tells it -------------------------------------------
 

@@ -14,8 +14,8 @@ import cloudpickle
 import pytest
 
 import nbscale
-from nbscale._function import MapResults, _zip_inputs
 from nbscale._image_build import build
+from nbscale._map_results import MapResults, zip_inputs
 from nbscale._progress import CallProgress
 from nbscale._views import render
 
@@ -65,7 +65,7 @@ def test_the_first_map_shows_its_image_build_in_its_view(docker_plane):
         return x
 
     view = StepsSeen()
-    results = MapResults(one, _zip_inputs(([7],), None), True, False, None, view)
+    results = MapResults(one, zip_inputs(([7],), None), True, False, None, view)
     try:
         assert list(results) == [7]
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import nbscale
-from nbscale._function import MapResults, _zip_inputs
+from nbscale._map_results import MapResults, zip_inputs
 from nbscale._progress import MAX_RECENT_ROWS, CallProgress
 
 app = nbscale.App("test-progress")
@@ -35,7 +35,7 @@ class RecordingProgress(CallProgress):
 
 def test_progress_counts_rows_and_retries_of_a_real_map():
     progress = RecordingProgress("sometimes")
-    results = MapResults(sometimes, _zip_inputs((range(100),), None), True, True, progress)
+    results = MapResults(sometimes, zip_inputs((range(100),), None), True, True, progress)
     for _ in results:
         pass
     seen_running = progress.workers_seen

@@ -19,7 +19,7 @@ from comm.base_comm import BaseComm
 from conftest import wait_until
 
 import nbscale
-from nbscale._function import MapResults, _zip_inputs
+from nbscale._map_results import MapResults, zip_inputs
 from nbscale._progress import CallProgress
 from nbscale._views import choice, render
 from nbscale._views.live import REFRESH_INTERVAL
@@ -88,7 +88,7 @@ def progress_setting() -> Iterator[None]:
 
 def _map(fn: nbscale.Function, n: int, view: Any, return_exceptions: bool = True) -> MapResults:
     progress = CallProgress(fn.name)
-    return MapResults(fn, _zip_inputs((range(n),), None), True, return_exceptions, progress, view)
+    return MapResults(fn, zip_inputs((range(n),), None), True, return_exceptions, progress, view)
 
 
 def _indices(table_html: str, status: str) -> list[int]:
@@ -148,7 +148,7 @@ def test_the_view_redraws_while_no_result_arrives():
     view = RecordingView()
     assert list(_map(sleepy, 1, view)) == [0]  # warm the worker
     view = RecordingView()
-    results = MapResults(sleepy, _zip_inputs(([1.2],), None), True, False, None, view)
+    results = MapResults(sleepy, zip_inputs(([1.2],), None), True, False, None, view)
     assert list(results) == [1.2]
     waiting = [t for t, done, _ in view.draws if done == 0]
     assert len(waiting) >= 3  # woken at REFRESH_INTERVAL while the one input ran
@@ -183,7 +183,7 @@ def test_the_widget_says_which_limit_throttles_the_map(fresh_plane):
             self.lines.append(self.pool.value)
 
     view = PoolLines()
-    results = MapResults(sleepy, _zip_inputs(([0.0, 0.0],), None), True, False, None, view)
+    results = MapResults(sleepy, zip_inputs(([0.0, 0.0],), None), True, False, None, view)
     assert list(results) == [0.0, 0.0]  # held back until the backlog drained, then done
     throttled = [line for line in view.lines if "throttled by the limit of" in line]
     assert throttled and "4 pending inputs per function" in throttled[0]
@@ -270,7 +270,7 @@ def test_for_each_and_async_maps_drive_the_view_too(progress_setting, capsys):
 
 def test_progress_off_adds_nothing_to_a_map(progress_setting):
     nbscale.config(progress="off")
-    results = MapResults(fast, _zip_inputs((range(100),), None), True, False)
+    results = MapResults(fast, zip_inputs((range(100),), None), True, False)
     assert list(results) == list(range(100))
     assert results.progress is None
     assert results.invocation is not None and results.invocation.progress is None

@@ -137,6 +137,12 @@ def start(call_id: str, index: int) -> contextvars.Token[Any]:
     return _current.set(([], call_id, index))
 
 
+def current_input() -> tuple[str, int] | None:
+    """(call id, index) of the input running in this thread or task, or None."""
+    current = _current.get()
+    return (current[1], current[2]) if current is not None else None
+
+
 def finish(token: contextvars.Token[Any]) -> str:
     current = _current.get()
     _current.reset(token)

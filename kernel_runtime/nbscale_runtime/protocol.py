@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -46,6 +46,7 @@ ERROR_VERSION_MISMATCH = "VersionMismatchError"
 ERROR_LAUNCH = "LaunchError"
 ERROR_CALL_CANCELLED = "CallCancelledError"
 ERROR_CONTROL_PLANE = "ControlPlaneError"
+ERROR_DEADLOCK = "DeadlockError"
 ERROR_KINDS = frozenset(
     {
         ERROR_INVALID,
@@ -55,6 +56,7 @@ ERROR_KINDS = frozenset(
         ERROR_LAUNCH,
         ERROR_CALL_CANCELLED,
         ERROR_CONTROL_PLANE,
+        ERROR_DEADLOCK,
     }
 )
 
@@ -190,6 +192,9 @@ class SubmitInputs(Message):
     items: list[list[int]]
     total: int | None = None
     progress: bool = False  # the caller wants ``progress`` messages for a live view
+    # [call id, index] of the input whose code makes this call, when a worker makes it:
+    # the call is its child (the call graph; cancelling the parent cancels it)
+    parent: list[Any] | None = None
 
 
 @op("cancel-call")
@@ -350,6 +355,33 @@ class Pong(Message):
 @op("cancel-inputs")
 class CancelInputs(Message):
     call_id: str
+
+
+@op("lend-slot")
+class LendSlot(Message):
+    """The worker's input waits on calls of its own (a nested ``.remote``, ``.map``, ...):
+    it lends its slot. The control plane counts it out of its pool's and the total cap
+    (another worker may start in its place), sends it nothing more, and takes back the
+    inputs it holds but does not run (``running``: [call_id, index, attempt] rows), which
+    ``slot-lent`` lists."""
+
+    worker_id: str
+    running: list[list[Any]]
+
+
+@op("slot-lent")
+class SlotLent(Message):
+    """The answer to ``lend-slot``, after every ``run-inputs`` sent before it: the
+    [call_id, index] of the inputs taken back, which the worker drops."""
+
+    taken: list[list[Any]]
+
+
+@op("rejoin")
+class Rejoin(Message):
+    """The worker's nested calls are done: it counts again, and may be sent inputs."""
+
+    worker_id: str
 
 
 @op("shutdown")

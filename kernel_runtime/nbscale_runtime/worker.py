@@ -41,7 +41,7 @@ import zmq
 if TYPE_CHECKING:
     import asyncio
 
-from . import capture, protocol
+from . import capture, nested, protocol
 from .link import Link, connect
 from .nvml import GpuMonitor
 from .protocol import (
@@ -68,6 +68,11 @@ _MAX_PREFETCH = 1000
 _ONE_AHEAD_BELOW = 0.1
 _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
 _PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
+
+
+# Set in a worker's environment (to its id), and so in its children's: ``nbscale.is_local()``
+# reads it.
+WORKER_ID_ENV = "NBSCALE_WORKER_ID"
 
 
 class InputCancelled(BaseException):
@@ -119,6 +124,7 @@ class Worker:
         self.cfg = cfg
         self.data = cfg.connect(cfg.worker_id)
         self.fn: Any = None
+        self.function_id: str | None = None
         self.timeout = 300.0
         self.slots = 1
         self.mode = "inline"  # "inline" | "threads" | "async"
@@ -136,6 +142,7 @@ class Worker:
         self.done: collections.deque[tuple[_Input, str, Any, float, str]] = collections.deque()
         self.draining = False
         self.stop_now = False
+        self.slot_lent = False  # the control plane took the slot back (``nested.py``)
         self.last_flush = time.perf_counter()
         self.wake_r, self.wake_w = os.pipe()
         self.executor: concurrent.futures.Executor | None = None
@@ -148,6 +155,7 @@ class Worker:
 
     def run(self) -> int:
         capture.install()
+        nested.install(self)  # for code of ours that calls functions: they reach us
         self.register.watch_self_signals()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
@@ -212,7 +220,17 @@ class Worker:
                 self.draining = True
             elif isinstance(msg, protocol.Proceed):
                 proceed = True
+            elif isinstance(msg, protocol.SlotLent):
+                self._drop_taken(msg.taken)
         return proceed
+
+    def _drop_taken(self, taken: list[list[Any]]) -> None:
+        """The control plane took these back while this worker lent its slot."""
+        keys = {(call_id, index) for call_id, index in taken}
+        self.queue = collections.deque(i for i in self.queue if i.key not in keys)
+        self.confirm_first -= keys
+        self.demand = 0
+        self.slot_lent = True
 
     def _confirm_start(self, item: _Input) -> None:
         """Say we start ``item`` and wait until the control plane has noted it: should the
@@ -230,6 +248,7 @@ class Worker:
         for path in msg.sys_path:
             if path not in sys.path and os.path.isdir(path):
                 sys.path.append(path)
+        self.function_id = msg.function_id  # before loading: the function may call itself
         try:
             self.fn = load(payload[0])
         except BaseException as exc:
@@ -453,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of the worker's config file")
     args = parser.parse_args(argv)
     cfg = WorkerConfig.from_file(args.config)
+    os.environ[WORKER_ID_ENV] = cfg.worker_id
     return Worker(cfg).run()
 
 
-__all__ = ["InputCancelled", "Worker", "WorkerConfig", "main"]
+__all__ = ["WORKER_ID_ENV", "InputCancelled", "Worker", "WorkerConfig", "main"]

@@ -231,6 +231,9 @@ export interface IContainer {
   gpus: IGpu[];
   stats: IContainerStats;
 }
+/**
+ * One input of a call: its call's id and its index there.
+ */
 export interface IInputRef {
   call_id: string;
   index: number;
@@ -347,6 +350,11 @@ export interface ICall {
   cancelled: boolean;
   finished: boolean;
   owner: IOwner;
+  /**
+   * the call graph: the input whose code made this call on a worker (None: called from a kernel or script), and the calls this call's inputs made (cancelled with it)
+   */
+  parent: IInputRef | null;
+  children: string[];
 }
 /**
  * Then, at most a few times a second, what changed since the last message: pools and
@@ -435,6 +443,11 @@ export interface ICallDetail {
   cancelled: boolean;
   finished: boolean;
   owner: IOwner;
+  /**
+   * the call graph: the input whose code made this call on a worker (None: called from a kernel or script), and the calls this call's inputs made (cancelled with it)
+   */
+  parent: IInputRef | null;
+  children: string[];
   pending: number;
   running: number;
   start: number;

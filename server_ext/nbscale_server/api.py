@@ -24,6 +24,7 @@ from .errors import RequestError
 from .fleet import Fleet
 from .liveness import Liveness
 from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
+from .nesting import Nesting
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
@@ -45,6 +46,7 @@ class Api:
         liveness: Liveness,
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
+        nesting: Nesting,
     ) -> None:
         self.records = records
         self.outbox = outbox
@@ -53,6 +55,7 @@ class Api:
         self.liveness = liveness
         self.clock = clock
         self._connection_info = connection_info
+        self.nesting = nesting
         self.callers = Callers()
         self._next_callers_check = 0.0
         # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
@@ -100,6 +103,8 @@ class Api:
             owner = owner_from_wire(msg.owner)
         except ValueError as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
+        # code on a worker calls as whoever started its pool: same pools, limits, calls
+        owner = self.nesting.owner(identity) or owner
         versions = {"python": msg.python, "cloudpickle": msg.cloudpickle}
         self.callers.hello(identity, versions, owner["pid"], owner["host"], self.clock())
         self.records.owners[identity] = owner
@@ -126,6 +131,8 @@ class Api:
             options = FunctionOptions.from_wire(msg.options)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
+        docker = self.fleet.launcher.name == "docker"
+        options = self.nesting.options_for(identity, options, docker)
         owner = self.records.owners.get(identity) or unknown_owner()
         pool_id = options.pool_id(msg.function_id, owner_key(owner))
         pool = self.records.pools.get(pool_id)
@@ -160,6 +167,8 @@ class Api:
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
     ) -> Answer:
         value, grown = self.delivery.submit(identity, msg, payload)
+        if msg.parent:
+            self.nesting.link_parent(msg.call_id, msg.parent)
         if grown is not None:
             self.fleet.autoscale(grown, self.clock())
         return value, ()
@@ -275,7 +284,10 @@ class Api:
         for identity in self.callers.identities():
             if identity in self.outbox.local_clients:
                 continue  # in this process: gone only with it
-            why = self.callers.gone(identity, now, grace)
+            if self.nesting.knows(identity):  # code on a worker: gone with its worker
+                why = self.nesting.gone(identity)
+            else:
+                why = self.callers.gone(identity, now, grace)
             if why is None:
                 continue
             self.callers.forget(identity)

@@ -35,6 +35,9 @@ MAX_LAUNCH_FAILURES = 3
 MAX_TRANSIENT_LAUNCH_FAILURES = 12
 
 
+_UNCOUNTED = ("draining", "lent")  # workers that count against no limit
+
+
 @dataclass(frozen=True, slots=True)
 class AutoscalerSettings:
     min_containers: int = 0
@@ -75,8 +78,9 @@ class WorkerView:
     """What the autoscaler needs to know of one worker."""
 
     worker_id: str
-    # "waiting" (in a scheduler's queue) | "starting" | "idle" | "busy" | "draining"
-    # (an unresponsive worker is busy)
+    # "waiting" (in a scheduler's queue) | "starting" | "idle" | "busy" | "draining" (an
+    # unresponsive worker is busy) | "lent" (busy, its input waiting on nested calls: it
+    # counts against no limit)
     state: str
     idle_since: float | None = None  # when it became idle, for the scaledown window
 
@@ -154,7 +158,7 @@ class AutoscalerCore:
     ) -> list[Instruction]:
         """What to do now. ``room`` is how many more workers the total cap allows, and
         ``holders`` the pools whose workers fill it (to say so while it holds this one)."""
-        live = [w for w in workers if w.state != "draining"]
+        live = [w for w in workers if w.state not in _UNCOUNTED]
         want = self.desired(load)
         if len(live) < want:
             count = want - len(live)
@@ -280,7 +284,7 @@ def reclaim(others: Sequence[OtherPool], count: int) -> list[str]:
     for other in others:
         if other.waiting:
             continue
-        live = [w for w in other.workers if w.state != "draining"]
+        live = [w for w in other.workers if w.state not in _UNCOUNTED]
         warm = len(live) <= other.desired
         idle = [w for w in live if w.state == "idle"]
         candidates += [(warm, w.idle_since or 0.0, w.worker_id) for w in idle]

@@ -7,6 +7,7 @@ it, runs the housekeeping tick, and starts and stops the whole. The rooms, each 
 only on those below it:
 
     api       what callers and the REST API may ask (one table: message type -> handler)
+    nesting   callers that are code on a worker, and the slots their workers lend
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
     delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
@@ -40,6 +41,7 @@ from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
 from .launchers.slurm_job import SlurmOptions
 from .liveness import Liveness
+from .nesting import Nesting, nested_worker_id
 from .outbox import Deliver, Outbox
 from .pool import Records
 from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
@@ -97,6 +99,7 @@ class ControlPlane:
         self.liveness = Liveness(
             self.records, self.fleet, self.delivery, self.launcher, self.config, clock
         )
+        self.nesting = Nesting(self.records, self.outbox, self.delivery)
         self.api = Api(
             self.records,
             self.outbox,
@@ -105,6 +108,7 @@ class ControlPlane:
             self.liveness,
             clock,
             self.connection_info,
+            self.nesting,
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
@@ -112,6 +116,8 @@ class ControlPlane:
             protocol.Heartbeat: self.fleet.on_heartbeat,
             protocol.Goodbye: self.fleet.on_goodbye,
             protocol.Started: self.fleet.on_started,
+            protocol.LendSlot: self.nesting.on_lend_slot,
+            protocol.Rejoin: self.nesting.on_rejoin,
         }
         # What the channels call with ``[identity, header, *payload]``, decoded and routed.
         self.receive_from_worker = self._receiver(self.on_worker)
@@ -252,6 +258,9 @@ class ControlPlane:
         if type(msg) is protocol.Outputs:  # the hot path: a batch, from any worker
             self.delivery.on_outputs(msg, payload, now)
             return
+        if nested_worker_id(identity) is not None:  # code on a worker, calling functions
+            self.api.handle(identity, msg, payload)
+            return
         handler = self._worker_handlers.get(type(msg))
         w = self.records.workers.get(getattr(msg, "worker_id", ""))
         if handler is None or w is None:
@@ -275,6 +284,7 @@ class ControlPlane:
             if pool.queue.release_delayed(now):
                 self.delivery.dispatch(pool)
             self.fleet.autoscale(pool, now)
+            self.nesting.check_deadlock(pool, now)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -157,6 +157,10 @@ class Delivery:
         self.answer_waiters(call, force=True)
         self.maybe_finish(call)
         self.outbox.emit("call-cancelled", pool.pool_id, call_id=call.call_id)
+        for child_id in call.children:  # down the call graph: nobody waits for them now
+            child = self.calls.get(child_id)
+            if child is not None and not child.finished:
+                self.cancel(child, requester=None)
 
     def maybe_finish(self, call: CallState) -> None:
         if call.finished and call.kind != "spawn":
@@ -228,7 +232,7 @@ class Delivery:
         if not ready:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
-        live = sum(1 for w in pool.workers.values() if w.state != "draining")
+        live = sum(1 for w in pool.workers.values() if w.counted)
         share = pool.share(len(queue.pending), live)  # one split of what is pending now
         for w in ready:
             if not queue.pending:

@@ -76,7 +76,7 @@ class Fleet:
 
     def room(self) -> int:
         """How many more workers the total cap allows now."""
-        live = sum(1 for w in self.records.workers.values() if w.state != "draining")
+        live = sum(1 for w in self.records.workers.values() if w.counted)
         return self.total_cap() - live
 
     def autoscale(self, pool: Pool, now: float) -> None:
@@ -133,7 +133,7 @@ class Fleet:
         """Every pool's workers that count against the total cap, the largest share first."""
         holders = []
         for p in self.records.pools.values():
-            count = {"waiting": 0, "starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            count = dict.fromkeys(("waiting", "starting", "idle", "busy", "draining", "lent"), 0)
             for w in p.workers.values():
                 count[w.view().state] += 1
             holder = CapHolder(
@@ -286,7 +286,12 @@ class Fleet:
         if w.register_path is None:  # its own word is all we know of what it runs
             seen = w.reported_running
             w.reported_running = {(c, i, a): seen.get((c, i, a), now) for c, i, a in msg.running}
-        self.outbox.send_worker(w.worker_id, protocol.Pong())  # we are still here
+        # We are still here. A pong now and then is enough for a worker to know it (it exits
+        # after heartbeat_timeout without a word); one per heartbeat was a send per worker
+        # per second, the main cost of an idle worker.
+        if w.ponged_at is None or now - w.ponged_at >= self.config.heartbeat_timeout / 4:
+            w.ponged_at = now
+            self.outbox.send_worker(w.worker_id, protocol.Pong())
 
     def on_started(
         self, w: WorkerState, msg: protocol.Started, payload: list[Any], now: float
@@ -304,7 +309,8 @@ class Fleet:
         if msg.reason == "init-failed":
             pool = self.records.pools[w.pool_id]
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
-            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
+            # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
+            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
 
     # --- waiting in a scheduler's queue -------------------------------------------------
 

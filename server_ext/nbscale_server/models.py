@@ -183,6 +183,13 @@ class PoolModel(TypedDict):
 CallKind = Literal["map", "remote", "spawn"]
 
 
+class InputRef(TypedDict):
+    """One input of a call: its call's id and its index there."""
+
+    call_id: str
+    index: int
+
+
 class CallModel(TypedDict):
     """One function call: a ``.map()``, ``.remote()`` or ``.spawn()``/``.spawn_map()``.
     Calls whose results stream to a kernel are listed until they finish; spawned calls
@@ -199,6 +206,10 @@ class CallModel(TypedDict):
     cancelled: bool
     finished: bool
     owner: OwnerModel  # the kernel or script that made the call
+    # the call graph: the input whose code made this call on a worker (None: called from
+    # a kernel or script), and the calls this call's inputs made (cancelled with it)
+    parent: InputRef | None
+    children: list[str]
 
 
 InputStatus = Literal["pending", "running", "finished", "done", "failed", "cancelled"]

@@ -12,6 +12,10 @@ A worker's states and the events that move it between them are here, as methods 
 A waiting worker was launched (the autoscaler counts it, and so does the total cap) but
 runs nowhere yet: it serves nothing, and its startup timeout only starts once it leaves the
 queue; the pending timeout bounds its wait.
+
+A busy worker whose input waits on nested calls may be ``lent`` (``lend``/``rejoin``): it
+keeps its state but counts out of its pool's ``max_containers`` and the total cap, and is
+sent nothing, until it rejoins.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class WorkerState:
     waiting_reason: str | None = None  # while waiting: the scheduler's ("Resources", ...)
     registered_at: float | None = None
     last_seen: float = 0.0
+    ponged_at: float | None = None  # when we last answered its heartbeat
     idle_since: float | None = None
     want: int = 0  # inputs the worker asked for and has not been sent
     pid: int | None = None
@@ -66,15 +71,31 @@ class WorkerState:
     # (call id, index, attempt) -> when first said (by our clock)
     reported_running: dict[tuple[str, int, int], float] = field(default_factory=dict)
     killed_by_us: str | None = None  # why the control plane killed it, if it did
+    lent: bool = False  # its input waits on nested calls: it lent its slot
 
     def view(self) -> WorkerView:
         state = "busy" if self.state == "unresponsive" else self.state  # for the autoscaler
+        if self.lent and state != "draining":
+            state = "lent"
         return WorkerView(self.worker_id, state, self.idle_since)
 
     @property
     def serving(self) -> bool:
-        """Registered and not told to stop: it may be sent inputs."""
-        return self.state == "idle" or self.state == "busy"
+        """Registered, not told to stop, not lent: it may be sent inputs."""
+        return (self.state == "idle" or self.state == "busy") and not self.lent
+
+    @property
+    def counted(self) -> bool:
+        """Counts against its pool's ``max_containers`` and the total cap."""
+        return self.state != "draining" and not self.lent
+
+    def lend(self) -> None:
+        """Its input waits on nested calls: it lends its slot."""
+        self.lent = True
+        self.want = 0
+
+    def rejoin(self) -> None:
+        self.lent = False
 
     def queued(self, reason: str | None) -> None:
         """Its launcher says it waits in a scheduler's queue, for ``reason``."""
@@ -241,12 +262,14 @@ class Pool:
         return self.events[-1][1] if self.events else None
 
     def live_workers(self) -> int:
-        """Its workers that count against the total cap (all but those draining)."""
-        return sum(1 for w in self.workers.values() if w.state != "draining")
+        """Its workers that count against the total cap (all but those draining or lent)."""
+        return sum(1 for w in self.workers.values() if w.counted)
 
     def load(self) -> PoolLoad:
         target = self.options.slots_target
-        return PoolLoad(len(self.queue.pending), self.queue.num_running, target)
+        # a lent worker's input waits on others: it needs no worker of its own meanwhile
+        lent = sum(self.queue.running_on(w.worker_id) for w in self.workers.values() if w.lent)
+        return PoolLoad(len(self.queue.pending), self.queue.num_running - lent, target)
 
     def views(self) -> list[WorkerView]:
         return [w.view() for w in self.workers.values()]
@@ -316,6 +339,8 @@ class CallState:
     owner: bytes  # the client socket identity that receives pushed outputs
     function: str = ""  # the pool's name when the call was made (cells rename their pool)
     owner_info: OwnerModel = field(default_factory=unknown_owner)  # who made it
+    parent: tuple[str, int] | None = None  # the input whose code made it, on a worker
+    children: list[str] = field(default_factory=list)  # the calls its inputs made
     total: int | None = None  # known once the caller closed its inputs
     submitted: int = 0
     reported: int = 0
@@ -346,7 +371,13 @@ class CallState:
             "cancelled": self.cancelled,
             "finished": self.finished,
             "owner": dict(self.owner_info),
+            "parent": _input_ref(self.parent),
+            "children": list(self.children),
         }
+
+
+def _input_ref(key: tuple[str, int] | None) -> dict[str, Any] | None:
+    return None if key is None else {"call_id": key[0], "index": key[1]}
 
 
 @dataclass(slots=True)
