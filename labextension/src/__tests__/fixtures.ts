@@ -81,6 +81,8 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     cancelled: false,
     finished: false,
     owner: owner(),
+    parent: null,
+    children: [],
     ...overrides
   };
 }
