@@ -82,6 +82,7 @@ class App:
         nonpreemptible: bool = False,
         restrict_modal_access: bool = False,
         name: str | None = None,
+        slurm: dict[str, Any] | None = None,
         **modal_only: Any,
     ) -> Any:
         """Decorator: run this function on an autoscaled pool of workers.
@@ -92,7 +93,9 @@ class App:
         default 300), the resources ``cpu``, ``memory`` (MiB) and ``gpu`` (``"any"``,
         ``"A100"``, ``"H100:2"`` or a list of fallbacks), and the ``image`` Docker workers
         run in (an ``nbscale.Image``; default: the app's, else ``Image.from_kernel`` with
-        what the function uses). Resources and image apply to Docker workers.
+        what the function uses). Resources and image apply to Docker workers; resources and
+        ``slurm`` (a dict of ``partition``, ``account``, ``qos``, ``time``, ``sbatch_args``,
+        ``drain_seconds``, over the control plane's ``slurm_*`` settings) to Slurm workers.
 
         ``serialized=True`` sends the function by value, as nbscale does for functions of
         notebooks, scripts and (``include_source``) your own modules; ``nonpreemptible``
@@ -109,6 +112,7 @@ class App:
             "cpu": cpu,
             "memory": memory,
             "gpu": gpu,
+            "slurm": slurm,
         }
         check_image(image)
         for flag, value in (

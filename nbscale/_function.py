@@ -44,7 +44,7 @@ class FunctionStats:
     """A snapshot of a function's pool, as ``Function.get_current_stats()`` returns it."""
 
     backlog: int  # inputs waiting for a worker
-    num_total_runners: int  # containers (workers) starting or running
+    num_total_runners: int  # containers (workers) waiting for resources, starting or running
     num_running_inputs: int
     input_headroom: int  # free input slots on running workers
     containers: dict[str, int] = field(default_factory=dict)  # by state

@@ -18,7 +18,7 @@ from engine_leftovers import left_on_engine
 import nbscale
 
 # jp_fetch, jp_ws_fetch, jp_serverapp, ... for the Jupyter server extension's tests
-pytest_plugins = ("pytest_jupyter.jupyter_server",)
+pytest_plugins = ("pytest_jupyter.jupyter_server", "slurm_cluster")  # slurm_*: Slurm suites
 
 
 def load_gen_contracts() -> ModuleType:

@@ -49,8 +49,9 @@ READY = dataclasses.replace(
 )
 
 
-def test_process_is_chosen_without_asking_docker():
+def test_process_and_slurm_are_chosen_without_asking_docker():
     assert choose_launcher("process", None) == LauncherChoice("process", "launcher=process")
+    assert choose_launcher("slurm", None) == LauncherChoice("slurm", "launcher=slurm")
     with pytest.raises(LaunchFailed, match="unknown launcher 'podman': choose one of auto"):
         choose_launcher("podman", None)
 

@@ -64,7 +64,7 @@ export type ApiModel =
   | IMapState
   | IError;
 export type ContainerState =
-  'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
+  'waiting' | 'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
@@ -73,6 +73,7 @@ export type EventType =
   | 'pool-updated'
   | 'pool-stopped'
   | 'container-starting'
+  | 'container-waiting'
   | 'container-started'
   | 'container-stopping'
   | 'container-stopped'
@@ -108,13 +109,13 @@ export interface IPool {
   function_id: string;
   settings: IAutoscalerSettings;
   /**
-   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...), and how many workers wait for resources, with the scheduler's reasons ("; 1 waiting for resources (reason: Resources)")
    */
   status: string;
   backlog: number;
   num_running_inputs: number;
   /**
-   * workers starting or running (draining ones excluded)
+   * workers waiting, starting or running (not draining ones)
    */
   num_total_runners: number;
   /**
@@ -180,7 +181,11 @@ export interface IAutoscalerSettings {
 }
 export interface IContainersByState {
   /**
-   * launched, not registered yet
+   * queued by a scheduler (a pending Slurm job): waiting for resources
+   */
+  waiting: number;
+  /**
+   * launched (running, for a Slurm job), not registered yet
    */
   starting: number;
   idle: number;
@@ -214,6 +219,10 @@ export interface IContainer {
    */
   image: string | null;
   state: ContainerState;
+  /**
+   * while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
+   */
+  waiting_reason: string | null;
   /**
    * the worker's process id where it runs (in its container), once registered
    */
@@ -280,6 +289,7 @@ export interface IGpuSample {
 export interface ICapHolder {
   pool_id: string;
   function: string;
+  waiting: number;
   starting: number;
   idle: number;
   busy: number;
@@ -391,7 +401,7 @@ export interface IChangeEvent {
  */
 export interface IStatus {
   version: string;
-  launcher: 'process' | 'docker';
+  launcher: 'process' | 'docker' | 'slurm';
   launcher_reason: string;
 }
 /**

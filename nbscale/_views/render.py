@@ -40,10 +40,13 @@ def _rate(per_second: float) -> str:
     return f"{per_second:,.0f}/s" if per_second >= 100 else f"{per_second:.3g}/s"
 
 
+_WORKER_KINDS = {"docker": "Docker containers", "slurm": "Slurm jobs"}
+
+
 def workers_text(info: Mapping[str, Any]) -> str:
     """``local processes (no Docker engine answers at ...)``: what runs the workers of a
     control plane, and why, from its connection info (as ``nbscale.status()`` gives it)."""
-    kind = "Docker containers" if info.get("launcher") == "docker" else "local processes"
+    kind = _WORKER_KINDS.get(str(info.get("launcher")), "local processes")
     reason = info.get("launcher_reason")
     return f"{kind} ({reason})" if reason else kind
 
@@ -99,16 +102,21 @@ def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
 
 
 def by_state(c: ContainersByState) -> str:
-    """``1 starting, 3 busy, 0 idle`` (and how many are unresponsive, when some are)."""
+    """``1 starting, 3 busy, 0 idle`` (how many wait for resources in a scheduler's queue
+    first, and how many are unresponsive last, when some are)."""
     text = f"{c['starting']} starting, {c['busy']} busy, {c['idle']} idle"
+    waiting = c.get("waiting", 0)
+    if waiting:
+        text = f"{waiting} waiting for resources, {text}"
     unresponsive = c.get("unresponsive", 0)
     return f"{text}, {unresponsive} unresponsive" if unresponsive else text
 
 
 def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
-    """``pool: 4 containers (1 starting, 3 busy, 0 idle) · GPUs: ... · throttled by ...``,
-    then what the autoscaler is doing, then ``workers`` (what runs them and why) when given.
-    The pool's backlog is not repeated: the map's own counts say what of it is the map's."""
+    """``pool: 4 containers (1 starting, 3 busy, 0 idle) · 12 waiting · GPUs: ... ·
+    throttled by ...``, then what the autoscaler is doing (and why workers wait for
+    resources), then ``workers`` (what runs them and why) when given. The pool's backlog is
+    not repeated: the map's own counts say what of it is the map's."""
     parts = []
     if pool is not None:
         parts.append(

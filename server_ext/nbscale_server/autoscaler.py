@@ -7,7 +7,10 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   workers; without load it wants ``min_containers`` (scale to zero by default).
 - Never more than ``max_containers`` (nor the control plane's total cap), never fewer than
   ``min_containers``.
-- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds.
+- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds, except
+  those still waiting in a scheduler's queue (Slurm's), which a pool that wants fewer stops
+  at once: they are not warm, and would only start later to do nothing. Waiting workers
+  count as launched (no second job is submitted for the same work), never as serving.
 - After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
   say why in :attr:`AutoscalerCore.status`. Failures that will happen again (the launcher
   refuses, the worker exits with an error before registering) fail the pool's waiting
@@ -76,8 +79,9 @@ class WorkerView:
     """What the autoscaler needs to know of one worker."""
 
     worker_id: str
-    # "starting" | "idle" | "busy" | "draining" (an unresponsive worker is busy) | "lent"
-    # (busy, its input waiting on nested calls: it counts against no limit)
+    # "waiting" (in a scheduler's queue) | "starting" | "idle" | "busy" | "draining" (an
+    # unresponsive worker is busy) | "lent" (busy, its input waiting on nested calls: it
+    # counts against no limit)
     state: str
     idle_since: float | None = None  # when it became idle, for the scaledown window
 
@@ -98,14 +102,16 @@ class CapHolder:
     starting: int
     idle: int
     busy: int
+    waiting: int = 0  # queued by a scheduler
 
     @property
     def workers(self) -> int:
-        return self.starting + self.idle + self.busy
+        return self.waiting + self.starting + self.idle + self.busy
 
     def describe(self) -> str:
         """``evaluate_model 3 busy, 1 idle``"""
         counts = [(self.busy, "busy"), (self.idle, "idle"), (self.starting, "starting")]
+        counts.append((self.waiting, "waiting"))
         return self.function + " " + ", ".join(f"{n} {what}" for n, what in counts if n)
 
 
@@ -170,6 +176,12 @@ class AutoscalerCore:
         if mx is not None and len(live) > mx:
             return [self._drain_to(mx, live)]
         if len(live) > want:
+            # The latest launched first: the earlier ones are further ahead in the queue.
+            queued = [w for w in live if w.state == "waiting"][::-1][: len(live) - want]
+            if queued:
+                self.status = f"scaling down to {len(live) - len(queued)}"
+                ids = tuple(w.worker_id for w in queued)
+                return [StopWorkers(ids, "no longer needed while waiting for resources")]
             window = self.settings.scaledown_window
             expired = sorted(
                 (
@@ -194,10 +206,10 @@ class AutoscalerCore:
         return []
 
     def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:
-        """Above ``max_containers`` (it was lowered): stop the surplus now, those starting
-        first, then the idle (longest idle first), then busy ones, which finish their
-        current input before they stop."""
-        rank = {"starting": 0, "idle": 1, "busy": 2}
+        """Above ``max_containers`` (it was lowered): stop the surplus now, those waiting in
+        a queue first, then those starting, then the idle (longest idle first), then busy
+        ones, which finish their current input before they stop."""
+        rank = {"waiting": 0, "starting": 1, "idle": 2, "busy": 3}
         order = sorted(live, key=lambda w: (rank.get(w.state, 1), w.idle_since or 0.0))
         self.status = f"draining to {mx} (max_containers)"
         surplus = tuple(w.worker_id for w in order[: len(live) - mx])
@@ -240,7 +252,8 @@ class AutoscalerCore:
     ) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds.
         ``transient``: it may well work next time (``losses.launch_failure_is_transient``).
-        ``lasting``: trying again cannot help (no GPU on this host): out of launches at once."""
+        ``lasting``: trying again cannot help soon (no GPU on this host; a worker that waited
+        out its pending timeout in a queue): out of launches at once."""
         self._failures += 1
         self._recurring += not transient
         if lasting:

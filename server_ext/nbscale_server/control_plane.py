@@ -40,10 +40,12 @@ from .channel import Channel, unbounded
 from .delivery import Delivery
 from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
+from .launchers.slurm_job import SlurmOptions
 from .liveness import Liveness
 from .nesting import Nesting, nested_worker_id
 from .outbox import Deliver, Outbox
 from .pool import Records
+from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
 from .security import WorkerAllowList, private_dir
 from .settings import ControlPlaneConfig
 from .stream_channel import StreamChannel
@@ -69,16 +71,24 @@ class ControlPlane:
         self.ctx = ctx or zmq.Context()
         self.dir = private_dir()
         cfg = self.config
-        if launcher is not None:
-            choice = LauncherChoice(launcher.name, "given to the control plane")
-        else:
-            try:  # decided once, here: auto probes Docker (launchers/selection.py)
+        try:
+            # An address the operator chose is checked before anything starts.
+            self._address = self._configured_address()
+            if launcher is not None:
+                choice = LauncherChoice(launcher.name, "given to the control plane")
+            else:  # decided once, here: auto probes Docker (launchers/selection.py)
                 launcher, choice = start_launcher(
-                    cfg.launcher, self.dir, cfg.python, cfg.docker_network, cfg.base_image
+                    cfg.launcher,
+                    self.dir,
+                    cfg.python,
+                    cfg.docker_network,
+                    cfg.base_image,
+                    slurm=self._slurm_options(),
+                    shared_dir=cfg.shared_dir,
                 )
-            except LaunchFailed:
-                shutil.rmtree(self.dir, ignore_errors=True)
-                raise
+        except LaunchFailed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.launcher = launcher
         self.launcher_choice = choice
         self.clock = clock
@@ -124,6 +134,28 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
 
+    def _configured_address(self) -> str | None:
+        """The numeric address workers dial that the ``worker_address`` setting (or its
+        deprecated name ``bind_host``) names; None when unset."""
+        cfg = self.config
+        if cfg.bind_host and not cfg.worker_address:
+            log.warning("the bind_host setting is deprecated: call it worker_address")
+        address = cfg.worker_address or cfg.bind_host
+        if not address:
+            return None
+        try:
+            return resolve_worker_address(address, cfg.allow_all_interfaces)
+        except WorkerAddressError as exc:
+            raise LaunchFailed(str(exc)) from None
+
+    def _slurm_options(self) -> SlurmOptions | None:
+        if self.config.launcher != "slurm":
+            return None
+        try:
+            return SlurmOptions.from_settings(self.config)
+        except ValueError as exc:
+            raise LaunchFailed(f"bad Slurm setting: {exc}") from None
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -131,20 +163,20 @@ class ControlPlane:
         client_sock = unbounded(self.ctx.socket(zmq.ROUTER))
         self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
         client_sock.bind(self.client_endpoint)
-        # Containers cannot share our private directory: their launcher names the address
-        # they reach us at (a bridge gateway or loopback), always with CurveZMQ.
-        bind_host = self.launcher.worker_bind_host()
+        # Containers and Slurm jobs cannot share our private directory: they dial the
+        # address the operator chose, else their launcher's (a bridge gateway, loopback),
+        # always with CurveZMQ.
+        launcher_address = self.launcher.worker_bind_host()
         on_worker = self.receive_from_worker
-        if cfg.worker_transport == "tcp" or bind_host is not None:
-            bind_host = bind_host or cfg.bind_host
+        if cfg.worker_transport == "tcp" or launcher_address is not None:
+            address = self._address or launcher_address or LOOPBACK
             keys = self.fleet.server_keys
             self.fleet.allow_list = WorkerAllowList(self.ctx)
             worker_sock = unbounded(self.ctx.socket(zmq.ROUTER))
             worker_sock.curve_server = True
             worker_sock.curve_secretkey = keys.secret.encode()
             worker_sock.curve_publickey = keys.public.encode()
-            port = worker_sock.bind_to_random_port(f"tcp://{bind_host}")
-            self.worker_endpoint = f"tcp://{bind_host}:{port}"
+            self.worker_endpoint = bind_worker_socket(worker_sock, address)
             self.workers_channel = Channel(worker_sock, on_worker)
         else:  # a Unix socket in the private directory: half the thread wake-ups of ZeroMQ
             path = os.path.join(self.dir, "workers")

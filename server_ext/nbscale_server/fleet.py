@@ -2,8 +2,10 @@
 
 It launches workers when a pool's autoscaler says so (within the total cap, reclaiming idle
 workers of other pools when the cap holds a pool back), gives each a register (the file
-where it says which inputs it runs), registers them (checking that they can run their
-callers' pickles), stops and kills them, and forgets them once they exit. The decisions
+where it says which inputs it runs), follows those that wait in a scheduler's queue
+(Slurm's: "waiting for resources", with its reason, until they run or their pending timeout
+ends the wait), registers them (checking that they can run their callers' pickles), stops
+and kills them, and forgets them once they exit. The decisions
 themselves are the pure cores' (``AutoscalerCore``, ``reclaim``, ``incompatibilities``);
 this room carries them out with the launcher. What happens when a worker dies or goes
 silent is ``Liveness``'s.
@@ -134,13 +136,14 @@ class Fleet:
         """Every pool's workers that count against the total cap, the largest share first."""
         holders = []
         for p in self.records.pools.values():
-            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0, "lent": 0}
+            count = dict.fromkeys(("waiting", "starting", "idle", "busy", "draining", "lent"), 0)
             for w in p.workers.values():
                 count[w.view().state] += 1
-            if count["starting"] + count["idle"] + count["busy"]:
-                holders.append(
-                    CapHolder(p.pool_id, p.name, count["starting"], count["idle"], count["busy"])
-                )
+            holder = CapHolder(
+                p.pool_id, p.name, count["starting"], count["idle"], count["busy"], count["waiting"]
+            )
+            if holder.workers:
+                holders.append(holder)
         return tuple(sorted(holders, key=lambda h: -h.workers))
 
     # --- launching and stopping ---------------------------------------------------------
@@ -154,7 +157,9 @@ class Fleet:
             "parent_pid": os.getpid() if self.launcher.name == "process" else None,
             "heartbeat_interval": self.config.heartbeat_interval,
         }
-        register_path = os.path.join(self.dir, f"{worker_id}.register")
+        # Remote workers read their files from a directory their hosts share (the launcher's).
+        files_dir = self.launcher.worker_config_dir() or self.dir
+        register_path = os.path.join(files_dir, f"{worker_id}.register")
         in_worker = self.launcher.register_in_worker(register_path)
         if in_worker is not None:
             register.create(register_path, pool.slots)
@@ -169,10 +174,10 @@ class Fleet:
                 secret_key=keys.secret,
             )
             self.allow_list.allow(keys.public)
-        config_path = os.path.join(self.dir, f"{worker_id}.json")
+        config_path = os.path.join(files_dir, f"{worker_id}.json")
         write_secret_json(config_path, config)
         shared = register_path if in_worker is not None else None
-        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared)
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared, pool.name)
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:
@@ -187,6 +192,7 @@ class Fleet:
         pool.workers[worker_id] = w
         self.records.workers[worker_id] = w
         self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
+        self.follow_queue(w, now)
         return True
 
     def launch_failed(
@@ -200,6 +206,7 @@ class Fleet:
         log.warning("%s: %s", pool.name, autoscaler.status)
         pool.note(autoscaler.status, time.time())
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
+        # Waiting workers serve nothing: they do not keep a pool from being broken.
         serving = any(w.serving for w in pool.workers.values())
         if autoscaler.out_of_launches and not serving:
             message = (
@@ -256,6 +263,7 @@ class Fleet:
         self, w: WorkerState, msg: protocol.Register, payload: list[Any], now: float
     ) -> None:
         pool = self.records.pools[w.pool_id]
+        self._started(w, now)
         w.registered(now, msg.pid, msg.python, msg.gpus)
         pool.autoscaler.reset_launch_failures()
         self.outbox.emit("container-started", pool.pool_id, container_id=w.worker_id)
@@ -330,6 +338,45 @@ class Fleet:
         )
         if pool.enter_failures >= MAX_ENTER_FAILURES:
             self.delivery.break_pool(pool, STATUS_ENTER_FAILED, record)
+
+    # --- waiting in a scheduler's queue -------------------------------------------------
+
+    def follow_queue(self, w: WorkerState, now: float) -> None:
+        """Until it registers: whether it waits in a scheduler's queue (and why), or runs.
+        The launcher answers from what it last heard (Slurm's: a poll of its own thread)."""
+        if w.registered_at is not None or w.state not in ("waiting", "starting"):
+            return
+        status = self.launcher.worker_status(w.handle)
+        if status.phase == "pending":
+            if w.state != "waiting" or w.waiting_reason != status.reason:
+                w.queued(status.reason)
+                self.outbox.emit("container-waiting", w.pool_id, container_id=w.worker_id)
+        else:
+            self._started(w, now)
+
+    def _started(self, w: WorkerState, now: float) -> None:
+        """It runs (its launcher says so, or it registered before the launcher noticed)."""
+        if w.state == "waiting":
+            if w.waiting_reason:  # a wait the scheduler explained, not a job's first moment
+                waited = f"{now - w.launched_at:.0f} s waiting ({w.waiting_reason})"
+                note = f"worker {w.worker_id} started after {waited}"
+                self.records.pools[w.pool_id].note(note, time.time())
+            self.outbox.emit("container-starting", w.pool_id, container_id=w.worker_id)
+        w.started(now)
+
+    def pending_timeout(self, w: WorkerState, now: float) -> None:
+        """A worker waited ``pending_timeout`` in the queue: cancel it, and count it as a
+        launch failure that fails the pool's waiting inputs (unless others serve them)."""
+        pool = self.records.pools[w.pool_id]
+        timeout = self.config.pending_timeout
+        why = f"the scheduler's reason: {w.waiting_reason}" if w.waiting_reason else "no reason"
+        reason = (
+            f"worker {w.worker_id} waited {timeout:g} s for resources without starting "
+            f"({why}); it was cancelled (pending_timeout)"
+        )
+        log.warning("%s: %s", pool.name, reason)
+        self.stop_worker(w, graceful=False)  # draining: its exit is no second failure
+        self.launch_failed(pool, reason, now, transient=False, lasting=True)
 
     # --- exits -------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class StatusModel(TypedDict):
     base image nbscale/base:bookworm: run `nbscale images base`")."""
 
     version: str
-    launcher: Literal["process", "docker"]
+    launcher: Literal["process", "docker", "slurm"]
     launcher_reason: str
 
 
@@ -69,7 +69,8 @@ class AutoscalerChanges(TypedDict, total=False):
 
 
 class ContainersByState(TypedDict):
-    starting: int  # launched, not registered yet
+    waiting: int  # queued by a scheduler (a pending Slurm job): waiting for resources
+    starting: int  # launched (running, for a Slurm job), not registered yet
     idle: int
     busy: int  # running at least one input
     # alive, running an input, but silent past the heartbeat timeout (user code holding the
@@ -83,7 +84,7 @@ class InputRefModel(TypedDict):
     index: int
 
 
-ContainerState = Literal["starting", "idle", "busy", "unresponsive", "draining"]
+ContainerState = Literal["waiting", "starting", "idle", "busy", "unresponsive", "draining"]
 
 
 class GpuModel(TypedDict, total=False):
@@ -120,6 +121,8 @@ class ContainerModel(TypedDict):
     name: str | None
     image: str | None  # the image a container runs; None for a local process
     state: ContainerState
+    # while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
+    waiting_reason: str | None
     pid: int | None  # the worker's process id where it runs (in its container), once registered
     uptime: float  # seconds since launch
     running_inputs: int
@@ -133,6 +136,7 @@ class CapHolderModel(TypedDict):
 
     pool_id: str
     function: str
+    waiting: int
     starting: int
     idle: int
     busy: int
@@ -155,10 +159,13 @@ class PoolModel(TypedDict):
     function: str  # the function's name
     function_id: str  # the hash of its pickled definition
     settings: AutoscalerSettingsModel
-    status: str  # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+    # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...), and how many
+    # workers wait for resources, with the scheduler's reasons ("; 1 waiting for resources
+    # (reason: Resources)")
+    status: str
     backlog: int
     num_running_inputs: int
-    num_total_runners: int  # workers starting or running (draining ones excluded)
+    num_total_runners: int  # workers waiting, starting or running (not draining ones)
     input_headroom: int  # free input slots on running workers
     containers: ContainersByState
     done: int  # inputs finished successfully, since the pool was created
@@ -264,6 +271,7 @@ EventType = Literal[
     "pool-updated",
     "pool-stopped",
     "container-starting",
+    "container-waiting",
     "container-started",
     "container-stopping",
     "container-stopped",

@@ -3,10 +3,15 @@
 A worker's states and the events that move it between them are here, as methods of
 ``WorkerState``; the rooms of the control plane call them and never set ``state`` by hand:
 
+    waiting <--queued / left the queue--> starting   (a scheduler's queue: Slurm's)
     starting --registered--> idle <--took inputs / settled--> busy
     busy     --silent------> unresponsive (alive, running an input, saying nothing: user code
                              holding the GIL) --heard from--> busy
     any      --drain-------> draining (told to stop, or said goodbye) --exit--> gone
+
+A waiting worker was launched (the autoscaler counts it, and so does the total cap) but
+runs nowhere yet: it serves nothing, and its startup timeout only starts once it leaves the
+queue; the pending timeout bounds its wait.
 
 A busy worker whose input waits on nested calls may be ``lent`` (``lend``/``rejoin``): it
 keeps its state but counts out of its pool's ``max_containers`` and the total cap, and is
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +53,9 @@ class WorkerState:
     public_key: str | None
     config_path: str
     launched_at: float
-    state: str = "starting"  # starting | idle | busy | unresponsive | draining
+    state: str = "starting"  # waiting | starting | idle | busy | unresponsive | draining
+    started_at: float | None = None  # when it began to run (left the queue); startup counts
+    waiting_reason: str | None = None  # while waiting: the scheduler's ("Resources", ...)
     registered_at: float | None = None
     last_seen: float = 0.0
     ponged_at: float | None = None  # when we last answered its heartbeat
@@ -89,6 +97,18 @@ class WorkerState:
     def rejoin(self) -> None:
         self.lent = False
 
+    def queued(self, reason: str | None) -> None:
+        """Its launcher says it waits in a scheduler's queue, for ``reason``."""
+        if self.registered_at is None and self.state in ("starting", "waiting"):
+            self.state, self.started_at, self.waiting_reason = "waiting", None, reason
+
+    def started(self, now: float) -> None:
+        """It began to run: the startup timeout counts from now."""
+        if self.state == "waiting":
+            self.state, self.waiting_reason = "starting", None
+        if self.started_at is None:
+            self.started_at = now
+
     def registered(self, now: float, pid: int, python: str, gpus: list[dict[str, Any]]) -> None:
         self.registered_at = now
         self.pid, self.python, self.gpus = pid, python, gpus
@@ -125,14 +145,20 @@ class WorkerState:
         self.want = 0
 
     def overdue(self, now: float, startup_timeout: float, stop_grace: float) -> str | None:
-        """Why it must be killed now, if it must: it never registered, or outstayed its
-        stop. (A silent worker is judged by what it runs: ``Liveness``.)"""
+        """Why it must be killed now, if it must: it never registered once running, or
+        outstayed its stop. (A silent worker is judged by what it runs: ``Liveness``;
+        waiting in a queue is bounded by ``waited_too_long``.)"""
+        started = self.started_at
         starting = self.registered_at is None and self.state != "draining"
-        if starting and now - self.launched_at > startup_timeout:
+        if starting and started is not None and now - started > startup_timeout:
             return f"did not register within {startup_timeout:g} s"
         if self.state == "draining" and now - self.last_seen > stop_grace:
             return f"did not stop within {stop_grace:g} s"
         return None
+
+    def waited_too_long(self, now: float, pending_timeout: float) -> bool:
+        """Still queued ``pending_timeout`` seconds after its launch."""
+        return self.state == "waiting" and now - self.launched_at > pending_timeout
 
     def as_dict(self, now: float, running: list[tuple[str, int]]) -> dict[str, Any]:
         """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
@@ -141,6 +167,7 @@ class WorkerState:
             "name": self.handle.name,
             "image": self.handle.image,
             "state": self.state,
+            "waiting_reason": self.waiting_reason,
             "pid": self.pid,
             "uptime": round(now - self.launched_at, 3),
             "running_inputs": len(running),
@@ -249,16 +276,20 @@ class Pool:
         return [w.view() for w in self.workers.values()]
 
     def stats(self, now: float) -> dict[str, Any]:
-        by_state = {"starting": 0, "idle": 0, "busy": 0, "unresponsive": 0, "draining": 0}
+        by_state = dict.fromkeys(
+            ("waiting", "starting", "idle", "busy", "unresponsive", "draining"), 0
+        )
         for w in self.workers.values():
             by_state[w.state] += 1
         live = by_state["idle"] + by_state["busy"] + by_state["unresponsive"]
+        status = self.autoscaler.status
+        waiting = waiting_note(self.workers.values())
         return {
             "id": self.pool_id,
             "function": self.name,
             "function_id": self.function_id,
             "settings": self.autoscaler.settings.as_dict(),
-            "status": self.autoscaler.status,
+            "status": f"{status}; {waiting}" if waiting else status,
             "backlog": self.queue.num_pending,
             "num_running_inputs": self.queue.num_running,
             "num_total_runners": len(self.workers) - by_state["draining"],
@@ -278,6 +309,7 @@ class Pool:
                 {
                     "pool_id": h.pool_id,
                     "function": h.function,
+                    "waiting": h.waiting,
                     "starting": h.starting,
                     "idle": h.idle,
                     "busy": h.busy,
@@ -287,6 +319,17 @@ class Pool:
             "events": [{"time": at, "message": message} for at, message in self.events],
             "owner": dict(self.owner),
         }
+
+
+def waiting_note(workers: Iterable[WorkerState]) -> str | None:
+    """``2 waiting for resources (reason: Resources)`` for a pool's workers queued by a
+    scheduler, with its reasons; None when none waits."""
+    waiting = [w for w in workers if w.state == "waiting"]
+    if not waiting:
+        return None
+    reasons = list(dict.fromkeys(w.waiting_reason for w in waiting if w.waiting_reason))
+    said = f" (reason{'s' if len(reasons) > 1 else ''}: {', '.join(reasons)})" if reasons else ""
+    return f"{len(waiting)} waiting for resources{said}"
 
 
 @dataclass(slots=True)

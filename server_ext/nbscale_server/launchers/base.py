@@ -2,14 +2,19 @@
 
 A launcher only moves processes or containers; when to start or stop one is the autoscaler's
 decision. A restarted control plane finds the workers a previous one left through the
-launcher itself (Docker labels), not through saved handles.
+launcher itself (Docker labels, Slurm job comments), not through saved handles.
+
+Launchers whose workers wait in a scheduler's queue (Slurm) say so through
+:meth:`Launcher.worker_status` ("pending", with the scheduler's reason), and say which exits
+the infrastructure caused (:meth:`Launcher.exit_cause`, as Docker does); the defaults suit
+launchers whose workers start at once.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..options import FunctionOptions
 
@@ -23,6 +28,7 @@ class WorkerSpec:
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
     options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
     register_path: str | None = None  # its register file, for launchers that share it
+    pool_name: str = ""  # the function's name, for names people read (Slurm's job name)
 
 
 @dataclass(slots=True)
@@ -43,6 +49,17 @@ class LogChunk:
     text: str  # whole lines
     cursor: int | None  # pass back as ``after`` for the lines that follow; None: cannot follow
     skipped: bool = False  # more lines came after ``after`` than were returned: the oldest left out
+
+
+WorkerPhase = Literal["pending", "running", "exited"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """Where a launched worker is, as its launcher knows it."""
+
+    phase: WorkerPhase  # pending: queued by a scheduler, waiting for resources (not failing)
+    reason: str | None = None  # the scheduler's word for why it waits: "Resources", "Priority"
 
 
 class Launcher(abc.ABC):
@@ -78,11 +95,18 @@ class Launcher(abc.ABC):
         the exit code says."""
         return None
 
+    def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
+        """Whether the worker waits in a scheduler's queue, runs, or has exited. The
+        default suits launchers whose workers start at once: running until it has an exit
+        code."""
+        return WorkerStatus("exited" if self.exit_code(handle) is not None else "running")
+
     def exit_cause(self, handle: WorkerHandle) -> str | None:
         """Whose fault an exited worker's end was, when the launcher knows: ``losses.USER``
-        (it ran out of memory), ``losses.INFRASTRUCTURE`` (removed by someone else, lost
-        with its engine, preempted or cancelled by a scheduler); None: judge by the signal
-        that ended it (``losses.cause_of_loss``)."""
+        (it ran out of memory, its job failed), ``losses.INFRASTRUCTURE`` (removed by
+        someone else, lost with its engine or node, preempted, cancelled by a scheduler or an
+        admin, past its walltime); None: judge by the signal that ended it
+        (``losses.cause_of_loss``)."""
         return None
 
     def exit_signal(self, handle: WorkerHandle) -> int | None:
@@ -96,10 +120,17 @@ class Launcher(abc.ABC):
         tells its starts through its messages)."""
         return path
 
+    def worker_config_dir(self) -> str | None:
+        """The directory worker config and register files must be written to for this
+        launcher's workers to read them (one the cluster's nodes share), or None: the
+        control plane's private directory."""
+        return None
+
     def worker_bind_host(self) -> str | None:
-        """The address the control plane must bind its worker socket to (over TCP, with
-        CurveZMQ) for this launcher's workers to reach it, or None when they share this
-        machine's file system and ``ipc://`` works."""
+        """The address the control plane binds its worker socket to (over TCP, with
+        CurveZMQ) for this launcher's workers to reach it, unless the ``worker_address``
+        setting names one; None when they share this machine's file system and ``ipc://``
+        works."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

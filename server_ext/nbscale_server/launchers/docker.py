@@ -23,18 +23,16 @@ import contextlib
 import functools
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
 from ..losses import INFRASTRUCTURE, USER
 from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
+from .daemon_threads import DaemonThreads
 from .docker_engine import (
     LABEL_GPUS,
     LABEL_POOL,
@@ -85,40 +83,6 @@ class Container:
     exit: ContainerExit | None = None
     exited: threading.Event = field(default_factory=threading.Event)
     signalled: str | None = None  # the last signal sent, so repeated stops send nothing
-
-
-class _Threads:
-    """A few daemon threads running Docker calls. Not a ThreadPoolExecutor: it refuses work
-    once the interpreter is exiting, which is exactly when containers must still be
-    stopped."""
-
-    def __init__(self, count: int) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
-        self._queue = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"nbscale-docker-{i}", daemon=True)
-            for i in range(count)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._queue.put((fn, future))
-        return future
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            fn, future = job
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                log.debug("docker call failed", exc_info=True)
-                future.set_exception(exc)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
 
 
 def container_user() -> str:
@@ -230,7 +194,7 @@ class DockerLauncher(Launcher):
         else:
             self.network = f"nbscale-{self.server_id}"
             self.network_id, self.bind_host = create_network(self.api, self.network, self.labels)
-        self._threads = _Threads(_THREADS)
+        self._threads = DaemonThreads(_THREADS, "nbscale-docker")
         self._events: Any = None
         self._watcher = threading.Thread(target=self._watch, name="nbscale-docker-events")
         self._watcher.daemon = True

@@ -16,9 +16,8 @@ import os
 import socket
 from typing import Any
 
-import psutil
-
 from .base import LaunchFailed
+from .owner import owner_alive, owner_tag
 
 log = logging.getLogger("nbscale.docker")
 
@@ -128,22 +127,7 @@ def unreachable_message(problem: BaseException | str) -> str:
 
 def owner_labels(server_id: str) -> dict[str, str]:
     """The labels that tie a container or network to this control plane process."""
-    me = psutil.Process()
-    return {
-        LABEL_SERVER: server_id,
-        LABEL_HOST: socket.gethostname(),
-        LABEL_OWNER: f"{me.pid}:{me.create_time():.2f}",
-    }
-
-
-def owner_alive(owner: str | None) -> bool:
-    """Whether the process named by an ``nbscale.owner`` label ("pid:start time") runs."""
-    try:
-        pid_text, started_text = (owner or "").split(":")
-        pid, started = int(pid_text), float(started_text)
-        return abs(psutil.Process(pid).create_time() - started) < 0.5
-    except (ValueError, psutil.Error):
-        return False
+    return {LABEL_SERVER: server_id, LABEL_HOST: socket.gethostname(), LABEL_OWNER: owner_tag()}
 
 
 def reap_orphans(api: Any) -> int:
