@@ -124,7 +124,7 @@ def test_cpu_and_memory_are_requests_and_limits():
 def test_gpu_fallbacks_become_node_affinity_in_order_with_a_toleration():
     pod = _pool_manifests("gpu-fallbacks")[0]
     spec = pod["spec"]
-    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     affinity = spec["affinity"]["nodeAffinity"]
     (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     allowed = term["matchExpressions"][0]["values"]

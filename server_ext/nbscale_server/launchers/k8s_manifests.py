@@ -134,7 +134,7 @@ def _resources(options: FunctionOptions, gpus: int) -> dict[str, Any]:
     if options.memory:
         requests["memory"] = limits["memory"] = f"{options.memory}Mi"
     if gpus:
-        limits[GPU_RESOURCE] = gpus  # extended resources: the request is the limit
+        limits[GPU_RESOURCE] = str(gpus)  # extended resources: the request is the limit
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests
