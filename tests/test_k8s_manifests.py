@@ -193,3 +193,28 @@ def test_settings_are_read_once_with_clear_errors():
         parse_service_address("nbscale.ml.svc")
     with pytest.raises(ValueError, match="NAME=PRODUCT"):
         manifests.parse_gpu_products("A100")
+
+
+def test_the_launcher_refuses_to_start_without_a_registry_and_says_why():
+    from nbscale_server.control_plane import ControlPlane
+    from nbscale_server.launchers import LaunchFailed
+    from nbscale_server.settings import ControlPlaneConfig
+
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        with pytest.raises(LaunchFailed, match="needs a registry its nodes pull worker images"):
+            ControlPlane(ControlPlaneConfig(launcher="kubernetes"), ctx=ctx)
+    finally:
+        ctx.term()
+
+
+def test_outside_a_cluster_the_launcher_needs_an_address_pods_reach(monkeypatch):
+    from nbscale_server.launchers import LaunchFailed
+    from nbscale_server.launchers.kubernetes import KubernetesLauncher
+
+    for name in ("KUBERNETES_SERVICE_HOST", "POD_IP", "NBSCALE_POD_IP"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(LaunchFailed, match="set worker_address"):
+        KubernetesLauncher(KubernetesOptions(registry="registry.lab:5000"))
