@@ -42,6 +42,21 @@ NO_ROOM = "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes ar
 NO_GPU = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
 
 
+def _container_status(pod: dict[str, Any], state: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """A containerStatuses entry with the fields the API always sends."""
+    image = pod["spec"]["containers"][0]["image"]
+    return {
+        "name": "worker",
+        "image": image,
+        "imageID": "",
+        "ready": "running" in state,
+        "restartCount": 0,
+        "started": "running" in state,
+        "state": state,
+        **more,
+    }
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -78,7 +93,7 @@ class FakeKubernetes:
         self.containers: dict[str, str] = {}  # pod uid -> container id
         self.no_room = False
         self.quota = False
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every call
+        self.requests: list[tuple[str, str]] = []  # (method, path?query) of every call
         self.dir = tempfile.mkdtemp(prefix="nbscale-fake-k8s-")
         self.closed = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -157,7 +172,7 @@ class FakeKubernetes:
         self.set_status(
             key,
             conditions=[scheduled],
-            containerStatuses=[{"name": "worker", "state": waiting}],
+            containerStatuses=[_container_status(pod, waiting)],
             hostIP="127.0.0.1",
         )
         self._run(key)
@@ -180,7 +195,7 @@ class FakeKubernetes:
         except ImageNotFound:
             message = f"rpc error: pull access denied for {container['image']}"
             state = {"waiting": {"reason": "ErrImagePull", "message": message}}
-            self.set_status(key, containerStatuses=[{"name": "worker", "state": state}])
+            self.set_status(key, containerStatuses=[_container_status(pod, state)])
             return
         binds = self._secret_files(pod, volume)
         security = spec.get("securityContext", {})
@@ -214,7 +229,7 @@ class FakeKubernetes:
             key,
             phase="Running",
             podIP="127.0.0.1",
-            containerStatuses=[{"name": "worker", "state": running, "containerID": created["Id"]}],
+            containerStatuses=[_container_status(pod, running, containerID=created["Id"])],
         )
         while not self.closed:  # the engine's HTTP timeout ends one wait: wait again
             with contextlib.suppress(Exception):
@@ -230,7 +245,7 @@ class FakeKubernetes:
         self.set_status(
             key,
             phase="Succeeded" if code == 0 else "Failed",
-            containerStatuses=[{"name": "worker", "state": terminated}],
+            containerStatuses=[_container_status(pod, terminated)],
         )
 
     def _secret_files(self, pod: dict[str, Any], volume: dict[str, Any]) -> dict[str, Any]:

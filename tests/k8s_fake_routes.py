@@ -22,7 +22,7 @@ class Routes(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         match = self.path_pattern.match(url.path)
-        self.fake.requests.append((self.command, url.path))
+        self.fake.requests.append((self.command, self.path))
         if match is None:
             self._send(404, {"kind": "Status", "code": 404, "message": f"no route {url.path}"})
             return None

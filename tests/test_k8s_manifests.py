@@ -196,11 +196,11 @@ def test_settings_are_read_once_with_clear_errors():
 
 
 def test_the_launcher_refuses_to_start_without_a_registry_and_says_why():
+    import zmq
+
     from nbscale_server.control_plane import ControlPlane
     from nbscale_server.launchers import LaunchFailed
     from nbscale_server.settings import ControlPlaneConfig
-
-    import zmq
 
     ctx = zmq.Context()
     try:

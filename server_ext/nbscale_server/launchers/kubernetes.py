@@ -4,8 +4,8 @@
   daemon thread, never on the control plane's loop, then a Secret with its config file
   (endpoint and keys) owned by the Pod; the kubelet starts the container once the Secret
   exists. Keys are never in the Pod's spec.
-- One watch thread follows the launcher's Pods by label: a list, then a watch from the
-  list's resourceVersion, and a new list when the watch says 410 Gone. ``k8s_state``
+- One watch thread follows the launcher's Pods by label (``k8s_watch.py``: a list, then a
+  watch from the list's resourceVersion, a new list after 410 Gone). ``k8s_state``
   reads each Pod: waiting for resources (unschedulable, with the scheduler's message),
   running, or exited (exit code, OOMKilled, infrastructure losses). An exited Pod's last
   log lines are kept, then the Pod is deleted (its Secret goes with it).
@@ -36,13 +36,13 @@ from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec, Wo
 from .daemon_threads import DaemonThreads
 from .k8s_cluster import KubernetesOptions, api_client, check_reachable, current_namespace, pod_ip
 from .k8s_state import EXIT_LOST, EXIT_NOT_STARTED, PodEnd, PodView, quota_message, vanished, view
+from .k8s_watch import PodWatch, api_error, api_json
 from .logs import follow_stamped
 from .owner import owner_alive, owner_tag
 
 log = logging.getLogger("nbscale.kubernetes")
 
 _THREADS = 8  # API calls in parallel
-_WATCH_SECONDS = 60  # one watch request's length before it is renewed from its resourceVersion
 _LOGS_KEPT = 200  # lines of an exited worker's output kept after its Pod is deleted
 _CLOSE_WAIT = 30.0  # seconds close() waits for its Pods to be gone
 
@@ -63,14 +63,6 @@ class WorkerPod:
     ended: threading.Event = field(default_factory=threading.Event)
     deleting: str | None = None  # "graceful" or "force": the last stop asked for
     finishing: bool = False
-
-
-def _api_error(exc: Any) -> str:
-    """An ApiException's message in one line (the API's own words when it sent JSON)."""
-    body = getattr(exc, "body", None) or ""
-    with contextlib.suppress(ValueError, TypeError):
-        return str(json.loads(body).get("message") or body)
-    return str(body or getattr(exc, "reason", None) or exc)
 
 
 class KubernetesLauncher(Launcher):
@@ -101,11 +93,8 @@ class KubernetesLauncher(Launcher):
         self._workers: dict[str, WorkerPod] = {}  # live ones, by worker id
         self._closed = False
         self._threads = DaemonThreads(_THREADS, "nbscale-k8s")
-        self._watch_obj: Any = None
-        self._watching = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="nbscale-k8s-watch", daemon=True)
-        self._watcher.start()
-        self._watching.wait(10.0)
+        self.watch = PodWatch(self.core, self.namespace, self.selector, self._apply, self._listed)
+        self.watch.wait_listed(10.0)
 
     def worker_bind_host(self) -> str | None:
         return pod_ip() or LOOPBACK
@@ -151,12 +140,12 @@ class KubernetesLauncher(Launcher):
         from kubernetes.client.exceptions import ApiException
 
         try:
-            created = self._call(self.core.create_namespaced_pod, self.namespace, pod)
+            created = api_json(self.core.create_namespaced_pod, self.namespace, pod)
             w.uid, w.created_at = created["metadata"]["uid"], time.monotonic()
             secret = manifests.secret(who, config, self.namespace, w.uid or "")
-            self._call(self.core.create_namespaced_secret, self.namespace, secret)
+            api_json(self.core.create_namespaced_secret, self.namespace, secret)
         except ApiException as exc:
-            text = _api_error(exc)
+            text = api_error(exc)
             said = quota_message(exc.status, text) or f"the API refused it: {text}"
             self._record_end(w, PodEnd(EXIT_NOT_STARTED, f"could not start ({said})"))
             if w.uid is not None:  # the Pod exists but its Secret does not: remove it
@@ -168,72 +157,18 @@ class KubernetesLauncher(Launcher):
         if w.deleting is not None and w.end is None:  # stopped while it was being created
             self._delete(w, 0)
 
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """An API call's answer as the API's JSON (not the client's models)."""
-        response = method(*args, _preload_content=False, **kwargs)
-        try:
-            data: dict[str, Any] = json.loads(response.data or b"{}")
-            return data
-        finally:
-            response.release_conn()
-
     # --- what the cluster says ----------------------------------------------------------
 
-    def _watch(self) -> None:
-        """List, then watch from the list's resourceVersion; list again after 410 Gone."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        version: str | None = None
-        while not self._closed:
-            try:
-                if version is None:
-                    version = self._list()
-                self._watching.set()
-                self._watch_obj = watch.Watch()
-                stream = self._watch_obj.stream(
-                    self.core.list_namespaced_pod,
-                    self.namespace,
-                    label_selector=self.selector,
-                    resource_version=version,
-                    timeout_seconds=_WATCH_SECONDS,
-                    allow_watch_bookmarks=True,
-                )
-                for event in stream:
-                    pod = event["raw_object"]
-                    version = pod.get("metadata", {}).get("resourceVersion") or version
-                    if event["type"] != "BOOKMARK":
-                        self._apply(event["type"], pod)
-            except ApiException as exc:
-                if exc.status == 410:  # too old: what happened since is lost, list again
-                    version = None
-                elif not self._closed:
-                    log.warning("watching worker Pods failed: %s", _api_error(exc))
-                    time.sleep(1.0)
-            except Exception:
-                if not self._closed:
-                    log.debug("the Pod watch broke; watching again", exc_info=True)
-                    time.sleep(0.5)
-
-    def _list(self) -> str:
-        """Every Pod of this control plane now; workers whose Pod is missing are gone."""
-        listed_at = time.monotonic()
-        answer = self._call(
-            self.core.list_namespaced_pod, self.namespace, label_selector=self.selector
-        )
-        seen = set()
-        for pod in answer.get("items") or []:
-            seen.add(pod["metadata"]["name"])
-            self._apply("MODIFIED", pod)
+    def _listed(self, names: set[str], started: float) -> None:
+        """After a list: workers whose Pod existed before it and is not in it are gone."""
         with self._lock:
             missing = [
                 w
                 for w in self._workers.values()
-                if w.uid is not None and w.created_at < listed_at and w.name not in seen
+                if w.uid is not None and w.created_at < started and w.name not in names
             ]
         for w in missing:
             self._finish(w, vanished(None, w.deleting is not None), read_logs=False)
-        return str(answer["metadata"]["resourceVersion"])
 
     def _apply(self, kind: str, pod: dict[str, Any]) -> None:
         labels = pod.get("metadata", {}).get("labels") or {}
@@ -353,10 +288,10 @@ class KubernetesLauncher(Launcher):
             (self.core.delete_namespaced_secret, manifests.secret_name(w.worker_id)),
         ):
             try:
-                self._call(method, name, self.namespace, grace_period_seconds=grace)
+                api_json(method, name, self.namespace, grace_period_seconds=grace)
             except ApiException as exc:
                 if exc.status != 404:
-                    log.warning("deleting %s failed: %s", name, _api_error(exc))
+                    log.warning("deleting %s failed: %s", name, api_error(exc))
             except Exception as exc:
                 log.warning("deleting %s failed: %s", name, exc)
                 if w.end is None:
@@ -368,7 +303,7 @@ class KubernetesLauncher(Launcher):
         from kubernetes.client.exceptions import ApiException
 
         try:
-            answer = self._call(
+            answer = api_json(
                 self.core.list_namespaced_pod,
                 self.namespace,
                 label_selector=manifests.all_workers_selector(),
@@ -376,7 +311,7 @@ class KubernetesLauncher(Launcher):
         except ApiException as exc:
             raise LaunchFailed(
                 f"the Kubernetes API refuses to list Pods in namespace {self.namespace!r} "
-                f"({exc.status}: {_api_error(exc)}); apply the Role of `nbscale k8s "
+                f"({exc.status}: {api_error(exc)}); apply the Role of `nbscale k8s "
                 "manifests` to this control plane's service account"
             ) from None
         except Exception as exc:
@@ -390,7 +325,7 @@ class KubernetesLauncher(Launcher):
                 orphans.append(pod["metadata"]["name"])
         for name in orphans:
             with contextlib.suppress(Exception):
-                self._call(
+                api_json(
                     self.core.delete_namespaced_pod, name, self.namespace, grace_period_seconds=0
                 )
         if orphans:
@@ -410,13 +345,11 @@ class KubernetesLauncher(Launcher):
         for w in pending:
             w.created.wait(30)
         self._closed = True
-        with contextlib.suppress(Exception):
-            if self._watch_obj is not None:
-                self._watch_obj.stop()
+        self.watch.close()
         names = self._live_pods()
         for name in names:
             with contextlib.suppress(Exception):
-                self._call(
+                api_json(
                     self.core.delete_namespaced_pod, name, self.namespace, grace_period_seconds=0
                 )
         deadline = time.monotonic() + _CLOSE_WAIT
@@ -431,7 +364,7 @@ class KubernetesLauncher(Launcher):
 
     def _live_pods(self) -> list[str]:
         with contextlib.suppress(Exception):
-            answer = self._call(
+            answer = api_json(
                 self.core.list_namespaced_pod, self.namespace, label_selector=self.selector
             )
             return [p["metadata"]["name"] for p in answer.get("items") or []]
