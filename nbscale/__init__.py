@@ -23,6 +23,7 @@ from ._retries import Retries
 from ._views import monitor
 from .exceptions import (
     CallCancelledError,
+    ConnectionLostError,
     ControlPlaneError,
     FunctionTimeoutError,
     ImageBuildError,
@@ -40,6 +41,7 @@ from .exceptions import (
 __all__ = [
     "App",
     "CallCancelledError",
+    "ConnectionLostError",
     "ControlPlaneError",
     "Function",
     "FunctionCall",

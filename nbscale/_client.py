@@ -5,6 +5,12 @@ by ``NBSCALE_CONNECTION_FILE`` (the Jupyter server extension exports it to kerne
 otherwise starts one embedded in this process, on the background loop, with workers as local
 subprocesses. Requests are answered by ``Reply`` messages matched by request id; outputs are
 pushed as they finish and routed to the call that is waiting for them.
+
+A server's control plane can die (the Jupyter server killed) or freeze. While it has
+requests or calls outstanding, the client pings it every second and watches its process:
+when the process is gone, or nothing has come back for ``connect_timeout`` seconds, every
+waiting call ends with ``ConnectionLostError``. The next call connects again, to the
+restarted server's control plane if there is one (``_discovery.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import asyncio
 import atexit
 import contextlib
 import itertools
-import json
 import logging
 import os
 import sys
@@ -25,26 +30,42 @@ import zmq
 
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_CALL_ID
+from nbscale_server.callers import ProcessWatch
 from nbscale_server.channel import Channel, unbounded
 
 from . import _config
+from ._discovery import ServerFile, find_server
 from ._loop import get_loop
 from ._owner import is_mine, this_owner
-from .exceptions import ControlPlaneError, LaunchError, VersionMismatchError, from_wire
+from .exceptions import (
+    ConnectionLostError,
+    ControlPlaneError,
+    LaunchError,
+    VersionMismatchError,
+    from_wire,
+)
 
 log = logging.getLogger("nbscale")
 
 OutputHandler = Callable[[list[list[Any]], list[Any]], None]
+PING_INTERVAL = 1.0  # seconds between pings while requests or calls are outstanding
 
 
 class Client:
     """Talks to a control plane over ZeroMQ, or, when it is embedded in this process, through
     a direct link that hands message objects over on the same loop."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, control_plane: Any = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        control_plane: Any = None,
+        server: ServerFile | None = None,
+    ) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.control_plane = control_plane
+        self.server = server  # the Jupyter server's connection file, when it is theirs
         self.mode = "embedded" if control_plane is not None else "server"
         self.channel: Channel | None = None
         if control_plane is not None:
@@ -59,7 +80,12 @@ class Client:
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
         self.handlers: dict[str, OutputHandler] = {}
         self.progress_handlers: dict[str, Callable[[protocol.Progress], None]] = {}
+        # calls waiting for outputs: told when the connection is lost
+        self.lost_handlers: dict[str, Callable[[BaseException], None]] = {}
         self.server_info: dict[str, Any] = {}
+        self.lost: ConnectionLostError | None = None
+        self._received = 0  # messages from the control plane, for the watch
+        self._watch_task: asyncio.Task[None] | None = None
 
     async def hello(self) -> None:
         msg = protocol.Hello(
@@ -69,10 +95,20 @@ class Client:
             owner=this_owner(),
         )
         self.server_info, _ = await self.request(msg)
+        if self.channel is not None:  # a control plane in another process can be lost
+            self._watch_task = asyncio.ensure_future(self._watch())
+
+    def describe(self) -> str:
+        """ "the control plane at ipc://... (Jupyter server http://...)" """
+        if self.server is not None:
+            return self.server.describe()
+        return f"the control plane at {self.endpoint}"
 
     async def request(
         self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()
     ) -> tuple[Any, list[Any]]:
+        if self.lost is not None:
+            raise self.lost
         rid = next(self._rids)
         msg = _with_rid(msg, rid)
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
@@ -92,6 +128,7 @@ class Client:
         self._on_decoded(msg, payload)
 
     def _on_decoded(self, msg: protocol.Message, payload: list[Any]) -> None:
+        self._received += 1
         if isinstance(msg, protocol.Reply):
             future = self._pending.get(msg.rid)
             if future is None or future.done():
@@ -124,7 +161,60 @@ class Client:
                 except Exception:
                     log.exception("nbscale: error handling outputs of %s", call_id)
 
+    # --- is the control plane still there? ----------------------------------------------
+
+    def _busy(self) -> bool:
+        return bool(self._pending or self.handlers or self.lost_handlers)
+
+    async def _watch(self) -> None:
+        """While something is outstanding, ping every second; lose the connection when the
+        control plane's process is gone or nothing came back for ``connect_timeout`` s."""
+        loop = asyncio.get_running_loop()
+        pid = self.server_info.get("pid")
+        local = self.endpoint.startswith("ipc://")
+        process = ProcessWatch(pid) if local and isinstance(pid, int) else None
+        timeout = float(_config.get("connect_timeout"))
+        heard, quiet_since = self._received, loop.time()
+        while self.lost is None:
+            await asyncio.sleep(PING_INTERVAL)
+            if self.channel is not None:
+                self.channel.drain()  # what arrived while this loop was held up counts
+            now = loop.time()
+            if self._received != heard or not self._busy():
+                heard, quiet_since = self._received, now
+            if not self._busy():
+                continue
+            if process is not None and process.gone():
+                self.lose(f"its process (pid {pid}) is gone")
+            elif now - quiet_since > timeout:
+                self.lose(f"it has not answered for {now - quiet_since:.0f} s")
+            elif self.channel is not None:
+                self.channel.send(protocol.encode(protocol.Ping(0)))  # answered: reply 0
+
+    def lose(self, reason: str) -> None:
+        """The connection is lost: every request and call waiting on it ends with
+        ``ConnectionLostError``; later requests raise it at once."""
+        if self.lost is not None:
+            return
+        self.lost = ConnectionLostError(
+            f"lost the connection to {self.describe()}: {reason}. Calls in flight are lost "
+            "with it (spawned calls may be found again with FunctionCall.from_id once the "
+            "server is back); new calls connect again.",
+            endpoint=self.endpoint,
+            server_url=self.server.url if self.server is not None else None,
+        )
+        log.warning("nbscale: %s", self.lost)
+        for future in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(self.lost)
+        for on_lost in list(self.lost_handlers.values()):
+            on_lost(self.lost)
+        if self.channel is not None:
+            self.channel.close()
+
     async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         if self.channel is not None:
             self.channel.close()
         if self.control_plane is not None:
@@ -145,24 +235,33 @@ _connecting: asyncio.Lock | None = None
 
 
 async def get_client() -> Client:
-    """The process's client, connecting (or starting a control plane) on first use."""
+    """The process's client, connecting (or starting a control plane) on first use, and
+    again after its connection was lost."""
     global _client, _client_pid, _connecting
-    if _client is not None and _client_pid == os.getpid():
-        return _client
+    client = _client
+    if client is not None and _client_pid == os.getpid() and client.lost is None:
+        return client
     if _connecting is None:
         _connecting = asyncio.Lock()
     async with _connecting:
-        if _client is None or _client_pid != os.getpid():
-            _client = await _connect()
+        if _client is None or _client_pid != os.getpid() or _client.lost is not None:
+            previous = _client if _client_pid == os.getpid() else None
+            _client = None
+            if previous is not None:
+                await previous.close()
+            _client = await _connect(previous)
             _client_pid = os.getpid()
     return _client
 
 
-async def _connect() -> Client:
+async def _connect(previous: Client | None = None) -> Client:
+    """Connect to the Jupyter server's control plane (after a lost connection: the same
+    server's, restarted), or start one embedded in this process."""
+    known_url = previous.server.url if previous and previous.server else None
+    server = find_server(os.environ.get("NBSCALE_CONNECTION_FILE"), known_url)
     ctx: zmq.Context[Any] = zmq.Context()
-    info = _server_info(os.environ.get("NBSCALE_CONNECTION_FILE"))
-    if info is not None:
-        client = Client(ctx, info["client_endpoint"])
+    if server is not None:
+        client = Client(ctx, server.info["client_endpoint"], server=server)
     else:
         from nbscale_server.control_plane import ControlPlane
         from nbscale_server.launchers import LaunchFailed
@@ -203,23 +302,6 @@ async def hello(info: dict[str, Any], timeout: float) -> dict[str, Any]:
     finally:
         await client.close()
     return client.server_info
-
-
-def _server_info(path: str | None) -> dict[str, Any] | None:
-    """The connection file of a Jupyter server's control plane, or None: no file, or one
-    left behind by a server that is gone (then this process embeds its own)."""
-    if not path or not os.path.exists(path):
-        return None
-    with open(path) as f:
-        info: dict[str, Any] = json.load(f)
-    try:
-        os.kill(info["pid"], 0)
-    except ProcessLookupError:
-        log.warning("nbscale: %s names a control plane that is gone; starting one here", path)
-        return None
-    except PermissionError:
-        pass  # it runs, as another user
-    return info
 
 
 async def _shutdown() -> None:

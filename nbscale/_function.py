@@ -30,6 +30,7 @@ from ._views.live import REFRESH_INTERVAL
 from .exceptions import CallCancelledError, InvalidError
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
+_ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
 BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
@@ -208,8 +209,8 @@ class Function:
             inv.total = 1
             await inv.submit([[0, *where]], writer.frames(), total=1)
             batch = await inv.next_batch()
-            if isinstance(batch, End):  # cancelled
-                raise CallCancelledError(f"{self.name}: the call was cancelled")
+            if isinstance(batch, End):  # cancelled, or the connection lost
+                raise batch.error or CallCancelledError(f"{self.name}: the call was cancelled")
         except asyncio.CancelledError:
             await inv.cancel()
             raise
@@ -223,7 +224,7 @@ class Function:
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
         inv = await self._invocation("spawn")
-        inv.client.handlers.pop(inv.call_id, None)  # outputs stay on the control plane
+        inv._forget()  # outputs stay on the control plane
         writer = PayloadWriter()
         where = add_input(writer, 0, args, kwargs)
         await inv.submit([[0, *where]], writer.frames(), total=1)
@@ -236,7 +237,7 @@ class Function:
         """Start the function on every input without waiting for results; returns one
         ``FunctionCall`` whose ``.get(index=i)`` and ``.iter()`` give them later."""
         inv = await self._invocation("spawn")
-        inv.client.handlers.pop(inv.call_id, None)
+        inv._forget()
         inv.start_feeding(_zip_inputs(iterables, kwargs))
         await inv.wait_fed()
         if inv.feed_error is not None:
@@ -523,9 +524,17 @@ class FunctionCall:
 
     async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
         client = await get_client()
-        value, payload = await client.request(
-            protocol.GetOutputs(0, self.object_id, start, end, timeout)
-        )
+        request = client.request(protocol.GetOutputs(0, self.object_id, start, end, timeout))
+        if timeout is None:
+            value, payload = await request
+        else:  # honoured here too, should the control plane not answer in time
+            try:
+                value, payload = await asyncio.wait_for(request, timeout + _ANSWER_GRACE)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"function call {self.object_id}: no answer from {client.describe()} "
+                    f"within its timeout of {timeout:g} s"
+                ) from None
         items = value["items"]
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         value["outputs"] = [

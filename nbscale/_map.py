@@ -107,8 +107,28 @@ class Invocation:
         self.feed_error: BaseException | None = None
         self.finished = False
         client.handlers[self.call_id] = self._on_outputs
+        client.lost_handlers[self.call_id] = self._on_lost
         if progress is not None:
             client.progress_handlers[self.call_id] = self._on_progress
+
+    def _forget(self) -> None:
+        """Stop receiving anything for this call."""
+        client = self.client
+        client.handlers.pop(self.call_id, None)
+        client.progress_handlers.pop(self.call_id, None)
+        client.lost_handlers.pop(self.call_id, None)
+
+    def _on_lost(self, error: BaseException) -> None:
+        """The connection to the control plane is lost: the call ends with ``error``."""
+        if self.finished:
+            return
+        self.finished = True
+        self._forget()
+        if self._feeder is not None:
+            self._feeder.cancel()
+        if self.progress is not None:
+            self.progress.close()
+        self.outputs.put_nowait(End(error))
 
     # --- inputs -----------------------------------------------------------------------
 
@@ -169,6 +189,8 @@ class Invocation:
             raise
         except Exception as exc:  # the caller's iterator failed, or an input won't pickle
             self.feed_error = exc
+            if self.finished:  # the connection was lost: that already ended the call
+                return
             self.outputs.put_nowait(End(exc))
             await self.cancel()
 
@@ -226,8 +248,7 @@ class Invocation:
         if self.total is not None and self.received >= self.total and not self.finished:
             self.finished = True
             self.outputs.put_nowait(End())
-            self.client.handlers.pop(self.call_id, None)
-            self.client.progress_handlers.pop(self.call_id, None)
+            self._forget()
             if self.progress is not None:
                 self.progress.close(self.total)
 
@@ -254,8 +275,7 @@ class Invocation:
         """Cancel the call's pending and running inputs on the control plane."""
         if self._feeder is not None and self._feeder is not asyncio.current_task():
             self._feeder.cancel()
-        self.client.handlers.pop(self.call_id, None)
-        self.client.progress_handlers.pop(self.call_id, None)
+        self._forget()
         if self.progress is not None:
             self.progress.close()
         if not self.finished:

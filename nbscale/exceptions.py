@@ -15,6 +15,7 @@ own type, with the remote traceback attached. The tree of nbscale's own errors:
     ├── NotFoundError                 no such pool or function call
     ├── CallCancelledError            the function call was cancelled
     ├── ControlPlaneError             the control plane cannot be reached or failed
+    │   └── ConnectionLostError       it was reached, then lost (also a ConnectionError)
     └── RemoteError                   a remote exception whose type cannot be rebuilt here
 """
 
@@ -48,7 +49,9 @@ class FunctionTimeoutError(NbscaleError, TimeoutError):
 
 
 class WorkerLostError(NbscaleError):
-    """Raised when the worker running an input dies and no retries are left."""
+    """Raised when the worker running an input dies and no retries are left (a loss that
+    was the user's: the input crashed it or ran out of memory), or when the infrastructure
+    lost it too many times in a row (killed from outside; not counted against retries)."""
 
     def __init__(
         self, message: str, exit_code: int | None = None, logs: str = "", index: int | None = None
@@ -81,6 +84,19 @@ class CallCancelledError(NbscaleError):
 
 class ControlPlaneError(NbscaleError):
     """Raised when the control plane cannot be reached or fails a request."""
+
+
+class ConnectionLostError(ControlPlaneError, ConnectionError):
+    """Raised when the control plane this process used is gone (its process died, or it
+    stopped answering) while a call waited on it, or when no restarted one can be found.
+    ``endpoint`` is where it was; ``server_url`` the Jupyter server's URL, when known."""
+
+    def __init__(
+        self, message: str, endpoint: str | None = None, server_url: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.server_url = server_url
 
 
 class RemoteError(NbscaleError):

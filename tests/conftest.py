@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from engine_leftovers import left_on_engine
 
 import nbscale
 
@@ -97,13 +98,12 @@ def docker_plane() -> Iterator[Any]:
     except Exception as exc:
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/docker-setup as root")
     nbscale.shutdown()
+    began = time.time()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NBSCALE_LAUNCHER", "docker")
         yield client
         nbscale.shutdown()
-    ours = {"label": "nbscale.server"}
-    left = [c.name for c in client.containers.list(all=True, filters=ours)]
-    left += [n.name for n in client.networks.list(filters=ours)]
+    left = left_on_engine(client, began)
     assert not left, f"left behind on the Docker engine: {left}"
 
 

@@ -8,12 +8,16 @@ control plane's own receivers; the caller is linked in-process as the embedded c
 time is a number the test moves; housekeeping runs when the test calls ``tick``.
 
 A fake worker runs inputs only when the test says so (``finish``, or ``finish(error=...)``
-to fail them), and hangs or dies on command (``hang``, ``die``). One the launcher was told
-to queue (``queue_next``) waits, as a pending Slurm job does, doing nothing until the test
-lets it run (``run``); stopped while queued, it leaves at once. In ``auto`` mode (the
-default) it does the rest on each tick, as a real worker does: it registers once started,
-asks for inputs while it has none, heartbeats, reports inputs cancelled while running, and
-leaves when told to stop once it has nothing left to run; otherwise the test also calls
+to fail them), and hangs or dies on command (``hang``; ``die``, killed from outside;
+``crash``, killed by its own input). Like a real one, it keeps its register (the file that
+says which inputs it runs: its first ``max_inputs`` held ones) up to date, unless its
+launcher shares no files with the control plane (``FakeLauncher(register=False)``). One the
+launcher was told to queue (``queue_next``) waits, as a pending Slurm job does, doing
+nothing until the test lets it run (``run``); stopped while queued, it leaves at once.
+In ``auto`` mode (the default) it does the rest on each tick, as a real worker does: it
+registers once started, asks for inputs while it has none, heartbeats, reports inputs
+cancelled while running, and leaves when told to stop once it has nothing left to run;
+otherwise the test also calls
 ``register``, ``ask`` and ``heartbeat`` itself.
 """
 
@@ -39,6 +43,7 @@ from nbscale_runtime.protocol import (
     STATUS_OK,
     output_row,
 )
+from nbscale_runtime.register import RegisterWriter
 from nbscale_runtime.serialization import PayloadWriter, dump_exception, load, split_payload
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
@@ -85,6 +90,28 @@ class FakeWorker:
         self.reason: str | None = None
         self.exit_code: int | None = None
         self.log: list[str] = [f"worker {spec.worker_id} starting"]
+        self.slots_file = RegisterWriter(spec.register_path)
+        self.register_path = spec.register_path
+        self._running: list[tuple[str, int, int]] = []  # in the register, by slot
+        self.unsent: list[tuple[protocol.Outputs, list[Any]]] = []  # see ``finish``
+        self.confirming: list[tuple[str, int, int]] = []  # suspects to say it starts
+
+    def _sync_register(self) -> None:
+        """Its first ``max_inputs`` held inputs run; each started when it got its slot."""
+        slots = self.options.max_inputs
+        now = self.launcher.plane.clock()
+        running = [h[:3] for h in self.held[:slots]]
+        for slot in range(slots):
+            key = running[slot] if slot < len(running) else None
+            before = self._running[slot] if slot < len(self._running) else None
+            if key == before:
+                continue
+            start, finish = self.slots_file.slot(slot)
+            if key is None:
+                finish()
+            else:
+                start(key[0], key[1], key[2], now)
+        self._running = running
 
     def __repr__(self) -> str:
         return f"<FakeWorker {self.worker_id} held={len(self.held)} exit={self.exit_code}>"
@@ -99,13 +126,17 @@ class FakeWorker:
             for row, (data, bufs) in zip(msg.items, parts, strict=True):
                 args, kwargs = load(data, bufs)
                 self.held.append((row[RUN_CALL_ID], row[RUN_INDEX], row[RUN_ATTEMPT], args, kwargs))
+                if msg.confirm:  # it says so before it runs it (on its next step)
+                    self.confirming.append((row[RUN_CALL_ID], row[RUN_INDEX], row[RUN_ATTEMPT]))
             self.asked = max(0, self.asked - len(msg.items))
+            self._sync_register()
         elif isinstance(msg, protocol.CancelInputs):
             # Those running end as cancelled (reported on its next step); the rest are dropped.
             self.cancelled.append(msg.call_id)
             slots = self.options.max_inputs
             self.interrupted += [h for h in self.held[:slots] if h[0] == msg.call_id]
             self.held = [h for h in self.held if h[0] != msg.call_id]
+            self._sync_register()
         elif isinstance(msg, protocol.Shutdown):
             self.shutdown = True
 
@@ -136,17 +167,23 @@ class FakeWorker:
         self.send(protocol.GetInputs(self.worker_id, n))
 
     def heartbeat(self) -> None:
-        running = [[h[0], h[1]] for h in self.held[: self.options.max_inputs]]
+        running = [[h[0], h[1], h[2]] for h in self.held[: self.options.max_inputs]]
         self.send(protocol.Heartbeat(self.worker_id, running, {}))
 
     def finish(
-        self, n: int | None = None, want: int = 0, error: Exception | None = None
+        self,
+        n: int | None = None,
+        want: int = 0,
+        error: Exception | None = None,
+        send: bool = True,
     ) -> list[int]:
         """Run its first ``n`` held inputs (all by default) and report them in one batch;
         returns their indices; ``want`` asks for more inputs in the same message. With
-        ``error``, each of them raises it instead of running."""
+        ``error``, each of them raises it instead of running. ``send=False``: the batch
+        waits (as a real worker's does, a few ms) until ``flush``, and is lost if it dies."""
         count = len(self.held) if n is None else min(n, len(self.held))
         done, self.held = self.held[:count], self.held[count:]
+        self._sync_register()
         writer = PayloadWriter()
         rows = []
         assert self.fn is not None, "the worker has no function yet"
@@ -160,24 +197,49 @@ class FakeWorker:
                 where, status = writer.add_raw(dump_exception(exc)), STATUS_ERROR
             rows.append(output_row(call_id, index, attempt, status, where, 0.01, self.worker_id))
         self.asked += want
-        self.send(protocol.Outputs(rows, want), writer.frames())
+        if send:
+            self.send(protocol.Outputs(rows, want), writer.frames())
+        else:
+            self.unsent.append((protocol.Outputs(rows, want), writer.frames()))
         return [row[protocol.OUT_INDEX] for row in rows]
+
+    def flush(self) -> None:
+        """Send the batches ``finish(send=False)`` kept."""
+        for msg, frames in self.unsent:
+            self.send(msg, frames)
+        self.unsent = []
 
     def goodbye(self, reason: str = "drained", payload: Iterable[Any] = ()) -> None:
         self.send(protocol.Goodbye(self.worker_id, reason), list(payload))
 
-    def hang(self) -> None:
-        """Stop answering (and heartbeating), as a worker stuck in C code does."""
+    def hang(self, between_inputs: bool = False) -> None:
+        """Stop answering (and heartbeating), as a worker stuck in C code does;
+        ``between_inputs``: frozen while running none (SIGSTOP between two inputs)."""
         self.hung = True
+        if between_inputs:
+            for slot in range(len(self._running)):
+                self.slots_file.slot(slot)[1]()
+            self._running = []
 
     def run(self) -> None:
         """Leave the queue: resources were found."""
         self.queued = False
 
     def die(self, exit_code: int = -9) -> None:
-        """Exit now, without a word (killed, crashed)."""
+        """Exit now, without a word: killed from outside (by default SIGKILL, which is then
+        the infrastructure's loss), or crashed (a fault signal, an exit code)."""
         self.exit_code = exit_code
+        self.unsent = []
         self.log.append(f"worker {self.worker_id} died ({exit_code})")
+
+    def crash(self, signum: int = 9) -> None:
+        """Its running input kills its own process (``os.kill(os.getpid(), 9)``): the
+        worker's audit hook records the signal in the register first."""
+        if self.register_path:
+            with open(self.register_path, "r+b") as f:
+                f.seek(8)
+                f.write(signum.to_bytes(4, "little", signed=True))
+        self.die(-signum)
 
     # --- a tick of its own life, in auto mode -------------------------------------------
 
@@ -188,6 +250,9 @@ class FakeWorker:
             if self.stop is not None:  # a queued job is cancelled: nothing ran
                 self.die(-15)
             return
+        for call_id, index, attempt in self.confirming:
+            self.send(protocol.Started(self.worker_id, call_id, index, attempt))
+        self.confirming = []
         if self.interrupted:
             rows = [
                 output_row(c, i, a, protocol.STATUS_CANCELLED, (0, 0, 0), 0.0, self.worker_id)
@@ -213,12 +278,15 @@ class FakeWorker:
 
 
 class FakeLauncher(Launcher):
-    """Starts ``FakeWorker``s; ``fail_next(n, reason)`` makes the next ``n`` starts fail."""
+    """Starts ``FakeWorker``s; ``fail_next(n, reason)`` makes the next ``n`` starts fail.
+    ``register=False``: its workers share no files with the control plane (as on a cluster's
+    nodes), so their heartbeats are all it knows of what they run."""
 
     name = "fake"
 
-    def __init__(self, auto: bool = True) -> None:
+    def __init__(self, auto: bool = True, register: bool = True) -> None:
         self.auto = auto
+        self.shares_files = register
         self.plane: ControlPlane  # set by the harness
         self.workers: dict[str, FakeWorker] = {}  # every worker started, by id
         self._failures: list[str] = []
@@ -258,6 +326,9 @@ class FakeLauncher(Launcher):
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         worker: FakeWorker = handle.ref
         return "\n".join(worker.log[-tail:])
+
+    def register_in_worker(self, path: str) -> str | None:
+        return path if self.shares_files else None
 
 
 class FakeWire:
@@ -385,9 +456,9 @@ _call_numbers = itertools.count(1)
 class Harness:
     """A real control plane over a fake launcher, a fake clock and a fake caller."""
 
-    def __init__(self, auto: bool = True, **config: Any) -> None:
+    def __init__(self, auto: bool = True, register: bool = True, **config: Any) -> None:
         self.clock = FakeClock()
-        self.launcher = FakeLauncher(auto)
+        self.launcher = FakeLauncher(auto, register)
         self.plane = ControlPlane(ControlPlaneConfig(**config), self.launcher, clock=self.clock)
         self.launcher.plane = self.plane
         self.plane.outbox.attach(FakeWire(self.launcher))

@@ -3,6 +3,7 @@ end-to-end suites: its own runtime and config directories, a free port and a ran
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -11,8 +12,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
+import tornado.httpclient
+import tornado.websocket
+from jupyter_client.asynchronous.client import AsyncKernelClient
 
 
 def free_port() -> int:
@@ -29,21 +36,22 @@ class JupyterProcess:
         config: dict[str, Any],
         ready_path: str,
         start_timeout: float = 60,
+        port: int | None = None,
     ) -> None:
         """Start ``python -m <app...>`` with ``config`` as its jupyter_server_config.json and
         wait until ``GET ready_path`` answers."""
         self.tmp = tmp
-        self.port = free_port()
+        self.port = port or free_port()
         self.token = os.urandom(16).hex()
         self.runtime_dir = tmp / "runtime"
         config_dir = tmp / "config"
-        config_dir.mkdir()
+        config_dir.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
         env["JUPYTER_CONFIG_DIR"] = str(config_dir)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # the server's own, not an outer one
         self.log_path = tmp / f"{app[0]}.log"
-        self._log = self.log_path.open("wb")
+        self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -86,6 +94,12 @@ class JupyterProcess:
             text = response.read()
         return json.loads(text) if text else None
 
+    def kill(self) -> None:
+        """kill -9: no chance to clean up."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -95,3 +109,80 @@ class JupyterProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
+
+
+class Kernel:
+    """A kernel the server started, driven over its connection file."""
+
+    def __init__(self, connection_file: Path) -> None:
+        self.client = AsyncKernelClient(connection_file=str(connection_file))
+        self.client.load_connection_file()
+        self.client.start_channels()
+
+    @classmethod
+    async def connect(cls, connection_file: Path) -> Kernel:
+        kernel = cls(connection_file)
+        await kernel.client.wait_for_ready(timeout=60)
+        return kernel
+
+    async def run(self, code: str, timeout: float = 60) -> str:
+        """Run a cell; its stdout, or the test fails with the cell's traceback."""
+        out: list[str] = []
+        errors: list[str] = []
+
+        def on_output(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                errors.append("\n".join(msg["content"]["traceback"]))
+
+        reply = await self.client.execute_interactive(code, timeout=timeout, output_hook=on_output)
+        assert reply["content"]["status"] == "ok", errors
+        return "".join(out)
+
+    def close(self) -> None:
+        self.client.stop_channels()
+
+
+class Server(JupyterProcess):
+    """``jupyter server`` in a subprocess, with the nbscale extension; ``settings`` go to
+    ``c.NbScale`` over the defaults of the tests. A server started again with the same
+    ``tmp`` and ``port`` is the same server restarted."""
+
+    def __init__(self, tmp: Path, port: int | None = None, **settings: Any) -> None:
+        nbscale = {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"}
+        config = {
+            "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
+            "NbScale": {**nbscale, **settings},
+        }
+        super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools", port=port)
+
+    @property
+    def connection_file(self) -> Path:
+        """The connection file of this server's control plane (what kernels are given)."""
+        [path] = self.runtime_dir.glob(f"nbscale-{self.proc.pid}.json")
+        return path
+
+    async def start_kernel(self) -> tuple[str, Kernel]:
+        started = await asyncio.to_thread(self.request, "POST", "api/kernels", {"name": "python3"})
+        kernel_id = started["id"]
+        return kernel_id, await Kernel.connect(self.runtime_dir / f"kernel-{kernel_id}.json")
+
+    def workers(self) -> list[psutil.Process]:
+        children = psutil.Process(self.proc.pid).children(recursive=True)
+        return [p for p in children if "nbscale_runtime" in " ".join(p.cmdline())]
+
+    async def events(self) -> tornado.websocket.WebSocketClientConnection:
+        req = tornado.httpclient.HTTPRequest(
+            f"ws://127.0.0.1:{self.port}/nbscale/api/events",
+            headers={"Authorization": f"token {self.token}"},
+        )
+        return await tornado.websocket.websocket_connect(req)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+    return result

@@ -127,10 +127,24 @@ def test_lowering_max_containers_drains_the_pool_now(h):
     for worker in h.workers(pool)[2:]:
         worker.finish()
     h.tick()
-    assert h.pool(pool)["containers"] == dict(waiting=0, starting=0, idle=2, busy=2, draining=0)
+    assert h.pool(pool)["containers"] == {
+        "waiting": 0,
+        "starting": 0,
+        "idle": 2,
+        "busy": 2,
+        "unresponsive": 0,
+        "draining": 0,
+    }
     h.caller.update_autoscaler(pool, max_containers=1)
     model = h.pool(pool)
-    assert model["containers"] == dict(waiting=0, starting=0, idle=0, busy=1, draining=3)
+    assert model["containers"] == {
+        "waiting": 0,
+        "starting": 0,
+        "idle": 0,
+        "busy": 1,
+        "unresponsive": 0,
+        "draining": 3,
+    }
     assert "draining to 1 (max_containers)" in model["status"]
     assert "max_containers 4 -> 1 (set by update_autoscaler)" in events(h, pool)
     h.tick()

@@ -166,36 +166,76 @@ def test_a_lost_worker_fails_the_input_it_ran_and_requeues_those_it_only_held(h)
     [worker] = h.workers(pool)
     worker.ask(2)  # prefetch: it holds three, runs the first
     assert [held[1] for held in worker.held] == [0, 1, 2]
-    worker.die(-9)
+    worker.crash()  # input 0 kills its own worker
     h.tick()
     lost = h.caller.values(call)[0]
     assert isinstance(lost, nbscale.WorkerLostError)
-    assert "was killed by SIGKILL while running input 0 (attempt 1)" in str(lost)
+    assert "was killed by SIGKILL while running input 0 (attempt 1; counted against" in str(lost)
     values = run_all(h, call, 6)
     assert [values[i] for i in range(1, 6)] == [1, 4, 9, 16, 25]
     assert {out.attempt for out in h.caller.outputs[call][1:]} == {1}  # not counted
 
 
-def test_a_silent_worker_is_killed_after_the_heartbeat_timeout_and_its_input_retried():
+def test_a_silent_worker_running_an_input_is_unresponsive_until_the_input_times_out():
+    """Silent (user code holding the GIL) but alive and within its input's timeout: shown
+    unresponsive and left alone; past the timeout, the input times out from outside (the
+    worker cannot enforce it) and the worker is killed."""
     h = Harness(heartbeat_timeout=15.0)
     try:
-        options = FunctionOptions(max_containers=1, retries=RetryPolicy(1, initial_delay=0.0))
+        retries = RetryPolicy(1, initial_delay=0.0)
+        options = FunctionOptions(max_containers=1, timeout=40, retries=retries)
         pool = h.caller.register(square, options)
         call = h.caller.submit(pool, [7])
         h.tick()
         [stuck] = h.workers(pool)
         stuck.hang()
         h.tick(14.0)
-        assert stuck.stop is None
+        assert containers(h, pool)["busy"] == 1
         h.tick(2.0)
+        assert containers(h, pool)["unresponsive"] == 1 and stuck.stop is None
+        event = h.pool(pool)["events"][-1]["message"]
+        assert "unresponsive for 16 s while running input 0" in event
+        h.tick(20.0)
+        assert stuck.stop is None  # 36 s into a 40 s timeout: still left alone
+        h.tick(5.0)
         assert stuck.stop == "kill"
         stuck.hung = False  # the kill reaches it
         assert run_all(h, call, 1) == {0: 49}
         assert h.caller.outputs[call][0].attempt == 2
         retrying = [p.retrying for p in h.caller.progress if p.retrying]
-        assert retrying == [[[0, 1, protocol.STATUS_LOST]]]
+        assert retrying == [[[0, 1, protocol.STATUS_TIMEOUT]]]
     finally:
         h.close()
+
+
+def test_an_unresponsive_worker_that_speaks_again_is_busy_and_keeps_its_input(h):
+    pool = h.caller.register(square, FunctionOptions(max_containers=1, timeout=120))
+    call = h.caller.submit(pool, [3])
+    h.tick()
+    [worker] = h.workers(pool)
+    worker.hang()
+    h.tick(16.0)
+    assert containers(h, pool)["unresponsive"] == 1
+    worker.hung = False
+    h.tick()  # its heartbeat
+    assert containers(h, pool)["busy"] == 1
+    worker.finish()
+    assert h.caller.values(call) == {0: 9}
+
+
+def test_a_silent_worker_running_nothing_is_killed_and_its_queued_inputs_requeued(h):
+    pool = h.caller.register(square, FunctionOptions(max_containers=1))
+    call = h.caller.submit(pool, range(3))
+    h.tick()
+    [frozen] = h.workers(pool)
+    frozen.ask(2)
+    frozen.hang(between_inputs=True)
+    h.tick(16.0)
+    assert frozen.stop == "kill"
+    assert "missed its heartbeats for 16 s with no input running" in str(h.pool(pool)["events"])
+    frozen.hung = False
+    assert run_all(h, call, 3) == {0: 0, 1: 1, 2: 4}
+    assert {out.attempt for out in h.caller.outputs[call]} == {1}  # nobody's fault
 
 
 # --- errors and retries ---------------------------------------------------------------------

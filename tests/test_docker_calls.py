@@ -161,8 +161,9 @@ def test_containers_are_hardened_and_limited(docker_plane):
     assert host["LogConfig"]["Type"] == "json-file"
     labels = container.labels
     assert {"nbscale.server", "nbscale.pool", "nbscale.worker"} <= set(labels)
-    mounts = container.attrs["Mounts"]
-    assert [(m["Destination"], m["RW"]) for m in mounts] == [("/run/nbscale/worker.json", False)]
+    mounts = sorted((m["Destination"], m["RW"]) for m in container.attrs["Mounts"])
+    # its config (keys) read-only; its register (which inputs it runs) shared read-write
+    assert mounts == [("/run/nbscale/register", True), ("/run/nbscale/worker.json", False)]
 
 
 def test_pool_scales_up_and_down_in_docker(docker_plane):
@@ -171,8 +172,10 @@ def test_pool_scales_up_and_down_in_docker(docker_plane):
     assert hold.get_current_stats().num_total_runners == 3
     assert len(set(call.iter())) == 3  # three containers (three host names) did the work
     wait_until(lambda: not pool_containers(docker_plane, "hold"), timeout=30)
-    removed = docker_plane.containers.list(all=True, filters={"status": "exited"})
-    assert not [c for c in removed if "nbscale.worker" in c.labels]  # stopped ones are removed
+    mine = {"status": "exited", "label": "nbscale.worker"}
+    removed = docker_plane.containers.list(all=True, filters=mine)
+    owner = f"{os.getpid()}:"  # this control plane's, not a parallel run's
+    assert not [c for c in removed if c.labels["nbscale.owner"].startswith(owner)]
 
 
 def test_stats_list_each_container_with_its_gpus():

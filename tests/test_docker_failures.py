@@ -13,9 +13,11 @@ import time
 import cloudpickle
 import pytest
 from conftest import wait_until
+from jupyter_process import Server
 
 import nbscale
 from nbscale._image_build import build
+from nbscale_server.launchers.docker_engine import reap_orphans
 
 pytestmark = pytest.mark.docker
 
@@ -59,6 +61,44 @@ def test_out_of_memory_is_named_in_the_error():
     assert "ran out of memory (memory limit 64 MiB)" in str(error)
     assert error.exit_code == 137
     assert hog.remote(1) == 2**20  # a small input still runs, on a new container
+
+
+def test_out_of_memory_blames_only_the_input_that_ran_out():
+    """The defect: the container OOM-killed by input 5 failed inputs 1, 2 and 4 (which had
+    finished, or not started) with "ran out of memory"."""
+    sizes = [1] * 12
+    sizes[5] = 512
+    results = list(hog.map(sizes, return_exceptions=True))
+    error = results[5]
+    assert isinstance(error, nbscale.WorkerLostError) and error.index == 5
+    assert "ran out of memory (memory limit 64 MiB)" in str(error)
+    assert results[:5] + results[6:] == [2**20] * 11
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def crashes_at_five(x):
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def crashes_seen() -> int:
+    """Containers of crashes_at_five lost while running input 5, as their pools' logs say."""
+    pools = [p for p in nbscale.status()["pools"] if p["function"] == "crashes_at_five"]
+    said = "while running input(s) 5 (user's loss"
+    return sum(said in e["message"] for p in pools for e in p["events"])
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_only_the_input_that_crashed_its_container_fails(retries):
+    fn = crashes_at_five.with_options(retries=nbscale.Retries(retries, initial_delay=0.0))
+    before = crashes_seen()
+    results = list(fn.map(range(20), return_exceptions=True))
+    error = results[5]
+    assert isinstance(error, nbscale.WorkerLostError) and error.index == 5
+    assert "counted against the function's retries" in str(error)
+    assert results[:5] + results[6:] == [x for x in range(20) if x != 5]
+    assert crashes_seen() - before == retries + 1
 
 
 def test_missing_image_fails_fast_without_pulling(docker_plane):
@@ -194,3 +234,36 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
     finally:
         launcher.close()
         other.remove(force=True)
+
+
+@app.function(min_containers=2, max_containers=2)
+def naps(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.slow
+def test_a_killed_servers_containers_stop_themselves(tmp_path, docker_plane, monkeypatch):
+    """The defect: containers outlived a killed control plane (3 of 3 still up after 60 s):
+    over TCP nothing told them it was gone, and only the next control plane removed them."""
+    server = Server(tmp_path, launcher="docker", heartbeat_timeout=3)
+    try:
+        nbscale.shutdown()
+        monkeypatch.setenv("NBSCALE_CONNECTION_FILE", str(server.connection_file))
+        naps.spawn(600)  # one of them busy with user code, the other idle
+
+        def running() -> list[str]:
+            ours = docker_plane.containers.list(filters={"label": "nbscale.owner"})
+            mine = f"{server.proc.pid}:"
+            return [c.name for c in ours if c.labels["nbscale.owner"].startswith(mine)]
+
+        wait_until(lambda: len(running()) == 2, timeout=60)
+        wait_until(lambda: naps.get_current_stats().num_running_inputs == 1, timeout=30)
+        server.kill()
+        killed_at = time.monotonic()
+        wait_until(lambda: not running(), timeout=30)
+        assert time.monotonic() - killed_at < 3 + 10  # the grace, and the time to exit
+    finally:
+        server.stop()
+        nbscale.shutdown()
+        reap_orphans(docker_plane.api)  # the stopped containers and their network

@@ -161,17 +161,18 @@ def test_worker_drains_its_input_on_sigterm(tmp_path):
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while being read
         return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def test_a_hung_worker_is_detected_by_its_missing_heartbeats_and_its_input_retried(
+def test_a_frozen_worker_is_killed_at_its_inputs_timeout_and_the_input_retried(
     fresh_plane, tmp_path
 ):
     fresh_plane(NBSCALE_HEARTBEAT_TIMEOUT="2", NBSCALE_HEARTBEAT_INTERVAL="0.2")
-    retried = sleep_then_write.with_options(retries=quick_retries)
+    # Silent while running an input: left alone until that input's timeout, then killed
+    # from outside (the frozen worker cannot enforce it) and the input retried.
+    retried = sleep_then_write.with_options(retries=quick_retries, timeout=4)
     call = retried.spawn(str(tmp_path / "out"), 1.0)
     wait_until(lambda: retried.get_current_stats().num_running_inputs == 1)
     hung = retried.get_current_stats().workers[0]["pid"]

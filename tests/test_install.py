@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_leftovers import left_on_engine
 
 import nbscale
 
@@ -107,6 +108,7 @@ def test_the_wheel_brings_everything_a_first_run_needs(venv: Venv):
 
 
 def test_with_the_base_image_the_demo_runs_on_docker_workers(venv: Venv):
+    began = time.time()
     demo = venv.demo(30)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     out = demo.stdout
@@ -114,7 +116,7 @@ def test_with_the_base_image_the_demo_runs_on_docker_workers(venv: Venv):
     assert ", base image nbscale/base:bookworm)" in out
     assert "done: 30 results" in out and "pool: 0 containers" in out
     assert "Traceback" not in demo.stderr
-    _nothing_left_on_the_engine()
+    _nothing_left_on_the_engine(began)
     doctor = venv.run("nbscale", "doctor", timeout=60)
     assert doctor.returncode == 0, doctor.stdout
     report = doctor.stdout
@@ -190,14 +192,12 @@ def _remove_image(tag: str) -> None:
         client.close()
 
 
-def _nothing_left_on_the_engine() -> None:
+def _nothing_left_on_the_engine(since: float) -> None:
     import docker
 
     client = docker.from_env()
     try:
-        ours = {"label": "nbscale.server"}
-        left = [c.name for c in client.containers.list(all=True, filters=ours)]
-        left += [n.name for n in client.networks.list(filters=ours)]
+        left = left_on_engine(client, since)
     finally:
         client.close()
     assert not left, f"left behind on the Docker engine: {left}"

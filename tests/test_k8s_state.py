@@ -13,6 +13,7 @@ from nbscale_server.launchers.k8s_state import (
     vanished,
     view,
 )
+from nbscale_server.losses import USER
 
 UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
@@ -55,7 +56,7 @@ def test_exit_code_and_oom_are_reported():
     oom = view(pod("Failed", state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
     assert oom.end is not None and oom.end.code == 137
     assert oom.end.reason == "ran out of memory (memory limit 300Mi) and was killed (exit code 137)"
-    assert not oom.end.infrastructure
+    assert oom.end.cause == USER  # counted against the function's retries
 
 
 def test_evictions_and_node_losses_are_the_infrastructures():

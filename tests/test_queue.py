@@ -13,6 +13,7 @@ from nbscale_runtime.protocol import (
     STATUS_SERIALIZATION,
     STATUS_TIMEOUT,
 )
+from nbscale_server.losses import MAX_INFRASTRUCTURE_LOSSES
 from nbscale_server.queue import InputRecord, QueueCore, RetryPolicy
 
 
@@ -208,7 +209,7 @@ def test_report_from_unknown_or_other_worker_is_stale() -> None:
 def test_report_after_worker_gone_is_stale_so_each_input_is_reported_once() -> None:
     q = queue_with(1)  # no retries: the loss is final
     q.take("w", 1)
-    [lost] = q.worker_gone("w", now=1.0, at_fault=1)
+    [lost] = q.worker_gone("w", now=1.0, running={("a", 0, 1)})
     assert (lost.record.key, lost.status, lost.final) == (("a", 0), STATUS_LOST, True)
     assert q.report("w", "a", 0, 1, STATUS_OK, now=2.0) is None
     assert q.report("w", "a", 0, 1, STATUS_ERROR, now=2.0) is None
@@ -217,7 +218,7 @@ def test_report_after_worker_gone_is_stale_so_each_input_is_reported_once() -> N
 def test_late_report_from_lost_worker_after_retry_went_elsewhere_is_stale() -> None:
     q = queue_with(1, retries=RetryPolicy(max_retries=1, initial_delay=1.0))
     q.take("w1", 1)
-    [lost] = q.worker_gone("w1", now=0.0, at_fault=1)
+    [lost] = q.worker_gone("w1", now=0.0, running={("a", 0, 1)})
     assert not lost.final
     q.release_delayed(1.0)
     [r] = q.take("w2", 1)
@@ -232,7 +233,7 @@ def test_late_report_from_lost_worker_after_retry_went_elsewhere_is_stale() -> N
 # --- worker_gone --------------------------------------------------------------------------
 
 
-def test_worker_gone_penalises_only_the_first_input_and_requeues_rest_at_front() -> None:
+def test_worker_gone_penalises_only_the_input_it_ran_and_requeues_the_rest_at_front() -> None:
     q = QueueCore(RetryPolicy(max_retries=2, initial_delay=5.0))
     q.submit([rec("a", i) for i in range(3)])
     q.submit([rec("b", 0)])
@@ -240,7 +241,7 @@ def test_worker_gone_penalises_only_the_first_input_and_requeues_rest_at_front()
     assert keys(taken) == [("a", 0), ("a", 1), ("a", 2)]
     assert q.num_pending == 1  # b0
 
-    outcomes = q.worker_gone("w1", now=10.0, at_fault=1)
+    outcomes = q.worker_gone("w1", now=10.0, running={("a", 0, 1)})
     assert [(o.record.key, o.status, o.final) for o in outcomes] == [(("a", 0), STATUS_LOST, False)]
     assert q.next_retry_at() == 15.0  # the penalised one waits for its retry delay
     assert (q.num_pending, q.num_running, q.running_on("w1")) == (4, 0, 0)
@@ -262,7 +263,7 @@ def test_worker_gone_unstarted_inputs_keep_attempt_across_earlier_retries() -> N
     taken = q.take("w2", 2)
     assert [(r.key, r.attempt) for r in taken] == [(("a", 0), 2), (("a", 1), 1)]
 
-    assert q.worker_gone("w2", now=1.0, at_fault=0) == []
+    assert q.worker_gone("w2", now=1.0, running=()) == []
     again = q.take("w3", 2)
     assert [(r.key, r.attempt) for r in again] == [(("a", 0), 2), (("a", 1), 1)]
 
@@ -270,7 +271,7 @@ def test_worker_gone_unstarted_inputs_keep_attempt_across_earlier_retries() -> N
 def test_worker_gone_with_clean_exit_penalises_nobody() -> None:
     q = queue_with(3, retries=RetryPolicy(max_retries=0))
     q.take("w", 2)
-    assert q.worker_gone("w", now=0.0, at_fault=0) == []
+    assert q.worker_gone("w", now=0.0, running=()) == []
     assert (q.num_pending, q.num_running) == (3, 0)
     assert keys(q.take("w2", 3)) == [("a", 0), ("a", 1), ("a", 2)]
 
@@ -278,7 +279,7 @@ def test_worker_gone_with_clean_exit_penalises_nobody() -> None:
 def test_worker_gone_for_unknown_worker_is_a_no_op() -> None:
     q = queue_with(2)
     q.take("w", 1)
-    assert q.worker_gone("ghost", now=0.0, at_fault=1) == []
+    assert q.worker_gone("ghost", now=0.0, running={("a", 0, 1)}) == []
     assert (q.num_pending, q.num_running) == (1, 1)
 
 
@@ -286,9 +287,96 @@ def test_worker_gone_skips_inputs_already_reported() -> None:
     q = queue_with(3)
     q.take("w", 3)
     q.report("w", "a", 0, 1, STATUS_OK, now=0.0)
-    outcomes = q.worker_gone("w", now=1.0, at_fault=1)
+    outcomes = q.worker_gone("w", now=1.0, running={("a", 0, 1), ("a", 1, 1)})
     assert [o.record.key for o in outcomes] == [("a", 1)]
     assert keys(q.take("w2", 5)) == [("a", 2)]
+
+
+def test_worker_gone_blames_the_input_it_ran_wherever_it_stands_in_dispatch_order() -> None:
+    """The defect: the first inputs dispatched were blamed, though the worker had finished
+    them (their outputs still in its batch) and died running a later one."""
+    q = queue_with(6)
+    q.take("w", 6)
+    for index in (0, 1):  # their outputs arrived
+        q.report("w", "a", index, 1, STATUS_OK, now=0.0)
+    [lost] = q.worker_gone("w", now=1.0, running={("a", 4, 1)})
+    assert (lost.record.key, lost.final) == (("a", 4), True)
+    assert keys(q.take("w2", 10)) == [("a", 2), ("a", 3), ("a", 5)]  # untouched: attempt 1
+    assert [r.attempt for r in q.running["w2"].values()] == [1, 1, 1]
+
+
+def test_a_running_entry_of_an_older_attempt_blames_nobody() -> None:
+    q = queue_with(1, retries=RetryPolicy(max_retries=1, initial_delay=0.0))
+    q.take("w1", 1)
+    q.report("w1", "a", 0, 1, STATUS_ERROR, now=0.0)
+    q.take("w2", 1)  # attempt 2
+    assert q.worker_gone("w2", now=1.0, running={("a", 0, 1)}) == []
+    assert [r.attempt for r in q.take("w3", 1)] == [2]
+
+
+def test_infrastructure_losses_are_free_and_retried_at_once_until_too_many_in_a_row() -> None:
+    q = queue_with(1, retries=RetryPolicy(max_retries=0))  # no retries for the user
+    for attempt in (1, 2):
+        [r] = q.take(f"w{attempt}", 1)
+        assert r.attempt == attempt
+        [lost] = q.worker_gone(f"w{attempt}", 0.0, {("a", 0, attempt)}, infrastructure=True)
+        assert not lost.final and lost.status == STATUS_LOST
+        assert q.num_pending == 1 and q.next_retry_at() is None  # at once, no backoff
+    q.take("w3", 1)
+    [lost] = q.worker_gone("w3", 0.0, {("a", 0, 3)}, infrastructure=True)
+    assert lost.final and lost.record.infrastructure_streak == MAX_INFRASTRUCTURE_LOSSES
+
+
+def test_a_user_failure_after_infrastructure_losses_is_charged_once_and_ends_the_streak() -> None:
+    q = queue_with(1, retries=RetryPolicy(max_retries=1, initial_delay=0.0))
+    q.take("w1", 1)
+    q.worker_gone("w1", 0.0, {("a", 0, 1)}, infrastructure=True)
+    q.take("w2", 1)
+    retried = q.report("w2", "a", 0, 2, STATUS_ERROR, now=0.0)
+    assert retried is not None and not retried.final  # 1 charged of 1 allowed retry
+    assert retried.record.infrastructure_streak == 0
+    q.take("w3", 1)
+    final = q.report("w3", "a", 0, 3, STATUS_ERROR, now=0.0)
+    assert final is not None and final.final and final.record.charged == 2
+
+
+def test_a_worker_that_cannot_say_what_it_ran_leaves_suspects_that_run_alone() -> None:
+    q = queue_with(4)
+    q.take("w1", 3)
+    assert q.worker_gone("w1", 0.0, running=None) == []  # nobody blamed on a guess
+    [suspect] = q.take("w2", 10)  # alone, though it asked for more
+    assert (suspect.key, suspect.suspect, suspect.attempt) == (("a", 0), True, 1)
+    assert q.take("w2", 10) == []  # nothing else while it runs a suspect
+    assert keys(q.take("w3", 1)) == [("a", 1)]  # the next suspect, alone on another
+    assert q.confirm("w2", "a", 0, 1)
+    [lost] = q.worker_gone("w2", 1.0, running=None)  # it said it started it: blamed
+    assert (lost.record.key, lost.final) == (("a", 0), True)
+    outcome = q.report("w3", "a", 1, 1, STATUS_OK, now=2.0)
+    assert outcome is not None and not outcome.record.suspect
+    assert keys(q.take("w3", 10)) == [("a", 2)]  # still a suspect: alone
+    q.report("w3", "a", 2, 1, STATUS_OK, now=2.0)
+    assert keys(q.take("w3", 10)) == [("a", 3)]  # not a suspect: with whatever follows
+
+
+def test_a_suspect_lost_to_the_infrastructure_is_free_and_stays_alone() -> None:
+    q = queue_with(2, retries=RetryPolicy(max_retries=0))
+    q.take("w1", 2)
+    q.worker_gone("w1", 0.0, running=None, infrastructure=True)  # a SIGKILL it cannot explain
+    q.take("w2", 1)
+    q.confirm("w2", "a", 0, 1)
+    [lost] = q.worker_gone("w2", 1.0, running=None, infrastructure=True)
+    assert not lost.final and lost.record.charged == 0  # free
+    assert keys(q.take("w3", 10)) == [("a", 0)]  # still alone, until it ends
+
+
+def test_cancelling_a_suspects_call_frees_its_worker() -> None:
+    q = QueueCore()
+    q.submit([rec("a", 0), rec("b", 0)])
+    q.take("w1", 2)
+    q.worker_gone("w1", 0.0, running=None)
+    q.take("w2", 1)  # suspect a0, alone
+    q.cancel("a")
+    assert keys(q.take("w2", 10)) == [("b", 0)]
 
 
 # --- cancel -------------------------------------------------------------------------------
@@ -317,7 +405,7 @@ def test_cancel_drops_pending_delayed_and_running_inputs_of_the_call() -> None:
     for worker, index in [("w1", 0), ("w1", 1), ("w2", 2), ("w3", 4)]:
         assert q.report(worker, "a", index, 1, STATUS_OK, now=1.0) is None
         assert q.report(worker, "a", index, 1, STATUS_ERROR, now=1.0) is None
-    assert q.worker_gone("w1", now=2.0, at_fault=1) == []
+    assert q.worker_gone("w1", now=2.0, running={("a", 0, 1)}) == []
 
     assert keys(q.take("w5", 10)) == [("b", 2)]
     outcome = q.report("w3", "b", 0, 1, STATUS_OK, now=2.0)
@@ -337,7 +425,7 @@ def test_cancelled_inputs_of_lost_worker_are_not_requeued_or_reported() -> None:
     q.submit([rec("a", 0), rec("b", 0)])
     q.take("w", 2)
     q.cancel("a")
-    outcomes = q.worker_gone("w", now=0.0, at_fault=2)
+    outcomes = q.worker_gone("w", now=0.0, running={("a", 0, 1), ("b", 0, 1)})
     assert [o.record.key for o in outcomes] == [("b", 0)]
     q.release_delayed(100.0)
     assert keys(q.take("w2", 5)) == [("b", 0)]
@@ -393,7 +481,7 @@ def test_spawn_pending_stays_right_through_a_retry() -> None:
 def test_spawn_pending_counts_inputs_requeued_by_worker_gone() -> None:
     q = queue_with(3, spawned=True)
     q.take("w", 3)
-    q.worker_gone("w", now=0.0, at_fault=1)
+    q.worker_gone("w", now=0.0, running={("a", 0, 1)})
     assert q.num_pending == 2
     assert q.spawn_pending == 2
 

@@ -13,17 +13,13 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import tornado.httpclient
-import tornado.websocket
-from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_process import JupyterProcess
+from jupyter_process import Kernel, Server, eventually
 
 import nbscale
 
@@ -46,79 +42,11 @@ print("SPAWNED", call.object_id)
 MAP = "print('RESULT', list(work.map(range(16))))"
 
 
-class Kernel:
-    """A kernel the server started, driven over its connection file."""
-
-    def __init__(self, connection_file: Path) -> None:
-        self.client = AsyncKernelClient(connection_file=str(connection_file))
-        self.client.load_connection_file()
-        self.client.start_channels()
-
-    @classmethod
-    async def connect(cls, connection_file: Path) -> Kernel:
-        kernel = cls(connection_file)
-        await kernel.client.wait_for_ready(timeout=60)
-        return kernel
-
-    async def run(self, code: str, timeout: float = 60) -> str:
-        """Run a cell; its stdout, or the test fails with the cell's traceback."""
-        out: list[str] = []
-        errors: list[str] = []
-
-        def on_output(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                errors.append("\n".join(msg["content"]["traceback"]))
-
-        reply = await self.client.execute_interactive(code, timeout=timeout, output_hook=on_output)
-        assert reply["content"]["status"] == "ok", errors
-        return "".join(out)
-
-    def close(self) -> None:
-        self.client.stop_channels()
-
-
-class Server(JupyterProcess):
-    """``jupyter server`` in a subprocess, with the nbscale extension."""
-
-    def __init__(self, tmp: Path) -> None:
-        config = {
-            "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
-            "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
-        }
-        super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools")
-
-    async def start_kernel(self) -> tuple[str, Kernel]:
-        started = await asyncio.to_thread(self.request, "POST", "api/kernels", {"name": "python3"})
-        kernel_id = started["id"]
-        return kernel_id, await Kernel.connect(self.runtime_dir / f"kernel-{kernel_id}.json")
-
-    def workers(self) -> list[psutil.Process]:
-        children = psutil.Process(self.proc.pid).children(recursive=True)
-        return [p for p in children if "nbscale_runtime" in " ".join(p.cmdline())]
-
-    async def events(self) -> tornado.websocket.WebSocketClientConnection:
-        req = tornado.httpclient.HTTPRequest(
-            f"ws://127.0.0.1:{self.port}/nbscale/api/events",
-            headers={"Authorization": f"token {self.token}"},
-        )
-        return await tornado.websocket.websocket_connect(req)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     s = Server(tmp_path)
     yield s
     s.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := await check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
-    return result
 
 
 async def test_a_kernel_maps_through_the_server_and_the_api_shows_it(server):

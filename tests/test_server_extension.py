@@ -106,14 +106,27 @@ async def test_kernels_find_the_server_control_plane_until_it_stops(nbscale_ext,
     assert (await asyncio.to_thread(nbscale.status))["mode"] == "embedded"
 
 
-def test_a_connection_file_left_by_a_dead_server_is_ignored(tmp_path, monkeypatch):
+def test_a_connection_file_left_by_a_dead_server_is_an_error_not_a_private_plane(
+    tmp_path, monkeypatch
+):
+    """A kernel whose Jupyter server is gone (and not restarted) is told so: it does not
+    start a control plane of its own in place of the server's, with other pools and
+    limits."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     stale = tmp_path / "nbscale-stale.json"
-    stale.write_text(json.dumps({"client_endpoint": "ipc:///nowhere/clients", "pid": gone.pid}))
+    info = {"client_endpoint": "ipc:///nowhere/clients", "pid": gone.pid}
+    stale.write_text(json.dumps({**info, "jupyter_server_url": "http://localhost:8888/"}))
     nbscale.shutdown()
     monkeypatch.setenv(ENV_VAR, str(stale))
     try:
-        assert nbscale.status()["mode"] == "embedded"
+        with pytest.raises(nbscale.ConnectionLostError) as lost:
+            nbscale.status()
+        assert str(lost.value).startswith(
+            "the control plane at ipc:///nowhere/clients (Jupyter server "
+            "http://localhost:8888/) is gone, and no restarted Jupyter server serves "
+            "http://localhost:8888/: start the Jupyter server again"
+        )
+        assert "unset NBSCALE_CONNECTION_FILE" in str(lost.value)
     finally:
         nbscale.shutdown()

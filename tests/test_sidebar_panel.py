@@ -16,6 +16,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import wait_until
+from engine_leftovers import left_on_engine
 from sidebar_lab import (  # noqa: F401 - the jp_ fixtures, used by name
     Lab,
     finish,
@@ -246,6 +247,7 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
     import docker
 
     engine = docker.from_env()
+    began = time.time()
     page.set_viewport_size(NARROW)
     lab = Lab(tmp_path, launcher="docker")
     client = None
@@ -274,9 +276,7 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
     finally:
         _stop(client)
         lab.stop()
-    ours = {"label": "nbscale.server"}
-    left = [c.name for c in engine.containers.list(all=True, filters=ours)]
-    left += [n.name for n in engine.networks.list(filters=ours)]
+    left = left_on_engine(engine, began)
     assert not left, f"left behind on the Docker engine: {left}"
 
 

@@ -22,6 +22,7 @@ import nbscale
 from nbscale import _client, _pools
 from nbscale_server.launchers.slurm_job import JobComment
 from nbscale_server.launchers.slurm_queue import QueueEntry
+from nbscale_server.losses import INFRASTRUCTURE, MAX_INFRASTRUCTURE_LOSSES
 
 pytestmark = pytest.mark.slurm
 
@@ -68,15 +69,30 @@ def gpu_late(x):
     return x
 
 
-@app.function(max_containers=1, scaledown_window=5, retries=2)
-def slow(x):
-    time.sleep(3)
+@app.function(max_containers=1, scaledown_window=5, retries=0)
+def slow(path, x):
+    first = not os.path.exists(path)
+    with open(path, "a") as f:
+        f.write(os.environ["SLURM_JOB_ID"] + "\n")
+    if first:
+        time.sleep(60)  # past Slurm's KillWait: a scancel kills it before it is done
     return x + 1
 
 
+@app.function(max_containers=1, scaledown_window=5, retries=0)
+def exits_at_three(path, x):
+    if x == 3:
+        with open(path, "a") as f:
+            f.write("crash\n")
+        os._exit(3)  # the job FAILS with ExitCode 3:0: the user's loss
+    return x
+
+
 @app.function(max_containers=1, scaledown_window=5)
-def stuck(x):
+def stuck(path, x):
     os.write(2, f"stuck on input {x}\n".encode())  # below the per-input capture: the job's file
+    with open(path, "a") as f:
+        f.write(os.environ["SLURM_JOB_ID"] + "\n")
     time.sleep(60)
     return x
 
@@ -163,33 +179,68 @@ def test_a_job_pending_past_the_pending_timeout_fails_the_call_naming_slurms_rea
     holding.cancel()
 
 
-def test_a_busy_workers_job_cancelled_in_slurm_has_its_input_retried():
-    call = slow.spawn(1)
-    wait_until(lambda: slow.get_current_stats().num_running_inputs == 1, timeout=60)
-    (busy,) = [e.job_id for e in pool_jobs("slow") if e.state == "RUNNING"]
+def test_a_busy_workers_job_cancelled_in_slurm_is_retried_free_of_its_retries(tmp_path):
+    path = tmp_path / "jobs"  # each job that runs the input writes its id there
+    call = slow.spawn(str(path), 1)  # retries=0: an admin's scancel must not cost its attempt
+    wait_until(lambda: path.exists() and path.read_text(), timeout=60)
+    busy = path.read_text().split()[0]
     subprocess.run(["scancel", busy], check=True)
     assert call.get(timeout=60) == 2  # retried on a new job
+    assert len(ran := path.read_text().split()) == 2 and ran[1] != busy
     wait_until(lambda: busy not in {e.job_id for e in pool_jobs("slow")}, timeout=20)
+    (pool,) = [p for p in nbscale.status()["pools"] if p["function"] == "slow"]
+    said = [e["message"] for e in pool["events"] if "while running input(s) 0" in e["message"]]
+    assert len(said) == 1 and "was cancelled in Slurm" in said[0]
+    assert "(infrastructure's loss)" in said[0]
 
 
-def test_a_cancelled_job_is_named_in_the_error_with_its_last_lines_once():
-    call = stuck.spawn(1)
-    wait_until(lambda: stuck.get_current_stats().num_running_inputs == 1, timeout=60)
-    (busy,) = [e.job_id for e in pool_jobs("stuck") if e.state == "RUNNING"]
-    subprocess.run(["scancel", busy], check=True)
+def test_slurm_workers_keep_a_register_in_the_shared_dir_and_blame_exactly(tmp_path):
+    """A worker whose job fails with an exit code (the user's doing) fails only the input it
+    was running, by its register in the shared directory; inputs it had only queued, and
+    those done, are not touched, and retries=0 means one crash."""
+    path = tmp_path / "crashes"
+    job_dir = _client._client.control_plane.launcher.worker_config_dir() or "?"
+    results = iter(exits_at_three.map([str(path)] * 8, range(8), return_exceptions=True))
+    first = next(results)
+    wait_until(lambda: any(n.endswith(".register") for n in os.listdir(job_dir)), timeout=30)
+    results = [first, *results]
+    error = results[3]
+    assert isinstance(error, nbscale.WorkerLostError), results
+    assert "while running input 3" in str(error) and "State=FAILED ExitCode=3:0" in str(error)
+    assert "counted against the function's retries" in str(error)
+    assert results[:3] + results[4:] == [0, 1, 2, 4, 5, 6, 7]
+    assert path.read_text().count("crash") == 1
+
+
+def test_a_job_cancelled_in_slurm_again_and_again_fails_naming_slurm_with_its_last_lines(
+    tmp_path,
+):
+    """Losses to the infrastructure are free, but not endless: the third in a row for one
+    input fails it with WorkerLostError naming Slurm's reason."""
+    path = tmp_path / "jobs"  # each job that runs the input writes its id there
+    call = stuck.spawn(str(path), 1)
+    cancelled: list[str] = []
+    for losses in range(1, MAX_INFRASTRUCTURE_LOSSES + 1):
+        wait_until(lambda n=losses: path.exists() and len(path.read_text().split()) == n)
+        busy = path.read_text().split()[-1]
+        subprocess.run(["scancel", busy], check=True)
+        cancelled.append(busy)
     with pytest.raises(nbscale.WorkerLostError) as lost:
         call.get(timeout=60)
+    last = cancelled[-1]
     message = str(lost.value)
-    assert f"was cancelled in Slurm (Slurm job {busy}: State=CANCELLED ExitCode=" in message
-    assert "while running input 0 (attempt 1)" in message
+    assert f"was cancelled in Slurm (Slurm job {last}: State=CANCELLED ExitCode=" in message
+    assert f"while running input 0 (attempt {MAX_INFRASTRUCTURE_LOSSES};" in message
+    assert f"lost to the infrastructure {MAX_INFRASTRUCTURE_LOSSES} time(s) in a row" in message
+    assert "not counted against the function's retries" in message
     _, _, tail = message.partition("\nLast lines of the worker's output:\n")
-    assert "stuck on input 1" in tail and f"JOB {busy}" in tail  # slurmstepd's CANCELLED line
+    assert "stuck on input 1" in tail and f"JOB {last}" in tail  # slurmstepd's CANCELLED line
     assert message.count("stuck on input 1") == 1 and message.count("State=CANCELLED") == 1
     assert lost.value.logs.strip() and lost.value.logs.rstrip() == tail
-    # What the launcher says of this exit, for the queue to tell it from the user's failures.
+    # What the launcher says of this exit, for the losses core to tell it from the user's.
     plane = _client._client.control_plane
     (worker_id,) = re.findall(r"worker (wk-\w+) was cancelled", message)
-    assert plane.launcher.infrastructure_loss(plane.fleet.handle(worker_id))
+    assert plane.launcher.exit_cause(plane.fleet.handle(worker_id)) == INFRASTRUCTURE
 
 
 def test_a_job_that_fails_before_registering_gives_slurms_words_and_its_output(fresh_plane):

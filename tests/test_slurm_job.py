@@ -25,6 +25,7 @@ from nbscale_server.launchers.slurm_queue import (
     parse_scontrol_job,
     parse_squeue,
 )
+from nbscale_server.losses import INFRASTRUCTURE, USER, cause_of_loss
 from nbscale_server.options import FunctionOptions
 from nbscale_server.remote import WorkerAddressError, dial_host, resolve_worker_address
 from nbscale_server.settings import ControlPlaneConfig
@@ -164,23 +165,34 @@ def test_squeue_and_scontrol_output_is_read():
 
 
 def test_job_ends_say_whose_doing_they_were():
-    assert job_end("1", "COMPLETED", "0:0", None, ours=False) == JobEnd(0, None, False)
+    """The control plane's one notion of blame (``losses``): what the cluster did to a job is
+    the infrastructure's; out of memory and an error exit are the user's; a signal is judged
+    by the signal, as for a local process; our own cancel and a completion say nothing."""
+    assert job_end("1", "COMPLETED", "0:0", None, ours=False) == JobEnd(0, None, None)
     timeout = job_end("2", "TIMEOUT", "0:15", "TimeLimit", ours=False)
-    assert timeout.infrastructure and timeout.code == -15
+    assert timeout.cause == INFRASTRUCTURE and timeout.code == -15
     assert (
         timeout.reason
         == "reached its walltime (Slurm job 2: State=TIMEOUT ExitCode=0:15 Reason=TimeLimit)"
     )
     failed = job_end("3", "FAILED", "1:0", "NonZeroExitCode", ours=False)
-    assert failed.code == 1 and not failed.infrastructure
+    assert failed.code == 1 and failed.cause == USER
     assert "State=FAILED ExitCode=1:0 Reason=NonZeroExitCode" in (failed.reason or "")
-    assert job_end("4", "CANCELLED", "0:0", None, ours=False).infrastructure  # someone else
-    assert job_end("4", "CANCELLED", "0:0", None, ours=True) == JobEnd(-15, None, False)
-    for state in ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL"):
-        assert job_end("5", state, "0:0", None, ours=False).infrastructure
+    segfault = job_end("3", "FAILED", "0:11", None, ours=False)
+    assert segfault.code == -11 and segfault.cause is None  # SIGSEGV: cause_of_loss decides
+    admin = job_end("4", "CANCELLED", "0:15", None, ours=False)  # an admin's scancel
+    assert admin.cause == INFRASTRUCTURE and admin.code == -15
+    assert job_end("4", "CANCELLED", "0:0", None, ours=True) == JobEnd(-15, None, None)
+    for state in ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"):
+        assert job_end("5", state, "0:0", None, ours=False).cause == INFRASTRUCTURE
     oom = job_end("6", "OUT_OF_MEMORY", "0:125", None, ours=False)
-    assert "ran out of memory" in (oom.reason or "") and not oom.infrastructure
-    assert lost("7").infrastructure and "Slurm job 7" in (lost("7").reason or "")
+    assert "ran out of memory" in (oom.reason or "") and oom.cause == USER
+    assert lost("7").cause == INFRASTRUCTURE and "Slurm job 7" in (lost("7").reason or "")
+    # and the losses core charges them so
+    assert cause_of_loss(failed.cause, False, None, 0) == USER
+    assert cause_of_loss(job_end("8", "PREEMPTED", "0:9", None, False).cause, False, 9, 0) == (
+        INFRASTRUCTURE
+    )
 
 
 def test_worker_address_is_loopback_an_interface_or_a_host_never_all_unasked():

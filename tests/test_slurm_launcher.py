@@ -23,6 +23,7 @@ from nbscale._options import function_options
 from nbscale_server.launchers import LaunchFailed, WorkerSpec
 from nbscale_server.launchers.slurm import SlurmLauncher
 from nbscale_server.launchers.slurm_job import JobComment
+from nbscale_server.losses import USER
 from nbscale_server.security import KeyPair, write_secret_json
 
 pytestmark = pytest.mark.slurm
@@ -57,7 +58,8 @@ def worker_spec(launcher: SlurmLauncher, **options) -> tuple[WorkerSpec, str]:
         "secret_key": keys.secret,
     }
     write_secret_json(path, config)
-    spec = WorkerSpec(worker_id, "pl-test", path, function_options(None, options), "launcher_test")
+    options_ = function_options(None, options)
+    spec = WorkerSpec(worker_id, "pl-test", path, options_, pool_name="launcher_test")
     return spec, keys.secret
 
 
@@ -109,7 +111,7 @@ def test_stopping_cancels_exactly_that_job(launcher):
     assert launcher.job_id(first) not in queued and launcher.job_id(second) in queued
     assert phase(launcher, second) == "running"
     assert launcher.exit_reason(first) is None  # we cancelled it: nothing to explain
-    assert not launcher.infrastructure_loss(first)
+    assert launcher.exit_cause(first) is None  # ours: the control plane judges it
     assert job_fields(launcher.job_id(first))["JobState"] == "CANCELLED"
 
 
@@ -144,7 +146,7 @@ def test_a_failed_job_has_its_logs_and_slurms_words_in_the_reason(launcher):
     reason = launcher.exit_reason(handle) or ""
     job_id = launcher.job_id(handle)
     assert f"failed (Slurm job {job_id}: State=FAILED ExitCode=1:0" in reason
-    assert not launcher.infrastructure_loss(handle)
+    assert launcher.exit_cause(handle) == USER  # its own code failed
 
 
 def test_a_wrong_partition_is_named(launcher):
@@ -154,6 +156,7 @@ def test_a_wrong_partition_is_named(launcher):
     reason = launcher.exit_reason(handle) or ""
     assert "could not be submitted to Slurm" in reason
     assert "invalid partition specified: nosuchpartition" in reason
+    assert launcher.exit_cause(handle) == USER  # refused: launching again would not mend it
 
 
 def test_a_gpu_request_beyond_the_cluster_pends_on_resources(launcher):

@@ -145,13 +145,23 @@ def op(name: str) -> Callable[[type[_M]], type[_M]]:
 class Hello(Message):
     """A client's first request. ``owner`` says who it is (``models.OwnerModel`` less
     ``notebook``): its kernel id (or None), pid, host and a label; the pools and calls it
-    creates are recorded as its own."""
+    creates are recorded as its own, and its process is watched: when it is gone, its maps
+    are cancelled."""
 
     protocol_version: int
     python: str
     cloudpickle: str
     rid: int = 0
     owner: dict[str, Any] | None = None
+
+
+@op("ping")
+class Ping(Message):
+    """A caller with requests or calls outstanding asks, now and then, whether the control
+    plane is still there (answered by an empty ``reply``); the control plane, in turn, counts
+    a caller silent for too long as gone."""
+
+    rid: int
 
 
 @op("register-function")
@@ -301,16 +311,40 @@ class GetInputs(Message):
 
 @op("run-inputs")
 class RunInputs(Message):
-    """Payload: [blob, *buffers]; items are ``RUN_*`` rows."""
+    """Payload: [blob, *buffers]; items are ``RUN_*`` rows. ``confirm``: before running
+    them, say ``started`` and wait for ``proceed`` (a suspect input, sent alone to a worker
+    without a register, so that its death blames exactly that input)."""
 
     items: list[list[Any]]
+    confirm: bool = False
+
+
+@op("started")
+class Started(Message):
+    """The worker is about to run this input (one it was asked to ``confirm``)."""
+
+    worker_id: str
+    call_id: str
+    index: int
+    attempt: int
+
+
+@op("proceed")
+class Proceed(Message):
+    """The control plane has noted a ``started``: the worker may run the input."""
 
 
 @op("heartbeat")
 class Heartbeat(Message):
     worker_id: str
-    running: list[list[Any]]  # [call_id, index] of inputs running now
+    running: list[list[Any]]  # [call_id, index, attempt] of inputs running now
     stats: dict[str, Any]
+
+
+@op("pong")
+class Pong(Message):
+    """The control plane's answer to a heartbeat (to the worker's pulse connection): a worker
+    that hears nothing for ``heartbeat_timeout`` seconds exits, its control plane gone."""
 
 
 @op("cancel-inputs")

@@ -8,10 +8,16 @@ Two sockets, two threads:
   batches of outputs;
 - the *pulse* thread owns a second socket: it sends heartbeats, receives cancellations and
   shutdown requests (which must get through while user code holds the main thread), enforces
-  the per-attempt timeout and exits when the parent process is gone.
+  the per-attempt timeout and exits when the control plane is gone (``pulse.py``).
+
+Each input's start and end are stored in the worker's register (``register.py``), which the
+control plane reads when the worker dies or goes silent: that is how it knows exactly which
+inputs were running, while outputs travel in batches.
 
 A stuck input cannot be interrupted safely, so on timeout the pulse thread reports it and ends
-the process: the control plane replaces the worker and requeues its other inputs.
+the process: the control plane replaces the worker and requeues its other inputs. While user
+code holds the GIL the pulse thread cannot run at all; then the control plane enforces the
+timeout from outside, from the register.
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ from .protocol import (
     STATUS_ERROR,
     STATUS_OK,
     STATUS_SERIALIZATION,
-    STATUS_TIMEOUT,
     output_row,
 )
+from .pulse import Pulse
+from .register import RegisterWriter
 from .serialization import PayloadWriter, dump_exception, load, split_payload
 
 # Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
@@ -60,6 +67,7 @@ _MAX_PREFETCH = 1000
 # trip; one that waits behind another waits at most this long.
 _ONE_AHEAD_BELOW = 0.1
 _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
+_PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
 
 
 class InputCancelled(BaseException):
@@ -73,6 +81,9 @@ class WorkerConfig:
     endpoint: str
     parent_pid: int | None = None
     heartbeat_interval: float = 1.0
+    # seconds without a word from the control plane before the worker exits (None: never)
+    heartbeat_timeout: float | None = None
+    register_path: str | None = None  # the register file, as this worker sees it
     server_public_key: str | None = None
     public_key: str | None = None
     secret_key: str | None = None
@@ -81,6 +92,13 @@ class WorkerConfig:
     def from_file(cls, path: str) -> WorkerConfig:
         with open(path) as f:
             return cls(**json.load(f))
+
+    def connect(self, identity: str) -> Link:
+        """A connection to the control plane, named ``identity``."""
+        keys = None
+        if self.server_public_key:
+            keys = (self.server_public_key, self.public_key or "", self.secret_key or "")
+        return connect(self.endpoint, identity, keys)
 
 
 @dataclass(slots=True)
@@ -96,26 +114,23 @@ class _Input:
         return (self.call_id, self.index)
 
 
-def _connect(cfg: WorkerConfig, identity: str) -> Link:
-    keys = None
-    if cfg.server_public_key:
-        keys = (cfg.server_public_key, cfg.public_key or "", cfg.secret_key or "")
-    return connect(cfg.endpoint, identity, keys)
-
-
 class Worker:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
-        self.data = _connect(cfg, cfg.worker_id)
+        self.data = cfg.connect(cfg.worker_id)
         self.fn: Any = None
         self.timeout = 300.0
         self.slots = 1
         self.mode = "inline"  # "inline" | "threads" | "async"
         self.queue: collections.deque[_Input] = collections.deque()
-        # key -> (monotonic start, attempt); read by the pulse thread for timeouts
-        self.running: dict[tuple[str, int], tuple[float, int]] = {}
+        # key -> (monotonic start, attempt, register slot); read by the pulse thread
+        self.running: dict[tuple[str, int], tuple[float, int, int]] = {}
+        self.register = RegisterWriter(cfg.register_path)
+        self.slot_writers = [self.register.slot(0)]  # (start, finish) of each slot
+        self.free_slots: list[int] = [0]
         self.inline_key: tuple[str, int] | None = None
         self.cancelled: set[str] = set()
+        self.confirm_first: set[tuple[str, int]] = set()  # say "started", then run
         self.demand = 0  # inputs asked for and not yet received
         self.avg_seconds: float | None = None
         self.done: collections.deque[tuple[_Input, str, Any, float, str]] = collections.deque()
@@ -133,6 +148,7 @@ class Worker:
 
     def run(self) -> int:
         capture.install()
+        self.register.watch_self_signals()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
         self._send(
@@ -183,7 +199,9 @@ class Worker:
     def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
         self.data.send(protocol.encode(msg, payload))
 
-    def _receive_all(self) -> None:
+    def _receive_all(self) -> bool:
+        """Handle every message that arrived; whether one was ``proceed``."""
+        proceed = False
         for frames in self.data.receive():
             msg, payload = protocol.decode(frames)
             if isinstance(msg, protocol.RunInputs):
@@ -192,6 +210,21 @@ class Worker:
                 self._load_function(msg, payload)
             elif isinstance(msg, protocol.Shutdown):
                 self.draining = True
+            elif isinstance(msg, protocol.Proceed):
+                proceed = True
+        return proceed
+
+    def _confirm_start(self, item: _Input) -> None:
+        """Say we start ``item`` and wait until the control plane has noted it: should the
+        input kill this worker, it alone is blamed (a worker without a register)."""
+        self.confirm_first.discard(item.key)
+        self._flush()
+        started = protocol.Started(self.cfg.worker_id, item.call_id, item.index, item.attempt)
+        self._send(started)
+        deadline = time.monotonic() + _PROCEED_WAIT
+        while time.monotonic() < deadline:
+            if self.data.poll(100) and self._receive_all():
+                return
 
     def _load_function(self, msg: protocol.FunctionDef, payload: list[Any]) -> None:
         for path in msg.sys_path:
@@ -215,6 +248,8 @@ class Worker:
         elif self.slots > 1:
             self.mode = "threads"
             self.executor = concurrent.futures.ThreadPoolExecutor(self.slots)
+        self.slot_writers = [self.register.slot(n) for n in range(self.slots)]
+        self.free_slots = list(range(self.slots - 1, -1, -1))
 
     def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
         parts = split_payload(payload, [item[RUN_WHERE] for item in msg.items])
@@ -222,6 +257,8 @@ class Worker:
             self.queue.append(
                 _Input(item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT], data, buffers)
             )
+            if msg.confirm:
+                self.confirm_first.add((item[RUN_CALL_ID], item[RUN_INDEX]))
         self.demand = max(0, self.demand - len(msg.items))
 
     def _ask_for_inputs(self) -> None:
@@ -268,8 +305,13 @@ class Worker:
         if item.call_id in self.cancelled:
             return
         key = item.key
-        started = time.perf_counter()
-        self.running[key] = (time.monotonic(), item.attempt)
+        if self.confirm_first and key in self.confirm_first:
+            self._confirm_start(item)
+        # monotonic, not perf_counter: the register's clock is the host's (one call for both)
+        started = time.monotonic()
+        self.running[key] = (started, item.attempt, 0)
+        start_slot, finish_slot = self.slot_writers[0]
+        start_slot(item.call_id, item.index, item.attempt, started)
         self.inline_key = key
         token = capture.start(item.call_id, item.index)
         try:
@@ -281,15 +323,21 @@ class Worker:
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
         finally:
+            finish_slot()
             self.inline_key = None
             stdout = capture.finish(token)
             del self.running[key]
-        self._record(item, status, result, time.perf_counter() - started, stdout)
+        self._record(item, status, result, time.monotonic() - started, stdout)
 
     def _start_concurrent(self, item: _Input) -> None:
         if item.call_id in self.cancelled:
             return
-        self.running[item.key] = (time.monotonic(), item.attempt)
+        if self.confirm_first and item.key in self.confirm_first:
+            self._confirm_start(item)
+        slot = self.free_slots.pop()
+        started = time.monotonic()
+        self.running[item.key] = (started, item.attempt, slot)
+        self.slot_writers[slot][0](item.call_id, item.index, item.attempt, started)
         if self.mode == "async":
             assert self.async_loop is not None
             import asyncio
@@ -332,9 +380,12 @@ class Worker:
     def _finish_concurrent(
         self, item: _Input, status: str, result: Any, seconds: float, stdout: str
     ) -> None:
-        # Runs on a pool thread or the asyncio thread: deque appends are thread-safe, and the
-        # main thread only sends what is in ``done``.
-        self.running.pop(item.key, None)
+        # Runs on a pool thread or the asyncio thread: deque and list appends are thread-safe,
+        # and the main thread only sends what is in ``done``.
+        entry = self.running.pop(item.key, None)
+        if entry is not None:
+            self.slot_writers[entry[2]][1]()
+            self.free_slots.append(entry[2])
         self.async_tasks.pop(item.key, None)
         self._record(item, status, result, seconds, stdout)
 
@@ -393,67 +444,6 @@ class Worker:
                 )
             )
         self._send(protocol.Outputs(items, self._more_wanted()), writer.frames())
-
-
-class Pulse(threading.Thread):
-    """Heartbeats, cancellation, timeouts and parent-death checks, off the main thread."""
-
-    def __init__(self, worker: Worker) -> None:
-        super().__init__(name="nbscale-pulse", daemon=True)
-        self.worker = worker
-        # A connection of its own: on timeout it is closed, which flushes the report out
-        # before the process ends, without touching the main thread's.
-        self.link = _connect(worker.cfg, worker.cfg.worker_id + ":pulse")
-
-    def run(self) -> None:
-        try:
-            self._beat()
-        except ConnectionError:  # the control plane closed our connection: it is gone
-            os._exit(0)
-
-    def _beat(self) -> None:
-        w = self.worker
-        interval = w.cfg.heartbeat_interval
-        next_beat = 0.0
-        while True:
-            now = time.monotonic()
-            if now >= next_beat:
-                running = [list(k) for k in w.running]
-                self._send(protocol.Heartbeat(w.cfg.worker_id, running, w.gpu_monitor.sample()))
-                next_beat = now + interval
-            self._check_timeouts(now)
-            if w.cfg.parent_pid is not None and os.getppid() != w.cfg.parent_pid:
-                os._exit(0)  # our control plane is gone; nobody will collect our results
-            if not self.link.poll(min(100, int(interval * 1000))):
-                continue
-            for frames in self.link.receive():
-                msg, _ = protocol.decode(frames)
-                if isinstance(msg, protocol.CancelInputs):
-                    w.cancel_running(msg.call_id)
-                elif isinstance(msg, protocol.Shutdown):
-                    w.draining = True
-                    os.write(w.wake_w, b"x")
-
-    def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
-        self.link.send(protocol.encode(msg, payload))
-
-    def _check_timeouts(self, now: float) -> None:
-        w = self.worker
-        for key, (started, attempt) in list(w.running.items()):
-            if now - started > w.timeout:
-                row = output_row(
-                    key[0],
-                    key[1],
-                    attempt,
-                    STATUS_TIMEOUT,
-                    (0, 0, 0),
-                    now - started,
-                    w.cfg.worker_id,
-                )
-                self._send(protocol.Outputs([row]), [b""])
-                self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
-                self.link.close()
-                os._exit(3)
 
 
 def main(argv: list[str] | None = None) -> int:

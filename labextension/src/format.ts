@@ -99,6 +99,7 @@ export function isCancellable(call: ICall): boolean {
 export function formatContainers(containers: IContainersByState): string {
   const order: (keyof IContainersByState)[] = [
     'busy',
+    'unresponsive',
     'idle',
     'starting',
     'waiting',

@@ -57,7 +57,7 @@ export type ApiModel =
   | IChangesMessage
   | IError;
 export type ContainerState =
-  'waiting' | 'starting' | 'idle' | 'busy' | 'draining';
+  'waiting' | 'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
@@ -185,6 +185,10 @@ export interface IContainersByState {
    * running at least one input
    */
   busy: number;
+  /**
+   * alive, running an input, but silent past the heartbeat timeout (user code holding the GIL): left alone until that input's timeout
+   */
+  unresponsive: number;
   /**
    * told to stop; finishing its input
    */
@@ -402,7 +406,7 @@ export interface IInput {
    */
   attempt: number;
   /**
-   * for running inputs
+   * for inputs on a worker: running, or queued there (pending)
    */
   worker_id?: string;
 }

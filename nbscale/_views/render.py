@@ -10,7 +10,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nbscale_server.models import PoolModel
+from nbscale_server.models import ContainersByState, PoolModel
 
 from .._progress import CallProgress, InputRow
 
@@ -87,13 +87,26 @@ def gpus_text(gpus: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+def by_state(c: ContainersByState) -> str:
+    """``1 starting, 3 busy, 0 idle`` (how many wait for resources in a scheduler's queue
+    first, and how many are unresponsive last, when some are)."""
+    text = f"{c['starting']} starting, {c['busy']} busy, {c['idle']} idle"
+    waiting = c.get("waiting", 0)
+    if waiting:
+        text = f"{waiting} waiting for resources, {text}"
+    unresponsive = c.get("unresponsive", 0)
+    return f"{text}, {unresponsive} unresponsive" if unresponsive else text
+
+
 def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
     """``pool: 4 containers (1 starting, 3 busy, 0 idle) · 12 waiting · GPUs: ... ·
     throttled by ...``, then what the autoscaler is doing (and why workers wait for
     resources), then ``workers`` (what runs them and why) when given."""
     parts = []
     if pool is not None:
-        parts.append(f"pool: {pool['num_total_runners']} containers {_by_state(pool)}")
+        parts.append(
+            f"pool: {pool['num_total_runners']} containers ({by_state(pool['containers'])})"
+        )
         parts.append(f"{pool['backlog']:,} waiting")
         gpus = gpus_text(pool["gpus"])
         if gpus:
@@ -151,17 +164,12 @@ def rows_html(rows: Sequence[InputRow]) -> str:
 _COLUMNS = ("pool", "function", "containers", "waiting", "running", "done", "failed", "GPUs")
 
 
-def _by_state(pool: PoolModel) -> str:
-    """``(1 waiting for resources, 1 starting, 3 busy, 0 idle)``: the first only when some
-    wait in a scheduler's queue."""
-    c = pool["containers"]
-    waiting = f"{c['waiting']} waiting for resources, " if c.get("waiting") else ""
-    return f"({waiting}{c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
-
-
 def pool_cells(pool: PoolModel) -> tuple[str, ...]:
     cap = pool["settings"]["max_containers"]
-    containers = f"{pool['num_total_runners']}/{cap if cap is not None else '∞'} {_by_state(pool)}"
+    containers = (
+        f"{pool['num_total_runners']}/{cap if cap is not None else '∞'} "
+        f"({by_state(pool['containers'])})"
+    )
     return (
         pool["id"],
         pool["function"],

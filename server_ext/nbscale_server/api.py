@@ -18,9 +18,11 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
 
 from . import reports
+from .callers import Callers
 from .delivery import Delivery
 from .errors import RequestError
 from .fleet import Fleet
+from .liveness import Liveness
 from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
@@ -40,6 +42,7 @@ class Api:
         outbox: Outbox,
         delivery: Delivery,
         fleet: Fleet,
+        liveness: Liveness,
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
     ) -> None:
@@ -47,13 +50,16 @@ class Api:
         self.outbox = outbox
         self.delivery = delivery
         self.fleet = fleet
+        self.liveness = liveness
         self.clock = clock
         self._connection_info = connection_info
-        self.client_versions: dict[bytes, dict[str, str]] = {}
+        self.callers = Callers()
+        self._next_callers_check = 0.0
         # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
         self.resolve_owner: Callable[[OwnerModel], None] | None = None
         self.handlers: dict[type[protocol.Message], Handler] = {
             protocol.Hello: self._hello,
+            protocol.Ping: self._ping,
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.CancelCall: self._cancel_call,
@@ -67,6 +73,7 @@ class Api:
 
     def handle(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
         """Answer one request from the caller ``identity``."""
+        self.callers.heard(identity, self.clock())
         handler = self.handlers.get(type(msg))
         rid = getattr(msg, "rid", 0)
         try:
@@ -93,10 +100,14 @@ class Api:
             owner = owner_from_wire(msg.owner)
         except ValueError as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
-        self.client_versions[identity] = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        versions = {"python": msg.python, "cloudpickle": msg.cloudpickle}
+        self.callers.hello(identity, versions, owner["pid"], owner["host"], self.clock())
         self.records.owners[identity] = owner
         self._resolve(owner)
         return self._connection_info(), ()
+
+    def _ping(self, identity: bytes, msg: protocol.Ping, payload: list[Any]) -> Answer:
+        return {}, ()  # heard (in ``handle``): that is all a ping is for
 
     def _resolve(self, owner: OwnerModel) -> None:
         if self.resolve_owner is not None:
@@ -108,7 +119,7 @@ class Api:
     def _register_function(
         self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
     ) -> Answer:
-        versions = self.client_versions.get(identity)
+        versions = self.callers.versions(identity)
         if versions is None:
             raise RequestError(ERROR_INVALID, "say hello first")
         try:
@@ -250,7 +261,31 @@ class Api:
 
     def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
         call = self.delivery.call(call_id)
-        return reports.call_detail(call, self.records.pools[call.pool_id], start, limit)
+        pool = self.records.pools[call.pool_id]
+        # running: what its workers say they run; the rest they hold waits there, pending
+        started = {r.key for w in pool.workers.values() for r in self.liveness.running(w)}
+        return reports.call_detail(call, pool, start, limit, started)
+
+    def check_callers(self, now: float, grace: float) -> None:
+        """Cancel the maps and remotes of callers that are gone (checked once a second):
+        nobody waits for their results. Spawned calls stay: they outlive their caller."""
+        if now < self._next_callers_check:
+            return
+        self._next_callers_check = now + 1.0
+        for identity in self.callers.identities():
+            if identity in self.outbox.local_clients:
+                continue  # in this process: gone only with it
+            why = self.callers.gone(identity, now, grace)
+            if why is None:
+                continue
+            self.callers.forget(identity)
+            calls = self.delivery.calls.values()
+            for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
+                if not call.finished:
+                    pool = self.records.pools[call.pool_id]
+                    note = f"cancelled {call.kind} {call.call_id}: its caller {why}"
+                    pool.note(note, time.time())
+                    self.delivery.cancel(call, requester=None)
 
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""

@@ -12,9 +12,12 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   at once: they are not warm, and would only start later to do nothing. Waiting workers
   count as launched (no second job is submitted for the same work), never as serving.
 - After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
-  say why in :attr:`AutoscalerCore.status`; after ``MAX_LAUNCH_FAILURES`` in a row, the
-  pool's waiting inputs are failed (:attr:`AutoscalerCore.out_of_launches`). This core is
-  the one that counts launch failures.
+  say why in :attr:`AutoscalerCore.status`. Failures that will happen again (the launcher
+  refuses, the worker exits with an error before registering) fail the pool's waiting
+  inputs after ``MAX_LAUNCH_FAILURES`` in a row; transient ones (workers killed from outside
+  before they registered: a launch storm) only after ``MAX_TRANSIENT_LAUNCH_FAILURES``
+  (:attr:`AutoscalerCore.out_of_launches`). This core is the one that counts launch
+  failures; ``losses.launch_failure_is_transient`` tells the two kinds apart.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from typing import Any
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
-# Launches in a row that may fail before the pool's waiting inputs are failed.
+# Launches in a row that may fail before the pool's waiting inputs are failed: failures
+# that will recur, and transient ones (about 5 minutes of backoff).
 MAX_LAUNCH_FAILURES = 3
+MAX_TRANSIENT_LAUNCH_FAILURES = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,9 @@ class WorkerView:
     """What the autoscaler needs to know of one worker."""
 
     worker_id: str
-    state: str  # "waiting" | "starting" | "idle" | "busy" | "draining"
+    # "waiting" (in a scheduler's queue) | "starting" | "idle" | "busy" | "draining"
+    # (an unresponsive worker is busy)
+    state: str
     idle_since: float | None = None  # when it became idle, for the scaledown window
 
 
@@ -123,7 +130,8 @@ class AutoscalerCore:
         self.settings = settings
         self.total_cap = total_cap  # the control plane's cap, shared by all pools
         self.status = "idle"
-        self._failures = 0
+        self._failures = 0  # in a row, of either kind
+        self._lasting = 0  # of those, the ones that will recur
         self._retry_at = 0.0
 
     def desired(self, load: PoolLoad) -> int:
@@ -221,13 +229,27 @@ class AutoscalerCore:
     @property
     def out_of_launches(self) -> bool:
         """So many launches failed in a row that waiting inputs should fail, not wait."""
-        return self._failures >= MAX_LAUNCH_FAILURES
+        return (
+            self._lasting >= MAX_LAUNCH_FAILURES or self._failures >= MAX_TRANSIENT_LAUNCH_FAILURES
+        )
 
-    def launch_failed(self, now: float, error: str, *, final: bool = False) -> float:
+    def why_out_of_launches(self) -> str:
+        if self._lasting >= MAX_LAUNCH_FAILURES:
+            return f"{self._lasting} workers in a row failed to start"
+        return (
+            f"{self._failures} workers in a row were lost before they registered "
+            "(killed from outside, or lost with their host)"
+        )
+
+    def launch_failed(
+        self, now: float, error: str, transient: bool = False, final: bool = False
+    ) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds.
-        ``final``: one that launching again would not mend soon (a worker that waited out
-        its pending timeout in a queue): the pool is out of launches at once."""
-        self._failures = max(self._failures + 1, MAX_LAUNCH_FAILURES if final else 0)
+        ``transient``: it may well work next time (``losses.launch_failure_is_transient``);
+        ``final``: launching again would not mend it soon (a worker that waited out its
+        pending timeout in a queue): the pool is out of launches at once."""
+        self._failures += 1
+        self._lasting = max(self._lasting + (not transient), MAX_LAUNCH_FAILURES if final else 0)
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (self._failures - 1))
         self._retry_at = now + delay
         self.status = f"launch failed ({error}); retrying in {delay:g} s"
@@ -235,7 +257,7 @@ class AutoscalerCore:
 
     def reset_launch_failures(self) -> None:
         """A worker registered, or the function was registered again: start afresh."""
-        self._failures = 0
+        self._failures = self._lasting = 0
         self._retry_at = 0.0
 
 

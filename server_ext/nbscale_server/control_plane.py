@@ -7,7 +7,8 @@ it, runs the housekeeping tick, and starts and stops the whole. The rooms, each 
 only on those below it:
 
     api       what callers and the REST API may ask (one table: message type -> handler)
-    fleet     workers from launch to exit: autoscaling, the total cap, versions, timeouts
+    liveness  workers gone or silent, and what becomes of their inputs (exact blame)
+    fleet     workers from launch to exit: autoscaling, the total cap, versions
     delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
     outbox    every message sent: to workers, replies, refusals, change events
     pool      the records they share (pools, workers, calls), over the pure cores
@@ -39,6 +40,7 @@ from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
 from .launchers.k8s_cluster import KubernetesOptions
 from .launchers.slurm_job import SlurmOptions
+from .liveness import Liveness
 from .outbox import Deliver, Outbox
 from .pool import Records
 from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
@@ -94,14 +96,24 @@ class ControlPlane:
         self.fleet = Fleet(
             self.records, self.outbox, self.delivery, self.launcher, self.config, clock, self.dir
         )
+        self.liveness = Liveness(
+            self.records, self.fleet, self.delivery, self.launcher, self.config, clock
+        )
         self.api = Api(
-            self.records, self.outbox, self.delivery, self.fleet, clock, self.connection_info
+            self.records,
+            self.outbox,
+            self.delivery,
+            self.fleet,
+            self.liveness,
+            clock,
+            self.connection_info,
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
             protocol.GetInputs: self.delivery.on_get_inputs,
             protocol.Heartbeat: self.fleet.on_heartbeat,
             protocol.Goodbye: self.fleet.on_goodbye,
+            protocol.Started: self.fleet.on_started,
         }
         # What the channels call with ``[identity, header, *payload]``, decoded and routed.
         self.receive_from_worker = self._receiver(self.on_worker)
@@ -257,7 +269,7 @@ class ControlPlane:
         if handler is None or w is None:
             log.warning("dropping %s from worker %r", msg.op, identity)
             return
-        w.last_seen = now
+        w.heard(now)
         handler(w, msg, payload, now)
 
     # --- housekeeping -------------------------------------------------------------------
@@ -268,7 +280,8 @@ class ControlPlane:
         now = self.clock()
         if self.workers_channel is not None:
             self.workers_channel.drain()  # what a worker said before it exited counts first
-        self.fleet.check_workers(now)
+        self.liveness.check_workers(now)
+        self.api.check_callers(now, self.config.heartbeat_timeout)
         self.delivery.answer_waiting()
         for pool in list(self.records.pools.values()):
             if pool.queue.release_delayed(now):

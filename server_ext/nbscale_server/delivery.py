@@ -246,7 +246,8 @@ class Delivery:
                 [r.call_id, r.index, r.attempt, *where]  # a run-inputs row (RUN_*)
                 for r, where in zip(records, addresses, strict=True)
             ]
-            self.outbox.send_worker(w.worker_id, protocol.RunInputs(items), frames)
+            confirm = records[0].suspect  # then alone: the worker says when it starts it
+            self.outbox.send_worker(w.worker_id, protocol.RunInputs(items, confirm), frames)
             self._report_running(w.worker_id, records)
 
     def _report_running(self, worker_id: str, records: list[InputRecord]) -> None:

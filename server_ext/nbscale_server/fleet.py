@@ -1,13 +1,14 @@
 """The fleet: every worker of every pool, from launch to exit.
 
 It launches workers when a pool's autoscaler says so (within the total cap, reclaiming idle
-workers of other pools when the cap holds a pool back), follows those that wait in a
-scheduler's queue (Slurm's: "waiting for resources", with its reason, until they run or
-their pending timeout ends the wait), registers them (checking that they can run their
-callers' pickles), stops them, notices when they exit, go silent or overstay a stop, and
-hands their unfinished inputs back to delivery. The decisions themselves are
-the pure cores' (``AutoscalerCore``, ``reclaim``, ``WorkerState.overdue``,
-``incompatibilities``); this room carries them out with the launcher.
+workers of other pools when the cap holds a pool back), gives each a register (the file
+where it says which inputs it runs), follows those that wait in a scheduler's queue
+(Slurm's: "waiting for resources", with its reason, until they run or their pending timeout
+ends the wait), registers them (checking that they can run their callers' pickles), stops
+and kills them, and forgets them once they exit. The decisions
+themselves are the pure cores' (``AutoscalerCore``, ``reclaim``, ``incompatibilities``);
+this room carries them out with the launcher. What happens when a worker dies or goes
+silent is ``Liveness``'s.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
-import signal
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from nbscale_runtime import protocol
+from nbscale_runtime import protocol, register
 from nbscale_runtime.protocol import (
     ERROR_LAUNCH,
     ERROR_VERSION_MISMATCH,
@@ -136,7 +135,7 @@ class Fleet:
         for p in self.records.pools.values():
             count = {"waiting": 0, "starting": 0, "idle": 0, "busy": 0, "draining": 0}
             for w in p.workers.values():
-                count[w.state] += 1
+                count[w.view().state] += 1
             holder = CapHolder(
                 p.pool_id, p.name, count["starting"], count["idle"], count["busy"], count["waiting"]
             )
@@ -155,6 +154,14 @@ class Fleet:
             "parent_pid": os.getpid() if self.launcher.name == "process" else None,
             "heartbeat_interval": self.config.heartbeat_interval,
         }
+        # Remote workers read their files from a directory their hosts share (the launcher's).
+        files_dir = self.launcher.worker_config_dir() or self.dir
+        register_path = os.path.join(files_dir, f"{worker_id}.register")
+        in_worker = self.launcher.register_in_worker(register_path)
+        if in_worker is not None:
+            register.create(register_path, pool.slots)
+        config["register_path"] = in_worker
+        config["heartbeat_timeout"] = self.config.heartbeat_timeout
         keys = None
         if self.allow_list is not None:
             keys = KeyPair()
@@ -164,42 +171,42 @@ class Fleet:
                 secret_key=keys.secret,
             )
             self.allow_list.allow(keys.public)
-        # Remote workers read it from a directory their hosts share (the launcher's).
-        config_dir = self.launcher.worker_config_dir() or self.dir
-        config_path = os.path.join(config_dir, f"{worker_id}.json")
+        config_path = os.path.join(files_dir, f"{worker_id}.json")
         write_secret_json(config_path, config)
-        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, pool.name)
+        shared = register_path if in_worker is not None else None
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared, pool.name)
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(config_path)
-            self._launch_failed(pool, str(exc), now)
+            self._remove_files(config_path, shared)
+            self.launch_failed(pool, str(exc), now, transient=False)
             return False
         public_key = keys.public if keys else None
         w = WorkerState(
             worker_id, pool.pool_id, handle, public_key, config_path, now, last_seen=now
         )
+        w.register_path = shared
         pool.workers[worker_id] = w
         self.records.workers[worker_id] = w
         self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
-        self._follow_queue(w, now)
+        self.follow_queue(w, now)
         return True
 
-    def _launch_failed(self, pool: Pool, reason: str, now: float, final: bool = False) -> None:
+    def launch_failed(
+        self, pool: Pool, reason: str, now: float, transient: bool, final: bool = False
+    ) -> None:
+        """A worker could not start: back off; fail the waiting inputs once the pool looks
+        broken for good (``AutoscalerCore.out_of_launches``; at once when ``final``)."""
         autoscaler = pool.autoscaler
-        autoscaler.launch_failed(now, reason, final=final)
+        autoscaler.launch_failed(now, reason, transient, final)
         log.warning("%s: %s", pool.name, autoscaler.status)
+        pool.note(autoscaler.status, time.time())
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
         # Waiting workers serve nothing: they do not keep a pool from being broken.
         serving = any(w.serving for w in pool.workers.values())
         if autoscaler.out_of_launches and not serving:
-            message = (
-                f"{pool.name}: {autoscaler.launch_failures} workers in a row failed to start; "
-                f"the last: {reason}"
-            )
-            if final:
-                message = f"{pool.name}: {reason}"
+            why = "" if final else f"{autoscaler.why_out_of_launches()}; the last: "
+            message = f"{pool.name}: {why}{reason}"
             pool.note(message, time.time())
             self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
 
@@ -276,6 +283,18 @@ class Fleet:
         self, w: WorkerState, msg: protocol.Heartbeat, payload: list[Any], now: float
     ) -> None:
         w.stats = msg.stats  # GPU utilisation and memory, when the worker has GPUs
+        if w.register_path is None:  # its own word is all we know of what it runs
+            seen = w.reported_running
+            w.reported_running = {(c, i, a): seen.get((c, i, a), now) for c, i, a in msg.running}
+        self.outbox.send_worker(w.worker_id, protocol.Pong())  # we are still here
+
+    def on_started(
+        self, w: WorkerState, msg: protocol.Started, payload: list[Any], now: float
+    ) -> None:
+        """A worker without a register starts a suspect input: note it, then let it run."""
+        queue = self.records.pools[w.pool_id].queue
+        queue.confirm(w.worker_id, msg.call_id, msg.index, msg.attempt)
+        self.outbox.send_worker(w.worker_id, protocol.Proceed())
 
     def on_goodbye(
         self, w: WorkerState, msg: protocol.Goodbye, payload: list[Any], now: float
@@ -287,25 +306,9 @@ class Fleet:
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
             self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
 
-    # --- exits and timeouts (the housekeeping tick) -------------------------------------
+    # --- waiting in a scheduler's queue -------------------------------------------------
 
-    def check_workers(self, now: float) -> None:
-        cfg = self.config
-        for w in list(self.records.workers.values()):
-            code = self.launcher.exit_code(w.handle)
-            if code is not None:
-                self._worker_gone(w, code, now)
-                continue
-            self._follow_queue(w, now)
-            if w.waited_too_long(now, cfg.pending_timeout):
-                self._pending_timeout(w, now)
-                continue
-            why = w.overdue(now, cfg.startup_timeout, cfg.heartbeat_timeout, cfg.stop_grace)
-            if why is not None:
-                log.warning("worker %s %s; killing it", w.worker_id, why)
-                self.launcher.stop(w.handle, graceful=False)
-
-    def _follow_queue(self, w: WorkerState, now: float) -> None:
+    def follow_queue(self, w: WorkerState, now: float) -> None:
         """Until it registers: whether it waits in a scheduler's queue (and why), or runs.
         The launcher answers from what it last heard (Slurm's: a poll of its own thread)."""
         if w.registered_at is not None or w.state not in ("waiting", "starting"):
@@ -328,7 +331,7 @@ class Fleet:
             self.outbox.emit("container-starting", w.pool_id, container_id=w.worker_id)
         w.started(now)
 
-    def _pending_timeout(self, w: WorkerState, now: float) -> None:
+    def pending_timeout(self, w: WorkerState, now: float) -> None:
         """A worker waited ``pending_timeout`` in the queue: cancel it, and count it as a
         launch failure that fails the pool's waiting inputs (unless others serve them)."""
         pool = self.records.pools[w.pool_id]
@@ -340,9 +343,21 @@ class Fleet:
         )
         log.warning("%s: %s", pool.name, reason)
         self.stop_worker(w, graceful=False)  # draining: its exit is no second failure
-        self._launch_failed(pool, reason, now, final=True)
+        self.launch_failed(pool, reason, now, transient=False, final=True)
 
-    def _worker_gone(self, w: WorkerState, exit_code: int | None, now: float) -> None:
+    # --- exits -------------------------------------------------------------------------
+
+    def kill(self, w: WorkerState, why: str) -> None:
+        """Kill a worker for a reason of the control plane's: whatever is still running on it
+        when it dies is the infrastructure's loss, not its inputs'."""
+        log.warning("worker %s %s; killing it", w.worker_id, why)
+        self.records.pools[w.pool_id].note(f"killing worker {w.worker_id}: it {why}", time.time())
+        w.killed_by_us = why
+        self.launcher.stop(w.handle, graceful=False)
+
+    def forget(self, w: WorkerState, exit_code: int | None) -> Pool:
+        """An exited worker leaves the records (its logs stay reachable a while); returns
+        its pool."""
         pool = self.records.pools[w.pool_id]
         pool.workers.pop(w.worker_id, None)
         self.records.workers.pop(w.worker_id, None)
@@ -354,43 +369,11 @@ class Fleet:
         )
         if w.public_key and self.allow_list:
             self.allow_list.revoke(w.public_key)
-        with contextlib.suppress(OSError):
-            os.unlink(w.config_path)
-        # What the launcher knows beyond the code (out of memory, never started, ...).
-        reason = self.launcher.exit_reason(w.handle) or describe_exit(exit_code)
-        if w.registered_at is None and not w.clean_exit and w.state != "draining":
-            tail = self.launcher.logs(w.handle, 10).strip()
-            said = f":\n{tail}" if tail else ""
-            self._launch_failed(pool, f"worker {reason} before registering{said}", now)
-        at_fault = 0 if w.clean_exit else pool.slots
-        outcomes = pool.queue.worker_gone(w.worker_id, now, at_fault)
-        self.delivery.report_retries(outcomes)
-        final = [o for o in outcomes if o.final]
-        if final:
-            tail = self.launcher.logs(w.handle, 20)
-            rows = []
-            for o in final:
-                info = {
-                    "message": f"worker {w.worker_id} {reason} while running input "
-                    f"{o.record.index} (attempt {o.record.attempt})",
-                    "exit_code": exit_code,
-                    "logs": tail,
-                }
-                rows.append((o, pickle.dumps(info)))
-            self.delivery.deliver_made(pool, rows)
-        self.delivery.dispatch(pool)
+        self._remove_files(w.config_path, w.register_path)
+        return pool
 
-
-def describe_exit(code: int | None) -> str:
-    """How a worker ended, following "worker wk-...": its exit code in words."""
-    if code is None:
-        return "stopped answering"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = str(-code)
-        return f"was killed by {name}"
-    if code == 137:
-        return "was killed (exit code 137: out of memory or SIGKILL)"
-    return f"exited with code {code}"
+    def _remove_files(self, *paths: str | None) -> None:
+        for path in paths:
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)

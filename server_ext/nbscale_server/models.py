@@ -71,6 +71,9 @@ class ContainersByState(TypedDict):
     starting: int  # launched (running, for a Slurm job), not registered yet
     idle: int
     busy: int  # running at least one input
+    # alive, running an input, but silent past the heartbeat timeout (user code holding the
+    # GIL): left alone until that input's timeout
+    unresponsive: int
     draining: int  # told to stop; finishing its input
 
 
@@ -79,7 +82,7 @@ class InputRefModel(TypedDict):
     index: int
 
 
-ContainerState = Literal["waiting", "starting", "idle", "busy", "draining"]
+ContainerState = Literal["waiting", "starting", "idle", "busy", "unresponsive", "draining"]
 
 
 class GpuModel(TypedDict, total=False):
@@ -209,7 +212,7 @@ class InputModel(TypedDict):
     index: int
     status: InputStatus
     attempt: int  # attempts started so far (retries included); 0 if never run or not known
-    worker_id: NotRequired[str]  # for running inputs
+    worker_id: NotRequired[str]  # for inputs on a worker: running, or queued there (pending)
 
 
 class CallDetailModel(CallModel):

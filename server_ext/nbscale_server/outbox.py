@@ -52,7 +52,7 @@ class Outbox:
 
     def send_worker(self, worker_id: str, msg: protocol.Message, payload: Any = ()) -> None:
         target = worker_id
-        if isinstance(msg, (protocol.CancelInputs, protocol.Shutdown)):
+        if isinstance(msg, (protocol.CancelInputs, protocol.Shutdown, protocol.Pong)):
             target += ":pulse"  # the pulse thread hears it even while user code runs
         self.workers.send([target.encode(), *protocol.encode(msg, payload)])
 

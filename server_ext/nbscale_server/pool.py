@@ -5,6 +5,8 @@ A worker's states and the events that move it between them are here, as methods 
 
     waiting <--queued / left the queue--> starting   (a scheduler's queue: Slurm's)
     starting --registered--> idle <--took inputs / settled--> busy
+    busy     --silent------> unresponsive (alive, running an input, saying nothing: user code
+                             holding the GIL) --heard from--> busy
     any      --drain-------> draining (told to stop, or said goodbye) --exit--> gone
 
 A waiting worker was launched (the autoscaler counts it, and so does the total cap) but
@@ -47,7 +49,7 @@ class WorkerState:
     public_key: str | None
     config_path: str
     launched_at: float
-    state: str = "starting"  # waiting | starting | idle | busy | draining
+    state: str = "starting"  # waiting | starting | idle | busy | unresponsive | draining
     started_at: float | None = None  # when it began to run (left the queue); startup counts
     waiting_reason: str | None = None  # while waiting: the scheduler's ("Resources", ...)
     registered_at: float | None = None
@@ -59,9 +61,15 @@ class WorkerState:
     python: str = ""
     gpus: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # the last heartbeat's sample
+    register_path: str | None = None  # its register (which inputs it runs), where it has one
+    # for a worker without a register: the inputs its heartbeats say it runs, as
+    # (call id, index, attempt) -> when first said (by our clock)
+    reported_running: dict[tuple[str, int, int], float] = field(default_factory=dict)
+    killed_by_us: str | None = None  # why the control plane killed it, if it did
 
     def view(self) -> WorkerView:
-        return WorkerView(self.worker_id, self.state, self.idle_since)
+        state = "busy" if self.state == "unresponsive" else self.state  # for the autoscaler
+        return WorkerView(self.worker_id, state, self.idle_since)
 
     @property
     def serving(self) -> bool:
@@ -88,8 +96,21 @@ class WorkerState:
     def took_inputs(self) -> None:
         self.state, self.idle_since = "busy", None
 
+    def heard(self, now: float) -> None:
+        """It said something: alive and responsive."""
+        self.last_seen = now
+        if self.state == "unresponsive":
+            self.state = "busy"
+
+    def unresponsive(self) -> None:
+        """Alive, running an input, and silent: left alone until that input's timeout."""
+        if self.serving:
+            self.state, self.idle_since = "unresponsive", None
+
     def settled(self, running: int, now: float) -> None:
         """Some of its inputs ended; ``running`` it still holds."""
+        if self.state == "unresponsive":
+            self.state = "busy"
         if not self.serving:
             return
         if running:
@@ -102,16 +123,14 @@ class WorkerState:
         self.state = "draining"
         self.want = 0
 
-    def overdue(
-        self, now: float, startup_timeout: float, heartbeat_timeout: float, stop_grace: float
-    ) -> str | None:
-        """Why it must be killed now, if it must: it never registered once running, went
-        silent, or outstayed its stop. (Waiting in a queue is bounded by ``waited_too_long``.)"""
-        if self.registered_at is None:
-            if self.started_at is not None and now - self.started_at > startup_timeout:
-                return f"did not register within {startup_timeout:g} s"
-        elif now - self.last_seen > heartbeat_timeout:
-            return f"missed its heartbeats for {heartbeat_timeout:g} s"
+    def overdue(self, now: float, startup_timeout: float, stop_grace: float) -> str | None:
+        """Why it must be killed now, if it must: it never registered once running, or
+        outstayed its stop. (A silent worker is judged by what it runs: ``Liveness``;
+        waiting in a queue is bounded by ``waited_too_long``.)"""
+        started = self.started_at
+        starting = self.registered_at is None and self.state != "draining"
+        if starting and started is not None and now - started > startup_timeout:
+            return f"did not register within {startup_timeout:g} s"
         if self.state == "draining" and now - self.last_seen > stop_grace:
             return f"did not stop within {stop_grace:g} s"
         return None
@@ -233,10 +252,12 @@ class Pool:
         return [w.view() for w in self.workers.values()]
 
     def stats(self, now: float) -> dict[str, Any]:
-        by_state = {"waiting": 0, "starting": 0, "idle": 0, "busy": 0, "draining": 0}
+        by_state = dict.fromkeys(
+            ("waiting", "starting", "idle", "busy", "unresponsive", "draining"), 0
+        )
         for w in self.workers.values():
             by_state[w.state] += 1
-        live = by_state["idle"] + by_state["busy"]
+        live = by_state["idle"] + by_state["busy"] + by_state["unresponsive"]
         status = self.autoscaler.status
         waiting = waiting_note(self.workers.values())
         return {

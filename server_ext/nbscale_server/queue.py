@@ -1,10 +1,18 @@
 """The input queue of one pool: a pure state machine.
 
-Inputs go pending -> running (on one worker) -> done or failed. The core decides retries
-(Modal's ``Retries`` semantics), requeues the inputs of lost workers, drops the inputs of
-cancelled calls and makes sure each input's outcome is reported once: an output for an
-attempt that is no longer current (a worker declared lost that still answered, a cancelled
-call) is dropped.
+Inputs go pending -> held by one worker (``running``: dispatched, queued there or running)
+-> done or failed. The core decides retries (Modal's ``Retries`` semantics), settles the
+inputs of lost workers (those the worker was running count as a lost attempt, charged to the
+user or free when the infrastructure lost them, see ``losses.py``; those it only held go back
+untouched), drops the inputs of cancelled calls and makes sure each input's outcome is
+reported once: an output for an attempt that is no longer current (a worker declared lost
+that still answered, a cancelled call) is dropped.
+
+A worker without a register (one that shares no files with the control plane) cannot say
+exactly what it ran when it died: when its loss was the user's, every input it held becomes
+a *suspect*, requeued untouched and then dispatched alone, to a worker holding nothing else,
+which confirms that it starts it before it does (``confirm``): a death then blames exactly
+that input.
 
 The broker feeds it events and acts on what the methods return; nothing here does I/O.
 """
@@ -14,6 +22,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +33,8 @@ from nbscale_runtime.protocol import (
     STATUS_OK,
     STATUS_TIMEOUT,
 )
+
+from .losses import MAX_INFRASTRUCTURE_LOSSES
 
 # Outcomes a worker reports that count as a failed attempt and may be retried.
 RETRYABLE = frozenset({STATUS_ERROR, STATUS_TIMEOUT, STATUS_LOST})
@@ -70,10 +81,19 @@ class InputRecord:
     attempt: int = 0  # attempts started so far; the current one is ``attempt``
     worker_id: str | None = None
     spawned: bool = False
+    free_attempts: int = 0  # attempts the infrastructure lost: not charged to ``retries``
+    infrastructure_streak: int = 0  # such losses in a row
+    suspect: bool = False  # on a worker that died, maybe what killed it: runs alone
+    confirmed: bool = False  # its worker said it starts it (suspects only)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.call_id, self.index)
+
+    @property
+    def charged(self) -> int:
+        """Attempts that count against the retry policy."""
+        return self.attempt - self.free_attempts
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +115,8 @@ class QueueCore:
         self.running: dict[str, dict[tuple[str, int], InputRecord]] = {}
         self.cancelled_calls: set[str] = set()
         self.spawn_pending = 0
+        self.suspects_pending = 0  # suspects among ``pending``
+        self.alone: set[str] = set()  # workers running a suspect: they get nothing else
 
     # --- counts -------------------------------------------------------------------------
 
@@ -126,14 +148,27 @@ class QueueCore:
         self.spawn_pending += sum(1 for r in records if r.spawned)
 
     def take(self, worker_id: str, n: int) -> list[InputRecord]:
-        """Assign up to ``n`` pending inputs to ``worker_id``, oldest first."""
+        """Assign up to ``n`` pending inputs to ``worker_id``, oldest first; a suspect only
+        alone, to a worker that holds nothing else."""
         taken: list[InputRecord] = []
         on_worker = self.running.setdefault(worker_id, {})
         pending = self.pending
+        if worker_id in self.alone:
+            return taken
+        suspects = self.suspects_pending  # almost always 0: one test per input, on a local
         while pending and len(taken) < n:
             record = pending.popleft()
             if record.call_id in self.cancelled_calls:
+                self.suspects_pending -= record.suspect
+                suspects = self.suspects_pending
                 continue
+            if suspects and record.suspect:
+                if taken or on_worker:
+                    pending.appendleft(record)  # it waits for a worker of its own
+                    break
+                self.suspects_pending = suspects = suspects - 1
+                self.alone.add(worker_id)
+                n = 1
             record.attempt += 1
             record.worker_id = worker_id
             on_worker[record.key] = record
@@ -151,27 +186,59 @@ class QueueCore:
         if on_worker is None or record is None or record.attempt != attempt:
             return None
         del on_worker[(call_id, index)]
+        if record.suspect:
+            record.suspect = record.confirmed = False  # it ended without killing anyone
+            self.alone.discard(worker_id)
         if status == STATUS_CANCELLED or call_id in self.cancelled_calls:
             return None
         return self._settle(record, status, now)
 
-    def worker_gone(self, worker_id: str, now: float, at_fault: int) -> list[Outcome]:
-        """A worker left. Its first ``at_fault`` inputs (the ones it was running) count as a
-        failed attempt; the rest it had only queued go back to the front untouched."""
+    def confirm(self, worker_id: str, call_id: str, index: int, attempt: int) -> bool:
+        """A worker says it starts a suspect input it holds; False when it is stale."""
+        record = self.running.get(worker_id, {}).get((call_id, index))
+        if record is None or record.attempt != attempt or not record.suspect:
+            return False
+        record.confirmed = True
+        return True
+
+    def worker_gone(
+        self,
+        worker_id: str,
+        now: float,
+        running: Collection[tuple[str, int, int]] | None,
+        infrastructure: bool = False,
+    ) -> list[Outcome]:
+        """A worker left. The inputs it was running, as ``(call id, index, attempt)`` by its
+        own last word, lost an attempt: charged to the user's retries, or free when the
+        ``infrastructure`` lost them (after ``MAX_INFRASTRUCTURE_LOSSES`` in a row the input
+        fails). The rest it had only queued go back to the front untouched. ``running``
+        None: it cannot say (no register); then only a suspect it confirmed it started lost
+        an attempt (and stays a suspect, should it be retried), and its other inputs become
+        suspects."""
         inputs = list(self.running.pop(worker_id, {}).values())
+        self.alone.discard(worker_id)
+        unknown = running is None
+        if running is None:
+            running = {(r.call_id, r.index, r.attempt) for r in inputs if r.confirmed}
         outcomes = []
         unstarted = []
-        for position, record in enumerate(inputs):
+        for record in inputs:
             if record.call_id in self.cancelled_calls:
                 continue
-            if position < at_fault:
-                outcomes.append(self._settle(record, STATUS_LOST, now))
+            if (record.call_id, record.index, record.attempt) in running:
+                record.suspect, record.confirmed = record.confirmed, False
+                if infrastructure:
+                    outcomes.append(self._lost_to_infrastructure(record, now))
+                else:
+                    outcomes.append(self._settle(record, STATUS_LOST, now))
             else:
                 record.attempt -= 1
                 record.worker_id = None
+                record.suspect = record.suspect or unknown
                 unstarted.append(record)
         self.pending.extendleft(reversed(unstarted))
         self.spawn_pending += sum(1 for r in unstarted if r.spawned)
+        self.suspects_pending += sum(1 for r in unstarted if r.suspect)
         return outcomes
 
     def cancel(self, call_id: str) -> set[str]:
@@ -182,12 +249,14 @@ class QueueCore:
         dropped += [d[2] for d in self._delayed if d[2].call_id == call_id]
         self.spawn_pending -= sum(1 for r in dropped if r.spawned)
         self.pending = kept
+        self.suspects_pending = sum(1 for r in kept if r.suspect)
         self._delayed = [d for d in self._delayed if d[2].call_id != call_id]
         heapq.heapify(self._delayed)
         busy = set()
         for worker_id, inputs in self.running.items():
             for key in [k for k in inputs if k[0] == call_id]:
-                del inputs[key]
+                if inputs.pop(key).suspect:
+                    self.alone.discard(worker_id)
                 busy.add(worker_id)
         return busy
 
@@ -197,6 +266,7 @@ class QueueCore:
         records = list(self.pending) + [d[2] for d in sorted(self._delayed)]
         self.pending.clear()
         self._delayed.clear()
+        self.suspects_pending = 0
         self.spawn_pending -= sum(1 for r in records if r.spawned)
         return records
 
@@ -208,7 +278,9 @@ class QueueCore:
         """Move retries whose delay has passed to the pending queue; returns how many."""
         moved = 0
         while self._delayed and self._delayed[0][0] <= now:
-            self.pending.append(heapq.heappop(self._delayed)[2])
+            record = heapq.heappop(self._delayed)[2]
+            self.pending.append(record)
+            self.suspects_pending += record.suspect
             moved += 1
         return moved
 
@@ -217,17 +289,31 @@ class QueueCore:
 
     # --- internals ----------------------------------------------------------------------
 
+    def _lost_to_infrastructure(self, record: InputRecord, now: float) -> Outcome:
+        """A free attempt: requeued at once, unless the infrastructure keeps losing it."""
+        record.worker_id = None
+        record.free_attempts += 1
+        record.infrastructure_streak += 1
+        if record.infrastructure_streak >= MAX_INFRASTRUCTURE_LOSSES:
+            return Outcome(record, STATUS_LOST, final=True)
+        self.spawn_pending += record.spawned
+        self.suspects_pending += record.suspect
+        self.pending.appendleft(record)
+        return Outcome(record, STATUS_LOST, final=False)
+
     def _settle(self, record: InputRecord, status: str, now: float) -> Outcome:
         record.worker_id = None
+        record.infrastructure_streak = 0
         if (
             status != STATUS_OK
             and status in RETRYABLE
-            and record.attempt <= self.retries.max_retries
+            and record.charged <= self.retries.max_retries
         ):
-            delay = self.retries.delay(record.attempt)
+            delay = self.retries.delay(record.charged)
             self.spawn_pending += record.spawned  # pending again until retaken
             if delay <= 0:
                 self.pending.appendleft(record)
+                self.suspects_pending += record.suspect
             else:
                 heapq.heappush(self._delayed, (now + delay, next(self._seq), record))
             return Outcome(record, status, final=False)

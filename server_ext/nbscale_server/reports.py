@@ -35,17 +35,22 @@ def call_model(call: CallState, pool: Pool) -> CallModel:
     return model
 
 
-def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDetailModel:
-    """The call with the status of inputs ``start`` .. ``start + limit`` (those submitted)."""
-    pending, running = pool.queue.inputs_of(call.call_id)
+def call_detail(
+    call: CallState, pool: Pool, start: int, limit: int, started: set[tuple[str, int]]
+) -> CallDetailModel:
+    """The call with the status of inputs ``start`` .. ``start + limit`` (those submitted).
+    An input on a worker is running once the worker says it started it (``started``: the
+    (call id, index) its workers say they run); until then it is pending there."""
+    pending, held = pool.queue.inputs_of(call.call_id)
     end = min(start + limit, call.submitted)
     active: dict[int, InputModel] = {}
     for r in pending:
         active[r.index] = {"index": r.index, "status": "pending", "attempt": r.attempt}
-    for r in running:
+    running = [r for r in held if r.key in started]
+    for r in held:
         active[r.index] = {
             "index": r.index,
-            "status": "running",
+            "status": "running" if r.key in started else "pending",
             "attempt": r.attempt,
             "worker_id": r.worker_id or "",
         }
@@ -60,7 +65,7 @@ def call_detail(call: CallState, pool: Pool, start: int, limit: int) -> CallDeta
         inputs.append(model)
     return {
         **call_model(call, pool),
-        "pending": len(pending),
+        "pending": len(pending) + len(held) - len(running),
         "running": len(running),
         "start": max(0, start),
         "inputs": inputs,

@@ -115,7 +115,8 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         10.0,
         "client",
-        "Seconds a client waits for the control plane to answer.",
+        "Seconds a client waits for the control plane to answer: at connection, and while "
+        "calls wait on it (then they raise ConnectionLostError).",
         minimum=0.1,
     ),
     Setting(
@@ -216,8 +217,9 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         15.0,
         "control plane",
-        "Seconds without a word from a worker before it counts as lost (its inputs are "
-        "retried elsewhere).",
+        "Seconds of silence after which a worker is judged by what it runs (unresponsive "
+        "while its input is within its timeout, killed otherwise), a worker exits that has "
+        "not heard from its control plane, and a caller on another host counts as gone.",
         minimum=0.1,
     ),
     Setting(

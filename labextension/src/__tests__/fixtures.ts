@@ -29,7 +29,14 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
     num_running_inputs: 0,
     num_total_runners: 0,
     input_headroom: 0,
-    containers: { waiting: 0, starting: 0, idle: 0, busy: 0, draining: 0 },
+    containers: {
+      waiting: 0,
+      starting: 0,
+      idle: 0,
+      busy: 0,
+      unresponsive: 0,
+      draining: 0
+    },
     done: 0,
     failed: 0,
     workers: [],

@@ -103,15 +103,17 @@ describe('pools', () => {
         starting: 1,
         idle: 2,
         busy: 3,
+        unresponsive: 1,
         draining: 0
       })
-    ).toBe('3 busy · 2 idle · 1 starting');
+    ).toBe('3 busy · 1 unresponsive · 2 idle · 1 starting');
     expect(
       formatContainers({
         waiting: 2,
         starting: 0,
         idle: 0,
         busy: 1,
+        unresponsive: 0,
         draining: 0
       })
     ).toBe('1 busy · 2 waiting for resources');
@@ -121,6 +123,7 @@ describe('pools', () => {
         starting: 0,
         idle: 0,
         busy: 0,
+        unresponsive: 0,
         draining: 0
       })
     ).toBe('no containers');
@@ -132,6 +135,7 @@ describe('pools', () => {
       starting: 1,
       idle: 0,
       busy: 2,
+      unresponsive: 0,
       draining: 1
     };
     expect(formatBounds(pool({ num_total_runners: 3, containers }))).toBe(

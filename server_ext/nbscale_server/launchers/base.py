@@ -6,7 +6,7 @@ launcher itself (Docker labels, Slurm job comments), not through saved handles.
 
 Launchers whose workers wait in a scheduler's queue (Slurm) say so through
 :meth:`Launcher.worker_status` ("pending", with the scheduler's reason), and say which exits
-the infrastructure caused (:meth:`Launcher.infrastructure_loss`); the defaults suit
+the infrastructure caused (:meth:`Launcher.exit_cause`, as Docker does); the defaults suit
 launchers whose workers start at once.
 """
 
@@ -27,6 +27,7 @@ class WorkerSpec:
     pool_id: str
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
     options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
+    register_path: str | None = None  # its register file, for launchers that share it
     pool_name: str = ""  # the function's name, for names people read (Slurm's job name)
 
 
@@ -100,16 +101,29 @@ class Launcher(abc.ABC):
         code."""
         return WorkerStatus("exited" if self.exit_code(handle) is not None else "running")
 
-    def infrastructure_loss(self, handle: WorkerHandle) -> bool:
-        """Whether an exited worker was ended by the infrastructure, not by its own code:
-        its job cancelled by someone else, preempted, past its walltime, its node lost. Its
-        inputs are then no failure of the user's function. Default: never."""
-        return False
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
+        """Whose fault an exited worker's end was, when the launcher knows: ``losses.USER``
+        (it ran out of memory, its job failed), ``losses.INFRASTRUCTURE`` (removed by
+        someone else, lost with its engine or node, preempted, cancelled by a scheduler or an
+        admin, past its walltime); None: judge by the signal that ended it
+        (``losses.cause_of_loss``)."""
+        return None
+
+    def exit_signal(self, handle: WorkerHandle) -> int | None:
+        """The signal that ended an exited worker, if one did (a process's negative code)."""
+        code = self.exit_code(handle)
+        return -code if code is not None and code < 0 else None
+
+    def register_in_worker(self, path: str) -> str | None:
+        """Where the worker sees its register file (``nbscale_runtime.register``), made at
+        ``path`` on this host; None when the worker cannot share this host's files (it then
+        tells its starts through its messages)."""
+        return path
 
     def worker_config_dir(self) -> str | None:
-        """The directory worker config files must be written to for this launcher's workers
-        to read them (one the cluster's nodes share), or None: the control plane's private
-        directory."""
+        """The directory worker config and register files must be written to for this
+        launcher's workers to read them (one the cluster's nodes share), or None: the
+        control plane's private directory."""
         return None
 
     def worker_bind_host(self) -> str | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
+from ..losses import INFRASTRUCTURE, USER
 from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
 from .daemon_threads import DaemonThreads
 from .docker_engine import (
@@ -48,6 +49,7 @@ from .logs import follow_stamped
 log = logging.getLogger("nbscale.docker")
 
 CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
+REGISTER_IN_CONTAINER = "/run/nbscale/register"
 COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
 CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
 EXIT_NOT_STARTED = 125  # what `docker run` exits with when the container could not start
@@ -64,6 +66,7 @@ class ContainerExit:
     code: int
     reason: str | None  # what the exit code alone does not say
     logs: str  # its last lines, with Docker's timestamps
+    cause: str | None = None  # whose fault, where Docker says (losses.USER, INFRASTRUCTURE)
 
 
 @dataclass(eq=False)
@@ -102,9 +105,12 @@ def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict
     options = spec.options
     memory = options.memory
     shm_mib = max(64, memory // 2) if memory else 1024
+    binds = {spec.config_path: {"bind": CONFIG_IN_CONTAINER, "mode": "ro"}}
+    if spec.register_path:  # shared memory with the control plane: read-write
+        binds[spec.register_path] = {"bind": REGISTER_IN_CONTAINER, "mode": "rw"}
     host: dict[str, Any] = {
         "init": True,
-        "binds": {spec.config_path: {"bind": CONFIG_IN_CONTAINER, "mode": "ro"}},
+        "binds": binds,
         "network_mode": network,
         "read_only": True,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={_TMP_SIZE},mode=1777"},
@@ -133,6 +139,12 @@ def describe_exit(state: dict[str, Any], memory: int | None) -> str | None:
     return None
 
 
+def container_exit(state: dict[str, Any], memory: int | None, logs: str) -> ContainerExit:
+    """An exited container's code, reason and cause, from ``State`` of inspect."""
+    cause = USER if state.get("OOMKilled") else None
+    return ContainerExit(int(state["ExitCode"]), describe_exit(state, memory), logs, cause)
+
+
 def missing_image_message(image: str) -> str:
     return (
         f"image {image!r} is not on this Docker host: build it with nbscale.Image "
@@ -149,6 +161,11 @@ def start_error_message(exc: BaseException, image: str) -> str:
             "Docker (nvidia-ctk runtime configure --runtime=docker)"
         )
     return f"Docker could not start a container of {image}: {text}"
+
+
+def _lost(exc: BaseException) -> ContainerExit:
+    """A container whose fate is unknown: the engine stopped answering about it."""
+    return ContainerExit(EXIT_LOST, f"was lost: {unreachable_message(exc)}", "", INFRASTRUCTURE)
 
 
 class DockerLauncher(Launcher):
@@ -198,8 +215,10 @@ class DockerLauncher(Launcher):
             raise LaunchFailed("no image for this function (the nbscale client builds one)")
         self._check_image(image)
         gpus = self._reserve_gpus(spec.options.gpu)
-        if os.getuid() == 0:  # the file is 0600: let the container's user read it
+        if os.getuid() == 0:  # the files are 0600: let the container's user use them
             os.chown(spec.config_path, CONTAINER_UID, CONTAINER_UID)
+            if spec.register_path:
+                os.chown(spec.register_path, CONTAINER_UID, CONTAINER_UID)
         container = Container(
             spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
         )
@@ -323,11 +342,11 @@ class DockerLauncher(Launcher):
             if state.get("Running"):
                 return  # a stale event, or a kill that did not take
             logs = self.api.logs(c.id, tail=_LOGS_KEPT, timestamps=True).decode(errors="replace")
-            exit = ContainerExit(int(state["ExitCode"]), describe_exit(state, c.memory), logs)
+            exit = container_exit(state, c.memory, logs)
         except docker.errors.NotFound:
-            exit = ContainerExit(EXIT_LOST, "was removed by someone else", "")
+            exit = ContainerExit(EXIT_LOST, "was removed by someone else", "", INFRASTRUCTURE)
         except Exception as exc:
-            exit = ContainerExit(EXIT_LOST, f"was lost: {unreachable_message(exc)}", "")
+            exit = _lost(exc)
         self._record_exit(c, exit)
         with contextlib.suppress(Exception):
             self.api.remove_container(c.id, force=True)
@@ -360,9 +379,7 @@ class DockerLauncher(Launcher):
         except docker.errors.APIError:  # not running any more (or gone): collect it now
             self._collect(c)
         except Exception as exc:
-            self._record_exit(
-                c, ContainerExit(EXIT_LOST, f"was lost: {unreachable_message(exc)}", "")
-            )
+            self._record_exit(c, _lost(exc))
 
     def exit_code(self, handle: WorkerHandle) -> int | None:
         c: Container = handle.ref
@@ -371,6 +388,20 @@ class DockerLauncher(Launcher):
     def exit_reason(self, handle: WorkerHandle) -> str | None:
         c: Container = handle.ref
         return c.exit.reason if c.exit is not None else None
+
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
+        c: Container = handle.ref
+        return c.exit.cause if c.exit is not None else None
+
+    def exit_signal(self, handle: WorkerHandle) -> int | None:
+        """``init`` exits with 128 + the signal that ended the worker (137: SIGKILL)."""
+        code = self.exit_code(handle)
+        if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
+            return None
+        return code - 128
+
+    def register_in_worker(self, path: str) -> str | None:
+        return REGISTER_IN_CONTAINER  # bind-mounted there, read-write
 
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         return self.follow_logs(handle, None, tail).text
@@ -425,7 +456,8 @@ class DockerLauncher(Launcher):
             with contextlib.suppress(Exception):
                 future.result(timeout=30)
         for c in pending:
-            self._record_exit(c, ContainerExit(137, "was removed as the control plane stopped", ""))
+            removed = "was removed as the control plane stopped"
+            self._record_exit(c, ContainerExit(137, removed, "", INFRASTRUCTURE))
         if self.network_id is not None:
             with contextlib.suppress(Exception):
                 self.api.remove_network(self.network_id)

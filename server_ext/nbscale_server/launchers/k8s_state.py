@@ -8,8 +8,9 @@ dict), no I/O.
 - Failed or Succeeded: exited, with the container's exit code and, for ``OOMKilled``, the
   memory limit in the reason. An image that cannot be pulled or a container that cannot be
   created ends the worker at once (it would wait forever).
-- Evictions, node losses and Pods deleted by someone else are the infrastructure's doing
-  (:attr:`PodEnd.infrastructure`), not the user's code.
+- Whose loss an end is (:attr:`PodEnd.cause`, for ``losses.py``): out of memory is the
+  user's; evictions, node losses and Pods deleted by someone else are the infrastructure's;
+  otherwise the exit code and its signal decide.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..losses import INFRASTRUCTURE, USER
 from .base import WorkerPhase
 
 EXIT_NOT_STARTED = 125  # as for `docker run`: the container never ran
@@ -51,7 +53,11 @@ _INFRASTRUCTURE = {
 class PodEnd:
     code: int
     reason: str | None  # beyond the exit code, phrased to follow "worker wk-..."
-    infrastructure: bool = False
+    cause: str | None = None  # losses.USER or INFRASTRUCTURE when the Pod says; None: judge
+
+    @property
+    def infrastructure(self) -> bool:
+        return self.cause == INFRASTRUCTURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +130,16 @@ def ended(pod: dict[str, Any]) -> PodEnd:
     if terminated is None:
         if infrastructure is not None:
             said = f": {message}" if message else ""
-            return PodEnd(EXIT_LOST, f"was lost ({infrastructure}{said})", True)
-        return PodEnd(EXIT_LOST, "ended without an exit status", False)
+            return PodEnd(EXIT_LOST, f"was lost ({infrastructure}{said})", INFRASTRUCTURE)
+        return PodEnd(EXIT_LOST, "ended without an exit status")
     code = int(terminated.get("exitCode", EXIT_LOST))
     if terminated.get("reason") == "OOMKilled":
         limit = memory_limit(pod)
         within = f" (memory limit {limit})" if limit else ""
-        return PodEnd(code, f"ran out of memory{within} and was killed (exit code {code})")
+        return PodEnd(code, f"ran out of memory{within} and was killed (exit code {code})", USER)
     if infrastructure is not None:
         said = f": {message}" if message else ""
-        return PodEnd(code, f"was ended by Kubernetes ({infrastructure}{said})", True)
+        return PodEnd(code, f"was ended by Kubernetes ({infrastructure}{said})", INFRASTRUCTURE)
     return PodEnd(code, None)
 
 
@@ -144,11 +150,13 @@ def vanished(pod: dict[str, Any] | None, deleted_by_us: bool) -> PodEnd:
         if deleted_by_us or end.infrastructure:
             return end
         return PodEnd(
-            end.code, end.reason or f"was deleted by someone else (exit code {end.code})", True
+            end.code,
+            end.reason or f"was deleted by someone else (exit code {end.code})",
+            INFRASTRUCTURE,
         )
     if deleted_by_us:
         return PodEnd(-15, "was deleted by the control plane")
-    return PodEnd(EXIT_LOST, "was deleted by someone else (its Pod is gone)", True)
+    return PodEnd(EXIT_LOST, "was deleted by someone else (its Pod is gone)", INFRASTRUCTURE)
 
 
 def quota_message(status: int, body: str) -> str | None:

@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..losses import INFRASTRUCTURE
 from ..remote import LOOPBACK
 from . import k8s_manifests as manifests
 from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec, WorkerStatus
@@ -151,7 +152,9 @@ class KubernetesLauncher(Launcher):
             if w.uid is not None:  # the Pod exists but its Secret does not: remove it
                 self._delete(w, 0)
         except Exception as exc:  # the API server did not answer
-            self._record_end(w, PodEnd(EXIT_NOT_STARTED, f"could not start ({exc})", True))
+            self._record_end(
+                w, PodEnd(EXIT_NOT_STARTED, f"could not start ({exc})", INFRASTRUCTURE)
+            )
         finally:
             w.created.set()
         if w.deleting is not None and w.end is None:  # stopped while it was being created
@@ -221,9 +224,19 @@ class KubernetesLauncher(Launcher):
         w: WorkerPod = handle.ref
         return w.end.reason if w.end is not None else None
 
-    def infrastructure_loss(self, handle: WorkerHandle) -> bool:
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
         w: WorkerPod = handle.ref
-        return w.end is not None and w.end.infrastructure
+        return w.end.cause if w.end is not None else None
+
+    def exit_signal(self, handle: WorkerHandle) -> int | None:
+        """The kubelet reports 128 + the signal that ended the container (137: SIGKILL)."""
+        code = self.exit_code(handle)
+        if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
+            return -code if code is not None and code < 0 else None
+        return code - 128
+
+    def register_in_worker(self, path: str) -> str | None:
+        return None  # a Pod shares no file with this host: it tells its starts in messages
 
     def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
         w: WorkerPod = handle.ref
@@ -295,7 +308,7 @@ class KubernetesLauncher(Launcher):
             except Exception as exc:
                 log.warning("deleting %s failed: %s", name, exc)
                 if w.end is None:
-                    self._record_end(w, PodEnd(EXIT_LOST, f"was lost ({exc})", True))
+                    self._record_end(w, PodEnd(EXIT_LOST, f"was lost ({exc})", INFRASTRUCTURE))
 
     def reap_orphans(self) -> list[str]:
         """Delete the worker Pods that control planes of this host left when they died;

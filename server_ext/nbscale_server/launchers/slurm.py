@@ -3,7 +3,8 @@
 - Each worker is one job (``slurm_job.py`` writes its command line and script), submitted
   with ``sbatch --parsable`` on a daemon thread, never on the control plane's loop. Its
   config file (endpoint and keys, mode 0600) and its output file live in this control
-  plane's job directory under ``shared_dir``, which the nodes must see.
+  plane's job directory under ``shared_dir``, which the nodes must see; workers dial the
+  control plane's ``worker_address`` (loopback unless set: only jobs on this node reach it).
 - One poller thread asks ``squeue`` about every live job in one call (about once a second,
   five times a second while a stop is under way), and ``scontrol show job`` about each job
   that ended, for its ``State``/``ExitCode``/``Reason`` (``slurm_queue.py`` reads them). A
@@ -33,6 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..losses import INFRASTRUCTURE, USER
 from ..remote import LOOPBACK, default_shared_dir, make_job_dir, remove_orphan_job_dirs
 from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec, WorkerStatus
 from .daemon_threads import DaemonThreads
@@ -172,12 +174,14 @@ class SlurmLauncher(Launcher):
         try:
             done = self._run(args, stdin=script)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            end: JobEnd | None = JobEnd(EXIT_NOT_SUBMITTED, f"could not be submitted ({exc})", True)
+            # sbatch itself failed (slurmctld down, a timeout): it may well work next time
+            reason = f"could not be submitted ({exc})"
+            end: JobEnd | None = JobEnd(EXIT_NOT_SUBMITTED, reason, INFRASTRUCTURE)
         else:
             end = None
             if done.returncode != 0:
                 reason = f"could not be submitted to Slurm ({slurm_error(done.stderr)})"
-                end = JobEnd(EXIT_NOT_SUBMITTED, reason, False)
+                end = JobEnd(EXIT_NOT_SUBMITTED, reason, USER)  # refused: it would be again
             else:
                 job.job_id = done.stdout.strip().split(";")[0]  # "id" or "id;cluster"
                 job.state = "PENDING"
@@ -257,9 +261,9 @@ class SlurmLauncher(Launcher):
         job: SlurmJob = handle.ref
         return job.end.reason if job.end is not None else None
 
-    def infrastructure_loss(self, handle: WorkerHandle) -> bool:
+    def exit_cause(self, handle: WorkerHandle) -> str | None:
         job: SlurmJob = handle.ref
-        return job.end is not None and job.end.infrastructure
+        return job.end.cause if job.end is not None else None
 
     def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
         job: SlurmJob = handle.ref
@@ -357,7 +361,7 @@ class SlurmLauncher(Launcher):
             self._wait_out_of_queue(ids)
         for job in jobs:
             job.cancelled = True
-            self._record_end(job, JobEnd(-15, "was cancelled as the control plane stopped", False))
+            self._record_end(job, JobEnd(-15, "was cancelled as the control plane stopped"))
         shutil.rmtree(self.dir, ignore_errors=True)
         self._threads.close()
 

@@ -3,9 +3,12 @@ and what a job's end means for nbscale. Pure: no Slurm command runs here.
 
 A job is *pending* while Slurm holds it in the queue (with its reason: ``Resources``,
 ``Priority``, ``QOSMaxJobsPerUserLimit``...), *running* once its batch step has started,
-and *exited* in a final state. The final state says whose doing the end was: cancelled by
-someone else, preempted, past its walltime, its node lost or never booted are losses of the
-infrastructure, not failures of the user's function.
+and *exited* in a final state. The final state says whose doing the end was
+(``losses.USER``/``INFRASTRUCTURE``, the control plane's one notion of blame): cancelled by
+someone else (an admin, ``scancel`` by hand), preempted, past its walltime, its node lost or
+never booted are losses of the infrastructure, not failures of the user's function; out of
+memory, or a worker that exited with an error code, are the user's. A job that failed by a
+signal is judged by the signal, as a local process is (``losses.cause_of_loss``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..losses import INFRASTRUCTURE, USER
 from .base import WorkerPhase
 
 # squeue's fields, "|"-separated: job id, state, reason, comment (last: it is free text).
@@ -101,7 +105,9 @@ class JobEnd:
 
     code: int  # the worker's exit code; -N when a signal N ended it
     reason: str | None  # what the code does not say, phrased to follow "worker wk-..."
-    infrastructure: bool  # ended by the cluster, not by the worker's code
+    # whose doing the end was (``losses.USER``/``INFRASTRUCTURE``); None: judge by the signal
+    # (or it was this control plane's own cancel)
+    cause: str | None = None
 
 
 def job_end(job_id: str, state: str, exit_code: str, reason: str | None, ours: bool) -> JobEnd:
@@ -113,22 +119,34 @@ def job_end(job_id: str, state: str, exit_code: str, reason: str | None, ours: b
     signal = _int(signal_text)
     worker_code = -signal if signal else code
     if base == "COMPLETED":
-        return JobEnd(worker_code, None, False)
+        return JobEnd(worker_code, None)
     if base == "CANCELLED" and ours:
-        return JobEnd(worker_code or -15, None, False)
+        return JobEnd(worker_code or -15, None)
     says = _SAYS.get(base, f"ended in Slurm state {base}")
     details = f"Slurm job {job_id}: State={base} ExitCode={exit_code or '?'}"
     if _none(reason or "None"):
         details += f" Reason={reason}"
-    infrastructure = base in _INFRASTRUCTURE or base == "CANCELLED"
+    cause = _cause(base, signal)
     if not worker_code:  # the worker may have exited cleanly on Slurm's signal: not a success
-        worker_code = -15 if infrastructure else 1
-    return JobEnd(worker_code, f"{says} ({details})", infrastructure)
+        worker_code = -15 if cause == INFRASTRUCTURE else 1
+    return JobEnd(worker_code, f"{says} ({details})", cause)
+
+
+def _cause(base: str, signal: int) -> str | None:
+    """Whose doing a job's end was, from its final state (not one this control plane
+    cancelled, nor a completion)."""
+    if base in _INFRASTRUCTURE or base == "CANCELLED":
+        return INFRASTRUCTURE
+    if base == "OUT_OF_MEMORY" or (base == "FAILED" and not signal):
+        return USER
+    return None  # a signal, or a state that says nothing of it: judged by the signal
 
 
 def lost(job_id: str) -> JobEnd:
     """The end of a job Slurm no longer knows (purged, or its controller's state lost)."""
-    return JobEnd(EXIT_LOST, f"left Slurm's records without a trace (Slurm job {job_id})", True)
+    return JobEnd(
+        EXIT_LOST, f"left Slurm's records without a trace (Slurm job {job_id})", INFRASTRUCTURE
+    )
 
 
 def _none(text: str) -> str | None:

@@ -1,0 +1,98 @@
+"""The worker's pulse: a thread with a connection of its own, off the main thread where user
+code runs.
+
+It sends heartbeats (with the inputs running now), hears cancellations and shutdowns while
+user code holds the main thread, ends the process when an input outlives its timeout (a
+stuck input cannot be interrupted safely: it reports the timeout and exits, and the control
+plane replaces the worker), and exits when the control plane is gone: its parent process
+died (local processes), or its heartbeats got no answer for ``heartbeat_timeout`` seconds
+(containers, which have no parent to watch, and to which a dead control plane says nothing
+over TCP). While user code holds the GIL this thread cannot run at all; the control plane
+then judges the worker by its register (``liveness.py`` on its side).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .protocol import STATUS_TIMEOUT, output_row
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+class Pulse(threading.Thread):
+    """Heartbeats, cancellation, timeouts, and checks that the control plane is still there
+    (its parent process, and its answers to heartbeats), off the main thread."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="nbscale-pulse", daemon=True)
+        self.worker = worker
+        # A connection of its own: on timeout it is closed, which flushes the report out
+        # before the process ends, without touching the main thread's.
+        self.link = worker.cfg.connect(worker.cfg.worker_id + ":pulse")
+
+    def run(self) -> None:
+        try:
+            self._beat()
+        except ConnectionError:  # the control plane closed our connection: it is gone
+            os._exit(0)
+
+    def _beat(self) -> None:
+        w = self.worker
+        cfg = w.cfg
+        interval = cfg.heartbeat_interval
+        next_beat = 0.0
+        last_heard = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                running = [[c, i, entry[1]] for (c, i), entry in list(w.running.items())]
+                self._send(protocol.Heartbeat(cfg.worker_id, running, w.gpu_monitor.sample()))
+                next_beat = now + interval
+            self._check_timeouts(now)
+            if cfg.parent_pid is not None and os.getppid() != cfg.parent_pid:
+                os._exit(0)  # our control plane is gone; nobody will collect our results
+            if (
+                cfg.parent_pid is None
+                and cfg.heartbeat_timeout is not None
+                and now - last_heard > cfg.heartbeat_timeout
+            ):
+                # No answer to our heartbeats, and no parent to watch (a container): over
+                # TCP a dead control plane says nothing. Nobody will collect our results.
+                os._exit(0)
+            if not self.link.poll(min(100, int(interval * 1000))):
+                continue
+            last_heard = time.monotonic()
+            for frames in self.link.receive():
+                msg, _ = protocol.decode(frames)
+                if isinstance(msg, protocol.CancelInputs):
+                    w.cancel_running(msg.call_id)
+                elif isinstance(msg, protocol.Shutdown):
+                    w.draining = True
+                    os.write(w.wake_w, b"x")
+
+    def _send(self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()) -> None:
+        self.link.send(protocol.encode(msg, payload))
+
+    def _check_timeouts(self, now: float) -> None:
+        w = self.worker
+        for key, (started, attempt, _) in list(w.running.items()):
+            if now - started > w.timeout:
+                row = output_row(
+                    key[0],
+                    key[1],
+                    attempt,
+                    STATUS_TIMEOUT,
+                    (0, 0, 0),
+                    now - started,
+                    w.cfg.worker_id,
+                )
+                self._send(protocol.Outputs([row]), [b""])
+                self._send(protocol.Goodbye(w.cfg.worker_id, f"timeout of input {key[1]}"))
+                self.link.close()
+                os._exit(3)
