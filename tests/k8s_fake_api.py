@@ -13,8 +13,9 @@ status. Deletion sends SIGTERM, then SIGKILL after the grace period.
 Only scheduling is simulated: every Pod lands on one node (the host's network, so workers
 dial the control plane on loopback) unless ``no_room`` is set, which leaves new Pods
 Pending with ``PodScheduled=False/Unschedulable`` and a ``FailedScheduling`` event, as a
-full cluster does. ``compact()`` forgets the watch history (the next watch from an old
-resourceVersion gets 410 Gone); ``quota`` refuses Pods with 403 "exceeded quota".
+full cluster does. ``evict()`` evicts a Pod as node pressure does; ``compact()`` forgets
+the watch history (the next watch from an old resourceVersion gets 410 Gone); ``quota``
+refuses Pods with 403 "exceeded quota".
 """
 
 from __future__ import annotations
@@ -263,6 +264,13 @@ class FakeKubernetes:
                 os.chown(path, security.get("runAsUser", 0), security.get("fsGroup", 0))
         mount = pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]
         return {where: {"bind": mount, "mode": "ro"}}
+
+    def evict(self, key: str, message: str = "The node was low on resource: memory.") -> None:
+        """What the kubelet does to a Pod under node pressure: Failed, reason Evicted."""
+        self.set_status(key, reason="Evicted", message=message)
+        cid = self.containers.get(self.pods[key]["metadata"]["uid"])
+        if cid is not None:
+            self.docker.api.kill(cid, signal="SIGKILL")
 
     def delete_pod(self, key: str, grace: int) -> tuple[int, dict[str, Any]]:
         with self.lock:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import cloudpickle
 import pytest
 from conftest import wait_until
-from k8s_cluster_fixtures import fake_k8s, our_pods, plane_env, registry, registry_tags
+from k8s_cluster_fixtures import NAMESPACE, fake_k8s, our_pods, plane_env, registry, registry_tags
 
 import nbscale
 from nbscale_server.launchers import k8s_manifests as manifests
@@ -71,6 +71,12 @@ def hog(megabytes):
     return len(data)
 
 
+@app.function(max_containers=1, scaledown_window=5, retries=0)
+def steady(x):
+    time.sleep(4)
+    return x + 1
+
+
 @app.function(max_containers=1, gpu="H100", scaledown_window=2)
 def on_gpu(x):
     return x
@@ -120,6 +126,22 @@ def test_out_of_memory_is_named_in_the_error():
     assert "ran out of memory (memory limit 64Mi)" in str(info.value)
     assert info.value.exit_code == 137
     assert hog.remote(1) == 2**20  # a small input runs, on a new Pod
+
+
+@pytest.mark.parametrize("loss", ["evicted", "deleted by someone else"])
+def test_a_busy_pod_lost_to_the_infrastructure_is_retried_without_counting(k8s_plane, loss):
+    call = steady.spawn(1)  # retries=0: a loss charged to the function would fail it
+    wait_until(lambda: steady.get_current_stats().num_running_inputs == 1, timeout=60)
+    (pod,) = our_pods(k8s_plane, "steady")
+    key = f"{NAMESPACE}/{pod['metadata']['name']}"
+    if loss == "evicted":
+        k8s_plane.evict(key)
+    else:
+        k8s_plane.delete_pod(key, 0)
+    assert call.get(timeout=90) == 2  # on a new Pod
+    assert [p["metadata"]["name"] for p in our_pods(k8s_plane, "steady")] != [
+        pod["metadata"]["name"]
+    ]
 
 
 def test_an_unschedulable_pod_waits_for_resources_with_the_schedulers_reason(k8s_plane):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -63,10 +64,13 @@ class PodWatch:
         return self._watching.wait(timeout)
 
     def close(self) -> None:
+        """Stop watching. The open watch request's socket is shut down, not closed: closing
+        the response would wait for the lock its reading thread holds."""
         self._closed = True
-        with contextlib.suppress(Exception):
-            if self._response is not None:
-                self._response.close()
+        sock = getattr(getattr(self._response, "connection", None), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
         from kubernetes.client.exceptions import ApiException
