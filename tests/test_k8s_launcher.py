@@ -117,6 +117,8 @@ def test_scale_down_deletes_exactly_the_idle_pod(k8s_plane):
         if method == "DELETE"
     }
     assert idle_pod in deleted and busy_pod not in deleted
+    deletions = [p for m, p in k8s_plane.requests if m == "DELETE" and f"/{idle_pod}?" in p]
+    assert "gracePeriodSeconds=20" in deletions[0]  # the drain time: SIGTERM, then 20 s
     assert busy.get(timeout=60) == "held"  # the busy worker was never touched
 
 

@@ -218,3 +218,34 @@ def test_outside_a_cluster_the_launcher_needs_an_address_pods_reach(monkeypatch)
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(LaunchFailed, match="set worker_address"):
         KubernetesLauncher(KubernetesOptions(registry="registry.lab:5000"))
+
+
+def test_nbscale_k8s_manifests_prints_valid_yaml(capsys):
+    import yaml
+
+    from nbscale._cli import main
+
+    assert main(["k8s", "manifests", "--namespace", "ml", "--service-account", "jupyter"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["Role", "RoleBinding", "NetworkPolicy", "NetworkPolicy"]
+    assert all(d["metadata"]["namespace"] == "ml" for d in docs)
+    for doc in docs:
+        kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
+    assert main(["k8s", "manifests", "--control-plane-label", "nolabel"]) == 1
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_registry_images_with_nothing_added_are_used_as_they_are():
+    from nbscale import Image
+    from nbscale._image_push import kubernetes_image, pushed_name, used_as_is
+    from nbscale.exceptions import ImageBuildError
+
+    ref = "ghcr.io/lab/worker-with-nbscale:2.1"
+    assert kubernetes_image(Image.from_registry(ref), None, print) == ref  # no build, no push
+    assert not used_as_is(Image.from_registry(ref).pip_install("rich"))
+    with pytest.raises(ImageBuildError, match="need a registry"):
+        kubernetes_image(Image.debian_slim(), None, print)
+    assert (
+        pushed_name("registry.lab:5000/ml/", "nbscale/worker:0123456789abcdef")
+        == "registry.lab:5000/ml/nbscale-worker:0123456789abcdef"
+    )
