@@ -5,6 +5,7 @@ a killed control plane's jobs cancelled by the next one. Nothing is left in the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -44,6 +45,22 @@ def square(x):
 @app.function(max_containers=2, scaledown_window=5)
 def add(a, b, scale=1):
     return (a + b) * scale
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def shout(x):
+    print(f"hello {x}")
+    if x == 3:
+        raise ValueError(f"no {x}")
+    return x
+
+
+@app.function(max_containers=1, scaledown_window=5)
+@nbscale.concurrent(max_inputs=4)
+async def nap(seconds):
+    start = time.time()
+    await asyncio.sleep(seconds)
+    return os.environ["SLURM_JOB_ID"], start, time.time()
 
 
 @app.function(max_containers=1, scaledown_window=5)
@@ -124,6 +141,27 @@ def test_map_remote_and_starmap():
     assert square.remote(7) == 49
     assert list(add.map([1, 2], [10, 20], kwargs={"scale": 3})) == [33, 66]
     assert list(add.starmap([(1, 2), (3, 4)])) == [3, 7]
+
+
+def test_aio_twins_unordered_printed_failing_and_concurrent_async_calls(capsys):
+    async def main():
+        assert await square.remote.aio(6) == 36
+        assert [x async for x in square.map.aio(range(4))] == [0, 1, 4, 9]
+        assert await add.starmap.aio([(1, 1)]) == [2]
+        call = await square.spawn_map.aio(range(3))
+        found = await nbscale.FunctionCall.from_id.aio(call.object_id)
+        assert await found.get.aio(timeout=60, index=2) == 4
+
+    asyncio.run(main())
+    assert sorted(square.map(range(6), order_outputs=False)) == [0, 1, 4, 9, 16, 25]
+    results = list(shout.map(range(5), return_exceptions=True))
+    assert results[:3] + results[4:] == [0, 1, 2, 4]
+    assert isinstance(results[3], ValueError) and "no 3" in str(results[3])
+    out = capsys.readouterr().out
+    assert all(f"[{i}] hello {i}" in out for i in range(5))  # printed here, with its index
+    naps = list(nap.map([2.0] * 4))
+    assert len({job_id for job_id, *_ in naps}) == 1
+    assert max(start for _, start, _ in naps) < min(end for *_, end in naps)  # at once
 
 
 def test_spawn_and_for_each():
@@ -278,18 +316,20 @@ def test_every_interface_is_refused_unless_allowed(fresh_plane):
     assert not endpoint.startswith(("tcp://0.0.0.0", "tcp://127."))
 
 
-def test_a_killed_control_plane_leaves_jobs_the_next_one_cancels(slurm_plane):
-    script = textwrap.dedent("""
+def orphaned_jobs(workers: int, **env: str) -> set[str]:
+    """The jobs of ``workers`` warm workers of a control plane (a script's) SIGKILLed once
+    they served."""
+    script = textwrap.dedent(f"""
         import nbscale
         app = nbscale.App("crashing")
-        @app.function(min_containers=2)
+        @app.function(min_containers={workers})
         def f(x):
             return x
         print(f.remote(1), flush=True)
         import time; time.sleep(600)
         """)
     with subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env={**os.environ, **env}
     ) as crashing:
         try:
             assert crashing.stdout.readline().strip() == "1"
@@ -301,11 +341,24 @@ def test_a_killed_control_plane_leaves_jobs_the_next_one_cancels(slurm_plane):
                     if JobComment.parse(e.comment).owner.startswith(f"{crashing.pid}:")
                 }
 
-            wait_until(lambda: len(theirs()) == 2, timeout=60)
-            orphans = theirs()
+            wait_until(lambda: len(theirs()) == workers, timeout=60)
+            return theirs()
         finally:
             crashing.send_signal(signal.SIGKILL)
-    assert theirs() == orphans  # killed: nobody cancelled them
+
+
+def test_a_killed_control_plane_leaves_jobs_the_next_one_cancels(slurm_plane):
+    orphans = orphaned_jobs(2)
+    assert orphans <= {e.job_id for e in nbscale_jobs()}  # killed: nobody cancelled them
     nbscale.shutdown()
     assert square.remote(3) == 9  # a new control plane, which cancels them as it starts
     wait_until(lambda: not orphans & {e.job_id for e in nbscale_jobs()}, timeout=20)
+
+
+def test_a_killed_control_plane_s_workers_leave_by_themselves(slurm_plane):
+    """No successor needed: its workers hear nothing back for heartbeat_timeout and exit."""
+    orphans = orphaned_jobs(1, NBSCALE_HEARTBEAT_TIMEOUT="3")
+    wait_until(lambda: not orphans & {e.job_id for e in nbscale_jobs()}, timeout=60)
+    assert {job_fields(j)["JobState"] for j in orphans} == {"COMPLETED"}  # they left cleanly
+    nbscale.shutdown()
+    assert square.remote(4) == 16  # the next control plane removes the dead one's directory
