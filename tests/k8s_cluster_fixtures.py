@@ -5,7 +5,6 @@ registry on loopback (Debian's docker-registry) that kernels push worker images 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -123,7 +122,3 @@ def our_pods(fake: Any, pool_name: str | None = None) -> list[dict[str, Any]]:
     return [
         p for p in pods if p["metadata"]["annotations"].get("nbscale.io/pool-name") == pool_name
     ]
-
-
-def env_without_kubeconfig() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}

@@ -246,10 +246,6 @@ class KubernetesLauncher(Launcher):
             return WorkerStatus("pending", w.view.reason)
         return WorkerStatus("running")  # or exited, and being recorded
 
-    def pod_name(self, handle: WorkerHandle) -> str:
-        w: WorkerPod = handle.ref
-        return w.name
-
     def logs(self, handle: WorkerHandle, tail: int = 20) -> str:
         return self.follow_logs(handle, None, tail).text
 
