@@ -1,5 +1,5 @@
-"""The ``nbscale`` command: ``run``, ``demo``, ``doctor``, ``status``, ``images`` and
-``config``.
+"""The ``nbscale`` command: ``run``, ``demo``, ``doctor``, ``status``, ``images``, ``config``
+and ``k8s``.
 
 An nbscale error ends a command with one line on stderr that says what went wrong and what
 to do, never a traceback (``--debug`` adds it). The exit codes are ``EXIT_CODES``.
@@ -15,7 +15,7 @@ from typing import Any
 
 import nbscale
 
-from . import _cli_config, _cli_demo, _cli_doctor, _cli_images, _cli_run
+from . import _cli_config, _cli_demo, _cli_doctor, _cli_images, _cli_k8s, _cli_run
 from ._script import ScriptError
 from .exceptions import NbscaleError
 
@@ -66,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(run=_status)
     _cli_images.add_parser(sub)
     _cli_config.add_parser(sub)
+    _cli_k8s.add_parser(sub)
     return top
 
 

@@ -163,13 +163,22 @@ class Function:
     ) -> FunctionOptions:
         """The options as the control plane takes them: for Docker workers the image is the
         tag of the built image (built here, off the loop, when it does not exist yet, its
-        steps printed or given to ``on_build``); for worker processes there is none."""
-        if client.server_info.get("launcher") != "docker" or client.mode == "worker":
+        steps printed or given to ``on_build``); for Kubernetes workers, that image pushed
+        to the control plane's registry; for worker processes there is none."""
+        launcher = client.server_info.get("launcher")
+        if launcher not in ("docker", "kubernetes") or client.mode == "worker":
             return self.options  # a worker's: its control plane gives it the worker's image
         from ._image_build import build, image_for, print_step
 
         image = image_for(self.raw_f, self.image)
-        tag = await asyncio.to_thread(build, image, None, on_build or print_step)
+        out = on_build or print_step
+        if launcher == "kubernetes":
+            from ._image_push import kubernetes_image
+
+            registry = client.server_info.get("registry")
+            tag = await asyncio.to_thread(kubernetes_image, image, registry, out)
+        else:
+            tag = await asyncio.to_thread(build, image, None, out)
         return dataclasses.replace(self.options, image=tag)
 
     async def _invocation(

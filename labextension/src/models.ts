@@ -401,7 +401,7 @@ export interface IChangeEvent {
  */
 export interface IStatus {
   version: string;
-  launcher: 'process' | 'docker' | 'slurm';
+  launcher: 'process' | 'docker' | 'slurm' | 'kubernetes';
   launcher_reason: string;
 }
 /**

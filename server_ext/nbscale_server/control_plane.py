@@ -40,6 +40,7 @@ from .channel import Channel, unbounded
 from .delivery import Delivery
 from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
+from .launchers.k8s_cluster import KubernetesOptions
 from .launchers.slurm_job import SlurmOptions
 from .liveness import Liveness
 from .nesting import Nesting, nested_worker_id
@@ -84,6 +85,7 @@ class ControlPlane:
                     cfg.docker_network,
                     cfg.base_image,
                     slurm=self._slurm_options(),
+                    kubernetes=self._kubernetes_options(),
                     shared_dir=cfg.shared_dir,
                 )
         except LaunchFailed:
@@ -156,6 +158,14 @@ class ControlPlane:
         except ValueError as exc:
             raise LaunchFailed(f"bad Slurm setting: {exc}") from None
 
+    def _kubernetes_options(self) -> KubernetesOptions | None:
+        if self.config.launcher != "kubernetes":
+            return None
+        try:
+            return KubernetesOptions.from_settings(self.config)
+        except ValueError as exc:
+            raise LaunchFailed(f"bad Kubernetes setting: {exc}") from None
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -163,7 +173,7 @@ class ControlPlane:
         client_sock = unbounded(self.ctx.socket(zmq.ROUTER))
         self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
         client_sock.bind(self.client_endpoint)
-        # Containers and Slurm jobs cannot share our private directory: they dial the
+        # Containers, Slurm jobs and Pods cannot share our private directory: they dial the
         # address the operator chose, else their launcher's (a bridge gateway, loopback),
         # always with CurveZMQ.
         launcher_address = self.launcher.worker_bind_host()
@@ -176,7 +186,8 @@ class ControlPlane:
             worker_sock.curve_server = True
             worker_sock.curve_secretkey = keys.secret.encode()
             worker_sock.curve_publickey = keys.public.encode()
-            self.worker_endpoint = bind_worker_socket(worker_sock, address)
+            port = self.launcher.worker_port()
+            self.worker_endpoint = bind_worker_socket(worker_sock, address, port)
             self.workers_channel = Channel(worker_sock, on_worker)
         else:  # a Unix socket in the private directory: half the thread wake-ups of ZeroMQ
             path = os.path.join(self.dir, "workers")
@@ -220,6 +231,7 @@ class ControlPlane:
             "version": __version__,
             "launcher": self.launcher.name,
             "launcher_reason": self.launcher_choice.reason,  # why this launcher, in a line
+            "registry": self.config.registry,  # where kernels push images for Kubernetes
             "pid": os.getpid(),
             "limits": dataclasses.asdict(self.config.limits),
             # public by nature: workers need it to verify the server; it grants nothing

@@ -34,7 +34,7 @@ class StatusModel(TypedDict):
     base image nbscale/base:bookworm: run `nbscale images base`")."""
 
     version: str
-    launcher: Literal["process", "docker", "slurm"]
+    launcher: Literal["process", "docker", "slurm", "kubernetes"]
     launcher_reason: str
 
 

@@ -2,7 +2,7 @@
 and the directory they share with it.
 
 - Workers that cannot share the control plane's private directory (containers, Slurm jobs,
-  later Kubernetes Pods; local processes with the tcp transport) dial its worker socket
+  Kubernetes Pods; local processes with the tcp transport) dial its worker socket
   over TCP, always with CurveZMQ and the per-worker allow-list (``security.py``). The
   operator chooses the address (``worker_address``: an IP, a host name or an interface name
   such as ``ib0``; ``bind_host`` is its deprecated old name); without one it is the
@@ -90,13 +90,17 @@ def _outward_ip() -> str:
             return socket.gethostbyname(socket.gethostname())
 
 
-def bind_worker_socket(sock: Any, bind_ip: str) -> str:
-    """Bind the ZeroMQ worker socket to a random port of ``bind_ip``; returns the endpoint
-    workers dial."""
+def bind_worker_socket(sock: Any, bind_ip: str, port: int | None = None) -> str:
+    """Bind the ZeroMQ worker socket to ``port`` (default: a random one) of ``bind_ip``;
+    returns the endpoint workers dial."""
     if ":" in bind_ip:
         sock.ipv6 = True
     host = f"[{bind_ip}]" if ":" in bind_ip and bind_ip != "::" else bind_ip
-    port = sock.bind_to_random_port(f"tcp://{'*' if bind_ip in _ALL_INTERFACES else host}")
+    where = f"tcp://{'*' if bind_ip in _ALL_INTERFACES else host}"
+    if port is None:
+        port = sock.bind_to_random_port(where)
+    else:
+        sock.bind(f"{where}:{port}")
     return f"tcp://{dial_host(bind_ip)}:{port}"
 
 

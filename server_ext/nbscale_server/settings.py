@@ -83,11 +83,12 @@ SETTINGS: dict[str, Setting] = _table(
         "control plane",
         "What runs workers: process (local subprocesses, of the python setting's "
         "interpreter), docker (a container each; kernels build the images: nbscale.Image), "
-        "slurm (a Slurm batch job each: see the Slurm settings below), or auto (docker when "
+        "slurm (a Slurm batch job each: see the Slurm settings below), kubernetes (a Pod "
+        "each: see the Kubernetes settings below), or auto (docker when "
         "Docker can serve: the engine answers, the docker package imports and the base "
-        "image exists or can be pulled now; else process; never slurm); "
+        "image exists or can be pulled now; else process; never slurm or kubernetes); "
         'nbscale.status()["launcher"] and ["launcher_reason"] say which and why.',
-        choices=("process", "docker", "slurm", "auto"),
+        choices=("process", "docker", "slurm", "kubernetes", "auto"),
     ),
     Setting(
         "base_image",
@@ -312,6 +313,63 @@ SETTINGS: dict[str, Setting] = _table(
         "(--signal=B:TERM@N).",
         minimum=0,
     ),
+    # --- read by the Kubernetes launcher -----------------------------------------------
+    Setting(
+        "registry",
+        str,
+        None,
+        "control plane",
+        "The container registry Kubernetes nodes pull worker images from (e.g. "
+        "registry.lab:5000/ml): after a build, the kernel pushes each worker image as "
+        "<registry>/nbscale-worker:<content hash>. Required by the kubernetes launcher; "
+        "Image.from_registry images without added layers are used as they are.",
+        default_text="none: the kubernetes launcher refuses to start",
+    ),
+    Setting(
+        "k8s_namespace",
+        str,
+        None,
+        "control plane",
+        "The namespace worker Pods (and their key Secrets) are created in; the launcher "
+        "needs only the Role of `nbscale k8s manifests` there.",
+        default_text="the namespace this Pod runs in, else the kubeconfig context's, else default",
+    ),
+    Setting(
+        "k8s_image_pull_secrets",
+        str,
+        None,
+        "control plane",
+        "Comma-separated names of Secrets in the namespace that let nodes pull from the "
+        "registry (the Pods' imagePullSecrets).",
+        default_text="none",
+    ),
+    Setting(
+        "k8s_service_address",
+        str,
+        None,
+        "control plane",
+        "HOST:PORT of a Service that forwards to this control plane's Pod: workers dial it "
+        "and the control plane listens on PORT (of worker_address or the Pod's IP).",
+        default_text="workers dial the control plane's Pod IP on a random port",
+    ),
+    Setting(
+        "k8s_gpu_products",
+        str,
+        None,
+        "control plane",
+        "Modal GPU names as the nodes' nvidia.com/gpu.product labels, | between "
+        "alternatives, e.g. A100=NVIDIA-A100-SXM4-80GB|NVIDIA-A100-PCIE-40GB,T4=Tesla-T4.",
+        default_text="the GPU Feature Discovery names of each Modal type",
+    ),
+    Setting(
+        "k8s_drain_seconds",
+        int,
+        120,
+        "control plane",
+        "A worker Pod's termination grace period: the seconds a scaled-down worker has to "
+        "finish its inputs after SIGTERM before the kubelet kills it.",
+        minimum=0,
+    ),
     # --- read by the Jupyter server extension alone ---------------------------------------
     Setting(
         "events_interval",
@@ -361,6 +419,12 @@ class ControlPlaneConfig:
     slurm_gpu_types: str | None = _server_default("slurm_gpu_types")
     slurm_sbatch_args: str | None = _server_default("slurm_sbatch_args")
     slurm_drain_seconds: int = _server_default("slurm_drain_seconds")
+    registry: str | None = _server_default("registry")
+    k8s_namespace: str | None = _server_default("k8s_namespace")
+    k8s_image_pull_secrets: str | None = _server_default("k8s_image_pull_secrets")
+    k8s_service_address: str | None = _server_default("k8s_service_address")
+    k8s_gpu_products: str | None = _server_default("k8s_gpu_products")
+    k8s_drain_seconds: int = _server_default("k8s_drain_seconds")
     client_endpoint: str | None = None  # default: ipc in the control plane's private directory
 
 

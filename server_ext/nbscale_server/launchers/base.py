@@ -133,6 +133,11 @@ class Launcher(abc.ABC):
         works."""
         return None
 
+    def worker_port(self) -> int | None:
+        """The port the worker socket must listen on (a Kubernetes Service forwards to it),
+        or None: a random free one."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the launcher holds; workers are stopped by the control plane."""
 

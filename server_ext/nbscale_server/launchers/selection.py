@@ -1,5 +1,5 @@
-"""Which launcher a control plane uses (the ``launcher`` setting: auto, process, docker or
-slurm).
+"""Which launcher a control plane uses (the ``launcher`` setting: auto, process, docker,
+slurm or kubernetes).
 
 ``auto``, the default, picks Docker only when Docker can really serve the first map: the
 engine answers, the docker SDK imports, and the worker base image is on the engine (or is
@@ -8,8 +8,8 @@ processes, and says why in one line. An explicit ``docker`` fails at once, sayin
 the engine or the SDK is missing; a missing base image fails the first build that needs it,
 naming ``nbscale images base``. The choice is made once, when the control plane starts, and
 reported by it (``launcher``, ``launcher_reason``) to ``nbscale.status()``, the widget, the
-sidebar and ``nbscale doctor``. ``slurm`` is only ever chosen explicitly: that a cluster
-answers does not mean a user wants their workers queued on it.
+sidebar and ``nbscale doctor``. ``slurm`` and ``kubernetes`` are only ever chosen
+explicitly: that a cluster answers does not mean a user wants their workers queued on it.
 
 :func:`choose_launcher` is the decision, a pure function of :class:`DockerFacts`;
 :func:`probe_docker` gathers the facts, asking only what the decision can still use.
@@ -36,9 +36,11 @@ from .docker_engine import (
 from .process import ProcessLauncher
 
 if TYPE_CHECKING:
+    from .k8s_cluster import KubernetesOptions
     from .slurm_job import SlurmOptions
 
-KINDS = ("auto", "process", "docker", "slurm")
+KINDS = ("auto", "process", "docker", "slurm", "kubernetes")
+_EXPLICIT_ONLY = ("process", "slurm", "kubernetes")  # chosen as asked, Docker not probed
 _REGISTRY_TIMEOUT = 5  # seconds a registry gets to answer before the base counts as offline
 
 
@@ -69,7 +71,7 @@ class DockerFacts:
 
 @dataclass(frozen=True, slots=True)
 class LauncherChoice:
-    kind: str  # "process", "docker" or "slurm"
+    kind: str  # "process", "docker", "slurm" or "kubernetes"
     reason: str  # why, in a few words, for "workers: local processes (<reason>)"
 
 
@@ -79,7 +81,7 @@ def choose_launcher(requested: str, facts: DockerFacts | None) -> LauncherChoice
     setting and for ``docker`` where the engine or the SDK is missing."""
     if requested not in KINDS:
         raise LaunchFailed(f"unknown launcher {requested!r}: choose one of {', '.join(KINDS)}")
-    if requested in ("process", "slurm"):
+    if requested in _EXPLICIT_ONLY:
         return LauncherChoice(requested, f"launcher={requested}")
     if facts is None:
         raise ValueError("choosing Docker needs the facts of probe_docker()")
@@ -176,21 +178,28 @@ def start_launcher(
     *,
     slurm: SlurmOptions | None = None,
     shared_dir: str | None = None,
+    kubernetes: KubernetesOptions | None = None,
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
     local processes, with the reason. ``slurm`` and ``shared_dir``: the Slurm launcher's
-    job options and the directory its nodes share. Raises ``LaunchFailed`` as
+    job options and the directory its nodes share; ``kubernetes``: the Kubernetes
+    launcher's settings. Raises ``LaunchFailed`` as
     :func:`choose_launcher`, and when Slurm does not answer."""
     # Workers in containers need this Python's minor version (cloudpickle's pickles do).
     this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    probe = requested not in ("process", "slurm")
+    probe = requested not in _EXPLICIT_ONLY
     facts = probe_docker(base_image, this_python) if probe else None
     choice = choose_launcher(requested, facts)
     if choice.kind == "slurm":
         from .slurm import SlurmLauncher  # only when used
 
         return SlurmLauncher(python, slurm, shared_dir), choice
+    if choice.kind == "kubernetes":
+        from .k8s_cluster import KubernetesOptions
+        from .kubernetes import KubernetesLauncher  # imports the kubernetes client: only when used
+
+        return KubernetesLauncher(kubernetes or KubernetesOptions()), choice
     if choice.kind == "docker":
         from .docker import DockerLauncher  # imports the docker SDK: only when used
 
