@@ -297,7 +297,8 @@ export function describeOwner(owner: IOwner): string {
 const LAUNCHERS: Record<IStatus['launcher'], string> = {
   process: 'local processes',
   docker: 'Docker containers',
-  slurm: 'Slurm jobs'
+  slurm: 'Slurm jobs',
+  kubernetes: 'Kubernetes Pods'
 };
 
 /** What runs the workers, in words: "Docker containers". */
