@@ -102,7 +102,7 @@ def docker_plane() -> Iterator[Any]:
         mp.setenv("NBSCALE_LAUNCHER", "docker")
         yield client
         nbscale.shutdown()
-    left = left_on_engine(client)
+    left = left_on_engine(client, os.getpid())
     assert not left, f"left behind on the Docker engine: {left}"
 
 
