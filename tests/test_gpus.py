@@ -22,7 +22,7 @@ from nbscale_server.gpus import (
     parse_gpu,
 )
 from nbscale_server.launchers import WorkerSpec
-from nbscale_server.launchers.docker import (
+from nbscale_server.launchers.docker_spec import (
     gpu_device_requests,
     host_config_options,
     start_error_message,

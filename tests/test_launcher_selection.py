@@ -13,13 +13,13 @@ import pytest
 import nbscale
 from nbscale import _config, _kernel_env
 from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
-from nbscale_server.launchers.docker import (
+from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
+from nbscale_server.launchers.docker_spec import (
     CONFIG_IN_CONTAINER,
     container_user,
     describe_exit,
     host_config_options,
 )
-from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
 from nbscale_server.launchers.selection import (
     DockerFacts,
     LauncherChoice,
