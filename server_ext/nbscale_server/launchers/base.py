@@ -62,6 +62,19 @@ class WorkerStatus:
     reason: str | None = None  # the scheduler's word for why it waits: "Resources", "Priority"
 
 
+# Exit codes a launcher records for a worker that never gave one of its own.
+EXIT_NOT_STARTED = 125  # as `docker run` says: it could not start
+EXIT_LOST = 255  # its fate is unknown: the engine or scheduler lost sight of it
+
+
+def signal_of_exit(code: int | None) -> int | None:
+    """The signal that ended a container whose init (or kubelet) reports 128 + the signal
+    (137: SIGKILL), if one did."""
+    if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
+        return None
+    return code - 128
+
+
 class Launcher(abc.ABC):
     """Starts and stops workers of one kind (local processes, Docker containers, ...)."""
 

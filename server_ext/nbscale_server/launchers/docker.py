@@ -31,7 +31,16 @@ from typing import Any
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
 from ..losses import INFRASTRUCTURE
-from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
+from .base import (
+    EXIT_LOST,
+    EXIT_NOT_STARTED,
+    Launcher,
+    LaunchFailed,
+    LogChunk,
+    WorkerHandle,
+    WorkerSpec,
+    signal_of_exit,
+)
 from .daemon_threads import DaemonThreads
 from .docker_engine import (
     LABEL_GPUS,
@@ -47,8 +56,6 @@ from .docker_engine import (
 from .docker_spec import (
     CONFIG_IN_CONTAINER,
     CONTAINER_UID,
-    EXIT_LOST,
-    EXIT_NOT_STARTED,
     REGISTER_IN_CONTAINER,
     ContainerExit,
     container_exit,
@@ -310,10 +317,7 @@ class DockerLauncher(Launcher):
 
     def exit_signal(self, handle: WorkerHandle) -> int | None:
         """``init`` exits with 128 + the signal that ended the worker (137: SIGKILL)."""
-        code = self.exit_code(handle)
-        if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
-            return None
-        return code - 128
+        return signal_of_exit(self.exit_code(handle))
 
     def register_in_worker(self, path: str) -> str | None:
         return REGISTER_IN_CONTAINER  # bind-mounted there, read-write

@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..losses import INFRASTRUCTURE, USER
-from .base import WorkerSpec
+from .base import EXIT_LOST, WorkerSpec
 from .docker_engine import unreachable_message
 
 CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
 REGISTER_IN_CONTAINER = "/run/nbscale/register"
 CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
-EXIT_NOT_STARTED = 125  # what `docker run` exits with when the container could not start
-EXIT_LOST = 255  # the engine stopped answering: the container's fate is unknown
 _PIDS_LIMIT = 4096
 _TMP_SIZE = "1g"
 _NO_GPU_RUNTIME = "could not select device driver"

@@ -19,10 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..losses import INFRASTRUCTURE, USER
-from .base import WorkerPhase
+from .base import EXIT_LOST, EXIT_NOT_STARTED, WorkerPhase
 
-EXIT_NOT_STARTED = 125  # as for `docker run`: the container never ran
-EXIT_LOST = 255  # the Pod vanished without a final status
 _CANNOT_START = {
     "ErrImagePull",
     "ImagePullBackOff",

@@ -33,7 +33,15 @@ from typing import Any
 from ..losses import INFRASTRUCTURE
 from ..remote import LOOPBACK
 from . import k8s_manifests as manifests
-from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec, WorkerStatus
+from .base import (
+    Launcher,
+    LaunchFailed,
+    LogChunk,
+    WorkerHandle,
+    WorkerSpec,
+    WorkerStatus,
+    signal_of_exit,
+)
 from .daemon_threads import DaemonThreads
 from .k8s_cluster import KubernetesOptions, api_client, check_reachable, current_namespace, pod_ip
 from .k8s_state import EXIT_LOST, EXIT_NOT_STARTED, PodEnd, PodView, quota_message, vanished, view
@@ -231,9 +239,9 @@ class KubernetesLauncher(Launcher):
     def exit_signal(self, handle: WorkerHandle) -> int | None:
         """The kubelet reports 128 + the signal that ended the container (137: SIGKILL)."""
         code = self.exit_code(handle)
-        if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
-            return -code if code is not None and code < 0 else None
-        return code - 128
+        if code is not None and code < 0:
+            return -code
+        return signal_of_exit(code)
 
     def register_in_worker(self, path: str) -> str | None:
         return None  # a Pod shares no file with this host: it tells its starts in messages

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from ..losses import INFRASTRUCTURE, USER
-from .base import WorkerPhase
+from .base import EXIT_LOST, WorkerPhase
 
 # squeue's fields, "|"-separated: job id, state, reason, comment (last: it is free text).
 SQUEUE_FORMAT = "%i|%T|%r|%k"
@@ -57,7 +57,6 @@ _SAYS = {
     "REVOKED": "was revoked by Slurm",
     "TIMEOUT": "reached its walltime",
 }
-EXIT_LOST = 255  # the job left Slurm's records before its end was seen
 _FIELD = re.compile(r"(?:^|\s)(JobState|Reason|ExitCode)=(\S*)")
 
 
