@@ -18,6 +18,7 @@ import workloads
 
 Fn = Callable[[Any], Any]
 WORKERS = 2
+SLURM_SETUP_DIR = "/var/lib/nbscale-slurm"  # where scripts/slurm-setup writes its cluster
 
 
 class Peer(ABC):
@@ -197,7 +198,7 @@ class Nbscale(Peer):
         app.function(max_containers=WORKERS)(workloads.noop).remote(1)
 
     def scale_up(self, workers: int) -> dict[str, float]:
-        """W5-docker: seconds from an empty pool (control plane running, function
+        """W5-scale: seconds from an empty pool (control plane running, function
         registered) to ``workers`` workers all registered and idle."""
         os.environ["NBSCALE_MAX_WORKERS"] = str(workers)
         app = self._nbscale.App("bench")
@@ -232,9 +233,23 @@ class NbscaleDocker(Nbscale):
         return {**super().scale_up(workers), "rebuild_s": rebuild_s}
 
 
+class NbscaleSlurm(Nbscale):
+    """nbscale with the Slurm launcher: a batch job per worker (W5 here is W5-slurm)."""
+
+    launcher = "slurm"
+
+    def __init__(self) -> None:
+        # scripts/slurm-setup's cluster, unless SLURM_CONF names another
+        conf = os.path.join(os.environ.get("NBSCALE_SLURM_DIR", SLURM_SETUP_DIR), "slurm.conf")
+        if "SLURM_CONF" not in os.environ and os.path.exists(conf):
+            os.environ["SLURM_CONF"] = conf
+        super().__init__()
+
+
 PEERS: dict[str, type[Peer]] = {
     "nbscale": Nbscale,
     "nbscale-docker": NbscaleDocker,
+    "nbscale-slurm": NbscaleSlurm,
     "ppe": ProcessPool,
     "joblib": Joblib,
     "ipyparallel": IPyParallel,

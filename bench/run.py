@@ -40,11 +40,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 TAG = "@@nbscale-bench "
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W5-docker")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W5-scale")
+# Old names still taken on the command line: W5-scale was W5-docker before it measured every
+# launcher of nbscale (processes, Docker, Slurm), each in its own column.
+WORKLOAD_ALIASES = {"W5-docker": "W5-scale"}
 LIBRARIES = ("numpy", "joblib", "dask", "distributed", "ipyparallel", "ray", "nbscale")
 TIMEOUTS_S = {"start": 180, "W1": 180, "W2": 60, "W3": 60, "W4": 120, "W5": 120, "stop": 60}
-TIMEOUTS_S["W5-docker"] = 120
-SCALE_WORKERS = 8  # W5-docker: a pool grows from 0 to this many workers
+TIMEOUTS_S["W5-scale"] = 120
+SCALE_WORKERS = 8  # W5-scale: a pool grows from 0 to this many workers
 EXIT_GRACE_S = 30
 
 W1_INPUTS = 10_000
@@ -85,8 +88,8 @@ METRICS = (
     Metric("W3", "efficiency", "W3 efficiency (ideal/wall)", True, ">= 0.95"),
     Metric("W4", "mb_per_s", "W4 bandwidth (MB/s)", True, ">= 1,000"),
     Metric("W5", "seconds", "W5 cold start (s)", False, "<= 0.3"),
-    Metric("W5-docker", "scale_s", "W5-docker 0 -> 8 workers serving (s)", False, "docker <= 2"),
-    Metric("W5-docker", "rebuild_s", "W5-docker unchanged image (s)", False, "docker <= 0.5"),
+    Metric("W5-scale", "scale_s", "W5-scale 0 -> 8 workers serving (s)", False, "docker <= 2"),
+    Metric("W5-scale", "rebuild_s", "W5-scale unchanged image (s)", False, "docker <= 0.5"),
 )
 
 
@@ -230,14 +233,14 @@ def cold_child(name: str) -> None:
 
 
 def scale_child(name: str) -> None:
-    """W5-docker: import the peer's library, then time a pool growing from 0 to 8 workers."""
+    """W5-scale: import the peer's library, then time a pool growing from 0 to 8 workers."""
     try:
         peer = PEERS[name]()
         result = peer.scale_up(SCALE_WORKERS)  # type: ignore[attr-defined]
     except Exception as exc:
-        fail("W5-docker", exc, fatal=True)
+        fail("W5-scale", exc, fatal=True)
         return
-    emit("W5-docker", result=result)
+    emit("W5-scale", result=result)
     run_step("stop", peer.stop)
 
 
@@ -358,26 +361,26 @@ def run_cold(name: str, runs: int) -> dict[str, Result]:
 
 
 def run_scale(name: str, runs: int) -> dict[str, Result]:
-    """W5-docker in `runs` fresh subprocesses: the median of each figure, or the first error."""
+    """W5-scale in `runs` fresh subprocesses: the median of each figure, or the first error."""
     outs = [
-        run_child(name, ["--scale", name], ["W5-docker", "stop"], f"{name}-W5-docker-{i}.log")
+        run_child(name, ["--scale", name], ["W5-scale", "stop"], f"{name}-W5-scale-{i}.log")
         for i in range(runs)
     ]
-    results = [o.pop("W5-docker") for o in outs]
+    results = [o.pop("W5-scale") for o in outs]
     failures = [r["error"] for r in results if "error" in r]
     if failures:
-        return {"W5-docker": {"error": failures[0]}}
+        return {"W5-scale": {"error": failures[0]}}
     medians = {key: statistics.median(r[key] for r in results) for key in results[0]}
-    return {"W5-docker": {**medians, "runs": results}}
+    return {"W5-scale": {**medians, "runs": results}}
 
 
 def run_peer(name: str, names: list[str], quick: bool) -> dict[str, Result]:
     settings = QUICK if quick else FULL
-    pool_names = [n for n in names if n not in ("W5", "W5-docker")]
+    pool_names = [n for n in names if n not in ("W5", "W5-scale")]
     out = run_pool(name, pool_names, quick) if pool_names else {}
     if "W5" in names:
         out |= run_cold(name, settings.cold_runs)
-    if "W5-docker" in names and hasattr(PEERS[name], "scale_up"):  # nbscale's launchers
+    if "W5-scale" in names and hasattr(PEERS[name], "scale_up"):  # nbscale's launchers
         out |= run_scale(name, settings.cold_runs)
     return out
 
@@ -471,9 +474,12 @@ def errors(results: dict[str, dict[str, Result]]) -> list[str]:
 # --- Entry point --------------------------------------------------------------------------------
 
 
-def csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+def csv_list(
+    choices: tuple[str, ...], aliases: dict[str, str] | None = None
+) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [item.strip() for item in text.split(",") if item.strip()]
+        items = [(aliases or {}).get(item, item) for item in items]
         unknown = sorted(set(items) - set(choices))
         if unknown:
             raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {','.join(choices)}")
@@ -485,7 +491,9 @@ def csv_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--peers", type=csv_list(tuple(PEERS)), default=list(PEERS))
-    parser.add_argument("--workloads", type=csv_list(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument(
+        "--workloads", type=csv_list(WORKLOADS, WORKLOAD_ALIASES), default=list(WORKLOADS)
+    )
     parser.add_argument("--quick", action="store_true", help="one timed run, fewer calls")
     parser.add_argument("--child", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--cold", choices=PEERS, help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from ._loop import get_loop
+from ._tracebacks import hidden
 
 T = TypeVar("T")
 
@@ -23,9 +24,11 @@ class _Bound(Generic[T]):
         self.__doc__ = fn.__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> T:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         return get_loop().run(self._fn(self._obj, *args, **kwargs))
 
     async def aio(self, *args: Any, **kwargs: Any) -> T:
+        __tracebackhide__ = hidden()
         return await get_loop().run_aio(self._fn(self._obj, *args, **kwargs))
 
 

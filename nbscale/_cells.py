@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from nbscale_runtime.cells import picklable, run_cell
+from nbscale_runtime.cells import map_cell, picklable, run_cell
 from nbscale_server.options import DEFAULT_TIMEOUT
 
 from ._app import App
 from ._function import Function
 from ._image import Image
 from ._outcomes import code_files_of
-
-CELL_FUNCTION = "%%nbscale"  # the pool's function name, in status, widgets and errors
 
 
 @dataclass(frozen=True)
@@ -87,10 +85,18 @@ class CellOptions:
 _cell_app = App("nbscale-cells")
 
 
-def cell_function(options: CellOptions, shipped: Mapping[str, Any]) -> Function:
-    """The function cells with these options run as (same options, same pool), knowing the
-    source files of the notebook functions ``shipped`` with the cell, so that their frames
-    in a remote traceback show their lines."""
+def cell_name(label: str, execution_count: int | None) -> str:
+    """A cell's pool name: its notebook's and its number's, ``sweep.ipynb [7]``."""
+    return f"{label} [{execution_count}]" if execution_count else label
+
+
+def cell_function(
+    options: CellOptions, shipped: Mapping[str, Any], name: str, per_element: bool = False
+) -> Function:
+    """The function cells with these options run as (same options, same pool: the pool
+    takes the ``name`` of the cell that ran last), knowing the source files of the notebook
+    functions ``shipped`` with the cell, so that their frames in a remote traceback show
+    their lines. ``per_element``: ``--map``'s, whose result is the cell's value alone."""
     fn: Function = _cell_app.function(
         gpu=options.gpu,
         image=options.image,
@@ -98,8 +104,8 @@ def cell_function(options: CellOptions, shipped: Mapping[str, Any]) -> Function:
         memory=options.memory,
         timeout=options.timeout,
         max_containers=options.max_containers,
-        name=CELL_FUNCTION,
-    )(run_cell)
+        name=name,
+    )(map_cell if per_element else run_cell)
     files = code_files_of(run_cell)
     for value in shipped.values():
         if callable(value):

@@ -1,4 +1,5 @@
-"""The ``nbscale`` command: ``demo``, ``doctor``, ``status`` and ``images``.
+"""The ``nbscale`` command: ``run``, ``demo``, ``doctor``, ``status``, ``images``, ``config``
+and ``k8s``.
 
 An nbscale error ends a command with one line on stderr that says what went wrong and what
 to do, never a traceback (``--debug`` adds it). The exit codes are ``EXIT_CODES``.
@@ -14,7 +15,8 @@ from typing import Any
 
 import nbscale
 
-from . import _cli_config, _cli_demo, _cli_doctor, _cli_images
+from . import _cli_config, _cli_demo, _cli_doctor, _cli_images, _cli_k8s, _cli_run
+from ._script import ScriptError
 from .exceptions import NbscaleError
 
 EXIT_OK = 0
@@ -26,7 +28,7 @@ EPILOG = """\
 exit codes:
   0    done
   1    an nbscale error, printed in one line with what to do (--debug adds the
-       traceback); for doctor: a problem found
+       traceback); for doctor: a problem found; for run: the script raised
   2    a bad command line
   130  interrupted (Ctrl-C)
 """
@@ -56,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"nbscale {nbscale.__version__}")
     top.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _cli_run.add_parser(sub)
     _cli_demo.add_parser(sub)
     _cli_doctor.add_parser(sub)
     sub.add_parser(
@@ -63,6 +66,7 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(run=_status)
     _cli_images.add_parser(sub)
     _cli_config.add_parser(sub)
+    _cli_k8s.add_parser(sub)
     return top
 
 
@@ -70,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # a bad command line exits with EXIT_USAGE
     try:
         code: int = args.run(args)
+    except ScriptError as exc:  # the user's own code raised: its traceback, as Python shows it
+        refused = None if args.debug else _cli_run.refusal(exc)
+        if refused is not None:  # what nbscale refused is said in one line
+            print(error_text(refused), file=sys.stderr)
+        else:
+            _cli_run.print_script_error(exc)
+        return EXIT_ERROR
     except NbscaleError as exc:
         if args.debug:
             traceback.print_exc()

@@ -16,7 +16,7 @@ import cloudpickle
 
 import nbscale
 
-from ._function import MapResults, _zip_inputs
+from ._map_results import MapResults, zip_inputs
 from ._views.render import workers_line
 from ._views.text import StatusLine, TextBar
 
@@ -64,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
     print(workers_line(info), flush=True)
     start = time.monotonic()
     mapped = MapResults(
-        task, _zip_inputs((range(inputs),), None), False, False, None, TextBar(sys.stdout)
+        task,
+        zip_inputs((range(inputs),), None),
+        False,
+        False,
+        None,
+        TextBar(sys.stdout),
+        total=inputs,
     )
     results = list(mapped)
     elapsed = time.monotonic() - start

@@ -10,7 +10,6 @@ marked, and makes the command exit 1.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -224,27 +223,15 @@ def _jupyter() -> list[Finding]:
 def _control_plane() -> Finding:
     """The control plane a kernel here would use: the Jupyter server's, found by its
     connection file (``NBSCALE_CONNECTION_FILE``, or the Jupyter runtime directory)."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
     from ._client import hello
+    from ._discovery import server_connection_files
 
-    named = os.environ.get("NBSCALE_CONNECTION_FILE")
-    paths = (
-        [named]
-        if named
-        else sorted(glob.glob(os.path.join(jupyter_runtime_dir(), "nbscale-*.json")))
-    )
-    for path in paths:
-        try:
-            with open(path) as f:
-                info = json.load(f)
-            os.kill(int(info["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            continue  # unreadable, or left by a server that is gone
+    for server in server_connection_files():
+        info = server.info
         try:
             said = get_loop().run(hello(info, _TIMEOUT))
         except NbscaleError as exc:
-            return Finding("control plane", f"{path}: {exc}", True)
+            return Finding("control plane", f"{server.path}: {exc}", True)
         return Finding(
             "control plane",
             f"the Jupyter server's (pid {info['pid']}, nbscale {said.get('version', '?')}) "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -33,7 +34,7 @@ from nbscale_runtime.protocol import OUT_CALL_ID
 from nbscale_server.callers import ProcessWatch
 from nbscale_server.channel import Channel, unbounded
 
-from . import _config
+from . import _config, _nested
 from ._discovery import ServerFile, find_server
 from ._loop import get_loop
 from ._owner import is_mine, this_owner
@@ -48,6 +49,7 @@ from .exceptions import (
 log = logging.getLogger("nbscale")
 
 OutputHandler = Callable[[list[list[Any]], list[Any]], None]
+ChannelOpener = Callable[[Callable[[list[Any]], None]], "Channel | _nested.LinkChannel"]
 PING_INTERVAL = 1.0  # seconds between pings while requests or calls are outstanding
 
 
@@ -61,15 +63,22 @@ class Client:
         endpoint: str,
         control_plane: Any = None,
         server: ServerFile | None = None,
+        opener: ChannelOpener | None = None,
     ) -> None:
+        """``opener``: opens the connection (code on a worker: over the worker's link)."""
         self.ctx = ctx
         self.endpoint = endpoint
         self.control_plane = control_plane
         self.server = server  # the Jupyter server's connection file, when it is theirs
         self.mode = "embedded" if control_plane is not None else "server"
-        self.channel: Channel | None = None
+        self.channel: Channel | _nested.LinkChannel | None = None
         if control_plane is not None:
             self._send = control_plane.connect_local(self._on_decoded)
+        elif opener is not None:
+            self.mode = "worker"
+            self.channel = opener(self._on_message)
+            linked = self.channel
+            self._send = lambda msg, payload: linked.send(protocol.encode(msg, payload))
         else:
             sock = unbounded(ctx.socket(zmq.DEALER))
             sock.connect(endpoint)
@@ -80,6 +89,7 @@ class Client:
         self._pending: dict[int, asyncio.Future[tuple[Any, list[Any]]]] = {}
         self.handlers: dict[str, OutputHandler] = {}
         self.progress_handlers: dict[str, Callable[[protocol.Progress], None]] = {}
+        self.detach_handlers: dict[str, Callable[[protocol.Detach], None]] = {}
         # calls waiting for outputs: told when the connection is lost
         self.lost_handlers: dict[str, Callable[[BaseException], None]] = {}
         self.server_info: dict[str, Any] = {}
@@ -144,6 +154,10 @@ class Client:
             on_progress = self.progress_handlers.get(msg.call_id)
             if on_progress is not None:
                 on_progress(msg)
+        elif isinstance(msg, protocol.Detach):
+            on_detach = self.detach_handlers.get(msg.call_id)
+            if on_detach is not None:
+                on_detach(msg)
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         first = items[0][OUT_CALL_ID]
@@ -255,13 +269,19 @@ async def get_client() -> Client:
 
 
 async def _connect(previous: Client | None = None) -> Client:
-    """Connect to the Jupyter server's control plane (after a lost connection: the same
-    server's, restarted), or start one embedded in this process."""
+    """Connect to the control plane of the worker this code runs on, or to the Jupyter
+    server's (after a lost connection: the same server's, restarted), or start one
+    embedded in this process."""
     known_url = previous.server.url if previous and previous.server else None
     server = find_server(os.environ.get("NBSCALE_CONNECTION_FILE"), known_url)
     ctx: zmq.Context[Any] = zmq.Context()
     failure = os.environ.get("NBSCALE_CONNECTION_ERROR")
-    if server is not None:
+    worker = _nested.host()
+    if worker is not None:  # code on a worker: its worker's control plane, over its link
+        opener = functools.partial(_nested.open_channel, worker)
+        client = Client(ctx, worker.endpoint, opener=opener)
+        _nested.lend_while_blocked(worker)
+    elif server is not None:
         client = Client(ctx, server.info["client_endpoint"], server=server)
     elif failure:  # the Jupyter server meant to host it and could not: say so, loudly
         ctx.term()
@@ -312,6 +332,11 @@ async def hello(info: dict[str, Any], timeout: float) -> dict[str, Any]:
     finally:
         await client.close()
     return client.server_info
+
+
+def is_current(client: Client) -> bool:
+    """Whether ``client`` is still this process's connection (not shut down since)."""
+    return client is _client and _client_pid == os.getpid()
 
 
 async def _shutdown() -> None:

@@ -30,9 +30,27 @@ def config_file() -> str:
     )
 
 
+# the file last read: its path, (mtime, size, inode) and values
+_read: tuple[str, tuple[int, int, int], dict[str, Any]] | None = None
+
+
 def _file_values(path: str) -> dict[str, Any]:
-    if not os.path.exists(path):
+    """The file's settings, read again only when it changed (a setting may be read on every
+    call, e.g. ``debug``)."""
+    global _read
+    try:
+        st = os.stat(path)
+    except OSError:
         return {}
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    if _read is not None and _read[:2] == (path, stamp):
+        return _read[2]
+    values = _parse_file(path)
+    _read = (path, stamp, values)
+    return values
+
+
+def _parse_file(path: str) -> dict[str, Any]:
     with open(path) as f:
         try:
             values = json.load(f)

@@ -92,3 +92,23 @@ def find_server(path: str | None, known_url: str | None = None) -> ServerFile | 
         "again (and this kernel from it), or unset NBSCALE_CONNECTION_FILE to run an "
         "embedded control plane in this process"
     )
+
+
+def server_connection_files() -> list[ServerFile]:
+    """The connection files of the Jupyter servers' control planes that run on this machine:
+    the one ``NBSCALE_CONNECTION_FILE`` names, else those in the Jupyter runtime directory,
+    the newest first. Files left by servers that are gone are skipped."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    named = os.environ.get("NBSCALE_CONNECTION_FILE")
+    found = glob.glob(os.path.join(jupyter_runtime_dir(), "nbscale-*.json"))
+    paths = [named] if named else sorted(found, key=_modified, reverse=True)
+    servers = (_read(path) for path in paths)
+    return [server for server in servers if server is not None and _alive(server)]
+
+
+def _modified(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0

@@ -19,12 +19,31 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _config, _kernel_env
+from ._unsupported import refuser
 from .exceptions import InvalidError
+
+_NO_TOP_LEVEL = (
+    "a module's top level does not run on workers (functions travel by value): import the "
+    "package inside the function that uses it"
+)
+_NO_RUN_FUNCTION = (
+    "not yet: run the setup with run_commands (python -c ...), or once per worker from the "
+    "function (a module-level cache)"
+)
+_NO_DOCKERFILE_COMMANDS = "not yet: use run_commands, or a Dockerfile with from_dockerfile"
+_NO_CONDA = "no conda environments: use pip_install or apt_install, or a conda base image"
+_EXPORT = (
+    "not yet: export a requirements file (poetry export, uv export) and use "
+    "pip_install_from_requirements"
+)
+_NO_PRIVATE_REPOS = "not yet: pip_install a wheel or a URL that this host can download"
+_PULL_IT = "there is no registry login: pull the image on the Docker host, then from_registry"
 
 # The glibc of the bases, for choosing manylinux wheels: Debian bookworm has 2.36; for an
 # image of unknown origin, 2.28 is what current distributions all have.
@@ -48,6 +67,7 @@ class Image:
     """A worker image: a base plus layers. Build one with the class methods
     (``Image.from_kernel()``, ``Image.debian_slim()``, ``Image.from_registry(tag)``,
     ``Image.from_dockerfile(path)``) and extend it with ``.pip_install(...)``,
+    ``.uv_pip_install(...)``, ``.pip_install_from_requirements(path)``,
     ``.apt_install(...)``, ``.run_commands(...)``, ``.env({...})``, ``.workdir(path)``,
     ``.add_local_dir/.add_local_file/.add_local_python_source``."""
 
@@ -134,6 +154,42 @@ class Image:
         names = _strings(packages, "pip_install")
         return self._with(Layer("pip", names), f"pip_install({len(names)})") if names else self
 
+    def uv_pip_install(
+        self, *packages: str | Iterable[str], requirements: Iterable[str] | None = None
+    ) -> Image:
+        """Modal's faster installer: the same packages as ``pip_install`` (nbscale installs
+        them from wheels downloaded on this host either way), plus those of the
+        ``requirements`` files."""
+        from_files = [_requirements(path) for path in requirements or ()]
+        names = _strings((*packages, *from_files), "uv_pip_install")
+        return self._with(Layer("pip", names), f"uv_pip_install({len(names)})") if names else self
+
+    def pip_install_from_requirements(self, requirements_txt: str) -> Image:
+        """Install the packages a requirements file of this host lists."""
+        names = _requirements(requirements_txt)
+        described = f"pip_install_from_requirements({requirements_txt})"
+        return self._with(Layer("pip", names), described) if names else self
+
+    def pip_install_from_pyproject(
+        self, pyproject_toml: str, optional_dependencies: Iterable[str] = ()
+    ) -> Image:
+        """Install the ``[project] dependencies`` of a pyproject.toml of this host, and
+        those of the named ``optional_dependencies`` groups."""
+        names = _pyproject_dependencies(pyproject_toml, tuple(optional_dependencies))
+        described = f"pip_install_from_pyproject({pyproject_toml})"
+        return self._with(Layer("pip", names), described) if names else self
+
+    # Modal's image methods that nbscale lacks: each raises InvalidError naming itself.
+    imports = refuser("Image.imports()", _NO_TOP_LEVEL)
+    run_function = refuser("Image.run_function", _NO_RUN_FUNCTION)
+    dockerfile_commands = refuser("Image.dockerfile_commands", _NO_DOCKERFILE_COMMANDS)
+    micromamba = micromamba_install = refuser("Image.micromamba", _NO_CONDA)
+    poetry_install_from_file = refuser("Image.poetry_install_from_file", _EXPORT)
+    uv_sync = refuser("Image.uv_sync", _EXPORT)
+    pip_install_private_repos = refuser("Image.pip_install_private_repos", _NO_PRIVATE_REPOS)
+    from_aws_ecr = from_gcp_artifact_registry = refuser("Image.from_aws_ecr", _PULL_IT)
+    from_name = from_id = refuser("Image.from_name", "there are no Modal-hosted images")
+
     def apt_install(self, *packages: str | Iterable[str]) -> Image:
         """Install Debian packages (this build step needs the image's apt sources)."""
         names = _strings(packages, "apt_install")
@@ -214,6 +270,45 @@ def _strings(items: tuple[Any, ...], method: str) -> tuple[str, ...]:
                 raise InvalidError(f"{method} takes strings, got {value!r}")
             out.append(value.strip())
     return tuple(out)
+
+
+def _requirements(path: str) -> tuple[str, ...]:
+    """The requirement strings of a requirements file: one a line, comments and blank lines
+    left out; pip's options (``-r``, ``--index-url``, ...) are refused, naming the line."""
+    try:
+        with open(os.path.expanduser(path)) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise InvalidError(f"cannot read the requirements file {path}: {exc.strerror}") from None
+    found = []
+    for number, line in enumerate(lines, 1):
+        text = line.split(" #", 1)[0].strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("-"):
+            raise InvalidError(
+                f"{path}:{number}: {text!r}: only requirement strings are supported, not "
+                "pip's options"
+            )
+        found.append(text)
+    return tuple(found)
+
+
+def _pyproject_dependencies(path: str, groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The requirement strings of a pyproject.toml's ``[project]`` table."""
+    try:
+        with open(os.path.expanduser(path), "rb") as f:
+            project = tomllib.load(f).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidError(f"cannot read the pyproject file {path}: {exc}") from None
+    optional = project.get("optional-dependencies", {})
+    missing = [group for group in groups if group not in optional]
+    if missing:
+        raise InvalidError(f"{path} has no optional dependencies {', '.join(missing)}")
+    found = [*project.get("dependencies", ())]
+    for group in groups:
+        found += optional[group]
+    return _strings((found,), "pip_install_from_pyproject")
 
 
 def _copy(source: str, target: str) -> Layer:

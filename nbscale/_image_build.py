@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nbscale_runtime
+import nbscale_server
 from nbscale_server.launchers.docker_engine import LABEL_PYTHON, LOCAL_NAMESPACE
 
 from . import _kernel_env
@@ -71,10 +72,18 @@ def plan(image: Image) -> BuildPlan:
     runtime = Layer("pip", tuple(_kernel_env.pinned_closure(_kernel_env.RUNTIME_DISTRIBUTIONS)))
     for i, layer in enumerate([runtime, *image.layers]):
         lines += _render(layer, i, result)
-    lines.append(f"COPY {_CONTEXT}/runtime {RUNTIME_DIR}/nbscale_runtime")
+    # The runtime, and the client for functions that call functions (imported only then;
+    # it needs nothing the runtime does not, and no Jupyter).
+    packages = {
+        "nbscale_runtime": os.path.dirname(nbscale_runtime.__file__),
+        "nbscale": os.path.dirname(__file__),
+        "nbscale_server": os.path.dirname(nbscale_server.__file__ or ""),
+    }
+    for name, source in packages.items():
+        lines.append(f"COPY {_CONTEXT}/{name} {RUNTIME_DIR}/{name}")
+        result.copies[f"{_CONTEXT}/{name}"] = source
     # Compiled now: workers run on a read-only root and would compile it at every start.
     lines.append(f"RUN python3 -m compileall -q {RUNTIME_DIR}")
-    result.copies[f"{_CONTEXT}/runtime"] = os.path.dirname(nbscale_runtime.__file__)
     result.dockerfile = "\n".join(lines) + "\n"
     return result
 

@@ -12,8 +12,10 @@ from typing import Any
 def load_ipython_extension(ipython: Any) -> None:
     """Register the ``%nbscale`` line magic and the ``%%nbscale`` cell magic."""
     from ._magics import NbScaleMagics
+    from ._tracebacks import install
 
     ipython.register_magics(NbScaleMagics)
+    install()  # the magics' errors show the cell's frames (and notes, on older IPython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

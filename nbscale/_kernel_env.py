@@ -25,7 +25,7 @@ import cloudpickle
 RUNTIME_DISTRIBUTIONS = ("pyzmq", "cloudpickle", "tblib")
 MIRRORED_WHEN_PRESENT = ("numpy", "nvidia-ml-py")
 # Client and control plane only; the runtime is copied into images from its source.
-_OWN_MODULES = frozenset({"nbscale", "nbscale_server", "nbscale_runtime"})
+OWN_MODULES = frozenset({"nbscale", "nbscale_server", "nbscale_runtime"})
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -143,7 +143,7 @@ def modules_used_by(fn: Any) -> set[str]:
             if _by_reference(cls):
                 found.add(cls.__module__)
     tops = {name.partition(".")[0] for name in found if name}
-    return {m for m in tops if m not in sys.stdlib_module_names and m not in _OWN_MODULES}
+    return {m for m in tops if m not in sys.stdlib_module_names and m not in OWN_MODULES}
 
 
 def _by_reference(obj: Any) -> bool:

@@ -12,13 +12,19 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from ._tracebacks import hidden
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _instance: LoopThread | None = None
+# On a worker: lends the worker's slot while a blocking call waits, and returns what
+# rejoins (or None where it cannot lend); see ``_nested.py``.
+on_block: Callable[[], Callable[[], None] | None] | None = None
+_LEND_AFTER = 0.05  # seconds a call blocks before its worker lends its slot
 
 
 class LoopThread:
@@ -44,6 +50,7 @@ class LoopThread:
         On KeyboardInterrupt (Ctrl-C, or "interrupt kernel" in Jupyter) the coroutine is
         cancelled and ``on_interrupt`` (a coroutine function) runs before the interrupt
         propagates, so that remote work is cancelled too."""
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if self.in_loop():
             coro.close()
             raise RuntimeError("blocking nbscale call made from nbscale's own loop")
@@ -56,16 +63,23 @@ class LoopThread:
         self.loop.call_soon_threadsafe(
             lambda: tasks.append(self.loop.create_task(_settle(coro, outcome, done)))
         )
+        rejoin = None
         try:
+            finished = done.acquire(timeout=_LEND_AFTER)
+            if not finished and on_block is not None:
+                rejoin = on_block()
             # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
             # another thread (or by ``_thread.interrupt_main``) is only seen between waits.
-            while not done.acquire(timeout=0.2):
-                pass
-        except KeyboardInterrupt:
+            while not finished:
+                finished = done.acquire(timeout=0.2)
+        except BaseException as exc:  # Ctrl-C, or on a worker, this input cancelled
             self.loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # created by now
-            if on_interrupt is not None:
+            if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
                 self.submit(on_interrupt()).result(timeout=10)
             raise
+        finally:
+            if rejoin is not None:
+                rejoin()
         ok, value = outcome[0]
         if not ok:
             raise value
@@ -73,6 +87,7 @@ class LoopThread:
 
     async def run_aio(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` (which must run on this loop) from any loop."""
+        __tracebackhide__ = hidden()
         if self.in_loop():
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
@@ -80,6 +95,7 @@ class LoopThread:
 
 async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:
     """Run ``coro``, keep ``(ok, result or exception)`` in ``outcome``, release ``done``."""
+    __tracebackhide__ = hidden()
     try:
         outcome.append((True, await coro))
     except BaseException as exc:  # handed to the waiting thread, which raises it
@@ -94,3 +110,12 @@ def get_loop() -> LoopThread:
         if _instance is None or _instance.pid != os.getpid():
             _instance = LoopThread()
         return _instance
+
+
+def loop_running() -> bool:
+    """Whether an asyncio event loop runs in this thread (a Jupyter kernel's does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

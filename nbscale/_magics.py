@@ -23,11 +23,13 @@ from IPython.display import display
 from nbscale_server.options import DEFAULT_TIMEOUT
 
 from . import _pools
-from ._cells import CellOptions, cell_frames, cell_function, cell_names, namespace_for
+from ._cells import CellOptions, cell_frames, cell_function, cell_name, cell_names, namespace_for
 from ._client import status
 from ._function import Function
 from ._image import Image
-from ._owner import is_mine
+from ._map_results import known_total
+from ._owner import is_mine, this_owner
+from ._tracebacks import hidden, show_cell_frames
 from ._views import render
 from .exceptions import InvalidError, NbscaleError, NotFoundError
 
@@ -137,7 +139,7 @@ class NbScaleMagics(Magics):
         element, in parallel, and the list of last expressions is the result (or goes to
         --out VAR). The line magic: %nbscale status | pools | stop [POOL] |
         logs CALL_OR_CONTAINER | scale POOL --max N."""
-        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if cell is None:
             try:
                 return self._line(line)
@@ -165,15 +167,18 @@ class NbScaleMagics(Magics):
         )
 
     def _cell(self, line: str, args: argparse.Namespace, cell: str) -> Any:
-        __tracebackhide__ = True
+        __tracebackhide__ = hidden()
         shell = self.shell
         assert shell is not None
+        problem = None
         if args.pull and args.no_pull:
-            raise UsageError("give --pull or --no-pull, not both")
-        if (args.map_expr is None) != (args.as_name is None):
-            raise UsageError("--map ITERABLE and --as NAME go together")
-        if args.out and args.map_expr is None:
-            raise UsageError("--out VAR goes with --map (a plain cell returns its last value)")
+            problem = "give --pull or --no-pull, not both"
+        elif (args.map_expr is None) != (args.as_name is None):
+            problem = "--map ITERABLE and --as NAME go together"
+        elif args.out and args.map_expr is None:
+            problem = "--out VAR goes with --map (a plain cell returns its last value)"
+        if problem is not None:
+            raise UsageError(f"{problem}\n{_usage_line(self.nbscale.parser, '%%nbscale')}")  # type: ignore[attr-defined]
         # The cell's text as the user wrote it, under the name tracebacks will show; the
         # code runs padded by one line, so that its line numbers are the cell's.
         text = f"%%nbscale {line}".rstrip() + "\n" + cell
@@ -187,10 +192,12 @@ class NbScaleMagics(Magics):
                 f"nbscale: not sent to the worker (they do not pickle): {', '.join(unpicklable)}",
                 file=sys.stderr,
             )
+        name = cell_name(this_owner()["name"], shell.execution_count)
         try:
-            fn = cell_function(self._options(args), namespace)
             if args.map_expr is not None:
+                fn = cell_function(self._options(args), namespace, name, per_element=True)
                 return self._map(fn, args, source, filename, namespace)
+            fn = cell_function(self._options(args), namespace, name)
             pull = [] if args.no_pull else sorted(names.assigned)
             if args.pull:
                 pull = _pull_names(args.pull)
@@ -198,7 +205,9 @@ class NbScaleMagics(Magics):
         except Exception as exc:
             # From the cell's first frame on, as if the cell had failed here; an error of
             # nbscale's own (a bad option, a lost worker) shows just its message.
-            raise exc.with_traceback(cell_frames(exc.__traceback__, filename)) from None
+            frames = cell_frames(exc.__traceback__, filename)
+            show_cell_frames(exc, frames)
+            raise exc.with_traceback(frames) from None
         shell.user_ns.update(result["names"])
         if result["unpicklable"]:
             print(
@@ -218,11 +227,15 @@ class NbScaleMagics(Magics):
     ) -> list[Any] | None:
         shell = self.shell
         assert shell is not None
-        iterable = eval(args.map_expr, shell.user_ns)
+        try:
+            iterable = eval(args.map_expr, shell.user_ns)
+            total = known_total([iterable], None)
+        except Exception as exc:
+            raise UsageError(f"--map {args.map_expr}: {type(exc).__name__}: {exc}") from None
         inputs: Iterator[tuple[Any, ...]] = (
-            (source, filename, namespace, [], (args.as_name, x)) for x in iterable
+            (source, filename, namespace, (args.as_name, x)) for x in iterable
         )
-        values = [result["value"] for result in fn.starmap(inputs)]
+        values = list(fn.starmap(inputs, total=total))
         if args.out:
             shell.user_ns[args.out] = values
             return None

@@ -25,14 +25,21 @@ from nbscale_runtime.protocol import (
     RETRY_ATTEMPT,
     RETRY_INDEX,
     RETRY_STATUS,
+    STREAM_ATTEMPT,
+    STREAM_INDEX,
+    STREAM_STARTED,
+    STREAM_TEXT,
 )
 from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_server.delivery import outputs_message
 from nbscale_server.limits import Limits, describe
 
+from . import _nested
 from ._outcomes import Output, decode
 from ._pickling import add_input
 from ._progress import CallProgress
-from .exceptions import CallCancelledError, InvalidError
+from ._tracebacks import format_text
+from .exceptions import CallCancelledError, CallDetachedError, InvalidError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -108,10 +115,16 @@ class Invocation:
         self.finished = False
         max_mib = client.server_info.get("max_input_mib")
         self.max_input = None if max_mib is None else int(max_mib) << 20
+        self._held_raw: dict[int, tuple[list[Any], Any, list[Any]]] = {}  # as received
+        self._delivered: set[int] = set()  # unordered: what went to the consumer
+        self.detached = False
+        self._detaching: asyncio.Future[None] | None = None
         client.handlers[self.call_id] = self._on_outputs
         client.lost_handlers[self.call_id] = self._on_lost
         if progress is not None:
             client.progress_handlers[self.call_id] = self._on_progress
+        if kind == "map":
+            client.detach_handlers[self.call_id] = self._on_detach
 
     def _forget(self) -> None:
         """Stop receiving anything for this call."""
@@ -119,6 +132,7 @@ class Invocation:
         client.handlers.pop(self.call_id, None)
         client.progress_handlers.pop(self.call_id, None)
         client.lost_handlers.pop(self.call_id, None)
+        client.detach_handlers.pop(self.call_id, None)
 
     def _on_lost(self, error: BaseException) -> None:
         """The connection to the control plane is lost: the call ends with ``error``."""
@@ -141,7 +155,14 @@ class Invocation:
         if self.max_input is not None:
             check_input_sizes(items, frames, self.max_input, self.function)
         msg = protocol.SubmitInputs(
-            0, self.call_id, self.pool_id, self.kind, items, total, self.progress is not None
+            0,
+            self.call_id,
+            self.pool_id,
+            self.kind,
+            items,
+            total,
+            self.progress is not None,
+            parent=_nested.parent(),  # on a worker: the input whose code makes this call
         )
         while True:
             value, _ = await self.client.request(msg, frames)
@@ -162,19 +183,20 @@ class Invocation:
     async def _feed(self, inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
         loop = asyncio.get_running_loop()
         index = 0
-        bounded = self.kind == "map"
         try:
             while True:
-                if bounded:
-                    # Wait for a worthwhile chunk of room, not for each freed slot: sending a
-                    # few inputs per message would cap throughput at the messaging rate.
-                    while (
-                        self.window - (self.submitted - self.consumed)
-                        < min(self.chunk, self.window // 4 or 1)
-                        and self.submitted > self.consumed
-                    ):
-                        self._room.clear()
-                        await self._room.wait()
+                # Wait for a worthwhile chunk of room, not for each freed slot: sending a few
+                # inputs per message would cap throughput at the messaging rate. (A detached
+                # map has no consumer left: the control plane's limits alone hold it back.)
+                while (
+                    self._bounded()
+                    and self.window - (self.submitted - self.consumed)
+                    < min(self.chunk, self.window // 4 or 1)
+                    and self.submitted > self.consumed
+                ):
+                    self._room.clear()
+                    await self._room.wait()
+                bounded = self._bounded()
                 room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
                 items, frames, exhausted = await loop.run_in_executor(
                     None, _pull, inputs, index, min(room, self.chunk)
@@ -198,6 +220,10 @@ class Invocation:
             self.outputs.put_nowait(End(exc))
             await self.cancel()
 
+    def _bounded(self) -> bool:
+        """Whether the in-flight window holds the feeder back (a map being consumed)."""
+        return self.kind == "map" and not self.detached
+
     async def wait_fed(self) -> None:
         if self._feeder is not None:
             await self._feeder
@@ -208,41 +234,41 @@ class Invocation:
         return None if limit is None else describe(limit, self.limits)
 
     def _on_progress(self, msg: protocol.Progress) -> None:
-        assert self.progress is not None
+        progress = self.progress
+        assert progress is not None
         for row in msg.running:
-            self.progress.dispatched(row[PROGRESS_WORKER_ID], row[PROGRESS_INDICES])
+            progress.dispatched(row[PROGRESS_WORKER_ID], row[PROGRESS_INDICES])
         for row in msg.retrying:
-            attempt = row[RETRY_ATTEMPT]
-            self.progress.retrying(
-                row[RETRY_INDEX], attempt, f"attempt {attempt} {row[RETRY_STATUS]}"
+            progress.retrying(row[RETRY_INDEX], row[RETRY_ATTEMPT], row[RETRY_STATUS])
+        for row in msg.streaming:
+            progress.started(
+                row[STREAM_INDEX], row[STREAM_ATTEMPT], row[STREAM_STARTED], row[STREAM_TEXT]
             )
 
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
         batch = []
         held = self._held
+        ended = []
         for item, (data, bufs) in zip(items, parts, strict=True):
             out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
             if self.progress is not None:
-                self.progress.finished(
-                    out.index,
-                    out.ok,
-                    out.value,
-                    out.worker_id,
-                    out.attempt,
-                    out.duration,
-                    out.stdout,
-                )
+                ended.append(_ended(out))
             if not self.order_outputs:
                 batch.append(out)
+                self._delivered.add(out.index)
             elif out.index == self._next and not held:  # the common case: already in order
                 batch.append(out)
                 self._next += 1
             else:
                 held[out.index] = out
+                self._held_raw[out.index] = (item, data, bufs)  # given back if detached
                 while self._next in held:
                     batch.append(held.pop(self._next))
+                    self._held_raw.pop(self._next, None)
                     self._next += 1
+        if self.progress is not None:
+            self.progress.finished(ended)
         self.received += len(items)
         if batch:
             self.outputs.put_nowait(batch)
@@ -255,6 +281,43 @@ class Invocation:
             self._forget()
             if self.progress is not None:
                 self.progress.close(self.total)
+
+    # --- detaching --------------------------------------------------------------------
+
+    def _on_detach(self, msg: protocol.Detach) -> None:
+        if not self.finished:
+            self._detaching = asyncio.ensure_future(self._detach())
+
+    async def _detach(self) -> None:
+        """The call was detached (its view's Detach button): tell the control plane which
+        results went to the consumer and give back those that did not, then stop waiting
+        (the consumer gets ``CallDetachedError``) while the feeder sends the rest."""
+        self.detached = self.finished = True
+        self._forget()
+        if self.order_outputs:
+            delivered = [[0, self._next]] if self._next else []
+        else:
+            delivered = ranges(self._delivered)
+        kept = [self._held_raw[i] for i in sorted(self._held_raw)]
+        self._held.clear()
+        self._held_raw.clear()
+        message, frames = outputs_message(kept)
+        msg = protocol.DetachCall(0, self.call_id, delivered, message.items)
+        await self.client.request(msg, frames)
+        self._room.set()  # a feeder waiting for room goes on
+        got = self._next if self.order_outputs else len(self._delivered)
+        of = f" of {self.total:,}" if self.total is not None else ""
+        resume = f'nbscale.FunctionCall.from_id("{self.call_id}").iter()'
+        self.outputs.put_nowait(
+            End(
+                CallDetachedError(
+                    f"{self.function}: detached after {got:,}{of} results; the others keep "
+                    f"running, and {resume} gives them",
+                    self.call_id,
+                    resume,
+                )
+            )
+        )
 
     async def next_batch(self) -> list[Output] | End:
         batch = await self.outputs.get()
@@ -281,7 +344,7 @@ class Invocation:
             self._feeder.cancel()
         self._forget()
         if self.progress is not None:
-            self.progress.close()
+            self.progress.close(cancelled=True)
         if not self.finished:
             self.finished = True
             if self.submitted:  # else the control plane has never heard of the call
@@ -320,3 +383,42 @@ def check_input_sizes(items: list[list[int]], frames: list[Any], limit: int, nam
                 f"{name}: input {index} is {size / 2**20:,.1f} MiB, over the limit of "
                 f"{limit >> 20} MiB (the max_input_mib setting)"
             )
+
+
+def ranges(indices: set[int]) -> list[list[int]]:
+    """``{0, 1, 2, 5}`` as ``[[0, 3], [5, 6]]``: [start, end) ranges."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def _ended(out: Output) -> tuple[int, str, Any, str, int, float, str, str]:
+    """An output as the progress model takes it: done, failed or cancelled (a call
+    cancelled by someone else ends its inputs with ``CallCancelledError``: not failures)."""
+    if out.ok:
+        return (
+            out.index,
+            "done",
+            out.value,
+            out.worker_id,
+            out.attempt,
+            out.duration,
+            out.stdout,
+            "",
+        )
+    status = "cancelled" if isinstance(out.value, CallCancelledError) else "failed"
+    text = format_text(out.value) if status == "failed" else ""  # its cells named as in IPython
+    return (
+        out.index,
+        status,
+        out.value,
+        out.worker_id,
+        out.attempt,
+        out.duration,
+        out.stdout,
+        text,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import sys
 import traceback
 import types
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from nbscale_runtime.protocol import (
     OUT_DURATION,
     OUT_INDEX,
     OUT_STATUS,
+    OUT_STDERR,
     OUT_STDOUT,
     OUT_WORKER_ID,
 )
 from nbscale_runtime.serialization import load
 
+from ._tracebacks import install
 from .exceptions import (
     FunctionTimeoutError,
     RemoteError,
@@ -47,6 +50,18 @@ class Output:
     worker_id: str
     duration: float
     attempt: int
+    stderr: str = ""
+
+
+def print_output(out: Output, prefix: bool) -> None:
+    """Show what an input printed remotely: its stdout here on stdout, its stderr on
+    stderr (red in a notebook); each line begun by ``[index] `` when ``prefix``."""
+    for text, stream in ((out.stdout, sys.stdout), (out.stderr, sys.stderr)):
+        if not text:
+            continue
+        if prefix:
+            text = "".join(f"[{out.index}] {line}" for line in text.splitlines(keepends=True))
+        stream.write(text if text.endswith("\n") else text + "\n")
 
 
 def decode(
@@ -61,10 +76,12 @@ def decode(
     that cloudpickle shipped by value (it renames their file to "<dynamic-code>")."""
     index, attempt, status = item[OUT_INDEX], item[OUT_ATTEMPT], item[OUT_STATUS]
     duration, worker_id, stdout = item[OUT_DURATION], item[OUT_WORKER_ID], item[OUT_STDOUT]
-    ok = status == protocol.STATUS_OK
+    stderr = item[OUT_STDERR]
+    ok = status == protocol.STATUS_OK or status == protocol.STATUS_YIELD
     if ok:  # the hot path, kept short
         try:
-            return Output(index, True, load(data, buffers), stdout, worker_id, duration, attempt)
+            value = load(data, buffers)
+            return Output(index, True, value, stdout, worker_id, duration, attempt, stderr)
         except Exception:
             pass  # fall through to the error below
     try:
@@ -76,7 +93,15 @@ def decode(
         value = SerializationError(
             f"{function}: the result of input {index} cannot be unpickled in the caller: {exc}"
         )
-    return Output(index, ok, value, stdout, worker_id, duration, attempt)
+    return Output(index, ok, value, stdout, worker_id, duration, attempt, stderr)
+
+
+# Statuses whose payload is a user exception, and where it was raised (None: in the input).
+_RAISED = {
+    protocol.STATUS_ERROR: None,
+    protocol.STATUS_INIT_FAILED: "while loading the function",
+    protocol.STATUS_ENTER_FAILED: "in @enter, on each of the last containers that started",
+}
 
 
 def _value(
@@ -90,15 +115,11 @@ def _value(
     timeout: float,
     code_files: dict[str, str],
 ) -> Any:
-    if status == protocol.STATUS_OK:
+    if status == protocol.STATUS_OK or status == protocol.STATUS_YIELD:
         return load(data, buffers)
-    if status in (protocol.STATUS_ERROR, protocol.STATUS_INIT_FAILED):
+    if status in _RAISED:
         exc = rebuild_exception(bytes(data), code_files)
-        where = (
-            "while loading the function"
-            if status == protocol.STATUS_INIT_FAILED
-            else (f"input {index}, attempt {attempt}")
-        )
+        where = _RAISED[status] or f"input {index}, attempt {attempt}"
         on = f" on worker {worker_id}" if worker_id else ""
         _note(exc, f"(raised remotely in {function}{on}, {where})")
         return exc
@@ -197,3 +218,4 @@ def _nested_code(code: types.CodeType) -> list[types.CodeType]:
 def _note(exc: BaseException, text: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(text)
+        install()  # for a shell that does not show notes itself

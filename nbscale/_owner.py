@@ -15,16 +15,22 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from nbscale_runtime.worker import WORKER_ID_ENV
 from nbscale_server.owners import short_kernel_id
 
 _KERNEL_FILE = re.compile(r"kernel-(.+)\.json$")
 
 
-def kernel_id() -> str | None:
-    """This kernel's id (from its connection file's name), or None outside a kernel."""
+def _in_kernel() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    if getattr(shell, "kernel", None) is None:
+    return getattr(shell, "kernel", None) is not None
+
+
+def kernel_id() -> str | None:
+    """This kernel's id (from its connection file's name, as a Jupyter server names it),
+    or None: outside a kernel, or in one started without an id (nbclient's)."""
+    if not _in_kernel():
         return None
     try:
         from ipykernel.connect import get_connection_file
@@ -39,11 +45,13 @@ def kernel_id() -> str | None:
 def _label(kernel: str | None) -> str:
     # The Jupyter server names the notebook of a kernel it starts in JPY_SESSION_NAME.
     session = os.environ.get("JPY_SESSION_NAME")
-    if kernel is not None and session:
+    in_kernel = _in_kernel()
+    if in_kernel and session:
         return os.path.basename(session)
     script = sys.argv[0] if sys.argv else ""
-    if kernel is None and script and script not in ("-c", "-m") and os.path.isfile(script):
-        return os.path.basename(script)
+    if not in_kernel and script and script not in ("-c", "-m") and os.path.isfile(script):
+        name = os.path.basename(script)  # python -m pkg: the package's name
+        return os.path.basename(os.path.dirname(script)) if name == "__main__.py" else name
     return f"kernel {short_kernel_id(kernel)}" if kernel else f"pid {os.getpid()}"
 
 
@@ -76,3 +84,9 @@ def is_mine(owner: Mapping[str, Any] | None, me: Mapping[str, Any] | None = None
         me["pid"],
         me["host"],
     )
+
+
+def is_local() -> bool:
+    """True here, in a kernel or a script; False in a worker (and the processes it starts)
+    running your function, as Modal's ``modal.is_local()``."""
+    return WORKER_ID_ENV not in os.environ

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
+import site
+import sys
+import sysconfig
 import types
 from typing import Any
 
@@ -11,6 +15,7 @@ import cloudpickle
 
 from nbscale_runtime.serialization import PICKLE_PROTOCOL, PayloadWriter
 
+from ._kernel_env import OWN_MODULES
 from .exceptions import SerializationError
 
 
@@ -27,6 +32,33 @@ def _first_unpicklable(named: list[tuple[str, Any]]) -> tuple[str, Any, Exceptio
         except Exception as exc:
             return name, value, exc
     return None
+
+
+def send_source(fn: Any) -> None:
+    """Modal's ``include_source``: the module that defines ``fn`` (its top-level package)
+    travels with it, pickled by value, so that workers need not have it (a script that
+    ``nbscale run`` imports, a package of yours). Functions of ``__main__`` and of
+    notebooks travel so already; installed packages, the standard library and nbscale's
+    own are left to the worker to import."""
+    top = (getattr(fn, "__module__", None) or "__main__").partition(".")[0]
+    if top == "__main__" or top in sys.stdlib_module_names or top in OWN_MODULES:
+        return
+    module = sys.modules.get(top)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or _installed(path):
+        return
+    cloudpickle.register_pickle_by_value(module)
+
+
+def _installed(path: str) -> bool:
+    """Whether ``path`` lies in this environment's or the user's site-packages, or in the
+    standard library."""
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.realpath(root) + os.sep) for root in roots)
 
 
 def pickle_function(fn: Any) -> tuple[bytes, str]:

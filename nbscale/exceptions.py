@@ -14,6 +14,8 @@ own type, with the remote traceback attached. The tree of nbscale's own errors:
     ├── ImageBuildError               a worker image could not be built
     ├── NotFoundError                 no such pool or function call
     ├── CallCancelledError            the function call was cancelled
+    ├── CallDetachedError             a blocking map was detached: it runs on, unwatched
+    ├── DeadlockError                 nested calls wait on a pool that every one of them fills
     ├── ControlPlaneError             the control plane cannot be reached or failed
     │   └── ConnectionLostError       it was reached, then lost (also a ConnectionError)
     └── RemoteError                   a remote exception whose type cannot be rebuilt here
@@ -82,6 +84,23 @@ class CallCancelledError(NbscaleError):
     """Raised when waiting on a function call that was cancelled."""
 
 
+class CallDetachedError(NbscaleError):
+    """Raised in a blocking ``.map()`` detached from its view (its Detach button): the call
+    stops waiting while its other inputs keep running; ``resume`` is the
+    ``nbscale.FunctionCall.from_id(...)`` line that gets their results."""
+
+    def __init__(self, message: str, call_id: str = "", resume: str = "") -> None:
+        super().__init__(message)
+        self.call_id = call_id
+        self.resume = resume
+
+
+class DeadlockError(NbscaleError):
+    """Raised when a nested call can never run: every slot of its pool holds an input
+    that waits on calls to that same pool, and the pool may not grow (``max_containers``)
+    nor lend its slots (``@concurrent`` workers run several inputs at once)."""
+
+
 class ControlPlaneError(NbscaleError):
     """Raised when the control plane cannot be reached or fails a request."""
 
@@ -122,6 +141,7 @@ _BY_NAME: dict[str, type[NbscaleError]] = {
         LaunchError,
         NotFoundError,
         CallCancelledError,
+        DeadlockError,
         ControlPlaneError,
     )
 }

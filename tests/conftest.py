@@ -20,7 +20,7 @@ from engine_leftovers import left_on_engine
 import nbscale
 
 # jp_fetch, jp_ws_fetch, jp_serverapp, ... for the Jupyter server extension's tests
-pytest_plugins = ("pytest_jupyter.jupyter_server",)
+pytest_plugins = ("pytest_jupyter.jupyter_server", "slurm_cluster")  # slurm_*: Slurm suites
 
 
 def load_gen_contracts() -> ModuleType:
@@ -140,12 +140,11 @@ def docker_plane() -> Iterator[Any]:
     except Exception as exc:
         pytest.fail(f"no Docker engine answers ({exc}); run scripts/docker-setup as root")
     nbscale.shutdown()
-    began = time.time()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NBSCALE_LAUNCHER", "docker")
         yield client
         nbscale.shutdown()
-    left = left_on_engine(client, began)
+    left = left_on_engine(client, os.getpid())
     assert not left, f"left behind on the Docker engine: {left}"
 
 

@@ -11,7 +11,9 @@ A fake worker runs inputs only when the test says so (``finish``, or ``finish(er
 to fail them), and hangs or dies on command (``hang``; ``die``, killed from outside;
 ``crash``, killed by its own input). Like a real one, it keeps its register (the file that
 says which inputs it runs: its first ``max_inputs`` held ones) up to date, unless its
-launcher shares no files with the control plane (``FakeLauncher(register=False)``).
+launcher shares no files with the control plane (``FakeLauncher(register=False)``). One the
+launcher was told to queue (``queue_next``) waits, as a pending Slurm job does, doing
+nothing until the test lets it run (``run``); stopped while queued, it leaves at once.
 In ``auto`` mode (the default) it does the rest on each tick, as a real worker does: it
 registers once started, asks for inputs while it has none, heartbeats, reports inputs
 cancelled while running, and leaves when told to stop once it has nothing left to run;
@@ -45,6 +47,7 @@ from nbscale_runtime.register import RegisterWriter
 from nbscale_runtime.serialization import PayloadWriter, dump_exception, load, split_payload
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
+from nbscale_server.launchers.base import WorkerStatus
 from nbscale_server.options import FunctionOptions
 from nbscale_server.settings import ControlPlaneConfig
 
@@ -83,6 +86,8 @@ class FakeWorker:
         self.stop: str | None = None  # "graceful" or "kill", as the launcher was told
         self.shutdown = False  # a Shutdown message arrived
         self.hung = False
+        self.queued = False  # waiting in the launcher's queue, with ``reason``
+        self.reason: str | None = None
         self.exit_code: int | None = None
         self.log: list[str] = [f"worker {spec.worker_id} starting"]
         self.slots_file = RegisterWriter(spec.register_path)
@@ -134,6 +139,10 @@ class FakeWorker:
             self._sync_register()
         elif isinstance(msg, protocol.Shutdown):
             self.shutdown = True
+        elif isinstance(msg, protocol.SlotLent):  # it lent its slot: these were taken back
+            taken = {(call_id, index) for call_id, index in msg.taken}
+            self.held = [h for h in self.held if (h[0], h[1]) not in taken]
+            self.asked = 0
 
     # --- what it says, when the test tells it -------------------------------------------
 
@@ -216,6 +225,10 @@ class FakeWorker:
                 self.slots_file.slot(slot)[1]()
             self._running = []
 
+    def run(self) -> None:
+        """Leave the queue: resources were found."""
+        self.queued = False
+
     def die(self, exit_code: int = -9) -> None:
         """Exit now, without a word: killed from outside (by default SIGKILL, which is then
         the infrastructure's loss), or crashed (a fault signal, an exit code)."""
@@ -236,6 +249,10 @@ class FakeWorker:
 
     def step(self) -> None:
         if self.exit_code is not None or self.hung:
+            return
+        if self.queued:
+            if self.stop is not None:  # a queued job is cancelled: nothing ran
+                self.die(-15)
             return
         for call_id, index, attempt in self.confirming:
             self.send(protocol.Started(self.worker_id, call_id, index, attempt))
@@ -277,16 +294,29 @@ class FakeLauncher(Launcher):
         self.plane: ControlPlane  # set by the harness
         self.workers: dict[str, FakeWorker] = {}  # every worker started, by id
         self._failures: list[str] = []
+        self._queued: list[str | None] = []  # the reasons the next starts wait for
 
     def fail_next(self, n: int, reason: str = "no such image") -> None:
         self._failures += [reason] * n
+
+    def queue_next(self, n: int, reason: str | None = "Resources") -> None:
+        """The next ``n`` workers started wait in a queue, for ``reason``, until ``run``."""
+        self._queued += [reason] * n
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         if self._failures:
             raise LaunchFailed(self._failures.pop(0))
         worker = FakeWorker(self, spec, self.auto)
+        if self._queued:
+            worker.queued, worker.reason = True, self._queued.pop(0)
         self.workers[spec.worker_id] = worker
         return WorkerHandle(spec.worker_id, spec.pool_id, self.name, worker)
+
+    def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
+        worker: FakeWorker = handle.ref
+        if worker.exit_code is not None:
+            return WorkerStatus("exited")
+        return WorkerStatus("pending", worker.reason) if worker.queued else WorkerStatus("running")
 
     def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
         worker: FakeWorker = handle.ref

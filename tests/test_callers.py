@@ -55,10 +55,12 @@ class Kernel:
     def send(self, msg: protocol.Message, payload: list[bytes] | None = None) -> None:
         self.h.plane.api.handle(self.identity, msg, payload or [])
 
-    def submit(self, pool: str, call_id: str, kind: str, n: int) -> None:
+    def submit(self, pool: str, call_id: str, kind: str, n: int, last: bool = True) -> None:
+        """Inputs 0 to ``n - 1``; ``last``: no more will come (else the kernel still feeds)."""
         writer = PayloadWriter()
         items = [[i, *add_input(writer, i, (i,), {})] for i in range(n)]
-        self.send(protocol.SubmitInputs(2, call_id, pool, kind, items, n), writer.frames())
+        total = n if last else None
+        self.send(protocol.SubmitInputs(2, call_id, pool, kind, items, total), writer.frames())
 
 
 def registered(h: Harness, kernel: Kernel) -> str:
@@ -93,6 +95,27 @@ def test_a_dead_kernels_map_is_cancelled_and_its_spawns_kept(h, doomed):
     assert spawned.outcomes.all_settled(0, 2)
     h.tick(6.0, steps=2)
     assert h.workers(pool) == []  # and the pool scaled down
+
+
+def test_a_dead_kernels_detached_map_runs_on_with_the_inputs_it_sent(h, doomed):
+    """Detached (its view's Detach button), a map outlives its caller as a spawned call
+    does: the inputs the kernel sent before it died run, and ``from_id`` gets them all."""
+    kernel = Kernel(h, doomed.pid)
+    pool = registered(h, kernel)
+    kernel.submit(pool, "fc-detached", "map", 6, last=False)  # the kernel still feeds it
+    h.tick()
+    h.plane.api.detach_call("fc-detached")
+    doomed.kill()
+    doomed.wait()
+    h.tick(1.0)
+    call = h.plane.delivery.call("fc-detached")
+    assert not call.cancelled and call.total == 6  # no wait for inputs that will never come
+    assert "fc-detached runs on detached: its caller is gone" in str(h.pool(pool)["events"])
+    for _ in range(5):
+        h.tick()
+        for worker in h.workers(pool):
+            worker.finish()
+    assert sorted(call.stored) == list(range(6)) and call.finished
 
 
 def test_a_live_kernel_is_never_judged_by_its_silence(h):

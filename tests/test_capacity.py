@@ -81,8 +81,8 @@ def test_busy_workers_are_never_taken_and_the_status_says_who_holds_the_cap(h):
     assert pool["num_total_runners"] == 3
     assert pool["status"] == "waiting: 4 of 4 workers in use: evaluate_model 3 busy, tick 1 busy"
     assert pool["cap_holders"] == [
-        {"pool_id": evaluate, "function": "evaluate_model", "starting": 0, "idle": 0, "busy": 3},
-        {"pool_id": ticks, "function": "tick", "starting": 0, "idle": 0, "busy": 1},
+        dict(pool_id=evaluate, function="evaluate_model", waiting=0, starting=0, idle=0, busy=3),
+        {"pool_id": ticks, "function": "tick", "waiting": 0, "starting": 0, "idle": 0, "busy": 1},
     ]
     assert pool["status"] in events(h, evaluate)  # said once, in the log too
     first.finish()  # now idle: the waiting pool takes its place
@@ -128,6 +128,7 @@ def test_lowering_max_containers_drains_the_pool_now(h):
         worker.finish()
     h.tick()
     assert h.pool(pool)["containers"] == {
+        "waiting": 0,
         "starting": 0,
         "idle": 2,
         "busy": 2,
@@ -137,6 +138,7 @@ def test_lowering_max_containers_drains_the_pool_now(h):
     h.caller.update_autoscaler(pool, max_containers=1)
     model = h.pool(pool)
     assert model["containers"] == {
+        "waiting": 0,
         "starting": 0,
         "idle": 0,
         "busy": 1,

@@ -14,10 +14,11 @@ import cloudpickle
 import pytest
 
 import nbscale
-from nbscale._function import MapResults, _zip_inputs
 from nbscale._image_build import build
-from nbscale._progress import CallProgress
+from nbscale._map_results import MapResults, zip_inputs
+from nbscale._progress import Snapshot
 from nbscale._views import render
+from nbscale._views.live import CallInfo, Outcome
 
 pytestmark = pytest.mark.docker
 
@@ -44,14 +45,14 @@ class StepsSeen:
     def __init__(self) -> None:
         self.lines = ["shown"]
 
-    def show(self, progress: CallProgress) -> None:
+    def show(self, snap: Snapshot) -> None:
         self.lines = ["shown"]
 
-    def draw(self, progress: CallProgress, pool: Any) -> None:
-        self.lines.append(render.counts_line(progress))
+    def draw(self, snap: Snapshot, pool: Any, call: CallInfo) -> None:
+        self.lines.append(render.counts_line(snap))
 
-    def finish(self, progress: CallProgress, pool: Any, outcome: str | None) -> None:
-        self.lines.append(render.summary_text(progress, outcome))
+    def finish(self, snap: Snapshot, pool: Any, call: CallInfo, outcome: Outcome) -> None:
+        self.lines.append(render.summary_text(snap, outcome.text))
 
 
 def test_the_first_map_shows_its_image_build_in_its_view(docker_plane):
@@ -65,7 +66,7 @@ def test_the_first_map_shows_its_image_build_in_its_view(docker_plane):
         return x
 
     view = StepsSeen()
-    results = MapResults(one, _zip_inputs(([7],), None), True, False, None, view)
+    results = MapResults(one, zip_inputs(([7],), None), True, False, None, view)
     try:
         assert list(results) == [7]
     finally:

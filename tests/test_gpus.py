@@ -3,12 +3,14 @@ GPU (a fake NVML stands in for the driver)."""
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import pytest
 
 import nbscale
 from nbscale_runtime.nvml import GpuMonitor, cuda_visible
+from nbscale_server import gpus
 from nbscale_server.gpus import (
     GpuAllocator,
     GpuError,
@@ -20,7 +22,7 @@ from nbscale_server.gpus import (
     parse_gpu,
 )
 from nbscale_server.launchers import WorkerSpec
-from nbscale_server.launchers.docker import (
+from nbscale_server.launchers.docker_spec import (
     gpu_device_requests,
     host_config_options,
     start_error_message,
@@ -149,11 +151,15 @@ def test_not_enough_free_gpus():
     taken = {A100_80[0].uuid}
     with pytest.raises(GpuError, match=r"not enough free GPUs: 3 requested, 1 free \(this host"):
         choose(parse_gpu("A100:3"), A100_80, taken)
+    with pytest.raises(GpuError, match=r"not enough free GPUs: 2 requested, 1 free$") as busy:
+        choose(parse_gpu("A100:2"), A100_80, taken)
+    assert not busy.value.lasting  # GPUs in use now may be free later: worth waiting for
 
 
 def test_a_host_without_gpus_says_so():
-    with pytest.raises(GpuError, match="no GPUs on this host"):
+    with pytest.raises(GpuError, match=r"^no NVIDIA GPU on this host \(NVML found none\)$") as e:
         choose(parse_gpu("any"), [], set())
+    assert e.value.lasting  # nothing to wait for
     assert choose([], [], set()) == []
 
 
@@ -161,15 +167,25 @@ class FakeNVMLError(Exception):
     pass
 
 
-def fake_nvml(gpus: list[GpuInfo], *, driver: bool = True) -> SimpleNamespace:
+class FakeLibraryNotFound(FakeNVMLError):
+    pass
+
+
+class FakeDriverNotLoaded(FakeNVMLError):
+    pass
+
+
+def fake_nvml(gpus: list[GpuInfo], *, init_error: Exception | None = None) -> SimpleNamespace:
     """The few pynvml functions nbscale calls, answering for ``gpus``."""
 
     def init() -> None:
-        if not driver:
-            raise FakeNVMLError("NVML Shared Library Not Found")
+        if init_error is not None:
+            raise init_error
 
     return SimpleNamespace(
         NVMLError=FakeNVMLError,
+        NVMLError_LibraryNotFound=FakeLibraryNotFound,
+        NVMLError_DriverNotLoaded=FakeDriverNotLoaded,
         nvmlInit=init,
         nvmlShutdown=lambda: None,
         nvmlDeviceGetCount=lambda: len(gpus),
@@ -187,9 +203,31 @@ def test_discovery_through_nvml():
     assert discover(fake_nvml(A100_80)) == A100_80
 
 
-def test_no_driver_is_a_clear_error():
-    with pytest.raises(GpuError, match="no NVIDIA driver on this host"):
-        discover(fake_nvml([], driver=False))
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (FakeLibraryNotFound("NVML Shared Library Not Found"), "^no NVIDIA driver on this host"),
+        (FakeDriverNotLoaded("Driver Not Loaded"), "driver is installed on this host but not"),
+        (FakeNVMLError("Unknown Error"), r"NVML cannot read this host's GPUs \(Unknown Error\)"),
+    ],
+)
+def test_what_nvml_says_is_told_as_it_is(error, message):
+    with pytest.raises(GpuError, match=message) as caught:
+        discover(fake_nvml([], init_error=error))
+    assert "pip install" not in str(caught.value)
+
+
+def test_advice_to_install_nvidia_ml_py_only_when_it_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` fails
+    with pytest.raises(GpuError, match="installed but pynvml does not import"):
+        discover()
+
+    def missing(name: str) -> str:
+        raise gpus.PackageNotFoundError(name)
+
+    monkeypatch.setattr(gpus, "version", missing)
+    with pytest.raises(GpuError, match=r"not installed \(pip install nvidia-ml-py\)"):
+        discover()
 
 
 def test_worker_reports_its_gpus_and_their_load():
@@ -207,8 +245,18 @@ def test_worker_reports_its_gpus_and_their_load():
         "memory_used": 20 * GiB,
         "memory_total": 80 * GiB,
     }
-    assert GpuMonitor(fake_nvml([], driver=False)).sample() == {}
-    assert GpuMonitor(fake_nvml([], driver=False)).inventory() == []
+    assert (
+        GpuMonitor(
+            fake_nvml([], init_error=FakeLibraryNotFound("NVML Shared Library Not Found"))
+        ).sample()
+        == {}
+    )
+    assert (
+        GpuMonitor(
+            fake_nvml([], init_error=FakeLibraryNotFound("NVML Shared Library Not Found"))
+        ).inventory()
+        == []
+    )
 
 
 def test_cuda_visible_devices_reads_indexes_and_uuids():

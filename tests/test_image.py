@@ -24,7 +24,10 @@ def test_from_kernel_pins_this_kernels_versions():
     for dist in ("pyzmq", "cloudpickle", "tblib", "numpy"):
         assert f"{dist}=={metadata.version(dist)}" in dockerfile
     assert dockerfile.startswith("FROM nbscale/base:bookworm\n")
-    assert "COPY .nbscale/runtime /opt/nbscale/runtime/nbscale_runtime" in dockerfile
+    assert "COPY .nbscale/nbscale_runtime /opt/nbscale/runtime/nbscale_runtime" in dockerfile
+    # the client too, for functions that call functions
+    assert "COPY .nbscale/nbscale /opt/nbscale/runtime/nbscale\n" in dockerfile
+    assert "COPY .nbscale/nbscale_server /opt/nbscale/runtime/nbscale_server" in dockerfile
     assert "venv --system-site-packages /opt/venv" in dockerfile
 
 
@@ -158,3 +161,59 @@ def test_the_default_image_mirrors_what_the_function_uses():
     assert _kernel_env.distributions_used_by(imports_inside) == ["pytest"]
     assert _kernel_env.distributions_used_by(closes_over_an_array) == ["numpy"]
     assert _kernel_env.modules_used_by(lambda: sys.path) == set()  # standard library
+
+
+def test_modals_other_installers_give_the_same_wheels(tmp_path):
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# pinned\nsix==1.17.0  # for the example\n\nidna\n")
+    base = nbscale.Image.debian_slim("3.11")
+    pip = plan(base.pip_install("six==1.17.0", "idna", "tblib")).dockerfile
+    assert plan(base.uv_pip_install("six==1.17.0", "idna", "tblib")).dockerfile == pip
+    from_file = base.uv_pip_install("tblib", requirements=[str(reqs)])
+    assert plan(from_file).wheels[".nbscale/wheels-1"] == ("tblib", "six==1.17.0", "idna")
+    from_file = base.pip_install_from_requirements(str(reqs))
+    assert plan(from_file).wheels[".nbscale/wheels-1"] == ("six==1.17.0", "idna")
+    reqs.write_text("six\n--index-url https://example.org/simple\n")
+    with pytest.raises(nbscale.InvalidError, match=r"requirements.txt:2: '--index-url"):
+        base.pip_install_from_requirements(str(reqs))
+    with pytest.raises(nbscale.InvalidError, match="cannot read the requirements file"):
+        base.uv_pip_install(requirements=[str(tmp_path / "missing.txt")])
+
+
+PYPROJECT = """
+[project]
+name = "sweep"
+dependencies = ["six==1.17.0", "idna"]
+
+[project.optional-dependencies]
+plots = ["tblib"]
+"""
+
+
+def test_pip_install_from_pyproject_installs_its_dependencies(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(PYPROJECT)
+    base = nbscale.Image.debian_slim("3.11")
+    image = base.pip_install_from_pyproject(str(pyproject), optional_dependencies=["plots"])
+    assert plan(image).wheels[".nbscale/wheels-1"] == ("six==1.17.0", "idna", "tblib")
+    with pytest.raises(nbscale.InvalidError, match="no optional dependencies gpu"):
+        base.pip_install_from_pyproject(str(pyproject), optional_dependencies=["gpu"])
+
+
+@pytest.mark.parametrize(
+    ("use", "feature", "why"),
+    [
+        (lambda i: i.imports(), "Image.imports()", "import the package inside the function"),
+        (lambda i: i.run_function(print), "Image.run_function", "not yet: run the setup"),
+        (lambda i: i.dockerfile_commands(["RUN x"]), "Image.dockerfile_commands", "not yet"),
+        (lambda i: i.micromamba_install("numpy"), "Image.micromamba", "no conda"),
+        (lambda i: i.uv_sync(), "Image.uv_sync", "pip_install_from_requirements"),
+        (lambda i: nbscale.Image.from_aws_ecr("x"), "Image.from_aws_ecr", "registry login"),
+        (lambda i: nbscale.Image.from_name("x"), "Image.from_name", "Modal-hosted"),
+    ],
+)
+def test_modals_image_methods_nbscale_lacks_say_so(use, feature, why):
+    with pytest.raises(nbscale.InvalidError) as caught:
+        use(nbscale.Image.debian_slim("3.11"))
+    assert str(caught.value).startswith(f"{feature} is not supported by nbscale: ")
+    assert why in str(caught.value)

@@ -45,18 +45,27 @@ class Venv:
         self.env["PATH"] = f"{self.bin}{os.pathsep}{self.env.get('PATH', '')}"
         self.env["NBSCALE_CONFIG_FILE"] = str(self.home / "no-config.json")  # a new user's
         self.env["JUPYTER_RUNTIME_DIR"] = str(self.home / "runtime")  # no server of ours
+        self.last_pid = 0
 
     def run(
         self, *command: str, timeout: float = 300, **env: str
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(self.bin / command[0]), *command[1:]],
-            capture_output=True,
+        argv = [str(self.bin / command[0]), *command[1:]]
+        with subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             cwd=self.home,
             env={**self.env, **env},
-        )
+        ) as proc:
+            self.last_pid = proc.pid  # whose leftovers on the Docker engine are its own
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def demo(self, inputs: int, **env: str) -> subprocess.CompletedProcess[str]:
         """The README's first command (``nbscale demo``), quicker to scale down."""
@@ -108,7 +117,6 @@ def test_the_wheel_brings_everything_a_first_run_needs(venv: Venv):
 
 
 def test_with_the_base_image_the_demo_runs_on_docker_workers(venv: Venv):
-    began = time.time()
     demo = venv.demo(30)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     out = demo.stdout
@@ -116,7 +124,7 @@ def test_with_the_base_image_the_demo_runs_on_docker_workers(venv: Venv):
     assert ", base image nbscale/base:bookworm)" in out
     assert "done: 30 results" in out and "pool: 0 containers" in out
     assert "Traceback" not in demo.stderr
-    _nothing_left_on_the_engine(began)
+    _nothing_left_on_the_engine(venv.last_pid)
     doctor = venv.run("nbscale", "doctor", timeout=60)
     assert doctor.returncode == 0, doctor.stdout
     report = doctor.stdout
@@ -192,12 +200,12 @@ def _remove_image(tag: str) -> None:
         client.close()
 
 
-def _nothing_left_on_the_engine(since: float) -> None:
+def _nothing_left_on_the_engine(demo_pid: int) -> None:
     import docker
 
     client = docker.from_env()
     try:
-        left = left_on_engine(client, since)
+        left = left_on_engine(client, demo_pid)
     finally:
         client.close()
     assert not left, f"left behind on the Docker engine: {left}"

@@ -13,13 +13,13 @@ import pytest
 import nbscale
 from nbscale import _config, _kernel_env
 from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
-from nbscale_server.launchers.docker import (
+from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
+from nbscale_server.launchers.docker_spec import (
     CONFIG_IN_CONTAINER,
     container_user,
     describe_exit,
     host_config_options,
 )
-from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
 from nbscale_server.launchers.selection import (
     DockerFacts,
     LauncherChoice,
@@ -49,8 +49,9 @@ READY = dataclasses.replace(
 )
 
 
-def test_process_is_chosen_without_asking_docker():
+def test_process_and_slurm_are_chosen_without_asking_docker():
     assert choose_launcher("process", None) == LauncherChoice("process", "launcher=process")
+    assert choose_launcher("slurm", None) == LauncherChoice("slurm", "launcher=slurm")
     with pytest.raises(LaunchFailed, match="unknown launcher 'podman': choose one of auto"):
         choose_launcher("podman", None)
 

@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 from traitlets.config import Config
 
 import nbscale
-from nbscale import _pools
+from nbscale import _owner, _pools
 from nbscale._cells import cell_names
 from nbscale_runtime.cells import RemoteRepr
 
@@ -90,6 +90,27 @@ def test_a_remote_error_reads_like_a_cell_error_with_the_cells_line_numbers(ip):
     assert "----> 4 raise ValueError(f'boom {x}')" in out.stdout
     assert "ValueError: boom 1" in out.stdout
     assert "worker.py" not in out.stdout and "cells.py" not in out.stdout
+    # only the cell's frames: none of nbscale's nor of IPython's magic machinery; and the
+    # note that says where it ran, shown on this IPython too (8.12 does not show notes)
+    for internal in ("_magics.py", "_function.py", "_loop.py", "interactiveshell.py"):
+        assert internal not in out.stdout, out.stdout
+    assert "skipping hidden" not in out.stdout
+    assert re.search(r"\(raised remotely in \S+ \[\d+\] on worker wk-\w+, input 0", out.stdout)
+
+
+def test_remote_errors_of_plain_calls_show_the_users_frames_and_where_they_ran(ip):
+    run(ip, "import nbscale\nnbscale.config(progress='off')\napp = nbscale.App('tb')\n")
+    run(ip, "@app.function\ndef fails(x):\n    raise KeyError(x)\n")
+    for call in ("fails.remote(5)", "list(fails.map([5]))"):
+        result, out = run(ip, call)
+        assert isinstance(result.error_in_exec, KeyError)
+        assert f"----> 1 {call}" in out.stdout and "----> 3     raise KeyError(x)" in out.stdout
+        assert "(raised remotely in fails on worker wk-" in out.stdout
+        for internal in ("_aio.py", "_loop.py", "_function.py", "_map_results.py", "hidden"):
+            assert internal not in out.stdout, out.stdout
+    result, out = run(ip, "nbscale.config(debug=True)\nfails.remote(5)")
+    assert "_loop.py" in out.stdout  # nbscale's own frames, for debugging nbscale
+    run(ip, "nbscale.config(debug=None, progress=None)")
 
 
 def test_an_error_in_a_notebook_function_shows_that_functions_lines(ip):
@@ -135,7 +156,8 @@ def test_options_pick_the_pool(ip):
     result, _ = run(ip, "%%nbscale --timeout 45 --max-containers 1 --cpu 1 --memory 512\n7\n")
     assert result.result == 7
     [pool] = [p for p in _pools.pools() if p["settings"]["max_containers"] == 1]
-    assert pool["function"] == "%%nbscale"
+    # named after the notebook (here: the script running the shell) and the cell's number
+    assert pool["function"] == f"{_owner.this_owner()['name']} [{ip.execution_count - 1}]"
     result, _ = run(ip, "%%nbscale --gpu A100:zero\n1\n")
     assert isinstance(result.error_in_exec, nbscale.InvalidError)
 
@@ -228,10 +250,13 @@ def test_magics_in_a_real_kernel(tmp_path: Path):
     assert "on a worker: True" in text(3)
     assert [o.data["text/plain"] for o in outputs[3] if o.output_type == "execute_result"] == ["21"]
     assert "TRIPLED [0, 3, 6, 9] Z 21" in text(5)
-    # --map shows the live widget, then a summary that a viewer without widgets shows too
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs[4])
-    summaries = [o.data["text/html"] for o in outputs[4] if "text/html" in o.get("data", {})]
-    assert any("%%nbscale: 4 inputs · 4 done" in html for html in summaries)
+    # --map shows the live view, whose last state is a summary any viewer shows; its pool is
+    # named after the notebook (nbclient's kernel: its pid) and the cell; results are values
+    [view] = [o.data for o in outputs[4] if "application/vnd.nbscale.map+json" in o.get("data", {})]
+    state = view["application/vnd.nbscale.map+json"]
+    assert state["final"] and re.match(r"pid \d+ \[5\]: 4 inputs · 4 done", state["summary"])
+    assert state["summary"] in view["text/html"]
+    assert sorted(r["summary"] for r in state["rows"]) == ["0", "3", "6", "9"]  # no envelope
     assert "embedded control plane" in text(6)
     [error] = [o for o in outputs[7] if o.output_type == "error"]
     assert error.ename == "RuntimeError" and error.evalue == "remote trouble"

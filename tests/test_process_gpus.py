@@ -65,8 +65,23 @@ def test_a_function_without_gpu_sees_none():
     assert no_gpu.remote(0) == ""
 
 
-def test_a_gpu_this_host_lacks_is_a_clear_error():
+def test_a_gpu_this_host_lacks_is_a_clear_error_at_once():
+    # Waiting cannot bring an A100: no launch backoff (it took 3 s), for the next call too.
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(
+            nbscale.exceptions.LaunchError,
+            match=r"^wants_an_a100: cannot start a worker: no GPU matches 'A100' "
+            r"\(found: 2 x H100\)$",
+        ):
+            wants_an_a100.remote(1)
+        assert time.monotonic() - started < 2.5  # the backoff alone was 1 + 2 s
+
+
+def test_a_host_without_gpus_says_so_at_once(monkeypatch):
+    monkeypatch.setattr("nbscale_server.gpus.discover", lambda: [])
     with pytest.raises(
-        nbscale.exceptions.LaunchError, match=r"no GPU matches 'A100' \(found: 2 x H100\)"
+        nbscale.exceptions.LaunchError,
+        match=r"cannot start a worker: no NVIDIA GPU on this host \(NVML found none\)$",
     ):
         wants_an_a100.remote(1)

@@ -14,7 +14,7 @@ import pytest
 import tblib
 
 from nbscale._outcomes import rebuild_exception
-from nbscale_runtime import protocol
+from nbscale_runtime import protocol, service
 from nbscale_runtime.serialization import (
     MAX_FRAMES,
     PayloadWriter,
@@ -158,7 +158,9 @@ def test_decode_garbage_raises_protocol_error(frames: list[bytes]) -> None:
 
 
 def test_output_rows_are_read_back_by_their_column_names() -> None:
-    row = protocol.output_row("fc-1", 7, 2, protocol.STATUS_ERROR, (10, 20, 1), 0.5, "wk-1", "hi")
+    row = protocol.output_row(
+        "fc-1", 7, 2, protocol.STATUS_ERROR, (10, 20, 1), 0.5, "wk-1", "hi", "oops"
+    )
     assert row[protocol.OUT_CALL_ID] == "fc-1"
     assert row[protocol.OUT_INDEX] == 7
     assert row[protocol.OUT_ATTEMPT] == 2
@@ -167,7 +169,8 @@ def test_output_rows_are_read_back_by_their_column_names() -> None:
     assert row[protocol.OUT_DURATION] == 0.5
     assert row[protocol.OUT_WORKER_ID] == "wk-1"
     assert row[protocol.OUT_STDOUT] == "hi"
-    assert len(row) == protocol.OUT_STDOUT + 1
+    assert row[protocol.OUT_STDERR] == "oops"
+    assert len(row) == protocol.OUT_STDERR + 1
     # a row is a plain list, as it travels: no per-row object on either side
     msg, _ = protocol.decode(protocol.encode(protocol.Outputs([row])))
     assert msg.items == [row]  # type: ignore[attr-defined]
@@ -382,14 +385,16 @@ def test_a_deep_traceback_keeps_its_outer_and_inner_frames() -> None:
     assert exc.__notes__ == [f"({802 - MAX_FRAMES} remote frames left out of the traceback)"]
 
 
-def test_dump_exception_skip_frames_drops_leading_frames() -> None:
+def test_dump_exception_leaves_out_the_workers_own_frames() -> None:
     with pytest.raises(ValueError) as info:
-        _outer()
-    full = _dict_names(pickle.loads(dump_exception(info.value))["tb"])
-    skipped = _dict_names(pickle.loads(dump_exception(info.value, skip_frames=1))["tb"])
-    assert skipped == full[1:]
-    many = _dict_names(pickle.loads(dump_exception(info.value, skip_frames=99))["tb"])
-    assert many == ["_inner"]  # never skips the last frame
+        service.call(_outer, (), {}, print)
+    exc = info.value
+    assert exc.__traceback__ is not None
+    exc.__traceback__ = exc.__traceback__.tb_next  # from the runtime's frames down, as caught
+    full = _dict_names(pickle.loads(dump_exception(exc))["tb"])
+    assert full == ["call", "_outer", "_inner"]
+    skipped = _dict_names(pickle.loads(dump_exception(exc, skip_runtime=True))["tb"])
+    assert skipped == ["_outer", "_inner"]
 
 
 class TwoArgError(Exception):

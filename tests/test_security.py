@@ -130,3 +130,26 @@ def test_garbage_on_the_local_worker_socket_is_dropped_and_serving_goes_on(fresh
             peer.sendall(junk)  # a frame count past any limit; an identity, then garbage
             peer.sendall(b"\x01\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00[nul]")
     assert double.remote(2) == 4
+
+
+def test_workers_dial_the_worker_address_an_interface_names(fresh_plane):
+    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp", NBSCALE_WORKER_ADDRESS="lo")
+    assert double.remote(3) == 6
+    assert nbscale.status()["worker_endpoint"].startswith("tcp://127.0.0.1:")
+
+
+def test_bind_host_still_works_as_the_deprecated_name_of_worker_address(fresh_plane, caplog):
+    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp", NBSCALE_BIND_HOST="localhost")
+    assert double.remote(4) == 8
+    assert nbscale.status()["worker_endpoint"].startswith(("tcp://127.0.0.1:", "tcp://[::1]:"))
+    assert "bind_host setting is deprecated" in caplog.text
+
+
+def test_every_interface_is_refused_unless_explicitly_allowed(fresh_plane):
+    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp", NBSCALE_WORKER_ADDRESS="0.0.0.0")
+    with pytest.raises(nbscale.LaunchError, match=r"every network interface.*allow_all_interfaces"):
+        double.remote(1)
+    fresh_plane(NBSCALE_ALLOW_ALL_INTERFACES="1")
+    assert double.remote(5) == 10  # CurveZMQ still: only our workers' keys get in
+    host = nbscale.status()["worker_endpoint"].removeprefix("tcp://").rpartition(":")[0]
+    assert host not in ("0.0.0.0", "") and not host.startswith("127.")  # one workers can dial

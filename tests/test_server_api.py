@@ -207,7 +207,14 @@ async def test_a_running_map_is_reported_by_pools_calls_and_logs(jp_fetch, ext):
     pool = conforms(await eventually(busy_pool), "IPool")
     assert pool["settings"]["max_containers"] == 2
     assert pool["num_running_inputs"] >= 1 and pool["gpus"] == []
-    assert set(pool["containers"]) == {"starting", "idle", "busy", "unresponsive", "draining"}
+    assert set(pool["containers"]) == {
+        "waiting",
+        "starting",
+        "idle",
+        "busy",
+        "unresponsive",
+        "draining",
+    }
 
     calls = await _json(jp_fetch, "calls")
     call = conforms(next(c for c in calls if c["pool_id"] == pool["id"]), "ICall")

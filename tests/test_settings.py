@@ -129,8 +129,9 @@ def test_runtime_over_environment_over_file_over_default(clean_env, monkeypatch)
         ("max_workers", "many", "invalid literal"),
         ("max_pending_inputs", 2.5, "expected an integer"),
         ("heartbeat_interval", True, "expected a number"),
-        ("launcher", "podman", "expected one of process, docker, auto"),
+        ("launcher", "podman", "expected one of process, docker, slurm, kubernetes, auto"),
         ("base_image", 3, "expected a string"),
+        ("allow_all_interfaces", "maybe", "expected true or false"),
     ],
 )
 def test_a_bad_value_names_the_setting_and_its_source(clean_env, monkeypatch, key, raw, reason):

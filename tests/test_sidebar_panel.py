@@ -247,7 +247,6 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
     import docker
 
     engine = docker.from_env()
-    began = time.time()
     page.set_viewport_size(NARROW)
     lab = Lab(tmp_path, launcher="docker")
     client = None
@@ -276,7 +275,7 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
     finally:
         _stop(client)
         lab.stop()
-    left = left_on_engine(engine, began)
+    left = left_on_engine(engine, lab.proc.pid)
     assert not left, f"left behind on the Docker engine: {left}"
 
 

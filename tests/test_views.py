@@ -1,12 +1,13 @@
-"""Live views of real maps on real workers: the widget's models while and after a map runs,
-the text bar, the throttling of updates, the progress setting, and the pools monitor."""
+"""Live views of real maps on real workers: the notebook display's states while and after
+a map runs (what the kernel sends the browser), the text bar, the throttling of updates, the
+progress setting, and the pools monitor."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import itertools
-import re
+import json
 import sys
 import time
 import types
@@ -19,12 +20,13 @@ from comm.base_comm import BaseComm
 from conftest import wait_until
 
 import nbscale
-from nbscale._function import MapResults, _zip_inputs
-from nbscale._progress import CallProgress
-from nbscale._views import choice, render
-from nbscale._views.live import REFRESH_INTERVAL
+from nbscale._map_results import MapResults, zip_inputs
+from nbscale._progress import CallProgress, Snapshot
+from nbscale._views import choice, display, render
+from nbscale._views.display import MapDisplay
+from nbscale._views.live import REFRESH_INTERVAL, CallInfo, Outcome
+from nbscale._views.state import MIME
 from nbscale._views.text import StatusLine, TextBar
-from nbscale._views.widget import MapWidget
 
 app = nbscale.App("test-views")
 
@@ -55,16 +57,33 @@ class RecordingView:
     def __init__(self) -> None:
         self.shown = 0
         self.draws: list[tuple[float, int, dict[str, Any] | None]] = []
-        self.outcome: str | None = "not finished"
+        self.snaps: list[Snapshot] = []
+        self.outcome: Outcome | None = None
 
-    def show(self, progress: CallProgress) -> None:
+    def show(self, snap: Snapshot) -> None:
         self.shown += 1
 
-    def draw(self, progress: CallProgress, pool: Any) -> None:
-        self.draws.append((time.monotonic(), progress.completed, pool))
+    def draw(self, snap: Snapshot, pool: Any, call: CallInfo) -> None:
+        self.draws.append((time.monotonic(), snap.counts.completed, pool))
+        self.snaps.append(snap)
 
-    def finish(self, progress: CallProgress, pool: Any, outcome: str | None) -> None:
+    def finish(self, snap: Snapshot, pool: Any, call: CallInfo, outcome: Outcome) -> None:
+        self.snaps.append(snap)
         self.outcome = outcome
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """What notebook displays publish, as (display id, MIME bundle), in order."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(bundle: dict[str, Any], raw: bool, display_id: str) -> None:
+        assert raw
+        sent.append((display_id, json.loads(json.dumps(bundle))))  # as it goes on the wire
+
+    monkeypatch.setattr(display, "display", publish)
+    monkeypatch.setattr(display, "update_display", publish)
+    return sent
 
 
 @pytest.fixture
@@ -87,107 +106,102 @@ def progress_setting() -> Iterator[None]:
 
 
 def _map(fn: nbscale.Function, n: int, view: Any, return_exceptions: bool = True) -> MapResults:
-    progress = CallProgress(fn.name)
-    return MapResults(fn, _zip_inputs((range(n),), None), True, return_exceptions, progress, view)
+    progress = CallProgress(fn.name, n, fn.options.max_inputs)
+    return MapResults(fn, zip_inputs((range(n),), None), True, return_exceptions, progress, view)
 
 
-def _indices(table_html: str, status: str) -> list[int]:
-    return [int(i) for i in re.findall(rf"data-index='(\d+)' data-status='{status}'", table_html)]
-
-
-def test_widget_models_follow_a_real_map_and_keep_its_failures(comm_messages, capsys):
-    view = MapWidget()
-    snapshots = []
-    results = []
-    for value in _map(slow, 40, view):
-        results.append(value)
-        snapshots.append((view.bar.value, view.bar.max, view.pool.value, view.table.value))
+def test_the_display_follows_a_real_map_and_keeps_its_failures(published, capsys):
+    view = MapDisplay()
+    results = list(_map(slow, 40, view))
     assert len(results) == 40
-    # while it ran: partial counts, a pool with containers, rows running on workers
-    assert any(0 < value < 40 and top == 40 for value, top, _, _ in snapshots)
-    assert any("pool: " in pool and "containers" in pool for _, _, pool, _ in snapshots)
-    assert any(_indices(table, "running") for *_, table in snapshots)
-    # after: every count, the failures in the table, the summary line displayed
-    assert (view.bar.value, view.bar.max, view.bar.bar_style) == (40, 40, "danger")
-    assert "36/40 done · 4 failed" in view.counts.value
-    assert sorted(_indices(view.table.value, "failed")) == [3, 13, 23, 33]
-    assert "ValueError(&#x27;bad 13&#x27;)" in view.table.value
-    done_rows = _indices(view.table.value, "done")
-    assert len(done_rows) == 20 and 39 in done_rows  # the latest results, not all 36
-    assert "pool: 2 containers" in view.pool.value and "2 idle" in view.pool.value
-    assert "slow: 40 inputs · 36 done · 4 failed" in view.title.value
-    assert "slow: 40 inputs · 36 done · 4 failed" in capsys.readouterr().out
-    # an input's stdout on demand
-    view.index.value = 39
-    view.stdout_button.click()
-    assert "ok 39" in view.stdout.value
-    view.show_stdout(1000)
-    assert "not kept" in view.stdout.value
-    # the bundle a notebook saves carries a text fallback besides the widget view
-    bundle = view._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert bundle["text/plain"].startswith("slow: 40 inputs")
-    assert any(t == "comm_msg" for t, _ in comm_messages)
+    ids = {display_id for display_id, _ in published}
+    assert ids == {view.display_id}  # one output, updated in place: no second summary
+    states = [bundle[MIME] for _, bundle in published]
+    # while it ran: partial counts that add up, the percentage of inputs over, the pool
+    for state in states[1:-1]:
+        c = state["counts"]
+        assert c["done"] + c["failed"] + c["cancelled"] + c["running"] + c["pending"] == 40
+        assert state["percent"] == pytest.approx(100 * (c["done"] + c["failed"]) / 40)
+        assert not state["final"]
+    assert any(0 < s["counts"]["done"] < 36 for s in states)
+    assert any(s["pool_text"].startswith("pool: ") for s in states)
+    assert any(r["status"] == "running" for s in states for r in s["rows"])
+    # after: a static summary with every count, the failures and their first lines
+    final, bundle = states[-1], published[-1][1]
+    assert final["final"] and final["status"] == "failed" and final["eta"] is None
+    assert (final["counts"]["done"], final["counts"]["failed"]) == (36, 4)
+    assert [f["index"] for f in final["failures"]] == [3, 13, 23, 33]
+    assert final["summary"].startswith("slow: 40 inputs · 36 done · 4 failed in ")
+    assert bundle["text/plain"] == final["summary"]
+    assert "input 13: ValueError(&#x27;bad 13&#x27;)" in bundle["text/html"]
+    # the drill-down: a failure's traceback and output, a result's output
+    rows = {r["index"]: r for r in final["rows"]}
+    assert (
+        "raise ValueError" in rows[13]["traceback"]
+        and "ValueError: bad 13" in rows[13]["traceback"]
+    )
+    assert rows[39]["output"] == "ok 39\n" and rows[39]["status"] == "done"
+    assert "application/vnd.jupyter.widget-view+json" not in bundle  # nothing to lose
+    assert "slow: 40 inputs" not in capsys.readouterr().out  # no second, printed summary
 
 
-def test_a_map_of_20000_fast_inputs_sends_a_bounded_number_of_widget_updates(comm_messages):
-    view = MapWidget()
-    opened = len(comm_messages)
+def test_a_map_of_20000_fast_inputs_sends_a_bounded_number_of_small_updates(published):
+    view = MapDisplay()
     started = time.monotonic()
     assert sum(1 for _ in _map(fast, 20_000, view)) == 20_000
     elapsed = time.monotonic() - started
-    updates = [m for t, m in comm_messages[opened:] if t == "comm_msg"]
-    # six models at most change per redraw, and redraws come at most every REFRESH_INTERVAL
-    bound = 6 * (elapsed / REFRESH_INTERVAL + 3)
-    assert len(updates) <= bound, (len(updates), elapsed)
-    assert view.bar.value == 20_000
-    assert "20,000/20,000 done" in view.counts.value
+    # shown, redrawn at most every REFRESH_INTERVAL (one more as it ends), then the summary
+    assert len(published) <= elapsed / REFRESH_INTERVAL + 4, (len(published), elapsed)
+    assert max(len(json.dumps(bundle)) for _, bundle in published) < 100_000
+    assert published[-1][1][MIME]["counts_text"].startswith("20,000/20,000 done")
 
 
 def test_the_view_redraws_while_no_result_arrives():
     view = RecordingView()
     assert list(_map(sleepy, 1, view)) == [0]  # warm the worker
     view = RecordingView()
-    results = MapResults(sleepy, _zip_inputs(([1.2],), None), True, False, None, view)
+    results = MapResults(sleepy, zip_inputs(([1.2],), None), True, False, None, view)
     assert list(results) == [1.2]
     waiting = [t for t, done, _ in view.draws if done == 0]
     assert len(waiting) >= 3  # woken at REFRESH_INTERVAL while the one input ran
     gaps = [b - a for a, b in itertools.pairwise(waiting)]
     assert all(gap >= REFRESH_INTERVAL * 0.9 for gap in gaps)
-    assert view.shown == 1 and view.outcome is None
+    assert view.shown == 1 and view.outcome == Outcome("done")
     assert view.draws[-1][2] is not None and view.draws[-1][2]["containers"]["idle"] == 1
 
 
-def test_a_map_stopped_early_or_failing_says_so():
+def test_a_map_stopped_early_or_failing_says_so_and_counts_the_rest_cancelled():
     view = RecordingView()
     it = iter(_map(slow, 30, view))
     next(it)
     it.close()
-    assert view.outcome is not None and view.outcome.startswith("stopped early")
+    assert view.outcome is not None and view.outcome.status == "stopped"
+    assert view.outcome.text == "stopped early (the rest was cancelled)"
+    c = view.snaps[-1].counts
+    assert c.done + c.failed + c.cancelled == 30 and c.cancelled > 0 and c.pending == 0
     view = RecordingView()
     with pytest.raises(ValueError, match="bad 3"):
         list(_map(slow, 10, view, return_exceptions=False))
-    assert view.outcome == "stopped by ValueError"
+    assert view.outcome == Outcome("failed", "stopped by ValueError (the rest was cancelled)")
+    c = view.snaps[-1].counts
+    assert c.failed == 1 and c.done + c.failed + c.cancelled == 10  # never "9 failed"
 
 
-def test_the_widget_says_which_limit_throttles_the_map(fresh_plane):
+def test_the_view_says_which_limit_throttles_the_map(fresh_plane):
     fresh_plane(NBSCALE_MAX_PENDING_INPUTS="4")
     backlog = sleepy.spawn_map([0.3] * 6)  # one runs, five wait: over the limit of 4
     wait_until(lambda: sleepy.get_current_stats().backlog >= 4)
+    lines: list[str] = []
 
-    class PoolLines(MapWidget):
-        lines: list[str] = []
+    class PoolLines(RecordingView):
+        def draw(self, snap: Snapshot, pool: Any, call: CallInfo) -> None:
+            lines.append(render.pool_line(pool, snap.throttled_by))
 
-        def draw(self, progress: CallProgress, pool: Any) -> None:
-            super().draw(progress, pool)
-            self.lines.append(self.pool.value)
-
-    view = PoolLines()
-    results = MapResults(sleepy, _zip_inputs(([0.0, 0.0],), None), True, False, None, view)
+    results = MapResults(sleepy, zip_inputs(([0.0, 0.0],), None), True, False, None, PoolLines())
     assert list(results) == [0.0, 0.0]  # held back until the backlog drained, then done
-    throttled = [line for line in view.lines if "throttled by the limit of" in line]
+    throttled = [line for line in lines if "throttled by the limit of" in line]
     assert throttled and "4 pending inputs per function" in throttled[0]
-    assert "throttled" not in view.lines[-1]
+    assert "throttled" not in lines[-1]
     assert backlog.get(timeout=10, index=5) == 0.3
 
 
@@ -200,8 +214,10 @@ def test_the_text_bar_on_stderr(progress_setting, capsys):
     assert "slow: 40 inputs · 36 done · 4 failed in " in err.splitlines()[-1]
     stream = io.StringIO()
     bar = TextBar(stream)
-    progress = CallProgress("f", total=10, submitted=10, done=5)
-    bar.draw(progress, None)
+    progress = CallProgress("f", total=10)
+    progress.sent(10, None)
+    progress.finished([(i, "done", i, "wk-1", 1, 0.1, "", "") for i in range(5)])
+    bar.draw(progress.snapshot(), None, CallInfo())
     line = stream.getvalue()
     assert line.startswith("f [##########..........]  50% · 5/10 done · ") and line.endswith("\n")
     assert "\r" not in line
@@ -245,32 +261,46 @@ def test_piped_status_lines_come_a_few_a_second_and_the_last_one_is_never_held_b
     assert stream.getvalue().splitlines() == ["step 0", "step 99", "step 100", "finished"]
 
 
-def test_the_widget_says_what_runs_the_workers_and_why(comm_messages):
-    view = MapWidget()
+def test_the_view_says_what_runs_the_workers_and_why(published):
+    view = MapDisplay()
     assert list(_map(fast, 3, view)) == [0, 1, 2]
     info = nbscale.status()
     assert info["launcher_reason"] == "launcher=process"  # conftest's setting
-    assert view.pool.value.endswith("workers: local processes (launcher=process)</span>")
+    assert published[-1][1][MIME]["pool_text"].endswith(
+        "workers: local processes (launcher=process)"
+    )
 
 
-def test_for_each_and_async_maps_drive_the_view_too(progress_setting, capsys):
+def test_for_each_and_async_maps_drive_the_view_too_with_their_totals(progress_setting, published):
     nbscale.config(progress="widget")
     assert fast.for_each(range(5)) is None
-    assert "fast: 5 inputs · 5 done" in capsys.readouterr().out
+    assert published[-1][1][MIME]["summary"].startswith("fast: 5 inputs · 5 done")
+    assert published[0][1][MIME]["counts"]["total"] == 5  # len(), known from the start
 
     async def consume() -> list[int]:
         values = [v async for v in fast.map.aio(range(3))]
-        await fast.for_each.aio(range(4))
+        await fast.for_each.aio((x for x in range(4)), total=4)  # no len(): total= says
         return values
 
+    published.clear()
     assert asyncio.run(consume()) == [0, 1, 2]
-    out = capsys.readouterr().out
-    assert "fast: 3 inputs · 3 done" in out and "fast: 4 inputs · 4 done" in out
+    summaries = [b[MIME]["summary"] for _, b in published if b[MIME]["final"]]
+    assert summaries[0].startswith("fast: 3 inputs · 3 done")
+    assert summaries[1].startswith("fast: 4 inputs · 4 done")
+    assert all(b[MIME]["counts"]["total"] in (3, 4) for _, b in published)
+
+
+def test_without_a_known_total_there_is_no_percentage(progress_setting, published):
+    nbscale.config(progress="widget")
+    assert list(fast.map(x for x in range(50))) == list(range(50))
+    unknown = [b[MIME] for _, b in published if b[MIME]["counts"]["total"] is None]
+    assert unknown and all(s["percent"] is None and s["eta"] is None for s in unknown)
+    assert published[-1][1][MIME]["counts"]["total"] == 50  # known once they ran out
 
 
 def test_progress_off_adds_nothing_to_a_map(progress_setting):
     nbscale.config(progress="off")
-    results = MapResults(fast, _zip_inputs((range(100),), None), True, False)
+    results = MapResults(fast, zip_inputs((range(100),), None), True, False)
     assert list(results) == list(range(100))
     assert results.progress is None
     assert results.invocation is not None and results.invocation.progress is None
@@ -313,28 +343,12 @@ def test_auto_means_widget_in_a_kernel_text_on_a_terminal_else_off(monkeypatch):
     assert choice.resolve("text") == "text"
 
 
-def test_render_of_counts_gpus_and_limits():
-    progress = CallProgress("f", total=100, submitted=60, done=40, failed=2)
-    line = render.counts_line(progress)
-    assert line.startswith("40/100 done · 2 failed · 0 running · 18 pending · ")
-    assert "ETA" in line
+def test_render_of_gpus_and_durations():
     gpus = [
         {"name": "NVIDIA A100", "utilization": 30},
         {"name": "NVIDIA A100", "utilization": 40},
     ]
     assert render.gpus_text(gpus) == "2 x NVIDIA A100 (35% busy)"
-    pool = {
-        "containers": {"starting": 1, "busy": 2, "idle": 0, "draining": 0},
-        "num_total_runners": 3,
-        "backlog": 7,
-        "gpus": gpus,
-        "status": "scaling up to 3",
-    }
-    assert render.pool_line(pool, "1,000 inputs in flight per map") == (  # type: ignore[arg-type]
-        "pool: 3 containers (1 starting, 2 busy, 0 idle) · 7 waiting · "
-        "GPUs: 2 x NVIDIA A100 (35% busy) · throttled by the limit of 1,000 inputs in flight "
-        "per map · scaling up to 3"
-    )
     assert render.duration(125) == "2 min 5 s"
 
 

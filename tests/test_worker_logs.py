@@ -27,7 +27,7 @@ def chatty(x):
 
 def _stream() -> tuple[io.StringIO, capture._RoutingStream]:
     log = io.StringIO()
-    return log, capture._RoutingStream(log)
+    return log, capture._RoutingStream(log, 0)
 
 
 def test_each_line_of_an_input_names_its_time_and_input_and_reads_back() -> None:
@@ -38,7 +38,7 @@ def test_each_line_of_an_input_names_its_time_and_input_and_reads_back() -> None
     stream.write("a line in ")
     stream.write("three pieces")
     stream.write("\nand two\nmore\n")
-    captured = capture.finish(token)
+    captured, _ = capture.finish(token)
     print("outside any input", file=stream)
     # the caller gets the text as printed; the log gets each line stamped once
     assert captured == "first\na line in three pieces\nand two\nmore\n"

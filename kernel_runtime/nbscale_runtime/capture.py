@@ -26,10 +26,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-# The current input's captured text, as a list of written pieces (cheaper to start than a
-# StringIO, and most inputs print nothing), with the input's call id and index: a tuple,
-# so that an input that prints nothing costs 20 ns more than the bare list, not a label.
-_Current = tuple[list[str], str, int]
+# The current input's captured text, as lists of written pieces for stdout and stderr
+# (cheaper to start than a StringIO, and most inputs print nothing), with the input's call
+# id and index, and both streams' pieces in order (what the running input's view streams): a
+# tuple, so that an input that prints nothing costs little more than the bare lists, not a
+# label. It also says which input runs: ``current_input``.
+_Current = tuple[list[str], list[str], str, int, list[str]]  # stdout, stderr, call, index, both
 _current: contextvars.ContextVar[_Current | None] = contextvars.ContextVar(
     "nbscale_capture", default=None
 )
@@ -86,15 +88,17 @@ def _as_shown(text: str) -> str:
 
 
 class _RoutingStream(io.TextIOBase):
-    def __init__(self, fallback: TextIO) -> None:
+    def __init__(self, fallback: TextIO, stream: int) -> None:
         self._fallback = fallback
+        self._stream = stream  # 0: stdout, 1: stderr (its list in ``_Current``)
         self._line_start = True  # the next text written begins a line of the log
         self._failing: str | None = None  # why the log cannot be written, once noted
 
     def write(self, text: str) -> int:
         current = _current.get()
         if current is not None:
-            current[0].append(text)  # goes back to the caller with the input's result
+            current[self._stream].append(text)  # type: ignore[union-attr]  # back to the caller
+            current[4].append(text)  # both streams in order, for the running input's view
         # and to the worker's own log too, where `nbscale logs` and the sidebar read it
         if text:
             try:
@@ -112,7 +116,7 @@ class _RoutingStream(io.TextIOBase):
         if not self._line_start and "\n" not in body:
             self._line_start = ends
             return text  # the rest of a line already begun (print's own "\n", say)
-        prefix = line_prefix(time.time(), *(current[1:] if current else (None, 0)))
+        prefix = line_prefix(time.time(), *(current[2:4] if current else (None, 0)))
         stamped = body.replace("\n", "\n" + prefix) + ("\n" if ends else "")
         head = prefix if self._line_start else ""
         self._line_start = ends
@@ -158,16 +162,46 @@ class _RoutingStream(io.TextIOBase):
 def install() -> None:
     """Route this process's stdout/stderr through the per-input capture."""
     if not isinstance(sys.stdout, _RoutingStream):
-        sys.stdout = _RoutingStream(sys.stdout)  # type: ignore[assignment]
-        sys.stderr = _RoutingStream(sys.stderr)  # type: ignore[assignment]
+        sys.stdout = _RoutingStream(sys.stdout, 0)  # type: ignore[assignment]
+        sys.stderr = _RoutingStream(sys.stderr, 1)  # type: ignore[assignment]
+
+
+def installed() -> bool:
+    """Whether this process is a worker (its streams routed by ``install``)."""
+    return isinstance(sys.stdout, _RoutingStream)
+
+
+# What each running input printed so far, by (call id, index): the worker's pulse thread
+# reads it to stream a running input's output to its caller.
+_running: dict[tuple[str, int], list[str]] = {}
 
 
 def start(call_id: str, index: int) -> contextvars.Token[Any]:
-    """Begin capturing for the input running in this thread or task."""
-    return _current.set(([], call_id, index))
+    """Begin capturing for the input running in this thread or task (:func:`so_far` finds
+    what it printed while it runs)."""
+    printed: list[str] = []  # stdout and stderr together, as written
+    _running[(call_id, index)] = printed
+    return _current.set(([], [], call_id, index, printed))
 
 
-def finish(token: contextvars.Token[Any]) -> str:
+def finish(token: contextvars.Token[Any]) -> tuple[str, str]:
+    """What the input wrote to stdout and to stderr, and the capture ended."""
     current = _current.get()
     _current.reset(token)
-    return "".join(current[0]) if current and current[0] else ""
+    if current is None:
+        return "", ""
+    _running.pop((current[2], current[3]), None)
+    return "".join(current[0]), "".join(current[1])
+
+
+def current_input() -> tuple[str, int] | None:
+    """The call id and index of the input running in this thread or task, if any."""
+    current = _current.get()
+    return None if current is None else (current[2], current[3])
+
+
+def so_far(key: tuple[str, int]) -> list[str]:
+    """What the running input ``key`` printed so far (stdout and stderr), as written pieces
+    (a copy: safe to read from another thread while it prints)."""
+    pieces = _running.get(key)
+    return list(pieces) if pieces else []

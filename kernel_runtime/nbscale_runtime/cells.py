@@ -82,3 +82,9 @@ def run_cell(
         else:
             unpicklable.append(name)
     return {"value": value, "names": names, "unpicklable": unpicklable}
+
+
+def map_cell(source: str, filename: str, namespace: dict[str, Any], bind: tuple[str, Any]) -> Any:
+    """``%%nbscale --map``: run the cell with one element bound; its result is the value of
+    the cell's last expression (a ``RemoteRepr`` if it does not pickle), nothing else."""
+    return run_cell(source, filename, namespace, [], bind)["value"]

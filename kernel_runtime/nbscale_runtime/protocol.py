@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 5
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -36,6 +36,9 @@ STATUS_CANCELLED = "cancelled"
 STATUS_INIT_FAILED = "init-failed"  # the function could not be loaded on the worker
 STATUS_REJECTED = "rejected"  # the control plane refused it (e.g. version mismatch)
 STATUS_SERIALIZATION = "serialization-error"  # the result could not be pickled
+STATUS_ENTER_FAILED = "enter-failed"  # a class's @enter raised on every start tried
+# A value a generator yielded: not final, the input runs on; its final row follows.
+STATUS_YIELD = "yield"
 
 # Error kinds: the client exception (``nbscale.exceptions``, by class name) that a refused
 # request (``Reply.error[0]``) or a rejected input's record (``{"kind", "message"}``) becomes.
@@ -46,6 +49,7 @@ ERROR_VERSION_MISMATCH = "VersionMismatchError"
 ERROR_LAUNCH = "LaunchError"
 ERROR_CALL_CANCELLED = "CallCancelledError"
 ERROR_CONTROL_PLANE = "ControlPlaneError"
+ERROR_DEADLOCK = "DeadlockError"
 ERROR_KINDS = frozenset(
     {
         ERROR_INVALID,
@@ -55,6 +59,7 @@ ERROR_KINDS = frozenset(
         ERROR_LAUNCH,
         ERROR_CALL_CANCELLED,
         ERROR_CONTROL_PLANE,
+        ERROR_DEADLOCK,
     }
 )
 
@@ -72,7 +77,8 @@ RUN_INDEX = 1
 RUN_ATTEMPT = 2
 RUN_WHERE = slice(3, 6)
 
-# outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]
+# outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout,
+#           stderr]
 OUT_CALL_ID = 0
 OUT_INDEX = 1
 OUT_ATTEMPT = 2
@@ -81,6 +87,7 @@ OUT_WHERE = slice(4, 7)
 OUT_DURATION = 7  # seconds the attempt ran
 OUT_WORKER_ID = 8  # "" when no worker ran it (rejected by the control plane)
 OUT_STDOUT = 9  # what the attempt printed
+OUT_STDERR = 10  # what it wrote to stderr
 
 # progress ``running``: [worker_id, [index, ...]]; ``retrying``: [index, attempt, status]
 PROGRESS_WORKER_ID = 0
@@ -88,6 +95,15 @@ PROGRESS_INDICES = 1
 RETRY_INDEX = 0
 RETRY_ATTEMPT = 1
 RETRY_STATUS = 2
+
+# streaming (a worker's, and progress ``streaming``): an input running now, when it started
+# (seconds since the epoch) and what it printed since the last report:
+# [call_id, index, attempt, started_at, text]
+STREAM_CALL_ID = 0
+STREAM_INDEX = 1
+STREAM_ATTEMPT = 2
+STREAM_STARTED = 3
+STREAM_TEXT = 4
 
 
 def output_row(
@@ -99,10 +115,23 @@ def output_row(
     duration: float = 0.0,
     worker_id: str = "",
     stdout: str = "",
+    stderr: str = "",
 ) -> list[Any]:
     """An ``outputs`` row; ``where`` is its (offset, length, nbufs) in the payload."""
     offset, length, nbufs = where
-    return [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout]
+    return [
+        call_id,
+        index,
+        attempt,
+        status,
+        offset,
+        length,
+        nbufs,
+        duration,
+        worker_id,
+        stdout,
+        stderr,
+    ]
 
 
 _REGISTRY: dict[str, type[Message]] = {}
@@ -190,6 +219,9 @@ class SubmitInputs(Message):
     items: list[list[int]]
     total: int | None = None
     progress: bool = False  # the caller wants ``progress`` messages for a live view
+    # [call id, index] of the input whose code makes this call, when a worker makes it:
+    # the call is its child (the call graph; cancelling the parent cancels it)
+    parent: list[Any] | None = None
 
 
 @op("cancel-call")
@@ -271,11 +303,34 @@ class Outputs(Message):
 class Progress(Message):
     """Where a call's inputs are, for live views: ``running`` rows (``PROGRESS_*``) say which
     inputs were handed to which worker; ``retrying`` rows (``RETRY_*``) those that failed an
-    attempt and are queued again."""
+    attempt and are queued again; ``streaming`` rows (``STREAM_*``) those a worker runs now,
+    since when, and what they printed lately."""
 
     call_id: str
     running: list[list[Any]]
     retrying: list[list[Any]]
+    streaming: list[list[Any]] = dataclasses.field(default_factory=list)
+
+
+@op("detach")
+class Detach(Message):
+    """To a call's caller: the call was detached (from the REST API). Its outputs are kept
+    on the control plane from now on; the caller stops waiting and says, with
+    ``detach-call``, which results it already has."""
+
+    call_id: str
+
+
+@op("detach-call")
+class DetachCall(Message):
+    """A detached call's caller, once: ``delivered`` ([start, end) ranges of indices) are
+    the inputs whose results it returned to its user; ``items`` (``OUT_*`` rows, payload
+    [blob, *buffers]) are results it received but did not return, to keep with the rest."""
+
+    rid: int
+    call_id: str
+    delivered: list[list[int]]
+    items: list[list[Any]]
 
 
 # --- worker <-> control plane -------------------------------------------------------------
@@ -341,6 +396,15 @@ class Heartbeat(Message):
     stats: dict[str, Any]
 
 
+@op("streaming")
+class Streaming(Message):
+    """From a worker's pulse, now and then (never per input): ``rows`` (``STREAM_*``) are
+    inputs it runs now that it had not reported yet, or that printed since."""
+
+    worker_id: str
+    rows: list[list[Any]]
+
+
 @op("pong")
 class Pong(Message):
     """The control plane's answer to a heartbeat (to the worker's pulse connection): a worker
@@ -352,6 +416,33 @@ class CancelInputs(Message):
     call_id: str
 
 
+@op("lend-slot")
+class LendSlot(Message):
+    """The worker's input waits on calls of its own (a nested ``.remote``, ``.map``, ...):
+    it lends its slot. The control plane counts it out of its pool's and the total cap
+    (another worker may start in its place), sends it nothing more, and takes back the
+    inputs it holds but does not run (``running``: [call_id, index, attempt] rows), which
+    ``slot-lent`` lists."""
+
+    worker_id: str
+    running: list[list[Any]]
+
+
+@op("slot-lent")
+class SlotLent(Message):
+    """The answer to ``lend-slot``, after every ``run-inputs`` sent before it: the
+    [call_id, index] of the inputs taken back, which the worker drops."""
+
+    taken: list[list[Any]]
+
+
+@op("rejoin")
+class Rejoin(Message):
+    """The worker's nested calls are done: it counts again, and may be sent inputs."""
+
+    worker_id: str
+
+
 @op("shutdown")
 class Shutdown(Message):
     reason: str
@@ -361,7 +452,9 @@ class Shutdown(Message):
 class Goodbye(Message):
     """The worker is exiting on purpose; what it did not report is not its inputs' fault.
 
-    Payload: [exception record] when ``reason`` is "init-failed"."""
+    Payload: [exception record] when ``reason`` is "init-failed" (the function could not be
+    loaded) or "enter-failed" (a class's ``@enter`` raised, or outlived its startup
+    timeout)."""
 
     worker_id: str
     reason: str

@@ -12,6 +12,7 @@ traceback.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import traceback
 from collections.abc import Iterable, Sequence
@@ -149,12 +150,16 @@ def _view(frame: Any) -> memoryview:
 # --- exceptions ---------------------------------------------------------------------------
 
 
-def dump_exception(exc: BaseException, skip_frames: int = 0) -> bytes:
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def dump_exception(exc: BaseException, skip_runtime: bool = False) -> bytes:
     """Everything the caller needs to re-raise ``exc`` as its own type with remote frames.
 
     The exception object is pickled on its own so that an unpicklable exception still sends
     its type name, message and traceback text. The frames travel as tblib's plain dicts
-    (``tblib.Traceback.from_dict`` rebuilds them), with no locals.
+    (``tblib.Traceback.from_dict`` rebuilds them), with no locals. ``skip_runtime``
+    leaves out the worker's frames at the top.
     """
     try:
         exc_bytes: bytes | None = dumps(exc)
@@ -162,9 +167,13 @@ def dump_exception(exc: BaseException, skip_frames: int = 0) -> bytes:
     except Exception:
         exc_bytes = None
     tb = exc.__traceback__
-    for _ in range(skip_frames):
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
+    while (  # the worker's own frames above the user's code say nothing to the user
+        skip_runtime
+        and tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR)
+    ):
+        tb = tb.tb_next
     frames, left_out = traceback_record(tb)
     record = {
         "exc": exc_bytes,

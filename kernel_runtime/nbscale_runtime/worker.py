@@ -41,7 +41,7 @@ import zmq
 if TYPE_CHECKING:
     import asyncio
 
-from . import capture, protocol
+from . import batching, capture, nested, protocol
 from .link import Link, connect
 from .nvml import GpuMonitor
 from .protocol import (
@@ -53,11 +53,13 @@ from .protocol import (
     STATUS_ERROR,
     STATUS_OK,
     STATUS_SERIALIZATION,
+    STATUS_YIELD,
     output_row,
 )
 from .pulse import Pulse
 from .register import RegisterWriter
 from .serialization import PayloadWriter, dump_exception, load, split_payload
+from .service import ClassService, call, call_async, run_alone
 
 # Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
 # to hide a round trip to the control plane, small enough to keep the load balanced.
@@ -68,6 +70,11 @@ _MAX_PREFETCH = 1000
 _ONE_AHEAD_BELOW = 0.1
 _FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
 _PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
+
+
+# Set in a worker's environment (to its id), and so in its children's: ``nbscale.is_local()``
+# reads it.
+WORKER_ID_ENV = "NBSCALE_WORKER_ID"
 
 
 class InputCancelled(BaseException):
@@ -109,6 +116,8 @@ class _Input:
     attempt: int
     data: Any
     buffers: list[Any]
+    arrived: float = 0.0  # monotonic, when it reached this worker
+    loaded: Any = None  # its (args, kwargs), once unpickled ahead of its run (batching)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -120,6 +129,7 @@ class Worker:
         self.cfg = cfg
         self.data = cfg.connect(cfg.worker_id)
         self.fn: Any = None
+        self.function_id: str | None = None
         self.timeout = 300.0
         self.slots = 1
         self.mode = "inline"  # "inline" | "threads" | "async"
@@ -134,9 +144,16 @@ class Worker:
         self.confirm_first: set[tuple[str, int]] = set()  # say "started", then run
         self.demand = 0  # inputs asked for and not yet received
         self.avg_seconds: float | None = None
-        self.done: collections.deque[tuple[_Input, str, Any, float, str]] = collections.deque()
+        # (input, status, result, seconds, (stdout, stderr)), to send
+        self.done: collections.deque[tuple[_Input, str, Any, float, tuple[str, str]]] = (
+            collections.deque()
+        )
+        self.batcher: batching.Batcher | None = None
+        self.batch_due: float | None = None  # seconds until a waiting batch is due
+        self.starting_until: float | None = None  # monotonic deadline of a class's @enter
         self.draining = False
         self.stop_now = False
+        self.slot_lent = False  # the control plane took the slot back (``nested.py``)
         self.last_flush = time.perf_counter()
         self.wake_r, self.wake_w = os.pipe()
         self.executor: concurrent.futures.Executor | None = None
@@ -150,6 +167,7 @@ class Worker:
 
     def run(self) -> int:
         capture.install()
+        nested.install(self)  # for code of ours that calls functions: they reach us
         self.register.watch_self_signals()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGUSR1, self._on_cancel_signal)
@@ -176,8 +194,7 @@ class Worker:
         while not self.stop_now:
             if self.draining and not self.running and not self.done:
                 break
-            can_start = self.queue and (self.mode == "inline" or len(self.running) < self.slots)
-            events = dict(poller.poll(0 if can_start or self.done else 100))
+            events = dict(poller.poll(self._poll_ms()))
             if self.wake_r in events:
                 os.read(self.wake_r, 4096)
             if self.data.pollable in events:
@@ -186,8 +203,31 @@ class Worker:
             self._maybe_flush()
             self._ask_for_inputs()
         self._flush()
+        if isinstance(self.fn, ClassService):  # scaled down, stopped or SIGTERM: its @exit
+            self.fn.stop(self._run_coroutine)
         self._send(protocol.Goodbye(self.cfg.worker_id, "drained"))
         self.data.close()
+
+    def _poll_ms(self) -> int:
+        """How long the loop may wait for a message: not at all when it has work to start
+        or outputs to send; until a waiting batch is due; else 100 ms."""
+        if self.done:
+            return 0
+        if self.mode == "batched":
+            if self.batch_due is not None:
+                return max(1, min(100, math.ceil(self.batch_due * 1000)))
+            return 0 if self.queue else 100
+        can_start = self.queue and (self.mode == "inline" or len(self.running) < self.slots)
+        return 0 if can_start else 100
+
+    def _run_coroutine(self, coro: Any) -> Any:
+        """Run an async ``@enter``/``@exit`` to its end: on the worker's loop when it has
+        one (so the instance's loop-bound state stays usable by its async methods)."""
+        if self.async_loop is None:
+            return run_alone(coro)
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.async_loop).result()
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.draining = True
@@ -214,7 +254,17 @@ class Worker:
                 self.draining = True
             elif isinstance(msg, protocol.Proceed):
                 proceed = True
+            elif isinstance(msg, protocol.SlotLent):
+                self._drop_taken(msg.taken)
         return proceed
+
+    def _drop_taken(self, taken: list[list[Any]]) -> None:
+        """The control plane took these back while this worker lent its slot."""
+        keys = {(call_id, index) for call_id, index in taken}
+        self.queue = collections.deque(i for i in self.queue if i.key not in keys)
+        self.confirm_first -= keys
+        self.demand = 0
+        self.slot_lent = True
 
     def _confirm_start(self, item: _Input) -> None:
         """Say we start ``item`` and wait until the control plane has noted it: should the
@@ -232,6 +282,7 @@ class Worker:
         for path in msg.sys_path:
             if path not in sys.path and os.path.isdir(path):
                 sys.path.append(path)
+        self.function_id = msg.function_id  # before loading: the function may call itself
         try:
             self.fn = load(payload[0])
         except BaseException as exc:
@@ -241,7 +292,12 @@ class Worker:
             return
         self.timeout = msg.timeout
         self.slots = max(1, msg.max_inputs)
-        if msg.is_async:
+        batched = batching.settings_of(self.fn)
+        if batched:  # its batches run on this thread; a slot per input of the largest
+            self.mode = "batched"
+            self.batcher = batching.Batcher(self, batched)
+            self.slots = max(self.slots, *(size for size, _ in batched.values()))
+        elif msg.is_async:
             self.mode = "async"
             import asyncio  # here: most workers never need it, and it costs 30 ms to import
 
@@ -252,12 +308,30 @@ class Worker:
             self.executor = concurrent.futures.ThreadPoolExecutor(self.slots)
         self.slot_writers = [self.register.slot(n) for n in range(self.slots)]
         self.free_slots = list(range(self.slots - 1, -1, -1))
+        if isinstance(self.fn, ClassService):
+            self._enter(self.fn)
+
+    def _enter(self, service: ClassService) -> None:
+        """Build the class's instance and run its ``@enter`` hooks before the first input,
+        within its startup timeout (the pulse thread ends a worker that outlives it). When
+        they raise, the worker leaves saying why; the control plane breaks the pool after
+        a few such starts."""
+        self.starting_until = time.monotonic() + service.startup_timeout
+        try:
+            service.start(self._run_coroutine)
+        except BaseException as exc:
+            record = dump_exception(exc, skip_runtime=True)
+            self._send(protocol.Goodbye(self.cfg.worker_id, "enter-failed"), [record])
+            self.fn, self.stop_now = None, True  # it asks for nothing and runs nothing
+        finally:
+            self.starting_until = None
 
     def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
         parts = split_payload(payload, [item[RUN_WHERE] for item in msg.items])
+        now = time.monotonic()
         for item, (data, buffers) in zip(msg.items, parts, strict=False):
             self.queue.append(
-                _Input(item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT], data, buffers)
+                _Input(item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT], data, buffers, now)
             )
             if msg.confirm:
                 self.confirm_first.add((item[RUN_CALL_ID], item[RUN_INDEX]))
@@ -293,6 +367,9 @@ class Worker:
     def _run_some(self) -> None:
         if self.fn is None:
             return
+        if self.batcher is not None:
+            self.batch_due = self.batcher.run_some()
+            return
         if self.mode == "inline":
             deadline = time.perf_counter() + _FLUSH_INTERVAL
             while self.queue and not self.stop_now:
@@ -318,7 +395,7 @@ class Worker:
         token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
-            result: Any = self.fn(*args, **kwargs)
+            result: Any = call(self.fn, args, kwargs, lambda value: self.yielded(item, value))
             status = STATUS_OK
         except InputCancelled:
             result, status = None, STATUS_CANCELLED
@@ -327,9 +404,9 @@ class Worker:
         finally:
             finish_slot()
             self.inline_key = None
-            stdout = capture.finish(token)
+            printed = capture.finish(token)
             del self.running[key]
-        self._record(item, status, result, time.monotonic() - started, stdout)
+        self.record(item, status, result, time.monotonic() - started, printed)
 
     def _start_concurrent(self, item: _Input) -> None:
         if item.call_id in self.cancelled:
@@ -356,12 +433,12 @@ class Worker:
         token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
-            result: Any = self.fn(*args, **kwargs)
+            result: Any = call(self.fn, args, kwargs, lambda value: self.yielded(item, value))
             status = STATUS_OK
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
-        stdout = capture.finish(token)
-        self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
+        printed = capture.finish(token)
+        self._finish_concurrent(item, status, result, time.perf_counter() - started, printed)
 
     async def _run_async(self, item: _Input) -> None:
         import asyncio
@@ -370,17 +447,18 @@ class Worker:
         token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = load(item.data, item.buffers)
-            result: Any = await self.fn(*args, **kwargs)
+            emit = lambda value: self.yielded(item, value)  # noqa: E731
+            result: Any = await call_async(self.fn, args, kwargs, emit)
             status = STATUS_OK
         except asyncio.CancelledError:
             result, status = None, STATUS_CANCELLED
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
-        stdout = capture.finish(token)
-        self._finish_concurrent(item, status, result, time.perf_counter() - started, stdout)
+        printed = capture.finish(token)
+        self._finish_concurrent(item, status, result, time.perf_counter() - started, printed)
 
     def _finish_concurrent(
-        self, item: _Input, status: str, result: Any, seconds: float, stdout: str
+        self, item: _Input, status: str, result: Any, seconds: float, printed: tuple[str, str]
     ) -> None:
         # Runs on a pool thread or the asyncio thread: deque and list appends are thread-safe,
         # and the main thread only sends what is in ``done``.
@@ -389,13 +467,25 @@ class Worker:
             self.slot_writers[entry[2]][1]()
             self.free_slots.append(entry[2])
         self.async_tasks.pop(item.key, None)
-        self._record(item, status, result, seconds, stdout)
+        self.record(item, status, result, seconds, printed)
 
-    def _record(self, item: _Input, status: str, result: Any, seconds: float, out: str) -> None:
+    def record(
+        self, item: _Input, status: str, result: Any, seconds: float, printed: tuple[str, str]
+    ) -> None:
+        """An input ended: its outcome goes out with the next flush."""
         self.avg_seconds = (
             seconds if self.avg_seconds is None else (0.8 * self.avg_seconds + 0.2 * seconds)
         )
-        self.done.append((item, status, result, seconds, out))
+        self.done.append((item, status, result, seconds, printed))
+
+    def yielded(self, item: _Input, value: Any) -> None:
+        """A generator input yielded ``value``: it goes to the caller now (from the main
+        thread, sent at once; from another, the main thread is woken to send it)."""
+        self.done.append((item, STATUS_YIELD, value, 0.0, ("", "")))
+        if threading.get_ident() == self.main_thread:
+            self._flush()
+        else:
+            os.write(self.wake_w, b"x")
 
     def cancel_running(self, call_id: str) -> None:
         """Called from the pulse thread when the control plane cancels a call."""
@@ -422,10 +512,10 @@ class Worker:
         items = []
         worker_id = self.cfg.worker_id
         while self.done:
-            item, status, result, seconds, stdout = self.done.popleft()
+            item, status, result, seconds, (stdout, stderr) = self.done.popleft()
             if status == STATUS_ERROR:
-                where = writer.add_raw(dump_exception(result, skip_frames=1))
-            elif status == STATUS_OK:
+                where = writer.add_raw(dump_exception(result, skip_runtime=True))
+            elif status in (STATUS_OK, STATUS_YIELD):
                 try:
                     where = writer.add(result, self.max_result)
                 except Exception as exc:
@@ -443,6 +533,7 @@ class Worker:
                     seconds,
                     worker_id,
                     stdout,
+                    stderr,
                 )
             )
         self._send(protocol.Outputs(items, self._more_wanted()), writer.frames())
@@ -455,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of the worker's config file")
     args = parser.parse_args(argv)
     cfg = WorkerConfig.from_file(args.config)
+    os.environ[WORKER_ID_ENV] = cfg.worker_id
     return Worker(cfg).run()
 
 
-__all__ = ["InputCancelled", "Worker", "WorkerConfig", "main"]
+__all__ = ["WORKER_ID_ENV", "InputCancelled", "Worker", "WorkerConfig", "main"]

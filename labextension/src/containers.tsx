@@ -91,8 +91,16 @@ function ContainerRow(props: {
           )}
         </span>
         <span role="cell" className="nbscale-Container-state">
-          <span className={`nbscale-State nbscale-State-${worker.state}`}>
+          <span
+            className={`nbscale-State nbscale-State-${worker.state}`}
+            title={
+              worker.waiting_reason
+                ? `queued for resources; the scheduler's reason: ${worker.waiting_reason}`
+                : undefined
+            }
+          >
             {worker.state}
+            {worker.waiting_reason ? ` (${worker.waiting_reason})` : ''}
           </span>
         </span>
         <span

@@ -94,18 +94,23 @@ export function isCancellable(call: ICall): boolean {
   return !call.cancelled && !call.finished;
 }
 
-/** Containers by state, busiest first, leaving out empty states: "2 busy · 1 idle". */
+/** Containers by state, busiest first, leaving out empty states: "2 busy · 1 idle".
+ * Those queued by a scheduler (Slurm) are "waiting for resources". */
 export function formatContainers(containers: IContainersByState): string {
   const order: (keyof IContainersByState)[] = [
     'busy',
     'unresponsive',
     'idle',
     'starting',
+    'waiting',
     'draining'
   ];
   const parts = order
     .filter(state => containers[state] > 0)
-    .map(state => `${containers[state]} ${state}`);
+    .map(
+      state =>
+        `${containers[state]} ${state === 'waiting' ? 'waiting for resources' : state}`
+    );
   return parts.length > 0 ? parts.join(' · ') : 'no containers';
 }
 
@@ -266,7 +271,7 @@ export function formatCapHolders(
 ): string {
   return holders
     .map(holder => {
-      const states = (['busy', 'idle', 'starting'] as const)
+      const states = (['busy', 'idle', 'starting', 'waiting'] as const)
         .filter(state => holder[state] > 0)
         .map(state => `${holder[state]} ${state}`);
       const owner = ownerOf(holder.pool_id);
@@ -291,7 +296,9 @@ export function describeOwner(owner: IOwner): string {
 
 const LAUNCHERS: Record<IStatus['launcher'], string> = {
   process: 'local processes',
-  docker: 'Docker containers'
+  docker: 'Docker containers',
+  slurm: 'Slurm jobs',
+  kubernetes: 'Kubernetes Pods'
 };
 
 /** What runs the workers, in words: "Docker containers". */
@@ -324,6 +331,8 @@ export function describeEvent(event: IChangeEvent): string {
       return `pool ${pool} stopped`;
     case 'container-starting':
       return `${container} starting`;
+    case 'container-waiting':
+      return `${container} waiting for resources`;
     case 'container-started':
       return `${container} started`;
     case 'container-stopping':
@@ -335,6 +344,8 @@ export function describeEvent(event: IChangeEvent): string {
     }
     case 'call-cancelled':
       return `call ${shortId(event.call_id ?? '')} cancelled`;
+    case 'call-detached':
+      return `call ${shortId(event.call_id ?? '')} detached from its notebook`;
   }
 }
 

@@ -16,6 +16,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import iconSvg from '../style/icon.svg';
 import { IAutoscalerChanges } from './models';
 import { CurrentKernel } from './current';
+import { mapViewPlugin } from './mapview';
 import { SidebarModel } from './model';
 import { CommandIDs, NbscalePanel } from './sidebar';
 
@@ -148,4 +149,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, mapViewPlugin];

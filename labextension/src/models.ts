@@ -20,6 +20,8 @@
  * - `GET calls?limit=500&before=` -> `list[CallModel]`, newest first (`before`: a `seq`)
  * - `GET calls/{id}?start=0&limit=1000` -> `CallDetailModel`
  * - `DELETE calls/{id}` -> `CallModel` (cancelled)
+ * - `POST calls/{id}/detach` -> `CallModel` (a map detached from its caller: the caller
+ *   stops waiting, the call runs on and keeps its results for `FunctionCall.from_id`)
  * - `GET containers/{id}/logs?tail=200&after=CURSOR` -> `LogsModel`
  * - `WS events` -> a `SnapshotMessage`, then `ChangesMessage`s
  * - errors -> `ErrorModel` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
@@ -55,9 +57,14 @@ export type ApiModel =
   | IChangeEvent
   | ISnapshotMessage
   | IChangesMessage
+  | IMapCounts
+  | IMapAttempt
+  | IMapRow
+  | IMapFailure
+  | IMapState
   | IError;
 export type ContainerState =
-  'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
+  'waiting' | 'starting' | 'idle' | 'busy' | 'unresponsive' | 'draining';
 export type CallKind = 'map' | 'remote' | 'spawn';
 export type InputStatus =
   'pending' | 'running' | 'finished' | 'done' | 'failed' | 'cancelled';
@@ -66,10 +73,12 @@ export type EventType =
   | 'pool-updated'
   | 'pool-stopped'
   | 'container-starting'
+  | 'container-waiting'
   | 'container-started'
   | 'container-stopping'
   | 'container-stopped'
-  | 'call-cancelled';
+  | 'call-cancelled'
+  | 'call-detached';
 export type EventsMessage = ISnapshotMessage | IChangesMessage;
 
 /**
@@ -102,13 +111,13 @@ export interface IPool {
   function_id: string;
   settings: IAutoscalerSettings;
   /**
-   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+   * what the autoscaler is doing and why ("scaling up to 3", "stopped", ...), and how many workers wait for resources, with the scheduler's reasons ("; 1 waiting for resources (reason: Resources)")
    */
   status: string;
   backlog: number;
   num_running_inputs: number;
   /**
-   * workers starting or running (draining ones excluded)
+   * workers waiting, starting or running (not draining ones)
    */
   num_total_runners: number;
   /**
@@ -174,7 +183,11 @@ export interface IAutoscalerSettings {
 }
 export interface IContainersByState {
   /**
-   * launched, not registered yet
+   * queued by a scheduler (a pending Slurm job): waiting for resources
+   */
+  waiting: number;
+  /**
+   * launched (running, for a Slurm job), not registered yet
    */
   starting: number;
   idle: number;
@@ -209,6 +222,10 @@ export interface IContainer {
   image: string | null;
   state: ContainerState;
   /**
+   * while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
+   */
+  waiting_reason: string | null;
+  /**
    * the worker's process id where it runs (in its container), once registered
    */
   pid: number | null;
@@ -224,6 +241,9 @@ export interface IContainer {
   gpus: IGpu[];
   stats: IContainerStats;
 }
+/**
+ * One input of a call: its call's id and its index there.
+ */
 export interface IInputRef {
   call_id: string;
   index: number;
@@ -271,6 +291,7 @@ export interface IGpuSample {
 export interface ICapHolder {
   pool_id: string;
   function: string;
+  waiting: number;
   starting: number;
   idle: number;
   busy: number;
@@ -348,7 +369,16 @@ export interface ICall {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  /**
+   * detached from its caller (`POST calls/{id}/detach`): it runs on, its results kept
+   */
+  detached: boolean;
   owner: IOwner;
+  /**
+   * the call graph: the input whose code made this call on a worker (None: called from a kernel or script), and the calls this call's inputs made (cancelled with it)
+   */
+  parent: IInputRef | null;
+  children: string[];
 }
 /**
  * Then, at most a few times a second, what changed since the last message: pools and
@@ -383,7 +413,7 @@ export interface IChangeEvent {
  */
 export interface IStatus {
   version: string;
-  launcher: 'process' | 'docker';
+  launcher: 'process' | 'docker' | 'slurm' | 'kubernetes';
   launcher_reason: string;
 }
 /**
@@ -444,7 +474,16 @@ export interface ICallDetail {
   failed: number;
   cancelled: boolean;
   finished: boolean;
+  /**
+   * detached from its caller (`POST calls/{id}/detach`): it runs on, its results kept
+   */
+  detached: boolean;
   owner: IOwner;
+  /**
+   * the call graph: the input whose code made this call on a worker (None: called from a kernel or script), and the calls this call's inputs made (cancelled with it)
+   */
+  parent: IInputRef | null;
+  children: string[];
   pending: number;
   running: number;
   start: number;
@@ -497,6 +536,138 @@ export interface ILogs {
    * more lines came since `after` than `tail`: the oldest were left out
    */
   skipped: boolean;
+}
+/**
+ * Where a map's inputs are; done + failed + cancelled + running + pending is `total`
+ * when it is known, else `submitted`.
+ */
+export interface IMapCounts {
+  /**
+   * from len() of the inputs, total=, or once they ran out
+   */
+  total: number | null;
+  submitted: number;
+  done: number;
+  failed: number;
+  cancelled: number;
+  running: number;
+  pending: number;
+  retries: number;
+}
+/**
+ * One attempt of an input.
+ */
+export interface IMapAttempt {
+  number: number;
+  worker: string;
+  /**
+   * seconds after the map started, as the worker reported it
+   */
+  start: number | null;
+  duration: number | null;
+  /**
+   * running | ok | error | timeout | lost | cancelled | ...
+   */
+  outcome: string;
+}
+/**
+ * One input in the view's table, with its drill-down.
+ */
+export interface IMapRow {
+  index: number;
+  /**
+   * pending | queued | running | retrying | done | failed | cancelled
+   */
+  status: string;
+  worker: string;
+  attempt: number;
+  duration: number | null;
+  /**
+   * the duration in words ("1.2 ms")
+   */
+  time: string;
+  /**
+   * a short repr of its result or exception
+   */
+  summary: string;
+  /**
+   * the tail of what it printed (streamed while it runs)
+   */
+  output: string;
+  /**
+   * a failure's, as text
+   */
+  traceback: string;
+  attempts: IMapAttempt[];
+}
+export interface IMapFailure {
+  index: number;
+  /**
+   * the exception's short repr
+   */
+  line: string;
+}
+/**
+ * A map's view: its counts, its pool, its rows; `final` once it ended.
+ */
+export interface IMapState {
+  version: number;
+  function: string;
+  /**
+   * None until its inputs go out
+   */
+  call_id: string | null;
+  /**
+   * whose control plane runs it: "server" (the Jupyter server's: the view's Cancel and Detach buttons work) or "embedded" (the kernel's own); None before it starts
+   */
+  control_plane: string | null;
+  kernel_id: string | null;
+  /**
+   * preparing | running, then done | failed | cancelled | interrupted | stopped | detached, or lost (the kernel stopped before the map ended: the browser says so)
+   */
+  status: string;
+  final: boolean;
+  /**
+   * how an unfinished map ended, in words
+   */
+  outcome: string | null;
+  counts: IMapCounts;
+  /**
+   * of the inputs over; None while the total is unknown
+   */
+  percent: number | null;
+  /**
+   * inputs finished per second
+   */
+  rate: number;
+  /**
+   * seconds
+   */
+  elapsed: number;
+  /**
+   * seconds left; None without a total, and once it ended
+   */
+  eta: number | null;
+  /**
+   * seconds since the epoch
+   */
+  started: number;
+  counts_text: string;
+  pool_text: string;
+  throttled: boolean;
+  /**
+   * the line that stays, once it ended
+   */
+  summary: string | null;
+  /**
+   * a detached map's FunctionCall.from_id(...) line
+   */
+  resume: string | null;
+  rows: IMapRow[];
+  /**
+   * the first ones, for the summary
+   */
+  failures: IMapFailure[];
 }
 /**
  * Any error: `message` says what was wrong; `reason` is the HTTP reason.

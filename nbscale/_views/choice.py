@@ -1,6 +1,7 @@
 """Which view a map gets: the ``progress`` setting (``NBSCALE_PROGRESS`` or
-``nbscale.config(progress=...)``), where ``auto`` means the widget inside a Jupyter kernel,
-the text bar when stderr is a terminal, and nothing otherwise (scripts piped to a file, CI).
+``nbscale.config(progress=...)``), where ``auto`` means the notebook display inside a Jupyter
+kernel (the setting's name for it is ``widget``), the text bar when stderr is a terminal, and
+nothing otherwise (scripts piped to a file, CI).
 """
 
 from __future__ import annotations
@@ -20,19 +21,11 @@ def in_kernel() -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
-def _widgets_available() -> bool:
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def resolve(mode: str) -> str:
     """``widget``, ``text`` or ``off`` for a setting that may be ``auto``."""
     if mode != "auto":
         return mode
-    if in_kernel() and _widgets_available():
+    if in_kernel():
         return "widget"
     isatty = getattr(sys.stderr, "isatty", None)
     return "text" if isatty is not None and isatty() else "off"
@@ -44,9 +37,9 @@ def open_view() -> MapView | None:
     if mode == "off":
         return None
     if mode == "widget":
-        from .widget import MapWidget
+        from .display import MapDisplay
 
-        return MapWidget()
+        return MapDisplay()
     from .text import TextBar
 
     return TextBar()

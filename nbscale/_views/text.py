@@ -14,15 +14,17 @@ from typing import TextIO
 
 from nbscale_server.models import PoolModel
 
-from .._progress import CallProgress
+from .._progress import Snapshot
 from . import render
+from .live import CallInfo, Outcome
 
 BAR_WIDTH = 20
 PIPED_INTERVAL = 0.5  # seconds between two lines written to a stream that is not a terminal
 
 
 def bar(done: int, total: int | None) -> str:
-    """``[#######.............]  35%``, or an empty bar while the total is unknown."""
+    """``[#######.............]  35%``, or an empty bar while the total is unknown (no
+    percentage that could only guess)."""
     if not total:
         return "[" + "." * BAR_WIDTH + "]     "
     filled = min(BAR_WIDTH, BAR_WIDTH * done // total)
@@ -114,18 +116,21 @@ class TextBar:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.line = StatusLine(stream)
 
-    def show(self, progress: CallProgress) -> None:
-        self.line.update(f"{progress.function}: starting")
+    def show(self, snap: Snapshot) -> None:
+        self.line.update(f"{snap.function}: starting")
 
-    def draw(self, progress: CallProgress, pool: PoolModel | None) -> None:
+    def draw(self, snap: Snapshot, pool: PoolModel | None, call: CallInfo) -> None:
         parts = [
-            f"{progress.function} {bar(progress.completed, progress.total)}",
-            render.counts_line(progress),
+            f"{snap.function} {bar(snap.counts.completed, snap.counts.total)}",
+            render.counts_line(snap),
         ]
-        line = render.pool_line(pool, progress.throttled_by)
+        line = render.pool_line(pool, snap.throttled_by)
         if line:
             parts.append(line)
         self.line.update(" · ".join(parts))
 
-    def finish(self, progress: CallProgress, pool: PoolModel | None, outcome: str | None) -> None:
-        self.line.finish(render.summary_text(progress, outcome))
+    def finish(
+        self, snap: Snapshot, pool: PoolModel | None, call: CallInfo, outcome: Outcome
+    ) -> None:
+        text = render.summary_text(snap, outcome.text)
+        self.line.finish(f"{text}\nthe rest: {call.detached}" if call.detached else text)

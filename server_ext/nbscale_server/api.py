@@ -24,10 +24,12 @@ from .errors import RequestError
 from .fleet import Fleet
 from .liveness import Liveness
 from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
+from .nesting import Nesting
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
+from .watching import Watching
 
 CALLS_PAGE = 500  # calls listed when no limit is asked for (a WebSocket's first message too)
 log = logging.getLogger("nbscale.control_plane")
@@ -46,14 +48,18 @@ class Api:
         liveness: Liveness,
         clock: Callable[[], float],
         connection_info: Callable[[], dict[str, Any]],
+        nesting: Nesting,
+        watching: Watching | None = None,
     ) -> None:
         self.records = records
         self.outbox = outbox
         self.delivery = delivery
         self.fleet = fleet
         self.liveness = liveness
+        self.watching = watching or Watching(delivery, outbox)
         self.clock = clock
         self._connection_info = connection_info
+        self.nesting = nesting
         self.callers = Callers()
         self._next_callers_check = 0.0
         # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
@@ -64,6 +70,7 @@ class Api:
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.CancelCall: self._cancel_call,
+            protocol.DetachCall: self._detach_call,
             protocol.GetOutputs: self._get_outputs,
             protocol.UpdateAutoscaler: self._update_autoscaler,
             protocol.StopPool: self._stop_pool,
@@ -101,6 +108,8 @@ class Api:
             owner = owner_from_wire(msg.owner)
         except ValueError as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
+        # code on a worker calls as whoever started its pool: same pools, limits, calls
+        owner = self.nesting.owner(identity) or owner
         versions = {"python": msg.python, "cloudpickle": msg.cloudpickle}
         self.callers.hello(identity, versions, owner["pid"], owner["host"], self.clock())
         self.records.owners[identity] = owner
@@ -127,6 +136,8 @@ class Api:
             options = FunctionOptions.from_wire(msg.options)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
+        docker = self.fleet.launcher.name == "docker"
+        options = self.nesting.options_for(identity, options, docker)
         owner = self.records.owners.get(identity) or unknown_owner()
         pool_id = options.pool_id(msg.function_id, owner_key(owner))
         pool = self.records.pools.get(pool_id)
@@ -161,6 +172,8 @@ class Api:
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
     ) -> Answer:
         value, grown = self.delivery.submit(identity, msg, payload)
+        if msg.parent:
+            self.nesting.link_parent(msg.call_id, msg.parent)
         if grown is not None:
             self.fleet.autoscale(grown, self.clock())
         return None if value is None else (value, ())  # None: a spawn, answered once kept
@@ -170,6 +183,10 @@ class Api:
         if not self.delivery.cancelled_before(msg.call_id):
             self.cancel_call(msg.call_id, requester=identity)
         return {"cancelled": True}, ()
+
+    def _detach_call(self, identity: bytes, msg: protocol.DetachCall, payload: list[Any]) -> Answer:
+        self.watching.on_detach_call(msg, payload)
+        return {"detached": True}, ()
 
     def _get_outputs(self, identity: bytes, msg: protocol.GetOutputs, payload: list[Any]) -> Answer:
         self.delivery.wait_for_outputs(identity, msg)
@@ -277,30 +294,54 @@ class Api:
 
     def check_callers(self, now: float, grace: float) -> None:
         """Cancel the maps and remotes of callers that are gone (checked once a second):
-        nobody waits for their results. Spawned calls stay: they outlive their caller."""
+        nobody waits for their results. Spawned and detached calls stay: they outlive their
+        caller (a detached map with the inputs it was sent)."""
         if now < self._next_callers_check:
             return
         self._next_callers_check = now + 1.0
         for identity in self.callers.identities():
             if identity in self.outbox.local_clients:
                 continue  # in this process: gone only with it
-            why = self.callers.gone(identity, now, grace)
+            if self.nesting.knows(identity):  # code on a worker: gone with its worker
+                why = self.nesting.gone(identity)
+            else:
+                why = self.callers.gone(identity, now, grace)
             if why is None:
                 continue
             self.callers.forget(identity)
             calls = self.delivery.calls.values()
             for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
-                if not call.finished:
-                    pool = self.records.pools[call.pool_id]
-                    note = f"cancelled {call.kind} {call.call_id}: its caller {why}"
+                if call.finished and not call.detaching:
+                    continue
+                pool = self.records.pools[call.pool_id]
+                if call.detached:
+                    self.watching.orphan(call)
+                    note = (
+                        f"{call.call_id} runs on detached: its caller {why}; "
+                        f"its {call.submitted:,} inputs sent stay"
+                    )
                     pool.note(note, time.time())
-                    self.delivery.cancel(call, requester=None)
+                    continue
+                pool.note(f"cancelled {call.kind} {call.call_id}: its caller {why}", time.time())
+                self.delivery.cancel(call, requester=None)
 
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
         call = self.delivery.call(call_id)
         if call.call_id in self.delivery.calls:  # else it finished: nothing to cancel
             self.delivery.cancel(call, requester)
+        return self.call_model(call)
+
+    def detach_call(self, call_id: str) -> CallModel:
+        """Detach a running map from its caller, which stops waiting: the call runs on and
+        keeps its results, for ``FunctionCall.from_id`` (see ``watching.py``)."""
+        call = self.delivery.call(call_id)
+        if call.kind != "map":
+            raise RequestError(ERROR_INVALID, f"{call_id} is a {call.kind} call: only maps detach")
+        if call.finished:
+            raise RequestError(ERROR_INVALID, f"{call_id} has ended: nothing to detach")
+        if not call.detached:
+            self.watching.detach(call)
         return self.call_model(call)
 
     def worker_logs(self, worker_id: str, tail: int = 200, after: int | None = None) -> LogsModel:

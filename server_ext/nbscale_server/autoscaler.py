@@ -7,14 +7,18 @@ do: launch workers, stop idle ones, or nothing. It never touches a process or a 
   workers; without load it wants ``min_containers`` (scale to zero by default).
 - Never more than ``max_containers`` (nor the control plane's total cap), never fewer than
   ``min_containers``.
-- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds.
+- Scale up at once; scale down only workers idle for ``scaledown_window`` seconds, except
+  those still waiting in a scheduler's queue (Slurm's), which a pool that wants fewer stops
+  at once: they are not warm, and would only start later to do nothing. Waiting workers
+  count as launched (no second job is submitted for the same work), never as serving.
 - After a launch failure, wait (1 s, 2 s, 4 s ... capped at 30 s) before launching again and
   say why in :attr:`AutoscalerCore.status`. Failures that will happen again (the launcher
   refuses, the worker exits with an error before registering) fail the pool's waiting
   inputs after ``MAX_LAUNCH_FAILURES`` in a row; transient ones (workers killed from outside
   before they registered: a launch storm) only after ``MAX_TRANSIENT_LAUNCH_FAILURES``
-  (:attr:`AutoscalerCore.out_of_launches`). This core is the one that counts launch
-  failures; ``losses.launch_failure_is_transient`` tells the two kinds apart.
+  (:attr:`AutoscalerCore.out_of_launches`); one that cannot be waited out (no GPU on this
+  host) at once. This core is the one that counts launch failures;
+  ``losses.launch_failure_is_transient`` tells the first two kinds apart.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ BACKOFF_MAX = 30.0
 # that will recur, and transient ones (about 5 minutes of backoff).
 MAX_LAUNCH_FAILURES = 3
 MAX_TRANSIENT_LAUNCH_FAILURES = 12
+
+
+_UNCOUNTED = ("draining", "lent")  # workers that count against no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +79,10 @@ class WorkerView:
     """What the autoscaler needs to know of one worker."""
 
     worker_id: str
-    state: str  # "starting" | "idle" | "busy" | "draining" (an unresponsive worker is busy)
+    # "waiting" (in a scheduler's queue) | "starting" | "idle" | "busy" | "draining" (an
+    # unresponsive worker is busy) | "lent" (busy, its input waiting on nested calls: it
+    # counts against no limit)
+    state: str
     idle_since: float | None = None  # when it became idle, for the scaledown window
 
 
@@ -92,14 +102,16 @@ class CapHolder:
     starting: int
     idle: int
     busy: int
+    waiting: int = 0  # queued by a scheduler
 
     @property
     def workers(self) -> int:
-        return self.starting + self.idle + self.busy
+        return self.waiting + self.starting + self.idle + self.busy
 
     def describe(self) -> str:
         """``evaluate_model 3 busy, 1 idle``"""
         counts = [(self.busy, "busy"), (self.idle, "idle"), (self.starting, "starting")]
+        counts.append((self.waiting, "waiting"))
         return self.function + " " + ", ".join(f"{n} {what}" for n, what in counts if n)
 
 
@@ -124,7 +136,7 @@ class AutoscalerCore:
         self.total_cap = total_cap  # the control plane's cap, shared by all pools
         self.status = "idle"
         self._failures = 0  # in a row, of either kind
-        self._lasting = 0  # of those, the ones that will recur
+        self._recurring = 0  # of those, the ones that will recur
         self._retry_at = 0.0
 
     def desired(self, load: PoolLoad) -> int:
@@ -147,7 +159,7 @@ class AutoscalerCore:
     ) -> list[Instruction]:
         """What to do now. ``room`` is how many more workers the total cap allows, and
         ``holders`` the pools whose workers fill it (to say so while it holds this one)."""
-        live = [w for w in workers if w.state != "draining"]
+        live = [w for w in workers if w.state not in _UNCOUNTED]
         want = self.desired(load)
         if len(live) < want:
             count = want - len(live)
@@ -164,6 +176,12 @@ class AutoscalerCore:
         if mx is not None and len(live) > mx:
             return [self._drain_to(mx, live)]
         if len(live) > want:
+            # The latest launched first: the earlier ones are further ahead in the queue.
+            queued = [w for w in live if w.state == "waiting"][::-1][: len(live) - want]
+            if queued:
+                self.status = f"scaling down to {len(live) - len(queued)}"
+                ids = tuple(w.worker_id for w in queued)
+                return [StopWorkers(ids, "no longer needed while waiting for resources")]
             window = self.settings.scaledown_window
             expired = sorted(
                 (
@@ -188,10 +206,10 @@ class AutoscalerCore:
         return []
 
     def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:
-        """Above ``max_containers`` (it was lowered): stop the surplus now, those starting
-        first, then the idle (longest idle first), then busy ones, which finish their
-        current input before they stop."""
-        rank = {"starting": 0, "idle": 1, "busy": 2}
+        """Above ``max_containers`` (it was lowered): stop the surplus now, those waiting in
+        a queue first, then those starting, then the idle (longest idle first), then busy
+        ones, which finish their current input before they stop."""
+        rank = {"waiting": 0, "starting": 1, "idle": 2, "busy": 3}
         order = sorted(live, key=lambda w: (rank.get(w.state, 1), w.idle_since or 0.0))
         self.status = f"draining to {mx} (max_containers)"
         surplus = tuple(w.worker_id for w in order[: len(live) - mx])
@@ -217,22 +235,29 @@ class AutoscalerCore:
     def out_of_launches(self) -> bool:
         """So many launches failed in a row that waiting inputs should fail, not wait."""
         return (
-            self._lasting >= MAX_LAUNCH_FAILURES or self._failures >= MAX_TRANSIENT_LAUNCH_FAILURES
+            self._recurring >= MAX_LAUNCH_FAILURES
+            or self._failures >= MAX_TRANSIENT_LAUNCH_FAILURES
         )
 
     def why_out_of_launches(self) -> str:
-        if self._lasting >= MAX_LAUNCH_FAILURES:
-            return f"{self._lasting} workers in a row failed to start"
+        if self._recurring >= MAX_LAUNCH_FAILURES:
+            return f"{self._recurring} workers in a row failed to start"
         return (
             f"{self._failures} workers in a row were lost before they registered "
             "(killed from outside, or lost with their host)"
         )
 
-    def launch_failed(self, now: float, error: str, transient: bool = False) -> float:
+    def launch_failed(
+        self, now: float, error: str, transient: bool = False, lasting: bool = False
+    ) -> float:
         """Record a failed launch; returns the backoff before the next one, in seconds.
-        ``transient``: it may well work next time (``losses.launch_failure_is_transient``)."""
+        ``transient``: it may well work next time (``losses.launch_failure_is_transient``).
+        ``lasting``: trying again cannot help soon (no GPU on this host; a worker that waited
+        out its pending timeout in a queue): out of launches at once."""
         self._failures += 1
-        self._lasting += not transient
+        self._recurring += not transient
+        if lasting:
+            self._recurring = max(self._recurring, MAX_LAUNCH_FAILURES)
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** (self._failures - 1))
         self._retry_at = now + delay
         self.status = f"launch failed ({error}); retrying in {delay:g} s"
@@ -240,7 +265,7 @@ class AutoscalerCore:
 
     def reset_launch_failures(self) -> None:
         """A worker registered, or the function was registered again: start afresh."""
-        self._failures = self._lasting = 0
+        self._failures = self._recurring = 0
         self._retry_at = 0.0
 
 
@@ -263,7 +288,7 @@ def reclaim(others: Sequence[OtherPool], count: int) -> list[str]:
     for other in others:
         if other.waiting:
             continue
-        live = [w for w in other.workers if w.state != "draining"]
+        live = [w for w in other.workers if w.state not in _UNCOUNTED]
         warm = len(live) <= other.desired
         idle = [w for w in live if w.state == "idle"]
         candidates += [(warm, w.idle_since or 0.0, w.worker_id) for w in idle]

@@ -12,8 +12,6 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-import psutil
-
 _HOST = socket.gethostname()
 
 
@@ -21,6 +19,9 @@ class ProcessWatch:
     """Whether a process on this host is still the one it was (its pid may be reused)."""
 
     def __init__(self, pid: int) -> None:
+        # imported here: the client imports this module, also in worker images without it
+        import psutil
+
         self.pid = pid
         self._missing = False
         self._created: float | None = None
@@ -32,6 +33,8 @@ class ProcessWatch:
             pass  # not ours to see (another user's)
 
     def gone(self) -> bool:
+        import psutil
+
         if self._missing:
             return True
         if self._created is None:

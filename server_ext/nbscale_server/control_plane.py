@@ -7,10 +7,12 @@ it, runs the housekeeping tick, and starts and stops the whole. The rooms, each 
 only on those below it:
 
     api       what callers and the REST API may ask (one table: message type -> handler)
+    nesting   callers that are code on a worker, and the slots their workers lend
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
+    watching  running inputs' output to the callers that watch them; detached calls
     delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
-    spawned   spawned calls: their inputs and outputs in the store, fetched later
+    spawned   spawned and detached calls: inputs and outputs in the store, fetched later
     store     what outlives callers: in memory (embedded), or a SQLite file (the server's)
     outbox    every message sent: to workers, replies, refusals, change events
     pool      the records they share (pools, workers, calls), over the pure cores
@@ -41,14 +43,19 @@ from .channel import Channel, unbounded
 from .delivery import Delivery
 from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
+from .launchers.k8s_cluster import KubernetesOptions
+from .launchers.slurm_job import SlurmOptions
 from .liveness import Liveness
+from .nesting import Nesting, nested_worker_id
 from .outbox import Deliver, Outbox
 from .pool import Records
+from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
 from .security import WorkerAllowList, private_dir
 from .settings import ControlPlaneConfig
 from .sqlite_store import SqliteStore
 from .store import MemoryStore, SpawnStore
 from .stream_channel import StreamChannel
+from .watching import Watching
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -70,21 +77,26 @@ class ControlPlane:
         self.ctx = ctx or zmq.Context()
         self.dir = private_dir()
         cfg = self.config
-        if launcher is not None:
-            choice = LauncherChoice(launcher.name, "given to the control plane")
-        else:
-            try:  # decided once, here: auto probes Docker (launchers/selection.py)
+        try:
+            # An address the operator chose is checked before anything starts.
+            self._address = self._configured_address()
+            if launcher is not None:
+                choice = LauncherChoice(launcher.name, "given to the control plane")
+            else:  # decided once, here: auto probes Docker (launchers/selection.py)
                 launcher, choice = start_launcher(
                     cfg.launcher,
                     self.dir,
                     cfg.python,
                     cfg.docker_network,
                     cfg.base_image,
+                    slurm=self._slurm_options(),
+                    kubernetes=self._kubernetes_options(),
+                    shared_dir=cfg.shared_dir,
                     log_max_bytes=cfg.worker_log_mib << 20,
                 )
-            except LaunchFailed:
-                shutil.rmtree(self.dir, ignore_errors=True)
-                raise
+        except LaunchFailed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         self.launcher = launcher
         self.launcher_choice = choice
         self.clock = clock
@@ -103,6 +115,8 @@ class ControlPlane:
         self.liveness = Liveness(
             self.records, self.fleet, self.delivery, self.launcher, self.config, clock
         )
+        self.watching = Watching(self.delivery, self.outbox)
+        self.nesting = Nesting(self.records, self.outbox, self.delivery)
         self.api = Api(
             self.records,
             self.outbox,
@@ -111,6 +125,8 @@ class ControlPlane:
             self.liveness,
             clock,
             self.connection_info,
+            self.nesting,
+            self.watching,
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
@@ -118,6 +134,9 @@ class ControlPlane:
             protocol.Heartbeat: self.fleet.on_heartbeat,
             protocol.Goodbye: self.fleet.on_goodbye,
             protocol.Started: self.fleet.on_started,
+            protocol.LendSlot: self.nesting.on_lend_slot,
+            protocol.Rejoin: self.nesting.on_rejoin,
+            protocol.Streaming: self.watching.on_streaming,
         }
         # What the channels call with ``[identity, header, *payload]``, decoded and routed.
         self.receive_from_worker = self._receiver(self.on_worker)
@@ -129,6 +148,36 @@ class ControlPlane:
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
 
+    def _configured_address(self) -> str | None:
+        """The numeric address workers dial that the ``worker_address`` setting (or its
+        deprecated name ``bind_host``) names; None when unset."""
+        cfg = self.config
+        if cfg.bind_host and not cfg.worker_address:
+            log.warning("the bind_host setting is deprecated: call it worker_address")
+        address = cfg.worker_address or cfg.bind_host
+        if not address:
+            return None
+        try:
+            return resolve_worker_address(address, cfg.allow_all_interfaces)
+        except WorkerAddressError as exc:
+            raise LaunchFailed(str(exc)) from None
+
+    def _slurm_options(self) -> SlurmOptions | None:
+        if self.config.launcher != "slurm":
+            return None
+        try:
+            return SlurmOptions.from_settings(self.config)
+        except ValueError as exc:
+            raise LaunchFailed(f"bad Slurm setting: {exc}") from None
+
+    def _kubernetes_options(self) -> KubernetesOptions | None:
+        if self.config.launcher != "kubernetes":
+            return None
+        try:
+            return KubernetesOptions.from_settings(self.config)
+        except ValueError as exc:
+            raise LaunchFailed(f"bad Kubernetes setting: {exc}") from None
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -136,20 +185,21 @@ class ControlPlane:
         client_sock = bounded_messages(unbounded(self.ctx.socket(zmq.ROUTER)), cfg)
         self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
         client_sock.bind(self.client_endpoint)
-        # Containers cannot share our private directory: their launcher names the address
-        # they reach us at (a bridge gateway or loopback), always with CurveZMQ.
-        bind_host = self.launcher.worker_bind_host()
+        # Containers, Slurm jobs and Pods cannot share our private directory: they dial the
+        # address the operator chose, else their launcher's (a bridge gateway, loopback),
+        # always with CurveZMQ.
+        launcher_address = self.launcher.worker_bind_host()
         on_worker = self.receive_from_worker
-        if cfg.worker_transport == "tcp" or bind_host is not None:
-            bind_host = bind_host or cfg.bind_host
+        if cfg.worker_transport == "tcp" or launcher_address is not None:
+            address = self._address or launcher_address or LOOPBACK
             keys = self.fleet.server_keys
             self.fleet.allow_list = WorkerAllowList(self.ctx)
             worker_sock = bounded_messages(unbounded(self.ctx.socket(zmq.ROUTER)), cfg)
             worker_sock.curve_server = True
             worker_sock.curve_secretkey = keys.secret.encode()
             worker_sock.curve_publickey = keys.public.encode()
-            port = worker_sock.bind_to_random_port(f"tcp://{bind_host}")
-            self.worker_endpoint = f"tcp://{bind_host}:{port}"
+            port = self.launcher.worker_port()
+            self.worker_endpoint = bind_worker_socket(worker_sock, address, port)
             self.workers_channel = Channel(worker_sock, on_worker)
         else:  # a Unix socket in the private directory: half the thread wake-ups of ZeroMQ
             path = os.path.join(self.dir, "workers")
@@ -197,6 +247,7 @@ class ControlPlane:
             "version": __version__,
             "launcher": self.launcher.name,
             "launcher_reason": self.launcher_choice.reason,  # why this launcher, in a line
+            "registry": self.config.registry,  # where kernels push images for Kubernetes
             "pid": os.getpid(),
             "limits": dataclasses.asdict(self.config.limits),
             "max_input_mib": self.config.max_input_mib,
@@ -248,6 +299,9 @@ class ControlPlane:
             else:
                 log.warning("dropping outputs from %r for another worker", identity)
             return
+        if nested_worker_id(identity) is not None:  # code on a worker, calling functions
+            self.api.handle(identity, msg, payload)
+            return
         handler = self._worker_handlers.get(type(msg))
         worker_id = getattr(msg, "worker_id", "")
         w = self.records.workers.get(worker_id) if worker_id == speaker else None
@@ -275,6 +329,7 @@ class ControlPlane:
                 if pool.queue.release_delayed(now):
                     self.delivery.dispatch(pool)
                 self.fleet.autoscale(pool, now)
+                self.nesting.check_deadlock(pool, now)
             except Exception:
                 log.exception("housekeeping of %s failed", pool.name)
 

@@ -35,6 +35,7 @@ from nbscale_runtime.protocol import (
     OUT_WORKER_ID,
     STATUS_OK,
     STATUS_REJECTED,
+    STATUS_YIELD,
     SUBMIT_INDEX,
     SUBMIT_WHERE,
     output_row,
@@ -44,10 +45,11 @@ from nbscale_runtime.serialization import pack, split_payload
 from .errors import RequestError, rejection
 from .limits import Limits, admit, describe
 from .outbox import Outbox
+from .outputs import Entry, keep_printed, outputs_message, with_earlier_printed
 from .pool import CallState, Pool, Records, WorkerState
 from .queue import InputRecord, Outcome
-from .spawned import SpawnedCalls, outputs_message
-from .store import Durable, Entry, SpawnStore
+from .spawned import SpawnedCalls
+from .store import Durable, SpawnStore
 
 _FINISHED_CALLS_KEPT = 50  # finished maps and remotes the API still lists
 
@@ -152,7 +154,7 @@ class Delivery:
             call.total = msg.total
         accepted_value = {"accepted": len(records), "limit": admission.limit}
         value: dict[str, Any] | None = accepted_value
-        if spawned and (records or closing):
+        if call.keeps_outputs and (records or closing):
             kept = self._when_kept(identity, msg.rid, call, accepted_value)
             self.spawned.submitted(pool, call, records, kept)
             value = None
@@ -192,7 +194,7 @@ class Delivery:
         cancels it (the REST API), the caller is told too: each of its unfinished inputs
         ends with ``CallCancelledError``, so a ``.map()`` does not wait forever."""
         pool = self.records.pools[call.pool_id]
-        if requester != call.owner and call.kind != "spawn" and not call.finished:
+        if requester != call.owner and not call.keeps_outputs and not call.finished:
             self._tell_cancelled(call, pool)
         call.cancelled = True
         for worker_id in pool.queue.cancel(call.call_id):
@@ -200,12 +202,16 @@ class Delivery:
         self.spawned.answer_waiters(call, force=True)
         self.maybe_finish(call)
         self.outbox.emit("call-cancelled", pool.pool_id, call_id=call.call_id)
+        for child_id in call.children:  # down the call graph: nobody waits for them now
+            child = self.calls.get(child_id)
+            if child is not None and not child.finished:
+                self.cancel(child, requester=None)
 
     def maybe_finish(self, call: CallState) -> None:
-        if not call.finished:
+        if not call.finished or call.detaching:
             return
         if self.calls.pop(call.call_id, None) is not None:
-            if call.kind == "spawn":
+            if call.keeps_outputs:
                 self.spawned.closed(call)  # the store keeps it, and says when it dropped it
             else:  # kept a while, read-only, so views see a finished call's final counts
                 self.finished_calls[call.call_id] = call
@@ -229,7 +235,9 @@ class Delivery:
         self, w: WorkerState, msg: protocol.GetInputs, payload: list[Any], now: float
     ) -> None:
         w.want += msg.want
-        self.dispatch(self.records.pools[w.pool_id])
+        pool = self.records.pools[w.pool_id]
+        pool.enter_failures = 0  # a worker that asks for inputs has started
+        self.dispatch(pool)
 
     def dispatch(self, pool: Pool) -> None:
         """Hand pending inputs to workers that asked for them, in guided-size batches."""
@@ -240,7 +248,7 @@ class Delivery:
         if not ready:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
-        live = sum(1 for w in pool.workers.values() if w.state != "draining")
+        live = sum(1 for w in pool.workers.values() if w.counted)
         share = pool.share(len(queue.pending), live)  # one split of what is pending now
         for w in ready:
             if not queue.pending:
@@ -277,6 +285,8 @@ class Delivery:
 
     def on_outputs(self, msg: protocol.Outputs, payload: list[Any], now: float) -> None:
         items = msg.items
+        if items and any(item[OUT_STATUS] == STATUS_YIELD for item in items):
+            items, payload = self._forward_yields(items, payload, now)
         if not items:
             return
         workers = self.records.workers
@@ -309,6 +319,7 @@ class Delivery:
             if outcome.final:
                 settled[pool.pool_id].append((outcome, data, bufs, item))
             else:
+                keep_printed(outcome.record, item)
                 self.report_retries([outcome])
         # Usually the whole batch is final and for one caller: forward it as it came.
         whole = (items, payload) if len(settled) == 1 else None
@@ -321,6 +332,34 @@ class Delivery:
             pool = pools[w.pool_id]
             w.settled(pool.queue.running_on(worker_id), now)
             self.dispatch(pool)
+
+    def _forward_yields(
+        self, items: list[list[Any]], payload: list[Any], now: float
+    ) -> tuple[list[list[Any]], list[Any]]:
+        """Send the values generators yielded to their callers (those of the attempt a
+        worker holds now); returns the other rows, repacked."""
+        by_owner: dict[bytes, list[Entry]] = defaultdict(list)
+        rest: list[Entry] = []
+        parts = split_payload(payload, [i[OUT_WHERE] for i in items])
+        for item, (data, bufs) in zip(items, parts, strict=False):
+            if item[OUT_STATUS] != STATUS_YIELD:
+                rest.append((item, data, bufs))
+                continue
+            w = self.records.workers.get(item[OUT_WORKER_ID])
+            call = self.calls.get(item[OUT_CALL_ID])
+            if w is None or call is None or call.cancelled or call.kind == "spawn":
+                continue
+            w.last_seen = now
+            held = self.records.pools[w.pool_id].queue.running.get(w.worker_id, {})
+            record = held.get((item[OUT_CALL_ID], item[OUT_INDEX]))
+            if record is not None and record.attempt == item[OUT_ATTEMPT]:
+                by_owner[call.owner].append((item, data, bufs))
+        for owner, entries in by_owner.items():
+            self.outbox.send_client(owner, *outputs_message(entries))
+        if not rest:
+            return [], []
+        msg, frames = outputs_message(rest)
+        return msg.items, frames
 
     def report_retries(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
@@ -362,17 +401,20 @@ class Delivery:
         is the worker's message they all came from, forwarded untouched when it can be."""
         by_owner: dict[bytes, list[Entry]] = defaultdict(list)
         finished: dict[str, CallState] = {}
-        for outcome, data, bufs, item in rows:
+        for outcome, data, bufs, row in rows:
             call = self.calls.get(outcome.record.call_id)
             if call is None or call.cancelled:
                 continue
+            item = with_earlier_printed(outcome.record, row)
+            if item is not row:  # the row changed: the worker's message cannot go as it came
+                whole = None
             failed = outcome.status != STATUS_OK
             call.reported += 1
             call.failed += failed
             pool.failed += failed
             pool.done += not failed
-            if call.kind == "spawn":
-                self.spawned.settled(call, outcome, item, data, bufs)
+            if call.keeps_outputs:
+                self.spawned.settled(call, item, data, bufs)
             else:
                 by_owner[call.owner].append((item, data, bufs))
             finished[call.call_id] = call

@@ -36,7 +36,9 @@ class Sink(Protocol):
 def _pool_signature(model: PoolModel) -> dict[str, Any]:
     """A pool's model without what changes by itself (uptimes), to compare."""
     signature: dict[str, Any] = dict(model)
-    signature["workers"] = [(w["id"], w["state"], w["running_inputs"]) for w in model["workers"]]
+    signature["workers"] = [
+        (w["id"], w["state"], w["waiting_reason"], w["running_inputs"]) for w in model["workers"]
+    ]
     return signature
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Integer, TraitType, Unicode
+from traitlets import Bool, Enum, Float, Integer, TraitType, Unicode
 
 from . import settings
 from .control_plane import ControlPlane
@@ -150,6 +150,8 @@ def setting_trait(setting: Setting) -> TraitType[Any, Any]:
     trait: TraitType[Any, Any]
     if setting.choices:
         trait = Enum(list(setting.choices), default_value=default, **options)
+    elif setting.kind is bool:
+        trait = Bool(default, **options)
     elif setting.kind is int:
         trait = Integer(default, min=setting.minimum, **options)
     elif setting.kind is float:

@@ -2,8 +2,10 @@
 
 It launches workers when a pool's autoscaler says so (within the total cap, reclaiming idle
 workers of other pools when the cap holds a pool back), gives each a register (the file
-where it says which inputs it runs), registers them (checking that they can run their
-callers' pickles), stops and kills them, and forgets them once they exit. The decisions
+where it says which inputs it runs), follows those that wait in a scheduler's queue
+(Slurm's: "waiting for resources", with its reason, until they run or their pending timeout
+ends the wait), registers them (checking that they can run their callers' pickles), stops
+and kills them, and forgets them once they exit. The decisions
 themselves are the pure cores' (``AutoscalerCore``, ``reclaim``, ``incompatibilities``);
 this room carries them out with the launcher. What happens when a worker dies or goes
 silent is ``Liveness``'s.
@@ -24,6 +26,7 @@ from nbscale_runtime import protocol, register
 from nbscale_runtime.protocol import (
     ERROR_LAUNCH,
     ERROR_VERSION_MISMATCH,
+    STATUS_ENTER_FAILED,
     STATUS_INIT_FAILED,
     STATUS_REJECTED,
 )
@@ -36,6 +39,8 @@ from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
 from .security import KeyPair, WorkerAllowList, write_secret_json
 from .settings import ControlPlaneConfig
+
+MAX_ENTER_FAILURES = 3  # starts in a row whose @enter raised before a pool is broken
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -74,7 +79,7 @@ class Fleet:
 
     def room(self) -> int:
         """How many more workers the total cap allows now."""
-        live = sum(1 for w in self.records.workers.values() if w.state != "draining")
+        live = sum(1 for w in self.records.workers.values() if w.counted)
         return self.total_cap() - live
 
     def autoscale(self, pool: Pool, now: float) -> None:
@@ -131,13 +136,14 @@ class Fleet:
         """Every pool's workers that count against the total cap, the largest share first."""
         holders = []
         for p in self.records.pools.values():
-            count = {"starting": 0, "idle": 0, "busy": 0, "draining": 0}
+            count = dict.fromkeys(("waiting", "starting", "idle", "busy", "draining", "lent"), 0)
             for w in p.workers.values():
                 count[w.view().state] += 1
-            if count["starting"] + count["idle"] + count["busy"]:
-                holders.append(
-                    CapHolder(p.pool_id, p.name, count["starting"], count["idle"], count["busy"])
-                )
+            holder = CapHolder(
+                p.pool_id, p.name, count["starting"], count["idle"], count["busy"], count["waiting"]
+            )
+            if holder.workers:
+                holders.append(holder)
         return tuple(sorted(holders, key=lambda h: -h.workers))
 
     # --- launching and stopping ---------------------------------------------------------
@@ -152,7 +158,9 @@ class Fleet:
             "heartbeat_interval": self.config.heartbeat_interval,
             "max_result_mib": self.config.max_input_mib,
         }
-        register_path = os.path.join(self.dir, f"{worker_id}.register")
+        # Remote workers read their files from a directory their hosts share (the launcher's).
+        files_dir = self.launcher.worker_config_dir() or self.dir
+        register_path = os.path.join(files_dir, f"{worker_id}.register")
         in_worker = self.launcher.register_in_worker(register_path)
         shared = register_path if in_worker is not None else None
         config["register_path"] = in_worker
@@ -166,7 +174,7 @@ class Fleet:
                 secret_key=keys.secret,
             )
             self.allow_list.allow(keys.public)
-        config_path = os.path.join(self.dir, f"{worker_id}.json")
+        config_path = os.path.join(files_dir, f"{worker_id}.json")
         writing = shared or config_path
         try:
             if shared is not None:
@@ -180,12 +188,12 @@ class Fleet:
             why = f"cannot write the worker's file {writing}: {exc.strerror or exc}"
             self.launch_failed(pool, why, now, transient=False)
             return False
-        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared)
+        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared, pool.name)
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:
             self._remove_files(config_path, shared)
-            self.launch_failed(pool, str(exc), now, transient=False)
+            self.launch_failed(pool, str(exc), now, transient=False, lasting=exc.lasting)
             return False
         public_key = keys.public if keys else None
         w = WorkerState(
@@ -195,21 +203,34 @@ class Fleet:
         pool.workers[worker_id] = w
         self.records.workers[worker_id] = w
         self.outbox.emit("container-starting", pool.pool_id, container_id=worker_id)
+        self.follow_queue(w, now)
         return True
 
-    def launch_failed(self, pool: Pool, reason: str, now: float, transient: bool) -> None:
+    def launch_failed(
+        self, pool: Pool, reason: str, now: float, transient: bool, lasting: bool = False
+    ) -> None:
         """A worker could not start: back off; fail the waiting inputs once the pool looks
-        broken for good (``AutoscalerCore.out_of_launches``)."""
+        broken for good (``AutoscalerCore.out_of_launches``). ``lasting``: trying again
+        cannot help (no GPU on this host), so they fail now rather than after the backoff."""
         autoscaler = pool.autoscaler
-        autoscaler.launch_failed(now, reason, transient)
+        autoscaler.launch_failed(now, reason, transient, lasting)
         log.warning("%s: %s", pool.name, autoscaler.status)
         pool.note(autoscaler.status, time.time())
         # A pool whose running workers serve its inputs is capped, not broken (e.g. by GPUs).
+        # Waiting workers serve nothing: they do not keep a pool from being broken.
         serving = any(w.serving for w in pool.workers.values())
         if autoscaler.out_of_launches and not serving:
-            message = f"{pool.name}: {autoscaler.why_out_of_launches()}; the last: {reason}"
+            message = (
+                f"{pool.name}: cannot start a worker: {reason}"
+                if lasting
+                else f"{pool.name}: {autoscaler.why_out_of_launches()}; the last: {reason}"
+            )
             pool.note(message, time.time())
-            self.delivery.fail_waiting(pool, STATUS_REJECTED, rejection(ERROR_LAUNCH, message))
+            record = rejection(ERROR_LAUNCH, message)
+            if lasting:  # so will new inputs, at once, until the function is registered again
+                self.delivery.break_pool(pool, STATUS_REJECTED, record)
+            else:
+                self.delivery.fail_waiting(pool, STATUS_REJECTED, record)
 
     def stop_worker(self, w: WorkerState, graceful: bool) -> None:
         w.drain()
@@ -253,6 +274,7 @@ class Fleet:
         self, w: WorkerState, msg: protocol.Register, payload: list[Any], now: float
     ) -> None:
         pool = self.records.pools[w.pool_id]
+        self._started(w, now)
         w.registered(now, msg.pid, msg.python, msg.gpus)
         pool.autoscaler.reset_launch_failures()
         self.outbox.emit("container-started", pool.pool_id, container_id=w.worker_id)
@@ -286,7 +308,12 @@ class Fleet:
         if w.register_path is None:  # its own word is all we know of what it runs
             seen = w.reported_running
             w.reported_running = {(c, i, a): seen.get((c, i, a), now) for c, i, a in msg.running}
-        self.outbox.send_worker(w.worker_id, protocol.Pong())  # we are still here
+        # We are still here. A pong now and then is enough for a worker to know it (it exits
+        # after heartbeat_timeout without a word); one per heartbeat was a send per worker
+        # per second, the main cost of an idle worker.
+        if w.ponged_at is None or now - w.ponged_at >= self.config.heartbeat_timeout / 4:
+            w.ponged_at = now
+            self.outbox.send_worker(w.worker_id, protocol.Pong())
 
     def on_started(
         self, w: WorkerState, msg: protocol.Started, payload: list[Any], now: float
@@ -304,7 +331,63 @@ class Fleet:
         if msg.reason == "init-failed":
             pool = self.records.pools[w.pool_id]
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
-            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0].buffer))
+            # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
+            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
+        elif msg.reason == "enter-failed":
+            self._enter_failed(w, bytes(payload[0]))
+
+    def _enter_failed(self, w: WorkerState, record: bytes) -> None:
+        """A class's ``@enter`` raised on ``w``: another worker tries, and after
+        ``MAX_ENTER_FAILURES`` such starts in a row the pool is broken with that error (its
+        waiting inputs fail with the ``@enter`` traceback) rather than crash-looping."""
+        pool = self.records.pools[w.pool_id]
+        pool.enter_failures += 1
+        pool.note(  # the error itself reaches the callers (never unpickled here)
+            f"worker {w.worker_id}: its @enter raised ({pool.enter_failures} of "
+            f"{MAX_ENTER_FAILURES} starts in a row before the pool is broken)",
+            time.time(),
+        )
+        if pool.enter_failures >= MAX_ENTER_FAILURES:
+            self.delivery.break_pool(pool, STATUS_ENTER_FAILED, record)
+
+    # --- waiting in a scheduler's queue -------------------------------------------------
+
+    def follow_queue(self, w: WorkerState, now: float) -> None:
+        """Until it registers: whether it waits in a scheduler's queue (and why), or runs.
+        The launcher answers from what it last heard (Slurm's: a poll of its own thread)."""
+        if w.registered_at is not None or w.state not in ("waiting", "starting"):
+            return
+        status = self.launcher.worker_status(w.handle)
+        if status.phase == "pending":
+            if w.state != "waiting" or w.waiting_reason != status.reason:
+                w.queued(status.reason)
+                self.outbox.emit("container-waiting", w.pool_id, container_id=w.worker_id)
+        else:
+            self._started(w, now)
+
+    def _started(self, w: WorkerState, now: float) -> None:
+        """It runs (its launcher says so, or it registered before the launcher noticed)."""
+        if w.state == "waiting":
+            if w.waiting_reason:  # a wait the scheduler explained, not a job's first moment
+                waited = f"{now - w.launched_at:.0f} s waiting ({w.waiting_reason})"
+                note = f"worker {w.worker_id} started after {waited}"
+                self.records.pools[w.pool_id].note(note, time.time())
+            self.outbox.emit("container-starting", w.pool_id, container_id=w.worker_id)
+        w.started(now)
+
+    def pending_timeout(self, w: WorkerState, now: float) -> None:
+        """A worker waited ``pending_timeout`` in the queue: cancel it, and count it as a
+        launch failure that fails the pool's waiting inputs (unless others serve them)."""
+        pool = self.records.pools[w.pool_id]
+        timeout = self.config.pending_timeout
+        why = f"the scheduler's reason: {w.waiting_reason}" if w.waiting_reason else "no reason"
+        reason = (
+            f"worker {w.worker_id} waited {timeout:g} s for resources without starting "
+            f"({why}); it was cancelled (pending_timeout)"
+        )
+        log.warning("%s: %s", pool.name, reason)
+        self.stop_worker(w, graceful=False)  # draining: its exit is no second failure
+        self.launch_failed(pool, reason, now, transient=False, lasting=True)
 
     # --- exits -------------------------------------------------------------------------
 

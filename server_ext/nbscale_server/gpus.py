@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from nbscale_runtime.nvml import cuda_visible
@@ -31,7 +32,13 @@ _A100_80GB_MIN_BYTES = 60 * 1024**3  # an A100 with more memory than this is the
 
 
 class GpuError(Exception):
-    """Raised when a GPU request cannot be read or served on this host."""
+    """Raised when a GPU request cannot be read or served on this host; ``lasting`` when
+    waiting cannot help (no driver, no GPU, none of the kind asked for), as opposed to too
+    few GPUs free now."""
+
+    def __init__(self, message: str, lasting: bool = True) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +138,7 @@ def choose(requests: list[GpuRequest], gpus: list[GpuInfo], taken: set[str]) -> 
     if not requests:
         return []
     if not gpus:
-        raise GpuError("no GPUs on this host (NVML found none)")
+        raise GpuError("no NVIDIA GPU on this host (NVML found none)")
     best_short: tuple[GpuRequest, int, int] | None = None
     for request in requests:
         matching = sorted((g for g in gpus if request.matches(g)), key=lambda g: g.index)
@@ -147,7 +154,7 @@ def choose(requests: list[GpuRequest], gpus: list[GpuInfo], taken: set[str]) -> 
     message = f"not enough free GPUs: {request.count} requested, {free_count} free"
     if total < request.count:
         message += f" (this host has {describe(g for g in gpus if request.matches(g))} in all)"
-    raise GpuError(message)
+    raise GpuError(message, lasting=total < request.count)
 
 
 def discover(nvml: Any = None) -> list[GpuInfo]:
@@ -156,14 +163,12 @@ def discover(nvml: Any = None) -> list[GpuInfo]:
     if nvml is None:
         try:
             import pynvml as nvml  # type: ignore[import-not-found,no-redef]
-        except ImportError:
-            raise GpuError(
-                "cannot look for GPUs: nvidia-ml-py is not installed (pip install nvidia-ml-py)"
-            ) from None
+        except ImportError as exc:
+            raise GpuError(_import_problem(exc)) from None
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
-        raise GpuError(f"no NVIDIA driver on this host ({exc})") from None
+        raise GpuError(_init_problem(nvml, exc)) from None
     try:
         gpus = []
         for index in range(nvml.nvmlDeviceGetCount()):
@@ -179,6 +184,26 @@ def discover(nvml: Any = None) -> list[GpuInfo]:
         return gpus
     finally:
         nvml.nvmlShutdown()
+
+
+def _import_problem(exc: ImportError) -> str:
+    """Why NVML's Python binding does not import: advice to install it only if it is not."""
+    try:
+        version("nvidia-ml-py")
+    except PackageNotFoundError:
+        return "cannot look for GPUs: nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+    return f"cannot look for GPUs: nvidia-ml-py is installed but pynvml does not import ({exc})"
+
+
+def _init_problem(nvml: Any, exc: Exception) -> str:
+    """What a failed ``nvmlInit`` says of this host, in words."""
+    if isinstance(exc, getattr(nvml, "NVMLError_LibraryNotFound", ())):
+        return "no NVIDIA driver on this host (NVML's library, libnvidia-ml, is not installed)"
+    if isinstance(exc, getattr(nvml, "NVMLError_DriverNotLoaded", ())):
+        return (
+            "the NVIDIA driver is installed on this host but not loaded (NVML: Driver Not Loaded)"
+        )
+    return f"NVML cannot read this host's GPUs ({exc})"
 
 
 class GpuAllocator:

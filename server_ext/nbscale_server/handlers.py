@@ -171,6 +171,15 @@ class CallHandler(_Handler):
         self._reply(self._run(self.api.cancel_call, call_id))
 
 
+class DetachHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self, call_id: str) -> None:
+        """Detach a running map from its caller (it stops waiting; the call runs on and
+        keeps its results for ``FunctionCall.from_id``); returns its ``CallModel``."""
+        self._reply(self._run(self.api.detach_call, call_id))
+
+
 class LogsHandler(_Handler):
     @web.authenticated
     @authorized
@@ -238,6 +247,7 @@ def routes() -> list[tuple[str, type[Any]]]:
         (rf"{API}/pools/(?P<pool_id>[^/]+)", PoolHandler),
         (rf"{API}/calls", CallsHandler),
         (rf"{API}/calls/(?P<call_id>[^/]+)", CallHandler),
+        (rf"{API}/calls/(?P<call_id>[^/]+)/detach", DetachHandler),
         (rf"{API}/containers/(?P<container_id>[^/]+)/logs", LogsHandler),
         (rf"{API}/events", EventsHandler),
     ]

@@ -1,7 +1,8 @@
 """Liveness: which workers are gone, silent, or running an input past its timeout, and what
-becomes of their inputs. The housekeeping tick runs ``check_workers``.
+becomes of their inputs. The housekeeping tick runs ``check_workers``, which also follows
+workers still waiting in a scheduler's queue (``Fleet.follow_queue``, ``pending_timeout``).
 
-A worker is lost when its launcher says its process or container is gone. Then its
+A worker is lost when its launcher says its process, container or job is gone. Then its
 register (``nbscale_runtime.register``), read after what it sent before it died was
 handled, says exactly which inputs it was running: only those lost an attempt, charged to
 the user or to the infrastructure (``losses.py``); results that arrived are kept, and the
@@ -66,6 +67,10 @@ class Liveness:
             code = self.launcher.exit_code(w.handle)
             if code is not None:
                 self._worker_gone(w, code, now)
+                continue
+            self.fleet.follow_queue(w, now)
+            if w.waited_too_long(now, cfg.pending_timeout):
+                self.fleet.pending_timeout(w, now)
                 continue
             why = w.overdue(now, cfg.startup_timeout, cfg.stop_grace)
             if why is not None:

@@ -16,6 +16,8 @@ Routes (all authenticated with the Jupyter server's token or login):
 - ``GET calls?limit=500&before=`` -> ``list[CallModel]``, newest first (``before``: a ``seq``)
 - ``GET calls/{id}?start=0&limit=1000`` -> ``CallDetailModel``
 - ``DELETE calls/{id}`` -> ``CallModel`` (cancelled)
+- ``POST calls/{id}/detach`` -> ``CallModel`` (a map detached from its caller: the caller
+  stops waiting, the call runs on and keeps its results for ``FunctionCall.from_id``)
 - ``GET containers/{id}/logs?tail=200&after=CURSOR`` -> ``LogsModel``
 - ``WS events`` -> a ``SnapshotMessage``, then ``ChangesMessage``s
 - errors -> ``ErrorModel`` with 400 (bad input), 404 (unknown id) or 429 (over a limit)
@@ -32,7 +34,7 @@ class StatusModel(TypedDict):
     base image nbscale/base:bookworm: run `nbscale images base`")."""
 
     version: str
-    launcher: Literal["process", "docker"]
+    launcher: Literal["process", "docker", "slurm", "kubernetes"]
     launcher_reason: str
 
 
@@ -67,7 +69,8 @@ class AutoscalerChanges(TypedDict, total=False):
 
 
 class ContainersByState(TypedDict):
-    starting: int  # launched, not registered yet
+    waiting: int  # queued by a scheduler (a pending Slurm job): waiting for resources
+    starting: int  # launched (running, for a Slurm job), not registered yet
     idle: int
     busy: int  # running at least one input
     # alive, running an input, but silent past the heartbeat timeout (user code holding the
@@ -81,7 +84,7 @@ class InputRefModel(TypedDict):
     index: int
 
 
-ContainerState = Literal["starting", "idle", "busy", "unresponsive", "draining"]
+ContainerState = Literal["waiting", "starting", "idle", "busy", "unresponsive", "draining"]
 
 
 class GpuModel(TypedDict, total=False):
@@ -118,6 +121,8 @@ class ContainerModel(TypedDict):
     name: str | None
     image: str | None  # the image a container runs; None for a local process
     state: ContainerState
+    # while waiting: the scheduler's reason ("Resources", "Priority", "QOSMaxJobsPerUserLimit")
+    waiting_reason: str | None
     pid: int | None  # the worker's process id where it runs (in its container), once registered
     uptime: float  # seconds since launch
     running_inputs: int
@@ -131,6 +136,7 @@ class CapHolderModel(TypedDict):
 
     pool_id: str
     function: str
+    waiting: int
     starting: int
     idle: int
     busy: int
@@ -153,10 +159,13 @@ class PoolModel(TypedDict):
     function: str  # the function's name
     function_id: str  # the hash of its pickled definition
     settings: AutoscalerSettingsModel
-    status: str  # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...)
+    # what the autoscaler is doing and why ("scaling up to 3", "stopped", ...), and how many
+    # workers wait for resources, with the scheduler's reasons ("; 1 waiting for resources
+    # (reason: Resources)")
+    status: str
     backlog: int
     num_running_inputs: int
-    num_total_runners: int  # workers starting or running (draining ones excluded)
+    num_total_runners: int  # workers waiting, starting or running (not draining ones)
     input_headroom: int  # free input slots on running workers
     containers: ContainersByState
     done: int  # inputs finished successfully, since the pool was created
@@ -174,6 +183,13 @@ class PoolModel(TypedDict):
 
 
 CallKind = Literal["map", "remote", "spawn"]
+
+
+class InputRef(TypedDict):
+    """One input of a call: its call's id and its index there."""
+
+    call_id: str
+    index: int
 
 
 class CallModel(TypedDict):
@@ -195,7 +211,13 @@ class CallModel(TypedDict):
     failed: int
     cancelled: bool
     finished: bool
+    # detached from its caller (``POST calls/{id}/detach``): it runs on, its results kept
+    detached: bool
     owner: OwnerModel  # the kernel or script that made the call
+    # the call graph: the input whose code made this call on a worker (None: called from
+    # a kernel or script), and the calls this call's inputs made (cancelled with it)
+    parent: InputRef | None
+    children: list[str]
 
 
 InputStatus = Literal["pending", "running", "finished", "done", "failed", "cancelled"]
@@ -253,10 +275,12 @@ EventType = Literal[
     "pool-updated",
     "pool-stopped",
     "container-starting",
+    "container-waiting",
     "container-started",
     "container-stopping",
     "container-stopped",
     "call-cancelled",
+    "call-detached",
 ]
 
 
@@ -294,6 +318,86 @@ class ChangesMessage(TypedDict):
 
 
 EventsMessage = SnapshotMessage | ChangesMessage
+
+
+# --- the notebook display of a map (not a route: the kernel sends it to the browser) ------
+# ``application/vnd.nbscale.map+json``, made by ``nbscale/_views/state.py`` and drawn by the
+# labextension's renderer (``mapview.ts``); once the map ended it is the summary a saved
+# notebook keeps.
+
+
+class MapCountsModel(TypedDict):
+    """Where a map's inputs are; done + failed + cancelled + running + pending is ``total``
+    when it is known, else ``submitted``."""
+
+    total: int | None  # from len() of the inputs, total=, or once they ran out
+    submitted: int
+    done: int
+    failed: int
+    cancelled: int
+    running: int
+    pending: int
+    retries: int
+
+
+class MapAttemptModel(TypedDict):
+    """One attempt of an input."""
+
+    number: int
+    worker: str
+    start: float | None  # seconds after the map started, as the worker reported it
+    duration: float | None
+    outcome: str  # running | ok | error | timeout | lost | cancelled | ...
+
+
+class MapRowModel(TypedDict):
+    """One input in the view's table, with its drill-down."""
+
+    index: int
+    status: str  # pending | queued | running | retrying | done | failed | cancelled
+    worker: str
+    attempt: int
+    duration: float | None
+    time: str  # the duration in words ("1.2 ms")
+    summary: str  # a short repr of its result or exception
+    output: str  # the tail of what it printed (streamed while it runs)
+    traceback: str  # a failure's, as text
+    attempts: list[MapAttemptModel]
+
+
+class MapFailureModel(TypedDict):
+    index: int
+    line: str  # the exception's short repr
+
+
+class MapStateModel(TypedDict):
+    """A map's view: its counts, its pool, its rows; ``final`` once it ended."""
+
+    version: int
+    function: str
+    call_id: str | None  # None until its inputs go out
+    # whose control plane runs it: "server" (the Jupyter server's: the view's Cancel and
+    # Detach buttons work) or "embedded" (the kernel's own); None before it starts
+    control_plane: str | None
+    kernel_id: str | None
+    # preparing | running, then done | failed | cancelled | interrupted | stopped |
+    # detached, or lost (the kernel stopped before the map ended: the browser says so)
+    status: str
+    final: bool
+    outcome: str | None  # how an unfinished map ended, in words
+    counts: MapCountsModel
+    percent: float | None  # of the inputs over; None while the total is unknown
+    rate: float  # inputs finished per second
+    elapsed: float  # seconds
+    eta: float | None  # seconds left; None without a total, and once it ended
+    started: float  # seconds since the epoch
+    counts_text: str
+    pool_text: str
+    throttled: bool
+    summary: str | None  # the line that stays, once it ended
+    resume: str | None  # a detached map's FunctionCall.from_id(...) line
+    rows: list[MapRowModel]
+    failures: list[MapFailureModel]  # the first ones, for the summary
 
 
 class ErrorModel(TypedDict):

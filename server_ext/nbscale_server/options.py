@@ -18,6 +18,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -25,7 +28,7 @@ from .autoscaler import AutoscalerSettings
 from .gpus import GpuError, parse_gpu
 from .queue import RetryPolicy
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: the slurm_* options
 DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
 MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
 MIN_MEMORY = 6  # MiB: Docker's own minimum
@@ -41,7 +44,18 @@ _WORKER_FIELDS = (
     "gpu",
     "image",
     "is_async",
+    "slurm_partition",
+    "slurm_account",
+    "slurm_qos",
+    "slurm_time",
+    "slurm_sbatch_args",
+    "slurm_drain_seconds",
 )
+# What a function may say about its Slurm jobs, as ``slurm={key: value}``; each is also a
+# control plane setting, ``slurm_<key>``, which the function's value comes before.
+SLURM_KEYS = ("partition", "account", "qos", "time", "sbatch_args", "drain_seconds")
+_SLURM_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
+MAX_DRAIN_SECONDS = 65535  # sbatch's --signal takes at most this
 
 
 def _is_number(value: object) -> bool:
@@ -53,14 +67,55 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def slurm_option(key: str, value: Any) -> Any:
+    """A Slurm job option (``slurm={key: value}``, or the ``slurm_<key>`` setting), checked
+    and normalised (``sbatch_args`` as a tuple; a string is split as a shell would); raises
+    ValueError saying what is wrong."""
+    if key in ("partition", "account", "qos"):
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            raise ValueError(f"slurm {key} must be a name without spaces, got {value!r}")
+        return value
+    if key == "time":
+        if not isinstance(value, str) or not _SLURM_TIME.fullmatch(value.strip()):
+            raise ValueError(
+                f"slurm time {value!r} is not a Slurm walltime: use minutes ('30'), "
+                "'HH:MM:SS' or 'D-HH[:MM[:SS]]'"
+            )
+        return value.strip()
+    if key == "sbatch_args":
+        args = shlex.split(value) if isinstance(value, str) else value
+        if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
+            raise ValueError(f"slurm sbatch_args must be a list of strings, got {value!r}")
+        return tuple(args)
+    if key == "drain_seconds":
+        if not _is_int(value) or not 0 <= value <= MAX_DRAIN_SECONDS:
+            raise ValueError(
+                f"slurm drain_seconds must be an int of seconds in 0..{MAX_DRAIN_SECONDS}, "
+                f"got {value!r}"
+            )
+        return value
+    raise ValueError(f"no Slurm option {key!r}; the options are: {', '.join(SLURM_KEYS)}")
+
+
+def slurm_fields(slurm: object) -> dict[str, Any]:
+    """The ``slurm_*`` fields of ``FunctionOptions`` for a function's ``slurm={...}`` (its
+    None values leave a field as it is); raises ValueError naming a bad key or value."""
+    if not isinstance(slurm, Mapping):
+        raise ValueError(f"slurm= takes a dict such as {{'partition': 'gpu'}}, got {slurm!r}")
+    unknown = sorted(set(slurm) - set(SLURM_KEYS))
+    if unknown:
+        raise ValueError(f"slurm= has no key {unknown[0]!r}; the keys are: {', '.join(SLURM_KEYS)}")
+    return {f"slurm_{key}": value for key, value in slurm.items() if value is not None}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionOptions:
     timeout: float = DEFAULT_TIMEOUT
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     max_inputs: int = 1  # inputs one worker runs at once (``@nbscale.concurrent``)
     target_inputs: int | None = None  # what the autoscaler aims for per worker; None: max
-    cpu: float | None = None  # cores (a Docker worker's limit)
-    memory: int | None = None  # MiB (a Docker worker's limit)
+    cpu: float | None = None  # cores (a Docker worker's limit, a Slurm job's request)
+    memory: int | None = None  # MiB (a Docker worker's limit, a Slurm job's request)
     gpu: str | tuple[str, ...] | None = None  # Modal's syntax: "A100:2", or fallbacks
     image: str | None = None  # the worker image's tag; None for worker processes
     is_async: bool = False
@@ -69,6 +124,13 @@ class FunctionOptions:
     buffer_containers: int | None = None
     scaledown_window: float | None = None
     variant: bool = False  # made by ``with_options``: a pool of its own for these settings
+    # A Slurm worker's job (``slurm={...}``); None: the control plane's slurm_* setting.
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_time: str | None = None  # walltime
+    slurm_sbatch_args: tuple[str, ...] | None = None  # after the setting's
+    slurm_drain_seconds: int | None = None  # drain this long before the walltime
 
     def __post_init__(self) -> None:
         t = self.timeout
@@ -101,6 +163,10 @@ class FunctionOptions:
             raise ValueError(f"image must be an image tag, got {self.image!r}")
         if not isinstance(self.is_async, bool) or not isinstance(self.variant, bool):
             raise ValueError("is_async and variant must be booleans")
+        for key in SLURM_KEYS:
+            value = getattr(self, f"slurm_{key}")
+            if value is not None:
+                object.__setattr__(self, f"slurm_{key}", slurm_option(key, value))
         self.autoscaler_settings()  # raises ValueError for bad autoscaler settings
 
     # --- what the control plane reads -------------------------------------------------
@@ -135,8 +201,9 @@ class FunctionOptions:
     def to_wire(self) -> dict[str, Any]:
         wire = {f.name: getattr(self, f.name) for f in fields(self)}
         wire["retries"] = dataclasses.asdict(self.retries)
-        if isinstance(self.gpu, tuple):
-            wire["gpu"] = list(self.gpu)
+        for name in ("gpu", "slurm_sbatch_args"):
+            if isinstance(wire[name], tuple):
+                wire[name] = list(wire[name])
         return {"version": WIRE_VERSION, **wire}
 
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from nbscale_runtime import protocol
+from nbscale_runtime.nested import CLIENT_SUFFIX
 
 from .errors import RequestError
 from .models import ChangeEvent
@@ -20,6 +21,7 @@ log = logging.getLogger("nbscale.control_plane")
 
 Deliver = Callable[[protocol.Message, list[Any]], None]
 Subscriber = Callable[[ChangeEvent], None]
+_NESTED = CLIENT_SUFFIX.encode()
 
 
 class Sender(Protocol):
@@ -62,6 +64,8 @@ class Outbox:
         local = self.local_clients.get(identity)
         if local is not None:
             local(msg, list(payload))
+        elif identity.endswith(_NESTED):  # code on a worker: over its worker's channel
+            self.workers.send([identity, *protocol.encode(msg, payload)])
         else:
             self.clients.send([identity, *protocol.encode(msg, payload)])
 

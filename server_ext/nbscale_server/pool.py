@@ -3,16 +3,26 @@
 A worker's states and the events that move it between them are here, as methods of
 ``WorkerState``; the rooms of the control plane call them and never set ``state`` by hand:
 
+    waiting <--queued / left the queue--> starting   (a scheduler's queue: Slurm's)
     starting --registered--> idle <--took inputs / settled--> busy
     busy     --silent------> unresponsive (alive, running an input, saying nothing: user code
                              holding the GIL) --heard from--> busy
     any      --drain-------> draining (told to stop, or said goodbye) --exit--> gone
+
+A waiting worker was launched (the autoscaler counts it, and so does the total cap) but
+runs nowhere yet: it serves nothing, and its startup timeout only starts once it leaves the
+queue; the pending timeout bounds its wait.
+
+A busy worker whose input waits on nested calls may be ``lent`` (``lend``/``rejoin``): it
+keeps its state but counts out of its pool's ``max_containers`` and the total cap, and is
+sent nothing, until it rejoins.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +53,12 @@ class WorkerState:
     public_key: str | None
     config_path: str
     launched_at: float
-    state: str = "starting"  # starting | idle | busy | unresponsive | draining
+    state: str = "starting"  # waiting | starting | idle | busy | unresponsive | draining
+    started_at: float | None = None  # when it began to run (left the queue); startup counts
+    waiting_reason: str | None = None  # while waiting: the scheduler's ("Resources", ...)
     registered_at: float | None = None
     last_seen: float = 0.0
+    ponged_at: float | None = None  # when we last answered its heartbeat
     idle_since: float | None = None
     want: int = 0  # inputs the worker asked for and has not been sent
     pid: int | None = None
@@ -58,15 +71,43 @@ class WorkerState:
     # (call id, index, attempt) -> when first said (by our clock)
     reported_running: dict[tuple[str, int, int], float] = field(default_factory=dict)
     killed_by_us: str | None = None  # why the control plane killed it, if it did
+    lent: bool = False  # its input waits on nested calls: it lent its slot
 
     def view(self) -> WorkerView:
         state = "busy" if self.state == "unresponsive" else self.state  # for the autoscaler
+        if self.lent and state != "draining":
+            state = "lent"
         return WorkerView(self.worker_id, state, self.idle_since)
 
     @property
     def serving(self) -> bool:
-        """Registered and not told to stop: it may be sent inputs."""
-        return self.state == "idle" or self.state == "busy"
+        """Registered, not told to stop, not lent: it may be sent inputs."""
+        return (self.state == "idle" or self.state == "busy") and not self.lent
+
+    @property
+    def counted(self) -> bool:
+        """Counts against its pool's ``max_containers`` and the total cap."""
+        return self.state != "draining" and not self.lent
+
+    def lend(self) -> None:
+        """Its input waits on nested calls: it lends its slot."""
+        self.lent = True
+        self.want = 0
+
+    def rejoin(self) -> None:
+        self.lent = False
+
+    def queued(self, reason: str | None) -> None:
+        """Its launcher says it waits in a scheduler's queue, for ``reason``."""
+        if self.registered_at is None and self.state in ("starting", "waiting"):
+            self.state, self.started_at, self.waiting_reason = "waiting", None, reason
+
+    def started(self, now: float) -> None:
+        """It began to run: the startup timeout counts from now."""
+        if self.state == "waiting":
+            self.state, self.waiting_reason = "starting", None
+        if self.started_at is None:
+            self.started_at = now
 
     def registered(self, now: float, pid: int, python: str, gpus: list[dict[str, Any]]) -> None:
         self.registered_at = now
@@ -104,14 +145,20 @@ class WorkerState:
         self.want = 0
 
     def overdue(self, now: float, startup_timeout: float, stop_grace: float) -> str | None:
-        """Why it must be killed now, if it must: it never registered, or outstayed its
-        stop. (A silent worker is judged by what it runs: ``Liveness``.)"""
+        """Why it must be killed now, if it must: it never registered once running, or
+        outstayed its stop. (A silent worker is judged by what it runs: ``Liveness``;
+        waiting in a queue is bounded by ``waited_too_long``.)"""
+        started = self.started_at
         starting = self.registered_at is None and self.state != "draining"
-        if starting and now - self.launched_at > startup_timeout:
+        if starting and started is not None and now - started > startup_timeout:
             return f"did not register within {startup_timeout:g} s"
         if self.state == "draining" and now - self.last_seen > stop_grace:
             return f"did not stop within {stop_grace:g} s"
         return None
+
+    def waited_too_long(self, now: float, pending_timeout: float) -> bool:
+        """Still queued ``pending_timeout`` seconds after its launch."""
+        return self.state == "waiting" and now - self.launched_at > pending_timeout
 
     def as_dict(self, now: float, running: list[tuple[str, int]]) -> dict[str, Any]:
         """``running``: the (call id, index) of the inputs it holds, in dispatch order."""
@@ -120,6 +167,7 @@ class WorkerState:
             "name": self.handle.name,
             "image": self.handle.image,
             "state": self.state,
+            "waiting_reason": self.waiting_reason,
             "pid": self.pid,
             "uptime": round(now - self.launched_at, 3),
             "running_inputs": len(running),
@@ -143,6 +191,7 @@ class Pool:
     owner: OwnerModel = field(default_factory=unknown_owner)  # who created it
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
+    enter_failures: int = 0  # workers in a row whose class @enter raised
     done: int = 0
     failed: int = 0
     stopped: bool = False  # stopped from the REST API: no launches until new inputs arrive
@@ -214,27 +263,33 @@ class Pool:
         return self.events[-1][1] if self.events else None
 
     def live_workers(self) -> int:
-        """Its workers that count against the total cap (all but those draining)."""
-        return sum(1 for w in self.workers.values() if w.state != "draining")
+        """Its workers that count against the total cap (all but those draining or lent)."""
+        return sum(1 for w in self.workers.values() if w.counted)
 
     def load(self) -> PoolLoad:
         target = self.options.slots_target
-        return PoolLoad(len(self.queue.pending), self.queue.num_running, target)
+        # a lent worker's input waits on others: it needs no worker of its own meanwhile
+        lent = sum(self.queue.running_on(w.worker_id) for w in self.workers.values() if w.lent)
+        return PoolLoad(len(self.queue.pending), self.queue.num_running - lent, target)
 
     def views(self) -> list[WorkerView]:
         return [w.view() for w in self.workers.values()]
 
     def stats(self, now: float) -> dict[str, Any]:
-        by_state = {"starting": 0, "idle": 0, "busy": 0, "unresponsive": 0, "draining": 0}
+        by_state = dict.fromkeys(
+            ("waiting", "starting", "idle", "busy", "unresponsive", "draining"), 0
+        )
         for w in self.workers.values():
             by_state[w.state] += 1
         live = by_state["idle"] + by_state["busy"] + by_state["unresponsive"]
+        status = self.autoscaler.status
+        waiting = waiting_note(self.workers.values())
         return {
             "id": self.pool_id,
             "function": self.name,
             "function_id": self.function_id,
             "settings": self.autoscaler.settings.as_dict(),
-            "status": self.autoscaler.status,
+            "status": f"{status}; {waiting}" if waiting else status,
             "backlog": self.queue.num_pending,
             "num_running_inputs": self.queue.num_running,
             "num_total_runners": len(self.workers) - by_state["draining"],
@@ -254,6 +309,7 @@ class Pool:
                 {
                     "pool_id": h.pool_id,
                     "function": h.function,
+                    "waiting": h.waiting,
                     "starting": h.starting,
                     "idle": h.idle,
                     "busy": h.busy,
@@ -296,6 +352,17 @@ class Outcomes:
         return any(self.raw[max(0, start) : stop])
 
 
+def waiting_note(workers: Iterable[WorkerState]) -> str | None:
+    """``2 waiting for resources (reason: Resources)`` for a pool's workers queued by a
+    scheduler, with its reasons; None when none waits."""
+    waiting = [w for w in workers if w.state == "waiting"]
+    if not waiting:
+        return None
+    reasons = list(dict.fromkeys(w.waiting_reason for w in waiting if w.waiting_reason))
+    said = f" (reason{'s' if len(reasons) > 1 else ''}: {', '.join(reasons)})" if reasons else ""
+    return f"{len(waiting)} waiting for resources{said}"
+
+
 @dataclass(slots=True)
 class CallState:
     call_id: str
@@ -308,6 +375,8 @@ class CallState:
     timeout: float = 0.0  # the function's timeout, for the errors its outputs become
     seq: int = 0  # when it was opened, in microseconds since the epoch: the listing's cursor
     owner_info: OwnerModel = field(default_factory=unknown_owner)  # who made it
+    parent: tuple[str, int] | None = None  # the input whose code made it, on a worker
+    children: list[str] = field(default_factory=list)  # the calls its inputs made
     total: int | None = None  # known once the caller closed its inputs
     submitted: int = 0
     reported: int = 0
@@ -317,6 +386,22 @@ class CallState:
     # spawned calls: which inputs settled (their outputs are in the store until fetched)
     outcomes: Outcomes | None = None
     waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)
+    # detached (from the REST API): its outputs are stored from then on, as a spawned
+    # call's; ``delivered`` are the [start, end) ranges whose results went to its caller
+    detached: bool = False
+    delivered: list[tuple[int, int]] = field(default_factory=list)
+    # detached, and its caller has not yet said which results it returned: it stays open
+    # (the results it gives back are still to be kept)
+    detaching: bool = False
+
+    @property
+    def keeps_outputs(self) -> bool:
+        """Its outputs are stored for ``get-outputs`` (spawned, or detached since)."""
+        return self.kind == "spawn" or self.detached
+
+    def delivered_before(self, index: int) -> bool:
+        """Input ``index``'s result went to the caller before the call was detached."""
+        return any(start <= index < end for start, end in self.delivered)
 
     @property
     def in_flight(self) -> int:
@@ -340,8 +425,15 @@ class CallState:
             "failed": self.failed,
             "cancelled": self.cancelled,
             "finished": self.finished,
+            "detached": self.detached,
             "owner": dict(self.owner_info),
+            "parent": _input_ref(self.parent),
+            "children": list(self.children),
         }
+
+
+def _input_ref(key: tuple[str, int] | None) -> dict[str, Any] | None:
+    return None if key is None else {"call_id": key[0], "index": key[1]}
 
 
 @dataclass(slots=True)

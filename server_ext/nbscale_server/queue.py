@@ -85,6 +85,7 @@ class InputRecord:
     infrastructure_streak: int = 0  # such losses in a row
     suspect: bool = False  # on a worker that died, maybe what killed it: runs alone
     confirmed: bool = False  # its worker said it starts it (suspects only)
+    earlier_printed: tuple[str, str] = ("", "")  # (stdout, stderr) of retried attempts
 
     @property
     def key(self) -> tuple[str, int]:
@@ -232,14 +233,32 @@ class QueueCore:
                 else:
                     outcomes.append(self._settle(record, STATUS_LOST, now))
             else:
-                record.attempt -= 1
-                record.worker_id = None
                 record.suspect = record.suspect or unknown
                 unstarted.append(record)
+        self._requeue_unstarted(unstarted)
+        return outcomes
+
+    def give_back(self, worker_id: str, running: Collection[tuple[str, int]]) -> list[InputRecord]:
+        """A worker lends its slot: the inputs it holds but does not run (``running``:
+        their (call id, index)) go back to the front of the queue untouched; returns them."""
+        on_worker = self.running.get(worker_id, {})
+        unstarted = [r for key, r in on_worker.items() if key not in running]
+        for record in unstarted:
+            del on_worker[record.key]
+        if worker_id in self.alone and not on_worker:
+            self.alone.discard(worker_id)
+        self._requeue_unstarted(unstarted)
+        return unstarted
+
+    def _requeue_unstarted(self, unstarted: list[InputRecord]) -> None:
+        """Inputs a worker held without starting them: pending again, at the front, as if
+        never taken."""
+        for record in unstarted:
+            record.attempt -= 1
+            record.worker_id = None
         self.pending.extendleft(reversed(unstarted))
         self.spawn_pending += sum(1 for r in unstarted if r.spawned)
         self.suspects_pending += sum(1 for r in unstarted if r.suspect)
-        return outcomes
 
     def cancel(self, call_id: str) -> set[str]:
         """Drop a call's inputs; returns the workers running some of them now."""
@@ -260,13 +279,21 @@ class QueueCore:
                 busy.add(worker_id)
         return busy
 
-    def fail_pending(self) -> list[InputRecord]:
-        """Take every input waiting for a worker, retries waiting for their delay included,
-        to fail them all (a broken pool, launches that keep failing); running inputs stay."""
-        records = list(self.pending) + [d[2] for d in sorted(self._delayed)]
-        self.pending.clear()
-        self._delayed.clear()
-        self.suspects_pending = 0
+    def fail_pending(self, calls: Collection[str] | None = None) -> list[InputRecord]:
+        """Take every input waiting for a worker (of ``calls`` only, when given), retries
+        waiting for their delay included, to fail them all (a broken pool, launches that
+        keep failing, a deadlock); running inputs stay."""
+        delayed = [d[2] for d in sorted(self._delayed)]
+        records = list(self.pending) + delayed
+        if calls is not None:
+            records = [r for r in records if r.call_id in calls]
+            self.pending = collections.deque(r for r in self.pending if r.call_id not in calls)
+            self._delayed = [d for d in self._delayed if d[2].call_id not in calls]
+            heapq.heapify(self._delayed)
+        else:
+            self.pending.clear()
+            self._delayed.clear()
+        self.suspects_pending = sum(1 for r in self.pending if r.suspect)  # of pending only
         self.spawn_pending -= sum(1 for r in records if r.spawned)
         return records
 

@@ -20,84 +20,17 @@ Where a setting applies (its ``scope``):
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from .limits import Limits
+from .setting import Scope, Setting
 
-Scope = Literal["client", "control plane", "server"]
+__all__ = ["SETTINGS", "ControlPlaneConfig", "Scope", "Setting", "control_plane_config"]
 
 _LIMITS = Limits()  # Modal's admission limits (limits.py) are the defaults
-_SAME: Any = object()  # a server default that is the client's
-_NONE_WORDS = ("", "none", "null")  # how a file or a variable says "no value" (a None default)
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    name: str  # the server's trait, ControlPlaneConfig's field, and the client's key
-    kind: type[int] | type[float] | type[str]  # what a value parses to
-    default: Any
-    scope: Scope
-    help: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    default_text: str | None = None  # what a None default means ("this interpreter")
-    client_name: str | None = None  # the client's key, where it differs (max_workers)
-    server_default: Any = _SAME  # the server's default, where it differs
-
-    @property
-    def key(self) -> str | None:
-        """The client's name: ``nbscale.config(key=...)``; None for a server-only setting."""
-        return None if self.scope == "server" else (self.client_name or self.name)
-
-    @property
-    def env(self) -> str | None:
-        return None if self.key is None else f"NBSCALE_{self.key.upper()}"
-
-    @property
-    def trait(self) -> str | None:
-        """The server's name: ``c.NbScale.<trait>``; None for a client-only setting."""
-        return None if self.scope == "client" else self.name
-
-    @property
-    def trait_default(self) -> Any:
-        return self.default if self.server_default is _SAME else self.server_default
-
-    @property
-    def full_help(self) -> str:
-        """The help, and what an unset (None) default means."""
-        if self.default_text is None:
-            return self.help
-        return f"{self.help} None (the default): {self.default_text}."
-
-    def parse(self, raw: Any) -> Any:
-        """A value from a variable (text), a JSON file or Python; ValueError says why not."""
-        if self.default is None and (raw is None or str(raw).strip().lower() in _NONE_WORDS):
-            return None
-        if self.choices:
-            if str(raw) not in self.choices:
-                raise ValueError(f"expected one of {', '.join(self.choices)}")
-            return str(raw)
-        if self.kind is str:
-            if raw is None or isinstance(raw, bool | int | float):
-                raise ValueError("expected a string")
-            return str(raw)
-        expected = "an integer" if self.kind is int else "a number"
-        if raw is None or isinstance(raw, bool) or (self.kind is int and _fractional(raw)):
-            raise ValueError(f"expected {expected}")
-        value: float = int(raw) if self.kind is int else float(raw)
-        if not math.isfinite(value):
-            raise ValueError(f"expected {expected}, got {raw!r}")
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"must be at least {self.minimum:g}")
-        return value
-
-
-def _fractional(raw: Any) -> bool:
-    return isinstance(raw, float) and not raw.is_integer()
 
 
 def _table(*settings: Setting) -> dict[str, Setting]:
@@ -120,10 +53,27 @@ SETTINGS: dict[str, Setting] = _table(
         str,
         "auto",
         "client",
-        "How a .map() shows its progress: widget (live, under the notebook cell), text (a bar "
-        "on stderr), off, or auto (widget in a Jupyter kernel, text when stderr is a "
-        "terminal, else off).",
+        "How a .map() shows its progress: widget (a live view under the notebook cell, with "
+        "Cancel and Detach buttons in JupyterLab), text (a bar on stderr), off, or auto "
+        "(widget in a Jupyter kernel, text when stderr is a terminal, else off).",
         choices=("auto", "widget", "text", "off"),
+    ),
+    Setting(
+        "progress_outputs_kept",
+        int,
+        100,
+        "client",
+        "How many finished inputs' output (what they printed) a map's view keeps for its "
+        "per-input drill-down, besides every failed input's.",
+        minimum=0,
+    ),
+    Setting(
+        "debug",
+        bool,
+        False,
+        "client",
+        "Show nbscale's own frames in the tracebacks of remote errors (and IPython's for "
+        "the magics); by default a traceback shows only your code, local and remote.",
     ),
     # --- read by the control plane (the embedded one's from the client) -------------------
     Setting(
@@ -133,10 +83,12 @@ SETTINGS: dict[str, Setting] = _table(
         "control plane",
         "What runs workers: process (local subprocesses, of the python setting's "
         "interpreter), docker (a container each; kernels build the images: nbscale.Image), "
-        "or auto (docker when Docker can serve: the engine answers, the docker package "
-        "imports and the base image exists or can be pulled now; else process); "
+        "slurm (a Slurm batch job each: see the Slurm settings below), kubernetes (a Pod "
+        "each: see the Kubernetes settings below), or auto (docker when "
+        "Docker can serve: the engine answers, the docker package imports and the base "
+        "image exists or can be pulled now; else process; never slurm or kubernetes); "
         'nbscale.status()["launcher"] and ["launcher_reason"] say which and why.',
-        choices=("process", "docker", "auto"),
+        choices=("process", "docker", "slurm", "kubernetes", "auto"),
     ),
     Setting(
         "base_image",
@@ -221,7 +173,18 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         60.0,
         "control plane",
-        "Seconds a new worker gets to register before it is killed.",
+        "Seconds a new worker gets to register before it is killed, counted from when it "
+        "starts running (a Slurm job: once it leaves the queue).",
+        minimum=0.1,
+    ),
+    Setting(
+        "pending_timeout",
+        float,
+        3600.0,
+        "control plane",
+        "Seconds a worker may wait in a scheduler's queue for resources (a pending Slurm "
+        "job) before it is cancelled and counts as a launch failure: the function's waiting "
+        "inputs then fail with LaunchError naming the scheduler's reason.",
         minimum=0.1,
     ),
     Setting(
@@ -229,7 +192,8 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         5.0,
         "control plane",
-        "Seconds a stopping worker gets to finish its input before it is killed.",
+        "Seconds a stopping worker gets to finish its input (and an @app.cls class's @exit) "
+        "before it is killed.",
         minimum=0.0,
     ),
     Setting(
@@ -238,23 +202,45 @@ SETTINGS: dict[str, Setting] = _table(
         "ipc",
         "control plane",
         "How local workers reach the control plane: ipc (a Unix socket in a private 0700 "
-        "directory) or tcp (CurveZMQ with a per-worker key, on the bind_host address).",
+        "directory) or tcp (CurveZMQ with a per-worker key, on worker_address). Containers "
+        "and Slurm jobs always use tcp.",
         choices=("ipc", "tcp"),
+    ),
+    Setting(
+        "worker_address",
+        str,
+        None,
+        "control plane",
+        "Where workers that dial over TCP (containers, Slurm jobs, tcp transport) reach the "
+        "control plane: an IP address, host name or network interface name (e.g. ib0, the "
+        "cluster's network) of this host; always CurveZMQ with per-worker keys. 0.0.0.0 and "
+        ":: (every interface) are refused unless allow_all_interfaces is set.",
+        default_text="loopback (127.0.0.1), or the Docker network's gateway for Docker "
+        "workers on the bridge network",
+    ),
+    Setting(
+        "allow_all_interfaces",
+        bool,
+        False,
+        "control plane",
+        "Let worker_address be 0.0.0.0 or :: (every network interface of this host; workers "
+        "still need their CurveZMQ key).",
     ),
     Setting(
         "bind_host",
         str,
-        "127.0.0.1",
+        None,
         "control plane",
-        "The address the tcp worker endpoint binds; loopback unless workers run elsewhere "
-        "(never 0.0.0.0 without a reason).",
+        "Deprecated: the old name of worker_address, still read when worker_address is not set.",
+        default_text="worker_address decides",
     ),
     Setting(
         "python",
         str,
         None,
         "control plane",
-        "The Python interpreter that runs process workers.",
+        "The Python interpreter that runs process workers and Slurm jobs (for Slurm: a path "
+        "every node sees, with nbscale installed; checked when a worker registers).",
         default_text="the control plane's own",
     ),
     Setting(
@@ -303,6 +289,133 @@ SETTINGS: dict[str, Setting] = _table(
         "it the oldest finished calls are dropped.",
         minimum=1,
     ),
+    # --- read by the Slurm launcher ----------------------------------------------------
+    Setting(
+        "shared_dir",
+        str,
+        None,
+        "control plane",
+        "A directory every node of the cluster sees, for Slurm workers' config files (mode "
+        "0600, in a 0700 directory: their keys) and job output.",
+        default_text="~/.nbscale/jobs",
+    ),
+    Setting(
+        "slurm_partition",
+        str,
+        None,
+        "control plane",
+        "The partition of worker jobs (--partition); a function's slurm={'partition': ...} "
+        "comes first.",
+        default_text="the cluster's default",
+    ),
+    Setting(
+        "slurm_account",
+        str,
+        None,
+        "control plane",
+        "The account worker jobs are charged to (--account).",
+        default_text="yours by default",
+    ),
+    Setting(
+        "slurm_qos",
+        str,
+        None,
+        "control plane",
+        "The quality of service of worker jobs (--qos).",
+        default_text="the cluster's default",
+    ),
+    Setting(
+        "slurm_time",
+        str,
+        None,
+        "control plane",
+        "The walltime of worker jobs (--time): minutes, HH:MM:SS or D-HH:MM.",
+        default_text="the partition's",
+    ),
+    Setting(
+        "slurm_gpu_types",
+        str,
+        None,
+        "control plane",
+        "Modal GPU names as the cluster's gres types, e.g. A100=a100,H100=h100_80g: "
+        "gpu='A100:2' asks for --gres=gpu:a100:2; gpu='any:2' for --gres=gpu:2.",
+        default_text="the name in lower case",
+    ),
+    Setting(
+        "slurm_sbatch_args",
+        str,
+        None,
+        "control plane",
+        "More sbatch arguments for every worker job, as a shell would split them, e.g. "
+        "--constraint=ib --reservation=lab.",
+        default_text="none",
+    ),
+    Setting(
+        "slurm_drain_seconds",
+        int,
+        120,
+        "control plane",
+        "Seconds before its walltime a worker job is told to stop taking inputs and drain "
+        "(--signal=B:TERM@N).",
+        minimum=0,
+    ),
+    # --- read by the Kubernetes launcher -----------------------------------------------
+    Setting(
+        "registry",
+        str,
+        None,
+        "control plane",
+        "The container registry Kubernetes nodes pull worker images from (e.g. "
+        "registry.lab:5000/ml): after a build, the kernel pushes each worker image as "
+        "<registry>/nbscale-worker:<content hash>. Required by the kubernetes launcher; "
+        "Image.from_registry images without added layers are used as they are.",
+        default_text="none: the kubernetes launcher refuses to start",
+    ),
+    Setting(
+        "k8s_namespace",
+        str,
+        None,
+        "control plane",
+        "The namespace worker Pods (and their key Secrets) are created in; the launcher "
+        "needs only the Role of `nbscale k8s manifests` there.",
+        default_text="the namespace this Pod runs in, else the kubeconfig context's, else default",
+    ),
+    Setting(
+        "k8s_image_pull_secrets",
+        str,
+        None,
+        "control plane",
+        "Comma-separated names of Secrets in the namespace that let nodes pull from the "
+        "registry (the Pods' imagePullSecrets).",
+        default_text="none",
+    ),
+    Setting(
+        "k8s_service_address",
+        str,
+        None,
+        "control plane",
+        "HOST:PORT of a Service that forwards to this control plane's Pod: workers dial it "
+        "and the control plane listens on PORT (of worker_address or the Pod's IP).",
+        default_text="workers dial the control plane's Pod IP on a random port",
+    ),
+    Setting(
+        "k8s_gpu_products",
+        str,
+        None,
+        "control plane",
+        "Modal GPU names as the nodes' nvidia.com/gpu.product labels, | between "
+        "alternatives, e.g. A100=NVIDIA-A100-SXM4-80GB|NVIDIA-A100-PCIE-40GB,T4=Tesla-T4.",
+        default_text="the GPU Feature Discovery names of each Modal type",
+    ),
+    Setting(
+        "k8s_drain_seconds",
+        int,
+        120,
+        "control plane",
+        "A worker Pod's termination grace period: the seconds a scaled-down worker has to "
+        "finish its inputs after SIGTERM before the kubelet kills it.",
+        minimum=0,
+    ),
     # --- read by the Jupyter server extension alone ---------------------------------------
     Setting(
         "store_path",
@@ -343,9 +456,12 @@ class ControlPlaneConfig:
     heartbeat_interval: float = _server_default("heartbeat_interval")
     heartbeat_timeout: float = _server_default("heartbeat_timeout")
     startup_timeout: float = _server_default("startup_timeout")
+    pending_timeout: float = _server_default("pending_timeout")
     stop_grace: float = _server_default("stop_grace")
     worker_transport: str = _server_default("worker_transport")
-    bind_host: str = _server_default("bind_host")
+    worker_address: str | None = _server_default("worker_address")
+    allow_all_interfaces: bool = _server_default("allow_all_interfaces")
+    bind_host: str | None = _server_default("bind_host")  # deprecated: worker_address
     python: str | None = _server_default("python")
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
@@ -355,6 +471,20 @@ class ControlPlaneConfig:
     spawn_retention_days: float = _server_default("spawn_retention_days")
     spawn_memory_calls: int = _server_default("spawn_memory_calls")
     spawn_memory_mib: int = _server_default("spawn_memory_mib")
+    shared_dir: str | None = _server_default("shared_dir")
+    slurm_partition: str | None = _server_default("slurm_partition")
+    slurm_account: str | None = _server_default("slurm_account")
+    slurm_qos: str | None = _server_default("slurm_qos")
+    slurm_time: str | None = _server_default("slurm_time")
+    slurm_gpu_types: str | None = _server_default("slurm_gpu_types")
+    slurm_sbatch_args: str | None = _server_default("slurm_sbatch_args")
+    slurm_drain_seconds: int = _server_default("slurm_drain_seconds")
+    registry: str | None = _server_default("registry")
+    k8s_namespace: str | None = _server_default("k8s_namespace")
+    k8s_image_pull_secrets: str | None = _server_default("k8s_image_pull_secrets")
+    k8s_service_address: str | None = _server_default("k8s_service_address")
+    k8s_gpu_products: str | None = _server_default("k8s_gpu_products")
+    k8s_drain_seconds: int = _server_default("k8s_drain_seconds")
     client_endpoint: str | None = None  # default: ipc in the control plane's private directory
     store_path: str | None = None  # the SQLite store (a Jupyter server's); None: in memory
 
@@ -379,8 +509,12 @@ def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:
 def _shown(setting: Setting, value: Any) -> str:
     if value is None:
         return setting.default_text or "none"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, str):
         return f"`{value}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

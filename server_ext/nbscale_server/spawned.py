@@ -1,8 +1,10 @@
-"""Spawned calls: their inputs and outputs kept in the store, and the callers who fetch them.
+"""Calls whose outputs are kept (spawned calls, and maps detached from their caller): their
+inputs and outputs in the store, and the callers who fetch them.
 
 ``.spawn()`` and ``.spawn_map()`` return once their inputs are kept (durable, with the
 Jupyter server's store), and their outputs are kept until fetched and beyond, for the
-store's retention time. This room is what the delivery room calls for them: it hands the
+store's retention time; a detached map's from when it was detached (its inputs not
+settled by then are kept too). This room is what the delivery room calls for them: it hands the
 store new inputs, settled outputs and finished calls, answers ``get-outputs`` (now, or when
 the outputs asked for are in, or at its timeout), finds calls that left memory in the
 store, and, at start, resumes the calls a crashed control plane left unfinished.
@@ -25,33 +27,23 @@ from nbscale_runtime.protocol import (
     ERROR_INVALID,
     ERROR_NOT_FOUND,
     OUT_ATTEMPT,
-    OUT_WHERE,
+    OUT_INDEX,
+    OUT_STATUS,
     STATUS_OK,
     STATUS_REJECTED,
 )
-from nbscale_runtime.serialization import pack
 
 from .errors import RequestError, rejection
 from .options import FunctionOptions
 from .outbox import Outbox
+from .outputs import outputs_message
 from .pool import CallState, Outcomes, Pool, Records
-from .queue import InputRecord, Outcome
-from .store import Durable, Entry, SpawnStore, Unfinished
+from .queue import InputRecord
+from .store import Durable, SpawnStore, Unfinished
 
 log = logging.getLogger("nbscale.control_plane")
 
 _HOUSEKEEPING_PERIOD = 60.0  # seconds between two retention sweeps
-
-
-def outputs_message(entries: list[Entry]) -> tuple[protocol.Outputs, list[Any]]:
-    """An ``outputs`` message for ``(row, data, buffers)`` entries, their bytes repacked."""
-    frames, addresses = pack([(data, bufs) for _, data, bufs in entries])
-    items = []
-    for (item, _, _), where in zip(entries, addresses, strict=True):
-        row = list(item)
-        row[OUT_WHERE] = where
-        items.append(row)
-    return protocol.Outputs(items), frames
 
 
 class SpawnedCalls:
@@ -84,12 +76,23 @@ class SpawnedCalls:
             call.outcomes = Outcomes()
         self.store.submitted(pool, call, records, then)
 
-    def settled(
-        self, call: CallState, outcome: Outcome, item: list[Any], data: Any, bufs: Any
-    ) -> None:
-        index = outcome.record.index
+    def detached(self, pool: Pool, call: CallState) -> None:
+        """A map detached from its caller: kept from now on as a spawned call, with its
+        inputs not settled yet (so that they, too, run again after a crash)."""
+        call.outcomes = Outcomes()
+        pending, held = pool.queue.inputs_of(call.call_id)
+
+        def then(error: str | None) -> None:
+            if error is not None:
+                log.error("detached call %s: its inputs could not be kept: %s", call.call_id, error)
+
+        self.store.submitted(pool, call, pending + held, then)
+
+    def settled(self, call: CallState, item: list[Any], data: Any, bufs: Any) -> None:
+        """An input's final output (``item``: its outputs row), kept for who fetches it."""
+        index = item[OUT_INDEX]
         assert call.outcomes is not None
-        call.outcomes.mark(index, outcome.status == STATUS_OK, int(item[OUT_ATTEMPT]))
+        call.outcomes.mark(index, item[OUT_STATUS] == STATUS_OK, int(item[OUT_ATTEMPT]))
         self.store.settled(call, index, item, data, bufs)
         self.answer_waiters(call)
 
@@ -113,6 +116,12 @@ class SpawnedCalls:
 
     def wait_for_outputs(self, identity: bytes, msg: protocol.GetOutputs, call: CallState) -> None:
         """Answer ``get-outputs`` once the outputs asked for are stored (or at its timeout)."""
+        if msg.end == msg.start + 1 and call.delivered_before(msg.start):
+            raise RequestError(
+                ERROR_INVALID,
+                f"the result of input {msg.start} of {call.call_id} went to its caller "
+                "before the call was detached",
+            )
         timeout = msg.timeout
         if timeout is not None and (
             isinstance(timeout, bool)
@@ -144,7 +153,11 @@ class SpawnedCalls:
         outcomes = call.outcomes or Outcomes()
         for identity, rid, start, end, deadline in call.waiters:
             stop = end if end is not None else call.total
-            ready = call.finished or (stop is not None and outcomes.all_settled(start, stop))
+            if stop is not None and call.total is not None:
+                stop = min(stop, call.total)  # no wait for inputs the call will never have
+            ready = call.finished or (
+                stop is not None and _all_settled(call, outcomes, start, stop)
+            )
             expired = deadline is not None and now >= deadline
             if not (ready or expired or force):
                 keep.append((identity, rid, start, end, deadline))
@@ -225,3 +238,11 @@ class SpawnedCalls:
             call.total = call.submitted
         log.error("spawned call %s: %s", call.call_id, why)
         self.store.closed(call)
+
+
+def _all_settled(call: CallState, outcomes: Outcomes, start: int, stop: int) -> bool:
+    """Inputs ``start`` .. ``stop`` settled (or, for a detached map, went to its caller
+    before it was detached)."""
+    if not call.delivered:
+        return outcomes.all_settled(start, stop)
+    return all(outcomes.get(i) is not None or call.delivered_before(i) for i in range(start, stop))

@@ -31,9 +31,10 @@ from nbscale_runtime.protocol import (
 
 from .errors import RequestError, rejection
 from .launchers.owner import owner_alive, owner_tag
+from .outputs import Entry
 from .pool import CallState, Outcomes, Pool
 from .queue import InputRecord
-from .store import Durable, Entry, SpawnStore, StoredPool, Unfinished
+from .store import Durable, SpawnStore, StoredPool, Unfinished
 from .store_writer import Operation, StoreError, Writer, connect, pack, unpack
 
 _CALL_COLUMNS = (

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import OwnerModel
+from .outputs import Entry
 from .pool import CallState, Pool
 from .queue import InputRecord
 
-# An output as stored: (outputs row, pickle bytes, buffers)
-Entry = tuple[list[Any], Any, list[Any]]
 Durable = Callable[[str | None], None]  # called with None once durable, else with what failed
 _FORGOTTEN_KEPT = 100_000  # ids of dropped calls remembered, to say why one is not found
 

@@ -129,7 +129,14 @@ describe('groupByOwner', () => {
     expect(describeOwner(other)).toBe('kernel 2c72fe09 · pid 5353 on box');
     expect(describeOwner(script)).toBe('pid 77 on box');
     const holders = [
-      { pool_id: 'pl-b', function: 'square', starting: 0, idle: 1, busy: 2 }
+      {
+        pool_id: 'pl-b',
+        function: 'square',
+        waiting: 0,
+        starting: 0,
+        idle: 1,
+        busy: 2
+      }
     ];
     expect(
       formatCapHolders(holders, id => (id === 'pl-b' ? other : undefined))

@@ -29,7 +29,14 @@ export function pool(overrides: Partial<IPool> = {}): IPool {
     num_running_inputs: 0,
     num_total_runners: 0,
     input_headroom: 0,
-    containers: { starting: 0, idle: 0, busy: 0, unresponsive: 0, draining: 0 },
+    containers: {
+      waiting: 0,
+      starting: 0,
+      idle: 0,
+      busy: 0,
+      unresponsive: 0,
+      draining: 0
+    },
     done: 0,
     failed: 0,
     workers: [],
@@ -50,6 +57,7 @@ export function container(overrides: Partial<IContainer> = {}): IContainer {
     name: null,
     image: null,
     state: 'busy',
+    waiting_reason: null,
     pid: 4242,
     uptime: 12.5,
     running_inputs: 1,
@@ -72,7 +80,10 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     failed: 0,
     cancelled: false,
     finished: false,
+    detached: false,
     owner: owner(),
+    parent: null,
+    children: [],
     ...overrides
   };
 }

@@ -99,6 +99,7 @@ describe('pools', () => {
   it('lists containers by state, busiest first, without empty states', () => {
     expect(
       formatContainers({
+        waiting: 0,
         starting: 1,
         idle: 2,
         busy: 3,
@@ -108,6 +109,17 @@ describe('pools', () => {
     ).toBe('3 busy · 1 unresponsive · 2 idle · 1 starting');
     expect(
       formatContainers({
+        waiting: 2,
+        starting: 0,
+        idle: 0,
+        busy: 1,
+        unresponsive: 0,
+        draining: 0
+      })
+    ).toBe('1 busy · 2 waiting for resources');
+    expect(
+      formatContainers({
+        waiting: 0,
         starting: 0,
         idle: 0,
         busy: 0,
@@ -119,6 +131,7 @@ describe('pools', () => {
 
   it('puts the size against the bounds', () => {
     const containers = {
+      waiting: 0,
       starting: 1,
       idle: 0,
       busy: 2,
@@ -213,6 +226,13 @@ describe('describeEvent', () => {
       })
     ).toBe('wk-1 stopped');
     expect(
+      describeEvent({
+        type: 'container-waiting',
+        pool_id: 'pl-1',
+        container_id: 'wk-2'
+      })
+    ).toBe('wk-2 waiting for resources');
+    expect(
       describeEvent({ type: 'pool-stopped', pool_id: 'pl-0123456789ab' })
     ).toBe('pool pl-01234567 stopped');
     expect(
@@ -299,14 +319,29 @@ describe('the control plane and its calls', () => {
   it('says who holds the total cap', () => {
     expect(
       formatCapHolders([
-        { pool_id: 'pl-1', function: 'square', starting: 0, idle: 0, busy: 2 },
-        { pool_id: 'pl-2', function: 'other', starting: 1, idle: 1, busy: 0 }
+        {
+          pool_id: 'pl-1',
+          function: 'square',
+          waiting: 0,
+          starting: 0,
+          idle: 0,
+          busy: 2
+        },
+        {
+          pool_id: 'pl-2',
+          function: 'other',
+          waiting: 3,
+          starting: 1,
+          idle: 1,
+          busy: 0
+        }
       ])
-    ).toBe('square: 2 busy · other: 1 idle, 1 starting');
+    ).toBe('square: 2 busy · other: 1 idle, 1 starting, 3 waiting');
   });
 
   it('names the launcher', () => {
     const status = { version: '0.1.0', launcher_reason: 'because' };
+    expect(formatLauncher({ ...status, launcher: 'slurm' })).toBe('Slurm jobs');
     expect(formatLauncher({ ...status, launcher: 'docker' })).toBe(
       'Docker containers'
     );

@@ -1,4 +1,4 @@
-"""Launchers start and stop workers: local processes or Docker containers."""
+"""Launchers start and stop workers: local processes, Docker containers or Slurm jobs."""
 
 from .base import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .process import ProcessLauncher

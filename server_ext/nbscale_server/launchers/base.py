@@ -2,7 +2,12 @@
 
 A launcher only moves processes or containers; when to start or stop one is the autoscaler's
 decision. A restarted control plane finds the workers a previous one left through the
-launcher itself (Docker labels), not through saved handles.
+launcher itself (Docker labels, Slurm job comments), not through saved handles.
+
+Launchers whose workers wait in a scheduler's queue (Slurm) say so through
+:meth:`Launcher.worker_status` ("pending", with the scheduler's reason), and say which exits
+the infrastructure caused (:meth:`Launcher.exit_cause`, as Docker does); the defaults suit
+launchers whose workers start at once.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import abc
 import collections
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..options import FunctionOptions
 
@@ -24,6 +29,7 @@ class WorkerSpec:
     config_path: str  # the worker's config file (endpoint, keys), mode 0600
     options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
     register_path: str | None = None  # its register file, for launchers that share it
+    pool_name: str = ""  # the function's name, for names people read (Slurm's job name)
 
 
 @dataclass(slots=True)
@@ -44,6 +50,30 @@ class LogChunk:
     text: str  # whole lines
     cursor: int | None  # pass back as ``after`` for the lines that follow; None: cannot follow
     skipped: bool = False  # more lines came after ``after`` than were returned: the oldest left out
+
+
+WorkerPhase = Literal["pending", "running", "exited"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """Where a launched worker is, as its launcher knows it."""
+
+    phase: WorkerPhase  # pending: queued by a scheduler, waiting for resources (not failing)
+    reason: str | None = None  # the scheduler's word for why it waits: "Resources", "Priority"
+
+
+# Exit codes a launcher records for a worker that never gave one of its own.
+EXIT_NOT_STARTED = 125  # as `docker run` says: it could not start
+EXIT_LOST = 255  # its fate is unknown: the engine or scheduler lost sight of it
+
+
+def signal_of_exit(code: int | None) -> int | None:
+    """The signal that ended a container whose init (or kubelet) reports 128 + the signal
+    (137: SIGKILL), if one did."""
+    if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
+        return None
+    return code - 128
 
 
 class Launcher(abc.ABC):
@@ -79,15 +109,22 @@ class Launcher(abc.ABC):
         the exit code says."""
         return None
 
+    def worker_status(self, handle: WorkerHandle) -> WorkerStatus:
+        """Whether the worker waits in a scheduler's queue, runs, or has exited. The
+        default suits launchers whose workers start at once: running until it has an exit
+        code."""
+        return WorkerStatus("exited" if self.exit_code(handle) is not None else "running")
+
     def housekeep(self, now: float) -> None:  # noqa: B027 - optional hook
         """Called on every housekeeping tick (``now``: the control plane's clock), for what
         a launcher watches itself (memory limits, log sizes)."""
 
     def exit_cause(self, handle: WorkerHandle) -> str | None:
         """Whose fault an exited worker's end was, when the launcher knows: ``losses.USER``
-        (it ran out of memory), ``losses.INFRASTRUCTURE`` (removed by someone else, lost
-        with its engine, preempted or cancelled by a scheduler); None: judge by the signal
-        that ended it (``losses.cause_of_loss``)."""
+        (it ran out of memory, its job failed), ``losses.INFRASTRUCTURE`` (removed by
+        someone else, lost with its engine or node, preempted, cancelled by a scheduler or an
+        admin, past its walltime); None: judge by the signal that ended it
+        (``losses.cause_of_loss``)."""
         return None
 
     def exit_signal(self, handle: WorkerHandle) -> int | None:
@@ -101,10 +138,22 @@ class Launcher(abc.ABC):
         tells its starts through its messages)."""
         return path
 
+    def worker_config_dir(self) -> str | None:
+        """The directory worker config and register files must be written to for this
+        launcher's workers to read them (one the cluster's nodes share), or None: the
+        control plane's private directory."""
+        return None
+
     def worker_bind_host(self) -> str | None:
-        """The address the control plane must bind its worker socket to (over TCP, with
-        CurveZMQ) for this launcher's workers to reach it, or None when they share this
-        machine's file system and ``ipc://`` works."""
+        """The address the control plane binds its worker socket to (over TCP, with
+        CurveZMQ) for this launcher's workers to reach it, unless the ``worker_address``
+        setting names one; None when they share this machine's file system and ``ipc://``
+        works."""
+        return None
+
+    def worker_port(self) -> int | None:
+        """The port the worker socket must listen on (a Kubernetes Service forwards to it),
+        or None: a random free one."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -130,4 +179,10 @@ def out_of_memory(limit_mib: int | None, how: str) -> str:
 
 
 class LaunchFailed(Exception):
-    """Raised by a launcher that could not start a worker."""
+    """Raised by a launcher that could not start a worker; ``lasting`` when trying again
+    cannot help (the host has no GPU of the kind asked for): the pool's waiting inputs then
+    fail at once instead of after the launch backoff."""
+
+    def __init__(self, message: str, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting

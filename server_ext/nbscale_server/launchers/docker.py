@@ -23,18 +23,25 @@ import contextlib
 import functools
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
-from ..losses import INFRASTRUCTURE, USER
-from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
+from ..losses import INFRASTRUCTURE
+from .base import (
+    EXIT_LOST,
+    EXIT_NOT_STARTED,
+    Launcher,
+    LaunchFailed,
+    LogChunk,
+    WorkerHandle,
+    WorkerSpec,
+    signal_of_exit,
+)
+from .daemon_threads import DaemonThreads
 from .docker_engine import (
     LABEL_GPUS,
     LABEL_POOL,
@@ -46,29 +53,25 @@ from .docker_engine import (
     reap_orphans,
     unreachable_message,
 )
+from .docker_spec import (
+    CONFIG_IN_CONTAINER,
+    CONTAINER_UID,
+    REGISTER_IN_CONTAINER,
+    ContainerExit,
+    container_exit,
+    container_user,
+    host_config_options,
+    lost_exit,
+    missing_image_message,
+    start_error_message,
+)
 from .logs import follow_stamped
 
 log = logging.getLogger("nbscale.docker")
 
-CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
-REGISTER_IN_CONTAINER = "/run/nbscale/register"
 COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
-CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
-EXIT_NOT_STARTED = 125  # what `docker run` exits with when the container could not start
-EXIT_LOST = 255  # the engine stopped answering: the container's fate is unknown
 _THREADS = 8  # Docker calls in parallel: starts are bound by the engine, not by us
 _LOGS_KEPT = 200  # lines of an exited container's output kept after it is removed
-_PIDS_LIMIT = 4096
-_TMP_SIZE = "1g"
-_NO_GPU_RUNTIME = "could not select device driver"
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerExit:
-    code: int
-    reason: str | None  # what the exit code alone does not say
-    logs: str  # its last lines, with Docker's timestamps
-    cause: str | None = None  # whose fault, where Docker says (losses.USER, INFRASTRUCTURE)
 
 
 @dataclass(eq=False)
@@ -85,123 +88,6 @@ class Container:
     exit: ContainerExit | None = None
     exited: threading.Event = field(default_factory=threading.Event)
     signalled: str | None = None  # the last signal sent, so repeated stops send nothing
-
-
-class _Threads:
-    """A few daemon threads running Docker calls. Not a ThreadPoolExecutor: it refuses work
-    once the interpreter is exiting, which is exactly when containers must still be
-    stopped."""
-
-    def __init__(self, count: int) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None]
-        self._queue = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"nbscale-docker-{i}", daemon=True)
-            for i in range(count)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._queue.put((fn, future))
-        return future
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            fn, future = job
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                log.debug("docker call failed", exc_info=True)
-                future.set_exception(exc)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-
-
-def container_user() -> str:
-    """Never root: the host user when that is not root, else a fixed unprivileged uid."""
-    uid = os.getuid()
-    return f"{CONTAINER_UID}:{CONTAINER_UID}" if uid == 0 else f"{uid}:{os.getgid()}"
-
-
-def gpu_device_requests(uuids: list[str]) -> list[dict[str, Any]]:
-    """Docker's request for exactly these GPUs (``--gpus '"device=UUID,..."'``)."""
-    if not uuids:
-        return []
-    import docker
-
-    return [docker.types.DeviceRequest(device_ids=list(uuids), capabilities=[["gpu"]])]
-
-
-def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict[str, Any]:
-    """The ``create_host_config`` arguments for a worker: limits, hardening, logs, GPUs."""
-    options = spec.options
-    memory = options.memory
-    shm_mib = max(64, memory // 2) if memory else 1024
-    binds = {spec.config_path: {"bind": CONFIG_IN_CONTAINER, "mode": "ro"}}
-    if spec.register_path:  # shared memory with the control plane: read-write
-        binds[spec.register_path] = {"bind": REGISTER_IN_CONTAINER, "mode": "rw"}
-    host: dict[str, Any] = {
-        "init": True,
-        "binds": binds,
-        "network_mode": network,
-        "read_only": True,
-        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={_TMP_SIZE},mode=1777"},
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "pids_limit": _PIDS_LIMIT,
-        "shm_size": f"{shm_mib}m",
-        "log_config": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
-    }
-    if memory:
-        host["mem_limit"] = host["memswap_limit"] = f"{memory}m"
-    if options.cpu:
-        host["nano_cpus"] = int(options.cpu * 1e9)
-    if gpus:
-        host["device_requests"] = gpu_device_requests(gpus)
-    return host
-
-
-def describe_exit(state: dict[str, Any], memory: int | None) -> str | None:
-    """What a container's final state says beyond its exit code (``State`` of inspect)."""
-    if state.get("OOMKilled"):
-        limit = f" (memory limit {memory} MiB)" if memory else ""
-        return f"ran out of memory{limit} and was killed (exit code {state.get('ExitCode')})"
-    if state.get("ExitCode") == 137:  # Docker knows it was not the memory limit
-        return "was killed by SIGKILL (exit code 137; not out of memory)"
-    return None
-
-
-def container_exit(state: dict[str, Any], memory: int | None, logs: str) -> ContainerExit:
-    """An exited container's code, reason and cause, from ``State`` of inspect."""
-    cause = USER if state.get("OOMKilled") else None
-    return ContainerExit(int(state["ExitCode"]), describe_exit(state, memory), logs, cause)
-
-
-def missing_image_message(image: str) -> str:
-    return (
-        f"image {image!r} is not on this Docker host: build it with nbscale.Image "
-        "(`nbscale images build` builds the default one); nbscale never pulls images "
-        "when it starts workers"
-    )
-
-
-def start_error_message(exc: BaseException, image: str) -> str:
-    text = str(getattr(exc, "explanation", None) or exc)
-    if _NO_GPU_RUNTIME in text:
-        return (
-            "Docker here cannot expose GPUs: install nvidia-container-toolkit and restart "
-            "Docker (nvidia-ctk runtime configure --runtime=docker)"
-        )
-    return f"Docker could not start a container of {image}: {text}"
-
-
-def _lost(exc: BaseException) -> ContainerExit:
-    """A container whose fate is unknown: the engine stopped answering about it."""
-    return ContainerExit(EXIT_LOST, f"was lost: {unreachable_message(exc)}", "", INFRASTRUCTURE)
 
 
 class DockerLauncher(Launcher):
@@ -230,7 +116,7 @@ class DockerLauncher(Launcher):
         else:
             self.network = f"nbscale-{self.server_id}"
             self.network_id, self.bind_host = create_network(self.api, self.network, self.labels)
-        self._threads = _Threads(_THREADS)
+        self._threads = DaemonThreads(_THREADS, "nbscale-docker")
         self._events: Any = None
         self._watcher = threading.Thread(target=self._watch, name="nbscale-docker-events")
         self._watcher.daemon = True
@@ -285,7 +171,7 @@ class DockerLauncher(Launcher):
         try:
             return self._gpus.assign(request, self._gpus_taken())
         except GpuError as exc:
-            raise LaunchFailed(str(exc)) from None
+            raise LaunchFailed(str(exc), lasting=exc.lasting) from None
         except Exception as exc:  # listing the GPUs other containers hold failed
             raise LaunchFailed(unreachable_message(exc)) from None
 
@@ -382,7 +268,7 @@ class DockerLauncher(Launcher):
         except docker.errors.NotFound:
             exit = ContainerExit(EXIT_LOST, "was removed by someone else", "", INFRASTRUCTURE)
         except Exception as exc:
-            exit = _lost(exc)
+            exit = lost_exit(exc)
         self._record_exit(c, exit)
         with contextlib.suppress(Exception):
             self.api.remove_container(c.id, force=True)
@@ -415,7 +301,7 @@ class DockerLauncher(Launcher):
         except docker.errors.APIError:  # not running any more (or gone): collect it now
             self._collect(c)
         except Exception as exc:
-            self._record_exit(c, _lost(exc))
+            self._record_exit(c, lost_exit(exc))
 
     def exit_code(self, handle: WorkerHandle) -> int | None:
         c: Container = handle.ref
@@ -431,10 +317,7 @@ class DockerLauncher(Launcher):
 
     def exit_signal(self, handle: WorkerHandle) -> int | None:
         """``init`` exits with 128 + the signal that ended the worker (137: SIGKILL)."""
-        code = self.exit_code(handle)
-        if code is None or code in (EXIT_NOT_STARTED, EXIT_LOST) or not 128 < code < 160:
-            return None
-        return code - 128
+        return signal_of_exit(self.exit_code(handle))
 
     def register_in_worker(self, path: str) -> str | None:
         return REGISTER_IN_CONTAINER  # bind-mounted there, read-write

@@ -8,17 +8,22 @@ time tells a reused pid from the original process.
 
 from __future__ import annotations
 
-import psutil
+# psutil is imported where it is used: a worker's image imports the client (for nested
+# calls), which reaches this module, and the image has no psutil.
 
 
 def owner_tag() -> str:
     """``"pid:start time"`` of this process."""
+    import psutil
+
     me = psutil.Process()
     return f"{me.pid}:{me.create_time():.2f}"
 
 
 def owner_alive(owner: str | None) -> bool:
     """Whether the process named by an owner tag ("pid:start time") still runs."""
+    import psutil
+
     try:
         pid_text, started_text = (owner or "").split(":")
         pid, started = int(pid_text), float(started_text)

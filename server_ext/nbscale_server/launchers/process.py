@@ -158,7 +158,7 @@ class ProcessLauncher(Launcher):
         try:
             return self._gpus.assign(request, taken)
         except GpuError as exc:
-            raise LaunchFailed(str(exc)) from None
+            raise LaunchFailed(str(exc), lasting=exc.lasting) from None
 
     def stop(self, handle: WorkerHandle, *, graceful: bool = True) -> None:
         """Gracefully: SIGTERM to the worker, which finishes its input and exits (what it

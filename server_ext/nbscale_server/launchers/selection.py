@@ -1,4 +1,5 @@
-"""Which launcher a control plane uses (the ``launcher`` setting: auto, process or docker).
+"""Which launcher a control plane uses (the ``launcher`` setting: auto, process, docker,
+slurm or kubernetes).
 
 ``auto``, the default, picks Docker only when Docker can really serve the first map: the
 engine answers, the docker SDK imports, and the worker base image is on the engine (or is
@@ -7,7 +8,8 @@ processes, and says why in one line. An explicit ``docker`` fails at once, sayin
 the engine or the SDK is missing; a missing base image fails the first build that needs it,
 naming ``nbscale images base``. The choice is made once, when the control plane starts, and
 reported by it (``launcher``, ``launcher_reason``) to ``nbscale.status()``, the widget, the
-sidebar and ``nbscale doctor``.
+sidebar and ``nbscale doctor``. ``slurm`` and ``kubernetes`` are only ever chosen
+explicitly: that a cluster answers does not mean a user wants their workers queued on it.
 
 :func:`choose_launcher` is the decision, a pure function of :class:`DockerFacts`;
 :func:`probe_docker` gathers the facts, asking only what the decision can still use.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .base import Launcher, LaunchFailed
 from .docker_engine import (
@@ -32,7 +35,12 @@ from .docker_engine import (
 )
 from .process import ProcessLauncher
 
-KINDS = ("auto", "process", "docker")
+if TYPE_CHECKING:
+    from .k8s_cluster import KubernetesOptions
+    from .slurm_job import SlurmOptions
+
+KINDS = ("auto", "process", "docker", "slurm", "kubernetes")
+_EXPLICIT_ONLY = ("process", "slurm", "kubernetes")  # chosen as asked, Docker not probed
 _REGISTRY_TIMEOUT = 5  # seconds a registry gets to answer before the base counts as offline
 
 
@@ -63,7 +71,7 @@ class DockerFacts:
 
 @dataclass(frozen=True, slots=True)
 class LauncherChoice:
-    kind: str  # "process" or "docker"
+    kind: str  # "process", "docker", "slurm" or "kubernetes"
     reason: str  # why, in a few words, for "workers: local processes (<reason>)"
 
 
@@ -73,8 +81,8 @@ def choose_launcher(requested: str, facts: DockerFacts | None) -> LauncherChoice
     setting and for ``docker`` where the engine or the SDK is missing."""
     if requested not in KINDS:
         raise LaunchFailed(f"unknown launcher {requested!r}: choose one of {', '.join(KINDS)}")
-    if requested == "process":
-        return LauncherChoice("process", "launcher=process")
+    if requested in _EXPLICIT_ONLY:
+        return LauncherChoice(requested, f"launcher={requested}")
     if facts is None:
         raise ValueError("choosing Docker needs the facts of probe_docker()")
     if requested == "docker":
@@ -167,15 +175,32 @@ def start_launcher(
     python: str | None = None,
     docker_network: str = "bridge",
     base_image: str | None = None,
+    *,
+    slurm: SlurmOptions | None = None,
+    shared_dir: str | None = None,
+    kubernetes: KubernetesOptions | None = None,
     log_max_bytes: int = 16 << 20,
 ) -> tuple[Launcher, LauncherChoice]:
-    """Choose the launcher (probing Docker unless ``process`` is asked for) and start it.
+    """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
-    local processes, with the reason. Raises ``LaunchFailed`` as :func:`choose_launcher`."""
+    local processes, with the reason. ``slurm`` and ``shared_dir``: the Slurm launcher's
+    job options and the directory its nodes share; ``kubernetes``: the Kubernetes
+    launcher's settings. Raises ``LaunchFailed`` as
+    :func:`choose_launcher`, and when Slurm does not answer."""
     # Workers in containers need this Python's minor version (cloudpickle's pickles do).
     this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    facts = None if requested == "process" else probe_docker(base_image, this_python)
+    probe = requested not in _EXPLICIT_ONLY
+    facts = probe_docker(base_image, this_python) if probe else None
     choice = choose_launcher(requested, facts)
+    if choice.kind == "slurm":
+        from .slurm import SlurmLauncher  # only when used
+
+        return SlurmLauncher(python, slurm, shared_dir), choice
+    if choice.kind == "kubernetes":
+        from .k8s_cluster import KubernetesOptions
+        from .kubernetes import KubernetesLauncher  # imports the kubernetes client: only when used
+
+        return KubernetesLauncher(kubernetes or KubernetesOptions()), choice
     if choice.kind == "docker":
         from .docker import DockerLauncher  # imports the docker SDK: only when used
 
