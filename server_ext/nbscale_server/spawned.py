@@ -36,7 +36,7 @@ from nbscale_runtime.protocol import (
 from .errors import RequestError, rejection
 from .options import FunctionOptions
 from .outbox import Outbox
-from .outputs import outputs_message
+from .outputs import Entry, outputs_message
 from .pool import CallState, Outcomes, Pool, Records
 from .queue import InputRecord
 from .store import Durable, SpawnStore, Unfinished
@@ -87,6 +87,18 @@ class SpawnedCalls:
                 log.error("detached call %s: its inputs could not be kept: %s", call.call_id, error)
 
         self.store.submitted(pool, call, pending + held, then)
+
+    def returned(
+        self, call: CallState, delivered: list[tuple[int, int]], given_back: list[Entry]
+    ) -> None:
+        """A detached map's caller says which results it returned (``delivered``: ranges,
+        never stored) and gives back those it held but had not returned."""
+        call.delivered = delivered
+        call.detaching = False
+        self.store.delivered(call)
+        for item, data, bufs in given_back:
+            self.settled(call, item, data, bufs)
+        self.answer_waiters(call)
 
     def settled(self, call: CallState, item: list[Any], data: Any, bufs: Any) -> None:
         """An input's final output (``item``: its outputs row), kept for who fetches it."""

@@ -39,16 +39,18 @@ from .store_writer import Operation, StoreError, Writer, connect, pack, unpack
 
 _CALL_COLUMNS = (
     "call_id, seq, pool_id, function, timeout, total, submitted, reported, failed, cancelled, "
-    "made_by, outcomes"
+    "made_by, outcomes, kind, delivered"
 )
 
 
 def _summary(row: tuple[Any, ...]) -> CallState:
     call_id, seq, pool_id, function, timeout, total = row[:6]
     call = CallState(
-        call_id, pool_id, "spawn", b"", function=function, timeout=timeout, seq=seq, total=total
+        call_id, pool_id, row[12], b"", function=function, timeout=timeout, seq=seq, total=total
     )
     call.submitted, call.reported, call.failed, cancelled, made_by, outcomes = row[6:12]
+    call.detached = call.kind == "map"
+    call.delivered = [(start, end) for start, end in json.loads(row[13] or "[]")]
     call.cancelled = bool(cancelled)
     call.owner_info = json.loads(made_by)
     call.outcomes = Outcomes(outcomes or b"")
@@ -112,7 +114,7 @@ class SqliteStore(SpawnStore):
             ]
             rows["call"] = [
                 (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
-                 json.dumps(call.owner_info), call.total)
+                 json.dumps(call.owner_info), call.total, call.kind)
             ]  # fmt: skip
         elif call.total is not None:
             rows["total"] = [(call.total, call.call_id)]
@@ -143,6 +145,11 @@ class SqliteStore(SpawnStore):
         self._unwritten.setdefault(call_id, {})[index] = (op.number, (row, data, bufs))
         self._queue(op, "output", call_id, index)
 
+    def delivered(self, call: CallState) -> None:
+        op = Operation(self._next())
+        op.rows = {"delivered": [(json.dumps(call.delivered), call.call_id)]}
+        self._queue(op)
+
     def closed(self, call: CallState) -> None:
         self._known_calls.discard(call.call_id)
         outcomes = bytes(call.outcomes.raw) if call.outcomes is not None else b""
@@ -150,7 +157,9 @@ class SqliteStore(SpawnStore):
         values = (call.total, call.submitted, call.reported, call.failed, int(call.cancelled))
         op = Operation(self._next())
         op.rows = {
-            "close": [(*values, made_by, outcomes, time.time(), call.call_id)],
+            "close": [
+                (*values, made_by, outcomes, json.dumps(call.delivered), time.time(), call.call_id)
+            ],
             "inputs-dropped": [(call.call_id,)],
         }
         self._unwritten_calls[call.call_id] = (op.number, call)
@@ -328,6 +337,7 @@ class SqliteStore(SpawnStore):
             outcomes.mark(index, ok, int(item[OUT_ATTEMPT]))
             call.reported += 1
             call.failed += not ok
+        call.reported += sum(end - start for start, end in call.delivered)  # a detached map's
         records = []
         for index, payload, parts in self._read(
             f"the inputs of {call.call_id}",

@@ -77,6 +77,9 @@ class SpawnStore(abc.ABC):
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         """An input's final output: kept (until fetched or expired); its input is dropped."""
 
+    def delivered(self, call: CallState) -> None:  # noqa: B027 - optional hook
+        """A detached map's ``delivered`` ranges: results its caller got, never stored."""
+
     @abc.abstractmethod
     def closed(self, call: CallState) -> None:
         """The call finished or was cancelled: keep its summary (and forget inputs left)."""

@@ -52,6 +52,8 @@ MIGRATIONS: dict[int, str] = {
         failed INTEGER NOT NULL DEFAULT 0,
         cancelled INTEGER NOT NULL DEFAULT 0,
         outcomes BLOB,                  -- pool.Outcomes, once finished
+        kind TEXT NOT NULL DEFAULT 'spawn',  -- or 'map': a map detached from its caller
+        delivered TEXT,                 -- a detached map's ranges its caller got, JSON
         finished REAL                   -- seconds since the epoch; NULL while it runs
     );
     CREATE INDEX spawned_calls_by_seq ON spawned_calls (seq);
@@ -129,13 +131,14 @@ def unpack(payload: bytes, parts: str) -> tuple[memoryview, list[memoryview]]:
 _SQL = {
     "pool": "INSERT OR IGNORE INTO pools VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "call": "INSERT OR IGNORE INTO spawned_calls (call_id, seq, pool_id, function, timeout, "
-    "owner, made_by, total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "owner, made_by, total, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "total": "UPDATE spawned_calls SET total = ? WHERE call_id = ?",
+    "delivered": "UPDATE spawned_calls SET delivered = ? WHERE call_id = ?",
     "input": "INSERT OR REPLACE INTO spawned_inputs VALUES (?, ?, ?, ?)",
     "output": "INSERT OR REPLACE INTO spawned_outputs VALUES (?, ?, ?, ?, ?)",
     "input-done": "DELETE FROM spawned_inputs WHERE call_id = ? AND idx = ?",
     "close": "UPDATE spawned_calls SET total = ?, submitted = ?, reported = ?, failed = ?, "
-    "cancelled = ?, made_by = ?, outcomes = ?, finished = ? WHERE call_id = ?",
+    "cancelled = ?, made_by = ?, outcomes = ?, delivered = ?, finished = ? WHERE call_id = ?",
     "inputs-dropped": "DELETE FROM spawned_inputs WHERE call_id = ?",
     "claim": "UPDATE spawned_calls SET owner = ? WHERE call_id = ?",
 }

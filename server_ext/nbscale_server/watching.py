@@ -48,12 +48,12 @@ class Watching:
     def on_detach_call(self, msg: protocol.DetachCall, payload: list[Any]) -> None:
         """A detached call's caller: the results it returned, and those it gives back."""
         call = self.delivery.call(msg.call_id)
-        call.delivered = [(start, end) for start, end in msg.delivered]
-        call.detaching = False
         parts = split_payload(payload, [i[OUT_WHERE] for i in msg.items])
-        for item, (data, bufs) in zip(msg.items, parts, strict=True):
-            self.delivery.spawned.settled(call, item, data, bufs)
-        self.delivery.spawned.answer_waiters(call)
+        given_back = [
+            (item, data, bufs) for item, (data, bufs) in zip(msg.items, parts, strict=True)
+        ]
+        delivered = [(start, end) for start, end in msg.delivered]
+        self.delivery.spawned.returned(call, delivered, given_back)
         self.delivery.maybe_finish(call)
 
     def orphan(self, call: CallState) -> None:
