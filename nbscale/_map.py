@@ -31,8 +31,8 @@ from nbscale_runtime.protocol import (
     STREAM_TEXT,
 )
 from nbscale_runtime.serialization import PayloadWriter, split_payload
-from nbscale_server.delivery import outputs_message
 from nbscale_server.limits import Limits, describe
+from nbscale_server.outputs import outputs_message
 
 from . import _nested
 from ._outcomes import Output, decode
