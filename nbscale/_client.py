@@ -275,6 +275,7 @@ async def _connect(previous: Client | None = None) -> Client:
     known_url = previous.server.url if previous and previous.server else None
     server = find_server(os.environ.get("NBSCALE_CONNECTION_FILE"), known_url)
     ctx: zmq.Context[Any] = zmq.Context()
+    failure = os.environ.get("NBSCALE_CONNECTION_ERROR")
     worker = _nested.host()
     if worker is not None:  # code on a worker: its worker's control plane, over its link
         opener = functools.partial(_nested.open_channel, worker)
@@ -282,6 +283,12 @@ async def _connect(previous: Client | None = None) -> Client:
         _nested.lend_while_blocked(worker)
     elif server is not None:
         client = Client(ctx, server.info["client_endpoint"], server=server)
+    elif failure:  # the Jupyter server meant to host it and could not: say so, loudly
+        ctx.term()
+        raise ControlPlaneError(
+            f"{failure}. Fix that and restart the server, or unset NBSCALE_CONNECTION_ERROR "
+            "to run a control plane in this process"
+        )
     else:
         from nbscale_server.control_plane import ControlPlane
         from nbscale_server.launchers import LaunchFailed
@@ -291,6 +298,9 @@ async def _connect(previous: Client | None = None) -> Client:
         except LaunchFailed as exc:  # e.g. NBSCALE_LAUNCHER=docker and no engine answers
             ctx.term()
             raise LaunchError(str(exc)) from None
+        except BaseException:  # a bad setting, a full disk: no context left behind
+            ctx.term()
+            raise
         await cp.start()
         client = Client(ctx, cp.client_endpoint, control_plane=cp)
         atexit.register(_shutdown_at_exit)

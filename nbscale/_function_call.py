@@ -4,6 +4,7 @@ which any process connected to the same control plane can rebuild from its id.""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from ._client import get_client
 from ._loop import get_loop
 from ._outcomes import decode, print_output
 from ._tracebacks import hidden
-from .exceptions import CallCancelledError
+from .exceptions import CallCancelledError, InvalidError
 
 _ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
 
@@ -33,6 +34,10 @@ class FunctionCall:
         return f"<nbscale.FunctionCall {self.object_id}>"
 
     async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= 0
+        ):
+            raise InvalidError(f"timeout must be a finite number of seconds >= 0, got {timeout}")
         client = await get_client()
         request = client.request(protocol.GetOutputs(0, self.object_id, start, end, timeout))
         if timeout is None:

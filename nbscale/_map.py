@@ -31,15 +31,15 @@ from nbscale_runtime.protocol import (
     STREAM_TEXT,
 )
 from nbscale_runtime.serialization import PayloadWriter, split_payload
-from nbscale_server.delivery import outputs_message
 from nbscale_server.limits import Limits, describe
+from nbscale_server.outputs import outputs_message
 
 from . import _nested
 from ._outcomes import Output, decode
 from ._pickling import add_input
 from ._progress import CallProgress
 from ._tracebacks import format_text
-from .exceptions import CallCancelledError, CallDetachedError
+from .exceptions import CallCancelledError, CallDetachedError, InvalidError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -113,6 +113,8 @@ class Invocation:
         self._feeder: asyncio.Task[None] | None = None
         self.feed_error: BaseException | None = None
         self.finished = False
+        max_mib = client.server_info.get("max_input_mib")
+        self.max_input = None if max_mib is None else int(max_mib) << 20
         self._held_raw: dict[int, tuple[list[Any], Any, list[Any]]] = {}  # as received
         self._delivered: set[int] = set()  # unordered: what went to the consumer
         self.detached = False
@@ -150,6 +152,8 @@ class Invocation:
         self, items: list[list[int]], frames: list[Any], total: int | None = None
     ) -> None:
         """Send one chunk; a map waits and resends while a limit refuses it."""
+        if self.max_input is not None:
+            check_input_sizes(items, frames, self.max_input, self.function)
         msg = protocol.SubmitInputs(
             0,
             self.call_id,
@@ -363,6 +367,22 @@ def _pull(
         if clock() > deadline:
             return items, writer.frames(), False
     return items, writer.frames(), index - start < n
+
+
+def check_input_sizes(items: list[list[int]], frames: list[Any], limit: int, name: str) -> None:
+    """Refuse an input over ``limit`` bytes (pickle and buffers) with a clear error, before
+    the control plane drops a connection that sends it."""
+    if sum(memoryview(f).nbytes for f in frames) <= limit:
+        return
+    buffers, at = frames[1:], 0
+    for index, _, length, nbufs in items:
+        size = length + sum(memoryview(b).nbytes for b in buffers[at : at + nbufs])
+        at += nbufs
+        if size > limit:
+            raise InvalidError(
+                f"{name}: input {index} is {size / 2**20:,.1f} MiB, over the limit of "
+                f"{limit >> 20} MiB (the max_input_mib setting)"
+            )
 
 
 def ranges(indices: set[int]) -> list[list[int]]:

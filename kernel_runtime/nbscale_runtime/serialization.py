@@ -28,6 +28,10 @@ _NO_BUFFERS: list[Any] = []  # shared, never mutated: most objects have no buffe
 MAX_FRAMES = 100  # frames of a remote traceback sent (the outermost and innermost halves)
 
 
+class TooLarge(ValueError):
+    """Raised when a pickled object is larger than allowed."""
+
+
 class PayloadWriter:
     """Packs many objects into ``[blob, *buffers]`` frames, reusing one pickler."""
 
@@ -45,8 +49,9 @@ class PayloadWriter:
         self._buffers.append(raw)
         return False
 
-    def add(self, obj: Any) -> tuple[int, int, int]:
-        """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises."""
+    def add(self, obj: Any, limit: int | None = None) -> tuple[int, int, int]:
+        """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises,
+        and ``TooLarge`` when its bytes (pickle and buffers) exceed ``limit``."""
         start = self._blob.tell()
         nbufs = len(self._buffers)
         if self._pickler is None:
@@ -55,6 +60,14 @@ class PayloadWriter:
             )
         try:
             self._pickler.dump(obj)
+            if limit is not None:
+                size = self._blob.tell() - start
+                size += sum(memoryview(b).nbytes for b in self._buffers[nbufs:])
+                if size > limit:
+                    raise TooLarge(
+                        f"it is {size / 2**20:,.1f} MiB pickled, over the limit of "
+                        f"{limit >> 20} MiB (the max_input_mib setting)"
+                    )
         except BaseException:
             self._blob.seek(start)
             self._blob.truncate()

@@ -11,11 +11,17 @@ On the wire a message is ``u32 n``, then ``n`` times ``u64 length``, then the ``
 Frames are read into buffers of their own (large ones straight from the socket, with no
 staging copy) and written with ``sendmsg``, so a big numpy buffer is never joined into a
 larger one.
+
+A peer is trusted with nothing it has not sent: a message of no frames, or one announcing
+more than the reader's ``max_message`` bytes, closes the connection (``StreamClosed``), and a
+large frame is read into an anonymous mapping whose pages exist only once its bytes arrive,
+so a peer announcing a gigabyte and sending three bytes costs three bytes.
 """
 
 from __future__ import annotations
 
 import collections
+import mmap
 import select
 import socket
 import struct
@@ -27,6 +33,7 @@ _LENGTH = struct.Struct("<Q")
 _MAX_FRAMES = 1 << 20  # a peer announcing more is broken
 _CHUNK = 256 * 1024  # bytes asked of the socket per read
 _IOV_MAX = 512  # buffers per sendmsg, under the system's IOV_MAX (1024 on Linux)
+_MAPPED = 1 << 20  # frames from this size are read into an anonymous mapping
 
 
 class StreamClosed(ConnectionError):
@@ -36,11 +43,13 @@ class StreamClosed(ConnectionError):
 class FrameReader:
     """Turns bytes read from a stream back into messages (lists of frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_message: int | None = None) -> None:
+        """``max_message``: the most bytes a message may announce (None: no limit)."""
+        self.max_message = max_message
         self._staged = bytearray()  # read, not yet parsed
         self._lengths: list[int] | None = None  # of the message being read
         self._frames: list[Any] = []
-        self._big: bytearray | None = None  # a frame larger than what is staged, filling
+        self._big: bytearray | mmap.mmap | None = None  # a frame longer than what is staged
         self._big_filled = 0
         # Reads land here first: recv(n) would allocate (and map) n fresh bytes per call.
         self._landing = memoryview(bytearray(_CHUNK))
@@ -91,13 +100,19 @@ class FrameReader:
                 if len(staged) - pos < _COUNT.size:
                     break
                 (count,) = _COUNT.unpack_from(staged, pos)
-                if count > _MAX_FRAMES:
+                if not 0 < count <= _MAX_FRAMES:
                     raise StreamClosed(f"a message of {count} frames: the peer is broken")
                 if len(staged) - pos < _COUNT.size + count * _LENGTH.size:
                     break
                 pos += _COUNT.size
                 self._lengths = [_LENGTH.unpack_from(staged, pos + i * 8)[0] for i in range(count)]
                 pos += count * _LENGTH.size
+                announced = sum(self._lengths)
+                if self.max_message is not None and announced > self.max_message:
+                    raise StreamClosed(
+                        f"a message of {announced} bytes announced, over the limit of "
+                        f"{self.max_message}: the peer is broken"
+                    )
                 self._frames = []
             lengths = self._lengths
             while len(self._frames) < len(lengths):
@@ -107,8 +122,9 @@ class FrameReader:
                     self._frames.append(bytes(staged[pos : pos + length]))
                     pos += length
                     continue
-                # The rest of this frame is still in the socket: read it in place.
-                self._big = bytearray(length)
+                # The rest of this frame is still in the socket: read it in place (a large
+                # one into a mapping: a bytearray would be zero-filled, all of it, at once).
+                self._big = mmap.mmap(-1, length) if length >= _MAPPED else bytearray(length)
                 self._big[:available] = staged[pos:]
                 self._big_filled = available
                 return -1

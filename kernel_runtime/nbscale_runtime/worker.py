@@ -88,6 +88,7 @@ class WorkerConfig:
     endpoint: str
     parent_pid: int | None = None
     heartbeat_interval: float = 1.0
+    max_result_mib: int | None = None  # a bigger result fails, as not serializable
     # seconds without a word from the control plane before the worker exits (None: never)
     heartbeat_timeout: float | None = None
     register_path: str | None = None  # the register file, as this worker sees it
@@ -160,6 +161,7 @@ class Worker:
         self.async_tasks: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
         self.main_thread = threading.get_ident()
         self.gpu_monitor = GpuMonitor()  # no-op without NVML or GPUs
+        self.max_result = None if cfg.max_result_mib is None else cfg.max_result_mib << 20
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -515,7 +517,7 @@ class Worker:
                 where = writer.add_raw(dump_exception(result, skip_runtime=True))
             elif status in (STATUS_OK, STATUS_YIELD):
                 try:
-                    where = writer.add(result)
+                    where = writer.add(result, self.max_result)
                 except Exception as exc:
                     status = STATUS_SERIALIZATION
                     where = writer.add_raw(dump_exception(exc))

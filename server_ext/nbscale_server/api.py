@@ -31,6 +31,7 @@ from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
 from .watching import Watching
 
+CALLS_PAGE = 500  # calls listed when no limit is asked for (a WebSocket's first message too)
 log = logging.getLogger("nbscale.control_plane")
 
 Answer = tuple[Any, Any] | None  # (reply value, reply payload), or None: answered later
@@ -175,7 +176,7 @@ class Api:
             self.nesting.link_parent(msg.call_id, msg.parent)
         if grown is not None:
             self.fleet.autoscale(grown, self.clock())
-        return value, ()
+        return None if value is None else (value, ())  # None: a spawn, answered once kept
 
     def _cancel_call(self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]) -> Answer:
         # A caller cancelling a call the REST API cancelled (and forgot) already: nothing to do.
@@ -265,22 +266,30 @@ class Api:
         self.outbox.emit("pool-stopped", pool_id)
         return self.pool_info(pool_id)
 
-    def listed_calls(self) -> dict[str, CallState]:
-        """The calls the API lists: those running, then the latest finished maps."""
-        return self.delivery.listed_calls()
+    def listed_calls(self, limit: int | None = None) -> dict[str, CallState]:
+        """The calls in memory: those running, then the latest finished ones (see
+        ``Delivery.listed_calls``)."""
+        return self.delivery.listed_calls(limit)
 
-    def list_calls(self) -> list[CallModel]:
-        pools = self.records.pools
-        return [reports.call_model(c, pools[c.pool_id]) for c in self.listed_calls().values()]
+    def list_calls(self, limit: int = CALLS_PAGE, before: int | None = None) -> list[CallModel]:
+        """The ``limit`` latest calls opened before ``before`` (a call's ``seq``: pass the
+        last one's to page on), newest first: those in memory and spawned ones stored."""
+        in_memory = self.listed_calls() if before is not None else self.listed_calls(limit)
+        calls = {c.call_id: c for c in in_memory.values() if before is None or c.seq < before}
+        for stored in self.delivery.store.finished_calls(limit, before):
+            calls.setdefault(stored.call_id, stored)
+        newest = sorted(calls.values(), key=lambda c: c.seq, reverse=True)[:limit]
+        return [self.call_model(c) for c in newest]
 
     def call_model(self, call: CallState) -> CallModel:
-        return reports.call_model(call, self.records.pools[call.pool_id])
+        return reports.call_model(call, self.records.pools.get(call.pool_id))
 
     def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
         call = self.delivery.call(call_id)
-        pool = self.records.pools[call.pool_id]
+        pool = self.records.pools.get(call.pool_id)  # None: a stored call of an earlier run
         # running: what its workers say they run; the rest they hold waits there, pending
-        started = {r.key for w in pool.workers.values() for r in self.liveness.running(w)}
+        workers = pool.workers.values() if pool is not None else ()
+        started = {r.key for w in workers for r in self.liveness.running(w)}
         return reports.call_detail(call, pool, start, limit, started)
 
     def check_callers(self, now: float, grace: float) -> None:
@@ -302,7 +311,7 @@ class Api:
             self.callers.forget(identity)
             calls = self.delivery.calls.values()
             for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
-                if call.finished:
+                if call.finished and not call.detaching:
                     continue
                 pool = self.records.pools[call.pool_id]
                 if call.detached:
@@ -319,7 +328,7 @@ class Api:
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
         call = self.delivery.call(call_id)
-        if call.call_id not in self.delivery.finished_calls:  # else nothing to cancel
+        if call.call_id in self.delivery.calls:  # else it finished: nothing to cancel
             self.delivery.cancel(call, requester)
         return self.call_model(call)
 

@@ -156,13 +156,13 @@ class Fleet:
             "endpoint": self.endpoint,
             "parent_pid": os.getpid() if self.launcher.name == "process" else None,
             "heartbeat_interval": self.config.heartbeat_interval,
+            "max_result_mib": self.config.max_input_mib,
         }
         # Remote workers read their files from a directory their hosts share (the launcher's).
         files_dir = self.launcher.worker_config_dir() or self.dir
         register_path = os.path.join(files_dir, f"{worker_id}.register")
         in_worker = self.launcher.register_in_worker(register_path)
-        if in_worker is not None:
-            register.create(register_path, pool.slots)
+        shared = register_path if in_worker is not None else None
         config["register_path"] = in_worker
         config["heartbeat_timeout"] = self.config.heartbeat_timeout
         keys = None
@@ -175,8 +175,19 @@ class Fleet:
             )
             self.allow_list.allow(keys.public)
         config_path = os.path.join(files_dir, f"{worker_id}.json")
-        write_secret_json(config_path, config)
-        shared = register_path if in_worker is not None else None
+        writing = shared or config_path
+        try:
+            if shared is not None:
+                register.create(shared, pool.slots)
+            writing = config_path
+            write_secret_json(config_path, config)
+        except OSError as exc:  # a full disk fails this launch, not the housekeeping
+            if keys is not None and self.allow_list is not None:
+                self.allow_list.revoke(keys.public)
+            self._remove_files(config_path, shared)
+            why = f"cannot write the worker's file {writing}: {exc.strerror or exc}"
+            self.launch_failed(pool, why, now, transient=False)
+            return False
         spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared, pool.name)
         try:
             handle = self.launcher.start(spec)

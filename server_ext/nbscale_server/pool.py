@@ -321,6 +321,37 @@ class Pool:
         }
 
 
+class Outcomes:
+    """Which inputs of a spawned call have settled, and how: one byte per input (0: not
+    yet; else its attempt + 1, the high bit set for a failure). A ``spawn_map`` of a million
+    inputs costs a megabyte here; its results themselves are in the store."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes = b"") -> None:
+        self.raw = bytearray(raw)
+
+    def mark(self, index: int, ok: bool, attempt: int) -> None:
+        raw = self.raw
+        if index >= len(raw):
+            raw.extend(bytes(index + 1 - len(raw)))
+        raw[index] = (min(max(attempt, 0), 126) + 1) | (0 if ok else 0x80)
+
+    def get(self, index: int) -> tuple[bool, int] | None:
+        """(ok, attempt) of a settled input, None for one not settled."""
+        if not 0 <= index < len(self.raw) or not self.raw[index]:
+            return None
+        byte = self.raw[index]
+        return not byte & 0x80, (byte & 0x7F) - 1
+
+    def all_settled(self, start: int, stop: int) -> bool:
+        return stop <= len(self.raw) and self.raw.find(0, start, stop) < 0
+
+    def settled_in(self, start: int, stop: int) -> bool:
+        """Whether any input in ``start`` .. ``stop`` settled."""
+        return any(self.raw[max(0, start) : stop])
+
+
 def waiting_note(workers: Iterable[WorkerState]) -> str | None:
     """``2 waiting for resources (reason: Resources)`` for a pool's workers queued by a
     scheduler, with its reasons; None when none waits."""
@@ -338,7 +369,11 @@ class CallState:
     pool_id: str
     kind: str  # "map" | "remote" | "spawn"
     owner: bytes  # the client socket identity that receives pushed outputs
-    function: str = ""  # the pool's name when the call was made (cells rename their pool)
+    # the pool's name when the call was made (cells rename their pool; a stored call may
+    # outlive its pool)
+    function: str = ""
+    timeout: float = 0.0  # the function's timeout, for the errors its outputs become
+    seq: int = 0  # when it was opened, in microseconds since the epoch: the listing's cursor
     owner_info: OwnerModel = field(default_factory=unknown_owner)  # who made it
     parent: tuple[str, int] | None = None  # the input whose code made it, on a worker
     children: list[str] = field(default_factory=list)  # the calls its inputs made
@@ -348,13 +383,16 @@ class CallState:
     failed: int = 0
     cancelled: bool = False
     progress: bool = False  # the owner wants ``progress`` messages
-    # spawned calls keep their outputs until fetched: index -> (item, data, buffers)
-    stored: dict[int, tuple[list[Any], Any, list[Any]]] = field(default_factory=dict)
+    # spawned calls: which inputs settled (their outputs are in the store until fetched)
+    outcomes: Outcomes | None = None
     waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)
     # detached (from the REST API): its outputs are stored from then on, as a spawned
     # call's; ``delivered`` are the [start, end) ranges whose results went to its caller
     detached: bool = False
     delivered: list[tuple[int, int]] = field(default_factory=list)
+    # detached, and its caller has not yet said which results it returned: it stays open
+    # (the results it gives back are still to be kept)
+    detaching: bool = False
 
     @property
     def keeps_outputs(self) -> bool:
@@ -377,7 +415,10 @@ class CallState:
         return {
             "id": self.call_id,
             "pool_id": self.pool_id,
+            "function": self.function,
             "kind": self.kind,
+            "seq": self.seq,
+            "created": self.seq / 1e6,
             "total": self.total,
             "submitted": self.submitted,
             "done": self.reported - self.failed,

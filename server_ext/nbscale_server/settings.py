@@ -243,6 +243,52 @@ SETTINGS: dict[str, Setting] = _table(
         "every node sees, with nbscale installed; checked when a worker registers).",
         default_text="the control plane's own",
     ),
+    Setting(
+        "max_input_mib",
+        int,
+        1024,
+        "control plane",
+        "Largest input or result, in MiB: a bigger one fails with a clear error, and a "
+        "connection that announces a message over twice as large is dropped.",
+        minimum=1,
+    ),
+    Setting(
+        "worker_log_mib",
+        int,
+        16,
+        "control plane",
+        "Size in MiB at which a process worker's log file is rotated (the part before is "
+        "kept as <log>.1).",
+        minimum=1,
+    ),
+    Setting(
+        "spawn_retention_days",
+        float,
+        7.0,
+        "control plane",
+        "Days a finished spawned call's results are kept (as on Modal); after that, "
+        "FunctionCall.from_id and .get raise NotFoundError.",
+        minimum=0.0,
+    ),
+    Setting(
+        "spawn_memory_calls",
+        int,
+        10_000,
+        "control plane",
+        "Finished spawned calls the embedded control plane keeps in memory, with their "
+        "results; beyond it (or spawn_memory_mib) the oldest are dropped. A Jupyter "
+        "server's control plane keeps them on disk instead (store_path).",
+        minimum=1,
+    ),
+    Setting(
+        "spawn_memory_mib",
+        int,
+        1024,
+        "control plane",
+        "MiB of spawned calls' results the embedded control plane keeps in memory; beyond "
+        "it the oldest finished calls are dropped.",
+        minimum=1,
+    ),
     # --- read by the Slurm launcher ----------------------------------------------------
     Setting(
         "shared_dir",
@@ -372,6 +418,15 @@ SETTINGS: dict[str, Setting] = _table(
     ),
     # --- read by the Jupyter server extension alone ---------------------------------------
     Setting(
+        "store_path",
+        str,
+        None,
+        "server",
+        "The SQLite file (WAL) that keeps spawned calls' inputs and results across "
+        "restarts of the server, for spawn_retention_days.",
+        default_text="nbscale.db in the Jupyter data directory",
+    ),
+    Setting(
         "events_interval",
         float,
         0.25,
@@ -411,6 +466,11 @@ class ControlPlaneConfig:
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
     base_image: str = _server_default("base_image")
+    max_input_mib: int = _server_default("max_input_mib")
+    worker_log_mib: int = _server_default("worker_log_mib")
+    spawn_retention_days: float = _server_default("spawn_retention_days")
+    spawn_memory_calls: int = _server_default("spawn_memory_calls")
+    spawn_memory_mib: int = _server_default("spawn_memory_mib")
     shared_dir: str | None = _server_default("shared_dir")
     slurm_partition: str | None = _server_default("slurm_partition")
     slurm_account: str | None = _server_default("slurm_account")
@@ -426,6 +486,12 @@ class ControlPlaneConfig:
     k8s_gpu_products: str | None = _server_default("k8s_gpu_products")
     k8s_drain_seconds: int = _server_default("k8s_drain_seconds")
     client_endpoint: str | None = None  # default: ipc in the control plane's private directory
+    store_path: str | None = None  # the SQLite store (a Jupyter server's); None: in memory
+
+    @property
+    def max_message_bytes(self) -> int:
+        """What a peer may announce in one message before it is dropped."""
+        return 2 * self.max_input_mib << 20
 
 
 def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:

@@ -74,6 +74,8 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     pool_id: 'pl-000000000001',
     function: 'evaluate_model',
     kind: 'map',
+    seq: 1_700_000_000_000_000,
+    created: 1_700_000_000,
     total: 100,
     submitted: 100,
     done: 0,
