@@ -94,11 +94,11 @@ class Ledger:
 
 def right_reason(oom: bool, failure: str) -> bool:
     """Whether an input failed for what the campaign did to it."""
-    if oom:
-        return failure.startswith("WorkerLostError") and "ran out of memory" in failure
+    kind = failure.split(":", 1)[0]
+    if oom and kind == "WorkerLostError":
+        return "ran out of memory" in failure
     if "ran out of memory" in failure:
         return False  # another input's memory blamed on this one
-    kind = failure.split(":", 1)[0]
     if kind == "ConnectionLostError":
         return True  # its map was cut by the server's death; the caller was told
     if kind == "WorkerLostError":
@@ -155,13 +155,14 @@ class Campaign:
             self.server.kill()
             self.ledger.events["server killed and restarted"] += 1
             time.sleep(0.5)
-            for _ in range(3):  # a disk-full spell may be under way: try again
+            for _ in range(30):  # a disk-full spell may be under way: try again
                 try:
                     self.start_server()
                     return
                 except AssertionError:
+                    self.ledger.events["server start failed (disk full?): tried again"] += 1
                     time.sleep(2)
-            raise RuntimeError("the Jupyter server did not start again")
+            raise RuntimeError("the Jupyter server did not start again in a minute")
 
     def workers(self) -> list[psutil.Process]:
         server = self.server
@@ -248,6 +249,7 @@ class Campaign:
                 for tag in tags:
                     if tag not in seen:
                         ledger.fail(tag, exc)
+                self.stop.wait(1.0)  # as a person would: the server is restarting
             except Exception as exc:  # counted as the wrong reason
                 for tag in tags:
                     if tag not in seen:
