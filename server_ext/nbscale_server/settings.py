@@ -273,7 +273,7 @@ SETTINGS: dict[str, Setting] = _table(
     Setting(
         "spawn_memory_calls",
         int,
-        10_000,
+        100_000,
         "control plane",
         "Finished spawned calls the embedded control plane keeps in memory, with their "
         "results; beyond it (or spawn_memory_mib) the oldest are dropped. A Jupyter "
