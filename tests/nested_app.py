@@ -215,3 +215,37 @@ def check_unlendable_deadlock_fails_fast() -> None:
     with pytest.raises(nbscale.DeadlockError, match="deadlock"):
         concurrent_countdown.remote(3)
     assert time.monotonic() - started < 60
+
+
+# --- functions with images of their own (Docker workers only) -----------------------------
+
+own_image = nbscale.Image.from_kernel().env({"NBSCALE_TEST_IMAGE": "own"})
+unbuilt_image = nbscale.Image.from_kernel().env({"NBSCALE_TEST_IMAGE": "never built"})
+
+
+@app.function(image=own_image, scaledown_window=5)
+def in_its_own_image():
+    return os.environ.get("NBSCALE_TEST_IMAGE")
+
+
+@app.function(image=unbuilt_image, scaledown_window=5)
+def in_an_unbuilt_image():
+    return os.environ.get("NBSCALE_TEST_IMAGE")
+
+
+@app.function(scaledown_window=5)
+def calls_in_its_own_image():
+    return in_its_own_image.remote(), os.environ.get("NBSCALE_TEST_IMAGE")
+
+
+@app.function(scaledown_window=5)
+def calls_what_it_is_given(fn):
+    return fn.remote()
+
+
+def check_a_nested_call_runs_in_the_image_its_function_declares() -> None:
+    # the kernel built own_image when it registered calls_in_its_own_image, which names it
+    assert calls_in_its_own_image.remote() == ("own", None)
+    # a function that came as an argument, its image never built: refused, saying why
+    with pytest.raises(nbscale.InvalidError, match="a container cannot build images"):
+        calls_what_it_is_given.remote(in_an_unbuilt_image)

@@ -60,5 +60,9 @@ def test_a_function_calling_itself_with_max_containers_1_completes():
     nested_app.check_self_call_with_one_container()
 
 
+def test_a_nested_call_runs_in_the_image_its_function_declares():
+    nested_app.check_a_nested_call_runs_in_the_image_its_function_declares()
+
+
 def test_a_deadlock_where_slots_cannot_be_lent_fails_fast():
     nested_app.check_unlendable_deadlock_fails_fast()
