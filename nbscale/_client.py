@@ -374,10 +374,12 @@ def _shutdown_at_exit() -> None:
     client = _client
     if client is None or _client_pid != os.getpid():
         return
+    cp = client.control_plane
+    # an embedded control plane stops its workers within their grace (a class's @exit's)
+    grace = 5.0 if cp is None else cp.config.stop_grace + cp.config.exit_grace
     try:
-        get_loop().submit(_shutdown()).result(timeout=10)
+        get_loop().submit(_shutdown()).result(timeout=grace + 5)
     except Exception:
-        cp = client.control_plane
         if cp is not None:
             with contextlib.suppress(Exception):
                 cp.stop_workers_now()

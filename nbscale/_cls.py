@@ -263,10 +263,12 @@ def _parameters(cls: type) -> dict[str, tuple[type, Any]]:
 
 
 def _async(options: FunctionOptions, user_cls: type) -> FunctionOptions:
-    """Workers run inputs on an asyncio loop when every remote method is async."""
+    """Workers run inputs on an asyncio loop when every remote method is async; a class
+    with ``@exit`` hooks gets ``exit_grace`` to run them when its workers stop."""
     methods = [getattr(user_cls, n) for n in _members(user_cls, _METHOD)]
     is_async = bool(methods) and all(inspect.iscoroutinefunction(m) for m in methods)
-    return dataclasses.replace(options, is_async=is_async)
+    has_exit = bool(_members(user_cls, _EXIT))
+    return dataclasses.replace(options, is_async=is_async, has_exit=has_exit)
 
 
 def make_cls(

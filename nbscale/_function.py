@@ -22,6 +22,7 @@ from ._fingerprint import fingerprint, frozen, same
 from ._function_call import FunctionCall
 from ._generators import RemoteGenMethod
 from ._image import Image
+from ._image_tags import images_called_by, tag_of
 from ._loop import loop_running
 from ._map import End, Invocation
 from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
@@ -143,6 +144,8 @@ class Function:
     async def _pool_id(self, client: Client, on_build: BuildOutput | None = None) -> str:
         """The function's pool on ``client``'s control plane, registered on first use (for
         Docker workers, after its image is built; ``on_build`` gets the build's steps)."""
+        # before the code is pickled: the images it carries then say their tags
+        await self._build_called_images(client, on_build)
         data, function_id = self._pickle()
         if self._client is not client:
             self._pools.clear()
@@ -158,6 +161,17 @@ class Function:
             self._pools[function_id] = pool_id
         return pool_id
 
+    async def _build_called_images(self, client: Client, on_build: BuildOutput | None) -> None:
+        """For Docker workers, build the images of the functions this one's code calls
+        that declare their own (a container cannot build them when it calls them)."""
+        if client.server_info.get("launcher") != "docker" or client.mode == "worker":
+            return
+        from ._image_build import build, print_step
+
+        for image in images_called_by(self.raw_f):  # microseconds when all are built
+            if tag_of(image) is None:
+                await asyncio.to_thread(build, image, None, on_build or print_step)
+
     async def _wire_options(
         self, client: Client, on_build: BuildOutput | None = None
     ) -> FunctionOptions:
@@ -166,6 +180,8 @@ class Function:
         steps printed or given to ``on_build``); for Kubernetes workers, that image pushed
         to the control plane's registry; for worker processes there is none."""
         launcher = client.server_info.get("launcher")
+        if client.mode == "worker" and launcher == "docker" and self.image is not None:
+            return self._built_options()
         if launcher not in ("docker", "kubernetes") or client.mode == "worker":
             return self.options  # a worker's: its control plane gives it the worker's image
         from ._image_build import build, image_for, print_step
@@ -179,6 +195,21 @@ class Function:
             tag = await asyncio.to_thread(kubernetes_image, image, registry, out)
         else:
             tag = await asyncio.to_thread(build, image, None, out)
+        return dataclasses.replace(self.options, image=tag)
+
+    def _built_options(self) -> FunctionOptions:
+        """On a Docker worker, a function with an image of its own: the tag the kernel that
+        sent this code built it under; a container cannot build it."""
+        assert self.image is not None
+        tag = tag_of(self.image)
+        if tag is None:
+            raise InvalidError(
+                f"{self.name} declares its own image ({self.image.description}), which the "
+                "kernel did not build before sending this code (it builds those of the "
+                "functions a function names in its code; this one came another way), and a "
+                f"container cannot build images: call {self.name} once from the kernel "
+                "first, which builds it, or drop its image= to run it in its caller's image"
+            )
         return dataclasses.replace(self.options, image=tag)
 
     async def _invocation(

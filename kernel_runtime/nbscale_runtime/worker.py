@@ -92,6 +92,7 @@ class WorkerConfig:
     # seconds without a word from the control plane before the worker exits (None: never)
     heartbeat_timeout: float | None = None
     register_path: str | None = None  # the register file, as this worker sees it
+    exit_grace: float | None = None  # seconds a class's @exit hooks may run (None: unbounded)
     server_public_key: str | None = None
     public_key: str | None = None
     secret_key: str | None = None
@@ -154,6 +155,7 @@ class Worker:
         self.draining = False
         self.stop_now = False
         self.slot_lent = False  # the control plane took the slot back (``nested.py``)
+        self.exiting_until: float | None = None  # while a class's @exit runs: its deadline
         self.last_flush = time.perf_counter()
         self.wake_r, self.wake_w = os.pipe()
         self.executor: concurrent.futures.Executor | None = None
@@ -204,6 +206,8 @@ class Worker:
             self._ask_for_inputs()
         self._flush()
         if isinstance(self.fn, ClassService):  # scaled down, stopped or SIGTERM: its @exit
+            if self.cfg.exit_grace is not None:  # the pulse thread ends us past it
+                self.exiting_until = time.monotonic() + self.cfg.exit_grace
             self.fn.stop(self._run_coroutine)
         self._send(protocol.Goodbye(self.cfg.worker_id, "drained"))
         self.data.close()

@@ -238,6 +238,10 @@ export interface IContainer {
    * the first few inputs it holds, the running one first
    */
   inputs: IInputRef[];
+  /**
+   * busy, its input blocked on the calls it made (nested calls): it lent its slot to them
+   */
+  waiting_on_calls: boolean;
   gpus: IGpu[];
   stats: IContainerStats;
 }

@@ -202,7 +202,8 @@ class AutoscalerCore:
                         f"idle for {window:g} s (scaledown_window)",
                     )
                 ]
-        self.status = "steady" if live else "idle"
+        lent = sum(1 for w in workers if w.state == "lent")
+        self.status = "steady" if live else f"{lent} waiting on nested calls" if lent else "idle"
         return []
 
     def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:

@@ -221,10 +221,9 @@ class ControlPlane:
         for task in self._tasks:
             task.cancel()
         self.fleet.stop_all(graceful=True)
-        deadline = time.monotonic() + self.config.stop_grace
+        started = time.monotonic()
         while not self.fleet.all_exited():
-            if time.monotonic() > deadline:
-                self.fleet.stop_all(graceful=False)
+            if not self.fleet.kill_past_grace(time.monotonic() - started):
                 break
             await asyncio.sleep(0.02)
         self.stop_workers_now()

@@ -353,6 +353,7 @@ class Delivery:
             held = self.records.pools[w.pool_id].queue.running.get(w.worker_id, {})
             record = held.get((item[OUT_CALL_ID], item[OUT_INDEX]))
             if record is not None and record.attempt == item[OUT_ATTEMPT]:
+                record.yielded = True
                 by_owner[call.owner].append((item, data, bufs))
         for owner, entries in by_owner.items():
             self.outbox.send_client(owner, *outputs_message(entries))

@@ -37,13 +37,21 @@ def _pool_signature(model: PoolModel) -> dict[str, Any]:
     """A pool's model without what changes by itself (uptimes), to compare."""
     signature: dict[str, Any] = dict(model)
     signature["workers"] = [
-        (w["id"], w["state"], w["waiting_reason"], w["running_inputs"]) for w in model["workers"]
+        (w["id"], w["state"], w["waiting_reason"], w["running_inputs"], w["waiting_on_calls"])
+        for w in model["workers"]
     ]
     return signature
 
 
 def _call_signature(call: CallState) -> tuple[Any, ...]:
-    return (call.submitted, call.reported, call.failed, call.cancelled, call.total)
+    return (
+        call.submitted,
+        call.reported,
+        call.failed,
+        call.cancelled,
+        call.total,
+        len(call.children),
+    )
 
 
 class EventHub:

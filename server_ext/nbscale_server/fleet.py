@@ -165,6 +165,7 @@ class Fleet:
         shared = register_path if in_worker is not None else None
         config["register_path"] = in_worker
         config["heartbeat_timeout"] = self.config.heartbeat_timeout
+        config["exit_grace"] = self.config.exit_grace if pool.options.has_exit else None
         keys = None
         if self.allow_list is not None:
             keys = KeyPair()
@@ -250,6 +251,23 @@ class Fleet:
         return all(
             self.launcher.exit_code(w.handle) is not None for w in self.records.workers.values()
         )
+
+    def kill_past_grace(self, elapsed: float) -> bool:
+        """``elapsed`` seconds after ``stop_all(graceful=True)``, kill the workers past
+        their grace: ``stop_grace``, plus ``exit_grace`` for a class with ``@exit`` hooks.
+        Returns whether some worker is still within its grace."""
+        within = False
+        for w in list(self.records.workers.values()):
+            if self.launcher.exit_code(w.handle) is not None:
+                continue
+            grace = self.config.stop_grace
+            if self.records.pools[w.pool_id].options.has_exit:
+                grace += self.config.exit_grace
+            if elapsed > grace:
+                self.launcher.stop(w.handle, graceful=False)
+            else:
+                within = True
+        return within
 
     def kill_all(self) -> None:
         """Kill every worker and wait briefly for each; release what the launcher holds."""

@@ -127,6 +127,8 @@ class ContainerModel(TypedDict):
     uptime: float  # seconds since launch
     running_inputs: int
     inputs: list[InputRefModel]  # the first few inputs it holds, the running one first
+    # busy, its input blocked on the calls it made (nested calls): it lent its slot to them
+    waiting_on_calls: bool
     gpus: list[GpuModel]
     stats: ContainerStatsModel
 

@@ -28,7 +28,7 @@ from .autoscaler import AutoscalerSettings
 from .gpus import GpuError, parse_gpu
 from .queue import RetryPolicy
 
-WIRE_VERSION = 2  # 2: the slurm_* options
+WIRE_VERSION = 3  # 2: the slurm_* options; 3: has_exit
 DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
 MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
 MIN_MEMORY = 6  # MiB: Docker's own minimum
@@ -124,6 +124,8 @@ class FunctionOptions:
     buffer_containers: int | None = None
     scaledown_window: float | None = None
     variant: bool = False  # made by ``with_options``: a pool of its own for these settings
+    # an @app.cls class with @exit hooks: its stopping workers get ``exit_grace`` more
+    has_exit: bool = False
     # A Slurm worker's job (``slurm={...}``); None: the control plane's slurm_* setting.
     slurm_partition: str | None = None
     slurm_account: str | None = None
@@ -161,8 +163,8 @@ class FunctionOptions:
             raise ValueError(str(exc)) from None
         if self.image is not None and (not isinstance(self.image, str) or not self.image):
             raise ValueError(f"image must be an image tag, got {self.image!r}")
-        if not isinstance(self.is_async, bool) or not isinstance(self.variant, bool):
-            raise ValueError("is_async and variant must be booleans")
+        if not all(isinstance(v, bool) for v in (self.is_async, self.variant, self.has_exit)):
+            raise ValueError("is_async, variant and has_exit must be booleans")
         for key in SLURM_KEYS:
             value = getattr(self, f"slurm_{key}")
             if value is not None:

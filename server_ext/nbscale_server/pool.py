@@ -172,6 +172,7 @@ class WorkerState:
             "uptime": round(now - self.launched_at, 3),
             "running_inputs": len(running),
             "inputs": [{"call_id": c, "index": i} for c, i in running[:_INPUTS_SHOWN]],
+            "waiting_on_calls": self.lent,
             "gpus": self.gpus,
             "stats": self.stats,
         }

@@ -86,6 +86,9 @@ class InputRecord:
     suspect: bool = False  # on a worker that died, maybe what killed it: runs alone
     confirmed: bool = False  # its worker said it starts it (suspects only)
     earlier_printed: tuple[str, str] = ("", "")  # (stdout, stderr) of retried attempts
+    # a generator's input that yielded values: never retried, not even for a loss of the
+    # infrastructure's (its values already reached the caller: a retry would replay them)
+    yielded: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
@@ -228,7 +231,10 @@ class QueueCore:
                 continue
             if (record.call_id, record.index, record.attempt) in running:
                 record.suspect, record.confirmed = record.confirmed, False
-                if infrastructure:
+                if record.yielded:
+                    record.worker_id = None
+                    outcomes.append(Outcome(record, STATUS_LOST, final=True))
+                elif infrastructure:
                     outcomes.append(self._lost_to_infrastructure(record, now))
                 else:
                     outcomes.append(self._settle(record, STATUS_LOST, now))

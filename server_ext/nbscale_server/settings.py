@@ -192,8 +192,18 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         5.0,
         "control plane",
-        "Seconds a stopping worker gets to finish its input (and an @app.cls class's @exit) "
-        "before it is killed.",
+        "Seconds a stopping worker gets to finish its input before it is killed (when the "
+        "control plane stops, or a worker told to stop falls silent).",
+        minimum=0.0,
+    ),
+    Setting(
+        "exit_grace",
+        float,
+        30.0,
+        "control plane",
+        "Seconds the @exit hooks of an @app.cls class get when its worker stops (scaled "
+        "down, its pool stopped, SIGTERM, the control plane stopping), on top of stop_grace: "
+        "Modal's 30 s. A worker whose @exit outlives it is ended, its log saying so.",
         minimum=0.0,
     ),
     Setting(
@@ -458,6 +468,7 @@ class ControlPlaneConfig:
     startup_timeout: float = _server_default("startup_timeout")
     pending_timeout: float = _server_default("pending_timeout")
     stop_grace: float = _server_default("stop_grace")
+    exit_grace: float = _server_default("exit_grace")
     worker_transport: str = _server_default("worker_transport")
     worker_address: str | None = _server_default("worker_address")
     allow_all_interfaces: bool = _server_default("allow_all_interfaces")

@@ -62,6 +62,7 @@ export function container(overrides: Partial<IContainer> = {}): IContainer {
     uptime: 12.5,
     running_inputs: 1,
     inputs: [{ call_id: 'fc-000000000001', index: 3 }],
+    waiting_on_calls: false,
     gpus: [],
     stats: {},
     ...overrides
