@@ -218,6 +218,16 @@ def test_a_file_of_a_newer_schema_is_refused_untouched(tmp_path: Path):
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
+def test_a_file_that_is_not_a_database_is_refused_untouched_with_what_to_do(tmp_path: Path):
+    path = tmp_path / "nbscale.db"
+    garbage = os.urandom(5000)
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError, match="not a database") as refused:
+        SqliteStore(str(path), WEEK)
+    assert str(path) in str(refused.value) and "move it aside" in str(refused.value)
+    assert path.read_bytes() == garbage
+
+
 def test_a_call_of_a_live_control_plane_sharing_the_file_is_not_taken(tmp_path: Path):
     """Two servers with one data directory: each runs again only its own dead peers' calls."""
     path = str(tmp_path / "nbscale.db")

@@ -66,7 +66,13 @@ class SqliteStore(SpawnStore):
             self._reader = connect(path)  # migrates a new or older file first
             self._writer = Writer(path, self._on_written)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+            hint = ""
+            if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+                hint = (
+                    " (move it aside to start with an empty store: the spawned calls' results "
+                    "it held are then gone; or set c.NbScale.store_path to another file)"
+                )
+            raise StoreError(f"cannot open the store {path}: {exc}{hint}") from exc
         self._loop: asyncio.AbstractEventLoop | None = None
         self._number = 0
         self._known_calls: set[str] = set()  # calls whose row is written or queued
