@@ -165,6 +165,8 @@ class Fleet:
             register.create(register_path, pool.slots)
         config["register_path"] = in_worker
         config["heartbeat_timeout"] = self.config.heartbeat_timeout
+        if pool.env:  # the secrets' values: in this 0600 file only, never argv or labels
+            config["env"] = pool.env
         keys = None
         if self.allow_list is not None:
             keys = KeyPair()

@@ -15,6 +15,7 @@ import sys
 from ..gpus import GpuAllocator, GpuError, GpuInfo
 from .base import Launcher, LaunchFailed, LogChunk, WorkerHandle, WorkerSpec
 from .logs import follow_file
+from .volumes import link_for_process
 
 
 class ProcessLauncher(Launcher):
@@ -30,6 +31,8 @@ class ProcessLauncher(Launcher):
         self._gpus_held: dict[str, tuple[subprocess.Popen[bytes], list[str]]] = {}
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:
+        for path, name in spec.options.volumes:
+            link_for_process(path, name)
         log_path = os.path.join(self.log_dir, f"{spec.worker_id}.log")
         env = dict(os.environ)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
