@@ -83,6 +83,9 @@ def test_a_volume_written_by_one_container_is_read_by_another(docker_plane: Any)
         assert volume.attrs["Labels"] == {LABEL_VOLUME: "i15-docker-shared"}
         assert volume.attrs["Options"]["device"] == str(vol.local_path.resolve())
 
+        in_use = cli("volume", "delete", "i15-docker-shared")  # its containers still run
+        assert in_use.returncode == 1 and "stop the workers that use it" in in_use.stderr
+        assert (vol.local_path / "note.txt").exists()
         nbscale.shutdown()  # the launcher cleans up its containers and network...
         docker_plane.volumes.get(docker_name)  # ...and keeps the volume
         assert (vol.local_path / "note.txt").exists()

@@ -65,8 +65,9 @@ def test_a_secret_reaches_the_workers_environment_and_nowhere_else(data_dir: Pat
     assert worker_ids
     for worker_id in worker_ids:
         assert VALUE not in json.dumps(worker_logs(worker_id))
-    with open(f"/proc/{live_pid}/cmdline", "rb") as f:  # nor in its command line
-        assert VALUE.encode() not in f.read()
+    for shown_by_proc in ("cmdline", "environ"):  # nor its command line or starting env
+        with open(f"/proc/{live_pid}/{shown_by_proc}", "rb") as f:
+            assert VALUE.encode() not in f.read()
 
 
 def test_a_missing_stored_secret_fails_the_call_with_what_to_do():
