@@ -16,6 +16,7 @@ from typing import Any
 
 from nbscale_server import local_store
 
+from ._owner import is_local
 from .exceptions import InvalidError, NotFoundError
 
 
@@ -59,12 +60,13 @@ class Secret:
             raise InvalidError(f"env_keys must be a list of names, got {env_keys!r}")
         keys = list(env_keys)
         absent = [k for k in keys if k not in os.environ]
-        if absent:
+        if absent and is_local():  # a worker importing your module has no need to fail
             raise InvalidError(
                 "Secret.from_local_environ: no local environment variable "
                 + ", ".join(map(str, absent))
             )
-        env = _checked({k: os.environ[k] for k in keys}, "Secret.from_local_environ")
+        present = {k: os.environ[k] for k in keys if k in os.environ}
+        env = _checked(present, "Secret.from_local_environ")
         return cls({"env": env}, f"from_local_environ(keys={sorted(env)})")
 
     @classmethod
@@ -81,6 +83,10 @@ class Secret:
         if os.path.isfile(start):
             start = os.path.dirname(os.path.abspath(start))
         found = _find_upwards(start, filename)
+        if found is None and not is_local():
+            # A worker importing your module: its pool's environment was made from the
+            # caller's file already.
+            return cls({"env": {}}, f"from_dotenv({filename!r} not found on this worker)")
         if found is None:
             raise NotFoundError(f"Secret.from_dotenv: no {filename} file in {start} or its parents")
         env = _checked(
@@ -98,8 +104,9 @@ class Secret:
         required_keys: Sequence[str] = (),
     ) -> Secret:
         """The secret stored as ``name`` (``nbscale secret create NAME KEY=VALUE ...``),
-        read when a function that uses it first runs; that fails with ``NotFoundError``
-        when it does not exist, or lacks one of ``required_keys``."""
+        read by the control plane when a function that uses it first runs; that fails with
+        ``NotFoundError`` when it does not exist, ``InvalidError`` when it lacks one of
+        ``required_keys``."""
         if environment_name is not None:
             raise InvalidError(
                 "Secret.from_name(environment_name=...): nbscale has no environments"
