@@ -25,7 +25,7 @@ from ._image import Image
 from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._pickling import pickle_function
-from ._secret import Secret, check_secrets
+from ._secret import Secret, secrets_setting
 from .exceptions import InvalidError
 
 _ENTER = "__nbscale_enter__"
@@ -135,9 +135,7 @@ class Cls:
         """A variant of this class with other settings, and pools of its own."""
         image = check_image(settings.pop("image", self.image))
         startup_timeout = settings.pop("startup_timeout", self.startup_timeout)
-        secrets = self.secrets
-        if "secrets" in settings:
-            secrets = check_secrets(settings.pop("secrets"), f"{self.name}.with_options")
+        secrets = secrets_setting(settings, self.secrets, f"{self.name}.with_options")
         options = function_options(None, settings, self.options, variant=True)
         return Cls(self.user_cls, _async(options, self.user_cls), image, startup_timeout, secrets)
 

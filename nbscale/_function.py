@@ -30,7 +30,7 @@ from ._options import check_image, function_options
 from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
-from ._secret import Secret, check_secrets
+from ._secret import Secret, secrets_setting
 from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError, InvalidError
 
@@ -127,9 +127,7 @@ class Function:
         """This function with ``settings`` changed; a ``variant`` gets a pool of its own
         even where only its autoscaler settings differ."""
         image = check_image(settings.pop("image", self.image))
-        secrets = self.secrets
-        if "secrets" in settings:
-            secrets = check_secrets(settings.pop("secrets"), f"{self.name}.with_options")
+        secrets = secrets_setting(settings, self.secrets, f"{self.name}.with_options")
         options = function_options(self.raw_f, settings, self.options, variant=variant)
         return Function(self.raw_f, self.name, options, image, self.app, secrets)
 

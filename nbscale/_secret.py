@@ -147,3 +147,15 @@ def check_secrets(secrets: object, where: str) -> tuple[Secret, ...]:
                 f"{where}: secrets= takes nbscale.Secret objects, got {secret!r}{hint}"
             )
     return found
+
+
+def secrets_setting(
+    settings: dict[str, Any], current: tuple[Secret, ...], where: str
+) -> tuple[Secret, ...]:
+    """``with_options``'s ``secrets=`` (replacing the current ones, as Modal's does) and
+    ``env=`` (one more, last), taken out of ``settings``."""
+    secrets = current
+    if "secrets" in settings:
+        secrets = check_secrets(settings.pop("secrets"), where)
+    env = settings.pop("env", None)
+    return (*secrets, Secret.from_dict(env)) if env else secrets

@@ -174,6 +174,8 @@ def test_an_app_gives_its_secrets_and_volumes_to_its_functions_which_add_their_o
     # with_options replaces them, as Modal's does
     other = inherits.with_options(secrets=[mine], volumes={})
     assert other.secrets == (mine,) and other.options.volumes == ()
+    with_env = Model.with_options(env={"MODE": "slow"})
+    assert with_env.secrets[0] == token and with_env.secrets[1].to_wire()["env"] == {"MODE": "slow"}
 
     with pytest.raises(nbscale.InvalidError, match=r"use nbscale\.Secret\.from_name"):
         app.function(secrets=["token"])(lambda x: x)
