@@ -25,6 +25,7 @@ from ._image import Image
 from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._pickling import pickle_function
+from ._secret import Secret, secrets_setting
 from .exceptions import InvalidError
 
 _ENTER = "__nbscale_enter__"
@@ -90,11 +91,13 @@ class Cls:
         options: FunctionOptions,
         image: Image | None,
         startup_timeout: float | None,
+        secrets: tuple[Secret, ...] = (),
     ) -> None:
         self.user_cls = user_cls
         self.name = user_cls.__qualname__
         self.options = options
         self.image = image
+        self.secrets = secrets
         self.startup_timeout = startup_timeout or options.timeout
         self.parameters = _parameters(user_cls)
         self.methods = _members(user_cls, _METHOD) + [
@@ -132,8 +135,9 @@ class Cls:
         """A variant of this class with other settings, and pools of its own."""
         image = check_image(settings.pop("image", self.image))
         startup_timeout = settings.pop("startup_timeout", self.startup_timeout)
+        secrets = secrets_setting(settings, self.secrets, f"{self.name}.with_options")
         options = function_options(None, settings, self.options, variant=True)
-        return Cls(self.user_cls, _async(options, self.user_cls), image, startup_timeout)
+        return Cls(self.user_cls, _async(options, self.user_cls), image, startup_timeout, secrets)
 
     def _check(self, params: dict[str, Any]) -> dict[str, Any]:
         unknown = set(params) - set(self.parameters)
@@ -219,7 +223,7 @@ class Method(Function):
     def __init__(self, obj: Obj, name: str) -> None:
         cls = obj._cls
         raw = getattr(cls.user_cls, name)
-        super().__init__(raw, f"{cls.name}.{name}", cls.options, cls.image)
+        super().__init__(raw, f"{cls.name}.{name}", cls.options, cls.image, None, cls.secrets)
         self.pool_label = obj.label
         self._prefix = (name,)
         self._obj = obj
@@ -276,6 +280,7 @@ def make_cls(
     settings: dict[str, Any],
     image: Image | None,
     startup_timeout: float | None,
+    secrets: tuple[Secret, ...] = (),
 ) -> Cls:
     """What ``@app.cls(...)`` makes of ``user_cls``."""
     if not inspect.isclass(user_cls):
@@ -308,4 +313,4 @@ def make_cls(
         raise InvalidError(
             f"startup_timeout must be a number of seconds > 0, got {startup_timeout!r}"
         )
-    return Cls(user_cls, _async(options, user_cls), image, startup_timeout)
+    return Cls(user_cls, _async(options, user_cls), image, startup_timeout, secrets)

@@ -31,6 +31,7 @@ from ._options import check_image, function_options
 from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
+from ._secret import Secret, secrets_setting
 from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError, InvalidError
 
@@ -67,6 +68,7 @@ class Function:
         options: FunctionOptions,
         image: Image | None = None,
         app: App | None = None,
+        secrets: tuple[Secret, ...] = (),
     ) -> None:
         self.raw_f = raw
         self.name = name
@@ -76,6 +78,7 @@ class Function:
         self.options = options
         self.image = image  # built into the tag ``options.image`` when Docker runs workers
         self.app = app  # its ``app.run()`` scopes this function's pools and spawned calls
+        self.secrets = secrets  # sent at registration; their digest is in its pool's id
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
@@ -91,12 +94,13 @@ class Function:
             "name": self.name,
             "options": self.options,
             "image": self.image,
+            "secrets": self.secrets,
             "function_id": _nested.id_to_send(self, lambda: self._pickle()[1]),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["raw_f"], state["name"], state["options"], state["image"]
+            state["raw_f"], state["name"], state["options"], state["image"], None, state["secrets"]
         )
         self._sent_id = _nested.id_received(state.get("function_id"))
 
@@ -124,8 +128,9 @@ class Function:
         """This function with ``settings`` changed; a ``variant`` gets a pool of its own
         even where only its autoscaler settings differ."""
         image = check_image(settings.pop("image", self.image))
+        secrets = secrets_setting(settings, self.secrets, f"{self.name}.with_options")
         options = function_options(self.raw_f, settings, self.options, variant=variant)
-        return Function(self.raw_f, self.name, options, image, self.app)
+        return Function(self.raw_f, self.name, options, image, self.app, secrets)
 
     # --- the pool ----------------------------------------------------------------------
 
@@ -154,7 +159,12 @@ class Function:
         if pool_id is None:
             options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
-                0, function_id, self.pool_label, options.to_wire(), [p for p in sys.path if p]
+                0,
+                function_id,
+                self.pool_label,
+                options.to_wire(),
+                [p for p in sys.path if p],
+                [secret.to_wire() for secret in self.secrets],
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]

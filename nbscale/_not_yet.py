@@ -1,5 +1,5 @@
-"""Modal's names for what nbscale does not have *yet*: shared ``Dict`` and ``Queue``,
-``Secret`` and ``Volume`` (all to be hosted by the control plane's store) and deployed apps
+"""Modal's names for what nbscale does not have *yet*: shared ``Dict`` and ``Queue`` (to be
+hosted by the control plane's store) and deployed apps
 (``Function.from_name``, ``Cls.from_name``, ``app.deploy()``). Each raises
 ``InvalidError`` naming the feature, so that a ported program stops at the line that uses
 it, rather than with an ``AttributeError``. They are replaced one by one as the features arrive.
@@ -26,25 +26,6 @@ class Queue(Unsupported):
     """Not supported by nbscale yet: a queue shared by the kernel and its workers."""
 
     feature, why = "modal.Queue", f"{_STORE}; until then use .map or .spawn_map"
-    from_name = ephemeral = refusing_classmethod()
-
-
-class Secret(Unsupported):
-    """Not supported by nbscale yet: environment variables given to workers at start."""
-
-    feature = "modal.Secret"
-    why = (
-        f"{_STORE}; until then workers inherit the environment of the process that starts "
-        "them, and Docker workers take Image.env({...})"
-    )
-    from_name = from_dict = from_dotenv = from_local_environ = refusing_classmethod()
-
-
-class Volume(Unsupported):
-    """Not supported by nbscale yet: a named directory every worker mounts."""
-
-    feature = "modal.Volume"
-    why = f"{_STORE}; until then give workers a directory they all see"
     from_name = ephemeral = refusing_classmethod()
 
 

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6  # 6: register-function carries secrets
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -196,13 +196,16 @@ class Ping(Message):
 @op("register-function")
 class RegisterFunction(Message):
     """Payload: [function pickle]. Creates or finds the pool for this function + options
-    (``nbscale_server.options.FunctionOptions`` in its versioned wire form)."""
+    (``nbscale_server.options.FunctionOptions`` in its versioned wire form). ``secrets``:
+    the function's ``secrets=``, each ``{"env": {...}}`` or ``{"name", "required_keys"}``
+    (a stored secret the control plane reads), later ones overriding earlier ones."""
 
     rid: int
     function_id: str
     name: str
     options: dict[str, Any]
     sys_path: list[str]
+    secrets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @op("submit-inputs")

@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -96,6 +96,8 @@ class WorkerConfig:
     server_public_key: str | None = None
     public_key: str | None = None
     secret_key: str | None = None
+    # what the function's secrets put in its environment, before any of its code runs
+    env: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def from_file(cls, path: str) -> WorkerConfig:
@@ -550,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of the worker's config file")
     args = parser.parse_args(argv)
     cfg = WorkerConfig.from_file(args.config)
+    os.environ.update(cfg.env or {})
     os.environ[WORKER_ID_ENV] = cfg.worker_id
     return Worker(cfg).run()
 

@@ -9,7 +9,12 @@ which the caller receives as the exception it names.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +22,7 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
 
-from . import reports
+from . import local_store, reports
 from .callers import Callers
 from .delivery import Delivery
 from .errors import RequestError
@@ -62,6 +67,9 @@ class Api:
         self.nesting = nesting
         self.callers = Callers()
         self._next_callers_check = 0.0
+        # Keys the digest of a function's secrets (``FunctionOptions.secrets``, in its pool's
+        # id): the same secrets share a pool, and no digest can be tested against guesses.
+        self._secrets_key = os.urandom(32)
         # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
         self.resolve_owner: Callable[[OwnerModel], None] | None = None
         self.handlers: dict[type[protocol.Message], Handler] = {
@@ -136,6 +144,7 @@ class Api:
             options = FunctionOptions.from_wire(msg.options)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
+        options, env = self._secrets_and_volumes(msg, options)
         docker = self.fleet.launcher.name == "docker"
         options = self.nesting.options_for(identity, options, docker)
         owner = self.records.owners.get(identity) or unknown_owner()
@@ -153,6 +162,7 @@ class Api:
                 self.fleet.total_cap(),
                 owner,
             )
+            pool.env = env
             self.records.pools[pool_id] = pool
             settings = _describe(options.explicit_autoscaler()) or "the default settings"
             pool.note(f"registered with {settings}", time.time())
@@ -167,6 +177,24 @@ class Api:
             # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
             self._apply(pool, options.explicit_autoscaler(), "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
+
+    def _secrets_and_volumes(
+        self, msg: protocol.RegisterFunction, options: FunctionOptions
+    ) -> tuple[FunctionOptions, dict[str, str]]:
+        """The environment a function's secrets give its workers (named ones read from the
+        store now) with its digest in the options; its volumes checked to exist."""
+        try:
+            env = local_store.resolve_env(msg.secrets)
+            for _, name in options.volumes:
+                local_store.require_volume(name)
+        except local_store.StoreError as exc:
+            kind = ERROR_NOT_FOUND if exc.missing else ERROR_INVALID
+            raise RequestError(kind, str(exc)) from None
+        digest = None
+        if env:
+            said = json.dumps(sorted(env.items())).encode()
+            digest = hmac.new(self._secrets_key, said, hashlib.sha256).hexdigest()[:24]
+        return dataclasses.replace(options, secrets=digest), env
 
     def _submit_inputs(
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]

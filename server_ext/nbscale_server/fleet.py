@@ -166,6 +166,8 @@ class Fleet:
         config["register_path"] = in_worker
         config["heartbeat_timeout"] = self.config.heartbeat_timeout
         config["exit_grace"] = self.config.exit_grace if pool.options.has_exit else None
+        if pool.env:  # the secrets' values: in this 0600 file only, never argv or labels
+            config["env"] = pool.env
         keys = None
         if self.allow_list is not None:
             keys = KeyPair()

@@ -28,7 +28,7 @@ from .autoscaler import AutoscalerSettings
 from .gpus import GpuError, parse_gpu
 from .queue import RetryPolicy
 
-WIRE_VERSION = 3  # 2: the slurm_* options; 3: has_exit
+WIRE_VERSION = 4  # 2: the slurm_* options; 3: has_exit; 4: secrets and volumes
 DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
 MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
 MIN_MEMORY = 6  # MiB: Docker's own minimum
@@ -50,6 +50,8 @@ _WORKER_FIELDS = (
     "slurm_time",
     "slurm_sbatch_args",
     "slurm_drain_seconds",
+    "secrets",
+    "volumes",
 )
 # What a function may say about its Slurm jobs, as ``slurm={key: value}``; each is also a
 # control plane setting, ``slurm_<key>``, which the function's value comes before.
@@ -108,6 +110,27 @@ def slurm_fields(slurm: object) -> dict[str, Any]:
     return {f"slurm_{key}": value for key, value in slurm.items() if value is not None}
 
 
+def _volumes(volumes: object) -> tuple[tuple[str, str], ...]:
+    """``volumes`` as (path, name) pairs, each path once; raises ValueError."""
+    if not isinstance(volumes, (list, tuple)):
+        raise ValueError(f"volumes must be (path, name) pairs, got {volumes!r}")
+    pairs: list[tuple[str, str]] = []
+    for pair in volumes:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"volumes must be (path, name) pairs, got {pair!r}")
+        path, name = pair
+        if not isinstance(path, str) or not path.strip() or "\0" in path:
+            raise ValueError(f"a volume's mount path must be a path, got {path!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a volume's name must be a string, got {name!r}")
+        pairs.append((path, name))
+    paths = [p.rstrip("/") or "/" for p, _ in pairs]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"two volumes are mounted at {twice[0]}")
+    return tuple(sorted(pairs))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionOptions:
     timeout: float = DEFAULT_TIMEOUT
@@ -133,6 +156,10 @@ class FunctionOptions:
     slurm_time: str | None = None  # walltime
     slurm_sbatch_args: tuple[str, ...] | None = None  # after the setting's
     slurm_drain_seconds: int | None = None  # drain this long before the walltime
+    # A keyed digest of the environment ``secrets=`` give workers (the control plane's,
+    # never the values): functions with other secrets never share a worker. None: none.
+    secrets: str | None = None
+    volumes: tuple[tuple[str, str], ...] = ()  # (path in the worker, volume name)
 
     def __post_init__(self) -> None:
         t = self.timeout
@@ -165,6 +192,9 @@ class FunctionOptions:
             raise ValueError(f"image must be an image tag, got {self.image!r}")
         if not all(isinstance(v, bool) for v in (self.is_async, self.variant, self.has_exit)):
             raise ValueError("is_async, variant and has_exit must be booleans")
+        if self.secrets is not None and (not isinstance(self.secrets, str) or not self.secrets):
+            raise ValueError(f"secrets must be a digest, got {type(self.secrets).__name__}")
+        object.__setattr__(self, "volumes", _volumes(self.volumes))
         for key in SLURM_KEYS:
             value = getattr(self, f"slurm_{key}")
             if value is not None:
@@ -206,6 +236,7 @@ class FunctionOptions:
         for name in ("gpu", "slurm_sbatch_args"):
             if isinstance(wire[name], tuple):
                 wire[name] = list(wire[name])
+        wire["volumes"] = [list(pair) for pair in self.volumes]
         return {"version": WIRE_VERSION, **wire}
 
     @classmethod

@@ -190,6 +190,8 @@ class Pool:
     autoscaler: AutoscalerCore
     queue: QueueCore
     owner: OwnerModel = field(default_factory=unknown_owner)  # who created it
+    # what its secrets give its workers' environment: only ever written to their config files
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
     enter_failures: int = 0  # workers in a row whose class @enter raised

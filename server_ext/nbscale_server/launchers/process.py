@@ -49,6 +49,7 @@ from .base import (
 )
 from .cgroups import Cgroups, WorkerCgroup
 from .logs import follow_file
+from .volumes import link_for_process
 
 _MEMORY_CHECK = 0.1  # seconds between two samples of a watched worker's resident memory
 _LOG_CHECK = 1.0  # seconds between two looks at the log files' sizes
@@ -92,6 +93,8 @@ class ProcessLauncher(Launcher):
         self._leftovers: list[WorkerCgroup] = []  # cgroups still busy when their worker went
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:
+        for path, name in spec.options.volumes:
+            link_for_process(path, name)
         log_path = os.path.join(self.log_dir, f"{spec.worker_id}.log")
         env = dict(os.environ)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
