@@ -21,8 +21,6 @@ import logging
 import os
 import signal
 
-import psutil
-
 from .owner import owner_alive, owner_tag
 
 log = logging.getLogger("nbscale.launchers")
@@ -184,6 +182,8 @@ def remove_stale(own: str) -> None:
         for path in workers:
             cgroup = WorkerCgroup({"any": path})
             cgroup.kill_all()
+            import psutil  # where used: worker images (nested calls) lack it
+
             with contextlib.suppress(psutil.Error):
                 psutil.wait_procs(
                     [psutil.Process(int(p)) for p in _read(f"{path}/cgroup.procs").split()],

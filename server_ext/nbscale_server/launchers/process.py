@@ -33,8 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-
-import psutil
+from typing import TYPE_CHECKING
 
 from .. import losses
 from ..gpus import GpuAllocator, GpuError, GpuInfo
@@ -50,6 +49,9 @@ from .base import (
 from .cgroups import Cgroups, WorkerCgroup
 from .logs import follow_file
 from .volumes import link_for_process
+
+if TYPE_CHECKING:  # psutil is imported where used: worker images (nested calls) lack it
+    import psutil
 
 _MEMORY_CHECK = 0.1  # seconds between two samples of a watched worker's resident memory
 _LOG_CHECK = 1.0  # seconds between two looks at the log files' sizes
@@ -137,6 +139,8 @@ class ProcessLauncher(Launcher):
         worker = _Worker(proc, log_path, memory, cgroup)
         enforced = cgroup.dirs if cgroup is not None else {}
         if memory and "memory" not in enforced:
+            import psutil
+
             with contextlib.suppress(psutil.Error):
                 worker.watched = psutil.Process(proc.pid)
         if cpu and "cpu" not in enforced:
@@ -259,6 +263,8 @@ class ProcessLauncher(Launcher):
 
     def _check_memory(self, worker_id: str, worker: _Worker) -> None:
         """Kill a worker whose resident memory (its children's included) passed its limit."""
+        import psutil
+
         assert worker.watched is not None and worker.memory_mib is not None
         try:
             procs = [worker.watched, *worker.watched.children(recursive=True)]
