@@ -70,6 +70,7 @@ class SqliteStore(SpawnStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._number = 0
         self._known_calls: set[str] = set()  # calls whose row is written or queued
+        self._pool_rows: dict[str, tuple[Any, ...]] = {}
         # written but not committed yet: call id -> index -> (operation number, output)
         self._unwritten: dict[str, dict[int, tuple[int, Entry]]] = {}
         self._unwritten_calls: dict[str, tuple[int, CallState]] = {}
@@ -99,19 +100,7 @@ class SqliteStore(SpawnStore):
         rows: dict[str, list[tuple[Any, ...]]] = {}
         if call.call_id not in self._known_calls:
             self._known_calls.add(call.call_id)
-            wire = json.dumps(pool.options.to_wire())
-            rows["pool"] = [
-                (
-                    pool.pool_id,
-                    pool.function_id,
-                    pool.name,
-                    pool.function,
-                    wire,
-                    json.dumps(pool.sys_path),
-                    json.dumps(pool.client_versions),
-                    json.dumps(pool.owner),
-                )
-            ]
+            rows["pool"] = [self._pool_row(pool)]
             rows["call"] = [
                 (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
                  json.dumps(call.owner_info), call.total, call.kind)
@@ -128,6 +117,23 @@ class SqliteStore(SpawnStore):
         op = Operation(self._next(), make=make, size=size)
         self._durable.append((op.number, then))
         self._queue(op)
+
+    def _pool_row(self, pool: Pool) -> tuple[Any, ...]:
+        """The pool's row, made once (spawns by the thousand share it; a pool's id names
+        its options, and the first row stored of a pool id is the one kept anyway)."""
+        row = self._pool_rows.get(pool.pool_id)
+        if row is None:
+            row = self._pool_rows[pool.pool_id] = (
+                pool.pool_id,
+                pool.function_id,
+                pool.name,
+                pool.function,
+                json.dumps(pool.options.to_wire()),
+                json.dumps(pool.sys_path),
+                json.dumps(pool.client_versions),
+                json.dumps(pool.owner),
+            )
+        return row
 
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         call_id = call.call_id
