@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.serialization import PayloadWriter, pack
+from nbscale_runtime.serialization import PayloadWriter, TooLarge
 
 from . import _nested
 from ._client import Client
@@ -24,7 +24,18 @@ from .exceptions import from_wire
 
 _MAX_BATCH = 512  # spawns per message at most
 
-_Pending = tuple[str, list[Any], "asyncio.Future[None]"]  # call id, its frames, its answer
+_Key = tuple[str, "tuple[Any, ...] | None"]  # pool id, parent
+
+
+class _Batch:
+    """Spawns waiting for their loop turn: their inputs pickled into one payload."""
+
+    __slots__ = ("answers", "rows", "writer")
+
+    def __init__(self) -> None:
+        self.writer = PayloadWriter()
+        self.rows: list[list[Any]] = []  # SPAWN_* rows
+        self.answers: list[asyncio.Future[None]] = []
 
 
 class Spawner:
@@ -32,7 +43,7 @@ class Spawner:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self._waiting: dict[tuple[str, tuple[Any, ...] | None], list[_Pending]] = {}
+        self._waiting: dict[_Key, _Batch] = {}
         max_mib = client.server_info.get("max_input_mib")
         self._max_input = None if max_mib is None else int(max_mib) << 20
 
@@ -41,44 +52,51 @@ class Spawner:
     ) -> str:
         """Spawn a call of one input in ``pool_id``; returns its id once the control plane
         has kept it (durably, with the Jupyter server's store)."""
-        writer = PayloadWriter()
-        where = add_input(writer, 0, args, kwargs)  # a pickling error is this spawn's alone
-        frames = writer.frames()
-        if self._max_input is not None:
-            check_input_sizes([[0, *where]], frames, self._max_input, name)
         parent = _nested.parent()
         key = (pool_id, None if parent is None else tuple(parent))
+        batch = self._waiting.get(key)
+        if batch is None or len(batch.rows) >= _MAX_BATCH:
+            if batch is not None:
+                self._send(key)
+            batch = self._waiting[key] = _Batch()
+            asyncio.get_running_loop().call_soon(self._send, key, batch)
+        try:  # an input that fails is this spawn's alone: the writer drops its bytes
+            where = add_input(batch.writer, 0, args, kwargs, self._max_input)
+        except TooLarge:  # said in the words of a map's inputs
+            alone = PayloadWriter()
+            where = alone.add((args, kwargs))
+            check_input_sizes([[0, *where]], alone.frames(), self._max_input or 0, name)
+            raise
         call_id = new_call_id()
         answered = asyncio.get_running_loop().create_future()
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            waiting = self._waiting[key] = []
-            asyncio.get_running_loop().call_soon(self._send, key)
-        waiting.append((call_id, frames, answered))
+        batch.rows.append([call_id, *where])
+        batch.answers.append(answered)
         await answered
         return call_id
 
-    def _send(self, key: tuple[str, tuple[Any, ...] | None]) -> None:
-        waiting = self._waiting.pop(key)
-        for start in range(0, len(waiting), _MAX_BATCH):
-            self._request(key, waiting[start : start + _MAX_BATCH])
-
-    def _request(self, key: tuple[str, tuple[Any, ...] | None], batch: list[_Pending]) -> None:
+    def _send(self, key: _Key, batch: _Batch | None = None) -> None:
+        """Send the spawns waiting under ``key`` (unless ``batch`` was sent already)."""
+        if batch is not None and self._waiting.get(key) is not batch:
+            return
+        batch = self._waiting.pop(key)
+        if not batch.rows:  # each of its spawns failed to pickle
+            return
         pool_id, parent = key
-        frames, addresses = pack([(f[0], f[1:]) for _, f, _ in batch])
-        rows = [[call_id, *where] for (call_id, _, _), where in zip(batch, addresses, strict=True)]
+        rows, answers = batch.rows, batch.answers
         msg = protocol.SpawnCalls(0, pool_id, rows, None if parent is None else list(parent))
         try:
-            reply = self.client.send_request(msg, frames)
+            reply = self.client.send_request(msg, batch.writer.frames())
         except Exception as exc:  # the connection is lost
-            _answer(batch, exc, {})
+            _answer(answers, exc, {})
             return
-        reply.add_done_callback(lambda done: _answered(batch, done))
+        reply.add_done_callback(lambda done: _answered(answers, done))
 
 
-def _answered(batch: list[_Pending], reply: asyncio.Future[tuple[Any, list[Any]]]) -> None:
+def _answered(
+    batch: list[asyncio.Future[None]], reply: asyncio.Future[tuple[Any, list[Any]]]
+) -> None:
     if reply.cancelled():  # the client closed
-        for _, _, answered in batch:
+        for answered in batch:
             answered.cancel()
     elif reply.exception() is not None:  # the connection lost, or the request refused whole
         _answer(batch, reply.exception(), {})
@@ -92,9 +110,9 @@ def _answered(batch: list[_Pending], reply: asyncio.Future[tuple[Any, list[Any]]
 
 
 def _answer(
-    batch: list[_Pending], error: BaseException | None, refused: dict[int, Exception]
+    batch: list[asyncio.Future[None]], error: BaseException | None, refused: dict[int, Exception]
 ) -> None:
-    for at, (_, _, answered) in enumerate(batch):
+    for at, answered in enumerate(batch):
         if answered.done():  # its spawn was cancelled meanwhile
             continue
         failed = error or refused.get(at)
