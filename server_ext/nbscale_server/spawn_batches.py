@@ -16,6 +16,7 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     ERROR_CONTROL_PLANE,
     ERROR_INVALID,
+    ERROR_NOT_FOUND,
     ERROR_RESOURCE_EXHAUSTED,
     SPAWN_CALL_ID,
     SPAWN_WHERE,
@@ -134,28 +135,36 @@ class _Answer:
 def first_outputs(
     delivery: Delivery, msg: protocol.GetFirstOutputs
 ) -> tuple[dict[str, Any], list[Any]]:
-    """The answer to ``get-first-outputs``: each call's input 0, if settled, in one go."""
-    if not isinstance(msg.call_ids, list):
+    """The answer to ``get-first-outputs``: each call's input 0, if settled, in one go (the
+    calls that left memory and their outputs read from the store in one query each)."""
+    call_ids = msg.call_ids
+    if not isinstance(call_ids, list) or not all(type(c) is str for c in call_ids):
         raise RequestError(ERROR_INVALID, "call_ids must be a list of call ids")
-    entries: list[Entry] = []
+    store = delivery.store
+    known = {**delivery.finished_calls, **delivery.calls}
+    calls = {c: known[c] for c in call_ids if c in known}
+    calls.update(store.finished_calls_named([c for c in call_ids if c not in calls]))
     rows: list[Any] = []
-    for call_id in msg.call_ids:
-        try:
-            call = delivery.call(call_id)
-            if call.delivered_before(0):
-                raise RequestError(
-                    ERROR_INVALID,
-                    f"the result of input 0 of {call_id} went to its caller before the call "
-                    "was detached",
-                )
-            if not (call.finished or all_settled(call, call.outcomes or Outcomes(), 0, 1)):
-                rows.append(None)
-                continue
-            found = delivery.store.outputs(call_id, 0, 1)
-        except RequestError as exc:
-            rows.append([exc.kind, str(exc)])
-            continue
-        entries += found
-        rows.append([len(found), call.function, call.timeout, call.cancelled])
+    ready: list[str] = []
+    for call_id in call_ids:
+        call = calls.get(call_id)
+        if call is None:
+            rows.append([ERROR_NOT_FOUND, store.why_missing(call_id)])
+        elif call.delivered_before(0):
+            rows.append([ERROR_INVALID, f"the result of input 0 of {call_id} went to its "
+                         "caller before the call was detached"])  # fmt: skip
+        elif call.finished or all_settled(call, call.outcomes or Outcomes(), 0, 1):
+            rows.append(call)
+            ready.append(call_id)
+        else:
+            rows.append(None)  # not settled yet
+    found = store.first_outputs(ready) if ready else {}
+    entries: list[Entry] = []
+    for at, row in enumerate(rows):
+        if isinstance(row, CallState):
+            entry = found.get(row.call_id)
+            if entry is not None:
+                entries.append(entry)
+            rows[at] = [int(entry is not None), row.function, row.timeout, row.cancelled]
     message, frames = outputs_message(entries)
     return {"calls": rows, "items": message.items}, frames

@@ -260,6 +260,39 @@ class SqliteStore(SpawnStore):
         )
         return _summary(rows[0]) if rows else None
 
+    def finished_calls_named(self, call_ids: list[str]) -> dict[str, CallState]:
+        found = {c: self._unwritten_calls[c][1] for c in call_ids if c in self._unwritten_calls}
+        found.update({c: self._lost_calls[c] for c in call_ids if c in self._lost_calls})
+        asked = [c for c in call_ids if c not in found]
+        if asked:
+            rows = self._read(
+                "the spawned calls",
+                f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE finished > 0 AND call_id IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps(asked),),
+            )
+            found.update((call.call_id, call) for call in map(_summary, rows))
+        return found
+
+    def first_outputs(self, call_ids: list[str]) -> dict[str, Entry]:
+        found: dict[str, Entry] = {}
+        for call_id, row, payload, parts in self._read(
+            "the results of the spawned calls",
+            "SELECT call_id, row, payload, parts FROM spawned_outputs WHERE idx = 0 AND "
+            "call_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(call_ids),),
+        ):
+            data, bufs = unpack(payload, parts)
+            found[call_id] = (json.loads(row), data, list(bufs))
+        for call_id in call_ids:  # what is not written yet, or could not be: as ``outputs``
+            unwritten = self._unwritten.get(call_id, {})
+            if 0 in unwritten:
+                found[call_id] = unwritten[0][1]
+            lost = self._lost.get(call_id, {})
+            if 0 in lost:
+                found[call_id] = lost[0]
+        return found
+
     def finished_calls(self, limit: int, before: int | None) -> list[CallState]:
         cursor = before if before is not None else 1 << 62
         rows = self._read(
