@@ -18,6 +18,7 @@ import collections
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from nbscale_runtime.protocol import (
@@ -71,6 +72,7 @@ class SqliteStore(SpawnStore):
         self._number = 0
         self._known_calls: set[str] = set()  # calls whose row is written or queued
         self._pool_rows: dict[str, tuple[Any, ...]] = {}
+        self._last_owner: tuple[dict[str, object], str] | None = None
         # written but not committed yet: call id -> index -> (operation number, output)
         self._unwritten: dict[str, dict[int, tuple[int, Entry]]] = {}
         self._unwritten_calls: dict[str, tuple[int, CallState]] = {}
@@ -103,7 +105,7 @@ class SqliteStore(SpawnStore):
             rows["pool"] = [self._pool_row(pool)]
             rows["call"] = [
                 (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
-                 json.dumps(call.owner_info), call.total, call.kind)
+                 self._owner_json(call.owner_info), call.total, call.kind)
             ]  # fmt: skip
         elif call.total is not None:
             rows["total"] = [(call.total, call.call_id)]
@@ -118,21 +120,22 @@ class SqliteStore(SpawnStore):
         self._durable.append((op.number, then))
         self._queue(op)
 
+    def _owner_json(self, owner_info: Mapping[str, object]) -> str:
+        """``owner_info`` as JSON: the last one's text again when equal (a caller's spawns
+        by the thousand share their owner)."""
+        last = self._last_owner
+        if last is None or last[0] != owner_info:
+            last = self._last_owner = (dict(owner_info), json.dumps(owner_info))
+        return last[1]
+
     def _pool_row(self, pool: Pool) -> tuple[Any, ...]:
         """The pool's row, made once (spawns by the thousand share it; a pool's id names
         its options, and the first row stored of a pool id is the one kept anyway)."""
         row = self._pool_rows.get(pool.pool_id)
         if row is None:
-            row = self._pool_rows[pool.pool_id] = (
-                pool.pool_id,
-                pool.function_id,
-                pool.name,
-                pool.function,
-                json.dumps(pool.options.to_wire()),
-                json.dumps(pool.sys_path),
-                json.dumps(pool.client_versions),
-                json.dumps(pool.owner),
-            )
+            wire = (pool.options.to_wire(), pool.sys_path, pool.client_versions, pool.owner)
+            named = (pool.pool_id, pool.function_id, pool.name, pool.function)
+            row = self._pool_rows[pool.pool_id] = (*named, *map(json.dumps, wire))
         return row
 
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
@@ -159,12 +162,19 @@ class SqliteStore(SpawnStore):
     def closed(self, call: CallState) -> None:
         self._known_calls.discard(call.call_id)
         outcomes = bytes(call.outcomes.raw) if call.outcomes is not None else b""
-        made_by = json.dumps(call.owner_info)  # its notebook is known by now
+        made_by = self._owner_json(call.owner_info)  # its notebook is known by now
         values = (call.total, call.submitted, call.reported, call.failed, int(call.cancelled))
         op = Operation(self._next())
         op.rows = {
             "close": [
-                (*values, made_by, outcomes, json.dumps(call.delivered), time.time(), call.call_id)
+                (
+                    *values,
+                    made_by,
+                    outcomes,
+                    _ranges_json(call.delivered),
+                    time.time(),
+                    call.call_id,
+                )
             ],
             "inputs-dropped": [(call.call_id,)],
         }
@@ -387,3 +397,7 @@ class SqliteStore(SpawnStore):
             records.append(InputRecord(call.call_id, index, data, list(bufs), spawned=True))
         call.submitted = call.reported + len(records)
         return records
+
+
+def _ranges_json(ranges: list[Any]) -> str:
+    return json.dumps(ranges) if ranges else "[]"  # a spawned call's: none delivered
