@@ -8,9 +8,11 @@ nbscale only (no peer has durable spawned calls on the user's machine). Two cont
   ZeroMQ as a kernel of that server would.
 
 For each, with ``noop`` on 2 worker processes: ``N`` spawns one after the other
-(``f.spawn(x)``), ``N`` spawns in flight together (``asyncio.gather`` of ``f.spawn.aio`` in
-groups of 512), then every result read back (``FunctionCall.get``, one after the other, then
-512 at a time). Figures are calls or results per second.
+(``f.spawn(x)``), then, once those ran, ``N`` spawns in flight together (``asyncio.gather``
+of ``f.spawn.aio`` in groups of 512), then every result read back (``FunctionCall.get``, one
+after the other, then 512 at a time, then all ``2N`` with one ``FunctionCall.gather(*calls)``,
+which fetches a thousand calls' results per request). Figures are calls or results per
+second.
 
     python bench/spawn.py                      # both, N = 20,000
     python bench/spawn.py --modes server -n 5000
@@ -57,6 +59,7 @@ def child(n: int) -> None:
         return out
 
     seconds_seq, calls = timed(lambda: [noop.spawn(x) for x in range(n)])
+    nbscale.FunctionCall.gather(*calls)  # each phase timed on an idle pool
     seconds_par, more = timed(
         lambda: asyncio.run(gathered([noop.spawn.aio(x) for x in range(n, 2 * n)]))
     )
@@ -70,6 +73,8 @@ def child(n: int) -> None:
         lambda: asyncio.run(gathered([c.get.aio() for c in calls[n:]]))
     )
     assert values == list(range(n, 2 * n)), "wrong results"
+    seconds_read_all, values = timed(lambda: nbscale.FunctionCall.gather(*calls))
+    assert values == list(range(2 * n)), "wrong results"
     print(
         json.dumps(
             {
@@ -77,6 +82,7 @@ def child(n: int) -> None:
                 "spawn_gathered_per_s": n / seconds_par,
                 "read_per_s": n / seconds_read,
                 "read_gathered_per_s": n / seconds_read_par,
+                "read_gather_call_per_s": 2 * n / seconds_read_all,
             }
         ),
         flush=True,

@@ -117,17 +117,25 @@ class Client:
     async def request(
         self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()
     ) -> tuple[Any, list[Any]]:
+        return await self.send_request(msg, payload)
+
+    def send_request(
+        self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()
+    ) -> asyncio.Future[tuple[Any, list[Any]]]:
+        """Send a request now; its reply (value, payload frames) comes in the future."""
         if self.lost is not None:
             raise self.lost
         rid = next(self._rids)
         msg = _with_rid(msg, rid)
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
+        future.add_done_callback(lambda _: self._pending.pop(rid, None))  # or cancelled
         try:
             self._send(msg, list(payload))
-            return await future
-        finally:
+        except BaseException:
             self._pending.pop(rid, None)
+            raise
+        return future
 
     def _on_message(self, frames: list[Any]) -> None:
         try:

@@ -32,6 +32,7 @@ from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
 from ._secret import Secret, secrets_setting
+from ._spawner import spawner
 from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError, InvalidError
 
@@ -222,6 +223,16 @@ class Function:
             )
         return dataclasses.replace(self.options, image=tag)
 
+    async def _pool_in_use(self, on_build: BuildOutput | None = None) -> tuple[Client, str]:
+        """The client and the function's pool on it, for a call about to be made."""
+        install()  # a notebook's tracebacks leave nbscale's frames out
+        client = await get_client()
+        pool_id = await self._pool_id(client, on_build)
+        run = self.app.running if self.app is not None else None
+        if run is not None:
+            run.used_pool(pool_id)
+        return client, pool_id
+
     async def _invocation(
         self,
         kind: str,
@@ -230,12 +241,7 @@ class Function:
         on_build: BuildOutput | None = None,
         factory: type[Invocation] = Invocation,
     ) -> Invocation:
-        install()  # a notebook's tracebacks leave nbscale's frames out
-        client = await get_client()
-        pool_id = await self._pool_id(client, on_build)
-        run = self.app.running if self.app is not None else None
-        if run is not None:
-            run.used_pool(pool_id)
+        client, pool_id = await self._pool_in_use(on_build)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
         return factory(
@@ -290,12 +296,9 @@ class Function:
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
         self._refuse_generator(".spawn()")
-        inv = await self._invocation("spawn")
-        inv._forget()  # outputs stay on the control plane
-        writer = PayloadWriter()
-        where = add_input(writer, 0, self._prefix + args, kwargs)
-        await inv.submit([[0, *where]], writer.frames(), total=1)
-        return self._spawned(inv.call_id)
+        client, pool_id = await self._pool_in_use()
+        call_id = await spawner(client).spawn(pool_id, self.name, self._prefix + args, kwargs)
+        return self._spawned(call_id)
 
     @aio_method
     async def spawn_map(

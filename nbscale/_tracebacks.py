@@ -26,7 +26,7 @@ _SHOWN = "__nbscale_traceback__"  # on an exception: the traceback a shell shows
 
 def hidden() -> bool:
     """Whether nbscale's frames stay out of tracebacks: the value for ``__tracebackhide__``."""
-    return not _config.get("debug")
+    return not _config.debug()
 
 
 def show_cell_frames(exc: BaseException, tb: TracebackType | None) -> None:

@@ -125,6 +125,8 @@ def test_an_input_or_a_result_over_the_size_limit_fails_clearly(fresh_plane):
     fresh_plane(NBSCALE_MAX_INPUT_MIB="1")
     with pytest.raises(InvalidError, match=r"input 0 is 2.0 MiB, over the limit of 1 MiB"):
         echo.remote(b"x" * (2 << 20))
+    with pytest.raises(InvalidError, match=r"input 0 is 2.0 MiB, over the limit of 1 MiB"):
+        echo.spawn(b"x" * (2 << 20))
     with pytest.raises(SerializationError, match=r"over the limit of 1 MiB"):
         big.remote(2)
     assert len(big.remote(0)) == 0  # the worker that refused it still serves

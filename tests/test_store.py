@@ -167,6 +167,28 @@ def test_sqlite_store_keeps_calls_across_a_reopen(tmp_path: Path):
     run(second)
 
 
+def test_first_outputs_and_finished_calls_are_read_many_at_once(tmp_path: Path):
+    async def body() -> None:
+        store = SqliteStore(str(tmp_path / "nbscale.db"), WEEK)
+        calls = [a_call(f"fc-{i}", i + 1) for i in range(4)]
+        for call in calls:
+            assert await submitted(store, call, [b"in"]) is None
+        for call in calls[:3]:
+            settle(store, call, 0, call.call_id.encode())
+            store.closed(call)
+        ids = [c.call_id for c in calls] + ["fc-nope"]
+        for when in ("before the commit", "after it"):
+            found = store.first_outputs(ids)
+            assert {c: bytes(d) for c, (_, d, _) in found.items()} == {
+                "fc-0": b"fc-0", "fc-1": b"fc-1", "fc-2": b"fc-2"
+            }, when  # fmt: skip
+            assert sorted(store.finished_calls_named(ids)) == ["fc-0", "fc-1", "fc-2"], when
+            await committed(store)
+        store._writer.stop()
+
+    run(body)
+
+
 def test_sqlite_store_lists_finished_calls_newest_first_in_pages(tmp_path: Path):
     async def body() -> None:
         store = SqliteStore(str(tmp_path / "nbscale.db"), WEEK)

@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 6  # 6: register-function carries secrets
+PROTOCOL_VERSION = 7  # 6: register-function carries secrets; 7: spawn-calls, get-first-outputs
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -70,6 +70,10 @@ ERROR_KINDS = frozenset(
 # submit-inputs: [index, offset, length, nbufs]
 SUBMIT_INDEX = 0
 SUBMIT_WHERE = slice(1, 4)
+
+# spawn-calls: [call_id, offset, length, nbufs]: a call of one input, opened and closed
+SPAWN_CALL_ID = 0
+SPAWN_WHERE = slice(1, 4)
 
 # run-inputs: [call_id, index, attempt, offset, length, nbufs]
 RUN_CALL_ID = 0
@@ -242,6 +246,31 @@ class GetOutputs(Message):
     start: int
     end: int | None
     timeout: float | None
+
+
+@op("spawn-calls")
+class SpawnCalls(Message):
+    """Many ``.spawn()``s of one pool at once (those a client made in one loop turn), each a
+    call of one input, opened, submitted and closed by its row. Payload: [blob, *buffers];
+    items are ``SPAWN_*`` rows. Answered once the store has kept them all:
+    ``{"refused": [[row, kind, message, details], ...]}`` for the rows refused."""
+
+    rid: int
+    pool_id: str
+    items: list[list[Any]]
+    parent: list[Any] | None = None  # as ``SubmitInputs.parent``, for every row
+
+
+@op("get-first-outputs")
+class GetFirstOutputs(Message):
+    """The output of input 0 of each of many spawned calls, as they are now (no wait).
+    Answered with ``{"calls": [...]}``, a row per call in order: ``[kind, message]`` where
+    it is refused, None where its input is not settled yet, else ``[n, function, timeout,
+    cancelled]`` where ``n`` (0 or 1) outputs rows of it come in ``items`` (their bytes in
+    the payload, as ``outputs``')."""
+
+    rid: int
+    call_ids: list[str]
 
 
 @op("update-autoscaler")

@@ -20,7 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
+from nbscale_runtime.protocol import (
+    ERROR_INVALID,
+    ERROR_NOT_FOUND,
+    ERROR_VERSION_MISMATCH,
+    SPAWN_CALL_ID,
+)
 
 from . import local_store, reports
 from .callers import Callers
@@ -34,6 +39,7 @@ from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
+from .spawn_batches import first_outputs, spawn_calls
 from .watching import Watching
 
 CALLS_PAGE = 500  # calls listed when no limit is asked for (a WebSocket's first message too)
@@ -77,6 +83,8 @@ class Api:
             protocol.Ping: self._ping,
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
+            protocol.SpawnCalls: self._spawn_calls,
+            protocol.GetFirstOutputs: self._get_first_outputs,
             protocol.CancelCall: self._cancel_call,
             protocol.DetachCall: self._detach_call,
             protocol.GetOutputs: self._get_outputs,
@@ -205,6 +213,20 @@ class Api:
         if grown is not None:
             self.fleet.autoscale(grown, self.clock())
         return None if value is None else (value, ())  # None: a spawn, answered once kept
+
+    def _spawn_calls(self, identity: bytes, msg: protocol.SpawnCalls, payload: list[Any]) -> Answer:
+        grown = spawn_calls(self.delivery, identity, msg, payload)
+        if msg.parent:
+            for row in msg.items:
+                self.nesting.link_parent(row[SPAWN_CALL_ID], msg.parent)
+        if grown is not None:
+            self.fleet.autoscale(grown, self.clock())
+        return None  # answered once the store has kept them
+
+    def _get_first_outputs(
+        self, identity: bytes, msg: protocol.GetFirstOutputs, payload: list[Any]
+    ) -> Answer:
+        return first_outputs(self.delivery, msg)
 
     def _cancel_call(self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]) -> Answer:
         # A caller cancelling a call the REST API cancelled (and forgot) already: nothing to do.

@@ -115,13 +115,8 @@ class Delivery:
         the pool that got new pending inputs, if one did."""
         call = self.calls.get(msg.call_id)
         if call is None:
-            pool = self.records.pool(msg.pool_id)
-            call = CallState(msg.call_id, msg.pool_id, msg.kind, identity, pool.name, pool.timeout)
-            call.seq = self._new_seq()
-            if identity in self.records.owners:
-                call.owner_info = self.records.owners[identity]
+            call = self.open_call(identity, msg.call_id, self.records.pool(msg.pool_id), msg.kind)
             call.progress = msg.progress
-            self.calls[msg.call_id] = call
         if call.cancelled:
             return {"accepted": 0, "limit": None, "cancelled": True}, None
         pool = self.records.pools[call.pool_id]
@@ -171,6 +166,15 @@ class Delivery:
             self.spawned.answer_waiters(call)
             self.maybe_finish(call)
         return value, grown
+
+    def open_call(self, identity: bytes, call_id: str, pool: Pool, kind: str) -> CallState:
+        """A new call of ``identity``'s in ``pool``, registered."""
+        call = CallState(call_id, pool.pool_id, kind, identity, pool.name, pool.timeout)
+        call.seq = self._new_seq()
+        if identity in self.records.owners:
+            call.owner_info = self.records.owners[identity]
+        self.calls[call_id] = call
+        return call
 
     def _when_kept(
         self, identity: bytes, rid: int, call: CallState, value: dict[str, Any]

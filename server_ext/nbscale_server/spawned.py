@@ -167,9 +167,7 @@ class SpawnedCalls:
             stop = end if end is not None else call.total
             if stop is not None and call.total is not None:
                 stop = min(stop, call.total)  # no wait for inputs the call will never have
-            ready = call.finished or (
-                stop is not None and _all_settled(call, outcomes, start, stop)
-            )
+            ready = call.finished or (stop is not None and all_settled(call, outcomes, start, stop))
             expired = deadline is not None and now >= deadline
             if not (ready or expired or force):
                 keep.append((identity, rid, start, end, deadline))
@@ -252,7 +250,7 @@ class SpawnedCalls:
         self.store.closed(call)
 
 
-def _all_settled(call: CallState, outcomes: Outcomes, start: int, stop: int) -> bool:
+def all_settled(call: CallState, outcomes: Outcomes, start: int, stop: int) -> bool:
     """Inputs ``start`` .. ``stop`` settled (or, for a detached map, went to its caller
     before it was detached)."""
     if not call.delivered:

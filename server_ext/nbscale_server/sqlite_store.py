@@ -18,6 +18,7 @@ import collections
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from nbscale_runtime.protocol import (
@@ -76,6 +77,8 @@ class SqliteStore(SpawnStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._number = 0
         self._known_calls: set[str] = set()  # calls whose row is written or queued
+        self._pool_rows: dict[str, tuple[Any, ...]] = {}
+        self._last_owner: tuple[dict[str, object], str] | None = None
         # written but not committed yet: call id -> index -> (operation number, output)
         self._unwritten: dict[str, dict[int, tuple[int, Entry]]] = {}
         self._unwritten_calls: dict[str, tuple[int, CallState]] = {}
@@ -105,22 +108,10 @@ class SqliteStore(SpawnStore):
         rows: dict[str, list[tuple[Any, ...]]] = {}
         if call.call_id not in self._known_calls:
             self._known_calls.add(call.call_id)
-            wire = json.dumps(pool.options.to_wire())
-            rows["pool"] = [
-                (
-                    pool.pool_id,
-                    pool.function_id,
-                    pool.name,
-                    pool.function,
-                    wire,
-                    json.dumps(pool.sys_path),
-                    json.dumps(pool.client_versions),
-                    json.dumps(pool.owner),
-                )
-            ]
+            rows["pool"] = [self._pool_row(pool)]
             rows["call"] = [
                 (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
-                 json.dumps(call.owner_info), call.total, call.kind)
+                 self._owner_json(call.owner_info), call.total, call.kind)
             ]  # fmt: skip
         elif call.total is not None:
             rows["total"] = [(call.total, call.call_id)]
@@ -134,6 +125,24 @@ class SqliteStore(SpawnStore):
         op = Operation(self._next(), make=make, size=size)
         self._durable.append((op.number, then))
         self._queue(op)
+
+    def _owner_json(self, owner_info: Mapping[str, object]) -> str:
+        """``owner_info`` as JSON: the last one's text again when equal (a caller's spawns
+        by the thousand share their owner)."""
+        last = self._last_owner
+        if last is None or last[0] != owner_info:
+            last = self._last_owner = (dict(owner_info), json.dumps(owner_info))
+        return last[1]
+
+    def _pool_row(self, pool: Pool) -> tuple[Any, ...]:
+        """The pool's row, made once (spawns by the thousand share it; a pool's id names
+        its options, and the first row stored of a pool id is the one kept anyway)."""
+        row = self._pool_rows.get(pool.pool_id)
+        if row is None:
+            wire = (pool.options.to_wire(), pool.sys_path, pool.client_versions, pool.owner)
+            named = (pool.pool_id, pool.function_id, pool.name, pool.function)
+            row = self._pool_rows[pool.pool_id] = (*named, *map(json.dumps, wire))
+        return row
 
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         call_id = call.call_id
@@ -159,12 +168,19 @@ class SqliteStore(SpawnStore):
     def closed(self, call: CallState) -> None:
         self._known_calls.discard(call.call_id)
         outcomes = bytes(call.outcomes.raw) if call.outcomes is not None else b""
-        made_by = json.dumps(call.owner_info)  # its notebook is known by now
+        made_by = self._owner_json(call.owner_info)  # its notebook is known by now
         values = (call.total, call.submitted, call.reported, call.failed, int(call.cancelled))
         op = Operation(self._next())
         op.rows = {
             "close": [
-                (*values, made_by, outcomes, json.dumps(call.delivered), time.time(), call.call_id)
+                (
+                    *values,
+                    made_by,
+                    outcomes,
+                    _ranges_json(call.delivered),
+                    time.time(),
+                    call.call_id,
+                )
             ],
             "inputs-dropped": [(call.call_id,)],
         }
@@ -260,6 +276,39 @@ class SqliteStore(SpawnStore):
         )
         return _summary(rows[0]) if rows else None
 
+    def finished_calls_named(self, call_ids: list[str]) -> dict[str, CallState]:
+        found = {c: self._unwritten_calls[c][1] for c in call_ids if c in self._unwritten_calls}
+        found.update({c: self._lost_calls[c] for c in call_ids if c in self._lost_calls})
+        asked = [c for c in call_ids if c not in found]
+        if asked:
+            rows = self._read(
+                "the spawned calls",
+                f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE finished > 0 AND call_id IN "
+                "(SELECT value FROM json_each(?))",
+                (json.dumps(asked),),
+            )
+            found.update((call.call_id, call) for call in map(_summary, rows))
+        return found
+
+    def first_outputs(self, call_ids: list[str]) -> dict[str, Entry]:
+        found: dict[str, Entry] = {}
+        for call_id, row, payload, parts in self._read(
+            "the results of the spawned calls",
+            "SELECT call_id, row, payload, parts FROM spawned_outputs WHERE idx = 0 AND "
+            "call_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(call_ids),),
+        ):
+            data, bufs = unpack(payload, parts)
+            found[call_id] = (json.loads(row), data, list(bufs))
+        for call_id in call_ids:  # what is not written yet, or could not be: as ``outputs``
+            unwritten = self._unwritten.get(call_id, {})
+            if 0 in unwritten:
+                found[call_id] = unwritten[0][1]
+            lost = self._lost.get(call_id, {})
+            if 0 in lost:
+                found[call_id] = lost[0]
+        return found
+
     def finished_calls(self, limit: int, before: int | None) -> list[CallState]:
         cursor = before if before is not None else 1 << 62
         rows = self._read(
@@ -354,3 +403,7 @@ class SqliteStore(SpawnStore):
             records.append(InputRecord(call.call_id, index, data, list(bufs), spawned=True))
         call.submitted = call.reported + len(records)
         return records
+
+
+def _ranges_json(ranges: list[Any]) -> str:
+    return json.dumps(ranges) if ranges else "[]"  # a spawned call's: none delivered

@@ -97,6 +97,16 @@ class SpawnStore(abc.ABC):
         """Closed calls, the latest ``limit`` opened before ``before`` (a ``seq``), newest
         first."""
 
+    def finished_calls_named(self, call_ids: list[str]) -> dict[str, CallState]:
+        """The summaries of the closed calls among ``call_ids`` (many at once)."""
+        found = {c: self.finished_call(c) for c in call_ids}
+        return {c: call for c, call in found.items() if call is not None}
+
+    def first_outputs(self, call_ids: list[str]) -> dict[str, Entry]:
+        """The stored output of input 0 of each of ``call_ids`` that has one (many at once)."""
+        found = {c: self.outputs(c, 0, 1) for c in call_ids}
+        return {c: entries[0] for c, entries in found.items() if entries}
+
     def why_missing(self, call_id: str) -> str:
         """Why ``call_id`` is not here, for its NotFoundError."""
         return f"no function call {call_id}"
