@@ -91,8 +91,6 @@ UNSUPPORTED = [
     (lambda: nbscale.forward(8000), "modal.forward", "web ingress"),
     (lambda: nbscale.interact(), "modal.interact", "no terminal"),
     # not yet: each is to come, and says so
-    (lambda: nbscale.Dict.from_name("d", create_if_missing=True), "modal.Dict", "not yet"),
-    (lambda: nbscale.Queue.ephemeral(), "modal.Queue", "not yet"),
     (lambda: nbscale.Secret.from_dict({"K": "v"}), "modal.Secret", "not yet"),
     (lambda: nbscale.Volume.from_name("v"), "modal.Volume", "not yet"),
     (lambda: nbscale.Function.from_name("app", "f"), "modal.Function.from_name", "not yet"),

@@ -155,6 +155,18 @@ def check_composed_app(out: str, program: ModuleType) -> None:
     assert "tags {'stage': 'normalize'}" in lines(out)  # inherited from the included app
 
 
+def check_shared_dict(out: str, program: ModuleType) -> None:
+    assert "42" in lines(out)
+    assert f"squares {sorted(program.square(x) for x in range(8))}" in lines(out)
+    assert "length 9" in lines(out)
+
+
+def check_queue_jobs(out: str, program: ModuleType) -> None:
+    assert "handled 40" in lines(out)  # every job taken exactly once
+    assert "left 0 0" in lines(out)
+    assert f"results {[program.work(j) for j in range(40)]}" in lines(out)
+
+
 @dataclass(frozen=True)
 class Program:
     args: tuple[str, ...]
@@ -172,6 +184,8 @@ PROGRAMS: dict[str, Program] = {
     "parallel_map": Program((), check_parallel_map),
     "concurrent_inputs": Program((), check_concurrent_inputs),
     "composed_app": Program(("--text", COMPOSED_TEXT), check_composed_app),
+    "shared_dict": Program((), check_shared_dict),
+    "queue_jobs": Program((), check_queue_jobs),
 }
 
 
