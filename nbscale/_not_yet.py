@@ -1,18 +1,16 @@
 """Modal's names for what nbscale does not have *yet*: ``Secret`` and ``Volume`` (to be
-hosted by the control plane's store) and deployed apps
-(``Function.from_name``, ``Cls.from_name``, ``app.deploy()``). Each raises
+hosted by the control plane's store), and ``App.lookup``. Each raises
 ``InvalidError`` naming the feature, so that a ported program stops at the line that uses
 it, rather than with an ``AttributeError``. They are replaced one by one as the features arrive.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from ._unsupported import Unsupported, not_supported, refusing_classmethod
 
 _STORE = "not yet: the control plane's store that will hold it is to come"
-_DEPLOY = "not yet: deployed apps are to come; until then import the function's module and call it"
 
 
 class Secret(Unsupported):
@@ -34,11 +32,10 @@ class Volume(Unsupported):
     from_name = ephemeral = refusing_classmethod()
 
 
-def refuse_from_name(cls: Any, *args: Any, **kwargs: Any) -> NoReturn:
-    """``Function.from_name``, ``Cls.from_name``: looking up a deployed function."""
-    raise not_supported(f"modal.{cls.__name__}.from_name", _DEPLOY)
-
-
-def refuse_deploy(feature: str) -> NoReturn:
-    """``app.deploy()``, ``App.lookup``."""
-    raise not_supported(feature, _DEPLOY)
+def refuse_lookup() -> NoReturn:
+    """``App.lookup``: Modal's apps for Sandboxes, which nbscale does not run."""
+    raise not_supported(
+        "modal.App.lookup",
+        "it makes an app for Sandboxes, which nbscale does not run; deployed functions and "
+        "classes are found with Function.from_name and Cls.from_name",
+    )

@@ -93,9 +93,7 @@ UNSUPPORTED = [
     # not yet: each is to come, and says so
     (lambda: nbscale.Secret.from_dict({"K": "v"}), "modal.Secret", "not yet"),
     (lambda: nbscale.Volume.from_name("v"), "modal.Volume", "not yet"),
-    (lambda: nbscale.Function.from_name("app", "f"), "modal.Function.from_name", "not yet"),
-    (lambda: nbscale.Cls.from_name("app", "C"), "modal.Cls.from_name", "not yet"),
-    (lambda: nbscale.App("a").deploy(), "app.deploy()", "not yet"),
+    (lambda: nbscale.App.lookup("a"), "modal.App.lookup", "Sandboxes"),
 ]
 
 
