@@ -132,6 +132,10 @@ def test_dicts_queues_and_deployed_apps_are_shared_and_survive_a_crash(
     assert deployed.returncode == 0, deployed.stderr
     assert "deployed app 'deployed-math': functions square; classes Scaler" in deployed.stdout
     source.unlink()
+    [listed_app] = first.request("GET", "nbscale/api/apps")  # what the sidebar lists
+    assert (listed_app["name"], listed_app["functions"], listed_app["classes"]) == (
+        "deployed-math", ["square"], ["Scaler"],
+    )  # fmt: skip
     calls = """
         square = nbscale.Function.from_name("deployed-math", "square")
         Scaler = nbscale.Cls.from_name("deployed-math", "Scaler")
@@ -167,9 +171,17 @@ def test_dicts_queues_and_deployed_apps_are_shared_and_survive_a_crash(
     assert listed.returncode == 0 and "deployed-math" in listed.stdout, listed.stderr
     stopped = nbscale_cli(second, "apps", "stop", "deployed-math", cwd=elsewhere)
     assert stopped.returncode == 0, stopped.stderr
+    pools = second.request("GET", "nbscale/api/pools")
+    deployed_pools = [p for p in pools if p["function"].startswith("deployed-math/")]
+    assert {p["function"] for p in deployed_pools} == {
+        "deployed-math/square",
+        "deployed-math/Scaler(factor=3)",
+    }
+    assert all(p["status"] == "stopped" for p in deployed_pools)
     gone = nbscale_cli(second, "apps", "stop", "deployed-math", cwd=elsewhere)
     assert gone.returncode == 1 and "no deployed app 'deployed-math'" in gone.stderr
     assert "no deployed apps" in nbscale_cli(second, "apps", "list", cwd=elsewhere).stdout
+    assert second.request("GET", "nbscale/api/apps") == []
 
 
 def test_a_blocking_get_is_served_by_another_process_and_ends_when_the_server_dies(

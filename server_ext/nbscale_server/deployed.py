@@ -19,6 +19,7 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import ERROR_CONTROL_PLANE, ERROR_INVALID, ERROR_NOT_FOUND
 
 from .errors import RequestError
+from .models import AppModel
 from .outbox import Outbox
 from .shared_core import SharedError, check_name
 from .store import SpawnStore
@@ -156,7 +157,7 @@ class DeployedApps:
     def on_list(self, identity: bytes, msg: protocol.ListApps, payload: Any) -> Answer:
         return {"apps": self.list_apps()}, ()
 
-    def app_model(self, app: str) -> dict[str, Any]:
+    def app_model(self, app: str) -> AppModel:
         functions = self.apps[app]
         return {
             "name": app,
@@ -165,7 +166,7 @@ class DeployedApps:
             "deployed": max(e.deployed for e in functions.values()),
         }
 
-    def list_apps(self) -> list[dict[str, Any]]:
+    def list_apps(self) -> list[AppModel]:
         return [self.app_model(app) for app in sorted(self.apps)]
 
     def stop(self, identity: bytes, rid: int, app: str) -> list[str]:
