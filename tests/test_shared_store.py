@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from nbscale_server.errors import RequestError
 from nbscale_server.outbox import Outbox
 from nbscale_server.shared_objects import SharedObjects
 from nbscale_server.sqlite_store import SqliteStore
+from nbscale_server.store_writer import MIGRATIONS, SCHEMA_VERSION
 
 WEEK = 7 * 86400.0
 ME = b"local-0"
@@ -152,5 +154,26 @@ def test_a_full_disk_refuses_a_change_with_the_path_and_leaves_the_dict_as_it_wa
         reopened = Room(path)
         assert await reopened.get(await reopened.dict_id("full"), "k") == b"after"
         reopened.store.close()
+
+    run(body)
+
+
+def test_a_file_of_schema_1_is_migrated_keeping_its_spawned_calls(tmp_path: Path):
+    path = tmp_path / "nbscale.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"{MIGRATIONS[1]}; PRAGMA user_version = 1;")
+    conn.execute(
+        "INSERT INTO spawned_calls (call_id, seq, pool_id, function, timeout, owner, made_by) "
+        "VALUES ('fc-old', 1, 'p', 'f', 60, 'gone', '{}')"
+    )
+    conn.close()
+
+    async def body() -> None:
+        room = Room(str(path))
+        assert room.store.read("v", "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        assert room.store.read("calls", "SELECT call_id FROM spawned_calls") == [("fc-old",)]
+        d = await room.dict_id("new")  # the new tables are there
+        assert await room.put(d, "k", b"v") == {"added": True}
+        room.store.close()
 
     run(body)

@@ -94,7 +94,7 @@ class Item:
     value: bytes
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # by identity: a set holds those with gets waiting
 class SharedQueue:
     object_id: str
     name: str | None
@@ -145,6 +145,11 @@ class SharedQueue:
                 part = self.partitions.get(partition, collections.deque())
         self.getters = [g for g in self.getters if not g.done]
         return made, served
+
+    def restore(self, partition: str, seq: int, value: bytes) -> None:
+        """An item read back from the store, in order."""
+        self.partitions.setdefault(partition, collections.deque()).append(Item(seq, value))
+        self.next_seq = max(self.next_seq, seq + 1)
 
     def take(self, partition: str, n: int) -> list[Item]:
         part = self.partitions.get(partition)

@@ -53,6 +53,7 @@ class SharedObjects:
         self.store = store
         self.clock = clock
         self.registry = Registry()
+        self._waiting: set[SharedQueue] = set()  # queues with gets waiting
         self._load()
 
     def _load(self) -> None:
@@ -75,24 +76,23 @@ class SharedObjects:
         ):
             queue = self.registry.objects.get(object_id)
             if isinstance(queue, SharedQueue):
-                queue.put(partition, [bytes(value)])[0][0].seq = seq
-                queue.next_seq = max(queue.next_seq, seq + 1)
+                queue.restore(partition, seq, bytes(value))
 
     # --- what the tick and the API call -------------------------------------------------
 
     def expire(self) -> None:
         """Answer the gets whose timeout passed: no item."""
         now = self.clock()
-        for obj in list(self.registry.objects.values()):
-            if isinstance(obj, SharedQueue) and obj.getters:
-                for getter in obj.expired(now):
-                    getter.reply([])
+        for q in list(self._waiting):
+            for getter in q.expired(now):
+                getter.reply([])
+            if not q.getters:
+                self._waiting.discard(q)
 
     def caller_gone(self, identity: bytes) -> None:
         """A caller is gone: its waits end, its ephemeral objects are deleted."""
-        for obj in list(self.registry.objects.values()):
-            if isinstance(obj, SharedQueue):
-                obj.drop_getters(lambda g: g.caller == identity)
+        for q in self._waiting:
+            q.drop_getters(lambda g: g.caller == identity)
         for obj in self.registry.ephemeral_of(identity):
             self.registry.remove(obj)
 
@@ -297,6 +297,7 @@ class SharedObjects:
         else:
             getter.deadline = None if timeout is None else self.clock() + float(timeout)
             q.getters.append(getter)
+            self._waiting.add(q)
         return None
 
     # --- helpers ------------------------------------------------------------------------
