@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_process import JupyterProcess
+from jupyter_process import JupyterProcess, Kernel, Server
 
 pytestmark = pytest.mark.slow
 
@@ -225,3 +225,47 @@ def test_a_blocking_get_is_served_by_another_process_and_ends_when_the_server_di
     out, err = proc.communicate(timeout=60)  # not forever: the client watches the server
     lost = json.loads(out.strip())
     assert lost[0] == "lost" and "lost the connection" in lost[1], err
+
+
+KERNEL_A = """
+import nbscale
+app = nbscale.App("kernel-app")
+board = nbscale.Dict.from_name("board", create_if_missing=True)
+inbox = nbscale.Queue.from_name("inbox", create_if_missing=True)
+inbox.clear()  # looked up, hence made, on first use (as Modal's)
+
+@app.function()
+def shout(word):
+    board[word] = word.upper()  # a worker writes the Dict the other kernel reads
+    return word.upper() + "!"
+
+app.deploy()
+print("DEPLOYED", sorted(app.deployed["functions"]))
+"""
+
+KERNEL_B = """
+import nbscale
+shout = nbscale.Function.from_name("kernel-app", "shout")
+print("CALLED", shout.remote("hi"), list(shout.map(["a", "b"])))
+print("BOARD", sorted(nbscale.Dict.from_name("board").items()))
+nbscale.Queue.from_name("inbox").put("from kernel B")
+"""
+
+
+async def test_a_kernel_calls_by_name_what_another_kernel_deployed(tmp_path: Path):
+    server = Server(tmp_path)
+    kernels: list[Kernel] = []
+    try:
+        _, a = await server.start_kernel()
+        kernels.append(a)
+        assert "DEPLOYED ['shout']" in await a.run(KERNEL_A)
+        _, b = await server.start_kernel()
+        kernels.append(b)
+        out = await b.run(KERNEL_B, timeout=120)
+        assert "CALLED HI! ['A!', 'B!']" in out
+        assert "BOARD [('a', 'A'), ('b', 'B'), ('hi', 'HI')]" in out
+        assert "from kernel B" in await a.run("print(inbox.get(timeout=30))")
+    finally:
+        for kernel in kernels:
+            kernel.close()
+        server.stop()
