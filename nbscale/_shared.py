@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pickle
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
 
 import cloudpickle
 
@@ -92,18 +92,12 @@ class SharedObject:
         return cls(name, create_if_missing)
 
     @classmethod
-    @contextlib.contextmanager
     def ephemeral(
         cls: type[S], *, client: Any = None, environment_name: str | None = None
-    ) -> Iterator[S]:
-        """A new, nameless object for the length of the ``with`` block, deleted after it
-        (or when this process is gone)."""
-        obj = get_loop().run(cls._make_ephemeral())
-        try:
-            yield obj
-        finally:
-            with contextlib.suppress(Exception):
-                get_loop().run(obj._delete_ephemeral())
+    ) -> Ephemeral[S]:
+        """A new, nameless object for the length of a ``with`` (or ``async with``) block,
+        deleted after it (or when this process is gone)."""
+        return Ephemeral(cls)
 
     @classmethod
     async def _make_ephemeral(cls: type[S]) -> S:
@@ -144,11 +138,38 @@ class SharedObject:
         message: Callable[..., protocol.Message],
         action: str,
         args: dict[str, Any],
-        frames: list[bytes] = (),  # type: ignore[assignment]
+        frames: Sequence[bytes] = (),
     ) -> tuple[Any, list[Any]]:
         client, object_id = await self._connected()
         label = repr(self.name) if self.name is not None else f"(ephemeral) {object_id}"
-        return await client.request(message(0, object_id, action, {**args, "label": label}), frames)
+        msg = message(0, object_id, action, {**args, "label": label})
+        return await client.request(msg, list(frames))
+
+
+class Ephemeral(Generic[S]):
+    """``with Dict.ephemeral() as d:`` and ``async with Dict.ephemeral() as d:``."""
+
+    def __init__(self, cls: type[S]) -> None:
+        self._cls = cls
+        self._obj: S | None = None
+
+    def __enter__(self) -> S:
+        self._obj = get_loop().run(self._cls._make_ephemeral())
+        return self._obj
+
+    def __exit__(self, *exc: object) -> None:
+        if self._obj is not None:
+            with contextlib.suppress(Exception):
+                get_loop().run(self._obj._delete_ephemeral())
+
+    async def __aenter__(self) -> S:
+        self._obj = await get_loop().run_aio(self._cls._make_ephemeral())
+        return self._obj
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._obj is not None:
+            with contextlib.suppress(Exception):
+                await get_loop().run_aio(self._obj._delete_ephemeral())
 
 
 class AsyncIterMethod:

@@ -124,7 +124,7 @@ def test_aio_twins_and_a_withdrawn_get_takes_nothing():
             await d.put.aio("k", 1)
             keys = [k async for k in d.keys.aio()]
             value = await d.get.aio("k")
-        with nbscale.Queue.ephemeral() as q:
+        async with nbscale.Queue.ephemeral() as q:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(q.get.aio(), 0.5)  # cancelled: its wait is withdrawn
             await asyncio.sleep(0.2)
