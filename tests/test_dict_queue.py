@@ -134,3 +134,18 @@ def test_aio_twins_and_a_withdrawn_get_takes_nothing():
         return [keys, value, left, items]
 
     assert asyncio.run(main()) == [["k"], 1, "after", []]
+
+
+def test_a_full_partition_makes_put_wait_then_raise_full():
+    with nbscale.Queue.ephemeral() as q:
+        q.put_many(range(5000), partition="p")
+        with pytest.raises(queue.Full):
+            q.put(1, block=False, partition="p")
+        started = time.monotonic()
+        with pytest.raises(queue.Full):
+            q.put(1, timeout=0.3, partition="p")
+        assert time.monotonic() - started >= 0.3
+        q.put("other partition")  # partitions are independent
+        assert q.get(partition="p") == 0
+        q.put("fits again", partition="p")
+        assert q.len(partition="p") == 5000 and q.len(total=True) == 5001
