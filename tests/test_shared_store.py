@@ -177,3 +177,30 @@ def test_a_file_of_schema_1_is_migrated_keeping_its_spawned_calls(tmp_path: Path
         room.store.close()
 
     run(body)
+
+
+def test_an_item_handed_to_a_waiting_get_is_gone_after_a_reopen(tmp_path: Path):
+    path = str(tmp_path / "nbscale.db")
+
+    async def body() -> None:
+        room = Room(path)
+        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
+        q = value["id"]
+        waiting = protocol.QueueRequest(100, q, "get", {"n": 1, "timeout": None})
+        assert room.shared.on_queue(ME, waiting, []) is None  # waits
+        await room.ask(room.shared.on_queue, protocol.QueueRequest, q, "put", {}, frames=[b"it"])
+        for _ in range(500):
+            if 100 in room.answers:
+                break
+            await asyncio.sleep(0.01)
+        answer, frames = room.answers.pop(100)
+        assert answer == {"count": 1} and [bytes(f) for f in frames] == [b"it"]
+        room.store.close()
+        reopened = Room(path)
+        answer, _ = await reopened.ask(
+            reopened.shared.on_queue, protocol.QueueRequest, q, "len", {"total": True}
+        )
+        assert answer == {"len": 0}
+        reopened.store.close()
+
+    run(body)

@@ -261,11 +261,8 @@ class SharedObjects:
             steps: list[Step] = [
                 ("queue-put", (q.object_id, partition, i.seq, i.value)) for i in made
             ]
-            steps += [
-                ("queue-take", (q.object_id, partition, i.seq)) for _, got in served for i in got
-            ]
 
-            def done() -> None:
+            def done() -> None:  # the items are kept: the getters they serve take them
                 reply({"full": False})
                 for getter, got in served:
                     getter.reply(got)
