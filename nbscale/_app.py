@@ -18,12 +18,12 @@ from typing import Any, NoReturn
 from nbscale_runtime.batching import ATTRIBUTE as BATCHED
 from nbscale_server.options import DEFAULT_TIMEOUT
 
+from ._aio import aio_method
 from ._app_run import AppRun
 from ._cls import Cls, make_cls
 from ._entrypoint import LocalEntrypoint
 from ._function import Function
 from ._image import Image
-from ._not_yet import refuse_deploy
 from ._options import check_image, function_options
 from ._pickling import send_source
 from ._retries import Retries
@@ -66,6 +66,7 @@ class App:
         self.tags = dict(tags or {})
         self.registered_functions: dict[str, Function] = {}
         self.registered_classes: dict[str, Cls] = {}
+        self.deployed: dict[str, Any] | None = None  # what app.deploy() registered
         self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
         self.running: AppRun | None = None  # set while ``with app.run():`` is open
         self.included: list[App] = []  # app.include(other)
@@ -245,8 +246,13 @@ class App:
 
     @classmethod
     def lookup(cls, *args: Any, **kwargs: Any) -> NoReturn:
-        """Not supported yet: ``App.lookup`` (a deployed app) raises ``InvalidError``."""
-        refuse_deploy("App.lookup")
+        """Not supported: ``App.lookup`` (an app for Modal's Sandboxes) raises
+        ``InvalidError``; deployed functions are found with ``Function.from_name``."""
+        raise not_supported(
+            "modal.App.lookup",
+            "it makes an app for Sandboxes, which nbscale does not run; deployed functions and "
+            "classes are found with Function.from_name and Cls.from_name",
+        )
 
     def cls(
         self,
@@ -301,9 +307,21 @@ class App:
 
         return wrap(_cls) if _cls is not None else wrap
 
-    def deploy(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Not supported yet: ``app.deploy()`` raises ``InvalidError``."""
-        refuse_deploy("app.deploy()")
+    @aio_method
+    async def deploy(
+        self, *, name: str | None = None, environment_name: str | None = None, tag: str = ""
+    ) -> App:
+        """Register this app's functions and classes with the Jupyter server's control
+        plane, under the app's name (or ``name``), replacing an earlier deployment: any
+        kernel or script then calls them with ``Function.from_name(app, function)`` or
+        ``Cls.from_name(app, class)``. Refused without a Jupyter server: nothing deployed
+        would outlive this process."""
+        from ._deploy import deploy
+
+        if name is not None:
+            self.name = name
+        self.deployed = await deploy(self)
+        return self
 
 
 def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[Any], Any]:

@@ -22,7 +22,6 @@ from nbscale_server.options import FunctionOptions
 
 from ._function import Function
 from ._image import Image
-from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._pickling import pickle_function
 from ._secret import Secret, secrets_setting
@@ -83,7 +82,15 @@ class Cls:
     """A class declared with ``@app.cls(...)``; call it with its parameters to get an
     object whose methods run remotely."""
 
-    from_name = classmethod(refuse_from_name)  # deployed apps are to come
+    @classmethod
+    def from_name(
+        cls, app_name: str, name: str, *, environment_name: str | None = None, client: Any = None
+    ) -> Cls:
+        """The class ``name`` of the deployed app ``app_name``: ``Model(p=1).method.remote()``
+        runs on the deployed app's pools. ``NotFoundError`` when it is not deployed."""
+        from ._deploy import cls_from_name
+
+        return cls_from_name(app_name, name)
 
     def __init__(
         self,

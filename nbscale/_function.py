@@ -26,7 +26,6 @@ from ._image_tags import images_called_by, tag_of
 from ._loop import loop_running
 from ._map import End, Invocation
 from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
-from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._outcomes import code_files_of, print_output
 from ._pickling import add_input, pickle_function
@@ -60,7 +59,16 @@ class Function:
     ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
     (and ``.local`` to run it here)."""
 
-    from_name = classmethod(refuse_from_name)  # deployed apps are to come
+    @classmethod
+    def from_name(
+        cls, app_name: str, name: str, *, environment_name: str | None = None, client: Any = None
+    ) -> Function:
+        """The function ``name`` of the deployed app ``app_name`` (``app.deploy()``,
+        ``nbscale deploy``): call it with ``.remote``, ``.map``, ``.spawn``, ... without its
+        source. ``NotFoundError`` when no such app or function is deployed."""
+        from ._deploy import function_from_name
+
+        return function_from_name(app_name, name)
 
     def __init__(
         self,

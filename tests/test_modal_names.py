@@ -90,12 +90,7 @@ UNSUPPORTED = [
     (lambda: nbscale.Tunnel(8000), "modal.Tunnel", "web ingress"),
     (lambda: nbscale.forward(8000), "modal.forward", "web ingress"),
     (lambda: nbscale.interact(), "modal.interact", "no terminal"),
-    # not yet: each is to come, and says so
-    (lambda: nbscale.Dict.from_name("d", create_if_missing=True), "modal.Dict", "not yet"),
-    (lambda: nbscale.Queue.ephemeral(), "modal.Queue", "not yet"),
-    (lambda: nbscale.Function.from_name("app", "f"), "modal.Function.from_name", "not yet"),
-    (lambda: nbscale.Cls.from_name("app", "C"), "modal.Cls.from_name", "not yet"),
-    (lambda: nbscale.App("a").deploy(), "app.deploy()", "not yet"),
+    (lambda: nbscale.App.lookup("a"), "modal.App.lookup", "Sandboxes"),
 ]
 
 

@@ -25,7 +25,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 7  # 6: register-function carries secrets; 7: spawn-calls, get-first-outputs
+PROTOCOL_VERSION = 8  # 6: register-function carries secrets; 7: spawn-calls,
+# get-first-outputs; 8: Dict and Queue messages
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -311,6 +312,87 @@ class GetLogs(Message):
     rid: int
     worker_id: str
     tail: int = 200
+
+
+@op("object-lookup")
+class ObjectLookup(Message):
+    """A Dict or Queue (``kind``: "dict" or "queue") by name, created if missing when asked;
+    ``name`` None makes an ephemeral one, deleted when its creator is gone. Answer:
+    ``{"id"}``."""
+
+    rid: int
+    kind: str
+    name: str | None
+    create_if_missing: bool = False
+
+
+@op("object-delete")
+class ObjectDelete(Message):
+    """Delete a Dict or Queue by ``name``, or by ``object_id`` (an ephemeral one)."""
+
+    rid: int
+    kind: str
+    name: str | None
+    object_id: str | None = None
+
+
+@op("dict-request")
+class DictRequest(Message):
+    """One action on a Dict: get, contains, put, update, pop, len, keys, values, items,
+    clear, info. Payload: the pickled keys (and values, key then value) it needs; the
+    answer's payload, those it returns. The control plane compares keys by their bytes."""
+
+    rid: int
+    object_id: str
+    action: str
+    args: dict[str, Any]
+
+
+@op("queue-request")
+class QueueRequest(Message):
+    """One action on a Queue: put (payload: the pickled values; answer ``{"full"}``), get
+    (``n``, ``timeout``: None waits until an item comes, 0 not at all; answer ``{"count"}``
+    and the values), cancel-get (``rid`` of the get), len, iterate (items after ``after``),
+    clear; ``partition`` in ``args`` ("" or absent: the default one)."""
+
+    rid: int
+    object_id: str
+    action: str
+    args: dict[str, Any]
+
+
+@op("deploy-app")
+class DeployApp(Message):
+    """Register an app's functions and classes under ``app``, replacing its earlier
+    deployment: each of ``functions`` is ``{"name", "kind", "function_id", "options",
+    "sys_path"}``, its pickle the payload frame of the same rank."""
+
+    rid: int
+    app: str
+    functions: list[dict[str, Any]]
+
+
+@op("lookup-deployed")
+class LookupDeployed(Message):
+    """A deployed function or class: answer as a ``deploy-app`` entry, its pickle the
+    payload."""
+
+    rid: int
+    app: str
+    name: str
+
+
+@op("list-apps")
+class ListApps(Message):
+    rid: int
+
+
+@op("stop-app")
+class StopApp(Message):
+    """Remove a deployed app and stop the pools of its functions."""
+
+    rid: int
+    app: str
 
 
 @op("reply")

@@ -37,6 +37,7 @@ export type ApiModel =
   | EventType
   | EventsMessage
   | IStatus
+  | IApp
   | IOwner
   | IAutoscalerSettings
   | IAutoscalerChanges
@@ -419,6 +420,19 @@ export interface IStatus {
   version: string;
   launcher: 'process' | 'docker' | 'slurm' | 'kubernetes';
   launcher_reason: string;
+}
+/**
+ * A deployed app (`app.deploy()`, `nbscale deploy`): the names its functions and
+ * classes are found by (`Function.from_name(name, function)`).
+ */
+export interface IApp {
+  name: string;
+  functions: string[];
+  classes: string[];
+  /**
+   * when, in seconds since the epoch
+   */
+  deployed: number;
 }
 /**
  * The body of `PATCH pools/{id}`: the settings to change; others keep their value.

@@ -30,6 +30,7 @@ from nbscale_runtime.protocol import (
 from . import local_store, reports
 from .callers import Callers
 from .delivery import Delivery
+from .deployed import DeployedApps, pool_label
 from .errors import RequestError
 from .fleet import Fleet
 from .liveness import Liveness
@@ -39,6 +40,7 @@ from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
 from .pool import CallState, Pool, Records
+from .shared_objects import SharedObjects
 from .spawn_batches import first_outputs, spawn_calls
 from .watching import Watching
 
@@ -61,6 +63,8 @@ class Api:
         connection_info: Callable[[], dict[str, Any]],
         nesting: Nesting,
         watching: Watching | None = None,
+        shared: SharedObjects | None = None,
+        deployed: DeployedApps | None = None,
     ) -> None:
         self.records = records
         self.outbox = outbox
@@ -71,6 +75,8 @@ class Api:
         self.clock = clock
         self._connection_info = connection_info
         self.nesting = nesting
+        self.shared = shared or SharedObjects(outbox, delivery.store, clock)
+        self.deployed = deployed or DeployedApps(outbox, delivery.store)
         self.callers = Callers()
         self._next_callers_check = 0.0
         # Keys the digest of a function's secrets (``FunctionOptions.secrets``, in its pool's
@@ -93,6 +99,14 @@ class Api:
             protocol.GetCall: self._get_call,
             protocol.GetLogs: self._get_logs,
             protocol.GetStats: self._get_stats,
+            protocol.ObjectLookup: self.shared.on_lookup,
+            protocol.ObjectDelete: self.shared.on_delete,
+            protocol.DictRequest: self.shared.on_dict,
+            protocol.QueueRequest: self.shared.on_queue,
+            protocol.DeployApp: self._deploy_app,
+            protocol.LookupDeployed: self.deployed.on_lookup,
+            protocol.ListApps: self.deployed.on_list,
+            protocol.StopApp: self._stop_app,
         }
 
     def handle(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
@@ -262,7 +276,22 @@ class Api:
             return {"pools": self.list_pools()}, ()
         return self.pool_info(msg.pool_id), ()
 
+    def _deploy_app(self, identity: bytes, msg: protocol.DeployApp, payload: list[Any]) -> Answer:
+        versions = self.callers.versions(identity)
+        if versions is None:
+            raise RequestError(ERROR_INVALID, "say hello first")
+        return self.deployed.deploy(identity, msg, payload, versions)
+
+    def _stop_app(self, identity: bytes, msg: protocol.StopApp, payload: list[Any]) -> Answer:
+        labels = [pool_label(msg.app, n) for n in self.deployed.stop(identity, msg.rid, msg.app)]
+        for pool in list(self.records.pools.values()):
+            named = any(pool.name == n or pool.name.startswith(f"{n}(") for n in labels)
+            if named and not pool.stopped:
+                self.stop_pool(pool.pool_id)
+        return None  # answered once the store forgot it
+
     # --- the admin methods: the requests above and the REST API share them --------------
+
     # Each raises RequestError (kind NotFoundError or InvalidError) for a bad request.
 
     def connection_info(self) -> dict[str, Any]:
@@ -359,6 +388,7 @@ class Api:
             if why is None:
                 continue
             self.callers.forget(identity)
+            self.shared.caller_gone(identity)
             calls = self.delivery.calls.values()
             for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
                 if call.finished and not call.detaching:

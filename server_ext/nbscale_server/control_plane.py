@@ -7,6 +7,8 @@ it, runs the housekeeping tick, and starts and stops the whole. The rooms, each 
 only on those below it:
 
     api       what callers and the REST API may ask (one table: message type -> handler)
+    shared_objects  Dicts and Queues: their requests, waits and keeping (shared_core)
+    deployed  deployed apps, found by name
     nesting   callers that are code on a worker, and the slots their workers lend
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
@@ -41,6 +43,7 @@ from nbscale_runtime.protocol import OUT_WORKER_ID
 from .api import Api
 from .channel import Channel, unbounded
 from .delivery import Delivery
+from .deployed import DeployedApps
 from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
 from .launchers.k8s_cluster import KubernetesOptions
@@ -52,6 +55,7 @@ from .pool import Records
 from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
 from .security import WorkerAllowList, private_dir
 from .settings import ControlPlaneConfig
+from .shared_objects import SharedObjects
 from .sqlite_store import SqliteStore
 from .store import MemoryStore, SpawnStore
 from .stream_channel import StreamChannel
@@ -127,6 +131,8 @@ class ControlPlane:
             self.connection_info,
             self.nesting,
             self.watching,
+            SharedObjects(self.outbox, self.store, clock),
+            DeployedApps(self.outbox, self.store),
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
@@ -322,6 +328,7 @@ class ControlPlane:
         self.liveness.check_workers(now)
         self.api.check_callers(now, self.config.heartbeat_timeout)
         self.delivery.answer_waiting()
+        self.api.shared.expire()
         self.delivery.spawned.housekeep(now)
         for pool in list(self.records.pools.values()):
             try:  # one pool's failure is that pool's: the others go on

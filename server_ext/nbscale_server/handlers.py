@@ -112,6 +112,14 @@ class StatusHandler(_Handler):
         self._reply(status)
 
 
+class AppsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The deployed apps: ``list[AppModel]``."""
+        self._reply(self.api.deployed.list_apps())
+
+
 class PoolsHandler(_Handler):
     @web.authenticated
     @authorized
@@ -243,6 +251,7 @@ def routes() -> list[tuple[str, type[Any]]]:
     """The URL patterns, relative to the server's base URL."""
     return [
         (rf"{API}/status", StatusHandler),
+        (rf"{API}/apps", AppsHandler),
         (rf"{API}/pools", PoolsHandler),
         (rf"{API}/pools/(?P<pool_id>[^/]+)", PoolHandler),
         (rf"{API}/calls", CallsHandler),

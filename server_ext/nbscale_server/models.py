@@ -38,6 +38,16 @@ class StatusModel(TypedDict):
     launcher_reason: str
 
 
+class AppModel(TypedDict):
+    """A deployed app (``app.deploy()``, ``nbscale deploy``): the names its functions and
+    classes are found by (``Function.from_name(name, function)``)."""
+
+    name: str
+    functions: list[str]
+    classes: list[str]
+    deployed: float  # when, in seconds since the epoch
+
+
 class OwnerModel(TypedDict):
     """Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
     knows it) or a script. Pools are per owner: two notebooks that define the same function

@@ -36,7 +36,7 @@ from .outputs import Entry
 from .pool import CallState, Outcomes, Pool
 from .queue import InputRecord
 from .store import Durable, SpawnStore, StoredPool, Unfinished
-from .store_writer import Operation, StoreError, Writer, connect, pack, unpack
+from .store_writer import Operation, Step, StoreError, Writer, connect, pack, unpack
 
 _CALL_COLUMNS = (
     "call_id, seq, pool_id, function, timeout, total, submitted, reported, failed, cancelled, "
@@ -59,6 +59,8 @@ def _summary(row: tuple[Any, ...]) -> CallState:
 
 
 class SqliteStore(SpawnStore):
+    durable = True
+
     def __init__(self, path: str, retention: float) -> None:
         self.location = path
         self.retention = retention
@@ -83,7 +85,7 @@ class SqliteStore(SpawnStore):
         self._unwritten: dict[str, dict[int, tuple[int, Entry]]] = {}
         self._unwritten_calls: dict[str, tuple[int, CallState]] = {}
         self._queued: collections.deque[tuple[int, str, str, int]] = collections.deque()
-        self._durable: collections.deque[tuple[int, Durable]] = collections.deque()
+        self._durable: collections.deque[tuple[int, Durable, str]] = collections.deque()
         # outputs (and summaries) that could not be written: what a fetch gets instead
         self._lost: dict[str, dict[int, Entry]] = {}
         self._lost_calls: dict[str, CallState] = {}
@@ -123,7 +125,7 @@ class SqliteStore(SpawnStore):
 
         size = sum(memoryview(r.data).nbytes for r in records)
         op = Operation(self._next(), make=make, size=size)
-        self._durable.append((op.number, then))
+        self._durable.append((op.number, then, "spawned inputs"))
         self._queue(op)
 
     def _owner_json(self, owner_info: Mapping[str, object]) -> str:
@@ -159,6 +161,12 @@ class SqliteStore(SpawnStore):
         op = Operation(self._next(), make=make, size=size)
         self._unwritten.setdefault(call_id, {})[index] = (op.number, (row, data, bufs))
         self._queue(op, "output", call_id, index)
+
+    def keep(self, steps: list[Step], then: Durable, what: str = "the change") -> None:
+        size = sum(len(v) for _, row in steps for v in row if isinstance(v, bytes))
+        op = Operation(self._next(), steps=steps, size=size)
+        self._durable.append((op.number, then, what))
+        self._queue(op)
 
     def delivered(self, call: CallState) -> None:
         op = Operation(self._next())
@@ -223,8 +231,8 @@ class SqliteStore(SpawnStore):
                     if error is not None:
                         self._lost_calls[call_id] = summary[1]
         while self._durable and self._durable[0][0] <= number:
-            _, then = self._durable.popleft()
-            then(None if error is None else self._describe("spawned inputs", error))
+            _, then, what = self._durable.popleft()
+            then(None if error is None else self._describe(what, error))
 
     def _describe(self, what: str, error: BaseException) -> str:
         return f"could not write {what} to {self.location}: {error}"
@@ -237,7 +245,7 @@ class SqliteStore(SpawnStore):
 
     # --- reads --------------------------------------------------------------------------
 
-    def _read(self, what: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    def read(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         try:
             return self._reader.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -247,7 +255,7 @@ class SqliteStore(SpawnStore):
     def outputs(self, call_id: str, start: int, stop: int | None) -> list[Entry]:
         end = stop if stop is not None else 1 << 62
         found: dict[int, Entry] = {}
-        for index, row, payload, parts in self._read(
+        for index, row, payload, parts in self.read(
             f"the results of {call_id}",
             "SELECT idx, row, payload, parts FROM spawned_outputs "
             "WHERE call_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
@@ -269,7 +277,7 @@ class SqliteStore(SpawnStore):
             return unwritten[1]
         if call_id in self._lost_calls:
             return self._lost_calls[call_id]
-        rows = self._read(
+        rows = self.read(
             f"function call {call_id}",
             f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE call_id = ? AND finished > 0",
             (call_id,),
@@ -281,7 +289,7 @@ class SqliteStore(SpawnStore):
         found.update({c: self._lost_calls[c] for c in call_ids if c in self._lost_calls})
         asked = [c for c in call_ids if c not in found]
         if asked:
-            rows = self._read(
+            rows = self.read(
                 "the spawned calls",
                 f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE finished > 0 AND call_id IN "
                 "(SELECT value FROM json_each(?))",
@@ -292,7 +300,7 @@ class SqliteStore(SpawnStore):
 
     def first_outputs(self, call_ids: list[str]) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
-        for call_id, row, payload, parts in self._read(
+        for call_id, row, payload, parts in self.read(
             "the results of the spawned calls",
             "SELECT call_id, row, payload, parts FROM spawned_outputs WHERE idx = 0 AND "
             "call_id IN (SELECT value FROM json_each(?))",
@@ -311,7 +319,7 @@ class SqliteStore(SpawnStore):
 
     def finished_calls(self, limit: int, before: int | None) -> list[CallState]:
         cursor = before if before is not None else 1 << 62
-        rows = self._read(
+        rows = self.read(
             "the spawned calls",
             f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE finished IS NOT NULL "
             "AND seq < ? ORDER BY seq DESC LIMIT ?",
@@ -330,14 +338,14 @@ class SqliteStore(SpawnStore):
         )
 
     def last_seq(self) -> int:
-        [(seq,)] = self._read("the spawned calls", "SELECT max(seq) FROM spawned_calls", ())
+        [(seq,)] = self.read("the spawned calls", "SELECT max(seq) FROM spawned_calls", ())
         return int(seq or 0)
 
     def unfinished(self) -> list[Unfinished]:
         """The calls of control planes that are gone, claimed for this one."""
         found = []
         pools: dict[str, StoredPool] = {}
-        rows = self._read(
+        rows = self.read(
             "the spawned calls",
             f"SELECT {_CALL_COLUMNS}, owner FROM spawned_calls WHERE finished IS NULL",
             (),
@@ -358,7 +366,7 @@ class SqliteStore(SpawnStore):
         return found
 
     def _pool(self, pool_id: str) -> StoredPool | None:
-        rows = self._read(
+        rows = self.read(
             f"pool {pool_id}",
             "SELECT pool_id, function_id, name, function, options, sys_path, client_versions, "
             "owner FROM pools WHERE pool_id = ?",
@@ -382,7 +390,7 @@ class SqliteStore(SpawnStore):
         """``call``'s counts from its outputs, and its inputs to run again."""
         self._known_calls.add(call.call_id)
         outcomes = call.outcomes = Outcomes()
-        for index, row in self._read(
+        for index, row in self.read(
             f"the results of {call.call_id}",
             "SELECT idx, row FROM spawned_outputs WHERE call_id = ?",
             (call.call_id,),
@@ -394,7 +402,7 @@ class SqliteStore(SpawnStore):
             call.failed += not ok
         call.reported += sum(end - start for start, end in call.delivered)  # a detached map's
         records = []
-        for index, payload, parts in self._read(
+        for index, payload, parts in self.read(
             f"the inputs of {call.call_id}",
             "SELECT idx, payload, parts FROM spawned_inputs WHERE call_id = ? ORDER BY idx",
             (call.call_id,),

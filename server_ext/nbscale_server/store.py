@@ -28,6 +28,7 @@ from .models import OwnerModel
 from .outputs import Entry
 from .pool import CallState, Pool
 from .queue import InputRecord
+from .store_writer import Step
 
 Durable = Callable[[str | None], None]  # called with None once durable, else with what failed
 _FORGOTTEN_KEPT = 100_000  # ids of dropped calls remembered, to say why one is not found
@@ -65,6 +66,16 @@ class SpawnStore(abc.ABC):
     """Spawned calls' inputs, outputs and summaries."""
 
     location: str  # where it keeps them, for people: "memory" or the SQLite file's path
+    durable = False  # whether what it keeps outlives this process
+
+    def keep(self, steps: list[Step], then: Durable, what: str = "the change") -> None:
+        """Named Dicts' and Queues' changes, deployed apps (``store_writer.STEPS``), written
+        in order; ``then`` as for ``submitted``. In memory, nothing outlives the process."""
+        then(None)
+
+    def read(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a query on the file (none in memory); ``what`` names them in errors."""
+        return []
 
     @abc.abstractmethod
     def submitted(

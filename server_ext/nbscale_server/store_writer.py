@@ -3,8 +3,7 @@
 Schema versions: ``PRAGMA user_version`` is the file's version; ``MIGRATIONS[n]`` takes a
 file from version n-1 to n, and every step a file lacks is applied in order when it is
 opened, each in a transaction. A file of a newer version than this code knows is refused,
-never altered. Tables that later features need (named Dicts and Queues, deployed apps,
-secrets' names) come as new migrations into the same file.
+never altered. Version 2 added named Dicts and Queues and deployed apps.
 
 Writes never run on the control plane's loop: ``Writer`` is a thread that takes every
 operation queued while its last batch was committing and commits them in one transaction
@@ -25,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE pools (
@@ -72,6 +71,40 @@ MIGRATIONS: dict[int, str] = {
         payload BLOB NOT NULL,
         parts TEXT NOT NULL,
         PRIMARY KEY (call_id, idx)
+    );
+    """,
+    2: """
+    CREATE TABLE shared_objects (       -- named Dicts and Queues (ephemeral ones stay in memory)
+        object_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,             -- 'dict' or 'queue'
+        name TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX shared_objects_by_name ON shared_objects (kind, name);
+    CREATE TABLE dict_entries (
+        object_id TEXT NOT NULL,
+        key BLOB NOT NULL,              -- pickled by the client: keys compare by these bytes
+        value BLOB NOT NULL,
+        PRIMARY KEY (object_id, key)
+    );
+    CREATE TABLE queue_items (
+        object_id TEXT NOT NULL,
+        partition TEXT NOT NULL,        -- '' for the default partition
+        seq INTEGER NOT NULL,           -- FIFO order within the queue
+        value BLOB NOT NULL,
+        PRIMARY KEY (object_id, partition, seq)
+    );
+    CREATE TABLE deployed_functions (   -- app.deploy(): found by Function.from_name
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,             -- 'function' or 'cls'
+        function_id TEXT NOT NULL,
+        function BLOB NOT NULL,         -- the pickle a worker loads (a Cls: the class's)
+        options TEXT NOT NULL,          -- FunctionOptions.to_wire(), JSON
+        sys_path TEXT NOT NULL,         -- JSON
+        client_versions TEXT NOT NULL,  -- JSON
+        deployed REAL NOT NULL,
+        PRIMARY KEY (app, name)
     );
     """,
 }
@@ -145,6 +178,22 @@ _SQL = {
 # Statements run in this order within a transaction: every operation follows the ones it
 # depends on (a call before its inputs, an input before its deletion, ...).
 _ORDER = tuple(_SQL)
+# Steps of Dicts, Queues and deployed apps: run one by one, in the order they were queued
+# (a key set, deleted, set again), after the statements above (other tables).
+STEPS = {
+    "object-add": "INSERT INTO shared_objects VALUES (?, ?, ?, ?)",
+    "object-drop": "DELETE FROM shared_objects WHERE object_id = ?",
+    "dict-set": "INSERT OR REPLACE INTO dict_entries VALUES (?, ?, ?)",
+    "dict-unset": "DELETE FROM dict_entries WHERE object_id = ? AND key = ?",
+    "dict-clear": "DELETE FROM dict_entries WHERE object_id = ?",
+    "queue-put": "INSERT INTO queue_items VALUES (?, ?, ?, ?)",
+    "queue-take": "DELETE FROM queue_items WHERE object_id = ? AND partition = ? AND seq = ?",
+    "queue-clear": "DELETE FROM queue_items WHERE object_id = ?",
+    "queue-clear-partition": "DELETE FROM queue_items WHERE object_id = ? AND partition = ?",
+    "app-drop": "DELETE FROM deployed_functions WHERE app = ?",
+    "app-function": "INSERT OR REPLACE INTO deployed_functions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+}
+Step = tuple[str, tuple[Any, ...]]
 _PURGE = (
     "DELETE FROM spawned_outputs WHERE call_id IN "
     "(SELECT call_id FROM spawned_calls WHERE finished < ?1)",
@@ -164,6 +213,7 @@ class Operation:
     make: Callable[[], dict[str, list[tuple[Any, ...]]]] | None = None  # rows, made off-loop
     size: int = 0  # payload bytes, to bound a batch
     purge_before: float | None = None  # retention: drop what finished before this time
+    steps: list[Step] = field(default_factory=list)  # of ``STEPS``, run in order
 
 
 Done = Callable[[int, BaseException | None], None]  # (last operation number, error)
@@ -236,6 +286,9 @@ class Writer(threading.Thread):
         for name in _ORDER:
             if rows.get(name):
                 conn.executemany(_SQL[name], rows[name])
+        for op in batch:
+            for name, row in op.steps:
+                conn.execute(STEPS[name], row)
         if purge is not None:
             for statement in _PURGE:
                 conn.execute(statement, (purge,) if "?1" in statement else ())

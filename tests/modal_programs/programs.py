@@ -190,6 +190,18 @@ def teardown_secrets_volumes(env: dict[str, str]) -> None:
     nbscale_cli("volume", "delete", "example-shards", env=env)
 
 
+def check_shared_dict(out: str, program: ModuleType) -> None:
+    assert "42" in lines(out)
+    assert f"squares {sorted(program.square(x) for x in range(8))}" in lines(out)
+    assert "length 9" in lines(out)
+
+
+def check_queue_jobs(out: str, program: ModuleType) -> None:
+    assert "handled 40" in lines(out)  # every job taken exactly once
+    assert "left 0 0" in lines(out)
+    assert f"results {[program.work(j) for j in range(40)]}" in lines(out)
+
+
 @dataclass(frozen=True)
 class Program:
     args: tuple[str, ...]
@@ -212,6 +224,8 @@ PROGRAMS: dict[str, Program] = {
     "secrets_volumes": Program(
         (), check_secrets_volumes, setup_secrets_volumes, teardown_secrets_volumes
     ),
+    "shared_dict": Program((), check_shared_dict),
+    "queue_jobs": Program((), check_queue_jobs),
 }
 
 
