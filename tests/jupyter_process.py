@@ -30,6 +30,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# A Jupyter server hosting nbscale's control plane with process workers, as tests start it.
+PROCESS_SERVER_CONFIG: dict[str, Any] = {
+    "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
+    "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
+}
+
+
+def start_server(tmp: Path) -> JupyterProcess:
+    """A ``jupyter server`` with ``PROCESS_SERVER_CONFIG``, once its control plane answers."""
+    return JupyterProcess(tmp, ["jupyter", "server"], PROCESS_SERVER_CONFIG, "nbscale/api/status")
+
+
 class JupyterProcess:
     def __init__(
         self,

@@ -20,14 +20,9 @@ from typing import Any
 
 import psutil
 import pytest
-from jupyter_process import JupyterProcess
+from jupyter_process import JupyterProcess, start_server
 
 pytestmark = pytest.mark.slow
-
-CONFIG = {
-    "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
-    "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
-}
 
 FUNCTION = """
 import json, os, sys, time
@@ -46,10 +41,6 @@ def double(x, gate):
 def mebibyte(i):
     return bytes([i % 256]) * (1 << 20)
 """
-
-
-def start(tmp: Path) -> JupyterProcess:
-    return JupyterProcess(tmp, ["jupyter", "server"], CONFIG, "nbscale/api/status")
 
 
 def client(server: JupyterProcess, code: str, timeout: float = 300) -> Any:
@@ -76,7 +67,7 @@ def servers(tmp_path: Path) -> Iterator[list[JupyterProcess]]:
 
 def test_spawned_calls_survive_a_crash_of_the_server(tmp_path: Path, servers: list[Any]):
     gate = tmp_path / "gate"
-    first = start(tmp_path)
+    first = start_server(tmp_path)
     servers.append(first)
     ids = client(
         first,
@@ -93,7 +84,7 @@ def test_spawned_calls_survive_a_crash_of_the_server(tmp_path: Path, servers: li
     assert old_file.exists() and old_dir.exists()  # a crash leaves them behind
 
     gate.touch()  # the inputs that were running or waiting may finish now
-    second = start(tmp_path)
+    second = start_server(tmp_path)
     servers.append(second)
     assert not old_file.exists() and not old_dir.exists()  # removed by the next start
     results = client(
@@ -115,7 +106,7 @@ def test_spawned_calls_survive_a_crash_of_the_server(tmp_path: Path, servers: li
 def test_results_read_and_dropped_leave_the_server_as_big_as_it_started(
     tmp_path: Path, servers: list[Any]
 ):
-    server = start(tmp_path)
+    server = start_server(tmp_path)
     servers.append(server)
     assert client(server, "print(json.dumps(mebibyte.remote(1)[:1] == bytes([1])))")  # warm
     process = psutil.Process(server.proc.pid)
@@ -142,7 +133,7 @@ def test_results_read_and_dropped_leave_the_server_as_big_as_it_started(
 def test_listings_are_paged_and_the_first_websocket_message_is_bounded(
     tmp_path: Path, servers: list[Any]
 ):
-    server = start(tmp_path)
+    server = start_server(tmp_path)
     servers.append(server)
     client(server, "[double.spawn(x, '') for x in range(1200)]; print(1)")
     first = server.request("GET", "nbscale/api/calls?limit=500")

@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_process import JupyterProcess, Kernel, Server
+from jupyter_process import JupyterProcess, Kernel, Server, start_server
 
 pytestmark = pytest.mark.slow
-
-CONFIG = {
-    "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
-    "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
-}
 
 PRELUDE = """
 import json, queue, sys, time
@@ -59,10 +54,6 @@ class Scaler:
     def scale(self, x):
         return self.factor * x
 """
-
-
-def start(tmp: Path) -> JupyterProcess:
-    return JupyterProcess(tmp, ["jupyter", "server"], CONFIG, "nbscale/api/status")
 
 
 def env_of(server: JupyterProcess) -> dict[str, str]:
@@ -110,7 +101,7 @@ def test_dicts_queues_and_deployed_apps_are_shared_and_survive_a_crash(
 ):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    first = start(tmp_path)
+    first = start_server(tmp_path)
     servers.append(first)
     assert client(
         first,
@@ -153,7 +144,7 @@ def test_dicts_queues_and_deployed_apps_are_shared_and_survive_a_crash(
     assert "no deployed app 'no-such-app'" in got[4] and "deployed-math" in got[4]
 
     first.kill()
-    second = start(tmp_path)
+    second = start_server(tmp_path)
     servers.append(second)
     assert client(
         second,
@@ -187,7 +178,7 @@ def test_dicts_queues_and_deployed_apps_are_shared_and_survive_a_crash(
 def test_a_blocking_get_is_served_by_another_process_and_ends_when_the_server_dies(
     tmp_path: Path, servers: list[Any]
 ):
-    server = start(tmp_path)
+    server = start_server(tmp_path)
     servers.append(server)
 
     def waiter(code: str) -> subprocess.Popen[str]:
