@@ -257,10 +257,11 @@ SETTINGS: dict[str, Setting] = _table(
         int,
         1024,
         "control plane",
-        "Pickled buffers (numpy arrays, bytes) of at least this many KiB travel between the "
-        "control plane and its local process workers through shared memory (an anonymous "
-        "memfd, 0600, passed over their Unix socket and freed with its last holder: never a "
-        "file) instead of through the socket; 0 sends everything through the socket. "
+        "Pickled data of at least this many KiB (a numpy array's buffer, a batch of inputs or "
+        "results) travels between the control plane and its local process workers through "
+        "shared memory (an anonymous memfd, 0600, passed over their Unix socket and freed "
+        "with its last holder: never a file) instead of through the socket; 0 sends "
+        "everything through the socket. "
         "Workers reached over tcp (containers, Slurm jobs, Pods) always use the socket.",
         minimum=0,
     ),
