@@ -15,7 +15,7 @@ import io
 import os
 import pickle
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -42,12 +42,20 @@ class PayloadWriter:
         self._buffers: list[Any] = []
         self._pickler: cloudpickle.CloudPickler | None = None  # made on first add()
 
-    def _keep_buffer(self, buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes < _OUT_OF_BAND_MIN:
-            return True  # serialize in-band
-        self._buffers.append(raw)
-        return False
+    def _buffer_keeper(self) -> Callable[[pickle.PickleBuffer], bool]:
+        # A closure over the list, not a bound method: the pickler would hold the writer in
+        # a cycle, and the buffers it holds (a shared segment on a worker) would wait for
+        # the garbage collector instead of going with the writer.
+        buffers = self._buffers
+
+        def keep(buf: pickle.PickleBuffer) -> bool:
+            raw = buf.raw()
+            if raw.nbytes < _OUT_OF_BAND_MIN:
+                return True  # serialize in-band
+            buffers.append(raw)
+            return False
+
+        return keep
 
     def add(self, obj: Any, limit: int | None = None) -> tuple[int, int, int]:
         """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises,
@@ -56,7 +64,7 @@ class PayloadWriter:
         nbufs = len(self._buffers)
         if self._pickler is None:
             self._pickler = cloudpickle.CloudPickler(
-                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
+                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._buffer_keeper()
             )
         try:
             self._pickler.dump(obj)

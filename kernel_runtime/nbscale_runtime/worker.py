@@ -89,6 +89,7 @@ class WorkerConfig:
     parent_pid: int | None = None
     heartbeat_interval: float = 1.0
     max_result_mib: int | None = None  # a bigger result fails, as not serializable
+    shared_min: int | None = None  # frames from this size go through shared memory (unix://)
     # seconds without a word from the control plane before the worker exits (None: never)
     heartbeat_timeout: float | None = None
     register_path: str | None = None  # the register file, as this worker sees it
@@ -109,7 +110,7 @@ class WorkerConfig:
         keys = None
         if self.server_public_key:
             keys = (self.server_public_key, self.public_key or "", self.secret_key or "")
-        return connect(self.endpoint, identity, keys)
+        return connect(self.endpoint, identity, keys, self.shared_min)
 
 
 @dataclass(slots=True)

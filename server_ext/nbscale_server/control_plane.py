@@ -210,7 +210,9 @@ class ControlPlane:
         else:  # a Unix socket in the private directory: half the thread wake-ups of ZeroMQ
             path = os.path.join(self.dir, "workers")
             self.worker_endpoint = f"unix://{path}"
-            self.workers_channel = StreamChannel(path, on_worker, max_message=cfg.max_message_bytes)
+            self.workers_channel = StreamChannel(
+                path, on_worker, max_message=cfg.max_message_bytes, shared_min=cfg.shared_min_bytes
+            )
         self.fleet.endpoint = self.worker_endpoint
         self.clients = Channel(client_sock, self.receive_from_client)
         self.outbox.attach(self.workers_channel, self.clients)

@@ -157,6 +157,7 @@ class Fleet:
             "parent_pid": os.getpid() if self.launcher.name == "process" else None,
             "heartbeat_interval": self.config.heartbeat_interval,
             "max_result_mib": self.config.max_input_mib,
+            "shared_min": self.config.shared_min_bytes,
         }
         # Remote workers read their files from a directory their hosts share (the launcher's).
         files_dir = self.launcher.worker_config_dir() or self.dir

@@ -263,6 +263,19 @@ SETTINGS: dict[str, Setting] = _table(
         minimum=1,
     ),
     Setting(
+        "shared_memory_min_kib",
+        int,
+        1024,
+        "control plane",
+        "Pickled data of at least this many KiB (a numpy array's buffer, a batch of inputs or "
+        "results) travels between the control plane and its local process workers through "
+        "shared memory (an anonymous memfd, 0600, passed over their Unix socket and freed "
+        "with its last holder: never a file) instead of through the socket; 0 sends "
+        "everything through the socket. "
+        "Workers reached over tcp (containers, Slurm jobs, Pods) always use the socket.",
+        minimum=0,
+    ),
+    Setting(
         "worker_log_mib",
         int,
         16,
@@ -478,6 +491,7 @@ class ControlPlaneConfig:
     docker_network: str = _server_default("docker_network")
     base_image: str = _server_default("base_image")
     max_input_mib: int = _server_default("max_input_mib")
+    shared_memory_min_kib: int = _server_default("shared_memory_min_kib")
     worker_log_mib: int = _server_default("worker_log_mib")
     spawn_retention_days: float = _server_default("spawn_retention_days")
     spawn_memory_calls: int = _server_default("spawn_memory_calls")
@@ -503,6 +517,11 @@ class ControlPlaneConfig:
     def max_message_bytes(self) -> int:
         """What a peer may announce in one message before it is dropped."""
         return 2 * self.max_input_mib << 20
+
+    @property
+    def shared_min_bytes(self) -> int | None:
+        """Frames from this size go to local workers through shared memory (None: none)."""
+        return (self.shared_memory_min_kib << 10) or None
 
 
 def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:

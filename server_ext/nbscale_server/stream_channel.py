@@ -22,19 +22,23 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from nbscale_runtime.segments import Segments
 from nbscale_runtime.stream import FrameReader, FrameWriter, StreamClosed
 
 log = logging.getLogger("nbscale.stream_channel")
 
 
 class _Peer:
-    __slots__ = ("identity", "reader", "sock", "writer", "writing")
+    __slots__ = ("identity", "reader", "segments", "sock", "writer", "writing")
 
-    def __init__(self, sock: socket.socket, max_message: int | None) -> None:
+    def __init__(
+        self, sock: socket.socket, max_message: int | None, shared_min: int | None
+    ) -> None:
         self.sock = sock
         self.identity: bytes | None = None
-        self.reader = FrameReader(max_message)
-        self.writer = FrameWriter()
+        self.segments = Segments(shared_min)  # its large frames, both ways (segments.py)
+        self.reader = FrameReader(max_message, self.segments)
+        self.writer = FrameWriter(self.segments)
         self.writing = False  # waiting for the socket to take more
 
 
@@ -45,12 +49,15 @@ class StreamChannel:
         on_message: Callable[[list[Any]], None],
         loop: asyncio.AbstractEventLoop | None = None,
         max_message: int | None = None,
+        shared_min: int | None = None,
     ) -> None:
         """``max_message``: the most bytes a message may announce before its connection is
-        dropped (None: no limit)."""
+        dropped (None: no limit); ``shared_min``: frames from this size are sent through
+        shared memory (None: never)."""
         self.path = path
         self.on_message = on_message
         self.max_message = max_message
+        self.shared_min = shared_min
         self.loop = loop or asyncio.get_running_loop()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
@@ -68,7 +75,7 @@ class StreamChannel:
             except (BlockingIOError, InterruptedError):
                 return
             sock.setblocking(False)
-            peer = _Peer(sock, self.max_message)
+            peer = _Peer(sock, self.max_message, self.shared_min)
             self._all.add(peer)
             self.loop.add_reader(sock.fileno(), self._readable, peer)
 
@@ -157,6 +164,7 @@ class StreamChannel:
         if peer.writing:
             self.loop.remove_writer(peer.sock.fileno())
         peer.sock.close()
+        peer.segments.close()
 
     def close(self) -> None:
         if self._closed:
