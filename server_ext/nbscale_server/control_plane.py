@@ -9,6 +9,7 @@ only on those below it:
     api       what callers and the REST API may ask (one table: message type -> handler)
     shared_objects  Dicts and Queues: their requests, waits and keeping (shared_core)
     deployed  deployed apps, found by name
+    spawn_batches  spawns and their first results by the batch (over the delivery)
     nesting   callers that are code on a worker, and the slots their workers lend
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
