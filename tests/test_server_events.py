@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from nbscale_server.calls import CallState
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.events import EventHub
 from nbscale_server.options import FunctionOptions
-from nbscale_server.pool import CallState, Pool
+from nbscale_server.pool import Pool
 
 VERSIONS = {"python": "3.11.0", "cloudpickle": "3.0.0"}
 

@@ -23,8 +23,9 @@ from conftest import fill
 import nbscale
 from nbscale.exceptions import NotFoundError
 from nbscale_runtime.protocol import STATUS_ERROR, STATUS_OK, STATUS_REJECTED, output_row
+from nbscale_server.calls import CallState, Outcomes
 from nbscale_server.options import FunctionOptions
-from nbscale_server.pool import CallState, Outcomes, Pool
+from nbscale_server.pool import Pool
 from nbscale_server.queue import InputRecord
 from nbscale_server.sqlite_store import SqliteStore
 from nbscale_server.store import MemoryStore, SpawnStore

@@ -29,6 +29,7 @@ from nbscale_runtime.protocol import (
 
 from . import local_store, reports
 from .callers import Callers
+from .calls import CallState
 from .delivery import Delivery
 from .deployed import DeployedApps, pool_label
 from .errors import RequestError
@@ -39,7 +40,7 @@ from .nesting import Nesting
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
-from .pool import CallState, Pool, Records
+from .pool import Pool, Records
 from .shared_objects import SharedObjects
 from .spawn_batches import first_outputs, spawn_calls
 from .watching import Watching

@@ -18,7 +18,7 @@ only on those below it:
     spawned   spawned and detached calls: inputs and outputs in the store, fetched later
     store     what outlives callers: in memory (embedded), or a SQLite file (the server's)
     outbox    every message sent: to workers, replies, refusals, change events
-    pool      the records they share (pools, workers, calls), over the pure cores
+    pool      the records they share (pools, workers; calls in calls.py), over the pure cores
               (queue, autoscaler, limits, options, compatibility)
 
 Everything runs on one asyncio loop (the Jupyter server's, or a background thread's when

@@ -42,11 +42,12 @@ from nbscale_runtime.protocol import (
 )
 from nbscale_runtime.serialization import pack, split_payload
 
+from .calls import CallState
 from .errors import RequestError, rejection
 from .limits import Limits, admit, describe
 from .outbox import Outbox
 from .outputs import Entry, keep_printed, outputs_message, with_earlier_printed
-from .pool import CallState, Pool, Records, WorkerState
+from .pool import Pool, Records, WorkerState
 from .queue import InputRecord, Outcome
 from .spawned import SpawnedCalls
 from .store import Durable, SpawnStore

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .api import CALLS_PAGE, Api
+from .calls import CallState
 from .models import CallModel, ChangeEvent, ChangesMessage, PoolModel, SnapshotMessage
-from .pool import CallState
 
 log = logging.getLogger("nbscale.events")
 

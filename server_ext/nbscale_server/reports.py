@@ -10,6 +10,7 @@ from typing import cast
 
 from nbscale_runtime.capture import parse_line
 
+from .calls import CallState
 from .launchers.base import LogChunk, WorkerHandle
 from .launchers.logs import split_lines
 from .models import (
@@ -21,7 +22,7 @@ from .models import (
     LogsModel,
     PoolModel,
 )
-from .pool import CallState, Pool
+from .pool import Pool
 
 
 def pool_model(pool: Pool, now: float) -> PoolModel:

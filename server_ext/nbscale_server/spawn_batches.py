@@ -23,11 +23,12 @@ from nbscale_runtime.protocol import (
 )
 from nbscale_runtime.serialization import split_payload
 
+from .calls import CallState, Outcomes
 from .delivery import Delivery
 from .errors import RequestError
 from .limits import describe
 from .outputs import Entry, outputs_message
-from .pool import CallState, Outcomes, Pool
+from .pool import Pool
 from .queue import InputRecord, Outcome
 from .spawned import all_settled
 

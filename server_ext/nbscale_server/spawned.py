@@ -33,11 +33,12 @@ from nbscale_runtime.protocol import (
     STATUS_REJECTED,
 )
 
+from .calls import CallState, Outcomes
 from .errors import RequestError, rejection
 from .options import FunctionOptions
 from .outbox import Outbox
 from .outputs import Entry, outputs_message
-from .pool import CallState, Outcomes, Pool, Records
+from .pool import Pool, Records
 from .queue import InputRecord
 from .store import Durable, SpawnStore, Unfinished
 

@@ -30,10 +30,11 @@ from nbscale_runtime.protocol import (
     STATUS_REJECTED,
 )
 
+from .calls import CallState, Outcomes
 from .errors import RequestError, rejection
 from .launchers.owner import owner_alive, owner_tag
 from .outputs import Entry
-from .pool import CallState, Outcomes, Pool
+from .pool import Pool
 from .queue import InputRecord
 from .store import Durable, SpawnStore, StoredPool, Unfinished
 from .store_writer import Operation, Step, StoreError, Writer, connect, pack, unpack

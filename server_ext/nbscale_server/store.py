@@ -24,9 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .calls import CallState
 from .models import OwnerModel
 from .outputs import Entry
-from .pool import CallState, Pool
+from .pool import Pool
 from .queue import InputRecord
 from .store_writer import Step
 

@@ -50,7 +50,7 @@ MIGRATIONS: dict[int, str] = {
         reported INTEGER NOT NULL DEFAULT 0,
         failed INTEGER NOT NULL DEFAULT 0,
         cancelled INTEGER NOT NULL DEFAULT 0,
-        outcomes BLOB,                  -- pool.Outcomes, once finished
+        outcomes BLOB,                  -- calls.Outcomes, once finished
         kind TEXT NOT NULL DEFAULT 'spawn',  -- or 'map': a map detached from its caller
         delivered TEXT,                 -- a detached map's ranges its caller got, JSON
         finished REAL                   -- seconds since the epoch; NULL while it runs

@@ -17,9 +17,10 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_WHERE, STREAM_CALL_ID
 from nbscale_runtime.serialization import split_payload
 
+from .calls import CallState
 from .delivery import Delivery
 from .outbox import Outbox
-from .pool import CallState, WorkerState
+from .pool import WorkerState
 
 
 class Watching:
