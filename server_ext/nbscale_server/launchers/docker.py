@@ -114,6 +114,7 @@ class DockerLauncher(Launcher):
         self._volumes: set[str] = set()  # named volumes seen there
         self._gpus = GpuAllocator(gpus)
         self._closed = False
+        self._accepting = True  # false once close() begins
         self.network_id: str | None = None
         if network == "host":
             self.network, self.bind_host = "host", "127.0.0.1"
@@ -149,7 +150,9 @@ class DockerLauncher(Launcher):
         container = Container(
             spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
         )
-        with self._lock:
+        with self._lock:  # close() stops taking starts under this lock: none slips past it
+            if not self._accepting:
+                raise LaunchFailed("the Docker launcher is closed")
             self._containers[spec.worker_id] = container
             self._names_started.append(container.name)
         self._threads.submit(lambda: self._create_and_start(container, spec, image))
@@ -373,6 +376,7 @@ class DockerLauncher(Launcher):
         if self._closed:
             return
         with self._lock:
+            self._accepting = False
             pending = list(self._containers.values())
         for c in pending:
             c.started.wait(30)
