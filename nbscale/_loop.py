@@ -13,6 +13,7 @@ import concurrent.futures
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -26,6 +27,32 @@ _instance: LoopThread | None = None
 # rejoins (or None where it cannot lend); see ``_nested.py``.
 on_block: Callable[[], Callable[[], None] | None] | None = None
 _LEND_AFTER = 0.05  # seconds a call blocks before its worker lends its slot
+
+
+# Calls whose outcome must not vanish unseen: what to do should their caller stop waiting
+# once they have finished (see ``if_abandoned``).
+_abandoned_hooks: weakref.WeakKeyDictionary[asyncio.Task[Any], Callable[[], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def if_abandoned(callback: Callable[[], None]) -> None:
+    """In a call's coroutine, on the loop: run ``callback`` there should the caller stop
+    waiting (Ctrl-C, a cancelled ``.aio`` call) after the call finished, so that its
+    outcome reaches nobody; e.g. to give back the items a ``Queue.get`` took."""
+    task = asyncio.current_task()
+    if task is not None:
+        _abandoned_hooks[task] = callback
+
+
+def _stop_waiting(task: asyncio.Task[Any]) -> None:
+    """On the loop: the caller of ``task`` stopped waiting for it."""
+    if not task.done():
+        task.cancel()
+        return
+    hook = _abandoned_hooks.pop(task, None)
+    if hook is not None and not task.cancelled() and task.exception() is None:
+        hook()
 
 
 class LoopThread:
@@ -79,7 +106,7 @@ class LoopThread:
             while not finished:
                 finished = done.acquire(timeout=0.2)
         except BaseException as exc:  # Ctrl-C, or on a worker, this input cancelled
-            self.loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # created by now
+            self.loop.call_soon_threadsafe(lambda: _stop_waiting(tasks[0]))  # created by now
             if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
                 self.submit(on_interrupt()).result(timeout=10)
             raise
@@ -178,7 +205,7 @@ class _Handed:
         """On the loop: the caller stopped waiting; cancel the call (or never start it)."""
         self.cancelled = True
         if self.task is not None:
-            self.task.cancel()
+            _stop_waiting(self.task)
 
 
 async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:

@@ -4,8 +4,8 @@ Partitions are independent FIFO queues within one Queue (the default one has no 
 Modal's limits: items up to 1 MiB, up to 5,000 per partition, 100,000 partitions. A
 blocking ``get`` waits on the control plane (no polling) until an item comes or its
 ``timeout`` passes; when the control plane is gone it ends with ``ConnectionLostError``.
-A ``get`` interrupted while it waits is withdrawn; an item already on its way back to it
-is lost with it.
+A ``get`` interrupted while it waits is withdrawn; items already on their way back to it
+are given back, to the head of the queue, in their places.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from nbscale_runtime import protocol
 from nbscale_server.shared_core import QUEUE, QUEUE_ITEM_MAX
 
 from ._aio import aio_method
+from ._loop import if_abandoned
 from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads, send_quietly
 from .exceptions import InvalidError
 
@@ -124,17 +125,28 @@ class Queue(SharedObject):
         client, object_id = await self._connected()
         args = {"n": n, "timeout": wait, "partition": partition or "", "label": repr(self)}
         msg = protocol.QueueRequest(0, object_id, "get", args)
+        request = client.send_request(msg)
         try:
-            answer, frames = await client.request(msg)
+            answer, frames = await asyncio.shield(request)
         except asyncio.CancelledError:  # interrupted: withdraw the wait
             cancel = protocol.QueueRequest(0, object_id, "cancel-get", {"rid": msg.rid})
             send_quietly(client.request(cancel))
+
+            # the items may be on their way already: they go back to the head of the queue
+            def give_back(answered: asyncio.Future[tuple[Any, list[Any]]]) -> None:
+                if not answered.cancelled() and answered.exception() is None:
+                    _unget(client, object_id, partition, *answered.result())
+
+            request.add_done_callback(give_back)
             raise
         if not answer["count"] and not block:
             raise stdlib_queue.Empty(
                 f"{self!r} has no item in partition {partition or '(default)'}"
             )
-        return [loads(f) for f in frames]
+        values = [loads(f) for f in frames]
+        # should the caller stop waiting now, the items go back too
+        if_abandoned(lambda: _unget(client, object_id, partition, answer, frames))
+        return values
 
     # --- the rest -----------------------------------------------------------------------
 
@@ -180,6 +192,17 @@ class Queue(SharedObject):
             if time.monotonic() - quiet_since >= poll:
                 return
             await asyncio.sleep(min(0.1, poll))
+
+
+def _unget(
+    client: Any, object_id: str, partition: str | None, answer: Any, frames: list[Any]
+) -> None:
+    """Give back what a withdrawn get was answered with, with the items' sequence numbers,
+    so that they keep their place in the queue."""
+    if answer.get("count"):
+        args = {"partition": partition or "", "seqs": answer["seqs"]}
+        unget = protocol.QueueRequest(0, object_id, "unget", args)
+        send_quietly(client.request(unget, frames))
 
 
 def _check_partition(partition: str | None) -> None:

@@ -4,6 +4,7 @@ of its (embedded) control plane; the Jupyter server's are in ``test_server_dict_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import time
 
@@ -134,6 +135,33 @@ def test_aio_twins_and_a_withdrawn_get_takes_nothing():
         return [keys, value, left, items]
 
     assert asyncio.run(main()) == [["k"], 1, "after", []]
+
+
+def test_a_get_withdrawn_as_its_item_comes_gives_the_item_back():
+    # each get is withdrawn just as the item put for it comes: the item is either returned
+    # by the get, or given back to the queue in its place, never lost
+    n = 150
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with nbscale.Queue.ephemeral() as q:
+            got = []
+            for i in range(n):
+                getter = asyncio.ensure_future(q.get.aio(timeout=30))
+                await asyncio.sleep(0.002)  # the get waits on the control plane
+                await q.put.aio(i)
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    got.append(await getter)
+            left: list[int] = []
+            deadline = time.monotonic() + 20
+            while len(got) + len(left) < n and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    left += await q.get_many.aio(n, block=False)
+                await asyncio.sleep(0.05)
+            return got, left
+
+    got, left = asyncio.run(main())
+    assert sorted(got + left) == list(range(n)), f"lost: {set(range(n)) - set(got + left)}"
 
 
 def test_a_full_partition_makes_put_wait_then_raise_full():

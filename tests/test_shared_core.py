@@ -51,6 +51,28 @@ def test_take_is_fifo_and_put_back_undoes_it():
     assert q.partitions == {}
 
 
+def test_items_given_back_by_a_withdrawn_get_keep_their_places_and_serve_waiting_getters():
+    from nbscale_server.errors import RequestError
+    from nbscale_server.shared_objects import _ungot_items
+
+    q = SharedQueue("qu-1", None)
+    q.put("", [b"1", b"2", b"3"])
+    withdrawn = q.take("", 2)  # answered to a get whose caller had stopped waiting
+    q.put("", [b"4"])
+    given_back = _ungot_items(q, "", [i.seq for i in withdrawn], [i.value for i in withdrawn])
+    waiting: list[list[Item]] = []
+    q.getters.append(getter(waiting))
+    served = q.unget("", given_back)
+    assert [[i.value for i in items] for _, items in served] == [[b"1"]]
+    assert [i.value for i in q.take("", 5)] == [b"2", b"3", b"4"]
+    # only what was taken from this queue comes back, and once
+    q.put("", [b"5"])
+    held = q.partitions[""][0].seq
+    for seqs in ([held], [q.next_seq], [0], ["1"], [1, 2]):
+        with pytest.raises(RequestError, match="unget"):
+            _ungot_items(q, "", seqs, [b"x"])
+
+
 def test_getters_expire_at_their_deadline_only():
     q = SharedQueue("qu-1", None)
     got: list[list[Item]] = []

@@ -194,13 +194,37 @@ def test_an_item_handed_to_a_waiting_get_is_gone_after_a_reopen(tmp_path: Path):
                 break
             await asyncio.sleep(0.01)
         answer, frames = room.answers.pop(100)
-        assert answer == {"count": 1} and [bytes(f) for f in frames] == [b"it"]
+        assert answer["count"] == 1 and [bytes(f) for f in frames] == [b"it"]
         room.store.close()
         reopened = Room(path)
         answer, _ = await reopened.ask(
             reopened.shared.on_queue, protocol.QueueRequest, q, "len", {"total": True}
         )
         assert answer == {"len": 0}
+        reopened.store.close()
+
+    run(body)
+
+
+def test_items_given_back_by_a_withdrawn_get_are_kept_in_their_places_across_a_reopen(
+    tmp_path: Path,
+):
+    path = str(tmp_path / "nbscale.db")
+
+    async def body() -> None:
+        room = Room(path)
+        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
+        q = value["id"]
+        put = protocol.QueueRequest
+        await room.ask(room.shared.on_queue, put, q, "put", {}, frames=[b"1", b"2", b"3"])
+        answer, frames = await room.ask(room.shared.on_queue, put, q, "get", {"n": 2})
+        # its caller had stopped waiting: the client gives the two back
+        back = {"seqs": answer["seqs"]}
+        await room.ask(room.shared.on_queue, put, q, "unget", back, frames=list(frames))
+        room.store.close()
+        reopened = Room(path)
+        answer, frames = await reopened.ask(reopened.shared.on_queue, put, q, "get", {"n": 5})
+        assert [bytes(f) for f in frames] == [b"1", b"2", b"3"]
         reopened.store.close()
 
     run(body)

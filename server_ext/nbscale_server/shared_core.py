@@ -137,6 +137,17 @@ class SharedQueue:
             self.next_seq += 1
             part.append(item)
             made.append(item)
+        return made, self._serve(partition)
+
+    def unget(self, partition: str, items: list[Item]) -> list[tuple[Getter, list[Item]]]:
+        """Items a withdrawn get was given, back at the head of ``partition`` with their
+        sequence numbers; the waiting getters now served, as :meth:`put`."""
+        self.put_back(partition, items)
+        self.next_seq = max([self.next_seq] + [i.seq + 1 for i in items])
+        return self._serve(partition)
+
+    def _serve(self, partition: str) -> list[tuple[Getter, list[Item]]]:
+        part = self.partitions.get(partition, collections.deque())
         served = []
         for getter in self.getters:
             if getter.partition == partition and not getter.done and part:
@@ -144,7 +155,7 @@ class SharedQueue:
                 served.append((getter, self.take(partition, getter.n)))
                 part = self.partitions.get(partition, collections.deque())
         self.getters = [g for g in self.getters if not g.done]
-        return made, served
+        return served
 
     def restore(self, partition: str, seq: int, value: bytes) -> None:
         """An item read back from the store, in order."""

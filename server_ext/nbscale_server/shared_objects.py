@@ -258,27 +258,13 @@ class SharedObjects:
             if not _check(lambda: q.check_put(partition, values)):
                 return {"full": True}, ()
             made, served = q.put(partition, values)
-            steps: list[Step] = [
-                ("queue-put", (q.object_id, partition, i.seq, i.value)) for i in made
-            ]
-
-            def done() -> None:  # the items are kept: the getters they serve take them
-                reply({"full": False})
-                for getter, got in served:
-                    getter.reply(got)
-
-            def undo() -> None:
-                q.remove(partition, made)
-                for getter, _ in served:
-                    self.outbox.refuse(
-                        getter.caller,
-                        getter.rid,
-                        RequestError(
-                            ERROR_CONTROL_PLANE, "the item it was to get could not be kept"
-                        ),
-                    )
-
-            self._keep(q, steps, done, undo, identity, msg.rid)
+            answer = lambda: reply({"full": False})  # noqa: E731
+            self._keep_added(q, partition, made, served, answer, identity, msg.rid)
+            return None
+        if action == "unget":  # a withdrawn get's items, come back after it was answered
+            items = _ungot_items(q, partition, args.get("seqs"), payload)
+            served = q.unget(partition, items)
+            self._keep_added(q, partition, items, served, lambda: reply({}), identity, msg.rid)
             return None
         if action != "get":
             raise RequestError(ERROR_INVALID, f"no Queue action {action!r}")
@@ -299,15 +285,48 @@ class SharedObjects:
 
     # --- helpers ------------------------------------------------------------------------
 
+    def _keep_added(
+        self,
+        q: SharedQueue,
+        partition: str,
+        added: list[Item],
+        served: list[tuple[Getter, list[Item]]],
+        answer: Callable[[], None],
+        identity: bytes,
+        rid: int,
+    ) -> None:
+        """Keep items put into ``partition``, then ``answer`` and hand the getters they serve
+        their items; when they cannot be kept, take them out and refuse all of those."""
+        steps: list[Step] = [("queue-put", (q.object_id, partition, i.seq, i.value)) for i in added]
+
+        def done() -> None:
+            answer()
+            for getter, got in served:
+                getter.reply(got)
+
+        def undo() -> None:
+            q.remove(partition, added)
+            for getter, _ in served:
+                self.outbox.refuse(
+                    getter.caller,
+                    getter.rid,
+                    RequestError(ERROR_CONTROL_PLANE, "the item it was to get could not be kept"),
+                )
+
+        self._keep(q, steps, done, undo, identity, rid)
+
     def _give(
         self, q: SharedQueue, getter: Getter, got: list[Item], reply: Callable[..., None]
     ) -> None:
-        """Answer a get with ``got`` once its taking is kept (none: its timeout passed)."""
+        """Answer a get with ``got`` once its taking is kept (none: its timeout passed). The
+        answer names each item's sequence number, for an ``unget`` should the get have been
+        withdrawn meanwhile."""
         if not got:
             reply({"count": 0})
             return
         steps: list[Step] = [("queue-take", (q.object_id, getter.partition, i.seq)) for i in got]
-        done = lambda: reply({"count": len(got)}, [i.value for i in got])  # noqa: E731
+        answer = {"count": len(got), "seqs": [i.seq for i in got]}
+        done = lambda: reply(answer, [i.value for i in got])  # noqa: E731
         self._keep(
             q, steps, done, lambda: q.put_back(getter.partition, got), getter.caller, getter.rid
         )
@@ -348,6 +367,20 @@ def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise RequestError(ERROR_INVALID, f"no shared object kind {kind!r}")
     return kind
+
+
+def _ungot_items(q: SharedQueue, partition: str, seqs: Any, payload: list[Any]) -> list[Item]:
+    """The items of an ``unget``: each value with the sequence number its get was given,
+    one that is no longer in the partition and was issued by this queue."""
+    values = [_bytes(f) for f in payload]
+    if not isinstance(seqs, list) or len(seqs) != len(values):
+        raise RequestError(ERROR_INVALID, "unget: one sequence number per item")
+    held = {i.seq for i in q.partitions.get(partition, ())}
+    for seq in seqs:
+        if type(seq) is not int or not 0 < seq < q.next_seq or seq in held:
+            raise RequestError(ERROR_INVALID, f"unget: item {seq!r} was not taken from here")
+    _check(lambda: q.check_put(partition, values))
+    return [Item(seq, value) for seq, value in zip(seqs, values, strict=True)]
 
 
 def _check(check: Callable[[], Any]) -> Any:
