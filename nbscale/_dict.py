@@ -7,6 +7,7 @@ numbers and tuples of them are). Values are up to 100 MiB each.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,8 @@ from nbscale_runtime import protocol
 from nbscale_server.shared_core import DICT, DICT_VALUE_MAX
 
 from ._aio import aio_method
-from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads
+from ._loop import if_abandoned
+from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads, send_quietly
 from ._tracebacks import hidden
 
 _MISSING: Any = object()
@@ -77,12 +79,29 @@ class Dict(SharedObject):
     async def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (``KeyError`` when absent, unless a
         ``default`` is given)."""
-        value, frames = await self._act("pop", [dumps(key, "key")])
+        key_frame = dumps(key, "key")
+        request = asyncio.ensure_future(self._act("pop", [key_frame]))
+        try:
+            value, frames = await asyncio.shield(request)
+        except asyncio.CancelledError:  # the value may be on its way: it goes back
+            request.add_done_callback(lambda done: self._put_back_popped(key_frame, done))
+            raise
         if value["found"]:
+            if_abandoned(lambda: self._put_back_popped(key_frame, request))
             return loads(frames[0])
         if default is _MISSING:
             raise KeyError(key)
         return default
+
+    def _put_back_popped(self, key_frame: bytes, popped: asyncio.Future[Any]) -> None:
+        """Put back a value popped for a caller that stopped waiting, unless the key was
+        set again meanwhile."""
+        if popped.cancelled() or popped.exception() is not None:
+            return
+        value, frames = popped.result()
+        if value["found"]:
+            pair = [key_frame, frames[0]]
+            send_quietly(self._act("put", pair, skip_if_exists=True))
 
     @aio_method
     async def len(self) -> int:

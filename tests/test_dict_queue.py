@@ -164,6 +164,28 @@ def test_a_get_withdrawn_as_its_item_comes_gives_the_item_back():
     assert sorted(got + left) == list(range(n)), f"lost: {set(range(n)) - set(got + left)}"
 
 
+def test_a_pop_withdrawn_as_its_value_comes_puts_the_value_back():
+    n = 100
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with nbscale.Dict.ephemeral() as d:
+            got = []
+            for i in range(n):
+                await d.put.aio(i, i)
+                popper = asyncio.ensure_future(d.pop.aio(i))
+                await asyncio.sleep(0)
+                popper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    got.append(await popper)
+            deadline = time.monotonic() + 20
+            while len(got) + await d.len.aio() < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return got, [k async for k in d.keys.aio()]
+
+    got, left = asyncio.run(main())
+    assert sorted(got + left) == list(range(n)), f"lost: {set(range(n)) - set(got + left)}"
+
+
 def test_a_full_partition_makes_put_wait_then_raise_full():
     with nbscale.Queue.ephemeral() as q:
         q.put_many(range(5000), partition="p")
