@@ -15,7 +15,7 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_server.shared_core import DICT, DICT_VALUE_MAX
 
-from ._aio import aio_method
+from ._aio import data_method
 from ._loop import if_abandoned
 from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads, send_quietly
 from ._tracebacks import hidden
@@ -48,18 +48,18 @@ class Dict(SharedObject):
             frames += [dumps(key, "key"), data]
         return frames
 
-    @aio_method
+    @data_method
     async def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         value, frames = await self._act("get", [dumps(key, "key")])
         return loads(frames[0]) if value["found"] else default
 
-    @aio_method
+    @data_method
     async def contains(self, key: Any) -> bool:
         value, _ = await self._act("contains", [dumps(key, "key")])
         return bool(value["found"])
 
-    @aio_method
+    @data_method
     async def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set ``key`` to ``value``; with ``skip_if_exists``, only when ``key`` is absent.
         Returns whether it was set."""
@@ -67,7 +67,7 @@ class Dict(SharedObject):
         answer, _ = await self._act("put", frames, skip_if_exists=skip_if_exists)
         return bool(answer["added"])
 
-    @aio_method
+    @data_method
     async def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set every key of ``other`` (a mapping or pairs) and ``kwargs``, at once."""
         items = other.items() if hasattr(other, "items") else other
@@ -75,7 +75,7 @@ class Dict(SharedObject):
         if pairs:
             await self._act("update", await self._pairs(pairs))
 
-    @aio_method
+    @data_method
     async def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (``KeyError`` when absent, unless a
         ``default`` is given)."""
@@ -103,16 +103,16 @@ class Dict(SharedObject):
             pair = [key_frame, frames[0]]
             send_quietly(self._act("put", pair, skip_if_exists=True))
 
-    @aio_method
+    @data_method
     async def len(self) -> int:
         value, _ = await self._act("len", [])
         return int(value["len"])
 
-    @aio_method
+    @data_method
     async def clear(self) -> None:
         await self._act("clear", [])
 
-    @aio_method
+    @data_method
     async def info(self) -> DictInfo:
         value, _ = await self._act("info", [])
         return DictInfo(value["name"], value["id"])

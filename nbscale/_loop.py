@@ -77,12 +77,15 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], on_interrupt: Any = None) -> T:
+    def run(
+        self, coro: Coroutine[Any, Any, T], on_interrupt: Any = None, lend_slot: bool = True
+    ) -> T:
         """Run ``coro`` on the loop and block until it is done.
 
         On KeyboardInterrupt (Ctrl-C, or "interrupt kernel" in Jupyter) the coroutine is
         cancelled and ``on_interrupt`` (a coroutine function) runs before the interrupt
-        propagates, so that remote work is cancelled too."""
+        propagates, so that remote work is cancelled too. On a worker, a call that blocks
+        lends the worker's slot unless ``lend_slot`` is false (see ``on_block``)."""
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if self.in_loop():
             coro.close()
@@ -99,7 +102,7 @@ class LoopThread:
         rejoin = None
         try:
             finished = done.acquire(timeout=_LEND_AFTER)
-            if not finished and on_block is not None:
+            if not finished and on_block is not None and lend_slot:
                 rejoin = on_block()
             # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
             # another thread (or by ``_thread.interrupt_main``) is only seen between waits.

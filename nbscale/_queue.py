@@ -19,7 +19,7 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_server.shared_core import QUEUE, QUEUE_ITEM_MAX
 
-from ._aio import aio_method
+from ._aio import data_method
 from ._loop import if_abandoned
 from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads, send_quietly
 from .exceptions import InvalidError
@@ -41,7 +41,7 @@ class Queue(SharedObject):
 
     # --- put ----------------------------------------------------------------------------
 
-    @aio_method
+    @data_method
     async def put(
         self,
         v: Any,
@@ -55,7 +55,7 @@ class Queue(SharedObject):
         seconds, then raise ``queue.Full`` (at once when ``block`` is False)."""
         await self._put([v], block, timeout, partition)
 
-    @aio_method
+    @data_method
     async def put_many(
         self,
         vs: Iterable[Any],
@@ -91,7 +91,7 @@ class Queue(SharedObject):
 
     # --- get ----------------------------------------------------------------------------
 
-    @aio_method
+    @data_method
     async def get(
         self, block: bool = True, timeout: float | None = None, *, partition: str | None = None
     ) -> Any:
@@ -100,7 +100,7 @@ class Queue(SharedObject):
         values = await self._get(1, block, timeout, partition)
         return values[0] if values else None
 
-    @aio_method
+    @data_method
     async def get_many(
         self,
         n_values: int,
@@ -150,7 +150,7 @@ class Queue(SharedObject):
 
     # --- the rest -----------------------------------------------------------------------
 
-    @aio_method
+    @data_method
     async def len(self, *, partition: str | None = None, total: bool = False) -> int:
         """Items in ``partition`` (the default one), or in all partitions with ``total``."""
         _check_partition(partition)
@@ -159,7 +159,7 @@ class Queue(SharedObject):
         answer, _ = await self._act("len", partition=partition or "", total=total)
         return int(answer["len"])
 
-    @aio_method
+    @data_method
     async def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         """Remove every item of ``partition`` (the default one), or of all of them."""
         _check_partition(partition)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import time
 
@@ -26,6 +27,11 @@ def write_and_read(key: str, value: int) -> object:
 @app.function()
 def take_one(timeout: float) -> object:
     return jobs.get(timeout=timeout)
+
+
+@app.function(max_containers=1)
+def wait_for_a_job(timeout: float) -> tuple[int, object]:
+    return os.getpid(), jobs.get(timeout=timeout, partition="one-slot")
 
 
 @app.function()
@@ -184,6 +190,18 @@ def test_a_pop_withdrawn_as_its_value_comes_puts_the_value_back():
 
     got, left = asyncio.run(main())
     assert sorted(got + left) == list(range(n)), f"lost: {set(range(n)) - set(got + left)}"
+
+
+def test_a_worker_waiting_on_a_queue_keeps_its_slot():
+    # as on Modal, max_containers holds while inputs wait for items: the pool does not
+    # start a second worker for the next input (a worker lends its slot only to calls)
+    jobs.clear(partition="one-slot")
+    calls = [wait_for_a_job.spawn(60) for _ in range(2)]
+    time.sleep(3)  # the first input waits in get; a lent slot would start a second worker
+    jobs.put_many(["first", "second"], partition="one-slot")
+    results = [call.get(timeout=90) for call in calls]
+    assert sorted(job for _, job in results) == ["first", "second"]
+    assert len({pid for pid, _ in results}) == 1, f"more workers than max_containers: {results}"
 
 
 def test_a_full_partition_makes_put_wait_then_raise_full():
