@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_server.shared_core import QUEUE, QUEUE_ITEM_MAX
+from nbscale_server.shared_core import QUEUE, QUEUE_ITEM_MAX, SharedError, check_partition_ttl
 
 from ._aio import data_method
 from ._loop import if_abandoned
@@ -52,8 +52,10 @@ class Queue(SharedObject):
         partition_ttl: int | None = None,
     ) -> None:
         """Add ``v``. A full partition (5,000 items) makes it wait, up to ``timeout``
-        seconds, then raise ``queue.Full`` (at once when ``block`` is False)."""
-        await self._put([v], block, timeout, partition)
+        seconds, then raise ``queue.Full`` (at once when ``block`` is False). The partition
+        is cleared ``partition_ttl`` seconds after its last put (at most, and by default, a
+        day, as on Modal)."""
+        await self._put([v], block, timeout, partition, partition_ttl)
 
     @data_method
     async def put_many(
@@ -66,12 +68,21 @@ class Queue(SharedObject):
         partition_ttl: int | None = None,
     ) -> None:
         """Add every value of ``vs``, in order, at once."""
-        await self._put(list(vs), block, timeout, partition)
+        await self._put(list(vs), block, timeout, partition, partition_ttl)
 
     async def _put(
-        self, values: list[Any], block: bool, timeout: float | None, partition: str | None
+        self,
+        values: list[Any],
+        block: bool,
+        timeout: float | None,
+        partition: str | None,
+        partition_ttl: float | None,
     ) -> None:
         _check_partition(partition)
+        try:
+            check_partition_ttl(partition_ttl)
+        except SharedError as exc:
+            raise InvalidError(str(exc)) from None
         client, _ = await self._connected()
         frames = [dumps(v, "item") for v in values]
         for data in frames:
@@ -79,7 +90,9 @@ class Queue(SharedObject):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _FULL_RETRY[0]
         while True:
-            answer, _ = await self._act("put", frames, partition=partition or "")
+            answer, _ = await self._act(
+                "put", frames, partition=partition or "", partition_ttl=partition_ttl
+            )
             if not answer["full"]:
                 return
             # Rare: a consumer far behind. Wait for room without holding the control plane.

@@ -204,6 +204,19 @@ def test_a_worker_waiting_on_a_queue_keeps_its_slot():
     assert len({pid for pid, _ in results}) == 1, f"more workers than max_containers: {results}"
 
 
+def test_a_partition_is_cleared_partition_ttl_seconds_after_its_last_put():
+    with nbscale.Queue.ephemeral() as q:
+        q.put("brief", partition="brief", partition_ttl=1)
+        q.put("default")  # Modal's default: a day
+        assert q.len(partition="brief") == 1
+        deadline = time.monotonic() + 20
+        while q.len(partition="brief") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert q.len(partition="brief") == 0 and q.len() == 1
+        with pytest.raises(nbscale.InvalidError, match="partition_ttl is seconds"):
+            q.put("x", partition_ttl=7 * 86400)
+
+
 def test_a_full_partition_makes_put_wait_then_raise_full():
     with nbscale.Queue.ephemeral() as q:
         q.put_many(range(5000), partition="p")

@@ -25,17 +25,21 @@ from .outbox import Outbox
 from .shared_core import (
     DICT,
     KINDS,
+    PARTITION_TTL_MAX,
     QUEUE,
     Getter,
     Item,
+    PartitionExpiry,
     Registry,
     Shared,
     SharedDict,
     SharedError,
     SharedQueue,
     check_name,
+    check_partition_ttl,
     kind_label,
     kind_of,
+    ungot_items,
 )
 from .store import SpawnStore
 from .store_writer import Step
@@ -54,6 +58,7 @@ class SharedObjects:
         self.clock = clock
         self.registry = Registry()
         self._waiting: set[SharedQueue] = set()  # queues with gets waiting
+        self.expiry = PartitionExpiry()
         self._load()
 
     def _load(self) -> None:
@@ -77,17 +82,37 @@ class SharedObjects:
             queue = self.registry.objects.get(object_id)
             if isinstance(queue, SharedQueue):
                 queue.restore(partition, seq, bytes(value))
+                # a partition's time is not kept: it starts again, at the longest
+                self.expiry.touch(object_id, partition, self.clock() + PARTITION_TTL_MAX)
 
     # --- what the tick and the API call -------------------------------------------------
 
     def expire(self) -> None:
-        """Answer the gets whose timeout passed: no item."""
+        """Answer the gets whose timeout passed: no item. Clear the partitions whose
+        ``partition_ttl`` has passed since their last put."""
         now = self.clock()
         for q in list(self._waiting):
             for getter in q.expired(now):
                 getter.reply([])
             if not q.getters:
                 self._waiting.discard(q)
+        for object_id, partition in self.expiry.due(now):
+            queue = self.registry.objects.get(object_id)
+            if isinstance(queue, SharedQueue) and partition in queue.partitions:
+                self._clear_expired(queue, partition)
+
+    def _clear_expired(self, q: SharedQueue, partition: str) -> None:
+        held = list(q.partitions.pop(partition))
+        if q.name is None:
+            return
+
+        def then(error: str | None) -> None:  # not kept: the items stay, until the next try
+            if error is not None and partition not in q.partitions:
+                q.put_back(partition, held)
+                self.expiry.touch(q.object_id, partition, self.clock() + 60)
+
+        step: Step = ("queue-clear-partition", (q.object_id, partition))
+        self.store.keep([step], then, f"the expired partition of Queue {q.name!r}")
 
     def caller_gone(self, identity: bytes) -> None:
         """A caller is gone: its waits end, its ephemeral objects are deleted."""
@@ -255,15 +280,19 @@ class SharedObjects:
             return None
         if action == "put":
             values = [_bytes(f) for f in payload]
+            ttl = _check(lambda: check_partition_ttl(args.get("partition_ttl")))
             if not _check(lambda: q.check_put(partition, values)):
                 return {"full": True}, ()
             made, served = q.put(partition, values)
+            self.expiry.touch(q.object_id, partition, self.clock() + ttl)
             answer = lambda: reply({"full": False})  # noqa: E731
             self._keep_added(q, partition, made, served, answer, identity, msg.rid)
             return None
         if action == "unget":  # a withdrawn get's items, come back after it was answered
-            items = _ungot_items(q, partition, args.get("seqs"), payload)
+            values = [_bytes(f) for f in payload]
+            items = _check(lambda: ungot_items(q, partition, args.get("seqs"), values))
             served = q.unget(partition, items)
+            self.expiry.ensure(q.object_id, partition, self.clock() + PARTITION_TTL_MAX)
             self._keep_added(q, partition, items, served, lambda: reply({}), identity, msg.rid)
             return None
         if action != "get":
@@ -367,20 +396,6 @@ def _kind(kind: str) -> str:
     if kind not in KINDS:
         raise RequestError(ERROR_INVALID, f"no shared object kind {kind!r}")
     return kind
-
-
-def _ungot_items(q: SharedQueue, partition: str, seqs: Any, payload: list[Any]) -> list[Item]:
-    """The items of an ``unget``: each value with the sequence number its get was given,
-    one that is no longer in the partition and was issued by this queue."""
-    values = [_bytes(f) for f in payload]
-    if not isinstance(seqs, list) or len(seqs) != len(values):
-        raise RequestError(ERROR_INVALID, "unget: one sequence number per item")
-    held = {i.seq for i in q.partitions.get(partition, ())}
-    for seq in seqs:
-        if type(seq) is not int or not 0 < seq < q.next_seq or seq in held:
-            raise RequestError(ERROR_INVALID, f"unget: item {seq!r} was not taken from here")
-    _check(lambda: q.check_put(partition, values))
-    return [Item(seq, value) for seq, value in zip(seqs, values, strict=True)]
 
 
 def _check(check: Callable[[], Any]) -> Any:
