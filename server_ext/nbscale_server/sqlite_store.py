@@ -37,7 +37,7 @@ from .outputs import Entry
 from .pool import Pool
 from .queue import InputRecord
 from .store import Durable, SpawnStore, StoredPool, Unfinished
-from .store_writer import Operation, Step, StoreError, Writer, connect, pack, unpack
+from .store_writer import BATCH_BYTES, Operation, Step, StoreError, Writer, connect, unpack
 
 _CALL_COLUMNS = (
     "call_id, seq, pool_id, function, timeout, total, submitted, reported, failed, cancelled, "
@@ -78,6 +78,7 @@ class SqliteStore(SpawnStore):
                 )
             raise StoreError(f"cannot open the store {path}: {exc}{hint}") from exc
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._current: Operation | None = None  # this turn's writes, not handed over yet
         self._number = 0
         self._known_calls: set[str] = set()  # calls whose row is written or queued
         self._pool_rows: dict[str, tuple[Any, ...]] = {}
@@ -94,12 +95,28 @@ class SqliteStore(SpawnStore):
 
     # --- writes -------------------------------------------------------------------------
 
-    def _queue(self, op: Operation, kind: str = "", call_id: str = "", index: int = 0) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        if kind:
-            self._queued.append((op.number, kind, call_id, index))
-        self._writer.put(op)
+    def _op(self, size: int = 0) -> Operation:
+        """The operation of this turn of the loop: a turn's writes (a batch of spawns, a
+        worker's outputs settled and their calls closed) go to the writer as one, at the
+        end of the turn, or sooner once it holds ``BATCH_BYTES``."""
+        op = self._current
+        if op is not None and op.size and op.size + size > BATCH_BYTES:
+            self._flush()
+            op = None
+        if op is None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            op = self._current = Operation(self._next())
+            self._loop.call_soon(self._flush, op)
+        op.size += size
+        return op
+
+    def _flush(self, op: Operation | None = None) -> None:
+        """Hand the turn's operation (``op``, if still open) to the writer."""
+        current = self._current
+        if current is not None and (op is None or op is current):
+            self._current = None
+            self._writer.put(current)
 
     def _next(self) -> int:
         self._number += 1
@@ -108,26 +125,34 @@ class SqliteStore(SpawnStore):
     def submitted(
         self, pool: Pool, call: CallState, records: list[InputRecord], then: Durable
     ) -> None:
-        rows: dict[str, list[tuple[Any, ...]]] = {}
+        op = self._op(sum(memoryview(r.data).nbytes for r in records))
         if call.call_id not in self._known_calls:
-            self._known_calls.add(call.call_id)
-            rows["pool"] = [self._pool_row(pool)]
-            rows["call"] = [
-                (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
-                 self._owner_json(call.owner_info), call.total, call.kind)
-            ]  # fmt: skip
+            self._add_call(op, pool, call)
         elif call.total is not None:
-            rows["total"] = [(call.total, call.call_id)]
-        held = [(r.call_id, r.index, r.data, r.buffers) for r in records]
-
-        def make() -> dict[str, list[tuple[Any, ...]]]:  # joined on the writer's thread
-            rows["input"] = [(c, i, *pack(data, bufs)) for c, i, data, bufs in held]
-            return rows
-
-        size = sum(memoryview(r.data).nbytes for r in records)
-        op = Operation(self._next(), make=make, size=size)
+            op.add("total", (call.total, call.call_id))
+        op.inputs += [(r.call_id, r.index, r.data, r.buffers) for r in records]
         self._durable.append((op.number, then, "spawned inputs"))
-        self._queue(op)
+
+    def spawned(
+        self, pool: Pool, calls: list[tuple[CallState, InputRecord]], then: Durable
+    ) -> None:
+        op = self._op(sum(memoryview(r.data).nbytes for _, r in calls))
+        for call, record in calls:
+            self._add_call(op, pool, call)
+            op.inputs.append((record.call_id, record.index, record.data, record.buffers))
+        self._durable.append((op.number, then, "spawned inputs"))
+
+    def _add_call(self, op: Operation, pool: Pool, call: CallState) -> None:
+        """A new call's row (and its pool's, once an operation)."""
+        self._known_calls.add(call.call_id)
+        row = self._pool_row(pool)
+        if row not in op.rows.get("pool", ()):
+            op.add("pool", row)
+        op.add(
+            "call",
+            (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
+             self._owner_json(call.owner_info), call.total, call.kind),
+        )  # fmt: skip
 
     def _owner_json(self, owner_info: Mapping[str, object]) -> str:
         """``owner_info`` as JSON: the last one's text again when equal (a caller's spawns
@@ -150,56 +175,41 @@ class SqliteStore(SpawnStore):
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         call_id = call.call_id
         bufs = list(bufs)
-
-        def make() -> dict[str, list[tuple[Any, ...]]]:
-            payload, parts = pack(data, bufs)
-            return {
-                "output": [(call_id, index, json.dumps(row), payload, parts)],
-                "input-done": [(call_id, index)],
-            }
-
         size = memoryview(data).nbytes + sum(memoryview(b).nbytes for b in bufs)
-        op = Operation(self._next(), make=make, size=size)
+        op = self._op(size)
+        op.outputs.append((call_id, index, row, data, bufs))
+        op.inputs_done.setdefault(call_id, []).append(index)
         self._unwritten.setdefault(call_id, {})[index] = (op.number, (row, data, bufs))
-        self._queue(op, "output", call_id, index)
+        self._queued.append((op.number, "output", call_id, index))
 
     def keep(self, steps: list[Step], then: Durable, what: str = "the change") -> None:
-        size = sum(len(v) for _, row in steps for v in row if isinstance(v, bytes))
-        op = Operation(self._next(), steps=steps, size=size)
+        op = self._op(sum(len(v) for _, row in steps for v in row if isinstance(v, bytes)))
+        op.steps += steps
         self._durable.append((op.number, then, what))
-        self._queue(op)
 
     def delivered(self, call: CallState) -> None:
-        op = Operation(self._next())
-        op.rows = {"delivered": [(json.dumps(call.delivered), call.call_id)]}
-        self._queue(op)
+        self._op().add("delivered", (json.dumps(call.delivered), call.call_id))
 
     def closed(self, call: CallState) -> None:
         self._known_calls.discard(call.call_id)
         outcomes = bytes(call.outcomes.raw) if call.outcomes is not None else b""
         made_by = self._owner_json(call.owner_info)  # its notebook is known by now
         values = (call.total, call.submitted, call.reported, call.failed, int(call.cancelled))
-        op = Operation(self._next())
-        op.rows = {
-            "close": [
-                (
-                    *values,
-                    made_by,
-                    outcomes,
-                    _ranges_json(call.delivered),
-                    time.time(),
-                    call.call_id,
-                )
-            ],
-            "inputs-dropped": [(call.call_id,)],
-        }
+        op = self._op()
+        op.add(
+            "close",
+            (*values, made_by, outcomes, _ranges_json(call.delivered), time.time(), call.call_id),
+        )
+        op.inputs_done.pop(call.call_id, None)  # all of its inputs go with it
+        op.add("inputs-dropped", (call.call_id,))
         self._unwritten_calls[call.call_id] = (op.number, call)
-        self._queue(op, "close", call.call_id)
+        self._queued.append((op.number, "close", call.call_id, 0))
 
     def housekeep(self, now: float) -> None:
-        self._queue(Operation(self._next(), purge_before=now - self.retention))
+        self._op().purge_before = now - self.retention
 
     def close(self) -> None:
+        self._flush()
         self._writer.stop()
         self._reader.close()
 
@@ -361,6 +371,7 @@ class SqliteStore(SpawnStore):
             pools[pool.pool_id] = pool
             found.append(Unfinished(pool, call, self._resume(call)))
         if found:
+            self._flush()  # the writer takes operations in their order
             op = Operation(self._next())
             op.rows = {"claim": [(self.owner, u.call.call_id) for u in found]}
             self._writer.put(op)
