@@ -154,6 +154,8 @@ def pack(data: Any, bufs: Sequence[Any]) -> tuple[bytes, str]:
 
 def unpack(payload: bytes, parts: str) -> tuple[memoryview, list[memoryview]]:
     view = memoryview(payload)
+    if "," not in parts:  # most: a pickle alone
+        return view, []
     pieces, at = [], 0
     for length in json.loads(parts):
         pieces.append(view[at : at + length])
