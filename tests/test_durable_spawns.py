@@ -157,6 +157,28 @@ def test_gathered_spawns_that_returned_survive_a_kill_in_the_middle_of_their_bat
     assert results == [2 * x for x in spawned.values()]
 
 
+def test_a_spawn_that_cannot_be_sent_fails_alone_in_its_batch(tmp_path: Path, servers: list[Any]):
+    server = start_server(tmp_path)
+    servers.append(server)
+    failed, results = client(
+        server,
+        """
+        import asyncio, threading
+
+        async def main():
+            args = [1, 2, threading.Lock(), 4]  # a lock cannot be pickled
+            spawns = [double.spawn.aio(x, "") for x in args]
+            return await asyncio.gather(*spawns, return_exceptions=True)
+
+        calls = asyncio.run(main())
+        failed = [type(c).__name__ for c in calls if isinstance(c, Exception)]
+        ok = [c for c in calls if not isinstance(c, Exception)]
+        print(json.dumps([failed, nbscale.FunctionCall.gather(*ok)]))
+        """,
+    )
+    assert len(failed) == 1 and results == [2, 4, 8]
+
+
 @pytest.mark.timeout(900)  # 10 GiB written and read back: two minutes on the reference machine
 def test_results_read_and_dropped_leave_the_server_as_big_as_it_started(
     tmp_path: Path, servers: list[Any]
