@@ -129,12 +129,15 @@ class Client:
         msg = _with_rid(msg, rid)
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        future.add_done_callback(lambda _: self._pending.pop(rid, None))  # or cancelled
         try:
             self._send(msg, list(payload))
         except BaseException:
             self._pending.pop(rid, None)
             raise
+        if future.done():  # answered within the send (a control plane embedded here)
+            self._pending.pop(rid, None)
+        else:  # no callback scheduled for it: no loop turn (nor wake-up) per request
+            future.add_done_callback(lambda _: self._pending.pop(rid, None))  # or cancelled
         return future
 
     def _on_message(self, frames: list[Any]) -> None:
