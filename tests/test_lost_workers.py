@@ -111,7 +111,8 @@ def test_workers_killed_before_they_register_are_retried(tmp_path, fresh_plane):
     slow_python = tmp_path / "slow-python"
     slow_python.write_text(f'#!/bin/sh\nsleep 1\nexec {sys.executable} "$@"\n')
     slow_python.chmod(slow_python.stat().st_mode | stat.S_IEXEC)
-    fresh_plane(NBSCALE_PYTHON=str(slow_python))
+    # Spawned workers: a forked one registers within milliseconds, too soon to be killed.
+    fresh_plane(NBSCALE_PYTHON=str(slow_python), NBSCALE_PROCESS_ZYGOTE="off")
     killed: list[int] = []
 
     def storm() -> None:  # an outside agent kills the first three workers as they start
