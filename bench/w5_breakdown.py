@@ -1,11 +1,13 @@
 """Where W5's time goes: timestamps across the calling process and its first worker.
 
-``python bench/w5_breakdown.py [--runs 5]`` runs W5 (``app.function(max_containers=2)
+``python bench/w5_breakdown.py [--runs 5] [--server]`` runs W5 (``app.function(max_containers=2)
 (noop).remote(1)`` from nothing, process launcher) in fresh subprocesses and prints, for
 each step, the median of its time since the call began (milliseconds). The calling process
 wraps the control plane's and the launcher's steps; the worker gets a ``sitecustomize`` on
 its path (through ``PYTHONPATH``, which workers inherit) that notes its steps in a file.
 Wall-clock time (``time.time``) is shared by both processes; the wrappers add microseconds.
+``--server``: the first call of fresh kernels (``NBSCALE_CONNECTION_FILE``) to one Jupyter
+server's control plane, whose zygote is warm, then the same with ``process_zygote`` off.
 """
 
 from __future__ import annotations
@@ -101,10 +103,67 @@ def one_run(probe_dir: str) -> list[tuple[str, float]]:
     return [(step, (t - begin) * 1000) for t, step in stamps]
 
 
+# A kernel's first call to a Jupyter server's control plane (it and its zygote already up).
+KERNEL = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {here!r})
+    import nbscale, workloads
+    start = time.perf_counter()
+    assert nbscale.App("bench").function(max_containers=2)(workloads.noop).remote(1) == 1
+    print(time.perf_counter() - start)
+    """
+)
+
+
+def server_runs(runs: int, zygote: bool) -> list[float]:
+    """``runs`` fresh kernels' first calls to one ``jupyter server``'s control plane."""
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    from pathlib import Path
+
+    from jupyter_process import JupyterProcess
+
+    with tempfile.TemporaryDirectory(prefix="nbscale-w5-") as tmp:
+        config = {"NbScale": {"launcher": "process", "process_zygote": zygote}}
+        server = JupyterProcess(Path(tmp), ["jupyter", "server"], config, "nbscale/api/status")
+        try:
+            [connection] = (Path(tmp) / "runtime").glob("nbscale-*.json")
+            env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection))
+            code = KERNEL.format(here=HERE)
+            seconds = []
+            for _ in range(runs):
+                out = subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                seconds.append(float(out.stdout.split()[-1]))
+            return seconds
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--server",
+        action="store_true",
+        help="instead: fresh kernels' first calls to a Jupyter server's control plane, "
+        "with its zygote and without",
+    )
     args = parser.parse_args()
+    if args.server:
+        for zygote in (True, False):
+            seconds = server_runs(args.runs, zygote)
+            print(
+                f"first call of a kernel, server's control plane, process_zygote={zygote}: "
+                f"median {statistics.median(seconds) * 1000:.1f} ms "
+                f"({', '.join(f'{s * 1000:.1f}' for s in seconds)})"
+            )
+        return
     with tempfile.TemporaryDirectory() as probe_dir:
         with open(os.path.join(probe_dir, "sitecustomize.py"), "w") as f:
             f.write(SITECUSTOMIZE)

@@ -108,7 +108,7 @@ def test_a_forked_worker_gets_the_setup_of_its_launch_not_of_the_zygotes_start(
 
 def test_a_forked_worker_is_held_to_its_memory_limit(fresh_plane):
     fresh_plane()
-    pid, ppid, cgroups = cgroup_of_me.remote()
+    _, ppid, cgroups = cgroup_of_me.remote()
     assert forked(ppid)
     if "nbscale-" in cgroups:  # where cgroups can be made: its own, joined before it ran
         assert any(f"nbscale-{os.getpid()}" in line for line in cgroups.splitlines())

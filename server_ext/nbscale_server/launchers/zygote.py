@@ -92,7 +92,7 @@ class ZygoteClient:
         self.is_ready = False
         self.gone = False
         self._workers: dict[int, ForkedWorker] = {}
-        self._answers: dict[str, dict[str, Any]] = {}
+        self._answers: dict[str, ForkedWorker | str] = {}  # worker id -> it, or why not
 
     def ready(self) -> bool:
         """Whether it forks now, waiting for it while it starts (up to ``_START_WAIT``
@@ -128,11 +128,9 @@ class ZygoteClient:
                 raise ZygoteGone("the zygote did not answer")
             self.pump(left)
         answer = self._answers.pop(worker_id)
-        if "error" in answer:
-            raise OSError(answer["error"])
-        worker = ForkedWorker(self, answer["pid"])
-        self._workers[worker.pid] = worker
-        return worker
+        if isinstance(answer, str):
+            raise OSError(answer)
+        return answer
 
     def pump(self, timeout: float) -> None:
         """Read what the zygote said, waiting up to ``timeout`` seconds for a first word."""
@@ -153,12 +151,15 @@ class ZygoteClient:
     def _take(self, message: dict[str, Any]) -> None:
         if "ready" in message:
             self.is_ready = True
+        elif "forked" in message:  # known at once: its exit may come in the same read
+            worker = self._workers[message["pid"]] = ForkedWorker(self, message["pid"])
+            self._answers[message["forked"]] = worker
         elif "exited" in message:
-            worker = self._workers.pop(message["exited"], None)
-            if worker is not None:
-                worker.returncode = message["code"]
+            exited = self._workers.pop(message["exited"], None)
+            if exited is not None:
+                exited.returncode = message["code"]
         else:
-            self._answers[message.get("forked") or message["failed"]] = message
+            self._answers[message["failed"]] = message["error"]
 
     def _lost(self) -> None:
         """The zygote is gone: its workers, whose exits nobody can tell us now, are
