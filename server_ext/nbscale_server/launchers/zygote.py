@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+import weakref
 from typing import Any
 
 log = logging.getLogger("nbscale.launchers")
@@ -33,6 +34,15 @@ _START_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GLIBC_TUNABLES")
 
 def start_environment(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(_START_PREFIXES)}
+
+
+def _end(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    sock.close()  # the zygote exits at once on that
+    try:
+        proc.wait(2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class ZygoteGone(Exception):
@@ -88,6 +98,8 @@ class ZygoteClient:
             raise
         finally:
             theirs.close()
+        # A launcher dropped without close() (a control plane never stopped) still ends it.
+        self._end = weakref.finalize(self, _end, self.sock, self.proc)
         self.started_at = time.monotonic()
         self.is_ready = False
         self.gone = False
@@ -177,11 +189,5 @@ class ZygoteClient:
 
     def close(self) -> None:
         """End the zygote (its workers are the launcher's to stop)."""
-        if not self.gone:
-            self.gone = True
-            self.sock.close()  # the zygote exits at once on that
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.gone = True
+        self._end()
