@@ -4,6 +4,7 @@ until its timeout, and workers killed before they register do not fail the backl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -111,16 +112,20 @@ def test_workers_killed_before_they_register_are_retried(tmp_path, fresh_plane):
     slow_python = tmp_path / "slow-python"
     slow_python.write_text(f'#!/bin/sh\nsleep 1\nexec {sys.executable} "$@"\n')
     slow_python.chmod(slow_python.stat().st_mode | stat.S_IEXEC)
-    fresh_plane(NBSCALE_PYTHON=str(slow_python))
+    # Spawned workers: a forked one registers within milliseconds, too soon to be killed.
+    fresh_plane(NBSCALE_PYTHON=str(slow_python), NBSCALE_PROCESS_ZYGOTE="off")
     killed: list[int] = []
 
     def storm() -> None:  # an outside agent kills the first three workers as they start
         me = psutil.Process()
         while len(killed) < 3:
             for child in me.children(recursive=True):
-                if child.pid not in killed and str(slow_python) in " ".join(child.cmdline()):
-                    child.kill()
-                    killed.append(child.pid)
+                if child.pid in killed:
+                    continue
+                with contextlib.suppress(psutil.Error):  # gone, or another test's zombie
+                    if str(slow_python) in " ".join(child.cmdline()):
+                        child.kill()
+                        killed.append(child.pid)
             time.sleep(0.02)
 
     killer = threading.Thread(target=storm, daemon=True)

@@ -96,7 +96,9 @@ def test_unauthenticated_worker_peer_gets_nothing_and_cannot_inject(
 
 
 def test_worker_keys_travel_in_a_private_file_not_argv_or_environment(fresh_plane):
-    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp")
+    # A spawned worker: a forked one's argv and initial environment are its zygote's
+    # (``--fd N``, no keys); its own ``sys.argv`` is checked in test_zygote.py.
+    fresh_plane(NBSCALE_WORKER_TRANSPORT="tcp", NBSCALE_PROCESS_ZYGOTE="off")
     double.remote(1)
     wait_until(lambda: double.get_current_stats().containers["idle"] == 1)
     worker = double.get_current_stats().workers[0]

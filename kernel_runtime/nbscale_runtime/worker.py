@@ -552,10 +552,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbscale_runtime")
     parser.add_argument("--config", required=True, help="path of the worker's config file")
     args = parser.parse_args(argv)
-    cfg = WorkerConfig.from_file(args.config)
+    return serve(WorkerConfig.from_file(args.config))
+
+
+def serve(cfg: WorkerConfig) -> int:
+    """Be the worker ``cfg`` describes (spawned by ``main``, or forked by ``zygote.py``)."""
     os.environ.update(cfg.env or {})
     os.environ[WORKER_ID_ENV] = cfg.worker_id
     return Worker(cfg).run()
 
 
-__all__ = ["WORKER_ID_ENV", "InputCancelled", "Worker", "WorkerConfig", "main"]
+__all__ = ["WORKER_ID_ENV", "InputCancelled", "Worker", "WorkerConfig", "main", "serve"]

@@ -98,6 +98,7 @@ class ControlPlane:
                     kubernetes=self._kubernetes_options(),
                     shared_dir=cfg.shared_dir,
                     log_max_bytes=cfg.worker_log_mib << 20,
+                    zygote=cfg.process_zygote,
                 )
         except LaunchFailed:
             shutil.rmtree(self.dir, ignore_errors=True)

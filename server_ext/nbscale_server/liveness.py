@@ -61,6 +61,14 @@ class Liveness:
         self.config = config
         self.clock = clock
 
+    def _stop_grace(self, w: WorkerState) -> float:
+        """How long a stopping worker may stay silent: ``stop_grace``, plus ``exit_grace``
+        for a class with ``@exit`` hooks (as ``Fleet.kill_past_grace`` gives it)."""
+        pool = self.records.pools.get(w.pool_id)
+        if pool is not None and pool.options.has_exit:
+            return self.config.stop_grace + self.config.exit_grace
+        return self.config.stop_grace
+
     def check_workers(self, now: float) -> None:
         cfg = self.config
         for w in list(self.records.workers.values()):
@@ -72,7 +80,7 @@ class Liveness:
             if w.waited_too_long(now, cfg.pending_timeout):
                 self.fleet.pending_timeout(w, now)
                 continue
-            why = w.overdue(now, cfg.startup_timeout, cfg.stop_grace)
+            why = w.overdue(now, cfg.startup_timeout, self._stop_grace(w))
             if why is not None:
                 if w.killed_by_us is None:
                     self.fleet.kill(w, why)

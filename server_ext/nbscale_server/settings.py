@@ -285,6 +285,17 @@ SETTINGS: dict[str, Setting] = _table(
         minimum=1,
     ),
     Setting(
+        "process_zygote",
+        bool,
+        True,
+        "control plane",
+        "Fork process workers from a zygote: a process started with the control plane that "
+        "has nbscale's worker runtime imported, so that a worker starts in milliseconds "
+        "instead of a new interpreter's ~0.1 s. Each forked worker is set up as a spawned one "
+        "(own session, cgroup limits, log, environment); the zygote exits with its control "
+        "plane. Off: every worker is a new interpreter.",
+    ),
+    Setting(
         "spawn_retention_days",
         float,
         7.0,
@@ -493,6 +504,7 @@ class ControlPlaneConfig:
     max_input_mib: int = _server_default("max_input_mib")
     shared_memory_min_kib: int = _server_default("shared_memory_min_kib")
     worker_log_mib: int = _server_default("worker_log_mib")
+    process_zygote: bool = _server_default("process_zygote")
     spawn_retention_days: float = _server_default("spawn_retention_days")
     spawn_memory_calls: int = _server_default("spawn_memory_calls")
     spawn_memory_mib: int = _server_default("spawn_memory_mib")

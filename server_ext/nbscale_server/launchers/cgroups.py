@@ -70,9 +70,13 @@ class WorkerCgroup:
     def __init__(self, dirs: dict[str, str]) -> None:
         self.dirs = dirs  # controller -> directory
 
+    def procs_files(self) -> list[str]:
+        """Where a process writes its pid to join it."""
+        return [os.path.join(path, "cgroup.procs") for path in self.dirs.values()]
+
     def add(self, pid: int) -> None:
-        for path in self.dirs.values():
-            _write(os.path.join(path, "cgroup.procs"), str(pid))
+        for procs in self.procs_files():
+            _write(procs, str(pid))
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of it for passing its memory limit."""

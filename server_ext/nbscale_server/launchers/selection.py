@@ -180,12 +180,14 @@ def start_launcher(
     shared_dir: str | None = None,
     kubernetes: KubernetesOptions | None = None,
     log_max_bytes: int = 16 << 20,
+    zygote: bool = True,
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
     local processes, with the reason. ``slurm`` and ``shared_dir``: the Slurm launcher's
     job options and the directory its nodes share; ``kubernetes``: the Kubernetes
-    launcher's settings. Raises ``LaunchFailed`` as
+    launcher's settings; ``zygote``: the process launcher forks its workers from one.
+    Raises ``LaunchFailed`` as
     :func:`choose_launcher`, and when Slurm does not answer."""
     # Workers in containers need this Python's minor version (cloudpickle's pickles do).
     this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -210,4 +212,4 @@ def start_launcher(
             if requested != "auto":
                 raise
             choice = LauncherChoice("process", f"Docker engine found, but {exc}")
-    return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes), choice
+    return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes, zygote=zygote), choice
