@@ -88,5 +88,10 @@ def test_an_exit_that_outlives_exit_grace_is_ended(tmp_path: Path, fresh_plane):
     pid = HungExit(log=str(log)).pid.remote()
     wait_until(lambda: _exited(log) == [pid], timeout=30)  # scaled down: @exit started
     wait_until(lambda: not psutil.pid_exists(pid), timeout=20)  # not the 300 s it sleeps
-    [pool] = [p for p in nbscale.status()["pools"] if p["function"].startswith("HungExit")]
-    assert pool["workers"] == [] and pool["failed"] == 0
+
+    def pool() -> dict:
+        [found] = [p for p in nbscale.status()["pools"] if p["function"].startswith("HungExit")]
+        return found
+
+    wait_until(lambda: pool()["workers"] == [], timeout=10)  # its exit seen by the plane
+    assert pool()["failed"] == 0
