@@ -15,7 +15,7 @@ from ._aio import aio_classmethod, aio_method
 from ._call_graph import InputInfo, call_graph
 from ._client import get_client
 from ._loop import get_loop
-from ._outcomes import decode, print_output
+from ._outcomes import decode_rows, print_output
 from ._tracebacks import hidden
 from .exceptions import CallCancelledError
 
@@ -47,9 +47,10 @@ class FunctionCall:
                 ) from None
         items = value["items"]
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
+        outputs = decode_rows(items, parts, value["function"], value["timeout"])
+        # a run stored whole may hold inputs on either side of those asked for
         value["outputs"] = [
-            decode(item, data, bufs, value["function"], value["timeout"])
-            for item, (data, bufs) in zip(items, parts, strict=False)
+            o for o in outputs if o.index >= start and (end is None or o.index < end)
         ]
         return value  # type: ignore[no-any-return]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
+    OUT_COUNT,
     OUT_WHERE,
     PROGRESS_INDICES,
     PROGRESS_WORKER_ID,
@@ -29,13 +30,15 @@ from nbscale_runtime.protocol import (
     STREAM_INDEX,
     STREAM_STARTED,
     STREAM_TEXT,
+    SUBMIT_COUNT,
+    row_count,
 )
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 from nbscale_server.delivery import outputs_message
 from nbscale_server.limits import Limits, describe
 
 from . import _nested
-from ._outcomes import Output, decode
+from ._outcomes import Output, Values, decode, decode_run, load_values
 from ._pickling import add_input
 from ._progress import CallProgress
 from ._tracebacks import format_text
@@ -45,6 +48,10 @@ if TYPE_CHECKING:
     from ._client import Client
 
 _CHUNK = 256  # inputs per submission at most
+# A map's chunk travels as one run (``PayloadWriter.add_run``: one row, moved whole, split only
+# where its inputs part ways) when it pickles to no more than this: the control plane may
+# send a piece of a run with the run's bytes, so big inputs go one by one.
+_RUN_MAX_BYTES = 64 * 1024
 _PULL_BUDGET = 0.005  # seconds of iterator pulling per chunk, so slow iterators still stream
 _THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 
@@ -102,14 +109,14 @@ class Invocation:
         self.chunk = max(
             1, min(_CHUNK, self.window, limits.max_pending_inputs, limits.max_total_inputs)
         )
-        self.outputs: asyncio.Queue[list[Output] | End] = asyncio.Queue()
+        self.outputs: asyncio.Queue[list[Output | Values] | End] = asyncio.Queue()
         self.submitted = 0
         self.consumed = 0
         self.received = 0
         self.total: int | None = None
         self._room = asyncio.Event()
         self._next = 0
-        self._held: dict[int, Output] = {}
+        self._held: dict[int, Output | Values] = {}  # by (first) index
         self._feeder: asyncio.Task[None] | None = None
         self.feed_error: BaseException | None = None
         self.finished = False
@@ -164,10 +171,11 @@ class Invocation:
             value, _ = await self.client.request(msg, frames)
             if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
                 raise CallCancelledError(f"{self.function}: the call was cancelled")
-            if value["accepted"] == len(items):
-                self.submitted += len(items)
+            count = sum(row_count(item[SUBMIT_COUNT]) for item in items)
+            if value["accepted"] == count:
+                self.submitted += count
                 if self.progress is not None:
-                    self.progress.sent(len(items), None)
+                    self.progress.sent(count, None)
                 return
             if self.progress is not None:  # say which limit holds the map back
                 self.progress.sent(0, self._describe_limit(value.get("limit")))
@@ -194,10 +202,10 @@ class Invocation:
                     await self._room.wait()
                 bounded = self._bounded()
                 room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
-                items, frames, exhausted = await loop.run_in_executor(
-                    None, _pull, inputs, index, min(room, self.chunk)
+                items, frames, exhausted, pulled = await loop.run_in_executor(
+                    None, _pull, inputs, index, min(room, self.chunk), self.kind == "map"
                 )
-                index += len(items)
+                index += pulled
                 total = index if exhausted else None
                 if items or exhausted:
                     await self.submit(items, frames, total)
@@ -243,32 +251,50 @@ class Invocation:
 
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
-        batch = []
-        held = self._held
+        batch: list[Output | Values] = []
         ended = []
+        received = 0
         for item, (data, bufs) in zip(items, parts, strict=True):
-            out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
-            if self.progress is not None:
-                ended.append(_ended(out))
-            if not self.order_outputs:
-                batch.append(out)
-                self._delivered.add(out.index)
-            elif out.index == self._next and not held:  # the common case: already in order
-                batch.append(out)
-                self._next += 1
+            outs: list[Output] | list[Values]
+            if not item[OUT_COUNT]:
+                outs = [decode(item, data, bufs, self.function, self.timeout, self.code_files)]
+            elif self.progress is None and (run := load_values(item, data, bufs)) is not None:
+                outs = [run]  # the fast path: the run's values, as they are
             else:
-                held[out.index] = out
-                self._held_raw[out.index] = (item, data, bufs)  # given back if detached
-                while self._next in held:
-                    batch.append(held.pop(self._next))
-                    self._held_raw.pop(self._next, None)
-                    self._next += 1
+                outs = decode_run(item, data, bufs, self.function, self.timeout)
+            received += row_count(item[OUT_COUNT])
+            for out in outs:
+                if self.progress is not None:
+                    assert isinstance(out, Output)
+                    ended.append(_ended(out))
+                self._order(out, item, data, bufs, batch)
         if self.progress is not None:
             self.progress.finished(ended)
-        self.received += len(items)
+        self.received += received
         if batch:
             self.outputs.put_nowait(batch)
         self._maybe_end()
+
+    def _order(
+        self, out: Output | Values, item: list[Any], data: Any, bufs: list[Any], batch: list[Any]
+    ) -> None:
+        """Put ``out`` in ``batch`` now, or hold it until those before it came."""
+        held = self._held
+        if not self.order_outputs:
+            batch.append(out)
+            self._delivered.update(range(out.index, out.index + _count(out)))
+        elif out.index == self._next and not held:  # the common case: already in order
+            batch.append(out)
+            self._next += _count(out)
+        else:
+            held[out.index] = out
+            self._held_raw[out.index] = (item, data, bufs)  # given back if detached
+            while self._next in held:
+                first = self._next
+                ready = held.pop(first)
+                batch.append(ready)
+                self._held_raw.pop(first, None)
+                self._next += _count(ready)
 
     def _maybe_end(self) -> None:
         if self.total is not None and self.received >= self.total and not self.finished:
@@ -294,7 +320,9 @@ class Invocation:
             delivered = [[0, self._next]] if self._next else []
         else:
             delivered = ranges(self._delivered)
-        kept = [self._held_raw[i] for i in sorted(self._held_raw)]
+        kept = list(
+            {id(e): e for e in (self._held_raw[i] for i in sorted(self._held_raw))}.values()
+        )
         self._held.clear()
         self._held_raw.clear()
         message, frames = outputs_message(kept)
@@ -315,14 +343,14 @@ class Invocation:
             )
         )
 
-    async def next_batch(self) -> list[Output] | End:
+    async def next_batch(self) -> list[Output | Values] | End:
         batch = await self.outputs.get()
         if isinstance(batch, list):
-            self.consumed += len(batch)
+            self.consumed += sum(_count(out) for out in batch)
             self._room.set()
         return batch
 
-    async def next_batch_within(self, timeout: float) -> list[Output] | End | None:
+    async def next_batch_within(self, timeout: float) -> list[Output | Values] | End | None:
         """``next_batch``, or None when nothing arrives within ``timeout`` seconds, so that a
         consumer with a live view wakes to redraw it while slow inputs run. (An output that
         arrives as the wait times out stays queued: ``Queue.get`` loses nothing when
@@ -348,21 +376,44 @@ class Invocation:
 
 
 def _pull(
-    inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], start: int, n: int
-) -> tuple[list[list[int]], list[Any], bool]:
-    """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them."""
-    writer = PayloadWriter()
-    items: list[list[int]] = []
+    inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], start: int, n: int, runs: bool
+) -> tuple[list[list[int]], list[Any], bool, int]:
+    """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them: as
+    one run when ``runs`` and they are small, else one by one. Returns the submit-inputs
+    rows, their frames, whether the iterator is exhausted, and how many inputs it took."""
     deadline = time.perf_counter() + _PULL_BUDGET
     clock = time.perf_counter
-    index = start
-    for args, kwargs in itertools.islice(inputs, n):
-        offset, length, nbufs = add_input(writer, index, args, kwargs)
-        items.append([index, offset, length, nbufs])
-        index += 1
+    taken: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    exhausted = True
+    for pair in itertools.islice(inputs, n):
+        taken.append(pair)
         if clock() > deadline:
-            return items, writer.frames(), False
-    return items, writer.frames(), index - start < n
+            exhausted = False
+            break
+    exhausted = exhausted and len(taken) < n
+    writer = PayloadWriter()
+    if runs and len(taken) > 1:
+        try:
+            offset, length, nbufs = writer.add_run(taken)
+            if not nbufs and length <= _RUN_MAX_BYTES:
+                return (
+                    [[start, offset, length, 0, len(taken)]],
+                    writer.frames(),
+                    exhausted,
+                    len(taken),
+                )
+        except Exception:
+            pass  # pickled one by one below, to name the input that cannot be
+        writer = PayloadWriter()
+    items: list[list[int]] = []
+    for index, (args, kwargs) in enumerate(taken, start):
+        offset, length, nbufs = add_input(writer, index, args, kwargs)
+        items.append([index, offset, length, nbufs, 0])  # a submit-inputs row (SUBMIT_*)
+    return items, writer.frames(), exhausted, len(taken)
+
+
+def _count(out: Output | Values) -> int:
+    return len(out.values) if isinstance(out, Values) else 1
 
 
 def ranges(indices: set[int]) -> list[list[int]]:

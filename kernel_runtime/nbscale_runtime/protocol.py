@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -67,18 +67,28 @@ ERROR_KINDS = frozenset(
 # A ``*_WHERE`` slice is the row's (offset, length, nbufs) address in the payload, as
 # ``serialization.split_payload`` takes it.
 
-# submit-inputs: [index, offset, length, nbufs]
+# A row may stand for a *run* of inputs: ``count`` consecutive indices from ``index``, whose
+# pickle is one list of theirs (a map's small inputs and results, pickled and moved once
+# per run instead of once per input). ``count`` 0 is one input's own pickle.
+
+# submit-inputs: [index, offset, length, nbufs, count]
 SUBMIT_INDEX = 0
 SUBMIT_WHERE = slice(1, 4)
+SUBMIT_COUNT = 4
 
-# run-inputs: [call_id, index, attempt, offset, length, nbufs]
+# run-inputs: [call_id, index, attempt, offset, length, nbufs, count, skip]; a run's inputs
+# are the elements ``skip`` .. ``skip + count`` of the list pickled (a queued run split for
+# scheduling, a retry or a loss shares its pickle with the rest)
 RUN_CALL_ID = 0
 RUN_INDEX = 1
 RUN_ATTEMPT = 2
 RUN_WHERE = slice(3, 6)
+RUN_COUNT = 6
+RUN_SKIP = 7
 
 # outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout,
-#           stderr]
+#           stderr, count]; a run's row (``count`` > 0) is always "ok", printed nothing, and
+#           its duration is the whole run's
 OUT_CALL_ID = 0
 OUT_INDEX = 1
 OUT_ATTEMPT = 2
@@ -88,6 +98,13 @@ OUT_DURATION = 7  # seconds the attempt ran
 OUT_WORKER_ID = 8  # "" when no worker ran it (rejected by the control plane)
 OUT_STDOUT = 9  # what the attempt printed
 OUT_STDERR = 10  # what it wrote to stderr
+OUT_COUNT = 11
+
+
+def row_count(count: int) -> int:
+    """How many inputs a row's ``*_COUNT`` column stands for."""
+    return count or 1
+
 
 # progress ``running``: [worker_id, [index, ...]]; ``retrying``: [index, attempt, status]
 PROGRESS_WORKER_ID = 0
@@ -116,8 +133,10 @@ def output_row(
     worker_id: str = "",
     stdout: str = "",
     stderr: str = "",
+    count: int = 0,
 ) -> list[Any]:
-    """An ``outputs`` row; ``where`` is its (offset, length, nbufs) in the payload."""
+    """An ``outputs`` row; ``where`` is its (offset, length, nbufs) in the payload; ``count``
+    > 0: the row of a run of that many inputs, their results pickled as one list."""
     offset, length, nbufs = where
     return [
         call_id,
@@ -131,6 +150,7 @@ def output_row(
         worker_id,
         stdout,
         stderr,
+        count,
     ]
 
 
@@ -431,7 +451,8 @@ class LendSlot(Message):
 @op("slot-lent")
 class SlotLent(Message):
     """The answer to ``lend-slot``, after every ``run-inputs`` sent before it: the
-    [call_id, index] of the inputs taken back, which the worker drops."""
+    [call_id, index, count] of the inputs taken back (runs of ``count``), which the worker
+    drops."""
 
     taken: list[list[Any]]
 

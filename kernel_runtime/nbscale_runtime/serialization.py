@@ -64,6 +64,30 @@ class PayloadWriter:
             self._pickler.clear_memo()
         return start, self._blob.tell() - start, len(self._buffers) - nbufs
 
+    def add_run(self, objs: Sequence[Any]) -> tuple[int, int, int]:
+        """Pickle ``objs`` one after the other, each on its own (nothing shared between
+        them, as when added one by one), addressed as one: a *run*, read back by
+        :func:`load_run`. Raises what pickling raises."""
+        start = self._blob.tell()
+        nbufs = len(self._buffers)
+        if self._pickler is None:
+            self._pickler = cloudpickle.CloudPickler(
+                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
+            )
+        pickler = self._pickler
+        dump, clear = pickle.Pickler.dump, pickler.clear_memo  # the C loop, not cloudpickle's
+        try:
+            for obj in objs:
+                dump(pickler, obj)
+                clear()
+        except BaseException:
+            clear()
+            self._blob.seek(start)
+            self._blob.truncate()
+            del self._buffers[nbufs:]
+            raise
+        return start, self._blob.tell() - start, len(self._buffers) - nbufs
+
     def add_raw(
         self, data: bytes | memoryview, buffers: Sequence[Any] = ()
     ) -> tuple[int, int, int]:
@@ -122,6 +146,15 @@ def load(data: Any, buffers: Sequence[Any] = ()) -> Any:
     if not buffers:
         return pickle.loads(data)
     return pickle.loads(data, buffers=[_view(b) for b in buffers])
+
+
+def load_run(data: Any, buffers: Sequence[Any], skip: int, count: int) -> list[Any]:
+    """Objects ``skip`` .. ``skip + count`` of a run (see ``PayloadWriter.add_run``)."""
+    unpickler = pickle.Unpickler(io.BytesIO(data), buffers=[_view(b) for b in buffers])
+    load = unpickler.load
+    for _ in range(skip):
+        load()
+    return [load() for _ in range(count)]
 
 
 def dumps(obj: Any) -> bytes:

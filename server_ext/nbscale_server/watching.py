@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import OUT_INDEX, OUT_WHERE, STREAM_CALL_ID
+from nbscale_runtime.protocol import OUT_COUNT, OUT_INDEX, OUT_WHERE, STREAM_CALL_ID, row_count
 from nbscale_runtime.serialization import split_payload
 
 from .delivery import Delivery
@@ -50,7 +50,9 @@ class Watching:
         call.delivered = [(start, end) for start, end in msg.delivered]
         parts = split_payload(payload, [i[OUT_WHERE] for i in msg.items])
         for item, (data, bufs) in zip(msg.items, parts, strict=True):
-            call.stored[item[OUT_INDEX]] = (item, data, bufs)
+            first = item[OUT_INDEX]
+            for index in range(first, first + row_count(item[OUT_COUNT])):  # a run's, each
+                call.stored[index] = (item, data, bufs)
         self.delivery.answer_waiters(call)
         self.delivery.maybe_finish(call)
 
