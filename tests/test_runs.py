@@ -26,9 +26,7 @@ def appends(items: list[int]) -> int:
     return len(items)
 
 
-@app.function(
-    max_containers=1, retries=nbscale.Retries(1, initial_delay=0.0), scaledown_window=5
-)
+@app.function(max_containers=1, retries=nbscale.Retries(1, initial_delay=0.0), scaledown_window=5)
 def fails_once_at(path: str, x: int) -> int:
     if x == 150 and not os.path.exists(path):
         open(path, "w").close()
