@@ -47,7 +47,8 @@ from .exceptions import CallCancelledError, CallDetachedError
 if TYPE_CHECKING:
     from ._client import Client
 
-_CHUNK = 256  # inputs per submission at most
+_CHUNK = 256  # inputs of a call's first submission at most
+_MAX_CHUNK = 4096  # inputs of a map's later submissions at most
 # A map's chunk travels as one run (``PayloadWriter.add_run``: one row, moved whole, split only
 # where its inputs part ways) when it pickles to no more than this: the control plane may
 # send a piece of a run with the run's bytes, so big inputs go one by one.
@@ -106,9 +107,11 @@ class Invocation:
         # A chunk is admitted whole or not at all: never make one bigger than a limit could
         # ever admit, or a throttled map would wait for room that cannot come.
         limits = self.limits
-        self.chunk = max(
-            1, min(_CHUNK, self.window, limits.max_pending_inputs, limits.max_total_inputs)
-        )
+        most = min(self.window, limits.max_pending_inputs, limits.max_total_inputs)
+        self.chunk = max(1, min(_CHUNK, most))
+        # A map's chunks grow while they go whole, up to half its window (two in flight):
+        # fewer, bigger runs, while the first results still come after one small chunk.
+        self.max_chunk = max(self.chunk, min(_MAX_CHUNK, most // 2))
         self.outputs: asyncio.Queue[list[Output | Values] | End] = asyncio.Queue()
         self.submitted = 0
         self.consumed = 0
@@ -118,6 +121,7 @@ class Invocation:
         self._next = 0
         self._held: dict[int, Output | Values] = {}  # by (first) index
         self._feeder: asyncio.Task[None] | None = None
+        self._end: End | None = None  # taken from ``outputs`` with a batch, returned next
         self.feed_error: BaseException | None = None
         self.finished = False
         self._held_raw: dict[int, tuple[list[Any], Any, list[Any]]] = {}  # as received
@@ -174,6 +178,8 @@ class Invocation:
             count = sum(row_count(item[SUBMIT_COUNT]) for item in items)
             if value["accepted"] == count:
                 self.submitted += count
+                if self.kind == "map" and count == self.chunk:
+                    self.chunk = min(self.max_chunk, 2 * self.chunk)
                 if self.progress is not None:
                     self.progress.sent(count, None)
                 return
@@ -344,8 +350,18 @@ class Invocation:
         )
 
     async def next_batch(self) -> list[Output | Values] | End:
+        """The outputs that came since the last call (one hop to the consumer for all of
+        them), or the end."""
+        if self._end is not None:
+            return self._end
         batch = await self.outputs.get()
         if isinstance(batch, list):
+            while not self.outputs.empty():
+                more = self.outputs.get_nowait()
+                if isinstance(more, End):
+                    self._end = more
+                    break
+                batch += more
             self.consumed += sum(_count(out) for out in batch)
             self._room.set()
         return batch
@@ -355,7 +371,7 @@ class Invocation:
         consumer with a live view wakes to redraw it while slow inputs run. (An output that
         arrives as the wait times out stays queued: ``Queue.get`` loses nothing when
         cancelled.)"""
-        if not self.outputs.empty():
+        if self._end is not None or not self.outputs.empty():
             return await self.next_batch()
         try:
             return await asyncio.wait_for(self.next_batch(), timeout)
@@ -392,24 +408,40 @@ def _pull(
             break
     exhausted = exhausted and len(taken) < n
     writer = PayloadWriter()
+    items: list[list[int]] = []
     if runs and len(taken) > 1:
         try:
-            offset, length, nbufs = writer.add_run(taken)
-            if not nbufs and length <= _RUN_MAX_BYTES:
-                return (
-                    [[start, offset, length, 0, len(taken)]],
-                    writer.frames(),
-                    exhausted,
-                    len(taken),
-                )
+            _add_runs(writer, items, taken, start)
+            return items, writer.frames(), exhausted, len(taken)
         except Exception:
             pass  # pickled one by one below, to name the input that cannot be
-        writer = PayloadWriter()
-    items: list[list[int]] = []
+        writer, items = PayloadWriter(), []
     for index, (args, kwargs) in enumerate(taken, start):
         offset, length, nbufs = add_input(writer, index, args, kwargs)
         items.append([index, offset, length, nbufs, 0])  # a submit-inputs row (SUBMIT_*)
     return items, writer.frames(), exhausted, len(taken)
+
+
+def _add_runs(
+    writer: PayloadWriter,
+    items: list[list[int]],
+    inputs: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    start: int,
+) -> None:
+    """Pickle ``inputs`` as runs of at most ``_RUN_MAX_BYTES`` (halving those that are
+    bigger), each a submit-inputs row; an input too big alone goes as one input."""
+    offset, length, nbufs = writer.add_run(inputs)
+    if length <= _RUN_MAX_BYTES and not nbufs:
+        items.append([start, offset, length, 0, len(inputs)])
+        return
+    writer.drop_last(offset, nbufs)
+    if len(inputs) == 1:
+        args, kwargs = inputs[0]
+        items.append([start, *add_input(writer, start, args, kwargs), 0])
+        return
+    half = len(inputs) // 2
+    _add_runs(writer, items, inputs[:half], start)
+    _add_runs(writer, items, inputs[half:], start + half)
 
 
 def _count(out: Output | Values) -> int:

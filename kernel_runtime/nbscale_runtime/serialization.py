@@ -88,6 +88,12 @@ class PayloadWriter:
             raise
         return start, self._blob.tell() - start, len(self._buffers) - nbufs
 
+    def drop_last(self, offset: int, nbufs: int) -> None:
+        """Forget the last object added (at ``offset``, with ``nbufs`` buffers)."""
+        self._blob.seek(offset)
+        self._blob.truncate()
+        del self._buffers[len(self._buffers) - nbufs :]
+
     def add_raw(
         self, data: bytes | memoryview, buffers: Sequence[Any] = ()
     ) -> tuple[int, int, int]:
