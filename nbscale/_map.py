@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +32,13 @@ from nbscale_runtime.protocol import (
     SUBMIT_COUNT,
     row_count,
 )
-from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_runtime.serialization import split_payload
 from nbscale_server.delivery import outputs_message
 from nbscale_server.limits import Limits, describe
 
 from . import _nested
+from ._chunks import pull
 from ._outcomes import Output, Values, decode, decode_run, load_values
-from ._pickling import add_input
 from ._progress import CallProgress
 from ._tracebacks import format_text
 from .exceptions import CallCancelledError, CallDetachedError
@@ -49,11 +48,6 @@ if TYPE_CHECKING:
 
 _CHUNK = 256  # inputs of a call's first submission at most
 _MAX_CHUNK = 4096  # inputs of a map's later submissions at most
-# A map's chunk travels as one run (``PayloadWriter.add_run``: one row, moved whole, split only
-# where its inputs part ways) when it pickles to no more than this: the control plane may
-# send a piece of a run with the run's bytes, so big inputs go one by one.
-_RUN_MAX_BYTES = 64 * 1024
-_PULL_BUDGET = 0.005  # seconds of iterator pulling per chunk, so slow iterators still stream
 _THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 
 
@@ -209,7 +203,7 @@ class Invocation:
                 bounded = self._bounded()
                 room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
                 items, frames, exhausted, pulled = await loop.run_in_executor(
-                    None, _pull, inputs, index, min(room, self.chunk), self.kind == "map"
+                    None, pull, inputs, index, min(room, self.chunk), self.kind == "map"
                 )
                 index += pulled
                 total = index if exhausted else None
@@ -389,59 +383,6 @@ class Invocation:
             self.finished = True
             if self.submitted:  # else the control plane has never heard of the call
                 await self.client.request(protocol.CancelCall(0, self.call_id))
-
-
-def _pull(
-    inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], start: int, n: int, runs: bool
-) -> tuple[list[list[int]], list[Any], bool, int]:
-    """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them: as
-    one run when ``runs`` and they are small, else one by one. Returns the submit-inputs
-    rows, their frames, whether the iterator is exhausted, and how many inputs it took."""
-    deadline = time.perf_counter() + _PULL_BUDGET
-    clock = time.perf_counter
-    taken: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    exhausted = True
-    for pair in itertools.islice(inputs, n):
-        taken.append(pair)
-        if clock() > deadline:
-            exhausted = False
-            break
-    exhausted = exhausted and len(taken) < n
-    writer = PayloadWriter()
-    items: list[list[int]] = []
-    if runs and len(taken) > 1:
-        try:
-            _add_runs(writer, items, taken, start)
-            return items, writer.frames(), exhausted, len(taken)
-        except Exception:
-            pass  # pickled one by one below, to name the input that cannot be
-        writer, items = PayloadWriter(), []
-    for index, (args, kwargs) in enumerate(taken, start):
-        offset, length, nbufs = add_input(writer, index, args, kwargs)
-        items.append([index, offset, length, nbufs, 0])  # a submit-inputs row (SUBMIT_*)
-    return items, writer.frames(), exhausted, len(taken)
-
-
-def _add_runs(
-    writer: PayloadWriter,
-    items: list[list[int]],
-    inputs: list[tuple[tuple[Any, ...], dict[str, Any]]],
-    start: int,
-) -> None:
-    """Pickle ``inputs`` as runs of at most ``_RUN_MAX_BYTES`` (halving those that are
-    bigger), each a submit-inputs row; an input too big alone goes as one input."""
-    offset, length, nbufs = writer.add_run(inputs)
-    if length <= _RUN_MAX_BYTES and not nbufs:
-        items.append([start, offset, length, 0, len(inputs)])
-        return
-    writer.drop_last(offset, nbufs)
-    if len(inputs) == 1:
-        args, kwargs = inputs[0]
-        items.append([start, *add_input(writer, start, args, kwargs), 0])
-        return
-    half = len(inputs) // 2
-    _add_runs(writer, items, inputs[:half], start)
-    _add_runs(writer, items, inputs[half:], start + half)
 
 
 def _count(out: Output | Values) -> int:
