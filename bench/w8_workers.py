@@ -120,17 +120,25 @@ class SimWorker:
             begun = time.perf_counter()
             if count:
                 pairs = load_run(data, buffers, item[RUN_SKIP], count)
-                where = writer.add_run([self.fn(*args, **kwargs) for args, kwargs in pairs])
+                where, sizes = writer.add_run([self.fn(*args, **kwargs) for args, kwargs in pairs])
             else:
                 args, kwargs = load(data, buffers)
-                where = writer.add(self.fn(*args, **kwargs))
+                where, sizes = writer.add(self.fn(*args, **kwargs)), []
             seconds = time.perf_counter() - begun
             each = seconds / (count or 1)
             avg = self.avg_seconds
             self.avg_seconds = each if avg is None else 0.8 * avg + 0.2 * each
             rows.append(
                 protocol.output_row(
-                    call_id, index, attempt, STATUS_OK, where, seconds, wid, count=count
+                    call_id,
+                    index,
+                    attempt,
+                    STATUS_OK,
+                    where,
+                    seconds,
+                    wid,
+                    count=count,
+                    sizes=sizes,
                 )
             )
             ran += count or 1

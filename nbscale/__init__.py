@@ -22,15 +22,17 @@ from ._client import shutdown, status
 from ._cls import Cls, Obj, enter, exit, method, parameter
 from ._config import config
 from ._context import current_function_call_id, current_input_id
+from ._dict import Dict
 from ._entrypoint import LocalEntrypoint
 from ._function import Function, FunctionCall, FunctionStats
 from ._image import Image
 from ._ipython import load_ipython_extension, unload_ipython_extension
 from ._labextension import _jupyter_labextension_paths as _jupyter_labextension_paths
 from ._modal_name import answer_to_modal
-from ._not_yet import Dict, Queue, Secret, Volume
 from ._owner import is_local
+from ._queue import Queue
 from ._retries import Retries
+from ._secret import Secret
 from ._unsupported import (
     CloudBucketMount,
     Cron,
@@ -49,6 +51,7 @@ from ._unsupported import (
     wsgi_app,
 )
 from ._views import monitor
+from ._volume import Volume
 from .exception import Error
 from .exceptions import (
     CallCancelledError,

@@ -2,29 +2,34 @@
 pools' settings and the entrypoint that starts the work.
 
 An app holds defaults that each of its functions inherits unless the function says
-otherwise (``image``, ``include_source``). Modal's keywords that nbscale cannot honour (yet:
-``secrets=`` and ``volumes=`` are to come) are refused with the reason (``_unsupported.py``).
+otherwise (``image``, ``include_source``), and ``secrets``/``volumes`` that its functions
+add to their own (a function's secret overrides the app's keys, its volume the app's at the
+same path), as on Modal. Modal's keywords that nbscale cannot honour are refused with the
+reason (``_unsupported.py``).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any, NoReturn
 
 from nbscale_runtime.batching import ATTRIBUTE as BATCHED
 from nbscale_server.options import DEFAULT_TIMEOUT
 
+from ._aio import aio_method
 from ._app_run import AppRun
 from ._cls import Cls, make_cls
 from ._entrypoint import LocalEntrypoint
 from ._function import Function
 from ._image import Image
-from ._not_yet import refuse_deploy
 from ._options import check_image, function_options
 from ._pickling import send_source
 from ._retries import Retries
+from ._secret import Secret, check_secrets
 from ._unsupported import check_keywords, not_supported
+from ._volume import Volume, check_volumes
 from .exceptions import InvalidError
 
 
@@ -33,8 +38,8 @@ class App:
 
     ``image`` is the default worker image of its functions; ``include_source`` (default
     None, meaning True) sends the module that defines a function along with it, so that
-    workers need not have it. ``tags`` are kept. ``secrets`` and ``volumes`` are not
-    supported yet: empty ones are accepted, others refused."""
+    workers need not have it; ``secrets`` (``nbscale.Secret``) and ``volumes`` (``{path:
+    nbscale.Volume}``) are given to every function's workers. ``tags`` are kept."""
 
     def __init__(
         self,
@@ -42,6 +47,8 @@ class App:
         *,
         image: Image | None = None,
         include_source: bool | None = None,
+        secrets: Sequence[Secret] | None = None,
+        volumes: Mapping[str | PurePosixPath, Volume] | None = None,
         tags: Mapping[str, str] | None = None,
         **modal_only: Any,
     ) -> None:
@@ -53,9 +60,13 @@ class App:
         self.name = name or "default"
         self.image = check_image(image)
         self.include_source = include_source is not False  # None (Modal's default): True
+        self.secrets = check_secrets(secrets, "nbscale.App")
+        check_volumes(volumes, "nbscale.App")
+        self.volumes = {str(path): v for path, v in (volumes or {}).items()}
         self.tags = dict(tags or {})
         self.registered_functions: dict[str, Function] = {}
         self.registered_classes: dict[str, Cls] = {}
+        self.deployed: dict[str, Any] | None = None  # what app.deploy() registered
         self.registered_entrypoints: dict[str, LocalEntrypoint] = {}
         self.running: AppRun | None = None  # set while ``with app.run():`` is open
         self.included: list[App] = []  # app.include(other)
@@ -83,6 +94,9 @@ class App:
         restrict_modal_access: bool = False,
         name: str | None = None,
         slurm: dict[str, Any] | None = None,
+        secrets: Sequence[Secret] | None = None,
+        volumes: Mapping[str | PurePosixPath, Volume] | None = None,
+        env: Mapping[str, str | None] | None = None,
         **modal_only: Any,
     ) -> Any:
         """Decorator: run this function on an autoscaled pool of workers.
@@ -96,6 +110,9 @@ class App:
         what the function uses). Resources and image apply to Docker workers; resources and
         ``slurm`` (a dict of ``partition``, ``account``, ``qos``, ``time``, ``sbatch_args``,
         ``drain_seconds``, over the control plane's ``slurm_*`` settings) to Slurm workers.
+        ``secrets`` (``nbscale.Secret``) and ``env`` (a dict) set variables in the workers'
+        environment when they start; ``volumes`` (``{path: nbscale.Volume}``) mounts named
+        volumes in them; both add to the app's.
 
         ``serialized=True`` sends the function by value, as nbscale does for functions of
         notebooks, scripts and (``include_source``) your own modules; ``nonpreemptible``
@@ -113,7 +130,9 @@ class App:
             "memory": memory,
             "gpu": gpu,
             "slurm": slurm,
+            "volumes": self._volumes(volumes, "@app.function"),
         }
+        all_secrets = self._secrets(secrets, env, "@app.function")
         check_image(image)
         for flag, value in (
             ("serialized", serialized),
@@ -144,11 +163,23 @@ class App:
             options = function_options(raw, {**settings, **concurrency, **batching})
             if by_value:
                 send_source(raw)
-            fn = Function(raw, fn_name, options, image or self.image, app=self)
+            fn = Function(raw, fn_name, options, image or self.image, self, all_secrets)
             self.registered_functions[fn_name] = fn
             return fn
 
         return wrap(_fn) if _fn is not None else wrap
+
+    def _secrets(
+        self, secrets: object, env: Mapping[str, str | None] | None, where: str
+    ) -> tuple[Secret, ...]:
+        """The app's secrets, then the function's, then its ``env`` (the later win)."""
+        extra = (Secret.from_dict(env),) if env else ()
+        return (*self.secrets, *check_secrets(secrets, where), *extra)
+
+    def _volumes(self, volumes: object, where: str) -> dict[str, Volume]:
+        """The app's volumes with the function's (the function's at a path the app has)."""
+        check_volumes(volumes, where)
+        return {**self.volumes, **{str(path): v for path, v in (volumes or {}).items()}}  # type: ignore[attr-defined]
 
     def local_entrypoint(
         self, _fn: Callable[..., Any] | None = None, *, name: str | None = None
@@ -215,8 +246,13 @@ class App:
 
     @classmethod
     def lookup(cls, *args: Any, **kwargs: Any) -> NoReturn:
-        """Not supported yet: ``App.lookup`` (a deployed app) raises ``InvalidError``."""
-        refuse_deploy("App.lookup")
+        """Not supported: ``App.lookup`` (an app for Modal's Sandboxes) raises
+        ``InvalidError``; deployed functions are found with ``Function.from_name``."""
+        raise not_supported(
+            "modal.App.lookup",
+            "it makes an app for Sandboxes, which nbscale does not run; deployed functions and "
+            "classes are found with Function.from_name and Cls.from_name",
+        )
 
     def cls(
         self,
@@ -234,6 +270,9 @@ class App:
         gpu: str | list[str] | None = None,
         image: Image | None = None,
         include_source: bool | None = None,
+        secrets: Sequence[Secret] | None = None,
+        volumes: Mapping[str | PurePosixPath, Volume] | None = None,
+        env: Mapping[str, str | None] | None = None,
         **modal_only: Any,
     ) -> Any:
         """Decorator: serve this class on autoscaled pools, one per set of its
@@ -252,13 +291,15 @@ class App:
             "cpu": cpu,
             "memory": memory,
             "gpu": gpu,
+            "volumes": self._volumes(volumes, "@app.cls"),
         }
+        all_secrets = self._secrets(secrets, env, "@app.cls")
         check_image(image)
 
         by_value = self.include_source if include_source is None else bool(include_source)
 
         def wrap(user_cls: type) -> Cls:
-            made = make_cls(user_cls, settings, image or self.image, startup_timeout)
+            made = make_cls(user_cls, settings, image or self.image, startup_timeout, all_secrets)
             if by_value:
                 send_source(user_cls)
             self.registered_classes[made.name] = made
@@ -266,9 +307,21 @@ class App:
 
         return wrap(_cls) if _cls is not None else wrap
 
-    def deploy(self, *args: Any, **kwargs: Any) -> NoReturn:
-        """Not supported yet: ``app.deploy()`` raises ``InvalidError``."""
-        refuse_deploy("app.deploy()")
+    @aio_method
+    async def deploy(
+        self, *, name: str | None = None, environment_name: str | None = None, tag: str = ""
+    ) -> App:
+        """Register this app's functions and classes with the Jupyter server's control
+        plane, under the app's name (or ``name``), replacing an earlier deployment: any
+        kernel or script then calls them with ``Function.from_name(app, function)`` or
+        ``Cls.from_name(app, class)``. Refused without a Jupyter server: nothing deployed
+        would outlive this process."""
+        from ._deploy import deploy
+
+        if name is not None:
+            self.name = name
+        self.deployed = await deploy(self)
+        return self
 
 
 def batched(*, max_batch_size: int, wait_ms: int) -> Callable[[Any], Any]:

@@ -24,7 +24,7 @@ Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
 def pull(
     inputs: Inputs, start: int, n: int, runs: bool
-) -> tuple[list[list[int]], list[Any], bool, int]:
+) -> tuple[list[list[Any]], list[Any], bool, int]:
     """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them: as
     one run when ``runs`` and they are small, else one by one. Returns the submit-inputs
     rows, their frames, whether the iterator is exhausted, and how many inputs it took."""
@@ -39,7 +39,7 @@ def pull(
             break
     exhausted = exhausted and len(taken) < n
     writer = PayloadWriter()
-    items: list[list[int]] = []
+    items: list[list[Any]] = []
     if runs and len(taken) > 1:
         try:
             _add_runs(writer, items, taken, start)
@@ -49,26 +49,26 @@ def pull(
         writer, items = PayloadWriter(), []
     for index, (args, kwargs) in enumerate(taken, start):
         offset, length, nbufs = add_input(writer, index, args, kwargs)
-        items.append([index, offset, length, nbufs, 0])  # a submit-inputs row (SUBMIT_*)
+        items.append([index, offset, length, nbufs, 0, []])  # a submit-inputs row (SUBMIT_*)
     return items, writer.frames(), exhausted, len(taken)
 
 
 def _add_runs(
     writer: PayloadWriter,
-    items: list[list[int]],
+    items: list[list[Any]],
     inputs: list[tuple[tuple[Any, ...], dict[str, Any]]],
     start: int,
 ) -> None:
     """Pickle ``inputs`` as runs of at most ``_RUN_MAX_BYTES`` (halving those that are
     bigger), each a submit-inputs row; an input too big alone goes as one input."""
-    offset, length, nbufs = writer.add_run(inputs)
+    (offset, length, nbufs), sizes = writer.add_run(inputs)
     if length <= _RUN_MAX_BYTES and not nbufs:
-        items.append([start, offset, length, 0, len(inputs)])
+        items.append([start, offset, length, 0, len(inputs), sizes])
         return
     writer.drop_last(offset, nbufs)
     if len(inputs) == 1:
         args, kwargs = inputs[0]
-        items.append([start, *add_input(writer, start, args, kwargs), 0])
+        items.append([start, *add_input(writer, start, args, kwargs), 0, []])
         return
     half = len(inputs) // 2
     _add_runs(writer, items, inputs[:half], start)

@@ -1,5 +1,5 @@
-"""The ``nbscale`` command: ``run``, ``demo``, ``doctor``, ``status``, ``images``, ``config``
-and ``k8s``.
+"""The ``nbscale`` command: ``run``, ``deploy``, ``apps``, ``demo``, ``doctor``, ``status``,
+``images``, ``config``, ``k8s``, ``secret`` and ``volume``.
 
 An nbscale error ends a command with one line on stderr that says what went wrong and what
 to do, never a traceback (``--debug`` adds it). The exit codes are ``EXIT_CODES``.
@@ -15,7 +15,16 @@ from typing import Any
 
 import nbscale
 
-from . import _cli_config, _cli_demo, _cli_doctor, _cli_images, _cli_k8s, _cli_run
+from . import (
+    _cli_config,
+    _cli_demo,
+    _cli_deploy,
+    _cli_doctor,
+    _cli_images,
+    _cli_k8s,
+    _cli_run,
+    _cli_store,
+)
 from ._script import ScriptError
 from .exceptions import NbscaleError
 
@@ -59,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _cli_run.add_parser(sub)
+    _cli_deploy.add_parser(sub)
     _cli_demo.add_parser(sub)
     _cli_doctor.add_parser(sub)
     sub.add_parser(
@@ -67,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     _cli_images.add_parser(sub)
     _cli_config.add_parser(sub)
     _cli_k8s.add_parser(sub)
+    _cli_store.add_parsers(sub)
     return top
 
 

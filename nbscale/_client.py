@@ -117,17 +117,25 @@ class Client:
     async def request(
         self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()
     ) -> tuple[Any, list[Any]]:
+        return await self.send_request(msg, payload)
+
+    def send_request(
+        self, msg: protocol.Message, payload: list[Any] | tuple[Any, ...] = ()
+    ) -> asyncio.Future[tuple[Any, list[Any]]]:
+        """Send a request now; its reply (value, payload frames) comes in the future."""
         if self.lost is not None:
             raise self.lost
         rid = next(self._rids)
         msg = _with_rid(msg, rid)
         future: asyncio.Future[tuple[Any, list[Any]]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
+        future.add_done_callback(lambda _: self._pending.pop(rid, None))  # or cancelled
         try:
             self._send(msg, list(payload))
-            return await future
-        finally:
+        except BaseException:
             self._pending.pop(rid, None)
+            raise
+        return future
 
     def _on_message(self, frames: list[Any]) -> None:
         try:
@@ -275,6 +283,7 @@ async def _connect(previous: Client | None = None) -> Client:
     known_url = previous.server.url if previous and previous.server else None
     server = find_server(os.environ.get("NBSCALE_CONNECTION_FILE"), known_url)
     ctx: zmq.Context[Any] = zmq.Context()
+    failure = os.environ.get("NBSCALE_CONNECTION_ERROR")
     worker = _nested.host()
     if worker is not None:  # code on a worker: its worker's control plane, over its link
         opener = functools.partial(_nested.open_channel, worker)
@@ -282,6 +291,12 @@ async def _connect(previous: Client | None = None) -> Client:
         _nested.lend_while_blocked(worker)
     elif server is not None:
         client = Client(ctx, server.info["client_endpoint"], server=server)
+    elif failure:  # the Jupyter server meant to host it and could not: say so, loudly
+        ctx.term()
+        raise ControlPlaneError(
+            f"{failure}. Fix that and restart the server, or unset NBSCALE_CONNECTION_ERROR "
+            "to run a control plane in this process"
+        )
     else:
         from nbscale_server.control_plane import ControlPlane
         from nbscale_server.launchers import LaunchFailed
@@ -291,6 +306,9 @@ async def _connect(previous: Client | None = None) -> Client:
         except LaunchFailed as exc:  # e.g. NBSCALE_LAUNCHER=docker and no engine answers
             ctx.term()
             raise LaunchError(str(exc)) from None
+        except BaseException:  # a bad setting, a full disk: no context left behind
+            ctx.term()
+            raise
         await cp.start()
         client = Client(ctx, cp.client_endpoint, control_plane=cp)
         atexit.register(_shutdown_at_exit)
@@ -364,10 +382,12 @@ def _shutdown_at_exit() -> None:
     client = _client
     if client is None or _client_pid != os.getpid():
         return
+    cp = client.control_plane
+    # an embedded control plane stops its workers within their grace (a class's @exit's)
+    grace = 5.0 if cp is None else cp.config.stop_grace + cp.config.exit_grace
     try:
-        get_loop().submit(_shutdown()).result(timeout=10)
+        get_loop().submit(_shutdown()).result(timeout=grace + 5)
     except Exception:
-        cp = client.control_plane
         if cp is not None:
             with contextlib.suppress(Exception):
                 cp.stop_workers_now()

@@ -22,9 +22,9 @@ from nbscale_server.options import FunctionOptions
 
 from ._function import Function
 from ._image import Image
-from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._pickling import pickle_function
+from ._secret import Secret, secrets_setting
 from .exceptions import InvalidError
 
 _ENTER = "__nbscale_enter__"
@@ -82,7 +82,15 @@ class Cls:
     """A class declared with ``@app.cls(...)``; call it with its parameters to get an
     object whose methods run remotely."""
 
-    from_name = classmethod(refuse_from_name)  # deployed apps are to come
+    @classmethod
+    def from_name(
+        cls, app_name: str, name: str, *, environment_name: str | None = None, client: Any = None
+    ) -> Cls:
+        """The class ``name`` of the deployed app ``app_name``: ``Model(p=1).method.remote()``
+        runs on the deployed app's pools. ``NotFoundError`` when it is not deployed."""
+        from ._deploy import cls_from_name
+
+        return cls_from_name(app_name, name)
 
     def __init__(
         self,
@@ -90,11 +98,13 @@ class Cls:
         options: FunctionOptions,
         image: Image | None,
         startup_timeout: float | None,
+        secrets: tuple[Secret, ...] = (),
     ) -> None:
         self.user_cls = user_cls
         self.name = user_cls.__qualname__
         self.options = options
         self.image = image
+        self.secrets = secrets
         self.startup_timeout = startup_timeout or options.timeout
         self.parameters = _parameters(user_cls)
         self.methods = _members(user_cls, _METHOD) + [
@@ -132,8 +142,9 @@ class Cls:
         """A variant of this class with other settings, and pools of its own."""
         image = check_image(settings.pop("image", self.image))
         startup_timeout = settings.pop("startup_timeout", self.startup_timeout)
+        secrets = secrets_setting(settings, self.secrets, f"{self.name}.with_options")
         options = function_options(None, settings, self.options, variant=True)
-        return Cls(self.user_cls, _async(options, self.user_cls), image, startup_timeout)
+        return Cls(self.user_cls, _async(options, self.user_cls), image, startup_timeout, secrets)
 
     def _check(self, params: dict[str, Any]) -> dict[str, Any]:
         unknown = set(params) - set(self.parameters)
@@ -219,7 +230,7 @@ class Method(Function):
     def __init__(self, obj: Obj, name: str) -> None:
         cls = obj._cls
         raw = getattr(cls.user_cls, name)
-        super().__init__(raw, f"{cls.name}.{name}", cls.options, cls.image)
+        super().__init__(raw, f"{cls.name}.{name}", cls.options, cls.image, None, cls.secrets)
         self.pool_label = obj.label
         self._prefix = (name,)
         self._obj = obj
@@ -263,10 +274,12 @@ def _parameters(cls: type) -> dict[str, tuple[type, Any]]:
 
 
 def _async(options: FunctionOptions, user_cls: type) -> FunctionOptions:
-    """Workers run inputs on an asyncio loop when every remote method is async."""
+    """Workers run inputs on an asyncio loop when every remote method is async; a class
+    with ``@exit`` hooks gets ``exit_grace`` to run them when its workers stop."""
     methods = [getattr(user_cls, n) for n in _members(user_cls, _METHOD)]
     is_async = bool(methods) and all(inspect.iscoroutinefunction(m) for m in methods)
-    return dataclasses.replace(options, is_async=is_async)
+    has_exit = bool(_members(user_cls, _EXIT))
+    return dataclasses.replace(options, is_async=is_async, has_exit=has_exit)
 
 
 def make_cls(
@@ -274,6 +287,7 @@ def make_cls(
     settings: dict[str, Any],
     image: Image | None,
     startup_timeout: float | None,
+    secrets: tuple[Secret, ...] = (),
 ) -> Cls:
     """What ``@app.cls(...)`` makes of ``user_cls``."""
     if not inspect.isclass(user_cls):
@@ -306,4 +320,4 @@ def make_cls(
         raise InvalidError(
             f"startup_timeout must be a number of seconds > 0, got {startup_timeout!r}"
         )
-    return Cls(user_cls, _async(options, user_cls), image, startup_timeout)
+    return Cls(user_cls, _async(options, user_cls), image, startup_timeout, secrets)

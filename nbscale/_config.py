@@ -10,7 +10,9 @@ the same keys, lower case). A bad value is an ``InvalidError`` naming the key an
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from typing import Any
 
 from nbscale_server import settings as _table
@@ -87,6 +89,24 @@ def resolve(key: str) -> tuple[Any, str]:
 
 def get(key: str) -> Any:
     return resolve(key)[0]
+
+
+_DEBUG_FRESH_S = 1.0  # how long a read of ``debug`` from the environment or file is reused
+_debug_read = (-math.inf, False)  # when, and what
+
+
+def debug() -> bool:
+    """The ``debug`` setting, which every call reads (for its frames' ``__tracebackhide__``):
+    ``nbscale.config(debug=...)`` at once, the environment and the config file as they
+    were within the last second (a stat of the file per call cost a spawn a third of its
+    time)."""
+    global _debug_read
+    if "debug" in _runtime:
+        return bool(_runtime["debug"])
+    now = time.monotonic()
+    if now - _debug_read[0] > _DEBUG_FRESH_S:
+        _debug_read = (now, bool(get("debug")))
+    return _debug_read[1]
 
 
 def config(**settings: Any) -> dict[str, Any]:

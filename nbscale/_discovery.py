@@ -23,6 +23,8 @@ from .exceptions import ConnectionLostError
 
 log = logging.getLogger("nbscale")
 
+_urls: dict[str, str] = {}  # connection file -> its Jupyter server's URL, as last read
+
 
 @dataclass(frozen=True)
 class ServerFile:
@@ -72,9 +74,11 @@ def find_server(path: str | None, known_url: str | None = None) -> ServerFile | 
     if not path:
         return None
     named = _read(path)
+    if named is not None and named.url:
+        _urls[path] = named.url  # the next server start removes a crashed one's file
     if named is not None and _alive(named):
         return named
-    url = known_url or (named.url if named is not None else None)
+    url = known_url or (named.url if named is not None else _urls.get(path))
     if url is not None:
         for other in sorted(glob.glob(os.path.join(os.path.dirname(path), "nbscale-*.json"))):
             found = _read(other)

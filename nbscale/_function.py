@@ -22,14 +22,16 @@ from ._fingerprint import fingerprint, frozen, same
 from ._function_call import FunctionCall
 from ._generators import RemoteGenMethod
 from ._image import Image
+from ._image_tags import images_called_by, tag_of
 from ._loop import loop_running
 from ._map import End, Invocation
 from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
-from ._not_yet import refuse_from_name
 from ._options import check_image, function_options
 from ._outcomes import Output, code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
+from ._secret import Secret, secrets_setting
+from ._spawner import spawner
 from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError, InvalidError
 
@@ -57,7 +59,16 @@ class Function:
     ``@app.function(...)``; call it with ``.remote``, ``.map``, ``.spawn``, ...
     (and ``.local`` to run it here)."""
 
-    from_name = classmethod(refuse_from_name)  # deployed apps are to come
+    @classmethod
+    def from_name(
+        cls, app_name: str, name: str, *, environment_name: str | None = None, client: Any = None
+    ) -> Function:
+        """The function ``name`` of the deployed app ``app_name`` (``app.deploy()``,
+        ``nbscale deploy``): call it with ``.remote``, ``.map``, ``.spawn``, ... without its
+        source. ``NotFoundError`` when no such app or function is deployed."""
+        from ._deploy import function_from_name
+
+        return function_from_name(app_name, name)
 
     def __init__(
         self,
@@ -66,6 +77,7 @@ class Function:
         options: FunctionOptions,
         image: Image | None = None,
         app: App | None = None,
+        secrets: tuple[Secret, ...] = (),
     ) -> None:
         self.raw_f = raw
         self.name = name
@@ -75,6 +87,7 @@ class Function:
         self.options = options
         self.image = image  # built into the tag ``options.image`` when Docker runs workers
         self.app = app  # its ``app.run()`` scopes this function's pools and spawned calls
+        self.secrets = secrets  # sent at registration; their digest is in its pool's id
         self._pools: dict[str, str] = {}  # function id -> pool id, per client
         self._client: Client | None = None
         self._code_files: dict[str, str] | None = None
@@ -90,12 +103,13 @@ class Function:
             "name": self.name,
             "options": self.options,
             "image": self.image,
+            "secrets": self.secrets,
             "function_id": _nested.id_to_send(self, lambda: self._pickle()[1]),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["raw_f"], state["name"], state["options"], state["image"]
+            state["raw_f"], state["name"], state["options"], state["image"], None, state["secrets"]
         )
         self._sent_id = _nested.id_received(state.get("function_id"))
 
@@ -123,8 +137,9 @@ class Function:
         """This function with ``settings`` changed; a ``variant`` gets a pool of its own
         even where only its autoscaler settings differ."""
         image = check_image(settings.pop("image", self.image))
+        secrets = secrets_setting(settings, self.secrets, f"{self.name}.with_options")
         options = function_options(self.raw_f, settings, self.options, variant=variant)
-        return Function(self.raw_f, self.name, options, image, self.app)
+        return Function(self.raw_f, self.name, options, image, self.app, secrets)
 
     # --- the pool ----------------------------------------------------------------------
 
@@ -143,6 +158,8 @@ class Function:
     async def _pool_id(self, client: Client, on_build: BuildOutput | None = None) -> str:
         """The function's pool on ``client``'s control plane, registered on first use (for
         Docker workers, after its image is built; ``on_build`` gets the build's steps)."""
+        # before the code is pickled: the images it carries then say their tags
+        await self._build_called_images(client, on_build)
         data, function_id = self._pickle()
         if self._client is not client:
             self._pools.clear()
@@ -151,12 +168,28 @@ class Function:
         if pool_id is None:
             options = await self._wire_options(client, on_build)
             msg = protocol.RegisterFunction(
-                0, function_id, self.pool_label, options.to_wire(), [p for p in sys.path if p]
+                0,
+                function_id,
+                self.pool_label,
+                options.to_wire(),
+                [p for p in sys.path if p],
+                [secret.to_wire() for secret in self.secrets],
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]
             self._pools[function_id] = pool_id
         return pool_id
+
+    async def _build_called_images(self, client: Client, on_build: BuildOutput | None) -> None:
+        """For Docker workers, build the images of the functions this one's code calls
+        that declare their own (a container cannot build them when it calls them)."""
+        if client.server_info.get("launcher") != "docker" or client.mode == "worker":
+            return
+        from ._image_build import build, print_step
+
+        for image in images_called_by(self.raw_f):  # microseconds when all are built
+            if tag_of(image) is None:
+                await asyncio.to_thread(build, image, None, on_build or print_step)
 
     async def _wire_options(
         self, client: Client, on_build: BuildOutput | None = None
@@ -166,6 +199,8 @@ class Function:
         steps printed or given to ``on_build``); for Kubernetes workers, that image pushed
         to the control plane's registry; for worker processes there is none."""
         launcher = client.server_info.get("launcher")
+        if client.mode == "worker" and launcher == "docker" and self.image is not None:
+            return self._built_options()
         if launcher not in ("docker", "kubernetes") or client.mode == "worker":
             return self.options  # a worker's: its control plane gives it the worker's image
         from ._image_build import build, image_for, print_step
@@ -181,6 +216,31 @@ class Function:
             tag = await asyncio.to_thread(build, image, None, out)
         return dataclasses.replace(self.options, image=tag)
 
+    def _built_options(self) -> FunctionOptions:
+        """On a Docker worker, a function with an image of its own: the tag the kernel that
+        sent this code built it under; a container cannot build it."""
+        assert self.image is not None
+        tag = tag_of(self.image)
+        if tag is None:
+            raise InvalidError(
+                f"{self.name} declares its own image ({self.image.description}), which the "
+                "kernel did not build before sending this code (it builds those of the "
+                "functions a function names in its code; this one came another way), and a "
+                f"container cannot build images: call {self.name} once from the kernel "
+                "first, which builds it, or drop its image= to run it in its caller's image"
+            )
+        return dataclasses.replace(self.options, image=tag)
+
+    async def _pool_in_use(self, on_build: BuildOutput | None = None) -> tuple[Client, str]:
+        """The client and the function's pool on it, for a call about to be made."""
+        install()  # a notebook's tracebacks leave nbscale's frames out
+        client = await get_client()
+        pool_id = await self._pool_id(client, on_build)
+        run = self.app.running if self.app is not None else None
+        if run is not None:
+            run.used_pool(pool_id)
+        return client, pool_id
+
     async def _invocation(
         self,
         kind: str,
@@ -189,12 +249,7 @@ class Function:
         on_build: BuildOutput | None = None,
         factory: type[Invocation] = Invocation,
     ) -> Invocation:
-        install()  # a notebook's tracebacks leave nbscale's frames out
-        client = await get_client()
-        pool_id = await self._pool_id(client, on_build)
-        run = self.app.running if self.app is not None else None
-        if run is not None:
-            run.used_pool(pool_id)
+        client, pool_id = await self._pool_in_use(on_build)
         if self._code_files is None:
             self._code_files = code_files_of(self.raw_f)
         return factory(
@@ -232,7 +287,7 @@ class Function:
         where = add_input(writer, 0, self._prefix + args, kwargs)
         try:
             inv.total = 1
-            await inv.submit([[0, *where, 0]], writer.frames(), total=1)
+            await inv.submit([[0, *where, 0, []]], writer.frames(), total=1)
             batch = await inv.next_batch()
             if isinstance(batch, End):  # cancelled, or the connection lost
                 raise batch.error or CallCancelledError(f"{self.name}: the call was cancelled")
@@ -250,12 +305,9 @@ class Function:
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
         self._refuse_generator(".spawn()")
-        inv = await self._invocation("spawn")
-        inv._forget()  # outputs stay on the control plane
-        writer = PayloadWriter()
-        where = add_input(writer, 0, self._prefix + args, kwargs)
-        await inv.submit([[0, *where, 0]], writer.frames(), total=1)
-        return self._spawned(inv.call_id)
+        client, pool_id = await self._pool_in_use()
+        call_id = await spawner(client).spawn(pool_id, self.name, self._prefix + args, kwargs)
+        return self._spawned(call_id)
 
     @aio_method
     async def spawn_map(

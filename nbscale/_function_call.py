@@ -4,6 +4,7 @@ which any process connected to the same control plane can rebuild from its id.""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,10 +16,11 @@ from ._aio import aio_classmethod, aio_method
 from ._call_graph import InputInfo, call_graph
 from ._client import get_client
 from ._loop import get_loop
-from ._outcomes import decode_rows, print_output
+from ._outcomes import Output, decode, print_output
 from ._tracebacks import hidden
-from .exceptions import CallCancelledError
+from .exceptions import CallCancelledError, InvalidError, from_wire
 
+_FETCHED_TOGETHER = 1024  # calls whose results ``gather`` asks for in one request
 _ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
 
 
@@ -33,6 +35,10 @@ class FunctionCall:
         return f"<nbscale.FunctionCall {self.object_id}>"
 
     async def _fetch(self, start: int, end: int | None, timeout: float | None) -> dict[str, Any]:
+        if timeout is not None and not (
+            isinstance(timeout, int | float) and math.isfinite(timeout) and timeout >= 0
+        ):
+            raise InvalidError(f"timeout must be a finite number of seconds >= 0, got {timeout}")
         client = await get_client()
         request = client.request(protocol.GetOutputs(0, self.object_id, start, end, timeout))
         if timeout is None:
@@ -47,10 +53,9 @@ class FunctionCall:
                 ) from None
         items = value["items"]
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
-        outputs = decode_rows(items, parts, value["function"], value["timeout"])
-        # a run stored whole may hold inputs on either side of those asked for
         value["outputs"] = [
-            o for o in outputs if o.index >= start and (end is None or o.index < end)
+            decode(item, data, bufs, value["function"], value["timeout"])
+            for item, (data, bufs) in zip(items, parts, strict=False)
         ]
         return value  # type: ignore[no-any-return]
 
@@ -66,9 +71,17 @@ class FunctionCall:
         """The results of ``calls`` (each its first input's), in their order, once all are
         done, as ``asyncio.gather``: the first failure is raised; the other calls keep
         running (cancel them if they must not)."""
-        waits = [asyncio.ensure_future(call._get(None, 0)) for call in calls]
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
+        found = await _settled_now(calls)  # in one request per thousand calls
+        results: list[Any] = [None] * len(calls)
+        for at, out in found.items():
+            results[at] = _result(calls[at], out)
+        rest = [at for at in range(len(calls)) if at not in found]
+        waits = [asyncio.ensure_future(calls[at]._get(None, 0)) for at in rest]
         try:
-            return list(await asyncio.gather(*waits))
+            for at, value in zip(rest, await asyncio.gather(*waits), strict=True):
+                results[at] = value
+            return results
         finally:
             for wait in waits:  # the waits left after a failure, not the calls
                 wait.cancel()
@@ -76,14 +89,8 @@ class FunctionCall:
     async def _get(self, timeout: float | None, index: int) -> Any:
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         value = await self._fetch(index, index + 1, timeout)
-        if value["outputs"]:
-            out = value["outputs"][0]
-            print_output(out, prefix=False)
-            if not out.ok:
-                raise out.value
-            return out.value
-        if value["cancelled"]:
-            raise CallCancelledError(f"function call {self.object_id} was cancelled")
+        if value["outputs"] or value["cancelled"]:
+            return _result(self, value["outputs"][0] if value["outputs"] else None)
         raise TimeoutError(f"function call {self.object_id}: input {index} not done in {timeout} s")
 
     @property
@@ -135,6 +142,41 @@ class FunctionCall:
         call = cls(call_id)
         await call._fetch(0, 0, 0)
         return call
+
+
+def _result(call: FunctionCall, out: Output | None) -> Any:
+    """An input's result (its output printed), or its error raised; None: cancelled."""
+    __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
+    if out is None:
+        raise CallCancelledError(f"function call {call.object_id} was cancelled")
+    print_output(out, prefix=False)
+    if not out.ok:
+        raise out.value
+    return out.value
+
+
+async def _settled_now(calls: tuple[FunctionCall, ...]) -> dict[int, Output | None]:
+    """The first outputs of ``calls`` already settled, by position (None: cancelled with
+    none), fetched a thousand calls per request; an id the control plane refuses raises."""
+    client = await get_client()
+    found: dict[int, Output | None] = {}
+    for start in range(0, len(calls), _FETCHED_TOGETHER):
+        ids = [call.object_id for call in calls[start : start + _FETCHED_TOGETHER]]
+        value, payload = await client.request(protocol.GetFirstOutputs(0, ids))
+        items = iter(value["items"])
+        parts = iter(split_payload(payload, [i[OUT_WHERE] for i in value["items"]]))
+        for at, row in enumerate(value["calls"], start):
+            if row is None:  # not settled yet
+                continue
+            if len(row) == 2:
+                raise from_wire(row[0], row[1])
+            n, function, timeout, cancelled = row
+            if n:
+                data, bufs = next(parts)
+                found[at] = decode(next(items), data, bufs, function, timeout)
+            elif cancelled:
+                found[at] = None
+    return found
 
 
 async def _anext(agen: AsyncIterator[Any]) -> Any:

@@ -54,7 +54,7 @@ async def _stream(
     where = add_input(writer, 0, fn._prefix + args, kwargs)
     try:
         inv.total = 1
-        await inv.submit([[0, *where, 0]], writer.frames(), total=1)
+        await inv.submit([[0, *where, 0, []]], writer.frames(), total=1)
         while True:
             batch = await inv.next_batch()
             if isinstance(batch, End):

@@ -21,10 +21,10 @@ import importlib.util
 import os
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from . import _config, _kernel_env
+from . import _config, _image_tags, _kernel_env
 from ._unsupported import refuser
 from .exceptions import InvalidError
 
@@ -81,6 +81,12 @@ class Image:
 
     def __repr__(self) -> str:
         return f"<nbscale.Image {self.description}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled with the code that calls it: the tag it was built under goes along, for a
+        # Docker worker's nested calls (``_image_tags``)
+        values = tuple(getattr(self, f.name) for f in fields(self))
+        return (_unpickle_image, (values, _image_tags.tag_of(self)))
 
     # --- bases --------------------------------------------------------------------------
 
@@ -315,3 +321,7 @@ def _copy(source: str, target: str) -> Layer:
     if not isinstance(target, str) or not target.startswith("/"):
         raise InvalidError(f"the path in the image must be absolute, got {target!r}")
     return Layer("copy", source=source, target=target)
+
+
+def _unpickle_image(values: tuple[Any, ...], tag: str | None) -> Image:
+    return _image_tags.restore(Image(*values), tag)

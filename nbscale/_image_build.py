@@ -28,7 +28,7 @@ import nbscale_runtime
 import nbscale_server
 from nbscale_server.launchers.docker_engine import LABEL_PYTHON, LOCAL_NAMESPACE
 
-from . import _kernel_env
+from . import _image_tags, _kernel_env
 from ._image import SOURCE_DIR, Image, Layer
 from .exceptions import ImageBuildError
 
@@ -224,6 +224,7 @@ def build(image: Image, client: Any = None, out: Output = print_step) -> str:
         platforms = platform_tags(arch, image.glibc)
         tag = image_tag(p, base_id, platforms)
         if exists(client, tag):
+            _image_tags.remember(image, tag)
             return tag
     except ImageBuildError:
         raise
@@ -238,6 +239,7 @@ def build(image: Image, client: Any = None, out: Output = print_step) -> str:
         _make_context(p, context, platforms, lambda line: out(f"{step}: {line}"))
         _run_build(client, context, tag, image, lambda line: out(f"{step}: {line}"))
     out(f"built {tag} in {time.monotonic() - started:.1f} s")
+    _image_tags.remember(image, tag)
     return tag
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -32,6 +33,11 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="nbscale-loop", daemon=True)
+        # run_aio's batches: calls handed in, and outcomes waiting for their caller's loop
+        self._lock = threading.Lock()
+        self._inbox: list[_Handed] = []
+        self._inbox_woken = False
+        self._outboxes: dict[asyncio.AbstractEventLoop, list[_Handed]] = {}
         self.thread.start()
 
     def _run(self) -> None:
@@ -86,11 +92,93 @@ class LoopThread:
         return value
 
     async def run_aio(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await ``coro`` (which must run on this loop) from any loop."""
+        """Await ``coro`` (which must run on this loop) from any loop. Calls made together
+        (``asyncio.gather`` of many ``.aio`` calls) cross between the loops together: one
+        wake-up each way per batch, not two per call."""
         __tracebackhide__ = hidden()
         if self.in_loop():
             return await coro
-        return await asyncio.wrap_future(self.submit(coro))
+        caller = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = caller.create_future()
+        handed = _Handed(coro, answer, caller)
+        with self._lock:
+            self._inbox.append(handed)
+            wake, self._inbox_woken = not self._inbox_woken, True
+        if wake:
+            self.loop.call_soon_threadsafe(self._take_inbox)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            self.loop.call_soon_threadsafe(handed.cancel)
+            raise
+
+    def _take_inbox(self) -> None:
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+            self._inbox_woken = False
+        for handed in inbox:
+            if handed.cancelled:
+                handed.coro.close()
+                continue
+            handed.task = self.loop.create_task(handed.coro)
+            handed.task.add_done_callback(functools.partial(self._answer, handed))
+
+    def _answer(self, handed: _Handed, task: asyncio.Task[Any]) -> None:
+        """On this loop: ``task`` is done; its outcome goes to its caller's loop."""
+        caller = handed.caller
+        with self._lock:
+            box = self._outboxes.setdefault(caller, [])
+            box.append(handed)
+            wake = len(box) == 1
+        if wake:
+            try:
+                caller.call_soon_threadsafe(self._give_answers, caller)
+            except RuntimeError:  # the caller's loop is closed: nobody waits any more
+                with self._lock:
+                    self._outboxes.pop(caller, None)
+
+    def _give_answers(self, caller: asyncio.AbstractEventLoop) -> None:
+        """On the caller's loop: hand the finished calls' outcomes to their awaiters."""
+        with self._lock:
+            box = self._outboxes.pop(caller, [])
+        for handed in box:
+            task, answer = handed.task, handed.answer
+            assert task is not None
+            if task.cancelled():
+                if not answer.cancelled():
+                    answer.cancel()
+                continue
+            error = task.exception()  # retrieved even when nobody waits any more
+            if answer.cancelled():
+                continue
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(task.result())
+
+
+class _Handed:
+    """A coroutine handed to the loop by ``run_aio``, and where its outcome goes."""
+
+    __slots__ = ("answer", "caller", "cancelled", "coro", "task")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        answer: asyncio.Future[Any],
+        caller: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.coro = coro
+        self.answer = answer
+        self.caller = caller
+        self.cancelled = False
+        self.task: asyncio.Task[Any] | None = None
+
+    def cancel(self) -> None:
+        """On the loop: the caller stopped waiting; cancel the call (or never start it)."""
+        self.cancelled = True
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:

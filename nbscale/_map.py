@@ -33,15 +33,15 @@ from nbscale_runtime.protocol import (
     row_count,
 )
 from nbscale_runtime.serialization import split_payload
-from nbscale_server.delivery import outputs_message
 from nbscale_server.limits import Limits, describe
+from nbscale_server.outputs import outputs_message
 
 from . import _nested
 from ._chunks import pull
 from ._outcomes import Output, Values, decode, decode_run, load_values
 from ._progress import CallProgress
 from ._tracebacks import format_text
-from .exceptions import CallCancelledError, CallDetachedError
+from .exceptions import CallCancelledError, CallDetachedError, InvalidError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -118,6 +118,8 @@ class Invocation:
         self._end: End | None = None  # taken from ``outputs`` with a batch, returned next
         self.feed_error: BaseException | None = None
         self.finished = False
+        max_mib = client.server_info.get("max_input_mib")
+        self.max_input = None if max_mib is None else int(max_mib) << 20
         self._held_raw: dict[int, tuple[list[Any], Any, list[Any]]] = {}  # as received
         self._delivered: set[int] = set()  # unordered: what went to the consumer
         self.detached = False
@@ -152,9 +154,11 @@ class Invocation:
     # --- inputs -----------------------------------------------------------------------
 
     async def submit(
-        self, items: list[list[int]], frames: list[Any], total: int | None = None
+        self, items: list[list[Any]], frames: list[Any], total: int | None = None
     ) -> None:
         """Send one chunk; a map waits and resends while a limit refuses it."""
+        if self.max_input is not None:
+            check_input_sizes(items, frames, self.max_input, self.function)
         msg = protocol.SubmitInputs(
             0,
             self.call_id,
@@ -387,6 +391,22 @@ class Invocation:
 
 def _count(out: Output | Values) -> int:
     return len(out.values) if isinstance(out, Values) else 1
+
+
+def check_input_sizes(items: list[list[Any]], frames: list[Any], limit: int, name: str) -> None:
+    """Refuse an input over ``limit`` bytes (pickle and buffers) with a clear error, before
+    the control plane drops a connection that sends it."""
+    if sum(memoryview(f).nbytes for f in frames) <= limit:
+        return
+    buffers, at = frames[1:], 0
+    for index, _, length, nbufs, *_ in items:
+        size = length + sum(memoryview(b).nbytes for b in buffers[at : at + nbufs])
+        at += nbufs
+        if size > limit:
+            raise InvalidError(
+                f"{name}: input {index} is {size / 2**20:,.1f} MiB, over the limit of "
+                f"{limit >> 20} MiB (the max_input_mib setting)"
+            )
 
 
 def ranges(indices: set[int]) -> list[list[int]]:

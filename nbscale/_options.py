@@ -14,12 +14,14 @@ from nbscale_server.queue import RetryPolicy
 
 from ._image import Image
 from ._retries import Retries
+from ._volume import check_volumes
 from .exceptions import InvalidError
 
 # The API's names: the options' fields, less those it derives, with the slurm_* fields as
 # one ``slurm={...}`` (they mean something to Slurm workers alone).
 _FIELDS = {f.name for f in dataclasses.fields(FunctionOptions)}
-_SETTINGS = {n for n in _FIELDS if not n.startswith("slurm_")} - {"is_async", "variant"}
+# ``secrets`` is the control plane's digest of the values, which travel apart (``Secret``).
+_SETTINGS = {n for n in _FIELDS if not n.startswith("slurm_")} - {"is_async", "variant", "secrets"}
 _SETTINGS.add("slurm")
 
 
@@ -44,6 +46,8 @@ def function_options(
             changes.update(slurm_fields(slurm))
         except ValueError as exc:
             raise InvalidError(str(exc)) from None
+    if "volumes" in changes:
+        changes["volumes"] = check_volumes(changes["volumes"], "volumes")
     if "retries" in changes:
         parsed = Retries.parse(changes["retries"])
         changes["retries"] = parsed.policy() if parsed is not None else RetryPolicy()

@@ -23,12 +23,13 @@ from nbscale_runtime.protocol import (
     OUT_COUNT,
     OUT_DURATION,
     OUT_INDEX,
+    OUT_SIZES,
     OUT_STATUS,
     OUT_STDERR,
     OUT_STDOUT,
     OUT_WORKER_ID,
 )
-from nbscale_runtime.serialization import load, load_run
+from nbscale_runtime.serialization import cut_run, load, load_run
 
 from ._tracebacks import install
 from .exceptions import (
@@ -81,16 +82,21 @@ def decode_run(
     one that cannot be fails alone)."""
     first, count, attempt = item[OUT_INDEX], item[OUT_COUNT], item[OUT_ATTEMPT]
     worker_id, each = item[OUT_WORKER_ID], item[OUT_DURATION] / max(1, item[OUT_COUNT])
-    outputs = []
-    for k in range(count):
-        index = first + k
-        try:
-            [value] = load_run(data, buffers, k, 1)
-            ok = True
-        except Exception as exc:
-            ok, value = False, _unloadable(function, index, exc)
-        outputs.append(Output(index, ok, value, "", worker_id, each, attempt))
-    return outputs
+    try:
+        values = load_run(data, buffers, 0, count)
+    except Exception:  # one at a time, by their sizes, to find which cannot be
+        outputs = []
+        for k, cut in enumerate(cut_run(data, item[OUT_SIZES], 0, count)):
+            try:
+                outputs.append(Output(first + k, True, load(cut), "", worker_id, each, attempt))
+            except Exception as exc:
+                value = _unloadable(function, first + k, exc)
+                outputs.append(Output(first + k, False, value, "", worker_id, each, attempt))
+        return outputs
+    return [
+        Output(first + k, True, value, "", worker_id, each, attempt)
+        for k, value in enumerate(values)
+    ]
 
 
 def decode_rows(

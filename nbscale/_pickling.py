@@ -13,7 +13,7 @@ from typing import Any
 
 import cloudpickle
 
-from nbscale_runtime.serialization import PICKLE_PROTOCOL, PayloadWriter
+from nbscale_runtime.serialization import PICKLE_PROTOCOL, PayloadWriter, TooLarge
 
 from ._kernel_env import OWN_MODULES
 from .exceptions import SerializationError
@@ -99,12 +99,19 @@ def _parameters(fn: Any) -> list[tuple[str, inspect.Parameter]]:
 
 
 def add_input(
-    writer: PayloadWriter, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    writer: PayloadWriter,
+    index: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    limit: int | None = None,
 ) -> tuple[int, int, int]:
     """Pickle one input's ``(args, kwargs)`` into ``writer``; SerializationError names the
-    argument that cannot be pickled."""
+    argument that cannot be pickled, ``TooLarge`` says by how much it is over ``limit``
+    bytes."""
     try:
-        return writer.add((args, kwargs))
+        return writer.add((args, kwargs), limit)
+    except TooLarge:
+        raise
     except Exception as exc:
         named = [(f"argument {i}", a) for i, a in enumerate(args)]
         named += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]

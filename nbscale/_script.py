@@ -119,7 +119,7 @@ def load(source: str, *, as_module: bool = False) -> ModuleType:
     return module
 
 
-def _apps(module: ModuleType) -> dict[str, App]:
+def apps_of(module: ModuleType) -> dict[str, App]:
     """The script's apps, by the name of a variable that holds each."""
     found: dict[str, App] = {}
     for var, value in vars(module).items():
@@ -153,7 +153,7 @@ def _candidates(apps: dict[str, App]) -> list[tuple[str, Target]]:
 def choose(module: ModuleType, name: str | None, source: str) -> Target:
     """The entrypoint or function of ``module`` that ``name`` (``NAME`` or ``APP.NAME``)
     names, or the one there is; an ``InvalidError`` that lists the choices otherwise."""
-    apps = _apps(module)
+    apps = apps_of(module)
     if not apps:
         raise InvalidError(
             f"{source} defines no app: it needs `app = nbscale.App(...)` (or modal.App, "

@@ -32,7 +32,7 @@ class _Hidden:
     __slots__ = ()
 
     def __bool__(self) -> bool:
-        return not _config.get("debug")
+        return not _config.debug()
 
 
 _HIDDEN = _Hidden()

@@ -19,10 +19,7 @@ _OWN_MACHINES = "functions run on your own machines"
 _NO_WEB = "there is no web ingress: serve your app with a web server of your own"
 _NO_SCHEDULER = "there is no scheduler: start the script from cron or a systemd timer"
 _NO_SANDBOX = "it runs functions, not sandboxes: use subprocess inside a function"
-_SHARE_A_DIRECTORY = (
-    "until then, give workers a directory they all see (process workers share this disk)"
-)
-_VOLUMES_COMING = f"volumes= (nbscale.Volume) are to come; {_SHARE_A_DIRECTORY}"
+_USE_VOLUMES = "use volumes= with nbscale.Volume, a named directory every worker mounts"
 
 # Modal keywords of @app.function (and App) that nbscale cannot honour, with why.
 UNSUPPORTED_KEYWORDS: dict[str, str] = {
@@ -35,16 +32,12 @@ UNSUPPORTED_KEYWORDS: dict[str, str] = {
     "enable_memory_snapshot": "workers' memory is not snapshotted",
     "ephemeral_disk": "workers use the disk of the machine they run on",
     "block_network": "workers need the network to reach the control plane",
-    "network_file_systems": f"no NetworkFileSystem: {_VOLUMES_COMING}",
+    "network_file_systems": f"no NetworkFileSystem: {_USE_VOLUMES}",
     "mounts": "Modal 1.0 removed Mount: use Image.add_local_dir or add_local_python_source",
     "startup_timeout": "a startup timeout is set for every worker: NBSCALE_STARTUP_TIMEOUT "
     "(or c.NbScale.startup_timeout in the Jupyter server)",
-    "env": "not yet (it comes with secrets=): for Docker workers, use Image.env({...})",
     "single_use_containers": "not yet: a worker runs many inputs",
     "is_generator": "a generator function is recognised as one (def with yield): drop it",
-    "secrets": "not yet: nbscale.Secret is to come; until then workers inherit the "
-    "environment of the process that starts them, and Docker workers take Image.env({...})",
-    "volumes": f"not yet: nbscale.Volume is to come; {_SHARE_A_DIRECTORY}",
 }
 
 # Names Modal retired in 1.0, and what replaced them (Modal itself refuses them since 1.4).
@@ -142,9 +135,9 @@ class Period(Unsupported):
 
 
 class NetworkFileSystem(Unsupported):
-    """Not supported by nbscale: volumes are to come."""
+    """Not supported by nbscale: use ``nbscale.Volume``."""
 
-    feature, why = "modal.NetworkFileSystem", _VOLUMES_COMING
+    feature, why = "modal.NetworkFileSystem", _USE_VOLUMES
     from_name = ephemeral = refusing_classmethod()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.machinery
 import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +54,46 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: fl
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(every)
+
+
+@pytest.fixture
+def mount_tmpfs() -> Iterator[Callable[[str, int], Path]]:
+    """``mount_tmpfs(name, kib)``: a tmpfs of that size, to fill up, at a short path (Unix
+    socket paths are short); mounting needs root; unmounted and removed after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(name: str, kib: int) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=f"nb{name}-", dir="/tmp"))
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)],
+                       check=True)  # fmt: skip
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        path.rmdir()
+
+
+@pytest.fixture
+def small_tmpfs(mount_tmpfs: Callable[[str, int], Path]) -> Path:
+    """A 2 MiB tmpfs, to fill up."""
+    return mount_tmpfs("small", 2048)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of ``directory`` up; returns the file that fills it."""
+    filler = directory / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
 
 
 @pytest.fixture

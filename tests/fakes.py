@@ -446,7 +446,7 @@ class FakeCaller:
         writer = PayloadWriter()
         items = []
         for index, x in enumerate(inputs, start):
-            items.append([index, *add_input(writer, index, (x,), {}), 0])
+            items.append([index, *add_input(writer, index, (x,), {}), 0, []])
         total = start + len(items) if last else None
         value = self.request(
             protocol.SubmitInputs(0, call_id, pool_id, kind, items, total, progress=True),

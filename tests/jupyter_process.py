@@ -1,5 +1,7 @@
 """A Jupyter server application (``jupyter server``, ``jupyter lab``) in a subprocess, for the
-end-to-end suites: its own runtime and config directories, a free port and a random token."""
+end-to-end suites: its own runtime, data and config directories, a free port and a random
+token. Started again in the same ``tmp``, it finds what the last one left there (its data
+directory holds nbscale's store of spawned calls)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# A Jupyter server hosting nbscale's control plane with process workers, as tests start it.
+PROCESS_SERVER_CONFIG: dict[str, Any] = {
+    "ServerApp": {"jpserver_extensions": {"nbscale_server": True}},
+    "NbScale": {"heartbeat_interval": 0.5, "max_workers_total": 4, "launcher": "process"},
+}
+
+
+def start_server(tmp: Path) -> JupyterProcess:
+    """A ``jupyter server`` with ``PROCESS_SERVER_CONFIG``, once its control plane answers."""
+    return JupyterProcess(tmp, ["jupyter", "server"], PROCESS_SERVER_CONFIG, "nbscale/api/status")
+
+
 class JupyterProcess:
     def __init__(
         self,
@@ -36,6 +50,8 @@ class JupyterProcess:
         config: dict[str, Any],
         ready_path: str,
         start_timeout: float = 60,
+        runtime_dir: Path | None = None,
+        args: tuple[str, ...] = (),
         port: int | None = None,
     ) -> None:
         """Start ``python -m <app...>`` with ``config`` as its jupyter_server_config.json and
@@ -43,12 +59,14 @@ class JupyterProcess:
         self.tmp = tmp
         self.port = port or free_port()
         self.token = os.urandom(16).hex()
-        self.runtime_dir = tmp / "runtime"
+        self.runtime_dir = runtime_dir or tmp / "runtime"
+        self.data_dir = tmp / "data"
         config_dir = tmp / "config"
         config_dir.mkdir(exist_ok=True)
         (config_dir / "jupyter_server_config.json").write_text(json.dumps(config))
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(self.runtime_dir))
         env["JUPYTER_CONFIG_DIR"] = str(config_dir)
+        env["JUPYTER_DATA_DIR"] = str(self.data_dir)
         env.pop("NBSCALE_CONNECTION_FILE", None)  # the server's own, not an outer one
         self.log_path = tmp / f"{app[0]}.log"
         self._log = self.log_path.open("ab")
@@ -63,16 +81,21 @@ class JupyterProcess:
                 "--port-retries=0",
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={tmp}",
+                *args,
             ],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + start_timeout
-        while not self._ready(ready_path):
-            assert self.proc.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, f"{' '.join(app)} did not start"
-            time.sleep(0.2)
+        try:
+            while not self._ready(ready_path):
+                assert self.proc.poll() is None, self.log_path.read_text()
+                assert time.monotonic() < deadline, f"{' '.join(app)} did not start"
+                time.sleep(0.2)
+        except BaseException:  # no server left running by a test that failed to start it
+            self.kill()
+            raise
 
     def _ready(self, path: str) -> bool:
         try:
@@ -94,8 +117,20 @@ class JupyterProcess:
             text = response.read()
         return json.loads(text) if text else None
 
+    def request_status(self, path: str) -> tuple[int, Any]:
+        """``(status, decoded JSON body)`` of a request that may fail (GET)."""
+        try:
+            return 200, self.request("GET", path)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    @property
+    def connection_file(self) -> Path:
+        """The connection file of this server's control plane (what kernels are given)."""
+        return self.runtime_dir / f"nbscale-{self.proc.pid}.json"
+
     def kill(self) -> None:
-        """kill -9: no chance to clean up."""
+        """SIGKILL the server, as a crash would end it: nothing of it cleans up."""
         self.proc.kill()
         self.proc.wait(10)
         self._log.close()
@@ -156,12 +191,6 @@ class Server(JupyterProcess):
             "NbScale": {**nbscale, **settings},
         }
         super().__init__(tmp, ["jupyter", "server"], config, "nbscale/api/pools", port=port)
-
-    @property
-    def connection_file(self) -> Path:
-        """The connection file of this server's control plane (what kernels are given)."""
-        [path] = self.runtime_dir.glob(f"nbscale-{self.proc.pid}.json")
-        return path
 
     async def start_kernel(self) -> tuple[str, Kernel]:
         started = await asyncio.to_thread(self.request, "POST", "api/kernels", {"name": "python3"})

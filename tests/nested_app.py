@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -49,6 +50,11 @@ def spawn_inner(x):
 
 
 @app.function(scaledown_window=5)
+def spawn_map_inner(n):
+    return inner.spawn_map(range(n)).object_id
+
+
+@app.function(scaledown_window=5)
 def fetch(call_id):
     return nbscale.FunctionCall.from_id(call_id).get(timeout=60)[0]
 
@@ -60,8 +66,9 @@ def stats_of_inner():
 
 @app.function(max_containers=1, scaledown_window=5)
 def single(x):
+    started = time.time()  # workers share the host's clock (containers too)
     time.sleep(0.2)
-    return _where()
+    return _where(), started, time.time()
 
 
 @app.function(scaledown_window=5)
@@ -79,6 +86,11 @@ def sleeper(x):
 def waits_on_spawned(n):
     calls = [sleeper.spawn(i) for i in range(n)]
     return [call.get() for call in calls]
+
+
+@app.function(scaledown_window=5)
+def waits_on_map(n):
+    return list(sleeper.map(range(n)))
 
 
 @app.function(scaledown_window=5, timeout=120)
@@ -131,9 +143,25 @@ def check_spawn_and_from_id() -> None:
     assert fetch.remote(inner.spawn(8).object_id) == 80
 
 
+def check_spawn_map_on_a_worker() -> None:
+    root = spawn_map_inner.spawn(4)
+    call = nbscale.FunctionCall.from_id(root.get(timeout=120))
+    assert call.num_inputs() == 4
+    assert [value for value, _ in call.iter()] == [0, 10, 20, 30]
+    # it records the input that made it: the root's graph holds its four inputs
+    [top] = root.get_call_graph()
+    assert sorted(child.index for child in top.children) == [0, 1, 2, 3]
+    assert {child.function_call_id for child in top.children} == {call.object_id}
+    assert {(c.function_name, c.status) for c in top.children} == {("inner", "done")}
+
+
 def check_max_containers_across_nested_calls() -> None:
-    places = list(through_single.map(range(4)))
-    assert len(set(places)) == 1, f"single (max_containers=1) ran on {set(places)}"
+    runs = list(through_single.map(range(4)))  # four outer inputs, on four workers at once
+    places = {where for where, _, _ in runs}
+    assert len(places) == 1, f"single (max_containers=1) ran on {places}"
+    # ...and one input at a time: no two runs overlap
+    spans = sorted((started, ended) for _, started, ended in runs)
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
     assert _my_pool("single")["done"] == 4
 
 
@@ -145,6 +173,16 @@ def check_cancelling_a_parent_cancels_its_children() -> None:
     # plane, following the call graph, cancels them
     wait_until(lambda: sleeper.get_current_stats().num_running_inputs == 0, timeout=60)
     assert sleeper.get_current_stats().backlog == 0
+
+
+def check_cancelling_a_parent_cancels_the_map_it_waits_on() -> None:
+    parent = waits_on_map.spawn(3)
+    wait_until(lambda: sleeper.get_current_stats().num_running_inputs == 3, timeout=120)
+    parent.cancel()
+    wait_until(lambda: sleeper.get_current_stats().num_running_inputs == 0, timeout=60)
+    assert sleeper.get_current_stats().backlog == 0
+    with pytest.raises(nbscale.CallCancelledError):
+        parent.get(timeout=30)
 
 
 def check_recursive_fan_out() -> None:
@@ -177,3 +215,37 @@ def check_unlendable_deadlock_fails_fast() -> None:
     with pytest.raises(nbscale.DeadlockError, match="deadlock"):
         concurrent_countdown.remote(3)
     assert time.monotonic() - started < 60
+
+
+# --- functions with images of their own (Docker workers only) -----------------------------
+
+own_image = nbscale.Image.from_kernel().env({"NBSCALE_TEST_IMAGE": "own"})
+unbuilt_image = nbscale.Image.from_kernel().env({"NBSCALE_TEST_IMAGE": "never built"})
+
+
+@app.function(image=own_image, scaledown_window=5)
+def in_its_own_image():
+    return os.environ.get("NBSCALE_TEST_IMAGE")
+
+
+@app.function(image=unbuilt_image, scaledown_window=5)
+def in_an_unbuilt_image():
+    return os.environ.get("NBSCALE_TEST_IMAGE")
+
+
+@app.function(scaledown_window=5)
+def calls_in_its_own_image():
+    return in_its_own_image.remote(), os.environ.get("NBSCALE_TEST_IMAGE")
+
+
+@app.function(scaledown_window=5)
+def calls_what_it_is_given(fn):
+    return fn.remote()
+
+
+def check_a_nested_call_runs_in_the_image_its_function_declares() -> None:
+    # the kernel built own_image when it registered calls_in_its_own_image, which names it
+    assert calls_in_its_own_image.remote() == ("own", None)
+    # a function that came as an argument, its image never built: refused, saying why
+    with pytest.raises(nbscale.InvalidError, match="a container cannot build images"):
+        calls_what_it_is_given.remote(in_an_unbuilt_image)

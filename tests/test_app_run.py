@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +117,29 @@ def test_gather_raises_the_first_failure():
     calls = [square.spawn(2), fails.spawn(7)]
     with pytest.raises(KeyError, match="no 7"):
         nbscale.FunctionCall.gather(*calls)
+
+
+def test_spawns_in_flight_together_are_calls_of_their_own_and_fail_alone():
+    async def spawn_all() -> list[object]:
+        spawns = [square.spawn.aio(i) for i in range(300)]
+        spawns.insert(7, square.spawn.aio(threading.Lock()))  # cannot be pickled
+        return await asyncio.gather(*spawns, return_exceptions=True)
+
+    calls = asyncio.run(spawn_all())
+    bad = calls.pop(7)
+    assert isinstance(bad, nbscale.SerializationError), bad
+    assert len({c.object_id for c in calls}) == 300  # type: ignore[union-attr]
+    assert nbscale.FunctionCall.gather(*calls) == [i * i for i in range(300)]  # type: ignore[arg-type]
+
+
+def test_gather_over_many_calls_mixes_stored_results_and_waits():
+    done = [square.spawn(i) for i in range(1500)]  # more than one request's worth
+    done[-1].get(timeout=60)
+    later = slow.spawn(0.5)
+    calls = [*done[:700], later, *done[700:]]
+    assert nbscale.FunctionCall.gather(*calls) == [i * i for i in range(700)] + [0.5] + [
+        i * i for i in range(700, 1500)
+    ]
 
 
 def test_is_local_is_false_on_a_worker():

@@ -112,6 +112,13 @@ def test_scale_to_zero_by_default() -> None:
     assert a.status == "idle"
 
 
+def test_a_pool_whose_workers_all_wait_on_nested_calls_says_so_not_idle() -> None:
+    a = core()
+    lent = WorkerView("w1", "lent", idle_since=None)
+    assert a.decide(0.0, NO_LOAD, [lent]) == []  # its input runs on: nothing to launch
+    assert a.status == "1 waiting on nested calls"
+
+
 def test_scale_up_at_once_to_ceil_load_over_slots_plus_buffer() -> None:
     a = core(buffer_containers=2)
     load = PoolLoad(pending=7, running=3, slots_per_worker=4)  # ceil(10 / 4) = 3

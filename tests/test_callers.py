@@ -16,6 +16,7 @@ from fakes import VERSIONS, Harness
 
 from nbscale._pickling import add_input
 from nbscale_runtime import protocol
+from nbscale_runtime.protocol import OUT_INDEX
 from nbscale_runtime.serialization import PayloadWriter
 from nbscale_server.options import FunctionOptions
 
@@ -91,7 +92,8 @@ def test_a_dead_kernels_map_is_cancelled_and_its_spawns_kept(h, doomed):
         h.tick()
         for worker in h.workers(pool):
             worker.finish()
-    assert sorted(spawned.stored) == [0, 1]  # kept for whoever asks with from_id
+    assert spawned.outcomes is not None  # both kept for whoever asks with from_id
+    assert spawned.outcomes.all_settled(0, 2)
     h.tick(6.0, steps=2)
     assert h.workers(pool) == []  # and the pool scaled down
 
@@ -114,7 +116,10 @@ def test_a_dead_kernels_detached_map_runs_on_with_the_inputs_it_sent(h, doomed):
         h.tick()
         for worker in h.workers(pool):
             worker.finish()
-    assert sorted(call.stored) == list(range(6)) and call.finished
+    assert call.outcomes is not None and call.outcomes.all_settled(0, 6) and call.finished
+    assert [
+        row[OUT_INDEX] for row, _, _ in h.plane.delivery.store.outputs(call.call_id, 0, None)
+    ] == list(range(6))
 
 
 def test_a_live_kernel_is_never_judged_by_its_silence(h):

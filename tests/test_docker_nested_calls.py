@@ -36,6 +36,10 @@ def test_spawn_on_a_worker_and_from_id_both_ways():
     nested_app.check_spawn_and_from_id()
 
 
+def test_spawn_map_on_a_worker():
+    nested_app.check_spawn_map_on_a_worker()
+
+
 def test_max_containers_holds_across_nested_calls():
     nested_app.check_max_containers_across_nested_calls()
 
@@ -44,12 +48,20 @@ def test_cancelling_a_parent_cancels_its_spawned_children():
     nested_app.check_cancelling_a_parent_cancels_its_children()
 
 
+def test_cancelling_a_parent_cancels_the_map_it_waits_on():
+    nested_app.check_cancelling_a_parent_cancels_the_map_it_waits_on()
+
+
 def test_recursive_fan_out_three_levels():
     nested_app.check_recursive_fan_out()
 
 
 def test_a_function_calling_itself_with_max_containers_1_completes():
     nested_app.check_self_call_with_one_container()
+
+
+def test_a_nested_call_runs_in_the_image_its_function_declares():
+    nested_app.check_a_nested_call_runs_in_the_image_its_function_declares()
 
 
 def test_a_deadlock_where_slots_cannot_be_lent_fails_fast():

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 import nbscale
 
@@ -26,6 +28,15 @@ def count_after_go(go: str, n: int):
             raise RuntimeError("the first value never reached the caller")
         time.sleep(0.01)
     yield from range(1, n)
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def yields_then_waits(pid_file: str, n: int):
+    """Yields ``n`` values, says its pid, then waits (to be killed from outside)."""
+    yield from range(n)
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(120)
+    yield n
 
 
 @app.function(max_containers=1, scaledown_window=5)
@@ -71,6 +82,25 @@ def test_a_generators_exception_arrives_after_its_values() -> None:
         for value in fails_after.remote_gen(3):
             values.append(value)
     assert values == [0, 1, 2]
+
+
+def test_a_generator_whose_worker_is_killed_from_outside_fails_and_replays_nothing(
+    tmp_path: Path,
+) -> None:
+    """An outside kill is the infrastructure's loss, which a plain function retries for
+    free; a generator that yielded is not retried: its values would come twice."""
+    pid_file = tmp_path / "pid"
+    values = []
+    with pytest.raises(nbscale.WorkerLostError) as lost:
+        for value in yields_then_waits.remote_gen(str(pid_file), 3):
+            values.append(value)
+            if value == 2:
+                wait_until(pid_file.exists, timeout=30)
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)  # an operator's kill -9
+    assert values == [0, 1, 2]
+    message = str(lost.value)
+    assert "lost to the infrastructure" in message
+    assert "a generator is not retried once it has yielded values" in message
 
 
 def test_async_for_over_remote_gen_aio_and_async_generators() -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import sys
 
+import cloudpickle
 import numpy as np
 import pytest
 
 import nbscale
-from nbscale import _kernel_env
+from nbscale import _image_tags, _kernel_env
 from nbscale._image_build import image_tag, plan, platform_tags
 
 PLATFORMS = platform_tags("x86_64", (2, 36))
@@ -217,3 +218,37 @@ def test_modals_image_methods_nbscale_lacks_say_so(use, feature, why):
         use(nbscale.Image.debian_slim("3.11"))
     assert str(caught.value).startswith(f"{feature} is not supported by nbscale: ")
     assert why in str(caught.value)
+
+
+def test_an_image_pickled_after_its_build_carries_its_tag(monkeypatch):
+    """What lets a Docker worker's nested call run a function in the image it declares: the
+    kernel's tag travels with the image (a container has no engine to build or ask)."""
+    built = nbscale.Image.debian_slim().env({"A": "1"})
+    never = nbscale.Image.debian_slim().env({"A": "2"})
+    monkeypatch.setattr(_image_tags, "_TAGS", {})
+    _image_tags.remember(built, "nbscale.local/worker:built")
+    payload = cloudpickle.dumps((built, never))
+    monkeypatch.setattr(_image_tags, "_TAGS", {})  # as in a worker's process
+    built_there, never_there = cloudpickle.loads(payload)
+    assert (built_there, never_there) == (built, never)
+    assert _image_tags.tag_of(built_there) == "nbscale.local/worker:built"
+    assert _image_tags.tag_of(never_there) is None
+
+
+def test_the_images_a_function_calls_are_found_in_its_code():
+    app = nbscale.App("images-called")
+    image = nbscale.Image.debian_slim().env({"B": "1"})
+
+    @app.function(image=image)
+    def inner(x):
+        return x
+
+    @app.function()
+    def plain(x):
+        return x
+
+    def outer(x):
+        return [inner.remote(x) for _ in range(2)] + [plain.remote(x)]  # a nested scope
+
+    assert _image_tags.images_called_by(outer) == [image]
+    assert _image_tags.images_called_by(plain.raw_f) == []

@@ -6,6 +6,8 @@ of a killed control plane deleted by the next one. Only scheduling is simulated.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import subprocess
@@ -102,6 +104,37 @@ def test_a_map_runs_on_pods_that_dial_back_with_keys_from_their_secret(k8s_plane
         ]
         assert len(owned) == 1
     assert nbscale.status()["launcher"] == "kubernetes"
+
+
+def test_a_secret_travels_in_the_pods_secret_object_never_its_spec(
+    k8s_plane, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    value = "k8s-s3cret-not-in-the-pod"
+    secrets = [nbscale.Secret.from_dict({"TOKEN": value})]
+
+    @app.function(secrets=secrets, max_containers=1, scaledown_window=10)
+    def token():
+        return os.environ["TOKEN"]
+
+    assert token.remote() == value
+    [pod] = [
+        p
+        for p in our_pods(k8s_plane)
+        if p["metadata"]["annotations"].get("nbscale.io/pool-name", "").endswith("token")
+    ]
+    assert value not in json.dumps(pod)  # not in its env, args, labels or annotations
+    [secret] = [
+        s
+        for s in k8s_plane.secrets.values()
+        if s["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+    ]
+    assert value in "".join(base64.b64decode(v).decode() for v in secret["data"].values())
+
+    volume = nbscale.Volume.from_name("on-k8s", create_if_missing=True)
+    mounted = nbscale.App("k8s-volume").function(volumes={"/data": volume})(token.raw_f)
+    with pytest.raises(nbscale.LaunchError, match="Kubernetes workers run on other machines"):
+        mounted.remote()
 
 
 def test_scale_down_deletes_exactly_the_idle_pod(k8s_plane):

@@ -90,14 +90,7 @@ UNSUPPORTED = [
     (lambda: nbscale.Tunnel(8000), "modal.Tunnel", "web ingress"),
     (lambda: nbscale.forward(8000), "modal.forward", "web ingress"),
     (lambda: nbscale.interact(), "modal.interact", "no terminal"),
-    # not yet: each is to come, and says so
-    (lambda: nbscale.Dict.from_name("d", create_if_missing=True), "modal.Dict", "not yet"),
-    (lambda: nbscale.Queue.ephemeral(), "modal.Queue", "not yet"),
-    (lambda: nbscale.Secret.from_dict({"K": "v"}), "modal.Secret", "not yet"),
-    (lambda: nbscale.Volume.from_name("v"), "modal.Volume", "not yet"),
-    (lambda: nbscale.Function.from_name("app", "f"), "modal.Function.from_name", "not yet"),
-    (lambda: nbscale.Cls.from_name("app", "C"), "modal.Cls.from_name", "not yet"),
-    (lambda: nbscale.App("a").deploy(), "app.deploy()", "not yet"),
+    (lambda: nbscale.App.lookup("a"), "modal.App.lookup", "Sandboxes"),
 ]
 
 
@@ -122,9 +115,6 @@ def test_a_modal_feature_nbscale_lacks_says_so(use: Any, feature: str, why: str)
         ("block_network", True, "control plane"),
         ("network_file_systems", {"/n": "nfs"}, "volumes"),
         ("startup_timeout", 600, "NBSCALE_STARTUP_TIMEOUT"),
-        ("env", {"A": "1"}, "Image.env"),
-        ("secrets", ["a-secret"], "not yet: nbscale.Secret"),
-        ("volumes", {"/data": "v"}, "not yet: nbscale.Volume"),
     ],
 )
 def test_a_function_keyword_nbscale_cannot_honour_is_refused(keyword: str, value: Any, why: str):
@@ -184,7 +174,7 @@ def test_app_defaults_are_inherited_and_a_function_overrides_them():
 
     assert inherits.image is base and overrides.image is other
     assert inherits.app is app and inherits.with_options(timeout=5).app is app
-    with pytest.raises(nbscale.InvalidError, match=r"nbscale.App\(secrets=...\) is not supported"):
+    with pytest.raises(nbscale.InvalidError, match=r"use nbscale.Secret.from_name"):
         nbscale.App("vault", secrets=["a-secret"])
     assert nbscale.App("plain").image is None
 

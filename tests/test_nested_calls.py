@@ -22,12 +22,20 @@ def test_spawn_on_a_worker_and_from_id_both_ways():
     nested_app.check_spawn_and_from_id()
 
 
+def test_spawn_map_on_a_worker():
+    nested_app.check_spawn_map_on_a_worker()
+
+
 def test_max_containers_holds_across_nested_calls():
     nested_app.check_max_containers_across_nested_calls()
 
 
 def test_cancelling_a_parent_cancels_its_spawned_children():
     nested_app.check_cancelling_a_parent_cancels_its_children()
+
+
+def test_cancelling_a_parent_cancels_the_map_it_waits_on():
+    nested_app.check_cancelling_a_parent_cancels_the_map_it_waits_on()
 
 
 def test_recursive_fan_out_three_levels():

@@ -327,6 +327,17 @@ def test_infrastructure_losses_are_free_and_retried_at_once_until_too_many_in_a_
     assert lost.final and lost.record.infrastructure_streak == MAX_INFRASTRUCTURE_LOSSES
 
 
+def test_a_generator_that_yielded_is_never_retried_not_even_for_the_infrastructure() -> None:
+    q = queue_with(2)
+    first, second = q.take("w1", 2)
+    first.yielded = True  # its values reached the caller: a retry would replay them
+    running = {("a", 0, 1), ("a", 1, 1)}
+    lost, retried = q.worker_gone("w1", 0.0, running, infrastructure=True)
+    assert (lost.record, lost.final, lost.status) == (first, True, STATUS_LOST)
+    assert (retried.record, retried.final) == (second, False)  # it yielded nothing yet
+    assert keys(q.take("w2", 2)) == [("a", 1)]
+
+
 def test_a_user_failure_after_infrastructure_losses_is_charged_once_and_ends_the_streak() -> None:
     q = queue_with(1, retries=RetryPolicy(max_retries=1, initial_delay=0.0))
     q.take("w1", 1)

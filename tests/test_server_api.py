@@ -181,6 +181,19 @@ async def test_bad_input_is_400_never_500(jp_fetch, ext):
     assert (await _json(jp_fetch, "pools", pool_id))["settings"]["min_containers"] == 0
 
 
+async def test_non_finite_numbers_are_400_and_every_answer_is_strict_json(jp_fetch, ext):
+    pool_id = await _register(idle)
+    for body in ('{"scaledown_window": NaN}', '{"scaledown_window": Infinity}'):
+        code, error = await _status_of(jp_fetch, "pools", pool_id, method="PATCH", body=body)
+        assert code == 400 and ("NaN" in error["message"] or "Infinity" in error["message"])
+    response = await jp_fetch("nbscale", "api", "pools")
+    pools = json.loads(response.body, parse_constant=lambda name: pytest.fail(name))
+    assert next(p for p in pools if p["id"] == pool_id)["settings"]["scaledown_window"] == 30
+    for params in ({"before": "abc"}, {"limit": "0"}, {"before": "-1"}):
+        code, _ = await _status_of(jp_fetch, "calls", params=params)
+        assert code == 400, params
+
+
 async def test_a_running_map_is_reported_by_pools_calls_and_logs(jp_fetch, ext):
     results = asyncio.ensure_future(asyncio.to_thread(lambda: list(slow.map(range(12)))))
 

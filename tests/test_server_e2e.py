@@ -143,3 +143,28 @@ def test_doctor_reaches_the_servers_control_plane(server):
         f"  control plane  the Jupyter server's (pid {server.proc.pid}, nbscale "
         f"{nbscale.__version__}) answers; workers: local processes (launcher=process)"
     )
+
+
+ARRAYS = """
+import hashlib, numpy as np, nbscale
+app = nbscale.App("e2e-arrays")
+
+@app.function(max_containers=1)
+def doubled(a):
+    a *= 2  # inputs are writable on the worker
+    return a
+
+rng = np.random.default_rng(3)
+arrays = [rng.random(n) for n in (100, (1 << 17) - 1, 1 << 17, 2 << 20)]  # up to 16 MiB
+results = list(doubled.map(arrays))
+print("EXACT", all(np.array_equal(r, a * 2) for r, a in zip(results, arrays)))
+"""
+
+
+async def test_large_arrays_travel_exactly_through_the_servers_control_plane(server):
+    """Kernel -> server over ZeroMQ, server -> worker through shared memory, and back."""
+    _, kernel = await server.start_kernel()
+    try:
+        assert "EXACT True" in await kernel.run(ARRAYS)
+    finally:
+        kernel.close()

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from nbscale_server.calls import CallState
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.events import EventHub
 from nbscale_server.options import FunctionOptions
-from nbscale_server.pool import CallState, Pool
+from nbscale_server.pool import Pool
 
 VERSIONS = {"python": "3.11.0", "cloudpickle": "3.0.0"}
 
@@ -92,4 +93,26 @@ async def test_events_beyond_the_cap_are_counted_not_sent(plane):
         plane.outbox.emit("container-starting", "pl-x", container_id="wk-x")
     changes = hub.changes()
     assert len(changes["events"]) == 3 and changes["events_dropped"] == 2
+    hub.close()
+
+
+async def test_a_hundred_thousand_calls_are_not_one_message(plane):
+    """The first message lists the newest calls only; older ones are paged through REST."""
+    pool_id = next(iter(plane.records.pools))
+    calls = plane.delivery.calls
+    for i in range(2, 100_002):
+        calls[f"fc-{i}"] = CallState(f"fc-{i}", pool_id, "spawn", b"owner", seq=i)
+    hub = EventHub(plane.api, interval=60)
+    sink = RecordingSink()
+    hub.add(sink)
+    [snapshot] = sink.messages
+    assert len(json.dumps(snapshot)) < 500_000
+    assert snapshot["calls_more"] is True
+    assert [c["id"] for c in snapshot["calls"][:2]] == ["fc-100001", "fc-100000"]
+    assert len(snapshot["calls"]) == 500
+    page = plane.api.list_calls(500, snapshot["calls"][-1]["seq"])
+    assert page[0]["id"] == "fc-99501" and len(page) == 500
+    calls["fc-100001"].reported = 1
+    changes = hub.changes()
+    assert [c["id"] for c in changes["calls"]] == ["fc-100001"]
     hub.close()

@@ -9,6 +9,9 @@ In the log, each line starts with when it was written and which input wrote it:
 ``2025-01-02T03:04:05.678Z fc-1a2b3c4d5e6f00000001#17 text`` (``-`` outside any input), so
 that the sidebar and ``nbscale logs`` can say both; ``parse_line`` reads it back. Output
 written below Python (a C library writing to file descriptor 1) reaches the log as it is.
+
+The log is the worker's, not the input's: when it cannot be written (a full disk), the input
+goes on, its text still reaches the caller, and one note says what was dropped where.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextvars
 import datetime
 import io
+import os
 import re
 import sys
 import time
@@ -88,6 +92,7 @@ class _RoutingStream(io.TextIOBase):
         self._fallback = fallback
         self._stream = stream  # 0: stdout, 1: stderr (its list in ``_Current``)
         self._line_start = True  # the next text written begins a line of the log
+        self._failing: str | None = None  # why the log cannot be written, once noted
 
     def write(self, text: str) -> int:
         current = _current.get()
@@ -96,7 +101,12 @@ class _RoutingStream(io.TextIOBase):
             current[4].append(text)  # both streams in order, for the running input's view
         # and to the worker's own log too, where `nbscale logs` and the sidebar read it
         if text:
-            self._fallback.write(self._stamped(text, current))
+            try:
+                self._fallback.write(self._stamped(text, current))
+            except OSError as exc:
+                self._log_failed(exc, current[0] if current else None)
+            else:
+                self._failing = None
         return len(text)
 
     def _stamped(self, text: str, current: _Current | None) -> str:
@@ -113,7 +123,27 @@ class _RoutingStream(io.TextIOBase):
         return head + stamped
 
     def flush(self) -> None:
-        self._fallback.flush()
+        try:
+            self._fallback.flush()
+        except OSError as exc:
+            current = _current.get()
+            self._log_failed(exc, current[0] if current else None)
+
+    def _log_failed(self, exc: OSError, target: list[str] | None) -> None:
+        """Drop what the log cannot take; say so once to the input that hit it."""
+        why = exc.strerror or str(exc)
+        if self._failing == why:
+            return
+        self._failing = why
+        if target is not None:
+            target.append(f"[nbscale: cannot write the worker's log{self._where()} ({why}); ")
+            target.append("the output above is not in it]\n")
+
+    def _where(self) -> str:
+        try:
+            return " " + os.readlink(f"/proc/self/fd/{self._fallback.fileno()}")
+        except (OSError, ValueError):
+            return ""
 
     def writable(self) -> bool:
         return True

@@ -71,7 +71,13 @@ class ZmqLink:
         self.ctx.term()  # waits (up to the linger) for queued messages to leave
 
 
-def connect(endpoint: str, identity: str, keys: tuple[str, str, str] | None = None) -> Link:
+def connect(
+    endpoint: str,
+    identity: str,
+    keys: tuple[str, str, str] | None = None,
+    shared_min: int | None = None,
+) -> Link:
+    """``shared_min``: over a Unix socket, frames from this size go through shared memory."""
     if endpoint.startswith("unix://"):
-        return StreamLink(endpoint[len("unix://") :], identity)
+        return StreamLink(endpoint[len("unix://") :], identity, shared_min)
     return ZmqLink(endpoint, identity, keys)

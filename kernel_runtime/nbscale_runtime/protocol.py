@@ -25,7 +25,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 9  # 6: register-function carries secrets; 7: spawn-calls,
+# get-first-outputs; 8: Dict and Queue messages; 9: runs of inputs (count columns)
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -68,13 +69,21 @@ ERROR_KINDS = frozenset(
 # ``serialization.split_payload`` takes it.
 
 # A row may stand for a *run* of inputs: ``count`` consecutive indices from ``index``, whose
-# pickle is one list of theirs (a map's small inputs and results, pickled and moved once
-# per run instead of once per input). ``count`` 0 is one input's own pickle.
+# pickles lie back to back, without out-of-band buffers (a map's small inputs and results,
+# moved once per run instead of once per input); ``sizes``: each one's pickle length, by
+# which the control plane cuts a run into per-input bytes where it keeps them (spawned
+# calls, detached maps) without unpickling anything. ``count`` 0 is one input's own pickle
+# (``sizes`` empty).
 
-# submit-inputs: [index, offset, length, nbufs, count]
+# submit-inputs: [index, offset, length, nbufs, count, sizes]
 SUBMIT_INDEX = 0
 SUBMIT_WHERE = slice(1, 4)
 SUBMIT_COUNT = 4
+SUBMIT_SIZES = 5
+
+# spawn-calls: [call_id, offset, length, nbufs]: a call of one input, opened and closed
+SPAWN_CALL_ID = 0
+SPAWN_WHERE = slice(1, 4)
 
 # run-inputs: [call_id, index, attempt, offset, length, nbufs, count, skip]; a run's inputs
 # are the elements ``skip`` .. ``skip + count`` of the list pickled (a queued run split for
@@ -87,8 +96,8 @@ RUN_COUNT = 6
 RUN_SKIP = 7
 
 # outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout,
-#           stderr, count]; a run's row (``count`` > 0) is always "ok", printed nothing, and
-#           its duration is the whole run's
+#           stderr, count, sizes]; a run's row (``count`` > 0) is always "ok", printed
+#           nothing, and its duration is the whole run's
 OUT_CALL_ID = 0
 OUT_INDEX = 1
 OUT_ATTEMPT = 2
@@ -99,6 +108,7 @@ OUT_WORKER_ID = 8  # "" when no worker ran it (rejected by the control plane)
 OUT_STDOUT = 9  # what the attempt printed
 OUT_STDERR = 10  # what it wrote to stderr
 OUT_COUNT = 11
+OUT_SIZES = 12
 
 
 def row_count(count: int) -> int:
@@ -134,9 +144,11 @@ def output_row(
     stdout: str = "",
     stderr: str = "",
     count: int = 0,
+    sizes: Sequence[int] = (),
 ) -> list[Any]:
     """An ``outputs`` row; ``where`` is its (offset, length, nbufs) in the payload; ``count``
-    > 0: the row of a run of that many inputs, their results pickled as one list."""
+    > 0: the row of a run of that many inputs, their results' pickles back to back, each
+    ``sizes`` long."""
     offset, length, nbufs = where
     return [
         call_id,
@@ -151,6 +163,7 @@ def output_row(
         stdout,
         stderr,
         count,
+        list(sizes),
     ]
 
 
@@ -216,13 +229,16 @@ class Ping(Message):
 @op("register-function")
 class RegisterFunction(Message):
     """Payload: [function pickle]. Creates or finds the pool for this function + options
-    (``nbscale_server.options.FunctionOptions`` in its versioned wire form)."""
+    (``nbscale_server.options.FunctionOptions`` in its versioned wire form). ``secrets``:
+    the function's ``secrets=``, each ``{"env": {...}}`` or ``{"name", "required_keys"}``
+    (a stored secret the control plane reads), later ones overriding earlier ones."""
 
     rid: int
     function_id: str
     name: str
     options: dict[str, Any]
     sys_path: list[str]
+    secrets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @op("submit-inputs")
@@ -259,6 +275,31 @@ class GetOutputs(Message):
     start: int
     end: int | None
     timeout: float | None
+
+
+@op("spawn-calls")
+class SpawnCalls(Message):
+    """Many ``.spawn()``s of one pool at once (those a client made in one loop turn), each a
+    call of one input, opened, submitted and closed by its row. Payload: [blob, *buffers];
+    items are ``SPAWN_*`` rows. Answered once the store has kept them all:
+    ``{"refused": [[row, kind, message, details], ...]}`` for the rows refused."""
+
+    rid: int
+    pool_id: str
+    items: list[list[Any]]
+    parent: list[Any] | None = None  # as ``SubmitInputs.parent``, for every row
+
+
+@op("get-first-outputs")
+class GetFirstOutputs(Message):
+    """The output of input 0 of each of many spawned calls, as they are now (no wait).
+    Answered with ``{"calls": [...]}``, a row per call in order: ``[kind, message]`` where
+    it is refused, None where its input is not settled yet, else ``[n, function, timeout,
+    cancelled]`` where ``n`` (0 or 1) outputs rows of it come in ``items`` (their bytes in
+    the payload, as ``outputs``')."""
+
+    rid: int
+    call_ids: list[str]
 
 
 @op("update-autoscaler")
@@ -299,6 +340,87 @@ class GetLogs(Message):
     rid: int
     worker_id: str
     tail: int = 200
+
+
+@op("object-lookup")
+class ObjectLookup(Message):
+    """A Dict or Queue (``kind``: "dict" or "queue") by name, created if missing when asked;
+    ``name`` None makes an ephemeral one, deleted when its creator is gone. Answer:
+    ``{"id"}``."""
+
+    rid: int
+    kind: str
+    name: str | None
+    create_if_missing: bool = False
+
+
+@op("object-delete")
+class ObjectDelete(Message):
+    """Delete a Dict or Queue by ``name``, or by ``object_id`` (an ephemeral one)."""
+
+    rid: int
+    kind: str
+    name: str | None
+    object_id: str | None = None
+
+
+@op("dict-request")
+class DictRequest(Message):
+    """One action on a Dict: get, contains, put, update, pop, len, keys, values, items,
+    clear, info. Payload: the pickled keys (and values, key then value) it needs; the
+    answer's payload, those it returns. The control plane compares keys by their bytes."""
+
+    rid: int
+    object_id: str
+    action: str
+    args: dict[str, Any]
+
+
+@op("queue-request")
+class QueueRequest(Message):
+    """One action on a Queue: put (payload: the pickled values; answer ``{"full"}``), get
+    (``n``, ``timeout``: None waits until an item comes, 0 not at all; answer ``{"count"}``
+    and the values), cancel-get (``rid`` of the get), len, iterate (items after ``after``),
+    clear; ``partition`` in ``args`` ("" or absent: the default one)."""
+
+    rid: int
+    object_id: str
+    action: str
+    args: dict[str, Any]
+
+
+@op("deploy-app")
+class DeployApp(Message):
+    """Register an app's functions and classes under ``app``, replacing its earlier
+    deployment: each of ``functions`` is ``{"name", "kind", "function_id", "options",
+    "sys_path"}``, its pickle the payload frame of the same rank."""
+
+    rid: int
+    app: str
+    functions: list[dict[str, Any]]
+
+
+@op("lookup-deployed")
+class LookupDeployed(Message):
+    """A deployed function or class: answer as a ``deploy-app`` entry, its pickle the
+    payload."""
+
+    rid: int
+    app: str
+    name: str
+
+
+@op("list-apps")
+class ListApps(Message):
+    rid: int
+
+
+@op("stop-app")
+class StopApp(Message):
+    """Remove a deployed app and stop the pools of its functions."""
+
+    rid: int
+    app: str
 
 
 @op("reply")

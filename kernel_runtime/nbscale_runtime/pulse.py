@@ -16,6 +16,7 @@ the worker by its register (``liveness.py`` on its side).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,17 @@ class Pulse(threading.Thread):
             self._send(protocol.Goodbye(w.cfg.worker_id, "enter-failed"), [dump_exception(error)])
             self.link.close()
             os._exit(3)
+        until = w.exiting_until
+        if until is not None and now > until:  # a class's @exit outlived exit_grace
+            print(
+                f"@exit of {w.fn.cls.__qualname__} did not finish within exit_grace "
+                f"({w.cfg.exit_grace:g} s): the worker ends without it",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._send(protocol.Goodbye(w.cfg.worker_id, "exit outlived exit_grace"))
+            self.link.close()
+            os._exit(0)
         for key, (started, attempt, _) in list(w.running.items()):
             if now - started > w.timeout:
                 row = output_row(

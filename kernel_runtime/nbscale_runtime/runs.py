@@ -18,9 +18,21 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from . import capture
-from .protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, STATUS_SERIALIZATION, output_row
+from .protocol import (
+    OUT_COUNT,
+    OUT_SIZES,
+    STATUS_CANCELLED,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SERIALIZATION,
+    output_row,
+)
 from .serialization import PayloadWriter, dump_exception
 from .service import run_alone
+
+# A run's results go as one row up to this many bytes (no out-of-band buffers); bigger ones
+# go one by one, each under the worker's result limit.
+_RUN_MAX_BYTES = 1 << 20
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -49,7 +61,9 @@ class Segment:
         if taken:
             self.end = max(self.first + len(self.results), min(taken))
 
-    def rows(self, writer: PayloadWriter, worker_id: str) -> list[list[Any]]:
+    def rows(
+        self, writer: PayloadWriter, worker_id: str, limit: int | None = None
+    ) -> list[list[Any]]:
         """The outputs rows of the results not sent yet: one for all of them (one for each
         when one will not pickle, so that only the culprit fails)."""
         results = self.results[self.sent :]
@@ -60,21 +74,21 @@ class Segment:
         call_id, attempt = self.call_id, self.attempt
         if len(results) > 1:
             try:
-                where = writer.add_run(results)
-                n = len(results)
-                return [
-                    output_row(
-                        call_id, first, attempt, STATUS_OK, where, seconds, worker_id, count=n
-                    )
-                ]
+                where, sizes = writer.add_run(results)
             except Exception:
                 pass
+            else:
+                if not where[2] and where[1] <= _RUN_MAX_BYTES:
+                    row = output_row(call_id, first, attempt, STATUS_OK, where, seconds, worker_id)
+                    row[OUT_COUNT], row[OUT_SIZES] = len(results), sizes
+                    return [row]
+                writer.drop_last(where[0], where[2])  # big results: each in a row of its own
         rows = []
         each = seconds / len(results)
         for k, result in enumerate(results):
             status = STATUS_OK
             try:
-                where = writer.add(result)
+                where = writer.add(result, limit)
             except Exception as exc:
                 status, where = STATUS_SERIALIZATION, writer.add_raw(dump_exception(exc))
             rows.append(output_row(call_id, first + k, attempt, status, where, each, worker_id))

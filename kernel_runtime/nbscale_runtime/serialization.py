@@ -15,7 +15,7 @@ import io
 import os
 import pickle
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -28,6 +28,10 @@ _NO_BUFFERS: list[Any] = []  # shared, never mutated: most objects have no buffe
 MAX_FRAMES = 100  # frames of a remote traceback sent (the outermost and innermost halves)
 
 
+class TooLarge(ValueError):
+    """Raised when a pickled object is larger than allowed."""
+
+
 class PayloadWriter:
     """Packs many objects into ``[blob, *buffers]`` frames, reusing one pickler."""
 
@@ -38,23 +42,40 @@ class PayloadWriter:
         self._buffers: list[Any] = []
         self._pickler: cloudpickle.CloudPickler | None = None  # made on first add()
 
-    def _keep_buffer(self, buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes < _OUT_OF_BAND_MIN:
-            return True  # serialize in-band
-        self._buffers.append(raw)
-        return False
+    def _buffer_keeper(self) -> Callable[[pickle.PickleBuffer], bool]:
+        # A closure over the list, not a bound method: the pickler would hold the writer in
+        # a cycle, and the buffers it holds (a shared segment on a worker) would wait for
+        # the garbage collector instead of going with the writer.
+        buffers = self._buffers
 
-    def add(self, obj: Any) -> tuple[int, int, int]:
-        """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises."""
+        def keep(buf: pickle.PickleBuffer) -> bool:
+            raw = buf.raw()
+            if raw.nbytes < _OUT_OF_BAND_MIN:
+                return True  # serialize in-band
+            buffers.append(raw)
+            return False
+
+        return keep
+
+    def add(self, obj: Any, limit: int | None = None) -> tuple[int, int, int]:
+        """Pickle ``obj``; returns its (offset, length, nbufs). Raises what pickling raises,
+        and ``TooLarge`` when its bytes (pickle and buffers) exceed ``limit``."""
         start = self._blob.tell()
         nbufs = len(self._buffers)
         if self._pickler is None:
             self._pickler = cloudpickle.CloudPickler(
-                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
+                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._buffer_keeper()
             )
         try:
             self._pickler.dump(obj)
+            if limit is not None:
+                size = self._blob.tell() - start
+                size += sum(memoryview(b).nbytes for b in self._buffers[nbufs:])
+                if size > limit:
+                    raise TooLarge(
+                        f"it is {size / 2**20:,.1f} MiB pickled, over the limit of "
+                        f"{limit >> 20} MiB (the max_input_mib setting)"
+                    )
         except BaseException:
             self._blob.seek(start)
             self._blob.truncate()
@@ -64,29 +85,37 @@ class PayloadWriter:
             self._pickler.clear_memo()
         return start, self._blob.tell() - start, len(self._buffers) - nbufs
 
-    def add_run(self, objs: Sequence[Any]) -> tuple[int, int, int]:
+    def add_run(self, objs: Sequence[Any]) -> tuple[tuple[int, int, int], list[int]]:
         """Pickle ``objs`` one after the other, each on its own (nothing shared between
         them, as when added one by one), addressed as one: a *run*, read back by
-        :func:`load_run`. Raises what pickling raises."""
+        :func:`load_run`. Returns its (offset, length, nbufs) and each object's pickle
+        length, by which the control plane cuts a run into its objects' bytes without
+        unpickling them (:func:`cut_run`). Raises what pickling raises."""
         start = self._blob.tell()
         nbufs = len(self._buffers)
         if self._pickler is None:
             self._pickler = cloudpickle.CloudPickler(
-                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._keep_buffer
+                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._buffer_keeper()
             )
         pickler = self._pickler
         dump, clear = pickle.Pickler.dump, pickler.clear_memo  # the C loop, not cloudpickle's
+        tell = self._blob.tell
+        sizes = []
+        at = start
         try:
             for obj in objs:
                 dump(pickler, obj)
                 clear()
+                end = tell()
+                sizes.append(end - at)
+                at = end
         except BaseException:
             clear()
             self._blob.seek(start)
             self._blob.truncate()
             del self._buffers[nbufs:]
             raise
-        return start, self._blob.tell() - start, len(self._buffers) - nbufs
+        return (start, at - start, len(self._buffers) - nbufs), sizes
 
     def drop_last(self, offset: int, nbufs: int) -> None:
         """Forget the last object added (at ``offset``, with ``nbufs`` buffers)."""
@@ -161,6 +190,25 @@ def load_run(data: Any, buffers: Sequence[Any], skip: int, count: int) -> list[A
     for _ in range(skip):
         load()
     return [load() for _ in range(count)]
+
+
+def cut_run(data: Any, sizes: Sequence[int], skip: int, count: int) -> list[bytes]:
+    """The pickles of objects ``skip`` .. ``skip + count`` of a run without buffers
+    (``sizes``: each object's length, from ``PayloadWriter.add_run``), each its own bytes:
+    a run cut into its objects without unpickling any. Raises ValueError when ``sizes``
+    does not describe ``data``."""
+    view = memoryview(data).cast("B")
+    if len(sizes) < skip + count or sum(sizes) != view.nbytes:
+        raise ValueError(
+            f"a run of {len(sizes)} objects in {view.nbytes} bytes has no objects "
+            f"{skip} .. {skip + count}"
+        )
+    at = sum(sizes[:skip])
+    cuts = []
+    for size in sizes[skip : skip + count]:
+        cuts.append(bytes(view[at : at + size]))
+        at += size
+    return cuts
 
 
 def dumps(obj: Any) -> bytes:

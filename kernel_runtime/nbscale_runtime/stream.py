@@ -11,22 +11,37 @@ On the wire a message is ``u32 n``, then ``n`` times ``u64 length``, then the ``
 Frames are read into buffers of their own (large ones straight from the socket, with no
 staging copy) and written with ``sendmsg``, so a big numpy buffer is never joined into a
 larger one.
+
+A peer is trusted with nothing it has not sent: a message of no frames, or one announcing
+more than the reader's ``max_message`` bytes, closes the connection (``StreamClosed``), and a
+large frame is read into an anonymous mapping whose pages exist only once its bytes arrive,
+so a peer announcing a gigabyte and sending three bytes costs three bytes.
+
+Large frames (``shared_memory_min_kib``) travel through shared memory instead when both ends
+have ``Segments`` (``segments.py``): their announced length has ``SEGMENT_BIT`` set, the
+stream carries only the segment's id, and its descriptor comes with ``SCM_RIGHTS``; a
+message counting ``RELEASE`` frames gives segments back to their writer.
 """
 
 from __future__ import annotations
 
+import array
 import collections
+import mmap
 import select
 import socket
 import struct
 from collections.abc import Sequence
 from typing import Any
 
+from .segments import ANCILLARY_SIZE, MAX_FDS_PER_SEND, RELEASE, SEGMENT_BIT, Segments
+
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
 _MAX_FRAMES = 1 << 20  # a peer announcing more is broken
 _CHUNK = 256 * 1024  # bytes asked of the socket per read
 _IOV_MAX = 512  # buffers per sendmsg, under the system's IOV_MAX (1024 on Linux)
+_MAPPED = 1 << 20  # frames from this size are read into an anonymous mapping
 
 
 class StreamClosed(ConnectionError):
@@ -36,11 +51,16 @@ class StreamClosed(ConnectionError):
 class FrameReader:
     """Turns bytes read from a stream back into messages (lists of frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_message: int | None = None, segments: Segments | None = None) -> None:
+        """``max_message``: the most bytes a message may announce (None: no limit);
+        ``segments``: the connection's shared memory (None: frames come only in the stream)."""
+        self.max_message = max_message
+        self.segments = segments
+        self._in_segments: dict[int, int] = {}  # of the message being read: index -> length
         self._staged = bytearray()  # read, not yet parsed
         self._lengths: list[int] | None = None  # of the message being read
         self._frames: list[Any] = []
-        self._big: bytearray | None = None  # a frame larger than what is staged, filling
+        self._big: bytearray | mmap.mmap | None = None  # a frame longer than what is staged
         self._big_filled = 0
         # Reads land here first: recv(n) would allocate (and map) n fresh bytes per call.
         self._landing = memoryview(bytearray(_CHUNK))
@@ -53,7 +73,7 @@ class FrameReader:
             try:
                 if self._big is not None:
                     view = memoryview(self._big)[self._big_filled :]
-                    n = sock.recv_into(view)
+                    n = self._receive(sock, view)
                     if n:
                         self._big_filled += n
                         if self._big_filled == len(self._big):
@@ -61,7 +81,7 @@ class FrameReader:
                             self._big = None
                             self._parse()
                 else:
-                    n = sock.recv_into(self._landing)
+                    n = self._receive(sock, self._landing)
                     if n:
                         self._staged += self._landing[:n]
                         self._parse()
@@ -69,6 +89,17 @@ class FrameReader:
                 return
             if n == 0:
                 raise StreamClosed("the peer closed the connection")
+
+    def _receive(self, sock: socket.socket, into: memoryview) -> int:
+        if self.segments is None:
+            return sock.recv_into(into)
+        n, ancdata, flags, _ = sock.recvmsg_into([into], ANCILLARY_SIZE)
+        if ancdata or flags:
+            try:
+                self.segments.take_fds(ancdata, flags)
+            except ConnectionError as exc:
+                raise StreamClosed(str(exc)) from exc
+        return n
 
     @property
     def inside_large_frame(self) -> bool:
@@ -91,13 +122,25 @@ class FrameReader:
                 if len(staged) - pos < _COUNT.size:
                     break
                 (count,) = _COUNT.unpack_from(staged, pos)
-                if count > _MAX_FRAMES:
+                if count == RELEASE and self.segments is not None:
+                    released = self._released(staged, pos)
+                    if released < 0:
+                        break
+                    pos = released
+                    continue
+                if not 0 < count <= _MAX_FRAMES:
                     raise StreamClosed(f"a message of {count} frames: the peer is broken")
                 if len(staged) - pos < _COUNT.size + count * _LENGTH.size:
                     break
                 pos += _COUNT.size
                 self._lengths = [_LENGTH.unpack_from(staged, pos + i * 8)[0] for i in range(count)]
                 pos += count * _LENGTH.size
+                announced = self._announced(self._lengths)
+                if self.max_message is not None and announced > self.max_message:
+                    raise StreamClosed(
+                        f"a message of {announced} bytes announced, over the limit of "
+                        f"{self.max_message}: the peer is broken"
+                    )
                 self._frames = []
             lengths = self._lengths
             while len(self._frames) < len(lengths):
@@ -107,33 +150,95 @@ class FrameReader:
                     self._frames.append(bytes(staged[pos : pos + length]))
                     pos += length
                     continue
-                # The rest of this frame is still in the socket: read it in place.
-                self._big = bytearray(length)
+                # The rest of this frame is still in the socket: read it in place (a large
+                # one into a mapping: a bytearray would be zero-filled, all of it, at once).
+                self._big = mmap.mmap(-1, length) if length >= _MAPPED else bytearray(length)
                 self._big[:available] = staged[pos:]
                 self._big_filled = available
                 return -1
+            if self._in_segments:
+                self._map_segments()
             self.messages.append(self._frames)
             self._lengths = None
             self._frames = []
         return pos
 
+    def _announced(self, lengths: list[int]) -> int:
+        """What the message's frames weigh; the lengths of those in segments become the
+        length of their id in the stream."""
+        if self.segments is None or not any(n & SEGMENT_BIT for n in lengths):
+            return sum(lengths)
+        for i, n in enumerate(lengths):
+            if n & SEGMENT_BIT:
+                self._in_segments[i] = n & ~SEGMENT_BIT
+                lengths[i] = _LENGTH.size
+        return sum(lengths) + sum(self._in_segments.values())
 
-def _prefix(frames: Sequence[Any]) -> bytes:
-    lengths = [memoryview(f).nbytes for f in frames]
+    def _map_segments(self) -> None:
+        assert self.segments is not None
+        try:
+            for i, length in self._in_segments.items():
+                self._frames[i] = self.segments.open(self._frames[i], length)
+        except ConnectionError as exc:
+            raise StreamClosed(str(exc)) from exc
+        finally:
+            self._in_segments = {}
+
+    def _released(self, staged: memoryview, pos: int) -> int:
+        """Parse a release at ``pos``; returns where it ends, or -1 when incomplete."""
+        assert self.segments is not None
+        head = _COUNT.size * 2
+        if len(staged) - pos < head:
+            return -1
+        (count,) = _COUNT.unpack_from(staged, pos + _COUNT.size)
+        if count > _MAX_FRAMES:
+            raise StreamClosed(f"a release of {count} segments: the peer is broken")
+        end = pos + head + count * _LENGTH.size
+        if len(staged) < end:
+            return -1
+        ids = [_LENGTH.unpack_from(staged, pos + head + i * 8)[0] for i in range(count)]
+        self.segments.released(ids)
+        return end
+
+
+def _prefix(lengths: Sequence[int]) -> bytes:
     return struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths)
+
+
+def _release(ids: Sequence[int]) -> memoryview:
+    return memoryview(struct.pack(f"<II{len(ids)}Q", RELEASE, len(ids), *ids))
 
 
 class FrameWriter:
     """Writes messages to a non-blocking stream socket; what the socket does not take now
     waits in order (as views of the caller's buffers, never copies) for ``flush``."""
 
-    def __init__(self) -> None:
+    def __init__(self, segments: Segments | None = None) -> None:
         self.pending: collections.deque[memoryview] = collections.deque()
+        self.segments = segments
+        # Descriptors of segments queued: each goes with the first send after it is queued,
+        # so it arrives no later than its frame, and in order.
+        self.fds: list[int] = []
 
     def write(self, sock: socket.socket, frames: Sequence[Any]) -> bool:
         """Queue one message and send what the socket takes; True when all is sent."""
-        self.pending.append(memoryview(_prefix(frames)))
-        self.pending.extend(memoryview(f).cast("B") for f in frames if memoryview(f).nbytes)
+        views = [memoryview(f).cast("B") for f in frames]
+        lengths = [v.nbytes for v in views]
+        segments = self.segments
+        if segments is not None:
+            if finished := segments.finished():
+                self.pending.append(_release(finished))
+            if segments.min_size is not None:
+                for i, view in enumerate(views):
+                    if len(self.fds) >= MAX_FDS_PER_SEND:
+                        break  # the rest through the socket: all queued ones go in one send
+                    if view.nbytes >= segments.min_size and (put := segments.put(view)):
+                        body, fd = put
+                        views[i] = memoryview(body)
+                        lengths[i] = view.nbytes | SEGMENT_BIT
+                        self.fds.append(fd)
+        self.pending.append(memoryview(_prefix(lengths)))
+        self.pending.extend(v for v in views if v.nbytes)
         return self.flush(sock)
 
     def flush(self, sock: socket.socket) -> bool:
@@ -141,7 +246,12 @@ class FrameWriter:
         while pending:
             batch = [pending[i] for i in range(min(len(pending), _IOV_MAX))]
             try:
-                sent = sock.sendmsg(batch)
+                if self.fds:
+                    rights = array.array("i", self.fds).tobytes()
+                    sent = sock.sendmsg(batch, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+                    self.fds = []
+                else:
+                    sent = sock.sendmsg(batch)
             except (BlockingIOError, InterruptedError):
                 return False
             while sent:
@@ -158,13 +268,15 @@ class FrameWriter:
 class StreamLink:
     """One end of a connection, for a thread that may block: the worker's side."""
 
-    def __init__(self, path: str, identity: str) -> None:
+    def __init__(self, path: str, identity: str, shared_min: int | None = None) -> None:
+        """``shared_min``: frames from this size go through shared memory (None: never)."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pollable = self.sock.fileno()  # zmq.Poller reports plain descriptors by number
         self.sock.connect(path)
         self.sock.setblocking(False)
-        self.reader = FrameReader()
-        self.writer = FrameWriter()
+        self.segments = Segments(shared_min)
+        self.reader = FrameReader(segments=self.segments)
+        self.writer = FrameWriter(self.segments)
         self.send([identity.encode()])  # who we are, before anything else
 
     def send(self, frames: Sequence[Any]) -> None:
@@ -194,3 +306,4 @@ class StreamLink:
 
     def close(self) -> None:
         self.sock.close()  # what was sent is in the kernel's hands already
+        self.segments.close()

@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -91,12 +91,17 @@ class WorkerConfig:
     endpoint: str
     parent_pid: int | None = None
     heartbeat_interval: float = 1.0
+    max_result_mib: int | None = None  # a bigger result fails, as not serializable
+    shared_min: int | None = None  # frames from this size go through shared memory (unix://)
     # seconds without a word from the control plane before the worker exits (None: never)
     heartbeat_timeout: float | None = None
     register_path: str | None = None  # the register file, as this worker sees it
+    exit_grace: float | None = None  # seconds a class's @exit hooks may run (None: unbounded)
     server_public_key: str | None = None
     public_key: str | None = None
     secret_key: str | None = None
+    # what the function's secrets put in its environment, before any of its code runs
+    env: dict[str, str] | None = field(default=None, repr=False)
 
     @classmethod
     def from_file(cls, path: str) -> WorkerConfig:
@@ -108,7 +113,7 @@ class WorkerConfig:
         keys = None
         if self.server_public_key:
             keys = (self.server_public_key, self.public_key or "", self.secret_key or "")
-        return connect(self.endpoint, identity, keys)
+        return connect(self.endpoint, identity, keys, self.shared_min)
 
 
 @dataclass(slots=True)
@@ -170,6 +175,7 @@ class Worker:
         self.draining = False
         self.stop_now = False
         self.slot_lent = False  # the control plane took the slot back (``nested.py``)
+        self.exiting_until: float | None = None  # while a class's @exit runs: its deadline
         self.last_flush = time.perf_counter()
         self.wake_r, self.wake_w = os.pipe()
         self.executor: concurrent.futures.Executor | None = None
@@ -177,6 +183,7 @@ class Worker:
         self.async_tasks: dict[tuple[str, int], concurrent.futures.Future[Any]] = {}
         self.main_thread = threading.get_ident()
         self.gpu_monitor = GpuMonitor()  # no-op without NVML or GPUs
+        self.max_result = None if cfg.max_result_mib is None else cfg.max_result_mib << 20
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -219,6 +226,8 @@ class Worker:
             self._ask_for_inputs()
         self._flush()
         if isinstance(self.fn, ClassService):  # scaled down, stopped or SIGTERM: its @exit
+            if self.cfg.exit_grace is not None:  # the pulse thread ends us past it
+                self.exiting_until = time.monotonic() + self.cfg.exit_grace
             self.fn.stop(self._run_coroutine)
         self._send(protocol.Goodbye(self.cfg.worker_id, "drained"))
         self.data.close()
@@ -569,7 +578,7 @@ class Worker:
         while self.done:
             entry = self.done.popleft()
             if isinstance(entry, Segment):
-                items.extend(entry.rows(writer, worker_id))
+                items.extend(entry.rows(writer, worker_id, self.max_result))
                 if entry is self.segment:  # flushed from inside its run: more to come
                     live = entry
                 continue
@@ -578,7 +587,7 @@ class Worker:
                 where = writer.add_raw(dump_exception(result, skip_runtime=True))
             elif status in (STATUS_OK, STATUS_YIELD):
                 try:
-                    where = writer.add(result)
+                    where = writer.add(result, self.max_result)
                 except Exception as exc:
                     status = STATUS_SERIALIZATION
                     where = writer.add_raw(dump_exception(exc))
@@ -610,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of the worker's config file")
     args = parser.parse_args(argv)
     cfg = WorkerConfig.from_file(args.config)
+    os.environ.update(cfg.env or {})
     os.environ[WORKER_ID_ENV] = cfg.worker_id
     return Worker(cfg).run()
 

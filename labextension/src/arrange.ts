@@ -116,3 +116,33 @@ export function groupByOwner(
     .sort((a, b) => rank(a.group) - rank(b.group) || a.order - b.order)
     .map(entry => entry.group);
 }
+
+/** A call and the calls its inputs made (code on a worker calling functions). */
+export interface ICallNode {
+  entry: ICallEntry;
+  children: ICallNode[];
+}
+
+/**
+ * The call graph as the panel nests it: each call under the call whose input made it,
+ * where that call is listed too; the others are roots. Both keep the order given (newest
+ * first). A call whose parent is not listed (finished long ago, or another owner's) stays
+ * a root: its row names its parent instead.
+ */
+export function callTree(calls: ICallEntry[]): ICallNode[] {
+  const nodes = new Map<string, ICallNode>(
+    calls.map(entry => [entry.call.id, { entry, children: [] }])
+  );
+  const roots: ICallNode[] = [];
+  for (const node of nodes.values()) {
+    const parentId = node.entry.call.parent?.call_id;
+    const parent = parentId === undefined ? undefined : nodes.get(parentId);
+    // a parent is always older than its child, so no cycle can form but a self-reference
+    if (parent !== undefined && parent !== node) {
+      parent.children.push(node);
+    } else {
+      roots.push(node);
+    }
+  }
+  return roots;
+}

@@ -93,13 +93,16 @@ function ContainerRow(props: {
         <span role="cell" className="nbscale-Container-state">
           <span
             className={`nbscale-State nbscale-State-${worker.state}`}
+            data-waiting-on-calls={worker.waiting_on_calls}
             title={
               worker.waiting_reason
                 ? `queued for resources; the scheduler's reason: ${worker.waiting_reason}`
-                : undefined
+                : worker.waiting_on_calls
+                  ? 'busy: its input waits on the functions it called, and lent its slot to them meanwhile'
+                  : undefined
             }
           >
-            {worker.state}
+            {worker.waiting_on_calls ? 'calling' : worker.state}
             {worker.waiting_reason ? ` (${worker.waiting_reason})` : ''}
           </span>
         </span>

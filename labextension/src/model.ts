@@ -16,6 +16,7 @@ import {
 import { followLogs, ILogView, logsQuery } from './logs';
 import {
   EventsMessage,
+  IApp,
   IAutoscalerChanges,
   ICall,
   ILogs,
@@ -69,6 +70,11 @@ export class SidebarModel {
   /** The control plane's version and launcher, and why that launcher (`GET status`). */
   get serverStatus(): IStatus | null {
     return this._serverStatus;
+  }
+
+  /** The deployed apps (`GET apps`), read with each snapshot or read of the pools. */
+  get apps(): IApp[] {
+    return this._apps;
   }
 
   get isDisposed(): boolean {
@@ -192,7 +198,27 @@ export class SidebarModel {
       this._setStatus('polling');
     }
     this._loadServerStatus();
+    this._loadApps();
     this._changed.emit();
+  }
+
+  /** `GET apps`: deployments change rarely, and send no events. */
+  private _loadApps(): void {
+    if (this._appsLoading) {
+      return;
+    }
+    this._appsLoading = true;
+    requestAPI<IApp[]>('apps', {}, this._settings)
+      .then(apps => {
+        this._apps = apps;
+        this._changed.emit();
+      })
+      .catch(() => {
+        // The next read or snapshot asks again.
+      })
+      .finally(() => {
+        this._appsLoading = false;
+      });
   }
 
   /** `GET status`, once per connection: the launcher is decided when the server starts. */
@@ -291,8 +317,12 @@ export class SidebarModel {
     if (message.type === 'snapshot') {
       this.state.applySnapshot(message, now);
       this._loadServerStatus();
+      this._loadApps();
     } else if (message.type === 'changes') {
       this.state.applyChanges(message, now);
+      if (message.events.some(e => e.type === 'pool-added')) {
+        this._loadApps(); // a deployed function called for the first time, maybe redeployed
+      }
     } else {
       return;
     }
@@ -307,6 +337,8 @@ export class SidebarModel {
   private _status: ConnectionStatus = 'connecting';
   private _serverStatus: IStatus | null = null;
   private _serverStatusLoading = false;
+  private _apps: IApp[] = [];
+  private _appsLoading = false;
   private _detail = '';
   private _changed = new Signal<this, void>(this);
 }

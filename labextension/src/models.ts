@@ -17,7 +17,7 @@
  * - `GET pools/{id}` -> `PoolModel`
  * - `PATCH pools/{id}` with `AutoscalerChanges` -> `PoolModel`
  * - `DELETE pools/{id}` -> `PoolModel` (the pool stopped: calls cancelled, workers stopping)
- * - `GET calls` -> `list[CallModel]`
+ * - `GET calls?limit=500&before=` -> `list[CallModel]`, newest first (`before`: a `seq`)
  * - `GET calls/{id}?start=0&limit=1000` -> `CallDetailModel`
  * - `DELETE calls/{id}` -> `CallModel` (cancelled)
  * - `POST calls/{id}/detach` -> `CallModel` (a map detached from its caller: the caller
@@ -37,6 +37,7 @@ export type ApiModel =
   | EventType
   | EventsMessage
   | IStatus
+  | IApp
   | IOwner
   | IAutoscalerSettings
   | IAutoscalerChanges
@@ -82,12 +83,14 @@ export type EventType =
 export type EventsMessage = ISnapshotMessage | IChangesMessage;
 
 /**
- * The first message on the `events` WebSocket: everything, once.
+ * The first message on the `events` WebSocket: every pool and the newest calls, once
+ * (`calls_more`: older calls exist; `GET calls?before=<the oldest seq>` pages on).
  */
 export interface ISnapshotMessage {
   type: 'snapshot';
   pools: IPool[];
   calls: ICall[];
+  calls_more: boolean;
 }
 /**
  * One function's autoscaled pool. Counts use Modal's names, as in
@@ -236,6 +239,10 @@ export interface IContainer {
    * the first few inputs it holds, the running one first
    */
   inputs: IInputRef[];
+  /**
+   * busy, its input blocked on the calls it made (nested calls): it lent its slot to them
+   */
+  waiting_on_calls: boolean;
   gpus: IGpu[];
   stats: IContainerStats;
 }
@@ -334,8 +341,10 @@ export interface IOwner {
 }
 /**
  * One function call: a `.map()`, `.remote()` or `.spawn()`/`.spawn_map()`.
- * Calls whose results stream to a kernel are listed until they finish; spawned calls
- * stay, with their results, until the server stops.
+ * Calls whose results stream to a kernel are listed until they finish, and a while after;
+ * spawned calls stay, with their results, for the store's retention time (on disk with a
+ * Jupyter server, across its restarts). Listings are newest first and paged: pass the
+ * last call's `seq` as `before` for the next page.
  */
 export interface ICall {
   /**
@@ -345,6 +354,14 @@ export interface ICall {
   pool_id: string;
   function: string;
   kind: CallKind;
+  /**
+   * when it was opened, microseconds since the epoch: the paging cursor
+   */
+  seq: number;
+  /**
+   * when it was opened, seconds since the epoch
+   */
+  created: number;
   /**
    * known once the caller sent its last input
    */
@@ -405,6 +422,19 @@ export interface IStatus {
   launcher_reason: string;
 }
 /**
+ * A deployed app (`app.deploy()`, `nbscale deploy`): the names its functions and
+ * classes are found by (`Function.from_name(name, function)`).
+ */
+export interface IApp {
+  name: string;
+  functions: string[];
+  classes: string[];
+  /**
+   * when, in seconds since the epoch
+   */
+  deployed: number;
+}
+/**
  * The body of `PATCH pools/{id}`: the settings to change; others keep their value.
  */
 export interface IAutoscalerChanges {
@@ -442,6 +472,14 @@ export interface ICallDetail {
   pool_id: string;
   function: string;
   kind: CallKind;
+  /**
+   * when it was opened, microseconds since the epoch: the paging cursor
+   */
+  seq: number;
+  /**
+   * when it was opened, seconds since the epoch
+   */
+  created: number;
   /**
    * known once the caller sent its last input
    */

@@ -7,8 +7,8 @@
 import { CommandRegistry } from '@lumino/commands';
 import * as React from 'react';
 
-import { IOwnerGroup } from './arrange';
-import { CallRow } from './calls';
+import { callTree, IOwnerGroup } from './arrange';
+import { CallList } from './calls';
 import { describeOwner, ownerName } from './format';
 import { SidebarModel } from './model';
 import { PoolList } from './pools';
@@ -75,11 +75,7 @@ export function OwnerSection(props: {
         now={now}
       />
       {group.calls.length > 0 && (
-        <ul className="nbscale-Calls" aria-label="calls">
-          {group.calls.map(entry => (
-            <CallRow key={entry.call.id} entry={entry} commands={commands} />
-          ))}
-        </ul>
+        <CallList nodes={callTree(group.calls)} commands={commands} />
       )}
     </section>
   );

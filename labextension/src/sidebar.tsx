@@ -143,6 +143,23 @@ function Sidebar(props: ISidebarProps): JSX.Element {
           {server.launcher_reason}
         </div>
       )}
+      {!failed && model.apps.length > 0 && (
+        <details className="nbscale-Apps">
+          <summary>Deployed apps ({model.apps.length})</summary>
+          <ul>
+            {model.apps.map(app => (
+              <li
+                key={app.name}
+                data-app={app.name}
+                title={`deployed ${new Date(app.deployed * 1000).toLocaleString()}`}
+              >
+                <b>{app.name}</b>:{' '}
+                {[...app.functions, ...app.classes].join(', ')}
+              </li>
+            ))}
+          </ul>
+        </details>
+      )}
       {failed ? (
         <div className="nbscale-Message" role="alert">
           {model.message}

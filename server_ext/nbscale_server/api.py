@@ -9,17 +9,29 @@ which the caller receives as the exception it names.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_VERSION_MISMATCH
+from nbscale_runtime.protocol import (
+    ERROR_INVALID,
+    ERROR_NOT_FOUND,
+    ERROR_VERSION_MISMATCH,
+    SPAWN_CALL_ID,
+)
 
-from . import reports
+from . import local_store, reports
 from .callers import Callers
+from .calls import CallState
 from .delivery import Delivery
+from .deployed import DeployedApps, pool_label
 from .errors import RequestError
 from .fleet import Fleet
 from .liveness import Liveness
@@ -28,9 +40,12 @@ from .nesting import Nesting
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
 from .owners import owner_from_wire, owner_key, unknown_owner
-from .pool import CallState, Pool, Records
+from .pool import Pool, Records
+from .shared_objects import SharedObjects
+from .spawn_batches import first_outputs, spawn_calls
 from .watching import Watching
 
+CALLS_PAGE = 500  # calls listed when no limit is asked for (a WebSocket's first message too)
 log = logging.getLogger("nbscale.control_plane")
 
 Answer = tuple[Any, Any] | None  # (reply value, reply payload), or None: answered later
@@ -49,6 +64,8 @@ class Api:
         connection_info: Callable[[], dict[str, Any]],
         nesting: Nesting,
         watching: Watching | None = None,
+        shared: SharedObjects | None = None,
+        deployed: DeployedApps | None = None,
     ) -> None:
         self.records = records
         self.outbox = outbox
@@ -59,8 +76,13 @@ class Api:
         self.clock = clock
         self._connection_info = connection_info
         self.nesting = nesting
+        self.shared = shared or SharedObjects(outbox, delivery.store, clock)
+        self.deployed = deployed or DeployedApps(outbox, delivery.store)
         self.callers = Callers()
         self._next_callers_check = 0.0
+        # Keys the digest of a function's secrets (``FunctionOptions.secrets``, in its pool's
+        # id): the same secrets share a pool, and no digest can be tested against guesses.
+        self._secrets_key = os.urandom(32)
         # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
         self.resolve_owner: Callable[[OwnerModel], None] | None = None
         self.handlers: dict[type[protocol.Message], Handler] = {
@@ -68,6 +90,8 @@ class Api:
             protocol.Ping: self._ping,
             protocol.RegisterFunction: self._register_function,
             protocol.SubmitInputs: self._submit_inputs,
+            protocol.SpawnCalls: self._spawn_calls,
+            protocol.GetFirstOutputs: self._get_first_outputs,
             protocol.CancelCall: self._cancel_call,
             protocol.DetachCall: self._detach_call,
             protocol.GetOutputs: self._get_outputs,
@@ -76,6 +100,14 @@ class Api:
             protocol.GetCall: self._get_call,
             protocol.GetLogs: self._get_logs,
             protocol.GetStats: self._get_stats,
+            protocol.ObjectLookup: self.shared.on_lookup,
+            protocol.ObjectDelete: self.shared.on_delete,
+            protocol.DictRequest: self.shared.on_dict,
+            protocol.QueueRequest: self.shared.on_queue,
+            protocol.DeployApp: self._deploy_app,
+            protocol.LookupDeployed: self.deployed.on_lookup,
+            protocol.ListApps: self.deployed.on_list,
+            protocol.StopApp: self._stop_app,
         }
 
     def handle(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
@@ -135,6 +167,7 @@ class Api:
             options = FunctionOptions.from_wire(msg.options)
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
+        options, env = self._secrets_and_volumes(msg, options)
         docker = self.fleet.launcher.name == "docker"
         options = self.nesting.options_for(identity, options, docker)
         owner = self.records.owners.get(identity) or unknown_owner()
@@ -152,6 +185,7 @@ class Api:
                 self.fleet.total_cap(),
                 owner,
             )
+            pool.env = env
             self.records.pools[pool_id] = pool
             settings = _describe(options.explicit_autoscaler()) or "the default settings"
             pool.note(f"registered with {settings}", time.time())
@@ -167,6 +201,24 @@ class Api:
             self._apply(pool, options.explicit_autoscaler(), "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
 
+    def _secrets_and_volumes(
+        self, msg: protocol.RegisterFunction, options: FunctionOptions
+    ) -> tuple[FunctionOptions, dict[str, str]]:
+        """The environment a function's secrets give its workers (named ones read from the
+        store now) with its digest in the options; its volumes checked to exist."""
+        try:
+            env = local_store.resolve_env(msg.secrets)
+            for _, name in options.volumes:
+                local_store.require_volume(name)
+        except local_store.StoreError as exc:
+            kind = ERROR_NOT_FOUND if exc.missing else ERROR_INVALID
+            raise RequestError(kind, str(exc)) from None
+        digest = None
+        if env:
+            said = json.dumps(sorted(env.items())).encode()
+            digest = hmac.new(self._secrets_key, said, hashlib.sha256).hexdigest()[:24]
+        return dataclasses.replace(options, secrets=digest), env
+
     def _submit_inputs(
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
     ) -> Answer:
@@ -175,7 +227,21 @@ class Api:
             self.nesting.link_parent(msg.call_id, msg.parent)
         if grown is not None:
             self.fleet.autoscale(grown, self.clock())
-        return value, ()
+        return None if value is None else (value, ())  # None: a spawn, answered once kept
+
+    def _spawn_calls(self, identity: bytes, msg: protocol.SpawnCalls, payload: list[Any]) -> Answer:
+        grown = spawn_calls(self.delivery, identity, msg, payload)
+        if msg.parent:
+            for row in msg.items:
+                self.nesting.link_parent(row[SPAWN_CALL_ID], msg.parent)
+        if grown is not None:
+            self.fleet.autoscale(grown, self.clock())
+        return None  # answered once the store has kept them
+
+    def _get_first_outputs(
+        self, identity: bytes, msg: protocol.GetFirstOutputs, payload: list[Any]
+    ) -> Answer:
+        return first_outputs(self.delivery, msg)
 
     def _cancel_call(self, identity: bytes, msg: protocol.CancelCall, payload: list[Any]) -> Answer:
         # A caller cancelling a call the REST API cancelled (and forgot) already: nothing to do.
@@ -211,7 +277,22 @@ class Api:
             return {"pools": self.list_pools()}, ()
         return self.pool_info(msg.pool_id), ()
 
+    def _deploy_app(self, identity: bytes, msg: protocol.DeployApp, payload: list[Any]) -> Answer:
+        versions = self.callers.versions(identity)
+        if versions is None:
+            raise RequestError(ERROR_INVALID, "say hello first")
+        return self.deployed.deploy(identity, msg, payload, versions)
+
+    def _stop_app(self, identity: bytes, msg: protocol.StopApp, payload: list[Any]) -> Answer:
+        labels = [pool_label(msg.app, n) for n in self.deployed.stop(identity, msg.rid, msg.app)]
+        for pool in list(self.records.pools.values()):
+            named = any(pool.name == n or pool.name.startswith(f"{n}(") for n in labels)
+            if named and not pool.stopped:
+                self.stop_pool(pool.pool_id)
+        return None  # answered once the store forgot it
+
     # --- the admin methods: the requests above and the REST API share them --------------
+
     # Each raises RequestError (kind NotFoundError or InvalidError) for a bad request.
 
     def connection_info(self) -> dict[str, Any]:
@@ -265,22 +346,30 @@ class Api:
         self.outbox.emit("pool-stopped", pool_id)
         return self.pool_info(pool_id)
 
-    def listed_calls(self) -> dict[str, CallState]:
-        """The calls the API lists: those running, then the latest finished maps."""
-        return self.delivery.listed_calls()
+    def listed_calls(self, limit: int | None = None) -> dict[str, CallState]:
+        """The calls in memory: those running, then the latest finished ones (see
+        ``Delivery.listed_calls``)."""
+        return self.delivery.listed_calls(limit)
 
-    def list_calls(self) -> list[CallModel]:
-        pools = self.records.pools
-        return [reports.call_model(c, pools[c.pool_id]) for c in self.listed_calls().values()]
+    def list_calls(self, limit: int = CALLS_PAGE, before: int | None = None) -> list[CallModel]:
+        """The ``limit`` latest calls opened before ``before`` (a call's ``seq``: pass the
+        last one's to page on), newest first: those in memory and spawned ones stored."""
+        in_memory = self.listed_calls() if before is not None else self.listed_calls(limit)
+        calls = {c.call_id: c for c in in_memory.values() if before is None or c.seq < before}
+        for stored in self.delivery.store.finished_calls(limit, before):
+            calls.setdefault(stored.call_id, stored)
+        newest = sorted(calls.values(), key=lambda c: c.seq, reverse=True)[:limit]
+        return [self.call_model(c) for c in newest]
 
     def call_model(self, call: CallState) -> CallModel:
-        return reports.call_model(call, self.records.pools[call.pool_id])
+        return reports.call_model(call, self.records.pools.get(call.pool_id))
 
     def call_info(self, call_id: str, start: int = 0, limit: int = 1000) -> CallDetailModel:
         call = self.delivery.call(call_id)
-        pool = self.records.pools[call.pool_id]
+        pool = self.records.pools.get(call.pool_id)  # None: a stored call of an earlier run
         # running: what its workers say they run; the rest they hold waits there, pending
-        started = {r.key for w in pool.workers.values() for r in self.liveness.running(w)}
+        workers = pool.workers.values() if pool is not None else ()
+        started = {r.key for w in workers for r in self.liveness.running(w)}
         return reports.call_detail(call, pool, start, limit, started)
 
     def check_callers(self, now: float, grace: float) -> None:
@@ -300,9 +389,10 @@ class Api:
             if why is None:
                 continue
             self.callers.forget(identity)
+            self.shared.caller_gone(identity)
             calls = self.delivery.calls.values()
             for call in [c for c in calls if c.owner == identity and c.kind != "spawn"]:
-                if call.finished:
+                if call.finished and not call.detaching:
                     continue
                 pool = self.records.pools[call.pool_id]
                 if call.detached:
@@ -319,7 +409,7 @@ class Api:
     def cancel_call(self, call_id: str, requester: bytes | None = None) -> CallModel:
         """Cancel a call's pending and running inputs (see ``Delivery.cancel``)."""
         call = self.delivery.call(call_id)
-        if call.call_id not in self.delivery.finished_calls:  # else nothing to cancel
+        if call.call_id in self.delivery.calls:  # else it finished: nothing to cancel
             self.delivery.cancel(call, requester)
         return self.call_model(call)
 

@@ -59,8 +59,8 @@ class AutoscalerSettings:
                 f"min_containers ({self.min_containers}) cannot exceed max_containers ({mx})"
             )
         sw = self.scaledown_window
-        if isinstance(sw, bool) or not isinstance(sw, (int, float)) or sw <= 0:
-            raise ValueError(f"scaledown_window must be a number of seconds > 0, got {sw!r}")
+        if isinstance(sw, bool) or not isinstance(sw, (int, float)) or not 0 < sw < math.inf:
+            raise ValueError(f"scaledown_window must be a finite number of seconds > 0, got {sw!r}")
 
     def updated(self, changes: dict[str, Any]) -> AutoscalerSettings:
         """A copy with ``changes`` applied; None leaves a setting as it is."""
@@ -202,7 +202,8 @@ class AutoscalerCore:
                         f"idle for {window:g} s (scaledown_window)",
                     )
                 ]
-        self.status = "steady" if live else "idle"
+        lent = sum(1 for w in workers if w.state == "lent")
+        self.status = "steady" if live else f"{lent} waiting on nested calls" if lent else "idle"
         return []
 
     def _drain_to(self, mx: int, live: list[WorkerView]) -> StopWorkers:

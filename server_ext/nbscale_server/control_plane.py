@@ -7,13 +7,18 @@ it, runs the housekeeping tick, and starts and stops the whole. The rooms, each 
 only on those below it:
 
     api       what callers and the REST API may ask (one table: message type -> handler)
+    shared_objects  Dicts and Queues: their requests, waits and keeping (shared_core)
+    deployed  deployed apps, found by name
+    spawn_batches  spawns and their first results by the batch (over the delivery)
     nesting   callers that are code on a worker, and the slots their workers lend
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
-    delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
     watching  running inputs' output to the callers that watch them; detached calls
+    delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
+    spawned   spawned and detached calls: inputs and outputs in the store, fetched later
+    store     what outlives callers: in memory (embedded), or a SQLite file (the server's)
     outbox    every message sent: to workers, replies, refusals, change events
-    pool      the records they share (pools, workers, calls), over the pure cores
+    pool      the records they share (pools, workers; calls in calls.py), over the pure cores
               (queue, autoscaler, limits, options, compatibility)
 
 Everything runs on one asyncio loop (the Jupyter server's, or a background thread's when
@@ -34,10 +39,12 @@ from typing import Any
 import zmq
 
 from nbscale_runtime import __version__, protocol
+from nbscale_runtime.protocol import OUT_WORKER_ID
 
 from .api import Api
 from .channel import Channel, unbounded
 from .delivery import Delivery
+from .deployed import DeployedApps
 from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
 from .launchers.k8s_cluster import KubernetesOptions
@@ -49,6 +56,9 @@ from .pool import Records
 from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
 from .security import WorkerAllowList, private_dir
 from .settings import ControlPlaneConfig
+from .shared_objects import SharedObjects
+from .sqlite_store import SqliteStore
+from .store import MemoryStore, SpawnStore
 from .stream_channel import StreamChannel
 from .watching import Watching
 
@@ -87,6 +97,7 @@ class ControlPlane:
                     slurm=self._slurm_options(),
                     kubernetes=self._kubernetes_options(),
                     shared_dir=cfg.shared_dir,
+                    log_max_bytes=cfg.worker_log_mib << 20,
                 )
         except LaunchFailed:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -96,7 +107,13 @@ class ControlPlane:
         self.clock = clock
         self.records = Records()
         self.outbox = Outbox()
-        self.delivery = Delivery(self.records, self.outbox, self.config.limits, clock)
+        try:
+            self.store = make_store(cfg)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            launcher.close()
+            raise
+        self.delivery = Delivery(self.records, self.outbox, cfg.limits, clock, self.store)
         self.fleet = Fleet(
             self.records, self.outbox, self.delivery, self.launcher, self.config, clock, self.dir
         )
@@ -115,6 +132,8 @@ class ControlPlane:
             self.connection_info,
             self.nesting,
             self.watching,
+            SharedObjects(self.outbox, self.store, clock),
+            DeployedApps(self.outbox, self.store),
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
             protocol.Register: self.fleet.on_register,
@@ -170,7 +189,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         cfg = self.config
-        client_sock = unbounded(self.ctx.socket(zmq.ROUTER))
+        client_sock = bounded_messages(unbounded(self.ctx.socket(zmq.ROUTER)), cfg)
         self.client_endpoint = cfg.client_endpoint or f"ipc://{self.dir}/clients"
         client_sock.bind(self.client_endpoint)
         # Containers, Slurm jobs and Pods cannot share our private directory: they dial the
@@ -182,7 +201,7 @@ class ControlPlane:
             address = self._address or launcher_address or LOOPBACK
             keys = self.fleet.server_keys
             self.fleet.allow_list = WorkerAllowList(self.ctx)
-            worker_sock = unbounded(self.ctx.socket(zmq.ROUTER))
+            worker_sock = bounded_messages(unbounded(self.ctx.socket(zmq.ROUTER)), cfg)
             worker_sock.curve_server = True
             worker_sock.curve_secretkey = keys.secret.encode()
             worker_sock.curve_publickey = keys.public.encode()
@@ -192,10 +211,15 @@ class ControlPlane:
         else:  # a Unix socket in the private directory: half the thread wake-ups of ZeroMQ
             path = os.path.join(self.dir, "workers")
             self.worker_endpoint = f"unix://{path}"
-            self.workers_channel = StreamChannel(path, on_worker)
+            self.workers_channel = StreamChannel(
+                path, on_worker, max_message=cfg.max_message_bytes, shared_min=cfg.shared_min_bytes
+            )
         self.fleet.endpoint = self.worker_endpoint
         self.clients = Channel(client_sock, self.receive_from_client)
         self.outbox.attach(self.workers_channel, self.clients)
+        # Spawned calls a crashed control plane left unfinished run again (at least once).
+        for pool in self.delivery.spawned.resume(self.records, self.fleet.total_cap()):
+            self.outbox.emit("pool-added", pool.pool_id)
         self._tasks = [asyncio.ensure_future(self._housekeeping())]
 
     async def stop(self) -> None:
@@ -206,10 +230,9 @@ class ControlPlane:
         for task in self._tasks:
             task.cancel()
         self.fleet.stop_all(graceful=True)
-        deadline = time.monotonic() + self.config.stop_grace
+        started = time.monotonic()
         while not self.fleet.all_exited():
-            if time.monotonic() > deadline:
-                self.fleet.stop_all(graceful=False)
+            if not self.fleet.kill_past_grace(time.monotonic() - started):
                 break
             await asyncio.sleep(0.02)
         self.stop_workers_now()
@@ -218,6 +241,7 @@ class ControlPlane:
                 channel.close()
         if self.fleet.allow_list:
             self.fleet.allow_list.stop()
+        self.store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop_workers_now(self) -> None:
@@ -234,6 +258,8 @@ class ControlPlane:
             "registry": self.config.registry,  # where kernels push images for Kubernetes
             "pid": os.getpid(),
             "limits": dataclasses.asdict(self.config.limits),
+            "max_input_mib": self.config.max_input_mib,
+            "store": self.store.location,  # where spawned calls are kept
             # public by nature: workers need it to verify the server; it grants nothing
             "worker_public_key": self.fleet.server_keys.public if self.fleet.allow_list else None,
         }
@@ -272,14 +298,21 @@ class ControlPlane:
 
     def on_worker(self, identity: bytes, msg: protocol.Message, payload: list[Any]) -> None:
         now = self.clock()
+        # A connection speaks for the worker it is named after (``<id>`` or ``<id>:pulse``),
+        # never for another one.
+        speaker = identity.split(b":", 1)[0].decode(errors="replace")
         if type(msg) is protocol.Outputs:  # the hot path: a batch, from any worker
-            self.delivery.on_outputs(msg, payload, now)
+            if all(item[OUT_WORKER_ID] == speaker for item in msg.items):
+                self.delivery.on_outputs(msg, payload, now)
+            else:
+                log.warning("dropping outputs from %r for another worker", identity)
             return
         if nested_worker_id(identity) is not None:  # code on a worker, calling functions
             self.api.handle(identity, msg, payload)
             return
         handler = self._worker_handlers.get(type(msg))
-        w = self.records.workers.get(getattr(msg, "worker_id", ""))
+        worker_id = getattr(msg, "worker_id", "")
+        w = self.records.workers.get(worker_id) if worker_id == speaker else None
         if handler is None or w is None:
             log.warning("dropping %s from worker %r", msg.op, identity)
             return
@@ -294,14 +327,20 @@ class ControlPlane:
         now = self.clock()
         if self.workers_channel is not None:
             self.workers_channel.drain()  # what a worker said before it exited counts first
+        self.launcher.housekeep(now)  # memory limits watched, logs rotated
         self.liveness.check_workers(now)
         self.api.check_callers(now, self.config.heartbeat_timeout)
         self.delivery.answer_waiting()
+        self.api.shared.expire()
+        self.delivery.spawned.housekeep(now)
         for pool in list(self.records.pools.values()):
-            if pool.queue.release_delayed(now):
-                self.delivery.dispatch(pool)
-            self.fleet.autoscale(pool, now)
-            self.nesting.check_deadlock(pool, now)
+            try:  # one pool's failure is that pool's: the others go on
+                if pool.queue.release_delayed(now):
+                    self.delivery.dispatch(pool)
+                self.fleet.autoscale(pool, now)
+                self.nesting.check_deadlock(pool, now)
+            except Exception:
+                log.exception("housekeeping of %s failed", pool.name)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -310,3 +349,18 @@ class ControlPlane:
                 self.tick()
             except Exception:
                 log.exception("housekeeping failed")
+
+
+def make_store(cfg: ControlPlaneConfig) -> SpawnStore:
+    """The Jupyter server's SQLite store when it names one, else the in-memory one."""
+    retention = cfg.spawn_retention_days * 86400
+    if cfg.store_path:
+        return SqliteStore(cfg.store_path, retention)
+    return MemoryStore(cfg.spawn_memory_calls, cfg.spawn_memory_mib << 20, retention)
+
+
+def bounded_messages(sock: zmq.Socket[Any], cfg: ControlPlaneConfig) -> zmq.Socket[Any]:
+    """A peer that sends more than ``max_message_bytes`` at once is disconnected by libzmq
+    (the sender of an honest input that large was told no before it sent it)."""
+    sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
+    return sock

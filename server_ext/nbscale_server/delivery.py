@@ -1,10 +1,11 @@
 """Delivery: inputs in, inputs out to workers, outputs back to their callers.
 
-It keeps the call registry (running calls, the latest finished ones, spawned calls' stored
-outputs and who waits for them), admits submissions under the limits, hands pending inputs
-to the workers that asked for them (``dispatch``), and settles what workers report: an
-output goes to its caller, or is stored for a spawned call, or its input is retried, as the
-pool's ``QueueCore`` decides. It never starts or stops a worker (that is the fleet's job).
+It keeps the call registry (running calls and the latest finished ones), admits submissions
+under the limits, hands pending inputs to the workers that asked for them (``dispatch``),
+and settles what workers report: an output goes to its caller, or to the store for a
+spawned call (``spawned.py``, which also answers those who fetch them), or its input is
+retried, as the pool's ``QueueCore`` decides. It never starts or stops a worker (that is
+the fleet's job).
 
 Result bytes pass from worker to caller without being unpickled here; a batch that is
 final and for one caller is forwarded as it came.
@@ -13,7 +14,9 @@ final and for one caller is forwarded as it came.
 from __future__ import annotations
 
 import collections
-import pickle
+import heapq
+import itertools
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +24,8 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     ERROR_CALL_CANCELLED,
+    ERROR_CONTROL_PLANE,
     ERROR_INVALID,
-    ERROR_NOT_FOUND,
     ERROR_RESOURCE_EXHAUSTED,
     OUT_ATTEMPT,
     OUT_CALL_ID,
@@ -37,19 +40,23 @@ from nbscale_runtime.protocol import (
     STATUS_YIELD,
     SUBMIT_COUNT,
     SUBMIT_INDEX,
+    SUBMIT_SIZES,
     SUBMIT_WHERE,
     output_row,
     row_count,
 )
 from nbscale_runtime.serialization import pack, split_payload
 
-from .errors import RequestError
+from .calls import CallState
+from .errors import RequestError, rejection
 from .input_record import InputRecord, singles
 from .limits import Limits, admit, describe
 from .outbox import Outbox
 from .outputs import Entry, keep_printed, outputs_message, with_earlier_printed
-from .pool import CallState, Pool, Records, WorkerState
+from .pool import Pool, Records, WorkerState
 from .queue import Outcome
+from .spawned import SpawnedCalls
+from .store import Durable, SpawnStore
 
 _FINISHED_CALLS_KEPT = 50  # finished maps and remotes the API still lists
 
@@ -57,36 +64,49 @@ _FINISHED_CALLS_KEPT = 50  # finished maps and remotes the API still lists
 Settled = tuple[Outcome, Any, list[Any], list[Any]]
 
 
-def rejection(kind: str, message: str) -> bytes:
-    """The payload of an input the control plane rejects: the client raises the exception
-    named ``kind`` (a ``protocol.ERROR_*``) with ``message``."""
-    return pickle.dumps({"kind": kind, "message": message})
-
-
 class Delivery:
     def __init__(
-        self, records: Records, outbox: Outbox, limits: Limits, clock: Callable[[], float]
+        self,
+        records: Records,
+        outbox: Outbox,
+        limits: Limits,
+        clock: Callable[[], float],
+        store: SpawnStore,
     ) -> None:
         self.records = records
         self.outbox = outbox
         self.limits = limits
         self.clock = clock
         self.calls: dict[str, CallState] = {}
-        # finished maps and remotes, kept a while so the API can show how they ended
+        # finished calls, kept a while so the API can show how they ended (spawned ones
+        # stay in the store beyond)
         self.finished_calls: collections.OrderedDict[str, CallState] = collections.OrderedDict()
-        self._waiting: set[str] = set()  # calls with get-outputs waiting for a deadline
+        self.store = store
+        self.spawned = SpawnedCalls(self.calls, outbox, self.store, clock)
+        self._last_seq = self.store.last_seq()
 
     # --- the call registry --------------------------------------------------------------
 
     def call(self, call_id: str) -> CallState:
+        """A call running or finished lately, or a spawned call in the store."""
         call = self.calls.get(call_id) or self.finished_calls.get(call_id)
-        if call is None:
-            raise RequestError(ERROR_NOT_FOUND, f"no function call {call_id}")
-        return call
+        return call if call is not None else self.spawned.lookup(call_id)
 
-    def listed_calls(self) -> dict[str, CallState]:
-        """The calls the API lists: those running, then the latest finished maps."""
-        return {**self.calls, **self.finished_calls}
+    def _new_seq(self) -> int:
+        """Microseconds since the epoch, unique and increasing in this control plane."""
+        self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
+        return self._last_seq
+
+    def listed_calls(self, limit: int | None = None) -> dict[str, CallState]:
+        """The calls in memory: those running, then the latest finished ones; with a
+        ``limit``, only the newest that many (cheap with a hundred thousand spawns running:
+        both registries are in the order calls were opened)."""
+        if limit is None:
+            return {**self.calls, **self.finished_calls}
+        running = itertools.islice(reversed(self.calls.values()), limit)
+        finished = itertools.islice(reversed(self.finished_calls.values()), limit)
+        newest = heapq.nlargest(limit, itertools.chain(running, finished), key=_seq)
+        return {c.call_id: c for c in newest}
 
     def cancelled_before(self, call_id: str) -> bool:
         """Cancelled (by the REST API) and forgotten since."""
@@ -96,17 +116,14 @@ class Delivery:
 
     def submit(
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
-    ) -> tuple[dict[str, Any], Pool | None]:
+    ) -> tuple[dict[str, Any] | None, Pool | None]:
         """Admit a chunk of a call's inputs (the first chunk opens the call); returns the
-        reply and the pool that got new pending inputs, if one did."""
+        reply (None for a spawned call's: it goes once the store has kept the inputs) and
+        the pool that got new pending inputs, if one did."""
         call = self.calls.get(msg.call_id)
         if call is None:
-            pool = self.records.pool(msg.pool_id)
-            call = CallState(msg.call_id, msg.pool_id, msg.kind, identity, pool.name)
-            if identity in self.records.owners:
-                call.owner_info = self.records.owners[identity]
+            call = self.open_call(identity, msg.call_id, self.records.pool(msg.pool_id), msg.kind)
             call.progress = msg.progress
-            self.calls[msg.call_id] = call
         if call.cancelled:
             return {"accepted": 0, "limit": None, "cancelled": True}, None
         pool = self.records.pools[call.pool_id]
@@ -141,10 +158,20 @@ class Delivery:
                 spawned=spawned,
                 count=row_count(item[SUBMIT_COUNT]),
                 skip=0 if item[SUBMIT_COUNT] else -1,
+                sizes=_run_sizes(item) if item[SUBMIT_COUNT] else [],
             )
             for item, (data, bufs) in zip(accepted, parts, strict=False)
         ]
         admitted = sum(r.count for r in records)
+        closing = msg.total is not None and admitted == inputs
+        if closing:
+            call.total = msg.total
+        accepted_value = {"accepted": admitted, "limit": admission.limit}
+        value: dict[str, Any] | None = accepted_value
+        if call.keeps_outputs and (records or closing):
+            kept = self._when_kept(identity, msg.rid, call, accepted_value)
+            self.spawned.submitted(pool, call, records, kept)
+            value = None
         call.submitted += admitted
         grown = None
         if pool.broken:
@@ -155,11 +182,36 @@ class Delivery:
             queue.submit(records)
             self.dispatch(pool)
             grown = pool
-        if msg.total is not None and admitted == inputs:
-            call.total = msg.total
-            self.answer_waiters(call)
+        if closing:
+            self.spawned.answer_waiters(call)
             self.maybe_finish(call)
-        return {"accepted": admitted, "limit": admission.limit}, grown
+        return value, grown
+
+    def open_call(self, identity: bytes, call_id: str, pool: Pool, kind: str) -> CallState:
+        """A new call of ``identity``'s in ``pool``, registered."""
+        call = CallState(call_id, pool.pool_id, kind, identity, pool.name, pool.timeout)
+        call.seq = self._new_seq()
+        if identity in self.records.owners:
+            call.owner_info = self.records.owners[identity]
+        self.calls[call_id] = call
+        return call
+
+    def _when_kept(
+        self, identity: bytes, rid: int, call: CallState, value: dict[str, Any]
+    ) -> Durable:
+        """What answers a spawn once the store has kept its inputs: accepted, or refused
+        with what failed (the call is then cancelled: none of it may run unrecorded)."""
+
+        def then(error: str | None) -> None:
+            if error is None:
+                self.outbox.reply(identity, rid, value)
+                return
+            if not call.cancelled:
+                self.cancel(call, call.owner)
+            message = f"{error}; spawned call {call.call_id} was cancelled"
+            self.outbox.refuse(identity, rid, RequestError(ERROR_CONTROL_PLANE, message))
+
+        return then
 
     def cancel(self, call: CallState, requester: bytes | None) -> None:
         """Cancel a call's pending and running inputs. When someone other than the caller
@@ -171,7 +223,7 @@ class Delivery:
         call.cancelled = True
         for worker_id in pool.queue.cancel(call.call_id):
             self.outbox.send_worker(worker_id, protocol.CancelInputs(call.call_id))
-        self.answer_waiters(call, force=True)
+        self.spawned.answer_waiters(call, force=True)
         self.maybe_finish(call)
         self.outbox.emit("call-cancelled", pool.pool_id, call_id=call.call_id)
         for child_id in call.children:  # down the call graph: nobody waits for them now
@@ -180,69 +232,26 @@ class Delivery:
                 self.cancel(child, requester=None)
 
     def maybe_finish(self, call: CallState) -> None:
-        if call.finished and not call.keeps_outputs:
-            if self.calls.pop(call.call_id, None) is not None:
-                # kept a while, read-only, so views see a finished call's final counts
+        if not call.finished or call.detaching:
+            return
+        if self.calls.pop(call.call_id, None) is not None:
+            if call.keeps_outputs:
+                self.spawned.closed(call)  # the store keeps it, and says when it dropped it
+            else:  # kept a while, read-only, so views see a finished call's final counts
                 self.finished_calls[call.call_id] = call
                 while len(self.finished_calls) > _FINISHED_CALLS_KEPT:
                     self.finished_calls.popitem(last=False)
-            pool = self.records.pools.get(call.pool_id)
-            if pool and not call.cancelled:
-                pool.queue.forget_call(call.call_id)
+        pool = self.records.pools.get(call.pool_id)
+        if pool and not call.cancelled:
+            pool.queue.forget_call(call.call_id)
 
-    # --- spawned calls' outputs, fetched ------------------------------------------------
+    # --- spawned calls' outputs, fetched (see spawned.py) -------------------------------
 
     def wait_for_outputs(self, identity: bytes, msg: protocol.GetOutputs) -> None:
-        """Answer ``get-outputs`` once the outputs asked for are stored (or at its timeout)."""
-        call = self.call(msg.call_id)
-        if msg.end == msg.start + 1 and call.delivered_before(msg.start):
-            raise RequestError(
-                ERROR_INVALID,
-                f"the result of input {msg.start} of {call.call_id} went to its caller "
-                "before the call was detached",
-            )
-        deadline = None if msg.timeout is None else self.clock() + msg.timeout
-        call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
-        self.answer_waiters(call)
-        if call.waiters:
-            self._waiting.add(call.call_id)
+        self.spawned.wait_for_outputs(identity, msg, self.call(msg.call_id))
 
     def answer_waiting(self) -> None:
-        """Answer the waiters whose deadline passed (the housekeeping tick)."""
-        for call_id in list(self._waiting):
-            call = self.calls.get(call_id)
-            if call is not None:
-                self.answer_waiters(call)
-            if call is None or not call.waiters:
-                self._waiting.discard(call_id)
-
-    def answer_waiters(self, call: CallState, force: bool = False) -> None:
-        now = self.clock()
-        keep = []
-        for identity, rid, start, end, deadline in call.waiters:
-            stop = end if end is not None else call.total
-            if stop is not None and call.total is not None:
-                stop = min(stop, call.total)  # no wait for inputs the call will never have
-            ready = stop is not None and all(
-                i in call.stored or call.delivered_before(i) for i in range(start, stop)
-            )
-            expired = deadline is not None and now >= deadline
-            if not (ready or expired or force or call.cancelled):
-                keep.append((identity, rid, start, end, deadline))
-                continue
-            indices = sorted(i for i in call.stored if i >= start and (stop is None or i < stop))
-            # a run's outputs are stored under each of its indices: sent once
-            entries = {id(e): e for e in (call.stored[i] for i in indices)}
-            message, frames = outputs_message(list(entries.values()))
-            pool = self.records.pools[call.pool_id]
-            value = {
-                "items": message.items,
-                **call.as_dict(),
-                "function": call.function or pool.name,
-                "timeout": pool.timeout,
-            }
-            self.outbox.reply(identity, rid, value, frames)
-        call.waiters = keep
+        self.spawned.answer_waiting()
 
     # --- inputs to workers --------------------------------------------------------------
 
@@ -371,6 +380,7 @@ class Delivery:
             held = self.records.pools[w.pool_id].queue.held_inputs(w.worker_id)
             record = held.get((item[OUT_CALL_ID], item[OUT_INDEX]))
             if record is not None and record.attempt == item[OUT_ATTEMPT]:
+                record.yielded = True
                 by_owner[call.owner].append((item, data, bufs))
         for owner, entries in by_owner.items():
             self.outbox.send_client(owner, *outputs_message(entries))
@@ -434,9 +444,7 @@ class Delivery:
             pool.failed += failed
             pool.done += count - failed
             if call.keeps_outputs:
-                for index in range(outcome.record.index, outcome.record.end):
-                    call.stored[index] = (item, data, bufs)
-                self.answer_waiters(call)
+                self.spawned.settled(call, item, data, bufs)
             else:
                 by_owner[call.owner].append((item, data, bufs))
             finished[call.call_id] = call
@@ -459,3 +467,25 @@ class Delivery:
             for r in pending + running
         ]
         self.outbox.send_client(call.owner, protocol.Outputs(items), frames)
+
+
+def _run_sizes(item: list[Any]) -> list[int]:
+    """A submit-inputs run row's input sizes, checked against the run (the control plane
+    cuts a run by them where it keeps inputs one by one)."""
+    _, length, nbufs = item[SUBMIT_WHERE]
+    sizes = item[SUBMIT_SIZES] if len(item) > SUBMIT_SIZES else None
+    if (
+        not isinstance(sizes, list)
+        or len(sizes) != item[SUBMIT_COUNT]
+        or nbufs
+        or not all(type(n) is int and n > 0 for n in sizes)
+        or sum(sizes) != length
+    ):
+        raise RequestError(
+            ERROR_INVALID, f"submit-inputs: the run at input {item[SUBMIT_INDEX]} has bad sizes"
+        )
+    return sizes
+
+
+def _seq(call: CallState) -> int:
+    return call.seq

@@ -3,6 +3,7 @@ says which client exception the caller gets, or which HTTP status the REST API a
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 
@@ -13,3 +14,9 @@ class RequestError(Exception):
         super().__init__(message)
         self.kind = kind
         self.details = details
+
+
+def rejection(kind: str, message: str) -> bytes:
+    """The payload of an input the control plane rejects: the client raises the exception
+    named ``kind`` (a ``protocol.ERROR_*``) with ``message``."""
+    return pickle.dumps({"kind": kind, "message": message})

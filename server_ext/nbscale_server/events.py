@@ -5,7 +5,9 @@ at most. The hub therefore does not forward each change: every ``interval`` seco
 least one client listens, it compares the pools' and calls' counts with what it last sent and
 sends one ``ChangesMessage`` with the models that moved and the lifecycle events (container
 started, pool stopped, ...) that the control plane reported in between. Nothing is sent when
-nothing changed, and nothing is computed when nobody listens.
+nothing changed, and nothing is computed when nobody listens. Nor is a hundred thousand
+spawned calls one message: the feed follows the newest ``CALLS_PAGE`` calls, and older ones
+are paged through over REST (``GET calls?before=``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .api import Api
+from .api import CALLS_PAGE, Api
+from .calls import CallState
 from .models import CallModel, ChangeEvent, ChangesMessage, PoolModel, SnapshotMessage
-from .pool import CallState
 
 log = logging.getLogger("nbscale.events")
 
@@ -35,13 +37,21 @@ def _pool_signature(model: PoolModel) -> dict[str, Any]:
     """A pool's model without what changes by itself (uptimes), to compare."""
     signature: dict[str, Any] = dict(model)
     signature["workers"] = [
-        (w["id"], w["state"], w["waiting_reason"], w["running_inputs"]) for w in model["workers"]
+        (w["id"], w["state"], w["waiting_reason"], w["running_inputs"], w["waiting_on_calls"])
+        for w in model["workers"]
     ]
     return signature
 
 
 def _call_signature(call: CallState) -> tuple[Any, ...]:
-    return (call.submitted, call.reported, call.failed, call.cancelled, call.total)
+    return (
+        call.submitted,
+        call.reported,
+        call.failed,
+        call.cancelled,
+        call.total,
+        len(call.children),
+    )
 
 
 class EventHub:
@@ -78,10 +88,14 @@ class EventHub:
         self._stop()
 
     def snapshot(self) -> SnapshotMessage:
+        """Every pool, and the newest calls (``CALLS_PAGE``; ``calls_more`` when there are
+        older ones: ``GET calls?before=`` pages through them)."""
+        calls = self.api.list_calls(CALLS_PAGE + 1)
         return {
             "type": "snapshot",
             "pools": self.api.list_pools(),
-            "calls": self.api.list_calls(),
+            "calls": calls[:CALLS_PAGE],
+            "calls_more": len(calls) > CALLS_PAGE,
         }
 
     def changes(self) -> ChangesMessage | None:
@@ -94,7 +108,7 @@ class EventHub:
                 pools.append(model)
         calls: list[CallModel] = []
         seen = set()
-        for call_id, call in self.api.listed_calls().items():
+        for call_id, call in self.api.listed_calls(CALLS_PAGE).items():
             seen.add(call_id)
             key = _call_signature(call)
             if self._calls.get(call_id) != key:
@@ -125,7 +139,8 @@ class EventHub:
     def _start(self) -> None:
         # What the first listener's snapshot shows is the baseline of the first changes.
         self._pools = {p["id"]: _pool_signature(p) for p in self.api.list_pools()}
-        self._calls = {i: _call_signature(c) for i, c in self.api.listed_calls().items()}
+        listed = self.api.listed_calls(CALLS_PAGE)
+        self._calls = {i: _call_signature(c) for i, c in listed.items()}
         self._unsubscribe = self.api.subscribe(self._on_event)
         self._task = asyncio.ensure_future(self._run())
 

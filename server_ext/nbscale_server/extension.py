@@ -16,7 +16,10 @@ with its type, default, bounds and help.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import posixpath
+import sqlite3
 from typing import Any
 
 import zmq
@@ -25,11 +28,13 @@ from traitlets import Bool, Enum, Float, Integer, TraitType, Unicode
 
 from . import settings
 from .control_plane import ControlPlane
-from .discovery import Publication
+from .discovery import Publication, announce_failure
 from .events import EventHub
 from .handlers import routes
+from .launchers import LaunchFailed
 from .models import OwnerModel
 from .settings import ControlPlaneConfig, Setting
+from .store_writer import StoreError
 
 
 class NbScale(ExtensionApp):
@@ -38,9 +43,11 @@ class NbScale(ExtensionApp):
     name = "nbscale"
     description = "Modal-style .map() over autoscaled worker pools, hosted by this server."
 
-    events_interval: float  # a trait, like every setting: made from the table below
+    events_interval: float  # traits, like every setting: made from the table below
+    store_path: str | None
 
     control_plane: ControlPlane | None = None
+    failure: str | None = None  # why the control plane could not start, if it could not
     hub: EventHub | None = None
     publication: Publication | None = None
     _lookups: set[asyncio.Task[None]]  # notebook look-ups under way (owners.py)
@@ -52,16 +59,36 @@ class NbScale(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(routes())
 
+    def store_file(self, serverapp: Any) -> str:
+        """Where spawned calls are kept: ``store_path``, or nbscale.db in the data dir."""
+        return self.store_path or os.path.join(serverapp.data_dir, "nbscale.db")
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        """Start the control plane on the server's running loop, then tell kernels."""
-        plane = ControlPlane(self.control_plane_config(), ctx=zmq.Context())
-        await plane.start()
+        """Start the control plane on the server's running loop, then tell kernels. When
+        it cannot start or be published (a full disk, a store it cannot open), the server
+        logs why and kernels are told (``discovery.announce_failure``): they raise that
+        error rather than quietly running a control plane of their own."""
+        config = self.control_plane_config()
+        config.store_path = self.store_file(serverapp)
+        plane = None
+        try:
+            plane = ControlPlane(config, ctx=zmq.Context())
+            await plane.start()
+            info = {**plane.connection_info(), "jupyter_server_url": serverapp.connection_url}
+            self.publication = Publication(serverapp.runtime_dir, info)
+        except (OSError, StoreError, sqlite3.Error, LaunchFailed) as exc:
+            message = f"the Jupyter server's nbscale control plane could not start: {exc}"
+            self.log.error("%s", message)
+            self.failure = message
+            announce_failure(f"{message} (see the server's log)")
+            if plane is not None:
+                await plane.stop()
+                plane.ctx.term()
+            return
         self._lookups = set()
         plane.api.resolve_owner = self._resolve_owner
         self.control_plane = plane
         self.hub = EventHub(plane.api, self.events_interval)
-        info = {**plane.connection_info(), "jupyter_server_url": serverapp.connection_url}
-        self.publication = Publication(serverapp.runtime_dir, info)
         self.log.info(
             "nbscale control plane at %s (connection file %s); workers: %s (%s)",
             plane.client_endpoint,
@@ -106,6 +133,16 @@ class NbScale(ExtensionApp):
             plane.ctx.term()
 
 
+class FiniteFloat(Float):  # type: ignore[misc]
+    """A float trait that refuses NaN and the infinities (which no setting means)."""
+
+    def validate(self, obj: Any, value: Any) -> Any:
+        value = super().validate(obj, value)
+        if value is not None and not math.isfinite(value):
+            self.error(obj, value)
+        return value
+
+
 def setting_trait(setting: Setting) -> TraitType[Any, Any]:
     """The trait of ``setting``: its type, bounds, server default and help."""
     default = setting.trait_default
@@ -118,7 +155,7 @@ def setting_trait(setting: Setting) -> TraitType[Any, Any]:
     elif setting.kind is int:
         trait = Integer(default, min=setting.minimum, **options)
     elif setting.kind is float:
-        trait = Float(default, min=setting.minimum, **options)
+        trait = FiniteFloat(default, min=setting.minimum, **options)
     else:
         trait = Unicode(default, **options)
     return trait.tag(config=True)

@@ -156,15 +156,19 @@ class Fleet:
             "endpoint": self.endpoint,
             "parent_pid": os.getpid() if self.launcher.name == "process" else None,
             "heartbeat_interval": self.config.heartbeat_interval,
+            "max_result_mib": self.config.max_input_mib,
+            "shared_min": self.config.shared_min_bytes,
         }
         # Remote workers read their files from a directory their hosts share (the launcher's).
         files_dir = self.launcher.worker_config_dir() or self.dir
         register_path = os.path.join(files_dir, f"{worker_id}.register")
         in_worker = self.launcher.register_in_worker(register_path)
-        if in_worker is not None:
-            register.create(register_path, pool.slots)
+        shared = register_path if in_worker is not None else None
         config["register_path"] = in_worker
         config["heartbeat_timeout"] = self.config.heartbeat_timeout
+        config["exit_grace"] = self.config.exit_grace if pool.options.has_exit else None
+        if pool.env:  # the secrets' values: in this 0600 file only, never argv or labels
+            config["env"] = pool.env
         keys = None
         if self.allow_list is not None:
             keys = KeyPair()
@@ -175,8 +179,19 @@ class Fleet:
             )
             self.allow_list.allow(keys.public)
         config_path = os.path.join(files_dir, f"{worker_id}.json")
-        write_secret_json(config_path, config)
-        shared = register_path if in_worker is not None else None
+        writing = shared or config_path
+        try:
+            if shared is not None:
+                register.create(shared, pool.slots)
+            writing = config_path
+            write_secret_json(config_path, config)
+        except OSError as exc:  # a full disk fails this launch, not the housekeeping
+            if keys is not None and self.allow_list is not None:
+                self.allow_list.revoke(keys.public)
+            self._remove_files(config_path, shared)
+            why = f"cannot write the worker's file {writing}: {exc.strerror or exc}"
+            self.launch_failed(pool, why, now, transient=False)
+            return False
         spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared, pool.name)
         try:
             handle = self.launcher.start(spec)
@@ -239,6 +254,23 @@ class Fleet:
         return all(
             self.launcher.exit_code(w.handle) is not None for w in self.records.workers.values()
         )
+
+    def kill_past_grace(self, elapsed: float) -> bool:
+        """``elapsed`` seconds after ``stop_all(graceful=True)``, kill the workers past
+        their grace: ``stop_grace``, plus ``exit_grace`` for a class with ``@exit`` hooks.
+        Returns whether some worker is still within its grace."""
+        within = False
+        for w in list(self.records.workers.values()):
+            if self.launcher.exit_code(w.handle) is not None:
+                continue
+            grace = self.config.stop_grace
+            if self.records.pools[w.pool_id].options.has_exit:
+                grace += self.config.exit_grace
+            if elapsed > grace:
+                self.launcher.stop(w.handle, graceful=False)
+            else:
+                within = True
+        return within
 
     def kill_all(self) -> None:
         """Kill every worker and wait briefly for each; release what the launcher holds."""

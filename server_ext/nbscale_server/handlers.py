@@ -23,7 +23,7 @@ from tornado import web, websocket
 
 from nbscale_runtime.protocol import ERROR_INVALID, ERROR_NOT_FOUND, ERROR_RESOURCE_EXHAUSTED
 
-from .api import Api
+from .api import CALLS_PAGE, Api
 from .errors import RequestError
 from .models import ErrorModel, StatusModel
 
@@ -60,7 +60,8 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
     def api(self) -> Api:
         plane = self.nbscale.control_plane
         if plane is None:
-            raise web.HTTPError(503, "%s", "the nbscale control plane is not running")
+            why = self.nbscale.failure or "the nbscale control plane is not running"
+            raise web.HTTPError(503, "%s", why)
         return plane.api
 
     def _int_argument(self, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -75,7 +76,14 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
 
     def _reply(self, model: Any) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(model))
+        self.finish(json.dumps(model, allow_nan=False))  # never NaN: not JSON
+
+    def _json_body(self) -> Any:
+        """The request's JSON body; 400 for anything else, NaN and Infinity included."""
+        try:
+            return json.loads(self.request.body or b"null", parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise web.HTTPError(400, "%s", f"the body is not valid JSON: {exc}") from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """An ``ErrorModel``, with the message formatted (Jupyter's own handler sends an
@@ -104,6 +112,14 @@ class StatusHandler(_Handler):
         self._reply(status)
 
 
+class AppsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The deployed apps: ``list[AppModel]``."""
+        self._reply(self.api.deployed.list_apps())
+
+
 class PoolsHandler(_Handler):
     @web.authenticated
     @authorized
@@ -123,7 +139,7 @@ class PoolHandler(_Handler):
     @authorized
     async def patch(self, pool_id: str) -> None:
         """Change autoscaler settings (``AutoscalerChanges``); returns the ``PoolModel``."""
-        changes = self.get_json_body()
+        changes = self._json_body()
         if not isinstance(changes, dict):
             raise web.HTTPError(400, "%s", "the body must be a JSON object of autoscaler settings")
         self._reply(self._run(self.api.update_autoscaler, pool_id, changes))
@@ -139,8 +155,12 @@ class CallsHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        """Every listed call: ``list[CallModel]``."""
-        self._reply(self.api.list_calls())
+        """The newest calls: ``list[CallModel]`` (``?limit=500&before=<seq>`` pages on)."""
+        limit = self._int_argument("limit", CALLS_PAGE, 1, _MAX_PAGE)
+        before = None
+        if self.get_query_argument("before", None) is not None:
+            before = self._int_argument("before", 0, 0, _MAX_INDEX)
+        self._reply(self._run(self.api.list_calls, limit, before))
 
 
 class CallHandler(_Handler):
@@ -223,10 +243,15 @@ class EventsHandler(
                 self.hub.remove(self)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def routes() -> list[tuple[str, type[Any]]]:
     """The URL patterns, relative to the server's base URL."""
     return [
         (rf"{API}/status", StatusHandler),
+        (rf"{API}/apps", AppsHandler),
         (rf"{API}/pools", PoolsHandler),
         (rf"{API}/pools/(?P<pool_id>[^/]+)", PoolHandler),
         (rf"{API}/calls", CallsHandler),

@@ -12,6 +12,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nbscale_runtime.serialization import cut_run
+
 
 @dataclass(slots=True)
 class InputRecord:
@@ -27,8 +29,12 @@ class InputRecord:
     suspect: bool = False  # on a worker that died, maybe what killed it: runs alone
     confirmed: bool = False  # its worker said it starts it (suspects only)
     earlier_printed: tuple[str, str] = ("", "")  # (stdout, stderr) of retried attempts
+    # a generator's input that yielded values: never retried, not even for a loss of the
+    # infrastructure's (its values already reached the caller: a retry would replay them)
+    yielded: bool = False
     count: int = 1  # inputs ``index`` .. ``index + count``
     skip: int = -1  # -1: ``data`` is one input's pickle; else this run's first in its list
+    sizes: list[int] = field(default_factory=list)  # a run's: each input's pickle length
 
     @property
     def key(self) -> tuple[str, int]:
@@ -54,10 +60,26 @@ class InputRecord:
         for k in range(self.count):
             yield replace(self, index=self.index + k, count=1, skip=self.skip + k)
 
+    def apart(self) -> list[InputRecord]:
+        """Each input of a run as a record of its own with its own bytes (cut from the run's
+        by their sizes, never unpickled): what the store keeps, input by input."""
+        if self.skip < 0:
+            return [self]
+        cuts = cut_run(self.data, self.sizes, self.skip, self.count)
+        return [
+            replace(self, index=self.index + k, data=cut, count=1, skip=-1, sizes=[])
+            for k, cut in enumerate(cuts)
+        ]
+
     @property
     def charged(self) -> int:
         """Attempts that count against the retry policy."""
         return self.attempt - self.free_attempts
+
+
+def apart(records: list[InputRecord]) -> list[InputRecord]:
+    """Each input of ``records`` as a record of its own bytes (``InputRecord.apart``)."""
+    return [one for r in records for one in r.apart()]
 
 
 def singles(records: list[InputRecord]) -> list[InputRecord]:

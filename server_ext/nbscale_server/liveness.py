@@ -174,7 +174,7 @@ class Liveness:
                 info = {
                     "message": f"worker {w.worker_id} {reason} while running input "
                     f"{o.record.index} (attempt {o.record.attempt}; "
-                    f"{describe_cause(cause, losses)})",
+                    f"{describe_cause(cause, losses, o.record.yielded)})",
                     "exit_code": exit_code,
                     "logs": tail,
                 }

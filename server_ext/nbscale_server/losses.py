@@ -80,8 +80,15 @@ def launch_failure_is_transient(
     return not killed_by_us and exit_signal is not None and exit_signal not in FAULT_SIGNALS
 
 
-def describe_cause(cause: str, losses: int) -> str:
-    """The sentence a ``WorkerLostError`` adds about whose loss it was."""
+def describe_cause(cause: str, losses: int, yielded: bool = False) -> str:
+    """The sentence a ``WorkerLostError`` adds about whose loss it was (``yielded``: a
+    generator that had yielded values, which is never retried)."""
+    if yielded:
+        whose = "lost to the infrastructure" if cause == INFRASTRUCTURE else "its own loss"
+        return (
+            f"{whose}; a generator is not retried once it has yielded values: they already "
+            "reached the caller, and a retry would yield them again"
+        )
     if cause == USER:
         return "counted against the function's retries"
     return (

@@ -13,7 +13,7 @@ Routes (all authenticated with the Jupyter server's token or login):
 - ``GET pools/{id}`` -> ``PoolModel``
 - ``PATCH pools/{id}`` with ``AutoscalerChanges`` -> ``PoolModel``
 - ``DELETE pools/{id}`` -> ``PoolModel`` (the pool stopped: calls cancelled, workers stopping)
-- ``GET calls`` -> ``list[CallModel]``
+- ``GET calls?limit=500&before=`` -> ``list[CallModel]``, newest first (``before``: a ``seq``)
 - ``GET calls/{id}?start=0&limit=1000`` -> ``CallDetailModel``
 - ``DELETE calls/{id}`` -> ``CallModel`` (cancelled)
 - ``POST calls/{id}/detach`` -> ``CallModel`` (a map detached from its caller: the caller
@@ -36,6 +36,16 @@ class StatusModel(TypedDict):
     version: str
     launcher: Literal["process", "docker", "slurm", "kubernetes"]
     launcher_reason: str
+
+
+class AppModel(TypedDict):
+    """A deployed app (``app.deploy()``, ``nbscale deploy``): the names its functions and
+    classes are found by (``Function.from_name(name, function)``)."""
+
+    name: str
+    functions: list[str]
+    classes: list[str]
+    deployed: float  # when, in seconds since the epoch
 
 
 class OwnerModel(TypedDict):
@@ -127,6 +137,8 @@ class ContainerModel(TypedDict):
     uptime: float  # seconds since launch
     running_inputs: int
     inputs: list[InputRefModel]  # the first few inputs it holds, the running one first
+    # busy, its input blocked on the calls it made (nested calls): it lent its slot to them
+    waiting_on_calls: bool
     gpus: list[GpuModel]
     stats: ContainerStatsModel
 
@@ -194,13 +206,17 @@ class InputRef(TypedDict):
 
 class CallModel(TypedDict):
     """One function call: a ``.map()``, ``.remote()`` or ``.spawn()``/``.spawn_map()``.
-    Calls whose results stream to a kernel are listed until they finish; spawned calls
-    stay, with their results, until the server stops."""
+    Calls whose results stream to a kernel are listed until they finish, and a while after;
+    spawned calls stay, with their results, for the store's retention time (on disk with a
+    Jupyter server, across its restarts). Listings are newest first and paged: pass the
+    last call's ``seq`` as ``before`` for the next page."""
 
     id: str  # "fc-..."
     pool_id: str
     function: str
     kind: CallKind
+    seq: int  # when it was opened, microseconds since the epoch: the paging cursor
+    created: float  # when it was opened, seconds since the epoch
     total: int | None  # known once the caller sent its last input
     submitted: int  # inputs received so far
     done: int
@@ -291,11 +307,13 @@ class ChangeEvent(TypedDict):
 
 
 class SnapshotMessage(TypedDict):
-    """The first message on the ``events`` WebSocket: everything, once."""
+    """The first message on the ``events`` WebSocket: every pool and the newest calls, once
+    (``calls_more``: older calls exist; ``GET calls?before=<the oldest seq>`` pages on)."""
 
     type: Literal["snapshot"]
     pools: list[PoolModel]
     calls: list[CallModel]
+    calls_more: bool
 
 
 class ChangesMessage(TypedDict):

@@ -31,11 +31,12 @@ from nbscale_runtime import protocol
 from nbscale_runtime.nested import CLIENT_SUFFIX
 from nbscale_runtime.protocol import ERROR_DEADLOCK, STATUS_REJECTED
 
+from .calls import CallState
 from .delivery import Delivery, rejection
 from .models import OwnerModel
 from .options import FunctionOptions
 from .outbox import Outbox
-from .pool import CallState, Pool, Records, WorkerState
+from .pool import Pool, Records, WorkerState
 from .queue import Outcome
 
 _SUFFIX = CLIENT_SUFFIX.encode()

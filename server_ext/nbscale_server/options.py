@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from .autoscaler import AutoscalerSettings
 from .gpus import GpuError, parse_gpu
 from .queue import RetryPolicy
 
-WIRE_VERSION = 2  # 2: the slurm_* options
+WIRE_VERSION = 4  # 2: the slurm_* options; 3: has_exit; 4: secrets and volumes
 DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
 MAX_TIMEOUT = 24 * 3600  # seconds, as on Modal
 MIN_MEMORY = 6  # MiB: Docker's own minimum
@@ -49,6 +50,8 @@ _WORKER_FIELDS = (
     "slurm_time",
     "slurm_sbatch_args",
     "slurm_drain_seconds",
+    "secrets",
+    "volumes",
 )
 # What a function may say about its Slurm jobs, as ``slurm={key: value}``; each is also a
 # control plane setting, ``slurm_<key>``, which the function's value comes before.
@@ -58,7 +61,8 @@ MAX_DRAIN_SECONDS = 65535  # sbatch's --signal takes at most this
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (NaN and the infinities are no setting's value)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: object) -> bool:
@@ -106,6 +110,27 @@ def slurm_fields(slurm: object) -> dict[str, Any]:
     return {f"slurm_{key}": value for key, value in slurm.items() if value is not None}
 
 
+def _volumes(volumes: object) -> tuple[tuple[str, str], ...]:
+    """``volumes`` as (path, name) pairs, each path once; raises ValueError."""
+    if not isinstance(volumes, (list, tuple)):
+        raise ValueError(f"volumes must be (path, name) pairs, got {volumes!r}")
+    pairs: list[tuple[str, str]] = []
+    for pair in volumes:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"volumes must be (path, name) pairs, got {pair!r}")
+        path, name = pair
+        if not isinstance(path, str) or not path.strip() or "\0" in path:
+            raise ValueError(f"a volume's mount path must be a path, got {path!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a volume's name must be a string, got {name!r}")
+        pairs.append((path, name))
+    paths = [p.rstrip("/") or "/" for p, _ in pairs]
+    twice = sorted({p for p in paths if paths.count(p) > 1})
+    if twice:
+        raise ValueError(f"two volumes are mounted at {twice[0]}")
+    return tuple(sorted(pairs))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionOptions:
     timeout: float = DEFAULT_TIMEOUT
@@ -122,6 +147,8 @@ class FunctionOptions:
     buffer_containers: int | None = None
     scaledown_window: float | None = None
     variant: bool = False  # made by ``with_options``: a pool of its own for these settings
+    # an @app.cls class with @exit hooks: its stopping workers get ``exit_grace`` more
+    has_exit: bool = False
     # A Slurm worker's job (``slurm={...}``); None: the control plane's slurm_* setting.
     slurm_partition: str | None = None
     slurm_account: str | None = None
@@ -129,6 +156,10 @@ class FunctionOptions:
     slurm_time: str | None = None  # walltime
     slurm_sbatch_args: tuple[str, ...] | None = None  # after the setting's
     slurm_drain_seconds: int | None = None  # drain this long before the walltime
+    # A keyed digest of the environment ``secrets=`` give workers (the control plane's,
+    # never the values): functions with other secrets never share a worker. None: none.
+    secrets: str | None = None
+    volumes: tuple[tuple[str, str], ...] = ()  # (path in the worker, volume name)
 
     def __post_init__(self) -> None:
         t = self.timeout
@@ -159,8 +190,11 @@ class FunctionOptions:
             raise ValueError(str(exc)) from None
         if self.image is not None and (not isinstance(self.image, str) or not self.image):
             raise ValueError(f"image must be an image tag, got {self.image!r}")
-        if not isinstance(self.is_async, bool) or not isinstance(self.variant, bool):
-            raise ValueError("is_async and variant must be booleans")
+        if not all(isinstance(v, bool) for v in (self.is_async, self.variant, self.has_exit)):
+            raise ValueError("is_async, variant and has_exit must be booleans")
+        if self.secrets is not None and (not isinstance(self.secrets, str) or not self.secrets):
+            raise ValueError(f"secrets must be a digest, got {type(self.secrets).__name__}")
+        object.__setattr__(self, "volumes", _volumes(self.volumes))
         for key in SLURM_KEYS:
             value = getattr(self, f"slurm_{key}")
             if value is not None:
@@ -202,6 +236,7 @@ class FunctionOptions:
         for name in ("gpu", "slurm_sbatch_args"):
             if isinstance(wire[name], tuple):
                 wire[name] = list(wire[name])
+        wire["volumes"] = [list(pair) for pair in self.volumes]
         return {"version": WIRE_VERSION, **wire}
 
     @classmethod

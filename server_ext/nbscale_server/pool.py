@@ -1,4 +1,5 @@
-"""The control plane's records of pools, workers and calls (state only, no I/O).
+"""The control plane's records of pools and workers (state only, no I/O); calls' records
+are in ``calls.py``.
 
 A worker's states and the events that move it between them are here, as methods of
 ``WorkerState``; the rooms of the control plane call them and never set ``state`` by hand:
@@ -172,6 +173,7 @@ class WorkerState:
             "uptime": round(now - self.launched_at, 3),
             "running_inputs": len(running),
             "inputs": [{"call_id": c, "index": i} for c, i in running[:_INPUTS_SHOWN]],
+            "waiting_on_calls": self.lent,
             "gpus": self.gpus,
             "stats": self.stats,
         }
@@ -189,6 +191,8 @@ class Pool:
     autoscaler: AutoscalerCore
     queue: QueueCore
     owner: OwnerModel = field(default_factory=unknown_owner)  # who created it
+    # what its secrets give its workers' environment: only ever written to their config files
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     workers: dict[str, WorkerState] = field(default_factory=dict)
     broken: tuple[str, bytes] | None = None  # (status, payload) every new input fails with
     enter_failures: int = 0  # workers in a row whose class @enter raised
@@ -330,69 +334,6 @@ def waiting_note(workers: Iterable[WorkerState]) -> str | None:
     reasons = list(dict.fromkeys(w.waiting_reason for w in waiting if w.waiting_reason))
     said = f" (reason{'s' if len(reasons) > 1 else ''}: {', '.join(reasons)})" if reasons else ""
     return f"{len(waiting)} waiting for resources{said}"
-
-
-@dataclass(slots=True)
-class CallState:
-    call_id: str
-    pool_id: str
-    kind: str  # "map" | "remote" | "spawn"
-    owner: bytes  # the client socket identity that receives pushed outputs
-    function: str = ""  # the pool's name when the call was made (cells rename their pool)
-    owner_info: OwnerModel = field(default_factory=unknown_owner)  # who made it
-    parent: tuple[str, int] | None = None  # the input whose code made it, on a worker
-    children: list[str] = field(default_factory=list)  # the calls its inputs made
-    total: int | None = None  # known once the caller closed its inputs
-    submitted: int = 0
-    reported: int = 0
-    failed: int = 0
-    cancelled: bool = False
-    progress: bool = False  # the owner wants ``progress`` messages
-    # spawned calls keep their outputs until fetched: index -> (item, data, buffers)
-    stored: dict[int, tuple[list[Any], Any, list[Any]]] = field(default_factory=dict)
-    waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)
-    # detached (from the REST API): its outputs are stored from then on, as a spawned
-    # call's; ``delivered`` are the [start, end) ranges whose results went to its caller
-    detached: bool = False
-    delivered: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def keeps_outputs(self) -> bool:
-        """Its outputs are stored for ``get-outputs`` (spawned, or detached since)."""
-        return self.kind == "spawn" or self.detached
-
-    def delivered_before(self, index: int) -> bool:
-        """Input ``index``'s result went to the caller before the call was detached."""
-        return any(start <= index < end for start, end in self.delivered)
-
-    @property
-    def in_flight(self) -> int:
-        return self.submitted - self.reported
-
-    @property
-    def finished(self) -> bool:
-        return self.cancelled or (self.total is not None and self.reported >= self.total)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.call_id,
-            "pool_id": self.pool_id,
-            "kind": self.kind,
-            "total": self.total,
-            "submitted": self.submitted,
-            "done": self.reported - self.failed,
-            "failed": self.failed,
-            "cancelled": self.cancelled,
-            "finished": self.finished,
-            "detached": self.detached,
-            "owner": dict(self.owner_info),
-            "parent": _input_ref(self.parent),
-            "children": list(self.children),
-        }
-
-
-def _input_ref(key: tuple[str, int] | None) -> dict[str, Any] | None:
-    return None if key is None else {"call_id": key[0], "index": key[1]}
 
 
 @dataclass(slots=True)

@@ -243,7 +243,10 @@ class QueueCore:
                 continue
             if (record.call_id, record.index, record.attempt) in running:
                 record.suspect, record.confirmed = record.confirmed, False
-                if infrastructure:
+                if record.yielded:
+                    record.worker_id = None
+                    outcomes.append(Outcome(record, STATUS_LOST, final=True))
+                elif infrastructure:
                     outcomes.append(self._lost_to_infrastructure(record, now))
                 else:
                     outcomes.append(self._settle(record, STATUS_LOST, now))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import cast
 
 from nbscale_runtime.capture import parse_line
-from nbscale_runtime.protocol import OUT_ATTEMPT, OUT_STATUS, STATUS_OK
 
+from .calls import CallState
 from .launchers.base import LogChunk, WorkerHandle
 from .launchers.logs import split_lines
 from .models import (
@@ -22,26 +22,27 @@ from .models import (
     LogsModel,
     PoolModel,
 )
-from .pool import CallState, Pool
+from .pool import Pool
 
 
 def pool_model(pool: Pool, now: float) -> PoolModel:
     return cast("PoolModel", pool.stats(now))
 
 
-def call_model(call: CallState, pool: Pool) -> CallModel:
+def call_model(call: CallState, pool: Pool | None) -> CallModel:
     model = cast("CallModel", call.as_dict())
-    model["function"] = call.function or pool.name
+    model["function"] = call.function or (pool.name if pool is not None else "")
     return model
 
 
 def call_detail(
-    call: CallState, pool: Pool, start: int, limit: int, started: set[tuple[str, int]]
+    call: CallState, pool: Pool | None, start: int, limit: int, started: set[tuple[str, int]]
 ) -> CallDetailModel:
     """The call with the status of inputs ``start`` .. ``start + limit`` (those submitted).
     An input on a worker is running once the worker says it started it (``started``: the
-    (call id, index) its workers say they run); until then it is pending there."""
-    pending, held = pool.queue.inputs_of(call.call_id)
+    (call id, index) its workers say they run); until then it is pending there. ``pool``:
+    None for a stored call whose pool is gone (none of it runs)."""
+    pending, held = pool.queue.inputs_of(call.call_id) if pool is not None else ([], [])
     end = min(start + limit, call.submitted)
     active: dict[int, InputModel] = {}
     for r in pending:
@@ -58,10 +59,10 @@ def call_detail(
     for index in range(max(0, start), end):
         model = active.get(index)
         if model is None:
-            model = {"index": index, "status": _settled(call, index), "attempt": 0}
-            stored = call.stored.get(index)
-            if stored is not None:
-                model["attempt"] = int(stored[0][OUT_ATTEMPT])
+            settled = call.outcomes.get(index) if call.outcomes is not None else None
+            model = {"index": index, "status": _settled(call, settled), "attempt": 0}
+            if settled is not None:
+                model["attempt"] = settled[1]
         inputs.append(model)
     return {
         **call_model(call, pool),
@@ -72,11 +73,10 @@ def call_detail(
     }
 
 
-def _settled(call: CallState, index: int) -> InputStatus:
+def _settled(call: CallState, settled: tuple[bool, int] | None) -> InputStatus:
     """The status of an input of ``call`` that is neither pending nor running."""
-    stored = call.stored.get(index)
-    if stored is not None:
-        return "done" if stored[0][OUT_STATUS] == STATUS_OK else "failed"
+    if settled is not None:
+        return "done" if settled[0] else "failed"
     if call.cancelled:
         return "cancelled"
     return "finished"

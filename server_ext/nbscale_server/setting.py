@@ -4,6 +4,7 @@ setting is ``settings.py``'s."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +75,8 @@ class Setting:
         if raw is None or isinstance(raw, bool) or (self.kind is int and _fractional(raw)):
             raise ValueError(f"expected {expected}")
         value: float = int(raw) if self.kind is int else float(raw)
+        if not math.isfinite(value):
+            raise ValueError(f"expected {expected}, got {raw!r}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"must be at least {self.minimum:g}")
         return value

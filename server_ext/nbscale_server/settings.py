@@ -192,8 +192,18 @@ SETTINGS: dict[str, Setting] = _table(
         float,
         5.0,
         "control plane",
-        "Seconds a stopping worker gets to finish its input (and an @app.cls class's @exit) "
-        "before it is killed.",
+        "Seconds a stopping worker gets to finish its input before it is killed (when the "
+        "control plane stops, or a worker told to stop falls silent).",
+        minimum=0.0,
+    ),
+    Setting(
+        "exit_grace",
+        float,
+        30.0,
+        "control plane",
+        "Seconds the @exit hooks of an @app.cls class get when its worker stops (scaled "
+        "down, its pool stopped, SIGTERM, the control plane stopping), on top of stop_grace: "
+        "Modal's 30 s. A worker whose @exit outlives it is ended, its log saying so.",
         minimum=0.0,
     ),
     Setting(
@@ -242,6 +252,65 @@ SETTINGS: dict[str, Setting] = _table(
         "The Python interpreter that runs process workers and Slurm jobs (for Slurm: a path "
         "every node sees, with nbscale installed; checked when a worker registers).",
         default_text="the control plane's own",
+    ),
+    Setting(
+        "max_input_mib",
+        int,
+        1024,
+        "control plane",
+        "Largest input or result, in MiB: a bigger one fails with a clear error, and a "
+        "connection that announces a message over twice as large is dropped.",
+        minimum=1,
+    ),
+    Setting(
+        "shared_memory_min_kib",
+        int,
+        1024,
+        "control plane",
+        "Pickled data of at least this many KiB (a numpy array's buffer, a batch of inputs or "
+        "results) travels between the control plane and its local process workers through "
+        "shared memory (an anonymous memfd, 0600, passed over their Unix socket and freed "
+        "with its last holder: never a file) instead of through the socket; 0 sends "
+        "everything through the socket. "
+        "Workers reached over tcp (containers, Slurm jobs, Pods) always use the socket.",
+        minimum=0,
+    ),
+    Setting(
+        "worker_log_mib",
+        int,
+        16,
+        "control plane",
+        "Size in MiB at which a process worker's log file is rotated (the part before is "
+        "kept as <log>.1).",
+        minimum=1,
+    ),
+    Setting(
+        "spawn_retention_days",
+        float,
+        7.0,
+        "control plane",
+        "Days a finished spawned call's results are kept (as on Modal); after that, "
+        "FunctionCall.from_id and .get raise NotFoundError.",
+        minimum=0.0,
+    ),
+    Setting(
+        "spawn_memory_calls",
+        int,
+        100_000,
+        "control plane",
+        "Finished spawned calls the embedded control plane keeps in memory, with their "
+        "results; beyond it (or spawn_memory_mib) the oldest are dropped. A Jupyter "
+        "server's control plane keeps them on disk instead (store_path).",
+        minimum=1,
+    ),
+    Setting(
+        "spawn_memory_mib",
+        int,
+        1024,
+        "control plane",
+        "MiB of spawned calls' results the embedded control plane keeps in memory; beyond "
+        "it the oldest finished calls are dropped.",
+        minimum=1,
     ),
     # --- read by the Slurm launcher ----------------------------------------------------
     Setting(
@@ -372,6 +441,15 @@ SETTINGS: dict[str, Setting] = _table(
     ),
     # --- read by the Jupyter server extension alone ---------------------------------------
     Setting(
+        "store_path",
+        str,
+        None,
+        "server",
+        "The SQLite file (WAL) that keeps spawned calls' inputs and results across "
+        "restarts of the server, for spawn_retention_days.",
+        default_text="nbscale.db in the Jupyter data directory",
+    ),
+    Setting(
         "events_interval",
         float,
         0.25,
@@ -403,6 +481,7 @@ class ControlPlaneConfig:
     startup_timeout: float = _server_default("startup_timeout")
     pending_timeout: float = _server_default("pending_timeout")
     stop_grace: float = _server_default("stop_grace")
+    exit_grace: float = _server_default("exit_grace")
     worker_transport: str = _server_default("worker_transport")
     worker_address: str | None = _server_default("worker_address")
     allow_all_interfaces: bool = _server_default("allow_all_interfaces")
@@ -411,6 +490,12 @@ class ControlPlaneConfig:
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
     base_image: str = _server_default("base_image")
+    max_input_mib: int = _server_default("max_input_mib")
+    shared_memory_min_kib: int = _server_default("shared_memory_min_kib")
+    worker_log_mib: int = _server_default("worker_log_mib")
+    spawn_retention_days: float = _server_default("spawn_retention_days")
+    spawn_memory_calls: int = _server_default("spawn_memory_calls")
+    spawn_memory_mib: int = _server_default("spawn_memory_mib")
     shared_dir: str | None = _server_default("shared_dir")
     slurm_partition: str | None = _server_default("slurm_partition")
     slurm_account: str | None = _server_default("slurm_account")
@@ -426,6 +511,17 @@ class ControlPlaneConfig:
     k8s_gpu_products: str | None = _server_default("k8s_gpu_products")
     k8s_drain_seconds: int = _server_default("k8s_drain_seconds")
     client_endpoint: str | None = None  # default: ipc in the control plane's private directory
+    store_path: str | None = None  # the SQLite store (a Jupyter server's); None: in memory
+
+    @property
+    def max_message_bytes(self) -> int:
+        """What a peer may announce in one message before it is dropped."""
+        return 2 * self.max_input_mib << 20
+
+    @property
+    def shared_min_bytes(self) -> int | None:
+        """Frames from this size go to local workers through shared memory (None: none)."""
+        return (self.shared_memory_min_kib << 10) or None
 
 
 def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:

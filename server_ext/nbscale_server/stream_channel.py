@@ -6,6 +6,10 @@ which transport a worker uses.
 Each connection names itself in its first message (the worker id, or ``<id>:pulse``);
 the socket lives in the control plane's private directory, so only this user can connect.
 A message for an identity that is not connected is dropped, as a ROUTER socket does.
+
+Even so, a peer is never trusted to behave: a connection that breaks the framing (a message
+of no frames, more than ``max_message`` bytes announced, a first message that is not one
+identity) or claims the identity of a live connection is dropped, and only it.
 """
 
 from __future__ import annotations
@@ -18,19 +22,23 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from nbscale_runtime.segments import Segments
 from nbscale_runtime.stream import FrameReader, FrameWriter, StreamClosed
 
 log = logging.getLogger("nbscale.stream_channel")
 
 
 class _Peer:
-    __slots__ = ("identity", "reader", "sock", "writer", "writing")
+    __slots__ = ("identity", "reader", "segments", "sock", "writer", "writing")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, max_message: int | None, shared_min: int | None
+    ) -> None:
         self.sock = sock
         self.identity: bytes | None = None
-        self.reader = FrameReader()
-        self.writer = FrameWriter()
+        self.segments = Segments(shared_min)  # its large frames, both ways (segments.py)
+        self.reader = FrameReader(max_message, self.segments)
+        self.writer = FrameWriter(self.segments)
         self.writing = False  # waiting for the socket to take more
 
 
@@ -40,9 +48,16 @@ class StreamChannel:
         path: str,
         on_message: Callable[[list[Any]], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        max_message: int | None = None,
+        shared_min: int | None = None,
     ) -> None:
+        """``max_message``: the most bytes a message may announce before its connection is
+        dropped (None: no limit); ``shared_min``: frames from this size are sent through
+        shared memory (None: never)."""
         self.path = path
         self.on_message = on_message
+        self.max_message = max_message
+        self.shared_min = shared_min
         self.loop = loop or asyncio.get_running_loop()
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
@@ -60,7 +75,7 @@ class StreamChannel:
             except (BlockingIOError, InterruptedError):
                 return
             sock.setblocking(False)
-            peer = _Peer(sock)
+            peer = _Peer(sock, self.max_message, self.shared_min)
             self._all.add(peer)
             self.loop.add_reader(sock.fileno(), self._readable, peer)
 
@@ -68,14 +83,17 @@ class StreamChannel:
         closed = False
         try:
             peer.reader.read_from(peer.sock)
-        except (StreamClosed, OSError):
+        except StreamClosed as exc:
+            if str(exc) != "the peer closed the connection":
+                log.warning("dropping a worker connection %r: %s", peer.identity, exc)
             closed = True  # but first handle what it sent before it went
+        except OSError:
+            closed = True
         messages = peer.reader.messages
-        while messages:
+        while messages and peer in self._all:
             frames = messages.popleft()
             if peer.identity is None:
-                peer.identity = bytes(frames[0])
-                self._peers[peer.identity] = peer  # a reconnecting worker replaces itself
+                self._name(peer, frames)
                 continue
             try:
                 self.on_message([peer.identity, *frames])
@@ -83,6 +101,18 @@ class StreamChannel:
                 log.exception("error handling a message")
         if closed:
             self._drop(peer)
+
+    def _name(self, peer: _Peer, frames: list[Any]) -> None:
+        """A connection's first message: its identity, bound to it while it lives."""
+        identity = bytes(frames[0]) if len(frames) == 1 else b""
+        holder = self._peers.get(identity)
+        if not identity or (holder is not None and holder is not peer):
+            why = "is taken by a live connection" if identity else "is not one identity"
+            log.warning("dropping a worker connection: its first message %s", why)
+            self._drop(peer)
+            return
+        peer.identity = identity
+        self._peers[identity] = peer
 
     def drain(self) -> None:
         """Handle every message waiting on any connection now."""
@@ -100,7 +130,7 @@ class StreamChannel:
             done = peer.writer.write(peer.sock, frames[1:])
         except OSError as exc:
             log.debug("send to %r failed: %s", peer.identity, exc)
-            self._drop(peer)
+            self._gone(peer)
             return
         if not done and not peer.writing:
             peer.writing = True
@@ -110,11 +140,19 @@ class StreamChannel:
         try:
             done = peer.writer.flush(peer.sock)
         except OSError:
-            self._drop(peer)
+            self._gone(peer)
             return
         if done:
             peer.writing = False
             self.loop.remove_writer(peer.sock.fileno())
+
+    def _gone(self, peer: _Peer) -> None:
+        """A peer that cannot be written to has closed: what it sent before it went (a
+        worker's last outputs and goodbye) is handled first, then it is dropped."""
+        if peer.identity is not None and self._peers.get(peer.identity) is peer:
+            del self._peers[peer.identity]  # nothing more is sent to it meanwhile
+        self._readable(peer)
+        self._drop(peer)
 
     def _drop(self, peer: _Peer) -> None:
         if peer not in self._all:
@@ -126,6 +164,7 @@ class StreamChannel:
         if peer.writing:
             self.loop.remove_writer(peer.sock.fileno())
         peer.sock.close()
+        peer.segments.close()
 
     def close(self) -> None:
         if self._closed:

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import OUT_COUNT, OUT_INDEX, OUT_WHERE, STREAM_CALL_ID, row_count
+from nbscale_runtime.protocol import OUT_WHERE, STREAM_CALL_ID
 from nbscale_runtime.serialization import split_payload
 
+from .calls import CallState
 from .delivery import Delivery
 from .outbox import Outbox
-from .pool import CallState, WorkerState
+from .pool import WorkerState
 
 
 class Watching:
@@ -40,26 +41,27 @@ class Watching:
 
     def detach(self, call: CallState) -> None:
         """Keep the call's outputs from now on and tell its caller to stop waiting."""
-        call.detached = True
+        call.detached = call.detaching = True
+        self.delivery.spawned.detached(self.delivery.records.pools[call.pool_id], call)
         self.outbox.send_client(call.owner, protocol.Detach(call.call_id))
         self.outbox.emit("call-detached", call.pool_id, call_id=call.call_id)
 
     def on_detach_call(self, msg: protocol.DetachCall, payload: list[Any]) -> None:
         """A detached call's caller: the results it returned, and those it gives back."""
         call = self.delivery.call(msg.call_id)
-        call.delivered = [(start, end) for start, end in msg.delivered]
         parts = split_payload(payload, [i[OUT_WHERE] for i in msg.items])
-        for item, (data, bufs) in zip(msg.items, parts, strict=True):
-            first = item[OUT_INDEX]
-            for index in range(first, first + row_count(item[OUT_COUNT])):  # a run's, each
-                call.stored[index] = (item, data, bufs)
-        self.delivery.answer_waiters(call)
+        given_back = [
+            (item, data, bufs) for item, (data, bufs) in zip(msg.items, parts, strict=True)
+        ]
+        delivered = [(start, end) for start, end in msg.delivered]
+        self.delivery.spawned.returned(call, delivered, given_back)
         self.delivery.maybe_finish(call)
 
     def orphan(self, call: CallState) -> None:
         """A detached call's caller is gone: no more inputs will come, so the call ends with
         those it was sent (``from_id`` waits for no others)."""
+        call.detaching = False
         if call.total is None:
             call.total = call.submitted
-            self.delivery.answer_waiters(call)
-            self.delivery.maybe_finish(call)
+        self.delivery.spawned.answer_waiters(call)
+        self.delivery.maybe_finish(call)

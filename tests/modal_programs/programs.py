@@ -42,8 +42,10 @@ def load(name: str) -> ModuleType:
 
 def run_env(launcher: str, runtime_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of an ``nbscale run``: the given launcher, and a Jupyter runtime
-    directory of its own (so that it finds only the servers a test starts)."""
+    directory of its own (so that it finds only the servers a test starts) and data
+    directory (its named secrets and volumes)."""
     env = {**os.environ, "NBSCALE_LAUNCHER": launcher, "JUPYTER_RUNTIME_DIR": str(runtime_dir)}
+    env["JUPYTER_DATA_DIR"] = str(runtime_dir / "data")
     env.pop("NBSCALE_CONNECTION_FILE", None)
     env.update(extra)
     return env
@@ -155,10 +157,57 @@ def check_composed_app(out: str, program: ModuleType) -> None:
     assert "tags {'stage': 'normalize'}" in lines(out)  # inherited from the included app
 
 
+DB_USER, DB_PASSWORD = "analyst", "correct horse battery staple"
+
+
+def check_secrets_volumes(out: str, program: ModuleType) -> None:
+    connected = f"connected as {DB_USER} with a password of {len(DB_PASSWORD)} characters"
+    assert connected in lines(out)
+    assert "greetings ['hello secrets', 'hello volumes']" in lines(out)
+    assert "written 6" in lines(out)
+    assert f"total {sum(i * i for i in range(6))}" in lines(out)
+    assert DB_PASSWORD not in out
+
+
+def nbscale_cli(*args: str, env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbscale", *args], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def setup_secrets_volumes(env: dict[str, str]) -> dict[str, str]:
+    """The stored secret the program reads, made as a user makes it; its mount path."""
+    nbscale_cli(
+        "secret", "create", "example-db-credentials", f"DB_USER={DB_USER}",
+        f"DB_PASSWORD={DB_PASSWORD}", env=env,
+    )  # fmt: skip
+    return {"VOLUME_PATH": str(Path(env["JUPYTER_RUNTIME_DIR"]) / "mnt" / "shards")}
+
+
+def teardown_secrets_volumes(env: dict[str, str]) -> None:
+    """The program's volume removed, with its Docker named volume."""
+    nbscale_cli("volume", "delete", "example-shards", env=env)
+
+
+def check_shared_dict(out: str, program: ModuleType) -> None:
+    assert "42" in lines(out)
+    assert f"squares {sorted(program.square(x) for x in range(8))}" in lines(out)
+    assert "length 9" in lines(out)
+
+
+def check_queue_jobs(out: str, program: ModuleType) -> None:
+    assert "handled 40" in lines(out)  # every job taken exactly once
+    assert "left 0 0" in lines(out)
+    assert f"results {[program.work(j) for j in range(40)]}" in lines(out)
+
+
 @dataclass(frozen=True)
 class Program:
     args: tuple[str, ...]
     check: Callable[[str, ModuleType], None]
+    setup: Callable[[dict[str, str]], dict[str, str]] | None = None  # -> more environment
+    teardown: Callable[[dict[str, str]], None] | None = None
 
 
 PROGRAMS: dict[str, Program] = {
@@ -172,15 +221,37 @@ PROGRAMS: dict[str, Program] = {
     "parallel_map": Program((), check_parallel_map),
     "concurrent_inputs": Program((), check_concurrent_inputs),
     "composed_app": Program(("--text", COMPOSED_TEXT), check_composed_app),
+    "secrets_volumes": Program(
+        (), check_secrets_volumes, setup_secrets_volumes, teardown_secrets_volumes
+    ),
+    "shared_dict": Program((), check_shared_dict),
+    "queue_jobs": Program((), check_queue_jobs),
 }
 
 
 def run_program(name: str, launcher: str, runtime_dir: Path) -> None:
     """Run the program with ``nbscale run`` and check what it printed."""
     program = PROGRAMS[name]
-    proc = nbscale_run(f"{name}.py", *program.args, env=run_env(launcher, runtime_dir))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    program.check(proc.stdout + proc.stderr, load(name))
+    env = run_env(launcher, runtime_dir)
+    if program.setup is not None:
+        env.update(program.setup(env))
+    try:
+        proc = nbscale_run(f"{name}.py", *program.args, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # Imported here with the run's data directory: its Volume.from_name makes one there.
+        saved = os.environ.get("JUPYTER_DATA_DIR")
+        os.environ["JUPYTER_DATA_DIR"] = env["JUPYTER_DATA_DIR"]
+        try:
+            module = load(name)
+        finally:
+            if saved is None:
+                del os.environ["JUPYTER_DATA_DIR"]
+            else:
+                os.environ["JUPYTER_DATA_DIR"] = saved
+        program.check(proc.stdout + proc.stderr, module)
+    finally:
+        if program.teardown is not None:
+            program.teardown(env)
 
 
 # --- scripts run with `python FILE.py` -------------------------------------------------

@@ -84,11 +84,6 @@ def test_detach_without_a_jupyter_server_is_refused(tmp_path: Path) -> None:
             "schedule=",
             "modal.Period is not supported by nbscale: there is no scheduler",
         ),
-        (
-            "shared_dict.py",
-            "modal.Dict.from_name",
-            "modal.Dict is not supported by nbscale: not yet",
-        ),
     ],
 )
 def test_a_modal_feature_nbscale_lacks_stops_the_run_in_one_line(

@@ -1,5 +1,6 @@
 import {
   arrangePools,
+  callTree,
   FOLD_STOPPED_AFTER,
   groupByOwner,
   poolActivity
@@ -141,5 +142,49 @@ describe('groupByOwner', () => {
     expect(
       formatCapHolders(holders, id => (id === 'pl-b' ? other : undefined))
     ).toBe('square (other/train.ipynb): 2 busy, 1 idle');
+  });
+});
+
+describe('callTree', () => {
+  const entry = (id: string, parent: string | null): ICallEntry => ({
+    call: call({
+      id,
+      parent: parent === null ? null : { call_id: parent, index: 0 }
+    }),
+    gone: false,
+    seen: 0
+  });
+  const shape = (nodes: ReturnType<typeof callTree>): unknown =>
+    nodes.map(node => [node.entry.call.id, shape(node.children)]);
+
+  it('nests each call under the listed call whose input made it, in order', () => {
+    const tree = callTree([
+      entry('fc-grandchild', 'fc-child-1'),
+      entry('fc-child-2', 'fc-root'),
+      entry('fc-child-1', 'fc-root'),
+      entry('fc-root', null),
+      entry('fc-other', null)
+    ]);
+    expect(shape(tree)).toEqual([
+      [
+        'fc-root',
+        [
+          ['fc-child-2', []],
+          ['fc-child-1', [['fc-grandchild', []]]]
+        ]
+      ],
+      ['fc-other', []]
+    ]);
+  });
+
+  it('keeps a call whose parent is not listed as a root', () => {
+    const tree = callTree([
+      entry('fc-orphan', 'fc-gone'),
+      entry('fc-self', 'fc-self')
+    ]);
+    expect(shape(tree)).toEqual([
+      ['fc-orphan', []],
+      ['fc-self', []]
+    ]);
   });
 });

@@ -62,6 +62,7 @@ export function container(overrides: Partial<IContainer> = {}): IContainer {
     uptime: 12.5,
     running_inputs: 1,
     inputs: [{ call_id: 'fc-000000000001', index: 3 }],
+    waiting_on_calls: false,
     gpus: [],
     stats: {},
     ...overrides
@@ -74,6 +75,8 @@ export function call(overrides: Partial<ICall> = {}): ICall {
     pool_id: 'pl-000000000001',
     function: 'evaluate_model',
     kind: 'map',
+    seq: 1_700_000_000_000_000,
+    created: 1_700_000_000,
     total: 100,
     submitted: 100,
     done: 0,

@@ -20,7 +20,7 @@ describe('ClusterState', () => {
     expect(state.pools).toEqual([]);
     expect(state.updated).toBeNull();
     state.applySnapshot(
-      { type: 'snapshot', pools: [pool()], calls: [call()] },
+      { type: 'snapshot', pools: [pool()], calls: [call()], calls_more: false },
       1000
     );
     expect(state.pools.map(p => p.id)).toEqual(['pl-000000000001']);
@@ -32,7 +32,12 @@ describe('ClusterState', () => {
     const state = new ClusterState();
     const other = pool({ id: 'pl-2', function: 'other' });
     state.applySnapshot(
-      { type: 'snapshot', pools: [pool(), other], calls: [call()] },
+      {
+        type: 'snapshot',
+        pools: [pool(), other],
+        calls: [call()],
+        calls_more: false
+      },
       0
     );
     state.applyChanges(
@@ -53,7 +58,8 @@ describe('ClusterState', () => {
       {
         type: 'snapshot',
         pools: [pool()],
-        calls: [call({ done: 90, failed: 2 })]
+        calls: [call({ done: 90, failed: 2 })],
+        calls_more: false
       },
       0
     );
@@ -145,7 +151,12 @@ describe('ClusterState', () => {
   it('remembers when each pool came, for uptimes that tick in between', () => {
     const state = new ClusterState();
     state.applySnapshot(
-      { type: 'snapshot', pools: [pool(), pool({ id: 'pl-2' })], calls: [] },
+      {
+        type: 'snapshot',
+        pools: [pool(), pool({ id: 'pl-2' })],
+        calls: [],
+        calls_more: false
+      },
       1000
     );
     // Only the pool that changed comes again: the other's uptimes date from 1000.

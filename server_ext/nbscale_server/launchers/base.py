@@ -13,6 +13,7 @@ launchers whose workers start at once.
 from __future__ import annotations
 
 import abc
+import collections
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +115,10 @@ class Launcher(abc.ABC):
         code."""
         return WorkerStatus("exited" if self.exit_code(handle) is not None else "running")
 
+    def housekeep(self, now: float) -> None:  # noqa: B027 - optional hook
+        """Called on every housekeeping tick (``now``: the control plane's clock), for what
+        a launcher watches itself (memory limits, log sizes)."""
+
     def exit_cause(self, handle: WorkerHandle) -> str | None:
         """Whose fault an exited worker's end was, when the launcher knows: ``losses.USER``
         (it ran out of memory, its job failed), ``losses.INFRASTRUCTURE`` (removed by
@@ -153,6 +158,24 @@ class Launcher(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the launcher holds; workers are stopped by the control plane."""
+
+
+def tail_lines(path: str | None, tail: int) -> str:
+    """The last ``tail`` lines of the text file at ``path`` ("" when it cannot be read)."""
+    if not path or tail <= 0:
+        return ""
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(collections.deque(f, maxlen=tail))
+    except OSError:
+        return ""
+
+
+def out_of_memory(limit_mib: int | None, how: str) -> str:
+    """How a worker that passed its memory limit ended, after "worker wk-...": the same
+    words for every launcher."""
+    limit = f" (memory limit {limit_mib} MiB)" if limit_mib else ""
+    return f"ran out of memory{limit} and {how}"
 
 
 class LaunchFailed(Exception):

@@ -66,6 +66,7 @@ from .docker_spec import (
     start_error_message,
 )
 from .logs import follow_stamped
+from .volumes import check_docker_paths, ensure_docker_volume
 
 log = logging.getLogger("nbscale.docker")
 
@@ -108,6 +109,7 @@ class DockerLauncher(Launcher):
         self._lock = threading.Lock()
         self._containers: dict[str, Container] = {}  # live ones, by worker id
         self._images: set[str] = set()  # images seen on the engine
+        self._volumes: set[str] = set()  # named volumes seen there
         self._gpus = GpuAllocator(gpus)
         self._closed = False
         self.network_id: str | None = None
@@ -136,6 +138,7 @@ class DockerLauncher(Launcher):
         if not image:
             raise LaunchFailed("no image for this function (the nbscale client builds one)")
         self._check_image(image)
+        self._ensure_volumes(spec.options.volumes)
         gpus = self._reserve_gpus(spec.options.gpu)
         if os.getuid() == 0:  # the files are 0600: let the container's user use them
             os.chown(spec.config_path, CONTAINER_UID, CONTAINER_UID)
@@ -164,6 +167,19 @@ class DockerLauncher(Launcher):
         except Exception as exc:
             raise LaunchFailed(unreachable_message(exc)) from None
         self._images.add(image)
+
+    def _ensure_volumes(self, volumes: tuple[tuple[str, str], ...]) -> None:
+        """Each named volume on the engine, made once (as images, checked on the first start)."""
+        check_docker_paths(volumes)
+        for _, name in volumes:
+            if name not in self._volumes:
+                try:
+                    ensure_docker_volume(self.api, name)
+                except LaunchFailed:
+                    raise
+                except Exception as exc:
+                    raise LaunchFailed(unreachable_message(exc)) from None
+                self._volumes.add(name)
 
     def _reserve_gpus(self, request: Any) -> list[str]:
         if request is None:

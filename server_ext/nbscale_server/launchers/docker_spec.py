@@ -11,6 +11,7 @@ from typing import Any
 from ..losses import INFRASTRUCTURE, USER
 from .base import EXIT_LOST, WorkerSpec
 from .docker_engine import unreachable_message
+from .volumes import docker_mounts
 
 CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
 REGISTER_IN_CONTAINER = "/run/nbscale/register"
@@ -69,6 +70,8 @@ def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict
         host["nano_cpus"] = int(options.cpu * 1e9)
     if gpus:
         host["device_requests"] = gpu_device_requests(gpus)
+    if options.volumes:
+        host["mounts"] = docker_mounts(options.volumes)
     return host
 
 

@@ -48,6 +48,7 @@ from .k8s_state import EXIT_LOST, EXIT_NOT_STARTED, PodEnd, PodView, quota_messa
 from .k8s_watch import PodWatch, api_error, api_json
 from .logs import follow_stamped
 from .owner import owner_alive, owner_tag
+from .volumes import refuse_volumes
 
 log = logging.getLogger("nbscale.kubernetes")
 
@@ -119,6 +120,7 @@ class KubernetesLauncher(Launcher):
         image = spec.options.image
         if not image:
             raise LaunchFailed("no image for this function (the nbscale client builds one)")
+        refuse_volumes(spec.options.volumes, "Kubernetes")
         who = manifests.WorkerPod(
             self.server_id, spec.worker_id, spec.pool_id, spec.pool_name, self.owner
         )

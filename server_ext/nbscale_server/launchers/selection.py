@@ -179,6 +179,7 @@ def start_launcher(
     slurm: SlurmOptions | None = None,
     shared_dir: str | None = None,
     kubernetes: KubernetesOptions | None = None,
+    log_max_bytes: int = 16 << 20,
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
@@ -209,4 +210,4 @@ def start_launcher(
             if requested != "auto":
                 raise
             choice = LauncherChoice("process", f"Docker engine found, but {exc}")
-    return ProcessLauncher(log_dir, python), choice
+    return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes), choice

@@ -58,6 +58,7 @@ from .slurm_queue import (
     phase_of,
     slurm_error,
 )
+from .volumes import refuse_volumes
 
 log = logging.getLogger("nbscale.slurm")
 
@@ -151,6 +152,7 @@ class SlurmLauncher(Launcher):
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         if self._closed:
             raise LaunchFailed("the Slurm launcher is closed")
+        refuse_volumes(spec.options.volumes, "Slurm")
         log_path = os.path.join(self.dir, f"{spec.worker_id}.log")
         comment = JobComment(self.server_id, spec.worker_id, spec.pool_id, self.host, self.owner)
         try:

@@ -1,0 +1,151 @@
+"""``nbscale.Dict`` and ``nbscale.Queue`` shared by this process and real worker processes
+of its (embedded) control plane; the Jupyter server's are in ``test_server_dict_queue.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+
+import pytest
+
+import nbscale
+
+app = nbscale.App("test-dict-queue")
+shared = nbscale.Dict.from_name("test-dict-queue", create_if_missing=True)
+jobs = nbscale.Queue.from_name("test-dict-queue", create_if_missing=True)
+
+
+@app.function()
+def write_and_read(key: str, value: int) -> object:
+    shared[key] = value
+    return shared.get("from-kernel")
+
+
+@app.function()
+def take_one(timeout: float) -> object:
+    return jobs.get(timeout=timeout)
+
+
+@app.function()
+def put_results(n: int) -> None:
+    jobs.put_many([("result", i) for i in range(n)], partition="results")
+
+
+def test_a_dict_is_shared_by_this_process_and_its_workers():
+    shared.clear()
+    shared["from-kernel"] = {"nested": [1, 2]}
+    assert list(write_and_read.map(["a", "b"], [1, 2])) == [{"nested": [1, 2]}] * 2
+    assert shared["a"] == 1 and shared.get("b") == 2
+    assert sorted(shared.keys()) == ["a", "b", "from-kernel"]
+    assert shared.len() == 3
+    assert "a" in shared and shared.contains("zz") is False
+    assert shared.put("a", 99, skip_if_exists=True) is False and shared["a"] == 1
+    shared.update({"c": 3}, d=4)
+    assert dict(shared.items())["d"] == 4
+    assert shared.pop("c") == 3 and shared.pop("c", None) is None
+    with pytest.raises(KeyError):
+        shared["c"]
+    del shared["d"]
+    assert sorted(shared.values(), key=str) == [1, 2, {"nested": [1, 2]}]
+
+
+def test_keys_are_compared_by_their_pickles():
+    shared.clear()
+    shared[1] = "int"
+    shared[1.0] = "float"
+    shared[(1, "a")] = "tuple"
+    assert shared[1] == "int" and shared[1.0] == "float" and shared[(1, "a")] == "tuple"
+    assert shared.len() == 3
+
+
+def test_a_worker_blocked_on_get_takes_what_this_process_puts_then():
+    jobs.clear(all=True)
+    call = take_one.spawn(120)
+    stats = take_one.get_current_stats()
+    deadline = time.monotonic() + 60
+    while stats.num_running_inputs < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        stats = take_one.get_current_stats()
+    jobs.put({"job": 7})
+    assert call.get(timeout=60) == {"job": 7}
+    assert jobs.len(total=True) == 0
+
+
+def test_a_queue_carries_results_back_by_partition():
+    jobs.clear(all=True)
+    put_results.remote(5)
+    assert jobs.len(partition="results") == 5 and jobs.len() == 0
+    assert list(jobs.iterate(partition="results")) == [("result", i) for i in range(5)]
+    assert jobs.get_many(3, partition="results") == [("result", i) for i in range(3)]
+    assert jobs.get_many(10, partition="results") == [("result", 3), ("result", 4)]
+
+
+def test_get_times_out_with_none_and_raises_empty_without_blocking():
+    jobs.clear(all=True)
+    started = time.monotonic()
+    assert jobs.get(timeout=0.5) is None
+    assert 0.45 <= time.monotonic() - started < 30
+    assert jobs.get_many(2, timeout=0.2) == []
+    with pytest.raises(queue.Empty):
+        jobs.get(block=False)
+    with pytest.raises(queue.Empty):
+        jobs.get_many(3, block=False)
+
+
+def test_a_dict_value_over_the_limit_is_refused_before_it_is_sent():
+    with pytest.raises(nbscale.InvalidError, match=r"101.0 MiB: the limit is 100 MiB"):
+        shared["big"] = b"x" * (101 << 20)
+    assert "big" not in shared
+    with pytest.raises(nbscale.InvalidError, match="limit is 1 MiB"):
+        jobs.put(b"x" * (2 << 20))
+
+
+def test_missing_named_objects_and_ended_ephemeral_ones_are_not_found():
+    with pytest.raises(nbscale.NotFoundError, match="Dict 'no-such-dict' not found"):
+        nbscale.Dict.from_name("no-such-dict").get("k")
+    with nbscale.Queue.ephemeral() as q:
+        q.put(1)
+        assert q.get() == 1
+    with pytest.raises(nbscale.NotFoundError, match="does not exist"):
+        q.put(2)
+    nbscale.Dict.from_name("to-delete", create_if_missing=True)["k"] = 1
+    nbscale.Dict.delete("to-delete")
+    with pytest.raises(nbscale.NotFoundError):
+        nbscale.Dict.delete("to-delete")
+    nbscale.Dict.delete("to-delete", allow_missing=True)
+    with pytest.raises(nbscale.InvalidError, match="not a valid Dict name"):
+        nbscale.Dict.from_name("no spaces")
+
+
+def test_aio_twins_and_a_withdrawn_get_takes_nothing():
+    async def main() -> list[object]:
+        with nbscale.Dict.ephemeral() as d:
+            await d.put.aio("k", 1)
+            keys = [k async for k in d.keys.aio()]
+            value = await d.get.aio("k")
+        async with nbscale.Queue.ephemeral() as q:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(q.get.aio(), 0.5)  # cancelled: its wait is withdrawn
+            await asyncio.sleep(0.2)
+            await q.put.aio("after")
+            left = await q.get.aio(block=False)  # not given to the withdrawn get
+            items = [v async for v in q.iterate.aio()]
+        return [keys, value, left, items]
+
+    assert asyncio.run(main()) == [["k"], 1, "after", []]
+
+
+def test_a_full_partition_makes_put_wait_then_raise_full():
+    with nbscale.Queue.ephemeral() as q:
+        q.put_many(range(5000), partition="p")
+        with pytest.raises(queue.Full):
+            q.put(1, block=False, partition="p")
+        started = time.monotonic()
+        with pytest.raises(queue.Full):
+            q.put(1, timeout=0.3, partition="p")
+        assert time.monotonic() - started >= 0.3
+        q.put("other partition")  # partitions are independent
+        assert q.get(partition="p") == 0
+        q.put("fits again", partition="p")
+        assert q.len(partition="p") == 5000 and q.len(total=True) == 5001

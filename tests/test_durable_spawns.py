@@ -1,0 +1,145 @@
+"""Spawned calls outlive the Jupyter server that hosts the control plane.
+
+A real ``jupyter server`` process keeps spawned calls' inputs and results in its SQLite
+store (in its data directory); callers are separate Python processes that reach it through
+its connection file, as kernels do. The server is killed with SIGKILL (a crash: it cleans
+nothing up) and started again on the same directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from jupyter_process import JupyterProcess, start_server
+
+pytestmark = pytest.mark.slow
+
+FUNCTION = """
+import json, os, sys, time
+import nbscale
+
+app = nbscale.App("durable")
+
+@app.function(max_containers=2)
+def double(x, gate):
+    # Inputs from 500 on wait for the gate file: they are still running at the crash.
+    while x >= 500 and not os.path.exists(gate):
+        time.sleep(0.05)
+    return 2 * x
+
+@app.function(max_containers=2)
+def mebibyte(i):
+    return bytes([i % 256]) * (1 << 20)
+"""
+
+
+def client(server: JupyterProcess, code: str, timeout: float = 300) -> Any:
+    """Run ``code`` (after FUNCTION) as a client of ``server``; its last line of output, as
+    JSON."""
+    env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(server.connection_file))
+    env["NBSCALE_PROGRESS"] = "off"
+    script = FUNCTION + textwrap.dedent(code)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[JupyterProcess]]:
+    """The servers a test starts in ``tmp_path`` (one after another); stopped at the end."""
+    started: list[JupyterProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def test_spawned_calls_survive_a_crash_of_the_server(tmp_path: Path, servers: list[Any]):
+    gate = tmp_path / "gate"
+    first = start_server(tmp_path)
+    servers.append(first)
+    ids = client(
+        first,
+        f"""
+        calls = [double.spawn(x, {str(gate)!r}) for x in range(1000)]
+        assert [c.get(timeout=120) for c in calls[:500]] == [2 * x for x in range(500)]
+        print(json.dumps([c.object_id for c in calls]))
+        """,
+    )
+    old_info = json.loads(first.connection_file.read_text())
+    old_dir = Path(old_info["client_endpoint"][len("ipc://") :]).parent
+    old_file = first.connection_file
+    first.kill()
+    assert old_file.exists() and old_dir.exists()  # a crash leaves them behind
+
+    gate.touch()  # the inputs that were running or waiting may finish now
+    second = start_server(tmp_path)
+    servers.append(second)
+    assert not old_file.exists() and not old_dir.exists()  # removed by the next start
+    results = client(
+        second,
+        f"""
+        ids = {json.dumps(ids)}
+        print(json.dumps([nbscale.FunctionCall.from_id(i).get(timeout=180) for i in ids]))
+        """,
+    )
+    assert results == [2 * x for x in range(1000)]
+    listed = second.request("GET", "nbscale/api/calls?limit=1000")
+    assert len(listed) == 1000 and all(c["finished"] for c in listed)
+    assert listed == sorted(listed, key=lambda c: -c["seq"])  # newest first
+    store = tmp_path / "data" / "nbscale.db"
+    assert store.exists() and oct(store.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.timeout(900)  # 10 GiB written and read back: two minutes on the reference machine
+def test_results_read_and_dropped_leave_the_server_as_big_as_it_started(
+    tmp_path: Path, servers: list[Any]
+):
+    server = start_server(tmp_path)
+    servers.append(server)
+    assert client(server, "print(json.dumps(mebibyte.remote(1)[:1] == bytes([1])))")  # warm
+    process = psutil.Process(server.proc.pid)
+    before = process.memory_info().rss
+    count = client(
+        server,
+        """
+        calls = [mebibyte.spawn(i) for i in range(10_000)]
+        ok = 0
+        for i, call in enumerate(calls):
+            result = call.get(timeout=300)
+            ok += len(result) == 1 << 20 and result[0] == i % 256
+            del result
+        print(ok)
+        """,
+        timeout=900,
+    )
+    assert count == 10_000
+    time.sleep(1)  # the last batches written and their buffers freed
+    grown = (process.memory_info().rss - before) / 2**20
+    assert grown < 100, f"the server grew by {grown:.0f} MiB"
+
+
+def test_listings_are_paged_and_the_first_websocket_message_is_bounded(
+    tmp_path: Path, servers: list[Any]
+):
+    server = start_server(tmp_path)
+    servers.append(server)
+    client(server, "[double.spawn(x, '') for x in range(1200)]; print(1)")
+    first = server.request("GET", "nbscale/api/calls?limit=500")
+    second = server.request("GET", f"nbscale/api/calls?limit=500&before={first[-1]['seq']}")
+    third = server.request("GET", f"nbscale/api/calls?limit=500&before={second[-1]['seq']}")
+    ids = [c["id"] for c in first + second + third]
+    assert [len(first), len(second), len(third)] == [500, 500, 200]
+    assert len(set(ids)) == 1200
+    assert len(server.request("GET", "nbscale/api/calls")) == 500  # bounded by default
