@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 _CHUNK = 256  # inputs of a call's first submission at most
 _MAX_CHUNK = 4096  # inputs of a map's later submissions at most
+# Calls whose inputs go as runs, their chunks growing: maps, and spawn_map (whose kept
+# inputs and outputs the control plane cuts per index by their sizes)
+_RUNS = frozenset({"map", "spawn"})
 _THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 
 
@@ -102,6 +105,8 @@ class Invocation:
         # ever admit, or a throttled map would wait for room that cannot come.
         limits = self.limits
         most = min(self.window, limits.max_pending_inputs, limits.max_total_inputs)
+        if kind == "spawn":
+            most = min(most, limits.max_pending_spawn_inputs)
         self.chunk = max(1, min(_CHUNK, most))
         # A map's chunks grow while they go whole, up to half its window (two in flight):
         # fewer, bigger runs, while the first results still come after one small chunk.
@@ -176,7 +181,7 @@ class Invocation:
             count = sum(row_count(item[SUBMIT_COUNT]) for item in items)
             if value["accepted"] == count:
                 self.submitted += count
-                if self.kind == "map" and count == self.chunk:
+                if self.kind in _RUNS and count == self.chunk:
                     self.chunk = min(self.max_chunk, 2 * self.chunk)
                 if self.progress is not None:
                     self.progress.sent(count, None)
@@ -207,7 +212,7 @@ class Invocation:
                 bounded = self._bounded()
                 room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
                 items, frames, exhausted, pulled = await loop.run_in_executor(
-                    None, pull, inputs, index, min(room, self.chunk), self.kind == "map"
+                    None, pull, inputs, index, min(room, self.chunk), self.kind in _RUNS
                 )
                 index += pulled
                 total = index if exhausted else None
