@@ -25,14 +25,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import json
 import math
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     import asyncio
 
 from . import batching, capture, nested, protocol
-from .link import Link, connect
 from .nvml import GpuMonitor
 from .protocol import (
     RUN_ATTEMPT,
@@ -54,15 +52,15 @@ from .protocol import (
     STATUS_CANCELLED,
     STATUS_ERROR,
     STATUS_OK,
-    STATUS_SERIALIZATION,
     STATUS_YIELD,
-    output_row,
 )
 from .pulse import Pulse
 from .register import RegisterWriter
 from .runs import Segment, run_segment
-from .serialization import PayloadWriter, dump_exception, load, load_run, split_payload
+from .sending import FLUSH_INTERVAL, flush, maybe_flush
+from .serialization import dump_exception, load, load_run, split_payload
 from .service import ClassService, call, call_async, is_generator, run_alone
+from .worker_config import WorkerConfig
 
 # Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
 # to hide a round trip to the control plane, small enough to keep the load balanced.
@@ -71,7 +69,6 @@ _MAX_PREFETCH = 1000
 # Inputs shorter than this keep one more queued per slot, so the next starts without a round
 # trip; one that waits behind another waits at most this long.
 _ONE_AHEAD_BELOW = 0.1
-_FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
 _PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
 
 
@@ -82,38 +79,6 @@ WORKER_ID_ENV = "NBSCALE_WORKER_ID"
 
 class InputCancelled(BaseException):
     """Raised inside a running input when its call is cancelled."""
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    worker_id: str
-    pool_id: str
-    endpoint: str
-    parent_pid: int | None = None
-    heartbeat_interval: float = 1.0
-    max_result_mib: int | None = None  # a bigger result fails, as not serializable
-    shared_min: int | None = None  # frames from this size go through shared memory (unix://)
-    # seconds without a word from the control plane before the worker exits (None: never)
-    heartbeat_timeout: float | None = None
-    register_path: str | None = None  # the register file, as this worker sees it
-    exit_grace: float | None = None  # seconds a class's @exit hooks may run (None: unbounded)
-    server_public_key: str | None = None
-    public_key: str | None = None
-    secret_key: str | None = None
-    # what the function's secrets put in its environment, before any of its code runs
-    env: dict[str, str] | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_file(cls, path: str) -> WorkerConfig:
-        with open(path) as f:
-            return cls(**json.load(f))
-
-    def connect(self, identity: str) -> Link:
-        """A connection to the control plane, named ``identity``."""
-        keys = None
-        if self.server_public_key:
-            keys = (self.server_public_key, self.public_key or "", self.secret_key or "")
-        return connect(self.endpoint, identity, keys, self.shared_min)
 
 
 @dataclass(slots=True)
@@ -222,9 +187,9 @@ class Worker:
             if self.data.pollable in events:
                 self._receive_all()
             self._run_some()
-            self._maybe_flush()
+            maybe_flush(self)
             self._ask_for_inputs()
-        self._flush()
+        flush(self)
         if isinstance(self.fn, ClassService):  # scaled down, stopped or SIGTERM: its @exit
             if self.cfg.exit_grace is not None:  # the pulse thread ends us past it
                 self.exiting_until = time.monotonic() + self.cfg.exit_grace
@@ -298,7 +263,7 @@ class Worker:
         """Say we start ``item`` and wait until the control plane has noted it: should the
         input kill this worker, it alone is blamed (a worker without a register)."""
         self.confirm_first.discard(item.key)
-        self._flush()
+        flush(self)
         started = protocol.Started(self.cfg.worker_id, item.call_id, item.index, item.attempt)
         self._send(started)
         deadline = time.monotonic() + _PROCEED_WAIT
@@ -412,7 +377,7 @@ class Worker:
             self.batch_due = self.batcher.run_some()
             return
         if self.mode == "inline":
-            deadline = time.perf_counter() + _FLUSH_INTERVAL
+            deadline = time.perf_counter() + FLUSH_INTERVAL
             while self.queue and not self.stop_now:
                 item = self.queue.popleft()
                 self.run_extra -= max(0, item.count - 1)
@@ -546,7 +511,7 @@ class Worker:
         thread, sent at once; from another, the main thread is woken to send it)."""
         self.done.append((item, STATUS_YIELD, value, 0.0, ("", "")))
         if threading.get_ident() == self.main_thread:
-            self._flush()
+            flush(self)
         else:
             os.write(self.wake_w, b"x")
 
@@ -558,58 +523,6 @@ class Worker:
         for key, fut in list(self.async_tasks.items()):
             if key[0] == call_id:
                 fut.cancel()
-
-    # --- outputs ----------------------------------------------------------------------------
-
-    def _maybe_flush(self) -> None:
-        if self.done and (
-            not self.queue or time.perf_counter() - self.last_flush > _FLUSH_INTERVAL
-        ):
-            self._flush()
-
-    def _flush(self) -> None:
-        self.last_flush = time.perf_counter()
-        if not self.done:
-            return
-        writer = PayloadWriter()
-        items = []
-        worker_id = self.cfg.worker_id
-        live = None
-        while self.done:
-            entry = self.done.popleft()
-            if isinstance(entry, Segment):
-                items.extend(entry.rows(writer, worker_id, self.max_result))
-                if entry is self.segment:  # flushed from inside its run: more to come
-                    live = entry
-                continue
-            item, status, result, seconds, (stdout, stderr) = entry
-            if status == STATUS_ERROR:
-                where = writer.add_raw(dump_exception(result, skip_runtime=True))
-            elif status in (STATUS_OK, STATUS_YIELD):
-                try:
-                    where = writer.add(result, self.max_result)
-                except Exception as exc:
-                    status = STATUS_SERIALIZATION
-                    where = writer.add_raw(dump_exception(exc))
-            else:
-                where = writer.add_raw(b"")
-            items.append(
-                output_row(
-                    item.call_id,
-                    item.index,
-                    item.attempt,
-                    status,
-                    where,
-                    seconds,
-                    worker_id,
-                    stdout,
-                    stderr,
-                )
-            )
-        if live is not None:
-            self.done.append(live)
-        if items:
-            self._send(protocol.Outputs(items, self._more_wanted()), writer.frames())
 
 
 def main(argv: list[str] | None = None) -> int:
