@@ -131,8 +131,8 @@ SPAWN_CALL_ID = 0
 SPAWN_WHERE = slice(1, 4)
 
 # run-inputs: [call_id, index, attempt, offset, length, nbufs, count, skip]; a run's inputs
-# are the elements ``skip`` .. ``skip + count`` of the list pickled (a queued run split for
-# scheduling, a retry or a loss shares its pickle with the rest)
+# are the pickles ``skip`` .. ``skip + count`` of those in its bytes (a queued run split for
+# scheduling, a retry or a loss shares its bytes with the rest)
 RUN_CALL_ID = 0
 RUN_INDEX = 1
 RUN_ATTEMPT = 2

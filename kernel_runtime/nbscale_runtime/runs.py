@@ -1,7 +1,7 @@
 """Runs of inputs: a map's small inputs, run at full speed, their results sent as one.
 
-A run is ``count`` consecutive inputs of one call whose arguments arrived as one pickled
-list. A worker running a plain function inline goes through it in one tight loop: each input
+A run is ``count`` consecutive inputs of one call whose arguments arrived pickled back to
+back. A worker running a plain function inline goes through it in one tight loop: each input
 still has its own register slot entry (a death blames exactly the input it ran), its own
 timeout clock, cancellation and output capture; what changes is that the results of inputs
 that returned and printed nothing are gathered into a :class:`Segment` and sent as one

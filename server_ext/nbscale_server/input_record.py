@@ -1,9 +1,10 @@
 """What the control plane queues: one input, or a run of a call's consecutive inputs.
 
-A map's small inputs arrive as runs (one pickled list per chunk: one record, one message, one
-pickle instead of hundreds); a run moves as one record and is split only where its inputs
-part ways (``QueueCore`` decides where). Pieces of a run share its pickle, each knowing its
-elements of the list (``skip``), so splitting never unpickles anything.
+A map's small inputs arrive as runs (a chunk's pickles back to back: one record, one message
+instead of hundreds); a run moves as one record and is split only where its inputs part ways
+(``QueueCore`` decides where). Pieces of a run share its bytes, each knowing where its inputs
+start among them (``skip``), so splitting never unpickles anything; where inputs are kept one
+by one (spawned calls, detached maps), ``apart`` cuts a run's bytes by its inputs' sizes.
 """
 
 from __future__ import annotations

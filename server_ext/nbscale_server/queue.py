@@ -14,11 +14,11 @@ a *suspect*, requeued untouched and then dispatched alone, to a worker holding n
 which confirms that it starts it before it does (``confirm``): a death then blames exactly
 that input.
 
-A record may hold a *run*: ``count`` consecutive inputs of one call whose pickle is one list
-(a map's small inputs, sent as one). A run moves as one record and is split only where
+A record may hold a *run*: ``count`` consecutive inputs of one call whose pickles lie back to
+back (a map's small inputs, sent as one). A run moves as one record and is split only where
 inputs part ways: a worker asks for fewer, one of them is reported apart (it failed, it
 printed, it was retried), a lost worker ran one of them, a lent slot gives back the rest.
-The pieces share the pickle; each knows its elements of the list (``skip``).
+The pieces share the bytes; each knows where its inputs start among them (``skip``).
 
 The broker feeds it events and acts on what the methods return; nothing here does I/O.
 """
