@@ -7,6 +7,7 @@ numbers and tuples of them are). Values are up to 100 MiB each.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +15,9 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_server.shared_core import DICT, DICT_VALUE_MAX
 
-from ._aio import aio_method
-from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads
+from ._aio import data_method
+from ._loop import if_abandoned
+from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads, send_quietly
 from ._tracebacks import hidden
 
 _MISSING: Any = object()
@@ -46,18 +48,18 @@ class Dict(SharedObject):
             frames += [dumps(key, "key"), data]
         return frames
 
-    @aio_method
+    @data_method
     async def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
         value, frames = await self._act("get", [dumps(key, "key")])
         return loads(frames[0]) if value["found"] else default
 
-    @aio_method
+    @data_method
     async def contains(self, key: Any) -> bool:
         value, _ = await self._act("contains", [dumps(key, "key")])
         return bool(value["found"])
 
-    @aio_method
+    @data_method
     async def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
         """Set ``key`` to ``value``; with ``skip_if_exists``, only when ``key`` is absent.
         Returns whether it was set."""
@@ -65,7 +67,7 @@ class Dict(SharedObject):
         answer, _ = await self._act("put", frames, skip_if_exists=skip_if_exists)
         return bool(answer["added"])
 
-    @aio_method
+    @data_method
     async def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set every key of ``other`` (a mapping or pairs) and ``kwargs``, at once."""
         items = other.items() if hasattr(other, "items") else other
@@ -73,27 +75,44 @@ class Dict(SharedObject):
         if pairs:
             await self._act("update", await self._pairs(pairs))
 
-    @aio_method
+    @data_method
     async def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (``KeyError`` when absent, unless a
         ``default`` is given)."""
-        value, frames = await self._act("pop", [dumps(key, "key")])
+        key_frame = dumps(key, "key")
+        request = asyncio.ensure_future(self._act("pop", [key_frame]))
+        try:
+            value, frames = await asyncio.shield(request)
+        except asyncio.CancelledError:  # the value may be on its way: it goes back
+            request.add_done_callback(lambda done: self._put_back_popped(key_frame, done))
+            raise
         if value["found"]:
+            if_abandoned(lambda: self._put_back_popped(key_frame, request))
             return loads(frames[0])
         if default is _MISSING:
             raise KeyError(key)
         return default
 
-    @aio_method
+    def _put_back_popped(self, key_frame: bytes, popped: asyncio.Future[Any]) -> None:
+        """Put back a value popped for a caller that stopped waiting, unless the key was
+        set again meanwhile."""
+        if popped.cancelled() or popped.exception() is not None:
+            return
+        value, frames = popped.result()
+        if value["found"]:
+            pair = [key_frame, frames[0]]
+            send_quietly(self._act("put", pair, skip_if_exists=True))
+
+    @data_method
     async def len(self) -> int:
         value, _ = await self._act("len", [])
         return int(value["len"])
 
-    @aio_method
+    @data_method
     async def clear(self) -> None:
         await self._act("clear", [])
 
-    @aio_method
+    @data_method
     async def info(self) -> DictInfo:
         value, _ = await self._act("info", [])
         return DictInfo(value["name"], value["id"])

@@ -13,6 +13,7 @@ import concurrent.futures
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -26,6 +27,32 @@ _instance: LoopThread | None = None
 # rejoins (or None where it cannot lend); see ``_nested.py``.
 on_block: Callable[[], Callable[[], None] | None] | None = None
 _LEND_AFTER = 0.05  # seconds a call blocks before its worker lends its slot
+
+
+# Calls whose outcome must not vanish unseen: what to do should their caller stop waiting
+# once they have finished (see ``if_abandoned``).
+_abandoned_hooks: weakref.WeakKeyDictionary[asyncio.Task[Any], Callable[[], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def if_abandoned(callback: Callable[[], None]) -> None:
+    """In a call's coroutine, on the loop: run ``callback`` there should the caller stop
+    waiting (Ctrl-C, a cancelled ``.aio`` call) after the call finished, so that its
+    outcome reaches nobody; e.g. to give back the items a ``Queue.get`` took."""
+    task = asyncio.current_task()
+    if task is not None:
+        _abandoned_hooks[task] = callback
+
+
+def _stop_waiting(task: asyncio.Task[Any]) -> None:
+    """On the loop: the caller of ``task`` stopped waiting for it."""
+    if not task.done():
+        task.cancel()
+        return
+    hook = _abandoned_hooks.pop(task, None)
+    if hook is not None and not task.cancelled() and task.exception() is None:
+        hook()
 
 
 class LoopThread:
@@ -50,12 +77,15 @@ class LoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], on_interrupt: Any = None) -> T:
+    def run(
+        self, coro: Coroutine[Any, Any, T], on_interrupt: Any = None, lend_slot: bool = True
+    ) -> T:
         """Run ``coro`` on the loop and block until it is done.
 
         On KeyboardInterrupt (Ctrl-C, or "interrupt kernel" in Jupyter) the coroutine is
         cancelled and ``on_interrupt`` (a coroutine function) runs before the interrupt
-        propagates, so that remote work is cancelled too."""
+        propagates, so that remote work is cancelled too. On a worker, a call that blocks
+        lends the worker's slot unless ``lend_slot`` is false (see ``on_block``)."""
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
         if self.in_loop():
             coro.close()
@@ -72,14 +102,14 @@ class LoopThread:
         rejoin = None
         try:
             finished = done.acquire(timeout=_LEND_AFTER)
-            if not finished and on_block is not None:
+            if not finished and on_block is not None and lend_slot:
                 rejoin = on_block()
             # Wake up now and then: a KeyboardInterrupt raised by a signal that landed on
             # another thread (or by ``_thread.interrupt_main``) is only seen between waits.
             while not finished:
                 finished = done.acquire(timeout=0.2)
         except BaseException as exc:  # Ctrl-C, or on a worker, this input cancelled
-            self.loop.call_soon_threadsafe(lambda: tasks[0].cancel())  # created by now
+            self.loop.call_soon_threadsafe(lambda: _stop_waiting(tasks[0]))  # created by now
             if on_interrupt is not None and isinstance(exc, KeyboardInterrupt):
                 self.submit(on_interrupt()).result(timeout=10)
             raise
@@ -178,7 +208,7 @@ class _Handed:
         """On the loop: the caller stopped waiting; cancel the call (or never start it)."""
         self.cancelled = True
         if self.task is not None:
-            self.task.cancel()
+            _stop_waiting(self.task)
 
 
 async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:

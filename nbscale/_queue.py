@@ -4,8 +4,8 @@ Partitions are independent FIFO queues within one Queue (the default one has no 
 Modal's limits: items up to 1 MiB, up to 5,000 per partition, 100,000 partitions. A
 blocking ``get`` waits on the control plane (no polling) until an item comes or its
 ``timeout`` passes; when the control plane is gone it ends with ``ConnectionLostError``.
-A ``get`` interrupted while it waits is withdrawn; an item already on its way back to it
-is lost with it.
+A ``get`` interrupted while it waits is withdrawn; items already on their way back to it
+are given back, to the head of the queue, in their places.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_server.shared_core import QUEUE, QUEUE_ITEM_MAX
+from nbscale_server.shared_core import QUEUE, QUEUE_ITEM_MAX, SharedError, check_partition_ttl
 
-from ._aio import aio_method
+from ._aio import data_method
+from ._loop import if_abandoned
 from ._shared import AsyncIterMethod, SharedObject, check_size, dumps, loads, send_quietly
 from .exceptions import InvalidError
 
@@ -40,7 +41,7 @@ class Queue(SharedObject):
 
     # --- put ----------------------------------------------------------------------------
 
-    @aio_method
+    @data_method
     async def put(
         self,
         v: Any,
@@ -51,10 +52,12 @@ class Queue(SharedObject):
         partition_ttl: int | None = None,
     ) -> None:
         """Add ``v``. A full partition (5,000 items) makes it wait, up to ``timeout``
-        seconds, then raise ``queue.Full`` (at once when ``block`` is False)."""
-        await self._put([v], block, timeout, partition)
+        seconds, then raise ``queue.Full`` (at once when ``block`` is False). The partition
+        is cleared ``partition_ttl`` seconds after its last put (at most, and by default, a
+        day, as on Modal)."""
+        await self._put([v], block, timeout, partition, partition_ttl)
 
-    @aio_method
+    @data_method
     async def put_many(
         self,
         vs: Iterable[Any],
@@ -65,12 +68,21 @@ class Queue(SharedObject):
         partition_ttl: int | None = None,
     ) -> None:
         """Add every value of ``vs``, in order, at once."""
-        await self._put(list(vs), block, timeout, partition)
+        await self._put(list(vs), block, timeout, partition, partition_ttl)
 
     async def _put(
-        self, values: list[Any], block: bool, timeout: float | None, partition: str | None
+        self,
+        values: list[Any],
+        block: bool,
+        timeout: float | None,
+        partition: str | None,
+        partition_ttl: float | None,
     ) -> None:
         _check_partition(partition)
+        try:
+            check_partition_ttl(partition_ttl)
+        except SharedError as exc:
+            raise InvalidError(str(exc)) from None
         client, _ = await self._connected()
         frames = [dumps(v, "item") for v in values]
         for data in frames:
@@ -78,7 +90,9 @@ class Queue(SharedObject):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _FULL_RETRY[0]
         while True:
-            answer, _ = await self._act("put", frames, partition=partition or "")
+            answer, _ = await self._act(
+                "put", frames, partition=partition or "", partition_ttl=partition_ttl
+            )
             if not answer["full"]:
                 return
             # Rare: a consumer far behind. Wait for room without holding the control plane.
@@ -90,7 +104,7 @@ class Queue(SharedObject):
 
     # --- get ----------------------------------------------------------------------------
 
-    @aio_method
+    @data_method
     async def get(
         self, block: bool = True, timeout: float | None = None, *, partition: str | None = None
     ) -> Any:
@@ -99,7 +113,7 @@ class Queue(SharedObject):
         values = await self._get(1, block, timeout, partition)
         return values[0] if values else None
 
-    @aio_method
+    @data_method
     async def get_many(
         self,
         n_values: int,
@@ -124,21 +138,32 @@ class Queue(SharedObject):
         client, object_id = await self._connected()
         args = {"n": n, "timeout": wait, "partition": partition or "", "label": repr(self)}
         msg = protocol.QueueRequest(0, object_id, "get", args)
+        request = client.send_request(msg)
         try:
-            answer, frames = await client.request(msg)
+            answer, frames = await asyncio.shield(request)
         except asyncio.CancelledError:  # interrupted: withdraw the wait
             cancel = protocol.QueueRequest(0, object_id, "cancel-get", {"rid": msg.rid})
             send_quietly(client.request(cancel))
+
+            # the items may be on their way already: they go back to the head of the queue
+            def give_back(answered: asyncio.Future[tuple[Any, list[Any]]]) -> None:
+                if not answered.cancelled() and answered.exception() is None:
+                    _unget(client, object_id, partition, *answered.result())
+
+            request.add_done_callback(give_back)
             raise
         if not answer["count"] and not block:
             raise stdlib_queue.Empty(
                 f"{self!r} has no item in partition {partition or '(default)'}"
             )
-        return [loads(f) for f in frames]
+        values = [loads(f) for f in frames]
+        # should the caller stop waiting now, the items go back too
+        if_abandoned(lambda: _unget(client, object_id, partition, answer, frames))
+        return values
 
     # --- the rest -----------------------------------------------------------------------
 
-    @aio_method
+    @data_method
     async def len(self, *, partition: str | None = None, total: bool = False) -> int:
         """Items in ``partition`` (the default one), or in all partitions with ``total``."""
         _check_partition(partition)
@@ -147,7 +172,7 @@ class Queue(SharedObject):
         answer, _ = await self._act("len", partition=partition or "", total=total)
         return int(answer["len"])
 
-    @aio_method
+    @data_method
     async def clear(self, *, partition: str | None = None, all: bool = False) -> None:
         """Remove every item of ``partition`` (the default one), or of all of them."""
         _check_partition(partition)
@@ -180,6 +205,17 @@ class Queue(SharedObject):
             if time.monotonic() - quiet_since >= poll:
                 return
             await asyncio.sleep(min(0.1, poll))
+
+
+def _unget(
+    client: Any, object_id: str, partition: str | None, answer: Any, frames: list[Any]
+) -> None:
+    """Give back what a withdrawn get was answered with, with the items' sequence numbers,
+    so that they keep their place in the queue."""
+    if answer.get("count"):
+        args = {"partition": partition or "", "seqs": answer["seqs"]}
+        unget = protocol.QueueRequest(0, object_id, "unget", args)
+        send_quietly(client.request(unget, frames))
 
 
 def _check_partition(partition: str | None) -> None:

@@ -154,13 +154,13 @@ class Ephemeral(Generic[S]):
         self._obj: S | None = None
 
     def __enter__(self) -> S:
-        self._obj = get_loop().run(self._cls._make_ephemeral())
+        self._obj = get_loop().run(self._cls._make_ephemeral(), lend_slot=False)
         return self._obj
 
     def __exit__(self, *exc: object) -> None:
         if self._obj is not None:
             with contextlib.suppress(Exception):
-                get_loop().run(self._obj._delete_ephemeral())
+                get_loop().run(self._obj._delete_ephemeral(), lend_slot=False)
 
     async def __aenter__(self) -> S:
         self._obj = await get_loop().run_aio(self._cls._make_ephemeral())
@@ -174,7 +174,8 @@ class Ephemeral(Generic[S]):
 
 class AsyncIterMethod:
     """``obj.method(...)``, an iterator, and ``obj.method.aio(...)``, its async twin, over
-    one async generator that runs on nbscale's loop."""
+    one async generator that runs on nbscale's loop. Like ``data_method``, its waits keep
+    a worker's slot."""
 
     def __init__(self, factory: Callable[..., AsyncIterator[Any]]) -> None:
         self._factory = factory
@@ -183,7 +184,7 @@ class AsyncIterMethod:
         it = self._factory(*args, **kwargs)
         while True:
             try:
-                yield get_loop().run(_next(it))
+                yield get_loop().run(_next(it), lend_slot=False)  # waits on data
             except StopAsyncIteration:
                 return
 

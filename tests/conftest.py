@@ -23,6 +23,21 @@ import nbscale
 pytest_plugins = ("pytest_jupyter.jupyter_server", "slurm_cluster")  # slurm_*: Slurm suites
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a control plane in this pytest process left containers or networks
+    on the Docker engine (each Docker module checks its own; this catches the others)."""
+    try:
+        import docker
+
+        engine = docker.from_env(timeout=10)
+        left = left_on_engine(engine, os.getpid())
+    except Exception:  # no SDK or no engine: nothing of ours can be on it
+        return
+    if left:
+        print(f"\nleft behind on the Docker engine by this test run: {left}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def load_gen_contracts() -> ModuleType:
     """``scripts/gen-contracts`` as a module, for tests that point it at other files."""
     path = str(Path(__file__).resolve().parent.parent / "scripts" / "gen-contracts")

@@ -4,6 +4,8 @@ of its (embedded) control plane; the Jupyter server's are in ``test_server_dict_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import queue
 import time
 
@@ -25,6 +27,11 @@ def write_and_read(key: str, value: int) -> object:
 @app.function()
 def take_one(timeout: float) -> object:
     return jobs.get(timeout=timeout)
+
+
+@app.function(max_containers=1)
+def wait_for_a_job(timeout: float) -> tuple[int, object]:
+    return os.getpid(), jobs.get(timeout=timeout, partition="one-slot")
 
 
 @app.function()
@@ -134,6 +141,80 @@ def test_aio_twins_and_a_withdrawn_get_takes_nothing():
         return [keys, value, left, items]
 
     assert asyncio.run(main()) == [["k"], 1, "after", []]
+
+
+def test_a_get_withdrawn_as_its_item_comes_gives_the_item_back():
+    # each get is withdrawn just as the item put for it comes: the item is either returned
+    # by the get, or given back to the queue in its place, never lost
+    n = 150
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with nbscale.Queue.ephemeral() as q:
+            got = []
+            for i in range(n):
+                getter = asyncio.ensure_future(q.get.aio(timeout=30))
+                await asyncio.sleep(0.002)  # the get waits on the control plane
+                await q.put.aio(i)
+                getter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    got.append(await getter)
+            left: list[int] = []
+            deadline = time.monotonic() + 20
+            while len(got) + len(left) < n and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    left += await q.get_many.aio(n, block=False)
+                await asyncio.sleep(0.05)
+            return got, left
+
+    got, left = asyncio.run(main())
+    assert sorted(got + left) == list(range(n)), f"lost: {set(range(n)) - set(got + left)}"
+
+
+def test_a_pop_withdrawn_as_its_value_comes_puts_the_value_back():
+    n = 100
+
+    async def main() -> tuple[list[int], list[int]]:
+        async with nbscale.Dict.ephemeral() as d:
+            got = []
+            for i in range(n):
+                await d.put.aio(i, i)
+                popper = asyncio.ensure_future(d.pop.aio(i))
+                await asyncio.sleep(0)
+                popper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    got.append(await popper)
+            deadline = time.monotonic() + 20
+            while len(got) + await d.len.aio() < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return got, [k async for k in d.keys.aio()]
+
+    got, left = asyncio.run(main())
+    assert sorted(got + left) == list(range(n)), f"lost: {set(range(n)) - set(got + left)}"
+
+
+def test_a_worker_waiting_on_a_queue_keeps_its_slot():
+    # as on Modal, max_containers holds while inputs wait for items: the pool does not
+    # start a second worker for the next input (a worker lends its slot only to calls)
+    jobs.clear(partition="one-slot")
+    calls = [wait_for_a_job.spawn(60) for _ in range(2)]
+    time.sleep(3)  # the first input waits in get; a lent slot would start a second worker
+    jobs.put_many(["first", "second"], partition="one-slot")
+    results = [call.get(timeout=90) for call in calls]
+    assert sorted(job for _, job in results) == ["first", "second"]
+    assert len({pid for pid, _ in results}) == 1, f"more workers than max_containers: {results}"
+
+
+def test_a_partition_is_cleared_partition_ttl_seconds_after_its_last_put():
+    with nbscale.Queue.ephemeral() as q:
+        q.put("brief", partition="brief", partition_ttl=1)
+        q.put("default")  # Modal's default: a day
+        assert q.len(partition="brief") == 1
+        deadline = time.monotonic() + 20
+        while q.len(partition="brief") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert q.len(partition="brief") == 0 and q.len() == 1
+        with pytest.raises(nbscale.InvalidError, match="partition_ttl is seconds"):
+            q.put("x", partition_ttl=7 * 86400)
 
 
 def test_a_full_partition_makes_put_wait_then_raise_full():

@@ -219,6 +219,83 @@ def test_runs_of_a_spawn_map_and_a_detached_map_are_kept_per_input_across_a_cras
     assert results[2] == [0, 3 * 299, 3 * 300, 3 * 2600, 3 * (n - 1)]
 
 
+def test_gathered_spawns_that_returned_survive_a_kill_in_the_middle_of_their_batches(
+    tmp_path: Path, servers: list[Any]
+):
+    """Spawns in flight together go to the store by the batch: a kill -9 while batches are
+    being written loses none of those whose ``.spawn.aio`` had returned."""
+    gate, returned = tmp_path / "gate", tmp_path / "returned"
+    gate.touch()
+    first = start_server(tmp_path)
+    servers.append(first)
+    env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(first.connection_file))
+    env["NBSCALE_PROGRESS"] = "off"
+    script = FUNCTION + textwrap.dedent(
+        f"""
+        import asyncio
+
+        async def spawn(x, out):
+            call = await double.spawn.aio(x, {str(gate)!r})
+            out.write(f"{{call.object_id}} {{x}}\\n")  # only once the spawn returned
+
+        async def main():
+            with open({str(returned)!r}, "a", buffering=1) as out:
+                for start in range(0, 10**9, 400):  # until the server dies
+                    await asyncio.gather(*(spawn(x, out) for x in range(start, start + 400)))
+
+        asyncio.run(main())
+        """
+    )
+    spawner = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not returned.exists() or len(returned.read_text().splitlines()) < 3000:
+            assert spawner.poll() is None, spawner.stderr.read()[-4000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the spawns did not return in time"
+            time.sleep(0.01)
+        first.kill()  # while the spawner keeps spawning, batch after batch
+    finally:
+        spawner.kill()
+        spawner.communicate(timeout=30)
+    lines = [line.split() for line in returned.read_text().splitlines()]
+    spawned = {call_id: int(x) for call_id, x in (line for line in lines if len(line) == 2)}
+    assert len(spawned) >= 3000
+
+    second = start_server(tmp_path)
+    servers.append(second)
+    results = client(
+        second,
+        f"""
+        ids = {json.dumps(list(spawned))}
+        calls = [nbscale.FunctionCall.from_id(i) for i in ids]
+        print(json.dumps(nbscale.FunctionCall.gather(*calls)))
+        """,
+    )
+    assert results == [2 * x for x in spawned.values()]
+
+
+def test_a_spawn_that_cannot_be_sent_fails_alone_in_its_batch(tmp_path: Path, servers: list[Any]):
+    server = start_server(tmp_path)
+    servers.append(server)
+    failed, results = client(
+        server,
+        """
+        import asyncio, threading
+
+        async def main():
+            args = [1, 2, threading.Lock(), 4]  # a lock cannot be pickled
+            spawns = [double.spawn.aio(x, "") for x in args]
+            return await asyncio.gather(*spawns, return_exceptions=True)
+
+        calls = asyncio.run(main())
+        failed = [type(c).__name__ for c in calls if isinstance(c, Exception)]
+        ok = [c for c in calls if not isinstance(c, Exception)]
+        print(json.dumps([failed, nbscale.FunctionCall.gather(*ok)]))
+        """,
+    )
+    assert len(failed) == 1 and results == [2, 4, 8]
+
+
 @pytest.mark.timeout(900)  # 10 GiB written and read back: two minutes on the reference machine
 def test_results_read_and_dropped_leave_the_server_as_big_as_it_started(
     tmp_path: Path, servers: list[Any]

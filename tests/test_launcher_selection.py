@@ -13,7 +13,12 @@ import pytest
 import nbscale
 from nbscale import _config, _kernel_env
 from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
-from nbscale_server.launchers.docker_engine import engine_reachable, owner_alive, owner_labels
+from nbscale_server.launchers.docker_engine import (
+    engine_reachable,
+    owner_alive,
+    owner_labels,
+    remove_network,
+)
 from nbscale_server.launchers.docker_spec import (
     CONFIG_IN_CONTAINER,
     container_user,
@@ -245,3 +250,33 @@ def test_the_probe_reads_the_engine_and_the_base_image():
     # offline (no registry answers), processes; with a registry, Docker pulls the base
     expected = "process" if missing.registry_problem else "docker"
     assert choose_launcher("auto", missing).kind == expected
+
+
+class StaleEndpointEngine:
+    """A Docker API whose network keeps the endpoint of a container removed while it was
+    starting (moby/moby#23302) until that container's name is disconnected with force."""
+
+    def __init__(self, stale: str | None) -> None:
+        self.stale = stale
+        self.removed = False
+
+    def remove_network(self, network_id: str) -> None:
+        if self.stale is not None:
+            raise RuntimeError(f"error while removing network: {network_id} has active endpoints")
+        self.removed = True
+
+    def disconnect_container_from_network(self, name: str, network_id: str, force: bool) -> None:
+        if name != self.stale or not force:
+            raise RuntimeError(f"endpoint {name} not found")
+        self.stale = None
+
+
+def test_a_network_with_a_stale_endpoint_is_removed_by_disconnecting_it(caplog):
+    engine = StaleEndpointEngine(stale="nbscale-wk-2")
+    remove_network(engine, "net-1", "nbscale-sv-1", ["nbscale-wk-1", "nbscale-wk-2"])
+    assert engine.removed
+    # an endpoint no name clears: left to the next control plane's reaping, with the fix named
+    stuck = StaleEndpointEngine(stale="a container of someone else")
+    remove_network(stuck, "net-1", "nbscale-sv-1", ["nbscale-wk-1"])
+    assert not stuck.removed
+    assert "docker network rm nbscale-sv-1` after restarting dockerd" in caplog.text

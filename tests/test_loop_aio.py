@@ -1,5 +1,6 @@
 """``.aio`` calls cross to nbscale's loop and back in batches (``LoopThread.run_aio``): each
-gets its own outcome, a cancelled caller cancels its call there, and callers on several
+gets its own outcome, a cancelled caller cancels its call there (or, when the call had
+finished, runs what it asked for should its outcome reach nobody), and callers on several
 loops at once are each answered on their own loop."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import threading
 
 import pytest
 
-from nbscale._loop import get_loop
+from nbscale._loop import get_loop, if_abandoned
 
 
 async def echo(x: int) -> tuple[int, bool]:
@@ -69,3 +70,31 @@ def test_callers_on_several_loops_at_once_are_answered_on_their_own() -> None:
     assert {k: [r[0] for r in v] for k, v in results.items()} == {  # type: ignore[index]
         k: [k * 1000 + x for x in range(200)] for k in range(1, 4)
     }
+
+
+def test_a_caller_that_stops_waiting_after_the_call_finished_runs_its_abandoned_hook() -> None:
+    # Queue.get gives its items back this way when they would otherwise reach nobody
+    def call_then(cancel: bool) -> bool:
+        finished, abandoned = threading.Event(), threading.Event()
+
+        async def call() -> int:
+            if_abandoned(abandoned.set)
+            finished.set()
+            return 1
+
+        async def main() -> None:
+            caller = asyncio.ensure_future(get_loop().run_aio(call()))
+            await asyncio.sleep(0)  # handed to nbscale's loop
+            assert finished.wait(5)  # done there; this loop, blocked, has not seen it yet
+            if not cancel:
+                assert await caller == 1
+                return
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+
+        asyncio.run(main())
+        return abandoned.wait(5 if cancel else 0.5)
+
+    assert call_then(cancel=True)
+    assert not call_then(cancel=False)

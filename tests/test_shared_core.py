@@ -11,11 +11,14 @@ from nbscale_server.shared_core import (
     QUEUE_ITEM_MAX,
     Getter,
     Item,
+    PartitionExpiry,
     Registry,
     SharedDict,
     SharedError,
     SharedQueue,
     check_name,
+    check_partition_ttl,
+    ungot_items,
 )
 
 
@@ -49,6 +52,25 @@ def test_take_is_fifo_and_put_back_undoes_it():
     q.put_back("", taken)
     assert [i.value for i in q.take("", 5)] == [b"1", b"2", b"3"]
     assert q.partitions == {}
+
+
+def test_items_given_back_by_a_withdrawn_get_keep_their_places_and_serve_waiting_getters():
+    q = SharedQueue("qu-1", None)
+    q.put("", [b"1", b"2", b"3"])
+    withdrawn = q.take("", 2)  # answered to a get whose caller had stopped waiting
+    q.put("", [b"4"])
+    given_back = ungot_items(q, "", [i.seq for i in withdrawn], [i.value for i in withdrawn])
+    waiting: list[list[Item]] = []
+    q.getters.append(getter(waiting))
+    served = q.unget("", given_back)
+    assert [[i.value for i in items] for _, items in served] == [[b"1"]]
+    assert [i.value for i in q.take("", 5)] == [b"2", b"3", b"4"]
+    # only what was taken from this queue comes back, and once
+    q.put("", [b"5"])
+    held = q.partitions[""][0].seq
+    for seqs in ([held], [q.next_seq], [0], ["1"], [1, 2]):
+        with pytest.raises(SharedError, match="unget"):
+            ungot_items(q, "", seqs, [b"x"])
 
 
 def test_getters_expire_at_their_deadline_only():
@@ -96,3 +118,21 @@ def test_registry_finds_by_name_and_kind_and_says_what_is_missing():
         r.get(DICT, d.object_id, "'same'")
     with pytest.raises(SharedError):
         r.get(DICT, q.object_id, "'same'")  # a Queue's id is no Dict's
+
+
+def test_a_partition_is_due_its_ttl_after_its_last_put():
+    expiry = PartitionExpiry()
+    expiry.touch("q1", "a", 10.0)
+    expiry.touch("q1", "b", 5.0)
+    expiry.touch("q1", "a", 20.0)  # a later put: later
+    expiry.touch("q1", "b", 3.0)  # a shorter ttl: sooner
+    assert expiry.due(2.9) == []
+    assert expiry.due(3.0) == [("q1", "b")]
+    assert expiry.due(19.0) == []  # "a" moved to 20
+    expiry.ensure("q1", "a", 100.0)  # has a time: kept
+    assert expiry.due(20.0) == [("q1", "a")]
+    assert expiry.due(1e9) == []
+    assert check_partition_ttl(None) == 86400.0
+    for bad in (0, -1, 86401, "10", True):
+        with pytest.raises(SharedError, match="partition_ttl"):
+            check_partition_ttl(bad)

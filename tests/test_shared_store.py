@@ -34,7 +34,8 @@ class Room:
         self.outbox = Outbox()
         self.answers: dict[int, tuple[Any, list[Any]]] = {}
         self.outbox.local_clients[ME] = self._deliver
-        self.shared = SharedObjects(self.outbox, self.store, lambda: 0.0)
+        self.now = 0.0
+        self.shared = SharedObjects(self.outbox, self.store, lambda: self.now)
         self.deployed = DeployedApps(self.outbox, self.store)
         self.rid = 0
 
@@ -194,13 +195,82 @@ def test_an_item_handed_to_a_waiting_get_is_gone_after_a_reopen(tmp_path: Path):
                 break
             await asyncio.sleep(0.01)
         answer, frames = room.answers.pop(100)
-        assert answer == {"count": 1} and [bytes(f) for f in frames] == [b"it"]
+        assert answer["count"] == 1 and [bytes(f) for f in frames] == [b"it"]
         room.store.close()
         reopened = Room(path)
         answer, _ = await reopened.ask(
             reopened.shared.on_queue, protocol.QueueRequest, q, "len", {"total": True}
         )
         assert answer == {"len": 0}
+        reopened.store.close()
+
+    run(body)
+
+
+def test_items_given_back_by_a_withdrawn_get_are_kept_in_their_places_across_a_reopen(
+    tmp_path: Path,
+):
+    path = str(tmp_path / "nbscale.db")
+
+    async def body() -> None:
+        room = Room(path)
+        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
+        q = value["id"]
+        put = protocol.QueueRequest
+        await room.ask(room.shared.on_queue, put, q, "put", {}, frames=[b"1", b"2", b"3"])
+        answer, frames = await room.ask(room.shared.on_queue, put, q, "get", {"n": 2})
+        # its caller had stopped waiting: the client gives the two back
+        back = {"seqs": answer["seqs"]}
+        await room.ask(room.shared.on_queue, put, q, "unget", back, frames=list(frames))
+        room.store.close()
+        reopened = Room(path)
+        answer, frames = await reopened.ask(reopened.shared.on_queue, put, q, "get", {"n": 5})
+        assert [bytes(f) for f in frames] == [b"1", b"2", b"3"]
+        reopened.store.close()
+
+    run(body)
+
+
+def test_a_partition_is_cleared_partition_ttl_after_its_last_put_and_stays_cleared(
+    tmp_path: Path,
+):
+    path = str(tmp_path / "nbscale.db")
+
+    async def body() -> None:
+        room = Room(path)
+        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
+        q, ask, request = value["id"], room.shared.on_queue, protocol.QueueRequest
+
+        async def put(partition: str, ttl: float | None, item: bytes) -> Any:
+            args = {"partition": partition, "partition_ttl": ttl}
+            return (await room.ask(ask, request, q, "put", args, frames=[item]))[0]
+
+        async def length(partition: str) -> int:
+            return (await room.ask(ask, request, q, "len", {"partition": partition}))[0]["len"]
+
+        await put("short", 10, b"1")
+        await put("", None, b"kept")  # the default: a day
+        room.now = 6.0
+        await put("short", 10, b"2")  # its time starts again: 16
+        room.now = 15.0
+        room.shared.expire()
+        assert await length("short") == 2
+        room.now = 16.0
+        room.shared.expire()
+        assert await length("short") == 0 and await length("") == 1
+        for _ in range(100):  # the store's writer thread clears it in the file too
+            await asyncio.sleep(0.01)
+        assert await put("short", 0, b"x") == [
+            "InvalidError",
+            "partition_ttl is seconds, over 0 and at most 86,400, not 0",
+        ]
+        room.store.close()
+        reopened = Room(path)
+        for partition, left in (("short", 0), ("", 1)):
+            answer, _ = await reopened.ask(
+                reopened.shared.on_queue, request, q, "len", {"partition": partition}
+            )
+            assert answer["len"] == left
         reopened.store.close()
 
     run(body)

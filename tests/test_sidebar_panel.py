@@ -2,13 +2,16 @@
 screen): no container cell wraps, the active pool comes first and a stopped one folds away
 after a minute, uptimes tick between updates, a container's output streams with times and
 input numbers, Cancel asks first, a call's ``FunctionCall.from_id(...)`` line is copied, a
-Docker row names its container and image, and two notebooks' pools are grouped by notebook
-with a "this notebook" filter. Screenshots of each state land in ``tests/artifacts/``."""
+Docker row names its container and image, two notebooks' pools are grouped by notebook
+with a "this notebook" filter, and an app deployed or stopped meanwhile is listed or unlisted
+live. Screenshots of each state land in ``tests/artifacts/``."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -355,5 +358,66 @@ def test_two_notebooks_pools_are_grouped_by_notebook(tmp_path: Path, page: Any) 
         assert groups.count() == 1
         panel.locator(".nbscale-Filter-option[data-filter='all']").click()
         wait_until(lambda: groups.count() == 2, timeout=10)
+    finally:
+        lab.stop()
+
+
+DEPLOYED_APP = """
+import nbscale
+
+app = nbscale.App("nightly-etl")
+
+
+@app.function()
+def extract(x):
+    return x
+
+
+@app.cls()
+class Loader:
+    @nbscale.method()
+    def load(self, x):
+        return x
+"""
+
+
+def _nbscale_command(lab: Lab, *args: str) -> str:
+    [connection_file] = lab.runtime_dir.glob("nbscale-*.json")
+    env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection_file))
+    done = subprocess.run(
+        [sys.executable, "-m", "nbscale", *args],
+        env=env,
+        cwd=lab.tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(300)
+def test_an_app_deployed_or_stopped_is_listed_live(tmp_path: Path, page: Any) -> None:
+    page.set_viewport_size(NARROW)
+    lab = Lab(tmp_path)
+    try:
+        panel = open_sidebar(page, lab)
+        panel.locator(".nbscale-Launcher").wait_for()
+        apps = panel.locator(".nbscale-Apps")
+        assert apps.count() == 0  # nothing deployed: no section
+
+        # deployed from a terminal while the panel is open: listed without a reload
+        (tmp_path / "etl.py").write_text(DEPLOYED_APP)
+        _nbscale_command(lab, "deploy", "etl.py")
+        apps.wait_for(timeout=30_000)
+        assert apps.locator("summary").inner_text() == "Deployed apps (1)"
+        apps.locator("summary").click()
+        entry = apps.locator("li[data-app='nightly-etl']")
+        assert entry.inner_text() == "nightly-etl: extract, Loader"
+        shot(panel, "760-deployed-app")
+
+        _nbscale_command(lab, "apps", "stop", "nightly-etl")
+        apps.wait_for(state="detached", timeout=30_000)
     finally:
         lab.stop()

@@ -82,23 +82,26 @@ def test_malformed_spawn_rows_are_refused(h: Harness, rows: Any) -> None:
         h.caller.request(protocol.SpawnCalls(0, pool, rows), [b""])
 
 
-def test_a_spawn_the_store_could_not_keep_is_refused_and_cancelled(h: Harness) -> None:
+def test_a_batch_the_store_could_not_keep_is_refused_and_cancelled_rows_refused_before_alone(
+    h: Harness,
+) -> None:
     pool = h.caller.register(square, FunctionOptions(max_containers=1))
+    h.caller.submit(pool, [1], kind="spawn", call_id="fc-old")
     store = h.plane.delivery.store
-    keep = store.submitted
+    batches: list[list[str]] = []
 
-    def full_for_b(pool: Any, call: Any, records: Any, then: Any) -> None:
-        if call.call_id == "fc-b":
-            then("database or disk is full: /data/nbscale.db")
-        else:
-            keep(pool, call, records, then)
+    def disk_full(pool: Any, calls: Any, then: Any) -> None:
+        batches.append([call.call_id for call, _ in calls])
+        then("database or disk is full: /data/nbscale.db")
 
-    store.submitted = full_for_b  # type: ignore[method-assign]
-    rows, frames = spawn_rows([("fc-a", 1), ("fc-b", 2)])
+    store.spawned = disk_full  # type: ignore[method-assign]
+    rows, frames = spawn_rows([("fc-a", 1), ("fc-old", 0), ("fc-b", 2)])
     value = h.caller.request(protocol.SpawnCalls(0, pool, rows), frames)
-    [[row, kind, message, _]] = value["refused"]
-    assert (row, kind) == (1, "ControlPlaneError")
+    assert batches == [["fc-a", "fc-b"]]  # one write for the batch, the bad row not in it
+    refused = [(row, kind) for row, kind, _, _ in value["refused"]]
+    assert refused == [(0, "ControlPlaneError"), (1, "InvalidError"), (2, "ControlPlaneError")]
+    message = value["refused"][2][2]
     assert "/data/nbscale.db" in message and "fc-b was cancelled" in message
-    assert h.plane.delivery.call("fc-b").cancelled
-    assert not h.plane.delivery.call("fc-a").cancelled
-    assert h.pool(pool)["backlog"] + h.pool(pool)["num_running_inputs"] == 1  # fc-a's input alone
+    assert h.plane.delivery.call("fc-a").cancelled and h.plane.delivery.call("fc-b").cancelled
+    assert not h.plane.delivery.call("fc-old").cancelled
+    assert h.pool(pool)["backlog"] + h.pool(pool)["num_running_inputs"] == 1  # fc-old's alone

@@ -190,6 +190,44 @@ def test_first_outputs_and_finished_calls_are_read_many_at_once(tmp_path: Path):
     run(body)
 
 
+def test_a_turn_of_the_loop_is_one_write_and_a_batch_of_spawns_one_acknowledgement(
+    tmp_path: Path,
+):
+    path = str(tmp_path / "nbscale.db")
+
+    async def body() -> None:
+        store = SqliteStore(path, WEEK)
+        writes: list[Any] = []
+        put = store._writer.put
+        store._writer.put = lambda op: (writes.append(op), put(op))[1]  # type: ignore[method-assign]
+        calls = [a_call(f"fc-{i}", i + 1) for i in range(100)]
+        batch = [(c, InputRecord(c.call_id, 0, b"in", spawned=True)) for c in calls]
+        acknowledged: list[str | None] = []
+        store.spawned(a_pool(), batch, acknowledged.append)
+        await committed(store)  # its probe in the same turn: the same write
+        assert acknowledged == [None]  # once, for the batch
+        assert len(writes[0].rows["pool"]) == 1 and len(writes[0].inputs) == 100
+        for call in calls[:60]:  # a worker's outputs: each settled, its call closed
+            settle(store, call, 0, call.call_id.encode())
+            store.closed(call)
+        for call in calls[60:]:  # settled, not closed yet: their inputs are dropped one by one
+            settle(store, call, 0, call.call_id.encode())
+        await committed(store)
+        assert len(writes) == 2  # a write for each turn
+        settled = writes[1]
+        assert len(settled.outputs) == 100 and len(settled.rows["close"]) == 60
+        assert sorted(settled.inputs_done) == sorted(c.call_id for c in calls[60:])
+        store._writer.stop()  # a crash: the calls not closed run from their outputs, not again
+
+    run(body)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM spawned_inputs").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM spawned_outputs").fetchone() == (100,)
+    closed = conn.execute("SELECT count(*) FROM spawned_calls WHERE finished > 0").fetchone()
+    assert closed == (60,)
+    conn.close()
+
+
 def test_sqlite_store_lists_finished_calls_newest_first_in_pages(tmp_path: Path):
     async def body() -> None:
         store = SqliteStore(str(tmp_path / "nbscale.db"), WEEK)

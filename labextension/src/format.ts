@@ -346,6 +346,10 @@ export function describeEvent(event: IChangeEvent): string {
       return `call ${shortId(event.call_id ?? '')} cancelled`;
     case 'call-detached':
       return `call ${shortId(event.call_id ?? '')} detached from its notebook`;
+    case 'app-deployed':
+      return `app ${event.app ?? ''} deployed`;
+    case 'app-stopped':
+      return `app ${event.app ?? ''} stopped`;
   }
 }
 

@@ -202,7 +202,7 @@ export class SidebarModel {
     this._changed.emit();
   }
 
-  /** `GET apps`: deployments change rarely, and send no events. */
+  /** `GET apps`, again when an app is deployed or stopped (`app-*` events). */
   private _loadApps(): void {
     if (this._appsLoading) {
       return;
@@ -320,8 +320,9 @@ export class SidebarModel {
       this._loadApps();
     } else if (message.type === 'changes') {
       this.state.applyChanges(message, now);
-      if (message.events.some(e => e.type === 'pool-added')) {
-        this._loadApps(); // a deployed function called for the first time, maybe redeployed
+      const appsMoved = new Set(['pool-added', 'app-deployed', 'app-stopped']);
+      if (message.events.some(e => appsMoved.has(e.type))) {
+        this._loadApps(); // deployed, stopped, or a deployed function called the first time
       }
     } else {
       return;

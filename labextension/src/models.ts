@@ -79,7 +79,9 @@ export type EventType =
   | 'container-stopping'
   | 'container-stopped'
   | 'call-cancelled'
-  | 'call-detached';
+  | 'call-detached'
+  | 'app-deployed'
+  | 'app-stopped';
 export type EventsMessage = ISnapshotMessage | IChangesMessage;
 
 /**
@@ -403,8 +405,15 @@ export interface IChangesMessage {
  */
 export interface IChangeEvent {
   type: EventType;
+  /**
+   * "" for an app's events
+   */
   pool_id: string;
   container_id?: string;
+  /**
+   * for app-deployed and app-stopped
+   */
+  app?: string;
   call_id?: string;
   /**
    * for container-stopped

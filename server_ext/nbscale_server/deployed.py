@@ -128,6 +128,7 @@ class DeployedApps:
                 return
             self.apps[msg.app] = entries
             self.outbox.reply(identity, msg.rid, self.app_model(msg.app))
+            self.outbox.emit("app-deployed", "", app=msg.app)  # the sidebar lists apps
 
         self.store.keep(steps, then, f"app {msg.app!r}")
         return None
@@ -182,6 +183,7 @@ class DeployedApps:
                 self.outbox.refuse(identity, rid, RequestError(ERROR_CONTROL_PLANE, error))
                 return
             self.outbox.reply(identity, rid, {"stopped": app})
+            self.outbox.emit("app-stopped", "", app=app)
 
         self.store.keep([("app-drop", (app,))], then, f"app {app!r}")
         return list(functions)

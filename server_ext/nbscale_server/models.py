@@ -293,6 +293,8 @@ EventType = Literal[
     "container-stopped",
     "call-cancelled",
     "call-detached",
+    "app-deployed",
+    "app-stopped",
 ]
 
 
@@ -300,8 +302,9 @@ class ChangeEvent(TypedDict):
     """Something that happened, as the control plane reports it to its subscribers."""
 
     type: EventType
-    pool_id: str
+    pool_id: str  # "" for an app's events
     container_id: NotRequired[str]
+    app: NotRequired[str]  # for app-deployed and app-stopped
     call_id: NotRequired[str]
     exit_code: NotRequired[int | None]  # for container-stopped
 

@@ -15,6 +15,7 @@ items per partition and 100,000 partitions, partition keys of 1 to 64 bytes.
 from __future__ import annotations
 
 import collections
+import heapq
 import re
 import secrets
 from collections.abc import Callable
@@ -29,6 +30,7 @@ QUEUE_ITEM_MAX = 1 << 20
 PARTITION_ITEMS_MAX = 5_000
 PARTITIONS_MAX = 100_000
 PARTITION_KEY_MAX = 64
+PARTITION_TTL_MAX = 24 * 3600  # Modal's: a partition is cleared a day after its last put
 NAME_MAX = 64
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -137,6 +139,17 @@ class SharedQueue:
             self.next_seq += 1
             part.append(item)
             made.append(item)
+        return made, self._serve(partition)
+
+    def unget(self, partition: str, items: list[Item]) -> list[tuple[Getter, list[Item]]]:
+        """Items a withdrawn get was given, back at the head of ``partition`` with their
+        sequence numbers; the waiting getters now served, as :meth:`put`."""
+        self.put_back(partition, items)
+        self.next_seq = max([self.next_seq] + [i.seq + 1 for i in items])
+        return self._serve(partition)
+
+    def _serve(self, partition: str) -> list[tuple[Getter, list[Item]]]:
+        part = self.partitions.get(partition, collections.deque())
         served = []
         for getter in self.getters:
             if getter.partition == partition and not getter.done and part:
@@ -144,7 +157,7 @@ class SharedQueue:
                 served.append((getter, self.take(partition, getter.n)))
                 part = self.partitions.get(partition, collections.deque())
         self.getters = [g for g in self.getters if not g.done]
-        return made, served
+        return served
 
     def restore(self, partition: str, seq: int, value: bytes) -> None:
         """An item read back from the store, in order."""
@@ -196,6 +209,69 @@ class SharedQueue:
             getter.done = True
         self.getters = [g for g in self.getters if not g.done]
         return dropped
+
+
+def check_partition_ttl(ttl: Any) -> float:
+    """A ``partition_ttl`` given to a put, in seconds (None: Modal's default, a day)."""
+    if ttl is None:
+        return float(PARTITION_TTL_MAX)
+    if type(ttl) not in (int, float) or not 0 < ttl <= PARTITION_TTL_MAX:
+        raise SharedError(
+            "InvalidError",
+            f"partition_ttl is seconds, over 0 and at most {PARTITION_TTL_MAX:,}, not {ttl!r}",
+        )
+    return float(ttl)
+
+
+class PartitionExpiry:
+    """When each Queue partition is due to be cleared: ``partition_ttl`` seconds after its
+    last put. A heap holds one entry per partition (more only after a put shortened its
+    time); a put that moves the time later updates only the dict, and the heap's entry,
+    found early, is pushed back to the new time."""
+
+    def __init__(self) -> None:
+        self._due: dict[tuple[str, str], float] = {}
+        self._heap: list[tuple[float, str, str]] = []
+
+    def touch(self, object_id: str, partition: str, at: float) -> None:
+        key = (object_id, partition)
+        if key not in self._due or at < self._due[key]:
+            heapq.heappush(self._heap, (at, object_id, partition))
+        self._due[key] = at
+
+    def ensure(self, object_id: str, partition: str, at: float) -> None:
+        """``touch``, unless the partition has a time already."""
+        if (object_id, partition) not in self._due:
+            self.touch(object_id, partition, at)
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """The (object id, partition) pairs whose time has come, now forgotten."""
+        found = []
+        while self._heap and self._heap[0][0] <= now:
+            at, object_id, partition = heapq.heappop(self._heap)
+            key = (object_id, partition)
+            current = self._due.get(key)
+            if current is None or current < at:  # forgotten, or an older entry
+                continue
+            if current > at:  # put since: wait for the new time
+                heapq.heappush(self._heap, (current, object_id, partition))
+                continue
+            del self._due[key]
+            found.append(key)
+        return found
+
+
+def ungot_items(q: SharedQueue, partition: str, seqs: Any, values: list[bytes]) -> list[Item]:
+    """The items of an ``unget``: each value with the sequence number its get was given,
+    one that is no longer in the partition and was issued by this queue."""
+    if not isinstance(seqs, list) or len(seqs) != len(values):
+        raise SharedError("InvalidError", "unget: one sequence number per item")
+    held = {i.seq for i in q.partitions.get(partition, ())}
+    for seq in seqs:
+        if type(seq) is not int or not 0 < seq < q.next_seq or seq in held:
+            raise SharedError("InvalidError", f"unget: item {seq!r} was not taken from here")
+    q.check_put(partition, values)
+    return [Item(seq, value) for seq, value in zip(seqs, values, strict=True)]
 
 
 def check_partition(partition: Any) -> None:

@@ -25,17 +25,21 @@ from .outbox import Outbox
 from .shared_core import (
     DICT,
     KINDS,
+    PARTITION_TTL_MAX,
     QUEUE,
     Getter,
     Item,
+    PartitionExpiry,
     Registry,
     Shared,
     SharedDict,
     SharedError,
     SharedQueue,
     check_name,
+    check_partition_ttl,
     kind_label,
     kind_of,
+    ungot_items,
 )
 from .store import SpawnStore
 from .store_writer import Step
@@ -54,6 +58,7 @@ class SharedObjects:
         self.clock = clock
         self.registry = Registry()
         self._waiting: set[SharedQueue] = set()  # queues with gets waiting
+        self.expiry = PartitionExpiry()
         self._load()
 
     def _load(self) -> None:
@@ -77,17 +82,37 @@ class SharedObjects:
             queue = self.registry.objects.get(object_id)
             if isinstance(queue, SharedQueue):
                 queue.restore(partition, seq, bytes(value))
+                # a partition's time is not kept: it starts again, at the longest
+                self.expiry.touch(object_id, partition, self.clock() + PARTITION_TTL_MAX)
 
     # --- what the tick and the API call -------------------------------------------------
 
     def expire(self) -> None:
-        """Answer the gets whose timeout passed: no item."""
+        """Answer the gets whose timeout passed: no item. Clear the partitions whose
+        ``partition_ttl`` has passed since their last put."""
         now = self.clock()
         for q in list(self._waiting):
             for getter in q.expired(now):
                 getter.reply([])
             if not q.getters:
                 self._waiting.discard(q)
+        for object_id, partition in self.expiry.due(now):
+            queue = self.registry.objects.get(object_id)
+            if isinstance(queue, SharedQueue) and partition in queue.partitions:
+                self._clear_expired(queue, partition)
+
+    def _clear_expired(self, q: SharedQueue, partition: str) -> None:
+        held = list(q.partitions.pop(partition))
+        if q.name is None:
+            return
+
+        def then(error: str | None) -> None:  # not kept: the items stay, until the next try
+            if error is not None and partition not in q.partitions:
+                q.put_back(partition, held)
+                self.expiry.touch(q.object_id, partition, self.clock() + 60)
+
+        step: Step = ("queue-clear-partition", (q.object_id, partition))
+        self.store.keep([step], then, f"the expired partition of Queue {q.name!r}")
 
     def caller_gone(self, identity: bytes) -> None:
         """A caller is gone: its waits end, its ephemeral objects are deleted."""
@@ -255,30 +280,20 @@ class SharedObjects:
             return None
         if action == "put":
             values = [_bytes(f) for f in payload]
+            ttl = _check(lambda: check_partition_ttl(args.get("partition_ttl")))
             if not _check(lambda: q.check_put(partition, values)):
                 return {"full": True}, ()
             made, served = q.put(partition, values)
-            steps: list[Step] = [
-                ("queue-put", (q.object_id, partition, i.seq, i.value)) for i in made
-            ]
-
-            def done() -> None:  # the items are kept: the getters they serve take them
-                reply({"full": False})
-                for getter, got in served:
-                    getter.reply(got)
-
-            def undo() -> None:
-                q.remove(partition, made)
-                for getter, _ in served:
-                    self.outbox.refuse(
-                        getter.caller,
-                        getter.rid,
-                        RequestError(
-                            ERROR_CONTROL_PLANE, "the item it was to get could not be kept"
-                        ),
-                    )
-
-            self._keep(q, steps, done, undo, identity, msg.rid)
+            self.expiry.touch(q.object_id, partition, self.clock() + ttl)
+            answer = lambda: reply({"full": False})  # noqa: E731
+            self._keep_added(q, partition, made, served, answer, identity, msg.rid)
+            return None
+        if action == "unget":  # a withdrawn get's items, come back after it was answered
+            values = [_bytes(f) for f in payload]
+            items = _check(lambda: ungot_items(q, partition, args.get("seqs"), values))
+            served = q.unget(partition, items)
+            self.expiry.ensure(q.object_id, partition, self.clock() + PARTITION_TTL_MAX)
+            self._keep_added(q, partition, items, served, lambda: reply({}), identity, msg.rid)
             return None
         if action != "get":
             raise RequestError(ERROR_INVALID, f"no Queue action {action!r}")
@@ -299,15 +314,48 @@ class SharedObjects:
 
     # --- helpers ------------------------------------------------------------------------
 
+    def _keep_added(
+        self,
+        q: SharedQueue,
+        partition: str,
+        added: list[Item],
+        served: list[tuple[Getter, list[Item]]],
+        answer: Callable[[], None],
+        identity: bytes,
+        rid: int,
+    ) -> None:
+        """Keep items put into ``partition``, then ``answer`` and hand the getters they serve
+        their items; when they cannot be kept, take them out and refuse all of those."""
+        steps: list[Step] = [("queue-put", (q.object_id, partition, i.seq, i.value)) for i in added]
+
+        def done() -> None:
+            answer()
+            for getter, got in served:
+                getter.reply(got)
+
+        def undo() -> None:
+            q.remove(partition, added)
+            for getter, _ in served:
+                self.outbox.refuse(
+                    getter.caller,
+                    getter.rid,
+                    RequestError(ERROR_CONTROL_PLANE, "the item it was to get could not be kept"),
+                )
+
+        self._keep(q, steps, done, undo, identity, rid)
+
     def _give(
         self, q: SharedQueue, getter: Getter, got: list[Item], reply: Callable[..., None]
     ) -> None:
-        """Answer a get with ``got`` once its taking is kept (none: its timeout passed)."""
+        """Answer a get with ``got`` once its taking is kept (none: its timeout passed). The
+        answer names each item's sequence number, for an ``unget`` should the get have been
+        withdrawn meanwhile."""
         if not got:
             reply({"count": 0})
             return
         steps: list[Step] = [("queue-take", (q.object_id, getter.partition, i.seq)) for i in got]
-        done = lambda: reply({"count": len(got)}, [i.value for i in got])  # noqa: E731
+        answer = {"count": len(got), "seqs": [i.seq for i in got]}
+        done = lambda: reply(answer, [i.value for i in got])  # noqa: E731
         self._keep(
             q, steps, done, lambda: q.put_back(getter.partition, got), getter.caller, getter.rid
         )

@@ -9,7 +9,6 @@ store's writer commits what queued meanwhile in one transaction).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from nbscale_runtime import protocol
@@ -49,39 +48,47 @@ def spawn_calls(
         )
     parts = split_payload(payload, [row[SPAWN_WHERE] for row in rows])
     room = delivery.limits.max_pending_spawn_inputs - pool.queue.spawn_pending
-    answer = _Answer(
-        len(rows), lambda refused: delivery.outbox.reply(identity, msg.rid, {"refused": refused})
-    )
-    records: list[InputRecord] = []
-    calls: list[CallState] = []
+    refused: list[Refusal] = []
+    kept: list[tuple[CallState, InputRecord]] = []
+    at_row: list[int] = []
     for at, (row, (data, bufs)) in enumerate(zip(rows, parts, strict=True)):
         call_id = row[SPAWN_CALL_ID]
         if call_id in delivery.calls:
-            answer.refuse(at, ERROR_INVALID, f"spawned call {call_id!r} exists already")
+            refused.append([at, ERROR_INVALID, f"spawned call {call_id!r} exists already", {}])
             continue
-        if len(records) >= room:
+        if len(kept) >= room:
             limit = "max_pending_spawn_inputs"
-            answer.refuse(
-                at,
-                ERROR_RESOURCE_EXHAUSTED,
+            message = (
                 f"{pool.name}: over the limit of {describe(limit, delivery.limits)}; "
-                "retry later or raise the limit",
-                limit=limit,
+                "retry later or raise the limit"
             )
+            refused.append([at, ERROR_RESOURCE_EXHAUSTED, message, {"limit": limit}])
             continue
         call = delivery.open_call(identity, call_id, pool, "spawn")
-        call.total = 1
+        call.total = call.submitted = 1
         call.outcomes = Outcomes()
-        record = InputRecord(call_id, 0, data, bufs, spawned=True)
-        delivery.store.submitted(pool, call, [record], answer.when_kept(at, call, delivery))
-        call.submitted = 1
-        if not call.cancelled:  # a store that failed at once: none of it may run unrecorded
-            records.append(record)
-            calls.append(call)
+        kept.append((call, InputRecord(call_id, 0, data, bufs, spawned=True)))
+        at_row.append(at)
+
+    def then(error: str | None) -> None:  # the answer, once the store has kept them
+        if error is not None:  # none of them may run unrecorded
+            for at, (call, _) in zip(at_row, kept, strict=True):
+                if not call.cancelled:
+                    delivery.cancel(call, call.owner)
+                message = f"{error}; spawned call {call.call_id} was cancelled"
+                refused.append([at, ERROR_CONTROL_PLANE, message, {}])
+            refused.sort(key=lambda refusal: refusal[0])
+        delivery.outbox.reply(identity, msg.rid, {"refused": refused})
+
+    if not kept:
+        then(None)
+        return None
+    delivery.store.spawned(pool, kept, then)
+    records = [record for call, record in kept if not call.cancelled]  # a store that failed at once
     if pool.broken:
         status, reason = pool.broken
         delivery.deliver_made(pool, [(Outcome(r, status, True), reason) for r in records])
-        for call in calls:
+        for call, _ in kept:
             delivery.maybe_finish(call)
         return None
     if not records:
@@ -98,39 +105,6 @@ def _is_row(row: Any) -> bool:
         and type(row[0]) is str
         and all(type(n) is int and n >= 0 for n in row[1:])
     )
-
-
-class _Answer:
-    """One reply for a batch's rows, sent once each has been kept or refused."""
-
-    def __init__(self, rows: int, send: Callable[[list[Refusal]], None]) -> None:
-        self._left = rows
-        self._send = send
-        self._refused: list[Refusal] = []
-        if rows == 0:
-            send([])
-
-    def refuse(self, row: int, kind: str, message: str, **details: Any) -> None:
-        self._refused.append([row, kind, message, details])
-        self._settle()
-
-    def when_kept(
-        self, row: int, call: CallState, delivery: Delivery
-    ) -> Callable[[str | None], None]:
-        def then(error: str | None) -> None:
-            if error is not None:  # none of it may run unrecorded
-                if not call.cancelled:
-                    delivery.cancel(call, call.owner)
-                message = f"{error}; spawned call {call.call_id} was cancelled"
-                self._refused.append([row, ERROR_CONTROL_PLANE, message, {}])
-            self._settle()
-
-        return then
-
-    def _settle(self) -> None:
-        self._left -= 1
-        if self._left == 0:
-            self._send(self._refused)
 
 
 def first_outputs(

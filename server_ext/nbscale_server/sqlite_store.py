@@ -1,6 +1,7 @@
 """The Jupyter server's store: spawned calls kept in one SQLite file that outlives the server.
 
-The loop side of ``store_writer``: every change becomes an operation for the writer
+The loop side of ``store_writer``: the changes of one turn of the loop (a batch of spawns,
+a worker's outputs settled and their calls closed) become one operation for the writer
 thread, and until its batch is committed the outputs and summaries it holds stay here, so
 that a read (on the loop, with a connection of its own: in WAL mode readers never wait for
 the writer) sees them. An operation that fails (a full disk, an I/O error) fails what it
@@ -8,7 +9,7 @@ carried, with the file's path and the reason: a spawn is refused, an output beco
 error for whoever fetches it; the control plane goes on.
 
 After a crash, ``unfinished`` gives the calls that had not finished, with their pools and the
-inputs that had not settled: they run again (at least once).
+inputs that had not settled (read back by ``stored_calls``): they run again (at least once).
 """
 
 from __future__ import annotations
@@ -23,40 +24,20 @@ from typing import Any
 
 from nbscale_runtime.protocol import (
     ERROR_CONTROL_PLANE,
-    OUT_ATTEMPT,
     OUT_STATUS,
     OUT_WHERE,
-    STATUS_OK,
     STATUS_REJECTED,
 )
 
-from .calls import CallState, Outcomes
+from .calls import CallState
 from .errors import RequestError, rejection
-from .launchers.owner import owner_alive, owner_tag
+from .launchers.owner import owner_tag
 from .outputs import Entry
 from .pool import Pool
 from .queue import InputRecord
-from .store import Durable, SpawnStore, StoredPool, Unfinished
-from .store_writer import Operation, Step, StoreError, Writer, connect, pack, unpack
-
-_CALL_COLUMNS = (
-    "call_id, seq, pool_id, function, timeout, total, submitted, reported, failed, cancelled, "
-    "made_by, outcomes, kind, delivered"
-)
-
-
-def _summary(row: tuple[Any, ...]) -> CallState:
-    call_id, seq, pool_id, function, timeout, total = row[:6]
-    call = CallState(
-        call_id, pool_id, row[12], b"", function=function, timeout=timeout, seq=seq, total=total
-    )
-    call.submitted, call.reported, call.failed, cancelled, made_by, outcomes = row[6:12]
-    call.detached = call.kind == "map"
-    call.delivered = [(start, end) for start, end in json.loads(row[13] or "[]")]
-    call.cancelled = bool(cancelled)
-    call.owner_info = json.loads(made_by)
-    call.outcomes = Outcomes(outcomes or b"")
-    return call
+from .store import Durable, SpawnStore, Unfinished
+from .store_writer import BATCH_BYTES, Operation, Step, StoreError, Writer, connect, unpack
+from .stored_calls import CALL_COLUMNS, summary, unfinished_calls
 
 
 class SqliteStore(SpawnStore):
@@ -78,6 +59,7 @@ class SqliteStore(SpawnStore):
                 )
             raise StoreError(f"cannot open the store {path}: {exc}{hint}") from exc
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._current: Operation | None = None  # this turn's writes, not handed over yet
         self._number = 0
         self._known_calls: set[str] = set()  # calls whose row is written or queued
         self._pool_rows: dict[str, tuple[Any, ...]] = {}
@@ -94,12 +76,28 @@ class SqliteStore(SpawnStore):
 
     # --- writes -------------------------------------------------------------------------
 
-    def _queue(self, op: Operation, kind: str = "", call_id: str = "", index: int = 0) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        if kind:
-            self._queued.append((op.number, kind, call_id, index))
-        self._writer.put(op)
+    def _op(self, size: int = 0) -> Operation:
+        """The operation of this turn of the loop: a turn's writes (a batch of spawns, a
+        worker's outputs settled and their calls closed) go to the writer as one, at the
+        end of the turn, or sooner once it holds ``BATCH_BYTES``."""
+        op = self._current
+        if op is not None and op.size and op.size + size > BATCH_BYTES:
+            self._flush()
+            op = None
+        if op is None:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            op = self._current = Operation(self._next())
+            self._loop.call_soon(self._flush, op)
+        op.size += size
+        return op
+
+    def _flush(self, op: Operation | None = None) -> None:
+        """Hand the turn's operation (``op``, if still open) to the writer."""
+        current = self._current
+        if current is not None and (op is None or op is current):
+            self._current = None
+            self._writer.put(current)
 
     def _next(self) -> int:
         self._number += 1
@@ -108,26 +106,34 @@ class SqliteStore(SpawnStore):
     def submitted(
         self, pool: Pool, call: CallState, records: list[InputRecord], then: Durable
     ) -> None:
-        rows: dict[str, list[tuple[Any, ...]]] = {}
+        op = self._op(sum(memoryview(r.data).nbytes for r in records))
         if call.call_id not in self._known_calls:
-            self._known_calls.add(call.call_id)
-            rows["pool"] = [self._pool_row(pool)]
-            rows["call"] = [
-                (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
-                 self._owner_json(call.owner_info), call.total, call.kind)
-            ]  # fmt: skip
+            self._add_call(op, pool, call)
         elif call.total is not None:
-            rows["total"] = [(call.total, call.call_id)]
-        held = [(r.call_id, r.index, r.data, r.buffers) for r in records]
-
-        def make() -> dict[str, list[tuple[Any, ...]]]:  # joined on the writer's thread
-            rows["input"] = [(c, i, *pack(data, bufs)) for c, i, data, bufs in held]
-            return rows
-
-        size = sum(memoryview(r.data).nbytes for r in records)
-        op = Operation(self._next(), make=make, size=size)
+            op.add("total", (call.total, call.call_id))
+        op.inputs += [(r.call_id, r.index, r.data, r.buffers) for r in records]
         self._durable.append((op.number, then, "spawned inputs"))
-        self._queue(op)
+
+    def spawned(
+        self, pool: Pool, calls: list[tuple[CallState, InputRecord]], then: Durable
+    ) -> None:
+        op = self._op(sum(memoryview(r.data).nbytes for _, r in calls))
+        for call, record in calls:
+            self._add_call(op, pool, call)
+            op.inputs.append((record.call_id, record.index, record.data, record.buffers))
+        self._durable.append((op.number, then, "spawned inputs"))
+
+    def _add_call(self, op: Operation, pool: Pool, call: CallState) -> None:
+        """A new call's row (and its pool's, once an operation)."""
+        self._known_calls.add(call.call_id)
+        row = self._pool_row(pool)
+        if row not in op.rows.get("pool", ()):
+            op.add("pool", row)
+        op.add(
+            "call",
+            (call.call_id, call.seq, call.pool_id, call.function, call.timeout, self.owner,
+             self._owner_json(call.owner_info), call.total, call.kind),
+        )  # fmt: skip
 
     def _owner_json(self, owner_info: Mapping[str, object]) -> str:
         """``owner_info`` as JSON: the last one's text again when equal (a caller's spawns
@@ -150,56 +156,41 @@ class SqliteStore(SpawnStore):
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         call_id = call.call_id
         bufs = list(bufs)
-
-        def make() -> dict[str, list[tuple[Any, ...]]]:
-            payload, parts = pack(data, bufs)
-            return {
-                "output": [(call_id, index, json.dumps(row), payload, parts)],
-                "input-done": [(call_id, index)],
-            }
-
         size = memoryview(data).nbytes + sum(memoryview(b).nbytes for b in bufs)
-        op = Operation(self._next(), make=make, size=size)
+        op = self._op(size)
+        op.outputs.append((call_id, index, row, data, bufs))
+        op.inputs_done.setdefault(call_id, []).append(index)
         self._unwritten.setdefault(call_id, {})[index] = (op.number, (row, data, bufs))
-        self._queue(op, "output", call_id, index)
+        self._queued.append((op.number, "output", call_id, index))
 
     def keep(self, steps: list[Step], then: Durable, what: str = "the change") -> None:
-        size = sum(len(v) for _, row in steps for v in row if isinstance(v, bytes))
-        op = Operation(self._next(), steps=steps, size=size)
+        op = self._op(sum(len(v) for _, row in steps for v in row if isinstance(v, bytes)))
+        op.steps += steps
         self._durable.append((op.number, then, what))
-        self._queue(op)
 
     def delivered(self, call: CallState) -> None:
-        op = Operation(self._next())
-        op.rows = {"delivered": [(json.dumps(call.delivered), call.call_id)]}
-        self._queue(op)
+        self._op().add("delivered", (json.dumps(call.delivered), call.call_id))
 
     def closed(self, call: CallState) -> None:
         self._known_calls.discard(call.call_id)
         outcomes = bytes(call.outcomes.raw) if call.outcomes is not None else b""
         made_by = self._owner_json(call.owner_info)  # its notebook is known by now
         values = (call.total, call.submitted, call.reported, call.failed, int(call.cancelled))
-        op = Operation(self._next())
-        op.rows = {
-            "close": [
-                (
-                    *values,
-                    made_by,
-                    outcomes,
-                    _ranges_json(call.delivered),
-                    time.time(),
-                    call.call_id,
-                )
-            ],
-            "inputs-dropped": [(call.call_id,)],
-        }
+        op = self._op()
+        op.add(
+            "close",
+            (*values, made_by, outcomes, _ranges_json(call.delivered), time.time(), call.call_id),
+        )
+        op.inputs_done.pop(call.call_id, None)  # all of its inputs go with it
+        op.add("inputs-dropped", (call.call_id,))
         self._unwritten_calls[call.call_id] = (op.number, call)
-        self._queue(op, "close", call.call_id)
+        self._queued.append((op.number, "close", call.call_id, 0))
 
     def housekeep(self, now: float) -> None:
-        self._queue(Operation(self._next(), purge_before=now - self.retention))
+        self._op().purge_before = now - self.retention
 
     def close(self) -> None:
+        self._flush()
         self._writer.stop()
         self._reader.close()
 
@@ -280,10 +271,10 @@ class SqliteStore(SpawnStore):
             return self._lost_calls[call_id]
         rows = self.read(
             f"function call {call_id}",
-            f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE call_id = ? AND finished > 0",
+            f"SELECT {CALL_COLUMNS} FROM spawned_calls WHERE call_id = ? AND finished > 0",
             (call_id,),
         )
-        return _summary(rows[0]) if rows else None
+        return summary(rows[0]) if rows else None
 
     def finished_calls_named(self, call_ids: list[str]) -> dict[str, CallState]:
         found = {c: self._unwritten_calls[c][1] for c in call_ids if c in self._unwritten_calls}
@@ -292,11 +283,11 @@ class SqliteStore(SpawnStore):
         if asked:
             rows = self.read(
                 "the spawned calls",
-                f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE finished > 0 AND call_id IN "
+                f"SELECT {CALL_COLUMNS} FROM spawned_calls WHERE finished > 0 AND call_id IN "
                 "(SELECT value FROM json_each(?))",
                 (json.dumps(asked),),
             )
-            found.update((call.call_id, call) for call in map(_summary, rows))
+            found.update((call.call_id, call) for call in map(summary, rows))
         return found
 
     def first_outputs(self, call_ids: list[str]) -> dict[str, Entry]:
@@ -322,11 +313,11 @@ class SqliteStore(SpawnStore):
         cursor = before if before is not None else 1 << 62
         rows = self.read(
             "the spawned calls",
-            f"SELECT {_CALL_COLUMNS} FROM spawned_calls WHERE finished IS NOT NULL "
+            f"SELECT {CALL_COLUMNS} FROM spawned_calls WHERE finished IS NOT NULL "
             "AND seq < ? ORDER BY seq DESC LIMIT ?",
             (cursor, limit),
         )
-        calls = {c.call_id: c for c in map(_summary, rows)}
+        calls = {c.call_id: c for c in map(summary, rows)}
         held = [c for _, c in self._unwritten_calls.values()] + list(self._lost_calls.values())
         calls.update({c.call_id: c for c in held if c.seq < cursor})
         return sorted(calls.values(), key=lambda c: c.seq, reverse=True)[:limit]
@@ -344,74 +335,15 @@ class SqliteStore(SpawnStore):
 
     def unfinished(self) -> list[Unfinished]:
         """The calls of control planes that are gone, claimed for this one."""
-        found = []
-        pools: dict[str, StoredPool] = {}
-        rows = self.read(
-            "the spawned calls",
-            f"SELECT {_CALL_COLUMNS}, owner FROM spawned_calls WHERE finished IS NULL",
-            (),
-        )
-        for row in rows:
-            if row[-1] != self.owner and owner_alive(row[-1]):
-                continue  # another live control plane shares this file: its own
-            call = _summary(row[:-1])
-            pool = pools.get(call.pool_id) or self._pool(call.pool_id)
-            if pool is None:
-                continue
-            pools[pool.pool_id] = pool
-            found.append(Unfinished(pool, call, self._resume(call)))
+        found = unfinished_calls(self.read, self.owner)
+        for unfinished in found:
+            self._known_calls.add(unfinished.call.call_id)
         if found:
+            self._flush()  # the writer takes operations in their order
             op = Operation(self._next())
             op.rows = {"claim": [(self.owner, u.call.call_id) for u in found]}
             self._writer.put(op)
         return found
-
-    def _pool(self, pool_id: str) -> StoredPool | None:
-        rows = self.read(
-            f"pool {pool_id}",
-            "SELECT pool_id, function_id, name, function, options, sys_path, client_versions, "
-            "owner FROM pools WHERE pool_id = ?",
-            (pool_id,),
-        )
-        if not rows:
-            return None
-        pool_id, function_id, name, function, options, sys_path, versions, owner = rows[0]
-        return StoredPool(
-            pool_id,
-            function_id,
-            name,
-            bytes(function),
-            json.loads(options),
-            json.loads(sys_path),
-            json.loads(versions),
-            json.loads(owner),
-        )
-
-    def _resume(self, call: CallState) -> list[InputRecord]:
-        """``call``'s counts from its outputs, and its inputs to run again."""
-        self._known_calls.add(call.call_id)
-        outcomes = call.outcomes = Outcomes()
-        for index, row in self.read(
-            f"the results of {call.call_id}",
-            "SELECT idx, row FROM spawned_outputs WHERE call_id = ?",
-            (call.call_id,),
-        ):
-            item = json.loads(row)
-            ok = item[OUT_STATUS] == STATUS_OK
-            outcomes.mark(index, ok, int(item[OUT_ATTEMPT]))
-            call.reported += 1
-            call.failed += not ok
-        call.reported += sum(end - start for start, end in call.delivered)  # a detached map's
-        records = []
-        for index, payload, parts in self.read(
-            f"the inputs of {call.call_id}",
-            "SELECT idx, payload, parts FROM spawned_inputs WHERE call_id = ? ORDER BY idx",
-            (call.call_id,),
-        ):
-            data, bufs = unpack(payload, parts)
-            records.append(InputRecord(call.call_id, index, data, list(bufs), spawned=True))
-        call.submitted = call.reported + len(records)
-        return records
 
 
 def _ranges_json(ranges: list[Any]) -> str:

@@ -86,6 +86,14 @@ class SpawnStore(abc.ABC):
         is called once they are durable, or with what failed."""
 
     @abc.abstractmethod
+    def spawned(
+        self, pool: Pool, calls: list[tuple[CallState, InputRecord]], then: Durable
+    ) -> None:
+        """New spawned calls of one input each (a batch of ``.spawn()``s), kept as
+        ``submitted`` keeps them, in one write: ``then`` once all are durable, or with what
+        failed (for all: they are written in one transaction)."""
+
+    @abc.abstractmethod
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         """An input's final output: kept (until fetched or expired); its input is dropped."""
 
@@ -162,6 +170,11 @@ class MemoryStore(SpawnStore):
         self, pool: Pool, call: CallState, records: list[InputRecord], then: Durable
     ) -> None:
         then(None)  # the queue holds the inputs; nothing outlives this process here
+
+    def spawned(
+        self, pool: Pool, calls: list[tuple[CallState, InputRecord]], then: Durable
+    ) -> None:
+        then(None)
 
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
         size = nbytes(data) + sum(nbytes(b) for b in bufs)

@@ -108,7 +108,7 @@ MIGRATIONS: dict[int, str] = {
     );
     """,
 }
-_BATCH_BYTES = 64 << 20  # payload bytes per transaction, so that acknowledgements keep coming
+BATCH_BYTES = 64 << 20  # payload bytes per transaction, so that acknowledgements keep coming
 
 
 class StoreError(Exception):
@@ -146,12 +146,16 @@ def connect(path: str) -> sqlite3.Connection:
 
 def pack(data: Any, bufs: Sequence[Any]) -> tuple[bytes, str]:
     """An input's or output's bytes as one blob, and the lengths that split it again."""
+    if not bufs:  # most: a pickle alone
+        return bytes(data), f"[{memoryview(data).nbytes}]"
     parts = [data, *bufs]
     return b"".join(parts), json.dumps([memoryview(p).nbytes for p in parts])
 
 
 def unpack(payload: bytes, parts: str) -> tuple[memoryview, list[memoryview]]:
     view = memoryview(payload)
+    if "," not in parts:  # most: a pickle alone
+        return view, []
     pieces, at = [], 0
     for length in json.loads(parts):
         pieces.append(view[at : at + length])
@@ -204,16 +208,45 @@ _PURGE = (
 )
 
 
+Held = tuple[str, int, Any, Sequence[Any]]  # an input: call id, index, pickle, buffers
+HeldOutput = tuple[str, int, list[Any], Any, Sequence[Any]]  # call id, index, row, bytes
+
+
 @dataclass(slots=True)
 class Operation:
-    """Rows for one or more statements of ``_SQL``, queued together; ``number`` orders it."""
+    """Rows for one or more statements of ``_SQL``, queued together; ``number`` orders it.
+    Inputs' and outputs' blobs are joined on the writer's thread, off the loop."""
 
     number: int
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-    make: Callable[[], dict[str, list[tuple[Any, ...]]]] | None = None  # rows, made off-loop
+    inputs: list[Held] = field(default_factory=list)
+    outputs: list[HeldOutput] = field(default_factory=list)
+    # settled inputs to drop, by call (a call closed meanwhile drops all of its own at once)
+    inputs_done: dict[str, list[int]] = field(default_factory=dict)
     size: int = 0  # payload bytes, to bound a batch
     purge_before: float | None = None  # retention: drop what finished before this time
     steps: list[Step] = field(default_factory=list)  # of ``STEPS``, run in order
+
+    def add(self, name: str, row: tuple[Any, ...]) -> None:
+        found = self.rows.get(name)
+        if found is None:
+            self.rows[name] = [row]
+        else:
+            found.append(row)
+
+    def all_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Its rows by statement, blobs joined (on the writer's thread)."""
+        rows = dict(self.rows)
+        if self.inputs:
+            rows["input"] = [(c, i, *pack(data, bufs)) for c, i, data, bufs in self.inputs]
+        if self.outputs:
+            rows["output"] = [
+                (c, i, json.dumps(row), *pack(data, bufs)) for c, i, row, data, bufs in self.outputs
+            ]
+        if self.inputs_done:
+            done = self.inputs_done.items()
+            rows["input-done"] = [(c, i) for c, indices in done for i in indices]
+        return rows
 
 
 Done = Callable[[int, BaseException | None], None]  # (last operation number, error)
@@ -266,7 +299,7 @@ class Writer(threading.Thread):
                 self.wake.wait()
             batch: list[Operation] = []
             size = 0
-            while self.queue and (not batch or size < _BATCH_BYTES):
+            while self.queue and (not batch or size < BATCH_BYTES):
                 op = self.queue.popleft()
                 batch.append(op)
                 size += op.size
@@ -276,8 +309,7 @@ class Writer(threading.Thread):
         rows: dict[str, list[tuple[Any, ...]]] = collections.defaultdict(list)
         purge = None
         for op in batch:
-            made = op.make() if op.make is not None else op.rows
-            for name, values in made.items():
+            for name, values in op.all_rows().items():
                 rows[name] += values
             if op.purge_before is not None:
                 purge = op.purge_before

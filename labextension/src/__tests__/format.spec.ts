@@ -236,6 +236,9 @@ describe('describeEvent', () => {
       describeEvent({ type: 'pool-stopped', pool_id: 'pl-0123456789ab' })
     ).toBe('pool pl-01234567 stopped');
     expect(
+      describeEvent({ type: 'app-deployed', pool_id: '', app: 'etl' })
+    ).toBe('app etl deployed');
+    expect(
       describeEvent({
         type: 'call-cancelled',
         pool_id: 'pl-1',

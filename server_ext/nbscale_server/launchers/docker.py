@@ -51,6 +51,7 @@ from .docker_engine import (
     create_network,
     owner_labels,
     reap_orphans,
+    remove_network,
     unreachable_message,
 )
 from .docker_spec import (
@@ -108,10 +109,12 @@ class DockerLauncher(Launcher):
         reap_orphans(self.api)
         self._lock = threading.Lock()
         self._containers: dict[str, Container] = {}  # live ones, by worker id
+        self._names_started: list[str] = []  # every container's name, for remove_network
         self._images: set[str] = set()  # images seen on the engine
         self._volumes: set[str] = set()  # named volumes seen there
         self._gpus = GpuAllocator(gpus)
         self._closed = False
+        self._accepting = True  # false once close() begins
         self.network_id: str | None = None
         if network == "host":
             self.network, self.bind_host = "host", "127.0.0.1"
@@ -147,8 +150,11 @@ class DockerLauncher(Launcher):
         container = Container(
             spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
         )
-        with self._lock:
+        with self._lock:  # close() stops taking starts under this lock: none slips past it
+            if not self._accepting:
+                raise LaunchFailed("the Docker launcher is closed")
             self._containers[spec.worker_id] = container
+            self._names_started.append(container.name)
         self._threads.submit(lambda: self._create_and_start(container, spec, image))
         return WorkerHandle(
             spec.worker_id, spec.pool_id, self.name, container, name=container.name, image=image
@@ -370,6 +376,7 @@ class DockerLauncher(Launcher):
         if self._closed:
             return
         with self._lock:
+            self._accepting = False
             pending = list(self._containers.values())
         for c in pending:
             c.started.wait(30)
@@ -394,6 +401,7 @@ class DockerLauncher(Launcher):
             removed = "was removed as the control plane stopped"
             self._record_exit(c, ContainerExit(137, removed, "", INFRASTRUCTURE))
         if self.network_id is not None:
-            with contextlib.suppress(Exception):
-                self.api.remove_network(self.network_id)
+            with self._lock:
+                names = list(self._names_started)
+            remove_network(self.api, self.network_id, self.network, names)
         self._threads.close()

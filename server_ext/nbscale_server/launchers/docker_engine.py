@@ -135,18 +135,47 @@ def reap_orphans(api: Any) -> int:
     behind when they died; returns how many containers went."""
     mine = {"label": [f"{LABEL_HOST}={socket.gethostname()}"]}
     removed = 0
+    names: list[str] = []  # of the containers reaped, for remove_network
     for container in api.containers(all=True, filters=mine):
         if not owner_alive(container.get("Labels", {}).get(LABEL_OWNER)):
+            names += [n.lstrip("/") for n in container.get("Names") or []]
             with contextlib.suppress(Exception):
                 api.remove_container(container["Id"], force=True)
                 removed += 1
     for network in api.networks(filters=mine):
         if not owner_alive((network.get("Labels") or {}).get(LABEL_OWNER)):
-            with contextlib.suppress(Exception):
-                api.remove_network(network["Id"])
+            remove_network(api, network["Id"], network.get("Name", network["Id"]), names)
     if removed:
         log.warning("removed %d worker container(s) left by a control plane that died", removed)
     return removed
+
+
+def remove_network(api: Any, network_id: str, name: str, container_names: list[str]) -> None:
+    """Remove a control plane's network once its containers are gone. The engine can keep
+    the endpoint of a container force-removed while it was starting, and then refuses with
+    "has active endpoints" (moby/moby#23302); disconnecting by container name with force
+    clears such an endpoint. Logs, never raises: a network left is reaped by the next
+    control plane of this host (:func:`reap_orphans`)."""
+    try:
+        api.remove_network(network_id)
+        return
+    except Exception as exc:
+        if "active endpoints" not in str(exc):
+            log.warning("could not remove Docker network %s: %s", name, exc)
+            return
+    for container_name in container_names:
+        with contextlib.suppress(Exception):
+            api.disconnect_container_from_network(container_name, network_id, force=True)
+    try:
+        api.remove_network(network_id)
+    except Exception as exc:
+        log.warning(
+            "could not remove Docker network %s (%s); the engine keeps an endpoint of a removed "
+            "container: `docker network rm %s` after restarting dockerd removes it",
+            name,
+            exc,
+            name,
+        )
 
 
 def create_network(api: Any, name: str, labels: dict[str, str]) -> tuple[str, str]:
