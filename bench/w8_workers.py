@@ -30,8 +30,16 @@ import zmq
 import zmq.asyncio
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import RUN_ATTEMPT, RUN_CALL_ID, RUN_INDEX, RUN_WHERE, STATUS_OK
-from nbscale_runtime.serialization import PayloadWriter, load, split_payload
+from nbscale_runtime.protocol import (
+    RUN_ATTEMPT,
+    RUN_CALL_ID,
+    RUN_COUNT,
+    RUN_INDEX,
+    RUN_SKIP,
+    RUN_WHERE,
+    STATUS_OK,
+)
+from nbscale_runtime.serialization import PayloadWriter, load, load_run, split_payload
 from nbscale_runtime.worker import Worker, WorkerConfig
 
 EXIT, HELLO, START, STOP = b"exit", b"hello", b"start", b"stop"
@@ -100,34 +108,42 @@ class SimWorker:
 
     def _run(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
         wid = self.cfg.worker_id
-        self.demand = max(0, self.demand - len(msg.items))
         writer = PayloadWriter()
         rows = []
+        ran = 0
         parts = split_payload(payload, [item[RUN_WHERE] for item in msg.items])
         for item, (data, buffers) in zip(msg.items, parts, strict=True):
+            call_id, index, attempt = item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT]
             if msg.confirm:  # a suspect: say so first (no worker is lost here, so never)
-                started = protocol.Started(
-                    wid, item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT]
-                )
-                self._send(started)
+                self._send(protocol.Started(wid, call_id, index, attempt))
+            count = item[RUN_COUNT]  # a run: its results go back as one row, as a worker's
             begun = time.perf_counter()
-            args, kwargs = load(data, buffers)
-            where = writer.add(self.fn(*args, **kwargs))
+            if count:
+                pairs = load_run(data, buffers, item[RUN_SKIP], count)
+                where, sizes = writer.add_run([self.fn(*args, **kwargs) for args, kwargs in pairs])
+            else:
+                args, kwargs = load(data, buffers)
+                where, sizes = writer.add(self.fn(*args, **kwargs)), []
             seconds = time.perf_counter() - begun
+            each = seconds / (count or 1)
             avg = self.avg_seconds
-            self.avg_seconds = seconds if avg is None else 0.8 * avg + 0.2 * seconds
+            self.avg_seconds = each if avg is None else 0.8 * avg + 0.2 * each
             rows.append(
                 protocol.output_row(
-                    item[RUN_CALL_ID],
-                    item[RUN_INDEX],
-                    item[RUN_ATTEMPT],
+                    call_id,
+                    index,
+                    attempt,
                     STATUS_OK,
                     where,
                     seconds,
                     wid,
+                    count=count,
+                    sizes=sizes,
                 )
             )
-        self.ran += len(rows)
+            ran += count or 1
+        self.demand = max(0, self.demand - ran)
+        self.ran += ran
         self._send(protocol.Outputs(rows, self._more_wanted()), writer.frames())
 
     async def _beat(self) -> None:

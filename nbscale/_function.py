@@ -27,7 +27,7 @@ from ._loop import loop_running
 from ._map import End, Invocation
 from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
 from ._options import check_image, function_options
-from ._outcomes import code_files_of, print_output
+from ._outcomes import Output, code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
 from ._secret import Secret, secrets_setting
@@ -287,7 +287,7 @@ class Function:
         where = add_input(writer, 0, self._prefix + args, kwargs)
         try:
             inv.total = 1
-            await inv.submit([[0, *where]], writer.frames(), total=1)
+            await inv.submit([[0, *where, 0, []]], writer.frames(), total=1)
             batch = await inv.next_batch()
             if isinstance(batch, End):  # cancelled, or the connection lost
                 raise batch.error or CallCancelledError(f"{self.name}: the call was cancelled")
@@ -295,6 +295,7 @@ class Function:
             await inv.cancel()
             raise
         out = batch[0]
+        assert isinstance(out, Output), "one call's output is never a run"
         print_output(out, prefix=False)
         if not out.ok:
             raise out.value

@@ -54,7 +54,7 @@ async def _stream(
     where = add_input(writer, 0, fn._prefix + args, kwargs)
     try:
         inv.total = 1
-        await inv.submit([[0, *where]], writer.frames(), total=1)
+        await inv.submit([[0, *where, 0, []]], writer.frames(), total=1)
         while True:
             batch = await inv.next_batch()
             if isinstance(batch, End):
@@ -65,6 +65,7 @@ async def _stream(
                     return
                 raise batch.error or CallCancelledError(f"{fn.name}: the call was cancelled")
             for out in batch:
+                assert isinstance(out, Output), "a generator's outputs are never runs"
                 yield out.value
     finally:  # the consumer stopped early, or was interrupted: the generator stops too
         if not inv.finished:

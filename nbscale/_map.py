@@ -13,12 +13,12 @@ import asyncio
 import itertools
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
+    OUT_COUNT,
     OUT_WHERE,
     PROGRESS_INDICES,
     PROGRESS_WORKER_ID,
@@ -29,14 +29,16 @@ from nbscale_runtime.protocol import (
     STREAM_INDEX,
     STREAM_STARTED,
     STREAM_TEXT,
+    SUBMIT_COUNT,
+    row_count,
 )
-from nbscale_runtime.serialization import PayloadWriter, split_payload
+from nbscale_runtime.serialization import split_payload
 from nbscale_server.limits import Limits, describe
 from nbscale_server.outputs import outputs_message
 
 from . import _nested
-from ._outcomes import Output, decode
-from ._pickling import add_input
+from ._chunks import pull
+from ._outcomes import Output, Values, decode, decode_run, load_values
 from ._progress import CallProgress
 from ._tracebacks import format_text
 from .exceptions import CallCancelledError, CallDetachedError, InvalidError
@@ -44,8 +46,11 @@ from .exceptions import CallCancelledError, CallDetachedError, InvalidError
 if TYPE_CHECKING:
     from ._client import Client
 
-_CHUNK = 256  # inputs per submission at most
-_PULL_BUDGET = 0.005  # seconds of iterator pulling per chunk, so slow iterators still stream
+_CHUNK = 256  # inputs of a call's first submission at most
+_MAX_CHUNK = 4096  # inputs of a map's later submissions at most
+# Calls whose inputs go as runs, their chunks growing: maps, and spawn_map (whose kept
+# inputs and outputs the control plane cuts per index by their sizes)
+_RUNS = frozenset({"map", "spawn"})
 _THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 
 
@@ -99,18 +104,23 @@ class Invocation:
         # A chunk is admitted whole or not at all: never make one bigger than a limit could
         # ever admit, or a throttled map would wait for room that cannot come.
         limits = self.limits
-        self.chunk = max(
-            1, min(_CHUNK, self.window, limits.max_pending_inputs, limits.max_total_inputs)
-        )
-        self.outputs: asyncio.Queue[list[Output] | End] = asyncio.Queue()
+        most = min(self.window, limits.max_pending_inputs, limits.max_total_inputs)
+        if kind == "spawn":
+            most = min(most, limits.max_pending_spawn_inputs)
+        self.chunk = max(1, min(_CHUNK, most))
+        # A map's chunks grow while they go whole, up to half its window (two in flight):
+        # fewer, bigger runs, while the first results still come after one small chunk.
+        self.max_chunk = max(self.chunk, min(_MAX_CHUNK, most // 2))
+        self.outputs: asyncio.Queue[list[Output | Values] | End] = asyncio.Queue()
         self.submitted = 0
         self.consumed = 0
         self.received = 0
         self.total: int | None = None
         self._room = asyncio.Event()
         self._next = 0
-        self._held: dict[int, Output] = {}
+        self._held: dict[int, Output | Values] = {}  # by (first) index
         self._feeder: asyncio.Task[None] | None = None
+        self._end: End | None = None  # taken from ``outputs`` with a batch, returned next
         self.feed_error: BaseException | None = None
         self.finished = False
         max_mib = client.server_info.get("max_input_mib")
@@ -149,7 +159,7 @@ class Invocation:
     # --- inputs -----------------------------------------------------------------------
 
     async def submit(
-        self, items: list[list[int]], frames: list[Any], total: int | None = None
+        self, items: list[list[Any]], frames: list[Any], total: int | None = None
     ) -> None:
         """Send one chunk; a map waits and resends while a limit refuses it."""
         if self.max_input is not None:
@@ -168,10 +178,13 @@ class Invocation:
             value, _ = await self.client.request(msg, frames)
             if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
                 raise CallCancelledError(f"{self.function}: the call was cancelled")
-            if value["accepted"] == len(items):
-                self.submitted += len(items)
+            count = sum(row_count(item[SUBMIT_COUNT]) for item in items)
+            if value["accepted"] == count:
+                self.submitted += count
+                if self.kind in _RUNS and count == self.chunk:
+                    self.chunk = min(self.max_chunk, 2 * self.chunk)
                 if self.progress is not None:
-                    self.progress.sent(len(items), None)
+                    self.progress.sent(count, None)
                 return
             if self.progress is not None:  # say which limit holds the map back
                 self.progress.sent(0, self._describe_limit(value.get("limit")))
@@ -198,10 +211,10 @@ class Invocation:
                     await self._room.wait()
                 bounded = self._bounded()
                 room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
-                items, frames, exhausted = await loop.run_in_executor(
-                    None, _pull, inputs, index, min(room, self.chunk)
+                items, frames, exhausted, pulled = await loop.run_in_executor(
+                    None, pull, inputs, index, min(room, self.chunk), self.kind in _RUNS
                 )
-                index += len(items)
+                index += pulled
                 total = index if exhausted else None
                 if items or exhausted:
                     await self.submit(items, frames, total)
@@ -247,32 +260,50 @@ class Invocation:
 
     def _on_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         parts = split_payload(payload, [i[OUT_WHERE] for i in items])
-        batch = []
-        held = self._held
+        batch: list[Output | Values] = []
         ended = []
+        received = 0
         for item, (data, bufs) in zip(items, parts, strict=True):
-            out = decode(item, data, bufs, self.function, self.timeout, self.code_files)
-            if self.progress is not None:
-                ended.append(_ended(out))
-            if not self.order_outputs:
-                batch.append(out)
-                self._delivered.add(out.index)
-            elif out.index == self._next and not held:  # the common case: already in order
-                batch.append(out)
-                self._next += 1
+            outs: list[Output] | list[Values]
+            if not item[OUT_COUNT]:
+                outs = [decode(item, data, bufs, self.function, self.timeout, self.code_files)]
+            elif self.progress is None and (run := load_values(item, data, bufs)) is not None:
+                outs = [run]  # the fast path: the run's values, as they are
             else:
-                held[out.index] = out
-                self._held_raw[out.index] = (item, data, bufs)  # given back if detached
-                while self._next in held:
-                    batch.append(held.pop(self._next))
-                    self._held_raw.pop(self._next, None)
-                    self._next += 1
+                outs = decode_run(item, data, bufs, self.function, self.timeout)
+            received += row_count(item[OUT_COUNT])
+            for out in outs:
+                if self.progress is not None:
+                    assert isinstance(out, Output)
+                    ended.append(_ended(out))
+                self._order(out, item, data, bufs, batch)
         if self.progress is not None:
             self.progress.finished(ended)
-        self.received += len(items)
+        self.received += received
         if batch:
             self.outputs.put_nowait(batch)
         self._maybe_end()
+
+    def _order(
+        self, out: Output | Values, item: list[Any], data: Any, bufs: list[Any], batch: list[Any]
+    ) -> None:
+        """Put ``out`` in ``batch`` now, or hold it until those before it came."""
+        held = self._held
+        if not self.order_outputs:
+            batch.append(out)
+            self._delivered.update(range(out.index, out.index + _count(out)))
+        elif out.index == self._next and not held:  # the common case: already in order
+            batch.append(out)
+            self._next += _count(out)
+        else:
+            held[out.index] = out
+            self._held_raw[out.index] = (item, data, bufs)  # given back if detached
+            while self._next in held:
+                first = self._next
+                ready = held.pop(first)
+                batch.append(ready)
+                self._held_raw.pop(first, None)
+                self._next += _count(ready)
 
     def _maybe_end(self) -> None:
         if self.total is not None and self.received >= self.total and not self.finished:
@@ -298,7 +329,9 @@ class Invocation:
             delivered = [[0, self._next]] if self._next else []
         else:
             delivered = ranges(self._delivered)
-        kept = [self._held_raw[i] for i in sorted(self._held_raw)]
+        kept = list(
+            {id(e): e for e in (self._held_raw[i] for i in sorted(self._held_raw))}.values()
+        )
         self._held.clear()
         self._held_raw.clear()
         message, frames = outputs_message(kept)
@@ -319,19 +352,29 @@ class Invocation:
             )
         )
 
-    async def next_batch(self) -> list[Output] | End:
+    async def next_batch(self) -> list[Output | Values] | End:
+        """The outputs that came since the last call (one hop to the consumer for all of
+        them), or the end."""
+        if self._end is not None:
+            return self._end
         batch = await self.outputs.get()
         if isinstance(batch, list):
-            self.consumed += len(batch)
+            while not self.outputs.empty():
+                more = self.outputs.get_nowait()
+                if isinstance(more, End):
+                    self._end = more
+                    break
+                batch += more
+            self.consumed += sum(_count(out) for out in batch)
             self._room.set()
         return batch
 
-    async def next_batch_within(self, timeout: float) -> list[Output] | End | None:
+    async def next_batch_within(self, timeout: float) -> list[Output | Values] | End | None:
         """``next_batch``, or None when nothing arrives within ``timeout`` seconds, so that a
         consumer with a live view wakes to redraw it while slow inputs run. (An output that
         arrives as the wait times out stays queued: ``Queue.get`` loses nothing when
         cancelled.)"""
-        if not self.outputs.empty():
+        if self._end is not None or not self.outputs.empty():
             return await self.next_batch()
         try:
             return await asyncio.wait_for(self.next_batch(), timeout)
@@ -351,31 +394,17 @@ class Invocation:
                 await self.client.request(protocol.CancelCall(0, self.call_id))
 
 
-def _pull(
-    inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]], start: int, n: int
-) -> tuple[list[list[int]], list[Any], bool]:
-    """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them."""
-    writer = PayloadWriter()
-    items: list[list[int]] = []
-    deadline = time.perf_counter() + _PULL_BUDGET
-    clock = time.perf_counter
-    index = start
-    for args, kwargs in itertools.islice(inputs, n):
-        offset, length, nbufs = add_input(writer, index, args, kwargs)
-        items.append([index, offset, length, nbufs])
-        index += 1
-        if clock() > deadline:
-            return items, writer.frames(), False
-    return items, writer.frames(), index - start < n
+def _count(out: Output | Values) -> int:
+    return len(out.values) if isinstance(out, Values) else 1
 
 
-def check_input_sizes(items: list[list[int]], frames: list[Any], limit: int, name: str) -> None:
+def check_input_sizes(items: list[list[Any]], frames: list[Any], limit: int, name: str) -> None:
     """Refuse an input over ``limit`` bytes (pickle and buffers) with a clear error, before
     the control plane drops a connection that sends it."""
     if sum(memoryview(f).nbytes for f in frames) <= limit:
         return
     buffers, at = frames[1:], 0
-    for index, _, length, nbufs in items:
+    for index, _, length, nbufs, *_ in items:
         size = length + sum(memoryview(b).nbytes for b in buffers[at : at + nbufs])
         at += nbufs
         if size > limit:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import _config
 from ._loop import get_loop
 from ._map import End, Invocation
-from ._outcomes import Output, print_output
+from ._outcomes import Output, Values, print_output
 from ._progress import CallProgress
 from ._tracebacks import hidden, install
 from ._views import LiveMap, MapView, open_view
@@ -199,9 +199,12 @@ class MapResults:
         self.invocation = inv
         return inv
 
-    def _unpack(self, batch: list[Output]) -> Iterator[Any]:
+    def _unpack(self, batch: list[Output | Values]) -> Iterator[Any]:
         __tracebackhide__ = hidden()
         for out in batch:
+            if isinstance(out, Values):  # a run's results: all returned, none printed
+                yield from out.values
+                continue
             print_output(out, prefix=True)
             if not out.ok and not self._return_exceptions:
                 raise out.value
@@ -225,7 +228,7 @@ class MapResults:
         error: BaseException | None = None
         try:
             while True:
-                batch: list[Output] | End | None
+                batch: list[Output | Values] | End | None
                 if live is None:
                     batch = lt.run(inv.next_batch(), on_interrupt=inv.cancel)
                 else:  # wake up to redraw the view even while no result arrives
@@ -265,7 +268,7 @@ class MapResults:
         error: BaseException | None = None
         try:
             while True:
-                batch: list[Output] | End | None
+                batch: list[Output | Values] | End | None
                 if live is None:
                     batch = await lt.run_aio(inv.next_batch())
                 else:

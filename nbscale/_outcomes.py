@@ -20,14 +20,16 @@ from tblib import Traceback
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     OUT_ATTEMPT,
+    OUT_COUNT,
     OUT_DURATION,
     OUT_INDEX,
+    OUT_SIZES,
     OUT_STATUS,
     OUT_STDERR,
     OUT_STDOUT,
     OUT_WORKER_ID,
 )
-from nbscale_runtime.serialization import load
+from nbscale_runtime.serialization import cut_run, load, load_run
 
 from ._tracebacks import install
 from .exceptions import (
@@ -51,6 +53,69 @@ class Output:
     duration: float
     attempt: int
     stderr: str = ""
+
+
+class Values:
+    """The results of a run of inputs ``index`` .. ``index + len(values)``: all returned,
+    none printed anything (a map's fast path: no ``Output`` per input)."""
+
+    __slots__ = ("index", "values")
+
+    def __init__(self, index: int, values: list[Any]) -> None:
+        self.index = index
+        self.values = values
+
+
+def load_values(item: list[Any], data: Any, buffers: list[Any]) -> Values | None:
+    """A run's row as its ``Values``, or None when one of its results cannot be unpickled
+    here (then :func:`decode_run` says which)."""
+    try:
+        return Values(item[OUT_INDEX], load_run(data, buffers, 0, item[OUT_COUNT]))
+    except Exception:
+        return None
+
+
+def decode_run(
+    item: list[Any], data: Any, buffers: list[Any], function: str, timeout: float
+) -> list[Output]:
+    """A run's row, one ``Output`` per input (each result unpickled on its own, so that
+    one that cannot be fails alone)."""
+    first, count, attempt = item[OUT_INDEX], item[OUT_COUNT], item[OUT_ATTEMPT]
+    worker_id, each = item[OUT_WORKER_ID], item[OUT_DURATION] / max(1, item[OUT_COUNT])
+    try:
+        values = load_run(data, buffers, 0, count)
+    except Exception:  # one at a time, by their sizes, to find which cannot be
+        outputs = []
+        for k, cut in enumerate(cut_run(data, item[OUT_SIZES], 0, count)):
+            try:
+                outputs.append(Output(first + k, True, load(cut), "", worker_id, each, attempt))
+            except Exception as exc:
+                value = _unloadable(function, first + k, exc)
+                outputs.append(Output(first + k, False, value, "", worker_id, each, attempt))
+        return outputs
+    return [
+        Output(first + k, True, value, "", worker_id, each, attempt)
+        for k, value in enumerate(values)
+    ]
+
+
+def decode_rows(
+    items: list[list[Any]], parts: list[tuple[Any, list[Any]]], function: str, timeout: float
+) -> list[Output]:
+    """Every output of ``items`` (runs expanded), in the order they came."""
+    outputs = []
+    for item, (data, bufs) in zip(items, parts, strict=False):
+        if item[OUT_COUNT]:
+            outputs.extend(decode_run(item, data, bufs, function, timeout))
+        else:
+            outputs.append(decode(item, data, bufs, function, timeout))
+    return outputs
+
+
+def _unloadable(function: str, index: int, exc: Exception) -> SerializationError:
+    return SerializationError(
+        f"{function}: the result of input {index} cannot be unpickled in the caller: {exc}"
+    )
 
 
 def print_output(out: Output, prefix: bool) -> None:
@@ -89,10 +154,7 @@ def decode(
             status, data, buffers, index, attempt, worker_id, function, timeout, code_files or {}
         )
     except Exception as exc:  # a result that cannot be unpickled here
-        ok = False
-        value = SerializationError(
-            f"{function}: the result of input {index} cannot be unpickled in the caller: {exc}"
-        )
+        ok, value = False, _unloadable(function, index, exc)
     return Output(index, ok, value, stdout, worker_id, duration, attempt, stderr)
 
 

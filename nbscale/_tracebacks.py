@@ -24,9 +24,24 @@ from . import _config
 _SHOWN = "__nbscale_traceback__"  # on an exception: the traceback a shell shows for it
 
 
-def hidden() -> bool:
-    """Whether nbscale's frames stay out of tracebacks: the value for ``__tracebackhide__``."""
-    return not _config.debug()
+class _Hidden:
+    """True while nbscale's frames stay out of tracebacks (``debug`` off), read when a
+    traceback is shown rather than on every call (the setting may live in a file: a stat
+    each time cost a remote call ~10 us)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return not _config.debug()
+
+
+_HIDDEN = _Hidden()
+
+
+def hidden() -> Any:
+    """The value for ``__tracebackhide__``: true (when a traceback is shown) while
+    nbscale's frames stay out of tracebacks."""
+    return _HIDDEN
 
 
 def show_cell_frames(exc: BaseException, tb: TracebackType | None) -> None:

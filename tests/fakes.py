@@ -37,14 +37,22 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     RUN_ATTEMPT,
     RUN_CALL_ID,
+    RUN_COUNT,
     RUN_INDEX,
+    RUN_SKIP,
     RUN_WHERE,
     STATUS_ERROR,
     STATUS_OK,
     output_row,
 )
 from nbscale_runtime.register import RegisterWriter
-from nbscale_runtime.serialization import PayloadWriter, dump_exception, load, split_payload
+from nbscale_runtime.serialization import (
+    PayloadWriter,
+    dump_exception,
+    load,
+    load_run,
+    split_payload,
+)
 from nbscale_server.control_plane import ControlPlane
 from nbscale_server.launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from nbscale_server.launchers.base import WorkerStatus
@@ -123,12 +131,17 @@ class FakeWorker:
             self.fn = load(payload[0])
         elif isinstance(msg, protocol.RunInputs):
             parts = split_payload(payload, [row[RUN_WHERE] for row in msg.items])
+            received = 0
             for row, (data, bufs) in zip(msg.items, parts, strict=True):
-                args, kwargs = load(data, bufs)
-                self.held.append((row[RUN_CALL_ID], row[RUN_INDEX], row[RUN_ATTEMPT], args, kwargs))
-                if msg.confirm:  # it says so before it runs it (on its next step)
-                    self.confirming.append((row[RUN_CALL_ID], row[RUN_INDEX], row[RUN_ATTEMPT]))
-            self.asked = max(0, self.asked - len(msg.items))
+                count = row[RUN_COUNT]  # a run: its inputs held one by one here
+                pairs = load_run(data, bufs, row[RUN_SKIP], count) if count else [load(data, bufs)]
+                for k, (args, kwargs) in enumerate(pairs):
+                    call_id, index, attempt = row[RUN_CALL_ID], row[RUN_INDEX] + k, row[RUN_ATTEMPT]
+                    self.held.append((call_id, index, attempt, args, kwargs))
+                    if msg.confirm:  # it says so before it runs it (on its next step)
+                        self.confirming.append((call_id, index, attempt))
+                received += len(pairs)
+            self.asked = max(0, self.asked - received)
             self._sync_register()
         elif isinstance(msg, protocol.CancelInputs):
             # Those running end as cancelled (reported on its next step); the rest are dropped.
@@ -140,7 +153,7 @@ class FakeWorker:
         elif isinstance(msg, protocol.Shutdown):
             self.shutdown = True
         elif isinstance(msg, protocol.SlotLent):  # it lent its slot: these were taken back
-            taken = {(call_id, index) for call_id, index in msg.taken}
+            taken = {(c, index + k) for c, index, count in msg.taken for k in range(count)}
             self.held = [h for h in self.held if (h[0], h[1]) not in taken]
             self.asked = 0
 
@@ -433,7 +446,7 @@ class FakeCaller:
         writer = PayloadWriter()
         items = []
         for index, x in enumerate(inputs, start):
-            items.append([index, *add_input(writer, index, (x,), {})])
+            items.append([index, *add_input(writer, index, (x,), {}), 0, []])
         total = start + len(items) if last else None
         value = self.request(
             protocol.SubmitInputs(0, call_id, pool_id, kind, items, total, progress=True),

@@ -59,7 +59,7 @@ class Kernel:
     def submit(self, pool: str, call_id: str, kind: str, n: int, last: bool = True) -> None:
         """Inputs 0 to ``n - 1``; ``last``: no more will come (else the kernel still feeds)."""
         writer = PayloadWriter()
-        items = [[i, *add_input(writer, i, (i,), {})] for i in range(n)]
+        items = [[i, *add_input(writer, i, (i,), {}), 0] for i in range(n)]
         total = n if last else None
         self.send(protocol.SubmitInputs(2, call_id, pool, kind, items, total), writer.frames())
 

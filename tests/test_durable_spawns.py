@@ -38,6 +38,20 @@ def double(x, gate):
     return 2 * x
 
 @app.function(max_containers=2)
+def gated(x, gate):
+    # Quick inputs, which a map sends, queues and runs as runs, but for those from 3,800 on,
+    # which wait for the gate file: still running at the crash.
+    while x >= 3800 and not os.path.exists(gate):
+        time.sleep(0.05)
+    return 3 * x
+
+@app.function(max_containers=2)
+def gated_too(x, gate):  # the same in a pool of its own, whose workers gated does not hold
+    while x >= 3800 and not os.path.exists(gate):
+        time.sleep(0.05)
+    return 3 * x
+
+@app.function(max_containers=2)
 def mebibyte(i):
     return bytes([i % 256]) * (1 << 20)
 """
@@ -46,14 +60,33 @@ def mebibyte(i):
 def client(server: JupyterProcess, code: str, timeout: float = 300) -> Any:
     """Run ``code`` (after FUNCTION) as a client of ``server``; its last line of output, as
     JSON."""
+    with start_client(server, code) as proc:
+        try:
+            out = proc.communicate(timeout=timeout)
+        finally:
+            proc.kill()
+    return client_answer(*out)
+
+
+def start_client(server: JupyterProcess, code: str) -> subprocess.Popen[str]:
+    """``code`` (after FUNCTION) running as a client of ``server``."""
     env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(server.connection_file))
     env["NBSCALE_PROGRESS"] = "off"
     script = FUNCTION + textwrap.dedent(code)
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def client_answer(stdout: str, stderr: str) -> Any:
+    """A client's last line of output, as JSON."""
+    lines = stdout.strip().splitlines()
+    assert lines, stderr[-4000:]
+    return json.loads(lines[-1])
 
 
 @pytest.fixture
@@ -100,6 +133,90 @@ def test_spawned_calls_survive_a_crash_of_the_server(tmp_path: Path, servers: li
     assert listed == sorted(listed, key=lambda c: -c["seq"])  # newest first
     store = tmp_path / "data" / "nbscale.db"
     assert store.exists() and oct(store.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.timeout(400)
+def test_runs_of_a_spawn_map_and_a_detached_map_are_kept_per_input_across_a_crash(
+    tmp_path: Path, servers: list[Any]
+):
+    """Their small inputs and results travel as runs, which the server keeps input by
+    input: each result is read back on its own, before and after a SIGKILL of the server."""
+    gate, flag, release, n = tmp_path / "gate", tmp_path / "consumed", tmp_path / "release", 4000
+    first = start_server(tmp_path)
+    servers.append(first)
+    spawned = client(
+        first,
+        f"""
+        call = gated.spawn_map(range({n}), [{str(gate)!r}] * {n})
+        assert [call.get(index=i, timeout=120) for i in range(300)] == [3 * x for x in range(300)]
+        print(json.dumps(call.object_id))
+        """,
+    )
+    with start_client(
+        first,
+        f"""
+        got = []
+        try:
+            for value in gated_too.map(range({n}), [{str(gate)!r}] * {n}):
+                got.append(value)
+                if len(got) == 100:
+                    open({str(flag)!r}, "w").close()
+                    time.sleep(2)  # detached meanwhile: the rest are kept on the server
+        except nbscale.CallDetachedError as exc:
+            print(json.dumps([exc.call_id, got]), flush=True)
+            while not os.path.exists({str(release)!r}):  # feeding the rest, until told
+                time.sleep(0.05)
+        """,
+    ) as consumer:
+        try:
+            deadline = time.monotonic() + 120
+            while not flag.exists():
+                assert consumer.poll() is None, consumer.communicate()[1][-4000:]
+                assert time.monotonic() < deadline, "the map's first 100 results never came"
+                time.sleep(0.05)
+            calls = first.request("GET", "nbscale/api/calls")
+            [running] = [c for c in calls if c["kind"] == "map"]
+            first.request("POST", f"nbscale/api/calls/{running['id']}/detach", {})
+            assert consumer.stdout is not None
+            detached, got = client_answer(consumer.stdout.readline(), "")
+            deadline = time.monotonic() + 120
+            while first.request("GET", f"nbscale/api/calls/{detached}")["total"] != n:
+                assert time.monotonic() < deadline, "the detached map's inputs never all came"
+                time.sleep(0.05)
+            release.touch()
+            assert consumer.wait(60) == 0
+        finally:
+            consumer.kill()
+    assert detached == running["id"] and 100 <= len(got) < 3800
+    assert got == [3 * x for x in range(len(got))]
+    # (not too close to 3,800: a worker sends the results of what it ran just before an
+    # input that blocks once that input ends)
+    later = max(len(got), min(len(got) + 300, 3000))
+    settled_before = client(
+        first,
+        f"""
+        call = nbscale.FunctionCall.from_id({detached!r})
+        print(json.dumps([call.get(index=i, timeout=120) for i in ({len(got)}, {later})]))
+        """,
+    )
+    assert settled_before == [3 * len(got), 3 * later]
+    first.kill()
+
+    gate.touch()  # the inputs that were running or waiting may finish now
+    second = start_server(tmp_path)
+    servers.append(second)
+    results = client(
+        second,
+        f"""
+        spawned = nbscale.FunctionCall.from_id({spawned!r})
+        detached = nbscale.FunctionCall.from_id({detached!r})
+        one_by_one = [spawned.get(index=i, timeout=180) for i in (0, 299, 300, 2600, {n - 1})]
+        print(json.dumps([list(spawned.iter()), list(detached.iter()), one_by_one]))
+        """,
+    )
+    assert results[0] == [3 * x for x in range(n)]
+    assert got + results[1] == [3 * x for x in range(n)]  # nothing lost, nothing twice
+    assert results[2] == [0, 3 * 299, 3 * 300, 3 * 2600, 3 * (n - 1)]
 
 
 def test_gathered_spawns_that_returned_survive_a_kill_in_the_middle_of_their_batches(

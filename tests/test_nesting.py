@@ -31,7 +31,7 @@ def manual() -> Iterator[Harness]:
 def submit_child(h: Harness, pool: str, call_id: str, parent: tuple[str, int], n: int) -> str:
     """A call made by the input ``parent`` (as code on a worker makes it)."""
     writer = PayloadWriter()
-    items = [[i, *add_input(writer, i, (i,), {})] for i in range(n)]
+    items = [[i, *add_input(writer, i, (i,), {}), 0] for i in range(n)]
     msg = protocol.SubmitInputs(0, call_id, pool, "map", items, n, parent=list(parent))
     h.caller.request(msg, writer.frames())
     return call_id

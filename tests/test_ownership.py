@@ -138,7 +138,7 @@ def _spawn_as_another_kernel(seconds: float) -> tuple[str, str]:
         other.handlers.pop(inv.call_id, None)
         writer = PayloadWriter()
         where = add_input(writer, 0, (seconds,), {})
-        await inv.submit([[0, *where]], writer.frames(), total=1)
+        await inv.submit([[0, *where, 0]], writer.frames(), total=1)
         return pool_id, inv.call_id
 
     return get_loop().run(spawn())

@@ -170,7 +170,9 @@ def test_output_rows_are_read_back_by_their_column_names() -> None:
     assert row[protocol.OUT_WORKER_ID] == "wk-1"
     assert row[protocol.OUT_STDOUT] == "hi"
     assert row[protocol.OUT_STDERR] == "oops"
-    assert len(row) == protocol.OUT_STDERR + 1
+    assert row[protocol.OUT_COUNT] == 0  # one input's row, not a run's
+    assert row[protocol.OUT_SIZES] == []
+    assert len(row) == protocol.OUT_SIZES + 1
     # a row is a plain list, as it travels: no per-row object on either side
     msg, _ = protocol.decode(protocol.encode(protocol.Outputs([row])))
     assert msg.items == [row]  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from . import capture, protocol
 from .link import Link
+from .sending import flush
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -71,7 +72,7 @@ class Host:
             return None
         running = [[call_id, index, entry[1]] for (call_id, index), entry in w.running.items()]
         w.slot_lent = False
-        w._flush()
+        flush(w)
         w._send(protocol.LendSlot(w.cfg.worker_id, running))
         deadline = time.monotonic() + _LEND_WAIT
         while not w.slot_lent and time.monotonic() < deadline:

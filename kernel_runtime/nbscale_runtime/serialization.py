@@ -85,6 +85,44 @@ class PayloadWriter:
             self._pickler.clear_memo()
         return start, self._blob.tell() - start, len(self._buffers) - nbufs
 
+    def add_run(self, objs: Sequence[Any]) -> tuple[tuple[int, int, int], list[int]]:
+        """Pickle ``objs`` one after the other, each on its own (nothing shared between
+        them, as when added one by one), addressed as one: a *run*, read back by
+        :func:`load_run`. Returns its (offset, length, nbufs) and each object's pickle
+        length, by which the control plane cuts a run into its objects' bytes without
+        unpickling them (:func:`cut_run`). Raises what pickling raises."""
+        start = self._blob.tell()
+        nbufs = len(self._buffers)
+        if self._pickler is None:
+            self._pickler = cloudpickle.CloudPickler(
+                self._blob, protocol=PICKLE_PROTOCOL, buffer_callback=self._buffer_keeper()
+            )
+        pickler = self._pickler
+        dump, clear = pickle.Pickler.dump, pickler.clear_memo  # the C loop, not cloudpickle's
+        tell = self._blob.tell
+        sizes = []
+        at = start
+        try:
+            for obj in objs:
+                dump(pickler, obj)
+                clear()
+                end = tell()
+                sizes.append(end - at)
+                at = end
+        except BaseException:
+            clear()
+            self._blob.seek(start)
+            self._blob.truncate()
+            del self._buffers[nbufs:]
+            raise
+        return (start, at - start, len(self._buffers) - nbufs), sizes
+
+    def drop_last(self, offset: int, nbufs: int) -> None:
+        """Forget the last object added (at ``offset``, with ``nbufs`` buffers)."""
+        self._blob.seek(offset)
+        self._blob.truncate()
+        del self._buffers[len(self._buffers) - nbufs :]
+
     def add_raw(
         self, data: bytes | memoryview, buffers: Sequence[Any] = ()
     ) -> tuple[int, int, int]:
@@ -143,6 +181,34 @@ def load(data: Any, buffers: Sequence[Any] = ()) -> Any:
     if not buffers:
         return pickle.loads(data)
     return pickle.loads(data, buffers=[_view(b) for b in buffers])
+
+
+def load_run(data: Any, buffers: Sequence[Any], skip: int, count: int) -> list[Any]:
+    """Objects ``skip`` .. ``skip + count`` of a run (see ``PayloadWriter.add_run``)."""
+    unpickler = pickle.Unpickler(io.BytesIO(data), buffers=[_view(b) for b in buffers])
+    load = unpickler.load
+    for _ in range(skip):
+        load()
+    return [load() for _ in range(count)]
+
+
+def cut_run(data: Any, sizes: Sequence[int], skip: int, count: int) -> list[bytes]:
+    """The pickles of objects ``skip`` .. ``skip + count`` of a run without buffers
+    (``sizes``: each object's length, from ``PayloadWriter.add_run``), each its own bytes:
+    a run cut into its objects without unpickling any. Raises ValueError when ``sizes``
+    does not describe ``data``."""
+    view = memoryview(data).cast("B")
+    if len(sizes) < skip + count or sum(sizes) != view.nbytes:
+        raise ValueError(
+            f"a run of {len(sizes)} objects in {view.nbytes} bytes has no objects "
+            f"{skip} .. {skip + count}"
+        )
+    at = sum(sizes[:skip])
+    cuts = []
+    for size in sizes[skip : skip + count]:
+        cuts.append(bytes(view[at : at + size]))
+        at += size
+    return cuts
 
 
 def dumps(obj: Any) -> bytes:

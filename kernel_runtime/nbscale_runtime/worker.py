@@ -25,14 +25,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import json
 import math
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -42,24 +41,26 @@ if TYPE_CHECKING:
     import asyncio
 
 from . import batching, capture, nested, protocol
-from .link import Link, connect
 from .nvml import GpuMonitor
 from .protocol import (
     RUN_ATTEMPT,
     RUN_CALL_ID,
+    RUN_COUNT,
     RUN_INDEX,
+    RUN_SKIP,
     RUN_WHERE,
     STATUS_CANCELLED,
     STATUS_ERROR,
     STATUS_OK,
-    STATUS_SERIALIZATION,
     STATUS_YIELD,
-    output_row,
 )
 from .pulse import Pulse
 from .register import RegisterWriter
-from .serialization import PayloadWriter, dump_exception, load, split_payload
-from .service import ClassService, call, call_async, run_alone
+from .runs import Segment, run_segment
+from .sending import FLUSH_INTERVAL, flush, maybe_flush
+from .serialization import dump_exception, load, load_run, split_payload
+from .service import ClassService, call, call_async, is_generator, run_alone
+from .worker_config import WorkerConfig
 
 # Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
 # to hide a round trip to the control plane, small enough to keep the load balanced.
@@ -68,7 +69,6 @@ _MAX_PREFETCH = 1000
 # Inputs shorter than this keep one more queued per slot, so the next starts without a round
 # trip; one that waits behind another waits at most this long.
 _ONE_AHEAD_BELOW = 0.1
-_FLUSH_INTERVAL = 0.002  # send finished outputs at least this often while busy
 _PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
 
 
@@ -81,38 +81,6 @@ class InputCancelled(BaseException):
     """Raised inside a running input when its call is cancelled."""
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    worker_id: str
-    pool_id: str
-    endpoint: str
-    parent_pid: int | None = None
-    heartbeat_interval: float = 1.0
-    max_result_mib: int | None = None  # a bigger result fails, as not serializable
-    shared_min: int | None = None  # frames from this size go through shared memory (unix://)
-    # seconds without a word from the control plane before the worker exits (None: never)
-    heartbeat_timeout: float | None = None
-    register_path: str | None = None  # the register file, as this worker sees it
-    exit_grace: float | None = None  # seconds a class's @exit hooks may run (None: unbounded)
-    server_public_key: str | None = None
-    public_key: str | None = None
-    secret_key: str | None = None
-    # what the function's secrets put in its environment, before any of its code runs
-    env: dict[str, str] | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_file(cls, path: str) -> WorkerConfig:
-        with open(path) as f:
-            return cls(**json.load(f))
-
-    def connect(self, identity: str) -> Link:
-        """A connection to the control plane, named ``identity``."""
-        keys = None
-        if self.server_public_key:
-            keys = (self.server_public_key, self.public_key or "", self.secret_key or "")
-        return connect(self.endpoint, identity, keys, self.shared_min)
-
-
 @dataclass(slots=True)
 class _Input:
     call_id: str
@@ -122,10 +90,21 @@ class _Input:
     buffers: list[Any]
     arrived: float = 0.0  # monotonic, when it reached this worker
     loaded: Any = None  # its (args, kwargs), once unpickled ahead of its run (batching)
+    count: int = 0  # > 0: a run of inputs ``index`` .. ``index + count`` (``runs.py``)
+    skip: int = 0  # a run's first element in the list ``data`` holds
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.call_id, self.index)
+
+    def args(self) -> Any:
+        """Its (args, kwargs); a run's, a list of them."""
+        if self.loaded is None:
+            if self.count:
+                self.loaded = load_run(self.data, self.buffers, self.skip, self.count)
+            else:
+                self.loaded = load(self.data, self.buffers)
+        return self.loaded
 
 
 class Worker:
@@ -138,6 +117,9 @@ class Worker:
         self.slots = 1
         self.mode = "inline"  # "inline" | "threads" | "async"
         self.queue: collections.deque[_Input] = collections.deque()
+        self.run_extra = 0  # inputs of the runs in ``queue`` beyond their first (inline only)
+        self.plain = False  # a plain function, run inline: runs of inputs go at full speed
+        self.segment: Segment | None = None  # the run of results being made now
         # key -> (monotonic start, attempt, register slot); read by the pulse thread
         self.running: dict[tuple[str, int], tuple[float, int, int]] = {}
         self.register = RegisterWriter(cfg.register_path)
@@ -148,8 +130,8 @@ class Worker:
         self.confirm_first: set[tuple[str, int]] = set()  # say "started", then run
         self.demand = 0  # inputs asked for and not yet received
         self.avg_seconds: float | None = None
-        # (input, status, result, seconds, (stdout, stderr)), to send
-        self.done: collections.deque[tuple[_Input, str, Any, float, tuple[str, str]]] = (
+        # (input, status, result, seconds, (stdout, stderr)), or a run's results, to send
+        self.done: collections.deque[tuple[_Input, str, Any, float, tuple[str, str]] | Segment] = (
             collections.deque()
         )
         self.batcher: batching.Batcher | None = None
@@ -205,9 +187,9 @@ class Worker:
             if self.data.pollable in events:
                 self._receive_all()
             self._run_some()
-            self._maybe_flush()
+            maybe_flush(self)
             self._ask_for_inputs()
-        self._flush()
+        flush(self)
         if isinstance(self.fn, ClassService):  # scaled down, stopped or SIGTERM: its @exit
             if self.cfg.exit_grace is not None:  # the pulse thread ends us past it
                 self.exiting_until = time.monotonic() + self.cfg.exit_grace
@@ -266,10 +248,14 @@ class Worker:
         return proceed
 
     def _drop_taken(self, taken: list[list[Any]]) -> None:
-        """The control plane took these back while this worker lent its slot."""
-        keys = {(call_id, index) for call_id, index in taken}
+        """The control plane took these back while this worker lent its slot: runs of
+        inputs this worker queued, and the rest of the run it is in (if any)."""
+        keys = {(call_id, index + k) for call_id, index, count in taken for k in range(count)}
         self.queue = collections.deque(i for i in self.queue if i.key not in keys)
+        self.run_extra = sum(max(0, i.count - 1) for i in self.queue)
         self.confirm_first -= keys
+        if self.segment is not None:
+            self.segment.stop_at_taken(keys)
         self.demand = 0
         self.slot_lent = True
 
@@ -277,7 +263,7 @@ class Worker:
         """Say we start ``item`` and wait until the control plane has noted it: should the
         input kill this worker, it alone is blamed (a worker without a register)."""
         self.confirm_first.discard(item.key)
-        self._flush()
+        flush(self)
         started = protocol.Started(self.cfg.worker_id, item.call_id, item.index, item.attempt)
         self._send(started)
         deadline = time.monotonic() + _PROCEED_WAIT
@@ -299,9 +285,12 @@ class Worker:
             return
         self.timeout = msg.timeout
         self.slots = max(1, msg.max_inputs)
+        plain = not isinstance(self.fn, ClassService) and not is_generator(self.fn)
+        self.plain = plain and not msg.is_async and self.slots == 1
         batched = batching.settings_of(self.fn)
         if batched:  # its batches run on this thread; a slot per input of the largest
             self.mode = "batched"
+            self.plain = False
             self.batcher = batching.Batcher(self, batched)
             self.slots = max(self.slots, *(size for size, _ in batched.values()))
         elif msg.is_async:
@@ -336,13 +325,23 @@ class Worker:
     def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
         parts = split_payload(payload, [item[RUN_WHERE] for item in msg.items])
         now = time.monotonic()
+        received = 0
         for item, (data, buffers) in zip(msg.items, parts, strict=False):
-            self.queue.append(
-                _Input(item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT], data, buffers, now)
-            )
+            call_id, index, attempt = item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT]
+            count = item[RUN_COUNT]
+            received += count or 1
+            if count and not self.plain:  # run one by one: each an input of its own
+                values = load_run(data, buffers, item[RUN_SKIP], count)
+                for k, value in enumerate(values):
+                    self.queue.append(_Input(call_id, index + k, attempt, data, [], now, value))
+            else:
+                run = _Input(call_id, index, attempt, data, buffers, now, None, count)
+                run.skip = item[RUN_SKIP]
+                self.queue.append(run)
+                self.run_extra += max(0, count - 1)
             if msg.confirm:
-                self.confirm_first.add((item[RUN_CALL_ID], item[RUN_INDEX]))
-        self.demand = max(0, self.demand - len(msg.items))
+                self.confirm_first.add((call_id, index))
+        self.demand = max(0, self.demand - received)
 
     def _ask_for_inputs(self) -> None:
         want = self._more_wanted()
@@ -353,7 +352,7 @@ class Worker:
         """How many more inputs to ask for now (counted as asked for)."""
         if self.fn is None or self.draining:
             return 0
-        have = len(self.queue) + len(self.running) + self.demand
+        have = len(self.queue) + self.run_extra + len(self.running) + self.demand
         target = self.slots
         # Look ahead only for short inputs, where a round trip per input would cost: a long
         # input queued here behind another could have run on an idle worker instead.
@@ -378,14 +377,36 @@ class Worker:
             self.batch_due = self.batcher.run_some()
             return
         if self.mode == "inline":
-            deadline = time.perf_counter() + _FLUSH_INTERVAL
+            deadline = time.perf_counter() + FLUSH_INTERVAL
             while self.queue and not self.stop_now:
-                self._run_inline(self.queue.popleft())
+                item = self.queue.popleft()
+                self.run_extra -= max(0, item.count - 1)
+                if item.count:
+                    self._run_segment(item, deadline)
+                else:
+                    self._run_inline(item)
                 if time.perf_counter() > deadline:
                     break
             return
         while self.queue and len(self.running) < self.slots:
             self._start_concurrent(self.queue.popleft())
+
+    def _run_segment(self, run: _Input, deadline: float) -> None:
+        """Run a run of inputs of a plain function at full speed (``runs.py``); what is
+        left of it when it stops early goes back to the front of the queue."""
+        if run.call_id in self.cancelled:
+            return
+        if self.confirm_first and run.key in self.confirm_first:
+            self._confirm_start(run)
+        values = run.args()
+        at, end = run_segment(self, run.call_id, run.attempt, run.index, values, deadline)
+        if at < end:
+            first = at - run.index
+            rest = _Input(run.call_id, at, run.attempt, run.data, run.buffers, run.arrived)
+            rest.loaded, rest.count = values[first : end - run.index], end - at
+            rest.skip = run.skip + first
+            self.queue.appendleft(rest)
+            self.run_extra += rest.count - 1
 
     def _run_inline(self, item: _Input) -> None:
         if item.call_id in self.cancelled:
@@ -401,7 +422,7 @@ class Worker:
         self.inline_key = key
         token = capture.start(item.call_id, item.index)
         try:
-            args, kwargs = load(item.data, item.buffers)
+            args, kwargs = item.args()
             result: Any = call(self.fn, args, kwargs, lambda value: self.yielded(item, value))
             status = STATUS_OK
         except InputCancelled:
@@ -439,7 +460,7 @@ class Worker:
         started = time.perf_counter()
         token = capture.start(item.call_id, item.index)
         try:
-            args, kwargs = load(item.data, item.buffers)
+            args, kwargs = item.args()
             result: Any = call(self.fn, args, kwargs, lambda value: self.yielded(item, value))
             status = STATUS_OK
         except BaseException as exc:
@@ -453,7 +474,7 @@ class Worker:
         started = time.perf_counter()
         token = capture.start(item.call_id, item.index)
         try:
-            args, kwargs = load(item.data, item.buffers)
+            args, kwargs = item.args()
             emit = lambda value: self.yielded(item, value)  # noqa: E731
             result: Any = await call_async(self.fn, args, kwargs, emit)
             status = STATUS_OK
@@ -490,7 +511,7 @@ class Worker:
         thread, sent at once; from another, the main thread is woken to send it)."""
         self.done.append((item, STATUS_YIELD, value, 0.0, ("", "")))
         if threading.get_ident() == self.main_thread:
-            self._flush()
+            flush(self)
         else:
             os.write(self.wake_w, b"x")
 
@@ -502,48 +523,6 @@ class Worker:
         for key, fut in list(self.async_tasks.items()):
             if key[0] == call_id:
                 fut.cancel()
-
-    # --- outputs ----------------------------------------------------------------------------
-
-    def _maybe_flush(self) -> None:
-        if self.done and (
-            not self.queue or time.perf_counter() - self.last_flush > _FLUSH_INTERVAL
-        ):
-            self._flush()
-
-    def _flush(self) -> None:
-        self.last_flush = time.perf_counter()
-        if not self.done:
-            return
-        writer = PayloadWriter()
-        items = []
-        worker_id = self.cfg.worker_id
-        while self.done:
-            item, status, result, seconds, (stdout, stderr) = self.done.popleft()
-            if status == STATUS_ERROR:
-                where = writer.add_raw(dump_exception(result, skip_runtime=True))
-            elif status in (STATUS_OK, STATUS_YIELD):
-                try:
-                    where = writer.add(result, self.max_result)
-                except Exception as exc:
-                    status = STATUS_SERIALIZATION
-                    where = writer.add_raw(dump_exception(exc))
-            else:
-                where = writer.add_raw(b"")
-            items.append(
-                output_row(
-                    item.call_id,
-                    item.index,
-                    item.attempt,
-                    status,
-                    where,
-                    seconds,
-                    worker_id,
-                    stdout,
-                    stderr,
-                )
-            )
-        self._send(protocol.Outputs(items, self._more_wanted()), writer.frames())
 
 
 def main(argv: list[str] | None = None) -> int:

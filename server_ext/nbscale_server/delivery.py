@@ -25,9 +25,11 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import (
     ERROR_CALL_CANCELLED,
     ERROR_CONTROL_PLANE,
+    ERROR_INVALID,
     ERROR_RESOURCE_EXHAUSTED,
     OUT_ATTEMPT,
     OUT_CALL_ID,
+    OUT_COUNT,
     OUT_DURATION,
     OUT_INDEX,
     OUT_STATUS,
@@ -36,19 +38,23 @@ from nbscale_runtime.protocol import (
     STATUS_OK,
     STATUS_REJECTED,
     STATUS_YIELD,
+    SUBMIT_COUNT,
     SUBMIT_INDEX,
+    SUBMIT_SIZES,
     SUBMIT_WHERE,
     output_row,
+    row_count,
 )
 from nbscale_runtime.serialization import pack, split_payload
 
 from .calls import CallState
 from .errors import RequestError, rejection
+from .input_record import InputRecord, singles
 from .limits import Limits, admit, describe
 from .outbox import Outbox
 from .outputs import Entry, keep_printed, outputs_message, with_earlier_printed
 from .pool import Pool, Records, WorkerState
-from .queue import InputRecord, Outcome
+from .queue import Outcome
 from .spawned import SpawnedCalls
 from .store import Durable, SpawnStore
 
@@ -122,10 +128,11 @@ class Delivery:
             return {"accepted": 0, "limit": None, "cancelled": True}, None
         pool = self.records.pools[call.pool_id]
         queue = pool.queue
+        inputs = sum(row_count(i[SUBMIT_COUNT]) for i in msg.items)
         admission = admit(
             self.limits,
             call.kind,
-            len(msg.items),
+            inputs,
             pending=queue.num_pending,
             running=queue.num_running,
             spawn_pending=queue.spawn_pending,
@@ -138,27 +145,39 @@ class Delivery:
                 "retry later or raise the limit",
                 limit=admission.limit,
             )
-        accepted = msg.items[: admission.accepted]
+        # a chunk is admitted whole or not at all (the client sizes them to fit)
+        accepted = msg.items if admission.accepted >= inputs else []
         parts = split_payload(payload, [i[SUBMIT_WHERE] for i in accepted])
         spawned = call.kind == "spawn"
         records = [
-            InputRecord(call.call_id, item[SUBMIT_INDEX], data, bufs, spawned=spawned)
+            InputRecord(
+                call.call_id,
+                item[SUBMIT_INDEX],
+                data,
+                bufs,
+                spawned=spawned,
+                count=row_count(item[SUBMIT_COUNT]),
+                skip=0 if item[SUBMIT_COUNT] else -1,
+                sizes=_run_sizes(item) if item[SUBMIT_COUNT] else [],
+            )
             for item, (data, bufs) in zip(accepted, parts, strict=False)
         ]
-        closing = msg.total is not None and len(records) == len(msg.items)
+        admitted = sum(r.count for r in records)
+        closing = msg.total is not None and admitted == inputs
         if closing:
             call.total = msg.total
-        accepted_value = {"accepted": len(records), "limit": admission.limit}
+        accepted_value = {"accepted": admitted, "limit": admission.limit}
         value: dict[str, Any] | None = accepted_value
         if call.keeps_outputs and (records or closing):
             kept = self._when_kept(identity, msg.rid, call, accepted_value)
             self.spawned.submitted(pool, call, records, kept)
             value = None
-        call.submitted += len(records)
+        call.submitted += admitted
         grown = None
         if pool.broken:
             status, reason = pool.broken
-            self.deliver_made(pool, [(Outcome(r, status, True), reason) for r in records])
+            made = [(Outcome(one, status, True), reason) for one in singles(records)]
+            self.deliver_made(pool, made)
         elif records:
             queue.submit(records)
             self.dispatch(pool)
@@ -254,7 +273,7 @@ class Delivery:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
         live = sum(1 for w in pool.workers.values() if w.counted)
-        share = pool.share(len(queue.pending), live)  # one split of what is pending now
+        share = pool.share(queue.num_ready, live)  # one split of what is pending now
         for w in ready:
             if not queue.pending:
                 break
@@ -264,11 +283,12 @@ class Delivery:
             records = queue.take(w.worker_id, min(w.want, room))
             if not records:
                 continue
-            w.want -= len(records)
+            w.want -= sum(r.count for r in records)
             w.took_inputs()
             frames, addresses = pack([(r.data, r.buffers) for r in records])
             items = [
-                [r.call_id, r.index, r.attempt, *where]  # a run-inputs row (RUN_*)
+                # a run-inputs row (RUN_*): a run's count, and where it starts in its list
+                [r.call_id, r.index, r.attempt, *where, r.count if r.skip >= 0 else 0, r.skip]
                 for r, where in zip(records, addresses, strict=True)
             ]
             confirm = records[0].suspect  # then alone: the worker says when it starts it
@@ -281,7 +301,7 @@ class Delivery:
         for r in records:
             call = self.calls.get(r.call_id)
             if call is not None and call.progress:
-                by_call.setdefault(r.call_id, []).append(r.index)
+                by_call.setdefault(r.call_id, []).extend(range(r.index, r.end))
         for call_id, indices in by_call.items():
             msg = protocol.Progress(call_id, [[worker_id, indices]], [])
             self.outbox.send_client(self.calls[call_id].owner, msg)
@@ -302,7 +322,8 @@ class Delivery:
         sender = workers.get(items[0][OUT_WORKER_ID])
         if sender is not None:
             seconds = sum(item[OUT_DURATION] for item in items)
-            pools[sender.pool_id].observe_durations(seconds, len(items))
+            inputs = sum(row_count(item[OUT_COUNT]) for item in items)
+            pools[sender.pool_id].observe_durations(seconds, inputs)
         for item, (data, bufs) in zip(items, parts, strict=False):
             worker_id = item[OUT_WORKER_ID]
             w = workers.get(worker_id)
@@ -318,6 +339,7 @@ class Delivery:
                 item[OUT_ATTEMPT],
                 item[OUT_STATUS],
                 now,
+                row_count(item[OUT_COUNT]),
             )
             if outcome is None:
                 continue
@@ -355,7 +377,7 @@ class Delivery:
             if w is None or call is None or call.cancelled or call.kind == "spawn":
                 continue
             w.last_seen = now
-            held = self.records.pools[w.pool_id].queue.running.get(w.worker_id, {})
+            held = self.records.pools[w.pool_id].queue.held_inputs(w.worker_id)
             record = held.get((item[OUT_CALL_ID], item[OUT_INDEX]))
             if record is not None and record.attempt == item[OUT_ATTEMPT]:
                 record.yielded = True
@@ -380,6 +402,7 @@ class Delivery:
         """Deliver control-plane-made final outcomes (lost, rejected, ...) with payloads."""
         rows: list[Settled] = []
         for outcome, data in outcomes:
+            assert outcome.record.count == 1, "made outcomes are of single inputs"
             r = outcome.record
             row = output_row(r.call_id, r.index, r.attempt, outcome.status, (0, 0, 0))
             row[OUT_WORKER_ID] = r.worker_id or ""
@@ -394,7 +417,7 @@ class Delivery:
 
     def fail_waiting(self, pool: Pool, status: str, payload: bytes) -> None:
         """Every input of ``pool`` waiting for a worker fails with ``payload``."""
-        failed = pool.queue.fail_pending()
+        failed = pool.queue.fail_pending()  # each input a record of its own
         self.deliver_made(pool, [(Outcome(r, status, True), payload) for r in failed])
 
     def _deliver(
@@ -414,11 +437,12 @@ class Delivery:
             item = with_earlier_printed(outcome.record, row)
             if item is not row:  # the row changed: the worker's message cannot go as it came
                 whole = None
-            failed = outcome.status != STATUS_OK
-            call.reported += 1
+            count = outcome.record.count
+            failed = count if outcome.status != STATUS_OK else 0
+            call.reported += count
             call.failed += failed
             pool.failed += failed
-            pool.done += not failed
+            pool.done += count - failed
             if call.keeps_outputs:
                 self.spawned.settled(call, item, data, bufs)
             else:
@@ -443,6 +467,24 @@ class Delivery:
             for r in pending + running
         ]
         self.outbox.send_client(call.owner, protocol.Outputs(items), frames)
+
+
+def _run_sizes(item: list[Any]) -> list[int]:
+    """A submit-inputs run row's input sizes, checked against the run (the control plane
+    cuts a run by them where it keeps inputs one by one)."""
+    _, length, nbufs = item[SUBMIT_WHERE]
+    sizes = item[SUBMIT_SIZES] if len(item) > SUBMIT_SIZES else None
+    if (
+        not isinstance(sizes, list)
+        or len(sizes) != item[SUBMIT_COUNT]
+        or nbufs
+        or not all(type(n) is int and n > 0 for n in sizes)
+        or sum(sizes) != length
+    ):
+        raise RequestError(
+            ERROR_INVALID, f"submit-inputs: the run at input {item[SUBMIT_INDEX]} has bad sizes"
+        )
+    return sizes
 
 
 def _seq(call: CallState) -> int:

@@ -107,7 +107,7 @@ class Liveness:
         if w.killed_by_us is not None:
             return  # killed already; waiting for the launcher to see it gone
         pool = self.records.pools[w.pool_id]
-        held = pool.queue.running.get(w.worker_id, {})
+        held = pool.queue.held_inputs(w.worker_id)
         running = [r for r in self.running(w) if _current(held, r)]
         silent = now - w.last_seen
         overdue = [r for r in running if now - r.started > pool.timeout]

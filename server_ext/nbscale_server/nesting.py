@@ -121,7 +121,7 @@ class Nesting:
         if w.serving:
             w.lend()
         # after every run-inputs sent before: the worker drops what was taken back
-        self.outbox.send_worker(w.worker_id, protocol.SlotLent([list(r.key) for r in taken]))
+        self.outbox.send_worker(w.worker_id, protocol.SlotLent([[*r.key, r.count] for r in taken]))
         self.delivery.dispatch(pool)
 
     def on_rejoin(
@@ -166,7 +166,7 @@ class Nesting:
         counted = [w for w in pool.workers.values() if w.counted]
         if not pool.queue.pending or mx is None or len(counted) < mx:
             return set()
-        running = [r for w in counted for r in pool.queue.running.get(w.worker_id, {}).values()]
+        running = [r for w in counted for r in pool.queue.held_inputs(w.worker_id).values()]
         if not running or len(running) < len(counted) * pool.slots:
             return set()
         waiting_on: dict[tuple[str, int], list[CallState]] = {}

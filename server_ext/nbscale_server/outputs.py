@@ -12,8 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.protocol import OUT_ATTEMPT, OUT_STDERR, OUT_STDOUT, OUT_WHERE
-from nbscale_runtime.serialization import pack
+from nbscale_runtime.protocol import (
+    OUT_ATTEMPT,
+    OUT_COUNT,
+    OUT_DURATION,
+    OUT_INDEX,
+    OUT_SIZES,
+    OUT_STDERR,
+    OUT_STDOUT,
+    OUT_WHERE,
+)
+from nbscale_runtime.serialization import cut_run, pack
 
 from .queue import InputRecord
 
@@ -30,6 +39,25 @@ def outputs_message(entries: list[Entry]) -> tuple[protocol.Outputs, list[Any]]:
         row[OUT_WHERE] = where
         items.append(row)
     return protocol.Outputs(items), frames
+
+
+def apart(entry: Entry) -> list[Entry]:
+    """Each output of a run's row as an entry of its own, its bytes cut from the run's by
+    their sizes (never unpickled; a run's results have no buffers): how the store keeps a
+    run's outputs, input by input. A row of one input is its own entry."""
+    item, data, _ = entry
+    count = item[OUT_COUNT] if len(item) > OUT_COUNT else 0
+    if not count:
+        return [entry]
+    each = item[OUT_DURATION] / count
+    entries: list[Entry] = []
+    for k, cut in enumerate(cut_run(data, item[OUT_SIZES], 0, count)):
+        row = list(item)
+        row[OUT_INDEX] += k
+        row[OUT_WHERE] = (0, len(cut), 0)
+        row[OUT_DURATION], row[OUT_COUNT], row[OUT_SIZES] = each, 0, []
+        entries.append((row, cut, []))
+    return entries
 
 
 def labelled(text: str, attempt: int) -> str:

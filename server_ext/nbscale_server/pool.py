@@ -274,7 +274,7 @@ class Pool:
         target = self.options.slots_target
         # a lent worker's input waits on others: it needs no worker of its own meanwhile
         lent = sum(self.queue.running_on(w.worker_id) for w in self.workers.values() if w.lent)
-        return PoolLoad(len(self.queue.pending), self.queue.num_running - lent, target)
+        return PoolLoad(self.queue.num_ready, self.queue.num_running - lent, target)
 
     def views(self) -> list[WorkerView]:
         return [w.view() for w in self.workers.values()]
@@ -302,7 +302,7 @@ class Pool:
             "done": self.done,
             "failed": self.failed,
             "workers": [
-                w.as_dict(now, list(self.queue.running.get(w.worker_id, {})))
+                w.as_dict(now, list(self.queue.held_inputs(w.worker_id)))
                 for w in self.workers.values()
             ],
             "image": self.options.image,

@@ -14,6 +14,12 @@ a *suspect*, requeued untouched and then dispatched alone, to a worker holding n
 which confirms that it starts it before it does (``confirm``): a death then blames exactly
 that input.
 
+A record may hold a *run*: ``count`` consecutive inputs of one call whose pickles lie back to
+back (a map's small inputs, sent as one). A run moves as one record and is split only where
+inputs part ways: a worker asks for fewer, one of them is reported apart (it failed, it
+printed, it was retried), a lost worker ran one of them, a lent slot gives back the rest.
+The pieces share the bytes; each knows where its inputs start among them (``skip``).
+
 The broker feeds it events and acts on what the methods return; nothing here does I/O.
 """
 
@@ -23,8 +29,7 @@ import collections
 import heapq
 import itertools
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from nbscale_runtime.protocol import (
     STATUS_CANCELLED,
@@ -34,6 +39,7 @@ from nbscale_runtime.protocol import (
     STATUS_TIMEOUT,
 )
 
+from .input_record import InputRecord, carve, cut_at, holding, singles
 from .losses import MAX_INFRASTRUCTURE_LOSSES
 
 # Outcomes a worker reports that count as a failed attempt and may be retried.
@@ -72,34 +78,6 @@ class RetryPolicy:
         return min(raw, self.max_delay)
 
 
-@dataclass(slots=True)
-class InputRecord:
-    call_id: str
-    index: int
-    data: Any  # the pickled (args, kwargs), never unpickled here
-    buffers: list[Any] = field(default_factory=list)
-    attempt: int = 0  # attempts started so far; the current one is ``attempt``
-    worker_id: str | None = None
-    spawned: bool = False
-    free_attempts: int = 0  # attempts the infrastructure lost: not charged to ``retries``
-    infrastructure_streak: int = 0  # such losses in a row
-    suspect: bool = False  # on a worker that died, maybe what killed it: runs alone
-    confirmed: bool = False  # its worker said it starts it (suspects only)
-    earlier_printed: tuple[str, str] = ("", "")  # (stdout, stderr) of retried attempts
-    # a generator's input that yielded values: never retried, not even for a loss of the
-    # infrastructure's (its values already reached the caller: a retry would replay them)
-    yielded: bool = False
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.call_id, self.index)
-
-    @property
-    def charged(self) -> int:
-        """Attempts that count against the retry policy."""
-        return self.attempt - self.free_attempts
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What became of one input after an event: deliver it, or it was retried."""
@@ -115,8 +93,10 @@ class QueueCore:
         self.pending: collections.deque[InputRecord] = collections.deque()
         self._delayed: list[tuple[float, int, InputRecord]] = []
         self._seq = itertools.count()
-        # worker id -> inputs dispatched to it and not yet reported, in dispatch order
+        # worker id -> records dispatched to it and not yet reported, by their first input
         self.running: dict[str, dict[tuple[str, int], InputRecord]] = {}
+        self._held: dict[str, int] = {}  # worker id -> inputs in those records
+        self._ready = 0  # inputs in ``pending``
         self.cancelled_calls: set[str] = set()
         self.spawn_pending = 0
         self.suspects_pending = 0  # suspects among ``pending``
@@ -125,45 +105,60 @@ class QueueCore:
     # --- counts -------------------------------------------------------------------------
 
     @property
+    def num_ready(self) -> int:
+        """Inputs waiting for a worker now (retries waiting for their delay left out)."""
+        return self._ready
+
+    @property
     def num_pending(self) -> int:
-        return len(self.pending) + len(self._delayed)
+        return self._ready + sum(d[2].count for d in self._delayed)
 
     @property
     def num_running(self) -> int:
-        return sum(len(inputs) for inputs in self.running.values())
+        return sum(self._held.values())
 
     def running_on(self, worker_id: str) -> int:
-        return len(self.running.get(worker_id, ()))
+        return self._held.get(worker_id, 0)
+
+    def held_inputs(self, worker_id: str) -> dict[tuple[str, int], InputRecord]:
+        """The inputs a worker holds, each as a record of its own, by (call id, index)."""
+        return {
+            one.key: one for r in self.running.get(worker_id, {}).values() for one in r.singles()
+        }
 
     def inputs_of(self, call_id: str) -> tuple[list[InputRecord], list[InputRecord]]:
-        """A call's (pending, running) inputs, retries waiting for their delay counted as
-        pending. A scan of the queue: for status pages, never for the hot path."""
+        """A call's (pending, running) inputs, each as a record of its own, retries waiting
+        for their delay counted as pending. A scan of the queue: for status pages, never
+        for the hot path."""
         pending = [r for r in self.pending if r.call_id == call_id]
         pending += [d[2] for d in self._delayed if d[2].call_id == call_id]
         running = [
             r for inputs in self.running.values() for r in inputs.values() if r.call_id == call_id
         ]
-        return pending, running
+        return singles(pending), singles(running)
 
     # --- events -------------------------------------------------------------------------
 
     def submit(self, records: list[InputRecord]) -> None:
-        self.pending.extend(records)
-        self.spawn_pending += sum(1 for r in records if r.spawned)
+        self._push(records)
 
     def take(self, worker_id: str, n: int) -> list[InputRecord]:
-        """Assign up to ``n`` pending inputs to ``worker_id``, oldest first; a suspect only
-        alone, to a worker that holds nothing else."""
+        """Assign up to ``n`` pending inputs to ``worker_id``, oldest first (a run longer
+        than what is left of ``n`` is split); a suspect only alone, to a worker that holds
+        nothing else."""
         taken: list[InputRecord] = []
         on_worker = self.running.setdefault(worker_id, {})
         pending = self.pending
         if worker_id in self.alone:
             return taken
         suspects = self.suspects_pending  # almost always 0: one test per input, on a local
-        while pending and len(taken) < n:
+        got = 0
+        while pending and got < n:
             record = pending.popleft()
             if record.call_id in self.cancelled_calls:
+                self._ready -= record.count
                 self.suspects_pending -= record.suspect
+                self.spawn_pending -= record.count if record.spawned else 0
                 suspects = self.suspects_pending
                 continue
             if suspects and record.suspect:
@@ -173,23 +168,39 @@ class QueueCore:
                 self.suspects_pending = suspects = suspects - 1
                 self.alone.add(worker_id)
                 n = 1
+            if record.count > n - got:
+                pending.appendleft(record.split(record.index + n - got))
+            self._ready -= record.count
+            got += record.count
             record.attempt += 1
             record.worker_id = worker_id
             on_worker[record.key] = record
             taken.append(record)
             if record.spawned:
-                self.spawn_pending -= 1
+                self.spawn_pending -= record.count
+        self._held[worker_id] = self._held.get(worker_id, 0) + got
         return taken
 
     def report(
-        self, worker_id: str, call_id: str, index: int, attempt: int, status: str, now: float
+        self,
+        worker_id: str,
+        call_id: str,
+        index: int,
+        attempt: int,
+        status: str,
+        now: float,
+        count: int = 1,
     ) -> Outcome | None:
-        """A worker reported an attempt's outcome; None when it is stale or cancelled."""
+        """A worker reported an attempt's outcome for inputs ``index`` .. ``index + count``
+        (of one record it holds); None when it is stale or cancelled."""
         on_worker = self.running.get(worker_id)
-        record = on_worker.get((call_id, index)) if on_worker else None
-        if on_worker is None or record is None or record.attempt != attempt:
+        if on_worker is None:
             return None
-        del on_worker[(call_id, index)]
+        record = on_worker.get((call_id, index)) or holding(on_worker, call_id, index)
+        if record is None or record.attempt != attempt or index + count > record.end:
+            return None
+        record = carve(on_worker, record, index, index + count)
+        self._held[worker_id] -= count
         if record.suspect:
             record.suspect = record.confirmed = False  # it ended without killing anyone
             self.alone.discard(worker_id)
@@ -218,15 +229,16 @@ class QueueCore:
         fails). The rest it had only queued go back to the front untouched. ``running``
         None: it cannot say (no register); then only a suspect it confirmed it started lost
         an attempt (and stays a suspect, should it be retried), and its other inputs become
-        suspects."""
-        inputs = list(self.running.pop(worker_id, {}).values())
+        suspects, each on its own."""
+        on_worker = self.running.pop(worker_id, {})
+        self._held.pop(worker_id, None)
         self.alone.discard(worker_id)
         unknown = running is None
         if running is None:
-            running = {(r.call_id, r.index, r.attempt) for r in inputs if r.confirmed}
+            running = {(r.call_id, r.index, r.attempt) for r in on_worker.values() if r.confirmed}
         outcomes = []
         unstarted = []
-        for record in inputs:
+        for record in cut_at(on_worker, {(c, i) for c, i, a in running}):
             if record.call_id in self.cancelled_calls:
                 continue
             if (record.call_id, record.index, record.attempt) in running:
@@ -238,8 +250,11 @@ class QueueCore:
                     outcomes.append(self._lost_to_infrastructure(record, now))
                 else:
                     outcomes.append(self._settle(record, STATUS_LOST, now))
+            elif unknown:
+                for one in record.singles():
+                    one.suspect = True
+                    unstarted.append(one)
             else:
-                record.suspect = record.suspect or unknown
                 unstarted.append(record)
         self._requeue_unstarted(unstarted)
         return outcomes
@@ -248,9 +263,14 @@ class QueueCore:
         """A worker lends its slot: the inputs it holds but does not run (``running``:
         their (call id, index)) go back to the front of the queue untouched; returns them."""
         on_worker = self.running.get(worker_id, {})
-        unstarted = [r for key, r in on_worker.items() if key not in running]
-        for record in unstarted:
-            del on_worker[record.key]
+        kept = set(running)
+        unstarted = []
+        for record in cut_at(on_worker, kept):
+            if record.key in kept:
+                on_worker[record.key] = record
+            else:
+                unstarted.append(record)
+        self._held[worker_id] = sum(r.count for r in on_worker.values())
         if worker_id in self.alone and not on_worker:
             self.alone.discard(worker_id)
         self._requeue_unstarted(unstarted)
@@ -262,9 +282,18 @@ class QueueCore:
         for record in unstarted:
             record.attempt -= 1
             record.worker_id = None
-        self.pending.extendleft(reversed(unstarted))
-        self.spawn_pending += sum(1 for r in unstarted if r.spawned)
-        self.suspects_pending += sum(1 for r in unstarted if r.suspect)
+        self._push(unstarted, front=True)
+
+    def _push(self, records: list[InputRecord], front: bool = False) -> None:
+        if front:
+            self.pending.extendleft(reversed(records))
+        else:
+            self.pending.extend(records)
+        for r in records:
+            self._ready += r.count
+            if r.spawned:
+                self.spawn_pending += r.count
+            self.suspects_pending += r.suspect
 
     def cancel(self, call_id: str) -> set[str]:
         """Drop a call's inputs; returns the workers running some of them now."""
@@ -272,23 +301,26 @@ class QueueCore:
         kept = collections.deque(r for r in self.pending if r.call_id != call_id)
         dropped = [r for r in self.pending if r.call_id == call_id]
         dropped += [d[2] for d in self._delayed if d[2].call_id == call_id]
-        self.spawn_pending -= sum(1 for r in dropped if r.spawned)
+        self.spawn_pending -= sum(r.count for r in dropped if r.spawned)
         self.pending = kept
+        self._ready = sum(r.count for r in kept)
         self.suspects_pending = sum(1 for r in kept if r.suspect)
         self._delayed = [d for d in self._delayed if d[2].call_id != call_id]
         heapq.heapify(self._delayed)
         busy = set()
         for worker_id, inputs in self.running.items():
             for key in [k for k in inputs if k[0] == call_id]:
-                if inputs.pop(key).suspect:
+                record = inputs.pop(key)
+                self._held[worker_id] -= record.count
+                if record.suspect:
                     self.alone.discard(worker_id)
                 busy.add(worker_id)
         return busy
 
     def fail_pending(self, calls: Collection[str] | None = None) -> list[InputRecord]:
         """Take every input waiting for a worker (of ``calls`` only, when given), retries
-        waiting for their delay included, to fail them all (a broken pool, launches that
-        keep failing, a deadlock); running inputs stay."""
+        waiting for their delay included, each as a record of its own, to fail them all (a
+        broken pool, launches that keep failing, a deadlock); running inputs stay."""
         delayed = [d[2] for d in sorted(self._delayed)]
         records = list(self.pending) + delayed
         if calls is not None:
@@ -299,9 +331,10 @@ class QueueCore:
         else:
             self.pending.clear()
             self._delayed.clear()
+        self._ready = sum(r.count for r in self.pending)
         self.suspects_pending = sum(1 for r in self.pending if r.suspect)  # of pending only
-        self.spawn_pending -= sum(1 for r in records if r.spawned)
-        return records
+        self.spawn_pending -= sum(r.count for r in records if r.spawned)
+        return singles(records)
 
     def forget_call(self, call_id: str) -> None:
         """The call is finished and its record gone: stop remembering it was cancelled."""
@@ -313,8 +346,9 @@ class QueueCore:
         while self._delayed and self._delayed[0][0] <= now:
             record = heapq.heappop(self._delayed)[2]
             self.pending.append(record)
+            self._ready += record.count
             self.suspects_pending += record.suspect
-            moved += 1
+            moved += record.count
         return moved
 
     def next_retry_at(self) -> float | None:
@@ -329,9 +363,7 @@ class QueueCore:
         record.infrastructure_streak += 1
         if record.infrastructure_streak >= MAX_INFRASTRUCTURE_LOSSES:
             return Outcome(record, STATUS_LOST, final=True)
-        self.spawn_pending += record.spawned
-        self.suspects_pending += record.suspect
-        self.pending.appendleft(record)
+        self._push([record], front=True)
         return Outcome(record, STATUS_LOST, final=False)
 
     def _settle(self, record: InputRecord, status: str, now: float) -> Outcome:
@@ -343,11 +375,10 @@ class QueueCore:
             and record.charged <= self.retries.max_retries
         ):
             delay = self.retries.delay(record.charged)
-            self.spawn_pending += record.spawned  # pending again until retaken
             if delay <= 0:
-                self.pending.appendleft(record)
-                self.suspects_pending += record.suspect
+                self._push([record], front=True)
             else:
+                self.spawn_pending += record.count if record.spawned else 0  # until retaken
                 heapq.heappush(self._delayed, (now + delay, next(self._seq), record))
             return Outcome(record, status, final=False)
         return Outcome(record, status, final=True)

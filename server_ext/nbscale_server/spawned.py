@@ -35,9 +35,10 @@ from nbscale_runtime.protocol import (
 
 from .calls import CallState, Outcomes
 from .errors import RequestError, rejection
+from .input_record import apart as apart_inputs
 from .options import FunctionOptions
 from .outbox import Outbox
-from .outputs import Entry, outputs_message
+from .outputs import Entry, apart, outputs_message
 from .pool import Pool, Records
 from .queue import InputRecord
 from .store import Durable, SpawnStore, Unfinished
@@ -67,7 +68,9 @@ class SpawnedCalls:
     def submitted(
         self, pool: Pool, call: CallState, records: list[InputRecord], then: Durable
     ) -> None:
-        """New inputs of ``call`` (not counted in ``call.submitted`` yet), to keep."""
+        """New inputs of ``call`` (not counted in ``call.submitted`` yet), to keep (a
+        run's input by input)."""
+        records = apart_inputs(records)
         top = call.submitted + len(records)
         for r in records:  # kept by index: a wild one must not get in
             if type(r.index) is not int or not 0 <= r.index < top:
@@ -87,7 +90,7 @@ class SpawnedCalls:
             if error is not None:
                 log.error("detached call %s: its inputs could not be kept: %s", call.call_id, error)
 
-        self.store.submitted(pool, call, pending + held, then)
+        self.store.submitted(pool, call, apart_inputs(pending + held), then)
 
     def returned(
         self, call: CallState, delivered: list[tuple[int, int]], given_back: list[Entry]
@@ -97,17 +100,24 @@ class SpawnedCalls:
         call.delivered = delivered
         call.detaching = False
         self.store.delivered(call)
-        for item, data, bufs in given_back:
-            self.settled(call, item, data, bufs)
+        for entry in given_back:
+            for item, data, bufs in apart(entry):  # a run the caller held: some returned
+                if not call.delivered_before(item[OUT_INDEX]):
+                    self._keep(call, item, data, bufs)
         self.answer_waiters(call)
 
     def settled(self, call: CallState, item: list[Any], data: Any, bufs: Any) -> None:
-        """An input's final output (``item``: its outputs row), kept for who fetches it."""
+        """An input's final output (``item``: its outputs row; a run's: theirs), kept for
+        who fetches it."""
+        for one in apart((item, data, bufs)):
+            self._keep(call, *one)
+        self.answer_waiters(call)
+
+    def _keep(self, call: CallState, item: list[Any], data: Any, bufs: Any) -> None:
         index = item[OUT_INDEX]
         assert call.outcomes is not None
         call.outcomes.mark(index, item[OUT_STATUS] == STATUS_OK, int(item[OUT_ATTEMPT]))
         self.store.settled(call, index, item, data, bufs)
-        self.answer_waiters(call)
 
     def closed(self, call: CallState) -> None:
         self.store.closed(call)

@@ -1,0 +1,48 @@
+"""A map's chunk pickled for the wire (pure): small inputs as runs of at most 64 KiB, in
+order, read back as the worker reads them; an input that will not pickle named."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from nbscale._chunks import _RUN_MAX_BYTES, pull
+from nbscale.exceptions import SerializationError
+from nbscale_runtime.protocol import SUBMIT_COUNT, SUBMIT_INDEX, SUBMIT_WHERE, row_count
+from nbscale_runtime.serialization import load_run, split_payload
+
+
+def pairs(values: list[object]) -> list[tuple[tuple[object, ...], dict[str, object]]]:
+    return [((v,), {}) for v in values]
+
+
+def read_back(items: list[list[int]], frames: list[object]) -> list[object]:
+    parts = split_payload(frames, [i[SUBMIT_WHERE] for i in items])
+    out: list[object] = []
+    for item, (data, bufs) in zip(items, parts, strict=True):
+        out += [args[0] for args, _ in load_run(data, bufs, 0, row_count(item[SUBMIT_COUNT]))]
+    return out
+
+
+def test_small_inputs_go_as_one_run() -> None:
+    items, frames, exhausted, taken = pull(iter(pairs(list(range(300)))), 10, 256, runs=True)
+    assert (len(items), items[0][SUBMIT_INDEX], items[0][SUBMIT_COUNT], taken) == (1, 10, 256, 256)
+    assert not exhausted
+    assert read_back(items, frames) == list(range(256))
+
+
+def test_a_big_chunk_is_cut_into_runs_that_fit() -> None:
+    values = [b"x" * 200 + i.to_bytes(4, "big") for i in range(1000)]
+    items, frames, exhausted, taken = pull(iter(pairs(values)), 0, 4096, runs=True)
+    assert exhausted and taken == 1000 and len(items) > 1
+    assert all(item[SUBMIT_WHERE][1] <= _RUN_MAX_BYTES for item in items)
+    starts = [item[SUBMIT_INDEX] for item in items]
+    counts = [row_count(item[SUBMIT_COUNT]) for item in items]
+    assert starts == [sum(counts[:k]) for k in range(len(counts))]  # contiguous, in order
+    assert read_back(items, frames) == values
+
+
+def test_an_input_that_will_not_pickle_is_named() -> None:
+    with pytest.raises(SerializationError, match="argument 0 of input 7"):
+        pull(iter(pairs([1, 2, threading.Lock()])), 5, 10, runs=True)

@@ -1,0 +1,101 @@
+"""Outputs the control plane keeps (spawn_map, a detached map) that came back as runs: each
+input's result is read back on its own through ``FunctionCall``, on real workers through the
+embedded control plane. The control plane cuts a run by its values' sizes and never
+unpickles them (``outputs.apart``, ``InputRecord.apart``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import nbscale
+from nbscale import _client
+from nbscale._loop import get_loop
+from nbscale_runtime.protocol import OUT_COUNT
+from nbscale_server.spawned import SpawnedCalls
+
+app = nbscale.App("test-kept-runs")
+
+
+@app.function(max_containers=2, scaledown_window=10)
+def triple(x: int) -> int:
+    return 3 * x
+
+
+@pytest.fixture
+def kept_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``count`` of every outputs row the control plane keeps (0: one input's row)."""
+    counts: list[int] = []
+    settled, returned = SpawnedCalls.settled, SpawnedCalls.returned
+
+    def spy_settled(self: SpawnedCalls, call: Any, item: list[Any], *rest: Any) -> None:
+        counts.append(item[OUT_COUNT])
+        settled(self, call, item, *rest)
+
+    def spy_returned(self: SpawnedCalls, call: Any, delivered: Any, given_back: Any) -> None:
+        counts.extend(item[OUT_COUNT] for item, _, _ in given_back)
+        returned(self, call, delivered, given_back)
+
+    monkeypatch.setattr(SpawnedCalls, "settled", spy_settled)
+    monkeypatch.setattr(SpawnedCalls, "returned", spy_returned)
+    return counts
+
+
+def test_spawn_map_results_that_came_as_runs_are_read_back_one_by_one(kept_counts):
+    n = 3000
+    call = triple.spawn_map(range(n))
+    assert list(call.iter()) == [3 * x for x in range(n)]
+    assert max(kept_counts) > 1, "no run of outputs reached the store"
+    for index in (0, 1, 255, 256, 1234, n - 1):  # first, inside and at the edges of runs
+        assert call.get(index=index, timeout=30) == 3 * index
+    assert list(call.iter(start=1000, end=1003)) == [3000, 3003, 3006]
+
+
+def _detach_after(got: list[int], at: int) -> threading.Thread:
+    """Detach this process's running map once ``at`` results reached its caller."""
+
+    def detach() -> None:
+        while len(got) < at:
+            time.sleep(0.005)
+
+        async def on_loop() -> None:
+            plane = (await _client.get_client()).control_plane
+            assert plane is not None
+            [call] = [
+                c for c in plane.delivery.calls.values() if c.kind == "map" and not c.detached
+            ]
+            plane.api.detach_call(call.call_id)
+
+        get_loop().run(on_loop())
+
+    thread = threading.Thread(target=detach)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_detached_maps_runs_are_kept_per_input(kept_counts, ordered):
+    n = 20_000
+    got: list[int] = []
+    thread = _detach_after(got, 300)
+    with pytest.raises(nbscale.CallDetachedError) as caught:
+        for value in triple.map(range(n), order_outputs=ordered):
+            got.append(value)
+            if len(got) >= 300:
+                time.sleep(0.01)  # a slow consumer: runs pile up behind it
+    thread.join()
+    assert 300 <= len(got) < n
+    assert max(kept_counts) > 1, "no run of outputs was kept"
+    call = nbscale.FunctionCall.from_id(caught.value.call_id)
+    rest = list(call.iter())
+    assert sorted(got + rest) == [3 * x for x in range(n)]  # nothing lost, nothing twice
+    if ordered:
+        assert got + rest == [3 * x for x in range(n)]
+        with pytest.raises(nbscale.InvalidError, match="went to its caller"):
+            call.get(index=len(got) - 1, timeout=5)
+    missing = sorted(set(range(n)) - {v // 3 for v in got})
+    for index in (missing[0], missing[len(missing) // 2], missing[-1]):
+        assert call.get(index=index, timeout=30) == 3 * index
