@@ -95,7 +95,7 @@ def test_a_generator_whose_worker_is_killed_from_outside_fails_and_replays_nothi
         for value in yields_then_waits.remote_gen(str(pid_file), 3):
             values.append(value)
             if value == 2:
-                wait_until(pid_file.exists, timeout=30)
+                wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)  # an operator's kill -9
     assert values == [0, 1, 2]
     message = str(lost.value)

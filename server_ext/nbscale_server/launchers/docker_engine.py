@@ -144,24 +144,28 @@ def reap_orphans(api: Any) -> int:
                 removed += 1
     for network in api.networks(filters=mine):
         if not owner_alive((network.get("Labels") or {}).get(LABEL_OWNER)):
-            remove_network(api, network["Id"], network.get("Name", network["Id"]), names)
+            name = network.get("Name", network["Id"])
+            remove_network(api, network["Id"], name, names, logging.DEBUG)
     if removed:
         log.warning("removed %d worker container(s) left by a control plane that died", removed)
     return removed
 
 
-def remove_network(api: Any, network_id: str, name: str, container_names: list[str]) -> None:
+def remove_network(
+    api: Any, network_id: str, name: str, container_names: list[str], level: int = logging.WARNING
+) -> None:
     """Remove a control plane's network once its containers are gone. The engine can keep
     the endpoint of a container force-removed while it was starting, and then refuses with
     "has active endpoints" (moby/moby#23302); disconnecting by container name with force
     clears such an endpoint. Logs, never raises: a network left is reaped by the next
-    control plane of this host (:func:`reap_orphans`)."""
+    control plane of this host (:func:`reap_orphans`), which says so only at ``level``
+    (debug: another run's leftover is not this run's news)."""
     try:
         api.remove_network(network_id)
         return
     except Exception as exc:
         if "active endpoints" not in str(exc):
-            log.warning("could not remove Docker network %s: %s", name, exc)
+            log.log(level, "could not remove Docker network %s: %s", name, exc)
             return
     for container_name in container_names:
         with contextlib.suppress(Exception):
@@ -169,7 +173,8 @@ def remove_network(api: Any, network_id: str, name: str, container_names: list[s
     try:
         api.remove_network(network_id)
     except Exception as exc:
-        log.warning(
+        log.log(
+            level,
             "could not remove Docker network %s (%s); the engine keeps an endpoint of a removed "
             "container: `docker network rm %s` after restarting dockerd removes it",
             name,
