@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from fakes import FakeLauncher
 
 from nbscale_server.calls import CallState
 from nbscale_server.control_plane import ControlPlane
@@ -33,12 +34,14 @@ class RecordingSink:
 
 @pytest.fixture
 def plane() -> Iterator[ControlPlane]:
-    """A control plane that is never started: its records, without sockets or workers."""
-    cp = ControlPlane()
+    """A control plane that is never started: its records, without sockets or workers (a
+    fake launcher, closed after: the default one would start processes for nothing)."""
+    cp = ControlPlane(launcher=FakeLauncher())
     pool = Pool.create("fn-1", "f", b"", FunctionOptions(), [], VERSIONS, None)
     cp.records.pools[pool.pool_id] = pool
     cp.delivery.calls["fc-1"] = CallState("fc-1", pool.pool_id, "map", b"owner", submitted=10)
     yield cp
+    cp.launcher.close()
     shutil.rmtree(cp.dir, ignore_errors=True)
     cp.ctx.term()
 
