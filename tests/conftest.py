@@ -8,6 +8,7 @@ import importlib.machinery
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +61,31 @@ def worker_logs(worker_id: str, after: int | None = None, tail: int = 50) -> Any
         return plane.api.worker_logs(worker_id, tail, after)
 
     return get_loop().run(read())
+
+
+def detach_running_map_when(ready: Callable[[], object]) -> threading.Thread:
+    """Detach this process's running map, as the REST route does, once ``ready()`` is true:
+    from another thread, since the map blocks the test's own. Join the thread returned."""
+    from nbscale._client import get_client
+    from nbscale._loop import get_loop
+
+    def detach() -> None:
+        while not ready():
+            time.sleep(0.005)
+
+        async def on_loop() -> None:
+            plane = (await get_client()).control_plane
+            assert plane is not None, "an embedded control plane"
+            [call] = [
+                c for c in plane.delivery.calls.values() if c.kind == "map" and not c.detached
+            ]
+            plane.api.detach_call(call.call_id)
+
+        get_loop().run(on_loop())
+
+    thread = threading.Thread(target=detach)
+    thread.start()
+    return thread
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, every: float = 0.05) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from typing import Any
 
 import pytest
+from conftest import detach_running_map_when
 
 import nbscale
 from nbscale import _client
@@ -27,33 +27,12 @@ def slow_square(x: int) -> int:
     return x * x
 
 
-def _detach_soon(after: float) -> threading.Thread:
-    """Detach this process's running map ``after`` seconds from now, as the REST route
-    does, from another thread (the map blocks this one)."""
-
-    def detach() -> None:
-        time.sleep(after)
-
-        async def on_loop() -> None:
-            plane = (await _client.get_client()).control_plane
-            assert plane is not None
-            [call] = [
-                c for c in plane.delivery.calls.values() if c.kind == "map" and not c.detached
-            ]
-            plane.api.detach_call(call.call_id)
-
-        get_loop().run(on_loop())
-
-    thread = threading.Thread(target=detach)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize("ordered", [True, False])
 def test_a_detached_map_stops_waiting_and_from_id_gives_the_rest(ordered):
     n = 40
     got: list[int] = []
-    thread = _detach_soon(0.5)
+    started = time.monotonic()
+    thread = detach_running_map_when(lambda: time.monotonic() - started > 0.5)
     with pytest.raises(nbscale.CallDetachedError) as caught:
         for value in slow_square.map(range(n), order_outputs=ordered):
             got.append(value)

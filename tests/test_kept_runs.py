@@ -5,15 +5,13 @@ unpickles them (``outputs.apart``, ``InputRecord.apart``)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import pytest
+from conftest import detach_running_map_when
 
 import nbscale
-from nbscale import _client
-from nbscale._loop import get_loop
 from nbscale_runtime.protocol import OUT_COUNT
 from nbscale_server.spawned import SpawnedCalls
 
@@ -54,33 +52,11 @@ def test_spawn_map_results_that_came_as_runs_are_read_back_one_by_one(kept_count
     assert list(call.iter(start=1000, end=1003)) == [3000, 3003, 3006]
 
 
-def _detach_after(got: list[int], at: int) -> threading.Thread:
-    """Detach this process's running map once ``at`` results reached its caller."""
-
-    def detach() -> None:
-        while len(got) < at:
-            time.sleep(0.005)
-
-        async def on_loop() -> None:
-            plane = (await _client.get_client()).control_plane
-            assert plane is not None
-            [call] = [
-                c for c in plane.delivery.calls.values() if c.kind == "map" and not c.detached
-            ]
-            plane.api.detach_call(call.call_id)
-
-        get_loop().run(on_loop())
-
-    thread = threading.Thread(target=detach)
-    thread.start()
-    return thread
-
-
 @pytest.mark.parametrize("ordered", [True, False])
 def test_a_detached_maps_runs_are_kept_per_input(kept_counts, ordered):
     n = 20_000
     got: list[int] = []
-    thread = _detach_after(got, 300)
+    thread = detach_running_map_when(lambda: len(got) >= 300)
     with pytest.raises(nbscale.CallDetachedError) as caught:
         for value in triple.map(range(n), order_outputs=ordered):
             got.append(value)
