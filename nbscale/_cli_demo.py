@@ -17,7 +17,7 @@ import cloudpickle
 import nbscale
 
 from ._map_results import MapResults, zip_inputs
-from ._views.render import workers_line
+from ._views.render import containers_count, workers_line
 from ._views.text import StatusLine, TextBar
 
 
@@ -39,7 +39,7 @@ def add_parser(sub: Any) -> None:
 def _pool_line(stats: nbscale.FunctionStats) -> str:
     c = stats.containers
     line = (
-        f"pool: {stats.num_total_runners} containers "
+        f"pool: {containers_count(stats.num_total_runners)} "
         f"({c['starting']} starting, {c['busy']} busy, {c['idle']} idle)"
     )
     return f"{line} · {stats.status}" if stats.status else line

@@ -250,6 +250,16 @@ def test_the_pool_line_does_not_repeat_the_pools_backlog():
     assert not re.search(r"\b785\b", line)
 
 
+def test_the_pool_line_counts_one_container_in_the_singular():
+    pool: Any = {
+        "containers": {"starting": 0, "busy": 0, "idle": 1, "draining": 0},
+        "num_total_runners": 1,
+        "gpus": [],
+        "status": "scaling down to 1",
+    }
+    assert render.pool_line(pool, None).startswith("pool: 1 container (0 starting")
+
+
 def test_states_stay_small_whatever_the_map():
     progress = CallProgress("f", 100_000)
     progress.sent(100_000, None)

@@ -112,6 +112,11 @@ def by_state(c: ContainersByState) -> str:
     return f"{text}, {unresponsive} unresponsive" if unresponsive else text
 
 
+def containers_count(n: int) -> str:
+    """``1 container``, ``4 containers``."""
+    return f"{n} container{'' if n == 1 else 's'}"
+
+
 def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "") -> str:
     """``pool: 4 containers (1 starting, 3 busy, 0 idle) · 12 waiting · GPUs: ... ·
     throttled by ...``, then what the autoscaler is doing (and why workers wait for
@@ -120,7 +125,7 @@ def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "
     parts = []
     if pool is not None:
         parts.append(
-            f"pool: {pool['num_total_runners']} containers ({by_state(pool['containers'])})"
+            f"pool: {containers_count(pool['num_total_runners'])} ({by_state(pool['containers'])})"
         )
         gpus = gpus_text(pool["gpus"])
         if gpus:
