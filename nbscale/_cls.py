@@ -82,6 +82,8 @@ class Cls:
     """A class declared with ``@app.cls(...)``; call it with its parameters to get an
     object whose methods run remotely."""
 
+    deployed_app = ""  # the deployed app it was looked up in (from_name): its pools are its
+
     @classmethod
     def from_name(
         cls, app_name: str, name: str, *, environment_name: str | None = None, client: Any = None
@@ -232,6 +234,7 @@ class Method(Function):
         raw = getattr(cls.user_cls, name)
         super().__init__(raw, f"{cls.name}.{name}", cls.options, cls.image, None, cls.secrets)
         self.pool_label = obj.label
+        self.deployed_app = cls.deployed_app
         self._prefix = (name,)
         self._obj = obj
         self._method = name

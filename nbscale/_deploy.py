@@ -93,6 +93,7 @@ class DeployedFunction(Function):
         super().__init__(_not_here, entry["name"], options)
         self.app_name = entry["app"]
         self.pool_label = pool_label(entry["app"], entry["name"])
+        self.deployed_app = entry["app"]
         self.is_generator = entry["kind"] == "generator"
         self._entry = entry
         self._data = data
@@ -142,4 +143,5 @@ def cls_from_name(app: str, name: str) -> Cls:
     cls = pickle.loads(data)
     assert isinstance(cls, Cls)
     cls.name = pool_label(app, name)  # its pools are the deployed app's
+    cls.deployed_app = app
     return cls

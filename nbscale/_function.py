@@ -82,6 +82,7 @@ class Function:
         self.raw_f = raw
         self.name = name
         self.pool_label = name  # the pool's name (a class's methods share their object's)
+        self.deployed_app = ""  # the deployed app it was looked up in: its pool is the app's
         self.is_generator = inspect.isgeneratorfunction(raw) or inspect.isasyncgenfunction(raw)
         self._prefix: tuple[Any, ...] = ()  # before each input's arguments (a method's name)
         self.options = options
@@ -174,6 +175,7 @@ class Function:
                 options.to_wire(),
                 [p for p in sys.path if p],
                 [secret.to_wire() for secret in self.secrets],
+                self.deployed_app,
             )
             value, _ = await client.request(msg, [data])
             pool_id = value["pool_id"]

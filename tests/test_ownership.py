@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import cloudpickle
 import pytest
 from fakes import FakeCaller, Harness, RequestRefused
 from IPython.core.error import UsageError
@@ -26,6 +27,7 @@ from nbscale._map import Invocation
 from nbscale._pickling import add_input
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import PayloadWriter
+from nbscale_server.options import FunctionOptions
 from nbscale_server.owners import owner_key
 
 
@@ -56,6 +58,7 @@ def test_two_notebooks_defining_the_same_function_get_pools_of_their_own(h):
         "name": "a.ipynb",
         "pid": 100,
         "host": "box",
+        "app": None,
     }
     call = second.submit(pools[1], range(3))
     [listed] = [c for c in h.plane.api.list_calls() if c["id"] == call]
@@ -81,6 +84,24 @@ def test_a_restarted_kernel_finds_its_pools_again_and_a_script_has_its_own(h):
 def test_a_hello_with_a_malformed_owner_is_refused(h):
     with pytest.raises(RequestRefused, match="owner: bad pid"):
         FakeCaller(h.plane, {"kernel_id": None, "name": "x", "pid": "1", "host": "h"})
+
+
+def test_only_a_deployed_app_owns_pools_that_are_shared(h):
+    """A caller cannot make its pool another's by naming an app: the app must be deployed
+    and the function one of its own; the owner a hello names is never an app."""
+    caller = FakeCaller(h.plane, {**owner("k-1"), "app": "forged"})
+    assert h.pool(caller.register(square))["owner"]["app"] is None
+
+    def register_as(app: str, label: str) -> None:
+        msg = protocol.RegisterFunction(
+            0, "fn-square", label, FunctionOptions().to_wire(), [], [], app
+        )
+        caller.request(msg, [cloudpickle.dumps(square)])
+
+    with pytest.raises(RequestRefused, match="no deployed app 'math'"):
+        register_as("math", "math/square")
+    with pytest.raises(RequestRefused, match="'other/square' is not a function of app 'math'"):
+        register_as("math", "other/square")
 
 
 def test_this_process_says_who_it_is():

@@ -56,6 +56,26 @@ class Scaler:
 """
 
 
+SHARED = """
+import os
+import nbscale
+
+app = nbscale.App("shared-pool")
+
+
+@app.function(max_containers=1, scaledown_window=60)
+def whose(x):
+    return os.getpid()
+
+
+@app.cls(max_containers=1, scaledown_window=60)
+class Counter:
+    @nbscale.method()
+    def whose(self):
+        return os.getpid()
+"""
+
+
 def env_of(server: JupyterProcess) -> dict[str, str]:
     env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(server.connection_file))
     env["NBSCALE_PROGRESS"] = "off"
@@ -173,6 +193,30 @@ def test_dicts_queues_and_deployed_apps_are_shared_and_survive_a_crash(
     assert gone.returncode == 1 and "no deployed app 'deployed-math'" in gone.stderr
     assert "no deployed apps" in nbscale_cli(second, "apps", "list", cwd=elsewhere).stdout
     assert second.request("GET", "nbscale/api/apps") == []
+
+
+def test_every_caller_of_a_deployed_function_or_class_shares_its_pool(
+    tmp_path: Path, servers: list[Any]
+):
+    server = start_server(tmp_path)
+    servers.append(server)
+    source = tmp_path / "shared_app.py"
+    source.write_text(SHARED)
+    deployed = nbscale_cli(server, "deploy", str(source), cwd=tmp_path)
+    assert deployed.returncode == 0, deployed.stderr
+    calls = """
+        whose = nbscale.Function.from_name("shared-pool", "whose")
+        Counter = nbscale.Cls.from_name("shared-pool", "Counter")
+        print(json.dumps([whose.remote(0), Counter().whose.remote()]))
+        """
+    first = client(server, calls, tmp_path)
+    assert client(server, calls, tmp_path) == first  # the same workers served both callers
+    pools = server.request("GET", "nbscale/api/pools")
+    shared = [p for p in pools if p["function"].startswith("shared-pool/")]
+    assert sorted(p["function"] for p in shared) == ["shared-pool/Counter", "shared-pool/whose"]
+    assert {(p["owner"]["app"], p["owner"]["name"]) for p in shared} == {
+        ("shared-pool", "app shared-pool")
+    }
 
 
 def test_a_blocking_get_is_served_by_another_process_and_ends_when_the_server_dies(

@@ -417,6 +417,24 @@ def test_an_app_deployed_or_stopped_is_listed_live(tmp_path: Path, page: Any) ->
         assert entry.inner_text() == "nightly-etl: extract, Loader"
         shot(panel, "760-deployed-app")
 
+        # called by name from a script: its pool is listed under the app, for every caller
+        [connection_file] = lab.runtime_dir.glob("nbscale-*.json")
+        extract = 'nbscale.Function.from_name("nightly-etl", "extract")'
+        call = f"import nbscale; print({extract}.remote(5))"
+        done = subprocess.run(
+            [sys.executable, "-c", call],
+            env=dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection_file)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "5", done.stderr
+        group = panel.locator(".nbscale-Owner[data-owner='app:nightly-etl']")
+        group.wait_for(timeout=30_000)
+        assert group.locator(".nbscale-Owner-name").inner_text() == "app nightly-etl"
+        assert "deployed app" in group.locator(".nbscale-Owner-detail").inner_text()
+        assert "nightly-etl/extract" in group.inner_text()
+
         _nbscale_command(lab, "apps", "stop", "nightly-etl")
         apps.wait_for(state="detached", timeout=30_000)
     finally:

@@ -38,7 +38,9 @@ class RegisterFunction(Message):
     """Payload: [function pickle]. Creates or finds the pool for this function + options
     (``nbscale_server.options.FunctionOptions`` in its versioned wire form). ``secrets``:
     the function's ``secrets=``, each ``{"env": {...}}`` or ``{"name", "required_keys"}``
-    (a stored secret the control plane reads), later ones overriding earlier ones."""
+    (a stored secret the control plane reads), later ones overriding earlier ones. ``app``:
+    the deployed app a function looked up by name belongs to (its pool is the app's, shared
+    by every caller); empty for a caller's own functions."""
 
     rid: int
     function_id: str
@@ -46,6 +48,7 @@ class RegisterFunction(Message):
     options: dict[str, Any]
     sys_path: list[str]
     secrets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    app: str = ""
 
 
 @op("submit-inputs")

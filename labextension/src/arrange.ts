@@ -72,8 +72,14 @@ export interface IOwnerGroup {
   current: boolean;
 }
 
-/** The server's `owner_key`: "kernel:<id>", else "process:<host>:<pid>". */
+/**
+ * The server's `owner_key`: "app:<name>" for a deployed app's pools, else
+ * "kernel:<id>", else "process:<host>:<pid>".
+ */
 export function ownerKey(owner: IOwner): string {
+  if (owner.app) {
+    return `app:${owner.app}`;
+  }
   return owner.kernel_id
     ? `kernel:${owner.kernel_id}`
     : `process:${owner.host}:${owner.pid}`;

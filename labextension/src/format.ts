@@ -286,8 +286,14 @@ export function ownerName(owner: IOwner): string {
   return owner.notebook ?? owner.name;
 }
 
-/** The rest of who an owner is: "kernel 1b61edf8 · pid 4242 on box". */
+/**
+ * The rest of who an owner is: "kernel 1b61edf8 · pid 4242 on box"; for a deployed app,
+ * that its pools serve every caller.
+ */
 export function describeOwner(owner: IOwner): string {
+  if (owner.app) {
+    return 'deployed app: its pools serve every caller';
+  }
   const kernel = owner.kernel_id
     ? `kernel ${owner.kernel_id.split('-')[0].slice(0, 8)} · `
     : '';

@@ -316,7 +316,8 @@ export interface IPoolEvent {
 }
 /**
  * Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
- * knows it) or a script. Pools are per owner: two notebooks that define the same function
+ * knows it) or a script; or, for the pools of a deployed app's functions, the app, whose
+ * callers all share them. Pools are per owner: two notebooks that define the same function
  * get pools of their own.
  */
 export interface IOwner {
@@ -340,6 +341,10 @@ export interface IOwner {
    * the host name of the client
    */
   host: string;
+  /**
+   * the deployed app owning the pool (its callers share it); else None
+   */
+  app: string | null;
 }
 /**
  * One function call: a `.map()`, `.remote()` or `.spawn()`/`.spawn_map()`.

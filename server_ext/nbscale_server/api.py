@@ -39,7 +39,7 @@ from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
 from .nesting import Nesting
 from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
-from .owners import owner_from_wire, owner_key, unknown_owner
+from .owners import app_owner, owner_from_wire, owner_key, unknown_owner
 from .pool import Pool, Records
 from .shared_objects import SharedObjects
 from .spawn_batches import first_outputs, spawn_calls
@@ -170,7 +170,10 @@ class Api:
         options, env = self._secrets_and_volumes(msg, options)
         docker = self.fleet.launcher.name == "docker"
         options = self.nesting.options_for(identity, options, docker)
-        owner = self.records.owners.get(identity) or unknown_owner()
+        if msg.app:
+            owner = self._deployed_owner(msg.app, msg.name)
+        else:
+            owner = self.records.owners.get(identity) or unknown_owner()
         pool_id = options.pool_id(msg.function_id, owner_key(owner))
         pool = self.records.pools.get(pool_id)
         if pool is None:
@@ -200,6 +203,15 @@ class Api:
             # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
             self._apply(pool, options.explicit_autoscaler(), "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
+
+    def _deployed_owner(self, app: str, label: str) -> OwnerModel:
+        """The owner of the pool of a deployed app's function or class (``label``: its
+        ``app/name``, a class's followed by its parameters), once its app is still there."""
+        prefix = f"{app}/"
+        if not label.startswith(prefix):
+            raise RequestError(ERROR_INVALID, f"{label!r} is not a function of app {app!r}")
+        self.deployed.lookup(app, label[len(prefix) :].split("(", 1)[0])  # or NotFoundError
+        return app_owner(app)
 
     def _secrets_and_volumes(
         self, msg: protocol.RegisterFunction, options: FunctionOptions

@@ -50,7 +50,8 @@ class AppModel(TypedDict):
 
 class OwnerModel(TypedDict):
     """Who created a pool or a call: a kernel (and its notebook, when the Jupyter server
-    knows it) or a script. Pools are per owner: two notebooks that define the same function
+    knows it) or a script; or, for the pools of a deployed app's functions, the app, whose
+    callers all share them. Pools are per owner: two notebooks that define the same function
     get pools of their own."""
 
     kernel_id: str | None  # the Jupyter kernel's id; None outside a kernel
@@ -58,6 +59,7 @@ class OwnerModel(TypedDict):
     name: str  # a label: the notebook's or script's file name, "kernel 1b61edf8", "pid 42"
     pid: int  # the process id of the client
     host: str  # the host name of the client
+    app: str | None  # the deployed app owning the pool (its callers share it); else None
 
 
 class AutoscalerSettingsModel(TypedDict):

@@ -5,11 +5,15 @@ outside a kernel), its process id and host, and a label. The Jupyter server exte
 fills in the notebook's path from its session manager (``extension.py``). Pools are per
 owner: a pool's id includes ``owner_key``, so two notebooks that define the same function
 get pools of their own, and nothing one of them does touches the other's workers; a
-restarted kernel keeps its id, and so its pools.
+restarted kernel keeps its id, and so its pools. A deployed app's functions are the
+exception: their pools are the app's (``app_owner``), one per function for every caller,
+as on Modal, where a deployed function's containers serve whoever calls it.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from .models import OwnerModel
@@ -19,7 +23,26 @@ _FIELDS = {"kernel_id": (str, type(None)), "pid": (int,), "host": (str,), "name"
 
 def unknown_owner() -> OwnerModel:
     """The owner of a caller that did not say who it is."""
-    return {"kernel_id": None, "notebook": None, "name": "unknown", "pid": 0, "host": ""}
+    return {
+        "kernel_id": None,
+        "notebook": None,
+        "name": "unknown",
+        "pid": 0,
+        "host": "",
+        "app": None,
+    }
+
+
+def app_owner(app: str) -> OwnerModel:
+    """The owner of a deployed app's pools: the app, kept by this control plane's process."""
+    return {
+        "kernel_id": None,
+        "notebook": None,
+        "name": f"app {app}",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "app": app,
+    }
 
 
 def owner_from_wire(value: Any) -> OwnerModel:
@@ -38,12 +61,15 @@ def owner_from_wire(value: Any) -> OwnerModel:
         "name": value["name"],
         "pid": value["pid"],
         "host": value["host"],
+        "app": None,  # a caller is never an app: only the control plane says one owns a pool
     }
 
 
 def owner_key(owner: OwnerModel) -> str:
-    """What makes an owner the same one: its kernel (which a restart keeps), else its
-    process."""
+    """What makes an owner the same one: its deployed app, else its kernel (which a restart
+    keeps), else its process."""
+    if owner.get("app"):
+        return f"app:{owner['app']}"
     if owner["kernel_id"]:
         return f"kernel:{owner['kernel_id']}"
     return f"process:{owner['host']}:{owner['pid']}"

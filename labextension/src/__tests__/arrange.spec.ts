@@ -129,6 +129,24 @@ describe('groupByOwner', () => {
     expect(ownerName(script)).toBe('client.py');
     expect(describeOwner(other)).toBe('kernel 2c72fe09 · pid 5353 on box');
     expect(describeOwner(script)).toBe('pid 77 on box');
+    const app = owner({
+      kernel_id: null,
+      notebook: null,
+      name: 'app math',
+      app: 'math'
+    });
+    expect(ownerName(app)).toBe('app math');
+    expect(describeOwner(app)).toBe(
+      'deployed app: its pools serve every caller'
+    );
+    // two apps kept by one control plane (one pid, one host) are two owners
+    const otherApp = { ...app, name: 'app text', app: 'text' };
+    const apps = groupByOwner(
+      [pool({ owner: app }), pool({ id: 'pl-b', owner: otherApp })],
+      [],
+      null
+    );
+    expect(apps.map(g => g.owner.name)).toEqual(['app math', 'app text']);
     const holders = [
       {
         pool_id: 'pl-b',

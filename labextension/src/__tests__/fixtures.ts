@@ -9,6 +9,7 @@ export function owner(overrides: Partial<IOwner> = {}): IOwner {
     name: 'sweep.ipynb',
     pid: 4242,
     host: 'box',
+    app: null,
     ...overrides
   };
 }
