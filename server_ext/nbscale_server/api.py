@@ -9,12 +9,7 @@ which the caller receives as the exception it names.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import hmac
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +22,7 @@ from nbscale_runtime.protocol import (
     SPAWN_CALL_ID,
 )
 
-from . import local_store, reports
+from . import reports
 from .callers import Callers
 from .calls import CallState
 from .delivery import Delivery
@@ -37,10 +32,10 @@ from .fleet import Fleet
 from .liveness import Liveness
 from .models import CallDetailModel, CallModel, LogsModel, OwnerModel, PoolModel
 from .nesting import Nesting
-from .options import FunctionOptions
 from .outbox import Outbox, Subscriber
-from .owners import app_owner, owner_from_wire, owner_key, unknown_owner
+from .owners import owner_from_wire
 from .pool import Pool, Records
+from .registration import Registration
 from .shared_objects import SharedObjects
 from .spawn_batches import first_outputs, spawn_calls
 from .watching import Watching
@@ -80,15 +75,15 @@ class Api:
         self.deployed = deployed or DeployedApps(outbox, delivery.store)
         self.callers = Callers()
         self._next_callers_check = 0.0
-        # Keys the digest of a function's secrets (``FunctionOptions.secrets``, in its pool's
-        # id): the same secrets share a pool, and no digest can be tested against guesses.
-        self._secrets_key = os.urandom(32)
         # Told each owner at hello: the Jupyter server fills in its notebook (extension.py).
         self.resolve_owner: Callable[[OwnerModel], None] | None = None
+        self.registration = Registration(
+            records, outbox, fleet, nesting, self.deployed, self.callers, self._apply, self._resolve
+        )
         self.handlers: dict[type[protocol.Message], Handler] = {
             protocol.Hello: self._hello,
             protocol.Ping: self._ping,
-            protocol.RegisterFunction: self._register_function,
+            protocol.RegisterFunction: self.registration.register,
             protocol.SubmitInputs: self._submit_inputs,
             protocol.SpawnCalls: self._spawn_calls,
             protocol.GetFirstOutputs: self._get_first_outputs,
@@ -156,80 +151,6 @@ class Api:
                 self.resolve_owner(owner)
             except Exception:
                 log.exception("could not resolve the notebook of %s", owner["name"])
-
-    def _register_function(
-        self, identity: bytes, msg: protocol.RegisterFunction, payload: list[Any]
-    ) -> Answer:
-        versions = self.callers.versions(identity)
-        if versions is None:
-            raise RequestError(ERROR_INVALID, "say hello first")
-        try:
-            options = FunctionOptions.from_wire(msg.options)
-        except (TypeError, ValueError) as exc:
-            raise RequestError(ERROR_INVALID, str(exc)) from None
-        options, env = self._secrets_and_volumes(msg, options)
-        docker = self.fleet.launcher.name == "docker"
-        options = self.nesting.options_for(identity, options, docker)
-        if msg.app:
-            owner = self._deployed_owner(msg.app, msg.name)
-        else:
-            owner = self.records.owners.get(identity) or unknown_owner()
-        pool_id = options.pool_id(msg.function_id, owner_key(owner))
-        pool = self.records.pools.get(pool_id)
-        if pool is None:
-            function = payload[0]
-            pool = Pool.create(
-                msg.function_id,
-                msg.name,
-                bytes(function.buffer if hasattr(function, "buffer") else function),
-                options,
-                msg.sys_path,
-                versions,
-                self.fleet.total_cap(),
-                owner,
-            )
-            pool.env = env
-            self.records.pools[pool_id] = pool
-            settings = _describe(options.explicit_autoscaler()) or "the default settings"
-            pool.note(f"registered with {settings}", time.time())
-            self.outbox.emit("pool-added", pool_id)
-        else:
-            pool.broken = None  # a caller trying again gets a fresh chance
-            pool.autoscaler.reset_launch_failures()
-            pool.options = options
-            pool.name = msg.name  # a cell's pool takes the name of the cell run last
-            pool.owner = owner  # the same kernel, maybe restarted (a new pid)
-            self._resolve(owner)  # the notebook may have been renamed since
-            # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
-            self._apply(pool, options.explicit_autoscaler(), "registering the function again")
-        return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
-
-    def _deployed_owner(self, app: str, label: str) -> OwnerModel:
-        """The owner of the pool of a deployed app's function or class (``label``: its
-        ``app/name``, a class's followed by its parameters), once its app is still there."""
-        prefix = f"{app}/"
-        if not label.startswith(prefix):
-            raise RequestError(ERROR_INVALID, f"{label!r} is not a function of app {app!r}")
-        self.deployed.lookup(app, label[len(prefix) :].split("(", 1)[0])  # or NotFoundError
-        return app_owner(app)
-
-    def _secrets_and_volumes(
-        self, msg: protocol.RegisterFunction, options: FunctionOptions
-    ) -> tuple[FunctionOptions, dict[str, str]]:
-        """The environment a function's secrets give its workers (named ones read from the
-        store now) with its digest in the options; its volumes checked to exist."""
-        try:
-            env = local_store.resolve_env(msg.secrets)
-            for _, name in options.volumes:
-                local_store.require_volume(name)
-        except local_store.StoreError as exc:
-            kind = ERROR_NOT_FOUND if exc.missing else ERROR_INVALID
-            raise RequestError(kind, str(exc)) from None
-        digest = None
-        if env:
-            said = json.dumps(sorted(env.items())).encode()
-            digest = hmac.new(self._secrets_key, said, hashlib.sha256).hexdigest()[:24]
-        return dataclasses.replace(options, secrets=digest), env
 
     def _submit_inputs(
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
@@ -449,7 +370,3 @@ class Api:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """See ``Outbox.subscribe``."""
         return self.outbox.subscribe(callback)
-
-
-def _describe(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in settings.items())
