@@ -12,9 +12,9 @@ from fakes import FakeWorker, Harness
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import STATUS_ERROR, STATUS_OK, STATUS_YIELD, output_row
 from nbscale_runtime.serialization import PayloadWriter, dump_exception
-from nbscale_server.fleet import MAX_ENTER_FAILURES
 from nbscale_server.options import FunctionOptions
 from nbscale_server.queue import RetryPolicy
+from nbscale_server.worker_events import MAX_ENTER_FAILURES
 
 
 def echo(x: int) -> int:

@@ -7,12 +7,14 @@ it, runs the housekeeping tick, and starts and stops the whole. The rooms, each 
 only on those below it:
 
     api       what callers and the REST API may ask (one table: message type -> handler)
+    registration  a registered function's pool, by its code, options and owner
     shared_objects  Dicts and Queues: their requests, waits and keeping (shared_core)
     deployed  deployed apps, found by name
     spawn_batches  spawns and their first results by the batch (over the delivery)
     nesting   callers that are code on a worker, and the slots their workers lend
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
-    fleet     workers from launch to exit: autoscaling, the total cap, versions
+    worker_events  what workers say: register (versions checked), heartbeat, goodbye
+    fleet     workers from launch to exit: autoscaling, the total cap
     watching  running inputs' output to the callers that watch them; detached calls
     delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
     spawned   spawned and detached calls: inputs and outputs in the store, fetched later
@@ -61,6 +63,7 @@ from .sqlite_store import SqliteStore
 from .store import MemoryStore, SpawnStore
 from .stream_channel import StreamChannel
 from .watching import Watching
+from .worker_events import WorkerEvents
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -122,6 +125,9 @@ class ControlPlane:
             self.records, self.fleet, self.delivery, self.launcher, self.config, clock
         )
         self.watching = Watching(self.delivery, self.outbox)
+        self.worker_events = WorkerEvents(
+            self.records, self.outbox, self.delivery, self.fleet, self.config
+        )
         self.nesting = Nesting(self.records, self.outbox, self.delivery)
         self.api = Api(
             self.records,
@@ -137,11 +143,11 @@ class ControlPlane:
             DeployedApps(self.outbox, self.store),
         )
         self._worker_handlers: dict[type[protocol.Message], WorkerHandler] = {
-            protocol.Register: self.fleet.on_register,
+            protocol.Register: self.worker_events.on_register,
             protocol.GetInputs: self.delivery.on_get_inputs,
-            protocol.Heartbeat: self.fleet.on_heartbeat,
-            protocol.Goodbye: self.fleet.on_goodbye,
-            protocol.Started: self.fleet.on_started,
+            protocol.Heartbeat: self.worker_events.on_heartbeat,
+            protocol.Goodbye: self.worker_events.on_goodbye,
+            protocol.Started: self.worker_events.on_started,
             protocol.LendSlot: self.nesting.on_lend_slot,
             protocol.Rejoin: self.nesting.on_rejoin,
             protocol.Streaming: self.watching.on_streaming,
