@@ -183,15 +183,22 @@ class Function:
         return pool_id
 
     async def _build_called_images(self, client: Client, on_build: BuildOutput | None) -> None:
-        """For Docker workers, build the images of the functions this one's code calls
-        that declare their own (a container cannot build them when it calls them)."""
-        if client.server_info.get("launcher") != "docker" or client.mode == "worker":
+        """For Docker and Kubernetes workers, build (and for Pods push) the images of the
+        functions this one's code calls that declare their own (a worker can do neither
+        when it calls them)."""
+        launcher = client.server_info.get("launcher")
+        if launcher not in ("docker", "kubernetes") or client.mode == "worker":
             return
         from ._image_build import build, print_step
+        from ._image_push import kubernetes_image, pushed_here
 
+        registry = client.server_info.get("registry")
+        out = on_build or print_step
         for image in images_called_by(self.raw_f):  # microseconds when all are built
-            if tag_of(image) is None:
-                await asyncio.to_thread(build, image, None, on_build or print_step)
+            if launcher == "docker" and tag_of(image) is None:
+                await asyncio.to_thread(build, image, None, out)
+            elif launcher == "kubernetes" and not pushed_here(image, registry):
+                await asyncio.to_thread(kubernetes_image, image, registry, out)
 
     async def _wire_options(
         self, client: Client, on_build: BuildOutput | None = None
@@ -201,8 +208,10 @@ class Function:
         steps printed or given to ``on_build``); for Kubernetes workers, that image pushed
         to the control plane's registry; for worker processes there is none."""
         launcher = client.server_info.get("launcher")
-        if client.mode == "worker" and launcher == "docker" and self.image is not None:
-            return self._built_options()
+        containers = launcher in ("docker", "kubernetes")
+        if client.mode == "worker" and containers and self.image is not None:
+            pods = launcher == "kubernetes"
+            return self._built_options(client.server_info.get("registry") if pods else None)
         if launcher not in ("docker", "kubernetes") or client.mode == "worker":
             return self.options  # a worker's: its control plane gives it the worker's image
         from ._image_build import build, image_for, print_step
@@ -218,11 +227,17 @@ class Function:
             tag = await asyncio.to_thread(build, image, None, out)
         return dataclasses.replace(self.options, image=tag)
 
-    def _built_options(self) -> FunctionOptions:
+    def _built_options(self, registry: str | None) -> FunctionOptions:
         """On a Docker worker, a function with an image of its own: the tag the kernel that
-        sent this code built it under; a container cannot build it."""
+        sent this code built it under (on a Pod, ``registry`` given, that image as pushed
+        there); a container can neither build nor push it."""
         assert self.image is not None
-        tag = tag_of(self.image)
+        if registry:
+            from ._image_push import pushed_tag
+
+            tag = pushed_tag(self.image, registry)
+        else:
+            tag = tag_of(self.image)
         if tag is None:
             raise InvalidError(
                 f"{self.name} declares its own image ({self.image.description}), which the "

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._image import Image
 from ._image_build import Output, build, docker_client
+from ._image_tags import tag_of
 from .exceptions import ImageBuildError
 
 PUSHED_REPOSITORY = "nbscale-worker"
@@ -31,6 +32,22 @@ def used_as_is(image: Image) -> bool:
 def pushed_name(registry: str, local_tag: str) -> str:
     """``<registry>/nbscale-worker:<content hash>`` for a built ``nbscale/worker:<hash>``."""
     return f"{registry.rstrip('/')}/{PUSHED_REPOSITORY}:{local_tag.rpartition(':')[2]}"
+
+
+def pushed_tag(image: Image, registry: str | None) -> str | None:
+    """The reference Pods run for ``image`` when this process (or the kernel that sent it
+    here, whose tag it carries) built it, else None; pushed by ``kubernetes_image``."""
+    if used_as_is(image):
+        return str(image.base)
+    local = tag_of(image)
+    return pushed_name(registry, local) if registry and local else None
+
+
+def pushed_here(image: Image, registry: str | None) -> bool:
+    """Whether Pods can pull ``image`` without this process building or pushing it."""
+    if used_as_is(image):
+        return True
+    return pushed_tag(image, registry) in _pushed
 
 
 def kubernetes_image(image: Image, registry: str | None, out: Output, client: Any = None) -> str:

@@ -18,8 +18,9 @@ app = nbscale.App("test-nested")
 
 
 def _where() -> str:
-    """This worker: its host (a container's own) and process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This worker: its host (a container's own), process and worker id (Pods of the fake
+    Kubernetes API share the host's name, each its process 1)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.environ.get('NBSCALE_WORKER_ID')}"
 
 
 @app.function(scaledown_window=5)

@@ -17,6 +17,7 @@ import time
 from urllib.parse import urlparse
 
 import cloudpickle
+import nested_app
 import pytest
 from conftest import wait_until
 from k8s_cluster_fixtures import NAMESPACE, fake_k8s, our_pods, plane_env, registry, registry_tags
@@ -275,3 +276,15 @@ def test_pods_of_a_killed_control_plane_are_deleted_by_the_next(k8s_plane, regis
             child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_nested_calls_on_pods_run_in_the_image_their_function_declares(k8s_plane):
+    """Code on a Pod calling functions: a function without an image runs in its caller's
+    (pushed) image, one with its own in that image, which the kernel built and pushed when
+    it registered the caller, since a Pod can neither build nor push."""
+    cloudpickle.register_pickle_by_value(nested_app)
+    try:
+        nested_app.check_nested_remote()
+        nested_app.check_a_nested_call_runs_in_the_image_its_function_declares()
+    finally:
+        cloudpickle.unregister_pickle_by_value(nested_app)

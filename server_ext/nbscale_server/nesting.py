@@ -88,12 +88,13 @@ class Nesting:
         return None
 
     def options_for(
-        self, identity: bytes, options: FunctionOptions, docker: bool
+        self, identity: bytes, options: FunctionOptions, in_containers: bool
     ) -> FunctionOptions:
-        """A nested caller's function options: on Docker, without an image, its worker's."""
+        """A nested caller's function options: on containers (Docker, Kubernetes), without
+        an image, its worker's (a worker cannot build one, and its own holds the code)."""
         worker_id = nested_worker_id(identity)
         w = self.records.workers.get(worker_id) if worker_id else None
-        if not docker or w is None or options.image is not None:
+        if not in_containers or w is None or options.image is not None:
             return options
         return dataclasses.replace(options, image=self.records.pools[w.pool_id].options.image)
 

@@ -71,8 +71,8 @@ class Registration:
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
         options, env = self._secrets_and_volumes(msg, options)
-        docker = self.fleet.launcher.name == "docker"
-        options = self.nesting.options_for(identity, options, docker)
+        in_containers = self.fleet.launcher.name in ("docker", "kubernetes")
+        options = self.nesting.options_for(identity, options, in_containers)
         if msg.app:
             owner = self._deployed_owner(msg.app, msg.name)
         else:
