@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import cloudpickle
+import nested_app
 import pytest
 from conftest import wait_until
 from slurm_cluster import job_fields, nbscale_jobs
@@ -362,3 +363,14 @@ def test_a_killed_control_plane_s_workers_leave_by_themselves(slurm_plane):
     assert {job_fields(j)["JobState"] for j in orphans} == {"COMPLETED"}  # they left cleanly
     nbscale.shutdown()
     assert square.remote(4) == 16  # the next control plane removes the dead one's directory
+
+
+def test_code_on_a_slurm_job_calls_functions():
+    """A nested call from a Slurm job reaches the control plane that runs it (over its own
+    link) and runs on another job of the callee's pool; a fan-out three levels deep."""
+    cloudpickle.register_pickle_by_value(nested_app)
+    try:
+        nested_app.check_nested_remote()
+        nested_app.check_recursive_fan_out()
+    finally:
+        cloudpickle.unregister_pickle_by_value(nested_app)
