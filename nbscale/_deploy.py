@@ -120,6 +120,11 @@ class DeployedFunction(Function):
             "locally; call .remote() instead"
         )
 
+    def get_raw_f(self) -> Any:
+        raise InvalidError(
+            f"{self.app_name}/{self.name} is a deployed function: its code is not here"
+        )
+
     def _with_settings(self, settings: dict[str, Any], *, variant: bool = False) -> Function:
         raise InvalidError(
             f"{self.app_name}/{self.name} is a deployed function: set its options where it is "

@@ -124,6 +124,10 @@ class Function:
             return asyncio.run(result) if not loop_running() else result
         return result
 
+    def get_raw_f(self) -> Callable[..., Any]:
+        """The function as it was written, before the decorator (Modal's name)."""
+        return self.raw_f
+
     def with_options(self, **settings: Any) -> Function:
         """A variant of this function with other settings, and a pool of its own."""
         return self._with_settings(settings, variant=True)

@@ -58,6 +58,7 @@ def test_remote_returns_the_value():
 
 def test_local_runs_here():
     assert pid.local() == os.getpid()
+    assert pid.get_raw_f()() == os.getpid()  # Modal's name for the undecorated function
 
 
 def test_map_with_several_iterables_and_kwargs():
