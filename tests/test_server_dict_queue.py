@@ -210,6 +210,10 @@ def test_every_caller_of_a_deployed_function_or_class_shares_its_pool(
         print(json.dumps([whose.remote(0), Counter().whose.remote()]))
         """
     first = client(server, calls, tmp_path)
+    resize = (
+        'nbscale.Function.from_name("shared-pool", "whose").update_autoscaler(max_containers=3)'
+    )
+    assert client(server, f"{resize}\nprint(1)", tmp_path) == 1
     assert client(server, calls, tmp_path) == first  # the same workers served both callers
     pools = server.request("GET", "nbscale/api/pools")
     shared = [p for p in pools if p["function"].startswith("shared-pool/")]
@@ -217,6 +221,9 @@ def test_every_caller_of_a_deployed_function_or_class_shares_its_pool(
     assert {(p["owner"]["app"], p["owner"]["name"]) for p in shared} == {
         ("shared-pool", "app shared-pool")
     }
+    # another caller's registration kept what update_autoscaler set (as on Modal)
+    [whose] = [p for p in shared if p["function"] == "shared-pool/whose"]
+    assert whose["settings"]["max_containers"] == 3
 
 
 def test_a_blocking_get_is_served_by_another_process_and_ends_when_the_server_dies(

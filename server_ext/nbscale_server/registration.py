@@ -99,12 +99,17 @@ class Registration:
         else:
             pool.broken = None  # a caller trying again gets a fresh chance
             pool.autoscaler.reset_launch_failures()
+            # A deployed app's settings come from its deployment: another caller of the same
+            # one keeps what update_autoscaler set meanwhile (as on Modal, until a redeploy).
+            explicit = options.explicit_autoscaler()
+            redeployed = explicit != pool.options.explicit_autoscaler()
             pool.options = options
             pool.name = msg.name  # a cell's pool takes the name of the cell run last
             pool.owner = owner  # the same kernel, maybe restarted (a new pid)
             self._resolve(owner)  # the notebook may have been renamed since
             # The latest explicit setting wins, whoever made it (this, the sidebar, ...).
-            self._apply(pool, options.explicit_autoscaler(), "registering the function again")
+            if not msg.app or redeployed:
+                self._apply(pool, explicit, "registering the function again")
         return {"pool_id": pool_id, "launcher": self.fleet.launcher.name}, ()
 
     def _deployed_owner(self, app: str, label: str) -> OwnerModel:
