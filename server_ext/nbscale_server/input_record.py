@@ -53,6 +53,17 @@ class InputRecord:
         self.count = cut
         return rest
 
+    def piece(self) -> tuple[Any, list[Any], int]:
+        """The bytes (pickle, buffers) a worker needs for this record, and where its first
+        input starts among them: a piece of a run goes with its own inputs' pickles only (a
+        slice of the run's, cut by their sizes, not a copy): the worker unpickles none to
+        skip them, and the socket carries none that the piece does not hold."""
+        if self.skip < 0 or not self.sizes:
+            return self.data, self.buffers, self.skip
+        start = sum(self.sizes[: self.skip])
+        length = sum(self.sizes[self.skip : self.skip + self.count])
+        return memoryview(self.data)[start : start + length], self.buffers, 0
+
     def singles(self) -> Iterator[InputRecord]:
         """Each input of a run as a record of its own (the run itself is left as it was)."""
         if self.count == 1:
