@@ -37,7 +37,7 @@ from nbscale_server.outputs import outputs_message
 
 from . import _nested
 from ._chunks import ChunkSizes, check_input_sizes, pull, submit_chunk
-from ._outcomes import Output, Values, decode, decode_run, load_values
+from ._outcomes import Output, Values, decode, decode_run
 from ._progress import CallProgress
 from ._tracebacks import format_text
 from .exceptions import CallCancelledError, CallDetachedError
@@ -239,8 +239,8 @@ class Invocation:
             outs: list[Output] | list[Values]
             if not item[OUT_COUNT]:
                 outs = [decode(item, data, bufs, self.function, self.timeout, self.code_files)]
-            elif self.progress is None and (run := load_values(item, data, bufs)) is not None:
-                outs = [run]  # the fast path: the run's values, as they are
+            elif self.progress is None:  # the fast path: the run, unpickled by its reader
+                outs = [Values(item, data, bufs, self.function, self.timeout)]
             else:
                 outs = decode_run(item, data, bufs, self.function, self.timeout)
             received += row_count(item[OUT_COUNT])
@@ -367,7 +367,7 @@ class Invocation:
 
 
 def _count(out: Output | Values) -> int:
-    return len(out.values) if isinstance(out, Values) else 1
+    return out.count if isinstance(out, Values) else 1
 
 
 def ranges(indices: set[int]) -> list[list[int]]:
