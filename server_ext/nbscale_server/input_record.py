@@ -3,7 +3,8 @@
 A map's small inputs arrive as runs (a chunk's pickles back to back: one record, one message
 instead of hundreds); a run moves as one record and is split only where its inputs part ways
 (``QueueCore`` decides where). Pieces of a run share its bytes, each knowing where its inputs
-start among them (``skip``), so splitting never unpickles anything; where inputs are kept one
+start among them (``skip``), so splitting never unpickles anything (a piece goes to a worker
+as a slice of them: ``piece``); where inputs are kept one
 by one (spawned calls, detached maps), ``apart`` cuts a run's bytes by its inputs' sizes.
 """
 
