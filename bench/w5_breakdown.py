@@ -33,22 +33,23 @@ SITECUSTOMIZE = textwrap.dedent(
             _f.write(f"{time.time()!r} worker: {step}\\n"); _f.flush()
         _note("interpreter up, site done (sitecustomize)")
         import nbscale_runtime.worker as _w
+        from nbscale_runtime import intake as _i, sending as _s
         _note("nbscale_runtime.worker imported")
         _init, _run, _load, _accept, _flush0 = (_w.Worker.__init__, _w.Worker.run,
-            _w.Worker._load_function, _w.Worker._accept_inputs, _w.Worker._flush)
+            _w.Worker._load_function, _i.accept_inputs, _s.flush)
         def __init__(self, cfg):
             _note("config read; connecting"); _init(self, cfg); _note("connected")
         def run(self):
             _note("sending register"); return _run(self)
         def _load_function(self, msg, payload):
             _note("function received"); _load(self, msg, payload); _note("function loaded")
-        def _accept_inputs(self, msg, payload):
-            _note("inputs received"); _accept(self, msg, payload)
-        def _flush(self):
-            if self.done: _note("sending outputs")
-            _flush0(self)
+        def _accept_inputs(w, msg, payload):
+            _note("inputs received"); _accept(w, msg, payload)
+        def _flush(w):
+            if w.done: _note("sending outputs")
+            _flush0(w)
         _w.Worker.__init__, _w.Worker.run, _w.Worker._load_function = __init__, run, _load_function
-        _w.Worker._accept_inputs, _w.Worker._flush = _accept_inputs, _flush
+        _i.accept_inputs, _s.flush = _accept_inputs, _flush
     """
 )
 

@@ -5,7 +5,7 @@ Each simulated worker is what ``nbscale_runtime.worker`` is on the wire, less th
 two CurveZMQ DEALER connections over TCP named ``wk-...`` (data) and ``wk-...:pulse``,
 with the keys of the config file the control plane wrote for it. It registers, loads the
 function it is sent, asks for inputs with the real worker's own prefetch policy
-(``Worker._more_wanted``), unpickles and runs each input and pickles its result
+(``intake.more_wanted``), unpickles and runs each input and pickles its result
 (``serialization``), and sends ``outputs`` batches carrying its next ``want``; its pulse
 heartbeats every ``heartbeat_interval`` and hears ``pong``, ``cancel-inputs`` and
 ``shutdown``. It runs a batch inline, between two awaits, rather than on a thread of its
@@ -30,6 +30,7 @@ import zmq
 import zmq.asyncio
 
 from nbscale_runtime import protocol
+from nbscale_runtime.intake import more_wanted
 from nbscale_runtime.protocol import (
     RUN_ATTEMPT,
     RUN_CALL_ID,
@@ -40,7 +41,7 @@ from nbscale_runtime.protocol import (
     STATUS_OK,
 )
 from nbscale_runtime.serialization import PayloadWriter, load, load_run, split_payload
-from nbscale_runtime.worker import Worker, WorkerConfig
+from nbscale_runtime.worker import WorkerConfig
 
 EXIT, HELLO, START, STOP = b"exit", b"hello", b"start", b"stop"
 _VERSION = ".".join(map(str, sys.version_info[:3]))
@@ -48,7 +49,7 @@ _VERSION = ".".join(map(str, sys.version_info[:3]))
 
 class SimWorker:
     """One simulated worker. Its attributes named as ``Worker``'s are those its prefetch
-    policy reads (``Worker._more_wanted``), kept with the same meaning."""
+    policy reads (``intake.more_wanted``), kept with the same meaning."""
 
     def __init__(self, host: Host, cfg: WorkerConfig) -> None:
         self.host = host
@@ -79,7 +80,7 @@ class SimWorker:
         self.data.send_multipart(protocol.encode(msg, payload), copy=False)
 
     def _more_wanted(self) -> int:
-        return Worker._more_wanted(self)  # type: ignore[arg-type]  # the real policy
+        return more_wanted(self)  # type: ignore[arg-type]  # the real policy
 
     async def _serve(self) -> None:
         cfg = self.cfg

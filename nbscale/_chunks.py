@@ -1,17 +1,35 @@
-"""A map's inputs, pulled from the caller's iterator a chunk at a time and pickled for the
-wire: as runs (their pickles back to back, one submit-inputs row each) when they are small,
-else one by one. Runs on a worker thread of the client's loop (pickling takes time)."""
+"""A call's input side: its inputs pulled from the caller's iterator a chunk at a time and
+pickled for the wire (``pull``, on a worker thread of the client's loop: pickling takes
+time), as runs (their pickles back to back, one submit-inputs row each) when they are small,
+else one by one; how big its chunks are (``ChunkSizes``); each input's size checked
+(``check_input_sizes``); and a chunk sent until a limit admits it (``submit_chunk``)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nbscale_runtime import protocol
+from nbscale_runtime.protocol import SUBMIT_COUNT, row_count
 from nbscale_runtime.serialization import PayloadWriter
+from nbscale_server.limits import Limits, describe
 
 from ._pickling import add_input
+from .exceptions import CallCancelledError, InvalidError
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._progress import CallProgress
+
+_CHUNK = 256  # inputs of a call's first submission at most
+_MAX_CHUNK = 4096  # inputs of a map's later submissions at most
+# Calls whose inputs go as runs, their chunks growing: maps, and spawn_map (whose kept
+# inputs and outputs the control plane cuts per index by their sizes)
+_RUNS = frozenset({"map", "spawn"})
+_THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 
 # A map's chunk travels as one run (``PayloadWriter.add_run``: one row, moved whole, split only
 # where its inputs part ways) when it pickles to no more than this: the control plane may
@@ -73,3 +91,70 @@ def _add_runs(
     half = len(inputs) // 2
     _add_runs(writer, items, inputs[:half], start)
     _add_runs(writer, items, inputs[half:], start + half)
+
+
+class ChunkSizes:
+    """How many inputs a call's next chunk takes at most (``size``), and whether they go as
+    runs (``runs``)."""
+
+    __slots__ = ("max_size", "runs", "size")
+
+    def __init__(self, limits: Limits, kind: str) -> None:
+        # A chunk is admitted whole or not at all: never make one bigger than a limit could
+        # ever admit, or a throttled map would wait for room that cannot come.
+        most = min(
+            limits.max_inputs_in_flight_per_map, limits.max_pending_inputs, limits.max_total_inputs
+        )
+        if kind == "spawn":
+            most = min(most, limits.max_pending_spawn_inputs)
+        self.runs = kind in _RUNS
+        self.size = max(1, min(_CHUNK, most))
+        # A map's chunks grow while they go whole, up to half its window (two in flight):
+        # fewer, bigger runs, while the first results still come after one small chunk.
+        self.max_size = max(self.size, min(_MAX_CHUNK, most // 2))
+
+    def sent_whole(self, count: int) -> None:
+        """A chunk of ``count`` inputs was admitted."""
+        if self.runs and count == self.size:
+            self.size = min(self.max_size, 2 * self.size)
+
+
+async def submit_chunk(
+    client: Client,
+    msg: protocol.SubmitInputs,
+    frames: list[Any],
+    limits: Limits,
+    progress: CallProgress | None,
+    name: str,
+) -> int:
+    """Send one chunk, waiting and resending while a limit refuses it; how many inputs it
+    held."""
+    count = sum(row_count(item[SUBMIT_COUNT]) for item in msg.items)
+    while True:
+        value, _ = await client.request(msg, frames)
+        if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
+            raise CallCancelledError(f"{name}: the call was cancelled")
+        if value["accepted"] == count:
+            if progress is not None:
+                progress.sent(count, None)
+            return count
+        if progress is not None:  # say which limit holds the map back
+            limit = value.get("limit")
+            progress.sent(0, None if limit is None else describe(limit, limits))
+        await asyncio.sleep(_THROTTLE_WAIT)
+
+
+def check_input_sizes(items: list[list[Any]], frames: list[Any], limit: int, name: str) -> None:
+    """Refuse an input over ``limit`` bytes (pickle and buffers) with a clear error, before
+    the control plane drops a connection that sends it."""
+    if sum(memoryview(f).nbytes for f in frames) <= limit:
+        return
+    buffers, at = frames[1:], 0
+    for index, _, length, nbufs, *_ in items:
+        size = length + sum(memoryview(b).nbytes for b in buffers[at : at + nbufs])
+        at += nbufs
+        if size > limit:
+            raise InvalidError(
+                f"{name}: input {index} is {size / 2**20:,.1f} MiB, over the limit of "
+                f"{limit >> 20} MiB (the max_input_mib setting)"
+            )

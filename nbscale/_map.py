@@ -29,29 +29,21 @@ from nbscale_runtime.protocol import (
     STREAM_INDEX,
     STREAM_STARTED,
     STREAM_TEXT,
-    SUBMIT_COUNT,
     row_count,
 )
 from nbscale_runtime.serialization import split_payload
-from nbscale_server.limits import Limits, describe
+from nbscale_server.limits import Limits
 from nbscale_server.outputs import outputs_message
 
 from . import _nested
-from ._chunks import pull
-from ._outcomes import Output, Values, decode, decode_run, load_values
+from ._chunks import ChunkSizes, check_input_sizes, pull, submit_chunk
+from ._outcomes import Output, Values, decode, decode_run
 from ._progress import CallProgress
 from ._tracebacks import format_text
-from .exceptions import CallCancelledError, CallDetachedError, InvalidError
+from .exceptions import CallCancelledError, CallDetachedError
 
 if TYPE_CHECKING:
     from ._client import Client
-
-_CHUNK = 256  # inputs of a call's first submission at most
-_MAX_CHUNK = 4096  # inputs of a map's later submissions at most
-# Calls whose inputs go as runs, their chunks growing: maps, and spawn_map (whose kept
-# inputs and outputs the control plane cuts per index by their sizes)
-_RUNS = frozenset({"map", "spawn"})
-_THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 
 
 class End:
@@ -101,16 +93,7 @@ class Invocation:
         self.call_id = call_id or new_call_id()
         self.limits = Limits(**client.server_info.get("limits", {}))
         self.window = self.limits.max_inputs_in_flight_per_map
-        # A chunk is admitted whole or not at all: never make one bigger than a limit could
-        # ever admit, or a throttled map would wait for room that cannot come.
-        limits = self.limits
-        most = min(self.window, limits.max_pending_inputs, limits.max_total_inputs)
-        if kind == "spawn":
-            most = min(most, limits.max_pending_spawn_inputs)
-        self.chunk = max(1, min(_CHUNK, most))
-        # A map's chunks grow while they go whole, up to half its window (two in flight):
-        # fewer, bigger runs, while the first results still come after one small chunk.
-        self.max_chunk = max(self.chunk, min(_MAX_CHUNK, most // 2))
+        self.chunks = ChunkSizes(self.limits, kind)
         self.outputs: asyncio.Queue[list[Output | Values] | End] = asyncio.Queue()
         self.submitted = 0
         self.consumed = 0
@@ -174,21 +157,11 @@ class Invocation:
             self.progress is not None,
             parent=_nested.parent(),  # on a worker: the input whose code makes this call
         )
-        while True:
-            value, _ = await self.client.request(msg, frames)
-            if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
-                raise CallCancelledError(f"{self.function}: the call was cancelled")
-            count = sum(row_count(item[SUBMIT_COUNT]) for item in items)
-            if value["accepted"] == count:
-                self.submitted += count
-                if self.kind in _RUNS and count == self.chunk:
-                    self.chunk = min(self.max_chunk, 2 * self.chunk)
-                if self.progress is not None:
-                    self.progress.sent(count, None)
-                return
-            if self.progress is not None:  # say which limit holds the map back
-                self.progress.sent(0, self._describe_limit(value.get("limit")))
-            await asyncio.sleep(_THROTTLE_WAIT)
+        count = await submit_chunk(
+            self.client, msg, frames, self.limits, self.progress, self.function
+        )
+        self.submitted += count
+        self.chunks.sent_whole(count)
 
     def start_feeding(self, inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
         self._feeder = asyncio.ensure_future(self._feed(inputs))
@@ -204,15 +177,17 @@ class Invocation:
                 while (
                     self._bounded()
                     and self.window - (self.submitted - self.consumed)
-                    < min(self.chunk, self.window // 4 or 1)
+                    < min(self.chunks.size, self.window // 4 or 1)
                     and self.submitted > self.consumed
                 ):
                     self._room.clear()
                     await self._room.wait()
                 bounded = self._bounded()
-                room = self.window - (self.submitted - self.consumed) if bounded else self.chunk
+                room = (
+                    self.window - (self.submitted - self.consumed) if bounded else self.chunks.size
+                )
                 items, frames, exhausted, pulled = await loop.run_in_executor(
-                    None, pull, inputs, index, min(room, self.chunk), self.kind in _RUNS
+                    None, pull, inputs, index, min(room, self.chunks.size), self.chunks.runs
                 )
                 index += pulled
                 total = index if exhausted else None
@@ -243,9 +218,6 @@ class Invocation:
 
     # --- outputs ----------------------------------------------------------------------
 
-    def _describe_limit(self, limit: str | None) -> str | None:
-        return None if limit is None else describe(limit, self.limits)
-
     def _on_progress(self, msg: protocol.Progress) -> None:
         progress = self.progress
         assert progress is not None
@@ -267,8 +239,8 @@ class Invocation:
             outs: list[Output] | list[Values]
             if not item[OUT_COUNT]:
                 outs = [decode(item, data, bufs, self.function, self.timeout, self.code_files)]
-            elif self.progress is None and (run := load_values(item, data, bufs)) is not None:
-                outs = [run]  # the fast path: the run's values, as they are
+            elif self.progress is None:  # the fast path: the run, unpickled by its reader
+                outs = [Values(item, data, bufs, self.function, self.timeout)]
             else:
                 outs = decode_run(item, data, bufs, self.function, self.timeout)
             received += row_count(item[OUT_COUNT])
@@ -395,23 +367,7 @@ class Invocation:
 
 
 def _count(out: Output | Values) -> int:
-    return len(out.values) if isinstance(out, Values) else 1
-
-
-def check_input_sizes(items: list[list[Any]], frames: list[Any], limit: int, name: str) -> None:
-    """Refuse an input over ``limit`` bytes (pickle and buffers) with a clear error, before
-    the control plane drops a connection that sends it."""
-    if sum(memoryview(f).nbytes for f in frames) <= limit:
-        return
-    buffers, at = frames[1:], 0
-    for index, _, length, nbufs, *_ in items:
-        size = length + sum(memoryview(b).nbytes for b in buffers[at : at + nbufs])
-        at += nbufs
-        if size > limit:
-            raise InvalidError(
-                f"{name}: input {index} is {size / 2**20:,.1f} MiB, over the limit of "
-                f"{limit >> 20} MiB (the max_input_mib setting)"
-            )
+    return out.count if isinstance(out, Values) else 1
 
 
 def ranges(indices: set[int]) -> list[list[int]]:

@@ -201,14 +201,16 @@ class MapResults:
 
     def _unpack(self, batch: list[Output | Values]) -> Iterator[Any]:
         __tracebackhide__ = hidden()
-        for out in batch:
-            if isinstance(out, Values):  # a run's results: all returned, none printed
-                yield from out.values
-                continue
-            print_output(out, prefix=True)
-            if not out.ok and not self._return_exceptions:
-                raise out.value
-            yield out.value
+        for each in batch:
+            outs = each.load() if isinstance(each, Values) else (each,)
+            for out in outs:
+                if not isinstance(out, Output):  # a run's results: all returned, none printed
+                    yield out
+                    continue
+                print_output(out, prefix=True)
+                if not out.ok and not self._return_exceptions:
+                    raise out.value
+                yield out.value
 
     def __iter__(self) -> Iterator[Any]:
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks

@@ -56,23 +56,28 @@ class Output:
 
 
 class Values:
-    """The results of a run of inputs ``index`` .. ``index + len(values)``: all returned,
-    none printed anything (a map's fast path: no ``Output`` per input)."""
+    """The results of a run of inputs ``index`` .. ``index + count``: all returned, none
+    printed anything (a map's fast path: no ``Output`` per input). They are unpickled where
+    they are read (``load``, on the consumer's thread), not on the loop that received them,
+    which also runs the embedded control plane."""
 
-    __slots__ = ("index", "values")
+    __slots__ = ("buffers", "count", "data", "function", "index", "item", "timeout")
 
-    def __init__(self, index: int, values: list[Any]) -> None:
-        self.index = index
-        self.values = values
+    def __init__(
+        self, item: list[Any], data: Any, buffers: list[Any], function: str, timeout: float
+    ) -> None:
+        self.item, self.data, self.buffers = item, data, buffers
+        self.function, self.timeout = function, timeout
+        self.index: int = item[OUT_INDEX]
+        self.count: int = item[OUT_COUNT]
 
-
-def load_values(item: list[Any], data: Any, buffers: list[Any]) -> Values | None:
-    """A run's row as its ``Values``, or None when one of its results cannot be unpickled
-    here (then :func:`decode_run` says which)."""
-    try:
-        return Values(item[OUT_INDEX], load_run(data, buffers, 0, item[OUT_COUNT]))
-    except Exception:
-        return None
+    def load(self) -> list[Any] | list[Output]:
+        """The results as values; as one ``Output`` each when one of them cannot be
+        unpickled here (each result then unpickled on its own, so that it fails alone)."""
+        try:
+            return load_run(self.data, self.buffers, 0, self.count)
+        except Exception:
+            return decode_run(self.item, self.data, self.buffers, self.function, self.timeout)
 
 
 def decode_run(

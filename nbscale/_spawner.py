@@ -17,8 +17,9 @@ from nbscale_runtime import protocol
 from nbscale_runtime.serialization import PayloadWriter, TooLarge
 
 from . import _nested
+from ._chunks import check_input_sizes
 from ._client import Client
-from ._map import check_input_sizes, new_call_id
+from ._map import new_call_id
 from ._pickling import add_input
 from .exceptions import from_wire
 

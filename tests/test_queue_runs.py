@@ -5,6 +5,7 @@ the rest back). Counts are of inputs, never of records."""
 from __future__ import annotations
 
 from nbscale_runtime.protocol import STATUS_ERROR, STATUS_LOST, STATUS_OK
+from nbscale_runtime.serialization import PayloadWriter, load_run
 from nbscale_server.queue import InputRecord, QueueCore, RetryPolicy
 
 
@@ -122,3 +123,22 @@ def test_status_pages_see_each_input_of_a_run() -> None:
     pending, running = q.inputs_of("a")
     assert [r.index for r in pending] == [1, 2, 3]
     assert [(r.index, r.worker_id) for r in running] == [(0, "w")]
+
+
+def test_a_piece_of_a_run_goes_to_a_worker_with_its_own_pickles_only() -> None:
+    writer = PayloadWriter()
+    (_, length, _), sizes = writer.add_run([((n,), {}) for n in range(10)])
+    whole = bytes(writer.frames()[0])[:length]
+    record = InputRecord("a", 0, data=whole, count=10, skip=0, sizes=sizes)
+    middle = record.split(3)
+    last = middle.split(7)
+
+    pieces = [r.piece() for r in (record, middle, last)]
+    assert [skip for _, _, skip in pieces] == [0, 0, 0]  # nothing for the worker to skip
+    assert [len(data) for data, _, _ in pieces] == [sum(sizes[:3]), sum(sizes[3:7]), sum(sizes[7:])]
+    records = (record, middle, last)
+    loaded = [
+        load_run(data, [], 0, r.count) for r, (data, _, _) in zip(records, pieces, strict=True)
+    ]
+    assert [args for values in loaded for args, _ in values] == [(n,) for n in range(10)]
+    assert middle.skip == 3  # the queue's own bookkeeping is unchanged

@@ -34,6 +34,27 @@ def fails_once_at(path: str, x: int) -> int:
     return x
 
 
+def _rebuilt_on_workers_only(x: int) -> int:
+    if "NBSCALE_WORKER_ID" not in os.environ:
+        raise ImportError("this result only unpickles on a worker")
+    return x
+
+
+class OnlyOnWorkers:
+    """A result whose pickle loads on a worker and fails in the caller."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_rebuilt_on_workers_only, (self.x,))
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def sometimes_unloadable(x: int) -> object:
+    return OnlyOnWorkers(x) if x == 42 else x
+
+
 def expected(x: int) -> object:
     return ValueError if x % 97 == 5 else x * 2
 
@@ -70,3 +91,11 @@ def test_an_input_of_a_run_that_fails_is_retried_alone(tmp_path) -> None:
     path = str(tmp_path / "failed-once")
     assert list(fails_once_at.map([path] * 400, range(400))) == list(range(400))
     assert os.path.exists(path)
+
+
+def test_a_result_of_a_run_that_cannot_be_unpickled_fails_alone() -> None:
+    results = list(sometimes_unloadable.map(range(300), return_exceptions=True))
+    assert [r for k, r in enumerate(results) if k != 42] == [x for x in range(300) if x != 42]
+    failed = results[42]
+    assert isinstance(failed, nbscale.exceptions.SerializationError)
+    assert "input 42 cannot be unpickled in the caller" in str(failed)

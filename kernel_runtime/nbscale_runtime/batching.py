@@ -24,7 +24,8 @@ from .serialization import load
 from .service import ClassService, call, run_alone, target
 
 if TYPE_CHECKING:
-    from .worker import Worker, _Input
+    from .intake import _Input
+    from .worker import Worker
 
 BatchSettings = tuple[int, int]  # (max_batch_size, wait_ms)
 ATTRIBUTE = "__nbscale_batched__"  # on a function: its BatchSettings
@@ -122,7 +123,7 @@ class Batcher:
                 results = [call(w.fn, args, kwargs, lambda v: w.yielded(batch[0], v))]
             statuses = [STATUS_OK] * len(batch)
         except BaseException as exc:
-            from .worker import InputCancelled
+            from .intake import InputCancelled
 
             status = STATUS_CANCELLED if isinstance(exc, InputCancelled) else STATUS_ERROR
             results, statuses = [exc] * len(batch), [status] * len(batch)

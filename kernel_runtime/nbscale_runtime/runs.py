@@ -107,7 +107,7 @@ def run_segment(
     (args, kwargs)) until done, cancelled, taken back, or ``deadline`` (perf_counter)
     passes; returns where it stopped and where the run now ends (the rest, if any, is the
     caller's to queue)."""
-    from .worker import InputCancelled, _Input
+    from .intake import InputCancelled, _Input
 
     seg = Segment(call_id, attempt, index, index + len(values))
     w.segment = seg

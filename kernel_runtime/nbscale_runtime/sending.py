@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from . import protocol
+from . import intake, protocol
 from .protocol import STATUS_ERROR, STATUS_OK, STATUS_SERIALIZATION, STATUS_YIELD, output_row
 from .runs import Segment
 from .serialization import PayloadWriter, dump_exception
@@ -66,4 +66,4 @@ def flush(w: Worker) -> None:
     if live is not None:
         w.done.append(live)
     if items:
-        w._send(protocol.Outputs(items, w._more_wanted()), writer.frames())
+        w._send(protocol.Outputs(items, intake.more_wanted(w)), writer.frames())

@@ -3,9 +3,10 @@
 Two sockets, two threads:
 
 - the main thread owns the *data* socket: it registers, receives the function definition and
-  batches of inputs, runs them (inline for plain sync functions, on a thread pool for
-  ``@concurrent`` sync functions, on an asyncio loop thread for async ones) and sends back
-  batches of outputs;
+  batches of inputs (asked for and queued by ``intake.py``), runs them (inline for plain sync
+  functions, runs of inputs by ``runs.py``; on a thread pool for ``@concurrent`` sync
+  functions, on an asyncio loop thread for async ones: ``concurrency.py``) and sends back
+  batches of outputs (``sending.py``);
 - the *pulse* thread owns a second socket: it sends heartbeats, receives cancellations and
   shutdown requests (which must get through while user code holds the main thread), enforces
   the per-attempt timeout and exits when the control plane is gone (``pulse.py``).
@@ -31,7 +32,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -40,71 +40,21 @@ import zmq
 if TYPE_CHECKING:
     import asyncio
 
-from . import batching, capture, nested, protocol
+from . import batching, capture, concurrency, intake, nested, protocol
+from .intake import InputCancelled, _Input
 from .nvml import GpuMonitor
-from .protocol import (
-    RUN_ATTEMPT,
-    RUN_CALL_ID,
-    RUN_COUNT,
-    RUN_INDEX,
-    RUN_SKIP,
-    RUN_WHERE,
-    STATUS_CANCELLED,
-    STATUS_ERROR,
-    STATUS_OK,
-    STATUS_YIELD,
-)
+from .protocol import STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, STATUS_YIELD
 from .pulse import Pulse
 from .register import RegisterWriter
 from .runs import Segment, run_segment
 from .sending import FLUSH_INTERVAL, flush, maybe_flush
-from .serialization import dump_exception, load, load_run, split_payload
-from .service import ClassService, call, call_async, is_generator, run_alone
+from .serialization import dump_exception, load
+from .service import ClassService, call, is_generator, run_alone
 from .worker_config import WorkerConfig
-
-# Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
-# to hide a round trip to the control plane, small enough to keep the load balanced.
-_PREFETCH_SECONDS = 0.01
-_MAX_PREFETCH = 1000
-# Inputs shorter than this keep one more queued per slot, so the next starts without a round
-# trip; one that waits behind another waits at most this long.
-_ONE_AHEAD_BELOW = 0.1
-_PROCEED_WAIT = 10.0  # seconds to wait for the control plane to note an input's start
-
 
 # Set in a worker's environment (to its id), and so in its children's: ``nbscale.is_local()``
 # reads it.
 WORKER_ID_ENV = "NBSCALE_WORKER_ID"
-
-
-class InputCancelled(BaseException):
-    """Raised inside a running input when its call is cancelled."""
-
-
-@dataclass(slots=True)
-class _Input:
-    call_id: str
-    index: int
-    attempt: int
-    data: Any
-    buffers: list[Any]
-    arrived: float = 0.0  # monotonic, when it reached this worker
-    loaded: Any = None  # its (args, kwargs), once unpickled ahead of its run (batching)
-    count: int = 0  # > 0: a run of inputs ``index`` .. ``index + count`` (``runs.py``)
-    skip: int = 0  # a run's first element in the list ``data`` holds
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.call_id, self.index)
-
-    def args(self) -> Any:
-        """Its (args, kwargs); a run's, a list of them."""
-        if self.loaded is None:
-            if self.count:
-                self.loaded = load_run(self.data, self.buffers, self.skip, self.count)
-            else:
-                self.loaded = load(self.data, self.buffers)
-        return self.loaded
 
 
 class Worker:
@@ -188,7 +138,7 @@ class Worker:
                 self._receive_all()
             self._run_some()
             maybe_flush(self)
-            self._ask_for_inputs()
+            intake.ask_for_inputs(self)
         flush(self)
         if isinstance(self.fn, ClassService):  # scaled down, stopped or SIGTERM: its @exit
             if self.cfg.exit_grace is not None:  # the pulse thread ends us past it
@@ -236,7 +186,7 @@ class Worker:
         for frames in self.data.receive():
             msg, payload = protocol.decode(frames)
             if isinstance(msg, protocol.RunInputs):
-                self._accept_inputs(msg, payload)
+                intake.accept_inputs(self, msg, payload)
             elif isinstance(msg, protocol.FunctionDef):
                 self._load_function(msg, payload)
             elif isinstance(msg, protocol.Shutdown):
@@ -244,32 +194,8 @@ class Worker:
             elif isinstance(msg, protocol.Proceed):
                 proceed = True
             elif isinstance(msg, protocol.SlotLent):
-                self._drop_taken(msg.taken)
+                intake.drop_taken(self, msg.taken)
         return proceed
-
-    def _drop_taken(self, taken: list[list[Any]]) -> None:
-        """The control plane took these back while this worker lent its slot: runs of
-        inputs this worker queued, and the rest of the run it is in (if any)."""
-        keys = {(call_id, index + k) for call_id, index, count in taken for k in range(count)}
-        self.queue = collections.deque(i for i in self.queue if i.key not in keys)
-        self.run_extra = sum(max(0, i.count - 1) for i in self.queue)
-        self.confirm_first -= keys
-        if self.segment is not None:
-            self.segment.stop_at_taken(keys)
-        self.demand = 0
-        self.slot_lent = True
-
-    def _confirm_start(self, item: _Input) -> None:
-        """Say we start ``item`` and wait until the control plane has noted it: should the
-        input kill this worker, it alone is blamed (a worker without a register)."""
-        self.confirm_first.discard(item.key)
-        flush(self)
-        started = protocol.Started(self.cfg.worker_id, item.call_id, item.index, item.attempt)
-        self._send(started)
-        deadline = time.monotonic() + _PROCEED_WAIT
-        while time.monotonic() < deadline:
-            if self.data.poll(100) and self._receive_all():
-                return
 
     def _load_function(self, msg: protocol.FunctionDef, payload: list[Any]) -> None:
         for path in msg.sys_path:
@@ -322,52 +248,6 @@ class Worker:
         finally:
             self.starting_until = None
 
-    def _accept_inputs(self, msg: protocol.RunInputs, payload: list[Any]) -> None:
-        parts = split_payload(payload, [item[RUN_WHERE] for item in msg.items])
-        now = time.monotonic()
-        received = 0
-        for item, (data, buffers) in zip(msg.items, parts, strict=False):
-            call_id, index, attempt = item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT]
-            count = item[RUN_COUNT]
-            received += count or 1
-            if count and not self.plain:  # run one by one: each an input of its own
-                values = load_run(data, buffers, item[RUN_SKIP], count)
-                for k, value in enumerate(values):
-                    self.queue.append(_Input(call_id, index + k, attempt, data, [], now, value))
-            else:
-                run = _Input(call_id, index, attempt, data, buffers, now, None, count)
-                run.skip = item[RUN_SKIP]
-                self.queue.append(run)
-                self.run_extra += max(0, count - 1)
-            if msg.confirm:
-                self.confirm_first.add((call_id, index))
-        self.demand = max(0, self.demand - received)
-
-    def _ask_for_inputs(self) -> None:
-        want = self._more_wanted()
-        if want:
-            self._send(protocol.GetInputs(self.cfg.worker_id, want))
-
-    def _more_wanted(self) -> int:
-        """How many more inputs to ask for now (counted as asked for)."""
-        if self.fn is None or self.draining:
-            return 0
-        have = len(self.queue) + self.run_extra + len(self.running) + self.demand
-        target = self.slots
-        # Look ahead only for short inputs, where a round trip per input would cost: a long
-        # input queued here behind another could have run on an idle worker instead.
-        avg = self.avg_seconds
-        if avg is not None and avg < _PREFETCH_SECONDS:
-            per_slot = _PREFETCH_SECONDS / max(avg, 1e-7)
-            target += min(_MAX_PREFETCH, math.ceil(per_slot * self.slots))
-        elif avg is not None and avg < _ONE_AHEAD_BELOW:
-            target += self.slots
-        if have < target and (self.demand == 0 or have <= target // 2):
-            want = target - have
-            self.demand += want
-            return want
-        return 0
-
     # --- running inputs ---------------------------------------------------------------------
 
     def _run_some(self) -> None:
@@ -389,7 +269,7 @@ class Worker:
                     break
             return
         while self.queue and len(self.running) < self.slots:
-            self._start_concurrent(self.queue.popleft())
+            concurrency.start(self, self.queue.popleft())
 
     def _run_segment(self, run: _Input, deadline: float) -> None:
         """Run a run of inputs of a plain function at full speed (``runs.py``); what is
@@ -397,7 +277,7 @@ class Worker:
         if run.call_id in self.cancelled:
             return
         if self.confirm_first and run.key in self.confirm_first:
-            self._confirm_start(run)
+            intake.confirm_start(self, run)
         values = run.args()
         at, end = run_segment(self, run.call_id, run.attempt, run.index, values, deadline)
         if at < end:
@@ -413,7 +293,7 @@ class Worker:
             return
         key = item.key
         if self.confirm_first and key in self.confirm_first:
-            self._confirm_start(item)
+            intake.confirm_start(self, item)
         # monotonic, not perf_counter: the register's clock is the host's (one call for both)
         started = time.monotonic()
         self.running[key] = (started, item.attempt, 0)
@@ -435,67 +315,6 @@ class Worker:
             printed = capture.finish(token)
             del self.running[key]
         self.record(item, status, result, time.monotonic() - started, printed)
-
-    def _start_concurrent(self, item: _Input) -> None:
-        if item.call_id in self.cancelled:
-            return
-        if self.confirm_first and item.key in self.confirm_first:
-            self._confirm_start(item)
-        slot = self.free_slots.pop()
-        started = time.monotonic()
-        self.running[item.key] = (started, item.attempt, slot)
-        self.slot_writers[slot][0](item.call_id, item.index, item.attempt, started)
-        if self.mode == "async":
-            assert self.async_loop is not None
-            import asyncio
-
-            fut = asyncio.run_coroutine_threadsafe(self._run_async(item), self.async_loop)
-            self.async_tasks[item.key] = fut
-        else:
-            assert self.executor is not None
-            fut = self.executor.submit(self._run_threaded, item)
-        fut.add_done_callback(lambda _f: os.write(self.wake_w, b"x"))
-
-    def _run_threaded(self, item: _Input) -> None:
-        started = time.perf_counter()
-        token = capture.start(item.call_id, item.index)
-        try:
-            args, kwargs = item.args()
-            result: Any = call(self.fn, args, kwargs, lambda value: self.yielded(item, value))
-            status = STATUS_OK
-        except BaseException as exc:
-            result, status = exc, STATUS_ERROR
-        printed = capture.finish(token)
-        self._finish_concurrent(item, status, result, time.perf_counter() - started, printed)
-
-    async def _run_async(self, item: _Input) -> None:
-        import asyncio
-
-        started = time.perf_counter()
-        token = capture.start(item.call_id, item.index)
-        try:
-            args, kwargs = item.args()
-            emit = lambda value: self.yielded(item, value)  # noqa: E731
-            result: Any = await call_async(self.fn, args, kwargs, emit)
-            status = STATUS_OK
-        except asyncio.CancelledError:
-            result, status = None, STATUS_CANCELLED
-        except BaseException as exc:
-            result, status = exc, STATUS_ERROR
-        printed = capture.finish(token)
-        self._finish_concurrent(item, status, result, time.perf_counter() - started, printed)
-
-    def _finish_concurrent(
-        self, item: _Input, status: str, result: Any, seconds: float, printed: tuple[str, str]
-    ) -> None:
-        # Runs on a pool thread or the asyncio thread: deque and list appends are thread-safe,
-        # and the main thread only sends what is in ``done``.
-        entry = self.running.pop(item.key, None)
-        if entry is not None:
-            self.slot_writers[entry[2]][1]()
-            self.free_slots.append(entry[2])
-        self.async_tasks.pop(item.key, None)
-        self.record(item, status, result, seconds, printed)
 
     def record(
         self, item: _Input, status: str, result: Any, seconds: float, printed: tuple[str, str]

@@ -285,11 +285,12 @@ class Delivery:
                 continue
             w.want -= sum(r.count for r in records)
             w.took_inputs()
-            frames, addresses = pack([(r.data, r.buffers) for r in records])
+            pieces = [r.piece() for r in records]
+            frames, addresses = pack([(data, buffers) for data, buffers, _ in pieces])
             items = [
                 # a run-inputs row (RUN_*): a run's count, and where it starts in its list
-                [r.call_id, r.index, r.attempt, *where, r.count if r.skip >= 0 else 0, r.skip]
-                for r, where in zip(records, addresses, strict=True)
+                [r.call_id, r.index, r.attempt, *where, r.count if r.skip >= 0 else 0, skip]
+                for r, where, (_, _, skip) in zip(records, addresses, pieces, strict=True)
             ]
             confirm = records[0].suspect  # then alone: the worker says when it starts it
             self.outbox.send_worker(w.worker_id, protocol.RunInputs(items, confirm), frames)

@@ -3,7 +3,8 @@
 A map's small inputs arrive as runs (a chunk's pickles back to back: one record, one message
 instead of hundreds); a run moves as one record and is split only where its inputs part ways
 (``QueueCore`` decides where). Pieces of a run share its bytes, each knowing where its inputs
-start among them (``skip``), so splitting never unpickles anything; where inputs are kept one
+start among them (``skip``), so splitting never unpickles anything (a piece goes to a worker
+as a slice of them: ``piece``); where inputs are kept one
 by one (spawned calls, detached maps), ``apart`` cuts a run's bytes by its inputs' sizes.
 """
 
@@ -52,6 +53,17 @@ class InputRecord:
         rest = replace(self, index=at, count=self.count - cut, skip=self.skip + cut)
         self.count = cut
         return rest
+
+    def piece(self) -> tuple[Any, list[Any], int]:
+        """The bytes (pickle, buffers) a worker needs for this record, and where its first
+        input starts among them: a piece of a run goes with its own inputs' pickles only (a
+        slice of the run's, cut by their sizes, not a copy): the worker unpickles none to
+        skip them, and the socket carries none that the piece does not hold."""
+        if self.skip < 0 or not self.sizes:
+            return self.data, self.buffers, self.skip
+        start = sum(self.sizes[: self.skip])
+        length = sum(self.sizes[self.skip : self.skip + self.count])
+        return memoryview(self.data)[start : start + length], self.buffers, 0
 
     def singles(self) -> Iterator[InputRecord]:
         """Each input of a run as a record of its own (the run itself is left as it was)."""
