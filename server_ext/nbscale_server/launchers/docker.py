@@ -253,7 +253,7 @@ class DockerLauncher(Launcher):
                     since = event.get("timeNano", since * 1e9) / 1e9
                     attributes = event.get("Actor", {}).get("Attributes", {})
                     if LABEL_NETNS in attributes and self._netns is not None:
-                        self._netns.lost()
+                        self._netns.lost(event.get("Actor", {}).get("ID", ""))
                     with self._lock:
                         c = self._containers.get(attributes.get(LABEL_WORKER, ""))
                     if c is not None:

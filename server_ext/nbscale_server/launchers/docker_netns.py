@@ -84,10 +84,14 @@ class SharedNetns:
                 break
         return self._network
 
-    def lost(self) -> None:
-        """The holder exited or was removed: the next worker starts a new one."""
+    def lost(self, container_id: str) -> None:
+        """The holder ``container_id`` exited or was removed: the next worker starts a new
+        one (a late event of a holder already replaced changes nothing)."""
         with self._lock:
-            if self._holder is not None and self._holder.done():
+            holder = self._holder
+            if holder is None or not holder.done() or holder.exception() is not None:
+                return
+            if holder.result() == container_id:
                 self._holder = None
 
     def close(self, timeout: float) -> None:
