@@ -394,5 +394,6 @@ class DockerLauncher(Launcher):
         if self.network_id is not None:
             with self._lock:
                 names = list(self._names_started)
+            names += self._netns.names if self._netns is not None else []
             remove_network(self.api, self.network_id, self.network, names)
         self._threads.close()

@@ -49,6 +49,7 @@ class SharedNetns:
         self._closed = False
         self._warned = False
         self._made = 0  # holders made, for unique names
+        self.names: list[str] = []  # of every holder, for remove_network
 
     def begin(self, image: str) -> Future[str]:
         """Start the holder from ``image`` unless one is starting, running, or has failed
@@ -121,10 +122,11 @@ class SharedNetns:
                 log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
             )
             self._made += 1
+            self.names.append(f"{self._name}-{self._made}")
             container_id = self._api.create_container(
                 image,
                 _HOLDER_COMMAND,
-                name=f"{self._name}-{self._made}",
+                name=self.names[-1],
                 user=container_user(),
                 labels=self._labels,
                 host_config=host_config,
