@@ -44,7 +44,7 @@ def test_launcher_setting_is_checked(monkeypatch):
     with pytest.raises(nbscale.InvalidError, match="NBSCALE_LAUNCHER"):
         _config.get("launcher")
     monkeypatch.setenv("NBSCALE_DOCKER_NETWORK", "overlay")
-    with pytest.raises(nbscale.InvalidError, match="bridge, host"):
+    with pytest.raises(nbscale.InvalidError, match="bridge, shared, host"):
         _config.get("docker_network")
 
 

@@ -9,8 +9,9 @@
   reaches Python (as PID 1 it would ignore it); cpu, memory and shm limits from the
   function's ``cpu=``/``memory=``; GPUs by UUID (``gpus.py``), so none is shared.
 - Workers reach the control plane over TCP + CurveZMQ: by default on a user bridge network of
-  the control plane's own, the worker socket bound to its gateway; with ``network="host"``
-  (faster to start) on 127.0.0.1. Never 0.0.0.0.
+  the control plane's own, the worker socket bound to its gateway; with ``network="shared"``
+  on that network too, all in one network namespace (``docker_netns.py``: much faster to
+  start); with ``network="host"`` on 127.0.0.1. Never 0.0.0.0.
 - Docker calls run on a few daemon threads, never on the control plane's loop. One thread
   follows the engine's ``die`` events: when a container exits, its exit code, OOM flag and
   last log lines are recorded and the container is removed (logs use json-file with
@@ -42,6 +43,7 @@ from .base import (
     signal_of_exit,
 )
 from .daemon_threads import DaemonThreads
+from .docker_checks import EngineChecks
 from .docker_engine import (
     LABEL_GPUS,
     LABEL_POOL,
@@ -54,6 +56,7 @@ from .docker_engine import (
     remove_network,
     unreachable_message,
 )
+from .docker_netns import LABEL_NETNS, SharedNetns
 from .docker_spec import (
     CONFIG_IN_CONTAINER,
     CONTAINER_UID,
@@ -67,10 +70,10 @@ from .docker_spec import (
     start_error_message,
 )
 from .logs import follow_stamped
-from .volumes import check_docker_paths, ensure_docker_volume
 
 log = logging.getLogger("nbscale.docker")
 
+NETWORKS = ("bridge", "shared", "host")
 COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
 _THREADS = 8  # Docker calls in parallel: starts are bound by the engine, not by us
 _LOGS_KEPT = 200  # lines of an exited container's output kept after it is removed
@@ -96,12 +99,20 @@ class DockerLauncher(Launcher):
     name = "docker"
 
     def __init__(
-        self, network: str = "bridge", client: Any = None, gpus: list[GpuInfo] | None = None
+        self,
+        network: str = "bridge",
+        client: Any = None,
+        gpus: list[GpuInfo] | None = None,
+        base_image: str | None = None,
     ) -> None:
-        """``network``: "bridge" (a network of this control plane's own) or "host";
-        ``gpus``: the GPUs to assign (default: what NVML finds, on the first GPU request)."""
-        if network not in ("bridge", "host"):
-            raise LaunchFailed(f"Docker network must be 'bridge' or 'host', got {network!r}")
+        """``network``: "bridge" (a network of this control plane's own), "shared" (that
+        network, one namespace for all workers) or "host"; ``gpus``: the GPUs to assign
+        (default: what NVML finds, on the first GPU request); ``base_image``: what the
+        shared namespace's holder starts from, when the engine has it."""
+        if network not in NETWORKS:
+            raise LaunchFailed(
+                f"Docker network must be one of {', '.join(NETWORKS)}, got {network!r}"
+            )
         self.client = client or connect()
         self.api = self.client.api
         self.server_id = "sv-" + uuid.uuid4().hex[:12]
@@ -110,8 +121,7 @@ class DockerLauncher(Launcher):
         self._lock = threading.Lock()
         self._containers: dict[str, Container] = {}  # live ones, by worker id
         self._names_started: list[str] = []  # every container's name, for remove_network
-        self._images: set[str] = set()  # images seen on the engine
-        self._volumes: set[str] = set()  # named volumes seen there
+        self._checks = EngineChecks(self.api)
         self._gpus = GpuAllocator(gpus)
         self._closed = False
         self._accepting = True  # false once close() begins
@@ -121,6 +131,11 @@ class DockerLauncher(Launcher):
         else:
             self.network = f"nbscale-{self.server_id}"
             self.network_id, self.bind_host = create_network(self.api, self.network, self.labels)
+        self._netns: SharedNetns | None = None
+        if network == "shared":
+            self._netns = SharedNetns(self.api, self.network, self.labels, self.network)
+            if base_image:  # started now, so the first workers seldom wait for it
+                self._netns.begin(base_image)
         self._threads = DaemonThreads(_THREADS, "nbscale-docker")
         self._events: Any = None
         self._watcher = threading.Thread(target=self._watch, name="nbscale-docker-events")
@@ -140,8 +155,8 @@ class DockerLauncher(Launcher):
         image = spec.options.image
         if not image:
             raise LaunchFailed("no image for this function (the nbscale client builds one)")
-        self._check_image(image)
-        self._ensure_volumes(spec.options.volumes)
+        self._checks.image(image)
+        self._checks.volumes(spec.options.volumes)
         gpus = self._reserve_gpus(spec.options.gpu)
         if os.getuid() == 0:  # the files are 0600: let the container's user use them
             os.chown(spec.config_path, CONTAINER_UID, CONTAINER_UID)
@@ -159,33 +174,6 @@ class DockerLauncher(Launcher):
         return WorkerHandle(
             spec.worker_id, spec.pool_id, self.name, container, name=container.name, image=image
         )
-
-    def _check_image(self, image: str) -> None:
-        """Fail at once, with what to do, when the image is missing: never pull at launch."""
-        if image in self._images:
-            return
-        import docker
-
-        try:
-            self.api.inspect_image(image)
-        except docker.errors.ImageNotFound:
-            raise LaunchFailed(missing_image_message(image)) from None
-        except Exception as exc:
-            raise LaunchFailed(unreachable_message(exc)) from None
-        self._images.add(image)
-
-    def _ensure_volumes(self, volumes: tuple[tuple[str, str], ...]) -> None:
-        """Each named volume on the engine, made once (as images, checked on the first start)."""
-        check_docker_paths(volumes)
-        for _, name in volumes:
-            if name not in self._volumes:
-                try:
-                    ensure_docker_volume(self.api, name)
-                except LaunchFailed:
-                    raise
-                except Exception as exc:
-                    raise LaunchFailed(unreachable_message(exc)) from None
-                self._volumes.add(name)
 
     def _reserve_gpus(self, request: Any) -> list[str]:
         if request is None:
@@ -219,9 +207,8 @@ class DockerLauncher(Launcher):
         if c.gpus:
             environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
         try:
-            host_config = self.api.create_host_config(
-                **host_config_options(spec, self.network, c.gpus)
-            )
+            network = self._netns.network_mode(image) if self._netns else self.network
+            host_config = self.api.create_host_config(**host_config_options(spec, network, c.gpus))
             created = self.api.create_container(
                 image,
                 COMMAND,
@@ -239,7 +226,7 @@ class DockerLauncher(Launcher):
                 with contextlib.suppress(Exception):
                     self.api.remove_container(c.id, force=True)
             if isinstance(exc, docker.errors.ImageNotFound):  # removed since we checked
-                self._images.discard(image)
+                self._checks.forget_image(image)
                 reason = f"could not start ({missing_image_message(image)})"
             else:
                 reason = f"could not start ({start_error_message(exc, image)})"
@@ -265,6 +252,8 @@ class DockerLauncher(Launcher):
                 for event in self._events:
                     since = event.get("timeNano", since * 1e9) / 1e9
                     attributes = event.get("Actor", {}).get("Attributes", {})
+                    if LABEL_NETNS in attributes and self._netns is not None:
+                        self._netns.lost(event.get("Actor", {}).get("ID", ""))
                     with self._lock:
                         c = self._containers.get(attributes.get(LABEL_WORKER, ""))
                     if c is not None:
@@ -380,6 +369,8 @@ class DockerLauncher(Launcher):
             pending = list(self._containers.values())
         for c in pending:
             c.started.wait(30)
+        if self._netns is not None:
+            self._netns.close(30)
         self._closed = True
         with contextlib.suppress(Exception):
             if self._events is not None:
@@ -403,5 +394,6 @@ class DockerLauncher(Launcher):
         if self.network_id is not None:
             with self._lock:
                 names = list(self._names_started)
+            names += self._netns.names if self._netns is not None else []
             remove_network(self.api, self.network_id, self.network, names)
         self._threads.close()

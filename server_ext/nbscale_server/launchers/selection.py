@@ -207,7 +207,7 @@ def start_launcher(
         from .docker import DockerLauncher  # imports the docker SDK: only when used
 
         try:
-            return DockerLauncher(network=docker_network), choice
+            return DockerLauncher(network=docker_network, base_image=base_image), choice
         except LaunchFailed as exc:
             if requested != "auto":
                 raise
