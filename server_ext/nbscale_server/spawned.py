@@ -156,7 +156,7 @@ class SpawnedCalls:
                 ERROR_INVALID, f"timeout must be a finite number of seconds >= 0, got {timeout}"
             )
         deadline = None if timeout is None else self.clock() + timeout
-        call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
+        call.waiters = [*call.waiters, (identity, msg.rid, msg.start, msg.end, deadline)]
         self.answer_waiters(call)
         if call.waiters:
             self._waiting.add(call.call_id)
@@ -171,6 +171,8 @@ class SpawnedCalls:
                 self._waiting.discard(call_id)
 
     def answer_waiters(self, call: CallState, force: bool = False) -> None:
+        if not call.waiters:
+            return
         now = self.clock()
         keep = []
         outcomes = call.outcomes or Outcomes()
@@ -191,7 +193,7 @@ class SpawnedCalls:
             message, frames = outputs_message(entries)
             value = {"items": message.items, **call.as_dict(), "timeout": call.timeout}
             self.outbox.reply(identity, rid, value, frames)
-        call.waiters = keep
+        call.waiters = keep or ()
 
     # --- after a crash ------------------------------------------------------------------
 
