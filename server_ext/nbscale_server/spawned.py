@@ -115,7 +115,8 @@ class SpawnedCalls:
 
     def _keep(self, call: CallState, item: list[Any], data: Any, bufs: Any) -> None:
         index = item[OUT_INDEX]
-        assert call.outcomes is not None
+        if call.outcomes is None:  # a spawn's: made here, not with the call, which costs
+            call.outcomes = Outcomes()  # the garbage collector an object less meanwhile
         call.outcomes.mark(index, item[OUT_STATUS] == STATUS_OK, int(item[OUT_ATTEMPT]))
         self.store.settled(call, index, item, data, bufs)
 
