@@ -33,8 +33,8 @@ from .exceptions import from_wire
 _MAX_BATCH = 512  # spawns per message at most
 T = TypeVar("T")
 
-_Key = tuple[str, "tuple[Any, ...] | None"]  # pool id, parent
 Parent = tuple[Any, ...] | None  # (call id, index) of the worker input spawning, if any
+_Key = tuple[str, Parent]  # pool id, parent
 Inputs = list[tuple[tuple[Any, ...], dict[str, Any]]]  # (args, kwargs) of each spawn
 
 

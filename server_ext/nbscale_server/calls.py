@@ -82,6 +82,7 @@ class CallState:
     detaching: bool = False
 
     def add_child(self, call_id: str) -> None:
+        """A call made by code of one of its inputs (its first makes the list)."""
         if isinstance(self.children, list):
             self.children.append(call_id)
         else:
@@ -167,10 +168,15 @@ def record(call: CallState) -> CallRecord:
     )
 
 
+def record_seq(kept: CallRecord) -> int:
+    """The ``seq`` of a ``record``."""
+    return kept[6]  # type: ignore[no-any-return]
+
+
 def from_record(kept: CallRecord) -> CallState:
     """The ``CallState`` of a ``record`` (a new one each time: a finished call is read only;
     ``kept`` may go on with fields of its keeper's)."""
-    (call_id, pool_id, kind, owner, function, timeout, seq) = kept[:7]
+    call_id, pool_id, kind, owner, function, timeout, seq = kept[:7]
     kernel_id, notebook, name, pid, host, parent_call, parent_index, children = kept[7:15]
     total, submitted, reported, failed, cancelled, progress, outcomes = kept[15:22]
     detached, delivered, detaching = kept[22:25]

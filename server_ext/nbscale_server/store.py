@@ -27,7 +27,7 @@ from typing import Any
 
 from nbscale_runtime.protocol import OUT_SIZES
 
-from .calls import CallRecord, CallState, from_record, record
+from .calls import CallRecord, CallState, from_record, record, record_seq
 from .models import OwnerModel
 from .outputs import Entry
 from .pool import Pool
@@ -217,8 +217,8 @@ class MemoryStore(SpawnStore):
         return from_record(closed) if closed else None
 
     def finished_calls(self, limit: int, before: int | None) -> list[CallState]:
-        kept = (k for k in self._closed.values() if before is None or k[_SEQ] < before)
-        return [from_record(k) for k in heapq.nlargest(limit, kept, key=_seq_of)]
+        kept = (k for k in self._closed.values() if before is None or record_seq(k) < before)
+        return [from_record(k) for k in heapq.nlargest(limit, kept, key=record_seq)]
 
     def why_missing(self, call_id: str) -> str:
         why = self._forgotten.get(call_id)
@@ -252,13 +252,6 @@ class MemoryStore(SpawnStore):
             self._forgotten[call_id] = why
             if len(self._forgotten) > _FORGOTTEN_KEPT:
                 self._forgotten.popitem(last=False)
-
-
-_SEQ = 6  # a CallRecord's seq
-
-
-def _seq_of(kept: CallRecord) -> int:
-    return kept[_SEQ]  # type: ignore[no-any-return]
 
 
 def _stored(row: list[Any], data: Any, bufs: Any) -> StoredOutput:
