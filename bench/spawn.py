@@ -12,7 +12,8 @@ For each, with ``noop`` on 2 worker processes: ``N`` spawns one after the other
 of ``f.spawn.aio`` in groups of 512), then every result read back (``FunctionCall.get``, one
 after the other, then 512 at a time, then all ``2N`` with one ``FunctionCall.gather(*calls)``,
 which fetches a thousand calls' results per request). Figures are calls or results per
-second.
+second, and the calling process's full garbage collections meanwhile (``gc_full``, and
+their seconds): the embedded control plane's calls are objects of that process.
 
     python bench/spawn.py                      # both, N = 20,000
     python bench/spawn.py --modes server -n 5000
