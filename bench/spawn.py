@@ -12,7 +12,8 @@ For each, with ``noop`` on 2 worker processes: ``N`` spawns one after the other
 of ``f.spawn.aio`` in groups of 512), then every result read back (``FunctionCall.get``, one
 after the other, then 512 at a time, then all ``2N`` with one ``FunctionCall.gather(*calls)``,
 which fetches a thousand calls' results per request). Figures are calls or results per
-second.
+second, and the calling process's full garbage collections meanwhile (``gc_full``, and
+their seconds): the embedded control plane's calls are objects of that process.
 
     python bench/spawn.py                      # both, N = 20,000
     python bench/spawn.py --modes server -n 5000
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -37,6 +39,25 @@ ROOT = BENCH_DIR.parent
 GROUP = 512  # spawns or reads in flight together
 
 
+def collections_timed() -> dict[str, float]:
+    """The garbage collector's full collections from now on: how many, and their seconds
+    (the embedded control plane lives in the caller's process, so they walk its calls)."""
+    seen = {"gc_full": 0.0, "gc_full_s": 0.0}
+    started = [0.0]
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            seen["gc_full"] += 1
+            seen["gc_full_s"] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(note)
+    return seen
+
+
 def child(n: int) -> None:
     """In a subprocess: time the spawns and read-backs; print one JSON line."""
     import workloads
@@ -46,6 +67,7 @@ def child(n: int) -> None:
     app = nbscale.App("bench-spawn")
     noop = app.function(max_containers=2, min_containers=2)(workloads.noop)
     noop.remote(0)  # the pool is up and the function registered before timing
+    collections = collections_timed()
 
     def timed(fn: Any) -> tuple[float, Any]:
         start = time.perf_counter()
@@ -83,6 +105,7 @@ def child(n: int) -> None:
                 "read_per_s": n / seconds_read,
                 "read_gathered_per_s": n / seconds_read_par,
                 "read_gather_call_per_s": 2 * n / seconds_read_all,
+                **collections,
             }
         ),
         flush=True,
@@ -138,7 +161,7 @@ def main() -> None:
         return
     for mode in args.modes.split(","):
         figures = run_server(args.n) if mode == "server" else run_child(args.n, child_env({}))
-        shown = ", ".join(f"{k} {v:,.0f}" for k, v in figures.items())
+        shown = ", ".join(f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:g}" for k, v in figures.items())
         print(f"W7-spawn {mode:8} n={args.n:,}: {shown}", flush=True)
 
 

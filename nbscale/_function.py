@@ -31,7 +31,7 @@ from ._outcomes import Output, code_files_of, print_output
 from ._pickling import add_input, pickle_function
 from ._progress import CallProgress
 from ._secret import Secret, secrets_setting
-from ._spawner import spawner
+from ._spawner import Parent, SpawnMethod, spawner
 from ._tracebacks import hidden, install
 from .exceptions import CallCancelledError, InvalidError
 
@@ -322,13 +322,23 @@ class Function:
             raise out.value
         return out.value
 
-    @aio_method
+    @SpawnMethod
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start the function on a worker without waiting; returns a ``FunctionCall``."""
         self._refuse_generator(".spawn()")
         client, pool_id = await self._pool_in_use()
         call_id = await spawner(client).spawn(pool_id, self.name, self._prefix + args, kwargs)
         return self._spawned(call_id)
+
+    async def _spawn_many(
+        self, parent: Parent, inputs: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[FunctionCall | BaseException]:
+        """``.spawn.aio`` calls gathered on their caller's loop (``SpawnMethod``), made here
+        together: each one's ``FunctionCall``, or what failed it."""
+        client, pool_id = await self._pool_in_use()
+        inputs = [(self._prefix + args, kwargs) for args, kwargs in inputs]
+        made = await spawner(client).spawn_many(pool_id, self.name, parent, inputs)
+        return [one if isinstance(one, BaseException) else self._spawned(one) for one in made]
 
     @aio_method
     async def spawn_map(

@@ -5,27 +5,38 @@ A spawn is a call of one input. Sent alone, each paid for a message, a call open
 control plane, a store write and a reply; ``.spawn.aio`` calls gathered together, or spawns
 made from several threads, now share them. A spawn made alone is a batch of one: it waits
 for nothing but its own loop turn.
+
+``.spawn.aio`` calls made in one turn of the caller's own loop cross to nbscale's loop
+together too (``SpawnMethod``): one coroutine there per function and turn, not a task, a
+coroutine, futures and callbacks per spawn, which a caller's garbage collector walked at
+each full collection while its spawns were in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from nbscale_runtime import protocol
 from nbscale_runtime.serialization import PayloadWriter, TooLarge
 
 from . import _nested
+from ._aio import _Bound, aio_method
 from ._chunks import check_input_sizes
 from ._client import Client
+from ._loop import get_loop
 from ._map import new_call_id
 from ._pickling import add_input
+from ._tracebacks import hidden
 from .exceptions import from_wire
 
 _MAX_BATCH = 512  # spawns per message at most
+T = TypeVar("T")
 
-_Key = tuple[str, "tuple[Any, ...] | None"]  # pool id, parent
+Parent = tuple[Any, ...] | None  # (call id, index) of the worker input spawning, if any
+_Key = tuple[str, Parent]  # pool id, parent
+Inputs = list[tuple[tuple[Any, ...], dict[str, Any]]]  # (args, kwargs) of each spawn
 
 
 class _Batch:
@@ -53,8 +64,41 @@ class Spawner:
     ) -> str:
         """Spawn a call of one input in ``pool_id``; returns its id once the control plane
         has kept it (durably, with the Jupyter server's store)."""
-        parent = _nested.parent()
-        key = (pool_id, None if parent is None else tuple(parent))
+        [result] = await self.spawn_many(pool_id, name, parent_key(), [(args, kwargs)])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def spawn_many(
+        self, pool_id: str, name: str, parent: Parent, inputs: Inputs
+    ) -> list[str | BaseException]:
+        """Spawn a call of one input per ``(args, kwargs)`` in ``pool_id``; returns each
+        one's id once the control plane has kept it, or what failed it (an input that does
+        not pickle, a refusal: its own alone)."""
+        added: list[tuple[str, asyncio.Future[None]] | BaseException] = []
+        for args, kwargs in inputs:
+            try:
+                added.append(self._add((pool_id, parent), name, args, kwargs))
+            except Exception as exc:
+                added.append(exc)
+        results: list[str | BaseException] = []
+        for one in added:
+            if isinstance(one, BaseException):
+                results.append(one)
+                continue
+            call_id, answered = one
+            try:
+                await answered
+            except Exception as exc:
+                results.append(exc)
+                continue
+            results.append(call_id)
+        return results
+
+    def _add(
+        self, key: _Key, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, asyncio.Future[None]]:
+        """One spawn in the batch of this loop turn; its call id, and its answer to come."""
         batch = self._waiting.get(key)
         if batch is None or len(batch.rows) >= _MAX_BATCH:
             if batch is not None:
@@ -72,8 +116,7 @@ class Spawner:
         answered = asyncio.get_running_loop().create_future()
         batch.rows.append([call_id, *where])
         batch.answers.append(answered)
-        await answered
-        return call_id
+        return call_id, answered
 
     def _send(self, key: _Key, batch: _Batch | None = None) -> None:
         """Send the spawns waiting under ``key`` (unless ``batch`` was sent already)."""
@@ -124,6 +167,116 @@ def _answer(
 
 
 _spawners: weakref.WeakKeyDictionary[Client, Spawner] = weakref.WeakKeyDictionary()
+
+
+def parent_key() -> Parent:
+    """The worker input whose code spawns now (in this task), if any, as a batch's key."""
+    parent = _nested.parent()
+    return None if parent is None else tuple(parent)
+
+
+# --- .spawn.aio: gathered on the caller's loop --------------------------------------------
+
+
+class Spawning(Protocol):
+    """What ``SpawnMethod`` needs of a function (``Function``)."""
+
+    def _refuse_generator(self, how: str) -> None: ...
+
+    async def _spawn_many(self, parent: Parent, inputs: Inputs) -> list[Any]: ...
+
+
+class SpawnMethod(aio_method[T]):
+    """``f.spawn``: an ``aio_method`` whose ``.aio`` calls, made in one turn of the caller's
+    loop, cross to nbscale's loop together (``_Gathered``)."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return _SpawnBound(self._fn, obj, self.lend_slot)
+
+
+class _SpawnBound(_Bound[T]):  # no __slots__ of its own: they would hide _Bound's __doc__
+    async def aio(self, *args: Any, **kwargs: Any) -> T:
+        __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
+        function: Spawning = self._obj
+        if get_loop().in_loop():
+            return await self._fn(function, *args, **kwargs)
+        function._refuse_generator(".spawn()")
+        result: T = await _gathered(function, parent_key()).add(args, kwargs)
+        return result
+
+
+class _Gathered:
+    """The ``.spawn.aio`` calls of one function (and parent) in one turn of a loop."""
+
+    __slots__ = ("answers", "function", "inputs", "parent")
+
+    def __init__(self, function: Spawning, parent: Parent) -> None:
+        self.function = function
+        self.parent = parent
+        self.inputs: Inputs = []
+        self.answers: list[asyncio.Future[Any]] = []
+
+    def add(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        answer = asyncio.get_running_loop().create_future()
+        self.inputs.append((args, kwargs))
+        self.answers.append(answer)
+        return answer
+
+    async def cross(self) -> None:
+        """Spawn them on nbscale's loop, in one go; answer each with its own outcome. A spawn
+        cancelled before its turn ended is not made."""
+        kept = [at for at, answer in enumerate(self.answers) if not answer.cancelled()]
+        inputs = [self.inputs[at] for at in kept]
+        answers = [self.answers[at] for at in kept]
+        try:
+            spawning = self.function._spawn_many(self.parent, inputs)
+            results = await get_loop().run_aio(spawning)
+        except BaseException as exc:  # its client closed, or this loop ends
+            for answer in answers:
+                if not answer.done():
+                    _fail(answer, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for answer, result in zip(answers, results, strict=True):
+            if answer.done():
+                continue
+            if isinstance(result, BaseException):
+                _fail(answer, result)
+            else:
+                answer.set_result(result)
+
+
+def _fail(answer: asyncio.Future[Any], error: BaseException) -> None:
+    if isinstance(error, asyncio.CancelledError):
+        answer.cancel()
+    else:
+        answer.set_exception(error)
+
+
+_gathering: dict[tuple[asyncio.AbstractEventLoop, int, Parent], _Gathered] = {}
+_crossing: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+
+
+def _gathered(function: Spawning, parent: Parent) -> _Gathered:
+    """The spawns of ``function`` gathered in this loop turn (sent once it ends)."""
+    loop = asyncio.get_running_loop()
+    key = (loop, id(function), parent)
+    gathered = _gathering.get(key)
+    if gathered is None or len(gathered.inputs) >= _MAX_BATCH:
+        gathered = _gathering[key] = _Gathered(function, parent)
+        loop.call_soon(_send_gathered, key, gathered)
+    return gathered
+
+
+def _send_gathered(key: tuple[asyncio.AbstractEventLoop, int, Parent], gathered: _Gathered) -> None:
+    if _gathering.get(key) is gathered:
+        del _gathering[key]
+    task = key[0].create_task(gathered.cross())
+    _crossing.add(task)
+    task.add_done_callback(_crossing.discard)
 
 
 def spawner(client: Client) -> Spawner:

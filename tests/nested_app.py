@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import socket
@@ -48,6 +49,12 @@ def outer_map(n):
 @app.function(scaledown_window=5)
 def spawn_inner(x):
     return inner.spawn(x).object_id
+
+
+@app.function(scaledown_window=5)
+async def spawn_gathered(n):
+    calls = await asyncio.gather(*[inner.spawn.aio(i) for i in range(n)])
+    return [call.object_id for call in calls]
 
 
 @app.function(scaledown_window=5)
@@ -142,6 +149,16 @@ def check_spawn_and_from_id() -> None:
     assert nbscale.FunctionCall.from_id(call_id).get(timeout=60)[0] == 70
     # spawned here, fetched on a worker
     assert fetch.remote(inner.spawn(8).object_id) == 80
+
+
+def check_gathered_spawns_on_a_worker() -> None:
+    root = spawn_gathered.spawn(3)
+    ids = root.get(timeout=120)
+    got = [nbscale.FunctionCall.from_id(i).get(timeout=60)[0] for i in ids]
+    assert got == [0, 10, 20] and len(set(ids)) == 3
+    # each records the input whose code spawned it, read in the task that spawned it
+    [top] = root.get_call_graph()
+    assert sorted(child.function_call_id for child in top.children) == sorted(ids)
 
 
 def check_spawn_map_on_a_worker() -> None:

@@ -132,6 +132,27 @@ def test_spawns_in_flight_together_are_calls_of_their_own_and_fail_alone():
     assert nbscale.FunctionCall.gather(*calls) == [i * i for i in range(300)]  # type: ignore[arg-type]
 
 
+def test_more_spawns_in_flight_than_a_batch_holds_each_get_their_own_call():
+    async def spawn_all() -> list[nbscale.FunctionCall]:
+        return await asyncio.gather(*[square.spawn.aio(i) for i in range(1100)])
+
+    calls = asyncio.run(spawn_all())  # three batches of at most 512 cross together
+    assert len({c.object_id for c in calls}) == 1100
+    assert nbscale.FunctionCall.gather(*calls) == [i * i for i in range(1100)]
+
+
+def test_a_spawn_cancelled_while_gathered_leaves_the_others_alone():
+    async def main() -> list[object]:
+        tasks = [asyncio.ensure_future(square.spawn.aio(i)) for i in range(3)]
+        await asyncio.sleep(0)  # each has joined its loop turn's batch, not sent yet
+        tasks[1].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, cancelled, last = asyncio.run(main())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert nbscale.FunctionCall.gather(first, last) == [0, 4]  # type: ignore[arg-type]
+
+
 def test_gather_over_many_calls_mixes_stored_results_and_waits():
     done = [square.spawn(i) for i in range(1500)]  # more than one request's worth
     done[-1].get(timeout=60)

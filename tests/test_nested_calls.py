@@ -22,6 +22,10 @@ def test_spawn_on_a_worker_and_from_id_both_ways():
     nested_app.check_spawn_and_from_id()
 
 
+def test_gathered_spawns_on_a_worker_are_children_of_its_input():
+    nested_app.check_gathered_spawns_on_a_worker()
+
+
 def test_spawn_map_on_a_worker():
     nested_app.check_spawn_map_on_a_worker()
 

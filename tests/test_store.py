@@ -8,6 +8,8 @@ server would reopen it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import os
 import pickle
 import sqlite3
@@ -120,6 +122,58 @@ def test_memory_store_forgets_calls_past_their_retention():
     store.housekeep(time.time() + 11)
     assert store.finished_call("fc-old") is None
     assert "expired" in store.why_missing("fc-old")
+
+
+def test_memory_store_gives_a_finished_call_back_as_it_was():
+    store = MemoryStore(max_calls=100, max_bytes=1 << 30, retention=WEEK)
+    call = a_call("fc-full", 7, total=3)
+    call.owner_info = {"kernel_id": "k-1", "notebook": None, "name": "nb", "pid": 42, "host": "h"}
+    call.parent = ("fc-parent", 3)
+    call.add_child("fc-child-1")
+    call.add_child("fc-child-2")
+    call.detached, call.delivered, call.submitted = True, [(1, 2)], 3
+    frame = b"..first..third.."
+    settle(store, call, 0, memoryview(frame)[2:7])  # a slice of the frame it came in
+    settle(store, call, 2, memoryview(frame)[9:14], ok=False)
+    store.closed(call)
+
+    kept = store.finished_call("fc-full")
+    assert kept is not None and kept is not call
+    for field in dataclasses.fields(CallState):
+        mine, theirs = getattr(kept, field.name), getattr(call, field.name)
+        if field.name == "outcomes":
+            mine, theirs = bytes(mine.raw), bytes(theirs.raw)
+        elif isinstance(theirs, list):
+            mine = list(mine)
+        assert mine == theirs, field.name
+    assert kept.as_dict() == call.as_dict()
+    assert kept.outcomes is not None and kept.outcomes.get(2) == (False, 1)
+    assert [(row[1], bytes(data)) for row, data, _ in store.outputs("fc-full", 0, None)] == [
+        (0, b"first"),
+        (2, b"third"),
+    ]
+    assert [row[1] for row, _, _ in store.outputs("fc-full", 1, 3)] == [2]
+    row, data, bufs = store.first_outputs(["fc-full", "fc-none"])["fc-full"]
+    assert isinstance(row, list) and isinstance(row[-1], list) and bufs == []
+    assert bytes(data) == b"first" and store.nbytes == 10
+
+
+def test_memory_store_keeps_finished_calls_out_of_the_garbage_collectors_walks():
+    """The embedded store lives in the caller's process: each full collection walks every
+    object it keeps. A hundred thousand spawned calls kept as objects (a CallState, its
+    lists, its outputs' rows) made those walks most of a spawn's time."""
+    store = MemoryStore(max_calls=100_000, max_bytes=1 << 30, retention=WEEK)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2000):
+        call = a_call(f"fc-{i}", i)
+        settle(store, call, 0, memoryview(b"a frame of results")[2:7])
+        store.closed(call)
+    del call
+    gc.collect()  # tuples of atomic values are untracked at the collector's first look
+    tracked = len(gc.get_objects()) - before
+    assert tracked < 100, f"{tracked} objects tracked for 2000 finished calls"
+    assert len(store.finished_calls(5000, None)) == 2000
 
 
 # --- in SQLite ----------------------------------------------------------------------------

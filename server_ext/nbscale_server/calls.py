@@ -5,6 +5,7 @@ settled and how.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ class Outcomes:
         return any(self.raw[max(0, start) : stop])
 
 
+Waiter = tuple[bytes, int, int, int | None, float | None]  # identity, rid, start, end, deadline
+
+
 @dataclass(slots=True)
 class CallState:
     call_id: str
@@ -56,7 +60,10 @@ class CallState:
     seq: int = 0  # when it was opened, in microseconds since the epoch: the listing's cursor
     owner_info: OwnerModel = field(default_factory=unknown_owner)  # who made it
     parent: tuple[str, int] | None = None  # the input whose code made it, on a worker
-    children: list[str] = field(default_factory=list)  # the calls its inputs made
+    # The three sequences below are an empty tuple until they hold something (``add_child``,
+    # a waiter added as a new list): a call kept by the thousand is then one object for the
+    # garbage collector to walk, not four.
+    children: Sequence[str] = ()  # the calls its inputs made
     total: int | None = None  # known once the caller closed its inputs
     submitted: int = 0
     reported: int = 0
@@ -65,14 +72,21 @@ class CallState:
     progress: bool = False  # the owner wants ``progress`` messages
     # spawned calls: which inputs settled (their outputs are in the store until fetched)
     outcomes: Outcomes | None = None
-    waiters: list[tuple[bytes, int, int, int | None, float | None]] = field(default_factory=list)
+    waiters: Sequence[Waiter] = ()  # get-outputs waiting for its outputs
     # detached (from the REST API): its outputs are stored from then on, as a spawned
     # call's; ``delivered`` are the [start, end) ranges whose results went to its caller
     detached: bool = False
-    delivered: list[tuple[int, int]] = field(default_factory=list)
+    delivered: Sequence[tuple[int, int]] = ()
     # detached, and its caller has not yet said which results it returned: it stays open
     # (the results it gives back are still to be kept)
     detaching: bool = False
+
+    def add_child(self, call_id: str) -> None:
+        """A call made by code of one of its inputs (its first makes the list)."""
+        if isinstance(self.children, list):
+            self.children.append(call_id)
+        else:
+            self.children = [*self.children, call_id]
 
     @property
     def keeps_outputs(self) -> bool:
@@ -110,6 +124,85 @@ class CallState:
             "parent": _input_ref(self.parent),
             "children": list(self.children),
         }
+
+
+# A finished call as one flat tuple of atomic values (see ``record``)
+CallRecord = tuple[Any, ...]
+
+
+def record(call: CallState) -> CallRecord:
+    """``call`` as one flat tuple of atomic values (strings, numbers, bytes): how the
+    embedded store keeps a finished call. The garbage collector stops tracking such a tuple
+    at its first look (a nested one costs it a look per level), where a ``CallState`` with
+    its lists and ``Outcomes`` was walked at every full collection: with a hundred thousand
+    spawned calls kept in the caller's own process, those walks were most of a spawn's time.
+    No waiters: a finished call's are answered at once."""
+    owner = call.owner_info  # a dict would keep the tuple tracked: its values instead
+    parent_call, parent_index = call.parent or (None, None)
+    return (
+        call.call_id,
+        call.pool_id,
+        call.kind,
+        call.owner,
+        call.function,
+        call.timeout,
+        call.seq,
+        owner["kernel_id"],
+        owner["notebook"],
+        owner["name"],
+        owner["pid"],
+        owner["host"],
+        parent_call,
+        parent_index,
+        tuple(call.children),  # most calls': the empty tuple, which is never tracked
+        call.total,
+        call.submitted,
+        call.reported,
+        call.failed,
+        call.cancelled,
+        call.progress,
+        None if call.outcomes is None else bytes(call.outcomes.raw),
+        call.detached,
+        tuple(call.delivered),
+        call.detaching,
+    )
+
+
+def record_seq(kept: CallRecord) -> int:
+    """The ``seq`` of a ``record``."""
+    return kept[6]  # type: ignore[no-any-return]
+
+
+def from_record(kept: CallRecord) -> CallState:
+    """The ``CallState`` of a ``record`` (a new one each time: a finished call is read only;
+    ``kept`` may go on with fields of its keeper's)."""
+    call_id, pool_id, kind, owner, function, timeout, seq = kept[:7]
+    kernel_id, notebook, name, pid, host, parent_call, parent_index, children = kept[7:15]
+    total, submitted, reported, failed, cancelled, progress, outcomes = kept[15:22]
+    detached, delivered, detaching = kept[22:25]
+    return CallState(
+        call_id,
+        pool_id,
+        kind,
+        owner,
+        function,
+        timeout,
+        seq,
+        {"kernel_id": kernel_id, "notebook": notebook, "name": name, "pid": pid, "host": host},
+        None if parent_call is None else (parent_call, parent_index),
+        children,
+        total,
+        submitted,
+        reported,
+        failed,
+        cancelled,
+        progress,
+        None if outcomes is None else Outcomes(outcomes),
+        (),
+        detached,
+        delivered,
+        detaching,
+    )
 
 
 def _input_ref(key: tuple[str, int] | None) -> dict[str, Any] | None:

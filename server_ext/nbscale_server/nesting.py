@@ -109,7 +109,7 @@ class Nesting:
             call.parent[0]
         )
         if parent_call is not None:
-            parent_call.children.append(call_id)
+            parent_call.add_child(call_id)
 
     # --- slots lent while an input waits on its children ----------------------------------
 

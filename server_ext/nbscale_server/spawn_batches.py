@@ -65,8 +65,7 @@ def spawn_calls(
             refused.append([at, ERROR_RESOURCE_EXHAUSTED, message, {"limit": limit}])
             continue
         call = delivery.open_call(identity, call_id, pool, "spawn")
-        call.total = call.submitted = 1
-        call.outcomes = Outcomes()
+        call.total = call.submitted = 1  # its Outcomes come with its output (spawned.py)
         kept.append((call, InputRecord(call_id, 0, data, bufs, spawned=True)))
         at_row.append(at)
 

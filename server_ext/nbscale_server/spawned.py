@@ -115,7 +115,8 @@ class SpawnedCalls:
 
     def _keep(self, call: CallState, item: list[Any], data: Any, bufs: Any) -> None:
         index = item[OUT_INDEX]
-        assert call.outcomes is not None
+        if call.outcomes is None:  # a spawn's: made here, not with the call, which costs
+            call.outcomes = Outcomes()  # the garbage collector an object less meanwhile
         call.outcomes.mark(index, item[OUT_STATUS] == STATUS_OK, int(item[OUT_ATTEMPT]))
         self.store.settled(call, index, item, data, bufs)
 
@@ -156,7 +157,7 @@ class SpawnedCalls:
                 ERROR_INVALID, f"timeout must be a finite number of seconds >= 0, got {timeout}"
             )
         deadline = None if timeout is None else self.clock() + timeout
-        call.waiters.append((identity, msg.rid, msg.start, msg.end, deadline))
+        call.waiters = [*call.waiters, (identity, msg.rid, msg.start, msg.end, deadline)]
         self.answer_waiters(call)
         if call.waiters:
             self._waiting.add(call.call_id)
@@ -171,6 +172,8 @@ class SpawnedCalls:
                 self._waiting.discard(call_id)
 
     def answer_waiters(self, call: CallState, force: bool = False) -> None:
+        if not call.waiters:
+            return
         now = self.clock()
         keep = []
         outcomes = call.outcomes or Outcomes()
@@ -191,7 +194,7 @@ class SpawnedCalls:
             message, frames = outputs_message(entries)
             value = {"items": message.items, **call.as_dict(), "timeout": call.timeout}
             self.outbox.reply(identity, rid, value, frames)
-        call.waiters = keep
+        call.waiters = keep or ()
 
     # --- after a crash ------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import collections
 import json
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbscale_runtime.protocol import (
@@ -346,5 +346,5 @@ class SqliteStore(SpawnStore):
         return found
 
 
-def _ranges_json(ranges: list[Any]) -> str:
+def _ranges_json(ranges: Sequence[Any]) -> str:
     return json.dumps(ranges) if ranges else "[]"  # a spawned call's: none delivered

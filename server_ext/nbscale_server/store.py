@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import abc
 import collections
+import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .calls import CallState
+from nbscale_runtime.protocol import OUT_SIZES
+
+from .calls import CallRecord, CallState, from_record, record, record_seq
 from .models import OwnerModel
 from .outputs import Entry
 from .pool import Pool
@@ -33,6 +36,8 @@ from .store_writer import Step
 
 Durable = Callable[[str | None], None]  # called with None once durable, else with what failed
 _FORGOTTEN_KEPT = 100_000  # ids of dropped calls remembered, to say why one is not found
+_COPIED_BELOW = 1 << 20  # an output's pickle shorter than this is kept as bytes of its own
+StoredOutput = tuple[Any, ...]  # the memory store's: an output's row, pickle, buffers, flat
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +154,12 @@ class SpawnStore(abc.ABC):
 class MemoryStore(SpawnStore):
     """The embedded control plane's store: outputs in memory, bounded. Finished calls
     beyond ``max_calls`` or ``max_bytes`` of outputs, or older than ``retention`` seconds,
-    are dropped oldest first; a later fetch of one raises NotFoundError saying so."""
+    are dropped oldest first; a later fetch of one raises NotFoundError saying so.
+
+    It lives in the caller's process, whose garbage collector walks every container object
+    at each full collection: so what it keeps, by the hundred thousand, is tuples of atomic
+    values (which the collector stops tracking at its first look), in flat dicts, never an
+    object per call (``calls.record``, ``_stored``)."""
 
     location = "memory"
 
@@ -158,12 +168,11 @@ class MemoryStore(SpawnStore):
         self.max_bytes = max_bytes
         self.retention = retention
         self.nbytes = 0  # of every output held
-        self._outputs: dict[str, dict[int, Entry]] = {}
-        self._sizes: dict[str, int] = collections.defaultdict(int)
-        # closed calls, oldest first, with when they closed
-        self._closed: collections.OrderedDict[str, tuple[CallState, float]] = (
-            collections.OrderedDict()
-        )
+        self._outputs: dict[tuple[str, int], StoredOutput] = {}  # by call id and index
+        self._ends: dict[str, int] = {}  # a call's highest index with an output, + 1
+        self._sizes: dict[str, int] = {}  # bytes of a call's outputs
+        # closed calls, oldest first: their records, each followed by when it closed
+        self._closed: collections.OrderedDict[str, CallRecord] = collections.OrderedDict()
         self._forgotten: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     def submitted(
@@ -177,27 +186,39 @@ class MemoryStore(SpawnStore):
         then(None)
 
     def settled(self, call: CallState, index: int, row: list[Any], data: Any, bufs: Any) -> None:
+        call_id = call.call_id
+        entry = _stored(row, data, bufs)
         size = nbytes(data) + sum(nbytes(b) for b in bufs)
-        self._outputs.setdefault(call.call_id, {})[index] = (row, data, list(bufs))
-        self._sizes[call.call_id] += size
+        old = self._outputs.get((call_id, index))
+        if old is not None:  # settled again (a detached map's result given back)
+            size -= nbytes(old[-2]) + sum(nbytes(b) for b in old[-1])
+        self._outputs[call_id, index] = entry
+        self._ends[call_id] = max(self._ends.get(call_id, 0), index + 1)
+        self._sizes[call_id] = self._sizes.get(call_id, 0) + size
         self.nbytes += size
 
     def closed(self, call: CallState) -> None:
-        self._closed[call.call_id] = (call, time.time())
-        self._evict(time.time())
+        now = time.time()
+        self._closed[call.call_id] = (*record(call), now)
+        self._evict(now)
 
     def outputs(self, call_id: str, start: int, stop: int | None) -> list[Entry]:
-        held = self._outputs.get(call_id, {})
-        indices = sorted(i for i in held if i >= start and (stop is None or i < stop))
-        return [held[i] for i in indices]
+        end = self._ends.get(call_id, 0)
+        held = self._outputs
+        keys = ((call_id, i) for i in range(max(start, 0), end if stop is None else min(stop, end)))
+        return [_entry(held[key]) for key in keys if key in held]
+
+    def first_outputs(self, call_ids: list[str]) -> dict[str, Entry]:
+        held = self._outputs
+        return {c: _entry(held[c, 0]) for c in call_ids if (c, 0) in held}
 
     def finished_call(self, call_id: str) -> CallState | None:
         closed = self._closed.get(call_id)
-        return closed[0] if closed else None
+        return from_record(closed) if closed else None
 
     def finished_calls(self, limit: int, before: int | None) -> list[CallState]:
-        calls = [c for c, _ in self._closed.values() if before is None or c.seq < before]
-        return sorted(calls, key=lambda c: c.seq, reverse=True)[:limit]
+        kept = (k for k in self._closed.values() if before is None or record_seq(k) < before)
+        return [from_record(k) for k in heapq.nlargest(limit, kept, key=record_seq)]
 
     def why_missing(self, call_id: str) -> str:
         why = self._forgotten.get(call_id)
@@ -212,7 +233,8 @@ class MemoryStore(SpawnStore):
         closed = self._closed
         hint = "; a Jupyter server's control plane keeps them on disk"
         while closed:
-            call_id, (_, at) = next(iter(closed.items()))
+            call_id, kept = next(iter(closed.items()))
+            at = kept[-1]
             if now - at > self.retention:
                 why = f"its results expired ({self.retention / 86400:g} days after it finished)"
             elif len(closed) > self.max_calls:
@@ -224,8 +246,30 @@ class MemoryStore(SpawnStore):
             else:
                 return
             closed.popitem(last=False)
-            self._outputs.pop(call_id, None)
+            for index in range(self._ends.pop(call_id, 0)):
+                self._outputs.pop((call_id, index), None)
             self.nbytes -= self._sizes.pop(call_id, 0)
             self._forgotten[call_id] = why
             if len(self._forgotten) > _FORGOTTEN_KEPT:
                 self._forgotten.popitem(last=False)
+
+
+def _stored(row: list[Any], data: Any, bufs: Any) -> StoredOutput:
+    """An output as the memory store keeps it: one flat tuple of atomic values, its row's
+    then its pickle and its buffers (its sizes a tuple: a run's are cut apart, so most are
+    empty, the empty tuple is never tracked; a small pickle copied into bytes of its own,
+    which also frees the frame it came in). Large pickles and out-of-band buffers stay as
+    they came: few, and big."""
+    if len(row) > OUT_SIZES:
+        row = [*row[:OUT_SIZES], tuple(row[OUT_SIZES]), *row[OUT_SIZES + 1 :]]
+    if type(data) is not bytes and nbytes(data) < _COPIED_BELOW:
+        data = bytes(data)
+    return (*row, data, tuple(bufs))
+
+
+def _entry(stored: StoredOutput) -> Entry:
+    """A stored output as the other stores give theirs: its row, sizes and buffers lists."""
+    item = list(stored[:-2])
+    if len(item) > OUT_SIZES:
+        item[OUT_SIZES] = list(item[OUT_SIZES])
+    return item, stored[-2], list(stored[-1])
