@@ -127,7 +127,14 @@ def test_memory_store_forgets_calls_past_their_retention():
 def test_memory_store_gives_a_finished_call_back_as_it_was():
     store = MemoryStore(max_calls=100, max_bytes=1 << 30, retention=WEEK)
     call = a_call("fc-full", 7, total=3)
-    call.owner_info = {"kernel_id": "k-1", "notebook": None, "name": "nb", "pid": 42, "host": "h"}
+    call.owner_info = {
+        "kernel_id": "k-1",
+        "notebook": None,
+        "name": "nb",
+        "pid": 42,
+        "host": "h",
+        "app": "math",
+    }
     call.parent = ("fc-parent", 3)
     call.add_child("fc-child-1")
     call.add_child("fc-child-2")

@@ -152,6 +152,7 @@ def record(call: CallState) -> CallRecord:
         owner["name"],
         owner["pid"],
         owner["host"],
+        owner.get("app"),
         parent_call,
         parent_index,
         tuple(call.children),  # most calls': the empty tuple, which is never tracked
@@ -177,9 +178,10 @@ def from_record(kept: CallRecord) -> CallState:
     """The ``CallState`` of a ``record`` (a new one each time: a finished call is read only;
     ``kept`` may go on with fields of its keeper's)."""
     call_id, pool_id, kind, owner, function, timeout, seq = kept[:7]
-    kernel_id, notebook, name, pid, host, parent_call, parent_index, children = kept[7:15]
-    total, submitted, reported, failed, cancelled, progress, outcomes = kept[15:22]
-    detached, delivered, detaching = kept[22:25]
+    kernel_id, notebook, name, pid, host, app = kept[7:13]
+    parent_call, parent_index, children = kept[13:16]
+    total, submitted, reported, failed, cancelled, progress, outcomes = kept[16:23]
+    detached, delivered, detaching = kept[23:26]
     return CallState(
         call_id,
         pool_id,
@@ -188,7 +190,14 @@ def from_record(kept: CallRecord) -> CallState:
         function,
         timeout,
         seq,
-        {"kernel_id": kernel_id, "notebook": notebook, "name": name, "pid": pid, "host": host},
+        {
+            "kernel_id": kernel_id,
+            "notebook": notebook,
+            "name": name,
+            "pid": pid,
+            "host": host,
+            "app": app,
+        },
         None if parent_call is None else (parent_call, parent_index),
         children,
         total,
