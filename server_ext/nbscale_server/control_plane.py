@@ -14,7 +14,8 @@ only on those below it:
     liveness  workers gone or silent, and what becomes of their inputs (exact blame)
     fleet     workers from launch to exit: autoscaling, the total cap, versions
     watching  running inputs' output to the callers that watch them; detached calls
-    delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
+    delivery  calls, admission, dispatch of inputs to workers
+    settling  outputs back to callers (or to the store), retries, finished calls
     spawned   spawned and detached calls: inputs and outputs in the store, fetched later
     store     what outlives callers: in memory (embedded), or a SQLite file (the server's)
     outbox    every message sent: to workers, replies, refusals, change events

@@ -33,7 +33,8 @@ from nbscale_runtime.protocol import (
 
 from .autoscaler import CapHolder, LaunchWorkers, OtherPool, StopWorkers, reclaim
 from .compatibility import incompatibilities
-from .delivery import Delivery, rejection
+from .delivery import Delivery
+from .errors import rejection
 from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
@@ -232,9 +233,9 @@ class Fleet:
             pool.note(message, time.time())
             record = rejection(ERROR_LAUNCH, message)
             if lasting:  # so will new inputs, at once, until the function is registered again
-                self.delivery.break_pool(pool, STATUS_REJECTED, record)
+                self.delivery.settling.break_pool(pool, STATUS_REJECTED, record)
             else:
-                self.delivery.fail_waiting(pool, STATUS_REJECTED, record)
+                self.delivery.settling.fail_waiting(pool, STATUS_REJECTED, record)
 
     def stop_worker(self, w: WorkerState, graceful: bool) -> None:
         w.drain()
@@ -310,7 +311,7 @@ class Fleet:
             )
             pool.note(message, time.time())
             record = rejection(ERROR_VERSION_MISMATCH, message)
-            self.delivery.break_pool(pool, STATUS_REJECTED, record)
+            self.delivery.settling.break_pool(pool, STATUS_REJECTED, record)
             self.stop_worker(w, graceful=False)
             return
         fdef = protocol.FunctionDef(
@@ -353,7 +354,7 @@ class Fleet:
             pool = self.records.pools[w.pool_id]
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
             # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
-            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
+            self.delivery.settling.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
         elif msg.reason == "enter-failed":
             self._enter_failed(w, bytes(payload[0]))
 
@@ -369,7 +370,7 @@ class Fleet:
             time.time(),
         )
         if pool.enter_failures >= MAX_ENTER_FAILURES:
-            self.delivery.break_pool(pool, STATUS_ENTER_FAILED, record)
+            self.delivery.settling.break_pool(pool, STATUS_ENTER_FAILED, record)
 
     # --- waiting in a scheduler's queue -------------------------------------------------
 
