@@ -117,11 +117,15 @@ class SingleCall:
         self._forget()
         if self.output.done():
             return
-        if self.blocked is not None:
+        if self.blocked is None:
+            self.output.set_result(out)
+            return
+        try:
             print_output(out, prefix=False)
+        finally:  # a failed print (logged by the client) holds up no result
             self.blocked.answer(out.ok, out.value)
             self.answered = True
-        self.output.set_result(out)
+            self.output.set_result(out)
 
     def _on_lost(self, error: BaseException) -> None:
         """The connection to the control plane is lost: the call ends with ``error``."""
