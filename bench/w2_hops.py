@@ -33,7 +33,7 @@ HOPS = [
     ("cp.readable", "the control plane's loop wakes on the socket"),
     ("cp.outputs", "read and decode Outputs"),
     ("client.outputs", "settle the input, forward to the client"),
-    ("remote.end", "decode the result, wake Function.remote, print, return"),
+    ("remote.end", "decode the result, print, answer the blocked thread"),
     ("call.end", "the loop -> the calling thread"),
 ]
 
@@ -53,21 +53,14 @@ def main() -> None:
     import workloads
 
     import nbscale
-    from nbscale import _map
+    from nbscale import _loop, _remote
     from nbscale._function import Function
 
-    remote = Function.__dict__["remote"]
-    inner = remote._fn
-
-    async def noted(self, *a, **kw):  # type: ignore[no-untyped-def]
-        hops.note("remote")
-        try:
-            return await inner(self, *a, **kw)
-        finally:
-            hops.note("remote.end")
-
-    remote._fn = noted
-    hops._wrap(_map.Invocation, "_on_outputs", "client.outputs")
+    # Function.remote's first await, and the answer to the blocked thread (from the
+    # handler of the output, or as the coroutine ends)
+    hops._wrap(Function, "_pool_in_use", "remote")
+    hops._wrap(_loop.Blocked, "answer", "remote.end")
+    hops._wrap(_remote.SingleCall, "_on_outputs", "client.outputs")
 
     app = nbscale.App("hops")
     fn = app.function(max_containers=2, min_containers=2)(workloads.noop)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
-from nbscale_runtime.serialization import PayloadWriter
 from nbscale_server.options import FunctionOptions
 
 from . import _nested
@@ -23,17 +22,18 @@ from ._function_call import FunctionCall
 from ._generators import RemoteGenMethod
 from ._image import Image
 from ._image_tags import images_called_by, tag_of
-from ._loop import loop_running
-from ._map import End, Invocation
+from ._loop import blocked_caller, loop_running
+from ._map import Invocation
 from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
 from ._options import check_image, function_options
-from ._outcomes import Output, code_files_of, print_output
-from ._pickling import add_input, pickle_function
+from ._outcomes import code_files_of, print_output
+from ._pickling import pickle_function
 from ._progress import CallProgress
+from ._remote import SingleCall
 from ._secret import Secret, secrets_setting
 from ._spawner import Parent, SpawnMethod, spawner
 from ._tracebacks import hidden, install
-from .exceptions import CallCancelledError, InvalidError
+from .exceptions import InvalidError
 
 if TYPE_CHECKING:
     from ._app import App
@@ -302,21 +302,17 @@ class Function:
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run the function once on a worker and return its result (or raise its error)."""
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
+        blocked = blocked_caller()  # a blocking call's thread, answered at once
         self._refuse_generator(".remote()")
-        inv = await self._invocation("remote")
-        writer = PayloadWriter()
-        where = add_input(writer, 0, self._prefix + args, kwargs)
-        try:
-            inv.total = 1
-            await inv.submit([[0, *where, 0, []]], writer.frames(), total=1)
-            batch = await inv.next_batch()
-            if isinstance(batch, End):  # cancelled, or the connection lost
-                raise batch.error or CallCancelledError(f"{self.name}: the call was cancelled")
-        except asyncio.CancelledError:
-            await inv.cancel()
-            raise
-        out = batch[0]
-        assert isinstance(out, Output), "one call's output is never a run"
+        client, pool_id = await self._pool_in_use()
+        if self._code_files is None:
+            self._code_files = code_files_of(self.raw_f)
+        call = SingleCall(
+            client, pool_id, self.name, self.options.timeout, self._code_files, blocked
+        )
+        out = await call.run(self._prefix + args, kwargs)
+        if call.answered:  # the blocked thread has its result (or error) already
+            return None
         print_output(out, prefix=False)
         if not out.ok:
             raise out.value

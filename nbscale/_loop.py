@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -90,14 +92,11 @@ class LoopThread:
         if self.in_loop():
             coro.close()
             raise RuntimeError("blocking nbscale call made from nbscale's own loop")
-        # A bare lock released by the coroutine's last step, rather than a concurrent
-        # Future: one loop turn and a condition variable less per call (~10 us).
-        done = threading.Lock()
-        done.acquire()
-        outcome: list[Any] = []
+        blocked = Blocked(coro)
+        done = blocked.done
         tasks: list[asyncio.Task[None]] = []
         self.loop.call_soon_threadsafe(
-            lambda: tasks.append(self.loop.create_task(_settle(coro, outcome, done)))
+            lambda: tasks.append(self.loop.create_task(_settle(coro, blocked)))
         )
         rejoin = None
         try:
@@ -116,7 +115,7 @@ class LoopThread:
         finally:
             if rejoin is not None:
                 rejoin()
-        ok, value = outcome[0]
+        ok, value = blocked.outcome[0]
         if not ok:
             raise value
         return value
@@ -211,15 +210,53 @@ class _Handed:
             _stop_waiting(self.task)
 
 
-async def _settle(coro: Coroutine[Any, Any, Any], outcome: list[Any], done: Any) -> None:
-    """Run ``coro``, keep ``(ok, result or exception)`` in ``outcome``, release ``done``."""
+class Blocked:
+    """A thread blocked on a call's coroutine, and the outcome it waits for: handed over
+    once, when the coroutine ends or earlier (``answer``).
+
+    A bare lock released on the loop, rather than a concurrent Future: one loop turn and a
+    condition variable less per call (~10 us)."""
+
+    __slots__ = ("coro", "done", "outcome")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outcome: list[tuple[bool, Any]] = []
+
+    def answer(self, ok: bool, value: Any) -> None:
+        """On the loop: the call's result (``ok``) or exception; an answer given before
+        this one stands."""
+        if not self.outcome:
+            self.outcome.append((ok, value))
+            self.done.release()
+
+
+_blocked: contextvars.ContextVar[Blocked | None] = contextvars.ContextVar(
+    "nbscale_blocked", default=None
+)
+
+
+def blocked_caller() -> Blocked | None:
+    """Called by a call's coroutine itself: the thread blocked on it, to which it may answer
+    before it ends, while it tidies up (a result straight from the handler that got it:
+    the caller wakes a loop turn sooner, and runs on while the loop finishes). None for an
+    ``.aio`` call, and for a coroutine that another one awaits."""
+    blocked = _blocked.get()
+    if blocked is None or getattr(blocked.coro, "cr_frame", None) is not sys._getframe(1):
+        return None
+    return blocked
+
+
+async def _settle(coro: Coroutine[Any, Any, Any], blocked: Blocked) -> None:
+    """Run ``coro``, and hand its ``(ok, result or exception)`` to the blocked thread."""
     __tracebackhide__ = hidden()
+    _blocked.set(blocked)  # in this task's context only
     try:
-        outcome.append((True, await coro))
+        blocked.answer(True, await coro)
     except BaseException as exc:  # handed to the waiting thread, which raises it
-        outcome.append((False, exc))
-    finally:
-        done.release()
+        blocked.answer(False, exc)
 
 
 def get_loop() -> LoopThread:

@@ -194,6 +194,11 @@ class Segments:
         done.atexit = False  # what still holds it at exit may read it: the exit unmaps it
         return memoryview(memory).cast("B")
 
+    def quiet(self, largest: int) -> bool:
+        """Whether a message whose largest frame is ``largest`` bytes goes through the
+        stream alone: no frame of it for a segment, no release to send first."""
+        return (self.min_size is None or largest < self.min_size) and not self._finished
+
     def finished(self) -> list[int]:
         """The peer's segments read and dropped since the last call, to release."""
         ids = []

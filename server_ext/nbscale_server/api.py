@@ -158,7 +158,9 @@ class Api:
         value, grown = self.delivery.submit(identity, msg, payload)
         if msg.parent:
             self.nesting.link_parent(msg.call_id, msg.parent)
-        if grown is not None:
+        # Scaling up may not wait for the tick; all else may (a call that its workers took
+        # at once, as a warm ``.remote()``'s, leaves nothing to decide now).
+        if grown is not None and (grown.queue.pending or grown.short_of_workers()):
             self.fleet.autoscale(grown, self.clock())
         return None if value is None else (value, ())  # None: a spawn, answered once kept
 

@@ -16,7 +16,8 @@ only on those below it:
     worker_events  what workers say: register (versions checked), heartbeat, goodbye
     fleet     workers from launch to exit: autoscaling, the total cap
     watching  running inputs' output to the callers that watch them; detached calls
-    delivery  calls, dispatch of inputs to workers, outputs back to callers, retries
+    delivery  calls, admission, dispatch of inputs to workers
+    settling  outputs back to callers (or to the store), retries, finished calls
     spawned   spawned and detached calls: inputs and outputs in the store, fetched later
     store     what outlives callers: in memory (embedded), or a SQLite file (the server's)
     outbox    every message sent: to workers, replies, refusals, change events

@@ -25,7 +25,8 @@ from nbscale_runtime import protocol, register
 from nbscale_runtime.protocol import ERROR_LAUNCH, STATUS_REJECTED
 
 from .autoscaler import CapHolder, LaunchWorkers, OtherPool, StopWorkers, reclaim
-from .delivery import Delivery, rejection
+from .delivery import Delivery
+from .errors import rejection
 from .launchers import Launcher, LaunchFailed, WorkerHandle, WorkerSpec
 from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
@@ -222,9 +223,9 @@ class Fleet:
             pool.note(message, time.time())
             record = rejection(ERROR_LAUNCH, message)
             if lasting:  # so will new inputs, at once, until the function is registered again
-                self.delivery.break_pool(pool, STATUS_REJECTED, record)
+                self.delivery.settling.break_pool(pool, STATUS_REJECTED, record)
             else:
-                self.delivery.fail_waiting(pool, STATUS_REJECTED, record)
+                self.delivery.settling.fail_waiting(pool, STATUS_REJECTED, record)
 
     def stop_worker(self, w: WorkerState, graceful: bool) -> None:
         w.drain()

@@ -172,7 +172,7 @@ class Liveness:
                 f"{', '.join(str(o.record.index) for o in outcomes)} ({cause}'s loss{why})",
                 time.time(),
             )
-        self.delivery.report_retries(outcomes)
+        self.delivery.settling.report_retries(outcomes)
         final = [o for o in outcomes if o.final]
         if final:
             tail = self.launcher.logs(w.handle, 20)
@@ -187,15 +187,15 @@ class Liveness:
                     "logs": tail,
                 }
                 rows.append((o, pickle.dumps(info)))
-            self.delivery.deliver_made(pool, rows)
+            self.delivery.settling.deliver_made(pool, rows)
         self.delivery.dispatch(pool)
 
     def _settle(self, pool: Pool, outcomes: list[Outcome]) -> None:
         """Deliver outcomes the control plane decided (timeouts), or report their retries."""
-        self.delivery.report_retries(outcomes)
+        self.delivery.settling.report_retries(outcomes)
         final = [(o, b"") for o in outcomes if o.final]
         if final:
-            self.delivery.deliver_made(pool, final)
+            self.delivery.settling.deliver_made(pool, final)
 
 
 def _current(held: dict[tuple[str, int], InputRecord], r: RunningInput) -> bool:

@@ -32,7 +32,8 @@ from nbscale_runtime.nested import CLIENT_SUFFIX
 from nbscale_runtime.protocol import ERROR_DEADLOCK, STATUS_REJECTED
 
 from .calls import CallState
-from .delivery import Delivery, rejection
+from .delivery import Delivery
+from .errors import rejection
 from .models import OwnerModel
 from .options import FunctionOptions
 from .outbox import Outbox
@@ -157,7 +158,7 @@ class Nesting:
         )
         pool.note(message, time.time())
         payload = rejection(ERROR_DEADLOCK, message)
-        self.delivery.deliver_made(
+        self.delivery.settling.deliver_made(
             pool, [(Outcome(r, STATUS_REJECTED, True), payload) for r in failed]
         )
 

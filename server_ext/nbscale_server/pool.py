@@ -270,6 +270,12 @@ class Pool:
         """Its workers that count against the total cap (all but those draining or lent)."""
         return sum(1 for w in self.workers.values() if w.counted)
 
+    def short_of_workers(self) -> bool:
+        """Whether its autoscaler wants workers it lacks now."""
+        live = self.live_workers()
+        most = self.autoscaler.settings.max_containers
+        return (most is None or live < most) and self.autoscaler.desired(self.load()) > live
+
     def load(self) -> PoolLoad:
         target = self.options.slots_target
         # a lent worker's input waits on others: it needs no worker of its own meanwhile

@@ -86,9 +86,9 @@ def spawn_calls(
     records = [record for call, record in kept if not call.cancelled]  # a store that failed at once
     if pool.broken:
         status, reason = pool.broken
-        delivery.deliver_made(pool, [(Outcome(r, status, True), reason) for r in records])
+        delivery.settling.deliver_made(pool, [(Outcome(r, status, True), reason) for r in records])
         for call, _ in kept:
-            delivery.maybe_finish(call)
+            delivery.settling.maybe_finish(call)
         return None
     if not records:
         return None

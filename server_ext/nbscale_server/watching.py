@@ -55,7 +55,7 @@ class Watching:
         ]
         delivered = [(start, end) for start, end in msg.delivered]
         self.delivery.spawned.returned(call, delivered, given_back)
-        self.delivery.maybe_finish(call)
+        self.delivery.settling.maybe_finish(call)
 
     def orphan(self, call: CallState) -> None:
         """A detached call's caller is gone: no more inputs will come, so the call ends with
@@ -64,4 +64,4 @@ class Watching:
         if call.total is None:
             call.total = call.submitted
         self.delivery.spawned.answer_waiters(call)
-        self.delivery.maybe_finish(call)
+        self.delivery.settling.maybe_finish(call)

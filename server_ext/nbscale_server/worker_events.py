@@ -18,7 +18,8 @@ from nbscale_runtime.protocol import (
 )
 
 from .compatibility import incompatibilities
-from .delivery import Delivery, rejection
+from .delivery import Delivery
+from .errors import rejection
 from .fleet import Fleet
 from .outbox import Outbox
 from .pool import Records, WorkerState
@@ -63,7 +64,7 @@ class WorkerEvents:
             )
             pool.note(message, time.time())
             record = rejection(ERROR_VERSION_MISMATCH, message)
-            self.delivery.break_pool(pool, STATUS_REJECTED, record)
+            self.delivery.settling.break_pool(pool, STATUS_REJECTED, record)
             self.fleet.stop_worker(w, graceful=False)
             return
         fdef = protocol.FunctionDef(
@@ -106,7 +107,7 @@ class WorkerEvents:
             pool = self.records.pools[w.pool_id]
             pool.note(f"worker {w.worker_id} could not load the function", time.time())
             # a zmq.Frame (containers) or bytes (the Unix socket of local workers)
-            self.delivery.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
+            self.delivery.settling.break_pool(pool, STATUS_INIT_FAILED, bytes(payload[0]))
         elif msg.reason == "enter-failed":
             self._enter_failed(w, bytes(payload[0]))
 
@@ -122,4 +123,4 @@ class WorkerEvents:
             time.time(),
         )
         if pool.enter_failures >= MAX_ENTER_FAILURES:
-            self.delivery.break_pool(pool, STATUS_ENTER_FAILED, record)
+            self.delivery.settling.break_pool(pool, STATUS_ENTER_FAILED, record)
