@@ -5,7 +5,6 @@ not load, a class whose ``@enter`` raised). The fleet launches, stops and forget
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -26,8 +25,6 @@ from .pool import Records, WorkerState
 from .settings import ControlPlaneConfig
 
 MAX_ENTER_FAILURES = 3  # starts in a row whose @enter raised before a pool is broken
-
-log = logging.getLogger("nbscale.control_plane")
 
 
 class WorkerEvents:
