@@ -58,8 +58,9 @@ class Room:
             await asyncio.sleep(0.01)
         raise AssertionError(f"no answer to {msg}")
 
-    async def dict_id(self, name: str) -> str:
-        value, _ = await self.ask(self.shared.on_lookup, protocol.ObjectLookup, "dict", name, True)
+    async def object_id(self, kind: str, name: str) -> str:
+        """The id of the Dict or Queue ``name``, made if missing."""
+        value, _ = await self.ask(self.shared.on_lookup, protocol.ObjectLookup, kind, name, True)
         return str(value["id"])
 
     async def put(self, d: str, key: str, value: bytes) -> Any:
@@ -85,16 +86,13 @@ def test_named_dicts_queues_and_deployed_apps_are_kept_across_a_reopen(tmp_path:
 
     async def first() -> None:
         room = Room(path)
-        d = await room.dict_id("kept")
+        d = await room.object_id("dict", "kept")
         assert await room.put(d, "a", b"1") == {"added": True}
         await room.put(d, "b", b"2")
         await room.ask(
             room.shared.on_dict, protocol.DictRequest, d, "pop", {}, frames=[pickle.dumps("b")]
         )
-        value, _ = await room.ask(
-            room.shared.on_lookup, protocol.ObjectLookup, "queue", "jobs", True
-        )
-        q = value["id"]
+        q = await room.object_id("queue", "jobs")
         await room.ask(
             room.shared.on_queue, protocol.QueueRequest, q, "put", {}, frames=[b"x", b"y", b"z"]
         )
@@ -118,7 +116,7 @@ def test_named_dicts_queues_and_deployed_apps_are_kept_across_a_reopen(tmp_path:
 
     async def second() -> None:
         room = Room(path)
-        d = await room.dict_id("kept")
+        d = await room.object_id("dict", "kept")
         assert await room.get(d, "a") == b"1" and await room.get(d, "b") is None
         value, _ = await room.ask(
             room.shared.on_lookup, protocol.ObjectLookup, "queue", "jobs", False
@@ -142,7 +140,7 @@ def test_a_full_disk_refuses_a_change_with_the_path_and_leaves_the_dict_as_it_wa
 
     async def body() -> None:
         room = Room(path)
-        d = await room.dict_id("full")
+        d = await room.object_id("dict", "full")
         await room.put(d, "k", b"before")
         filler = fill(small_tmpfs)
         error = await room.put(d, "k", os.urandom(512 << 10))
@@ -153,7 +151,7 @@ def test_a_full_disk_refuses_a_change_with_the_path_and_leaves_the_dict_as_it_wa
         assert await room.put(d, "k", b"after") == {"added": True}
         room.store.close()
         reopened = Room(path)
-        assert await reopened.get(await reopened.dict_id("full"), "k") == b"after"
+        assert await reopened.get(await reopened.object_id("dict", "full"), "k") == b"after"
         reopened.store.close()
 
     run(body)
@@ -173,7 +171,7 @@ def test_a_file_of_schema_1_is_migrated_keeping_its_spawned_calls(tmp_path: Path
         room = Room(str(path))
         assert room.store.read("v", "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert room.store.read("calls", "SELECT call_id FROM spawned_calls") == [("fc-old",)]
-        d = await room.dict_id("new")  # the new tables are there
+        d = await room.object_id("dict", "new")  # the new tables are there
         assert await room.put(d, "k", b"v") == {"added": True}
         room.store.close()
 
@@ -185,8 +183,7 @@ def test_an_item_handed_to_a_waiting_get_is_gone_after_a_reopen(tmp_path: Path):
 
     async def body() -> None:
         room = Room(path)
-        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
-        q = value["id"]
+        q = await room.object_id("queue", "q")
         waiting = protocol.QueueRequest(100, q, "get", {"n": 1, "timeout": None})
         assert room.shared.on_queue(ME, waiting, []) is None  # waits
         await room.ask(room.shared.on_queue, protocol.QueueRequest, q, "put", {}, frames=[b"it"])
@@ -214,8 +211,7 @@ def test_items_given_back_by_a_withdrawn_get_are_kept_in_their_places_across_a_r
 
     async def body() -> None:
         room = Room(path)
-        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
-        q = value["id"]
+        q = await room.object_id("queue", "q")
         put = protocol.QueueRequest
         await room.ask(room.shared.on_queue, put, q, "put", {}, frames=[b"1", b"2", b"3"])
         answer, frames = await room.ask(room.shared.on_queue, put, q, "get", {"n": 2})
@@ -238,8 +234,11 @@ def test_a_partition_is_cleared_partition_ttl_after_its_last_put_and_stays_clear
 
     async def body() -> None:
         room = Room(path)
-        value, _ = await room.ask(room.shared.on_lookup, protocol.ObjectLookup, "queue", "q", True)
-        q, ask, request = value["id"], room.shared.on_queue, protocol.QueueRequest
+        q, ask, request = (
+            await room.object_id("queue", "q"),
+            room.shared.on_queue,
+            protocol.QueueRequest,
+        )
 
         async def put(partition: str, ttl: float | None, item: bytes) -> Any:
             args = {"partition": partition, "partition_ttl": ttl}
