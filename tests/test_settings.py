@@ -17,7 +17,7 @@ from traitlets import Enum
 
 import nbscale
 from nbscale import _config
-from nbscale_server import settings
+from nbscale_server import settings, settings_readme
 from nbscale_server.control_plane import ControlPlaneConfig as ReExported
 from nbscale_server.extension import NbScale
 from nbscale_server.limits import Limits
@@ -223,4 +223,4 @@ def test_markdown_is_printed_by_the_module():
         timeout=60,
         check=True,
     )
-    assert proc.stdout == settings.markdown()
+    assert proc.stdout == settings_readme.markdown()

@@ -6,8 +6,9 @@ The other copies are derived from this table, and a test fails when one drifts:
   (``nbscale/_config.py``), and ``nbscale config``, which shows each value and its source;
 - the server extension's traits, ``c.NbScale.<name>`` (``extension.py``);
 - ``ControlPlaneConfig``, what the control plane gets from either side;
-- the README's settings table (``python -m nbscale_server.settings --markdown`` prints it;
-  ``scripts/gen-contracts`` rewrites it in place).
+- the README's settings table (``settings_readme.py`` renders it; ``python -m
+  nbscale_server.settings --markdown`` prints it; ``scripts/gen-contracts`` rewrites it in
+  place).
 
 Where a setting applies (its ``scope``):
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -548,43 +549,9 @@ def control_plane_config(value: Callable[[Setting], Any]) -> ControlPlaneConfig:
     return ControlPlaneConfig(limits=limits, **others)
 
 
-# --- the README's table ---------------------------------------------------------------------
-
-
-def _shown(setting: Setting, value: Any) -> str:
-    if value is None:
-        return setting.default_text or "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return f"`{value}`"
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _default_cell(setting: Setting) -> str:
-    shown = _shown(setting, setting.default)
-    if setting.scope != "client" and setting.trait_default != setting.default:
-        shown += f" (server: {_shown(setting, setting.trait_default)})"
-    return shown
-
-
-def markdown(settings: Iterable[Setting] = SETTINGS.values()) -> str:
-    """The README's settings table: one row per setting, with both sides' names."""
-    lines = [
-        "| client: `NBSCALE_<KEY>` | server: `c.NbScale.<name>` | default | meaning |",
-        "|---|---|---|---|",
-    ]
-    for s in settings:
-        env = f"`{s.env}`" if s.env else "—"
-        trait = f"`{s.trait}`" if s.trait else "—"
-        meaning = s.help.replace("|", "\\|")
-        lines.append(f"| {env} | {trait} | {_default_cell(s)} | {meaning} |")
-    return "\n".join(lines) + "\n"
-
-
 if __name__ == "__main__":
+    from .settings_readme import markdown
+
     if sys.argv[1:] != ["--markdown"]:
         sys.exit("usage: python -m nbscale_server.settings --markdown")
     sys.stdout.write(markdown())
