@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -172,10 +173,15 @@ def test_pool_scales_up_and_down_in_docker(docker_plane):
     assert hold.get_current_stats().num_total_runners == 3
     assert len(set(call.iter())) == 3  # three containers (three host names) did the work
     wait_until(lambda: not pool_containers(docker_plane, "hold"), timeout=30)
-    mine = {"status": "exited", "label": "nbscale.worker"}
-    removed = docker_plane.containers.list(all=True, filters=mine)
+    exited = {"status": "exited", "label": "nbscale.worker"}
     owner = f"{os.getpid()}:"  # this control plane's, not a parallel run's
-    assert not [c for c in removed if c.labels["nbscale.owner"].startswith(owner)]
+
+    def left_exited() -> list[Any]:
+        found = docker_plane.containers.list(all=True, filters=exited, sparse=True)
+        return [c for c in found if c.attrs["Labels"]["nbscale.owner"].startswith(owner)]
+
+    # A container stops running before the launcher, told of its exit, removes it.
+    wait_until(lambda: not left_exited(), timeout=30)
 
 
 def test_stats_list_each_container_with_its_gpus():
