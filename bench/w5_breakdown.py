@@ -59,7 +59,7 @@ CALLER = textwrap.dedent(
     import os, sys, time
     sys.path.insert(0, {here!r})
     import nbscale, workloads
-    from nbscale_server import control_plane, fleet
+    from nbscale_server import control_plane, worker_events
     from nbscale_server.launchers import process
     _f = open(os.environ["W5_PROBE_FILE"], "a")
     def note(step):
@@ -80,7 +80,7 @@ CALLER = textwrap.dedent(
     wrap(CP, "__init__", "control plane: building", "control plane: built")
     wrap_async(CP, "start", "control plane: binding", "control plane: started")
     wrap(process.ProcessLauncher, "start", "launcher: spawning worker", "launcher: spawned")
-    wrap(fleet.Fleet, "on_register", "control plane: register received")
+    wrap(worker_events.WorkerEvents, "on_register", "control plane: register received")
     note("call begins")
     app = nbscale.App("bench")
     assert app.function(max_containers=2)(workloads.noop).remote(1) == 1

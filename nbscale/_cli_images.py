@@ -1,4 +1,4 @@
-"""``nbscale images base|build|list``: the worker images on this Docker host."""
+"""``nbscale images base|build|list|prune``: the worker images on this Docker host."""
 
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ def add_parser(sub: Any) -> None:
     )
     p_build.set_defaults(run=_build)
     images.add_parser("list", help="list the worker images nbscale built").set_defaults(run=_list)
+    p_prune = images.add_parser(
+        "prune",
+        help="remove the worker images nbscale built that no container uses, but the newest",
+    )
+    p_prune.add_argument(
+        "--keep", type=int, default=3, metavar="N", help="keep the N newest (default 3)"
+    )
+    p_prune.add_argument(
+        "--description", help="only the images with this description (as `list` shows it)"
+    )
+    p_prune.add_argument("--dry-run", action="store_true", help="say what would go; remove none")
+    p_prune.set_defaults(run=_prune)
 
 
 def _base(args: argparse.Namespace) -> int:
@@ -81,3 +93,14 @@ def _list(args: argparse.Namespace) -> int:
             f"{row['description']}"
         )
     return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ._image_prune import prune, report
+
+    if args.keep < 0:
+        print(f"nbscale images prune: --keep must be 0 or more, not {args.keep}", file=sys.stderr)
+        return 2
+    result = prune(args.keep, dry_run=args.dry_run, description=args.description)
+    print(report(result, args.dry_run))
+    return 1 if result.refused else 0

@@ -151,3 +151,54 @@ def test_images_commands():
     listed = _images("list")
     assert listed.returncode == 0, listed.stderr
     assert tag in listed.stdout and "from_kernel()" in listed.stdout
+
+
+def _labelled_image(client: Any, description: str, n: int) -> str:
+    """A tiny image labelled as nbscale's worker images are (only labels over the base)."""
+    import io
+
+    dockerfile = (
+        f"FROM {nbscale._config.get('base_image')}\n"
+        f'LABEL nbscale.image="1" nbscale.image.description="{description}" n="{n}"\n'
+    )
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), rm=True)
+    return str(image.id)
+
+
+def test_images_prune_removes_unused_old_images_and_keeps_the_newest_and_those_in_use():
+    import docker
+
+    from nbscale._image_prune import prune, report
+
+    client = docker.from_env()
+    description = f"prune-test-{uuid.uuid4().hex[:8]}"
+    ids = []
+    for n in range(4):  # Docker's creation times are in seconds: one image per second
+        ids.append(_labelled_image(client, description, n))
+        time.sleep(1.1)
+    oldest, unused_a, unused_b, newest = ids
+    mine = {"label": f"nbscale.image.description={description}"}
+    holder = client.api.create_container(oldest, command="true")  # created, never started
+    try:
+        planned = prune(1, dry_run=True, description=description)
+        assert {i.id for i in planned.plan.remove} == {unused_a, unused_b}
+        assert {i.id for i in client.images.list(filters=mine)} == set(ids)
+
+        done = prune(1, description=description)
+        assert {i.id for i in done.removed} == {unused_a, unused_b} and not done.refused
+        left = {
+            i.id
+            for i in client.images.list(
+                filters={"label": f"nbscale.image.description={description}"}
+            )
+        }
+        assert left == {oldest, newest}
+        assert report(done, dry_run=False).endswith(
+            "removed 2 worker images (0 MB freed); kept the 1 newest and 1 used by a container"
+        )
+        base = client.images.get(nbscale._config.get("base_image"))
+        assert base.id  # never a candidate: not labelled as a worker image
+    finally:
+        client.api.remove_container(holder)
+        for image_id in (oldest, newest):
+            client.api.remove_image(image_id, force=True)
