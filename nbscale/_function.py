@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import sys
 from collections.abc import Callable, Iterable
@@ -19,9 +18,9 @@ from ._aio import aio_method
 from ._client import Client, get_client
 from ._fingerprint import fingerprint, frozen, same
 from ._function_call import FunctionCall
+from ._function_images import BuildOutput, build_called_images, options_with_image, worker_secrets
 from ._generators import RemoteGenMethod
 from ._image import Image
-from ._image_tags import images_called_by, tag_of
 from ._loop import blocked_caller, loop_running
 from ._map import Invocation
 from ._map_results import ForEachMethod, Inputs, MapMethod, star_inputs, zip_inputs
@@ -37,8 +36,6 @@ from .exceptions import InvalidError
 
 if TYPE_CHECKING:
     from ._app import App
-
-BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
 
 
 @dataclass(frozen=True)
@@ -164,7 +161,7 @@ class Function:
         """The function's pool on ``client``'s control plane, registered on first use (for
         Docker workers, after its image is built; ``on_build`` gets the build's steps)."""
         # before the code is pickled: the images it carries then say their tags
-        await self._build_called_images(client, on_build)
+        await build_called_images(self.raw_f, client, on_build)
         data, function_id = self._pickle()
         if self._client is not client:
             self._pools.clear()
@@ -178,7 +175,7 @@ class Function:
                 self.pool_label,
                 options.to_wire(),
                 [p for p in sys.path if p],
-                [secret.to_wire() for secret in self.secrets],
+                [secret.to_wire() for secret in worker_secrets(self, client, on_build)],
                 self.deployed_app,
             )
             value, _ = await client.request(msg, [data])
@@ -186,71 +183,11 @@ class Function:
             self._pools[function_id] = pool_id
         return pool_id
 
-    async def _build_called_images(self, client: Client, on_build: BuildOutput | None) -> None:
-        """For Docker and Kubernetes workers, build (and for Pods push) the images of the
-        functions this one's code calls that declare their own (a worker can do neither
-        when it calls them)."""
-        launcher = client.server_info.get("launcher")
-        if launcher not in ("docker", "kubernetes") or client.mode == "worker":
-            return
-        from ._image_build import build, print_step
-        from ._image_push import kubernetes_image, pushed_here
-
-        registry = client.server_info.get("registry")
-        out = on_build or print_step
-        for image in images_called_by(self.raw_f):  # microseconds when all are built
-            if launcher == "docker" and tag_of(image) is None:
-                await asyncio.to_thread(build, image, None, out)
-            elif launcher == "kubernetes" and not pushed_here(image, registry):
-                await asyncio.to_thread(kubernetes_image, image, registry, out)
-
     async def _wire_options(
         self, client: Client, on_build: BuildOutput | None = None
     ) -> FunctionOptions:
-        """The options as the control plane takes them: for Docker workers the image is the
-        tag of the built image (built here, off the loop, when it does not exist yet, its
-        steps printed or given to ``on_build``); for Kubernetes workers, that image pushed
-        to the control plane's registry; for worker processes there is none."""
-        launcher = client.server_info.get("launcher")
-        containers = launcher in ("docker", "kubernetes")
-        if client.mode == "worker" and containers and self.image is not None:
-            pods = launcher == "kubernetes"
-            return self._built_options(client.server_info.get("registry") if pods else None)
-        if launcher not in ("docker", "kubernetes") or client.mode == "worker":
-            return self.options  # a worker's: its control plane gives it the worker's image
-        from ._image_build import build, image_for, print_step
-
-        image = image_for(self.raw_f, self.image)
-        out = on_build or print_step
-        if launcher == "kubernetes":
-            from ._image_push import kubernetes_image
-
-            registry = client.server_info.get("registry")
-            tag = await asyncio.to_thread(kubernetes_image, image, registry, out)
-        else:
-            tag = await asyncio.to_thread(build, image, None, out)
-        return dataclasses.replace(self.options, image=tag)
-
-    def _built_options(self, registry: str | None) -> FunctionOptions:
-        """On a Docker worker, a function with an image of its own: the tag the kernel that
-        sent this code built it under (on a Pod, ``registry`` given, that image as pushed
-        there); a container can neither build nor push it."""
-        assert self.image is not None
-        if registry:
-            from ._image_push import pushed_tag
-
-            tag = pushed_tag(self.image, registry)
-        else:
-            tag = tag_of(self.image)
-        if tag is None:
-            raise InvalidError(
-                f"{self.name} declares its own image ({self.image.description}), which the "
-                "kernel did not build before sending this code (it builds those of the "
-                "functions a function names in its code; this one came another way), and a "
-                f"container cannot build images: call {self.name} once from the kernel "
-                "first, which builds it, or drop its image= to run it in its caller's image"
-            )
-        return dataclasses.replace(self.options, image=tag)
+        """The options as the control plane takes them (``_function_images``)."""
+        return await options_with_image(self, client, on_build)
 
     async def _pool_in_use(self, on_build: BuildOutput | None = None) -> tuple[Client, str]:
         """The client and the function's pool on it, for a call about to be made."""

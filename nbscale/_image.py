@@ -215,6 +215,13 @@ class Image:
         values = tuple(f"{k}={v}" for k, v in sorted(variables.items()))
         return self._with(Layer("env", values), "env()") if values else self
 
+    def env_variables(self) -> dict[str, str]:
+        """The variables its ``env`` layers set (a later layer's value wins)."""
+        pairs = (
+            v.split("=", 1) for layer in self.layers if layer.kind == "env" for v in layer.values
+        )
+        return dict(pairs)
+
     def workdir(self, path: str) -> Image:
         """The directory later layers run in, and where the worker starts."""
         if not isinstance(path, str) or not path.startswith("/"):
@@ -325,3 +332,16 @@ def _copy(source: str, target: str) -> Layer:
 
 def _unpickle_image(values: tuple[Any, ...], tag: str | None) -> Image:
     return _image_tags.restore(Image(*values), tag)
+
+
+def outside_containers(image: Image, function_name: str, launcher: str) -> str:
+    """What a function that declares ``image`` is told when its workers are not containers
+    (local processes, Slurm jobs): they run this host's Python environment, so only the
+    image's ``env`` variables apply (set as the function's ``env`` would be, which wins)."""
+    where = "local processes" if launcher == "process" else f"{launcher} workers"
+    applied = sorted(image.env_variables())
+    env = f"; its env variables apply ({', '.join(applied)})" if applied else ""
+    return (
+        f"{function_name}: its image {image.description} is not built: the workers are "
+        f"{where}, which run this Python environment and its packages{env}"
+    )

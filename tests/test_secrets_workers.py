@@ -117,3 +117,20 @@ def test_a_path_a_process_cannot_take_is_refused_with_what_to_use(tmp_path: Path
     assert f"cannot mount volume 'refused' at {taken}" in message
     assert "relative path or one under $HOME" in message
     assert list(taken.iterdir()) == []  # left as it was
+
+
+def test_an_images_env_variables_reach_worker_processes_and_the_rest_is_said_unbuilt(capsys):
+    """A Modal program's image on local processes: not built (they run this environment),
+    but its ``env`` variables are set, under the function's own ``env``, which wins."""
+    image = nbscale.Image.debian_slim().pip_install("numpy").env({"MODE": "fast", "LEVEL": "1"})
+    app = nbscale.App("image-env")
+    fn = app.function(image=image, env={"LEVEL": "2"}, scaledown_window=30)(environment)
+    _, seen = fn.remote("MODE", "LEVEL")
+    assert seen == {"MODE": "fast", "LEVEL": "2"}
+    printed = capsys.readouterr().out
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert (
+        f"environment: its image debian_slim({python}).pip_install(1).env() is not built: the "
+        "workers are local processes, which run this Python environment and its packages; "
+        "its env variables apply (LEVEL, MODE)"
+    ) in printed
