@@ -51,6 +51,9 @@ def core(**settings: Any) -> AutoscalerCore:
         {"scaledown_window": True},
         {"min_containers": 1.0},
         {"buffer_containers": "2"},
+        {"max_containers": 100_001},
+        {"min_containers": 10**30, "max_containers": None},
+        {"buffer_containers": 100_001},
     ],
 )
 def test_invalid_settings_are_rejected(bad: dict[str, Any]) -> None:
@@ -68,6 +71,7 @@ def test_valid_settings_and_defaults() -> None:
     }
     s = AutoscalerSettings(min_containers=2, max_containers=2, scaledown_window=1)
     assert (s.min_containers, s.max_containers, s.scaledown_window) == (2, 2, 1)
+    assert AutoscalerSettings(max_containers=100_000).max_containers == 100_000
 
 
 def test_min_above_max_message_names_both() -> None:

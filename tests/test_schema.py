@@ -144,3 +144,14 @@ def test_the_api_schema_is_valid_and_checks_what_it_says():
     event = {"type": "container-stopped", "pool_id": "pl-1", "exit_code": None}
     assert _validator("IChangeEvent").is_valid(event)  # NotRequired fields may be absent
     assert not _validator("IChangeEvent").is_valid({**event, "type": "container-exploded"})
+
+
+def test_the_sidebar_refuses_the_container_counts_the_server_refuses():
+    """The sidebar checks its autoscaler form before sending it, with its own copy of the
+    largest count the server takes."""
+    from pathlib import Path
+
+    from nbscale_server.autoscaler import MAX_CONTAINERS
+
+    source = Path(__file__).resolve().parent.parent / "labextension/src/validation.ts"
+    assert f"export const MAX_CONTAINERS = {MAX_CONTAINERS};" in source.read_text()

@@ -169,6 +169,8 @@ async def test_bad_input_is_400_never_500(jp_fetch, ext):
         json.dumps({"min_containers": "2"}),
         json.dumps({"min_containers": 5, "max_containers": 2}),
         json.dumps({"scaledown_window": 0}),
+        json.dumps({"max_containers": 10**30}),  # digits JavaScript's numbers would lose
+        "[" * 100_000 + "]" * 100_000,  # nested past the JSON parser's recursion limit
     ]
     for body in bad_bodies:
         code, error = await _status_of(jp_fetch, "pools", pool_id, method="PATCH", body=body)

@@ -31,9 +31,15 @@ export function formFromSettings(
   };
 }
 
-function parseInteger(text: string): number | null {
+/** The largest count of containers the server takes (`MAX_CONTAINERS` in autoscaler.py;
+ * tests/test_schema.py checks that the two agree). */
+export const MAX_CONTAINERS = 100000;
+
+/** A whole number up to MAX_CONTAINERS, else null. */
+function parseCount(text: string): number | null {
   const trimmed = text.trim();
-  return /^\d+$/.test(trimmed) ? Number(trimmed) : null;
+  const value = /^\d+$/.test(trimmed) ? Number(trimmed) : null;
+  return value !== null && value <= MAX_CONTAINERS ? value : null;
 }
 
 /** Check the form against the server's rules and work out what changed. */
@@ -44,22 +50,22 @@ export function validateAutoscaler(
   const errors: IValidation['errors'] = {};
   const changes: IAutoscalerChanges = {};
 
-  const min = parseInteger(form.min_containers);
+  const min = parseCount(form.min_containers);
   if (min === null) {
-    errors.min_containers = 'a whole number, 0 or more';
+    errors.min_containers = `a whole number, 0 to ${MAX_CONTAINERS}`;
   }
-  const buffer = parseInteger(form.buffer_containers);
+  const buffer = parseCount(form.buffer_containers);
   if (buffer === null) {
-    errors.buffer_containers = 'a whole number, 0 or more';
+    errors.buffer_containers = `a whole number, 0 to ${MAX_CONTAINERS}`;
   }
   let max: number | null = current.max_containers;
   if (form.max_containers.trim() !== '') {
-    max = parseInteger(form.max_containers);
+    max = parseCount(form.max_containers);
     if (max === null || max < 1) {
-      errors.max_containers = 'a whole number, 1 or more';
+      errors.max_containers = `a whole number, 1 to ${MAX_CONTAINERS}`;
     }
   } else if (current.max_containers !== null) {
-    errors.max_containers = 'a whole number, 1 or more';
+    errors.max_containers = `a whole number, 1 to ${MAX_CONTAINERS}`;
   }
   const windowText = form.scaledown_window.trim();
   const window = windowText === '' ? NaN : Number(windowText);

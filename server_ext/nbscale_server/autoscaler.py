@@ -37,6 +37,13 @@ MAX_TRANSIENT_LAUNCH_FAILURES = 12
 
 
 _UNCOUNTED = ("draining", "lent")  # workers that count against no limit
+# Far past any pool one control plane can run (W8 measured 1,000 workers); a larger count is
+# a slip, and would lose its digits in the sidebar's JavaScript numbers.
+MAX_CONTAINERS = 100_000
+
+
+def _count_in(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_CONTAINERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +56,13 @@ class AutoscalerSettings:
     def __post_init__(self) -> None:
         for name in ("min_containers", "buffer_containers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            if not _count_in(value, 0):
+                raise ValueError(f"{name} must be an int in 0..{MAX_CONTAINERS}, got {value!r}")
         mx = self.max_containers
-        if mx is not None and (not isinstance(mx, int) or isinstance(mx, bool) or mx < 1):
-            raise ValueError(f"max_containers must be an int >= 1 or None, got {mx!r}")
+        if mx is not None and not _count_in(mx, 1):
+            raise ValueError(
+                f"max_containers must be an int in 1..{MAX_CONTAINERS} or None, got {mx!r}"
+            )
         if mx is not None and self.min_containers > mx:
             raise ValueError(
                 f"min_containers ({self.min_containers}) cannot exceed max_containers ({mx})"

@@ -84,6 +84,8 @@ class _Handler(ExtensionHandlerMixin, APIHandler):
             return json.loads(self.request.body or b"null", parse_constant=_refuse_constant)
         except ValueError as exc:
             raise web.HTTPError(400, "%s", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise web.HTTPError(400, "%s", "the body is JSON nested too deeply") from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """An ``ErrorModel``, with the message formatted (Jupyter's own handler sends an

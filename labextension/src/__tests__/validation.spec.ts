@@ -2,6 +2,7 @@ import { IAutoscalerSettings } from '../models';
 import {
   AutoscalerForm,
   formFromSettings,
+  MAX_CONTAINERS,
   validateAutoscaler
 } from '../validation';
 
@@ -65,6 +66,24 @@ describe('validateAutoscaler', () => {
       'scaledown_window'
     ]);
     expect(result.changes).toEqual({});
+  });
+
+  it('refuses counts past the largest the server takes', () => {
+    const result = validateAutoscaler(
+      form({
+        min_containers: String(MAX_CONTAINERS + 1),
+        max_containers: '1e30',
+        buffer_containers: '1000000000000000000000'
+      }),
+      current
+    );
+    expect(result.errors).toEqual({
+      min_containers: `a whole number, 0 to ${MAX_CONTAINERS}`,
+      max_containers: `a whole number, 1 to ${MAX_CONTAINERS}`,
+      buffer_containers: `a whole number, 0 to ${MAX_CONTAINERS}`
+    });
+    const largest = form({ max_containers: String(MAX_CONTAINERS) });
+    expect(validateAutoscaler(largest, current).errors).toEqual({});
   });
 
   it('refuses a min above the max', () => {
