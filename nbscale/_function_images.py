@@ -30,13 +30,15 @@ def worker_secrets(
     fn: Function, client: Client, on_build: BuildOutput | None
 ) -> tuple[Secret, ...]:
     """``fn``'s secrets; on workers that are not containers, after its image's variables
-    (so that its own win), saying that the rest of the image is not built."""
+    (so that its own win), saying in the caller's process that the rest of the image is not
+    built."""
     launcher = str(client.server_info.get("launcher"))
     if fn.image is None or launcher in CONTAINERS:
         return fn.secrets
-    from ._image_build import print_step
+    if client.mode != "worker":  # said where the user looks, not in each worker's output
+        from ._image_build import print_step
 
-    (on_build or print_step)(outside_containers(fn.image, fn.name, launcher))
+        (on_build or print_step)(outside_containers(fn.image, fn.name, launcher))
     return (Secret.from_dict(fn.image.env_variables()), *fn.secrets)
 
 

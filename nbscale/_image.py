@@ -338,7 +338,7 @@ def outside_containers(image: Image, function_name: str, launcher: str) -> str:
     """What a function that declares ``image`` is told when its workers are not containers
     (local processes, Slurm jobs): they run this host's Python environment, so only the
     image's ``env`` variables apply (set as the function's ``env`` would be, which wins)."""
-    where = "local processes" if launcher == "process" else f"{launcher} workers"
+    where = {"process": "local processes", "slurm": "Slurm jobs"}.get(launcher, launcher)
     applied = sorted(image.env_variables())
     env = f"; its env variables apply ({', '.join(applied)})" if applied else ""
     return (
