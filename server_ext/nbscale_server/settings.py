@@ -230,7 +230,7 @@ SETTINGS: dict[str, Setting] = _table(
         "control plane",
         "How local workers reach the control plane: ipc (a Unix socket in a private 0700 "
         "directory) or tcp (CurveZMQ with a per-worker key, on worker_address). Containers "
-        "and Slurm jobs always use tcp.",
+        "follow docker_transport; Slurm jobs and Pods always use tcp.",
         choices=("ipc", "tcp"),
     ),
     Setting(
