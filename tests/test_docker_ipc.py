@@ -1,7 +1,8 @@
 """Docker workers over a Unix socket of their own, with shared memory
 (NBSCALE_DOCKER_TRANSPORT=ipc): large arrays go in and come out through segments, read in
 place on both sides, by the containers' non-root user under Docker's default seccomp
-profile; a container can speak only for its own worker; a container killed mid-input leaves
+profile; a container can speak only for its own worker, and its nested calls come over the
+same socket; a container killed mid-input leaves
 no segment behind and fails only its input; an engine that cannot share this kernel is
 refused, saying what to do."""
 
@@ -18,6 +19,7 @@ import threading
 from collections.abc import Iterator
 
 import cloudpickle
+import nested_app
 import numpy as np
 import pytest
 from conftest import wait_until
@@ -27,6 +29,7 @@ import nbscale
 pytestmark = pytest.mark.docker
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(nested_app)
 
 app = nbscale.App("test-docker-ipc")
 MIB = 1 << 20
@@ -123,11 +126,17 @@ def test_a_container_speaks_only_for_its_own_worker():
     assert not own_probe  # kept: its own worker's connection
 
 
+def test_a_nested_call_comes_over_the_containers_own_socket():
+    """A worker's client connection (``wk-X:client``) is one its socket lets it make."""
+    nested_app.check_nested_remote()
+
+
 def test_a_container_killed_mid_input_frees_its_segments_and_fails_only_its_input(_ipc):
     arrays = [np.full(2 * MIB, float(i)) for i in range(5)]  # 16 MiB each
+    others = segment_inodes()  # of other pools' containers
     assert list(crashes_on.map(arrays, [False] * 5)) == list(range(5))  # pools warm
     gc.collect()
-    before = segment_inodes()  # the control plane's, for that container's connection
+    before = segment_inodes() - others  # the control plane's, for this container's connection
     assert before
     results = list(crashes_on.map(arrays, [i == 2 for i in range(5)], return_exceptions=True))
     error = results[2]
@@ -136,8 +145,8 @@ def test_a_container_killed_mid_input_frees_its_segments_and_fails_only_its_inpu
     assert results[:2] + results[3:] == [0, 1, 3, 4]
     del results, error
     gc.collect()
-    # Every segment of the dead container's connection is closed here; the container's own
-    # went with it: no process of this host holds any of them any more.
+    # Every segment the control plane wrote for the dead container's connection is closed,
+    # and the container's mapping of them went with it: no process holds them any more.
     wait_until(lambda: not before & segment_inodes(), timeout=30)
 
 
@@ -146,38 +155,45 @@ def engine_over_tcp() -> Iterator[str]:
     """The local engine reached as a remote one: tcp://127.0.0.1:PORT, forwarded to its
     socket."""
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    listener.settimeout(0.2)
+    opened: list[socket.socket] = []
+    threads: list[threading.Thread] = []
     stop = threading.Event()
 
     def pump(source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
-        with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
     def serve() -> None:
-        listener.settimeout(0.2)
         while not stop.is_set():
             try:
                 client, _ = listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                return
             engine = socket.socket(socket.AF_UNIX)
+            opened.extend((client, engine))
             engine.connect("/var/run/docker.sock")
             for a, b in ((client, engine), (engine, client)):
-                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+                threads.append(threading.Thread(target=pump, args=(a, b), daemon=True))
+                threads[-1].start()
 
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     try:
-        yield f"tcp://127.0.0.1:{port}"
+        yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
         server.join(5)
         listener.close()
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(5)
+        for sock in opened:
+            sock.close()
 
 
 @app.function(max_containers=1, scaledown_window=1)
