@@ -117,6 +117,9 @@ def test_large_arrays_go_in_and_out_through_shared_memory(_ipc):
     host = container.attrs["HostConfig"]
     assert host["NetworkMode"].startswith("nbscale-sv-")  # it keeps its network
     assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
+    # under the engine's default seccomp profile, which lets memfds and descriptors through
+    assert "name=seccomp,profile=default" in _ipc.info()["SecurityOptions"]
+    assert not any("seccomp" in option for option in host.get("SecurityOpt") or [])
     assert not host.get("IpcMode", "").startswith(("host", "container:"))  # its own IPC
 
 

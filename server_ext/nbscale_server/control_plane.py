@@ -203,9 +203,10 @@ class ControlPlane:
         client_sock.bind(self.client_endpoint)
         # Containers, Slurm jobs and Pods cannot share our private directory: they dial the
         # address the operator chose, else their launcher's (a bridge gateway, loopback),
-        # always with CurveZMQ.
+        # always with CurveZMQ; or (Docker with docker_transport=ipc) each gets a socket of
+        # its own in it, mounted into its container alone (the fleet makes them).
         launcher_address = self.launcher.worker_bind_host()
-        own_sockets = self.launcher.socket_in_worker() is not None  # Docker over ipc
+        own_sockets = self.launcher.socket_in_worker() is not None
         on_worker = self.receive_from_worker
         if (cfg.worker_transport == "tcp" and not own_sockets) or launcher_address is not None:
             address = self._address or launcher_address or LOOPBACK
