@@ -3,7 +3,8 @@
 place on both sides, by the containers' non-root user under Docker's default seccomp
 profile; a container can speak only for its own worker, and its nested calls come over the
 same socket; a container killed mid-input leaves
-no segment behind and fails only its input; an engine that cannot share this kernel is
+no segment behind and fails only its input (killed from outside: it is retried, and the
+segment it read is freed); an engine that cannot share this kernel is
 refused, saying what to do."""
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import cloudpickle
 import nested_app
 import numpy as np
+import psutil
 import pytest
 from conftest import wait_until
 
@@ -151,6 +154,31 @@ def test_a_container_killed_mid_input_frees_its_segments_and_fails_only_its_inpu
     # Every segment the control plane wrote for the dead container's connection is closed,
     # and the container's mapping of them went with it: no process holds them any more.
     wait_until(lambda: not before & segment_inodes(), timeout=30)
+
+
+@app.function(max_containers=1, retries=0, scaledown_window=30)
+def held(a):
+    """Holds its input's segment until its container is killed; runs at once when retried."""
+    marks = nbscale.Dict.from_name("test-docker-ipc-held", create_if_missing=True)
+    if not marks.get("started"):
+        marks["started"] = os.getpid()
+        time.sleep(120)
+    return a.nbytes
+
+
+def test_a_container_killed_from_outside_frees_the_segment_it_read(_ipc):
+    marks = nbscale.Dict.from_name("test-docker-ipc-held", create_if_missing=True)
+    call = held.spawn(np.ones(2 * MIB))  # 16 MiB
+    wait_until(lambda: marks.get("started"), timeout=60)
+    [pool] = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "held"]
+    [container] = _ipc.containers.list(filters={"label": f"nbscale.pool={pool}"})
+    init = psutil.Process(container.attrs["State"]["Pid"])
+    [worker] = init.children()  # the worker, as this host sees it
+    [read] = segment_inodes(worker.pid)  # it reads its input from a segment
+    assert read in segment_inodes()  # which the control plane wrote
+    container.kill()
+    assert call.get(timeout=60) == 16 * MIB  # retried in a new container: not the input's fault
+    assert read not in segment_inodes()  # freed with the container's connection
 
 
 @contextlib.contextmanager
