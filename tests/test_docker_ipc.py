@@ -2,10 +2,9 @@
 (NBSCALE_DOCKER_TRANSPORT=ipc): large arrays go in and come out through segments, read in
 place on both sides, by the containers' non-root user under Docker's default seccomp
 profile; a container can speak only for its own worker, and its nested calls come over the
-same socket; a container killed mid-input leaves
-no segment behind and fails only its input (killed from outside: it is retried, and the
-segment it read is freed); an engine that cannot share this kernel is
-refused, saying what to do."""
+same socket; a container that kills itself mid-input fails only that input, one killed
+from outside has its input retried, and neither leaves a segment behind; an engine that
+cannot share this kernel is refused, saying what to do."""
 
 from __future__ import annotations
 
