@@ -212,11 +212,14 @@ class Nbscale(Peer):
 
 
 class NbscaleDocker(Nbscale):
-    """nbscale with the Docker launcher: a container per worker, on a bridge network."""
+    """nbscale with the Docker launcher: a container per worker, on a bridge network,
+    reaching the control plane over TCP with CurveZMQ."""
 
     launcher = "docker"
+    transport = "tcp"
 
     def __init__(self) -> None:
+        os.environ["NBSCALE_DOCKER_TRANSPORT"] = self.transport  # never inherited: say which
         super().__init__()
         import cloudpickle
 
@@ -231,6 +234,13 @@ class NbscaleDocker(Nbscale):
         build(self._nbscale.Image.from_kernel())
         rebuild_s = time.perf_counter() - start
         return {**super().scale_up(workers), "rebuild_s": rebuild_s}
+
+
+class NbscaleDockerIpc(NbscaleDocker):
+    """The same, each container reaching the control plane over a Unix socket of its own,
+    large data in shared memory (``docker_transport="ipc"``)."""
+
+    transport = "ipc"
 
 
 class NbscaleSlurm(Nbscale):
@@ -249,6 +259,7 @@ class NbscaleSlurm(Nbscale):
 PEERS: dict[str, type[Peer]] = {
     "nbscale": Nbscale,
     "nbscale-docker": NbscaleDocker,
+    "nbscale-docker-ipc": NbscaleDockerIpc,
     "nbscale-slurm": NbscaleSlurm,
     "ppe": ProcessPool,
     "joblib": Joblib,

@@ -1,6 +1,7 @@
 """A worker's connection to its control plane, whichever the transport: a Unix stream
-socket for local worker processes (``unix://``, see ``stream.py``), ZeroMQ over TCP with
-CurveZMQ for containers (``tcp://``). Both offer the same few calls."""
+socket for local worker processes and containers that allow it (``unix://``, see
+``stream.py``), ZeroMQ over TCP with CurveZMQ for the others (``tcp://``). Both offer the
+same few calls."""
 
 from __future__ import annotations
 

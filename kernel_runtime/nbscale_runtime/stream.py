@@ -5,7 +5,8 @@ ZeroMQ hands every message to an I/O thread on each side, so a round trip betwee
 control plane and a worker wakes six threads; on small machines those wake-ups were most of
 a ``.remote()``'s latency. A Unix socket in the control plane's private (0700) directory
 wakes two, and authenticates the same way ZeroMQ's ``ipc://`` did: by file permissions.
-Docker workers, which cannot share that directory, keep ZeroMQ over TCP with CurveZMQ.
+Docker workers, which cannot share that directory, use ZeroMQ over TCP with CurveZMQ, or
+(``docker_transport="ipc"``) this stream over a socket of their own mounted into them.
 
 On the wire a message is ``u32 n``, then ``n`` times ``u64 length``, then the ``n`` frames.
 Frames are read into buffers of their own (large ones straight from the socket, with no

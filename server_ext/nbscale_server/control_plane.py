@@ -103,6 +103,7 @@ class ControlPlane:
                     shared_dir=cfg.shared_dir,
                     log_max_bytes=cfg.worker_log_mib << 20,
                     zygote=cfg.process_zygote,
+                    docker_transport=cfg.docker_transport,
                 )
         except LaunchFailed:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -202,10 +203,12 @@ class ControlPlane:
         client_sock.bind(self.client_endpoint)
         # Containers, Slurm jobs and Pods cannot share our private directory: they dial the
         # address the operator chose, else their launcher's (a bridge gateway, loopback),
-        # always with CurveZMQ.
+        # always with CurveZMQ; or (Docker with docker_transport=ipc) each gets a socket of
+        # its own in it, mounted into its container alone (the fleet makes them).
         launcher_address = self.launcher.worker_bind_host()
+        own_sockets = self.launcher.socket_in_worker() is not None
         on_worker = self.receive_from_worker
-        if cfg.worker_transport == "tcp" or launcher_address is not None:
+        if (cfg.worker_transport == "tcp" and not own_sockets) or launcher_address is not None:
             address = self._address or launcher_address or LOOPBACK
             keys = self.fleet.server_keys
             self.fleet.allow_list = WorkerAllowList(self.ctx)
@@ -222,6 +225,8 @@ class ControlPlane:
             self.workers_channel = StreamChannel(
                 path, on_worker, max_message=cfg.max_message_bytes, shared_min=cfg.shared_min_bytes
             )
+            if own_sockets:
+                self.fleet.worker_sockets = self.workers_channel
         self.fleet.endpoint = self.worker_endpoint
         self.clients = Channel(client_sock, self.receive_from_client)
         self.outbox.attach(self.workers_channel, self.clients)

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nbscale_runtime import protocol, register
 from nbscale_runtime.protocol import ERROR_LAUNCH, STATUS_REJECTED
@@ -37,6 +37,15 @@ log = logging.getLogger("nbscale.control_plane")
 
 _CPUS = os.cpu_count() or 1  # read once: it is a file read, and room() runs per submission
 _GONE_KEPT = 64  # workers that exited whose logs stay reachable through handle()
+
+
+class WorkerSockets(Protocol):
+    """Listening sockets of one worker's own (``StreamChannel``), for launchers that mount
+    one into each worker (``Launcher.socket_in_worker``)."""
+
+    def listen(self, path: str, worker_id: str) -> None: ...
+
+    def unlisten(self, worker_id: str) -> None: ...
 
 
 class Fleet:
@@ -60,6 +69,7 @@ class Fleet:
         self.server_keys = KeyPair()
         self.allow_list: WorkerAllowList | None = None  # set when workers come over TCP
         self.endpoint = ""  # where workers reach us, set once the channel is bound
+        self.worker_sockets: WorkerSockets | None = None  # set when each worker has its own
         self.closing = False
         self._gone: OrderedDict[str, WorkerHandle] = OrderedDict()  # recently exited workers
 
@@ -170,12 +180,19 @@ class Fleet:
             )
             self.allow_list.allow(keys.public)
         config_path = os.path.join(files_dir, f"{worker_id}.json")
+        socket_path = None
+        if self.worker_sockets is not None and (in_worker := self.launcher.socket_in_worker()):
+            socket_path = os.path.join(files_dir, f"{worker_id}.sock")
+            config["endpoint"] = f"unix://{in_worker}"
         writing = shared or config_path
         try:
             if shared is not None:
                 register.create(shared, pool.slots)
             writing = config_path
             write_secret_json(config_path, config)
+            if socket_path is not None and self.worker_sockets is not None:
+                writing = socket_path
+                self.worker_sockets.listen(socket_path, worker_id)
         except OSError as exc:  # a full disk fails this launch, not the housekeeping
             if keys is not None and self.allow_list is not None:
                 self.allow_list.revoke(keys.public)
@@ -183,11 +200,14 @@ class Fleet:
             why = f"cannot write the worker's file {writing}: {exc.strerror or exc}"
             self.launch_failed(pool, why, now, transient=False)
             return False
-        spec = WorkerSpec(worker_id, pool.pool_id, config_path, pool.options, shared, pool.name)
+        spec = WorkerSpec(
+            worker_id, pool.pool_id, config_path, pool.options, shared, pool.name, socket_path
+        )
         try:
             handle = self.launcher.start(spec)
         except LaunchFailed as exc:
             self._remove_files(config_path, shared)
+            self._unlisten(worker_id)
             self.launch_failed(pool, str(exc), now, transient=False, lasting=exc.lasting)
             return False
         public_key = keys.public if keys else None
@@ -344,7 +364,12 @@ class Fleet:
         if w.public_key and self.allow_list:
             self.allow_list.revoke(w.public_key)
         self._remove_files(w.config_path, w.register_path)
+        self._unlisten(w.worker_id)
         return pool
+
+    def _unlisten(self, worker_id: str) -> None:
+        if self.worker_sockets is not None:
+            self.worker_sockets.unlisten(worker_id)
 
     def _remove_files(self, *paths: str | None) -> None:
         for path in paths:

@@ -3,7 +3,9 @@
 - Local workers and clients reach the control plane through sockets inside a private
   directory (mode 0700): a Unix socket for workers (``unix://``, see
   ``nbscale_runtime.stream``), ZeroMQ ``ipc://`` for clients. The file system is the
-  authentication, at no cost per byte.
+  authentication, at no cost per byte. A Docker container with ``docker_transport="ipc"``
+  gets a socket of its own, mounted into it alone, that speaks only for its worker
+  (``stream_channel.py``): the mount is its credential.
 - Over TCP, the worker endpoint is a CurveZMQ server: only workers whose public key the
   control plane generated and put on its allow-list complete the handshake (libzmq's ZAP), so
   a peer with a wrong or no key never gets a frame delivered, let alone unpickled.

@@ -112,6 +112,19 @@ SETTINGS: dict[str, Setting] = _table(
         choices=("bridge", "shared", "host"),
     ),
     Setting(
+        "docker_transport",
+        str,
+        "tcp",
+        "control plane",
+        "How Docker workers reach the control plane: tcp (ZeroMQ with CurveZMQ and a key per "
+        "worker, over docker_network) or ipc (a Unix socket of its own bind-mounted into each "
+        "container, with large data in shared memory as for local processes: several times "
+        "the bandwidth for large arrays, and lower latency; the container keeps its network). "
+        "ipc needs the engine on this machine's own Linux kernel (not Docker Desktop, not a "
+        "remote engine: refused there); what it trades is in the README's Docker section.",
+        choices=("tcp", "ipc"),
+    ),
+    Setting(
         "max_workers_total",
         int,
         None,
@@ -217,7 +230,7 @@ SETTINGS: dict[str, Setting] = _table(
         "control plane",
         "How local workers reach the control plane: ipc (a Unix socket in a private 0700 "
         "directory) or tcp (CurveZMQ with a per-worker key, on worker_address). Containers "
-        "and Slurm jobs always use tcp.",
+        "follow docker_transport; Slurm jobs and Pods always use tcp.",
         choices=("ipc", "tcp"),
     ),
     Setting(
@@ -276,7 +289,8 @@ SETTINGS: dict[str, Setting] = _table(
         "shared memory (an anonymous memfd, 0600, passed over their Unix socket and freed "
         "with its last holder: never a file) instead of through the socket; 0 sends "
         "everything through the socket. "
-        "Workers reached over tcp (containers, Slurm jobs, Pods) always use the socket.",
+        "Workers reached over tcp (containers, Slurm jobs, Pods) always use the socket; "
+        "Docker workers with docker_transport ipc use shared memory too.",
         minimum=0,
     ),
     Setting(
@@ -504,6 +518,7 @@ class ControlPlaneConfig:
     python: str | None = _server_default("python")
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
+    docker_transport: str = _server_default("docker_transport")
     base_image: str = _server_default("base_image")
     max_input_mib: int = _server_default("max_input_mib")
     shared_memory_min_kib: int = _server_default("shared_memory_min_kib")

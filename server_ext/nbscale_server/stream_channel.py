@@ -7,6 +7,12 @@ Each connection names itself in its first message (the worker id, or ``<id>:puls
 the socket lives in the control plane's private directory, so only this user can connect.
 A message for an identity that is not connected is dropped, as a ROUTER socket does.
 
+A Docker container cannot enter that directory: with ``docker_transport="ipc"`` each one
+gets a listening socket of its own (``listen``), bind-mounted into it alone, whose
+connections may name only that worker (``wk-X``, ``wk-X:pulse``, ``wk-X:client``). The mount
+is the credential, as the directory is for local processes: a container cannot reach
+another's socket, so it cannot pose as another worker.
+
 Even so, a peer is never trusted to behave: a connection that breaks the framing (a message
 of no frames, more than ``max_message`` bytes announced, a first message that is not one
 identity) or claims the identity of a live connection is dropped, and only it.
@@ -29,13 +35,18 @@ log = logging.getLogger("nbscale.stream_channel")
 
 
 class _Peer:
-    __slots__ = ("identity", "reader", "segments", "sock", "writer", "writing")
+    __slots__ = ("identity", "only", "reader", "segments", "sock", "writer", "writing")
 
     def __init__(
-        self, sock: socket.socket, max_message: int | None, shared_min: int | None
+        self,
+        sock: socket.socket,
+        max_message: int | None,
+        shared_min: int | None,
+        only: bytes | None = None,
     ) -> None:
         self.sock = sock
         self.identity: bytes | None = None
+        self.only = only  # the worker it may speak for (its own socket's), None: any
         self.segments = Segments(shared_min)  # its large frames, both ways (segments.py)
         self.reader = FrameReader(max_message, self.segments)
         self.writer = FrameWriter(self.segments)
@@ -59,23 +70,53 @@ class StreamChannel:
         self.max_message = max_message
         self.shared_min = shared_min
         self.loop = loop or asyncio.get_running_loop()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(128)
-        self.listener.setblocking(False)
+        self.listener = self._bind(path, None)
+        self._own: dict[str, tuple[socket.socket, str]] = {}  # workers' own: id -> (it, path)
         self._peers: dict[bytes, _Peer] = {}  # by identity
         self._all: set[_Peer] = set()
         self._closed = False
-        self.loop.add_reader(self.listener.fileno(), self._accept)
 
-    def _accept(self) -> None:
+    def _bind(self, path: str, only: bytes | None) -> socket.socket:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o600)  # connecting takes write permission: its owner's alone
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            raise
+        listener.setblocking(False)
+        self.loop.add_reader(listener.fileno(), self._accept, listener, only)
+        return listener
+
+    def listen(self, path: str, worker_id: str) -> None:
+        """A listening socket at ``path`` for ``worker_id`` alone (to be mounted into its
+        container): connections on it may speak only for that worker. Raises OSError when
+        it cannot be made."""
+        self._own[worker_id] = (self._bind(path, worker_id.encode()), path)
+
+    def unlisten(self, worker_id: str) -> None:
+        """``worker_id``'s own socket goes (its connections stay until they close)."""
+        own = self._own.pop(worker_id, None)
+        if own is not None:
+            self._unbind(*own)
+
+    def _unbind(self, listener: socket.socket, path: str) -> None:
+        self.loop.remove_reader(listener.fileno())
+        listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def _accept(self, listener: socket.socket, only: bytes | None) -> None:
         while True:
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError:  # closed meanwhile
+                return
             sock.setblocking(False)
-            peer = _Peer(sock, self.max_message, self.shared_min)
+            peer = _Peer(sock, self.max_message, self.shared_min, only)
             self._all.add(peer)
             self.loop.add_reader(sock.fileno(), self._readable, peer)
 
@@ -106,8 +147,14 @@ class StreamChannel:
         """A connection's first message: its identity, bound to it while it lives."""
         identity = bytes(frames[0]) if len(frames) == 1 else b""
         holder = self._peers.get(identity)
-        if not identity or (holder is not None and holder is not peer):
-            why = "is taken by a live connection" if identity else "is not one identity"
+        why = None
+        if not identity:
+            why = "is not one identity"
+        elif holder is not None and holder is not peer:
+            why = "is taken by a live connection"
+        elif peer.only is not None and identity.split(b":", 1)[0] != peer.only:
+            why = f"names another worker than its socket's ({peer.only.decode()})"
+        if why is not None:
             log.warning("dropping a worker connection: its first message %s", why)
             self._drop(peer)
             return
@@ -172,7 +219,6 @@ class StreamChannel:
         self._closed = True
         for peer in list(self._all):
             self._drop(peer)
-        self.loop.remove_reader(self.listener.fileno())
-        self.listener.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        for worker_id in list(self._own):
+            self.unlisten(worker_id)
+        self._unbind(self.listener, self.path)

@@ -30,6 +30,7 @@ class WorkerSpec:
     options: FunctionOptions = field(default_factory=FunctionOptions)  # cpu, memory, gpu, ...
     register_path: str | None = None  # its register file, for launchers that share it
     pool_name: str = ""  # the function's name, for names people read (Slurm's job name)
+    socket_path: str | None = None  # its own Unix socket to the control plane, to mount
 
 
 @dataclass(slots=True)
@@ -137,6 +138,12 @@ class Launcher(abc.ABC):
         ``path`` on this host; None when the worker cannot share this host's files (it then
         tells its starts through its messages)."""
         return path
+
+    def socket_in_worker(self) -> str | None:
+        """Where the worker finds a Unix socket of its own to the control plane, which the
+        launcher mounts there from ``WorkerSpec.socket_path`` (Docker with
+        ``docker_transport="ipc"``); None: it dials the control plane's endpoint."""
+        return None
 
     def worker_config_dir(self) -> str | None:
         """The directory worker config and register files must be written to for this

@@ -12,6 +12,9 @@
   the control plane's own, the worker socket bound to its gateway; with ``network="shared"``
   on that network too, all in one network namespace (``docker_netns.py``: much faster to
   start); with ``network="host"`` on 127.0.0.1. Never 0.0.0.0.
+- Or, with ``transport="ipc"`` (an engine on this kernel only), over a Unix socket of the
+  worker's own bind-mounted into its container (``stream_channel.py``), large frames in
+  shared memory as for local processes; the container keeps its network for user traffic.
 - Docker calls run on a few daemon threads, never on the control plane's loop. One thread
   follows the engine's ``die`` events: when a container exits, its exit code, OOM flag and
   last log lines are recorded and the container is removed (logs use json-file with
@@ -43,7 +46,7 @@ from .base import (
     signal_of_exit,
 )
 from .daemon_threads import DaemonThreads
-from .docker_checks import EngineChecks
+from .docker_checks import EngineChecks, check_shared_kernel
 from .docker_engine import (
     LABEL_GPUS,
     LABEL_POOL,
@@ -61,6 +64,7 @@ from .docker_spec import (
     CONFIG_IN_CONTAINER,
     CONTAINER_UID,
     REGISTER_IN_CONTAINER,
+    SOCKET_IN_CONTAINER,
     ContainerExit,
     container_exit,
     container_user,
@@ -74,6 +78,7 @@ from .logs import follow_stamped
 log = logging.getLogger("nbscale.docker")
 
 NETWORKS = ("bridge", "shared", "host")
+TRANSPORTS = ("tcp", "ipc")
 COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
 _THREADS = 8  # Docker calls in parallel: starts are bound by the engine, not by us
 _LOGS_KEPT = 200  # lines of an exited container's output kept after it is removed
@@ -104,17 +109,26 @@ class DockerLauncher(Launcher):
         client: Any = None,
         gpus: list[GpuInfo] | None = None,
         base_image: str | None = None,
+        transport: str = "tcp",
     ) -> None:
         """``network``: "bridge" (a network of this control plane's own), "shared" (that
         network, one namespace for all workers) or "host"; ``gpus``: the GPUs to assign
         (default: what NVML finds, on the first GPU request); ``base_image``: what the
-        shared namespace's holder starts from, when the engine has it."""
+        shared namespace's holder starts from, when the engine has it; ``transport``: how
+        workers reach the control plane, "tcp" or "ipc" (a Unix socket each, mounted)."""
         if network not in NETWORKS:
             raise LaunchFailed(
                 f"Docker network must be one of {', '.join(NETWORKS)}, got {network!r}"
             )
+        if transport not in TRANSPORTS:
+            raise LaunchFailed(
+                f"Docker transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}"
+            )
         self.client = client or connect()
         self.api = self.client.api
+        self.transport = transport
+        if transport == "ipc":
+            check_shared_kernel(self.api)
         self.server_id = "sv-" + uuid.uuid4().hex[:12]
         self.labels = owner_labels(self.server_id)
         reap_orphans(self.api)
@@ -145,7 +159,10 @@ class DockerLauncher(Launcher):
         self._watching.wait(5.0)
 
     def worker_bind_host(self) -> str | None:
-        return self.bind_host
+        return None if self.transport == "ipc" else self.bind_host
+
+    def socket_in_worker(self) -> str | None:
+        return SOCKET_IN_CONTAINER if self.transport == "ipc" else None
 
     # --- starting -----------------------------------------------------------------------
 
@@ -159,9 +176,9 @@ class DockerLauncher(Launcher):
         self._checks.volumes(spec.options.volumes)
         gpus = self._reserve_gpus(spec.options.gpu)
         if os.getuid() == 0:  # the files are 0600: let the container's user use them
-            os.chown(spec.config_path, CONTAINER_UID, CONTAINER_UID)
-            if spec.register_path:
-                os.chown(spec.register_path, CONTAINER_UID, CONTAINER_UID)
+            for path in (spec.config_path, spec.register_path, spec.socket_path):
+                if path:
+                    os.chown(path, CONTAINER_UID, CONTAINER_UID)
         container = Container(
             spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
         )

@@ -1,14 +1,16 @@
 """What a Docker worker's start checks on the engine before its container is created: its
 image is there (never pulled at launch) and its named volumes exist. Each is asked once per
-launcher; a start then costs no round trip for them."""
+launcher; a start then costs no round trip for them. And, once when the launcher starts,
+whether its containers can share this machine's sockets and memory (``transport="ipc"``)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import LaunchFailed
-from .docker_engine import unreachable_message
-from .docker_spec import missing_image_message
+from .docker_engine import engine_address, unreachable_message
+from .docker_spec import missing_image_message, shared_kernel_problem, shared_kernel_refusal
 from .volumes import check_docker_paths, ensure_docker_volume
 
 
@@ -48,3 +50,15 @@ class EngineChecks:
                 except Exception as exc:
                     raise LaunchFailed(unreachable_message(exc)) from None
                 self._volumes.add(name)
+
+
+def check_shared_kernel(api: Any) -> None:
+    """Raise ``LaunchFailed`` saying what to do unless the engine runs its containers on
+    this machine's kernel (a Unix socket mounted into them, and memfds, then work)."""
+    try:
+        info = api.info()
+    except Exception as exc:
+        raise LaunchFailed(unreachable_message(exc)) from None
+    problem = shared_kernel_problem(info, engine_address(), os.uname().release)
+    if problem is not None:
+        raise LaunchFailed(shared_kernel_refusal(problem))

@@ -15,6 +15,7 @@ from .volumes import docker_mounts
 
 CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
 REGISTER_IN_CONTAINER = "/run/nbscale/register"
+SOCKET_IN_CONTAINER = "/run/nbscale/control.sock"  # docker_transport="ipc"
 CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
 _PIDS_LIMIT = 4096
 _TMP_SIZE = "1g"
@@ -52,6 +53,8 @@ def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict
     binds = {spec.config_path: {"bind": CONFIG_IN_CONTAINER, "mode": "ro"}}
     if spec.register_path:  # shared memory with the control plane: read-write
         binds[spec.register_path] = {"bind": REGISTER_IN_CONTAINER, "mode": "rw"}
+    if spec.socket_path:  # its own socket to the control plane (connecting writes to it)
+        binds[spec.socket_path] = {"bind": SOCKET_IN_CONTAINER, "mode": "rw"}
     host: dict[str, Any] = {
         "init": True,
         "binds": binds,
@@ -73,6 +76,29 @@ def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict
     if options.volumes:
         host["mounts"] = docker_mounts(options.volumes)
     return host
+
+
+def shared_kernel_problem(info: dict[str, Any], address: str, release: str) -> str | None:
+    """Why the containers of the engine at ``address`` (``info``: its ``docker info``)
+    cannot share this machine's Unix sockets and memory, or None when they can: the engine
+    must run them on this very kernel (``release``: ours) and mount this file system."""
+    if not address.startswith("unix://"):
+        return f"the engine is reached at {address}, so its containers may run on another machine"
+    system = str(info.get("OperatingSystem") or "")
+    if "Docker Desktop" in system:
+        return f"this engine is {system}, which runs containers in a virtual machine of its own"
+    kernel = info.get("KernelVersion")
+    if kernel != release:
+        return f"its containers run on another kernel ({kernel}; this machine runs {release})"
+    return None
+
+
+def shared_kernel_refusal(problem: str) -> str:
+    return (
+        "docker_transport='ipc' needs a Docker engine on this machine's own Linux kernel, "
+        f"and {problem}: use docker_transport='tcp' (NBSCALE_DOCKER_TRANSPORT=tcp, or "
+        "c.NbScale.docker_transport = 'tcp')"
+    )
 
 
 def describe_exit(state: dict[str, Any], memory: int | None) -> str | None:

@@ -181,12 +181,14 @@ def start_launcher(
     kubernetes: KubernetesOptions | None = None,
     log_max_bytes: int = 16 << 20,
     zygote: bool = True,
+    docker_transport: str = "tcp",
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
     local processes, with the reason. ``slurm`` and ``shared_dir``: the Slurm launcher's
     job options and the directory its nodes share; ``kubernetes``: the Kubernetes
-    launcher's settings; ``zygote``: the process launcher forks its workers from one.
+    launcher's settings; ``zygote``: the process launcher forks its workers from one;
+    ``docker_transport``: how Docker workers reach the control plane.
     Raises ``LaunchFailed`` as
     :func:`choose_launcher`, and when Slurm does not answer."""
     # Workers in containers need this Python's minor version (cloudpickle's pickles do).
@@ -207,7 +209,10 @@ def start_launcher(
         from .docker import DockerLauncher  # imports the docker SDK: only when used
 
         try:
-            return DockerLauncher(network=docker_network, base_image=base_image), choice
+            launcher = DockerLauncher(
+                network=docker_network, base_image=base_image, transport=docker_transport
+            )
+            return launcher, choice
         except LaunchFailed as exc:
             if requested != "auto":
                 raise
