@@ -32,7 +32,7 @@ from nbscale_runtime.serialization import pack, split_payload
 from .calls import CallState
 from .errors import RequestError
 from .input_record import InputRecord, singles
-from .limits import Limits, admit, describe
+from .limits import Limits, admit, describe, small_inputs
 from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
 from .queue import Outcome
@@ -107,6 +107,8 @@ class Delivery:
         pool = self.records.pools[call.pool_id]
         queue = pool.queue
         inputs = sum(row_count(i[SUBMIT_COUNT]) for i in msg.items)
+        # small inputs count a fraction of the window while the map sends nothing bigger
+        call.small = call.small and small_inputs(msg.items)
         admission = admit(
             self.limits,
             call.kind,
@@ -115,6 +117,7 @@ class Delivery:
             running=queue.num_running,
             spawn_pending=queue.spawn_pending,
             call_in_flight=call.in_flight,
+            small=call.small,
         )
         if admission.limit and call.kind != "map":
             raise RequestError(
