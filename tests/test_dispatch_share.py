@@ -25,8 +25,13 @@ def test_short_inputs_travel_a_millisecond_of_work_per_message():
 
 
 def test_a_batch_never_keeps_work_from_another_worker():
-    """Six short inputs and two workers: three each, never all six on one."""
-    assert pool(seconds_per_input=1e-6).share(pending=6, live=2) == 3
+    """Short inputs, two workers: a batch is at most half of what is pending, unless all of
+    it is less than one batch (a millisecond of work): then one message takes it all,
+    where halving it would send 1,000 inputs of 1 us in ten messages."""
+    assert pool(seconds_per_input=10e-6).share(pending=150, live=2) == 75
+    assert pool(seconds_per_input=10e-6).share(pending=100, live=2) == 100
+    assert pool(seconds_per_input=1e-6).share(pending=6, live=2) >= 6  # all of them
+    assert pool(seconds_per_input=1e-3).share(pending=6, live=2) == 2  # 6 ms: shared
 
 
 def test_long_inputs_and_concurrent_slots():

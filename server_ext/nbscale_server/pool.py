@@ -251,12 +251,16 @@ class Pool:
         there is much work, smaller ones towards the end, and no worker holds more than its
         share, so that no input waits behind a slow one while another worker is free. Short
         inputs go in batches of about a millisecond of work, but never more than an even
-        split of what is pending: a batch must not keep work from an idle worker."""
+        split of what is pending: a batch must not keep work from an idle worker; except
+        when all that is pending is less than one batch: halving it again and again would
+        cost a round trip per half (a map's last thousand noop inputs went in ten messages),
+        more than the work it could share."""
         live = max(1, live)
         floor = 1
         if self.input_seconds is not None:
             floor = min(_MAX_BATCH_FLOOR, int(_BATCH_SECONDS / max(self.input_seconds, 1e-7)))
-            floor = min(floor, math.ceil(pending / live))
+            if pending > floor:  # (what is left is less work than one batch: all of it)
+                floor = min(floor, math.ceil(pending / live))
         return max(self.slots, floor, math.ceil(pending / (2 * live)))
 
     def note(self, message: str, at: float) -> None:
