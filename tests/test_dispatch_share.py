@@ -25,13 +25,17 @@ def test_short_inputs_travel_a_millisecond_of_work_per_message():
 
 
 def test_a_batch_never_keeps_work_from_another_worker():
-    """Short inputs, two workers: a batch is at most half of what is pending, unless all of
-    it is less than one batch (a millisecond of work): then one message takes it all,
-    where halving it would send 1,000 inputs of 1 us in ten messages."""
-    assert pool(seconds_per_input=10e-6).share(pending=150, live=2) == 75
-    assert pool(seconds_per_input=10e-6).share(pending=100, live=2) == 100
-    assert pool(seconds_per_input=1e-6).share(pending=6, live=2) >= 6  # all of them
-    assert pool(seconds_per_input=1e-3).share(pending=6, live=2) == 2  # 6 ms: shared
+    """Six short inputs and two workers: three each, never all six on one."""
+    assert pool(seconds_per_input=1e-6).share(pending=6, live=2) == 3
+
+
+def test_a_tail_under_one_batch_goes_whole_to_a_worker_when_no_other_is_idle():
+    """Halving it at each request would send 1,000 inputs of 1 us in ten messages."""
+    p = pool(seconds_per_input=10e-6)
+    assert p.share(pending=100, live=2, others_idle=False) == 100  # 1 ms of work: all
+    assert p.share(pending=150, live=2, others_idle=False) == 75  # more: halves, as ever
+    assert p.share(pending=100, live=2) == 50  # another worker is idle: shared
+    assert pool(seconds_per_input=1e-3).share(pending=6, live=2, others_idle=False) == 2
 
 
 def test_long_inputs_and_concurrent_slots():

@@ -239,12 +239,16 @@ class Delivery:
         if not ready:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
-        live = sum(1 for w in pool.workers.values() if w.counted)
-        share = pool.share(queue.num_ready, live)  # one split of what is pending now
+        counted = [w.worker_id for w in pool.workers.values() if w.counted]
+        idle = {worker_id for worker_id in counted if not queue.running_on(worker_id)}
+        share = pool.share(queue.num_ready, len(counted))  # one split of what is pending now
+        # a worker with no other idle: it may take all of a pending tail (``Pool.share``)
+        alone = pool.share(queue.num_ready, len(counted), others_idle=False)
         for w in ready:
             if not queue.pending:
                 break
-            room = share - queue.running_on(w.worker_id)
+            others_idle = bool(idle - {w.worker_id})
+            room = (share if others_idle else alone) - queue.running_on(w.worker_id)
             if room <= 0:
                 continue
             records = queue.take(w.worker_id, min(w.want, room))
