@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import SUBMIT_COUNT, row_count
 from nbscale_runtime.serialization import PayloadWriter
-from nbscale_server.limits import Limits, describe
+from nbscale_server.limits import Limits, describe, map_limits, small_inputs
 
 from ._pickling import add_input
 from .exceptions import CallCancelledError, InvalidError
@@ -41,11 +41,13 @@ Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 def pull(
-    inputs: Inputs, start: int, n: int, runs: bool
-) -> tuple[list[list[Any]], list[Any], bool, int]:
+    inputs: Inputs, start: int, n: int, runs: bool, most_if_big: int | None = None
+) -> tuple[list[list[Any]], list[Any], bool, int, list[tuple[tuple[Any, ...], dict[str, Any]]]]:
     """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them: as
-    one run when ``runs`` and they are small, else one by one. Returns the submit-inputs
-    rows, their frames, whether the iterator is exhausted, and how many inputs it took."""
+    one run when ``runs`` and they are small, else one by one; when they are not all small
+    (``small_inputs``), only the first ``most_if_big``. Returns the submit-inputs rows, their
+    frames, whether the iterator is exhausted, how many inputs they hold, and the inputs taken
+    and left out (to go first next time)."""
     deadline = time.perf_counter() + _PULL_BUDGET
     clock = time.perf_counter
     taken: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -56,19 +58,32 @@ def pull(
             exhausted = False
             break
     exhausted = exhausted and len(taken) < n
+    items, frames = _pickle(taken, start, runs)
+    if most_if_big is None or len(taken) <= most_if_big or small_inputs(items):
+        return items, frames, exhausted, len(taken), []
+    # the map's first inputs that are not small: the window of big ones must admit them
+    items, frames = _pickle(taken[:most_if_big], start, runs)
+    return items, frames, False, most_if_big, taken[most_if_big:]
+
+
+def _pickle(
+    taken: list[tuple[tuple[Any, ...], dict[str, Any]]], start: int, runs: bool
+) -> tuple[list[list[Any]], list[Any]]:
+    """``taken`` as submit-inputs rows and their frames: runs when ``runs`` (and they
+    pickle), else one by one."""
     writer = PayloadWriter()
     items: list[list[Any]] = []
     if runs and len(taken) > 1:
         try:
             _add_runs(writer, items, taken, start)
-            return items, writer.frames(), exhausted, len(taken)
+            return items, writer.frames()
         except Exception:
             pass  # pickled one by one below, to name the input that cannot be
         writer, items = PayloadWriter(), []
     for index, (args, kwargs) in enumerate(taken, start):
         offset, length, nbufs = add_input(writer, index, args, kwargs)
         items.append([index, offset, length, nbufs, 0, []])  # a submit-inputs row (SUBMIT_*)
-    return items, writer.frames(), exhausted, len(taken)
+    return items, writer.frames()
 
 
 def _add_runs(
@@ -97,26 +112,42 @@ class ChunkSizes:
     """How many inputs a call's next chunk takes at most (``size``), and whether they go as
     runs (``runs``)."""
 
-    __slots__ = ("max_size", "runs", "size")
+    __slots__ = ("big_max_size", "max_size", "runs", "size")
 
     def __init__(self, limits: Limits, kind: str) -> None:
         # A chunk is admitted whole or not at all: never make one bigger than a limit could
-        # ever admit, or a throttled map would wait for room that cannot come.
+        # ever admit, or a throttled map would wait for room that cannot come. A map's
+        # chunks may be as big as the limits of small inputs admit (``map_limits``) until it
+        # sends one that is not (``became_big``).
+        self.runs = kind in _RUNS
+        self.size, self.big_max_size = self._sizes(limits, kind)
+        if kind == "map":
+            _, self.max_size = self._sizes(map_limits(limits, True), kind)
+        else:
+            self.max_size = self.big_max_size
+
+    @staticmethod
+    def _sizes(limits: Limits, kind: str) -> tuple[int, int]:
+        """The first chunk's size and the most a chunk grows to under ``limits``."""
         most = min(
             limits.max_inputs_in_flight_per_map, limits.max_pending_inputs, limits.max_total_inputs
         )
         if kind == "spawn":
             most = min(most, limits.max_pending_spawn_inputs)
-        self.runs = kind in _RUNS
-        self.size = max(1, min(_CHUNK, most))
+        first = max(1, min(_CHUNK, most))
         # A map's chunks grow while they go whole, up to half its window (two in flight):
         # fewer, bigger runs, while the first results still come after one small chunk.
-        self.max_size = max(self.size, min(_MAX_CHUNK, most // 2))
+        return first, max(first, min(_MAX_CHUNK, most // 2))
 
     def sent_whole(self, count: int) -> None:
         """A chunk of ``count`` inputs was admitted."""
         if self.runs and count == self.size:
             self.size = min(self.max_size, 2 * self.size)
+
+    def became_big(self) -> None:
+        """The map sent inputs that are not small: its chunks as its limits for those allow."""
+        self.max_size = self.big_max_size
+        self.size = min(self.size, self.max_size)
 
 
 async def submit_chunk(
@@ -126,9 +157,10 @@ async def submit_chunk(
     limits: Limits,
     progress: CallProgress | None,
     name: str,
+    small: bool = False,
 ) -> int:
     """Send one chunk, waiting and resending while a limit refuses it; how many inputs it
-    held."""
+    held (``small``: all the map sent so far, this chunk included, were small inputs)."""
     count = sum(row_count(item[SUBMIT_COUNT]) for item in msg.items)
     while True:
         value, _ = await client.request(msg, frames)
@@ -140,7 +172,7 @@ async def submit_chunk(
             return count
         if progress is not None:  # say which limit holds the map back
             limit = value.get("limit")
-            progress.sent(0, None if limit is None else describe(limit, limits))
+            progress.sent(0, None if limit is None else describe(limit, limits, small))
         await asyncio.sleep(_THROTTLE_WAIT)
 
 

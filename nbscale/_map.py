@@ -32,15 +32,14 @@ from nbscale_runtime.protocol import (
     row_count,
 )
 from nbscale_runtime.serialization import split_payload
-from nbscale_server.limits import Limits
+from nbscale_server.limits import Limits, map_limits, small_inputs
 from nbscale_server.outputs import outputs_message
 
 from . import _nested
 from ._chunks import ChunkSizes, check_input_sizes, pull, submit_chunk
-from ._outcomes import Output, Values, decode, decode_run
+from ._outcomes import Output, Values, decode, decode_run, progress_outcome
 from ._progress import CallProgress
-from ._tracebacks import format_text
-from .exceptions import CallCancelledError, CallDetachedError
+from .exceptions import CallDetachedError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -92,7 +91,8 @@ class Invocation:
         self.order_outputs = order_outputs
         self.call_id = call_id or new_call_id()
         self.limits = Limits(**client.server_info.get("limits", {}))
-        self.window = self.limits.max_inputs_in_flight_per_map
+        self.small = True  # all its inputs so far were small: its window holds more
+        self.window = map_limits(self.limits, True).max_inputs_in_flight_per_map
         self.chunks = ChunkSizes(self.limits, kind)
         self.outputs: asyncio.Queue[list[Output | Values] | End] = asyncio.Queue()
         self.submitted = 0
@@ -158,7 +158,7 @@ class Invocation:
             parent=_nested.parent(),  # on a worker: the input whose code makes this call
         )
         count = await submit_chunk(
-            self.client, msg, frames, self.limits, self.progress, self.function
+            self.client, msg, frames, self.limits, self.progress, self.function, self.small
         )
         self.submitted += count
         self.chunks.sent_whole(count)
@@ -186,10 +186,16 @@ class Invocation:
                 room = (
                     self.window - (self.submitted - self.consumed) if bounded else self.chunks.size
                 )
-                items, frames, exhausted, pulled = await loop.run_in_executor(
-                    None, pull, inputs, index, min(room, self.chunks.size), self.chunks.runs
+                n, most_if_big = min(room, self.chunks.size), self.chunks.big_max_size
+                items, frames, exhausted, pulled, left = await loop.run_in_executor(
+                    None, pull, inputs, index, n, self.chunks.runs, most_if_big
                 )
                 index += pulled
+                if left:
+                    inputs = itertools.chain(left, inputs)
+                if self.small and not small_inputs(items):
+                    self.small, self.window = False, self.limits.max_inputs_in_flight_per_map
+                    self.chunks.became_big()
                 total = index if exhausted else None
                 if items or exhausted:
                     await self.submit(items, frames, total)
@@ -247,7 +253,7 @@ class Invocation:
             for out in outs:
                 if self.progress is not None:
                     assert isinstance(out, Output)
-                    ended.append(_ended(out))
+                    ended.append(progress_outcome(out))
                 self._order(out, item, data, bufs, batch)
         if self.progress is not None:
             self.progress.finished(ended)
@@ -379,31 +385,3 @@ def ranges(indices: set[int]) -> list[list[int]]:
         else:
             out.append([i, i + 1])
     return out
-
-
-def _ended(out: Output) -> tuple[int, str, Any, str, int, float, str, str]:
-    """An output as the progress model takes it: done, failed or cancelled (a call
-    cancelled by someone else ends its inputs with ``CallCancelledError``: not failures)."""
-    if out.ok:
-        return (
-            out.index,
-            "done",
-            out.value,
-            out.worker_id,
-            out.attempt,
-            out.duration,
-            out.stdout,
-            "",
-        )
-    status = "cancelled" if isinstance(out.value, CallCancelledError) else "failed"
-    text = format_text(out.value) if status == "failed" else ""  # its cells named as in IPython
-    return (
-        out.index,
-        status,
-        out.value,
-        out.worker_id,
-        out.attempt,
-        out.duration,
-        out.stdout,
-        text,
-    )

@@ -31,8 +31,9 @@ from nbscale_runtime.protocol import (
 )
 from nbscale_runtime.serialization import cut_run, load, load_run
 
-from ._tracebacks import install
+from ._tracebacks import format_text, install
 from .exceptions import (
+    CallCancelledError,
     FunctionTimeoutError,
     RemoteError,
     SerializationError,
@@ -286,3 +287,31 @@ def _note(exc: BaseException, text: str) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(text)
         install()  # for a shell that does not show notes itself
+
+
+def progress_outcome(out: Output) -> tuple[int, str, Any, str, int, float, str, str]:
+    """An output as the progress model takes it: done, failed or cancelled (a call
+    cancelled by someone else ends its inputs with ``CallCancelledError``: not failures)."""
+    if out.ok:
+        return (
+            out.index,
+            "done",
+            out.value,
+            out.worker_id,
+            out.attempt,
+            out.duration,
+            out.stdout,
+            "",
+        )
+    status = "cancelled" if isinstance(out.value, CallCancelledError) else "failed"
+    text = format_text(out.value) if status == "failed" else ""  # its cells named as in IPython
+    return (
+        out.index,
+        status,
+        out.value,
+        out.worker_id,
+        out.attempt,
+        out.duration,
+        out.stdout,
+        text,
+    )

@@ -7,10 +7,11 @@ import threading
 
 import pytest
 
-from nbscale._chunks import _RUN_MAX_BYTES, pull
+from nbscale._chunks import _RUN_MAX_BYTES, ChunkSizes, pull
 from nbscale.exceptions import SerializationError
 from nbscale_runtime.protocol import SUBMIT_COUNT, SUBMIT_INDEX, SUBMIT_WHERE, row_count
 from nbscale_runtime.serialization import load_run, split_payload
+from nbscale_server.limits import Limits
 
 
 def pairs(values: list[object]) -> list[tuple[tuple[object, ...], dict[str, object]]]:
@@ -26,7 +27,7 @@ def read_back(items: list[list[int]], frames: list[object]) -> list[object]:
 
 
 def test_small_inputs_go_as_one_run() -> None:
-    items, frames, exhausted, taken = pull(iter(pairs(list(range(300)))), 10, 256, runs=True)
+    items, frames, exhausted, taken, _ = pull(iter(pairs(list(range(300)))), 10, 256, runs=True)
     assert (len(items), items[0][SUBMIT_INDEX], items[0][SUBMIT_COUNT], taken) == (1, 10, 256, 256)
     assert not exhausted
     assert read_back(items, frames) == list(range(256))
@@ -34,7 +35,7 @@ def test_small_inputs_go_as_one_run() -> None:
 
 def test_a_big_chunk_is_cut_into_runs_that_fit() -> None:
     values = [b"x" * 200 + i.to_bytes(4, "big") for i in range(1000)]
-    items, frames, exhausted, taken = pull(iter(pairs(values)), 0, 4096, runs=True)
+    items, frames, exhausted, taken, _ = pull(iter(pairs(values)), 0, 4096, runs=True)
     assert exhausted and taken == 1000 and len(items) > 1
     assert all(item[SUBMIT_WHERE][1] <= _RUN_MAX_BYTES for item in items)
     starts = [item[SUBMIT_INDEX] for item in items]
@@ -46,3 +47,22 @@ def test_a_big_chunk_is_cut_into_runs_that_fit() -> None:
 def test_an_input_that_will_not_pickle_is_named() -> None:
     with pytest.raises(SerializationError, match="argument 0 of input 7"):
         pull(iter(pairs([1, 2, threading.Lock()])), 5, 10, runs=True)
+
+
+def test_the_first_chunk_of_bigger_inputs_is_cut_to_what_their_window_admits() -> None:
+    values = [b"x" * 4000 + i.to_bytes(4, "big") for i in range(600)]
+    inputs = iter(pairs(values))
+    items, frames, exhausted, taken, left = pull(inputs, 0, 600, runs=True, most_if_big=250)
+    assert not exhausted and taken == 250 and read_back(items, frames) == values[:250]
+    assert [args[0] for args, _ in left] == values[250:]  # taken from the iterator, not lost
+    items, _, _, taken, left = pull(iter(pairs(list(range(600)))), 0, 600, True, 250)
+    assert taken == 600 and not left  # small ones: the whole chunk
+
+
+def test_chunks_grow_past_a_window_of_big_inputs_only_while_small() -> None:
+    sizes = ChunkSizes(Limits(), "map")
+    while sizes.size < sizes.max_size:
+        sizes.sent_whole(sizes.size)
+    assert sizes.size == 2_000  # half the window of 4,000 small inputs
+    sizes.became_big()
+    assert sizes.size == sizes.max_size == 500  # half the window of 1,000

@@ -29,6 +29,15 @@ def test_a_batch_never_keeps_work_from_another_worker():
     assert pool(seconds_per_input=1e-6).share(pending=6, live=2) == 3
 
 
+def test_a_tail_under_one_batch_goes_whole_to_a_worker_when_no_other_is_idle():
+    """Halving it at each request would send 1,000 inputs of 1 us in ten messages."""
+    p = pool(seconds_per_input=10e-6)
+    assert p.share(pending=100, live=2, others_idle=False) == 100  # 1 ms of work: all
+    assert p.share(pending=150, live=2, others_idle=False) == 75  # more: halves, as ever
+    assert p.share(pending=100, live=2) == 50  # another worker is idle: shared
+    assert pool(seconds_per_input=1e-3).share(pending=6, live=2, others_idle=False) == 2
+
+
 def test_long_inputs_and_concurrent_slots():
     assert pool(seconds_per_input=2.0).share(pending=3, live=2) == 1
     assert pool(seconds_per_input=2.0, max_inputs=8).share(pending=3, live=2) == 8

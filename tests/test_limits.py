@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from nbscale_server.limits import Admission, Limits, admit, describe
+from nbscale_server.limits import (
+    SMALL_INPUT_BYTES,
+    Admission,
+    Limits,
+    admit,
+    describe,
+    small_inputs,
+)
 
 DEFAULTS = Limits()
 
@@ -100,3 +107,39 @@ def test_describe_uses_the_given_limits() -> None:
     text = describe("max_pending_inputs", Limits(max_pending_inputs=1_234_567))
     assert "1,234,567" in text
     assert "pending" in text
+
+
+def test_a_map_of_small_inputs_holds_four_times_as_many_in_flight_and_pending() -> None:
+    assert admit_default("map", 1_000, call_in_flight=3_001, small=True) == Admission(
+        0, "max_inputs_in_flight_per_map"
+    )
+    assert admit_default("map", 1_000, call_in_flight=3_000, small=True) == Admission(1_000)
+    assert admit_default("map", 1_000, pending=7_000, small=True) == Admission(1_000)
+    assert admit_default("map", 1_000, pending=7_001, small=True) == Admission(
+        0, "max_pending_inputs"
+    )
+    # the same counts for a map that sent a bigger input, and for .remote(): one by one
+    assert admit_default("map", 100, call_in_flight=950) == Admission(
+        0, "max_inputs_in_flight_per_map"
+    )
+    assert admit_default("remote", 1, pending=2_000, small=True) == Admission(
+        0, "max_pending_inputs"
+    )
+
+
+def test_small_inputs_are_runs_averaging_a_kibibyte_or_less() -> None:
+    def row(count: int, nbytes: int) -> list[object]:  # a submit-inputs row (SUBMIT_*)
+        return [0, 0, nbytes, 0, count, []]
+
+    assert small_inputs([row(500, 20 * 500), row(2, 2 * SMALL_INPUT_BYTES)])
+    assert not small_inputs([row(500, 20 * 500), row(2, 2 * SMALL_INPUT_BYTES + 1)])
+    assert not small_inputs([row(0, 10)])  # one input alone (a big one, or one of a .remote())
+
+
+def test_a_small_maps_limit_says_how_many_small_inputs_it_holds() -> None:
+    assert describe("max_pending_inputs", DEFAULTS, small=True) == (
+        "2,000 pending inputs per function (8,000 small ones)"
+    )
+    assert describe("max_total_inputs", DEFAULTS, small=True) == (
+        "25,000 pending + running inputs per function"
+    )

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import nbscale
+from nbscale_server.limits import SMALL_INPUTS_PER_SLOT
 
 app = nbscale.App("test-streaming")
 
@@ -15,6 +16,11 @@ app = nbscale.App("test-streaming")
 @app.function(max_containers=2, scaledown_window=5)
 def inc(x):
     return x + 1
+
+
+@app.function(max_containers=2, scaledown_window=5)
+def length(x):
+    return len(x)
 
 
 @pytest.mark.slow
@@ -27,7 +33,8 @@ def test_map_of_100000_inputs_pulls_its_iterator_only_as_far_as_the_window():
             pulled = i + 1
             yield i
 
-    window = nbscale.status()["limits"]["max_inputs_in_flight_per_map"]
+    # small inputs (ints): the window holds SMALL_INPUTS_PER_SLOT of them per place
+    window = nbscale.status()["limits"]["max_inputs_in_flight_per_map"] * SMALL_INPUTS_PER_SLOT
     ahead = 0
     total = 0
     for consumed, value in enumerate(inc.map(inputs()), start=1):
@@ -38,6 +45,29 @@ def test_map_of_100000_inputs_pulls_its_iterator_only_as_far_as_the_window():
     # Never more than the window ahead of the consumer, plus the chunk being pickled and the
     # batch of results just handed over (at most another window): bounded, whatever the size.
     assert ahead <= 2 * window + 256
+
+
+def test_a_map_whose_inputs_outgrow_small_ones_loses_none_and_stays_bounded():
+    # 6,000 small inputs fill the bigger window of small ones; the chunk where 4 KiB ones
+    # begin must be cut to what the window of big ones admits, or it would wait forever
+    values = ["s" * (i % 50) for i in range(6_000)] + ["b" * (4_096 + i) for i in range(1_500)]
+    pulled = 0
+    window = nbscale.status()["limits"]["max_inputs_in_flight_per_map"]
+
+    def inputs():
+        nonlocal pulled
+        for value in values:
+            pulled += 1
+            yield value
+
+    ahead_after_big = 0
+    results = []
+    for consumed, value in enumerate(length.map(inputs()), start=1):
+        results.append(value)
+        if consumed > 7_000:  # well into the big ones: the window of big ones holds
+            ahead_after_big = max(ahead_after_big, pulled - consumed)
+    assert results == [len(v) for v in values]
+    assert ahead_after_big <= 2 * window + 256
 
 
 def test_map_does_not_start_until_iterated():

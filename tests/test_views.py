@@ -188,9 +188,10 @@ def test_a_map_stopped_early_or_failing_says_so_and_counts_the_rest_cancelled():
 
 
 def test_the_view_says_which_limit_throttles_the_map(fresh_plane):
-    fresh_plane(NBSCALE_MAX_PENDING_INPUTS="4")
-    backlog = sleepy.spawn_map([0.3] * 6)  # one runs, five wait: over the limit of 4
-    wait_until(lambda: sleepy.get_current_stats().backlog >= 4)
+    fresh_plane(NBSCALE_MAX_PENDING_INPUTS="2")
+    # one runs, 11 wait: over the limit of 2, and of the 8 small inputs it makes for a map
+    backlog = sleepy.spawn_map([0.2] * 12)
+    wait_until(lambda: sleepy.get_current_stats().backlog >= 8)
     lines: list[str] = []
 
     class PoolLines(RecordingView):
@@ -200,9 +201,9 @@ def test_the_view_says_which_limit_throttles_the_map(fresh_plane):
     results = MapResults(sleepy, zip_inputs(([0.0, 0.0],), None), True, False, None, PoolLines())
     assert list(results) == [0.0, 0.0]  # held back until the backlog drained, then done
     throttled = [line for line in lines if "throttled by the limit of" in line]
-    assert throttled and "4 pending inputs per function" in throttled[0]
+    assert throttled and "2 pending inputs per function (8 small ones)" in throttled[0]
     assert "throttled" not in lines[-1]
-    assert backlog.get(timeout=10, index=5) == 0.3
+    assert backlog.get(timeout=10, index=11) == 0.2
 
 
 def test_the_text_bar_on_stderr(progress_setting, capsys):

@@ -70,8 +70,10 @@ from .worker_messages import (
     Streaming,
 )
 
-PROTOCOL_VERSION = 9  # 6: register-function carries secrets; 7: spawn-calls,
-# get-first-outputs; 8: Dict and Queue messages; 9: runs of inputs (count columns)
+PROTOCOL_VERSION = 10  # 6: register-function carries secrets; 7: spawn-calls,
+# get-first-outputs; 8: Dict and Queue messages; 9: runs of inputs (count columns); 10: small
+# inputs count a quarter of a map's window (a client's chunks of them outgrow an older
+# control plane's window, which would throttle them forever)
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"

@@ -80,6 +80,8 @@ class CallState:
     # detached, and its caller has not yet said which results it returned: it stays open
     # (the results it gives back are still to be kept)
     detaching: bool = False
+    # every input it sent so far was small (``limits.small_inputs``): a map's window holds more
+    small: bool = True
 
     def add_child(self, call_id: str) -> None:
         """A call made by code of one of its inputs (its first makes the list)."""

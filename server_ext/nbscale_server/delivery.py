@@ -32,7 +32,7 @@ from nbscale_runtime.serialization import pack, split_payload
 from .calls import CallState
 from .errors import RequestError
 from .input_record import InputRecord, singles
-from .limits import Limits, admit, describe
+from .limits import Limits, admit, describe, small_inputs
 from .outbox import Outbox
 from .pool import Pool, Records, WorkerState
 from .queue import Outcome
@@ -107,6 +107,8 @@ class Delivery:
         pool = self.records.pools[call.pool_id]
         queue = pool.queue
         inputs = sum(row_count(i[SUBMIT_COUNT]) for i in msg.items)
+        # small inputs count a fraction of the window while the map sends nothing bigger
+        call.small = call.small and small_inputs(msg.items)
         admission = admit(
             self.limits,
             call.kind,
@@ -115,6 +117,7 @@ class Delivery:
             running=queue.num_running,
             spawn_pending=queue.spawn_pending,
             call_in_flight=call.in_flight,
+            small=call.small,
         )
         if admission.limit and call.kind != "map":
             raise RequestError(
@@ -236,12 +239,16 @@ class Delivery:
         if not ready:
             return
         ready.sort(key=lambda w: queue.running_on(w.worker_id))  # least loaded first
-        live = sum(1 for w in pool.workers.values() if w.counted)
-        share = pool.share(queue.num_ready, live)  # one split of what is pending now
+        counted = [w.worker_id for w in pool.workers.values() if w.counted]
+        idle = {worker_id for worker_id in counted if not queue.running_on(worker_id)}
+        share = pool.share(queue.num_ready, len(counted))  # one split of what is pending now
+        # a worker with no other idle: it may take all of a pending tail (``Pool.share``)
+        alone = pool.share(queue.num_ready, len(counted), others_idle=False)
         for w in ready:
             if not queue.pending:
                 break
-            room = share - queue.running_on(w.worker_id)
+            others_idle = bool(idle - {w.worker_id})
+            room = (share if others_idle else alone) - queue.running_on(w.worker_id)
             if room <= 0:
                 continue
             records = queue.take(w.worker_id, min(w.want, room))

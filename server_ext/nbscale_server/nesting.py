@@ -168,13 +168,16 @@ class Nesting:
         counted = [w for w in pool.workers.values() if w.counted]
         if not pool.queue.pending or mx is None or len(counted) < mx:
             return set()
-        running = [r for w in counted for r in pool.queue.held_inputs(w.worker_id).values()]
-        if not running or len(running) < len(counted) * pool.slots:
+        held = sum(pool.queue.running_on(w.worker_id) for w in counted)
+        if not held or held < len(counted) * pool.slots:
             return set()
         waiting_on: dict[tuple[str, int], list[CallState]] = {}
         for call in self.delivery.calls.values():
             if call.parent is not None and not call.finished and call.kind != "spawn":
                 waiting_on.setdefault(call.parent, []).append(call)
+        if not waiting_on:  # no nested call waits (a map's runs: not cut into inputs each tick)
+            return set()
+        running = [r for w in counted for r in pool.queue.held_inputs(w.worker_id).values()]
         stuck: set[str] = set()
         for record in running:
             children = waiting_on.get(record.key)
