@@ -301,14 +301,17 @@ class Delivery:
                 held = queue.running_on(w.worker_id)
                 if chosen is None or held < least:
                     chosen, least = w, held
+                    if not held:
+                        break  # none comes before it
         if chosen is None:
             return
-        live = sum(1 for w in pool.workers.values() if w.counted)
-        room = pool.share(queue.num_ready, live) - least
-        if room > 0:
-            records = queue.take(chosen.worker_id, min(chosen.want, room))
-            if records:
-                self._send_inputs(chosen, records)
+        if least:  # (an idle worker's share always leaves it room: at least its slots)
+            live = sum(1 for w in pool.workers.values() if w.counted)
+            if pool.share(queue.num_ready, live) - least <= 0:
+                return
+        records = queue.take(chosen.worker_id, 1)
+        if records:
+            self._send_inputs(chosen, records)
 
     def _send_inputs(self, w: WorkerState, records: list[InputRecord]) -> None:
         """Send ``records``, just taken from the queue, to the worker ``w``."""
