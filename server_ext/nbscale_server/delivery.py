@@ -98,10 +98,11 @@ class Delivery:
         """Admit a chunk of a call's inputs (the first chunk opens the call); returns the
         reply (None for a spawned call's: it goes once the store has kept the inputs) and
         the pool that got new pending inputs, if one did."""
-        if msg.kind == "remote" and msg.total == 1 and msg.call_id not in self.calls:
-            lone = self._submit_lone(identity, msg, payload)
-            if lone is not None:
-                return lone
+        lone = msg.kind == "remote" and msg.total == 1 and len(msg.items) == 1
+        if lone and msg.call_id not in self.calls:
+            answered = self._submit_lone(identity, msg, payload)
+            if answered is not None:
+                return answered
         call = self.calls.get(msg.call_id)
         if call is None:
             call = self.open_call(identity, msg.call_id, self.records.pool(msg.pool_id), msg.kind)
