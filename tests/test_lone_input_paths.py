@@ -8,6 +8,7 @@ the workers and the pool's model must see the same, right, outcome both ways. Th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,15 +67,19 @@ def noting(method: Callable[..., Any], name: str) -> Callable[..., Any]:
     return noted
 
 
+@contextlib.contextmanager
 def harness(**config: Any) -> Iterator[Harness]:
     h = Harness(**config)
-    yield h
-    h.close()
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 @pytest.fixture
 def h(paths: str) -> Iterator[Harness]:
-    yield from harness(max_workers_total=4)
+    with harness(max_workers_total=4) as h:
+        yield h
 
 
 def remote(caller: FakeCaller, pool_id: str, x: Any) -> str:
@@ -130,7 +135,7 @@ def test_a_remote_waits_behind_the_inputs_queued_before_it(h, paths):
 
 
 def test_a_failed_remote_is_retried_and_its_retry_reported(paths):
-    for h in harness(max_workers_total=4):
+    with harness(max_workers_total=4) as h:
         options = FunctionOptions(max_containers=1, retries=RetryPolicy(1, initial_delay=0.0))
         pool = h.caller.register(fail_on_two, options)
         call = remote(h.caller, pool, 2)
@@ -174,7 +179,7 @@ def test_a_remote_cancelled_while_it_runs_tells_its_worker(h, paths):
 
 
 def test_a_remote_over_the_pending_limit_is_refused(paths):
-    for h in harness(limits=Limits(max_pending_inputs=2)):
+    with harness(limits=Limits(max_pending_inputs=2)) as h:
         pool = h.caller.register(square, FunctionOptions(max_containers=1))
         h.caller.submit(pool, [1, 2])  # no worker yet: both pending
         with pytest.raises(RequestRefused, match="pending inputs"):
@@ -183,7 +188,7 @@ def test_a_remote_over_the_pending_limit_is_refused(paths):
 
 
 def test_a_remote_to_a_broken_pool_fails_at_once(paths):
-    for h in harness(auto=False):
+    with harness(auto=False) as h:
         pool = h.caller.register(square, FunctionOptions(max_containers=1))
         first = remote(h.caller, pool, 3)  # no worker yet: it starts one
         [worker] = h.workers(pool)

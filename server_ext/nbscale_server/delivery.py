@@ -174,9 +174,9 @@ class Delivery:
         self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
     ) -> tuple[dict[str, Any], Pool] | None:
         """A ``.remote()``'s one input, admitted and dispatched without a chunk's
-        bookkeeping (~15 us of W2's round trip) when nothing waits ahead of it and the limits
-        leave room; None otherwise, the call opened, for ``submit`` to go on with as usual
-        (refusals are its to make). The outcome is the general path's."""
+        bookkeeping (in 11 us of W2's round trip instead of 18) when nothing waits ahead of
+        it and the limits leave room; None otherwise, the call opened, for ``submit`` to go
+        on with as usual (refusals are its to make). The outcome is the general path's."""
         [item] = msg.items
         if item[SUBMIT_COUNT]:  # a run: the general path
             return None
