@@ -172,7 +172,7 @@ class Client:
 
     def _route_outputs(self, items: list[list[Any]], payload: list[Any]) -> None:
         first = items[0][OUT_CALL_ID]
-        if all(item[OUT_CALL_ID] == first for item in items):
+        if len(items) == 1 or all(item[OUT_CALL_ID] == first for item in items):
             groups = {first: items}
         else:
             groups = {}

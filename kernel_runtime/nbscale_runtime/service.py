@@ -92,6 +92,12 @@ def is_generator(func: Callable[..., Any]) -> bool:
     return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
 
 
+def _yields(result: Any) -> bool:
+    """Whether a call's result may come from a generator function: two type checks, where
+    asking the function costs a few microseconds per input."""
+    return inspect.isgenerator(result) or inspect.isasyncgen(result)
+
+
 def call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], emit: Emit) -> Any:
     """Run one input on this thread: a coroutine (an async method of a class whose other
     methods are not) runs on a loop of its own; a generator's values go to ``emit`` as it
@@ -100,7 +106,7 @@ def call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], emit: Emit) -> 
     result = func(*args, **kwargs)
     if inspect.iscoroutine(result):
         result = run_alone(result)
-    if not is_generator(func):
+    if not _yields(result) or not is_generator(func):
         return result
     if inspect.isasyncgen(result):
         run_alone(_drain(result, emit))
@@ -116,7 +122,7 @@ async def call_async(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], emi
     result = func(*args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
-    if not is_generator(func):
+    if not _yields(result) or not is_generator(func):
         return result
     if inspect.isasyncgen(result):
         await _drain(result, emit)

@@ -98,6 +98,11 @@ class Delivery:
         """Admit a chunk of a call's inputs (the first chunk opens the call); returns the
         reply (None for a spawned call's: it goes once the store has kept the inputs) and
         the pool that got new pending inputs, if one did."""
+        lone = msg.kind == "remote" and msg.total == 1 and len(msg.items) == 1
+        if lone and msg.call_id not in self.calls:
+            answered = self._submit_lone(identity, msg, payload)
+            if answered is not None:
+                return answered
         call = self.calls.get(msg.call_id)
         if call is None:
             call = self.open_call(identity, msg.call_id, self.records.pool(msg.pool_id), msg.kind)
@@ -168,6 +173,36 @@ class Delivery:
             self.settling.maybe_finish(call)
         return value, grown
 
+    def _submit_lone(
+        self, identity: bytes, msg: protocol.SubmitInputs, payload: list[Any]
+    ) -> tuple[dict[str, Any], Pool] | None:
+        """A ``.remote()``'s one input, admitted and dispatched without a chunk's
+        bookkeeping (in 11 us of W2's round trip instead of 18) when nothing waits ahead of
+        it and the limits leave room; None otherwise, the call opened, for ``submit`` to go
+        on with as usual (refusals are its to make). The outcome is the general path's."""
+        [item] = msg.items
+        if item[SUBMIT_COUNT]:  # a run: the general path
+            return None
+        pool = self.records.pool(msg.pool_id)
+        call = self.open_call(identity, msg.call_id, pool, msg.kind)
+        call.progress = msg.progress
+        queue = pool.queue
+        if pool.broken or queue.pending or queue.suspects_pending:
+            return None
+        waiting = queue.num_pending
+        limits = self.limits
+        if (
+            limits.max_pending_inputs - waiting < 1
+            or limits.max_total_inputs - waiting - queue.num_running < 1
+        ):
+            return None
+        [(data, bufs)] = split_payload(payload, [item[SUBMIT_WHERE]])
+        call.total = 1
+        call.submitted = 1
+        queue.submit([InputRecord(call.call_id, item[SUBMIT_INDEX], data, bufs)])
+        self.dispatch(pool)
+        return {"accepted": 1, "limit": None}, pool
+
     def open_call(self, identity: bytes, call_id: str, pool: Pool, kind: str) -> CallState:
         """A new call of ``identity``'s in ``pool``, registered."""
         call = CallState(call_id, pool.pool_id, kind, identity, pool.name, pool.timeout)
@@ -235,6 +270,14 @@ class Delivery:
         queue = pool.queue
         if not queue.pending:
             return
+        lone = len(queue.pending) == 1 and queue.pending[0].count == 1
+        if lone and not queue.suspects_pending and not queue.alone:
+            self._dispatch_lone(pool)
+        else:
+            self._dispatch_batches(pool)
+
+    def _dispatch_batches(self, pool: Pool) -> None:
+        queue = pool.queue
         ready = [w for w in pool.workers.values() if w.want > 0 and w.serving]
         if not ready:
             return
@@ -252,20 +295,46 @@ class Delivery:
             if room <= 0:
                 continue
             records = queue.take(w.worker_id, min(w.want, room))
-            if not records:
-                continue
-            w.want -= sum(r.count for r in records)
-            w.took_inputs()
-            pieces = [r.piece() for r in records]
-            frames, addresses = pack([(data, buffers) for data, buffers, _ in pieces])
-            items = [
-                # a run-inputs row (RUN_*): a run's count, and where it starts in its list
-                [r.call_id, r.index, r.attempt, *where, r.count if r.skip >= 0 else 0, skip]
-                for r, where, (_, _, skip) in zip(records, addresses, pieces, strict=True)
-            ]
-            confirm = records[0].suspect  # then alone: the worker says when it starts it
-            self.outbox.send_worker(w.worker_id, protocol.RunInputs(items, confirm), frames)
-            self._report_running(w.worker_id, records)
+            if records:
+                self._send_inputs(w, records)
+
+    def _dispatch_lone(self, pool: Pool) -> None:
+        """``dispatch`` of one pending input (a ``.remote()``'s, as a rule): to the
+        first of the least loaded workers that asked, as the sort there would choose, when
+        its share leaves it room (then every other's leaves none)."""
+        queue = pool.queue
+        chosen, least = None, 0
+        for w in pool.workers.values():
+            if w.want > 0 and w.serving:
+                held = queue.running_on(w.worker_id)
+                if chosen is None or held < least:
+                    chosen, least = w, held
+                    if not held:
+                        break  # none comes before it
+        if chosen is None:
+            return
+        if least:  # (an idle worker's share always leaves it room: at least its slots)
+            live = sum(1 for w in pool.workers.values() if w.counted)
+            if pool.share(queue.num_ready, live) - least <= 0:
+                return
+        records = queue.take(chosen.worker_id, 1)
+        if records:
+            self._send_inputs(chosen, records)
+
+    def _send_inputs(self, w: WorkerState, records: list[InputRecord]) -> None:
+        """Send ``records``, just taken from the queue, to the worker ``w``."""
+        w.want -= sum(r.count for r in records)
+        w.took_inputs()
+        pieces = [r.piece() for r in records]
+        frames, addresses = pack([(data, buffers) for data, buffers, _ in pieces])
+        items = [
+            # a run-inputs row (RUN_*): a run's count, and where it starts in its list
+            [r.call_id, r.index, r.attempt, *where, r.count if r.skip >= 0 else 0, skip]
+            for r, where, (_, _, skip) in zip(records, addresses, pieces, strict=True)
+        ]
+        confirm = records[0].suspect  # then alone: the worker says when it starts it
+        self.outbox.send_worker(w.worker_id, protocol.RunInputs(items, confirm), frames)
+        self._report_running(w.worker_id, records)
 
     def _report_running(self, worker_id: str, records: list[InputRecord]) -> None:
         """Tell callers that asked for progress which of their inputs this worker took."""
