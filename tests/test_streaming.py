@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
 import pytest
@@ -96,3 +97,35 @@ def test_results_stream_while_later_inputs_are_still_produced():
     first = next(iter(inc.map(slow_inputs())))
     assert first == 1
     assert time.monotonic() - start < 1.2  # did not wait for the whole iterator (1.5 s)
+
+
+@app.function(max_containers=1, scaledown_window=5)
+def waits_at_six(x, gate):
+    import os
+    import time
+
+    while x == 6 and not os.path.exists(gate):
+        time.sleep(0.02)
+    return x
+
+
+def test_quick_results_are_not_held_back_by_a_long_input_after_them(tmp_path):
+    """One worker runs a run of inputs in turn and sends their outputs a few milliseconds'
+    worth at a time; those that finished just before a long input go out while it runs,
+    not when it ends (they waited for input 6 here: for as long as it ran)."""
+    gate = tmp_path / "gate"
+    opener = threading.Timer(30, gate.touch)  # ends input 6 whatever happens
+    opener.start()
+    got: list[int] = []
+    try:
+        results = waits_at_six.map(range(12), kwargs={"gate": str(gate)}, order_outputs=False)
+        for value in results:
+            got.append(value)
+            if sorted(got) == list(range(6)):
+                break
+        assert not gate.exists(), "0..5 came only once input 6 ended"
+        gate.touch()
+        assert sorted(got + list(results)) == list(range(12))
+    finally:
+        opener.cancel()
+        gate.touch()

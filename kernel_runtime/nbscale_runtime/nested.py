@@ -19,9 +19,10 @@ inputs keep running.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from . import capture, protocol
@@ -72,17 +73,30 @@ class Host:
             return None
         running = [[call_id, index, entry[1]] for (call_id, index), entry in w.running.items()]
         w.slot_lent = False
-        flush(w)
-        w._send(protocol.LendSlot(w.cfg.worker_id, running))
-        deadline = time.monotonic() + _LEND_WAIT
-        while not w.slot_lent and time.monotonic() < deadline:
-            if w.data.poll(100):
-                w._receive_all()
+        with _own_link(w):
+            flush(w)
+            w._send(protocol.LendSlot(w.cfg.worker_id, running))
+            deadline = time.monotonic() + _LEND_WAIT
+            while not w.slot_lent and time.monotonic() < deadline:
+                if w.data.poll(100):
+                    w._receive_all()
 
         def rejoin() -> None:
-            w._send(protocol.Rejoin(w.cfg.worker_id))
+            with _own_link(w):
+                w._send(protocol.Rejoin(w.cfg.worker_id))
 
         return rejoin
+
+
+@contextlib.contextmanager
+def _own_link(w: Worker) -> Iterator[None]:
+    """nbscale's own use of the worker's connection from inside an input's code: no nudge
+    to send held outputs (``Worker._on_signal``) may come in between."""
+    was, w.in_user_code = w.in_user_code, False
+    try:
+        yield
+    finally:
+        w.in_user_code = was
 
 
 def install(worker: Worker) -> None:

@@ -16,6 +16,7 @@ the worker by its register (``liveness.py`` on its side).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 _STREAM_INTERVAL = 0.5  # seconds between two reports of running inputs and their output
 _STREAM_CHARS = 8_000  # of a running input's new output, per report
+_HELD_OUTPUTS_WAIT = 0.05  # seconds an inline input may hold back the outputs before it
 
 
 class Pulse(threading.Thread):
@@ -40,6 +42,7 @@ class Pulse(threading.Thread):
         super().__init__(name="nbscale-pulse", daemon=True)
         self.worker = worker
         self.reported: dict[tuple[str, int], int] = {}  # running inputs told of: pieces sent
+        self.nudged: tuple[tuple[str, int], float] | None = None  # the input, when it began
         # A connection of its own: on timeout it is closed, which flushes the report out
         # before the process ends, without touching the main thread's.
         self.link = worker.cfg.connect(worker.cfg.worker_id + ":pulse")
@@ -66,6 +69,7 @@ class Pulse(threading.Thread):
                 self._stream(now)
                 next_stream = now + _STREAM_INTERVAL
             self._check_timeouts(now)
+            self._nudge_held_outputs(now)
             if cfg.parent_pid is not None and os.getppid() != cfg.parent_pid:
                 os._exit(0)  # our control plane is gone; nobody will collect our results
             if (
@@ -108,6 +112,20 @@ class Pulse(threading.Thread):
         self.reported = {k: self.reported[k] for k, _ in running if k in self.reported}
         if rows:
             self._send(protocol.Streaming(w.cfg.worker_id, rows))
+
+    def _nudge_held_outputs(self, now: float) -> None:
+        """Outputs finished just before a long inline input would wait for its end (they go
+        out between inputs, a few milliseconds' worth at a time): have the main thread send
+        them now (``Worker._on_signal``), once per input."""
+        w = self.worker
+        key = w.inline_key
+        if key is None or not w.done or not w.in_user_code:
+            return
+        entry = w.running.get(key)
+        if entry is None or now - entry[0] < _HELD_OUTPUTS_WAIT or self.nudged == (key, entry[0]):
+            return
+        self.nudged = (key, entry[0])
+        signal.pthread_kill(w.main_thread, signal.SIGUSR1)
 
     def _check_timeouts(self, now: float) -> None:
         w = self.worker

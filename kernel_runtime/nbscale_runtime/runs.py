@@ -130,6 +130,7 @@ def run_segment(
             w.inline_key = key
             token = capture.start(call_id, index)
             try:
+                w.in_user_code = True
                 result = fn(*args, **kwargs)
                 if iscoroutine(result):
                     result = run_alone(result)
@@ -139,6 +140,7 @@ def run_segment(
             except BaseException as exc:
                 result, status = exc, STATUS_ERROR
             finally:
+                w.in_user_code = False
                 finish_slot()
                 w.inline_key = None
                 printed = capture.finish(token)

@@ -28,6 +28,14 @@ def flush(w: Worker) -> None:
     w.last_flush = time.perf_counter()
     if not w.done:
         return
+    w.flushing = True
+    try:
+        _send_done(w)
+    finally:
+        w.flushing = False
+
+
+def _send_done(w: Worker) -> None:
     writer = PayloadWriter()
     items = []
     worker_id = w.cfg.worker_id

@@ -76,6 +76,10 @@ class Worker:
         self.slot_writers = [self.register.slot(0)]  # (start, finish) of each slot
         self.free_slots: list[int] = [0]
         self.inline_key: tuple[str, int] | None = None
+        # while the main thread is in an inline input's own code (not in nbscale's): the
+        # pulse's nudge may then send the outputs finished before it (``_on_signal``)
+        self.in_user_code = False
+        self.flushing = False  # a flush is under way (it must not be entered twice)
         self.cancelled: set[str] = set()
         self.confirm_first: set[tuple[str, int]] = set()  # say "started", then run
         self.demand = 0  # inputs asked for and not yet received
@@ -107,7 +111,7 @@ class Worker:
         nested.install(self)  # for code of ours that calls functions: they reach us
         self.register.watch_self_signals()
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        signal.signal(signal.SIGUSR1, self._on_cancel_signal)
+        signal.signal(signal.SIGUSR1, self._on_signal)
         self._send(
             protocol.Register(
                 worker_id=self.cfg.worker_id,
@@ -171,9 +175,15 @@ class Worker:
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self.draining = True
 
-    def _on_cancel_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """SIGUSR1 from the pulse thread, while an inline input runs: its call was cancelled
+        (then it ends here), or outputs that finished before it still wait to be sent (a
+        long input after quick ones): they go now, not when it ends."""
         if self.inline_key is not None and self.inline_key[0] in self.cancelled:
             raise InputCancelled()
+        if self.in_user_code and self.done and not self.flushing:
+            with contextlib.suppress(OSError):  # the control plane is gone: the loop sees it
+                flush(self)
 
     # --- messages -------------------------------------------------------------------------
 
@@ -303,6 +313,7 @@ class Worker:
         token = capture.start(item.call_id, item.index)
         try:
             args, kwargs = item.args()
+            self.in_user_code = True
             result: Any = call(self.fn, args, kwargs, lambda value: self.yielded(item, value))
             status = STATUS_OK
         except InputCancelled:
@@ -310,6 +321,7 @@ class Worker:
         except BaseException as exc:
             result, status = exc, STATUS_ERROR
         finally:
+            self.in_user_code = False
             finish_slot()
             self.inline_key = None
             printed = capture.finish(token)
