@@ -1,13 +1,17 @@
 """Where W5's time goes: timestamps across the calling process and its first worker.
 
-``python bench/w5_breakdown.py [--runs 5] [--server]`` runs W5 (``app.function(max_containers=2)
-(noop).remote(1)`` from nothing, process launcher) in fresh subprocesses and prints, for
+``python bench/w5_breakdown.py [--runs 5] [--server | --docker]`` runs W5
+(``app.function(max_containers=2)(noop).remote(1)`` from nothing, process launcher) in
+fresh subprocesses and prints, for
 each step, the median of its time since the call began (milliseconds). The calling process
 wraps the control plane's and the launcher's steps; the worker gets a ``sitecustomize`` on
 its path (through ``PYTHONPATH``, which workers inherit) that notes its steps in a file.
 Wall-clock time (``time.time``) is shared by both processes; the wrappers add microseconds.
 ``--server``: the first call of fresh kernels (``NBSCALE_CONNECTION_FILE``) to one Jupyter
 server's control plane, whose zygote is warm, then the same with ``process_zygote`` off.
+``--docker``: W5 with the Docker launcher; the launcher's steps and the docker SDK's calls
+are timed in the calling process (the SDK is imported before the call), the worker's own
+steps are not (its container does not see the ``sitecustomize``).
 """
 
 from __future__ import annotations
