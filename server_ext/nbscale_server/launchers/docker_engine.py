@@ -10,7 +10,7 @@ engine, are left alone.
 
 The bridge network workers run on is the user's (:func:`user_network`): made by the first
 control plane of this user on this host that needs it and kept for the next ones, as an
-image is, since making one is a fifth of a cold start (55-60 ms of Docker 20.10 here).
+image is, since making one is an eighth of a cold start (55-60 ms of Docker 20.10 here).
 """
 
 from __future__ import annotations
