@@ -1,13 +1,17 @@
 """Where W5's time goes: timestamps across the calling process and its first worker.
 
-``python bench/w5_breakdown.py [--runs 5] [--server]`` runs W5 (``app.function(max_containers=2)
-(noop).remote(1)`` from nothing, process launcher) in fresh subprocesses and prints, for
+``python bench/w5_breakdown.py [--runs 5] [--server | --docker]`` runs W5
+(``app.function(max_containers=2)(noop).remote(1)`` from nothing, process launcher) in
+fresh subprocesses and prints, for
 each step, the median of its time since the call began (milliseconds). The calling process
 wraps the control plane's and the launcher's steps; the worker gets a ``sitecustomize`` on
 its path (through ``PYTHONPATH``, which workers inherit) that notes its steps in a file.
 Wall-clock time (``time.time``) is shared by both processes; the wrappers add microseconds.
 ``--server``: the first call of fresh kernels (``NBSCALE_CONNECTION_FILE``) to one Jupyter
 server's control plane, whose zygote is warm, then the same with ``process_zygote`` off.
+``--docker``: W5 with the Docker launcher; the launcher's steps and the docker SDK's calls
+are timed in the calling process (the SDK is imported before the call), the worker's own
+steps are not (its container does not see the ``sitecustomize``).
 """
 
 from __future__ import annotations
@@ -81,6 +85,16 @@ CALLER = textwrap.dedent(
     wrap_async(CP, "start", "control plane: binding", "control plane: started")
     wrap(process.ProcessLauncher, "start", "launcher: spawning worker", "launcher: spawned")
     wrap(worker_events.WorkerEvents, "on_register", "control plane: register received")
+    if os.environ.get("NBSCALE_LAUNCHER") == "docker":
+        import cloudpickle, docker
+        from nbscale import _image_build
+        from nbscale_server.launchers import docker as docker_launcher, selection
+        cloudpickle.register_pickle_by_value(workloads)  # containers lack the bench's modules
+        wrap(selection, "probe_docker", "launcher: probing Docker", "launcher: probed")
+        wrap(docker_launcher.DockerLauncher, "__init__", "launcher: starting", "launcher: started")
+        wrap(_image_build, "build", "client: image check", "client: image found")
+        for name in {docker_calls!r}:
+            wrap(docker.APIClient, name, "docker: " + name, "docker: " + name + " done")
     note("call begins")
     app = nbscale.App("bench")
     assert app.function(max_containers=2)(workloads.noop).remote(1) == 1
@@ -89,12 +103,26 @@ CALLER = textwrap.dedent(
 )
 
 
-def one_run(probe_dir: str) -> list[tuple[str, float]]:
+# The docker SDK's calls timed in ``--docker`` (the first of each in the call).
+DOCKER_CALLS = (
+    "ping",
+    "containers",
+    "networks",
+    "create_network",
+    "inspect_network",
+    "inspect_image",
+    "info",
+    "create_container",
+    "start",
+)
+
+
+def one_run(probe_dir: str, launcher: str = "process") -> list[tuple[str, float]]:
     fd, path = tempfile.mkstemp(prefix="w5-probe-")
     os.close(fd)
-    env = dict(os.environ, W5_PROBE_FILE=path, NBSCALE_LAUNCHER="process")
+    env = dict(os.environ, W5_PROBE_FILE=path, NBSCALE_LAUNCHER=launcher, NBSCALE_PROGRESS="off")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [probe_dir, env.get("PYTHONPATH")]))
-    code = CALLER.format(here=HERE)
+    code = CALLER.format(here=HERE, docker_calls=DOCKER_CALLS)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     with open(path) as f:
         rows = [line.rstrip("\n").split(" ", 1) for line in f]
@@ -155,6 +183,12 @@ def main() -> None:
         help="instead: fresh kernels' first calls to a Jupyter server's control plane, "
         "with its zygote and without",
     )
+    parser.add_argument(
+        "--docker",
+        action="store_true",
+        help="W5 with the Docker launcher: the launcher's and the docker SDK's steps (the "
+        "worker's own steps are not seen inside its container)",
+    )
     args = parser.parse_args()
     if args.server:
         for zygote in (True, False):
@@ -168,7 +202,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as probe_dir:
         with open(os.path.join(probe_dir, "sitecustomize.py"), "w") as f:
             f.write(SITECUSTOMIZE)
-        runs = [one_run(probe_dir) for _ in range(args.runs)]
+        runs = [
+            one_run(probe_dir, "docker" if args.docker else "process") for _ in range(args.runs)
+        ]
     steps: dict[str, list[float]] = {}
     for run in runs:
         seen: set[str] = set()

@@ -27,6 +27,7 @@ import pytest
 from conftest import wait_until
 
 import nbscale
+from nbscale_server.launchers.docker_engine import user_network_name
 
 pytestmark = pytest.mark.docker
 
@@ -117,7 +118,7 @@ def test_large_arrays_go_in_and_out_through_shared_memory(_ipc):
     [container] = _ipc.containers.list(filters={"label": "nbscale.pool"}, sparse=True)
     container.reload()
     host = container.attrs["HostConfig"]
-    assert host["NetworkMode"].startswith("nbscale-sv-")  # it keeps its network
+    assert host["NetworkMode"] == user_network_name()  # it keeps its network
     assert host["ReadonlyRootfs"] and host["CapDrop"] == ["ALL"]
     # under the engine's default seccomp profile, which lets memfds and descriptors through
     assert "name=seccomp,profile=default" in _ipc.info()["SecurityOptions"]

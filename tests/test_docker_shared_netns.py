@@ -13,6 +13,7 @@ import pytest
 from conftest import wait_until
 
 import nbscale
+from nbscale_server.launchers.docker_engine import user_network_name
 
 pytestmark = pytest.mark.docker
 
@@ -58,7 +59,7 @@ def test_workers_share_the_network_namespace_and_nothing_else(_shared):
     holder.reload()
     host = holder.attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
-    assert host["NetworkMode"].startswith("nbscale-sv-")  # the control plane's bridge
+    assert host["NetworkMode"] == user_network_name()  # the control plane's bridge
     assert holder.attrs["Config"]["User"] not in ("", "0", "root")
     pools = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "namespaces"]
     workers = client.containers.list(all=True, filters={"label": f"nbscale.pool={pools[0]}"})

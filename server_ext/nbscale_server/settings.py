@@ -104,8 +104,9 @@ SETTINGS: dict[str, Setting] = _table(
         str,
         "bridge",
         "control plane",
-        "Docker workers' network: bridge (a network of the control plane's own, the worker "
-        "socket bound to its gateway), shared (that network, all workers in one network "
+        "Docker workers' network: bridge (the user's bridge network on this host, made once "
+        "and kept for their next control planes, each binding its worker socket to its "
+        "gateway), shared (that network, a control plane's workers in one network "
         "namespace, as the containers of a Kubernetes Pod: they share ports and host name; "
         "containers start 3-4x faster, so scaling out is faster) or host (loopback; as fast, "
         "but workers reach the host's own services).",

@@ -8,10 +8,11 @@
   dropped, no-new-privileges, a pids limit, never the Docker socket; ``init=True`` so SIGTERM
   reaches Python (as PID 1 it would ignore it); cpu, memory and shm limits from the
   function's ``cpu=``/``memory=``; GPUs by UUID (``gpus.py``), so none is shared.
-- Workers reach the control plane over TCP + CurveZMQ: by default on a user bridge network of
-  the control plane's own, the worker socket bound to its gateway; with ``network="shared"``
-  on that network too, all in one network namespace (``docker_netns.py``: much faster to
-  start); with ``network="host"`` on 127.0.0.1. Never 0.0.0.0.
+- Workers reach the control plane over TCP + CurveZMQ: by default on the user's bridge
+  network (``docker_engine.user_network``, kept across control planes), the worker socket
+  bound to its gateway; with ``network="shared"`` on that network too, all in one network
+  namespace (``docker_netns.py``: much faster to start); with ``network="host"`` on
+  127.0.0.1. Never 0.0.0.0.
 - Or, with ``transport="ipc"`` (an engine on this kernel only), over a Unix socket of the
   worker's own bind-mounted into its container (``stream_channel.py``), large frames in
   shared memory as for local processes; the container keeps its network for user traffic.
@@ -48,38 +49,37 @@ from .base import (
 from .daemon_threads import DaemonThreads
 from .docker_checks import EngineChecks, check_shared_kernel
 from .docker_engine import (
-    LABEL_GPUS,
-    LABEL_POOL,
     LABEL_SERVER,
     LABEL_WORKER,
+    UserNetwork,
     connect,
-    create_network,
+    forget_endpoints,
+    gpus_held,
+    network_lost_message,
     owner_labels,
     reap_orphans,
-    remove_network,
     unreachable_message,
+    user_network,
 )
 from .docker_netns import LABEL_NETNS, SharedNetns
 from .docker_spec import (
-    CONFIG_IN_CONTAINER,
     CONTAINER_UID,
     REGISTER_IN_CONTAINER,
     SOCKET_IN_CONTAINER,
     ContainerExit,
     container_exit,
-    container_user,
+    container_options,
     host_config_options,
     lost_exit,
     missing_image_message,
     start_error_message,
 )
-from .logs import follow_stamped
+from .logs import follow_container, follow_stamped
 
 log = logging.getLogger("nbscale.docker")
 
 NETWORKS = ("bridge", "shared", "host")
 TRANSPORTS = ("tcp", "ipc")
-COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
 _THREADS = 8  # Docker calls in parallel: starts are bound by the engine, not by us
 _LOGS_KEPT = 200  # lines of an exited container's output kept after it is removed
 
@@ -111,8 +111,8 @@ class DockerLauncher(Launcher):
         base_image: str | None = None,
         transport: str = "tcp",
     ) -> None:
-        """``network``: "bridge" (a network of this control plane's own), "shared" (that
-        network, one namespace for all workers) or "host"; ``gpus``: the GPUs to assign
+        """``network``: "bridge" (the user's network), "shared" (that network, one
+        namespace for all this control plane's workers) or "host"; ``gpus``: the GPUs to assign
         (default: what NVML finds, on the first GPU request); ``base_image``: what the
         shared namespace's holder starts from, when the engine has it; ``transport``: how
         workers reach the control plane, "tcp" or "ipc" (a Unix socket each, mounted)."""
@@ -134,20 +134,21 @@ class DockerLauncher(Launcher):
         reap_orphans(self.api)
         self._lock = threading.Lock()
         self._containers: dict[str, Container] = {}  # live ones, by worker id
-        self._names_started: list[str] = []  # every container's name, for remove_network
         self._checks = EngineChecks(self.api)
         self._gpus = GpuAllocator(gpus)
         self._closed = False
         self._accepting = True  # false once close() begins
-        self.network_id: str | None = None
+        self._network_lost: str | None = None  # why no worker can reach us any more
+        self._user_network: UserNetwork | None = None
         if network == "host":
             self.network, self.bind_host = "host", "127.0.0.1"
         else:
-            self.network = f"nbscale-{self.server_id}"
-            self.network_id, self.bind_host = create_network(self.api, self.network, self.labels)
+            self._user_network = user_network(self.api)
+            self.network, self.bind_host = self._user_network.name, self._user_network.gateway
         self._netns: SharedNetns | None = None
         if network == "shared":
-            self._netns = SharedNetns(self.api, self.network, self.labels, self.network)
+            holders = f"nbscale-{self.server_id}"  # named after this control plane
+            self._netns = SharedNetns(self.api, self.network, self.labels, holders)
             if base_image:  # started now, so the first workers seldom wait for it
                 self._netns.begin(base_image)
         self._threads = DaemonThreads(_THREADS, "nbscale-docker")
@@ -186,7 +187,6 @@ class DockerLauncher(Launcher):
             if not self._accepting:
                 raise LaunchFailed("the Docker launcher is closed")
             self._containers[spec.worker_id] = container
-            self._names_started.append(container.name)
         self._threads.submit(lambda: self._create_and_start(container, spec, image))
         return WorkerHandle(
             spec.worker_id, spec.pool_id, self.name, container, name=container.name, image=image
@@ -206,42 +206,19 @@ class DockerLauncher(Launcher):
         """GPUs held by live containers: ours, and those of other control planes."""
         with self._lock:
             taken = {u for c in self._containers.values() for u in c.gpus}
-        for other in self.api.containers(filters={"label": [LABEL_GPUS]}):
-            taken.update(filter(None, other.get("Labels", {}).get(LABEL_GPUS, "").split(",")))
-        return taken
+        return taken | gpus_held(self.api)
 
     def _create_and_start(self, c: Container, spec: WorkerSpec, image: str) -> None:
         import docker
 
-        labels = {
-            **self.labels,
-            LABEL_POOL: spec.pool_id,
-            LABEL_WORKER: spec.worker_id,
-        }
-        if c.gpus:
-            labels[LABEL_GPUS] = ",".join(c.gpus)
-        environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        if c.gpus:
-            environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
         try:
-            network = self._netns.network_mode(image) if self._netns else self.network
-            host_config = self.api.create_host_config(**host_config_options(spec, network, c.gpus))
-            created = self.api.create_container(
-                image,
-                COMMAND,
-                name=c.name,
-                user=container_user(),
-                environment=environment,
-                labels=labels,
-                host_config=host_config,
-                detach=True,
-            )
-            c.id = created["Id"]
-            self.api.start(c.id)
+            try:
+                self._create_container(c, spec, image)
+            except docker.errors.NotFound as exc:
+                if not self._network_made_again(exc):
+                    raise
+                self._create_container(c, spec, image)
         except Exception as exc:
-            if c.id is not None:  # a failed start leaves a Created container behind
-                with contextlib.suppress(Exception):
-                    self.api.remove_container(c.id, force=True)
             if isinstance(exc, docker.errors.ImageNotFound):  # removed since we checked
                 self._checks.forget_image(image)
                 reason = f"could not start ({missing_image_message(image)})"
@@ -250,6 +227,33 @@ class DockerLauncher(Launcher):
             self._record_exit(c, ContainerExit(EXIT_NOT_STARTED, reason, ""))
         finally:
             c.started.set()
+
+    def _create_container(self, c: Container, spec: WorkerSpec, image: str) -> None:
+        if self._network_lost is not None:
+            raise LaunchFailed(self._network_lost)
+        network = self._netns.network_mode(image) if self._netns else self.network
+        host_config = self.api.create_host_config(**host_config_options(spec, network, c.gpus))
+        options = container_options(spec, image, c.name, self.labels, c.gpus)
+        try:
+            c.id = self.api.create_container(**options, host_config=host_config)["Id"]
+            self.api.start(c.id)
+        except Exception:
+            if c.id is not None:  # a failed start leaves a Created container behind
+                with contextlib.suppress(Exception):
+                    self.api.remove_container(c.id, force=True)
+                c.id = None
+            raise
+
+    def _network_made_again(self, exc: Exception) -> bool:
+        """Whether the user's network, removed while this control plane ran (by ``docker
+        network prune`` while no worker was on it, say), is back: made again here, on the
+        gateway the worker socket is bound to (else every start fails, saying why)."""
+        if f"network {self.network} not found" not in str(exc):
+            return False
+        gateway = user_network(self.api, like=self._user_network).gateway
+        if gateway != self.bind_host:  # made meanwhile by another control plane
+            self._network_lost = network_lost_message(self.network, gateway, self.bind_host)
+        return self._network_lost is None
 
     # --- exits --------------------------------------------------------------------------
 
@@ -357,20 +361,8 @@ class DockerLauncher(Launcher):
         """By Docker's timestamps: the cursor is the last line's, in microseconds."""
         c: Container = handle.ref
         if c.exit is not None:
-            stamped = c.exit.logs
-        elif c.id is not None:
-            query: dict[str, Any] = {}  # after 0: nothing seen yet, so all of it
-            if after is None:
-                query["tail"] = limit
-            elif after > 0:  # a millisecond early: `since` is a float; repeats are dropped
-                query["since"] = after / 1e6 - 0.001
-            try:
-                stamped = self.api.logs(c.id, timestamps=True, **query).decode(errors="replace")
-            except Exception:
-                return LogChunk("", after or 0)
-        else:
-            return LogChunk("", after or 0)  # not created yet: everything, next time
-        return follow_stamped(stamped, after, limit)
+            return follow_stamped(c.exit.logs, after, limit)
+        return follow_container(self.api, c.id, after, limit)
 
     def wait(self, handle: WorkerHandle, timeout: float) -> int | None:
         c: Container = handle.ref
@@ -378,7 +370,8 @@ class DockerLauncher(Launcher):
         return self.exit_code(handle)
 
     def close(self) -> None:
-        """Remove every container this control plane started, then its network."""
+        """Remove every container this control plane started (the network stays, for the
+        user's next control planes)."""
         if self._closed:
             return
         with self._lock:
@@ -408,9 +401,7 @@ class DockerLauncher(Launcher):
         for c in pending:
             removed = "was removed as the control plane stopped"
             self._record_exit(c, ContainerExit(137, removed, "", INFRASTRUCTURE))
-        if self.network_id is not None:
-            with self._lock:
-                names = list(self._names_started)
-            names += self._netns.names if self._netns is not None else []
-            remove_network(self.api, self.network_id, self.network, names)
+        if self.network != "host":  # what the engine may keep of containers removed starting
+            names = [c.name for c in pending] + (self._netns.names if self._netns else [])
+            forget_endpoints(self.api, self.network, names)
         self._threads.close()

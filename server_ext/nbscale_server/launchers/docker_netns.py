@@ -3,7 +3,7 @@
 A container's own network namespace is most of what Docker spends starting it (on a 2-core
 host with Docker 20.10: 0.25 s alone and 1.4-1.5 s for eight at once on a user bridge, against
 0.09 s and 0.33-0.40 s for containers joining an existing namespace). In the shared mode one
-small *holder* container, on the control plane's bridge network, owns the namespace and every
+small *holder* container, on the user's bridge network, owns the namespace and every
 worker joins it (``network_mode="container:<holder>"``), as the containers of a Kubernetes
 Pod do. What the workers share is only the network: the same interfaces, loopback, ports and
 host name; each keeps its own filesystem, processes, user, limits and mounts. The host's

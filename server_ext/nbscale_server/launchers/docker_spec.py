@@ -10,13 +10,14 @@ from typing import Any
 
 from ..losses import INFRASTRUCTURE, USER
 from .base import EXIT_LOST, WorkerSpec
-from .docker_engine import unreachable_message
+from .docker_engine import LABEL_GPUS, LABEL_POOL, LABEL_WORKER, unreachable_message
 from .volumes import docker_mounts
 
 CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
 REGISTER_IN_CONTAINER = "/run/nbscale/register"
 SOCKET_IN_CONTAINER = "/run/nbscale/control.sock"  # docker_transport="ipc"
 CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
+COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
 _PIDS_LIMIT = 4096
 _TMP_SIZE = "1g"
 _NO_GPU_RUNTIME = "could not select device driver"
@@ -34,6 +35,27 @@ def container_user() -> str:
     """Never root: the host user when that is not root, else a fixed unprivileged uid."""
     uid = os.getuid()
     return f"{CONTAINER_UID}:{CONTAINER_UID}" if uid == 0 else f"{uid}:{os.getgid()}"
+
+
+def container_options(
+    spec: WorkerSpec, image: str, name: str, labels: dict[str, str], gpus: list[str]
+) -> dict[str, Any]:
+    """The ``create_container`` arguments of a worker but its host config; ``labels``:
+    its control plane's."""
+    labels = {**labels, LABEL_POOL: spec.pool_id, LABEL_WORKER: spec.worker_id}
+    environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    if gpus:
+        labels[LABEL_GPUS] = ",".join(gpus)
+        environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+    return {
+        "image": image,
+        "command": COMMAND,
+        "name": name,
+        "user": container_user(),
+        "environment": environment,
+        "labels": labels,
+        "detach": True,
+    }
 
 
 def gpu_device_requests(uuids: list[str]) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
 from .base import LogChunk
 
@@ -86,6 +87,23 @@ def follow_stamped(stamped: str, after: int | None, limit: int) -> LogChunk:
     lines = lines[-limit:] if limit > 0 else []
     cursor = lines[-1][0] if lines else (after or 0)
     return LogChunk("".join(text for _, text in lines), cursor, skipped)
+
+
+def follow_container(api: Any, container_id: str | None, after: int | None, limit: int) -> LogChunk:
+    """:func:`follow_stamped` of what a container printed, asked of the engine (``api``:
+    the docker SDK's low-level client): only what came after ``after`` when it is given."""
+    if container_id is None:
+        return LogChunk("", after or 0)  # not created yet: everything, next time
+    query: dict[str, Any] = {}  # after 0: nothing seen yet, so all of it
+    if after is None:
+        query["tail"] = limit
+    elif after > 0:  # a millisecond early: `since` is a float; repeats are dropped
+        query["since"] = after / 1e6 - 0.001
+    try:
+        stamped = api.logs(container_id, timestamps=True, **query).decode(errors="replace")
+    except Exception:
+        return LogChunk("", after or 0)
+    return follow_stamped(stamped, after, limit)
 
 
 def strip_stamps(stamped: str) -> str:
