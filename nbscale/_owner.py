@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from nbscale_runtime.worker import WORKER_ID_ENV
+from nbscale_runtime.worker_config import WORKER_ID_ENV
 from nbscale_server.owners import short_kernel_id
 
 _KERNEL_FILE = re.compile(r"kernel-(.+)\.json$")

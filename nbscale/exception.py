@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import builtins
 
-from nbscale_runtime.worker import InputCancelled
+from nbscale_runtime.intake import InputCancelled
 
 from .exceptions import (
     CallCancelledError,

@@ -50,11 +50,7 @@ from .runs import Segment, run_segment
 from .sending import FLUSH_INTERVAL, flush, maybe_flush
 from .serialization import dump_exception, load
 from .service import ClassService, call, is_generator, run_alone
-from .worker_config import WorkerConfig
-
-# Set in a worker's environment (to its id), and so in its children's: ``nbscale.is_local()``
-# reads it.
-WORKER_ID_ENV = "NBSCALE_WORKER_ID"
+from .worker_config import WORKER_ID_ENV, WorkerConfig
 
 
 class Worker:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 
 from .link import Link, connect
 
+# Set in a worker's environment (to its id), and so in its children's: ``nbscale.is_local()``
+# reads it.
+WORKER_ID_ENV = "NBSCALE_WORKER_ID"
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
