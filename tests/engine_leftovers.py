@@ -14,7 +14,10 @@ def left_on_engine(engine: Any, *pids: int) -> list[str]:
     """Names of the containers, then networks, left by control planes in the processes
     ``pids`` (``engine``: a docker SDK client)."""
     ours = {"label": "nbscale.server"}
-    found = [(c.name, c.labels) for c in engine.containers.list(all=True, filters=ours)]
+    found = [
+        (c.name, c.labels)
+        for c in engine.containers.list(all=True, filters=ours, ignore_removed=True)
+    ]
     found += [(n.name, n.attrs.get("Labels") or {}) for n in engine.networks.list(filters=ours)]
     owners = tuple(f"{pid}:" for pid in pids)
     return [name for name, labels in found if labels.get(LABEL_OWNER, "").startswith(owners)]

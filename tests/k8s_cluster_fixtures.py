@@ -59,7 +59,9 @@ def fake_k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeKubernete
     fake.kubeconfig = str(kubeconfig)  # type: ignore[attr-defined]
     yield fake
     fake.close()
-    left = client.containers.list(all=True, filters={"label": f"nbscale.server={fake.id}"})
+    left = client.containers.list(
+        all=True, filters={"label": f"nbscale.server={fake.id}"}, ignore_removed=True
+    )
     assert not left, f"Pods' containers left on the engine: {[c.name for c in left]}"
 
 

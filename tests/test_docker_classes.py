@@ -47,7 +47,10 @@ def test_enter_runs_exactly_once_per_container_across_200_inputs(docker_plane) -
     results = list(Model().predict.map(range(200)))
     assert [value for value, _, _ in results] == [2 * x for x in range(200)]
     containers = {host for _, host, _ in results}
-    running = {c.id[:12] for c in docker_plane.containers.list(filters={"label": LABEL_WORKER})}
+    running = {
+        c.id[:12]
+        for c in docker_plane.containers.list(filters={"label": LABEL_WORKER}, ignore_removed=True)
+    }
     assert containers <= running  # each result names the container that computed it
     assert {loads for _, _, loads in results} == {1}  # no container loaded twice
 

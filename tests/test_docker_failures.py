@@ -13,6 +13,7 @@ import time
 import cloudpickle
 import pytest
 from conftest import wait_until
+from engine_leftovers import left_on_engine
 from jupyter_process import Server
 
 import nbscale
@@ -51,7 +52,13 @@ def test_container_killed_mid_input_is_retried(docker_plane):
     assert call.get(timeout=60) == 2  # retried on a new container
     workers = slow.get_current_stats().workers
     assert [w["id"] for w in workers] != [worker["id"]]
-    wait_until(lambda: not docker_plane.containers.list(all=True, filters={"name": worker["id"]}))
+    wait_until(
+        lambda: (
+            not docker_plane.containers.list(
+                all=True, filters={"name": worker["id"]}, ignore_removed=True
+            )
+        )
+    )
 
 
 def test_out_of_memory_is_named_in_the_error():
@@ -179,7 +186,7 @@ def test_next_control_plane_removes_what_a_crashed_one_left(docker_plane, fresh_
     owner = {"label": "nbscale.owner"}
     orphans = [
         c
-        for c in docker_plane.containers.list(all=True, filters=owner)
+        for c in docker_plane.containers.list(all=True, filters=owner, ignore_removed=True)
         if c.labels["nbscale.owner"].startswith(f"{proc.pid}:")
     ]
     # two workers (and, sharing a network namespace, the holder of it)
@@ -223,7 +230,9 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
         assert launcher.wait(handle, 30) == 125
         reason = launcher.exit_reason(handle) or ""
         assert "Docker here cannot expose GPUs: install nvidia-container-toolkit" in reason
-        assert not docker_plane.containers.list(all=True, filters={"name": "nbscale-wk-gpu1"})
+        assert not docker_plane.containers.list(
+            all=True, filters={"name": "nbscale-wk-gpu1"}, ignore_removed=True
+        )
         # GPU-b is free again; GPU-a is still taken
         with pytest.raises(LaunchFailed, match="not enough free GPUs: 2 requested, 1 free"):
             launcher.start(spec("wk-gpu2", "A100:2"))
@@ -232,6 +241,37 @@ def test_gpus_are_assigned_by_uuid_and_a_missing_toolkit_is_explained(docker_pla
     finally:
         launcher.close()
         other.remove(force=True)
+
+
+def test_close_returns_once_a_removal_already_under_way_is_done(docker_plane) -> None:
+    """The defect: a container whose exit was being collected (and so removed) as the
+    control plane closed was still on the engine after ``nbscale.shutdown()`` returned: the
+    engine answers a second removal with 409 at once, and that was taken as done."""
+    import threading
+
+    from nbscale_server.launchers.docker import DockerLauncher
+
+    tag = build(nbscale.Image.from_kernel())
+    launcher = DockerLauncher(network="host")
+    try:
+        # 5,000 files in its writable layer: its removal is slow enough to land inside
+        fill = "mkdir /tmp/f && cd /tmp/f && seq 5000 | xargs touch && echo full && sleep 60"
+        held = docker_plane.containers.run(
+            tag, ["sh", "-c", fill], detach=True, labels=launcher.labels
+        )
+        wait_until(lambda: b"full" in held.logs(), timeout=60)
+        first = threading.Thread(target=held.remove, kwargs={"force": True})
+        first.start()  # as _collect does for an exited worker
+        wait_until(lambda: _removing(docker_plane, held.id), timeout=10, every=0.001)
+    finally:
+        launcher.close()
+    assert not left_on_engine(docker_plane, os.getpid())
+    first.join(30)
+
+
+def _removing(engine, container_id: str) -> bool:
+    [found] = engine.api.containers(all=True, filters={"id": container_id}) or [{"State": "gone"}]
+    return found["State"] != "running"
 
 
 @app.function(min_containers=2, max_containers=2)
@@ -251,7 +291,9 @@ def test_a_killed_servers_containers_stop_themselves(tmp_path, docker_plane, mon
         naps.spawn(600)  # one of them busy with user code, the other idle
 
         def running() -> list[str]:
-            ours = docker_plane.containers.list(filters={"label": "nbscale.owner"})
+            ours = docker_plane.containers.list(
+                filters={"label": "nbscale.owner"}, ignore_removed=True
+            )
             mine = f"{server.proc.pid}:"
             return [c.name for c in ours if c.labels["nbscale.owner"].startswith(mine)]
 

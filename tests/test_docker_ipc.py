@@ -171,7 +171,9 @@ def test_a_container_killed_from_outside_frees_the_segment_it_read(_ipc):
     call = held.spawn(np.ones(2 * MIB))  # 16 MiB
     wait_until(lambda: marks.get("started"), timeout=60)
     [pool] = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "held"]
-    [container] = _ipc.containers.list(filters={"label": f"nbscale.pool={pool}"})
+    [container] = _ipc.containers.list(
+        filters={"label": f"nbscale.pool={pool}"}, ignore_removed=True
+    )
     init = psutil.Process(container.attrs["State"]["Pid"])
     [worker] = init.children()  # the worker, as this host sees it
     [read] = segment_inodes(worker.pid)  # it reads its input from a segment

@@ -39,7 +39,9 @@ def test_a_secret_is_in_the_container_environment_not_in_its_inspect(docker_plan
 
     got, worker_id = token.remote()
     assert got == VALUE
-    [container] = docker_plane.containers.list(filters={"label": f"nbscale.worker={worker_id}"})
+    [container] = docker_plane.containers.list(
+        filters={"label": f"nbscale.worker={worker_id}"}, ignore_removed=True
+    )
     inspected = json.dumps(container.attrs)
     assert VALUE not in inspected  # not in Config.Env, Args, Cmd or Labels
     image = docker_plane.images.get(container.attrs["Config"]["Image"])

@@ -39,12 +39,14 @@ def namespaces(seconds):
 
 def holders(client):
     mine = {"label": ["nbscale.netns", f"nbscale.owner={_owner(client)}"]}
-    return client.containers.list(filters=mine)
+    return client.containers.list(filters=mine, ignore_removed=True)
 
 
 def _owner(client):
     """This process's control plane's owner label, as its containers carry it."""
-    for c in client.containers.list(all=True, filters={"label": "nbscale.owner"}):
+    for c in client.containers.list(
+        all=True, filters={"label": "nbscale.owner"}, ignore_removed=True
+    ):
         if c.labels["nbscale.owner"].startswith(f"{os.getpid()}:"):
             return c.labels["nbscale.owner"]
     raise AssertionError("no container of this process's control plane")
@@ -62,7 +64,9 @@ def test_workers_share_the_network_namespace_and_nothing_else(_shared):
     assert host["NetworkMode"] == user_network_name()  # the control plane's bridge
     assert holder.attrs["Config"]["User"] not in ("", "0", "root")
     pools = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "namespaces"]
-    workers = client.containers.list(all=True, filters={"label": f"nbscale.pool={pools[0]}"})
+    workers = client.containers.list(
+        all=True, filters={"label": f"nbscale.pool={pools[0]}"}, ignore_removed=True
+    )
     assert workers
     for worker in workers:
         assert worker.attrs["HostConfig"]["NetworkMode"] == f"container:{holder.id}"

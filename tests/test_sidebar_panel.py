@@ -263,8 +263,8 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
         ours = {"label": f"nbscale.worker={worker['id']}"}
         # The row shows a worker as soon as it is launched; its container is created a moment
         # later, on the launcher's thread.
-        wait_until(lambda: engine.containers.list(filters=ours), timeout=60)
-        [container] = engine.containers.list(filters=ours)
+        wait_until(lambda: engine.containers.list(filters=ours, ignore_removed=True), timeout=60)
+        [container] = engine.containers.list(filters=ours, ignore_removed=True)
         name = row.first.locator(".nbscale-Container-name")
         assert name.inner_text() == container.name == f"nbscale-{worker['id']}"
         assert "pid" not in name.inner_text()  # the pid inside a container says nothing
