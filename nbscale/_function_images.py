@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nbscale_server.launchers.base import CONTAINER_LAUNCHERS
 from nbscale_server.options import FunctionOptions
 
 from ._image import outside_containers
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from ._function import Function
 
 BuildOutput = Callable[[str], None]  # gets an image build's steps, one line each
-CONTAINERS = ("docker", "kubernetes")
 
 
 def worker_secrets(
@@ -33,7 +33,7 @@ def worker_secrets(
     (so that its own win), saying in the caller's process that the rest of the image is not
     built."""
     launcher = str(client.server_info.get("launcher"))
-    if fn.image is None or launcher in CONTAINERS:
+    if fn.image is None or launcher in CONTAINER_LAUNCHERS:
         return fn.secrets
     if client.mode != "worker":  # said where the user looks, not in each worker's output
         from ._image_build import print_step
@@ -47,7 +47,7 @@ async def build_called_images(raw_f: Any, client: Client, on_build: BuildOutput 
     functions ``raw_f``'s code calls that declare their own (a worker can do neither when
     it calls them)."""
     launcher = client.server_info.get("launcher")
-    if launcher not in CONTAINERS or client.mode == "worker":
+    if launcher not in CONTAINER_LAUNCHERS or client.mode == "worker":
         return
     from ._image_build import build, print_step
     from ._image_push import kubernetes_image, pushed_here
@@ -69,7 +69,7 @@ async def options_with_image(
     steps printed or given to ``on_build``); for Kubernetes workers, that image pushed to
     the control plane's registry; for worker processes there is none."""
     launcher = client.server_info.get("launcher")
-    containers = launcher in CONTAINERS
+    containers = launcher in CONTAINER_LAUNCHERS
     if client.mode == "worker" and containers and fn.image is not None:
         pods = launcher == "kubernetes"
         return _built_options(fn, client.server_info.get("registry") if pods else None)

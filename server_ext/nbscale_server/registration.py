@@ -25,6 +25,7 @@ from .callers import Callers
 from .deployed import DeployedApps
 from .errors import RequestError
 from .fleet import Fleet
+from .launchers.base import CONTAINER_LAUNCHERS
 from .models import OwnerModel
 from .nesting import Nesting
 from .options import FunctionOptions
@@ -71,7 +72,7 @@ class Registration:
         except (TypeError, ValueError) as exc:
             raise RequestError(ERROR_INVALID, str(exc)) from None
         options, env = self._secrets_and_volumes(msg, options)
-        in_containers = self.fleet.launcher.name in ("docker", "kubernetes")
+        in_containers = self.fleet.launcher.name in CONTAINER_LAUNCHERS
         options = self.nesting.options_for(identity, options, in_containers)
         if msg.app:
             owner = self._deployed_owner(msg.app, msg.name)

@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 from ..options import FunctionOptions
 
+# Launchers whose workers run in containers, from an image the client builds (or pushes)
+CONTAINER_LAUNCHERS = ("docker", "kubernetes")
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
