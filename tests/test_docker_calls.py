@@ -168,11 +168,22 @@ def test_containers_are_hardened_and_limited(docker_plane):
 
 
 def test_pool_scales_up_and_down_in_docker(docker_plane):
+    since = time.time()
     call = hold.spawn_map([1.5] * 6)
     wait_until(lambda: len(pool_containers(docker_plane, "hold")) == 3, timeout=30)
     assert hold.get_current_stats().num_total_runners == 3
+    [pool] = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "hold"]
     assert len(set(call.iter())) == 3  # three containers (three host names) did the work
     wait_until(lambda: not pool_containers(docker_plane, "hold"), timeout=30)
+    # Scaled down, each left cleanly: exit 0, as the sidebar's "stopped" event says (the
+    # defect: Docker's SIGTERM caught the worker's interpreter finalizing, exit 143)
+    died = docker_plane.api.events(
+        since=since,
+        until=time.time(),
+        filters={"type": "container", "event": "die", "label": f"nbscale.pool={pool}"},
+        decode=True,
+    )
+    assert [e["Actor"]["Attributes"]["exitCode"] for e in died] == ["0"] * 3
     exited = {"status": "exited", "label": "nbscale.worker"}
     owner = f"{os.getpid()}:"  # this control plane's, not a parallel run's
 

@@ -122,6 +122,10 @@ class Worker:
         Pulse(self).start()
         with contextlib.suppress(ConnectionError):  # the control plane closed us: it is gone
             self._serve()
+        # Leaving as asked: a SIGTERM sent with the request (Docker's stop) must not kill the
+        # interpreter as it finalizes (Python's handlers are undone then, SIG_IGN is kept),
+        # which turned a clean scale-down into exit 143.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return 0
 
     def _serve(self) -> None:
