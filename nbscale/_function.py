@@ -47,7 +47,8 @@ class FunctionStats:
     num_running_inputs: int
     input_headroom: int  # free input slots on running workers
     containers: dict[str, int] = field(default_factory=dict)  # by state
-    workers: list[dict[str, Any]] = field(default_factory=list)
+    # one dict per worker: left out of the repr, where it buried the pool's figures
+    workers: list[dict[str, Any]] = field(default_factory=list, repr=False)
     status: str = ""
 
 

@@ -150,6 +150,17 @@ def test_with_options_gets_its_own_pool():
     assert variant._pools != square._pools
 
 
+def test_stats_print_as_the_pools_figures_with_its_workers_apart():
+    """A notebook printing its stats sees the pool's figures, not a dict per worker."""
+    assert square.remote(3) == 9
+    stats = square.get_current_stats()
+    assert stats.workers and all(w["id"] not in repr(stats) for w in stats.workers)
+    assert repr(stats).startswith(
+        f"FunctionStats(backlog=0, num_total_runners={len(stats.workers)}"
+    )
+    assert "containers={" in repr(stats) and "workers" not in repr(stats)
+
+
 def test_aio_twins_of_every_call():
     async def main():
         assert await square.remote.aio(6) == 36
