@@ -223,3 +223,22 @@ def test_a_job_queued_a_moment_without_a_reason_leaves_no_note(h):
     serve(h)
     assert h.caller.values(call) == {0: 9}
     assert not any("started after" in e["message"] for e in h.pool(pool)["events"])
+
+
+def test_a_job_cancelled_while_queued_shows_no_exit_code(h):
+    """A queued job the pool no longer needs is cancelled. Its "stopped" event (the
+    sidebar's "wk-… stopped (exit N)") has no exit code: it never ran, and Slurm's -15 for
+    the cancel read as a failure."""
+    events: list[dict[str, Any]] = []
+    h.plane.outbox.subscribe(events.append)
+    h.launcher.queue_next(1, "Resources")
+    pool = h.caller.register(square, FunctionOptions(max_containers=1, scaledown_window=5))
+    call = h.caller.submit(pool, [1])
+    h.tick()
+    queued = one_queued(h, pool)
+    h.caller.cancel(call)
+    for _ in range(4):
+        h.tick(3.0)
+    assert queued.exit_code == -15  # what the launcher reports for a cancelled job
+    stopped = [e for e in events if e["type"] == "container-stopped"]
+    assert [(e["container_id"], e["exit_code"]) for e in stopped] == [(queued.worker_id, None)]

@@ -141,7 +141,9 @@ class Liveness:
     def _worker_gone(self, w: WorkerState, exit_code: int | None, now: float) -> None:
         # What it was running, by its own last word: read before its files are removed.
         running, self_signal = self._word(w)
-        pool = self.fleet.forget(w, exit_code)
+        # One stopped before it ever ran (a queued job no longer needed) has no exit to show.
+        never_ran = w.state == "draining" and w.started_at is None
+        pool = self.fleet.forget(w, None if never_ran else exit_code)
         # What the launcher knows beyond the code (out of memory, never started, ...).
         reason = self.launcher.exit_reason(w.handle) or describe_exit(exit_code)
         launcher_cause = self.launcher.exit_cause(w.handle)
