@@ -2,7 +2,7 @@
 
 A worker spawned as ``python -m nbscale_runtime`` spends ~90 ms before it can register:
 starting the interpreter, ``site`` and its ``.pth`` files, and importing the runtime
-(cloudpickle, pyzmq, the protocol). The process launcher starts one *zygote* with its
+(cloudpickle, the protocol). The process launcher starts one *zygote* with its
 control plane, ``python -m nbscale_runtime.zygote --fd N``, which imports the runtime and
 then only forks, on request, a child that becomes a worker in a few milliseconds.
 
