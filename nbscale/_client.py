@@ -29,6 +29,9 @@ from typing import Any
 import cloudpickle
 import zmq
 
+# The client's messages, which ``protocol`` loads at their first use (a worker needs none):
+# a caller needs them all, loaded with it rather than on its first call's path.
+import nbscale_runtime.client_messages  # noqa: F401
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_CALL_ID
 from nbscale_server.callers import ProcessWatch

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from nbscale_runtime import nested
-from nbscale_runtime.link import ZmqLink
 from nbscale_runtime.stream import StreamClosed, StreamLink
+from nbscale_runtime.zmq_link import ZmqLink
 from nbscale_server.channel import Channel
 
 from . import _loop

@@ -242,15 +242,6 @@ class Reply(Message):
     error: list[Any] | None = None
 
 
-@op("outputs")
-class Outputs(Message):
-    """Payload: [blob, *buffers]. Items are ``OUT_*`` rows (see ``output_row``).
-    From a worker, ``want`` asks for that many more inputs (saving a ``get-inputs``)."""
-
-    items: list[list[Any]]
-    want: int = 0
-
-
 @op("progress")
 class Progress(Message):
     """Where a call's inputs are, for live views: ``running`` rows (``PROGRESS_*``) say which

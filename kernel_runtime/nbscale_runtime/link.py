@@ -1,30 +1,27 @@
 """A worker's connection to its control plane, whichever the transport: a Unix stream
 socket for local worker processes and containers that allow it (``unix://``, see
-``stream.py``), ZeroMQ over TCP with CurveZMQ for the others (``tcp://``). Both offer the
-same few calls."""
+``stream.py``), ZeroMQ over TCP with CurveZMQ for the others (``tcp://``, see
+``zmq_link.py``, imported only then). Both offer the same few calls."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import zmq
-
 from .stream import StreamLink
 
-# Plain ints and the backend's getter: pyzmq's sugar wraps EVENTS in an enum, which costs more
-# than the system call on these hot paths.
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
+class Poller(Protocol):
+    """What ``select.poll`` and ``zmq.Poller`` share: register with ``POLLIN`` (1 in both),
+    then ``poll`` gives (watched, events) pairs."""
 
-def has_input(sock: zmq.Socket[Any]) -> bool:
-    """Whether a message waits on ``sock`` (reading EVENTS also re-arms its edge-triggered
-    descriptor)."""
-    return bool(zmq.backend.Socket.get(sock, _EVENTS) & _POLLIN)  # type: ignore[operator]
+    def register(self, watched: Any, eventmask: int = ..., /) -> Any: ...
+
+    def poll(self, timeout: int | None = ..., /) -> list[tuple[Any, int]]: ...
 
 
 class Link(Protocol):
-    pollable: Any  # what zmq.Poller watches for incoming messages
+    pollable: Any  # what the link's ``poller()`` watches for incoming messages
 
     def send(self, frames: Sequence[Any]) -> None: ...
 
@@ -34,42 +31,13 @@ class Link(Protocol):
 
     def poll(self, timeout_ms: int) -> bool: ...
 
+    def poller(self) -> Poller:
+        """A new poller that watches this link's ``pollable`` and plain descriptors."""
+        ...
+
     def close(self) -> None:
         """Close, after what was sent is on its way."""
         ...
-
-
-class ZmqLink:
-    def __init__(self, endpoint: str, identity: str, keys: tuple[str, str, str] | None) -> None:
-        """``keys``: the server's public key and ours (public, secret), for CurveZMQ."""
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, identity.encode())
-        sock.setsockopt(zmq.LINGER, 2000)
-        if keys is not None:
-            sock.curve_serverkey = keys[0].encode()
-            sock.curve_publickey = keys[1].encode()
-            sock.curve_secretkey = keys[2].encode()
-        sock.connect(endpoint)
-        self.sock = self.pollable = sock
-
-    def send(self, frames: Sequence[Any]) -> None:
-        self.sock.send_multipart(frames, copy=False)
-
-    def receive(self) -> list[list[Any]]:
-        sock = self.sock
-        messages = []
-        # Ask before reading: a zmq.Again raised per message costs more than the read.
-        while has_input(sock):
-            messages.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
-        return messages
-
-    def poll(self, timeout_ms: int) -> bool:
-        return bool(self.sock.poll(timeout_ms))
-
-    def close(self) -> None:
-        self.sock.close()
-        self.ctx.term()  # waits (up to the linger) for queued messages to leave
 
 
 def connect(
@@ -81,4 +49,6 @@ def connect(
     """``shared_min``: over a Unix socket, frames from this size go through shared memory."""
     if endpoint.startswith("unix://"):
         return StreamLink(endpoint[len("unix://") :], identity, shared_min)
+    from .zmq_link import ZmqLink
+
     return ZmqLink(endpoint, identity, keys)

@@ -20,37 +20,11 @@ build or parse); their columns are named by the ``SUBMIT_*``, ``RUN_*``, ``OUT_*
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client_messages import (
-    CancelCall,
-    DeployApp,
-    Detach,
-    DetachCall,
-    DictRequest,
-    GetCall,
-    GetFirstOutputs,
-    GetLogs,
-    GetOutputs,
-    GetStats,
-    Hello,
-    ListApps,
-    LookupDeployed,
-    ObjectDelete,
-    ObjectLookup,
-    Outputs,
-    Ping,
-    Progress,
-    QueueRequest,
-    RegisterFunction,
-    Reply,
-    SpawnCalls,
-    StopApp,
-    StopPool,
-    SubmitInputs,
-    UpdateAutoscaler,
-)
+from . import wire
 from .wire import Message, ProtocolError, decode, encode, op, ops
 from .worker_messages import (
     CancelInputs,
@@ -59,6 +33,7 @@ from .worker_messages import (
     Goodbye,
     Heartbeat,
     LendSlot,
+    Outputs,
     Pong,
     Proceed,
     Register,
@@ -69,6 +44,39 @@ from .worker_messages import (
     Started,
     Streaming,
 )
+
+# A worker needs none of the client's messages (unless its code makes nested calls, which
+# import the client): they load at first use, not in every worker's start (10 ms).
+_CLIENT_MESSAGES = "nbscale_runtime.client_messages"
+wire.declare_later(_CLIENT_MESSAGES)
+if TYPE_CHECKING:
+    from .client_messages import (
+        CancelCall,
+        DeployApp,
+        Detach,
+        DetachCall,
+        DictRequest,
+        GetCall,
+        GetFirstOutputs,
+        GetLogs,
+        GetOutputs,
+        GetStats,
+        Hello,
+        ListApps,
+        LookupDeployed,
+        ObjectDelete,
+        ObjectLookup,
+        Ping,
+        Progress,
+        QueueRequest,
+        RegisterFunction,
+        Reply,
+        SpawnCalls,
+        StopApp,
+        StopPool,
+        SubmitInputs,
+        UpdateAutoscaler,
+    )
 
 PROTOCOL_VERSION = 10  # 6: register-function carries secrets; 7: spawn-calls,
 # get-first-outputs; 8: Dict and Queue messages; 9: runs of inputs (count columns); 10: small
@@ -212,6 +220,22 @@ def output_row(
         count,
         list(sizes),
     ]
+
+
+def __getattr__(name: str) -> type[Message]:
+    """A client's message, at the first use of any (``protocol.Hello``, ``from .protocol
+    import Hello``): all of them become this module's own then, as fast as the others.
+    Private names are never messages (the import system asks for ``__path__``)."""
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_CLIENT_MESSAGES)
+    found = {
+        k: v for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, Message)
+    }
+    globals().update(found)
+    if name in found:
+        return found[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # The messages, and how they travel, live in rooms of their own (``client_messages.py``,

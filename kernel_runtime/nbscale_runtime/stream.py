@@ -313,7 +313,7 @@ class StreamLink:
     def __init__(self, path: str, identity: str, shared_min: int | None = None) -> None:
         """``shared_min``: frames from this size go through shared memory (None: never)."""
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.pollable = self.sock.fileno()  # zmq.Poller reports plain descriptors by number
+        self.pollable = self.sock.fileno()  # pollers report plain descriptors by number
         self.sock.connect(path)
         self.sock.setblocking(False)
         self.segments = Segments(shared_min)
@@ -345,6 +345,10 @@ class StreamLink:
         if ready:
             self.reader.read_from(self.sock)
         return bool(self.reader.messages)
+
+    def poller(self) -> select.poll:
+        """The system's poller: what ZeroMQ's does for plain descriptors, without pyzmq."""
+        return select.poll()
 
     def close(self) -> None:
         self.sock.close()  # what was sent is in the kernel's hands already

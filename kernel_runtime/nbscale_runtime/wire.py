@@ -7,11 +7,15 @@ is the contract they make up together."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 _REGISTRY: dict[str, type[Message]] = {}
+# Modules of messages not imported yet (``declare_later``): a decode meeting an op it does not
+# know imports them first, so a process that never receives their messages never loads them.
+_LATER: list[str] = []
 
 
 _M = TypeVar("_M")
@@ -65,13 +69,29 @@ def decode(frames: Sequence[Any]) -> tuple[Message, list[Any]]:
         if end != len(text):
             raise ValueError("trailing data after the header")
         op_name, *fields = value
-        cls = _REGISTRY[op_name]
+        try:
+            cls = _REGISTRY[op_name]
+        except KeyError:
+            _import_later()
+            cls = _REGISTRY[op_name]
         msg = cls(*fields)
     except (ValueError, KeyError, TypeError) as exc:
         raise ProtocolError(f"undecodable header {header[:80]!r}: {exc}") from None
     return msg, list(frames[1:])
 
 
+def declare_later(module: str) -> None:
+    """Messages of ``module`` (a module's full name) are known to ``decode`` and ``ops``
+    without its import now: they import it when they first need it."""
+    _LATER.append(module)
+
+
+def _import_later() -> None:
+    while _LATER:
+        importlib.import_module(_LATER.pop())
+
+
 def ops() -> dict[str, type[Message]]:
-    """Every registered op, for tests and documentation."""
+    """Every op, for tests and documentation."""
+    _import_later()
     return dict(_REGISTRY)

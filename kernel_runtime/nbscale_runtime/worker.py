@@ -35,7 +35,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
-import zmq
 
 if TYPE_CHECKING:
     import asyncio
@@ -51,6 +50,8 @@ from .sending import FLUSH_INTERVAL, flush, maybe_flush
 from .serialization import dump_exception, load
 from .service import ClassService, call, is_generator, run_alone
 from .worker_config import WORKER_ID_ENV, WorkerConfig
+
+_POLLIN = 1  # select.POLLIN and zmq.POLLIN alike
 
 
 class Worker:
@@ -129,9 +130,9 @@ class Worker:
         return 0
 
     def _serve(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.data.pollable, zmq.POLLIN)
-        poller.register(self.wake_r, zmq.POLLIN)
+        poller = self.data.poller()
+        poller.register(self.data.pollable, _POLLIN)
+        poller.register(self.wake_r, _POLLIN)
         while not self.stop_now:
             if self.draining and not self.running and not self.done:
                 break

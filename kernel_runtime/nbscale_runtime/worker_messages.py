@@ -1,5 +1,5 @@
 """The messages between a worker and the control plane: registering, the function, inputs
-asked for and sent, starts, heartbeats, streams, lent slots and goodbyes. Part of the
+asked for and sent, outputs, starts, heartbeats, streams, lent slots and goodbyes. Part of the
 contract in ``protocol.py``."""
 
 from __future__ import annotations
@@ -45,6 +45,17 @@ class RunInputs(Message):
 
     items: list[list[Any]]
     confirm: bool = False
+
+
+@op("outputs")
+class Outputs(Message):
+    """Payload: [blob, *buffers]. Items are ``OUT_*`` rows (see ``output_row``). A worker's
+    are forwarded whole to its caller when they can be (hence here: a worker never loads the
+    client's messages). From a worker, ``want`` asks for that many more inputs (saving a
+    ``get-inputs``)."""
+
+    items: list[list[Any]]
+    want: int = 0
 
 
 @op("started")

@@ -2,7 +2,7 @@
 
 A worker spawned as ``python -m nbscale_runtime`` spends ~90 ms before it can register:
 starting the interpreter, ``site`` and its ``.pth`` files, and importing the runtime
-(cloudpickle, pyzmq, the protocol). The process launcher starts one *zygote* with its
+(cloudpickle, the protocol). The process launcher starts one *zygote* with its
 control plane, ``python -m nbscale_runtime.zygote --fd N``, which imports the runtime and
 then only forks, on request, a child that becomes a worker in a few milliseconds.
 
@@ -43,10 +43,11 @@ import sys
 import threading
 from typing import Any
 
-from . import worker  # what every forked worker needs, imported before any fork
+from . import nvml, worker  # what every forked worker needs, imported before any fork
 
-with contextlib.suppress(ImportError):  # the GPU monitor's (6 ms); NVML opens per worker
-    import pynvml  # type: ignore[import-not-found]  # noqa: F401
+if nvml.library_present():  # the GPU monitor's (8 ms); NVML opens per worker
+    with contextlib.suppress(ImportError):
+        import pynvml  # type: ignore[import-not-found]  # noqa: F401
 
 _PARENT_CHECK = 1.0  # seconds between two looks at whether the control plane still lives
 _MAX_REQUEST = 1 << 22  # a request carries an environment: 4 MiB is far more than any

@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from nbscale_runtime.link import has_input
+from nbscale_runtime.zmq_link import has_input
 
 log = logging.getLogger("nbscale.channel")
 
