@@ -14,6 +14,7 @@ import nbscale
 from nbscale import _config, _kernel_env
 from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
 from nbscale_server.launchers.docker_engine import (
+    connect,
     engine_reachable,
     owner_alive,
     owner_labels,
@@ -250,6 +251,31 @@ def test_the_probe_reads_the_engine_and_the_base_image():
     # offline (no registry answers), processes; with a registry, Docker pulls the base
     expected = "process" if missing.registry_problem else "docker"
     assert choose_launcher("auto", missing).kind == expected
+
+
+@pytest.mark.docker
+def test_docker_clients_take_the_api_version_from_the_ping(monkeypatch):
+    """The probe's and the launcher's clients skip the SDK's ``GET /version`` (5-10 ms of
+    a local engine each, on a first call's path): the ping gave the version."""
+    import docker
+
+    asked: list[str] = []
+
+    def ask_version(client: docker.APIClient) -> str:
+        asked.append(client.base_url)
+        raise AssertionError("GET /version")
+
+    monkeypatch.setattr(docker.APIClient, "_retrieve_server_version", ask_version)
+    facts = probe_docker(_config.get("base_image"), _kernel_env.python_minor())
+    assert facts.engine_problem is None and facts.base_present
+    client = connect(timeout=10)
+    try:
+        assert client.ping()
+        # the version the engine gives, as the SDK would have asked for it
+        assert client.api._version == client.api.version(api_version=False)["ApiVersion"]
+    finally:
+        client.close()
+    assert asked == []
 
 
 class StaleEndpointEngine:
