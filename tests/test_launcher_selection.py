@@ -12,13 +12,14 @@ import pytest
 
 import nbscale
 from nbscale import _config, _kernel_env
-from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
+from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec, docker_engine
 from nbscale_server.launchers.docker_engine import (
     connect,
     engine_reachable,
     owner_alive,
     owner_labels,
     remove_network,
+    sdk_client,
 )
 from nbscale_server.launchers.docker_spec import (
     CONFIG_IN_CONTAINER,
@@ -164,7 +165,11 @@ def test_engine_ping_reads_the_answer(monkeypatch, tmp_path):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(4)
-    answers = [b"HTTP/1.1 500 Internal Server Error\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\nOK"]
+    answers = [
+        b"HTTP/1.1 500 Internal Server Error\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\n\r\nOK",
+        b"HTTP/1.1 200 OK\r\n\r\nOK",
+    ]
 
     def serve() -> None:
         for answer in answers:
@@ -179,6 +184,10 @@ def test_engine_ping_reads_the_answer(monkeypatch, tmp_path):
     try:
         assert not engine_reachable()
         assert engine_reachable()
+        # the version it speaks, for the SDK's clients (which then need not ask for it)
+        assert sdk_client(5).api._version == "1.41"
+        assert engine_reachable()
+        assert path not in docker_engine._API_VERSIONS  # restarted: it may speak another
     finally:
         thread.join(5)
         server.close()

@@ -101,6 +101,7 @@ def _ping_unix_socket(path: str, timeout: float) -> str | None:
     except OSError as exc:
         return str(exc)
     status, *headers = answer.split(b"\r\n\r\n", 1)[0].decode(errors="replace").split("\r\n")
+    _API_VERSIONS.pop(path, None)  # an engine restarted since may speak another
     if status.split()[1:2] != ["200"]:
         return f"it answered {status!r}"
     for header in headers:
