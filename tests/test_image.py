@@ -252,3 +252,38 @@ def test_the_images_a_function_calls_are_found_in_its_code():
 
     assert _image_tags.images_called_by(outer) == [image]
     assert _image_tags.images_called_by(plain.raw_f) == []
+
+
+class EngineSeen:
+    """An engine on which every image exists, as the image build asks it, counting the
+    ``info`` calls (10-30 ms each on a real engine)."""
+
+    def __init__(self, base_architecture: str, machine: str) -> None:
+        self.base_architecture, self.machine, self.infos = base_architecture, machine, 0
+        self.api = self
+
+    def inspect_image(self, name: str) -> dict[str, object]:
+        return {"Id": "sha256:base", "Architecture": self.base_architecture, "Config": {}}
+
+    def info(self) -> dict[str, str]:
+        self.infos += 1
+        return {"Architecture": self.machine}
+
+
+@pytest.mark.parametrize(
+    "base_architecture, machine, infos",
+    [("amd64", "x86_64", 0), ("arm64", "aarch64", 0), ("arm", "armv7l", 1)],
+)
+def test_the_wheels_platform_is_the_base_images_and_the_tag_is_as_before(
+    base_architecture, machine, infos
+):
+    """The tag is the one the engine's ``info`` gave before (images built then are found),
+    without asking for it when the base image names its architecture in Go's words that
+    pip's tags translate (arm's variants do not: info is asked)."""
+    from nbscale._image_build import build
+
+    image = nbscale.Image.from_kernel()
+    engine = EngineSeen(base_architecture, machine)
+    tag = build(image, engine)
+    assert tag == image_tag(plan(image), "sha256:base", platform_tags(machine, image.glibc))
+    assert engine.infos == infos

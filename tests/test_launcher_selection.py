@@ -12,12 +12,14 @@ import pytest
 
 import nbscale
 from nbscale import _config, _kernel_env
-from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec
+from nbscale_server.launchers import LaunchFailed, ProcessLauncher, WorkerSpec, docker_engine
 from nbscale_server.launchers.docker_engine import (
+    connect,
     engine_reachable,
     owner_alive,
     owner_labels,
     remove_network,
+    sdk_client,
 )
 from nbscale_server.launchers.docker_spec import (
     CONFIG_IN_CONTAINER,
@@ -163,7 +165,11 @@ def test_engine_ping_reads_the_answer(monkeypatch, tmp_path):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(4)
-    answers = [b"HTTP/1.1 500 Internal Server Error\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\nOK"]
+    answers = [
+        b"HTTP/1.1 500 Internal Server Error\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\n\r\nOK",
+        b"HTTP/1.1 200 OK\r\n\r\nOK",
+    ]
 
     def serve() -> None:
         for answer in answers:
@@ -178,6 +184,10 @@ def test_engine_ping_reads_the_answer(monkeypatch, tmp_path):
     try:
         assert not engine_reachable()
         assert engine_reachable()
+        # the version it speaks, for the SDK's clients (which then need not ask for it)
+        assert sdk_client(5).api._version == "1.41"
+        assert engine_reachable()
+        assert path not in docker_engine._API_VERSIONS  # restarted: it may speak another
     finally:
         thread.join(5)
         server.close()
@@ -250,6 +260,31 @@ def test_the_probe_reads_the_engine_and_the_base_image():
     # offline (no registry answers), processes; with a registry, Docker pulls the base
     expected = "process" if missing.registry_problem else "docker"
     assert choose_launcher("auto", missing).kind == expected
+
+
+@pytest.mark.docker
+def test_docker_clients_take_the_api_version_from_the_ping(monkeypatch):
+    """The probe's and the launcher's clients skip the SDK's ``GET /version`` (5-10 ms of
+    a local engine each, on a first call's path): the ping gave the version."""
+    import docker
+
+    asked: list[str] = []
+
+    def ask_version(client: docker.APIClient) -> str:
+        asked.append(client.base_url)
+        raise AssertionError("GET /version")
+
+    monkeypatch.setattr(docker.APIClient, "_retrieve_server_version", ask_version)
+    facts = probe_docker(_config.get("base_image"), _kernel_env.python_minor())
+    assert facts.engine_problem is None and facts.base_present
+    client = connect(timeout=10)
+    try:
+        assert client.ping()
+        # the version the engine gives, as the SDK would have asked for it
+        assert client.api._version == client.api.version(api_version=False)["ApiVersion"]
+    finally:
+        client.close()
+    assert asked == []
 
 
 class StaleEndpointEngine:

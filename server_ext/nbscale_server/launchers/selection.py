@@ -30,6 +30,7 @@ from .docker_engine import (
     engine_problem,
     first_line,
     registry_problem,
+    sdk_client,
     sdk_missing_message,
     unreachable_message,
 )
@@ -153,7 +154,7 @@ def probe_docker(base_image: str | None, python: str) -> DockerFacts:
         return facts
     facts = dataclasses.replace(facts, base_image=base_image)
     try:
-        client = docker.from_env(timeout=_REGISTRY_TIMEOUT)
+        client = sdk_client(_REGISTRY_TIMEOUT)
     except Exception as exc:
         return dataclasses.replace(facts, engine_problem=first_line(exc))
     try:
