@@ -58,6 +58,7 @@ from .docker_engine import (
     network_lost_message,
     owner_labels,
     reap_orphans,
+    remove_container_now,
     unreachable_message,
     user_network,
 )
@@ -335,21 +336,6 @@ class DockerLauncher(Launcher):
         except Exception as exc:
             self._record_exit(c, lost_exit(exc))
 
-    def _remove(self, container_id: str) -> None:
-        """Remove a container, returning once it is gone, even when an exit being collected
-        is removing it already (the engine then answers 409 at once)."""
-        import docker
-
-        try:
-            self.api.remove_container(container_id, force=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
-            with contextlib.suppress(docker.errors.NotFound):
-                self.api.wait(container_id, timeout=30, condition="removed")
-
     def exit_code(self, handle: WorkerHandle) -> int | None:
         c: Container = handle.ref
         return c.exit.code if c.exit is not None else None
@@ -406,7 +392,10 @@ class DockerLauncher(Launcher):
             )
         except Exception:
             ours = []
-        removals = [self._threads.submit(functools.partial(self._remove, c["Id"])) for c in ours]
+        removals = [
+            self._threads.submit(functools.partial(remove_container_now, self.api, c["Id"]))
+            for c in ours
+        ]
         for future in removals:
             with contextlib.suppress(Exception):
                 future.result(timeout=30)

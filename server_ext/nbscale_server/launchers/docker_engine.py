@@ -160,6 +160,22 @@ def owner_labels(server_id: str) -> dict[str, str]:
     return {LABEL_SERVER: server_id, LABEL_HOST: socket.gethostname(), LABEL_OWNER: owner_tag()}
 
 
+def remove_container_now(api: Any, container_id: str) -> None:
+    """Remove a container, returning once it is gone, even when a removal is under way
+    already (an exit being collected): the engine then answers 409 at once."""
+    import docker
+
+    try:
+        api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:
+            raise
+        with contextlib.suppress(docker.errors.NotFound):
+            api.wait(container_id, timeout=30, condition="removed")
+
+
 def reap_orphans(api: Any) -> int:
     """Remove the containers, then the networks, that control planes of this host left
     behind when they died; returns how many containers went."""
