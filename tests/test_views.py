@@ -366,6 +366,7 @@ def test_monitor_shows_every_pool_until_stopped(comm_messages, capsys):
     finally:
         monitor.stop()
     assert not monitor.running
+    assert monitor.header.value.endswith(" · stopped</span>")  # not read as live figures
     count = monitor.refreshes
     time.sleep(0.3)
     assert monitor.refreshes == count

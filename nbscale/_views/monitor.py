@@ -91,6 +91,8 @@ class PoolMonitor:
         self.stop_button.disabled = True
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
+        if "stopped" not in self.header.value:  # else the figures read as live ones
+            self.header.value = self.header.value.replace("</span>", " · stopped</span>", 1)
 
 
 def monitor(interval: float = 1.0) -> PoolMonitor:
