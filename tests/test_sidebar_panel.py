@@ -152,6 +152,8 @@ def test_the_panel_holds_at_760_px_orders_pools_and_streams_logs(tmp_path: Path,
         # No container cell wraps at this width: each is one line tall, every row as tall
         # as the others, and a process's id and pid are shown whole.
         wait_until(lambda: busy_card.locator(".nbscale-Container").count() == 2, timeout=30)
+        # (a container starting or leaving elsewhere may be on show a moment: CI saw 4 rows once)
+        wait_until(lambda: len(panel.evaluate(_ROWS)) == 3, timeout=30)
         rows = panel.evaluate(_ROWS)
         assert len(rows) == 3, rows  # busy_later's two and idle_first's one
         for row in rows:
