@@ -7,10 +7,11 @@ from __future__ import annotations
 import importlib.machinery
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -47,6 +48,29 @@ def load_gen_contracts() -> ModuleType:
     module.__file__ = path
     loader.exec_module(module)
     return module
+
+
+def fresh_python_stdout(
+    code: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> str:
+    """What ``python -c code args...`` prints in a fresh interpreter (this one's executable;
+    ``env`` and ``cwd`` default to this process's); fails the test with the end of the
+    child's stderr when it exits non-zero."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"python -c exited with {proc.returncode}:\n{proc.stderr[-4000:]}")
+    return proc.stdout
 
 
 def worker_logs(worker_id: str, after: int | None = None, tail: int = 50) -> Any:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 
-from conftest import wait_until
+from conftest import fresh_python_stdout, wait_until
 
 import nbscale
 
@@ -191,13 +189,6 @@ def test_bare_decorator_works():
     assert plain.remote(1) == 2
 
 
-def python_dash_c(code: str) -> str:
-    """What ``python -c code`` prints; fails the test when it fails."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_works_from_python_dash_c():
     code = (
         "import nbscale\n"
@@ -205,7 +196,7 @@ def test_works_from_python_dash_c():
         "f = app.function(max_containers=2)(lambda x: x * 3)\n"
         "print(list(f.map(range(4))), f.remote(5))\n"
     )
-    assert python_dash_c(code).strip() == "[0, 3, 6, 9] 15"
+    assert fresh_python_stdout(code).strip() == "[0, 3, 6, 9] 15"
 
 
 def test_globals_changed_between_calls_reach_the_workers():
@@ -226,4 +217,4 @@ def test_globals_changed_between_calls_reach_the_workers():
         "TABLE['bias'] = 10\n"
         "print(*before, offset.remote(1), scale.remote(2))\n"
     )
-    assert python_dash_c(code).split() == ["4", "4", "6", "6", "100"]
+    assert fresh_python_stdout(code).split() == ["4", "4", "6", "6", "100"]

@@ -9,8 +9,8 @@ so, minutes later. This checks it in a second.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+
+from conftest import fresh_python_stdout
 
 from nbscale._kernel_env import RUNTIME_DISTRIBUTIONS
 
@@ -28,9 +28,7 @@ def test_the_client_imports_only_what_worker_images_carry() -> None:
         "after = {m.split('.')[0] for m in sys.modules}\n"
         "print(json.dumps(sorted(after - before - set(sys.stdlib_module_names))))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = fresh_python_stdout(code)
     imported = set(json.loads(out))
     allowed = {_IMPORT_NAMES.get(d, d) for d in RUNTIME_DISTRIBUTIONS}
     allowed |= {"nbscale", "nbscale_server", "nbscale_runtime"} | _NOT_DISTRIBUTIONS

@@ -5,11 +5,10 @@ have raising `InvalidError` that names it. No process is started here."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
+from conftest import fresh_python_stdout
 
 import nbscale
 import nbscale.exception
@@ -54,19 +53,13 @@ print("ok")
 
 def test_a_ported_programs_imports_work_with_its_one_changed_line():
     # Modal is not installed here: `modal` is nbscale's, so `from modal.x import y` works.
-    proc = subprocess.run(
-        [sys.executable, "-c", PORTED_IMPORTS], capture_output=True, text=True, timeout=60
-    )
-    assert proc.stdout.strip() == "ok", proc.stderr
+    assert fresh_python_stdout(PORTED_IMPORTS).strip() == "ok"
 
 
 def test_a_module_named_modal_is_left_alone(tmp_path):
     (tmp_path / "modal.py").write_text("MINE = True\n")
     code = "import nbscale, modal; print(getattr(modal, 'MINE', False))"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
-    assert proc.stdout.strip() == "True", proc.stderr
+    assert fresh_python_stdout(code, cwd=tmp_path).strip() == "True"
 
 
 def test_is_local_here():

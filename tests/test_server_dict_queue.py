@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import fresh_python_stdout
 from jupyter_process import JupyterProcess, Kernel, Server, start_server
 
 pytestmark = pytest.mark.slow
@@ -85,16 +86,8 @@ def env_of(server: JupyterProcess) -> dict[str, str]:
 def client(server: JupyterProcess, code: str, cwd: Path, timeout: float = 180) -> Any:
     """Run ``code`` (after PRELUDE) as a client of ``server``; its last line, as JSON."""
     script = PRELUDE + textwrap.dedent(code)
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env_of(server),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = fresh_python_stdout(script, env=env_of(server), cwd=cwd, timeout=timeout)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def nbscale_cli(server: JupyterProcess, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_gen_contracts
+from conftest import fresh_python_stdout, load_gen_contracts
 from traitlets import Enum
 
 import nbscale
@@ -53,12 +53,9 @@ def test_every_trait_is_made_from_the_table():
 
 
 def _printed_help() -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", "from nbscale_server.extension import NbScale; "
-         "NbScale.class_print_help()"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return proc.stdout
+    return fresh_python_stdout(
+        "from nbscale_server.extension import NbScale; NbScale.class_print_help()"
+    )
 
 
 def test_every_client_setting_is_in_the_table():

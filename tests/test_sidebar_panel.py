@@ -18,7 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import wait_until
+from conftest import fresh_python_stdout, wait_until
 from engine_leftovers import left_on_engine
 from sidebar_lab import (  # noqa: F401 - the jp_ fixtures, used by name
     Lab,
@@ -423,14 +423,8 @@ def test_an_app_deployed_or_stopped_is_listed_live(tmp_path: Path, page: Any) ->
         [connection_file] = lab.runtime_dir.glob("nbscale-*.json")
         extract = 'nbscale.Function.from_name("nightly-etl", "extract")'
         call = f"import nbscale; print({extract}.remote(5))"
-        done = subprocess.run(
-            [sys.executable, "-c", call],
-            env=dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection_file)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0 and done.stdout.strip() == "5", done.stderr
+        env = dict(os.environ, NBSCALE_CONNECTION_FILE=str(connection_file))
+        assert fresh_python_stdout(call, env=env, timeout=120).strip() == "5"
         group = panel.locator(".nbscale-Owner[data-owner='app:nightly-etl']")
         group.wait_for(timeout=30_000)
         assert group.locator(".nbscale-Owner-name").inner_text() == "app nightly-etl"

@@ -10,10 +10,10 @@ control plane with a forked worker and a spawned one.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
+from conftest import fresh_python_stdout
 
 import nbscale
 from nbscale_runtime import nvml
@@ -35,9 +35,7 @@ def test_the_runtime_imports_no_zeromq_nor_client_messages() -> None:
         "import nbscale_runtime.worker, nbscale_runtime.zygote\n"
         f"print(json.dumps([m for m in {_DEFERRED!r} + ('pynvml',) if m in sys.modules]))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = fresh_python_stdout(code)
     loaded = set(json.loads(out))
     assert not loaded & set(_DEFERRED)
     # The zygote imports pynvml for its workers exactly where NVML can open.
@@ -59,7 +57,5 @@ def test_a_message_of_the_client_decodes_where_none_was_loaded() -> None:
         "msg, _ = protocol.decode([b'[\"ping\",7]'])\n"
         "assert isinstance(msg, protocol.Ping) and msg.rid == 7, msg\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = fresh_python_stdout(code)
     assert out.split() == ["False"]  # loaded by the decode itself

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from conftest import fresh_python_stdout
 from jupyter_process import JupyterProcess
 from programs import load, nbscale_run, run_env
 
@@ -32,15 +31,8 @@ def fetch_results(server: JupyterProcess, call_id: str) -> list[int]:
     server's control plane."""
     [connection_file] = server.runtime_dir.glob("nbscale-*.json")
     env = run_env("process", server.runtime_dir, NBSCALE_CONNECTION_FILE=str(connection_file))
-    proc = subprocess.run(
-        [sys.executable, "-c", FETCH, call_id],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    results: list[int] = json.loads(proc.stdout.splitlines()[-1])
+    out = fresh_python_stdout(FETCH, call_id, env=env, timeout=180)
+    results: list[int] = json.loads(out.splitlines()[-1])
     return results
 
 
