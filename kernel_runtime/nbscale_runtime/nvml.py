@@ -10,6 +10,7 @@ sampling period, so once a heartbeat is often enough.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any
@@ -18,9 +19,11 @@ from typing import Any
 _LIBRARY = "libnvidia-ml.so.1"
 
 
+@functools.cache  # the zygote's answer, inherited by every worker it forks (0.2 ms each)
 def library_present() -> bool:
     """Whether NVML's library loads: without it nvmlInit fails, so a host without NVIDIA's
-    driver skips importing pynvml (~8 ms of every worker's start, and of the zygote's)."""
+    driver skips importing pynvml (~8 ms of every worker's start, and of the zygote's).
+    Asked once per process: the loader's search path is fixed at the interpreter's start."""
     if sys.platform.startswith("win"):
         return True  # pynvml looks in two places there: let it
     import ctypes  # here: ``segments.py`` has it imported already in a worker
