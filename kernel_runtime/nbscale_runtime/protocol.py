@@ -20,7 +20,6 @@ build or parse); their columns are named by the ``SUBMIT_*``, ``RUN_*``, ``OUT_*
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +46,7 @@ from .worker_messages import (
 
 # A worker needs none of the client's messages (unless its code makes nested calls, which
 # import the client): they load at first use, not in every worker's start (10 ms).
-_CLIENT_MESSAGES = "nbscale_runtime.client_messages"
-wire.declare_later(_CLIENT_MESSAGES)
+wire.declare_later("nbscale_runtime.client_messages")
 if TYPE_CHECKING:
     from .client_messages import (
         CancelCall,
@@ -224,17 +222,14 @@ def output_row(
 
 def __getattr__(name: str) -> type[Message]:
     """A client's message, at the first use of any (``protocol.Hello``, ``from .protocol
-    import Hello``): all of them become this module's own then, as fast as the others.
-    Private names are never messages (the import system asks for ``__path__``)."""
-    if name.startswith("_"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = importlib.import_module(_CLIENT_MESSAGES)
-    found = {
-        k: v for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, Message)
-    }
-    globals().update(found)
-    if name in found:
-        return found[name]
+    import Hello``): ``ops()`` imports them (``wire``'s one loader, as a decode does), and
+    all of them become this module's own then, as fast as the others. Private names are
+    never messages (the import system asks for ``__path__``)."""
+    if not name.startswith("_"):
+        found = {cls.__name__: cls for cls in ops().values()}
+        globals().update(found)
+        if name in found:
+            return found[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
