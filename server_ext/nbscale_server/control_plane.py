@@ -50,6 +50,7 @@ from .delivery import Delivery
 from .deployed import DeployedApps
 from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
+from .launchers.head_start import HeadStart
 from .liveness import Liveness
 from .nesting import Nesting, nested_worker_id
 from .outbox import Deliver, Outbox
@@ -82,11 +83,13 @@ class ControlPlane:
         launcher: Launcher | None = None,
         ctx: zmq.Context[Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        head_start: HeadStart | None = None,
     ) -> None:
-        """``clock`` gives the time every decision uses (tests pass a fake one)."""
+        """``clock`` gives the time every decision uses (tests pass a fake one);
+        ``head_start``: the directory and zygote made for it ahead (``head_start.py``)."""
         self.config = config or ControlPlaneConfig()
         self.ctx = ctx or zmq.Context()
-        self.dir = private_dir()
+        self.dir = head_start.dir if head_start is not None else private_dir()
         cfg = self.config
         try:
             # An address the operator chose is checked before anything starts.
@@ -104,7 +107,7 @@ class ControlPlane:
                     kubernetes=self._kubernetes_options(),
                     shared_dir=cfg.shared_dir,
                     log_max_bytes=cfg.worker_log_mib << 20,
-                    zygote=cfg.process_zygote,
+                    zygote=(head_start and head_start.zygote) or cfg.process_zygote,
                     docker_transport=cfg.docker_transport,
                 )
         except LaunchFailed:

@@ -78,6 +78,14 @@ class _Worker:
     gone_at: float | None = None  # when it was seen gone (it is forgotten a minute later)
 
 
+def worker_environment() -> dict[str, str]:
+    """The environment a worker (and the zygote) starts with: this process's, as of now."""
+    env = dict(os.environ)
+    env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 class ProcessLauncher(Launcher):
     name = "process"
 
@@ -88,11 +96,12 @@ class ProcessLauncher(Launcher):
         gpus: list[GpuInfo] | None = None,
         log_max_bytes: int = 16 << 20,
         cgroups: bool = True,
-        zygote: bool = True,
+        zygote: bool | ZygoteClient = True,
     ) -> None:
         """``gpus``: the GPUs to assign (default: what NVML finds, on the first request);
         ``cgroups``: enforce limits with cgroups where possible (else by watching);
-        ``zygote``: fork workers from a zygote, started now."""
+        ``zygote``: fork workers from a zygote, started now, or from this one, started
+        ahead (``head_start.py``) with this launcher's interpreter and environment."""
         self.log_dir = log_dir
         self.python = python or sys.executable
         self.log_max_bytes = log_max_bytes
@@ -105,14 +114,14 @@ class ProcessLauncher(Launcher):
         self._memory_checked = self._logs_checked = 0.0
         self._leftovers: list[WorkerCgroup] = []  # cgroups still busy when their worker went
         self._zygote: ZygoteClient | None = None
-        if zygote:
-            self._start_zygote(self._environment())
-
-    def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+        env = worker_environment()
+        if isinstance(zygote, ZygoteClient) and zygote.fits(self.python, env):
+            self._zygote = zygote
+        else:
+            if isinstance(zygote, ZygoteClient):
+                zygote.close()
+            if zygote:
+                self._start_zygote(env)
 
     def _start_zygote(self, env: dict[str, str]) -> None:
         try:
@@ -125,7 +134,7 @@ class ProcessLauncher(Launcher):
         for path, name in spec.options.volumes:
             link_for_process(path, name)
         log_path = os.path.join(self.log_dir, f"{spec.worker_id}.log")
-        env = self._environment()
+        env = worker_environment()
         gpus = self._assign_gpus(spec.options.gpu)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # "" hides every GPU, as on Modal
         memory, cpu = spec.options.memory, spec.options.cpu

@@ -35,6 +35,7 @@ from .docker_engine import (
     unreachable_message,
 )
 from .process import ProcessLauncher
+from .zygote import ZygoteClient
 
 if TYPE_CHECKING:
     from .k8s_cluster import KubernetesOptions
@@ -181,17 +182,51 @@ def start_launcher(
     shared_dir: str | None = None,
     kubernetes: KubernetesOptions | None = None,
     log_max_bytes: int = 16 << 20,
-    zygote: bool = True,
+    zygote: bool | ZygoteClient = True,
     docker_transport: str = "tcp",
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
     local processes, with the reason. ``slurm`` and ``shared_dir``: the Slurm launcher's
     job options and the directory its nodes share; ``kubernetes``: the Kubernetes
-    launcher's settings; ``zygote``: the process launcher forks its workers from one;
+    launcher's settings; ``zygote``: the process launcher forks its workers from one (or
+    from this one, started ahead: closed where another launcher is chosen);
     ``docker_transport``: how Docker workers reach the control plane.
     Raises ``LaunchFailed`` as
     :func:`choose_launcher`, and when Slurm does not answer."""
+    try:
+        launcher, choice = _start_other(
+            requested,
+            python,
+            docker_network,
+            base_image,
+            slurm,
+            shared_dir,
+            kubernetes,
+            docker_transport,
+        )
+    except BaseException:
+        if isinstance(zygote, ZygoteClient):
+            zygote.close()
+        raise
+    if launcher is None:
+        return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes, zygote=zygote), choice
+    if isinstance(zygote, ZygoteClient):
+        zygote.close()
+    return launcher, choice
+
+
+def _start_other(
+    requested: str,
+    python: str | None,
+    docker_network: str,
+    base_image: str | None,
+    slurm: SlurmOptions | None,
+    shared_dir: str | None,
+    kubernetes: KubernetesOptions | None,
+    docker_transport: str,
+) -> tuple[Launcher | None, LauncherChoice]:
+    """``start_launcher``'s choice, and its launcher unless that is local processes."""
     # Workers in containers need this Python's minor version (cloudpickle's pickles do).
     this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
     probe = requested not in _EXPLICIT_ONLY
@@ -218,4 +253,4 @@ def start_launcher(
             if requested != "auto":
                 raise
             choice = LauncherChoice("process", f"Docker engine found, but {exc}")
-    return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes, zygote=zygote), choice
+    return None, choice

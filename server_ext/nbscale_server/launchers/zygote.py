@@ -80,6 +80,7 @@ class ForkedWorker:
 class ZygoteClient:
     def __init__(self, python: str, env: dict[str, str], log_path: str) -> None:
         """Start the zygote (it is ready some 100 ms later)."""
+        self.python = python
         self.start_env = start_environment(env)
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -105,6 +106,10 @@ class ZygoteClient:
         self.gone = False
         self._workers: dict[int, ForkedWorker] = {}
         self._answers: dict[str, ForkedWorker | str] = {}  # worker id -> it, or why not
+
+    def fits(self, python: str, env: dict[str, str]) -> bool:
+        """Whether workers of ``python`` with ``env`` may be forked from it."""
+        return not self.gone and python == self.python and start_environment(env) == self.start_env
 
     def ready(self) -> bool:
         """Whether it forks now, waiting for it while it starts (up to ``_START_WAIT``
