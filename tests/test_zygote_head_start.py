@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
+from conftest import fresh_python_stdout
 
+from nbscale_server.launchers import LaunchFailed
 from nbscale_server.launchers.head_start import head_start
 from nbscale_server.launchers.selection import start_launcher
 
@@ -43,15 +44,8 @@ FIRST_CALL = textwrap.dedent(
 
 
 def first_call(**env: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", FIRST_CALL],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
+    out = fresh_python_stdout(FIRST_CALL, env={**os.environ, **env}, timeout=120)
+    return json.loads(out.splitlines()[-1])
 
 
 @pytest.mark.parametrize(
@@ -84,7 +78,7 @@ def test_a_zygote_started_ahead_is_ended_where_another_launcher_is_chosen(tmp_pa
     ahead = head_start("process", sys.executable, zygote=True)
     assert ahead is not None and ahead.zygote is not None
     try:
-        with pytest.raises(Exception, match="registry"):  # no registry set: it cannot start
+        with pytest.raises(LaunchFailed, match="registry"):  # no registry set: it cannot start
             start_launcher("kubernetes", ahead.dir, zygote=ahead.zygote)
         assert ahead.zygote.gone and ahead.zygote.proc.poll() is not None  # ended
     finally:
@@ -108,9 +102,6 @@ def test_a_control_plane_that_cannot_start_leaves_no_zygote_behind():
     )
     env = {**os.environ, "NBSCALE_LAUNCHER": "process"}
     env["NBSCALE_WORKER_ADDRESS"] = "0.0.0.0"  # refused before anything starts
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    assert "LaunchError: worker_address '0.0.0.0' would accept workers" in out.stdout
-    assert "children: []" in out.stdout  # the zygote started ahead was ended
+    out = fresh_python_stdout(script, env=env, timeout=120)
+    assert "LaunchError: worker_address '0.0.0.0' would accept workers" in out
+    assert "children: []" in out  # the zygote started ahead was ended
