@@ -36,6 +36,7 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_CALL_ID
 from nbscale_server.callers import ProcessWatch
 from nbscale_server.channel import Channel, unbounded
+from nbscale_server.launchers import LaunchFailed
 from nbscale_server.launchers.head_start import head_start
 
 from . import _config, _nested
@@ -305,13 +306,13 @@ async def _connect(previous: Client | None = None) -> Client:
             "to run a control plane in this process"
         )
     else:
-        cfg = _config.control_plane_config()
-        # The zygote starts while the control plane's modules load (head_start.py).
-        ahead = head_start(cfg.launcher, cfg.python or sys.executable, cfg.process_zygote)
-        from nbscale_server.control_plane import ControlPlane
-        from nbscale_server.launchers import LaunchFailed
-
+        ahead = None
         try:
+            cfg = _config.control_plane_config()
+            # The zygote starts while the control plane's modules load (head_start.py).
+            ahead = head_start(cfg.launcher, cfg.python or sys.executable, cfg.process_zygote)
+            from nbscale_server.control_plane import ControlPlane
+
             cp = ControlPlane(cfg, ctx=ctx, head_start=ahead)
         except BaseException as exc:  # a bad setting, a full disk: nothing left behind
             ctx.term()
