@@ -114,11 +114,15 @@ export function formatContainers(containers: IContainersByState): string {
   return parts.length > 0 ? parts.join(' · ') : 'no containers';
 }
 
-/** A pool's size against its max, and its containers: "3 of max 8: 2 busy · 1 idle". */
+/** A pool's size against its max, and its containers: "3 of max 8: 2 busy · 1 idle",
+ * or "1 (no max): 1 idle". */
 export function formatBounds(pool: IPool): string {
   const s = pool.settings;
-  const max = s.max_containers === null ? 'no max' : `max ${s.max_containers}`;
-  return `${pool.num_total_runners} of ${max}: ${formatContainers(pool.containers)}`;
+  const size =
+    s.max_containers === null
+      ? `${pool.num_total_runners} (no max)`
+      : `${pool.num_total_runners} of max ${s.max_containers}`;
+  return `${size}: ${formatContainers(pool.containers)}`;
 }
 
 /** The autoscaler settings in one line. */

@@ -143,7 +143,7 @@ describe('pools', () => {
     );
     const uncapped = pool();
     uncapped.settings.max_containers = null;
-    expect(formatBounds(uncapped)).toBe('0 of no max: no containers');
+    expect(formatBounds(uncapped)).toBe('0 (no max): no containers');
   });
 
   it('words the settings', () => {
