@@ -55,7 +55,7 @@ from .base import (
 from .cgroups import Cgroups, WorkerCgroup
 from .logs import follow_file
 from .volumes import link_for_process
-from .zygote import ForkedWorker, ZygoteClient, ZygoteGone, start_environment
+from .zygote import ForkedWorker, ZygoteClient, ZygoteGone
 
 log = logging.getLogger("nbscale.launchers")
 
@@ -183,7 +183,7 @@ class ProcessLauncher(Launcher):
         zygote = self._zygote
         if zygote is None:
             return None
-        if zygote.gone or start_environment(env) != zygote.start_env:
+        if not zygote.fits(self.python, env):
             if not zygote.has_workers():  # else its workers keep it: they are its children
                 zygote.close()
                 self._start_zygote(env)  # for the next worker: this one is spawned
