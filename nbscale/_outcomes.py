@@ -73,13 +73,15 @@ class Values:
         self.index: int = item[OUT_INDEX]
         self.count: int = item[OUT_COUNT]
 
-    def load(self) -> list[Any] | list[Output]:
-        """The results as values; as one ``Output`` each when one of them cannot be
-        unpickled here (each result then unpickled on its own, so that it fails alone)."""
-        try:
-            return load_results(self.data, self.item[OUT_SIZES], self.count)
-        except Exception:
-            return decode_run(self.item, self.data, self.buffers, self.function, self.timeout)
+    def load(self) -> list[Any]:
+        """The results as values; raises when one of them cannot be unpickled here
+        (``outputs`` then says which)."""
+        return load_results(self.data, self.item[OUT_SIZES], self.count)
+
+    def outputs(self) -> list[Output]:
+        """The results as one ``Output`` each, each unpickled on its own, so that one that
+        cannot be fails alone."""
+        return decode_run(self.item, self.data, self.buffers, self.function, self.timeout)
 
 
 def decode_run(

@@ -88,7 +88,7 @@ def test_a_workers_run_of_scalars_goes_as_one_packed_row() -> None:
     assert is_packed(row[OUT_COUNT], row[OUT_SIZES])
     [(data, bufs)] = split_payload(frames, [row[4:7]])
     assert Values(row, data, bufs, "f", 0).load() == results
-    outs = decode_run(row, data, bufs, "f", 0)  # the path of a map with a live view
+    outs = decode_run(row, data, bufs, "f", 0)  # a map's with a live view, Values.outputs
     assert [(o.index, o.ok, o.value) for o in outs] == [
         (10 + k, True, v) for k, v in enumerate(results)
     ]

@@ -13,9 +13,9 @@ begins a new segment.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Collection
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import capture
@@ -122,7 +122,7 @@ def run_segment(
     w.done.append(seg)
     fn, running, cancelled = w.fn, w.running, w.cancelled
     start_slot, finish_slot = w.slot_writers[0]
-    clock, perf, iscoroutine = time.monotonic, time.perf_counter, inspect.iscoroutine
+    clock, perf = time.monotonic, time.perf_counter
     offset = -index
     results = seg.results
     try:
@@ -140,7 +140,7 @@ def run_segment(
             try:
                 w.in_user_code = True
                 result = fn(*args, **kwargs)
-                if iscoroutine(result):
+                if type(result) is CoroutineType:  # inspect.iscoroutine: it has no subclass
                     result = run_alone(result)
                 status = STATUS_OK
             except InputCancelled:
