@@ -35,7 +35,9 @@ _THROTTLE_WAIT = 0.05  # seconds before resending a chunk that a limit refused
 # where its inputs part ways) when it pickles to no more than this: the control plane may
 # send a piece of a run with the run's bytes, so big inputs go one by one.
 _RUN_MAX_BYTES = 64 * 1024
-_PULL_BUDGET = 0.005  # seconds of iterator pulling per chunk, so slow iterators still stream
+# Seconds of iterator pulling per chunk, so slow iterators still stream; the clock is read
+# after 1, 2, 4, ... inputs, so a chunk of evenly slow ones may take up to twice as long.
+_PULL_BUDGET = 0.005
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
@@ -51,13 +53,17 @@ def pull(
     deadline = time.perf_counter() + _PULL_BUDGET
     clock = time.perf_counter
     taken: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    exhausted = True
-    for pair in itertools.islice(inputs, n):
-        taken.append(pair)
-        if clock() > deadline:
-            exhausted = False
+    exhausted = False
+    step = 1  # inputs pulled between looks at the clock: 1, 2, 4, ... (not one look each)
+    while len(taken) < n:
+        before = len(taken)
+        taken.extend(itertools.islice(inputs, min(step, n - before)))
+        if len(taken) - before < min(step, n - before):
+            exhausted = True
             break
-    exhausted = exhausted and len(taken) < n
+        if clock() > deadline:
+            break
+        step *= 2
     items, frames = _pickle(taken, start, runs)
     if most_if_big is None or len(taken) <= most_if_big or small_inputs(items):
         return items, frames, exhausted, len(taken), []

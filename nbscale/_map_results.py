@@ -199,18 +199,28 @@ class MapResults:
         self.invocation = inv
         return inv
 
-    def _unpack(self, batch: list[Output | Values]) -> Iterator[Any]:
+    def _unpack(self, batch: list[Output | Values]) -> Iterator[list[Any]]:
+        """The values of ``batch``, a list at a time (a run's results as one: its consumer
+        takes them without a step of this generator each), what each input printed shown
+        just before its value."""
         __tracebackhide__ = hidden()
         for each in batch:
-            outs = each.load() if isinstance(each, Values) else (each,)
-            for out in outs:
-                if not isinstance(out, Output):  # a run's results: all returned, none printed
-                    yield out
+            outs: Iterable[Output]
+            if isinstance(each, Values):  # a run's results: all returned, none printed
+                try:
+                    values = each.load()
+                except Exception:  # one cannot be unpickled here: it fails alone
+                    outs = each.outputs()
+                else:
+                    yield values
                     continue
+            else:
+                outs = (each,)
+            for out in outs:
                 print_output(out, prefix=True)
                 if not out.ok and not self._return_exceptions:
                     raise out.value
-                yield out.value
+                yield [out.value]
 
     def __iter__(self) -> Iterator[Any]:
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
@@ -242,7 +252,8 @@ class MapResults:
                     if batch.error is not None:
                         raise batch.error
                     return
-                yield from self._unpack(batch)
+                for values in self._unpack(batch):
+                    yield from values
         except BaseException as exc:
             error = exc
             raise
@@ -282,8 +293,9 @@ class MapResults:
                     if batch.error is not None:
                         raise batch.error
                     return
-                for value in self._unpack(batch):
-                    yield value
+                for values in self._unpack(batch):
+                    for value in values:
+                        yield value
         except BaseException as exc:
             error = exc
             raise

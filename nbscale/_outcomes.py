@@ -18,6 +18,7 @@ from typing import Any
 from tblib import Traceback
 
 from nbscale_runtime import protocol
+from nbscale_runtime.packed import cut_results, load_results
 from nbscale_runtime.protocol import (
     OUT_ATTEMPT,
     OUT_COUNT,
@@ -29,7 +30,7 @@ from nbscale_runtime.protocol import (
     OUT_STDOUT,
     OUT_WORKER_ID,
 )
-from nbscale_runtime.serialization import cut_run, load, load_run
+from nbscale_runtime.serialization import load
 
 from ._tracebacks import format_text, install
 from .exceptions import (
@@ -72,13 +73,15 @@ class Values:
         self.index: int = item[OUT_INDEX]
         self.count: int = item[OUT_COUNT]
 
-    def load(self) -> list[Any] | list[Output]:
-        """The results as values; as one ``Output`` each when one of them cannot be
-        unpickled here (each result then unpickled on its own, so that it fails alone)."""
-        try:
-            return load_run(self.data, self.buffers, 0, self.count)
-        except Exception:
-            return decode_run(self.item, self.data, self.buffers, self.function, self.timeout)
+    def load(self) -> list[Any]:
+        """The results as values; raises when one of them cannot be unpickled here
+        (``outputs`` then says which)."""
+        return load_results(self.data, self.item[OUT_SIZES], self.count)
+
+    def outputs(self) -> list[Output]:
+        """The results as one ``Output`` each, each unpickled on its own, so that one that
+        cannot be fails alone."""
+        return decode_run(self.item, self.data, self.buffers, self.function, self.timeout)
 
 
 def decode_run(
@@ -89,10 +92,10 @@ def decode_run(
     first, count, attempt = item[OUT_INDEX], item[OUT_COUNT], item[OUT_ATTEMPT]
     worker_id, each = item[OUT_WORKER_ID], item[OUT_DURATION] / max(1, item[OUT_COUNT])
     try:
-        values = load_run(data, buffers, 0, count)
+        values = load_results(data, item[OUT_SIZES], count)
     except Exception:  # one at a time, by their sizes, to find which cannot be
         outputs = []
-        for k, cut in enumerate(cut_run(data, item[OUT_SIZES], 0, count)):
+        for k, cut in enumerate(cut_results(data, item[OUT_SIZES], count)):
             try:
                 outputs.append(Output(first + k, True, load(cut), "", worker_id, each, attempt))
             except Exception as exc:

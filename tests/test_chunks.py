@@ -4,6 +4,8 @@ order, read back as the worker reads them; an input that will not pickle named."
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -66,3 +68,31 @@ def test_chunks_grow_past_a_window_of_big_inputs_only_while_small() -> None:
     assert sizes.size == 2_000  # half the window of 4,000 small inputs
     sizes.became_big()
     assert sizes.size == sizes.max_size == 500  # half the window of 1,000
+
+
+def slowly(
+    values: list[object], seconds: float
+) -> Iterator[tuple[tuple[object, ...], dict[str, object]]]:
+    for pair in pairs(values):
+        time.sleep(seconds)
+        yield pair
+
+
+def test_a_slow_iterator_is_pulled_for_about_the_budget_not_for_a_whole_chunk() -> None:
+    """Its first inputs go while it makes the next (a sleep only gets longer: bounds hold)."""
+    inputs = slowly(list(range(100)), 0.010)  # each input past the 5 ms budget alone
+    items, frames, exhausted, taken, _ = pull(inputs, 0, 256, runs=True)
+    assert (taken, exhausted, read_back(items, frames)) == (1, False, [0])
+    inputs = slowly(list(range(100)), 0.002)
+    items, frames, exhausted, taken, _ = pull(inputs, 0, 256, runs=True)
+    assert 1 < taken < 10 and not exhausted  # the clock read after 1, 2, 4 ... inputs
+    assert read_back(items, frames) == list(range(taken))
+    assert [args[0] for args, _ in inputs] == list(range(taken, 100))  # none lost
+
+
+@pytest.mark.parametrize(("count", "n"), [(0, 5), (3, 5), (5, 5), (6, 5), (300, 256), (7, 0)])
+def test_a_pull_says_whether_the_iterator_ran_out(count: int, n: int) -> None:
+    inputs = iter(pairs(list(range(count))))
+    items, frames, exhausted, taken, _ = pull(inputs, 0, n, runs=True)
+    assert taken == min(count, n) and read_back(items, frames) == list(range(taken))
+    assert exhausted == (count < n)  # found out only by pulling past its end

@@ -4,8 +4,14 @@ the rest back). Counts are of inputs, never of records."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from nbscale_runtime.protocol import STATUS_ERROR, STATUS_LOST, STATUS_OK
 from nbscale_runtime.serialization import PayloadWriter, load_run
+from nbscale_server.delivery import _run_sizes
+from nbscale_server.errors import RequestError
 from nbscale_server.queue import InputRecord, QueueCore, RetryPolicy
 
 
@@ -142,3 +148,14 @@ def test_a_piece_of_a_run_goes_to_a_worker_with_its_own_pickles_only() -> None:
     ]
     assert [args for values in loaded for args, _ in values] == [(n,) for n in range(10)]
     assert middle.skip == 3  # the queue's own bookkeeping is unchanged
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[5, 5, 5], [5, 5], [5, 14, True], [5, 15, 0], [-5, 15, 10], [5.0, 10, 5], [5, 10, 5, 0], None],
+)
+def test_a_submitted_run_whose_sizes_do_not_cut_it_is_refused(sizes: Any) -> None:
+    row = [0, 0, 20, 0, 3, sizes]  # a run of 3 inputs in 20 bytes (SUBMIT_*)
+    with pytest.raises(RequestError, match="the run at input 0 has bad sizes"):
+        _run_sizes(row)
+    assert _run_sizes([0, 0, 20, 0, 3, [5, 10, 5]]) == [5, 10, 5]

@@ -191,7 +191,8 @@ def finish(token: contextvars.Token[Any]) -> tuple[str, str]:
     if current is None:
         return "", ""
     _running.pop((current[2], current[3]), None)
-    return "".join(current[0]), "".join(current[1])
+    out, err = current[0], current[1]
+    return "".join(out) if out else "", "".join(err) if err else ""  # most print nothing
 
 
 def current_input() -> tuple[str, int] | None:

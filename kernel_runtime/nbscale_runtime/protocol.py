@@ -76,10 +76,10 @@ if TYPE_CHECKING:
         UpdateAutoscaler,
     )
 
-PROTOCOL_VERSION = 10  # 6: register-function carries secrets; 7: spawn-calls,
+PROTOCOL_VERSION = 11  # 6: register-function carries secrets; 7: spawn-calls,
 # get-first-outputs; 8: Dict and Queue messages; 9: runs of inputs (count columns); 10: small
 # inputs count a quarter of a map's window (a client's chunks of them outgrow an older
-# control plane's window, which would throttle them forever)
+# control plane's window, which would throttle them forever); 11: packed runs of results
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -150,7 +150,8 @@ RUN_SKIP = 7
 
 # outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout,
 #           stderr, count, sizes]; a run's row (``count`` > 0) is always "ok", printed
-#           nothing, and its duration is the whole run's
+#           nothing, and its duration is the whole run's; a run's row without ``sizes`` is
+#           *packed*: its results are plain scalars pickled as one list (``packed.py``)
 OUT_CALL_ID = 0
 OUT_INDEX = 1
 OUT_ATTEMPT = 2

@@ -5,19 +5,21 @@ back. A worker running a plain function inline goes through it in one tight loop
 still has its own register slot entry (a death blames exactly the input it ran), its own
 timeout clock, cancellation and output capture; what changes is that the results of inputs
 that returned and printed nothing are gathered into a :class:`Segment` and sent as one
-outputs row (their pickles one after the other: ``PayloadWriter.add_run``). An input that
+outputs row (one pickled list when all are plain scalars: ``packed.py``; else their pickles
+one after the other: ``PayloadWriter.add_run``). An input that
 fails or prints ends the segment: its outcome goes as a row of its own, and the next input
 begins a new segment.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Collection
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from . import capture
+from .packed import dump_packed
 from .protocol import (
     OUT_COUNT,
     OUT_SIZES,
@@ -73,6 +75,12 @@ class Segment:
         self.sent, self.sent_s = len(self.results), self.seconds
         call_id, attempt = self.call_id, self.attempt
         if len(results) > 1:
+            packed = dump_packed(results)
+            if packed is not None and len(packed) <= _RUN_MAX_BYTES:
+                where = writer.add_raw(packed)
+                row = output_row(call_id, first, attempt, STATUS_OK, where, seconds, worker_id)
+                row[OUT_COUNT] = len(results)  # and no sizes: packed
+                return [row]
             try:
                 where, sizes = writer.add_run(results)
             except Exception:
@@ -114,7 +122,7 @@ def run_segment(
     w.done.append(seg)
     fn, running, cancelled = w.fn, w.running, w.cancelled
     start_slot, finish_slot = w.slot_writers[0]
-    clock, perf, iscoroutine = time.monotonic, time.perf_counter, inspect.iscoroutine
+    clock, perf = time.monotonic, time.perf_counter
     offset = -index
     results = seg.results
     try:
@@ -132,7 +140,7 @@ def run_segment(
             try:
                 w.in_user_code = True
                 result = fn(*args, **kwargs)
-                if iscoroutine(result):
+                if type(result) is CoroutineType:  # inspect.iscoroutine: it has no subclass
                     result = run_alone(result)
                 status = STATUS_OK
             except InputCancelled:

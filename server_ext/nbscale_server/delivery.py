@@ -362,7 +362,8 @@ def _run_sizes(item: list[Any]) -> list[int]:
         not isinstance(sizes, list)
         or len(sizes) != item[SUBMIT_COUNT]
         or nbufs
-        or not all(type(n) is int and n > 0 for n in sizes)
+        or set(map(type, sizes)) != {int}  # exact ints (no bools), checked at C speed
+        or min(sizes) <= 0
         or sum(sizes) != length
     ):
         raise RequestError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.packed import cut_results
 from nbscale_runtime.protocol import (
     OUT_ATTEMPT,
     OUT_COUNT,
@@ -22,7 +23,7 @@ from nbscale_runtime.protocol import (
     OUT_STDOUT,
     OUT_WHERE,
 )
-from nbscale_runtime.serialization import cut_run, pack
+from nbscale_runtime.serialization import pack
 
 from .queue import InputRecord
 
@@ -43,15 +44,16 @@ def outputs_message(entries: list[Entry]) -> tuple[protocol.Outputs, list[Any]]:
 
 def apart(entry: Entry) -> list[Entry]:
     """Each output of a run's row as an entry of its own, its bytes cut from the run's by
-    their sizes (never unpickled; a run's results have no buffers): how the store keeps a
-    run's outputs, input by input. A row of one input is its own entry."""
+    their sizes or, packed, by their opcodes (never unpickled; a run's results have no
+    buffers): how the store keeps a run's outputs, input by input. A row of one input is its
+    own entry."""
     item, data, _ = entry
     count = item[OUT_COUNT] if len(item) > OUT_COUNT else 0
     if not count:
         return [entry]
     each = item[OUT_DURATION] / count
     entries: list[Entry] = []
-    for k, cut in enumerate(cut_run(data, item[OUT_SIZES], 0, count)):
+    for k, cut in enumerate(cut_results(data, item[OUT_SIZES], count)):
         row = list(item)
         row[OUT_INDEX] += k
         row[OUT_WHERE] = (0, len(cut), 0)
