@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import pickle
 import types
 import typing
@@ -113,6 +114,21 @@ def test_round_trip_with_optional_fields_none_and_no_payload(op_name: str) -> No
 def test_header_is_a_json_array_of_op_and_fields_in_order() -> None:
     frames = protocol.encode(protocol.CancelCall(rid=3, call_id="c-1"))
     assert frames == [b'["cancel-call",3,"c-1"]']
+
+
+@pytest.mark.parametrize("op_name", ALL_OPS)
+def test_header_bytes_are_the_standard_json_of_the_op_and_its_fields(op_name: str) -> None:
+    """The encoder made once writes what ``json.dumps`` does (non-ASCII escaped, floats,
+    nested lists and dicts), so peers of either side read the same bytes."""
+    msg = sample_message(protocol.ops()[op_name])
+    fields = [getattr(msg, f.name) for f in dataclasses.fields(msg)]
+    expected = json.dumps([msg.op, *fields], separators=(",", ":")).encode()
+    assert protocol.encode(msg)[0] == expected
+
+
+def test_a_header_that_json_cannot_write_is_refused() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        protocol.encode(protocol.CancelCall(rid=3, call_id=object()))  # type: ignore[arg-type]
 
 
 def test_decode_accepts_frame_objects_and_defaults_missing_trailing_fields() -> None:

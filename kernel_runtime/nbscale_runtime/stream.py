@@ -90,8 +90,7 @@ class FrameReader:
                 else:
                     n = self._receive(sock, self._landing)
                     if n:
-                        self._staged += self._landing[:n]
-                        self._parse()
+                        self._land(self._landing[:n])
                     drained = n < _CHUNK
             except (BlockingIOError, InterruptedError):
                 return
@@ -114,6 +113,18 @@ class FrameReader:
     @property
     def inside_large_frame(self) -> bool:
         return self._big is not None
+
+    def _land(self, landed: memoryview) -> None:
+        """Parse what a read brought; nothing left over from before (the usual case): where
+        it landed, staging only the rest (one copy of the bytes, not two)."""
+        staged = self._staged
+        if staged:
+            staged += landed
+            self._parse()
+            return
+        pos = self._parse_view(landed)
+        if pos >= 0:
+            staged += landed[pos:]
 
     def _parse(self) -> None:
         staged = self._staged
@@ -219,7 +230,13 @@ def _lengths_of(count: int) -> struct.Struct:
 
 
 def _prefix(lengths: Sequence[int]) -> bytes:
-    return struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths)
+    return _prefix_of(len(lengths)).pack(len(lengths), *lengths)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix_of(count: int) -> struct.Struct:
+    """The layout of a message's frame count and its ``count`` frame lengths."""
+    return struct.Struct(f"<I{count}Q")
 
 
 def _release(ids: Sequence[int]) -> memoryview:
