@@ -112,3 +112,11 @@ def test_a_running_inputs_output_streams_to_its_view_before_it_ends():
     row = progress.row(0)
     assert row is not None and row.output.count("step") == 5  # then all of it
     assert row.attempts[0].started_at is not None
+
+
+def test_an_input_amid_a_run_streams_its_output_while_it_runs():
+    progress = RecordingProgress("chatty", 3)
+    results = MapResults(chatty, zip_inputs(([0, 3, 0],), None), True, False, progress)
+    assert list(results) == [0, 3, 0]  # one run of three on the one worker
+    early = [text for index, text, done in progress.streamed if index == 1 and done <= 1]
+    assert "step 0\n" in "".join(early), progress.streamed  # heard before it ended

@@ -14,6 +14,7 @@ app = nbscale.App("test-runs")
 @app.function(max_containers=2, min_containers=2, scaledown_window=5)
 def mixed(x: int) -> int:
     if x % 97 == 5:
+        print(f"failing {x}")
         raise ValueError(f"bad input {x}")
     if x % 113 == 7:
         print(f"hello from {x}")
@@ -71,6 +72,8 @@ def test_each_input_of_a_run_has_its_own_result_exception_and_output(capsys) -> 
     printed = capsys.readouterr().out.splitlines()
     wanted = [f"[{x}] hello from {x}" for x in range(n) if x % 113 == 7 and x % 97 != 5]
     assert [line for line in printed if "hello from" in line] == wanted
+    failing = [f"[{x}] failing {x}" for x in range(n) if x % 97 == 5]
+    assert [line for line in printed if "failing" in line] == failing  # each its own
 
 
 def test_unordered_runs_give_every_result_once() -> None:

@@ -28,10 +28,11 @@ from typing import Any, TextIO
 
 # The current input's captured text, as lists of written pieces for stdout and stderr
 # (cheaper to start than a StringIO, and most inputs print nothing), with the input's call
-# id and index, and both streams' pieces in order (what the running input's view streams): a
-# tuple, so that an input that prints nothing costs little more than the bare lists, not a
-# label. It also says which input runs: ``current_input``.
-_Current = tuple[list[str], list[str], str, int, list[str]]  # stdout, stderr, call, index, both
+# id and index, and both streams' pieces in order (what the running input's view streams):
+# [stdout, stderr, call id, index, both], a bare list, so that an input that prints nothing
+# costs little more than the lists, and a run of inputs moves its index in place
+# (``start_run``). It also says which input runs: ``current_input``.
+_Current = list[Any]
 _current: contextvars.ContextVar[_Current | None] = contextvars.ContextVar(
     "nbscale_capture", default=None
 )
@@ -97,7 +98,7 @@ class _RoutingStream(io.TextIOBase):
     def write(self, text: str) -> int:
         current = _current.get()
         if current is not None:
-            current[self._stream].append(text)  # type: ignore[union-attr]  # back to the caller
+            current[self._stream].append(text)  # back to the caller
             current[4].append(text)  # both streams in order, for the running input's view
         # and to the worker's own log too, where `nbscale logs` and the sidebar read it
         if text:
@@ -181,7 +182,7 @@ def start(call_id: str, index: int) -> contextvars.Token[Any]:
     what it printed while it runs)."""
     printed: list[str] = []  # stdout and stderr together, as written
     _running[(call_id, index)] = printed
-    return _current.set(([], [], call_id, index, printed))
+    return _current.set([[], [], call_id, index, printed])
 
 
 def finish(token: contextvars.Token[Any]) -> tuple[str, str]:
@@ -195,6 +196,32 @@ def finish(token: contextvars.Token[Any]) -> tuple[str, str]:
     return "".join(out) if out else "", "".join(err) if err else ""  # most print nothing
 
 
+# The captures of the runs of inputs going on (``start_run``), for ``so_far``.
+_runs: list[_Current] = []
+
+
+def start_run(call_id: str, index: int) -> tuple[_Current, contextvars.Token[Any]]:
+    """Begin capturing for a run of inputs of ``call_id`` from ``index``: one capture for
+    them all, whose input the run moves on with ``capture[3] = index``; one that printed
+    (``capture[0]`` or ``capture[1]`` not empty) hands its text over with :func:`take`
+    before the next begins. End it with :func:`finish_run`."""
+    current: _Current = [[], [], call_id, index, []]
+    _runs.append(current)
+    return current, _current.set(current)
+
+
+def take(current: _Current) -> tuple[str, str]:
+    """What the run's current input wrote to stdout and to stderr; the next starts afresh."""
+    out, err = current[0], current[1]
+    current[0], current[1], current[4] = [], [], []
+    return "".join(out), "".join(err)
+
+
+def finish_run(current: _Current, token: contextvars.Token[Any]) -> None:
+    _current.reset(token)
+    _runs.remove(current)
+
+
 def current_input() -> tuple[str, int] | None:
     """The call id and index of the input running in this thread or task, if any."""
     current = _current.get()
@@ -205,4 +232,9 @@ def so_far(key: tuple[str, int]) -> list[str]:
     """What the running input ``key`` printed so far (stdout and stderr), as written pieces
     (a copy: safe to read from another thread while it prints)."""
     pieces = _running.get(key)
+    if pieces is None:
+        call_id, index = key
+        for current in list(_runs):  # the pulse thread reads while the main thread runs
+            if current[3] == index and current[2] == call_id:
+                pieces = current[4]
     return list(pieces) if pieces else []

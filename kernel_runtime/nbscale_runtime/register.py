@@ -123,6 +123,7 @@ def read(path: str) -> Snapshot | None:
 
 
 Start = Callable[[str, int, int, float], None]  # (call id, index, attempt, started)
+RunStart = Callable[[int, float], None]  # (index, started) of one call's attempt
 Finish = Callable[[], None]
 
 
@@ -140,29 +141,50 @@ class RegisterWriter:
     def __init__(self, path: str | None) -> None:
         self._map: mmap.mmap | None = None
         self.slots = 0
+        self._names: list[list[str]] = []  # the call id each slot holds now
         if path:
             with open(path, "r+b") as f:
                 self._map = mmap.mmap(f.fileno(), 0)
             magic, self.slots, _, _ = _HEADER.unpack_from(self._map)
             if magic != _MAGIC:
                 raise ValueError(f"{path} is not a worker register")
+            self._names = [[""] for _ in range(self.slots)]
 
     def slot(self, n: int) -> tuple[Start, Finish]:
         m = self._map
         if m is None or n >= self.slots:
             return _nothing, _nothing
         at = _HEADER.size + n * _SLOT.size
-        names = slice(at + _CALL_ID_AT, at + _SLOT.size)
         pack = _SLOT_HEAD.pack_into
-        last = [""]
+        last = self._names[n]
 
         def start(call_id: str, index: int, attempt: int, started: float) -> None:
-            if call_id != last[0]:  # inputs come in runs of one call: written once a run
-                last[0] = call_id
-                m[names] = call_id.encode()[:_CALL_ID_MAX].ljust(_CALL_ID_MAX, b"\0")
+            if call_id != last[0]:
+                self._name(n, call_id)
             pack(m, at, _RUNNING, attempt, index, started)
 
         return start, functools.partial(m.__setitem__, at, 0)
+
+    def run_start(self, n: int, call_id: str, attempt: int) -> RunStart:
+        """Slot ``n``'s ``start`` for the inputs of one run of ``call_id``'s attempt: only
+        ``(index, started)`` each (a C call, no Python frame: it runs for every input);
+        ``slot(n)``'s ``finish`` ends each."""
+        m = self._map
+        if m is None or n >= self.slots:
+            return _nothing
+        self._name(n, call_id)
+        return functools.partial(
+            _SLOT_HEAD.pack_into, m, _HEADER.size + n * _SLOT.size, _RUNNING, attempt
+        )
+
+    def _name(self, n: int, call_id: str) -> None:
+        """Slot ``n``'s call id: written when it changes (inputs come in runs of one call)."""
+        last = self._names[n]
+        if call_id != last[0] and self._map is not None:
+            last[0] = call_id
+            at = _HEADER.size + n * _SLOT.size + _CALL_ID_AT
+            name = call_id.encode()[:_CALL_ID_MAX].ljust(_CALL_ID_MAX, b"\0")
+            self._map[at : at + _CALL_ID_MAX] = name
 
     def watch_self_signals(self) -> None:
         """Record in the register any deadly signal this process's code sends to itself

@@ -121,10 +121,18 @@ def run_segment(
     w.segment = seg
     w.done.append(seg)
     fn, running, cancelled = w.fn, w.running, w.cancelled
-    start_slot, finish_slot = w.slot_writers[0]
-    clock, perf = time.monotonic, time.perf_counter
+    finish_slot = w.slot_writers[0][1]
+    start_slot = w.register.run_start(0, call_id, attempt)
+    # One clock read an input: each starts when the one before ended (monotonic: the
+    # register's clock is the host's), and the deadline is read on it too.
+    clock = time.monotonic
+    started = clock()
+    deadline += started - time.perf_counter()
     offset = -index
     results = seg.results
+    # One capture for the run, its index moved on each input; an input that printed takes
+    # its text with it (``capture.take``).
+    captured, capturing = capture.start_run(call_id, index)
     try:
         while index < seg.end:
             if call_id in cancelled:
@@ -132,11 +140,10 @@ def run_segment(
                 break
             args, kwargs = values[offset + index]
             key = (call_id, index)
-            started = clock()
             running[key] = (started, attempt, 0)
-            start_slot(call_id, index, attempt, started)
+            start_slot(index, started)
+            captured[3] = index
             w.inline_key = key
-            token = capture.start(call_id, index)
             try:
                 w.in_user_code = True
                 result = fn(*args, **kwargs)
@@ -151,23 +158,25 @@ def run_segment(
                 w.in_user_code = False
                 finish_slot()
                 w.inline_key = None
-                printed = capture.finish(token)
                 del running[key]
-            seconds = clock() - started
-            if status == STATUS_OK and not printed[0] and not printed[1]:
+            ended = clock()
+            if status == STATUS_OK and not captured[0] and not captured[1]:
                 results.append(result)
-                seg.seconds += seconds
+                seg.seconds += ended - started
             else:  # an outcome of its own; the inputs after it begin a new segment
                 one = _Input(call_id, index, attempt, None, [])
-                w.record(one, status, result, seconds, printed)
+                w.record(one, status, result, ended - started, capture.take(captured))
                 seg = Segment(call_id, attempt, index + 1, seg.end)
                 w.segment = seg
                 w.done.append(seg)
                 results = seg.results
+                ended = clock()  # the next input's time does not count this
+            started = ended
             index += 1
-            if perf() > deadline:
+            if ended > deadline:
                 break
     finally:
+        capture.finish_run(captured, capturing)
         w.segment = None
     if results:
         each = seg.seconds / len(results)
