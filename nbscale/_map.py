@@ -246,9 +246,9 @@ class Invocation:
             if not item[OUT_COUNT]:
                 outs = [decode(item, data, bufs, self.function, self.timeout, self.code_files)]
             elif self.progress is None:  # the fast path: the run, unpickled by its reader
-                outs = [Values(item, data, bufs, self.function, self.timeout)]
+                outs = [Values(item, data, self.function)]
             else:
-                outs = decode_run(item, data, bufs, self.function, self.timeout)
+                outs = decode_run(item, data, self.function)
             received += row_count(item[OUT_COUNT])
             for out in outs:
                 if self.progress is not None:

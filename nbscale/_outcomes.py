@@ -63,13 +63,12 @@ class Values:
     they are read (``load``, on the consumer's thread), not on the loop that received them,
     which also runs the embedded control plane."""
 
-    __slots__ = ("buffers", "count", "data", "function", "index", "item", "timeout")
+    __slots__ = ("count", "data", "function", "index", "item")
 
-    def __init__(
-        self, item: list[Any], data: Any, buffers: list[Any], function: str, timeout: float
-    ) -> None:
-        self.item, self.data, self.buffers = item, data, buffers
-        self.function, self.timeout = function, timeout
+    def __init__(self, item: list[Any], data: Any, function: str) -> None:
+        """A run's results have no out-of-band buffers (``Segment.rows`` sends a run only
+        without them), and its row says nothing of a timeout: only its bytes are needed."""
+        self.item, self.data, self.function = item, data, function
         self.index: int = item[OUT_INDEX]
         self.count: int = item[OUT_COUNT]
 
@@ -81,12 +80,10 @@ class Values:
     def outputs(self) -> list[Output]:
         """The results as one ``Output`` each, each unpickled on its own, so that one that
         cannot be fails alone."""
-        return decode_run(self.item, self.data, self.buffers, self.function, self.timeout)
+        return decode_run(self.item, self.data, self.function)
 
 
-def decode_run(
-    item: list[Any], data: Any, buffers: list[Any], function: str, timeout: float
-) -> list[Output]:
+def decode_run(item: list[Any], data: Any, function: str) -> list[Output]:
     """A run's row, one ``Output`` per input (each result unpickled on its own, so that
     one that cannot be fails alone)."""
     first, count, attempt = item[OUT_INDEX], item[OUT_COUNT], item[OUT_ATTEMPT]
@@ -115,7 +112,7 @@ def decode_rows(
     outputs = []
     for item, (data, bufs) in zip(items, parts, strict=False):
         if item[OUT_COUNT]:
-            outputs.extend(decode_run(item, data, bufs, function, timeout))
+            outputs.extend(decode_run(item, data, function))
         else:
             outputs.append(decode(item, data, bufs, function, timeout))
     return outputs

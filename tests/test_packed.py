@@ -87,8 +87,8 @@ def test_a_workers_run_of_scalars_goes_as_one_packed_row() -> None:
     assert row[OUT_COUNT] == 500 and row[OUT_SIZES] == [] and row[OUT_STATUS] == STATUS_OK
     assert is_packed(row[OUT_COUNT], row[OUT_SIZES])
     [(data, bufs)] = split_payload(frames, [row[4:7]])
-    assert Values(row, data, bufs, "f", 0).load() == results
-    outs = decode_run(row, data, bufs, "f", 0)  # a map's with a live view, Values.outputs
+    assert Values(row, data, "f").load() == results
+    outs = decode_run(row, data, "f")  # a map's with a live view, Values.outputs
     assert [(o.index, o.ok, o.value) for o in outs] == [
         (10 + k, True, v) for k, v in enumerate(results)
     ]
@@ -104,5 +104,5 @@ def test_a_workers_run_of_other_results_goes_back_to_back_with_sizes() -> None:
     assert row[OUT_COUNT] == 300 and len(row[OUT_SIZES]) == 300
     assert not is_packed(row[OUT_COUNT], row[OUT_SIZES])
     [(data, bufs)] = split_payload(frames, [row[4:7]])
-    assert Values(row, data, bufs, "f", 0).load() == results
+    assert Values(row, data, "f").load() == results
     assert [pickle.loads(e[1]) for e in apart((row, data, bufs))] == results
