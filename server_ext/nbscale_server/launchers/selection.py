@@ -194,63 +194,37 @@ def start_launcher(
     ``docker_transport``: how Docker workers reach the control plane.
     Raises ``LaunchFailed`` as
     :func:`choose_launcher`, and when Slurm does not answer."""
+    handed = zygote if isinstance(zygote, ZygoteClient) else None
     try:
-        launcher, choice = _start_other(
-            requested,
-            python,
-            docker_network,
-            base_image,
-            slurm,
-            shared_dir,
-            kubernetes,
-            docker_transport,
-        )
-    except BaseException:
-        if isinstance(zygote, ZygoteClient):
-            zygote.close()
-        raise
-    if launcher is None:
-        return ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes, zygote=zygote), choice
-    if isinstance(zygote, ZygoteClient):
-        zygote.close()
-    return launcher, choice
+        # Workers in containers need this Python's minor version (cloudpickle's pickles do).
+        this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        probe = requested not in _EXPLICIT_ONLY
+        facts = probe_docker(base_image, this_python) if probe else None
+        choice = choose_launcher(requested, facts)
+        if choice.kind == "slurm":
+            from .slurm import SlurmLauncher  # only when used
 
+            return SlurmLauncher(python, slurm, shared_dir), choice
+        if choice.kind == "kubernetes":
+            from .k8s_cluster import KubernetesOptions
+            from .kubernetes import KubernetesLauncher  # imports the kubernetes client
 
-def _start_other(
-    requested: str,
-    python: str | None,
-    docker_network: str,
-    base_image: str | None,
-    slurm: SlurmOptions | None,
-    shared_dir: str | None,
-    kubernetes: KubernetesOptions | None,
-    docker_transport: str,
-) -> tuple[Launcher | None, LauncherChoice]:
-    """``start_launcher``'s choice, and its launcher unless that is local processes."""
-    # Workers in containers need this Python's minor version (cloudpickle's pickles do).
-    this_python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    probe = requested not in _EXPLICIT_ONLY
-    facts = probe_docker(base_image, this_python) if probe else None
-    choice = choose_launcher(requested, facts)
-    if choice.kind == "slurm":
-        from .slurm import SlurmLauncher  # only when used
+            return KubernetesLauncher(kubernetes or KubernetesOptions()), choice
+        if choice.kind == "docker":
+            from .docker import DockerLauncher  # imports the docker SDK: only when used
 
-        return SlurmLauncher(python, slurm, shared_dir), choice
-    if choice.kind == "kubernetes":
-        from .k8s_cluster import KubernetesOptions
-        from .kubernetes import KubernetesLauncher  # imports the kubernetes client: only when used
-
-        return KubernetesLauncher(kubernetes or KubernetesOptions()), choice
-    if choice.kind == "docker":
-        from .docker import DockerLauncher  # imports the docker SDK: only when used
-
-        try:
-            launcher = DockerLauncher(
-                network=docker_network, base_image=base_image, transport=docker_transport
-            )
-            return launcher, choice
-        except LaunchFailed as exc:
-            if requested != "auto":
-                raise
-            choice = LauncherChoice("process", f"Docker engine found, but {exc}")
-    return None, choice
+            try:
+                launcher = DockerLauncher(
+                    network=docker_network, base_image=base_image, transport=docker_transport
+                )
+                return launcher, choice
+            except LaunchFailed as exc:
+                if requested != "auto":
+                    raise
+                choice = LauncherChoice("process", f"Docker engine found, but {exc}")
+        processes = ProcessLauncher(log_dir, python, log_max_bytes=log_max_bytes, zygote=zygote)
+        handed = None  # the process launcher has it now
+        return processes, choice
+    finally:
+        if handed is not None:  # another launcher was chosen, or none could start
+            handed.close()
