@@ -56,9 +56,9 @@ def pull(
     exhausted = False
     step = 1  # inputs pulled between looks at the clock: 1, 2, 4, ... (not one look each)
     while len(taken) < n:
-        before = len(taken)
-        taken.extend(itertools.islice(inputs, min(step, n - before)))
-        if len(taken) - before < min(step, n - before):
+        before, want = len(taken), min(step, n - len(taken))
+        taken.extend(itertools.islice(inputs, want))
+        if len(taken) - before < want:
             exhausted = True
             break
         if clock() > deadline:
