@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import psutil
 import pytest
 from engine_leftovers import left_on_engine
 
@@ -48,6 +49,15 @@ def load_gen_contracts() -> ModuleType:
     module.__file__ = path
     loader.exec_module(module)
     return module
+
+
+def command_line(process: psutil.Process) -> str:
+    """``process``'s command line as one string; empty for a process that has exited, even one
+    not yet reaped (a zombie's command line cannot be read)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def fresh_python_stdout(

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import tornado.httpclient
 import tornado.websocket
+from conftest import command_line
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 
@@ -199,7 +200,7 @@ class Server(JupyterProcess):
 
     def workers(self) -> list[psutil.Process]:
         children = psutil.Process(self.proc.pid).children(recursive=True)
-        return [p for p in children if "nbscale_runtime" in " ".join(p.cmdline())]
+        return [p for p in children if "nbscale_runtime" in command_line(p)]
 
     async def events(self) -> tornado.websocket.WebSocketClientConnection:
         req = tornado.httpclient.HTTPRequest(

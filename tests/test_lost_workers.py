@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import zmq
-from conftest import wait_until
+from conftest import command_line, wait_until
 
 import nbscale
 from nbscale._loop import get_loop
@@ -122,8 +122,8 @@ def test_workers_killed_before_they_register_are_retried(tmp_path, fresh_plane):
             for child in me.children(recursive=True):
                 if child.pid in killed:
                     continue
-                with contextlib.suppress(psutil.Error):  # gone, or another test's zombie
-                    if str(slow_python) in " ".join(child.cmdline()):
+                if str(slow_python) in command_line(child):
+                    with contextlib.suppress(psutil.Error):  # it exited meanwhile
                         child.kill()
                         killed.append(child.pid)
             time.sleep(0.02)

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import pytest
+from conftest import command_line
 from jupyter_process import Server, eventually
 
 import nbscale
@@ -148,9 +149,7 @@ async def _kill_a_kernel_mid_map(server: Server) -> None:
 
         pool = await eventually(running_map, timeout=60)
         [process] = [
-            p
-            for p in psutil.Process(server.proc.pid).children()
-            if kernel_id in " ".join(p.cmdline())
+            p for p in psutil.Process(server.proc.pid).children() if kernel_id in command_line(p)
         ]
         process.kill()  # kill -9 of the kernel, mid-map
 

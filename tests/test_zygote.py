@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import wait_until
+from conftest import command_line, wait_until
 
 import nbscale
 from nbscale.exceptions import WorkerLostError
@@ -68,7 +68,7 @@ def leaves_children(n: int) -> tuple[int, int, list[int]]:
 def zygotes(owner: int | None = None) -> list[psutil.Process]:
     """The zygotes ``owner`` (default: this process) started."""
     me = psutil.Process(owner or os.getpid())
-    return [p for p in me.children() if "nbscale_runtime.zygote" in " ".join(p.cmdline())]
+    return [p for p in me.children() if "nbscale_runtime.zygote" in command_line(p)]
 
 
 def forked(ppid: int) -> bool:
