@@ -121,6 +121,18 @@ def test_a_live_workers_identity_cannot_be_taken_over():
     assert [echo.remote(x) for x in range(5)] == list(range(5))  # the worker still serves
 
 
+def test_a_flood_of_garbage_is_logged_a_few_times_not_once_a_message(fresh_plane, caplog):
+    fresh_plane()  # a new control plane: no warnings of this kind logged yet
+    echo.remote(0)
+    stranger = connect()
+    stranger.sendall(frames(b"not a message") * 20_000)
+    assert not dropped(stranger, timeout=2.0)  # undecodable messages are dropped, not the peer
+    assert echo.remote(7) == 7
+    said = [r.getMessage() for r in caplog.records if "undecodable" in r.getMessage()]
+    assert 1 <= len(said) <= 10, f"{len(said)} lines for 20,000 bad messages"
+    assert "are counted, not logged" in said[-1]
+
+
 def test_an_input_or_a_result_over_the_size_limit_fails_clearly(fresh_plane):
     fresh_plane(NBSCALE_MAX_INPUT_MIB="1")
     with pytest.raises(InvalidError, match=r"input 0 is 2.0 MiB, over the limit of 1 MiB"):

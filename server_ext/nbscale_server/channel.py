@@ -17,6 +17,8 @@ import zmq
 
 from nbscale_runtime.zmq_link import has_input
 
+from .log_limit import LimitedLog
+
 log = logging.getLogger("nbscale.channel")
 
 
@@ -32,6 +34,7 @@ class Channel:
         self.loop = loop or asyncio.get_running_loop()
         self._drain_scheduled = False
         self._closed = False
+        self._peer_log = LimitedLog(log)  # what broken peers cause
         self.loop.add_reader(sock.fileno(), self.drain)
         self._schedule_drain()
 
@@ -49,7 +52,7 @@ class Channel:
             try:
                 self.on_message(frames)
             except Exception:
-                log.exception("error handling a message")
+                self._peer_log.warning("error handling a message", exc_info=True)
 
     def send(self, frames: list[Any]) -> None:
         if self._closed:
@@ -57,7 +60,7 @@ class Channel:
         try:
             self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            log.warning("dropping a message: the peer is not reading")
+            self._peer_log.warning("dropping a message: the peer is not reading")
         except zmq.ZMQError as exc:
             log.debug("send failed: %s", exc)
         if has_input(self.sock):  # a send can consume the edge: look again

@@ -52,6 +52,7 @@ from .fleet import Fleet
 from .launchers import Launcher, LauncherChoice, LaunchFailed, start_launcher
 from .launchers.head_start import HeadStart
 from .liveness import Liveness
+from .log_limit import LimitedLog
 from .nesting import Nesting, nested_worker_id
 from .outbox import Deliver, Outbox
 from .pool import Records
@@ -116,6 +117,7 @@ class ControlPlane:
         self.launcher = launcher
         self.launcher_choice = choice
         self.clock = clock
+        self.peer_log = LimitedLog(log)  # what broken or hostile peers send
         self.records = Records()
         self.outbox = Outbox()
         try:
@@ -296,7 +298,7 @@ class ControlPlane:
             try:
                 msg, payload = protocol.decode(frames[1:])
             except protocol.ProtocolError as exc:
-                log.warning("dropping undecodable message from %r: %s", identity, exc)
+                self.peer_log.warning("dropping undecodable message from %r: %s", identity, exc)
                 return
             handler(identity, msg, payload)
 
@@ -327,7 +329,7 @@ class ControlPlane:
             if all(item[OUT_WORKER_ID] == speaker for item in msg.items):
                 self.delivery.on_outputs(msg, payload, now)
             else:
-                log.warning("dropping outputs from %r for another worker", identity)
+                self.peer_log.warning("dropping outputs from %r for another worker", identity)
             return
         if nested_worker_id(identity) is not None:  # code on a worker, calling functions
             self.api.handle(identity, msg, payload)
@@ -336,7 +338,7 @@ class ControlPlane:
         worker_id = getattr(msg, "worker_id", "")
         w = self.records.workers.get(worker_id) if worker_id == speaker else None
         if handler is None or w is None:
-            log.warning("dropping %s from worker %r", msg.op, identity)
+            self.peer_log.warning("dropping %s from worker %r", msg.op, identity)
             return
         w.heard(now)
         handler(w, msg, payload, now)

@@ -31,6 +31,8 @@ from typing import Any
 from nbscale_runtime.segments import Segments
 from nbscale_runtime.stream import FrameReader, FrameWriter, StreamClosed
 
+from .log_limit import LimitedLog
+
 log = logging.getLogger("nbscale.stream_channel")
 
 
@@ -75,6 +77,7 @@ class StreamChannel:
         self._peers: dict[bytes, _Peer] = {}  # by identity
         self._all: set[_Peer] = set()
         self._closed = False
+        self._peer_log = LimitedLog(log)  # what broken peers cause
 
     def _bind(self, path: str, only: bytes | None) -> socket.socket:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -126,7 +129,7 @@ class StreamChannel:
             peer.reader.read_from(peer.sock)
         except StreamClosed as exc:
             if str(exc) != "the peer closed the connection":
-                log.warning("dropping a worker connection %r: %s", peer.identity, exc)
+                self._peer_log.warning("dropping a worker connection %r: %s", peer.identity, exc)
             closed = True  # but first handle what it sent before it went
         except OSError:
             closed = True
@@ -139,7 +142,7 @@ class StreamChannel:
             try:
                 self.on_message([peer.identity, *frames])
             except Exception:
-                log.exception("error handling a message")
+                self._peer_log.warning("error handling a message", exc_info=True)
         if closed:
             self._drop(peer)
 
@@ -155,7 +158,7 @@ class StreamChannel:
         elif peer.only is not None and identity.split(b":", 1)[0] != peer.only:
             why = f"names another worker than its socket's ({peer.only.decode()})"
         if why is not None:
-            log.warning("dropping a worker connection: its first message %s", why)
+            self._peer_log.warning("dropping a worker connection: its first message %s", why)
             self._drop(peer)
             return
         peer.identity = identity
