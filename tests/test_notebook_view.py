@@ -357,3 +357,40 @@ def test_the_views_detach_button_lets_the_map_run_on_for_from_id(page, lab):
     printed.wait_for(timeout=90_000)
     assert re.search(r"DETACHED \d+ \d+ True", printed.inner_text())
     shot(panel, "11-detached")
+
+
+def test_the_pools_monitor_keeps_each_pool_on_one_line_in_a_narrow_notebook(page, lab):
+    """In a notebook split beside another (here a narrow window), the monitor's cells once
+    wrapped ``2/2 (0 starting, 0 busy, 2 idle)`` over five lines; the table scrolls instead."""
+    page.set_viewport_size({"width": 600, "height": 1000})
+    cells = [SETUP, "square.remote(1)", "m = nbscale.monitor(interval=0.5)", "time.sleep(3)"]
+    write_notebook(lab, "narrow.ipynb", [*cells, "m.stop()"])
+    open_lab(page, lab)
+    panel = open_notebook(page, "narrow.ipynb")
+    run_all(page, panel)
+    table = panel.locator("table", has=page.locator("th", has_text="containers"))
+    table.locator("td", has_text="square").first.wait_for()
+    lines = table.evaluate(
+        """table => [...table.querySelectorAll('th, td')].map(cell => {
+            const range = document.createRange();
+            range.selectNodeContents(cell);
+            const boxes = [...range.getClientRects()];
+            return [cell.textContent, new Set(boxes.map(box => Math.round(box.top))).size];
+        })"""
+    )
+    shot(panel, "10-monitor-narrow")
+    wrapped = [(text, n) for text, n in lines if n > 1]
+    assert not wrapped, f"cells over more than one line: {wrapped}"
+    # Too wide for the window, it scrolls sideways: a box around it within the output does.
+    assert table.evaluate(
+        """table => {
+            for (let e = table.parentElement; e; e = e.parentElement) {
+                const scrolls = ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+                if (scrolls && e.scrollWidth > e.clientWidth) return true;
+                if (e.classList.contains('jp-OutputArea-output')) return false;
+            }
+            return false;
+        }"""
+    )
+    header = panel.locator("span", has_text=re.compile(r"^nbscale · ")).first.inner_text()
+    assert re.match(r"nbscale · (1 pool|[02-9]\d* pools|1\d+ pools) · ", header), header

@@ -359,7 +359,7 @@ def test_monitor_shows_every_pool_until_stopped(comm_messages, capsys):
     monitor = nbscale.monitor(interval=0.1)
     try:
         wait_until(lambda: monitor.refreshes >= 3)
-        assert "<td style='padding:0 8px;font-family:monospace'>fast</td>" in monitor.table.value
+        assert "'>fast</td>" in monitor.table.value
         assert "slow" in monitor.table.value
         assert "2 pools" in monitor.header.value or len(monitor.pools) >= 2
         assert monitor.running

@@ -43,7 +43,7 @@ class PoolMonitor:
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else f"every {self.interval:g} s"
-        return f"<nbscale.PoolMonitor: {len(self.pools)} pools, refreshing {state}>"
+        return f"<nbscale.PoolMonitor: {_pools(len(self.pools))}, refreshing {state}>"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle: dict[str, Any] = self.box._repr_mimebundle_(**kwargs)
@@ -72,7 +72,7 @@ class PoolMonitor:
         self.pools = info["pools"]
         self.refreshes += 1
         self.header.value = (
-            f"<span style='{_MONO}'><b>nbscale</b> · {len(self.pools)} pools · "
+            f"<span style='{_MONO}'><b>nbscale</b> · {_pools(len(self.pools))} · "
             f"{info['mode']} control plane · launcher {html.escape(str(info['launcher']))}</span>"
         )
         self.table.value = render.pools_html(self.pools)
@@ -102,3 +102,8 @@ def monitor(interval: float = 1.0) -> PoolMonitor:
     view.start()
     display(view)
     return view
+
+
+def _pools(n: int) -> str:
+    """``1 pool``, ``3 pools``."""
+    return f"{n} pool{'' if n == 1 else 's'}"

@@ -140,8 +140,11 @@ def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "
 
 
 def td(text: str) -> str:
-    """A table cell of monospace text."""
-    return f"<td style='padding:0 8px;font-family:monospace'>{html.escape(text)}</td>"
+    """A table cell of monospace text, on one line (a narrow notebook scrolls the table)."""
+    return f"<td style='{_CELL}'>{html.escape(text)}</td>"
+
+
+_CELL = "padding:0 8px;font-family:monospace;white-space:nowrap"
 
 
 _COLUMNS = ("pool", "function", "containers", "waiting", "running", "done", "failed", "GPUs")
@@ -169,16 +172,18 @@ def pools_html(pools: list[PoolModel]) -> str:
     """A table of pools; hovering a row shows what its autoscaler is doing."""
     if not pools:
         return "<i>no pools yet: call a function to create one</i>"
-    head = "".join(f"<th style='text-align:left;padding:0 8px'>{h}</th>" for h in _COLUMNS)
+    head = "".join(
+        f"<th style='text-align:left;padding:0 8px;white-space:nowrap'>{h}</th>" for h in _COLUMNS
+    )
     rows = []
     for pool in pools:
         tds = "".join(td(c) for c in pool_cells(pool))
         rows.append(
             f"<tr data-pool='{pool['id']}' title='{html.escape(pool['status'])}'>{tds}</tr>"
         )
-    return (
-        "<table style='border-collapse:collapse'>"
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (  # one line a pool, however narrow the notebook: the table scrolls sideways
+        "<div style='overflow-x:auto'><table style='border-collapse:collapse'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
 
 
