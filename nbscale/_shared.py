@@ -68,8 +68,12 @@ class SharedObject:
         what = repr(self.name) if self.name is not None else f"ephemeral {self._id}"
         return f"<nbscale.{kind_label(self.kind)} {what}>"
 
-    def __getstate__(self) -> dict[str, Any]:  # to workers: by name and id, no connection
-        return {"name": self.name, "create": self._create, "id": self._id}
+    def __getstate__(self) -> dict[str, Any]:  # to workers: by name, or by id, no connection
+        # A named object is looked up by its name there: the id this process learnt on its
+        # first use would change the pickle of every function that captures the object
+        # (and with it their function id, so their next call would get a new pool).
+        object_id = self._id if self.name is None else ""
+        return {"name": self.name, "create": self._create, "id": object_id}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["name"], state["create"], state["id"])  # type: ignore[misc]

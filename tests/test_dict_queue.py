@@ -39,6 +39,30 @@ def put_results(n: int) -> None:
     jobs.put_many([("result", i) for i in range(n)], partition="results")
 
 
+tally = nbscale.Dict.from_name("test-dict-queue-tally", create_if_missing=True)
+
+
+@app.function()
+def count(key: str) -> int:
+    tally[key] = tally.get(key, 0) + 1
+    return tally[key]
+
+
+def pools_of(function: str) -> list[str]:
+    return [p["id"] for p in nbscale.status()["pools"] if p["function"] == function]
+
+
+def test_using_a_named_dict_here_keeps_the_pool_of_the_functions_that_use_it():
+    """The defect: the Dict's id, learnt when this process first used it, changed the
+    pickle of every function that captures it, so their next call registered a second pool
+    (cold workers, and a second 'image not built' line)."""
+    assert count.remote("k") == 1
+    before = pools_of("count")
+    assert tally["k"] == 1  # this process looks the Dict up now
+    assert list(count.map(["k", "k"])) in ([2, 3], [3, 2], [2, 2], [3, 3])
+    assert pools_of("count") == before and len(before) == 1
+
+
 def test_a_dict_is_shared_by_this_process_and_its_workers():
     shared.clear()
     shared["from-kernel"] = {"nested": [1, 2]}
