@@ -31,16 +31,18 @@ import zmq.asyncio
 
 from nbscale_runtime import protocol
 from nbscale_runtime.intake import more_wanted
+from nbscale_runtime.packed_inputs import load_inputs
 from nbscale_runtime.protocol import (
     RUN_ATTEMPT,
     RUN_CALL_ID,
     RUN_COUNT,
     RUN_INDEX,
+    RUN_PACKED,
     RUN_SKIP,
     RUN_WHERE,
     STATUS_OK,
 )
-from nbscale_runtime.serialization import PayloadWriter, load, load_run, split_payload
+from nbscale_runtime.serialization import PayloadWriter, load, split_payload
 from nbscale_runtime.worker import WorkerConfig
 
 EXIT, HELLO, START, STOP = b"exit", b"hello", b"start", b"stop"
@@ -120,7 +122,7 @@ class SimWorker:
             count = item[RUN_COUNT]  # a run: its results go back as one row, as a worker's
             begun = time.perf_counter()
             if count:
-                pairs = load_run(data, buffers, item[RUN_SKIP], count)
+                pairs = load_inputs(data, buffers, item[RUN_SKIP], count, item[RUN_PACKED])
                 where, sizes = writer.add_run([self.fn(*args, **kwargs) for args, kwargs in pairs])
             else:
                 args, kwargs = load(data, buffers)

@@ -1,7 +1,8 @@
 """A call's input side: its inputs pulled from the caller's iterator a chunk at a time and
 pickled for the wire (``pull``, on a worker thread of the client's loop: pickling takes
 time), as runs (their pickles back to back, one submit-inputs row each) when they are small,
-else one by one; how big its chunks are (``ChunkSizes``); each input's size checked
+packed runs (one pickled list of their values, ``packed_inputs.py``) when each is one plain
+value, else one by one; how big its chunks are (``ChunkSizes``); each input's size checked
 (``check_input_sizes``); and a chunk sent until a limit admits it (``submit_chunk``)."""
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.packed import PACKABLE
+from nbscale_runtime.packed_inputs import dump_values, values_of
 from nbscale_runtime.protocol import SUBMIT_COUNT, row_count
 from nbscale_runtime.serialization import PayloadWriter
 from nbscale_server.limits import Limits, describe, map_limits, small_inputs
@@ -42,34 +45,70 @@ _PULL_BUDGET = 0.005
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
+class OneArgument:
+    """A map's inputs that are each one positional argument and no keyword (``f.map(xs)``):
+    iterated as ``(args, kwargs)`` pairs, as any inputs are, but pulled (``pull``) as the
+    values themselves, which go packed when they are plain (``packed_inputs.py``) without a
+    pair made for each (~0.08 us an input) nor checked apart (~0.08 more)."""
+
+    __slots__ = ("_kwargs", "values")
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        self.values = iter(values)
+        self._kwargs: dict[str, Any] = {}
+
+    def __iter__(self) -> OneArgument:
+        return self
+
+    def __next__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (next(self.values),), self._kwargs
+
+
 def pull(
     inputs: Inputs, start: int, n: int, runs: bool, most_if_big: int | None = None
 ) -> tuple[list[list[Any]], list[Any], bool, int, list[tuple[tuple[Any, ...], dict[str, Any]]]]:
     """Take up to ``n`` inputs (or what arrives within the pull budget) and pickle them: as
-    one run when ``runs`` and they are small, else one by one; when they are not all small
-    (``small_inputs``), only the first ``most_if_big``. Returns the submit-inputs rows, their
-    frames, whether the iterator is exhausted, how many inputs they hold, and the inputs taken
-    and left out (to go first next time)."""
-    deadline = time.perf_counter() + _PULL_BUDGET
-    clock = time.perf_counter
-    taken: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-    exhausted = False
-    step = 1  # inputs pulled between looks at the clock: 1, 2, 4, ... (not one look each)
-    while len(taken) < n:
-        before, want = len(taken), min(step, n - len(taken))
-        taken.extend(itertools.islice(inputs, want))
-        if len(taken) - before < want:
-            exhausted = True
-            break
-        if clock() > deadline:
-            break
-        step *= 2
-    items, frames = _pickle(taken, start, runs)
+    one run when ``runs`` and they are small (packed when plain values), else one by one;
+    when they are not all small (``small_inputs``), only the first ``most_if_big``. Returns
+    the submit-inputs rows, their frames, whether the iterator is exhausted, how many inputs
+    they hold, and the inputs taken and left out (to go first next time)."""
+    source = inputs.values if isinstance(inputs, OneArgument) else inputs
+    one = source is not inputs  # ``taken`` holds the values themselves
+    taken, exhausted = _take(source, n)
+    plain = one and runs and len(taken) > 1 and set(map(type, taken)) <= PACKABLE
+    if plain:  # packed, no pairs made
+        writer, items = PayloadWriter(), list[list[Any]]()
+        _add_packed(writer, items, taken, start)
+        frames = writer.frames()
+    else:
+        if one:
+            taken = [((value,), {}) for value in taken]
+        items, frames = _pickle(taken, start, runs)
     if most_if_big is None or len(taken) <= most_if_big or small_inputs(items):
         return items, frames, exhausted, len(taken), []
     # the map's first inputs that are not small: the window of big ones must admit them
+    if plain:
+        taken = [((value,), {}) for value in taken]
     items, frames = _pickle(taken[:most_if_big], start, runs)
     return items, frames, False, most_if_big, taken[most_if_big:]
+
+
+def _take(source: Iterator[Any], n: int) -> tuple[list[Any], bool]:
+    """Up to ``n`` items of ``source``, or what arrives within the pull budget; and whether
+    it ran out."""
+    deadline = time.perf_counter() + _PULL_BUDGET
+    clock = time.perf_counter
+    taken: list[Any] = []
+    step = 1  # items pulled between looks at the clock: 1, 2, 4, ... (not one look each)
+    while len(taken) < n:
+        before, want = len(taken), min(step, n - len(taken))
+        taken.extend(itertools.islice(source, want))
+        if len(taken) - before < want:
+            return taken, True
+        if clock() > deadline:
+            break
+        step *= 2
+    return taken, False
 
 
 def _pickle(
@@ -80,6 +119,10 @@ def _pickle(
     writer = PayloadWriter()
     items: list[list[Any]] = []
     if runs and len(taken) > 1:
+        values = values_of(taken)
+        if values is not None:
+            _add_packed(writer, items, values, start)
+            return items, writer.frames()
         try:
             _add_runs(writer, items, taken, start)
             return items, writer.frames()
@@ -112,6 +155,24 @@ def _add_runs(
     half = len(inputs) // 2
     _add_runs(writer, items, inputs[:half], start)
     _add_runs(writer, items, inputs[half:], start + half)
+
+
+def _add_packed(
+    writer: PayloadWriter, items: list[list[Any]], values: list[Any], start: int
+) -> None:
+    """Pickle the inputs of ``values`` (their one argument each) as packed runs of at most
+    ``_RUN_MAX_BYTES`` (halving those that are bigger), each a submit-inputs row without
+    sizes; a value too big alone goes as one input."""
+    if len(values) == 1:
+        items.append([start, *add_input(writer, start, (values[0],), {}), 0, []])
+        return
+    data = dump_values(values)
+    if data is not None and len(data) <= _RUN_MAX_BYTES:
+        items.append([start, *writer.add_raw(data), len(values), []])  # no sizes: packed
+        return
+    half = len(values) // 2
+    _add_packed(writer, items, values[:half], start)
+    _add_packed(writer, items, values[half:], start + half)
 
 
 class ChunkSizes:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import _config
+from ._chunks import OneArgument
 from ._loop import get_loop
 from ._map import End, Invocation
 from ._outcomes import Output, Values, print_output
@@ -29,6 +30,8 @@ Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 def zip_inputs(iterables: tuple[Iterable[Any], ...], kwargs: dict[str, Any] | None) -> Inputs:
+    if len(iterables) == 1 and not kwargs:  # pulled as the values themselves
+        return OneArgument(iterables[0])
     kw = dict(kwargs or {})
     return ((args, kw) for args in zip(*iterables, strict=False))
 

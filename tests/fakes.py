@@ -34,11 +34,13 @@ import cloudpickle
 from nbscale._outcomes import Output, decode
 from nbscale._pickling import add_input
 from nbscale_runtime import protocol
+from nbscale_runtime.packed_inputs import dump_values, load_inputs
 from nbscale_runtime.protocol import (
     RUN_ATTEMPT,
     RUN_CALL_ID,
     RUN_COUNT,
     RUN_INDEX,
+    RUN_PACKED,
     RUN_SKIP,
     RUN_WHERE,
     STATUS_ERROR,
@@ -50,7 +52,6 @@ from nbscale_runtime.serialization import (
     PayloadWriter,
     dump_exception,
     load,
-    load_run,
     split_payload,
 )
 from nbscale_server.control_plane import ControlPlane
@@ -134,7 +135,11 @@ class FakeWorker:
             received = 0
             for row, (data, bufs) in zip(msg.items, parts, strict=True):
                 count = row[RUN_COUNT]  # a run: its inputs held one by one here
-                pairs = load_run(data, bufs, row[RUN_SKIP], count) if count else [load(data, bufs)]
+                pairs = (
+                    load_inputs(data, bufs, row[RUN_SKIP], count, row[RUN_PACKED])
+                    if count
+                    else [load(data, bufs)]
+                )
                 for k, (args, kwargs) in enumerate(pairs):
                     call_id, index, attempt = row[RUN_CALL_ID], row[RUN_INDEX] + k, row[RUN_ATTEMPT]
                     self.held.append((call_id, index, attempt, args, kwargs))
@@ -385,6 +390,7 @@ class FakeCaller:
         self._replies: dict[int, tuple[protocol.Reply, list[Any]]] = {}
         self.outputs: dict[str, list[Output]] = {}  # by call id, in arrival order
         self.progress: list[protocol.Progress] = []
+        self.packed = False  # submit inputs as one packed run, as a map's client does
         self.request(
             protocol.Hello(
                 protocol.PROTOCOL_VERSION, VERSIONS["python"], VERSIONS["cloudpickle"], 0, owner
@@ -441,18 +447,24 @@ class FakeCaller:
         start: int = 0,
         last: bool = True,
     ) -> str:
-        """Submit ``inputs`` (one argument each) as a call of ``kind``; returns its id."""
+        """Submit ``inputs`` (one argument each) as a call of ``kind``, one by one or (when
+        ``packed`` and they are) as one packed run; returns its id."""
         call_id = call_id or f"fc-{next(_call_numbers)}"
         writer = PayloadWriter()
         items = []
-        for index, x in enumerate(inputs, start):
-            items.append([index, *add_input(writer, index, (x,), {}), 0, []])
-        total = start + len(items) if last else None
+        values = list(inputs)
+        data = dump_values(values) if self.packed and len(values) > 1 else None
+        if data is not None:
+            items.append([start, *writer.add_raw(data), len(values), []])
+        else:
+            for index, x in enumerate(values, start):
+                items.append([index, *add_input(writer, index, (x,), {}), 0, []])
+        total = start + len(values) if last else None
         value = self.request(
             protocol.SubmitInputs(0, call_id, pool_id, kind, items, total, progress=True),
             writer.frames(),
         )
-        assert value["accepted"] == len(items), value
+        assert value["accepted"] == len(values), value
         self.outputs.setdefault(call_id, [])
         return call_id
 

@@ -19,9 +19,12 @@ def square(x: int) -> int:
     return x * x
 
 
-@pytest.fixture
-def h() -> Iterator[Harness]:
+@pytest.fixture(params=["one by one", "a packed run"])
+def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """A harness whose caller submits inputs one by one, or as one packed run (as a map's
+    client does): the queue then cuts the run wherever its inputs part ways."""
     harness = Harness(max_workers_total=4)
+    harness.caller.packed = request.param == "a packed run"
     yield harness
     harness.close()
 
@@ -113,11 +116,13 @@ def test_an_input_the_infrastructure_keeps_losing_fails_naming_it(h):
     assert "not counted against the function's retries" in message
 
 
-def test_a_worker_without_a_register_turns_its_inputs_into_suspects_run_alone():
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_worker_without_a_register_turns_its_inputs_into_suspects_run_alone(packed):
     """A worker that shares no files with the control plane (a cluster node) cannot say
     exactly what it ran when it died: its inputs become suspects, each run alone on a worker
     that confirms it starts it, so the next death blames exactly the culprit."""
     h = Harness(register=False)
+    h.caller.packed = packed
     try:
         pool, call = one_worker_holding(h, 6)  # it holds inputs 0, 1 and 2
         [first] = h.workers(pool)

@@ -11,8 +11,15 @@ import pytest
 
 from nbscale._chunks import _RUN_MAX_BYTES, ChunkSizes, pull
 from nbscale.exceptions import SerializationError
-from nbscale_runtime.protocol import SUBMIT_COUNT, SUBMIT_INDEX, SUBMIT_WHERE, row_count
-from nbscale_runtime.serialization import load_run, split_payload
+from nbscale_runtime.packed_inputs import load_inputs
+from nbscale_runtime.protocol import (
+    SUBMIT_COUNT,
+    SUBMIT_INDEX,
+    SUBMIT_SIZES,
+    SUBMIT_WHERE,
+    row_count,
+)
+from nbscale_runtime.serialization import split_payload
 from nbscale_server.limits import Limits
 
 
@@ -24,7 +31,8 @@ def read_back(items: list[list[int]], frames: list[object]) -> list[object]:
     parts = split_payload(frames, [i[SUBMIT_WHERE] for i in items])
     out: list[object] = []
     for item, (data, bufs) in zip(items, parts, strict=True):
-        out += [args[0] for args, _ in load_run(data, bufs, 0, row_count(item[SUBMIT_COUNT]))]
+        count, packed = row_count(item[SUBMIT_COUNT]), item[SUBMIT_COUNT] and not item[SUBMIT_SIZES]
+        out += [args[0] for args, _ in load_inputs(data, bufs, 0, count, packed)]
     return out
 
 

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import protocol, sending
-from .protocol import RUN_ATTEMPT, RUN_CALL_ID, RUN_COUNT, RUN_INDEX, RUN_SKIP, RUN_WHERE
+from .packed_inputs import load_inputs, load_values
+from .protocol import (
+    RUN_ATTEMPT,
+    RUN_CALL_ID,
+    RUN_COUNT,
+    RUN_INDEX,
+    RUN_PACKED,
+    RUN_SKIP,
+    RUN_WHERE,
+)
 from .serialization import load, load_run, split_payload
 
 if TYPE_CHECKING:
@@ -48,15 +57,18 @@ class _Input:
     loaded: Any = None  # its (args, kwargs), once unpickled ahead of its run (batching)
     count: int = 0  # > 0: a run of inputs ``index`` .. ``index + count`` (``runs.py``)
     skip: int = 0  # a run's first element in the list ``data`` holds
+    packed: bool = False  # a packed run: each input is one value, its only argument
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.call_id, self.index)
 
     def args(self) -> Any:
-        """Its (args, kwargs); a run's, a list of them."""
+        """Its (args, kwargs); a run's, a list of them, or of its values when packed."""
         if self.loaded is None:
-            if self.count:
+            if self.packed:
+                self.loaded = load_values(self.data, self.skip, self.count)
+            elif self.count:
                 self.loaded = load_run(self.data, self.buffers, self.skip, self.count)
             else:
                 self.loaded = load(self.data, self.buffers)
@@ -69,15 +81,15 @@ def accept_inputs(w: Worker, msg: protocol.RunInputs, payload: list[Any]) -> Non
     received = 0
     for item, (data, buffers) in zip(msg.items, parts, strict=False):
         call_id, index, attempt = item[RUN_CALL_ID], item[RUN_INDEX], item[RUN_ATTEMPT]
-        count = item[RUN_COUNT]
+        count, packed = item[RUN_COUNT], item[RUN_PACKED]
         received += count or 1
         if count and not w.plain:  # run one by one: each an input of its own
-            values = load_run(data, buffers, item[RUN_SKIP], count)
+            values = load_inputs(data, buffers, item[RUN_SKIP], count, packed)
             for k, value in enumerate(values):
                 w.queue.append(_Input(call_id, index + k, attempt, data, [], now, value))
         else:
             run = _Input(call_id, index, attempt, data, buffers, now, None, count)
-            run.skip = item[RUN_SKIP]
+            run.skip, run.packed = item[RUN_SKIP], packed
             w.queue.append(run)
             w.run_extra += max(0, count - 1)
         if msg.confirm:

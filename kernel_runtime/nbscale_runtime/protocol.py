@@ -76,10 +76,11 @@ if TYPE_CHECKING:
         UpdateAutoscaler,
     )
 
-PROTOCOL_VERSION = 11  # 6: register-function carries secrets; 7: spawn-calls,
+PROTOCOL_VERSION = 12  # 6: register-function carries secrets; 7: spawn-calls,
 # get-first-outputs; 8: Dict and Queue messages; 9: runs of inputs (count columns); 10: small
 # inputs count a quarter of a map's window (a client's chunks of them outgrow an older
-# control plane's window, which would throttle them forever); 11: packed runs of results
+# control plane's window, which would throttle them forever); 11: packed runs of results; 12:
+# packed runs of inputs (a submit-inputs run without sizes, run-inputs' packed column)
 
 # Output statuses, as the worker reports them and the control plane forwards them.
 STATUS_OK = "ok"
@@ -126,7 +127,9 @@ ERROR_KINDS = frozenset(
 # moved once per run instead of once per input); ``sizes``: each one's pickle length, by
 # which the control plane cuts a run into per-input bytes where it keeps them (spawned
 # calls, detached maps) without unpickling anything. ``count`` 0 is one input's own pickle
-# (``sizes`` empty).
+# (``sizes`` empty). A run without ``sizes`` is *packed*: one pickle of the list of its plain
+# values (inputs that are each one such value and no keyword: ``packed_inputs.py``; results:
+# ``packed.py``).
 
 # submit-inputs: [index, offset, length, nbufs, count, sizes]
 SUBMIT_INDEX = 0
@@ -138,15 +141,17 @@ SUBMIT_SIZES = 5
 SPAWN_CALL_ID = 0
 SPAWN_WHERE = slice(1, 4)
 
-# run-inputs: [call_id, index, attempt, offset, length, nbufs, count, skip]; a run's inputs
-# are the pickles ``skip`` .. ``skip + count`` of those in its bytes (a queued run split for
-# scheduling, a retry or a loss shares its bytes with the rest)
+# run-inputs: [call_id, index, attempt, offset, length, nbufs, count, skip, packed]; a run's
+# inputs are the pickles ``skip`` .. ``skip + count`` of those in its bytes (a queued run split
+# for scheduling, a retry or a loss shares its bytes with the rest), or, ``packed``, the
+# values ``skip`` .. ``skip + count`` of the list its bytes hold
 RUN_CALL_ID = 0
 RUN_INDEX = 1
 RUN_ATTEMPT = 2
 RUN_WHERE = slice(3, 6)
 RUN_COUNT = 6
 RUN_SKIP = 7
+RUN_PACKED = 8
 
 # outputs: [call_id, index, attempt, status, offset, length, nbufs, duration, worker_id, stdout,
 #           stderr, count, sizes]; a run's row (``count`` > 0) is always "ok", printed

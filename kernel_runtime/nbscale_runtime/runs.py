@@ -110,11 +110,12 @@ def run_segment(
     index: int,
     values: list[Any],
     deadline: float,
+    packed: bool = False,
 ) -> tuple[int, int]:
     """Run the inputs ``index`` .. ``index + len(values)`` of a run (``values``: their
-    (args, kwargs)) until done, cancelled, taken back, or ``deadline`` (perf_counter)
-    passes; returns where it stopped and where the run now ends (the rest, if any, is the
-    caller's to queue)."""
+    (args, kwargs), or when ``packed`` each one's only argument) until done, cancelled,
+    taken back, or ``deadline`` (perf_counter) passes; returns where it stopped and where
+    the run now ends (the rest, if any, is the caller's to queue)."""
     from .intake import InputCancelled, _Input
 
     seg = Segment(call_id, attempt, index, index + len(values))
@@ -138,7 +139,7 @@ def run_segment(
             if call_id in cancelled:
                 seg.end = index  # the control plane dropped the rest
                 break
-            args, kwargs = values[offset + index]
+            value = values[offset + index]
             key = (call_id, index)
             running[key] = (started, attempt, 0)
             start_slot(index, started)
@@ -146,7 +147,8 @@ def run_segment(
             w.inline_key = key
             try:
                 w.in_user_code = True
-                result = fn(*args, **kwargs)
+                # a packed run's value is its input's one argument: no (args, kwargs) made
+                result = fn(value) if packed else fn(*value[0], **value[1])
                 if type(result) is CoroutineType:  # inspect.iscoroutine: it has no subclass
                     result = run_alone(result)
                 status = STATUS_OK

@@ -290,12 +290,14 @@ class Worker:
         if self.confirm_first and run.key in self.confirm_first:
             intake.confirm_start(self, run)
         values = run.args()
-        at, end = run_segment(self, run.call_id, run.attempt, run.index, values, deadline)
+        at, end = run_segment(
+            self, run.call_id, run.attempt, run.index, values, deadline, run.packed
+        )
         if at < end:
             first = at - run.index
             rest = _Input(run.call_id, at, run.attempt, run.data, run.buffers, run.arrived)
             rest.loaded, rest.count = values[first : end - run.index], end - at
-            rest.skip = run.skip + first
+            rest.skip, rest.packed = run.skip + first, run.packed
             self.queue.appendleft(rest)
             self.run_extra += rest.count - 1
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbscale_runtime import protocol
+from nbscale_runtime.packed_inputs import Layout
 from nbscale_runtime.protocol import (
     ERROR_CONTROL_PLANE,
     ERROR_INVALID,
@@ -136,16 +137,7 @@ class Delivery:
         parts = split_payload(payload, [i[SUBMIT_WHERE] for i in accepted])
         spawned = call.kind == "spawn"
         records = [
-            InputRecord(
-                call.call_id,
-                item[SUBMIT_INDEX],
-                data,
-                bufs,
-                spawned=spawned,
-                count=row_count(item[SUBMIT_COUNT]),
-                skip=0 if item[SUBMIT_COUNT] else -1,
-                sizes=_run_sizes(item) if item[SUBMIT_COUNT] else [],
-            )
+            _record(call.call_id, item, data, bufs, spawned)
             for item, (data, bufs) in zip(accepted, parts, strict=False)
         ]
         admitted = sum(r.count for r in records)
@@ -328,8 +320,16 @@ class Delivery:
         pieces = [r.piece() for r in records]
         frames, addresses = pack([(data, buffers) for data, buffers, _ in pieces])
         items = [
-            # a run-inputs row (RUN_*): a run's count, and where it starts in its list
-            [r.call_id, r.index, r.attempt, *where, r.count if r.skip >= 0 else 0, skip]
+            # a run-inputs row (RUN_*): a run's count, where it starts in its list, packed
+            [
+                r.call_id,
+                r.index,
+                r.attempt,
+                *where,
+                r.count if r.skip >= 0 else 0,
+                skip,
+                r.layout is not None,
+            ]
             for r, where, (_, _, skip) in zip(records, addresses, pieces, strict=True)
         ]
         confirm = records[0].suspect  # then alone: the worker says when it starts it
@@ -351,6 +351,29 @@ class Delivery:
         """Settle what a worker reports (``Settling``), then fill the slots it freed."""
         for pool in self.settling.on_outputs(msg, payload, now):
             self.dispatch(pool)
+
+
+def _record(
+    call_id: str, item: list[Any], data: Any, bufs: list[Any], spawned: bool
+) -> InputRecord:
+    """The record of a submit-inputs row: one input, a run checked against its sizes, or a
+    packed run (no sizes) whose values' places are read once (the control plane cuts a run
+    by them where its inputs part ways)."""
+    record = InputRecord(call_id, item[SUBMIT_INDEX], data, bufs, spawned=spawned)
+    count = item[SUBMIT_COUNT]
+    if not count:
+        return record
+    record.count, record.skip = count, 0
+    if len(item) > SUBMIT_SIZES and item[SUBMIT_SIZES] == [] and not bufs:
+        try:
+            record.layout = Layout(data, count)
+        except ValueError as exc:
+            raise RequestError(
+                ERROR_INVALID, f"submit-inputs: the run at input {record.index}: {exc}"
+            ) from None
+    else:
+        record.sizes = _run_sizes(item)
+    return record
 
 
 def _run_sizes(item: list[Any]) -> list[int]:

@@ -5,7 +5,9 @@ instead of hundreds); a run moves as one record and is split only where its inpu
 (``QueueCore`` decides where). Pieces of a run share its bytes, each knowing where its inputs
 start among them (``skip``), so splitting never unpickles anything (a piece goes to a worker
 as a slice of them: ``piece``); where inputs are kept one
-by one (spawned calls, detached maps), ``apart`` cuts a run's bytes by its inputs' sizes.
+by one (spawned calls, detached maps), ``apart`` cuts a run's bytes by its inputs' sizes. A
+packed run (one pickled list of plain values, ``packed_inputs.py``) is cut the same ways by
+where its values lie (its ``Layout``, read once when it arrives).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nbscale_runtime.packed_inputs import Layout
 from nbscale_runtime.serialization import cut_run
 
 
@@ -37,6 +40,7 @@ class InputRecord:
     count: int = 1  # inputs ``index`` .. ``index + count``
     skip: int = -1  # -1: ``data`` is one input's pickle; else this run's first in its list
     sizes: list[int] = field(default_factory=list)  # a run's: each input's pickle length
+    layout: Layout | None = None  # a packed run's: where its values lie (shared by its pieces)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -59,6 +63,8 @@ class InputRecord:
         input starts among them: a piece of a run goes with its own inputs' pickles only (a
         slice of the run's, cut by their sizes, not a copy): the worker unpickles none to
         skip them, and the socket carries none that the piece does not hold."""
+        if self.layout is not None:  # a list of its own values
+            return self.layout.piece(self.data, self.skip, self.count), self.buffers, 0
         if self.skip < 0 or not self.sizes:
             return self.data, self.buffers, self.skip
         start = sum(self.sizes[: self.skip])
@@ -78,9 +84,12 @@ class InputRecord:
         by their sizes, never unpickled): what the store keeps, input by input."""
         if self.skip < 0:
             return [self]
-        cuts = cut_run(self.data, self.sizes, self.skip, self.count)
+        if self.layout is not None:
+            cuts = self.layout.apart(self.data, self.skip, self.count)
+        else:
+            cuts = cut_run(self.data, self.sizes, self.skip, self.count)
         return [
-            replace(self, index=self.index + k, data=cut, count=1, skip=-1, sizes=[])
+            replace(self, index=self.index + k, data=cut, count=1, skip=-1, sizes=[], layout=None)
             for k, cut in enumerate(cuts)
         ]
 
