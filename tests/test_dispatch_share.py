@@ -48,3 +48,10 @@ def test_the_estimate_follows_the_inputs_as_they_change():
     for _ in range(20):
         p.observe_durations(0.5, 1)  # inputs became slow
     assert p.share(pending=40, live=4) == 5
+
+
+def test_inputs_under_a_microsecond_still_travel_a_millisecond_of_work():
+    """Packed noop inputs take ~0.3 us: capped at 1,000 a batch was 0.3 ms of work, and each
+    worker waited a round trip per batch (Docker W1 0.8x of processes)."""
+    p = pool(seconds_per_input=0.2e-6)
+    assert p.share(pending=6000, live=2) == 3000  # an even split, not 1,000

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 # Work a worker asks for ahead of what it runs now, in seconds of estimated run time: enough
 # to hide a round trip to the control plane, small enough to keep the load balanced.
 _PREFETCH_SECONDS = 0.01
-_MAX_PREFETCH = 1000
+# The most inputs asked for ahead, whatever the estimate. Not lower than the control plane's
+# batch floor (pool.py): a worker that may hold one batch alone waits a round trip per batch.
+_MAX_PREFETCH = 10_000
 # Inputs shorter than this keep one more queued per slot, so the next starts without a round
 # trip; one that waits behind another waits at most this long.
 _ONE_AHEAD_BELOW = 0.1
