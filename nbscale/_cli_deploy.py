@@ -38,13 +38,21 @@ def add_parser(sub: Any) -> None:
     p_stop.set_defaults(run=_stop)
 
 
-def _use_server() -> None:
-    """This process talks to the Jupyter server's control plane running here."""
+# `apps list` and `apps stop` without a server: nothing was deployed anywhere to act on
+NO_APPS_HERE = (
+    "deployed apps live on the Jupyter server's control plane, and no Jupyter server with "
+    "nbscale runs here (start `jupyter lab` or `jupyter server` first)"
+)
+
+
+def _use_server(needs: str = NEEDS_SERVER) -> None:
+    """This process talks to the Jupyter server's control plane running here; else
+    InvalidError(``needs``)."""
     if os.environ.get("NBSCALE_CONNECTION_FILE"):
         return
     found = server_connection_files()
     if not found:
-        raise InvalidError(NEEDS_SERVER)
+        raise InvalidError(needs)
     os.environ["NBSCALE_CONNECTION_FILE"] = found[0].path
 
 
@@ -78,7 +86,7 @@ async def _request(msg: protocol.Message) -> Any:
 
 
 def _list(args: argparse.Namespace) -> int:
-    _use_server()
+    _use_server(NO_APPS_HERE)
     apps = get_loop().run(_request(protocol.ListApps(0)))["apps"]
     if not apps:
         print("no deployed apps")
@@ -89,7 +97,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    _use_server()
+    _use_server(NO_APPS_HERE)
     get_loop().run(_request(protocol.StopApp(0, args.name)))
     print(f"nbscale: stopped app {args.name!r}", file=sys.stderr)
     return 0

@@ -42,3 +42,19 @@ def test_nbscale_deploy_without_a_server_says_so_in_one_line(tmp_path: Path):
     assert proc.returncode == 1
     [line] = proc.stderr.splitlines()
     assert line.startswith("nbscale: error: deploying needs the Jupyter server's control plane")
+
+
+@pytest.mark.parametrize("command", [["list"], ["stop", "some-app"]])
+def test_nbscale_apps_without_a_server_says_there_is_none(tmp_path: Path, command: list[str]):
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}  # no server runs there
+    env.pop("NBSCALE_CONNECTION_FILE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbscale", "apps", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("nbscale: error: deployed apps live on the Jupyter server's"), line
