@@ -46,12 +46,13 @@ def test_each_kind_is_logged_a_few_times_a_window_then_counted(logged):
     assert logged.messages[-1] == "dropping message 1002 from b'peer'"  # the count was said once
 
 
-def test_a_traceback_goes_with_the_lines_that_are_logged(logged):
+def test_an_exception_is_an_error_with_its_traceback_on_the_lines_logged(logged):
     limited = LimitedLog(logging.getLogger("test.limited"), per_window=1, clock=Clock())
     for _ in range(5):
         try:
             raise ValueError("broken message")
         except ValueError:
-            limited.warning("error handling a message", exc_info=True)
+            limited.exception("error handling a message")
     [record] = logged.records
+    assert record.levelno == logging.ERROR  # as Logger.exception, which it stands in for
     assert record.exc_info is not None and "broken message" in record.exc_text

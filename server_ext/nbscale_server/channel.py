@@ -52,7 +52,7 @@ class Channel:
             try:
                 self.on_message(frames)
             except Exception:
-                self._peer_log.warning("error handling a message", exc_info=True)
+                self._peer_log.exception("error handling a message")
 
     def send(self, frames: list[Any]) -> None:
         if self._closed:

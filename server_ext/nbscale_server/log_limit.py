@@ -33,7 +33,14 @@ class LimitedLog:
         # per format string: [window start, logged in it, not logged since the last line]
         self._kinds: dict[str, list[Any]] = {}
 
-    def warning(self, msg: str, *args: Any, exc_info: bool = False) -> None:
+    def warning(self, msg: str, *args: Any) -> None:
+        self._log(logging.WARNING, msg, args, False)
+
+    def exception(self, msg: str, *args: Any) -> None:
+        """An error with the traceback being handled, as ``Logger.exception``."""
+        self._log(logging.ERROR, msg, args, True)
+
+    def _log(self, level: int, msg: str, args: tuple[Any, ...], exc_info: bool) -> None:
         now = self.clock()
         kind = self._kinds.get(msg)
         if kind is None or now - kind[0] >= self.window_s:
@@ -49,4 +56,4 @@ class LimitedLog:
         if kind[1] == self.per_window:
             msg += " (more like it within %.0f s are counted, not logged)"
             args = (*args, self.window_s - (now - kind[0]))
-        self.logger.warning(msg, *args, exc_info=exc_info)
+        self.logger.log(level, msg, *args, exc_info=exc_info)

@@ -142,7 +142,7 @@ class StreamChannel:
             try:
                 self.on_message([peer.identity, *frames])
             except Exception:
-                self._peer_log.warning("error handling a message", exc_info=True)
+                self._peer_log.exception("error handling a message")
         if closed:
             self._drop(peer)
 
