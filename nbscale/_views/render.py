@@ -139,12 +139,12 @@ def pool_line(pool: PoolModel | None, throttled_by: str | None, workers: str = "
     return " · ".join(parts)
 
 
+_CELL = "padding:0 8px;font-family:monospace;white-space:nowrap"
+
+
 def td(text: str) -> str:
     """A table cell of monospace text, on one line (a narrow notebook scrolls the table)."""
     return f"<td style='{_CELL}'>{html.escape(text)}</td>"
-
-
-_CELL = "padding:0 8px;font-family:monospace;white-space:nowrap"
 
 
 _COLUMNS = ("pool", "function", "containers", "waiting", "running", "done", "failed", "GPUs")

@@ -117,7 +117,7 @@ class ControlPlane:
         self.launcher = launcher
         self.launcher_choice = choice
         self.clock = clock
-        self.peer_log = LimitedLog(log)  # what broken or hostile peers send
+        self._peer_log = LimitedLog(log)  # what broken or hostile peers send
         self.records = Records()
         self.outbox = Outbox()
         try:
@@ -298,7 +298,7 @@ class ControlPlane:
             try:
                 msg, payload = protocol.decode(frames[1:])
             except protocol.ProtocolError as exc:
-                self.peer_log.warning("dropping undecodable message from %r: %s", identity, exc)
+                self._peer_log.warning("dropping undecodable message from %r: %s", identity, exc)
                 return
             handler(identity, msg, payload)
 
@@ -329,7 +329,7 @@ class ControlPlane:
             if all(item[OUT_WORKER_ID] == speaker for item in msg.items):
                 self.delivery.on_outputs(msg, payload, now)
             else:
-                self.peer_log.warning("dropping outputs from %r for another worker", identity)
+                self._peer_log.warning("dropping outputs from %r for another worker", identity)
             return
         if nested_worker_id(identity) is not None:  # code on a worker, calling functions
             self.api.handle(identity, msg, payload)
@@ -338,7 +338,7 @@ class ControlPlane:
         worker_id = getattr(msg, "worker_id", "")
         w = self.records.workers.get(worker_id) if worker_id == speaker else None
         if handler is None or w is None:
-            self.peer_log.warning("dropping %s from worker %r", msg.op, identity)
+            self._peer_log.warning("dropping %s from worker %r", msg.op, identity)
             return
         w.heard(now)
         handler(w, msg, payload, now)
