@@ -14,6 +14,10 @@ import sys
 
 from nbscale_runtime import __version__
 
+# First: the zygote for this process's first call starts while the rest loads (_prestart.py).
+from . import _prestart  # noqa: F401
+
+# isort: split
 from . import exception, functions
 from ._app import App, batched, concurrent
 from ._app_run import enable_output

@@ -37,9 +37,8 @@ from nbscale_runtime.protocol import OUT_CALL_ID
 from nbscale_server.callers import ProcessWatch
 from nbscale_server.channel import Channel, unbounded
 from nbscale_server.launchers import LaunchFailed
-from nbscale_server.launchers.head_start import head_start
 
-from . import _config, _nested
+from . import _config, _nested, _prestart
 from ._discovery import ServerFile, find_server
 from ._loop import get_loop
 from ._owner import is_mine, this_owner
@@ -309,8 +308,8 @@ async def _connect(previous: Client | None = None) -> Client:
         ahead = None
         try:
             cfg = _config.control_plane_config()
-            # The zygote starts while the control plane's modules load (head_start.py).
-            ahead = head_start(cfg.launcher, cfg.python or sys.executable, cfg.process_zygote)
+            # The zygote started at import, or now while the control plane's modules load.
+            ahead = _prestart.take(cfg.launcher, cfg.python or sys.executable, cfg.process_zygote)
             from nbscale_server.control_plane import ControlPlane
 
             cp = ControlPlane(cfg, ctx=ctx, head_start=ahead)

@@ -9,6 +9,7 @@ so, minutes later. This checks it in a second.
 from __future__ import annotations
 
 import json
+import os
 
 from conftest import fresh_python_stdout
 
@@ -28,7 +29,8 @@ def test_the_client_imports_only_what_worker_images_carry() -> None:
         "after = {m.split('.')[0] for m in sys.modules}\n"
         "print(json.dumps(sorted(after - before - set(sys.stdlib_module_names))))\n"
     )
-    out = fresh_python_stdout(code)
+    # On a worker, the import starts no zygote and loads no control plane (_prestart.py).
+    out = fresh_python_stdout(code, env={**os.environ, "NBSCALE_ZYGOTE_AT_IMPORT": "0"})
     imported = set(json.loads(out))
     allowed = {_IMPORT_NAMES.get(d, d) for d in RUNTIME_DISTRIBUTIONS}
     allowed |= {"nbscale", "nbscale_server", "nbscale_runtime"} | _NOT_DISTRIBUTIONS

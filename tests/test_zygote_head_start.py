@@ -1,9 +1,10 @@
-"""A script's first call starts the zygote ahead of its control plane (``head_start.py``):
-while the control plane's modules load, where the process launcher is sure to be chosen,
-and nothing of it is left when the control plane does not start.
+"""The zygote starts ahead of its control plane (``head_start.py``): at ``import nbscale``
+(``nbscale/_prestart.py``), or with ``zygote_at_import`` off while the first call's control
+plane loads; only where the process launcher is sure to be chosen, and nothing of it is
+left when it does not serve.
 
-Real processes: fresh interpreters whose first call starts a control plane, its zygote and
-its worker.
+Real processes: fresh interpreters whose import starts a zygote and whose first call starts
+a control plane and its worker.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 import textwrap
 
+import psutil
 import pytest
 from conftest import fresh_python_stdout
 
@@ -44,6 +46,7 @@ FIRST_CALL = textwrap.dedent(
 
 
 def first_call(**env: str) -> dict:
+    env = {"NBSCALE_ZYGOTE_AT_IMPORT": "0", **env}  # the first call's own head start
     out = fresh_python_stdout(FIRST_CALL, env={**os.environ, **env}, timeout=120)
     return json.loads(out.splitlines()[-1])
 
@@ -105,3 +108,107 @@ def test_a_control_plane_that_cannot_start_leaves_no_zygote_behind():
     out = fresh_python_stdout(script, env=env, timeout=120)
     assert "LaunchError: worker_address '0.0.0.0' would accept workers" in out
     assert "children: []" in out  # the zygote started ahead was ended
+
+
+# Says which zygote the import started (and whether the control plane's modules loaded with
+# it), optionally does something before the first call, then what its worker's parent was
+# and which processes are left.
+AFTER_IMPORT = textwrap.dedent(
+    """
+    import json, os, sys, psutil
+    import nbscale
+    from nbscale import _prestart
+
+    made = _prestart._pending
+    zygote_pid = made.zygote.proc.pid if made is not None and made.zygote else None
+    loaded = "nbscale_server.control_plane" in sys.modules
+    exec(sys.argv[1])  # before the first call
+    app = nbscale.App("at-import")
+    ppid = app.function(max_containers=1)(os.getppid).remote()
+    alive = zygote_pid is not None and psutil.pid_exists(zygote_pid)
+    seen = {"zygote": zygote_pid, "loaded": loaded, "ppid": ppid, "alive": alive}
+    print(json.dumps({**seen, "me": os.getpid()}))
+    """
+)
+
+
+def after_import(before_call: str = "", **env: str) -> dict:
+    env = {**os.environ, "NBSCALE_LAUNCHER": "process", **env}
+    env.pop("NBSCALE_ZYGOTE_AT_IMPORT", None)
+    out = fresh_python_stdout(AFTER_IMPORT, before_call, env=env, timeout=120)
+    return json.loads(out.splitlines()[-1])
+
+
+def test_the_import_starts_the_zygote_that_forks_the_first_calls_worker():
+    seen = after_import()
+    assert seen["zygote"] is not None and seen["loaded"] is True
+    assert seen["ppid"] == seen["zygote"]  # the first worker was forked by it
+
+
+def test_a_zygote_from_the_import_that_no_longer_fits_the_settings_is_ended():
+    seen = after_import("nbscale.config(process_zygote=False)")
+    assert seen["zygote"] is not None
+    assert seen["ppid"] == seen["me"]  # spawned by the launcher, as process_zygote says
+    assert seen["alive"] is False  # ended when the first call found it did not fit
+
+
+def test_a_forked_child_leaves_its_parents_zygote_alone():
+    # The child exits as a script does (atexit, finalizers): the parent's zygote serves on.
+    child = (
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    assert _prestart._pending is None\n"
+        "    sys.exit(0)\n"
+        "assert os.waitpid(pid, 0)[1] == 0"
+    )
+    seen = after_import(child)
+    assert seen["zygote"] is not None and seen["ppid"] == seen["zygote"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"NBSCALE_ZYGOTE_AT_IMPORT": "0"},
+        {"NBSCALE_PROCESS_ZYGOTE": "0"},
+        {"NBSCALE_LAUNCHER": "docker"},
+        {"NBSCALE_CONNECTION_FILE": "/nonexistent/nbscale-server.json"},  # a server's kernel
+        {"NBSCALE_LAUNCHER": "no-such-launcher"},  # the first call says it is wrong
+    ],
+    ids=["off", "process-zygote-off", "docker", "server-kernel", "bad-setting"],
+)
+def test_the_import_starts_nothing_where_no_zygote_would_serve(env):
+    script = textwrap.dedent(
+        """
+        import psutil, nbscale
+        from nbscale import _prestart
+        print(_prestart._pending, [p.pid for p in psutil.Process().children(recursive=True)])
+        """
+    )
+    out = fresh_python_stdout(script, env={**os.environ, **env}, timeout=60)
+    assert out.split() == ["None", "[]"]
+
+
+def test_code_on_a_worker_that_imports_nbscale_starts_no_zygote():
+    script = textwrap.dedent(
+        """
+        import nbscale
+
+        def imports_nbscale():
+            import psutil, nbscale
+            from nbscale import _prestart
+            return _prestart._pending, len(psutil.Process().children())
+
+        app = nbscale.App("on-a-worker")
+        print(app.function(max_containers=1)(imports_nbscale).remote())
+        """
+    )
+    env = {**os.environ, "NBSCALE_LAUNCHER": "process"}
+    out = fresh_python_stdout(script, env=env, timeout=120)
+    assert out.split()[-2:] == ["(None,", "0)"]
+
+
+def test_a_script_that_only_imports_leaves_no_zygote_behind():
+    script = "from nbscale import _prestart; print(_prestart._pending.zygote.proc.pid)"
+    env = {**os.environ, "NBSCALE_LAUNCHER": "process"}
+    zygote_pid = int(fresh_python_stdout(script, env=env, timeout=60))
+    assert not psutil.pid_exists(zygote_pid) or psutil.Process(zygote_pid).status() == "zombie"

@@ -56,8 +56,9 @@ from .log_limit import LimitedLog
 from .nesting import Nesting, nested_worker_id
 from .outbox import Deliver, Outbox
 from .pool import Records
+from .private_dirs import private_dir
 from .remote import LOOPBACK, WorkerAddressError, bind_worker_socket, resolve_worker_address
-from .security import WorkerAllowList, private_dir
+from .security import WorkerAllowList
 from .settings import ControlPlaneConfig
 from .shared_objects import SharedObjects
 from .sqlite_store import SqliteStore

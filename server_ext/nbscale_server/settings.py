@@ -76,6 +76,16 @@ SETTINGS: dict[str, Setting] = _table(
         "Show nbscale's own frames in the tracebacks of remote errors (and IPython's for "
         "the magics); by default a traceback shows only your code, local and remote.",
     ),
+    Setting(
+        "zygote_at_import",
+        bool,
+        True,
+        "client",
+        "Start the process launcher's zygote (see process_zygote) when nbscale is imported, "
+        "where a control plane embedded in this process will fork local workers: the first "
+        "call's worker then starts in milliseconds. Off: the zygote starts with the first "
+        "call. Never in a kernel of a Jupyter server with nbscale, whose zygote is warm.",
+    ),
     # --- read by the control plane (the embedded one's from the client) -------------------
     Setting(
         "launcher",

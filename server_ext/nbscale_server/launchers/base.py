@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..options import FunctionOptions
+from .errors import LaunchFailed as LaunchFailed  # where launchers have imported it from
 
 # Launchers whose workers run in containers, from an image the client builds (or pushes)
 CONTAINER_LAUNCHERS = ("docker", "kubernetes")
@@ -186,13 +187,3 @@ def out_of_memory(limit_mib: int | None, how: str) -> str:
     words for every launcher."""
     limit = f" (memory limit {limit_mib} MiB)" if limit_mib else ""
     return f"ran out of memory{limit} and {how}"
-
-
-class LaunchFailed(Exception):
-    """Raised by a launcher that could not start a worker; ``lasting`` when trying again
-    cannot help (the host has no GPU of the kind asked for): the pool's waiting inputs then
-    fail at once instead of after the launch backoff."""
-
-    def __init__(self, message: str, lasting: bool = False) -> None:
-        super().__init__(message)
-        self.lasting = lasting

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from .base import LaunchFailed
+from .errors import LaunchFailed
 from .owner import owner_alive, owner_tag
 
 log = logging.getLogger("nbscale.docker")

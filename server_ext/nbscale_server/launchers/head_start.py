@@ -16,10 +16,9 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from ..security import private_dir
+from ..private_dirs import private_dir
 from .docker_engine import engine_address
-from .process import worker_environment
-from .zygote import ZygoteClient
+from .zygote import ZygoteClient, worker_environment
 
 
 @dataclass(slots=True)
@@ -33,7 +32,7 @@ class HeadStart:
     def discard(self) -> None:
         """The control plane did not start: remove what was made for it."""
         if self.zygote is not None:
-            self.zygote.close()
+            self.zygote.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -55,7 +55,7 @@ from .base import (
 from .cgroups import Cgroups, WorkerCgroup
 from .logs import follow_file
 from .volumes import link_for_process
-from .zygote import ForkedWorker, ZygoteClient, ZygoteGone
+from .zygote import ForkedWorker, ZygoteClient, ZygoteGone, worker_environment
 
 log = logging.getLogger("nbscale.launchers")
 
@@ -76,14 +76,6 @@ class _Worker:
     out_of_memory: bool = False  # killed by the kernel or by us for passing memory_mib
     cleaned: bool = False  # the rest of its process group killed, its cgroup removed
     gone_at: float | None = None  # when it was seen gone (it is forgotten a minute later)
-
-
-def worker_environment() -> dict[str, str]:
-    """The environment a worker (and the zygote) starts with: this process's, as of now."""
-    env = dict(os.environ)
-    env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class ProcessLauncher(Launcher):

@@ -32,6 +32,14 @@ _START_WAIT = 2.0  # seconds from its start a launch waits for the zygote, then 
 _START_PREFIXES = ("PYTHON", "LD_", "MALLOC_", "GLIBC_TUNABLES")
 
 
+def worker_environment() -> dict[str, str]:
+    """The environment a worker (and the zygote) starts with: this process's, as of now."""
+    env = dict(os.environ)
+    env.pop("NBSCALE_CONNECTION_FILE", None)  # a worker is never a client
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def start_environment(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(_START_PREFIXES)}
 
@@ -196,3 +204,15 @@ class ZygoteClient:
         """End the zygote (its workers are the launcher's to stop)."""
         self.gone = True
         self._end()
+
+    def kill(self) -> None:
+        """End a zygote that forked nothing, at once, even while it starts."""
+        self.gone = True
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self._end()
+
+    def forget(self) -> None:
+        """In a forked child of its launcher's process: leave the parent's zygote alone."""
+        self.gone = True
+        self._end.detach()
