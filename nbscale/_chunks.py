@@ -45,6 +45,17 @@ _PULL_BUDGET = 0.005
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
+class InputsFailed(Exception):
+    """The caller's iterator raised ``error`` while ``pull`` took a chunk: ``pulled`` is
+    ``pull``'s answer for the inputs it gave before (the iterator exhausted there), which a
+    detached map still runs."""
+
+    def __init__(self, error: Exception, pulled: tuple[Any, ...]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.pulled = pulled
+
+
 class OneArgument:
     """A map's inputs that are each one positional argument and no keyword (``f.map(xs)``):
     iterated as ``(args, kwargs)`` pairs, as any inputs are, but pulled (``pull``) as the
@@ -74,7 +85,17 @@ def pull(
     they hold, and the inputs taken and left out (to go first next time)."""
     source = inputs.values if isinstance(inputs, OneArgument) else inputs
     one = source is not inputs  # ``taken`` holds the values themselves
-    taken, exhausted = _take(source, n)
+    taken: list[Any] = []
+    try:
+        exhausted = _take(source, n, taken)
+    except Exception as exc:
+        raise InputsFailed(exc, _pickled(taken, start, runs, one, True, None)) from exc
+    return _pickled(taken, start, runs, one, exhausted, most_if_big)
+
+
+def _pickled(
+    taken: list[Any], start: int, runs: bool, one: bool, exhausted: bool, most_if_big: int | None
+) -> tuple[list[list[Any]], list[Any], bool, int, list[tuple[tuple[Any, ...], dict[str, Any]]]]:
     plain = one and runs and len(taken) > 1 and set(map(type, taken)) <= PACKABLE
     if plain:  # packed, no pairs made
         writer, items = PayloadWriter(), list[list[Any]]()
@@ -93,22 +114,21 @@ def pull(
     return items, frames, False, most_if_big, taken[most_if_big:]
 
 
-def _take(source: Iterator[Any], n: int) -> tuple[list[Any], bool]:
-    """Up to ``n`` items of ``source``, or what arrives within the pull budget; and whether
-    it ran out."""
+def _take(source: Iterator[Any], n: int, taken: list[Any]) -> bool:
+    """Up to ``n`` items of ``source`` into ``taken``, or what arrives within the pull
+    budget; whether it ran out. Should ``source`` raise, ``taken`` holds those before."""
     deadline = time.perf_counter() + _PULL_BUDGET
     clock = time.perf_counter
-    taken: list[Any] = []
     step = 1  # items pulled between looks at the clock: 1, 2, 4, ... (not one look each)
     while len(taken) < n:
         before, want = len(taken), min(step, n - len(taken))
         taken.extend(itertools.islice(source, want))
         if len(taken) - before < want:
-            return taken, True
+            return True
         if clock() > deadline:
             break
         step *= 2
-    return taken, False
+    return False
 
 
 def _pickle(

@@ -101,20 +101,24 @@ class FunctionCall:
 
     async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
-        if end is None:
-            end = await self._num_inputs()
-        for chunk_start in range(start, end, 64):
-            value = await self._fetch(chunk_start, min(end, chunk_start + 64), None)
-            if (
-                value["cancelled"]
-                and len(value["outputs"]) < min(end, chunk_start + 64) - chunk_start
-            ):
+        follow = end is None  # up to the call's total, once known: a detached map's caller
+        if follow:  # may still be sending its inputs, so the count sent so far is no end
+            end = (await self._fetch(0, 0, 0))["total"]
+        chunk_start = start
+        while end is None or chunk_start < end:
+            chunk_end = chunk_start + 64 if end is None else min(end, chunk_start + 64)
+            value = await self._fetch(chunk_start, chunk_end, None)
+            if follow and value["total"] is not None:
+                end = value["total"]
+                chunk_end = min(chunk_end, end)
+            if value["cancelled"] and len(value["outputs"]) < chunk_end - chunk_start:
                 raise CallCancelledError(f"function call {self.object_id} was cancelled")
             for out in value["outputs"]:
                 print_output(out, prefix=True)
                 if not out.ok:
                     raise out.value
                 yield out.value
+            chunk_start = chunk_end
 
     async def _num_inputs(self) -> int:
         value = await self._fetch(0, 0, 0)
@@ -122,7 +126,8 @@ class FunctionCall:
 
     @aio_method
     async def num_inputs(self) -> int:
-        """How many inputs the call has."""
+        """How many inputs the call has (a detached map whose caller still sends them: how
+        many it has sent so far)."""
         return await self._num_inputs()
 
     @aio_method

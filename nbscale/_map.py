@@ -10,9 +10,11 @@ in batches: one thread hop per batch, not per result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,7 @@ from nbscale_server.limits import Limits, map_limits, small_inputs
 from nbscale_server.outputs import outputs_message
 
 from . import _nested
-from ._chunks import ChunkSizes, check_input_sizes, pull, submit_chunk
+from ._chunks import ChunkSizes, InputsFailed, check_input_sizes, pull, submit_chunk
 from ._outcomes import Output, Values, decode, decode_run, progress_outcome
 from ._progress import CallProgress
 from .exceptions import CallDetachedError
@@ -187,9 +189,16 @@ class Invocation:
                     self.window - (self.submitted - self.consumed) if bounded else self.chunks.size
                 )
                 n, most_if_big = min(room, self.chunks.size), self.chunks.big_max_size
-                items, frames, exhausted, pulled, left = await loop.run_in_executor(
-                    None, pull, inputs, index, n, self.chunks.runs, most_if_big
-                )
+                failed: Exception | None = None
+                try:
+                    items, frames, exhausted, pulled, left = await loop.run_in_executor(
+                        None, pull, inputs, index, n, self.chunks.runs, most_if_big
+                    )
+                except InputsFailed as exc:
+                    if not self.detached:  # the caller sees the error: the map ends with it
+                        raise exc.error from None
+                    failed = exc.error  # nobody does: the inputs before it still run
+                    items, frames, exhausted, pulled, left = exc.pulled
                 index += pulled
                 if left:
                     inputs = itertools.chain(left, inputs)
@@ -203,16 +212,33 @@ class Invocation:
                     self.total = index
                     if self.progress is not None:
                         self.progress.total = index
+                    if failed is not None:
+                        self._say_inputs_failed(failed)
                     self._maybe_end()
                     return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the caller's iterator failed, or an input won't pickle
             self.feed_error = exc
+            if self.detached:  # nobody waits here for the error: the call ends with what it has
+                self.total = self.submitted
+                self._say_inputs_failed(exc)
+                with contextlib.suppress(Exception):  # the connection is lost: the control
+                    await self.submit([], [], self.total)  # plane ends it with those itself
+                return
             if self.finished:  # the connection was lost: that already ended the call
                 return
             self.outputs.put_nowait(End(exc))
             await self.cancel()
+
+    def _say_inputs_failed(self, exc: Exception) -> None:
+        """A detached map's inputs failed: its call ends with those sent (else its
+        ``FunctionCall.iter()`` would wait for the others); nobody waits here to be told."""
+        print(
+            f"nbscale: {self.function}: the inputs of detached map {self.call_id} failed after "
+            f"{self.total:,} ({type(exc).__name__}: {exc}); it ends with those",
+            file=sys.stderr,
+        )
 
     def _bounded(self) -> bool:
         """Whether the in-flight window holds the feeder back (a map being consumed)."""

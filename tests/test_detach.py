@@ -52,6 +52,50 @@ def test_a_detached_map_stops_waiting_and_from_id_gives_the_rest(ordered):
         assert call.get(index=n - 1, timeout=5) == (n - 1) ** 2
 
 
+@app.function(max_containers=2, scaledown_window=10)
+def triple(x: int) -> int:
+    return 3 * x
+
+
+def test_from_id_gives_the_inputs_the_caller_sends_after_the_detach():
+    # Detached after 300 results of 20,000, while the caller still pulls its inputs: iter()
+    # follows the call's total, not the count sent when it began.
+    n = 20_000
+    got: list[int] = []
+    thread = detach_running_map_when(lambda: len(got) >= 300)
+    with pytest.raises(nbscale.CallDetachedError) as caught:
+        for value in triple.map(iter(range(n))):
+            got.append(value)
+    thread.join()
+    rest = list(nbscale.FunctionCall.from_id(caught.value.call_id).iter())
+    assert got + rest == [3 * x for x in range(n)]
+
+
+def test_a_detached_maps_failing_inputs_end_it_with_those_before(capfd):
+    def inputs():
+        yield from range(15_000)
+        raise ValueError("input 15000 is bad")
+
+    got: list[int] = []
+    thread = detach_running_map_when(lambda: len(got) >= 300)
+    with pytest.raises(nbscale.CallDetachedError) as caught:
+        for value in triple.map(inputs()):
+            got.append(value)
+    thread.join()
+    call = nbscale.FunctionCall.from_id(caught.value.call_id)
+    rest = get_loop().run(asyncio.wait_for(_collect(call), 60))  # never waits for more
+    assert got + rest == [3 * x for x in range(15_000)]
+    assert call.num_inputs() == 15_000
+    assert (
+        f"the inputs of detached map {call.object_id} failed after 15,000 "
+        "(ValueError: input 15000 is bad); it ends with those"
+    ) in capfd.readouterr().err
+
+
+async def _collect(call: nbscale.FunctionCall) -> list[Any]:
+    return [value async for value in call.iter_on_loop()]
+
+
 def test_only_a_running_map_detaches(fresh_plane):
     spawned = slow_square.spawn(3)
     assert spawned.get(timeout=30) == 9

@@ -85,8 +85,8 @@ def test_a_detached_maps_runs_are_kept_per_input(kept_counts, ordered, shape):
     with pytest.raises(nbscale.CallDetachedError) as caught:
         for value in fn.map(range(n), order_outputs=ordered):
             got.append(value)
-            if len(got) >= 300:
-                time.sleep(0.01)  # a slow consumer: runs pile up behind it
+            if len(got) >= 300 and thread.is_alive():
+                time.sleep(0.01)  # a slow consumer until the detach: runs pile up behind it
     thread.join()
     assert 300 <= len(got) < n
     assert max(c for c, p in kept_counts if p == packed) > 1, "no run of outputs was kept"
