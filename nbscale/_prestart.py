@@ -6,7 +6,8 @@ this process that forks local workers (``head_start.surely_process``), the zygot
 now, first thing in the import, so that the first worker forks at once instead of after
 ~0.1 s of a new interpreter; the control plane's modules load with the import too.
 Nothing starts on a worker, in a kernel of a Jupyter server with nbscale (its control
-plane's zygote is warm), or with ``zygote_at_import`` or ``process_zygote`` off. Settings
+plane's zygote is warm), in a multiprocessing child, or with ``zygote_at_import`` or
+``process_zygote`` off. Settings
 changed before the first call still count: a zygote that no longer fits them is ended then
 and the call starts as it would have.
 
@@ -39,6 +40,11 @@ def _wanted() -> tuple[str, str, bool] | None:
     if nested is not None and nested.host() is not None:
         return None
     if os.environ.get("NBSCALE_CONNECTION_FILE"):
+        return None
+    # A multiprocessing child (spawn, forkserver: Python 3.14's default) re-imports its
+    # parent's main module: one zygote per pool process would serve nobody.
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None and multiprocessing.parent_process() is not None:
         return None
     if os.environ.get("NBSCALE_CONNECTION_ERROR") or not _config.get("zygote_at_import"):
         return None

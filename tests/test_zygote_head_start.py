@@ -188,6 +188,23 @@ def test_the_import_starts_nothing_where_no_zygote_would_serve(env):
     assert out.split() == ["None", "[]"]
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_multiprocessing_child_that_imports_nbscale_starts_no_zygote(method):
+    check = "import sys, nbscale; sys.exit(3 if nbscale._prestart._pending else 0)"
+    script = textwrap.dedent(
+        f"""
+        import multiprocessing
+        if __name__ == "__main__":
+            child = multiprocessing.get_context({method!r}).Process(target=exec, args=({check!r},))
+            child.start()
+            child.join()
+            print(child.exitcode)
+        """
+    )
+    env = {**os.environ, "NBSCALE_LAUNCHER": "process"}
+    assert fresh_python_stdout(script, env=env, timeout=60).split() == ["0"]
+
+
 def test_code_on_a_worker_that_imports_nbscale_starts_no_zygote():
     script = textwrap.dedent(
         """
