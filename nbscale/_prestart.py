@@ -7,9 +7,8 @@ now, first thing in the import, so that the first worker forks at once instead o
 ~0.1 s of a new interpreter; the control plane's modules load with the import too.
 Nothing starts on a worker, in a kernel of a Jupyter server with nbscale (its control
 plane's zygote is warm), in a multiprocessing child, or with ``zygote_at_import`` or
-``process_zygote`` off. Settings
-changed before the first call still count: a zygote that no longer fits them is ended then
-and the call starts as it would have.
+``process_zygote`` off. Settings changed before the first call still count: a zygote that
+no longer fits them is ended then and the call starts as it would have.
 
 Light modules only until the zygote has started: the rest of nbscale loads after it.
 """

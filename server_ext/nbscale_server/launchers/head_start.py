@@ -4,9 +4,11 @@ A script's first call starts a control plane in its process (``nbscale/_client.p
 Loading the control plane's modules takes about as long as the zygote takes to start its
 interpreter and import the runtime (tens of milliseconds each), one after the other. Started
 first, the zygote starts on another core while they load, and the first worker forks that
-much sooner. Only where the process launcher is sure to be chosen: ``launcher=process``, or
-``auto`` where no Docker engine can answer (no socket at its address); elsewhere the control
-plane starts its launcher as before.
+much sooner: at ``import nbscale`` (``nbscale/_prestart.py``), else at the first call. Only
+where the process launcher is sure to be chosen: ``launcher=process``, or ``auto`` where no
+Docker engine can answer (no socket at its address); elsewhere the control plane starts its
+launcher as before. Standard library and light modules only (``_prestart`` loads this
+first).
 """
 
 from __future__ import annotations
