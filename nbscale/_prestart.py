@@ -78,6 +78,12 @@ def take(launcher: str, python: str, zygote: bool) -> HeadStart | None:
     at import if it still fits them, else a new one (``head_start.head_start``)."""
     global _pending
     made, _pending = _pending, None
+    try:  # a bad value, passed over at import, is this call's to report, as any setting's
+        _config.get("zygote_at_import")
+    except Exception:
+        if made is not None:
+            made.discard()
+        raise
     if made is not None:
         started = made.zygote
         fits = started is not None and started.fits(python, worker_environment())

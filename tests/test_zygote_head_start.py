@@ -205,6 +205,21 @@ def test_a_multiprocessing_child_that_imports_nbscale_starts_no_zygote(method):
     assert fresh_python_stdout(script, env=env, timeout=60).split() == ["0"]
 
 
+def test_a_bad_zygote_at_import_value_fails_the_first_call_saying_so():
+    script = textwrap.dedent(
+        """
+        import os, nbscale
+        try:
+            nbscale.App("bad").function()(os.getpid).remote()
+        except nbscale.InvalidError as exc:
+            print(exc)
+        """
+    )
+    env = {**os.environ, "NBSCALE_LAUNCHER": "process", "NBSCALE_ZYGOTE_AT_IMPORT": "maybe"}
+    out = fresh_python_stdout(script, env=env, timeout=60)
+    assert "bad value 'maybe' for zygote_at_import (from NBSCALE_ZYGOTE_AT_IMPORT)" in out
+
+
 def test_code_on_a_worker_that_imports_nbscale_starts_no_zygote():
     script = textwrap.dedent(
         """
