@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
-import secrets
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -38,6 +36,7 @@ from nbscale_server.limits import Limits, map_limits, small_inputs
 from nbscale_server.outputs import outputs_message
 
 from . import _nested
+from ._call_ids import new_call_id
 from ._chunks import ChunkSizes, InputsFailed, check_input_sizes, pull, submit_chunk
 from ._outcomes import Output, Values, decode, decode_run, progress_outcome
 from ._progress import CallProgress
@@ -54,20 +53,6 @@ class End:
 
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
-
-
-_call_ids: tuple[int, str, Iterator[int]] = (-1, "", iter(()))
-
-
-def new_call_id() -> str:
-    """``fc-`` + 12 random hex digits of this process + a counter: unique across the
-    processes that share a control plane, and cheaper than a uuid4 per call."""
-    global _call_ids
-    pid, prefix, counter = _call_ids
-    if pid != os.getpid():  # first call, or a forked child: a prefix of its own
-        pid, prefix, counter = os.getpid(), secrets.token_hex(6), itertools.count()
-        _call_ids = (pid, prefix, counter)
-    return f"fc-{prefix}{next(counter):08x}"
 
 
 class Invocation:

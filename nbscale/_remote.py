@@ -19,9 +19,9 @@ from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 
 from . import _nested
+from ._call_ids import new_call_id
 from ._chunks import check_input_sizes
 from ._loop import Blocked
-from ._map import new_call_id
 from ._outcomes import Output, decode, print_output
 from ._pickling import add_input
 from .exceptions import CallCancelledError, NbscaleError

@@ -23,10 +23,10 @@ from nbscale_runtime.serialization import PayloadWriter, TooLarge
 
 from . import _nested
 from ._aio import _Bound, aio_method
+from ._call_ids import new_call_id
 from ._chunks import check_input_sizes
 from ._client import Client
 from ._loop import get_loop
-from ._map import new_call_id
 from ._pickling import add_input
 from ._tracebacks import hidden
 from .exceptions import from_wire
