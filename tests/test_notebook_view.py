@@ -335,10 +335,16 @@ def test_a_map_cut_short_by_a_kernel_restart_leaves_a_summary_saying_so(page, la
 
 
 def test_the_views_detach_button_lets_the_map_run_on_for_from_id(page, lab):
+    # Inputs from a slow generator: the kernel is still sending them when Detach is pressed,
+    # and from_id(...).iter() gives those sent after it too.
     cell = (
         "r = []\n"
+        "def slowly(n):\n"
+        "    for x in range(n):\n"
+        "        time.sleep(0.05)\n"
+        "        yield x\n"
         "try:\n"
-        "    for v in square.map(range(60), kwargs={'pause': 0.2}):\n"
+        "    for v in square.map(slowly(60), kwargs={'pause': 0.2}):\n"
         "        r.append(v)\n"
         "except nbscale.CallDetachedError as e:\n"
         "    print(e)\n"
