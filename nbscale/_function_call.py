@@ -24,6 +24,12 @@ _FETCHED_TOGETHER = 1024  # calls whose results ``gather`` asks for in one reque
 _ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answer to arrive
 
 
+def _index(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidError(f"{name} must be an int >= 0 (an input's index), got {value!r}")
+    return value
+
+
 class FunctionCall:
     """A handle on spawned work: ``get``, ``iter``, ``cancel``, ``num_inputs``; rebuild it in
     another process with ``FunctionCall.from_id(call_id)``."""
@@ -88,7 +94,7 @@ class FunctionCall:
 
     async def _get(self, timeout: float | None, index: int) -> Any:
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
-        value = await self._fetch(index, index + 1, timeout)
+        value = await self._fetch(_index("index", index), index + 1, timeout)
         if value["outputs"] or value["cancelled"]:
             return _result(self, value["outputs"][0] if value["outputs"] else None)
         raise TimeoutError(f"function call {self.object_id}: input {index} not done in {timeout} s")
@@ -101,10 +107,12 @@ class FunctionCall:
 
     async def iter_on_loop(self, start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
         __tracebackhide__ = hidden()  # IPython leaves this frame out of tracebacks
+        chunk_start = _index("start", start)
+        if end is not None and _index("end", end) < start:
+            raise InvalidError(f"end must be >= start, got start={start} and end={end}")
         follow = end is None  # up to the call's total, once known: a detached map's caller
         if follow:  # may still be sending its inputs, so the count sent so far is no end
             end = (await self._fetch(0, 0, 0))["total"]
-        chunk_start = start
         while end is None or chunk_start < end:
             chunk_end = chunk_start + 64 if end is None else min(end, chunk_start + 64)
             value = await self._fetch(chunk_start, chunk_end, None)

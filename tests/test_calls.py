@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 
+import pytest
 from conftest import fresh_python_stdout, wait_until
 
 import nbscale
@@ -105,6 +106,39 @@ def test_spawn_map_returns_a_handle_with_indexed_results():
     assert call.get(timeout=30, index=4) == 16
     assert list(call.iter()) == [x * x for x in range(10)]
     assert list(call.iter(start=8)) == [64, 81]
+
+
+def test_a_bad_index_or_one_past_the_calls_inputs_is_refused_at_once():
+    call = square.spawn_map(range(10))
+    assert call.get(timeout=30, index=9) == 81
+    for bad in (-1, "x", 1.5, True):
+        with pytest.raises(nbscale.InvalidError, match="must be an int >= 0"):
+            call.get(timeout=30, index=bad)
+        with pytest.raises(nbscale.InvalidError, match="must be an int >= 0"):
+            list(call.iter(start=bad))
+    with pytest.raises(nbscale.InvalidError, match="end must be >= start"):
+        list(call.iter(start=3, end=2))
+    no_input = f"{call.object_id} has 10 inputs: there is no input 10"
+    with pytest.raises(nbscale.InvalidError, match=no_input):
+        call.get(index=10)  # it raised TimeoutError("input 10 not done in None s")
+    assert list(call.iter(start=8, end=200)) == [64, 81]  # a range is cut at the end, as a slice
+
+
+def test_the_control_plane_refuses_a_get_outputs_of_a_bad_range():
+    from nbscale._client import get_client
+    from nbscale._loop import get_loop
+    from nbscale_runtime import protocol
+
+    call = square.spawn_map(range(3))
+    assert call.get(timeout=30, index=2) == 4
+
+    async def ask(start: object, end: object) -> None:
+        client = await get_client()
+        await client.request(protocol.GetOutputs(0, call.object_id, start, end, 0))
+
+    for start, end in ((-1, 0), ("x", None), (2, 1), (0, -5), (True, 1)):
+        with pytest.raises(nbscale.InvalidError, match="asked for by index"):
+            get_loop().run(ask(start, end))
 
 
 def test_function_call_from_id_finds_the_call():

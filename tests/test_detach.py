@@ -92,6 +92,25 @@ def test_a_detached_maps_failing_inputs_end_it_with_those_before(capfd):
     ) in capfd.readouterr().err
 
 
+def test_a_get_past_a_detached_maps_inputs_is_refused_once_its_caller_has_sent_them():
+    def slowly():
+        for x in range(40):
+            time.sleep(0.02)
+            yield x
+
+    got: list[int] = []
+    thread = detach_running_map_when(lambda: len(got) >= 3)
+    with pytest.raises(nbscale.CallDetachedError) as caught:
+        for value in triple.map(slowly()):
+            got.append(value)
+    thread.join()
+    call = nbscale.FunctionCall.from_id(caught.value.call_id)
+    # Asked while the kernel still sends inputs (total unknown): refused once it is known.
+    with pytest.raises(nbscale.InvalidError, match="has 40 inputs: there is no input 40"):
+        call.get(index=40, timeout=60)
+    assert call.get(index=39, timeout=60) == 117
+
+
 async def _collect(call: nbscale.FunctionCall) -> list[Any]:
     return [value async for value in call.iter_on_loop()]
 

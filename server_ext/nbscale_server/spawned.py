@@ -140,6 +140,15 @@ class SpawnedCalls:
 
     def wait_for_outputs(self, identity: bytes, msg: protocol.GetOutputs, call: CallState) -> None:
         """Answer ``get-outputs`` once the outputs asked for are stored (or at its timeout)."""
+        start, end = msg.start, msg.end
+        if not _index(start) or not (end is None or (_index(end) and end >= start)):
+            raise RequestError(
+                ERROR_INVALID,
+                f"inputs are asked for by index, an int >= 0 (and an end >= it), got "
+                f"{start!r} and {end!r}",
+            )
+        if _beyond(call, start, end):
+            raise RequestError(ERROR_INVALID, _no_input(call, start))
         if msg.end == msg.start + 1 and call.delivered_before(msg.start):
             raise RequestError(
                 ERROR_INVALID,
@@ -178,6 +187,10 @@ class SpawnedCalls:
         keep = []
         outcomes = call.outcomes or Outcomes()
         for identity, rid, start, end, deadline in call.waiters:
+            if _beyond(call, start, end):  # its total came since: that input never will
+                refusal = RequestError(ERROR_INVALID, _no_input(call, start))
+                self.outbox.refuse(identity, rid, refusal)
+                continue
             stop = end if end is not None else call.total
             if stop is not None and call.total is not None:
                 stop = min(stop, call.total)  # no wait for inputs the call will never have
@@ -262,6 +275,20 @@ class SpawnedCalls:
             call.total = call.submitted
         log.error("spawned call %s: %s", call.call_id, why)
         self.store.closed(call)
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _beyond(call: CallState, start: int, end: int | None) -> bool:
+    """One input asked for (``FunctionCall.get``) that the call does not have."""
+    return end == start + 1 and call.total is not None and start >= call.total
+
+
+def _no_input(call: CallState, start: int) -> str:
+    n = call.total or 0
+    return f"{call.call_id} has {n:,} input{'' if n == 1 else 's'}: there is no input {start}"
 
 
 def all_settled(call: CallState, outcomes: Outcomes, start: int, stop: int) -> bool:
