@@ -57,18 +57,23 @@ def triple(x: int) -> int:
     return 3 * x
 
 
+def triple_detached_after(results: int, inputs: Any) -> tuple[list[int], nbscale.FunctionCall]:
+    """``triple.map(inputs)`` detached once ``results`` came: those, and the call."""
+    got: list[int] = []
+    thread = detach_running_map_when(lambda: len(got) >= results)
+    with pytest.raises(nbscale.CallDetachedError) as caught:
+        for value in triple.map(inputs):
+            got.append(value)
+    thread.join()
+    return got, nbscale.FunctionCall.from_id(caught.value.call_id)
+
+
 def test_from_id_gives_the_inputs_the_caller_sends_after_the_detach():
     # Detached after 300 results of 20,000, while the caller still pulls its inputs: iter()
     # follows the call's total, not the count sent when it began.
     n = 20_000
-    got: list[int] = []
-    thread = detach_running_map_when(lambda: len(got) >= 300)
-    with pytest.raises(nbscale.CallDetachedError) as caught:
-        for value in triple.map(iter(range(n))):
-            got.append(value)
-    thread.join()
-    rest = list(nbscale.FunctionCall.from_id(caught.value.call_id).iter())
-    assert got + rest == [3 * x for x in range(n)]
+    got, call = triple_detached_after(300, iter(range(n)))
+    assert got + list(call.iter()) == [3 * x for x in range(n)]
 
 
 def test_a_detached_maps_failing_inputs_end_it_with_those_before(capfd):
@@ -76,13 +81,7 @@ def test_a_detached_maps_failing_inputs_end_it_with_those_before(capfd):
         yield from range(15_000)
         raise ValueError("input 15000 is bad")
 
-    got: list[int] = []
-    thread = detach_running_map_when(lambda: len(got) >= 300)
-    with pytest.raises(nbscale.CallDetachedError) as caught:
-        for value in triple.map(inputs()):
-            got.append(value)
-    thread.join()
-    call = nbscale.FunctionCall.from_id(caught.value.call_id)
+    got, call = triple_detached_after(300, inputs())
     rest = get_loop().run(asyncio.wait_for(_collect(call), 60))  # never waits for more
     assert got + rest == [3 * x for x in range(15_000)]
     assert call.num_inputs() == 15_000
@@ -98,13 +97,7 @@ def test_a_get_past_a_detached_maps_inputs_is_refused_once_its_caller_has_sent_t
             time.sleep(0.02)
             yield x
 
-    got: list[int] = []
-    thread = detach_running_map_when(lambda: len(got) >= 3)
-    with pytest.raises(nbscale.CallDetachedError) as caught:
-        for value in triple.map(slowly()):
-            got.append(value)
-    thread.join()
-    call = nbscale.FunctionCall.from_id(caught.value.call_id)
+    _, call = triple_detached_after(3, slowly())
     # Asked while the kernel still sends inputs (total unknown): refused once it is known.
     with pytest.raises(nbscale.InvalidError, match="has 40 inputs: there is no input 40"):
         call.get(index=40, timeout=60)
