@@ -91,6 +91,7 @@ METRICS = (
     Metric("W5", "import_s", "W5 import, before it (s)", False, ""),
     Metric("W5-scale", "scale_s", "W5-scale 0 -> 8 workers serving (s)", False, "docker <= 2"),
     Metric("W5-scale", "rebuild_s", "W5-scale unchanged image (s)", False, "docker <= 0.5"),
+    Metric("W5-scale", "new_pool_s", "W5 new function, plane up (s)", False, "docker <= 0.3"),
 )
 
 

@@ -17,6 +17,12 @@ def noop(x: T) -> T:
     return x
 
 
+def first_of_its_pool(x: T) -> T:
+    """Return the input unchanged: the function a W5-scale child calls once 8 workers serve
+    ``noop``, its own pool's first worker (``nbscale`` keeps a pool per function)."""
+    return x
+
+
 def sleep10ms(x: T) -> T:
     """Sleep 10 ms, then return the input (W3)."""
     time.sleep(0.01)

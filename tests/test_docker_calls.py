@@ -13,6 +13,7 @@ from typing import Any
 import cloudpickle
 import pytest
 from conftest import wait_until, worker_logs
+from docker_pools import pool_containers
 
 import nbscale
 
@@ -90,17 +91,6 @@ def chatty(x):
     return x
 
 
-def pool_containers(client, function):
-    """The running containers of ``function``'s pool, as the Docker engine lists them
-    (sparse: a full listing inspects each container, and one removed in between raises)."""
-    pools = [p["id"] for p in nbscale.status()["pools"] if p["function"] == function]
-    found = []
-    for pool_id in pools:
-        labels = {"label": f"nbscale.pool={pool_id}"}
-        found += client.containers.list(filters=labels, sparse=True)
-    return found
-
-
 def test_the_launcher_is_docker():
     info = nbscale.status()
     assert info["launcher"] == "docker"
@@ -172,15 +162,19 @@ def test_pool_scales_up_and_down_in_docker(docker_plane):
     call = hold.spawn_map([1.5] * 6)
     wait_until(lambda: len(pool_containers(docker_plane, "hold")) == 3, timeout=30)
     assert hold.get_current_stats().num_total_runners == 3
-    [pool] = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "hold"]
+    ids = [c.id for c in pool_containers(docker_plane, "hold")]
     assert len(set(call.iter())) == 3  # three containers (three host names) did the work
-    wait_until(lambda: not pool_containers(docker_plane, "hold"), timeout=30)
+
+    def running() -> list[Any]:
+        return docker_plane.containers.list(filters={"id": ids}, sparse=True)
+
+    wait_until(lambda: not running(), timeout=30)
     # Scaled down, each left cleanly: exit 0, as the sidebar's "stopped" event says (the
     # defect: Docker's SIGTERM caught the worker's interpreter finalizing, exit 143)
     died = docker_plane.api.events(
         since=since,
         until=time.time(),
-        filters={"type": "container", "event": "die", "label": f"nbscale.pool={pool}"},
+        filters={"type": "container", "event": "die", "container": ids},
         decode=True,
     )
     assert [e["Actor"]["Attributes"]["exitCode"] for e in died] == ["0"] * 3

@@ -19,6 +19,7 @@ from jupyter_process import Server
 import nbscale
 from nbscale._image_build import build
 from nbscale_server.launchers.docker_engine import reap_orphans, user_network_name
+from nbscale_server.launchers.docker_spares import SPARE_PREFIX
 
 pytestmark = pytest.mark.docker
 
@@ -108,7 +109,9 @@ def test_only_the_input_that_crashed_its_container_fails(retries):
     assert crashes_seen() - before == retries + 1
 
 
-def test_missing_image_fails_fast_without_pulling(docker_plane):
+def test_missing_image_fails_fast_without_pulling(docker_plane, fresh_plane):
+    # no warm spare, which would serve from the image it started with, removed or not
+    fresh_plane(NBSCALE_DOCKER_SPARES="0")
     image = nbscale.Image.from_kernel().env({"NBSCALE_TEST": "doomed"})
     tag = build(image)
 
@@ -189,8 +192,10 @@ def test_next_control_plane_removes_what_a_crashed_one_left(docker_plane, fresh_
         for c in docker_plane.containers.list(all=True, filters=owner, ignore_removed=True)
         if c.labels["nbscale.owner"].startswith(f"{proc.pid}:")
     ]
-    # two workers (and, sharing a network namespace, the holder of it)
-    assert len(orphans) == 2 + (network == "shared")
+    # two workers (and, sharing a network namespace, the holder of it; a warm spare, if it
+    # had started one yet, goes too)
+    workers = [c for c in orphans if not c.name.startswith(SPARE_PREFIX)]
+    assert len(workers) == 2 + (network == "shared")
     networks = {c.attrs["HostConfig"]["NetworkMode"] for c in orphans}
     assert networks - {user_network_name()} <= {f"container:{c.id}" for c in orphans}
     fresh_plane(NBSCALE_LAUNCHER="docker")
@@ -297,7 +302,12 @@ def test_a_killed_servers_containers_stop_themselves(tmp_path, docker_plane, mon
             mine = f"{server.proc.pid}:"
             return [c.name for c in ours if c.labels["nbscale.owner"].startswith(mine)]
 
-        wait_until(lambda: len(running()) == 2, timeout=60)
+        def workers() -> list[str]:
+            return [name for name in running() if not name.startswith(SPARE_PREFIX)]
+
+        wait_until(lambda: len(workers()) == 2, timeout=60)
+        wait_until(lambda: len(running()) == 3, timeout=60)  # and a warm spare, which too
+        # stops when no control plane keeps it alive
         wait_until(lambda: naps.get_current_stats().num_running_inputs == 1, timeout=30)
         server.kill()
         killed_at = time.monotonic()

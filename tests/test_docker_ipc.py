@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 import pytest
 from conftest import wait_until
+from docker_pools import pool_containers
 
 import nbscale
 from nbscale_server.launchers.docker_engine import user_network_name
@@ -115,7 +116,7 @@ def test_large_arrays_go_in_and_out_through_shared_memory(_ipc):
     assert mounts == ["control.sock", "register", "worker.json"]  # its own socket alone
     result += 1  # writable (copy-on-write: the container's segment keeps its bytes)
     assert segment_inodes()  # the control plane keeps its segments for the next input
-    [container] = _ipc.containers.list(filters={"label": "nbscale.pool"}, sparse=True)
+    [container] = pool_containers(_ipc, "doubled")
     container.reload()
     host = container.attrs["HostConfig"]
     assert host["NetworkMode"] == user_network_name()  # it keeps its network
@@ -170,10 +171,7 @@ def test_a_container_killed_from_outside_frees_the_segment_it_read(_ipc):
     marks = nbscale.Dict.from_name("test-docker-ipc-held", create_if_missing=True)
     call = held.spawn(np.ones(2 * MIB))  # 16 MiB
     wait_until(lambda: marks.get("started"), timeout=60)
-    [pool] = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "held"]
-    [container] = _ipc.containers.list(
-        filters={"label": f"nbscale.pool={pool}"}, ignore_removed=True
-    )
+    [container] = pool_containers(_ipc, "held", sparse=False, ignore_removed=True)
     init = psutil.Process(container.attrs["State"]["Pid"])
     [worker] = init.children()  # the worker, as this host sees it
     [read] = segment_inodes(worker.pid)  # it reads its input from a segment

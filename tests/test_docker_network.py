@@ -78,8 +78,9 @@ def test_control_planes_starting_at_once_make_one_network(docker_plane, monkeypa
 
 def test_a_network_removed_while_the_plane_runs_is_made_again(docker_plane, fresh_plane):
     """`docker network prune` removes the network while no worker is on it; the next
-    worker still starts, and reaches its control plane."""
-    fresh_plane(NBSCALE_LAUNCHER="docker")
+    worker still starts, and reaches its control plane. (A warm spare would keep the
+    network in use: none here.)"""
+    fresh_plane(NBSCALE_LAUNCHER="docker", NBSCALE_DOCKER_SPARES="0")
     assert plus_one.remote(1) == 2
     wait_until(lambda: plus_one.get_current_stats().num_total_runners == 0, timeout=60)
 

@@ -11,6 +11,7 @@ import time
 import cloudpickle
 import pytest
 from conftest import wait_until
+from docker_pools import pool_containers
 
 import nbscale
 from nbscale_server.launchers.docker_engine import user_network_name
@@ -63,10 +64,7 @@ def test_workers_share_the_network_namespace_and_nothing_else(_shared):
     assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
     assert host["NetworkMode"] == user_network_name()  # the control plane's bridge
     assert holder.attrs["Config"]["User"] not in ("", "0", "root")
-    pools = [p["id"] for p in nbscale.status()["pools"] if p["function"] == "namespaces"]
-    workers = client.containers.list(
-        all=True, filters={"label": f"nbscale.pool={pools[0]}"}, ignore_removed=True
-    )
+    workers = pool_containers(client, "namespaces", sparse=False, ignore_removed=True)
     assert workers
     for worker in workers:
         assert worker.attrs["HostConfig"]["NetworkMode"] == f"container:{holder.id}"

@@ -49,7 +49,7 @@ from .runs import Segment, run_segment
 from .sending import FLUSH_INTERVAL, flush, maybe_flush
 from .serialization import dump_exception, load
 from .service import ClassService, call, is_generator, run_alone
-from .worker_config import WORKER_ID_ENV, WorkerConfig
+from .worker_config import WORKER_ID_ENV, WorkerConfig, wait_for_config
 
 _POLLIN = 1  # select.POLLIN and zmq.POLLIN alike
 
@@ -364,8 +364,21 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m nbscale_runtime")
     parser.add_argument("--config", required=True, help="path of the worker's config file")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait for the config file to appear (a warm spare container); exit 0 once the "
+        "'alive' file beside it is more than SECONDS old: its control plane is gone",
+    )
     args = parser.parse_args(argv)
-    return serve(WorkerConfig.from_file(args.config))
+    if args.wait is None:
+        return serve(WorkerConfig.from_file(args.config))
+    with contextlib.suppress(ImportError):  # what its first connect needs, loaded while idle
+        from . import zmq_link  # noqa: F401
+    cfg = wait_for_config(args.config, args.wait)
+    return 0 if cfg is None else serve(cfg)
 
 
 def serve(cfg: WorkerConfig) -> int:

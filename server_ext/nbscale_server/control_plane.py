@@ -111,6 +111,8 @@ class ControlPlane:
                     log_max_bytes=cfg.worker_log_mib << 20,
                     zygote=(head_start and head_start.zygote) or cfg.process_zygote,
                     docker_transport=cfg.docker_transport,
+                    docker_spares=cfg.docker_spares,
+                    heartbeat_timeout=cfg.heartbeat_timeout,
                 )
         except LaunchFailed:
             shutil.rmtree(self.dir, ignore_errors=True)

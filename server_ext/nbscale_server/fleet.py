@@ -150,7 +150,8 @@ class Fleet:
     # --- launching and stopping ---------------------------------------------------------
 
     def _launch(self, pool: Pool, now: float) -> bool:
-        worker_id = f"wk-{uuid.uuid4().hex[:12]}"
+        # a warm spare's id, if one can take this worker (docker_spares.py)
+        worker_id = self.launcher.spare_worker_id(pool.options) or f"wk-{uuid.uuid4().hex[:12]}"
         config: dict[str, Any] = {
             "worker_id": worker_id,
             "pool_id": pool.pool_id,

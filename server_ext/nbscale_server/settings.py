@@ -136,6 +136,18 @@ SETTINGS: dict[str, Setting] = _table(
         choices=("tcp", "ipc"),
     ),
     Setting(
+        "docker_spares",
+        int,
+        1,
+        "control plane",
+        "Warm spare Docker containers to keep started, of the image the last worker ran: a "
+        "new pool's first worker (a new function, a pool grown from zero) takes one and "
+        "answers in tens of milliseconds instead of a container's start (~0.3 s). Only "
+        "workers with no cpu, memory, gpu or volumes take one (those are fixed when a "
+        "container is created). Each costs an idle container; 0: none.",
+        minimum=0,
+    ),
+    Setting(
         "max_workers_total",
         int,
         None,
@@ -532,6 +544,7 @@ class ControlPlaneConfig:
     launcher: str = _server_default("launcher")
     docker_network: str = _server_default("docker_network")
     docker_transport: str = _server_default("docker_transport")
+    docker_spares: int = _server_default("docker_spares")
     base_image: str = _server_default("base_image")
     max_input_mib: int = _server_default("max_input_mib")
     shared_memory_min_kib: int = _server_default("shared_memory_min_kib")

@@ -86,6 +86,11 @@ class Launcher(abc.ABC):
 
     name: str = "abstract"
 
+    def spare_worker_id(self, options: FunctionOptions) -> str | None:
+        """The id a new worker with ``options`` must take for the launcher to start it at
+        once in a container already started (a Docker warm spare), or None: any new id."""
+        return None
+
     @abc.abstractmethod
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         """Start a worker; raise ``LaunchFailed`` with a readable reason when it cannot."""

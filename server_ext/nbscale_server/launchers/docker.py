@@ -16,6 +16,8 @@
 - Or, with ``transport="ipc"`` (an engine on this kernel only), over a Unix socket of the
   worker's own bind-mounted into its container (``stream_channel.py``), large frames in
   shared memory as for local processes; the container keeps its network for user traffic.
+- A warm spare container, started ahead of the image the last plain worker ran, serves the
+  next pool's first worker at once (``docker_spares.py``).
 - Docker calls run on a few daemon threads, never on the control plane's loop. One thread
   follows the engine's ``die`` events: when a container exits, its exit code, OOM flag and
   last log lines are recorded and the container is removed (logs use json-file with
@@ -31,13 +33,12 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..gpus import GpuAllocator, GpuError, GpuInfo
 from ..losses import INFRASTRUCTURE
+from ..options import FunctionOptions
 from .base import (
-    EXIT_LOST,
     EXIT_NOT_STARTED,
     Launcher,
     LaunchFailed,
@@ -48,6 +49,7 @@ from .base import (
 )
 from .daemon_threads import DaemonThreads
 from .docker_checks import EngineChecks, check_shared_kernel
+from .docker_container import Container, create_and_start, exit_of
 from .docker_engine import (
     LABEL_SERVER,
     LABEL_WORKER,
@@ -63,12 +65,12 @@ from .docker_engine import (
     user_network,
 )
 from .docker_netns import LABEL_NETNS, SharedNetns
+from .docker_spares import Spares
 from .docker_spec import (
     CONTAINER_UID,
     REGISTER_IN_CONTAINER,
     SOCKET_IN_CONTAINER,
     ContainerExit,
-    container_exit,
     container_options,
     host_config_options,
     lost_exit,
@@ -82,23 +84,6 @@ log = logging.getLogger("nbscale.docker")
 NETWORKS = ("bridge", "shared", "host")
 TRANSPORTS = ("tcp", "ipc")
 _THREADS = 8  # Docker calls in parallel: starts are bound by the engine, not by us
-_LOGS_KEPT = 200  # lines of an exited container's output kept after it is removed
-
-
-@dataclass(eq=False)
-class Container:
-    """A launched worker's container, as the launcher's threads and the control plane see
-    it (the ``ref`` of its ``WorkerHandle``)."""
-
-    worker_id: str
-    name: str
-    memory: int | None  # MiB
-    gpus: list[str]
-    id: str | None = None
-    started: threading.Event = field(default_factory=threading.Event)  # created or failed
-    exit: ContainerExit | None = None
-    exited: threading.Event = field(default_factory=threading.Event)
-    signalled: str | None = None  # the last signal sent, so repeated stops send nothing
 
 
 class DockerLauncher(Launcher):
@@ -111,12 +96,18 @@ class DockerLauncher(Launcher):
         gpus: list[GpuInfo] | None = None,
         base_image: str | None = None,
         transport: str = "tcp",
+        spares: int = 0,
+        spares_dir: str | None = None,
+        heartbeat_timeout: float = 15.0,
     ) -> None:
         """``network``: "bridge" (the user's network), "shared" (that network, one
         namespace for all this control plane's workers) or "host"; ``gpus``: the GPUs to assign
         (default: what NVML finds, on the first GPU request); ``base_image``: what the
         shared namespace's holder starts from, when the engine has it; ``transport``: how
-        workers reach the control plane, "tcp" or "ipc" (a Unix socket each, mounted)."""
+        workers reach the control plane, "tcp" or "ipc" (a Unix socket each, mounted);
+        ``spares``: warm spare containers to keep, in ``spares_dir`` (the directory the
+        workers' files are in: they are linked into a spare's), each exiting after
+        ``heartbeat_timeout`` seconds without this launcher."""
         if network not in NETWORKS:
             raise LaunchFailed(
                 f"Docker network must be one of {', '.join(NETWORKS)}, got {network!r}"
@@ -153,12 +144,16 @@ class DockerLauncher(Launcher):
             if base_image:  # started now, so the first workers seldom wait for it
                 self._netns.begin(base_image)
         self._threads = DaemonThreads(_THREADS, "nbscale-docker")
+        self._spares = Spares(self, spares, spares_dir, heartbeat_timeout)
         self._events: Any = None
         self._watcher = threading.Thread(target=self._watch, name="nbscale-docker-events")
         self._watcher.daemon = True
         self._watching = threading.Event()
         self._watcher.start()
         self._watching.wait(5.0)
+
+    def housekeep(self, now: float) -> None:
+        self._spares.keep_alive()
 
     def worker_bind_host(self) -> str | None:
         return None if self.transport == "ipc" else self.bind_host
@@ -167,6 +162,9 @@ class DockerLauncher(Launcher):
         return SOCKET_IN_CONTAINER if self.transport == "ipc" else None
 
     # --- starting -----------------------------------------------------------------------
+
+    def spare_worker_id(self, options: FunctionOptions) -> str | None:
+        return self._spares.pick(options)
 
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         if self._closed:
@@ -181,17 +179,40 @@ class DockerLauncher(Launcher):
             for path in (spec.config_path, spec.register_path, spec.socket_path):
                 if path:
                     os.chown(path, CONTAINER_UID, CONTAINER_UID)
-        container = Container(
-            spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
-        )
-        with self._lock:  # close() stops taking starts under this lock: none slips past it
-            if not self._accepting:
+        container = self._spares.take(spec)
+        if container is None:
+            container = Container(
+                spec.worker_id, f"nbscale-{spec.worker_id}", spec.options.memory, gpus
+            )
+            if not self.adopt(container):
                 raise LaunchFailed("the Docker launcher is closed")
-            self._containers[spec.worker_id] = container
-        self._threads.submit(lambda: self._create_and_start(container, spec, image))
+            self._threads.submit(lambda: self._create_and_start(container, spec, image))
+        self._spares.refill(spec.options)
         return WorkerHandle(
             spec.worker_id, spec.pool_id, self.name, container, name=container.name, image=image
         )
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def adopt(self, c: Container) -> bool:
+        """Follow a container about to be started; False once close() has begun (it stops
+        taking starts under this lock: none slips past it)."""
+        with self._lock:
+            if self._accepting:
+                self._containers[c.worker_id] = c
+            return self._accepting
+
+    def starting(self) -> list[Container]:
+        """The containers whose start is under way."""
+        with self._lock:
+            return [c for c in self._containers.values() if not c.started.is_set()]
+
+    def discard(self, c: Container) -> None:
+        """Kill a container no worker runs in (a spare): collected and removed as it dies."""
+        c.signalled = "SIGKILL"
+        self._threads.submit(lambda: self._signal(c, "SIGKILL"))
 
     def _reserve_gpus(self, request: Any) -> list[str]:
         if request is None:
@@ -233,17 +254,11 @@ class DockerLauncher(Launcher):
         if self._network_lost is not None:
             raise LaunchFailed(self._network_lost)
         network = self._netns.network_mode(image) if self._netns else self.network
-        host_config = self.api.create_host_config(**host_config_options(spec, network, c.gpus))
-        options = container_options(spec, image, c.name, self.labels, c.gpus)
-        try:
-            c.id = self.api.create_container(**options, host_config=host_config)["Id"]
-            self.api.start(c.id)
-        except Exception:
-            if c.id is not None:  # a failed start leaves a Created container behind
-                with contextlib.suppress(Exception):
-                    self.api.remove_container(c.id, force=True)
-                c.id = None
-            raise
+        host = host_config_options(spec, network, c.gpus, c.spare_dir)
+        host_config = self.api.create_host_config(**host)
+        wait = self._spares.stale if c.spare_dir else None
+        options = container_options(spec, image, c.name, self.labels, c.gpus, wait)
+        create_and_start(self.api, c, options, host_config)
 
     def _network_made_again(self, exc: Exception) -> bool:
         """Whether the user's network, removed while this control plane ran (by ``docker
@@ -290,18 +305,9 @@ class DockerLauncher(Launcher):
         """Record an exited container's code, reason and last lines, then remove it."""
         if c.exit is not None or c.id is None:
             return
-        import docker
-
-        try:
-            state = self.api.inspect_container(c.id)["State"]
-            if state.get("Running"):
-                return  # a stale event, or a kill that did not take
-            logs = self.api.logs(c.id, tail=_LOGS_KEPT, timestamps=True).decode(errors="replace")
-            exit = container_exit(state, c.memory, logs)
-        except docker.errors.NotFound:
-            exit = ContainerExit(EXIT_LOST, "was removed by someone else", "", INFRASTRUCTURE)
-        except Exception as exc:
-            exit = lost_exit(exc)
+        exit = exit_of(self.api, c)
+        if exit is None:
+            return  # a stale event, or a kill that did not take
         self._record_exit(c, exit)
         with contextlib.suppress(Exception):
             self.api.remove_container(c.id, force=True)
@@ -312,6 +318,7 @@ class DockerLauncher(Launcher):
                 c.exit = exit
             self._containers.pop(c.worker_id, None)
         c.exited.set()
+        self._spares.exited(c)
 
     # --- stopping -----------------------------------------------------------------------
 

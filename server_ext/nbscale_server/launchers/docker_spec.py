@@ -13,9 +13,10 @@ from .base import EXIT_LOST, WorkerSpec
 from .docker_engine import LABEL_GPUS, LABEL_POOL, LABEL_WORKER, unreachable_message
 from .volumes import docker_mounts
 
-CONFIG_IN_CONTAINER = "/run/nbscale/worker.json"
-REGISTER_IN_CONTAINER = "/run/nbscale/register"
-SOCKET_IN_CONTAINER = "/run/nbscale/control.sock"  # docker_transport="ipc"
+FILES_IN_CONTAINER = "/run/nbscale"  # a warm spare's directory is mounted here, whole
+CONFIG_IN_CONTAINER = f"{FILES_IN_CONTAINER}/worker.json"
+REGISTER_IN_CONTAINER = f"{FILES_IN_CONTAINER}/register"
+SOCKET_IN_CONTAINER = f"{FILES_IN_CONTAINER}/control.sock"  # docker_transport="ipc"
 CONTAINER_UID = 10001  # the user containers run as when the control plane runs as root
 COMMAND = ["python3", "-m", "nbscale_runtime", "--config", CONFIG_IN_CONTAINER]
 _PIDS_LIMIT = 4096
@@ -38,10 +39,15 @@ def container_user() -> str:
 
 
 def container_options(
-    spec: WorkerSpec, image: str, name: str, labels: dict[str, str], gpus: list[str]
+    spec: WorkerSpec,
+    image: str,
+    name: str,
+    labels: dict[str, str],
+    gpus: list[str],
+    wait: float | None = None,
 ) -> dict[str, Any]:
     """The ``create_container`` arguments of a worker but its host config; ``labels``:
-    its control plane's."""
+    its control plane's; ``wait``: a warm spare's, the seconds it waits for its files."""
     labels = {**labels, LABEL_POOL: spec.pool_id, LABEL_WORKER: spec.worker_id}
     environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if gpus:
@@ -49,7 +55,7 @@ def container_options(
         environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
     return {
         "image": image,
-        "command": COMMAND,
+        "command": COMMAND if wait is None else [*COMMAND, "--wait", str(wait)],
         "name": name,
         "user": container_user(),
         "environment": environment,
@@ -67,8 +73,12 @@ def gpu_device_requests(uuids: list[str]) -> list[dict[str, Any]]:
     return [docker.types.DeviceRequest(device_ids=list(uuids), capabilities=[["gpu"]])]
 
 
-def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict[str, Any]:
-    """The ``create_host_config`` arguments for a worker: limits, hardening, logs, GPUs."""
+def host_config_options(
+    spec: WorkerSpec, network: str, gpus: list[str], spare_dir: str | None = None
+) -> dict[str, Any]:
+    """The ``create_host_config`` arguments for a worker: limits, hardening, logs, GPUs.
+    ``spare_dir``: a warm spare's directory, mounted in place of the worker's files, which
+    appear in it when it is taken."""
     options = spec.options
     memory = options.memory
     shm_mib = max(64, memory // 2) if memory else 1024
@@ -77,6 +87,8 @@ def host_config_options(spec: WorkerSpec, network: str, gpus: list[str]) -> dict
         binds[spec.register_path] = {"bind": REGISTER_IN_CONTAINER, "mode": "rw"}
     if spec.socket_path:  # its own socket to the control plane (connecting writes to it)
         binds[spec.socket_path] = {"bind": SOCKET_IN_CONTAINER, "mode": "rw"}
+    if spare_dir is not None:  # a spare: the same files, linked into its directory later
+        binds = {spare_dir: {"bind": FILES_IN_CONTAINER, "mode": "rw"}}
     host: dict[str, Any] = {
         "init": True,
         "binds": binds,

@@ -184,6 +184,8 @@ def start_launcher(
     log_max_bytes: int = 16 << 20,
     zygote: bool | ZygoteClient = True,
     docker_transport: str = "tcp",
+    docker_spares: int = 0,
+    heartbeat_timeout: float = 15.0,
 ) -> tuple[Launcher, LauncherChoice]:
     """Choose the launcher (probing Docker for ``auto`` and ``docker``) and start it.
     Under ``auto``, a Docker launcher that cannot start (its network, say) gives way to
@@ -191,7 +193,9 @@ def start_launcher(
     job options and the directory its nodes share; ``kubernetes``: the Kubernetes
     launcher's settings; ``zygote``: the process launcher forks its workers from one (or
     from this one, started ahead: closed where another launcher is chosen);
-    ``docker_transport``: how Docker workers reach the control plane.
+    ``docker_transport``: how Docker workers reach the control plane; ``docker_spares``:
+    warm spare containers to keep (in ``log_dir``, where the workers' files are), which
+    exit after ``heartbeat_timeout`` seconds without the control plane.
     Raises ``LaunchFailed`` as
     :func:`choose_launcher`, and when Slurm does not answer."""
     handed = zygote if isinstance(zygote, ZygoteClient) else None
@@ -215,7 +219,12 @@ def start_launcher(
 
             try:
                 launcher = DockerLauncher(
-                    network=docker_network, base_image=base_image, transport=docker_transport
+                    network=docker_network,
+                    base_image=base_image,
+                    transport=docker_transport,
+                    spares=docker_spares,
+                    spares_dir=log_dir,
+                    heartbeat_timeout=heartbeat_timeout,
                 )
                 return launcher, choice
             except LaunchFailed as exc:
