@@ -132,3 +132,17 @@ def test_a_spare_takes_its_worker_socket_and_shared_memory_with_ipc(docker_plane
     assert np.array_equal(doubled, a * 2)
     assert worker == spare.labels["nbscale.worker"]
     assert files == ["alive", "control.sock", "register", "worker.json"]
+
+
+@app.function(scaledown_window=5)
+def wide(x):
+    return where(x)
+
+
+def test_more_starts_at_once_than_the_launcher_has_threads_all_serve(fresh_plane):
+    """The defect: each start queued a spare's refill that waited on the launcher's threads
+    for the starts still queued behind it: past 8 at once, the rest never started."""
+    fresh_plane(NBSCALE_MAX_WORKERS="12")
+    wide.update_autoscaler(min_containers=12)
+    wait_until(lambda: wide.get_current_stats().containers["idle"] == 12, timeout=90)
+    wide.update_autoscaler(min_containers=0)

@@ -129,7 +129,7 @@ class DockerLauncher(Launcher):
         self._checks = EngineChecks(self.api)
         self._gpus = GpuAllocator(gpus)
         self._closed = False
-        self._accepting = True  # false once close() begins
+        self.accepting = True  # false once close() begins
         self._network_lost: str | None = None  # why no worker can reach us any more
         self._user_network: UserNetwork | None = None
         if network == "host":
@@ -192,17 +192,13 @@ class DockerLauncher(Launcher):
             spec.worker_id, spec.pool_id, self.name, container, name=container.name, image=image
         )
 
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
-
     def adopt(self, c: Container) -> bool:
         """Follow a container about to be started; False once close() has begun (it stops
         taking starts under this lock: none slips past it)."""
         with self._lock:
-            if self._accepting:
+            if self.accepting:
                 self._containers[c.worker_id] = c
-            return self._accepting
+            return self.accepting
 
     def starting(self) -> list[Container]:
         """The containers whose start is under way."""
@@ -383,8 +379,9 @@ class DockerLauncher(Launcher):
         if self._closed:
             return
         with self._lock:
-            self._accepting = False
+            self.accepting = False
             pending = list(self._containers.values())
+        self._spares.close()
         for c in pending:
             c.started.wait(30)
         if self._netns is not None:

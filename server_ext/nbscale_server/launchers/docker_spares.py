@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -69,8 +70,9 @@ def can_be_spare(options: FunctionOptions) -> bool:
 
 
 class Spares:
-    """A Docker launcher's warm spares. Its bookkeeping is under the launcher's lock; its
-    Docker calls run on the launcher's threads."""
+    """A Docker launcher's warm spares. Its bookkeeping is under the launcher's lock; a
+    thread of its own starts them (it waits for the launcher's starts, so it must not hold
+    one of the threads they need)."""
 
     def __init__(
         self, launcher: DockerLauncher, wanted: int, root: str | None, stale: float
@@ -83,6 +85,9 @@ class Spares:
         self._broken: set[str] = set()  # images whose spare failed: none is made of them
         self._refreshed = 0.0
         self._last_start = 0.0  # when the launcher last started a worker (monotonic)
+        self._image: str | None = None  # what spares are wanted of: the last plain worker's
+        self._wake = threading.Event()  # the image changed, or a spare went
+        self._thread: threading.Thread | None = None
 
     def pick(self, options: FunctionOptions) -> str | None:
         """The worker id of a started spare that a worker with ``options`` can take."""
@@ -130,18 +135,35 @@ class Spares:
         self._last_start = time.monotonic()
         image = options.image
         if self.wanted and can_be_spare(options) and image and image not in self._broken:
-            self._launcher._threads.submit(lambda: self._refill(image))
+            self._image = image
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="nbscale-docker-spares")
+                self._thread.daemon = True
+                self._thread.start()
+            self._wake.set()
+
+    def close(self) -> None:
+        """The launcher closes: its spares' thread ends (close() removes the containers)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        launcher = self._launcher
+        while self._wake.wait() and launcher.accepting:
+            self._wake.clear()
+            while launcher.accepting:  # the pool's starts first, and their runtimes' loading
+                for c in launcher.starting():
+                    c.started.wait(_STARTS_WAIT_S)
+                seen = self._last_start
+                time.sleep(_QUIET_S)
+                if self._last_start == seen and not launcher.starting():
+                    break
+            image = self._image
+            if image is not None and image not in self._broken and launcher.accepting:
+                self._refill(image)
 
     def _refill(self, image: str) -> None:
         launcher = self._launcher
-        while launcher.accepting:  # the pool's own starts first, their runtimes' loading too
-            for c in launcher.starting():
-                c.started.wait(_STARTS_WAIT_S)
-            seen = self._last_start
-            time.sleep(_QUIET_S)
-            if self._last_start == seen and not launcher.starting():
-                break
-        with launcher._lock:  # refills run in parallel: each starts the ones it counts here
+        with launcher._lock:
             stale = [c for other, c in self._ready.values() if other != image]
             self._ready = {k: v for k, v in self._ready.items() if v[0] == image}
             new = [self._new_spare() for _ in range(self.wanted - len(self._ready))]
@@ -203,7 +225,7 @@ class Spares:
             return
         assert c.exit is not None
         if not 0 < c.exit.code < 128:  # it stopped waiting, or was killed: another one
-            self._launcher._threads.submit(lambda: self._refill(image))
+            self._wake.set()
             return
         self._broken.add(image)  # its runtime failed (no --wait, say): it would again
         why = c.exit.reason or f"exit code {c.exit.code}"
