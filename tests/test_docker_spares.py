@@ -131,7 +131,7 @@ def test_a_spare_takes_its_worker_socket_and_shared_memory_with_ipc(docker_plane
     doubled, worker, files = big.remote(a)
     assert np.array_equal(doubled, a * 2)
     assert worker == spare.labels["nbscale.worker"]
-    assert files == ["alive", "control.sock", "register", "worker.json"]
+    assert files == ["alive", "control.sock", "register", "wake", "worker.json"]
 
 
 @app.function(scaledown_window=5)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from nbscale_runtime.worker_config import ALIVE_FILE
+from nbscale_runtime.spare import ALIVE_FILE
 
 
 def spare(tmp_path, stale: float) -> subprocess.Popen[str]:

@@ -49,7 +49,8 @@ from .runs import Segment, run_segment
 from .sending import FLUSH_INTERVAL, flush, maybe_flush
 from .serialization import dump_exception, load
 from .service import ClassService, call, is_generator, run_alone
-from .worker_config import WORKER_ID_ENV, WorkerConfig, wait_for_config
+from .spare import wait_for_config
+from .worker_config import WORKER_ID_ENV, WorkerConfig
 
 _POLLIN = 1  # select.POLLIN and zmq.POLLIN alike
 

@@ -10,18 +10,19 @@ runtime imported, waiting for a worker's files to appear in its own directory, m
 
 The next worker whose container would be the same (that image; no cpu or memory limit, GPU or
 volume: those are fixed when a container is created) takes a spare: the fleet names the
-worker after it (``DockerLauncher.spare_worker_id``), and the launcher links the worker's
-files (register, socket, config last) into the spare's directory instead of starting a
-container, and renames it from ``nbscale-spare-...`` to the worker's ``nbscale-wk-...``.
-Another spare is started a second after the launcher's starts are done (their runtimes load
-meanwhile), so that spares do not slow a pool's own starts.
+worker after it (``DockerLauncher.spare_worker_id``), and instead of starting a container
+the launcher links the worker's files (register, socket, config last) into the spare's
+directory, wakes it through a FIFO there (``nbscale_runtime/spare.py``), and renames it from
+``nbscale-spare-...`` to the worker's ``nbscale-wk-...``. Another spare is started a second
+after the launcher's starts are done (their runtimes load meanwhile), so that spares do not
+slow a pool's own starts.
 
-A spare outlives no control plane: the launcher refreshes the ``alive`` file in its directory
-on every housekeeping tick, and the spare exits once that file is ``heartbeat_timeout`` old,
-as a worker does that stops hearing from its control plane.
+A spare outlives no control plane: the launcher's housekeeping refreshes the ``alive`` file
+in its directory every second, and the spare exits once that file is ``heartbeat_timeout``
+old, as a worker does that stops hearing from its control plane.
 
-The trade: one idle container (~20 MB, a stat call every 5 ms) per control plane that has run
-a plain Docker worker. A spare whose runtime fails (an image whose runtime predates
+The trade: one idle container (~12 MB, a wake-up a second) per control plane that has run a
+plain Docker worker. A spare whose runtime fails (an image whose runtime predates
 ``--wait``) is not started again for that image; one killed from outside is. A worker that
 began as a spare carries an empty ``nbscale.pool`` label (Docker cannot change a label), and
 a spare serves from the image it started with, even if that is removed meanwhile.
@@ -38,7 +39,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from nbscale_runtime.worker_config import ALIVE_FILE
+from nbscale_runtime.spare import ALIVE_FILE, WAKE_FILE
 
 from ..options import FunctionOptions
 from .base import WorkerSpec
@@ -59,6 +60,16 @@ log = logging.getLogger("nbscale.docker")
 SPARE_PREFIX = "nbscale-spare-"  # a spare's container name, until a worker takes it
 _STARTS_WAIT_S = 30.0  # how long a refill waits for the starts under way
 _QUIET_S = 1.0  # and then a moment without any (their runtimes load meanwhile)
+
+
+def _wake(fifo: str) -> None:
+    """Tell a spare its config is there (if it is not listening yet, it will look first)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
 
 
 def can_be_spare(options: FunctionOptions) -> bool:
@@ -120,6 +131,7 @@ class Spares:
             self._launcher.discard(c)
             why = f"could not hand its files to a warm spare container: {exc}"
             raise LaunchFailed(why) from None
+        _wake(os.path.join(c.spare_dir, WAKE_FILE))
         spare_name, c.name = c.name, f"nbscale-{spec.worker_id}"
         self._launcher._threads.submit(lambda: self._rename(c, spare_name))
         return c
@@ -184,8 +196,10 @@ class Spares:
         try:
             os.mkdir(c.spare_dir, 0o700)
             open(os.path.join(c.spare_dir, ALIVE_FILE), "w").close()
-            if os.getuid() == 0:  # the container's user must enter it
-                os.chown(c.spare_dir, CONTAINER_UID, CONTAINER_UID)
+            os.mkfifo(os.path.join(c.spare_dir, WAKE_FILE), 0o600)
+            if os.getuid() == 0:  # the container's user must enter it, and open its FIFO
+                for path in (c.spare_dir, os.path.join(c.spare_dir, WAKE_FILE)):
+                    os.chown(path, CONTAINER_UID, CONTAINER_UID)
         except OSError as exc:
             log.warning("no warm spare container: cannot make %s: %s", c.spare_dir, exc)
             self._drop(c)
