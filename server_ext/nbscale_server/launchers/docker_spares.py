@@ -62,7 +62,7 @@ _STARTS_WAIT_S = 30.0  # how long a refill waits for the starts under way
 _QUIET_S = 1.0  # and then a moment without any (their runtimes load meanwhile)
 
 
-def _wake(fifo: str) -> None:
+def _poke(fifo: str) -> None:
     """Tell a spare its config is there (if it is not listening yet, it will look first)."""
     with contextlib.suppress(OSError):
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
@@ -131,7 +131,7 @@ class Spares:
             self._launcher.discard(c)
             why = f"could not hand its files to a warm spare container: {exc}"
             raise LaunchFailed(why) from None
-        _wake(os.path.join(c.spare_dir, WAKE_FILE))
+        _poke(os.path.join(c.spare_dir, WAKE_FILE))
         spare_name, c.name = c.name, f"nbscale-{spec.worker_id}"
         self._launcher._threads.submit(lambda: self._rename(c, spare_name))
         return c
@@ -229,7 +229,7 @@ class Spares:
 
     def exited(self, c: Container) -> None:
         """A container of the launcher exited and was collected: if it was a spare no one
-        took, start another, or give up on its image if it failed at once."""
+        took, start another, or, if its runtime failed, make none of its image again."""
         if c.spare_dir is None:
             return
         shutil.rmtree(c.spare_dir, ignore_errors=True)

@@ -47,7 +47,8 @@ def container_options(
     wait: float | None = None,
 ) -> dict[str, Any]:
     """The ``create_container`` arguments of a worker but its host config; ``labels``:
-    its control plane's; ``wait``: a warm spare's, the seconds it waits for its files."""
+    its control plane's; ``wait``: a warm spare's ``--wait`` (how old its alive file may
+    grow)."""
     labels = {**labels, LABEL_POOL: spec.pool_id, LABEL_WORKER: spec.worker_id}
     environment = {"HOME": "/tmp", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if gpus:
