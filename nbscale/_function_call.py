@@ -11,6 +11,7 @@ from typing import Any
 from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import split_payload
+from nbscale_server.values import is_count
 
 from ._aio import aio_classmethod, aio_method
 from ._call_graph import InputInfo, call_graph
@@ -25,7 +26,7 @@ _ANSWER_GRACE = 1.0  # seconds past a get's timeout for the control plane's answ
 
 
 def _index(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_count(value):
         raise InvalidError(f"{name} must be an int >= 0 (an input's index), got {value!r}")
     return value
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from nbscale_server.values import is_count
+
 from . import _config
 from ._chunks import OneArgument
 from ._loop import get_loop
@@ -45,7 +47,7 @@ def known_total(iterables: Iterable[Any], total: int | None) -> int | None:
     """The number of inputs, known before they run: ``total=`` when given, else the
     shortest ``len()`` of the iterables (zip stops there) when every one has a length."""
     if total is not None:
-        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        if not is_count(total):
             raise InvalidError(f"total must be a number of inputs (an int >= 0), got {total!r}")
         return total
     lengths = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nbscale_server.queue import RetryPolicy
+from nbscale_server.values import is_int
 
 from .exceptions import InvalidError
 
@@ -37,6 +38,6 @@ class Retries:
         """Modal's shorthand: an int N is N retries with a fixed 1 s delay."""
         if value is None or isinstance(value, Retries):
             return value
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise InvalidError(f"retries must be an int or nbscale.Retries, got {value!r}")
         return cls(max_retries=value, backoff_coefficient=1.0, initial_delay=1.0)

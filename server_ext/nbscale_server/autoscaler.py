@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .values import is_int, is_number
+
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 # Launches in a row that may fail before the pool's waiting inputs are failed: failures
@@ -43,7 +45,7 @@ MAX_CONTAINERS = 100_000
 
 
 def _count_in(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_CONTAINERS
+    return is_int(value) and low <= value <= MAX_CONTAINERS  # type: ignore[operator]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ class AutoscalerSettings:
                 f"min_containers ({self.min_containers}) cannot exceed max_containers ({mx})"
             )
         sw = self.scaledown_window
-        if isinstance(sw, bool) or not isinstance(sw, (int, float)) or not 0 < sw < math.inf:
+        if not is_number(sw) or not sw > 0:
             raise ValueError(f"scaledown_window must be a finite number of seconds > 0, got {sw!r}")
 
     def updated(self, changes: dict[str, Any]) -> AutoscalerSettings:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import shlex
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from typing import Any
 from .autoscaler import AutoscalerSettings
 from .gpus import GpuError, parse_gpu
 from .queue import RetryPolicy
+from .values import is_int, is_number
 
 WIRE_VERSION = 4  # 2: the slurm_* options; 3: has_exit; 4: secrets and volumes
 DEFAULT_TIMEOUT = 300.0  # seconds per attempt, as on Modal
@@ -60,15 +60,6 @@ _SLURM_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNOREC
 MAX_DRAIN_SECONDS = 65535  # sbatch's --signal takes at most this
 
 
-def _is_number(value: object) -> bool:
-    """A finite int or float (NaN and the infinities are no setting's value)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def slurm_option(key: str, value: Any) -> Any:
     """A Slurm job option (``slurm={key: value}``, or the ``slurm_<key>`` setting), checked
     and normalised (``sbatch_args`` as a tuple; a string is split as a shell would); raises
@@ -90,7 +81,7 @@ def slurm_option(key: str, value: Any) -> Any:
             raise ValueError(f"slurm sbatch_args must be a list of strings, got {value!r}")
         return tuple(args)
     if key == "drain_seconds":
-        if not _is_int(value) or not 0 <= value <= MAX_DRAIN_SECONDS:
+        if not is_int(value) or not 0 <= value <= MAX_DRAIN_SECONDS:
             raise ValueError(
                 f"slurm drain_seconds must be an int of seconds in 0..{MAX_DRAIN_SECONDS}, "
                 f"got {value!r}"
@@ -163,22 +154,22 @@ class FunctionOptions:
 
     def __post_init__(self) -> None:
         t = self.timeout
-        if not _is_number(t) or not 0 < t <= MAX_TIMEOUT:
+        if not is_number(t) or not 0 < t <= MAX_TIMEOUT:
             raise ValueError(
                 f"timeout must be a number of seconds in (0, {MAX_TIMEOUT}], got {t!r}"
             )
         if not isinstance(self.retries, RetryPolicy):
             raise ValueError(f"retries must be a retry policy, got {self.retries!r}")
-        if not _is_int(self.max_inputs) or self.max_inputs < 1:
+        if not is_int(self.max_inputs) or self.max_inputs < 1:
             raise ValueError(f"max_inputs must be an int >= 1, got {self.max_inputs!r}")
         target = self.target_inputs
-        if target is not None and (not _is_int(target) or not 1 <= target <= self.max_inputs):
+        if target is not None and (not is_int(target) or not 1 <= target <= self.max_inputs):
             raise ValueError(
                 f"target_inputs must be an int between 1 and max_inputs, got {target!r}"
             )
-        if self.cpu is not None and (not _is_number(self.cpu) or self.cpu <= 0):
+        if self.cpu is not None and (not is_number(self.cpu) or self.cpu <= 0):
             raise ValueError(f"cpu must be a number of cores > 0, got {self.cpu!r}")
-        if self.memory is not None and not _is_int(self.memory):
+        if self.memory is not None and not is_int(self.memory):
             raise ValueError(f"memory must be an int of MiB, got {self.memory!r}")
         if self.memory is not None and self.memory < MIN_MEMORY:
             raise ValueError(f"memory must be at least {MIN_MEMORY} MiB, got {self.memory}")

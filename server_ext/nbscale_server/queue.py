@@ -41,6 +41,7 @@ from nbscale_runtime.protocol import (
 
 from .input_record import InputRecord, carve, cut_at, holding, singles
 from .losses import MAX_INFRASTRUCTURE_LOSSES
+from .values import is_count, is_number
 
 # Outcomes a worker reports that count as a failed attempt and may be retried.
 RETRYABLE = frozenset({STATUS_ERROR, STATUS_TIMEOUT, STATUS_LOST})
@@ -63,11 +64,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         n = self.max_retries
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        if not is_count(n):
             raise ValueError(f"max_retries must be an int >= 0, got {n!r}")
         for name, low, high in _RETRY_RANGES:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not is_number(value):
                 raise ValueError(f"{name} must be a number, got {value!r}")
             if not low <= value <= high:
                 raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value}")

@@ -16,7 +16,6 @@ store's (``store.py``).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +41,7 @@ from .outputs import Entry, apart, outputs_message
 from .pool import Pool, Records
 from .queue import InputRecord
 from .store import Durable, SpawnStore, Unfinished
+from .values import is_count, is_number
 
 log = logging.getLogger("nbscale.control_plane")
 
@@ -141,7 +141,7 @@ class SpawnedCalls:
     def wait_for_outputs(self, identity: bytes, msg: protocol.GetOutputs, call: CallState) -> None:
         """Answer ``get-outputs`` once the outputs asked for are stored (or at its timeout)."""
         start, end = msg.start, msg.end
-        if not _index(start) or not (end is None or (_index(end) and end >= start)):
+        if not is_count(start) or not (end is None or (is_count(end) and end >= start)):
             raise RequestError(
                 ERROR_INVALID,
                 f"inputs are asked for by index, an int >= 0 (and an end >= it), got "
@@ -156,12 +156,7 @@ class SpawnedCalls:
                 "before the call was detached",
             )
         timeout = msg.timeout
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout < 0
-        ):
+        if timeout is not None and (not is_number(timeout) or timeout < 0):
             raise RequestError(
                 ERROR_INVALID, f"timeout must be a finite number of seconds >= 0, got {timeout}"
             )
@@ -275,10 +270,6 @@ class SpawnedCalls:
             call.total = call.submitted
         log.error("spawned call %s: %s", call.call_id, why)
         self.store.closed(call)
-
-
-def _index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _beyond(call: CallState, start: int, end: int | None) -> bool:
