@@ -373,13 +373,15 @@ async def _status(all_pools: bool = False) -> dict[str, Any]:
     pools = stats["pools"]
     info["pools"] = pools if all_pools else [p for p in pools if is_mine(p["owner"])]
     info["other_pools"] = len(pools) - len(info["pools"])
+    info["spares"] = stats.get("spares", [])  # a control plane before them sends none
     return info
 
 
 def status(all_pools: bool = False) -> dict[str, Any]:
     """Which control plane this process uses (embedded or the Jupyter server's), its
     endpoints and launcher, and the state of this kernel's (or process's) pools, or of every
-    pool with ``all_pools=True``; ``other_pools`` counts those left out."""
+    pool with ``all_pools=True``; ``other_pools`` counts those left out; ``spares`` names
+    the launcher's warm spare containers."""
     return get_loop().run(_status(all_pools))
 
 

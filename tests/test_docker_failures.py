@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -19,7 +20,6 @@ from jupyter_process import Server
 import nbscale
 from nbscale._image_build import build
 from nbscale_server.launchers.docker_engine import reap_orphans, user_network_name
-from nbscale_server.launchers.docker_spares import SPARE_PREFIX
 
 pytestmark = pytest.mark.docker
 
@@ -194,7 +194,7 @@ def test_next_control_plane_removes_what_a_crashed_one_left(docker_plane, fresh_
     ]
     # two workers (and, sharing a network namespace, the holder of it; a warm spare, if it
     # had started one yet, goes too)
-    workers = [c for c in orphans if not c.name.startswith(SPARE_PREFIX)]
+    workers = [c for c in orphans if c.labels.get("nbscale.pool") != ""]  # "": a spare
     assert len(workers) == 2 + (network == "shared")
     networks = {c.attrs["HostConfig"]["NetworkMode"] for c in orphans}
     assert networks - {user_network_name()} <= {f"container:{c.id}" for c in orphans}
@@ -295,15 +295,15 @@ def test_a_killed_servers_containers_stop_themselves(tmp_path, docker_plane, mon
         monkeypatch.setenv("NBSCALE_CONNECTION_FILE", str(server.connection_file))
         naps.spawn(600)  # one of them busy with user code, the other idle
 
-        def running() -> list[str]:
+        def running() -> list[Any]:
             ours = docker_plane.containers.list(
                 filters={"label": "nbscale.owner"}, ignore_removed=True
             )
             mine = f"{server.proc.pid}:"
-            return [c.name for c in ours if c.labels["nbscale.owner"].startswith(mine)]
+            return [c for c in ours if c.labels["nbscale.owner"].startswith(mine)]
 
-        def workers() -> list[str]:
-            return [name for name in running() if not name.startswith(SPARE_PREFIX)]
+        def workers() -> list[Any]:
+            return [c for c in running() if c.labels.get("nbscale.pool") != ""]  # "": a spare
 
         wait_until(lambda: len(workers()) == 2, timeout=60)
         wait_until(lambda: len(running()) == 3, timeout=60)  # and a warm spare, which too

@@ -16,7 +16,6 @@ import pytest
 from conftest import wait_until
 
 import nbscale
-from nbscale_server.launchers.docker_spares import SPARE_PREFIX
 
 pytestmark = pytest.mark.docker
 
@@ -57,13 +56,17 @@ def limited(x):
 
 
 def spares(client) -> list:
-    """This process's control plane's warm spares, as `docker ps` lists them."""
+    """This process's control plane's warm spares, as `docker ps` lists them: its running
+    containers with an empty pool label that run no worker yet."""
     mine = f"{os.getpid()}:"
     found = client.containers.list(filters={"label": "nbscale.owner"}, ignore_removed=True)
+    workers = {w["id"] for p in nbscale.status()["pools"] for w in p["workers"]}
     return [
         c
         for c in found
-        if c.name.startswith(SPARE_PREFIX) and c.labels["nbscale.owner"].startswith(mine)
+        if c.labels["nbscale.owner"].startswith(mine)
+        and c.labels["nbscale.pool"] == ""
+        and c.labels["nbscale.worker"] not in workers
     ]
 
 
@@ -82,14 +85,14 @@ def test_a_new_functions_first_worker_runs_in_a_spare_started_before_its_call(do
     assert doubled == 2
     spare = one_spare(docker_plane)
     assert spare.labels["nbscale.worker"] != worker
+    assert nbscale.status()["spares"] == [spare.name]  # what `docker ps` shows
     worker, host, doubled = second.remote(21)
     assert doubled == 42
     assert worker == spare.labels["nbscale.worker"]  # the container listed before the call
     assert host == spare.id[:12]
-    # it now bears its worker's name, as the sidebar shows it, and a new spare waits
+    # named as its worker (as the sidebar shows it), and a new spare waits
     [pool] = [p for p in nbscale.status()["pools"] if p["function"] == "second"]
-    assert pool["workers"][0]["name"] == f"nbscale-{worker}"
-    wait_until(lambda: docker_plane.containers.get(spare.id).name == f"nbscale-{worker}")
+    assert pool["workers"][0]["name"] == spare.name == f"nbscale-{worker}"
     assert one_spare(docker_plane, other_than=spare.id).id != spare.id
     assert list(second.map(range(5))) == [(worker, host, x * 2) for x in range(5)]
 
@@ -116,6 +119,7 @@ def test_no_spare_with_docker_spares_0(docker_plane, fresh_plane):
     assert first.remote(3)[2] == 6
     time.sleep(2)  # a spare would be up by now (it is within a second, above)
     assert spares(docker_plane) == []
+    assert nbscale.status()["spares"] == []
 
 
 @app.function(scaledown_window=30)

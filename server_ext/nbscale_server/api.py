@@ -209,7 +209,7 @@ class Api:
 
     def _get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Answer:
         if msg.pool_id is None:
-            return {"pools": self.list_pools()}, ()
+            return {"pools": self.list_pools(), "spares": self.fleet.launcher.spares()}, ()
         return self.pool_info(msg.pool_id), ()
 
     def _deploy_app(self, identity: bytes, msg: protocol.DeployApp, payload: list[Any]) -> Answer:

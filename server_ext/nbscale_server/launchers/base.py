@@ -91,6 +91,11 @@ class Launcher(abc.ABC):
         once in a container already started (a Docker warm spare), or None: any new id."""
         return None
 
+    def spares(self) -> list[str]:
+        """The names of the started containers that wait to become workers (Docker's warm
+        spares), as the launcher's own tools show them."""
+        return []
+
     @abc.abstractmethod
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         """Start a worker; raise ``LaunchFailed`` with a readable reason when it cannot."""

@@ -166,6 +166,9 @@ class DockerLauncher(Launcher):
     def spare_worker_id(self, options: FunctionOptions) -> str | None:
         return self._spares.pick(options)
 
+    def spares(self) -> list[str]:
+        return self._spares.names()
+
     def start(self, spec: WorkerSpec) -> WorkerHandle:
         if self._closed:
             raise LaunchFailed("the Docker launcher is closed")

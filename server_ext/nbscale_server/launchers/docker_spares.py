@@ -12,8 +12,10 @@ The next worker whose container would be the same (that image; no cpu or memory 
 volume: those are fixed when a container is created) takes a spare: the fleet names the
 worker after it (``DockerLauncher.spare_worker_id``), and instead of starting a container
 the launcher links the worker's files (register, socket, config last) into the spare's
-directory, wakes it through a FIFO there (``nbscale_runtime/spare.py``), and renames it from
-``nbscale-spare-...`` to the worker's ``nbscale-wk-...``. Another spare is started a second
+directory and wakes it through a FIFO there (``nbscale_runtime/spare.py``). A spare is named
+as its worker will be, ``nbscale-wk-...``, with an empty ``nbscale.pool`` label: a rename
+at the take would touch the engine's network endpoints, which Docker 20.10 has leaked on
+such paths ("network ... has active endpoints" with none). Another spare is started a second
 after the launcher's starts are done (their runtimes load meanwhile), so that spares do not
 slow a pool's own starts.
 
@@ -57,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nbscale.docker")
 
-SPARE_PREFIX = "nbscale-spare-"  # a spare's container name, until a worker takes it
 _STARTS_WAIT_S = 30.0  # how long a refill waits for the starts under way
 _QUIET_S = 1.0  # and then a moment without any (their runtimes load meanwhile)
 
@@ -111,6 +112,11 @@ class Spares:
                     return worker_id
         return None
 
+    def names(self) -> list[str]:
+        """The started spares' container names."""
+        with self._launcher._lock:
+            return [c.name for _, c in self._ready.values() if c.started.is_set() and c.id]
+
     def take(self, spec: WorkerSpec) -> Container | None:
         """The spare ``spec`` names (``pick``), made its worker by linking its files in;
         None when ``spec`` names none."""
@@ -132,15 +138,7 @@ class Spares:
             why = f"could not hand its files to a warm spare container: {exc}"
             raise LaunchFailed(why) from None
         _poke(os.path.join(c.spare_dir, WAKE_FILE))
-        spare_name, c.name = c.name, f"nbscale-{spec.worker_id}"
-        self._launcher._threads.submit(lambda: self._rename(c, spare_name))
         return c
-
-    def _rename(self, c: Container, spare_name: str) -> None:
-        try:
-            self._launcher.api.rename(c.id, c.name)
-        except Exception as exc:  # it keeps its spare's name: only `docker ps` shows it
-            log.debug("could not rename %s to %s: %s", spare_name, c.name, exc)
 
     def refill(self, options: FunctionOptions) -> None:
         """After a worker's start: keep ``wanted`` spares of its image, if it could be one."""
@@ -189,7 +187,7 @@ class Spares:
         tag = uuid.uuid4().hex[:12]
         assert self._root is not None
         spare_dir = os.path.join(self._root, f"spare-{tag}")
-        return Container(f"wk-{tag}", f"{SPARE_PREFIX}{tag}", None, [], spare_dir=spare_dir)
+        return Container(f"wk-{tag}", f"nbscale-wk-{tag}", None, [], spare_dir=spare_dir)
 
     def _start(self, c: Container, image: str) -> None:
         assert c.spare_dir is not None
