@@ -73,6 +73,11 @@ def _poke(fifo: str) -> None:
             os.close(fd)
 
 
+def _waiting(c: Container) -> bool:
+    """Whether a spare is started and has not exited: one a worker can take."""
+    return c.started.is_set() and c.id is not None and c.exit is None
+
+
 def can_be_spare(options: FunctionOptions) -> bool:
     """Whether a worker with these options could run in a spare of its image: its container
     needs nothing fixed at creation that a spare is made without."""
@@ -107,15 +112,14 @@ class Spares:
             return None
         with self._launcher._lock:
             for worker_id, (image, c) in self._ready.items():
-                started = c.started.is_set() and c.id is not None and c.exit is None
-                if image == options.image and started:
+                if image == options.image and _waiting(c):
                     return worker_id
         return None
 
     def names(self) -> list[str]:
-        """The started spares' container names."""
+        """The container names of the spares that wait (``pick`` could hand them out)."""
         with self._launcher._lock:
-            return [c.name for _, c in self._ready.values() if c.started.is_set() and c.id]
+            return [c.name for _, c in self._ready.values() if _waiting(c)]
 
     def take(self, spec: WorkerSpec) -> Container | None:
         """The spare ``spec`` names (``pick``), made its worker by linking its files in;
