@@ -10,7 +10,6 @@ the same keys, lower case). A bad value is an ``InvalidError`` naming the key an
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
@@ -91,22 +90,26 @@ def get(key: str) -> Any:
     return resolve(key)[0]
 
 
-_DEBUG_FRESH_S = 1.0  # how long a read of ``debug`` from the environment or file is reused
-_debug_read = (-math.inf, False)  # when, and what
+_FRESH_S = 1.0  # how long a read of a per-call setting from the environment or file is reused
+_fresh_reads: dict[str, tuple[float, Any]] = {}  # by key: when, and what
+
+
+def fresh(key: str) -> Any:
+    """A setting that every call reads (``debug``, ``busy_poll_us``): ``nbscale.config(...)``
+    at once, the environment and the config file as they were within the last second (a
+    stat of the file per call cost a spawn a third of its time)."""
+    if key in _runtime:
+        return _runtime[key]
+    now = time.monotonic()
+    read = _fresh_reads.get(key)
+    if read is None or now - read[0] > _FRESH_S:
+        read = _fresh_reads[key] = (now, get(key))
+    return read[1]
 
 
 def debug() -> bool:
-    """The ``debug`` setting, which every call reads (for its frames' ``__tracebackhide__``):
-    ``nbscale.config(debug=...)`` at once, the environment and the config file as they
-    were within the last second (a stat of the file per call cost a spawn a third of its
-    time)."""
-    global _debug_read
-    if "debug" in _runtime:
-        return bool(_runtime["debug"])
-    now = time.monotonic()
-    if now - _debug_read[0] > _DEBUG_FRESH_S:
-        _debug_read = (now, bool(get("debug")))
-    return _debug_read[1]
+    """The ``debug`` setting, which every call reads (for its frames' ``__tracebackhide__``)."""
+    return bool(fresh("debug"))
 
 
 def config(**settings: Any) -> dict[str, Any]:

@@ -13,8 +13,10 @@ import concurrent.futures
 import contextvars
 import functools
 import os
+import selectors
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -57,9 +59,56 @@ def _stop_waiting(task: asyncio.Task[Any]) -> None:
         hook()
 
 
+class _PollingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The loop's selector, which polls for up to ``busy_poll_s`` before it sleeps while a
+    thread waits on a single call (``BusyPolling``). A worker's reply comes 60-150 us after
+    the loop sends its input; polled for, it is read without a wake-up of the loop thread
+    (15-40 us on a 2-vCPU VM). Each poll lets go of the GIL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0  # blocked single calls (touched on the loop only)
+        self.busy_poll_s = 0.0  # the last one's setting
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        if self.waits and timeout != 0 and self.busy_poll_s > 0:
+            budget = self.busy_poll_s if timeout is None else min(self.busy_poll_s, timeout)
+            deadline = time.perf_counter() + budget
+            while time.perf_counter() < deadline:
+                ready = super().select(0)
+                if ready:
+                    return ready
+            if timeout is not None:
+                timeout = max(0.0, timeout - budget)
+        return super().select(timeout)
+
+
+class BusyPolling:
+    """On nbscale's loop, around a blocked thread's wait for a single call's reply: the
+    loop polls for it (``busy_poll_us``) rather than sleeping at once."""
+
+    __slots__ = ("_selector",)
+
+    def __init__(self, busy_poll_us: int) -> None:
+        loop_thread = _instance
+        self._selector = None
+        if busy_poll_us > 0 and loop_thread and asyncio.get_running_loop() is loop_thread.loop:
+            self._selector = loop_thread.selector
+            self._selector.busy_poll_s = busy_poll_us / 1e6
+
+    def __enter__(self) -> None:
+        if self._selector is not None:
+            self._selector.waits += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self._selector is not None:
+            self._selector.waits -= 1
+
+
 class LoopThread:
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.selector = _PollingSelector()
+        self.loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop(self.selector)
         self.pid = os.getpid()
         self.thread = threading.Thread(target=self._run, name="nbscale-loop", daemon=True)
         # run_aio's batches: calls handed in, and outcomes waiting for their caller's loop

@@ -18,10 +18,10 @@ from nbscale_runtime import protocol
 from nbscale_runtime.protocol import OUT_WHERE
 from nbscale_runtime.serialization import PayloadWriter, split_payload
 
-from . import _nested
+from . import _config, _nested
 from ._call_ids import new_call_id
 from ._chunks import check_input_sizes
-from ._loop import Blocked
+from ._loop import Blocked, BusyPolling
 from ._outcomes import Output, decode, print_output
 from ._pickling import add_input
 from .exceptions import CallCancelledError, NbscaleError
@@ -89,13 +89,15 @@ class SingleCall:
         client.handlers[call_id] = self._on_outputs
         client.lost_handlers[call_id] = self._on_lost
         sent = False
+        polling = BusyPolling(_config.fresh("busy_poll_us") if self.blocked else 0)
         try:
             reply = client.send_request(msg, frames)
             sent = True
-            value, _ = await reply
-            if value.get("cancelled"):  # someone else (the REST API, a sidebar) cancelled it
-                raise CallCancelledError(f"{self.function}: the call was cancelled")
-            return await self.output
+            with polling:  # for a blocked thread, the reply is polled for
+                value, _ = await reply
+                if value.get("cancelled"):  # someone else (the REST API, a sidebar) did
+                    raise CallCancelledError(f"{self.function}: the call was cancelled")
+                return await self.output
         except asyncio.CancelledError:
             self._forget()
             # (cancelling this task cancelled the output's future too, unless it came)
