@@ -171,7 +171,9 @@ time.sleep(600)
 
 
 @pytest.mark.parametrize("network", ["bridge", "shared"])
-def test_next_control_plane_removes_what_a_crashed_one_left(docker_plane, fresh_plane, network):
+def test_next_control_plane_removes_what_a_crashed_one_left(
+    docker_plane, fresh_plane, network, caplog
+):
     env = {**os.environ, "NBSCALE_LAUNCHER": "docker", "NBSCALE_DOCKER_NETWORK": network}
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(CRASHING_PLANE)],
@@ -203,6 +205,8 @@ def test_next_control_plane_removes_what_a_crashed_one_left(docker_plane, fresh_
     for container in orphans:
         with pytest.raises(Exception, match="404"):
             container.reload()
+    said = [r.getMessage() for r in caplog.records if "control plane that died" in r.getMessage()]
+    assert said and all(c.name in said[0] for c in orphans), said  # names what it removed
     docker_plane.networks.get(user_network_name())  # kept: the user's, for the next ones
 
 

@@ -19,7 +19,7 @@
 - A warm spare container, started ahead of the image the last plain worker ran, serves the
   next pool's first worker at once (``docker_spares.py``).
 - Docker calls run on a few daemon threads, never on the control plane's loop. One thread
-  follows the engine's ``die`` events: when a container exits, its exit code, OOM flag and
+  follows the engine's ``die`` events (``docker_container.DieWatch``): when a container exits, its exit code, OOM flag and
   last log lines are recorded and the container is removed (logs use json-file with
   rotation, so they survive until then).
 """
@@ -31,7 +31,6 @@ import functools
 import logging
 import os
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -49,7 +48,7 @@ from .base import (
 )
 from .daemon_threads import DaemonThreads
 from .docker_checks import EngineChecks, check_shared_kernel
-from .docker_container import Container, create_and_start, exit_of
+from .docker_container import Container, DieWatch, create_and_start, exit_of
 from .docker_engine import (
     LABEL_SERVER,
     LABEL_WORKER,
@@ -145,12 +144,7 @@ class DockerLauncher(Launcher):
                 self._netns.begin(base_image)
         self._threads = DaemonThreads(_THREADS, "nbscale-docker")
         self._spares = Spares(self, spares, spares_dir, heartbeat_timeout)
-        self._events: Any = None
-        self._watcher = threading.Thread(target=self._watch, name="nbscale-docker-events")
-        self._watcher.daemon = True
-        self._watching = threading.Event()
-        self._watcher.start()
-        self._watching.wait(5.0)
+        self._dies = DieWatch(self.api, f"{LABEL_SERVER}={self.server_id}", self._on_die)
 
     def housekeep(self, now: float) -> None:
         self._spares.keep_alive()
@@ -272,33 +266,14 @@ class DockerLauncher(Launcher):
 
     # --- exits --------------------------------------------------------------------------
 
-    def _watch(self) -> None:
-        """Follow the engine's ``die`` events for our containers, reconnecting (from the
-        last event seen) when the stream breaks."""
-        since = time.time() - 1
-        filters = {
-            "type": ["container"],
-            "event": ["die"],
-            "label": [f"{LABEL_SERVER}={self.server_id}"],
-        }
-        while not self._closed:
-            try:
-                self._events = self.api.events(since=f"{since:.9f}", filters=filters, decode=True)
-                self._watching.set()
-                for event in self._events:
-                    since = event.get("timeNano", since * 1e9) / 1e9
-                    attributes = event.get("Actor", {}).get("Attributes", {})
-                    if LABEL_NETNS in attributes and self._netns is not None:
-                        self._netns.lost(event.get("Actor", {}).get("ID", ""))
-                    with self._lock:
-                        c = self._containers.get(attributes.get(LABEL_WORKER, ""))
-                    if c is not None:
-                        self._threads.submit(functools.partial(self._collect, c))
-            except Exception:
-                if not self._closed:
-                    log.debug("docker events stream broke; reconnecting", exc_info=True)
-                    time.sleep(0.5)
-            self._watching.set()
+    def _on_die(self, container_id: str, labels: dict[str, str]) -> None:
+        """On the events thread: one of our containers exited; collect it."""
+        if LABEL_NETNS in labels and self._netns is not None:
+            self._netns.lost(container_id)
+        with self._lock:
+            c = self._containers.get(labels.get(LABEL_WORKER, ""))
+        if c is not None:
+            self._threads.submit(functools.partial(self._collect, c))
 
     def _collect(self, c: Container) -> None:
         """Record an exited container's code, reason and last lines, then remove it."""
@@ -390,9 +365,7 @@ class DockerLauncher(Launcher):
         if self._netns is not None:
             self._netns.close(30)
         self._closed = True
-        with contextlib.suppress(Exception):
-            if self._events is not None:
-                self._events.close()
+        self._dies.close()
         try:
             ours = self.api.containers(
                 all=True, filters={"label": [f"{LABEL_SERVER}={self.server_id}"]}

@@ -193,7 +193,12 @@ def reap_orphans(api: Any) -> int:
             name = network.get("Name", network["Id"])
             remove_network(api, network["Id"], name, names, logging.DEBUG)
     if removed:
-        log.warning("removed %d worker container(s) left by a control plane that died", removed)
+        log.warning(
+            "removed %d container(s) (workers, warm spares) left by a control plane that "
+            "died: %s",
+            removed,
+            ", ".join(names),
+        )
     return removed
 
 
