@@ -5,11 +5,14 @@ sleep into a spin (an empty answer before the timeout would make the loop poll a
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -74,6 +77,12 @@ def fails(x: int) -> int:
     raise ValueError(f"bad input {x}")
 
 
+@app.function(scaledown_window=5)
+def slow(x: int) -> int:
+    time.sleep(x)
+    return x
+
+
 def test_a_blocked_remote_call_is_polled_for_unless_told_not_to(polls: list[int]) -> None:
     f = noop
     assert f.remote(0) == 0  # the worker is up
@@ -103,6 +112,23 @@ def test_nothing_polls_after_a_failed_call_or_an_aio_call() -> None:
 
     assert asyncio.run(main()) == 4
     wait_until(lambda: selector.waits == 0)
+
+
+def test_nothing_polls_after_an_interrupted_call() -> None:
+    slow.remote(0)
+    selector = _loop.get_loop().selector
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        slow.remote(5)
+    wait_until(lambda: selector.waits == 0)
+    assert slow.remote(0) == 0
+
+
+def test_many_threads_waiting_at_once_each_get_their_own_result() -> None:
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(noop.remote, range(400))) == list(range(400))
+    wait_until(lambda: _loop.get_loop().selector.waits == 0)
 
 
 def test_a_bad_value_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
