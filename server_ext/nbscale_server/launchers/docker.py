@@ -19,9 +19,9 @@
 - A warm spare container, started ahead of the image the last plain worker ran, serves the
   next pool's first worker at once (``docker_spares.py``).
 - Docker calls run on a few daemon threads, never on the control plane's loop. One thread
-  follows the engine's ``die`` events (``docker_container.DieWatch``): when a container exits, its exit code, OOM flag and
-  last log lines are recorded and the container is removed (logs use json-file with
-  rotation, so they survive until then).
+  follows the engine's ``die`` events (``docker_container.DieWatch``): when a container
+  exits, its exit code, OOM flag and last log lines are recorded and the container is
+  removed (logs use json-file with rotation, so they survive until then).
 """
 
 from __future__ import annotations
