@@ -16,6 +16,9 @@ import pytest
 from conftest import wait_until
 
 import nbscale
+from nbscale import _client
+from nbscale._loop import get_loop
+from nbscale_server.events import EventHub
 
 pytestmark = pytest.mark.docker
 
@@ -70,6 +73,16 @@ def spares(client) -> list:
     ]
 
 
+def feed_spares() -> list[str]:
+    """The spares as the events feed sends them to the sidebar (its snapshot's)."""
+
+    async def on_loop() -> list[str]:
+        client = await _client.get_client()
+        return EventHub(client.control_plane.api).snapshot()["spares"]
+
+    return get_loop().run(on_loop())
+
+
 def one_spare(client, other_than: str | None = None):
     """The one spare, once it is up (and is not ``other_than``, a container id)."""
     wait_until(
@@ -86,6 +99,7 @@ def test_a_new_functions_first_worker_runs_in_a_spare_started_before_its_call(do
     spare = one_spare(docker_plane)
     assert spare.labels["nbscale.worker"] != worker
     assert nbscale.status()["spares"] == [spare.name]  # what `docker ps` shows
+    assert feed_spares() == [spare.name]  # and the sidebar
     worker, host, doubled = second.remote(21)
     assert doubled == 42
     assert worker == spare.labels["nbscale.worker"]  # the container listed before the call

@@ -119,3 +119,19 @@ async def test_a_hundred_thousand_calls_are_not_one_message(plane):
     changes = hub.changes()
     assert [c["id"] for c in changes["calls"]] == ["fc-100001"]
     hub.close()
+
+
+async def test_warm_spares_are_in_the_snapshot_and_sent_again_when_they_change(plane):
+    spares = ["nbscale-wk-1"]
+    plane.launcher.spares = lambda: list(spares)  # as Docker's, with docker_spares
+    hub = EventHub(plane.api, interval=60)
+    sink = RecordingSink()
+    hub.add(sink)
+    assert sink.messages[0]["spares"] == ["nbscale-wk-1"]
+    assert hub.changes() is None  # nothing moved
+    spares[:] = []  # a worker took it
+    message = hub.changes()
+    assert message is not None and message["spares"] == [] and message["pools"] == []
+    spares[:] = ["nbscale-wk-2"]
+    assert hub.changes()["spares"] == ["nbscale-wk-2"]
+    assert hub.changes() is None

@@ -275,6 +275,11 @@ def test_a_docker_row_names_its_container_and_image(tmp_path: Path, page: Any) -
         about = panel.locator(".nbscale-Logs-about")
         assert about.inner_text().startswith(f"container {container.name} · image nbscale/")
         panel.locator(".nbscale-Log", has_text="container input").first.wait_for()
+        spares = panel.locator(".nbscale-Spares")  # one starts a second after the worker's
+        spares.wait_for(timeout=60_000)
+        assert spares.inner_text() == "1 warm spare container waits for a new pool's first worker"
+        [spare] = (spares.get_attribute("title") or "").splitlines()
+        assert engine.containers.get(spare).labels["nbscale.pool"] == ""  # in no pool
         shot(page, "760-docker-row")
         assert "RESULTS" in finish(client, timeout=120)
     finally:

@@ -316,6 +316,12 @@ export function formatLauncher(status: IStatus): string {
   return LAUNCHERS[status.launcher] ?? status.launcher;
 }
 
+/** The launcher line's note on idle warm spares (Docker's `docker_spares`). */
+export function formatSpares(n: number): string {
+  const waits = n === 1 ? 'waits' : 'wait';
+  return `${plural(n, 'warm spare container')} ${waits} for a new pool's first worker`;
+}
+
 /** The line that gets a call's results in another kernel (`FunctionCall.from_id`). */
 export function fromIdCode(callId: string): string {
   return `nbscale.FunctionCall.from_id("${callId}")`;

@@ -93,6 +93,10 @@ export interface ISnapshotMessage {
   pools: IPool[];
   calls: ICall[];
   calls_more: boolean;
+  /**
+   * idle warm spare containers, in no pool yet (Docker: docker_spares)
+   */
+  spares: string[];
 }
 /**
  * One function's autoscaled pool. Counts use Modal's names, as in
@@ -404,6 +408,10 @@ export interface IChangesMessage {
   calls_removed: string[];
   events: IChangeEvent[];
   events_dropped: number;
+  /**
+   * the idle warm spare containers now (moved or not)
+   */
+  spares: string[];
 }
 /**
  * Something that happened, as the control plane reports it to its subscribers.

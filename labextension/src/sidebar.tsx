@@ -16,7 +16,12 @@ import { groupByOwner } from './arrange';
 import { CommandIDs } from './commands';
 import { ConnectionStatus, isFailure } from './connection';
 import { CurrentKernel } from './current';
-import { describeEvent, formatCount, formatLauncher } from './format';
+import {
+  describeEvent,
+  formatCount,
+  formatLauncher,
+  formatSpares
+} from './format';
 import { SidebarModel } from './model';
 import { OwnerFilter, OwnerSection } from './owners';
 
@@ -141,6 +146,15 @@ function Sidebar(props: ISidebarProps): JSX.Element {
         >
           Workers run as <b>{formatLauncher(server)}</b>:{' '}
           {server.launcher_reason}
+          {state.spares.length > 0 && (
+            <div
+              className="nbscale-Spares"
+              data-spares={state.spares.length}
+              title={state.spares.join('\n')}
+            >
+              {formatSpares(state.spares.length)}
+            </div>
+          )}
         </div>
       )}
       {!failed && model.apps.length > 0 && (

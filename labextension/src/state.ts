@@ -103,6 +103,14 @@ export class ClusterState {
     return this._eventsDropped;
   }
 
+  /**
+   * The idle warm spare containers' names (Docker's `docker_spares`): started, in no
+   * pool, each to serve a new pool's first worker at once. Sent over the WebSocket only.
+   */
+  get spares(): string[] {
+    return this._spares;
+  }
+
   /** When the state last changed from the server (ms), or null before the first data. */
   get updated(): number | null {
     return this._updated;
@@ -112,6 +120,7 @@ export class ClusterState {
   applySnapshot(message: ISnapshotMessage, now: number): void {
     this.setPools(message.pools, now);
     this.setCalls(message.calls, now);
+    this._spares = message.spares ?? [];
   }
 
   /** Take the pools and calls that moved, the calls no longer listed and the events. */
@@ -128,6 +137,7 @@ export class ClusterState {
     for (const event of message.events) {
       this._events.push({ t: now, event });
     }
+    this._spares = message.spares ?? this._spares;
     this._eventsDropped += message.events_dropped;
     this._events.splice(0, Math.max(0, this._events.length - this.keepEvents));
     this._pruneGone();
@@ -263,6 +273,7 @@ export class ClusterState {
   private _history = new Map<string, ISample[]>();
   private _received = new Map<string, number>();
   private _stoppedSince = new Map<string, number>();
+  private _spares: string[] = [];
   private _events: IEventEntry[] = [];
   private _eventsDropped = 0;
   private _updated: number | null = null;

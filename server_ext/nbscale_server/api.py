@@ -209,7 +209,7 @@ class Api:
 
     def _get_stats(self, identity: bytes, msg: protocol.GetStats, payload: list[Any]) -> Answer:
         if msg.pool_id is None:
-            return {"pools": self.list_pools(), "spares": self.fleet.launcher.spares()}, ()
+            return {"pools": self.list_pools(), "spares": self.list_spares()}, ()
         return self.pool_info(msg.pool_id), ()
 
     def _deploy_app(self, identity: bytes, msg: protocol.DeployApp, payload: list[Any]) -> Answer:
@@ -237,6 +237,10 @@ class Api:
     def list_pools(self) -> list[PoolModel]:
         now = self.clock()
         return [reports.pool_model(p, now) for p in self.records.pools.values()]
+
+    def list_spares(self) -> list[str]:
+        """The idle warm spare containers' names (the Docker launcher's ``docker_spares``)."""
+        return self.fleet.launcher.spares()
 
     def pool_info(self, pool_id: str) -> PoolModel:
         return reports.pool_model(self.records.pool(pool_id), self.clock())

@@ -64,6 +64,7 @@ class EventHub:
         self._dropped = 0
         self._pools: dict[str, dict[str, Any]] = {}
         self._calls: dict[str, tuple[Any, ...]] = {}
+        self._spares: list[str] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -91,11 +92,13 @@ class EventHub:
         """Every pool, and the newest calls (``CALLS_PAGE``; ``calls_more`` when there are
         older ones: ``GET calls?before=`` pages through them)."""
         calls = self.api.list_calls(CALLS_PAGE + 1)
+        self._spares = self.api.list_spares()
         return {
             "type": "snapshot",
             "pools": self.api.list_pools(),
             "calls": calls[:CALLS_PAGE],
             "calls_more": len(calls) > CALLS_PAGE,
+            "spares": self._spares,
         }
 
     def changes(self) -> ChangesMessage | None:
@@ -119,7 +122,10 @@ class EventHub:
             del self._calls[call_id]
         events, dropped = self._events, self._dropped
         self._events, self._dropped = [], 0
-        if not (pools or calls or removed or events or dropped):
+        spares, moved = self.api.list_spares(), False
+        if spares != self._spares:
+            self._spares, moved = spares, True
+        if not (pools or calls or removed or events or dropped or moved):
             return None
         return {
             "type": "changes",
@@ -128,6 +134,7 @@ class EventHub:
             "calls_removed": removed,
             "events": events,
             "events_dropped": dropped,
+            "spares": spares,
         }
 
     def _on_event(self, event: ChangeEvent) -> None:

@@ -319,6 +319,7 @@ class SnapshotMessage(TypedDict):
     pools: list[PoolModel]
     calls: list[CallModel]
     calls_more: bool
+    spares: list[str]  # idle warm spare containers, in no pool yet (Docker: docker_spares)
 
 
 class ChangesMessage(TypedDict):
@@ -332,6 +333,7 @@ class ChangesMessage(TypedDict):
     calls_removed: list[str]
     events: list[ChangeEvent]
     events_dropped: int
+    spares: list[str]  # the idle warm spare containers now (moved or not)
 
 
 EventsMessage = SnapshotMessage | ChangesMessage

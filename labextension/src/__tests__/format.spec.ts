@@ -14,6 +14,7 @@ import {
   formatGpu,
   formatGpuCount,
   formatLauncher,
+  formatSpares,
   formatRequest,
   formatSettings,
   formatWorkerInputs,
@@ -350,6 +351,15 @@ describe('the control plane and its calls', () => {
     );
     expect(formatLauncher({ ...status, launcher: 'process' })).toBe(
       'local processes'
+    );
+  });
+
+  it('counts the warm spares', () => {
+    expect(formatSpares(1)).toBe(
+      "1 warm spare container waits for a new pool's first worker"
+    );
+    expect(formatSpares(2)).toBe(
+      "2 warm spare containers wait for a new pool's first worker"
     );
   });
 

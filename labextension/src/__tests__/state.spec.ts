@@ -10,17 +10,44 @@ function changes(overrides: Partial<IChangesMessage> = {}): IChangesMessage {
     calls_removed: [],
     events: [],
     events_dropped: 0,
+    spares: [],
     ...overrides
   };
 }
 
 describe('ClusterState', () => {
+  it('knows the warm spares from the snapshot, then from each change', () => {
+    const state = new ClusterState();
+    expect(state.spares).toEqual([]);
+    state.applySnapshot(
+      {
+        type: 'snapshot',
+        pools: [],
+        calls: [],
+        calls_more: false,
+        spares: ['nbscale-wk-1']
+      },
+      1000
+    );
+    expect(state.spares).toEqual(['nbscale-wk-1']);
+    state.applyChanges(changes({ spares: [] }), 2000); // taken by a worker
+    expect(state.spares).toEqual([]);
+    state.applyChanges(changes({ spares: ['nbscale-wk-2'] }), 3000);
+    expect(state.spares).toEqual(['nbscale-wk-2']);
+  });
+
   it('starts empty and takes a snapshot whole', () => {
     const state = new ClusterState();
     expect(state.pools).toEqual([]);
     expect(state.updated).toBeNull();
     state.applySnapshot(
-      { type: 'snapshot', pools: [pool()], calls: [call()], calls_more: false },
+      {
+        type: 'snapshot',
+        pools: [pool()],
+        calls: [call()],
+        calls_more: false,
+        spares: []
+      },
       1000
     );
     expect(state.pools.map(p => p.id)).toEqual(['pl-000000000001']);
@@ -36,7 +63,8 @@ describe('ClusterState', () => {
         type: 'snapshot',
         pools: [pool(), other],
         calls: [call()],
-        calls_more: false
+        calls_more: false,
+        spares: []
       },
       0
     );
@@ -59,7 +87,8 @@ describe('ClusterState', () => {
         type: 'snapshot',
         pools: [pool()],
         calls: [call({ done: 90, failed: 2 })],
-        calls_more: false
+        calls_more: false,
+        spares: []
       },
       0
     );
@@ -155,7 +184,8 @@ describe('ClusterState', () => {
         type: 'snapshot',
         pools: [pool(), pool({ id: 'pl-2' })],
         calls: [],
-        calls_more: false
+        calls_more: false,
+        spares: []
       },
       1000
     );
