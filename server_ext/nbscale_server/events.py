@@ -92,13 +92,12 @@ class EventHub:
         """Every pool, and the newest calls (``CALLS_PAGE``; ``calls_more`` when there are
         older ones: ``GET calls?before=`` pages through them)."""
         calls = self.api.list_calls(CALLS_PAGE + 1)
-        self._spares = self.api.list_spares()
         return {
             "type": "snapshot",
             "pools": self.api.list_pools(),
             "calls": calls[:CALLS_PAGE],
             "calls_more": len(calls) > CALLS_PAGE,
-            "spares": self._spares,
+            "spares": self.api.list_spares(),
         }
 
     def changes(self) -> ChangesMessage | None:
@@ -148,6 +147,7 @@ class EventHub:
         self._pools = {p["id"]: _pool_signature(p) for p in self.api.list_pools()}
         listed = self.api.listed_calls(CALLS_PAGE)
         self._calls = {i: _call_signature(c) for i, c in listed.items()}
+        self._spares = self.api.list_spares()
         self._unsubscribe = self.api.subscribe(self._on_event)
         self._task = asyncio.ensure_future(self._run())
 
