@@ -1,7 +1,8 @@
 """W2 under two values of one client setting, in one process: alternating blocks of
-sequential ``noop.remote(x)`` calls (two local workers, as W2), so that the machine's drift
-between runs does not pass for the setting's effect. Prints each value's p50 and p99 and
-the calling process's CPU per call (user and system), then ProcessPoolExecutor's W2.
+sequential ``noop.remote(x)`` calls on ``bench/run.py``'s nbscale peer (its W2 set-up and
+timing: ``call_us``, percentiles as there), so that the machine's drift between runs does
+not pass for the setting's effect. Prints each value's p50 and p99 and the calling process's
+CPU per call (user and system), then ProcessPoolExecutor's W2 measured the same way.
 
     python bench/w2_blocks.py busy_poll_us 0 150 [--rounds 16] [--block 250]
 """
@@ -11,19 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import workloads
+import numpy as np
+from peers import PEERS
+from run import W2_WARMUP_CALLS, call_us, fresh_ints
 
-BLOCK_WARMUP = 200
 
-
-def percentiles(latencies: list[float]) -> str:
-    ordered = sorted(latencies)
-    p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
-    return f"p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us"
+def percentiles(samples_us: list[float]) -> str:
+    p50, p99 = np.percentile(samples_us, [50, 99])
+    return f"p50 {p50:.0f} us, p99 {p99:.0f} us"
 
 
 def cpu() -> tuple[float, float]:
@@ -39,41 +37,36 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=250)
     args = parser.parse_args()
     os.environ["NBSCALE_LAUNCHER"] = "process"
-    import nbscale
+    nbscale: Any = PEERS["nbscale"]()
+    nbscale.start()
+    for x in fresh_ints(W2_WARMUP_CALLS):
+        call_us(nbscale, x)
+    import nbscale as api
 
-    app = nbscale.App("w2-blocks")
-    noop: Any = app.function(max_containers=2, min_containers=2)(workloads.noop)
-    for x in range(BLOCK_WARMUP):
-        noop.remote(x)
-    latencies: dict[str, list[float]] = {v: [] for v in args.values}
+    samples: dict[str, list[float]] = {v: [] for v in args.values}
     used = {v: [0.0, 0.0] for v in args.values}
     for _ in range(args.rounds):
         for value in args.values:
-            nbscale.config(**{args.setting: value})
+            api.config(**{args.setting: value})
             user, system = cpu()
-            for x in range(args.block):
-                start = time.perf_counter()
-                noop.remote(x)
-                latencies[value].append(time.perf_counter() - start)
+            samples[value] += [call_us(nbscale, x) for x in fresh_ints(args.block)]
             after = cpu()
             used[value][0] += after[0] - user
             used[value][1] += after[1] - system
-    nbscale.shutdown()
-    for value, values in latencies.items():
+    nbscale.stop()
+    for value, values in samples.items():
         user, system = (1e6 * t / len(values) for t in used[value])
         print(
             f"{args.setting}={value}: {percentiles(values)}; "
             f"CPU per call {user:.0f} us user, {system:.0f} us system"
         )
-    with ProcessPoolExecutor(2) as pool:
-        for x in range(BLOCK_WARMUP):
-            pool.submit(workloads.noop, x).result()
-        ppe = []
-        for x in range(args.rounds * args.block):
-            start = time.perf_counter()
-            pool.submit(workloads.noop, x).result()
-            ppe.append(time.perf_counter() - start)
-    print(f"ProcessPoolExecutor: {percentiles(ppe)}")
+    ppe = PEERS["ppe"]()
+    ppe.start()
+    for x in fresh_ints(W2_WARMUP_CALLS):
+        call_us(ppe, x)
+    ppe_samples = [call_us(ppe, x) for x in fresh_ints(args.rounds * args.block)]
+    ppe.stop()
+    print(f"ProcessPoolExecutor: {percentiles(ppe_samples)}")
 
 
 if __name__ == "__main__":
