@@ -68,6 +68,8 @@ class SingleCall:
 
     async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Output:
         """Send the input, and return its output once it is final."""
+        # first: a bad setting is refused before anything of this call is kept
+        polling = BusyPolling(_config.fresh("busy_poll_us") if self.blocked else 0)
         writer = PayloadWriter()
         where = add_input(writer, 0, args, kwargs)
         items: list[list[Any]] = [[0, *where, 0, []]]  # a SUBMIT_* row
@@ -89,7 +91,6 @@ class SingleCall:
         client.handlers[call_id] = self._on_outputs
         client.lost_handlers[call_id] = self._on_lost
         sent = False
-        polling = BusyPolling(_config.fresh("busy_poll_us") if self.blocked else 0)
         try:
             reply = client.send_request(msg, frames)
             sent = True

@@ -19,7 +19,7 @@ import pytest
 from conftest import wait_until
 
 import nbscale
-from nbscale import _config, _loop
+from nbscale import _client, _config, _loop
 
 
 def test_after_polling_the_selector_sleeps_out_its_timeout() -> None:
@@ -136,3 +136,5 @@ def test_a_bad_value_is_refused_naming_the_setting(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("NBSCALE_BUSY_POLL_US", "-5")
     with pytest.raises(nbscale.exceptions.InvalidError, match="busy_poll_us"):
         f.remote(1)
+    client = _loop.get_loop().run(_client.get_client())
+    assert not client.handlers and not client.lost_handlers  # nothing of the call kept
