@@ -194,8 +194,7 @@ def reap_orphans(api: Any) -> int:
             remove_network(api, network["Id"], name, names, logging.DEBUG)
     if removed:
         log.warning(
-            "removed %d container(s) (workers, warm spares) left by a control plane that "
-            "died: %s",
+            "removed %d container(s) (workers, warm spares) left by a control plane that died: %s",
             removed,
             ", ".join(names),
         )
